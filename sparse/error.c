@@ -1,0 +1,31 @@
+/* error.c: the status code table and the per-thread detail message. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "spruce_error.h"
+
+static _Thread_local char detail[1024];
+
+const char *spruce_strerror(int code)
+{
+    switch (code) {
+    case SPRUCE_OK: return "success";
+#define XX(name, value, msg) case SPRUCE_##name: return msg;
+    SPRUCE_ERRNO_MAP(XX)
+#undef XX
+    default: return "unknown error";
+    }
+}
+
+const char *spruce_errdetail(void) { return detail; }
+
+void spruce_errclear(void) { detail[0] = '\0'; }
+
+int spruce__seterr(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    return code;
+}

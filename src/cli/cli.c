@@ -1,0 +1,85 @@
+/* cli.c: helpers shared by the subcommands. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "spruce_error.h"
+
+int cli_verbose = 0;
+
+void cli_error(int code, const char *fmt, ...)
+{
+    va_list ap;
+    const char *detail = spruce_errdetail();
+    fputs("spruce: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, ": %s", spruce_strerror(code));
+    if (detail && *detail)
+        fprintf(stderr, ": %s", detail);
+    fputc('\n', stderr);
+}
+
+void cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("spruce: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = s ? strtol(s, &end, 10) : 0;
+    if (!s || end == s || *end != '\0' || errno || v < lo || v > hi) {
+        cli_fail("%s: expected a whole number in [%ld, %ld], got '%s'", opt, lo, hi,
+                 s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_float(const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v;
+    errno = 0;
+    v = s ? strtod(s, &end) : 0;
+    if (!s || end == s || *end != '\0' || errno || !isfinite(v) || v < lo || v > hi) {
+        cli_fail("%s: expected a number in [%g, %g], got '%s'", opt, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_pattern(const char *opt, const char *s, int *n, int *m)
+{
+    int a, b, len = 0;
+    if (!s || sscanf(s, "%d:%d%n", &a, &b, &len) != 2 || s[len] != '\0' || a <= 0 || b <= 0 ||
+        a >= b || b > 256) {
+        cli_fail("%s: expected N:M with 0 < N < M <= 256 (e.g. 2:4), got '%s'", opt, s ? s : "");
+        return -1;
+    }
+    *n = a;
+    *m = b;
+    return 0;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,44 @@
+/* cli.h: what the subcommands of the spruce program share.
+ * Only the command-line program prints to the terminal or exits. */
+#ifndef SPRUCE_CLI_H
+#define SPRUCE_CLI_H
+
+#include <stdio.h>
+
+/* Each subcommand: argv[0] is the subcommand's name; returns the exit status. */
+int spruce_cmd_prune(int argc, char **argv);
+int spruce_cmd_eval(int argc, char **argv);
+int spruce_cmd_synth(int argc, char **argv);
+int spruce_cmd_bench(int argc, char **argv);       /* dispatches "bench prune" too */
+int spruce_cmd_bench_prune(int argc, char **argv);
+int spruce_cmd_masks(int argc, char **argv);
+int spruce_cmd_run(int argc, char **argv);
+int spruce_cmd_demo(int argc, char **argv);
+
+/* Print "spruce: <prefix>: <strerror(code)>: <detail>" to stderr. */
+void cli_error(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Print "spruce: <message>" to stderr. */
+void cli_fail(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* Strict number parsing: 0 on success, -1 (after printing which option was
+ * wrong) if s is not a whole number / finite float in [lo, hi]. */
+int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
+int cli_parse_float(const char *opt, const char *s, double lo, double hi, double *out);
+/* "N:M" with 0 < N < M. */
+int cli_parse_pattern(const char *opt, const char *s, int *n, int *m);
+
+/* Monotonic wall clock in seconds. */
+double cli_now(void);
+
+/* Non-zero when --verbose was given before the subcommand or SPRUCE_VERBOSE is set. */
+extern int cli_verbose;
+
+#endif

@@ -1,0 +1,83 @@
+/* main.c: the spruce program: `spruce <command> [options]`. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"prune", spruce_cmd_prune, "prune a Hugging Face checkpoint (SparseGPT, Wanda, magnitude)"},
+    {"eval",  spruce_cmd_eval,  "perplexity of a checkpoint on a token file"},
+    {"synth", spruce_cmd_synth, "write a deterministic random LLaMA-shaped checkpoint"},
+    {"masks", spruce_cmd_masks, "export, apply, inspect and compare HDF5 mask files"},
+    {"bench", spruce_cmd_bench, "benchmark sparse kernels against dense OpenBLAS ('bench prune': the pruner)"},
+    {"run",   spruce_cmd_run,   "generate tokens with a checkpoint on the sparse runtime"},
+    {"demo",  spruce_cmd_demo,  "synthesise, prune 2:4, save masks, evaluate and benchmark, end to end"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    size_t i;
+    fprintf(f, "usage: spruce [--verbose] <command> [options]\n"
+               "       spruce <command> --help\n"
+               "       spruce --version\n\n"
+               "spruce prunes large language models in one shot and runs them sparse on CPUs.\n\n"
+               "commands:\n");
+    for (i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-7s %s\n", "help", "this message, or 'help <command>' for one command");
+}
+
+int main(int argc, char **argv)
+{
+    int a = 1;
+    size_t i;
+    const char *env = getenv("SPRUCE_VERBOSE");
+    if (env && *env && strcmp(env, "0") != 0)
+        cli_verbose = 1;
+    while (a < argc && argv[a][0] == '-') {
+        if (!strcmp(argv[a], "--version") || !strcmp(argv[a], "-V")) {
+            printf("spruce %s\n", PACKAGE_VERSION);
+            return 0;
+        } else if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[a], "--verbose") || !strcmp(argv[a], "-v")) {
+            cli_verbose = 1;
+            a++;
+        } else {
+            cli_fail("unknown option '%s' (try 'spruce --help')", argv[a]);
+            return 2;
+        }
+    }
+    if (a >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[a], "help")) {
+        if (a + 1 < argc) {
+            for (i = 0; i < NCOMMANDS; i++)
+                if (!strcmp(argv[a + 1], commands[i].name)) {
+                    char *hargv[] = {argv[a + 1], "--help", NULL};
+                    return commands[i].run(2, hargv);
+                }
+            cli_fail("unknown command '%s' (try 'spruce help')", argv[a + 1]);
+            return 2;
+        }
+        usage(stdout);
+        return 0;
+    }
+    for (i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(argv[a], commands[i].name))
+            return commands[i].run(argc - a, argv + a);
+    cli_fail("unknown command '%s' (try 'spruce help')", argv[a]);
+    return 2;
+}

@@ -1,0 +1,93 @@
+/* spruce_prune.h: one-shot pruning of one linear layer.
+ *
+ * A linear layer computes y = W x with W (rows, cols) row-major, x of length cols.
+ * Calibration activations X are (tokens, cols) row-major float32.
+ *
+ *   spruce_hessian *h = spruce_hessian_alloc(cols);
+ *   spruce_hessian_add(h, X, tokens);           // any number of batches
+ *   spruce_prune_opts o; spruce_prune_opts_init(&o);
+ *   o.sparsity = 0.5f;                           // or o.prune_n = 2, o.prune_m = 4
+ *   spruce_prune_result r;
+ *   spruce_prune_layer(W, rows, cols, h, &o, mask, &r);
+ *   spruce_hessian_free(h);
+ *
+ * Several layers that read the same input (q/k/v, gate/up) share one accumulator.
+ * Every function returns 0 or a negative SPRUCE_E* code (see spruce_error.h);
+ * spruce_errdetail() then says what was wrong. */
+#ifndef SPRUCE_PRUNE_H
+#define SPRUCE_PRUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spruce_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Hessian accumulator: H = (2/n) * sum over n tokens of x x^T ---------- */
+
+typedef struct spruce_hessian spruce_hessian;
+
+/* A zeroed accumulator for inputs of length cols; NULL when out of memory. */
+spruce_hessian *spruce_hessian_alloc(int cols);
+void spruce_hessian_free(spruce_hessian *h); /* NULL is a no-op */
+
+/* Add a batch: X is (tokens, cols) row-major.  H is rescaled so that after any
+ * sequence of batches it equals (2/n) sum x x^T over all n tokens so far. */
+int spruce_hessian_add(spruce_hessian *h, const float *X, int tokens);
+
+int spruce_hessian_cols(const spruce_hessian *h);
+int64_t spruce_hessian_tokens(const spruce_hessian *h);
+/* The full symmetric (cols, cols) matrix, row-major (both triangles valid). */
+const float *spruce_hessian_matrix(const spruce_hessian *h);
+
+/* ---- Pruning ------------------------------------------------------------- */
+
+typedef enum {
+    SPRUCE_METHOD_SPARSEGPT = 0,
+    SPRUCE_METHOD_WANDA = 1,
+    SPRUCE_METHOD_MAGNITUDE = 2
+} spruce_method;
+
+typedef struct {
+    spruce_method method; /* default SPARSEGPT */
+    float sparsity;       /* unstructured target in [0, 1); used when prune_m == 0 */
+    int prune_n;          /* N:M: prune N of every M consecutive weights of a row */
+    int prune_m;          /* 0 = unstructured */
+    int blocksize;        /* SparseGPT column block B, default 128 */
+    float damp;           /* relative damping, default 0.01 */
+    int max_damp_retries; /* retries with 10x damping when Cholesky fails, default 4 */
+    int threads;          /* 0 = OpenMP default */
+} spruce_prune_opts;
+
+void spruce_prune_opts_init(spruce_prune_opts *o);
+
+/* Human-readable method name and its parse ("sparsegpt", "wanda", "magnitude"). */
+const char *spruce_method_name(spruce_method m);
+int spruce_method_parse(const char *s, spruce_method *out);
+
+typedef struct {
+    double sparsity;      /* realised fraction of zeros in the returned W */
+    double loss;          /* SparseGPT: sum (w - q)^2 / U_ii^2 / 2; baselines: 0 */
+    double seconds;       /* wall time of this call */
+    float damp_used;      /* relative damping that finally succeeded */
+    int damp_retries;     /* how many times damping was raised */
+    int dead_columns;     /* inputs with H_ii == 0 (their weights zeroed) */
+} spruce_prune_result;
+
+/* Prune W (rows, cols) row-major in place with the statistics in h (for
+ * magnitude h may be NULL).  mask, if not NULL, receives rows*cols bytes,
+ * 1 = weight kept, 0 = pruned.  Results are bit-identical for a fixed thread
+ * count.  Errors: SPRUCE_EINVAL (bad options, N >= M, M not dividing the block
+ * size or cols, sparsity outside [0,1)), SPRUCE_ESHAPE (h->cols != cols),
+ * SPRUCE_ENAN (non-finite W or H), SPRUCE_ESINGULAR (no damping helped). */
+int spruce_prune_layer(float *W, int rows, int cols, const spruce_hessian *h,
+                       const spruce_prune_opts *opts, uint8_t *mask,
+                       spruce_prune_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPRUCE_PRUNE_H */
