@@ -1,0 +1,83 @@
+/* spruce_ckpt.h: Hugging Face checkpoint directories (config.json + safetensors).
+ *
+ * A checkpoint is a directory with model.safetensors, or shards listed in
+ * model.safetensors.index.json.  Files are memory-mapped and every header is
+ * validated on open (header length, JSON, dtype, shape against byte range,
+ * ranges inside the file and not overlapping).  Tensors keep their on-disk
+ * dtype; spruce_tensor_read_f32() converts F32/F16/BF16 to float32.
+ *
+ * The writer produces a checkpoint in the same layout: same tensor names,
+ * dtypes, shards, index and __metadata__, every other file of the directory
+ * copied.  It writes into a temporary directory beside the output and renames
+ * it when spruce_ckpt_writer_commit() succeeds, so a crash never leaves half a
+ * checkpoint.  Errors are negative SPRUCE_E* codes with spruce_errdetail()
+ * naming the file and tensor. */
+#ifndef SPRUCE_CKPT_H
+#define SPRUCE_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spruce_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    SPRUCE_DTYPE_F32 = 0,
+    SPRUCE_DTYPE_F16 = 1,
+    SPRUCE_DTYPE_BF16 = 2,
+    SPRUCE_DTYPE_OTHER = 3 /* kept byte-for-byte, but cannot be read as float */
+} spruce_dtype;
+
+#define SPRUCE_MAX_DIMS 8
+
+typedef struct {
+    const char *name;
+    spruce_dtype dtype;
+    const char *dtype_name;           /* as written in the file, e.g. "BF16", "I64" */
+    int ndim;
+    int64_t shape[SPRUCE_MAX_DIMS];
+    const void *data;                 /* inside the mapped file */
+    size_t nbytes;
+    int shard;                        /* index of the file that holds it */
+} spruce_tensor;
+
+typedef struct spruce_ckpt spruce_ckpt;
+
+int spruce_ckpt_open(const char *dir, spruce_ckpt **out);
+void spruce_ckpt_close(spruce_ckpt *c); /* NULL is a no-op */
+
+const char *spruce_ckpt_dir(const spruce_ckpt *c);
+int spruce_ckpt_count(const spruce_ckpt *c);
+const spruce_tensor *spruce_ckpt_tensor_at(const spruce_ckpt *c, int i);
+const spruce_tensor *spruce_ckpt_find(const spruce_ckpt *c, const char *name); /* NULL if absent */
+/* Path of the shard file that holds tensor t (for error messages). */
+const char *spruce_ckpt_file_of(const spruce_ckpt *c, const spruce_tensor *t);
+
+int64_t spruce_tensor_numel(const spruce_tensor *t);
+/* Convert to float32 (numel floats).  SPRUCE_EDTYPE for other dtypes. */
+int spruce_tensor_read_f32(const spruce_tensor *t, float *out);
+
+typedef struct spruce_ckpt_writer spruce_ckpt_writer;
+
+/* Start a copy of in at outdir.  Refuses an existing non-empty outdir unless
+ * force, and refuses outdir == in's directory. */
+int spruce_ckpt_writer_begin(const spruce_ckpt *in, const char *outdir, int force,
+                             spruce_ckpt_writer **out);
+/* Replace a tensor's contents: float32 converted to the tensor's own dtype
+ * (zeros become +0.0 in every dtype). */
+int spruce_ckpt_writer_set_f32(spruce_ckpt_writer *w, const char *name, const float *data);
+/* Replace a tensor's raw bytes (nbytes must equal the tensor's). */
+int spruce_ckpt_writer_set_raw(spruce_ckpt_writer *w, const char *name, const void *bytes,
+                               size_t nbytes);
+/* Flush and rename into place; frees w whatever the outcome. */
+int spruce_ckpt_writer_commit(spruce_ckpt_writer *w);
+/* Remove the temporary directory and free w.  NULL is a no-op. */
+void spruce_ckpt_writer_abort(spruce_ckpt_writer *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPRUCE_CKPT_H */
