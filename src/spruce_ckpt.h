@@ -59,6 +59,29 @@ const char *spruce_ckpt_file_of(const spruce_ckpt *c, const spruce_tensor *t);
 int64_t spruce_tensor_numel(const spruce_tensor *t);
 /* Convert to float32 (numel floats).  SPRUCE_EDTYPE for other dtypes. */
 int spruce_tensor_read_f32(const spruce_tensor *t, float *out);
+/* Convert elements [first, first + count) only (e.g. rows of an embedding:
+ * first = row * cols).  SPRUCE_EINVAL when the range is outside the tensor. */
+int spruce_tensor_read_f32_range(const spruce_tensor *t, size_t first, size_t count, float *out);
+
+/* Open one .safetensors file on its own (the checkpoint's directory is the
+ * file's directory, its only shard the file). */
+int spruce_ckpt_open_file(const char *path, spruce_ckpt **out);
+/* Number of safetensors files (1, or the shards of the index). */
+int spruce_ckpt_nshards(const spruce_ckpt *c);
+/* A value of a shard's __metadata__, NULL when absent. */
+const char *spruce_ckpt_metadata(const spruce_ckpt *c, int shard, const char *key);
+
+/* float32 <-> F16 / BF16 scalars and arrays.  To 16 bits: round to nearest,
+ * ties to even; NaN stays NaN, Inf stays Inf (F16 overflows to Inf); a zero
+ * result is always +0.0, never -0.0. */
+float spruce_f16_to_f32(uint16_t h);
+float spruce_bf16_to_f32(uint16_t h);
+uint16_t spruce_f32_to_f16(float f);
+uint16_t spruce_f32_to_bf16(float f);
+void spruce_f16_to_f32_n(const uint16_t *in, float *out, size_t n);
+void spruce_bf16_to_f32_n(const uint16_t *in, float *out, size_t n);
+void spruce_f32_to_f16_n(const float *in, uint16_t *out, size_t n);
+void spruce_f32_to_bf16_n(const float *in, uint16_t *out, size_t n);
 
 typedef struct spruce_ckpt_writer spruce_ckpt_writer;
 

@@ -1,0 +1,423 @@
+/* ckpt.c: a Hugging Face checkpoint directory, memory-mapped.
+ *
+ * dir/model.safetensors.index.json  {"weight_map": {"tensor": "file", ...}}
+ *   names the shard files; otherwise dir/model.safetensors is the only file.
+ * Every file is mapped read-only and its header validated (safetensors.c);
+ * the index must agree with the files: each tensor of the map in the file the
+ * map names, no tensor in two files, no tensor missing from the map. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "ckpt_internal.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "spruce reads safetensors (little-endian) in place: a little-endian host is required"
+#endif
+
+typedef struct {
+    char *name;  /* file name inside the directory */
+    char *path;  /* dir/name */
+    uint8_t *map;
+    size_t size;
+    spruce__st_header hdr;
+} shard;
+
+struct spruce_ckpt {
+    char *dir;
+    shard *sh;
+    int nsh;
+    spruce_tensor *t;
+    int n;
+    int *slot;     /* open-addressing hash of tensor names: index into t, -1 empty */
+    size_t nslot;  /* power of two */
+};
+
+char *spruce__path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, a);
+    p[a] = '/';
+    memcpy(p + a + 1, name, b + 1);
+    return p;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h;
+}
+
+void spruce_ckpt_close(spruce_ckpt *c)
+{
+    int i;
+    if (!c)
+        return;
+    for (i = 0; i < c->nsh; i++) {
+        if (c->sh[i].map)
+            munmap(c->sh[i].map, c->sh[i].size);
+        spruce__st_header_clear(&c->sh[i].hdr);
+        free(c->sh[i].name);
+        free(c->sh[i].path);
+    }
+    free(c->sh);
+    free(c->t);
+    free(c->slot);
+    free(c->dir);
+    free(c);
+}
+
+static int map_shard(shard *s)
+{
+    int fd, rc = 0;
+    struct stat st;
+    fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return spruce__seterr(errno == ENOENT ? SPRUCE_ENOTFOUND : SPRUCE_EIO, "%s: cannot open: %s",
+                              s->path, strerror(errno));
+    if (fstat(fd, &st) < 0) {
+        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot stat: %s", s->path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: expected a regular file", s->path);
+        goto done;
+    }
+    s->size = (size_t)st.st_size;
+    if (s->size < 8) { /* mmap of an empty file fails; let the parser say why */
+        rc = spruce__safetensors_parse((const uint8_t *)"", s->size, s->path, &s->hdr);
+        goto done;
+    }
+    s->map = mmap(NULL, s->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (s->map == MAP_FAILED) {
+        s->map = NULL;
+        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot map %zu bytes: %s", s->path, s->size,
+                            strerror(errno));
+        goto done;
+    }
+    rc = spruce__safetensors_parse(s->map, s->size, s->path, &s->hdr);
+done:
+    close(fd);
+    return rc;
+}
+
+/* Index every tensor of every shard; refuse a name in two shards. */
+static int build_table(spruce_ckpt *c)
+{
+    int i, j, total = 0;
+    for (i = 0; i < c->nsh; i++)
+        total += c->sh[i].hdr.n;
+    c->t = calloc((size_t)total + 1, sizeof *c->t);
+    for (c->nslot = 16; c->nslot < 2 * (size_t)total; c->nslot *= 2)
+        ;
+    c->slot = malloc(c->nslot * sizeof *c->slot);
+    if (!c->t || !c->slot)
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory indexing %d tensors", c->dir, total);
+    memset(c->slot, 0xff, c->nslot * sizeof *c->slot);
+    for (i = 0; i < c->nsh; i++) {
+        shard *s = &c->sh[i];
+        for (j = 0; j < s->hdr.n; j++) {
+            spruce__st_entry *e = &s->hdr.e[j];
+            spruce_tensor *t = &c->t[c->n];
+            size_t h = hash_str(e->name) & (c->nslot - 1);
+            while (c->slot[h] >= 0) {
+                const spruce_tensor *o = &c->t[c->slot[h]];
+                if (!strcmp(o->name, e->name))
+                    return spruce__seterr(SPRUCE_EFORMAT,
+                                          "%s: tensor '%s': expected in one file only, found also in %s",
+                                          s->path, e->name, c->sh[o->shard].path);
+                h = (h + 1) & (c->nslot - 1);
+            }
+            c->slot[h] = c->n;
+            t->name = e->name;
+            t->dtype = e->dtype;
+            t->dtype_name = e->dtype_name;
+            t->ndim = e->ndim;
+            memcpy(t->shape, e->shape, sizeof t->shape);
+            t->data = s->map ? s->map + s->hdr.data_start + e->begin : NULL;
+            t->nbytes = (size_t)(e->end - e->begin);
+            t->shard = i;
+            c->n++;
+        }
+    }
+    return 0;
+}
+
+static int add_shard(spruce_ckpt *c, const char *name)
+{
+    shard *s;
+    int i;
+    for (i = 0; i < c->nsh; i++)
+        if (!strcmp(c->sh[i].name, name))
+            return i;
+    s = realloc(c->sh, (size_t)(c->nsh + 1) * sizeof *s);
+    if (!s)
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", c->dir);
+    c->sh = s;
+    s = &c->sh[c->nsh];
+    memset(s, 0, sizeof *s);
+    c->nsh++;
+    s->name = strdup(name);
+    s->path = spruce__path_join(c->dir, name);
+    if (!s->name || !s->path)
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", c->dir);
+    return c->nsh - 1;
+}
+
+/* Read the index: collect the shard names (in order of first appearance), map
+ * them, then check the weight map against what the files hold. */
+static int open_index(spruce_ckpt *c, const char *ipath)
+{
+    json_error_t jerr;
+    json_t *root = NULL, *wm;
+    const char *k;
+    json_t *v;
+    int rc = 0, i;
+
+    root = json_load_file(ipath, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return spruce__seterr(SPRUCE_EFORMAT, "%s: not valid JSON: %s (line %d, column %d)", ipath,
+                              jerr.text, jerr.line, jerr.column);
+    wm = json_object_get(root, "weight_map");
+    if (!json_is_object(wm)) {
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: expected \"weight_map\" to be an object of tensor -> file",
+                            ipath);
+        goto done;
+    }
+    json_object_foreach(wm, k, v) {
+        const char *f = json_string_value(v);
+        if (!f || !*f || strchr(f, '/') || !strcmp(f, ".") || !strcmp(f, "..")) {
+            rc = spruce__seterr(SPRUCE_EFORMAT,
+                                "%s: tensor '%s': expected a file name in this directory, found %s%s%s",
+                                ipath, k, f ? "'" : "", f ? f : "a non-string", f ? "'" : "");
+            goto done;
+        }
+        if ((rc = add_shard(c, f)) < 0)
+            goto done;
+        rc = 0;
+    }
+    if (c->nsh == 0) {
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: \"weight_map\" is empty", ipath);
+        goto done;
+    }
+    for (i = 0; i < c->nsh; i++)
+        if ((rc = map_shard(&c->sh[i])))
+            goto done;
+    if ((rc = build_table(c)))
+        goto done;
+    json_object_foreach(wm, k, v) {
+        const spruce_tensor *t = spruce_ckpt_find(c, k);
+        if (!t) {
+            rc = spruce__seterr(SPRUCE_EFORMAT, "%s/%s: tensor '%s': listed in %s, not found in the file",
+                                c->dir, json_string_value(v), k, ipath);
+            goto done;
+        }
+        if (strcmp(c->sh[t->shard].name, json_string_value(v))) {
+            rc = spruce__seterr(SPRUCE_EFORMAT, "%s: tensor '%s': expected in %s as the index says, found in %s",
+                                ipath, k, json_string_value(v), c->sh[t->shard].name);
+            goto done;
+        }
+    }
+    if ((size_t)c->n != json_object_size(wm)) {
+        for (i = 0; i < c->n; i++)
+            if (!json_object_get(wm, c->t[i].name))
+                break;
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: tensor '%s': expected in the weight map of %s, not listed",
+                            c->sh[c->t[i < c->n ? i : 0].shard].path, i < c->n ? c->t[i].name : "?", ipath);
+        goto done;
+    }
+done:
+    json_decref(root);
+    return rc;
+}
+
+static int finish_open(spruce_ckpt *c, int rc, spruce_ckpt **out)
+{
+    if (rc) {
+        spruce_ckpt_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int spruce_ckpt_open(const char *dir, spruce_ckpt **out)
+{
+    spruce_ckpt *c;
+    char *ipath = NULL;
+    struct stat st;
+    int rc = 0;
+
+    if (!dir || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_open: NULL argument");
+    *out = NULL;
+    if (stat(dir, &st) < 0)
+        return spruce__seterr(errno == ENOENT ? SPRUCE_ENOTFOUND : SPRUCE_EIO, "%s: %s", dir,
+                              strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return spruce__seterr(SPRUCE_EINVAL, "%s: expected a checkpoint directory, found a file", dir);
+    c = calloc(1, sizeof *c);
+    if (!c || !(c->dir = strdup(dir)) || !(ipath = spruce__path_join(dir, "model.safetensors.index.json"))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", dir);
+        goto done;
+    }
+    if (access(ipath, F_OK) == 0) {
+        rc = open_index(c, ipath);
+    } else {
+        char *p = spruce__path_join(dir, "model.safetensors");
+        int exists = p && access(p, F_OK) == 0;
+        free(p);
+        if (!exists) {
+            rc = spruce__seterr(SPRUCE_ENOTFOUND,
+                                "%s: expected model.safetensors or model.safetensors.index.json, found neither",
+                                dir);
+            goto done;
+        }
+        if ((rc = add_shard(c, "model.safetensors")) < 0)
+            goto done;
+        if ((rc = map_shard(&c->sh[0])) || (rc = build_table(c)))
+            goto done;
+    }
+done:
+    free(ipath);
+    return finish_open(c, rc, out);
+}
+
+int spruce_ckpt_open_file(const char *path, spruce_ckpt **out)
+{
+    spruce_ckpt *c;
+    const char *slash;
+    int rc = 0;
+    if (!path || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_open_file: NULL argument");
+    *out = NULL;
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
+    slash = strrchr(path, '/');
+    c->dir = slash ? strndup(path, (size_t)(slash == path ? 1 : slash - path)) : strdup(".");
+    if (!c->dir) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    if ((rc = add_shard(c, slash ? slash + 1 : path)) < 0)
+        goto done;
+    rc = 0;
+    free(c->sh[0].path); /* keep the path exactly as given, for messages */
+    if (!(c->sh[0].path = strdup(path))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    if ((rc = map_shard(&c->sh[0])) || (rc = build_table(c)))
+        goto done;
+done:
+    return finish_open(c, rc, out);
+}
+
+const char *spruce_ckpt_dir(const spruce_ckpt *c) { return c->dir; }
+int spruce_ckpt_count(const spruce_ckpt *c) { return c->n; }
+int spruce_ckpt_nshards(const spruce_ckpt *c) { return c->nsh; }
+
+const spruce_tensor *spruce_ckpt_tensor_at(const spruce_ckpt *c, int i)
+{
+    return i >= 0 && i < c->n ? &c->t[i] : NULL;
+}
+
+const spruce_tensor *spruce_ckpt_find(const spruce_ckpt *c, const char *name)
+{
+    size_t h;
+    if (!c || !name || !c->slot)
+        return NULL;
+    for (h = hash_str(name) & (c->nslot - 1); c->slot[h] >= 0; h = (h + 1) & (c->nslot - 1))
+        if (!strcmp(c->t[c->slot[h]].name, name))
+            return &c->t[c->slot[h]];
+    return NULL;
+}
+
+const char *spruce_ckpt_file_of(const spruce_ckpt *c, const spruce_tensor *t)
+{
+    return t && t->shard >= 0 && t->shard < c->nsh ? c->sh[t->shard].path : "?";
+}
+
+const char *spruce_ckpt_metadata(const spruce_ckpt *c, int s, const char *key)
+{
+    int i;
+    if (s < 0 || s >= c->nsh)
+        return NULL;
+    for (i = 0; i < c->sh[s].hdr.nmeta; i++)
+        if (!strcmp(c->sh[s].hdr.meta_key[i], key))
+            return c->sh[s].hdr.meta_val[i];
+    return NULL;
+}
+
+int64_t spruce_tensor_numel(const spruce_tensor *t)
+{
+    int64_t n = 1;
+    int i;
+    for (i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
+int spruce_tensor_read_f32_range(const spruce_tensor *t, size_t first, size_t count, float *out)
+{
+    const uint8_t *p;
+    size_t i, numel;
+    if (!t || (!out && count))
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_tensor_read_f32: NULL argument");
+    numel = (size_t)spruce_tensor_numel(t);
+    if (first > numel || count > numel - first)
+        return spruce__seterr(SPRUCE_EINVAL,
+                              "tensor '%s': expected elements within [0, %zu), found [%zu, %zu)", t->name,
+                              numel, first, first + count);
+    p = t->data;
+    switch (t->dtype) {
+    case SPRUCE_DTYPE_F32:
+        if (count)
+            memcpy(out, p + 4 * first, 4 * count);
+        return 0;
+    case SPRUCE_DTYPE_F16:
+    case SPRUCE_DTYPE_BF16:
+        p += 2 * first;
+        for (i = 0; i < count; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2); /* the data may be unaligned */
+            out[i] = t->dtype == SPRUCE_DTYPE_F16 ? spruce_f16_to_f32(h) : spruce_bf16_to_f32(h);
+        }
+        return 0;
+    default:
+        return spruce__seterr(SPRUCE_EDTYPE, "tensor '%s': expected dtype F32, F16 or BF16, found %s",
+                              t->name, t->dtype_name);
+    }
+}
+
+int spruce_tensor_read_f32(const spruce_tensor *t, float *out)
+{
+    if (!t)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_tensor_read_f32: NULL tensor");
+    return spruce_tensor_read_f32_range(t, 0, (size_t)spruce_tensor_numel(t), out);
+}
+
+/* For the writer: the shard table. */
+int spruce__ckpt_shard(const spruce_ckpt *c, int i, const char **name, const char **path,
+                       const uint8_t **map, size_t *size)
+{
+    if (i < 0 || i >= c->nsh)
+        return SPRUCE_EINVAL;
+    *name = c->sh[i].name;
+    *path = c->sh[i].path;
+    *map = c->sh[i].map;
+    *size = c->sh[i].size;
+    return 0;
+}

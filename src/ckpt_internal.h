@@ -1,0 +1,66 @@
+/* ckpt_internal.h: what the checkpoint files of src/ share (not installed).
+ *
+ * safetensors layout: u64 little-endian header length N, N bytes of JSON,
+ * then the data section; each tensor's data_offsets [begin, end) are relative
+ * to the start of the data section (byte 8 + N of the file). */
+#ifndef SPRUCE_CKPT_INTERNAL_H
+#define SPRUCE_CKPT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spruce_ckpt.h"
+
+/* Headers larger than this are refused (the reference implementation's limit). */
+#define SPRUCE__ST_MAX_HEADER (100u * 1024u * 1024u)
+
+typedef struct {
+    char *name;
+    char *dtype_name;
+    spruce_dtype dtype;
+    int ndim;
+    int64_t shape[SPRUCE_MAX_DIMS];
+    uint64_t begin, end; /* relative to the data section */
+} spruce__st_entry;
+
+typedef struct {
+    uint64_t header_len;  /* bytes of JSON */
+    uint64_t data_start;  /* 8 + header_len: file offset of the data section */
+    uint64_t data_size;   /* file size - data_start */
+    spruce__st_entry *e;  /* in header order */
+    int n;
+    char **meta_key, **meta_val; /* __metadata__, in header order */
+    int nmeta;
+} spruce__st_header;
+
+/* Parse and validate a whole safetensors file held in memory (buf, len).
+ * fname only names the file in error messages.  On failure h is left empty. */
+int spruce__safetensors_parse(const uint8_t *buf, size_t len, const char *fname,
+                              spruce__st_header *h);
+void spruce__st_header_clear(spruce__st_header *h); /* frees what h owns; h may be zeroed */
+
+/* Bytes per element of a safetensors dtype name, 0 if unknown; *dt gets the
+ * spruce_dtype (SPRUCE_DTYPE_OTHER for everything but F32/F16/BF16). */
+size_t spruce__dtype_itemsize(const char *name, spruce_dtype *dt);
+
+/* The shard table of an open checkpoint, for the writer. */
+int spruce__ckpt_shard(const spruce_ckpt *c, int i, const char **name, const char **path,
+                       const uint8_t **map, size_t *size);
+
+/* Output directories written atomically: make OUTDIR.tmp-<pid> after the
+ * checks (refuse a non-empty outdir unless force; refuse outdir being, or
+ * containing, protect_dir when it is not NULL).  *tmp is malloc'ed. */
+int spruce__outdir_begin(const char *outdir, int force, const char *protect_dir, char **tmp);
+/* fsync the files of tmp and tmp itself, then rename tmp to outdir (an existing
+ * outdir is moved aside first and removed once the new one is in place). */
+int spruce__outdir_commit(const char *tmp, const char *outdir, int force);
+/* Remove tmp and the plain files inside it (what the writers create). */
+void spruce__outdir_abort(const char *tmp);
+/* Write all of buf at offset (pwrite loop); SPRUCE_EIO naming path. */
+int spruce__pwrite_all(int fd, const void *buf, size_t n, uint64_t off, const char *path);
+/* Copy the file src to dst (created, must not exist). */
+int spruce__copy_file(const char *src, const char *dst);
+/* Join dir and name into a malloc'ed path (NULL when out of memory). */
+char *spruce__path_join(const char *dir, const char *name);
+
+#endif
