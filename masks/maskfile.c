@@ -136,7 +136,7 @@ static int get_string(hid_t obj, const char *key, char *buf, size_t cap)
         goto done;
     if (H5Tis_variable_str(ftype) > 0) {
         char *p = NULL;
-        mtype = vlen_string_type();
+        mtype = H5Tcopy(ftype); /* same character set: HDF5 does not convert between them */
         if (mtype < 0 || H5Aread(attr, mtype, &p) < 0)
             goto done;
         snprintf(buf, cap, "%s", p ? p : "");
@@ -146,7 +146,7 @@ static int get_string(hid_t obj, const char *key, char *buf, size_t cap)
         char *tmp = malloc(n + 1);
         if (!tmp)
             goto done;
-        mtype = H5Tcopy(H5T_C_S1);
+        mtype = H5Tcopy(ftype);
         if (mtype < 0 || H5Tset_size(mtype, n + 1) < 0 ||
             H5Tset_strpad(mtype, H5T_STR_NULLTERM) < 0 || H5Aread(attr, mtype, tmp) < 0) {
             free(tmp);
