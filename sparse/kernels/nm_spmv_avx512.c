@@ -1,0 +1,54 @@
+/* nm_spmv_avx512.c: y = A x for an N:M matrix with AVX-512.
+ * Same layout and expand-loads as bitmask_spmv_avx512.c, but every group of M
+ * columns stores exactly N values, so when M divides 16 each 16 columns hold
+ * exactly 16 N / M values: the offsets are constants and no bit is counted
+ * (only a short last group at the end of a row is counted).  For 2:4 a word
+ * of 64 columns holds 32 values:
+ *   acc_q += expand(m_q, v + 8 q) * x[k + 16 q ..),  q = 0..3;  v += 32. */
+#include <immintrin.h>
+
+#include "sparse_internal.h"
+
+void nm_spmv_avx512(const struct spruce_sparse *A, const float *x, int batch, float *y, int r0,
+                    int r1)
+{
+    const int full = A->cols / 64, rem = A->cols % 64;
+    int i, w, c, c16;
+    if (16 % A->m != 0) {
+        bitmask_spmv_avx512(A, x, batch, y, r0, r1);
+        return;
+    }
+    c16 = 16 / A->m * A->n;
+    for (i = r0; i < r1; i++) {
+        const uint64_t *bits = A->bits + (int64_t)i * A->wpr;
+        const float *v = A->val + A->rowptr[i];
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (w = 0; w < full; w++) {
+            const uint64_t b = bits[w];
+            const float *xp = x + 64 * w;
+            a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)b, v),
+                                 _mm512_loadu_ps(xp), a0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)(b >> 16), v + c16),
+                                 _mm512_loadu_ps(xp + 16), a1);
+            a2 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)(b >> 32), v + 2 * c16),
+                                 _mm512_loadu_ps(xp + 32), a2);
+            a3 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)(b >> 48), v + 3 * c16),
+                                 _mm512_loadu_ps(xp + 48), a3);
+            v += 4 * c16;
+        }
+        if (rem) {
+            const uint64_t b = bits[full];
+            const float *xp = x + 64 * full;
+            for (c = 0; 16 * c < rem; c++) {
+                const int left = rem - 16 * c;
+                const __mmask16 xm = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+                const __mmask16 m = (__mmask16)(b >> (16 * c));
+                a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(m, v),
+                                     _mm512_maskz_loadu_ps(xm, xp + 16 * c), a0);
+                v += __builtin_popcount(m);
+            }
+        }
+        y[i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}

@@ -1,0 +1,261 @@
+/* linear.c: a linear layer Y = W X that runs in whichever representation was
+ * fastest for its batch size when it was created: dense OpenBLAS (sgemv for
+ * batch 1, sgemm otherwise), compressed rows, bitmask or N:M.
+ * W is (rows, cols), X is (cols, batch), Y is (rows, batch), all row-major. */
+#include "config.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sparse_internal.h"
+
+struct spruce_linear {
+    int rows, cols;
+    int nbatches;
+    int batches[SPRUCE_LINEAR_MAX_BATCHES]; /* ascending */
+    int choice[SPRUCE_LINEAR_MAX_BATCHES];  /* SPRUCE_FMT_* per tuned batch */
+    float *dense;                           /* (rows, cols) when some choice is dense */
+    spruce_sparse *sp[4];                   /* by format, when chosen */
+};
+
+void spruce_linear_opts_init(spruce_linear_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->format = -1;
+    o->nbatches = 2;
+    o->batches[0] = 1;
+    o->batches[1] = 16;
+    o->reps = 5;
+}
+
+void spruce_linear_free(spruce_linear *lin)
+{
+    int f;
+    if (!lin)
+        return;
+    free(lin->dense);
+    for (f = 0; f < 4; f++)
+        spruce_sparse_free(lin->sp[f]);
+    free(lin);
+}
+
+static void dense_mul(int rows, int cols, const float *W, const float *X, int batch, float *Y)
+{
+    if (batch == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, W, cols, X, 1, 0.0f, Y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, batch, cols, 1.0f, W, cols,
+                    X, batch, 0.0f, Y, batch);
+}
+
+static int run(const spruce_linear *lin, int format, const float *X, int batch, float *Y)
+{
+    if (format == SPRUCE_FMT_DENSE) {
+        dense_mul(lin->rows, lin->cols, lin->dense, X, batch, Y);
+        return 0;
+    }
+    return spruce_sparse_mul(lin->sp[format], X, batch, Y);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median seconds of reps runs after one warm-up (-1 on error). */
+static double time_format(const spruce_linear *lin, int format, const float *X, int batch,
+                          float *Y, int reps, double *t)
+{
+    int r;
+    if (run(lin, format, X, batch, Y) < 0)
+        return -1;
+    for (r = 0; r < reps; r++) {
+        double t0 = now();
+        run(lin, format, X, batch, Y);
+        t[r] = now() - t0;
+    }
+    qsort(t, reps, sizeof *t, cmp_double);
+    return t[reps / 2];
+}
+
+int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,
+                         spruce_linear **out)
+{
+    spruce_linear_opts o;
+    spruce_linear *lin = NULL;
+    float *X = NULL, *Y = NULL;
+    double *t = NULL;
+    int rc = 0, f, b, i, maxb = 1, used[4] = {0, 0, 0, 0};
+    if (out)
+        *out = NULL;
+    if (!W || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "linear layer: NULL %s", !W ? "matrix" : "output");
+    if (rows <= 0 || cols <= 0)
+        return spruce__seterr(SPRUCE_ESHAPE, "linear layer: expected rows, cols >= 1, found (%d, %d)",
+                              rows, cols);
+    if (opts)
+        o = *opts;
+    else
+        spruce_linear_opts_init(&o);
+    if (o.nbatches <= 0) {
+        o.nbatches = 2;
+        o.batches[0] = 1;
+        o.batches[1] = 16;
+    }
+    if (o.nbatches > SPRUCE_LINEAR_MAX_BATCHES)
+        return spruce__seterr(SPRUCE_EINVAL, "linear layer: %d batch sizes, at most %d",
+                              o.nbatches, SPRUCE_LINEAR_MAX_BATCHES);
+    if (o.reps <= 0)
+        o.reps = 5;
+    if (o.format > SPRUCE_FMT_NM)
+        return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown format %d", o.format);
+    if (o.n == 0 && o.m == 0) {
+        o.n = 2;
+        o.m = 4;
+    }
+    if ((rc = spruce_sparse_isa()) < 0)
+        return rc;
+    rc = 0;
+
+    if (!(lin = calloc(1, sizeof *lin)))
+        goto nomem;
+    lin->rows = rows;
+    lin->cols = cols;
+    lin->nbatches = o.nbatches;
+    for (b = 0; b < o.nbatches; b++) {
+        int v = o.batches[b];
+        if (v < 1) {
+            rc = spruce__seterr(SPRUCE_EINVAL, "linear layer: batch size %d", v);
+            goto done;
+        }
+        for (i = b; i > 0 && lin->batches[i - 1] > v; i--) /* insertion sort */
+            lin->batches[i] = lin->batches[i - 1];
+        lin->batches[i] = v;
+        if (v > maxb)
+            maxb = v;
+    }
+
+    /* Candidates: dense, and every sparse format the matrix allows. */
+    if (o.format < 0 || o.format == SPRUCE_FMT_DENSE) {
+        if (!(lin->dense = malloc(sizeof *lin->dense * (size_t)rows * cols)))
+            goto nomem;
+        memcpy(lin->dense, W, sizeof *lin->dense * (size_t)rows * cols);
+    }
+    for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++) {
+        spruce_pack_opts po = {f, o.n, o.m, o.nthreads};
+        if (o.format >= 0 && o.format != f)
+            continue;
+        rc = spruce_sparse_pack(W, NULL, rows, cols, &po, &lin->sp[f]);
+        if (rc == SPRUCE_EPATTERN && o.format < 0) { /* not N:M: not a candidate */
+            spruce_errclear();
+            rc = 0;
+            continue;
+        }
+        if (rc < 0)
+            goto done;
+    }
+
+    if (o.format >= 0) {
+        for (b = 0; b < lin->nbatches; b++)
+            lin->choice[b] = o.format;
+    } else {
+        X = malloc(sizeof *X * (size_t)cols * maxb);
+        Y = malloc(sizeof *Y * (size_t)rows * maxb);
+        t = malloc(sizeof *t * o.reps);
+        if (!X || !Y || !t)
+            goto nomem;
+        for (i = 0; i < cols * maxb; i++)
+            X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        for (b = 0; b < lin->nbatches; b++) {
+            double best = time_format(lin, SPRUCE_FMT_DENSE, X, lin->batches[b], Y, o.reps, t);
+            lin->choice[b] = SPRUCE_FMT_DENSE;
+            for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++) {
+                double s;
+                if (!lin->sp[f])
+                    continue;
+                if ((s = time_format(lin, f, X, lin->batches[b], Y, o.reps, t)) < 0) {
+                    rc = spruce_sparse_isa();
+                    goto done;
+                }
+                if (s < best) {
+                    best = s;
+                    lin->choice[b] = f;
+                }
+            }
+        }
+    }
+    /* Keep only what was chosen. */
+    for (b = 0; b < lin->nbatches; b++)
+        used[lin->choice[b]] = 1;
+    if (!used[SPRUCE_FMT_DENSE]) {
+        free(lin->dense);
+        lin->dense = NULL;
+    }
+    for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
+        if (!used[f]) {
+            spruce_sparse_free(lin->sp[f]);
+            lin->sp[f] = NULL;
+        }
+    *out = lin;
+    lin = NULL;
+    goto done;
+nomem:
+    rc = spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", rows, cols);
+done:
+    free(X);
+    free(Y);
+    free(t);
+    spruce_linear_free(lin);
+    return rc;
+}
+
+static int pick(const spruce_linear *lin, int batch)
+{
+    int b, k = 0;
+    for (b = 0; b < lin->nbatches; b++)
+        if (lin->batches[b] <= batch)
+            k = b;
+    return lin->choice[k];
+}
+
+int spruce_linear_forward(const spruce_linear *lin, const float *X, int batch, float *Y)
+{
+    if (!lin || !X || !Y)
+        return spruce__seterr(SPRUCE_EINVAL, "linear forward: NULL %s",
+                              !lin ? "layer" : !X ? "input" : "output");
+    if (batch < 1)
+        return spruce__seterr(SPRUCE_ESHAPE, "linear forward: batch %d, expected >= 1", batch);
+    return run(lin, pick(lin, batch), X, batch, Y);
+}
+
+int spruce_linear_format(const spruce_linear *lin, int batch)
+{
+    return lin ? pick(lin, batch < 1 ? 1 : batch) : -1;
+}
+
+int spruce_linear_rows(const spruce_linear *lin) { return lin ? lin->rows : 0; }
+int spruce_linear_cols(const spruce_linear *lin) { return lin ? lin->cols : 0; }
+
+size_t spruce_linear_bytes(const spruce_linear *lin)
+{
+    size_t s = 0;
+    int f;
+    if (!lin)
+        return 0;
+    if (lin->dense)
+        s += sizeof(float) * (size_t)lin->rows * lin->cols;
+    for (f = 0; f < 4; f++)
+        s += spruce_sparse_bytes(lin->sp[f]);
+    return s;
+}

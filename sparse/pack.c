@@ -1,0 +1,297 @@
+/* pack.c: packing dense-with-zeros matrices into CSR, bitmask and N:M, the
+ * reverse, and the threaded product Y = A X.
+ * W is (rows, cols) row-major, X is (cols, batch), Y is (rows, batch). */
+#include "config.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sparse_internal.h"
+
+static const char *const format_names[4] = {"dense", "csr", "bitmask", "nm"};
+
+const char *spruce_format_name(int format)
+{
+    return format >= 0 && format < 4 ? format_names[format] : "?";
+}
+
+int spruce_format_parse(const char *s)
+{
+    int i;
+    for (i = 0; s && i < 4; i++)
+        if (!strcmp(s, format_names[i]))
+            return i;
+    return -1;
+}
+
+void spruce_sparse_free(spruce_sparse *A)
+{
+    if (!A)
+        return;
+    free(A->split);
+    free(A->rowptr);
+    free(A->val);
+    free(A->idx16);
+    free(A->idx32);
+    free(A->bits);
+    free(A);
+}
+
+static inline int kept(const float *W, const uint8_t *mask, int64_t at)
+{
+    return mask ? mask[at] != 0 : W[at] != 0.0f;
+}
+
+/* Row boundaries for each thread so that every thread gets about the same
+ * cost, a row costing its stored values plus a fixed overhead. */
+static void balance(spruce_sparse *A, int64_t row_overhead)
+{
+    const int T = A->nthreads;
+    int64_t total = A->nnz + row_overhead * A->rows, acc = 0;
+    int t = 1, i;
+    A->split[0] = 0;
+    for (i = 0; i < A->rows && t < T; i++) {
+        acc += A->rowptr[i + 1] - A->rowptr[i] + row_overhead;
+        while (t < T && acc * T >= total * t)
+            A->split[t++] = i + 1;
+    }
+    while (t <= T)
+        A->split[t++] = A->rows;
+}
+
+/* Check the N:M pattern and count the values each row stores. */
+static int nm_count(const float *W, const uint8_t *mask, int rows, int cols, int n, int m,
+                    int64_t *per_row)
+{
+    const int groups = (cols + m - 1) / m;
+    int i, g, j;
+    for (i = 0; i < rows; i++) {
+        int64_t stored = 0;
+        for (g = 0; g < groups; g++) {
+            const int c0 = g * m, c1 = c0 + m < cols ? c0 + m : cols;
+            int cnt = 0;
+            for (j = c0; j < c1; j++)
+                cnt += kept(W, mask, (int64_t)i * cols + j);
+            if (cnt > n)
+                return spruce__seterr(SPRUCE_EPATTERN,
+                                      "row %d, group %d (columns %d..%d): %d weights kept, the "
+                                      "%d:%d pattern allows at most %d",
+                                      i, g, c0, c1 - 1, cnt, n, m, n);
+            stored += c1 - c0 < n ? c1 - c0 : n;
+        }
+        per_row[i] = stored;
+    }
+    return 0;
+}
+
+int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
+                       const spruce_pack_opts *opts, spruce_sparse **out)
+{
+    spruce_sparse *A = NULL;
+    int64_t *cnt = NULL;
+    int rc = 0, i, j, g;
+    if (out)
+        *out = NULL;
+    if (!W || !opts || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: NULL %s",
+                              !W ? "matrix" : !opts ? "options" : "output");
+    if (rows <= 0 || cols <= 0)
+        return spruce__seterr(SPRUCE_ESHAPE, "sparse pack: expected rows, cols >= 1, found (%d, %d)",
+                              rows, cols);
+    if (opts->format != SPRUCE_FMT_CSR && opts->format != SPRUCE_FMT_BITMASK &&
+        opts->format != SPRUCE_FMT_NM)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: format %d is not csr, bitmask or nm",
+                              opts->format);
+    if (opts->format == SPRUCE_FMT_NM && !(opts->n > 0 && opts->n < opts->m && opts->m <= 64))
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: N:M pattern %d:%d, expected 0 < N < M <= 64",
+                              opts->n, opts->m);
+    if (opts->nthreads < 0)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: %d threads", opts->nthreads);
+
+    A = calloc(1, sizeof *A);
+    cnt = malloc(sizeof *cnt * rows);
+    if (!A || !cnt)
+        goto nomem;
+    A->format = opts->format;
+    A->rows = rows;
+    A->cols = cols;
+    A->n = opts->n;
+    A->m = opts->m;
+    A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
+    A->wpr = (cols + 63) / 64;
+    A->idx_bits = cols <= 65536 ? 16 : 32;
+
+    if (A->format == SPRUCE_FMT_NM) {
+        if ((rc = nm_count(W, mask, rows, cols, A->n, A->m, cnt)) < 0)
+            goto done;
+    } else {
+        for (i = 0; i < rows; i++) {
+            int64_t c = 0;
+            for (j = 0; j < cols; j++)
+                c += kept(W, mask, (int64_t)i * cols + j);
+            cnt[i] = c;
+        }
+    }
+    A->rowptr = malloc(sizeof *A->rowptr * (rows + 1));
+    A->split = malloc(sizeof *A->split * (A->nthreads + 1));
+    if (!A->rowptr || !A->split)
+        goto nomem;
+    A->rowptr[0] = 0;
+    for (i = 0; i < rows; i++)
+        A->rowptr[i + 1] = A->rowptr[i] + cnt[i];
+    A->nnz = A->rowptr[rows];
+    A->val = calloc(A->nnz + SPRUCE__PAD, sizeof *A->val);
+    if (!A->val)
+        goto nomem;
+
+    if (A->format == SPRUCE_FMT_CSR) {
+        if (A->idx_bits == 16)
+            A->idx16 = malloc(sizeof *A->idx16 * (A->nnz + 1));
+        else
+            A->idx32 = malloc(sizeof *A->idx32 * (A->nnz + 1));
+        if (!A->idx16 && !A->idx32)
+            goto nomem;
+        for (i = 0; i < rows; i++) {
+            int64_t p = A->rowptr[i];
+            for (j = 0; j < cols; j++) {
+                int64_t at = (int64_t)i * cols + j;
+                if (!kept(W, mask, at))
+                    continue;
+                A->val[p] = W[at];
+                if (A->idx16)
+                    A->idx16[p] = (uint16_t)j;
+                else
+                    A->idx32[p] = (uint32_t)j;
+                p++;
+            }
+        }
+        balance(A, 8);
+    } else {
+        A->bits = calloc((size_t)rows * A->wpr, sizeof *A->bits);
+        if (!A->bits)
+            goto nomem;
+        for (i = 0; i < rows; i++) {
+            uint64_t *bits = A->bits + (int64_t)i * A->wpr;
+            float *v = A->val + A->rowptr[i];
+            if (A->format == SPRUCE_FMT_BITMASK) {
+                for (j = 0; j < cols; j++) {
+                    int64_t at = (int64_t)i * cols + j;
+                    if (kept(W, mask, at)) {
+                        bits[j / 64] |= 1ull << (j % 64);
+                        *v++ = W[at];
+                    }
+                }
+                continue;
+            }
+            /* N:M: exactly min(n, group width) slots per group, the kept weights
+             * first, topped up with the lowest pruned positions (value 0). */
+            for (g = 0; g * A->m < cols; g++) {
+                const int c0 = g * A->m, c1 = c0 + A->m < cols ? c0 + A->m : cols;
+                int want = c1 - c0 < A->n ? c1 - c0 : A->n, have = 0;
+                uint64_t sel = 0;
+                for (j = c0; j < c1; j++)
+                    if (kept(W, mask, (int64_t)i * cols + j)) {
+                        sel |= 1ull << (j - c0);
+                        have++;
+                    }
+                for (j = c0; j < c1 && have < want; j++)
+                    if (!(sel >> (j - c0) & 1)) {
+                        sel |= 1ull << (j - c0);
+                        have++;
+                    }
+                for (j = c0; j < c1; j++)
+                    if (sel >> (j - c0) & 1) {
+                        int64_t at = (int64_t)i * cols + j;
+                        bits[j / 64] |= 1ull << (j % 64);
+                        *v++ = kept(W, mask, at) ? W[at] : 0.0f;
+                    }
+            }
+        }
+        balance(A, A->wpr * 4);
+    }
+    *out = A;
+    A = NULL;
+    goto done;
+nomem:
+    rc = spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) matrix", rows, cols);
+done:
+    free(cnt);
+    spruce_sparse_free(A);
+    return rc;
+}
+
+int spruce_sparse_unpack(const spruce_sparse *A, float *W)
+{
+    int i, j, w;
+    if (!A || !W)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse unpack: NULL %s", !A ? "matrix" : "output");
+    memset(W, 0, sizeof *W * (size_t)A->rows * A->cols);
+    for (i = 0; i < A->rows; i++) {
+        float *row = W + (int64_t)i * A->cols;
+        int64_t p = A->rowptr[i];
+        if (A->format == SPRUCE_FMT_CSR) {
+            for (; p < A->rowptr[i + 1]; p++)
+                row[A->idx16 ? A->idx16[p] : A->idx32[p]] = A->val[p];
+            continue;
+        }
+        for (w = 0; w < A->wpr; w++) {
+            uint64_t b = A->bits[(int64_t)i * A->wpr + w];
+            while (b) {
+                j = 64 * w + __builtin_ctzll(b);
+                row[j] = A->val[p++];
+                b &= b - 1;
+            }
+        }
+    }
+    return 0;
+}
+
+int spruce_sparse_format(const spruce_sparse *A) { return A ? A->format : -1; }
+int spruce_sparse_rows(const spruce_sparse *A) { return A ? A->rows : 0; }
+int spruce_sparse_cols(const spruce_sparse *A) { return A ? A->cols : 0; }
+int64_t spruce_sparse_nnz(const spruce_sparse *A) { return A ? A->nnz : 0; }
+int spruce_sparse_index_bits(const spruce_sparse *A)
+{
+    return A && A->format == SPRUCE_FMT_CSR ? A->idx_bits : 0;
+}
+
+size_t spruce_sparse_bytes(const spruce_sparse *A)
+{
+    size_t b;
+    if (!A)
+        return 0;
+    b = (size_t)A->nnz * sizeof(float) + (size_t)(A->rows + 1) * sizeof(int64_t);
+    if (A->format == SPRUCE_FMT_CSR)
+        b += (size_t)A->nnz * (A->idx_bits / 8);
+    else
+        b += (size_t)A->rows * A->wpr * sizeof(uint64_t);
+    return b;
+}
+
+int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *Y)
+{
+    const spruce__kernel_table *tab;
+    spruce__kernel k;
+    if (!A || !X || !Y)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse product: NULL %s",
+                              !A ? "matrix" : !X ? "input" : "output");
+    if (batch < 1)
+        return spruce__seterr(SPRUCE_ESHAPE, "sparse product: batch %d, expected >= 1", batch);
+    if (!(tab = spruce__kernels()))
+        return spruce_sparse_isa();
+    k = tab->k[A->format][batch > 1];
+    if (A->nthreads == 1) {
+        k(A, X, batch, Y, 0, A->rows);
+        return 0;
+    }
+#pragma omp parallel num_threads(A->nthreads)
+    {
+        /* Each thread runs the ranges t, t + nt, ... in case fewer threads came. */
+        int t, nt = omp_get_num_threads();
+        for (t = omp_get_thread_num(); t < A->nthreads; t += nt)
+            if (A->split[t] < A->split[t + 1])
+                k(A, X, batch, Y, A->split[t], A->split[t + 1]);
+    }
+    return 0;
+}

@@ -1,0 +1,67 @@
+/* sparse_internal.h: the packed layout shared by the framework and the kernels.
+ * Not installed. */
+#ifndef SPRUCE_SPARSE_INTERNAL_H
+#define SPRUCE_SPARSE_INTERNAL_H
+
+#include <stdint.h>
+
+#include "spruce_sparse.h"
+
+/* Values arrays carry this many zero floats past the end, so that a kernel may
+ * load a full vector starting at any stored value. */
+#define SPRUCE__PAD 16
+
+struct spruce_sparse {
+    int format;        /* SPRUCE_FMT_CSR, _BITMASK, _NM */
+    int rows, cols;
+    int n, m;          /* NM only */
+    int nthreads;
+    int *split;        /* (nthreads + 1) row boundaries, balanced by non-zeros */
+    int64_t nnz;       /* stored values */
+    int64_t *rowptr;   /* (rows + 1): first value of each row */
+    float *val;        /* (nnz + SPRUCE__PAD) */
+    /* CSR */
+    int idx_bits;      /* 16 or 32 */
+    uint16_t *idx16;   /* (nnz) column of each value */
+    uint32_t *idx32;
+    /* BITMASK and NM: bit j of word w of row i is column 64 w + j */
+    int wpr;           /* words per row = ceil(cols / 64) */
+    uint64_t *bits;    /* (rows, wpr) */
+};
+
+/* A kernel computes rows [r0, r1) of Y = A X, X (cols, batch), Y (rows, batch). */
+typedef void (*spruce__kernel)(const struct spruce_sparse *A, const float *X, int batch,
+                               float *Y, int r0, int r1);
+
+/* Kernel tables of each instruction set: [format][0: batch 1, 1: batch > 1].
+ * A NULL entry falls back to the scalar kernel. */
+typedef struct {
+    spruce__kernel k[4][2];
+} spruce__kernel_table;
+
+void spruce__kernels_scalar(spruce__kernel_table *t);
+void spruce__kernels_avx2(spruce__kernel_table *t);
+void spruce__kernels_avx512(spruce__kernel_table *t);
+
+/* The table of the chosen instruction set (NULL with the error recorded). */
+const spruce__kernel_table *spruce__kernels(void);
+
+/* Kernels, one per (operation, instruction set). */
+void csr_spmv_scalar(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void csr_spmm_scalar(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void bitmask_spmv_scalar(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void bitmask_spmm_scalar(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+
+void csr_spmv_avx2(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void csr_spmm_avx2(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void bitmask_spmv_avx2(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void bitmask_spmm_avx2(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void nm_spmv_avx2(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+
+void csr_spmv_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void csr_spmm_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void bitmask_spmv_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+void nm_spmv_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
+
+#endif
