@@ -100,6 +100,25 @@ int spruce_ckpt_writer_commit(spruce_ckpt_writer *w);
 /* Remove the temporary directory and free w.  NULL is a no-op. */
 void spruce_ckpt_writer_abort(spruce_ckpt_writer *w);
 
+/* A deterministic random LLaMA-shaped checkpoint (Hugging Face names, config.json
+ * with model_type "llama"), for benchmarks and demos without a download.
+ * Linear weights are N(0, 1/fan_in), norms 1 + 0.05 N(0, 1), embeddings N(0, 1);
+ * the same configuration and seed always give the same bytes. */
+typedef struct {
+    int hidden, intermediate, layers, heads, kv_heads, vocab, max_position;
+    spruce_dtype dtype;   /* F32, F16 or BF16 */
+    uint64_t seed;
+} spruce_synth_config;
+
+/* A small model: hidden 256, intermediate 688, 2 layers, 8 heads, 4 kv heads,
+ * vocab 512, max_position 512, F32, seed 0. */
+void spruce_synth_defaults(spruce_synth_config *cfg);
+/* Write cfg's checkpoint to outdir through a temporary directory and a rename;
+ * refuses an existing non-empty outdir unless force. */
+int spruce_synth_write(const char *outdir, const spruce_synth_config *cfg, int force);
+/* Number of parameters of cfg's model. */
+int64_t spruce_synth_nparams(const spruce_synth_config *cfg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,329 @@
+/* synth.c: a deterministic random LLaMA-shaped Hugging Face checkpoint.
+ *
+ * Tensors use the Hugging Face names and shapes (W is (out, in) row-major):
+ *   model.embed_tokens.weight                      (vocab, hidden)      N(0, 1)
+ *   model.layers.{i}.input_layernorm.weight         (hidden)            1 + 0.05 N(0, 1)
+ *   model.layers.{i}.self_attn.q_proj.weight        (heads*hd, hidden)  N(0, 1/hidden)
+ *   model.layers.{i}.self_attn.{k,v}_proj.weight    (kv*hd, hidden)     N(0, 1/hidden)
+ *   model.layers.{i}.self_attn.o_proj.weight        (hidden, heads*hd)  N(0, 1/(heads*hd))
+ *   model.layers.{i}.post_attention_layernorm.weight (hidden)           1 + 0.05 N(0, 1)
+ *   model.layers.{i}.mlp.{gate,up}_proj.weight      (inter, hidden)     N(0, 1/hidden)
+ *   model.layers.{i}.mlp.down_proj.weight           (hidden, inter)     N(0, 1/inter)
+ *   model.norm.weight (hidden), lm_head.weight (vocab, hidden)          as above
+ * Linear weights are scaled by 1/sqrt(fan_in), as in a trained model, so that
+ * activations stay of order one through the layers.  Each run of 65536
+ * elements of a tensor has its own generator seeded from (seed, tensor name,
+ * run index): the output is the same whatever the number of threads. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "ckpt_internal.h"
+
+#define RUN 65536   /* elements per generator */
+#define BATCH 64    /* runs generated (in parallel) per write */
+
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    int kind;      /* 0 linear, 1 norm, 2 embedding */
+    int64_t fan_in;
+} tdesc;
+
+void spruce_synth_defaults(spruce_synth_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->hidden = 256;
+    c->intermediate = 688;
+    c->layers = 2;
+    c->heads = 8;
+    c->kv_heads = 4;
+    c->vocab = 512;
+    c->max_position = 512;
+    c->dtype = SPRUCE_DTYPE_F32;
+    c->seed = 0;
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t name_seed(uint64_t seed, const char *name)
+{
+    uint64_t h = mix64(seed);
+    while (*name)
+        h = mix64(h ^ (unsigned char)*name++);
+    return h;
+}
+
+/* n standard normals (Box-Muller) from a splitmix64 stream starting at s. */
+static void normals(uint64_t s, float *out, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i += 2) {
+        double u1, u2, r;
+        s = mix64(s);
+        u1 = ((double)(s >> 11) + 1.0) * (1.0 / 9007199254740993.0); /* (0, 1] */
+        s = mix64(s);
+        u2 = (double)(s >> 11) * (1.0 / 9007199254740992.0);
+        r = sqrt(-2.0 * log(u1));
+        out[i] = (float)(r * cos(2.0 * M_PI * u2));
+        if (i + 1 < n)
+            out[i + 1] = (float)(r * sin(2.0 * M_PI * u2));
+    }
+}
+
+static const char *dtype_str(spruce_dtype d)
+{
+    return d == SPRUCE_DTYPE_F16 ? "F16" : d == SPRUCE_DTYPE_BF16 ? "BF16" : "F32";
+}
+
+static const char *torch_str(spruce_dtype d)
+{
+    return d == SPRUCE_DTYPE_F16 ? "float16" : d == SPRUCE_DTYPE_BF16 ? "bfloat16" : "float32";
+}
+
+static int check_config(const spruce_synth_config *c)
+{
+    if (c->hidden <= 0 || c->intermediate <= 0 || c->layers <= 0 || c->heads <= 0 ||
+        c->kv_heads <= 0 || c->vocab <= 0 || c->max_position <= 0)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: every size must be positive");
+    if (c->hidden % c->heads)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d is not a multiple of heads %d", c->hidden,
+                              c->heads);
+    if ((c->hidden / c->heads) % 2)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: head dimension %d (hidden / heads) must be even for rotary embeddings",
+                              c->hidden / c->heads);
+    if (c->heads % c->kv_heads)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: heads %d is not a multiple of kv-heads %d", c->heads,
+                              c->kv_heads);
+    if (c->dtype != SPRUCE_DTYPE_F32 && c->dtype != SPRUCE_DTYPE_F16 && c->dtype != SPRUCE_DTYPE_BF16)
+        return spruce__seterr(SPRUCE_EDTYPE, "synth: expected dtype F32, F16 or BF16");
+    return 0;
+}
+
+static tdesc *describe(const spruce_synth_config *c, int *n)
+{
+    int64_t hd = c->hidden / c->heads, H = c->hidden, I = c->intermediate;
+    int L = c->layers, i, k = 0;
+    tdesc *t = calloc((size_t)(9 * L + 3), sizeof *t);
+    if (!t)
+        return NULL;
+#define ADD(kd, fi, d0, d1, ...)                                                                   \
+    do {                                                                                           \
+        snprintf(t[k].name, sizeof t[k].name, __VA_ARGS__);                                        \
+        t[k].kind = kd;                                                                            \
+        t[k].fan_in = (fi);                                                                        \
+        t[k].shape[0] = (d0);                                                                      \
+        t[k].shape[1] = (d1);                                                                      \
+        t[k].ndim = (d1) != 0 ? 2 : 1;                                                                \
+        k++;                                                                                       \
+    } while (0)
+    ADD(2, H, c->vocab, H, "model.embed_tokens.weight");
+    for (i = 0; i < L; i++) {
+        ADD(1, 0, H, 0, "model.layers.%d.input_layernorm.weight", i);
+        ADD(0, H, c->heads * hd, H, "model.layers.%d.self_attn.q_proj.weight", i);
+        ADD(0, H, c->kv_heads * hd, H, "model.layers.%d.self_attn.k_proj.weight", i);
+        ADD(0, H, c->kv_heads * hd, H, "model.layers.%d.self_attn.v_proj.weight", i);
+        ADD(0, c->heads * hd, H, c->heads * hd, "model.layers.%d.self_attn.o_proj.weight", i);
+        ADD(1, 0, H, 0, "model.layers.%d.post_attention_layernorm.weight", i);
+        ADD(0, H, I, H, "model.layers.%d.mlp.gate_proj.weight", i);
+        ADD(0, H, I, H, "model.layers.%d.mlp.up_proj.weight", i);
+        ADD(0, I, H, I, "model.layers.%d.mlp.down_proj.weight", i);
+    }
+    ADD(1, 0, H, 0, "model.norm.weight");
+    ADD(0, H, c->vocab, H, "lm_head.weight");
+#undef ADD
+    *n = k;
+    return t;
+}
+
+static int64_t numel_of(const tdesc *t)
+{
+    return t->ndim == 2 ? t->shape[0] * t->shape[1] : t->shape[0];
+}
+
+static int write_config(const spruce_synth_config *c, const char *path)
+{
+    json_t *j = json_object();
+    int rc = 0;
+    if (!j)
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
+    json_object_set_new(j, "architectures", json_pack("[s]", "LlamaForCausalLM"));
+    json_object_set_new(j, "model_type", json_string("llama"));
+    json_object_set_new(j, "hidden_size", json_integer(c->hidden));
+    json_object_set_new(j, "intermediate_size", json_integer(c->intermediate));
+    json_object_set_new(j, "num_hidden_layers", json_integer(c->layers));
+    json_object_set_new(j, "num_attention_heads", json_integer(c->heads));
+    json_object_set_new(j, "num_key_value_heads", json_integer(c->kv_heads));
+    json_object_set_new(j, "vocab_size", json_integer(c->vocab));
+    json_object_set_new(j, "max_position_embeddings", json_integer(c->max_position));
+    json_object_set_new(j, "rms_norm_eps", json_real(1e-5));
+    json_object_set_new(j, "rope_theta", json_real(10000.0));
+    json_object_set_new(j, "hidden_act", json_string("silu"));
+    json_object_set_new(j, "attention_bias", json_false());
+    json_object_set_new(j, "tie_word_embeddings", json_false());
+    json_object_set_new(j, "torch_dtype", json_string(torch_str(c->dtype)));
+    json_object_set_new(j, "bos_token_id", json_integer(1));
+    json_object_set_new(j, "eos_token_id", json_integer(2));
+    if (json_dump_file(j, path, JSON_INDENT(2) | JSON_REAL_PRECISION(10)))
+        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot write", path);
+    json_decref(j);
+    return rc;
+}
+
+/* The safetensors header for tensors t (in order, packed), padded with spaces
+ * so that the data section starts at a multiple of 8 bytes. */
+static char *make_header(const tdesc *t, int n, spruce_dtype dt, size_t *len)
+{
+    json_t *root = json_object(), *meta = json_object();
+    size_t item = dt == SPRUCE_DTYPE_F32 ? 4 : 2, l;
+    uint64_t off = 0;
+    char *s, *p;
+    int i;
+    json_object_set_new(meta, "format", json_string("pt"));
+    json_object_set_new(root, "__metadata__", meta);
+    for (i = 0; i < n; i++) {
+        uint64_t nb = (uint64_t)numel_of(&t[i]) * item;
+        json_t *e = t[i].ndim == 2
+                        ? json_pack("{s:s, s:[I,I], s:[I,I]}", "dtype", dtype_str(dt), "shape",
+                                    (json_int_t)t[i].shape[0], (json_int_t)t[i].shape[1], "data_offsets",
+                                    (json_int_t)off, (json_int_t)(off + nb))
+                        : json_pack("{s:s, s:[I], s:[I,I]}", "dtype", dtype_str(dt), "shape",
+                                    (json_int_t)t[i].shape[0], "data_offsets", (json_int_t)off,
+                                    (json_int_t)(off + nb));
+        json_object_set_new(root, t[i].name, e);
+        off += nb;
+    }
+    s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!s)
+        return NULL;
+    l = strlen(s);
+    p = realloc(s, l + 8);
+    if (!p) {
+        free(s);
+        return NULL;
+    }
+    while ((8 + l) % 8)
+        p[l++] = ' ';
+    p[l] = '\0';
+    *len = l;
+    return p;
+}
+
+int spruce_synth_write(const char *outdir, const spruce_synth_config *c, int force)
+{
+    tdesc *t = NULL;
+    int n = 0, i, rc = 0, fd = -1;
+    char *tmp = NULL, *path = NULL, *hdr = NULL;
+    size_t hlen = 0, item;
+    float *f = NULL;
+    uint8_t *bytes = NULL;
+    uint64_t pos;
+
+    if (!outdir || !c)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_synth_write: NULL argument");
+    if ((rc = check_config(c)))
+        return rc;
+    item = c->dtype == SPRUCE_DTYPE_F32 ? 4 : 2;
+    t = describe(c, &n);
+    f = malloc((size_t)RUN * BATCH * sizeof *f);
+    bytes = malloc((size_t)RUN * BATCH * item);
+    if (!t || !f || !bytes || !(hdr = make_header(t, n, c->dtype, &hlen))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir);
+        goto done;
+    }
+    if ((rc = spruce__outdir_begin(outdir, force, NULL, &tmp)))
+        goto done;
+    if (!(path = spruce__path_join(tmp, "config.json"))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir);
+        goto done;
+    }
+    if ((rc = write_config(c, path)))
+        goto done;
+    free(path);
+    if (!(path = spruce__path_join(tmp, "model.safetensors"))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir);
+        goto done;
+    }
+    if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
+        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot create", path);
+        goto done;
+    }
+    {
+        uint8_t le[8];
+        for (i = 0; i < 8; i++)
+            le[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+        if ((rc = spruce__pwrite_all(fd, le, 8, 0, path)) ||
+            (rc = spruce__pwrite_all(fd, hdr, hlen, 8, path)))
+            goto done;
+    }
+    pos = 8 + hlen;
+    for (i = 0; i < n; i++) {
+        int64_t numel = numel_of(&t[i]), start;
+        uint64_t ts = name_seed(c->seed, t[i].name);
+        float scale = t[i].kind == 1 ? 0.05f : t[i].kind == 2 ? 1.0f : (float)(1.0 / sqrt((double)t[i].fan_in));
+        float shift = t[i].kind == 1 ? 1.0f : 0.0f;
+        for (start = 0; start < numel; start += (int64_t)RUN * BATCH) {
+            int64_t cnt = numel - start < (int64_t)RUN * BATCH ? numel - start : (int64_t)RUN * BATCH;
+            int nruns = (int)((cnt + RUN - 1) / RUN), r;
+#pragma omp parallel for schedule(static)
+            for (r = 0; r < nruns; r++) {
+                int64_t k, m = cnt - (int64_t)r * RUN < RUN ? cnt - (int64_t)r * RUN : RUN;
+                float *x = f + (size_t)r * RUN;
+                normals(mix64(ts + (uint64_t)(start / RUN + r)), x, (size_t)m);
+                for (k = 0; k < m; k++)
+                    x[k] = shift + scale * x[k];
+                if (c->dtype == SPRUCE_DTYPE_F32)
+                    memcpy(bytes + (size_t)r * RUN * 4, x, (size_t)m * 4);
+                else if (c->dtype == SPRUCE_DTYPE_F16)
+                    spruce_f32_to_f16_n(x, (uint16_t *)bytes + (size_t)r * RUN, (size_t)m);
+                else
+                    spruce_f32_to_bf16_n(x, (uint16_t *)bytes + (size_t)r * RUN, (size_t)m);
+            }
+            if ((rc = spruce__pwrite_all(fd, bytes, (size_t)cnt * item, pos, path)))
+                goto done;
+            pos += (uint64_t)cnt * item;
+        }
+    }
+    if (fsync(fd) < 0 || close(fd) < 0) {
+        fd = -1;
+        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot sync", path);
+        goto done;
+    }
+    fd = -1;
+    if ((rc = spruce__outdir_commit(tmp, outdir, force)))
+        goto done;
+    free(tmp);
+    tmp = NULL;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (tmp)
+        spruce__outdir_abort(tmp);
+    free(tmp);
+    free(path);
+    free(hdr);
+    free(bytes);
+    free(f);
+    free(t);
+    return rc;
+}
+
+int64_t spruce_synth_nparams(const spruce_synth_config *c)
+{
+    int64_t hd = c->hidden / (c->heads ? c->heads : 1), H = c->hidden, I = c->intermediate;
+    int64_t per = 2 * H + c->heads * hd * H * 2 + 2 * c->kv_heads * hd * H + 3 * H * I;
+    return 2 * (int64_t)c->vocab * H + H + c->layers * per;
+}
