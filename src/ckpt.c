@@ -265,8 +265,8 @@ int spruce_ckpt_open(const char *dir, spruce_ckpt **out)
     if (stat(dir, &st) < 0)
         return spruce__seterr(errno == ENOENT ? SPRUCE_ENOTFOUND : SPRUCE_EIO, "%s: %s", dir,
                               strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-        return spruce__seterr(SPRUCE_EINVAL, "%s: expected a checkpoint directory, found a file", dir);
+    if (!S_ISDIR(st.st_mode)) /* a single .safetensors file */
+        return spruce_ckpt_open_file(dir, out);
     c = calloc(1, sizeof *c);
     if (!c || !(c->dir = strdup(dir)) || !(ipath = spruce__path_join(dir, "model.safetensors.index.json"))) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", dir);

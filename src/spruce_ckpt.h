@@ -46,6 +46,7 @@ typedef struct {
 
 typedef struct spruce_ckpt spruce_ckpt;
 
+/* dir: a checkpoint directory (or a single .safetensors file: see _open_file). */
 int spruce_ckpt_open(const char *dir, spruce_ckpt **out);
 void spruce_ckpt_close(spruce_ckpt *c); /* NULL is a no-op */
 
