@@ -6,7 +6,7 @@
 #include "spruce_masks.h"
 
 /* N:M structure: for M in {4, 8, 16} dividing cols, the most kept weights in
- * any aligned group of M; the smallest M with fewer than M kept everywhere. */
+ * any aligned group of M; the smallest M where that is at most M / 2. */
 static void detect_nm(const uint8_t *keep, int64_t rows, int64_t cols, spruce_mask_nm *nm)
 {
     static const int ms[] = {4, 8, 16};
@@ -17,7 +17,7 @@ static void detect_nm(const uint8_t *keep, int64_t rows, int64_t cols, spruce_ma
         int m = ms[k], nmax = 0, nmin = m, j;
         if (cols % m)
             continue;
-        for (r = 0; r < rows && nmax < m; r++) {
+        for (r = 0; r < rows && nmax <= m / 2; r++) {
             const uint8_t *row = keep + (size_t)r * (size_t)cols;
             for (g = 0; g < cols; g += m) {
                 int c = 0;
@@ -29,7 +29,7 @@ static void detect_nm(const uint8_t *keep, int64_t rows, int64_t cols, spruce_ma
                     nmin = c;
             }
         }
-        if (nmax < m) {
+        if (nmax <= m / 2) {
             nm->n = nmax;
             nm->m = m;
             nm->exact = nmin == nmax;

@@ -134,9 +134,11 @@ const spruce_mask_attr *spruce_maskreader_attr(const spruce_maskreader *r, const
 /* The N:M structure of a mask.  For each M in {4, 8, 16} that divides cols,
  * n_max(M) is the largest number of kept weights in any aligned group
  * keep[r, g*M .. g*M+M-1].  The mask is N:M for the smallest such M with
- * n_max(M) < M, N = n_max(M): every aligned group of M keeps at most N.  exact
- * says every group keeps exactly N (what an N:M pruner writes when no weight
- * was already zero).  n = m = 0 when no M qualifies. */
+ * n_max(M) <= M / 2, N = n_max(M): every aligned group of M keeps at most N,
+ * and at least half of each group is pruned (so a random mask is not called
+ * 7:8 because no group of 8 happens to be full).  exact says every group keeps
+ * exactly N (what an N:M pruner writes when no weight was already zero).
+ * n = m = 0 when no M qualifies. */
 typedef struct {
     int n, m;
     int exact;
