@@ -87,6 +87,45 @@ int spruce_prune_layer(float *W, int rows, int cols, const spruce_hessian *h,
                        const spruce_prune_opts *opts, uint8_t *mask,
                        spruce_prune_result *res);
 
+/* ---- Sharing one factorisation between layers ---------------------------
+ *
+ * spruce_prune_layer factors the damped Hessian for every call.  Layers that
+ * read the same input (q/k/v; gate/up) can factor it once:
+ *
+ *   spruce_hinv *hi;
+ *   spruce_hinv_prepare(h, &o, &hi);            // uses o.damp, o.max_damp_retries
+ *   spruce_prune_layer_prepared(Wq, rq, cols, hi, &o, maskq, &rq_res);
+ *   spruce_prune_layer_prepared(Wk, rk, cols, hi, &o, maskk, &rk_res);
+ *   spruce_hinv_free(hi);
+ *
+ * spruce_prune_layer_prepared runs SparseGPT only (o->method must be SPARSEGPT)
+ * and gives bit-identical results to spruce_prune_layer with the same options.
+ * The preparation is the Cholesky factor U of (H + lambda I)^-1, lambda =
+ * damp * mean(diag H), after dead inputs (H_ii == 0) were set to H_ii = 1; it is
+ * computed as U = P chol(P H P)^-T P (P reverses the order of the inputs): one
+ * Cholesky and one triangular inverse instead of two Cholesky and an inverse. */
+typedef struct spruce_hinv spruce_hinv;
+
+int spruce_hinv_prepare(const spruce_hessian *h, const spruce_prune_opts *opts,
+                        spruce_hinv **out);
+void spruce_hinv_free(spruce_hinv *hi); /* NULL is a no-op */
+int spruce_hinv_cols(const spruce_hinv *hi);
+/* U, (cols, cols) row-major upper triangular, U^T U = (H + lambda I)^-1. */
+const float *spruce_hinv_factor(const spruce_hinv *hi);
+
+int spruce_prune_layer_prepared(float *W, int rows, int cols, const spruce_hinv *hi,
+                                const spruce_prune_opts *opts, uint8_t *mask,
+                                spruce_prune_result *res);
+
+/* ---- Measuring the result ------------------------------------------------ */
+
+/* The relative output error ||(W0 - W) X^T||^2 / ||W0 X^T||^2 over the tokens
+ * accumulated in h, computed from H (tokens never revisited): W0 is the dense
+ * layer, W the pruned one, both (rows, cols).  Costs one (rows, cols, cols)
+ * symmetric product per matrix. */
+int spruce_prune_rel_error(const float *W0, const float *W, int rows, int cols,
+                           const spruce_hessian *h, double *out);
+
 #ifdef __cplusplus
 }
 #endif

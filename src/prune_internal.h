@@ -1,0 +1,99 @@
+/* prune_internal.h: what the pruner's source files share (not installed).
+ *
+ * Layout conventions: W is (rows, cols) row-major; H and U are (cols, cols)
+ * row-major; a block is the columns [i1, i2) of W. */
+#ifndef SPRUCE_PRUNE_INTERNAL_H
+#define SPRUCE_PRUNE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "spruce_prune.h"
+
+/* The calling thread's number inside an OpenMP region (0 outside). */
+static inline int spruce__thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* The thread count for the pruner's OpenMP regions: t, or OpenMP's default. */
+static inline int spruce__threads(int t)
+{
+#ifdef _OPENMP
+    return t > 0 ? t : omp_get_max_threads();
+#else
+    (void)t;
+    return 1;
+#endif
+}
+
+struct spruce_hessian {
+    int cols;
+    int64_t tokens;   /* n: tokens added so far */
+    float *H;         /* (cols, cols); the upper triangle is always current */
+    int lower_stale;  /* the lower triangle must be mirrored before it is read */
+};
+
+/* The prepared inverse of one Hessian, shared by every layer that reads the
+ * same input: U is the upper Cholesky factor of (H + lambda I)^-1, with dead
+ * inputs (H_ii == 0) replaced by H_ii = 1 before damping. */
+struct spruce_hinv {
+    int cols;
+    float *U;          /* (cols, cols) row-major, strictly lower part zero */
+    uint8_t *dead;     /* cols flags: 1 = input was never active */
+    int dead_columns;
+    float damp_used;
+    int damp_retries;
+};
+
+/* Mark the k smallest of n keys (ties broken by lower index first): keep[i]
+ * becomes 0 for the k selected and 1 for the others.  Keys are compared as
+ * unsigned integers; the bit pattern of a non-negative float orders like the
+ * float.  Deterministic, O(n), allocation-free and thread-safe. */
+void spruce__select_lowest(const uint32_t *keys, size_t n, size_t k, uint8_t *keep);
+
+/* The N lowest of one group of m keys (m <= 256) get keep = 0, ties by index. */
+void spruce__select_group(const uint32_t *keys, int m, int n, uint8_t *keep);
+
+/* The order-preserving key of a non-negative float (-0 maps to +0). */
+static inline uint32_t spruce__fkey(float x)
+{
+    union { float f; uint32_t u; } v;
+    v.f = x + 0.0f; /* -0 + 0 = +0 */
+    return v.u;
+}
+
+/* Factor H (the full symmetric (n, n) matrix given by its upper triangle
+ * Hup, row-major) into U, the upper Cholesky factor of (H + lambda I)^-1
+ * with lambda = damp * mean(diag H): one Cholesky of the reversed matrix and
+ * one triangular inverse (U = P chol(P H P)^-T P with P the reversal).
+ * Entries of diag(H) equal to zero are set to 1 first and flagged in dead.
+ * On failure the damping is raised 10x up to max_retries times.
+ * U is (n, n) caller-owned; dead (n bytes) may be NULL. */
+int spruce__hinv_factor(const float *Hup, int n, float damp, int max_retries, float *U,
+                        uint8_t *dead, int *dead_columns, float *damp_used, int *retries);
+
+/* Option and shape checks shared by every method. */
+int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols);
+/* 0, or SPRUCE_ENAN naming the first non-finite element of the (rows, cols) matrix. */
+int spruce__check_finite(const float *A, int64_t rows, int64_t cols, const char *what);
+
+/* The methods; arguments already checked.  xnorm2[j] = sum over tokens x_j^2. */
+int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi,
+                      const spruce_prune_opts *o, uint8_t *mask, double *loss);
+int spruce__magnitude(float *W, int rows, int cols, const spruce_prune_opts *o, uint8_t *mask);
+int spruce__wanda(float *W, int rows, int cols, const double *xnorm2,
+                  const spruce_prune_opts *o, uint8_t *mask);
+
+/* The Hessian's upper triangle without mirroring (for callers that only read it). */
+const float *spruce__hessian_upper(const spruce_hessian *h);
+
+#endif

@@ -1,0 +1,221 @@
+/* sparsegpt.c: the SparseGPT sweep (Frantar & Alistarh 2023) over one layer.
+ *
+ * W is (rows, cols) row-major; U is (cols, cols) upper triangular with
+ * U^T U = (H + lambda I)^-1.  Columns are visited in blocks [i1, i2) of B:
+ *
+ *   choose the mask of the block (unstructured: one threshold on w^2 / U_jj^2
+ *   over the whole rows x B block, exactly round(s * rows * B) pruned);
+ *   for each column j of the block, for each row r (rows are independent):
+ *     q = w_rj if kept else 0;   e_r = (w_rj - q) / U_jj;   loss += e_r^2 / 2
+ *     w_rk -= e_r * U_jk  for k in (j, i2)      (inside the block only)
+ *     (N:M: when j - i1 is a multiple of M, the N lowest w^2 / U^2 of the next
+ *      M already-updated weights of the row are pruned)
+ *   W[:, i2:] -= E @ U[i1:i2, i2:]              (one sgemm, E is (rows, B))
+ *
+ * The in-block work is split over rows with OpenMP; the sgemm is called outside
+ * any parallel region so that OpenBLAS uses its own threads.  Every row is
+ * computed by one thread in a fixed order, so the result does not depend on the
+ * thread count except through the sgemm's partitioning. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <lapacke.h>
+
+#include "prune_internal.h"
+
+/* ---- the prepared inverse ------------------------------------------------ */
+
+/* A (n, n) is filled, as a column-major matrix, with the upper triangle of
+ * P (H + lambda I) P (P reverses the index order); dead inputs get H_ii = 1. */
+static void fill_reversed(const float *Hup, int n, float lambda, const uint8_t *dead, float *A)
+{
+    int i, j;
+    /* column-major A(i, j), i <= j, is H[n-1-j][n-1-i], an upper entry of H:
+     * column j of A is row n-1-j of H read backwards from its last element. */
+    #pragma omp parallel for schedule(static) private(i)
+    for (j = 0; j < n; j++) {
+        const float *hrow = Hup + (size_t)(n - 1 - j) * n;
+        float *acol = A + (size_t)j * n;
+        for (i = 0; i <= j; i++)
+            acol[i] = hrow[n - 1 - i];
+        if (dead && dead[n - 1 - j])
+            acol[j] = 1.0f;
+        acol[j] += lambda;
+        for (i = j + 1; i < n; i++)
+            acol[i] = 0.0f;
+    }
+}
+
+int spruce__hinv_factor(const float *Hup, int n, float damp, int max_retries, float *U,
+                        uint8_t *dead, int *dead_columns, float *damp_used, int *retries)
+{
+    double mean = 0.0;
+    int i, ndead = 0, attempt;
+    uint8_t *dflags = dead;
+    size_t nn = (size_t)n * (size_t)n, k;
+    float d = damp;
+
+    if (!dflags && !(dflags = malloc((size_t)n)))
+        return spruce__seterr(SPRUCE_ENOMEM, "hessian inverse: %d flags", n);
+    for (i = 0; i < n; i++) {
+        float hii = Hup[(size_t)i * n + i];
+        dflags[i] = hii == 0.0f;
+        ndead += dflags[i];
+        mean += dflags[i] ? 1.0 : (double)hii;
+    }
+    mean /= n;
+    if (dead_columns)
+        *dead_columns = ndead;
+    for (attempt = 0; attempt <= max_retries; attempt++) {
+        lapack_int info;
+        int ok = 1;
+        if (attempt > 0)
+            d = d > 0.0f ? d * 10.0f : 1e-6f;
+        fill_reversed(Hup, n, (float)(d * mean), dflags, U);
+        /* As column-major, A = R^T R (R upper), then A <- R^-1. */
+        info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', n, U, n);
+        if (info == 0)
+            info = LAPACKE_strtri(LAPACK_COL_MAJOR, 'U', 'N', n, U, n);
+        if (info < 0) {
+            if (!dead)
+                free(dflags);
+            return spruce__seterr(SPRUCE_EINVAL, "hessian inverse: LAPACK argument %d rejected",
+                                  (int)-info);
+        }
+        if (info == 0)
+            for (i = 0; i < n && ok; i++)
+                ok = isfinite(U[(size_t)i * n + i]) && U[(size_t)i * n + i] > 0.0f;
+        if (info == 0 && ok) {
+            /* Reversing the whole array turns column-major R^-1 into row-major
+             * U = P R^-T P, the upper Cholesky factor of the inverse; the junk
+             * below the diagonal is cleared. */
+            for (k = 0; k < nn / 2; k++) {
+                float t = U[k];
+                U[k] = U[nn - 1 - k];
+                U[nn - 1 - k] = t;
+            }
+            #pragma omp parallel for schedule(static)
+            for (i = 1; i < n; i++)
+                memset(U + (size_t)i * n, 0, (size_t)i * sizeof *U);
+            if (damp_used)
+                *damp_used = d;
+            if (retries)
+                *retries = attempt;
+            if (!dead)
+                free(dflags);
+            return 0;
+        }
+    }
+    if (!dead)
+        free(dflags);
+    return spruce__seterr(SPRUCE_ESINGULAR,
+                          "hessian (%d, %d): Cholesky failed with relative damping %g through "
+                          "%g (%d retries); the calibration inputs are degenerate",
+                          n, n, (double)damp, (double)d, max_retries);
+}
+
+/* ---- the sweep ----------------------------------------------------------- */
+
+/* One row of one block: w (bw weights, updated in place), keep (bw flags;
+ * for N:M chosen here), e (bw errors out).  Ublk is row j1 of U at column i1,
+ * ldu = cols.  Returns the row's loss. */
+static double sweep_row(float *w, uint8_t *keep, float *e, const float *Ublk, int ldu, int bw,
+                        const float *invd2, int pn, int pm)
+{
+    double loss = 0.0;
+    int j, k;
+    uint32_t keys[256];
+    for (j = 0; j < bw; j++) {
+        const float *u = Ublk + (size_t)j * ldu;
+        float d = u[j], q, err;
+        if (pm > 0 && j % pm == 0) {
+            for (k = 0; k < pm; k++)
+                keys[k] = spruce__fkey(w[j + k] * w[j + k] * invd2[j + k]);
+            spruce__select_group(keys, pm, pn, keep + j);
+        }
+        q = keep[j] ? w[j] : 0.0f;
+        err = (w[j] - q) / d;
+        loss += 0.5 * (double)err * (double)err;
+        w[j] = q;
+        e[j] = err;
+        if (err != 0.0f)
+            for (k = j + 1; k < bw; k++)
+                w[k] -= err * u[k];
+    }
+    return loss;
+}
+
+int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi,
+                      const spruce_prune_opts *o, uint8_t *mask, double *loss_out)
+{
+    const float *U = hi->U;
+    int B = o->blocksize < cols ? o->blocksize : cols;
+    int pn = o->prune_m > 0 ? o->prune_n : 0, pm = o->prune_m > 0 ? o->prune_m : 0;
+    int nt = spruce__threads(o->threads), i1, r, j;
+    size_t blk = (size_t)rows * (size_t)B;
+    float *E = NULL, *invd2 = NULL;
+    uint32_t *keys = NULL;
+    uint8_t *keep = NULL;
+    double *rowloss = NULL, loss = 0.0;
+    int rc = 0;
+
+    E = malloc(blk * sizeof *E);
+    keys = pm ? NULL : malloc(blk * sizeof *keys);
+    keep = malloc(blk);
+    invd2 = malloc((size_t)cols * sizeof *invd2);
+    rowloss = calloc((size_t)rows, sizeof *rowloss);
+    if (!E || (!pm && !keys) || !keep || !invd2 || !rowloss) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "sparsegpt: workspace for (%d, %d) blocks", rows, B);
+        goto done;
+    }
+    for (j = 0; j < cols; j++) {
+        float d = U[(size_t)j * cols + j];
+        invd2[j] = 1.0f / (d * d);
+    }
+    /* dead inputs: their weights are zeroed (score 0, so pruned first) */
+    for (j = 0; j < cols; j++)
+        if (hi->dead[j])
+            for (r = 0; r < rows; r++)
+                W[(size_t)r * cols + j] = 0.0f;
+
+    for (i1 = 0; i1 < cols; i1 += B) {
+        int i2 = i1 + B < cols ? i1 + B : cols, bw = i2 - i1;
+        const float *Ublk = U + (size_t)i1 * cols + i1;
+        if (!pm) {
+            /* one threshold over the rows x bw block */
+            size_t nb = (size_t)rows * bw;
+            size_t k = (size_t)llround((double)o->sparsity * (double)nb);
+            #pragma omp parallel for schedule(static) num_threads(nt) private(j)
+            for (r = 0; r < rows; r++) {
+                const float *w = W + (size_t)r * cols + i1;
+                for (j = 0; j < bw; j++)
+                    keys[(size_t)r * bw + j] = spruce__fkey(w[j] * w[j] * invd2[i1 + j]);
+            }
+            spruce__select_lowest(keys, nb, k, keep);
+        }
+        #pragma omp parallel for schedule(static) num_threads(nt)
+        for (r = 0; r < rows; r++)
+            rowloss[r] += sweep_row(W + (size_t)r * cols + i1, keep + (size_t)r * bw,
+                                    E + (size_t)r * bw, Ublk, cols, bw, invd2 + i1, pn, pm);
+        if (mask) {
+            #pragma omp parallel for schedule(static) num_threads(nt)
+            for (r = 0; r < rows; r++)
+                memcpy(mask + (size_t)r * cols + i1, keep + (size_t)r * bw, (size_t)bw);
+        }
+        if (i2 < cols) /* W[:, i2:] -= E (rows, bw) @ U[i1:i2, i2:] (bw, cols - i2) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, bw, -1.0f,
+                        E, bw, U + (size_t)i1 * cols + i2, cols, 1.0f, W + i2, cols);
+    }
+    for (r = 0; r < rows; r++)
+        loss += rowloss[r];
+    *loss_out = loss;
+done:
+    free(E);
+    free(keys);
+    free(keep);
+    free(invd2);
+    free(rowloss);
+    return rc;
+}
