@@ -1,9 +1,128 @@
-/* cmd_eval.c: placeholder until the command lands. */
+/* cmd_eval.c: `spruce eval MODEL_DIR --data FILE [--seqlen T] [--threads N]`:
+ * perplexity over non-overlapping windows of T tokens. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "cli.h"
+#include "spruce_model.h"
+#include "spruce_tokens.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: spruce eval MODEL_DIR --data FILE [--seqlen T] [--threads N]\n\n"
+            "Perplexity of a Hugging Face LLaMA-family checkpoint (llama, mistral, qwen2) on a\n"
+            "token file: exp(mean next-token negative log-likelihood) over the non-overlapping\n"
+            "windows of T tokens of FILE, each window predicting T - 1 tokens.  The last line\n"
+            "printed is 'perplexity <value>'.\n\n"
+            "  --data FILE     token ids: .u16 / .u32 raw little-endian, or .txt\n"
+            "  --seqlen T      window length (default min(2048, max_position_embeddings))\n"
+            "  --threads N     threads for the forward (default: all cores)\n"
+            "  -h, --help      this message\n");
+}
+
+static void eval_progress(void *ctx, int layer, int nlayers)
+{
+    double t0 = *(double *)ctx, el = cli_now() - t0;
+    fprintf(stderr, "eval: block %d/%d  %.1f s  ETA %.1f s\n", layer + 1, nlayers, el,
+            el / (layer + 1) * (nlayers - layer - 1));
+}
 
 int spruce_cmd_eval(int argc, char **argv)
 {
-    (void)argc;
-    cli_fail("%s: not available in this build yet", argv[0]);
-    return 2;
+    static const struct option opts[] = {
+        {"data", required_argument, NULL, 'd'},
+        {"seqlen", required_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *data = NULL, *dir;
+    long seqlen = 0, threads = 0;
+    spruce_model *m = NULL;
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    double ppl = 0, t0;
+    int c, rc, nwin = 0, status = 1;
+    const spruce_config *cfg;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': data = optarg; break;
+        case 's':
+            if (cli_parse_int("--seqlen", optarg, 2, 1 << 20, &seqlen))
+                return 2;
+            break;
+        case 't':
+            if (cli_parse_int("--threads", optarg, 1, 1024, &threads))
+                return 2;
+            break;
+        case 'h': usage(stdout); return 0;
+        default:
+            cli_fail("eval: unknown or incomplete option '%s' (try 'spruce eval --help')",
+                     argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind != argc - 1 || !data) {
+        cli_fail("eval: expected MODEL_DIR and --data FILE (try 'spruce eval --help')");
+        return 2;
+    }
+    dir = argv[optind];
+    if (threads > 0) {
+#ifdef _OPENMP
+        omp_set_num_threads((int)threads);
+#endif
+        openblas_set_num_threads((int)threads);
+    }
+
+    if ((rc = spruce_model_open(dir, &m))) {
+        cli_error(rc, "eval: %s", dir);
+        goto done;
+    }
+    cfg = spruce_model_config(m);
+    if (!seqlen)
+        seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
+    if (seqlen > cfg->max_position_embeddings) {
+        cli_fail("eval: --seqlen %ld is longer than max_position_embeddings %d of %s", seqlen,
+                 cfg->max_position_embeddings, dir);
+        status = 2;
+        goto done;
+    }
+    if ((rc = spruce_tokens_load(data, &ids, &n))) {
+        cli_error(rc, "eval: %s", data);
+        goto done;
+    }
+    if ((rc = spruce_tokens_check(ids, n, (uint32_t)cfg->vocab_size, data))) {
+        cli_error(rc, "eval: %s", data);
+        goto done;
+    }
+    if (n < (size_t)seqlen) {
+        cli_fail("eval: %s holds %zu tokens, shorter than one window of %ld", data, n, seqlen);
+        goto done;
+    }
+    fprintf(stderr, "eval: %s on %s: %zu windows of %ld tokens\n", dir, data, n / (size_t)seqlen,
+            seqlen);
+    t0 = cli_now();
+    if ((rc = spruce_model_perplexity(m, ids, n, (int)seqlen, eval_progress,
+                                      &t0, &ppl, &nwin))) {
+        cli_error(rc, "eval: %s", dir);
+        goto done;
+    }
+    printf("windows %d x %ld tokens, %.2f s\n", nwin, seqlen, cli_now() - t0);
+    printf("perplexity %.4f\n", ppl);
+    status = 0;
+done:
+    free(ids);
+    spruce_model_free(m);
+    return status;
 }

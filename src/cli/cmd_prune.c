@@ -1,9 +1,335 @@
-/* cmd_prune.c: placeholder until the command lands. */
+/* cmd_prune.c: `spruce prune MODEL_DIR -o OUT_DIR --calib FILE ...`: prune a
+ * Hugging Face checkpoint block by block and write the pruned checkpoint (and,
+ * with --masks, the masks) atomically. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "config.h"
 #include "cli.h"
+#include "spruce_masks.h"
+#include "spruce_model.h"
+#include "spruce_tokens.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: spruce prune MODEL_DIR -o OUT_DIR --calib FILE (--sparsity S | --pattern N:M)\n"
+            "                    [--method sparsegpt|wanda|magnitude] [--seqlen T] [--nsamples N]\n"
+            "                    [--blocksize B] [--damp F] [--true-sequential]\n"
+            "                    [--include RE] [--exclude RE] [--threads N] [--force]\n"
+            "                    [--masks FILE.h5]\n\n"
+            "Prune the seven linear layers of every block of a Hugging Face LLaMA-family\n"
+            "checkpoint (llama, mistral, qwen2) in one shot, block by block as the published\n"
+            "SparseGPT pipeline does: each block is calibrated on the outputs of the already\n"
+            "pruned blocks before it.  Embeddings, norms and the output head stay dense.\n"
+            "OUT_DIR receives the same layout (tensor names, dtypes, shards, other files).\n\n"
+            "  -o, --output DIR     output checkpoint directory (must not exist or be empty)\n"
+            "  --calib FILE         calibration token ids (.u16, .u32, .txt); split into\n"
+            "                       consecutive non-overlapping windows of T tokens\n"
+            "                       (not needed for --method magnitude)\n"
+            "  --sparsity S         unstructured: prune the fraction S in [0, 1) of each layer\n"
+            "  --pattern N:M        semi-structured: prune N of every M consecutive weights\n"
+            "  --method M           sparsegpt (default), wanda or magnitude\n"
+            "  --seqlen T           tokens per calibration sample\n"
+            "                       (default min(2048, max_position_embeddings))\n"
+            "  --nsamples N         calibration samples (default 128, fewer if FILE is shorter)\n"
+            "  --blocksize B        SparseGPT column block (default 128)\n"
+            "  --damp F             relative Hessian damping (default 0.01)\n"
+            "  --true-sequential    calibrate q/k/v, then o, then gate/up, then down, each on\n"
+            "                       the outputs of the already pruned earlier layers\n"
+            "  --include RE         prune only tensors whose name matches RE (POSIX extended)\n"
+            "  --exclude RE         do not prune tensors whose name matches RE\n"
+            "  --threads N          threads (default: all cores)\n"
+            "  --force              replace a non-empty OUT_DIR\n"
+            "  --masks FILE.h5      also write the masks (HDF5, true = kept)\n"
+            "  -h, --help           this message\n\n"
+            "Progress goes to standard error; a summary to standard output.\n");
+}
+
+typedef struct {
+    double t0;
+    const char *method;
+    char pattern[32];
+    int has_loss;
+    spruce_maskfile *masks;
+    const char *masks_path;
+} prune_ctx;
+
+static int on_layer(void *vctx, const spruce_layer_report *r)
+{
+    prune_ctx *ctx = vctx;
+    double frac = ((double)r->layer + (double)(r->which + 1) / SPRUCE_NLINEAR) / r->nlayers;
+    double el = r->elapsed;
+    int rc;
+    fprintf(stderr, "block %d/%d  %-40s %5dx%-5d loss %.4e  sparsity %.4f  %.2f s  ETA %.1f s\n",
+            r->layer + 1, r->nlayers, r->name, r->rows, r->cols, r->result.loss,
+            r->result.sparsity, r->result.seconds, frac > 0 ? el * (1 - frac) / frac : 0.0);
+    if (ctx->masks) {
+        spruce_mask_info info;
+        info.pattern = ctx->pattern;
+        info.method = ctx->method;
+        info.sparsity = -1.0;
+        info.loss = r->result.loss;
+        info.has_loss = ctx->has_loss;
+        if ((rc = spruce_maskfile_write(ctx->masks, r->name, r->rows, r->cols, r->mask, &info)))
+            return rc;
+    }
+    return 0;
+}
+
+static int set_masks_attrs(spruce_maskfile *f, const char *model, const char *method,
+                           const char *pattern, double sparsity, int nsamples, int seqlen,
+                           double damp, int blocksize, int true_sequential)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tmv;
+    int rc;
+    gmtime_r(&now, &tmv);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    if ((rc = spruce_maskfile_set_attr_string(f, "model", model)) ||
+        (rc = spruce_maskfile_set_attr_string(f, "method", method)) ||
+        (rc = spruce_maskfile_set_attr_string(f, "pattern", pattern)) ||
+        (!strcmp(pattern, "unstructured") &&
+         (rc = spruce_maskfile_set_attr_double(f, "sparsity", sparsity))) ||
+        (rc = spruce_maskfile_set_attr_int(f, "nsamples", nsamples)) ||
+        (rc = spruce_maskfile_set_attr_int(f, "seqlen", seqlen)) ||
+        (rc = spruce_maskfile_set_attr_double(f, "damp", damp)) ||
+        (rc = spruce_maskfile_set_attr_int(f, "blocksize", blocksize)) ||
+        (rc = spruce_maskfile_set_attr_int(f, "true_sequential", true_sequential)) ||
+        (rc = spruce_maskfile_set_attr_string(f, "spruce_version", PACKAGE_VERSION)) ||
+        (rc = spruce_maskfile_set_attr_string(f, "date", date)))
+        return rc;
+    return 0;
+}
 
 int spruce_cmd_prune(int argc, char **argv)
 {
-    (void)argc;
-    cli_fail("%s: not available in this build yet", argv[0]);
-    return 2;
+    enum { O_CALIB = 256, O_SEQLEN, O_NSAMPLES, O_SPARSITY, O_PATTERN, O_METHOD, O_BLOCKSIZE,
+           O_DAMP, O_TRUESEQ, O_INCLUDE, O_EXCLUDE, O_THREADS, O_FORCE, O_MASKS };
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'},
+        {"calib", required_argument, NULL, O_CALIB},
+        {"seqlen", required_argument, NULL, O_SEQLEN},
+        {"nsamples", required_argument, NULL, O_NSAMPLES},
+        {"sparsity", required_argument, NULL, O_SPARSITY},
+        {"pattern", required_argument, NULL, O_PATTERN},
+        {"method", required_argument, NULL, O_METHOD},
+        {"blocksize", required_argument, NULL, O_BLOCKSIZE},
+        {"damp", required_argument, NULL, O_DAMP},
+        {"true-sequential", no_argument, NULL, O_TRUESEQ},
+        {"include", required_argument, NULL, O_INCLUDE},
+        {"exclude", required_argument, NULL, O_EXCLUDE},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"force", no_argument, NULL, O_FORCE},
+        {"masks", required_argument, NULL, O_MASKS},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *out = NULL, *calib = NULL, *dir, *masks_path = NULL;
+    long seqlen = 0, nsamples = 128, blocksize = 128, threads = 0, v;
+    double sparsity = -1, damp = 0.01;
+    int pn = 0, pm = 0, force = 0, c, rc, status = 1, have_sparsity = 0;
+    spruce_pipeline_opts po;
+    spruce_pipeline_summary sum;
+    spruce_model *m = NULL;
+    spruce_ckpt_writer *w = NULL;
+    spruce_maskfile *mf = NULL;
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    prune_ctx ctx;
+    const spruce_config *cfg;
+
+    spruce_pipeline_opts_init(&po);
+    memset(&ctx, 0, sizeof ctx);
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case O_CALIB: calib = optarg; break;
+        case O_SEQLEN:
+            if (cli_parse_int("--seqlen", optarg, 1, 1 << 20, &seqlen))
+                return 2;
+            break;
+        case O_NSAMPLES:
+            if (cli_parse_int("--nsamples", optarg, 1, 1 << 20, &nsamples))
+                return 2;
+            break;
+        case O_SPARSITY:
+            if (cli_parse_float("--sparsity", optarg, 0.0, 0.999999, &sparsity))
+                return 2;
+            have_sparsity = 1;
+            break;
+        case O_PATTERN:
+            if (cli_parse_pattern("--pattern", optarg, &pn, &pm))
+                return 2;
+            break;
+        case O_METHOD:
+            if (spruce_method_parse(optarg, &po.prune.method)) {
+                cli_fail("--method: expected sparsegpt, wanda or magnitude, got '%s'", optarg);
+                return 2;
+            }
+            break;
+        case O_BLOCKSIZE:
+            if (cli_parse_int("--blocksize", optarg, 1, 1 << 16, &blocksize))
+                return 2;
+            break;
+        case O_DAMP:
+            if (cli_parse_float("--damp", optarg, 0.0, 1e6, &damp))
+                return 2;
+            break;
+        case O_TRUESEQ: po.true_sequential = 1; break;
+        case O_INCLUDE: po.include = optarg; break;
+        case O_EXCLUDE: po.exclude = optarg; break;
+        case O_THREADS:
+            if (cli_parse_int("--threads", optarg, 1, 1024, &threads))
+                return 2;
+            break;
+        case O_FORCE: force = 1; break;
+        case O_MASKS: masks_path = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default:
+            cli_fail("prune: unknown or incomplete option '%s' (try 'spruce prune --help')",
+                     argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        cli_fail("prune: expected one MODEL_DIR (try 'spruce prune --help')");
+        return 2;
+    }
+    dir = argv[optind];
+    if (!out) {
+        cli_fail("prune: -o OUT_DIR is required (try 'spruce prune --help')");
+        return 2;
+    }
+    if (have_sparsity == (pm != 0)) {
+        cli_fail("prune: give exactly one of --sparsity S and --pattern N:M");
+        return 2;
+    }
+    if (!calib && po.prune.method != SPRUCE_METHOD_MAGNITUDE) {
+        cli_fail("prune: --calib FILE is required for --method %s",
+                 spruce_method_name(po.prune.method));
+        return 2;
+    }
+    if (pm && blocksize % pm) {
+        cli_fail("prune: --blocksize %ld must be a multiple of M = %d of --pattern", blocksize, pm);
+        return 2;
+    }
+    if (threads > 0) {
+#ifdef _OPENMP
+        omp_set_num_threads((int)threads);
+#endif
+        openblas_set_num_threads((int)threads);
+    }
+    po.prune.sparsity = have_sparsity ? (float)sparsity : 0.0f;
+    po.prune.prune_n = pn;
+    po.prune.prune_m = pm;
+    po.prune.blocksize = (int)blocksize;
+    po.prune.damp = (float)damp;
+    po.prune.threads = (int)threads;
+
+    if ((rc = spruce_model_open(dir, &m))) {
+        cli_error(rc, "prune: %s", dir);
+        goto done;
+    }
+    cfg = spruce_model_config(m);
+    if (!seqlen)
+        seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
+    if (seqlen > cfg->max_position_embeddings) {
+        cli_fail("prune: --seqlen %ld is longer than max_position_embeddings %d of %s", seqlen,
+                 cfg->max_position_embeddings, dir);
+        status = 2;
+        goto done;
+    }
+    if (calib) {
+        if ((rc = spruce_tokens_load(calib, &ids, &n)) ||
+            (rc = spruce_tokens_check(ids, n, (uint32_t)cfg->vocab_size, calib))) {
+            cli_error(rc, "prune: %s", calib);
+            goto done;
+        }
+        if (n < (size_t)seqlen) {
+            cli_fail("prune: %s holds %zu tokens, shorter than one window of %ld", calib, n,
+                     seqlen);
+            goto done;
+        }
+        v = (long)(n / (size_t)seqlen);
+        if (v < nsamples) {
+            fprintf(stderr, "prune: %s holds %ld windows of %ld tokens: calibrating on %ld "
+                    "samples instead of %ld\n", calib, v, seqlen, v, nsamples);
+            nsamples = v;
+        }
+    } else {
+        nsamples = 0;
+    }
+
+    if ((rc = spruce_ckpt_writer_begin(spruce_model_ckpt(m), out, force, &w))) {
+        cli_error(rc, "prune: output %s", out);
+        goto done;
+    }
+    ctx.method = spruce_method_name(po.prune.method);
+    if (pm)
+        snprintf(ctx.pattern, sizeof ctx.pattern, "%d:%d", pn, pm);
+    else
+        snprintf(ctx.pattern, sizeof ctx.pattern, "unstructured");
+    ctx.has_loss = po.prune.method == SPRUCE_METHOD_SPARSEGPT;
+    if (masks_path) {
+        if ((rc = spruce_maskfile_create(masks_path, &mf)) ||
+            (rc = set_masks_attrs(mf, dir, ctx.method, ctx.pattern, sparsity, (int)nsamples,
+                                  (int)seqlen, damp, (int)blocksize, po.true_sequential))) {
+            cli_error(rc, "prune: masks %s", masks_path);
+            goto done;
+        }
+        ctx.masks = mf;
+        ctx.masks_path = masks_path;
+    }
+    po.on_layer = on_layer;
+    po.ctx = &ctx;
+    fprintf(stderr, "prune: %s (%s, %d blocks) -> %s: %s %s, %ld samples x %ld tokens\n", dir,
+            cfg->model_type, cfg->num_hidden_layers, out, ctx.method,
+            pm ? ctx.pattern : "unstructured", nsamples, seqlen);
+    if (have_sparsity)
+        fprintf(stderr, "prune: target sparsity %.4f\n", sparsity);
+    ctx.t0 = cli_now();
+    if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, w, &po, &sum))) {
+        cli_error(rc, "prune: %s", dir);
+        goto done;
+    }
+    rc = spruce_ckpt_writer_commit(w);
+    w = NULL;
+    if (rc) {
+        cli_error(rc, "prune: writing %s", out);
+        goto done;
+    }
+    if (mf) {
+        rc = spruce_maskfile_commit(mf);
+        mf = NULL;
+        if (rc) {
+            cli_error(rc, "prune: writing masks %s", masks_path);
+            goto done;
+        }
+    }
+    printf("pruned %d layers of %s with %s (%s): %lld of %lld weights zero, sparsity %.4f\n",
+           sum.layers_pruned, dir, ctx.method, have_sparsity ? "unstructured" : ctx.pattern,
+           (long long)sum.zeros, (long long)sum.params, sum.sparsity);
+    if (ctx.has_loss)
+        printf("total loss %.6e\n", sum.loss);
+    printf("wrote %s%s%s in %.2f s\n", out, masks_path ? " and " : "",
+           masks_path ? masks_path : "", cli_now() - ctx.t0);
+    status = 0;
+done:
+    spruce_ckpt_writer_abort(w);
+    spruce_maskfile_abort(mf);
+    free(ids);
+    spruce_model_free(m);
+    return status;
 }

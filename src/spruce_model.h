@@ -1,0 +1,220 @@
+/* spruce_model.h: the LLaMA-family forward (llama, mistral, qwen2) and the
+ * block-by-block pruning pipeline.
+ *
+ * The model follows Hugging Face's LlamaForCausalLM:
+ *   x = embed[ids]                                   // x is (T, hidden)
+ *   for each block:
+ *     a = rmsnorm(x) * attn_norm                     // input of q/k/v
+ *     q, k, v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)
+ *     rotate-half RoPE on q, k with rope_theta
+ *     o_in = causal softmax(q k^T / sqrt(head_dim)) v per head, kv heads shared
+ *     x += o_in Wo^T                                  // o_in is the input of o
+ *     m = rmsnorm(x) * mlp_norm                       // input of gate/up
+ *     d_in = silu(m Wg^T) * (m Wu^T)                  // input of down
+ *     x += d_in Wd^T
+ *   logits = (rmsnorm(x) * norm) head^T               // head = embed when tied
+ *
+ * Weights are read from the memory-mapped checkpoint one block at a time and
+ * converted to float32; every computation is float32.  Linear layers run on
+ * cblas_sgemm, the rest on OpenMP threads (never BLAS inside an OpenMP region).
+ * Functions return 0 or a negative SPRUCE_E* code; spruce_errdetail() names the
+ * file, the key or tensor, the expected and the found value. */
+#ifndef SPRUCE_MODEL_H
+#define SPRUCE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spruce_error.h"
+#include "spruce_ckpt.h"
+#include "spruce_prune.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- configuration (config.json) ---------------------------------------- */
+
+typedef struct {
+    char model_type[16];         /* "llama", "mistral" or "qwen2" */
+    int hidden_size;
+    int intermediate_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int num_key_value_heads;     /* default num_attention_heads */
+    int head_dim;                /* default hidden_size / num_attention_heads */
+    int vocab_size;
+    int max_position_embeddings;
+    int sliding_window;          /* mistral: attention window (0 = none) */
+    double rms_norm_eps;
+    double rope_theta;           /* default 10000 */
+    int tie_word_embeddings;     /* default 0, as in transformers */
+    int qkv_bias;                /* q/k/v have biases (qwen2, llama attention_bias) */
+    int o_bias;                  /* o has a bias (llama attention_bias) */
+    int mlp_bias;                /* gate/up/down have biases (llama mlp_bias) */
+} spruce_config;
+
+/* Parse config.json at path (a file, or a directory holding config.json).
+ * SPRUCE_EIO when missing, SPRUCE_EFORMAT when malformed or a key is missing
+ * or of the wrong type, SPRUCE_EUNSUPPORTED for a model type or option this
+ * forward does not implement (the message lists what is supported). */
+int spruce_config_load(const char *path, spruce_config *cfg);
+/* The same on JSON text; origin names it in messages. */
+int spruce_config_parse(const char *json, const char *origin, spruce_config *cfg);
+
+/* ---- one decoder block -------------------------------------------------- */
+
+typedef enum {
+    SPRUCE_LIN_Q = 0,
+    SPRUCE_LIN_K,
+    SPRUCE_LIN_V,
+    SPRUCE_LIN_O,
+    SPRUCE_LIN_GATE,
+    SPRUCE_LIN_UP,
+    SPRUCE_LIN_DOWN,
+    SPRUCE_NLINEAR
+} spruce_linear;
+
+/* "self_attn.q_proj", "mlp.down_proj", ... */
+const char *spruce_linear_path(spruce_linear l);
+/* "model.layers.<layer>.<path>.weight" (or ".bias") into buf. */
+void spruce_linear_name(int layer, spruce_linear l, int bias, char *buf, size_t size);
+
+/* The float32 weights of block `layer`.  w[l] is (rows[l], cols[l]) row-major,
+ * b[l] is (rows[l]) or NULL. */
+typedef struct {
+    int layer;
+    float *attn_norm;            /* (hidden) input_layernorm */
+    float *mlp_norm;             /* (hidden) post_attention_layernorm */
+    float *w[SPRUCE_NLINEAR];
+    float *b[SPRUCE_NLINEAR];
+    int rows[SPRUCE_NLINEAR];
+    int cols[SPRUCE_NLINEAR];
+} spruce_block;
+
+/* Where a linear layer's input can be observed.  q/k/v share one input, as do
+ * gate/up. */
+typedef enum {
+    SPRUCE_SITE_QKV = 0,   /* rmsnorm(x) * attn_norm, (T, hidden) */
+    SPRUCE_SITE_O,         /* attention output, (T, heads * head_dim) */
+    SPRUCE_SITE_GATEUP,    /* rmsnorm(x) * mlp_norm, (T, hidden) */
+    SPRUCE_SITE_DOWN,      /* silu(gate) * up, (T, intermediate) */
+    SPRUCE_NSITES
+} spruce_site;
+
+spruce_site spruce_linear_site(spruce_linear l);
+
+/* Called from the calling thread (outside any OpenMP region) with a site's
+ * activations X (tokens, cols) row-major; a non-zero return stops the forward
+ * and is returned by it. */
+typedef int (*spruce_tap_fn)(void *ctx, spruce_site site, const float *X, int tokens, int cols);
+
+/* Scratch space of the forward for up to max_seq sequences of max_T tokens
+ * (the linear layers of a chunk of sequences run as one matrix product). */
+typedef struct spruce_fwd_ws spruce_fwd_ws;
+spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_seq);
+void spruce_fwd_ws_free(spruce_fwd_ws *ws); /* NULL is a no-op */
+
+/* Sequences of T tokens per chunk: about SPRUCE_FWD_TOKENS tokens, at least 1. */
+#define SPRUCE_FWD_TOKENS 4096
+int spruce_fwd_chunk(int T);
+
+/* Run block b on nseq sequences x (nseq, T, hidden), each at positions
+ * 0..T-1, updating x in place.  tap (may be NULL) sees the inputs of the
+ * linear layers, (nseq * T, cols).  With stop_after a site (not -1), the
+ * forward stops right after tapping it and x is left unchanged: calibration of
+ * one group of layers costs no more than needed. */
+int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x, int nseq,
+                         int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
+                         int stop_after);
+
+/* ---- the model ---------------------------------------------------------- */
+
+typedef struct spruce_model spruce_model;
+
+/* Open a checkpoint directory: parse config.json, map the safetensors, check
+ * that every tensor the forward needs is present with the shape the config
+ * implies (SPRUCE_ESHAPE / SPRUCE_ENOTFOUND naming file and tensor), read the
+ * embedding, final norm and head to float32 (SPRUCE_ENAN on non-finite). */
+int spruce_model_open(const char *dir, spruce_model **out);
+void spruce_model_free(spruce_model *m); /* NULL is a no-op */
+
+const spruce_config *spruce_model_config(const spruce_model *m);
+const spruce_ckpt *spruce_model_ckpt(const spruce_model *m);
+
+/* Read every block to float32 once and keep it (small models, generation,
+ * tests).  Afterwards the pipeline prunes these copies in place. */
+int spruce_model_cache_blocks(spruce_model *m);
+
+/* Block `layer` in float32: the cached copy, or freshly read from the mapped
+ * files (SPRUCE_ENAN naming file and tensor for non-finite weights).  Give it
+ * back with spruce_model_put_block, which frees only what is not cached. */
+int spruce_model_get_block(spruce_model *m, int layer, spruce_block **out);
+void spruce_model_put_block(spruce_model *m, spruce_block *b);
+
+/* x (T, hidden) = embed[ids]; SPRUCE_EINVAL for an id outside the vocabulary. */
+int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x);
+
+/* Full forward of one sequence: logits (T, vocab) row-major. */
+int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits);
+
+/* Perplexity over the nwin = n / seqlen non-overlapping windows of ids:
+ * exp(mean over windows and positions of the next-token negative
+ * log-likelihood), each window predicting seqlen - 1 tokens.  Streams blocks,
+ * keeping nwin * seqlen * hidden floats of activations.  progress (may be
+ * NULL) is called after each block. */
+typedef void (*spruce_block_progress_fn)(void *ctx, int layer, int nlayers);
+int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
+                            spruce_block_progress_fn progress, void *ctx, double *ppl,
+                            int *nwin);
+
+/* ---- block-by-block pruning --------------------------------------------- */
+
+/* What the pipeline says after pruning one linear layer. */
+typedef struct {
+    const char *name;            /* tensor name, "model.layers.0.self_attn.q_proj.weight" */
+    int layer, nlayers;
+    spruce_linear which;
+    int rows, cols;
+    const float *weight;         /* the pruned (rows, cols) weights */
+    const uint8_t *mask;         /* (rows, cols), 1 = kept */
+    spruce_prune_result result;
+    double elapsed;              /* seconds since the pipeline started */
+} spruce_layer_report;
+
+typedef struct {
+    spruce_prune_opts prune;     /* method, sparsity or N:M, blocksize, damp, threads */
+    int true_sequential;         /* q/k/v, then o, then gate/up, then down */
+    const char *include;         /* POSIX extended regex on tensor names, NULL = all */
+    const char *exclude;         /* NULL = none */
+    /* After each pruned layer; a non-zero return stops the pipeline with it. */
+    int (*on_layer)(void *ctx, const spruce_layer_report *r);
+    /* After each block (layer counts from 0). */
+    void (*on_block)(void *ctx, int layer, int nlayers, double elapsed);
+    void *ctx;
+} spruce_pipeline_opts;
+
+void spruce_pipeline_opts_init(spruce_pipeline_opts *o);
+
+typedef struct {
+    int layers_pruned;           /* linear layers pruned */
+    int64_t params;              /* weights in the pruned layers */
+    int64_t zeros;               /* of which zero */
+    double sparsity;             /* zeros / params */
+    double loss;                 /* sum of the layers' losses */
+    double seconds;
+} spruce_pipeline_summary;
+
+/* Prune m block by block on nsamples calibration sequences of seqlen tokens
+ * (calib holds nsamples * seqlen ids).  Each pruned tensor goes to w (may be
+ * NULL) with spruce_ckpt_writer_set_f32; the caller commits or aborts w.
+ * Embeddings, norms and the head are never pruned.  Peak memory: one block in
+ * float32, nsamples * seqlen * hidden floats of activations, the Hessians. */
+int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, int seqlen,
+                        spruce_ckpt_writer *w, const spruce_pipeline_opts *o,
+                        spruce_pipeline_summary *sum);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPRUCE_MODEL_H */
