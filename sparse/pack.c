@@ -47,7 +47,7 @@ static inline int kept(const float *W, const uint8_t *mask, int64_t at)
  * cost, a row costing its stored values plus a fixed overhead. */
 static void balance(spruce_sparse *A, int64_t row_overhead)
 {
-    const int T = A->nthreads;
+    const int T = A->nsplit;
     int64_t total = A->nnz + row_overhead * A->rows, acc = 0;
     int t = 1, i;
     A->split[0] = 0;
@@ -90,7 +90,7 @@ int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
 {
     spruce_sparse *A = NULL;
     int64_t *cnt = NULL;
-    int rc = 0, i, j, g;
+    int rc = 0, i;
     if (out)
         *out = NULL;
     if (!W || !opts || !out)
@@ -126,15 +126,20 @@ int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
         if ((rc = nm_count(W, mask, rows, cols, A->n, A->m, cnt)) < 0)
             goto done;
     } else {
+#pragma omp parallel for schedule(static)
         for (i = 0; i < rows; i++) {
             int64_t c = 0;
-            for (j = 0; j < cols; j++)
-                c += kept(W, mask, (int64_t)i * cols + j);
+            int k;
+            for (k = 0; k < cols; k++)
+                c += kept(W, mask, (int64_t)i * cols + k);
             cnt[i] = c;
         }
     }
     A->rowptr = malloc(sizeof *A->rowptr * (rows + 1));
-    A->split = malloc(sizeof *A->split * (A->nthreads + 1));
+    A->nsplit = A->nthreads == 1 ? 1 : A->nthreads * SPRUCE__PARTS;
+    if (A->nsplit > rows)
+        A->nsplit = rows;
+    A->split = malloc(sizeof *A->split * (A->nsplit + 1));
     if (!A->rowptr || !A->split)
         goto nomem;
     A->rowptr[0] = 0;
@@ -152,8 +157,10 @@ int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
             A->idx32 = malloc(sizeof *A->idx32 * (A->nnz + 1));
         if (!A->idx16 && !A->idx32)
             goto nomem;
+#pragma omp parallel for schedule(static)
         for (i = 0; i < rows; i++) {
             int64_t p = A->rowptr[i];
+            int j;
             for (j = 0; j < cols; j++) {
                 int64_t at = (int64_t)i * cols + j;
                 if (!kept(W, mask, at))
@@ -171,9 +178,11 @@ int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
         A->bits = calloc((size_t)rows * A->wpr, sizeof *A->bits);
         if (!A->bits)
             goto nomem;
+#pragma omp parallel for schedule(static)
         for (i = 0; i < rows; i++) {
             uint64_t *bits = A->bits + (int64_t)i * A->wpr;
             float *v = A->val + A->rowptr[i];
+            int j, g;
             if (A->format == SPRUCE_FMT_BITMASK) {
                 for (j = 0; j < cols; j++) {
                     int64_t at = (int64_t)i * cols + j;
@@ -285,11 +294,10 @@ int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *
         k(A, X, batch, Y, 0, A->rows);
         return 0;
     }
-#pragma omp parallel num_threads(A->nthreads)
     {
-        /* Each thread runs the ranges t, t + nt, ... in case fewer threads came. */
-        int t, nt = omp_get_num_threads();
-        for (t = omp_get_thread_num(); t < A->nthreads; t += nt)
+        int t;
+#pragma omp parallel for num_threads(A->nthreads) schedule(dynamic, 1)
+        for (t = 0; t < A->nsplit; t++)
             if (A->split[t] < A->split[t + 1])
                 k(A, X, batch, Y, A->split[t], A->split[t + 1]);
     }

@@ -11,12 +11,17 @@
  * load a full vector starting at any stored value. */
 #define SPRUCE__PAD 16
 
+/* Row ranges per thread.  Threads take ranges dynamically, so a thread that
+ * the OS descheduled (a shared machine) does not hold the others up. */
+#define SPRUCE__PARTS 4
+
 struct spruce_sparse {
     int format;        /* SPRUCE_FMT_CSR, _BITMASK, _NM */
     int rows, cols;
     int n, m;          /* NM only */
     int nthreads;
-    int *split;        /* (nthreads + 1) row boundaries, balanced by non-zeros */
+    int nsplit;        /* row ranges: SPRUCE__PARTS per thread (fewer if few rows) */
+    int *split;        /* (nsplit + 1) row boundaries, balanced by non-zeros */
     int64_t nnz;       /* stored values */
     int64_t *rowptr;   /* (rows + 1): first value of each row */
     float *val;        /* (nnz + SPRUCE__PAD) */
