@@ -33,8 +33,9 @@ static void fill_reversed(const float *Hup, int n, float lambda, const uint8_t *
 {
     int i, j;
     /* column-major A(i, j), i <= j, is H[n-1-j][n-1-i], an upper entry of H:
-     * column j of A is row n-1-j of H read backwards from its last element. */
-    #pragma omp parallel for schedule(static) private(i)
+     * column j of A is row n-1-j of H read backwards from its last element.
+     * (Serial: an OpenMP team here would spin against OpenBLAS's threads in
+     * the factorisation that follows, and the copy is memory-bound anyway.) */
     for (j = 0; j < n; j++) {
         const float *hrow = Hup + (size_t)(n - 1 - j) * n;
         float *acol = A + (size_t)j * n;
@@ -96,7 +97,6 @@ int spruce__hinv_factor(const float *Hup, int n, float damp, int max_retries, fl
                 U[k] = U[nn - 1 - k];
                 U[nn - 1 - k] = t;
             }
-            #pragma omp parallel for schedule(static)
             for (i = 1; i < n; i++)
                 memset(U + (size_t)i * n, 0, (size_t)i * sizeof *U);
             if (damp_used)
@@ -183,26 +183,29 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
     for (i1 = 0; i1 < cols; i1 += B) {
         int i2 = i1 + B < cols ? i1 + B : cols, bw = i2 - i1;
         const float *Ublk = U + (size_t)i1 * cols + i1;
-        if (!pm) {
-            /* one threshold over the rows x bw block */
-            size_t nb = (size_t)rows * bw;
-            size_t k = (size_t)llround((double)o->sparsity * (double)nb);
-            #pragma omp parallel for schedule(static) num_threads(nt) private(j)
-            for (r = 0; r < rows; r++) {
-                const float *w = W + (size_t)r * cols + i1;
-                for (j = 0; j < bw; j++)
-                    keys[(size_t)r * bw + j] = spruce__fkey(w[j] * w[j] * invd2[i1 + j]);
+        /* One parallel region per block: fewer wake-ups of the OpenMP team,
+         * whose idle threads would otherwise spin against OpenBLAS's. */
+        #pragma omp parallel num_threads(nt) private(r, j)
+        {
+            if (!pm) {
+                /* one threshold over the rows x bw block */
+                #pragma omp for schedule(static)
+                for (r = 0; r < rows; r++) {
+                    const float *w = W + (size_t)r * cols + i1;
+                    for (j = 0; j < bw; j++)
+                        keys[(size_t)r * bw + j] = spruce__fkey(w[j] * w[j] * invd2[i1 + j]);
+                }
+                #pragma omp single
+                spruce__select_lowest(keys, (size_t)rows * bw,
+                                      (size_t)llround((double)o->sparsity * (double)rows * bw), keep);
             }
-            spruce__select_lowest(keys, nb, k, keep);
-        }
-        #pragma omp parallel for schedule(static) num_threads(nt)
-        for (r = 0; r < rows; r++)
-            rowloss[r] += sweep_row(W + (size_t)r * cols + i1, keep + (size_t)r * bw,
-                                    E + (size_t)r * bw, Ublk, cols, bw, invd2 + i1, pn, pm);
-        if (mask) {
-            #pragma omp parallel for schedule(static) num_threads(nt)
-            for (r = 0; r < rows; r++)
-                memcpy(mask + (size_t)r * cols + i1, keep + (size_t)r * bw, (size_t)bw);
+            #pragma omp for schedule(static)
+            for (r = 0; r < rows; r++) {
+                rowloss[r] += sweep_row(W + (size_t)r * cols + i1, keep + (size_t)r * bw,
+                                        E + (size_t)r * bw, Ublk, cols, bw, invd2 + i1, pn, pm);
+                if (mask)
+                    memcpy(mask + (size_t)r * cols + i1, keep + (size_t)r * bw, (size_t)bw);
+            }
         }
         if (i2 < cols) /* W[:, i2:] -= E (rows, bw) @ U[i1:i2, i2:] (bw, cols - i2) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, bw, -1.0f,

@@ -756,3 +756,29 @@ Test(bench_prune, within_one_percent_of_published_code)
     free(W);
     free(X);
 }
+
+Test(bench_prune, example_program_runs)
+{
+    const char *bin = getenv("SPRUCE_BIN");
+    char cmd[1024], prog[1024], *out, *slash;
+    int st;
+    double sp = 0, rel = -1;
+    if (!bin || access(bin, X_OK))
+        cr_skip_test("SPRUCE_BIN is not set to a built spruce program");
+    snprintf(cmd, sizeof cmd, "%s", bin);
+    slash = strrchr(cmd, '/');
+    cr_assert_not_null(slash);
+    snprintf(slash + 1, sizeof cmd - (size_t)(slash + 1 - cmd), "examples/prune_matrix");
+    snprintf(prog, sizeof prog, "%s", cmd);
+    snprintf(cmd, sizeof cmd, "%s 64 128 256", prog);
+    if (access(prog, X_OK))
+        cr_skip_test("examples/prune_matrix is not built next to %s", bin);
+    out = run_capture(cmd, &st);
+    cr_assert_eq(st, 0, "%s: %s", cmd, out);
+    cr_assert_not_null(strstr(out, "sparsity "), "%s", out);
+    cr_assert_eq(sscanf(strstr(out, "sparsity "), "sparsity %lf  loss %*f  relative output error %lf", &sp, &rel),
+                 2, "%s", out);
+    cr_assert_float_eq(sp, 0.5, 1e-3);
+    cr_assert(rel > 0.0 && rel < 0.5, "relative error %g", rel);
+    free(out);
+}
