@@ -39,11 +39,13 @@ typedef struct {
     const char *dtype_name;           /* as written in the file, e.g. "BF16", "I64" */
     int ndim;
     int64_t shape[SPRUCE_MAX_DIMS];
-    const void *data;                 /* inside the mapped file */
+    const void *data;                 /* inside the mapped file; may be unaligned */
     size_t nbytes;
     int shard;                        /* index of the file that holds it */
 } spruce_tensor;
 
+/* An open checkpoint is read-only: tensors (valid until close) and every read
+ * function may be used from several threads at once. */
 typedef struct spruce_ckpt spruce_ckpt;
 
 /* dir: a checkpoint directory (or a single .safetensors file: see _open_file). */
@@ -84,6 +86,9 @@ void spruce_bf16_to_f32_n(const uint16_t *in, float *out, size_t n);
 void spruce_f32_to_f16_n(const float *in, uint16_t *out, size_t n);
 void spruce_f32_to_bf16_n(const float *in, uint16_t *out, size_t n);
 
+/* A writer copies every regular file of in's directory except safetensors
+ * files, then each shard whole; set_* rewrite one tensor in place (streaming: a
+ * 64k-element chunk at a time).  Use a writer from one thread at a time. */
 typedef struct spruce_ckpt_writer spruce_ckpt_writer;
 
 /* Start a copy of in at outdir.  Refuses an existing non-empty outdir unless
@@ -91,7 +96,8 @@ typedef struct spruce_ckpt_writer spruce_ckpt_writer;
 int spruce_ckpt_writer_begin(const spruce_ckpt *in, const char *outdir, int force,
                              spruce_ckpt_writer **out);
 /* Replace a tensor's contents: float32 converted to the tensor's own dtype
- * (zeros become +0.0 in every dtype). */
+ * (zeros become +0.0 in every dtype).  SPRUCE_ENAN naming the element when data
+ * holds NaN or Inf (the writer is then spoiled: commit fails, nothing is left). */
 int spruce_ckpt_writer_set_f32(spruce_ckpt_writer *w, const char *name, const float *data);
 /* Replace a tensor's raw bytes (nbytes must equal the tensor's). */
 int spruce_ckpt_writer_set_raw(spruce_ckpt_writer *w, const char *name, const void *bytes,
