@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "sparse_internal.h"
 #include "spruce_sparse.h"
@@ -475,4 +476,144 @@ Test(linear, forced_nm_on_a_matrix_that_is_not_nm_fails)
     cr_assert_eq(spruce_linear_create(W, 0, 32, &o, &lin), SPRUCE_ESHAPE);
     cr_assert_eq(spruce_linear_create(NULL, 8, 32, &o, &lin), SPRUCE_EINVAL);
     free(W);
+}
+
+/* ---- `spruce bench` ------------------------------------------------------ */
+#include <jansson.h>
+
+/* Run a shell command line with the spruce program; stdout and stderr are
+ * captured into out/err (malloc'ed).  Returns the exit status. */
+static int run_spruce(const char *env, const char *args, char **out, char **err)
+{
+    const char *bin = getenv("SPRUCE_BIN");
+    char cmd[1024], of[] = "/tmp/spruce-bench-outXXXXXX", ef[] = "/tmp/spruce-bench-errXXXXXX";
+    int fo = mkstemp(of), fe = mkstemp(ef), st;
+    FILE *f;
+    long n;
+    cr_assert(fo >= 0 && fe >= 0);
+    close(fo);
+    close(fe);
+    snprintf(cmd, sizeof cmd, "%s '%s' %s >%s 2>%s", env, bin, args, of, ef);
+    st = system(cmd);
+    for (int k = 0; k < 2; k++) {
+        char **dst = k ? err : out;
+        f = fopen(k ? ef : of, "r");
+        fseek(f, 0, SEEK_END);
+        n = ftell(f);
+        rewind(f);
+        *dst = calloc(n + 1, 1);
+        if (fread(*dst, 1, n, f) != (size_t)n)
+            cr_assert_fail("reading captured output");
+        fclose(f);
+    }
+    unlink(of);
+    unlink(ef);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int have_bin(void)
+{
+    if (!getenv("SPRUCE_BIN") || access(getenv("SPRUCE_BIN"), X_OK) != 0) {
+        cr_skip_test("SPRUCE_BIN is not set to the built spruce program");
+        return 0;
+    }
+    return 1;
+}
+
+Test(bench, json_rows_with_forced_scalar_isa)
+{
+    char *out, *err;
+    json_error_t je;
+    json_t *list;
+    size_t i;
+    if (!have_bin())
+        return;
+    cr_assert_eq(run_spruce("SPRUCE_ISA=scalar", "--verbose bench --shape 64x96 --sparsity 0.5,0.9 "
+                            "--batch 1,3 --format auto,csr,bitmask,dense --reps 1 --rotate-mb 0.05 "
+                            "--threads 2 --json", &out, &err), 0, "stderr: %s", err);
+    cr_assert(strstr(err, "kernels scalar"), "stderr: %s", err);
+    list = json_loads(out, 0, &je);
+    cr_assert(json_is_array(list), "not a JSON list: %s", out);
+    cr_assert_eq(json_array_size(list), 2 * 2 * 4);
+    for (i = 0; i < json_array_size(list); i++) {
+        json_t *o = json_array_get(list, i);
+        double d = json_real_value(json_object_get(o, "dense_ms"));
+        double s = json_real_value(json_object_get(o, "sparse_ms"));
+        double sp = json_real_value(json_object_get(o, "speedup"));
+        cr_assert(json_is_string(json_object_get(o, "format")));
+        cr_assert_eq(json_integer_value(json_object_get(o, "rows")), 64);
+        cr_assert_eq(json_integer_value(json_object_get(o, "cols")), 96);
+        cr_assert(json_is_integer(json_object_get(o, "batch")));
+        cr_assert(json_is_real(json_object_get(o, "sparsity")));
+        cr_assert_str_eq(json_string_value(json_object_get(o, "pattern")), "unstructured");
+        cr_assert(d > 0 && s > 0 && fabs(sp - d / s) < 1e-6 * sp);
+        cr_assert_str_eq(json_string_value(json_object_get(o, "isa")), "scalar");
+    }
+    json_decref(list);
+    free(out);
+    free(err);
+}
+
+Test(bench, nm_table_and_unknown_isa)
+{
+    char *out, *err;
+    if (!have_bin())
+        return;
+    cr_assert_eq(run_spruce("", "bench --shape 32x40 --pattern 2:4 --batch 1 --format nm,auto "
+                            "--reps 1 --rotate-mb 0.05 --threads 1", &out, &err), 0, "stderr: %s", err);
+    cr_assert(strstr(out, "speedup") && strstr(out, "\nnm ") && strstr(out, "2:4"), "%s", out);
+    free(out);
+    free(err);
+    cr_assert_eq(run_spruce("SPRUCE_ISA=sse9", "bench --shape 8x8 --reps 1", &out, &err), 1);
+    cr_assert(strstr(err, "SPRUCE_ISA=sse9") && strstr(err, "available here: scalar"), "%s", err);
+    free(out);
+    free(err);
+}
+
+Test(bench, usage_errors_exit_2_and_help_exits_0)
+{
+    static const char *bad[] = {"bench --shape 12", "bench --sparsity 1.5", "bench --batch 0",
+                                "bench --format coo", "bench --pattern 4:2", "bench --svg x.svg",
+                                "bench --sparsity 0.5 --pattern 2:4", "bench extra"};
+    char *out, *err;
+    size_t i;
+    if (!have_bin())
+        return;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(run_spruce("", bad[i], &out, &err), 2, "%s", bad[i]);
+        cr_assert(strlen(err) > 0);
+        free(out);
+        free(err);
+    }
+    cr_assert_eq(run_spruce("", "bench --help", &out, &err), 0);
+    cr_assert(strstr(out, "usage: spruce bench"));
+    free(out);
+    free(err);
+}
+
+Test(bench, sweep_writes_an_svg_chart)
+{
+    char *out, *err, path[] = "/tmp/spruce-sweepXXXXXX", args[256];
+    FILE *f;
+    char buf[65536];
+    size_t n;
+    int fd;
+    if (!have_bin())
+        return;
+    fd = mkstemp(path);
+    close(fd);
+    snprintf(args, sizeof args, "bench --sweep --svg %s --shape 48x80 --batch 4 --reps 1 "
+             "--rotate-mb 0.05 --threads 1", path);
+    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
+    f = fopen(path, "r");
+    n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    unlink(path);
+    cr_assert(strstr(buf, "<svg") && strstr(buf, "</svg>"));
+    cr_assert(strstr(buf, "sparsity") && strstr(buf, "speedup over dense"));
+    cr_assert(strstr(buf, "2:4"));
+    cr_assert(strstr(out, "95%") && strstr(out, "2:4"), "%s", out);
+    free(out);
+    free(err);
 }
