@@ -66,20 +66,24 @@ static uint64_t name_seed(uint64_t seed, const char *name)
     return h;
 }
 
-/* n standard normals (Box-Muller) from a splitmix64 stream starting at s. */
+/* n standard normals from a splitmix64 stream starting at s (Marsaglia's polar
+ * method: one log and one square root per pair, no trigonometry). */
 static void normals(uint64_t s, float *out, size_t n)
 {
     size_t i;
     for (i = 0; i < n; i += 2) {
-        double u1, u2, r;
-        s = mix64(s);
-        u1 = ((double)(s >> 11) + 1.0) * (1.0 / 9007199254740993.0); /* (0, 1] */
-        s = mix64(s);
-        u2 = (double)(s >> 11) * (1.0 / 9007199254740992.0);
-        r = sqrt(-2.0 * log(u1));
-        out[i] = (float)(r * cos(2.0 * M_PI * u2));
+        double u, v, q, f;
+        do {
+            s = mix64(s);
+            u = (double)(s >> 11) * (2.0 / 9007199254740992.0) - 1.0; /* [-1, 1) */
+            s = mix64(s);
+            v = (double)(s >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+            q = u * u + v * v;
+        } while (q >= 1.0 || q == 0.0);
+        f = sqrt(-2.0 * log(q) / q);
+        out[i] = (float)(u * f);
         if (i + 1 < n)
-            out[i + 1] = (float)(r * sin(2.0 * M_PI * u2));
+            out[i + 1] = (float)(v * f);
     }
 }
 
