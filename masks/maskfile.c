@@ -12,13 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
 
 #include "spruce_masks.h"
 
-#define DEFLATE_LEVEL 6
+#ifndef DEFLATE_LEVEL
+#define DEFLATE_LEVEL 4 /* 4: 4x faster than 6 on masks, 8% larger; 9 is pathological */
+#endif
 #define CHUNK_BYTES (1 << 20) /* about 1 MiB of mask per chunk */
 
 /* ---- shared helpers ------------------------------------------------------- */
@@ -243,7 +246,7 @@ int spruce_maskfile_create(const char *path, spruce_maskfile **out)
 {
     spruce_maskfile *f = NULL;
     hid_t fcpl = -1;
-    int fd, rc = 0;
+    int fd = -1, rc = 0, tries;
     size_t n;
     int64_t version = SPRUCE_MASKS_FORMAT_VERSION;
 
@@ -262,10 +265,22 @@ int spruce_maskfile_create(const char *path, spruce_maskfile **out)
         rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
         goto done;
     }
-    /* The temporary name is a hidden-looking sibling that no reader mistakes for
-     * the finished file: "<path>.tmp-XXXXXX". */
-    snprintf(f->tmp, n + 16, "%s.tmp-XXXXXX", path);
-    fd = mkstemp(f->tmp);
+    /* The temporary name is a sibling that no reader mistakes for the finished
+     * file: "<path>.tmp-XXXXXX", created exclusively with the usual permissions
+     * (0666 less the umask, unlike mkstemp's 0600). */
+    for (tries = 0; tries < 100; tries++) {
+        static const char set[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+        unsigned long x = (unsigned long)getpid() * 2654435761u ^ (unsigned long)time(NULL) ^
+                          ((unsigned long)(uintptr_t)f >> 4) ^ (unsigned long)tries * 40503u;
+        size_t k;
+        snprintf(f->tmp, n + 16, "%s.tmp-", path);
+        for (k = 0; k < 6; k++, x /= 36)
+            f->tmp[n + 5 + k] = set[x % 36];
+        f->tmp[n + 11] = '\0';
+        fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST)
+            break;
+    }
     if (fd < 0) {
         rc = spruce__seterr(SPRUCE_EIO, "%s: cannot create a temporary file beside it: %s", path,
                             strerror(errno));
@@ -582,7 +597,9 @@ static herr_t attr_cb(hid_t loc, const char *key, const H5A_info_t *ainfo, void 
         } else if (cls == H5T_FLOAT && H5Aread(attr, H5T_NATIVE_DOUBLE, &a->d) >= 0) {
             a->type = SPRUCE_MASK_ATTR_DOUBLE;
             a->i = isfinite(a->d) && fabs(a->d) < 9e18 ? (int64_t)a->d : 0;
-            snprintf(sbuf, sizeof sbuf, "%.17g", a->d);
+            snprintf(sbuf, sizeof sbuf, "%.15g", a->d); /* shortest that reads back */
+            if (strtod(sbuf, NULL) != a->d)
+                snprintf(sbuf, sizeof sbuf, "%.17g", a->d);
         }
     }
     if (a->type == SPRUCE_MASK_ATTR_OTHER)

@@ -1235,3 +1235,127 @@ Test(cli, info_and_diff_numbers_match_direct_computation)
     free(b);
     free(c);
 }
+
+/* ---- with the pruner ---------------------------------------------------- */
+
+static const char *fixture(void)
+{
+    static char dir[1024];
+    const char *f = getenv("SPRUCE_FIXTURES");
+    if (!f || !*f)
+        cr_skip_test("SPRUCE_FIXTURES not set (run through 'make check')");
+    snprintf(dir, sizeof dir, "%s/stories260k", f);
+    if (access(dir, R_OK) != 0)
+        cr_skip_test("fixture %s absent", dir);
+    return dir;
+}
+
+/* Every mask of a equals the mask of the same name in b, and both have the same names. */
+static void assert_same_masks(const char *pa, const char *pb)
+{
+    spruce_maskreader *a, *b;
+    int i;
+    cr_assert_eq(spruce_maskreader_open(pa, &a), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_maskreader_open(pb, &b), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_maskreader_count(a), spruce_maskreader_count(b));
+    cr_assert_gt(spruce_maskreader_count(a), 0);
+    for (i = 0; i < spruce_maskreader_count(a); i++) {
+        const char *name = spruce_maskreader_name_at(a, i);
+        spruce_mask_meta ma, mb;
+        uint8_t *ka, *kb;
+        cr_assert_geq(spruce_maskreader_find(b, name), 0, "%s missing from %s", name, pb);
+        spruce_maskreader_meta(a, name, &ma);
+        spruce_maskreader_meta(b, name, &mb);
+        cr_assert_eq(ma.rows, mb.rows);
+        cr_assert_eq(ma.cols, mb.cols);
+        ka = malloc((size_t)(ma.rows * ma.cols));
+        kb = malloc((size_t)(ma.rows * ma.cols));
+        cr_assert_eq(spruce_maskreader_read(a, name, ka, NULL), 0);
+        cr_assert_eq(spruce_maskreader_read(b, name, kb, NULL), 0);
+        cr_assert_eq(memcmp(ka, kb, (size_t)(ma.rows * ma.cols)), 0, "%s differs", name);
+        free(ka);
+        free(kb);
+    }
+    spruce_maskreader_close(a);
+    spruce_maskreader_close(b);
+}
+
+Test(cli, prune_masks_export_apply_round_trip)
+{
+    const char *bin = spruce_bin(), *fx = fixture();
+    char cmd[4096];
+    spruce_maskreader *r;
+    spruce_mask_meta meta;
+    const spruce_mask_attr *a;
+    spruce_ckpt *orig, *applied;
+    int i, nm = 0;
+
+    /* Prune 2:4 with SparseGPT, writing the masks as it goes. */
+    snprintf(cmd, sizeof cmd,
+             "'%s' prune '%s' -o '%s' --calib '%s/calib.u16' --pattern 2:4 --nsamples 4 "
+             "--seqlen 64 --masks '%s' >/dev/null 2>&1",
+             bin, fx, tpath("pruned"), fx, tpath("prune.h5"));
+    cr_assert_eq(run(cmd), 0, "%s", cmd);
+    cr_assert_eq(spruce_maskreader_open(tpath("prune.h5"), &r), 0, "%s", spruce_errdetail());
+    a = spruce_maskreader_attr(r, "method");
+    cr_assert(a && !strcmp(a->s, "sparsegpt"));
+    for (i = 0; i < spruce_maskreader_count(r); i++) {
+        uint8_t *k;
+        spruce_mask_stats st;
+        spruce_maskreader_meta(r, spruce_maskreader_name_at(r, i), &meta);
+        k = malloc((size_t)(meta.rows * meta.cols));
+        cr_assert_eq(spruce_maskreader_read(r, spruce_maskreader_name_at(r, i), k, NULL), 0);
+        cr_assert_eq(spruce_mask_stats_compute(k, meta.rows, meta.cols, 0, &st), 0);
+        cr_assert_eq(st.nm.n, 2, "%s", spruce_maskreader_name_at(r, i));
+        cr_assert_eq(st.nm.m, 4);
+        cr_assert_str_eq(meta.pattern, "2:4");
+        free(k);
+        nm++;
+    }
+    spruce_maskreader_close(r);
+    cr_assert_eq(nm, 35); /* 5 blocks x 7 linear layers */
+
+    /* Export of the pruned checkpoint equals the masks written while pruning. */
+    snprintf(cmd, sizeof cmd, "'%s' masks export '%s' -o '%s' 2>/dev/null", bin, tpath("pruned"),
+             tpath("export.h5"));
+    cr_assert_eq(run(cmd), 0);
+    assert_same_masks(tpath("prune.h5"), tpath("export.h5"));
+
+    /* Applying the masks to the dense original reproduces the zero pattern, and
+     * every kept weight keeps the original's bytes. */
+    snprintf(cmd, sizeof cmd, "'%s' masks apply '%s' '%s' -o '%s' 2>/dev/null", bin, fx,
+             tpath("prune.h5"), tpath("applied"));
+    cr_assert_eq(run(cmd), 0);
+    snprintf(cmd, sizeof cmd, "'%s' masks export '%s' -o '%s' 2>/dev/null", bin,
+             tpath("applied"), tpath("reexport.h5"));
+    cr_assert_eq(run(cmd), 0);
+    assert_same_masks(tpath("prune.h5"), tpath("reexport.h5"));
+    cr_assert_eq(spruce_ckpt_open(fx, &orig), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(tpath("applied"), &applied), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_count(orig), spruce_ckpt_count(applied));
+    cr_assert_eq(spruce_maskreader_open(tpath("prune.h5"), &r), 0);
+    for (i = 0; i < spruce_ckpt_count(orig); i++) {
+        const spruce_tensor *to = spruce_ckpt_tensor_at(orig, i);
+        const spruce_tensor *ta = spruce_ckpt_find(applied, to->name);
+        cr_assert_not_null(ta);
+        cr_assert_eq(ta->nbytes, to->nbytes);
+        if (spruce_maskreader_find(r, to->name) < 0) {
+            cr_assert_eq(memcmp(ta->data, to->data, to->nbytes), 0, "%s changed", to->name);
+        } else {
+            size_t n = (size_t)spruce_tensor_numel(to), es = to->nbytes / n, k;
+            uint8_t *keep = malloc(n);
+            const uint8_t *po = to->data, *pa = ta->data;
+            cr_assert_eq(spruce_maskreader_read(r, to->name, keep, NULL), 0);
+            for (k = 0; k < n; k++) {
+                if (keep[k])
+                    cr_assert_eq(memcmp(pa + k * es, po + k * es, es), 0, "%s[%zu]", to->name, k);
+                else
+                    cr_assert(is_zero_bits(pa + k * es, es), "%s[%zu] not zero", to->name, k);
+            }
+            free(keep);
+        }
+    }
+    spruce_maskreader_close(r);
+    spruce_ckpt_close(orig);
+    spruce_ckpt_close(applied);
+}

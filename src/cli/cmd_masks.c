@@ -648,7 +648,7 @@ static int masks_info(int argc, char **argv)
                "row sparsity", blk);
     }
     printf("%-*s  %-13s  %8s  %-6s  %6s %6s %6s    %6s %6s %6s%s\n", width, "tensor", "shape",
-           "sparsity", "N:M", "min", "mean", "max", "min", "mean", "max", anyloss ? "  loss" : "");
+           "sparsity", "N:M", "min", "mean", "max", "min", "mean", "max", anyloss ? "        loss" : "");
     for (i = 0; i < n; i++) {
         const char *name = spruce_maskreader_name_at(mr, i);
         spruce_mask_meta meta;
@@ -665,7 +665,7 @@ static int masks_info(int argc, char **argv)
                fmt_pct(b[3], st[i].blk_min), fmt_pct(b[4], st[i].blk_mean),
                fmt_pct(b[5], st[i].blk_max));
         if (meta.has_loss)
-            printf("  %.4g", meta.loss);
+            printf("  %10.4g", meta.loss);
         putchar('\n');
     }
     printf("%-*s  %-13s  %7.2f%%\n", width, "total", "",
