@@ -188,7 +188,7 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
                     rc = spruce_sparse_isa();
                     goto done;
                 }
-                if (s < best) {
+                if (s < 0.97 * best) { /* sparse only where clearly faster */
                     best = s;
                     lin->choice[b] = f;
                 }

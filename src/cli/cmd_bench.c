@@ -155,6 +155,14 @@ static double pass_sparse(spruce_sparse **A, int n, const float *X, int b, float
     return (cli_now() - t0) / n;
 }
 
+/* Between timed blocks: let the worker threads of the previous block (OpenBLAS
+ * spins its workers for a while after a call, OpenMP too) go idle, so that
+ * they do not compete with the next block's threads for the cores. */
+static void settle(void)
+{
+    usleep(100000);
+}
+
 static int rotation(double bytes, const bctx *cx)
 {
     double n = floor(cx->rotate / bytes) + 1;
@@ -334,6 +342,7 @@ static int bench_case(bctx *cx, int rows, int cols, const bcase *c, const int *f
         {
             double t[64];
             const int reps = cx->reps > 64 ? 64 : cx->reps;
+            settle();
             pass_dense(Wd, nd, rows, cols, X, bs, Y);
             for (r = 0; r < reps; r++)
                 t[r] = pass_dense(Wd, nd, rows, cols, X, bs, Y);
@@ -344,6 +353,7 @@ static int bench_case(bctx *cx, int rows, int cols, const bcase *c, const int *f
                     used |= chosen[g][b] == f;
                 if (!want[f] || !used)
                     continue;
+                settle();
                 if (pass_sparse(A[f], nrot[f], X, bs, Y, &rc) < 0)
                     goto kernel_failed;
                 for (r = 0; r < reps; r++)
@@ -605,6 +615,7 @@ static int bench_model(bctx *cx, const char *dir, const int *batches, int nb)
         nlayers++;
         for (b = 0; b < nb; b++) {
             double dms, sms;
+            settle();
             dense_mul(W, rows, cols, X, batches[b], Y);
             for (r = 0; r < cx->reps; r++) {
                 double t0 = cli_now();
@@ -612,6 +623,7 @@ static int bench_model(bctx *cx, const char *dir, const int *batches, int nb)
                 t[r] = cli_now() - t0;
             }
             dms = 1e3 * median(t, cx->reps);
+            settle();
             spruce_linear_forward(lin, X, batches[b], Y);
             for (r = 0; r < cx->reps; r++) {
                 double t0 = cli_now();
