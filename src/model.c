@@ -16,6 +16,10 @@
 
 #include "spruce_model.h"
 
+/* Loops with fewer elements than this run on the calling thread: waking the
+ * team costs more than the work. */
+#define PAR_MIN 32768L
+
 struct spruce_model {
     spruce_config cfg;
     spruce_ckpt *ck;
@@ -126,10 +130,11 @@ spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_se
     ws->q = malloc(T * ws->qdim * sizeof(float));
     ws->k = malloc(T * ws->kvdim * sizeof(float));
     ws->v = malloc(T * ws->kvdim * sizeof(float));
-    ws->kt = malloc(T * ws->kvdim * sizeof(float));
-    ws->vt = malloc(T * ws->kvdim * sizeof(float));
+    ws->kt = malloc((ST + 7) / 8 * 8 * max_seq * ws->kvdim * sizeof(float));
+    ws->vt = malloc((ST + 7) / 8 * 8 * max_seq * ws->kvdim * sizeof(float));
     ws->att = malloc(T * ws->qdim * sizeof(float));
-    ws->S = malloc((ST > (size_t)ws->nthreads ? ST : (size_t)ws->nthreads) * ST * sizeof(float));
+    ws->S = malloc((ST > (size_t)ws->nthreads ? ST : (size_t)ws->nthreads) * (ST + 8) *
+                   sizeof(float));
     ws->h = malloc(T * ws->hidden * sizeof(float));
     ws->t = malloc(T * ws->hidden * sizeof(float));
     ws->g = malloc(T * ws->inter * sizeof(float));
@@ -169,7 +174,7 @@ void spruce_fwd_ws_free(spruce_fwd_ws *ws)
 static void rmsnorm(float *y, const float *x, const float *w, int T, int n, double eps)
 {
     int t;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)T * n >= PAR_MIN)
     for (t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * n;
         float *yr = y + (size_t)t * n;
@@ -192,7 +197,7 @@ static void linear(float *Y, const float *X, const float *W, const float *b, int
                 0.0f, Y, rows);
     if (b) {
         int t;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)T * rows >= PAR_MIN)
         for (t = 0; t < T; t++) {
             float *yr = Y + (size_t)t * rows;
             int j;
@@ -208,7 +213,7 @@ static void linear(float *Y, const float *X, const float *W, const float *b, int
 static void rope(float *x, int ntok, int T, int nheads, int d, const float *cs, const float *sn)
 {
     int t, half = d / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)ntok * nheads * d >= PAR_MIN)
     for (t = 0; t < ntok; t++) {
         const float *c = cs + (size_t)(t % T) * half, *s = sn + (size_t)(t % T) * half;
         int h, i;
@@ -246,7 +251,7 @@ static inline float exp_neg(float x)
 static void causal_softmax(float *S, int T)
 {
     int i;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if ((long)T * T >= PAR_MIN)
     for (i = 0; i < T; i++) {
         float *r = S + (size_t)i * T, mx = r[0], inv;
         double sum = 0;
@@ -299,48 +304,55 @@ static void attention_blas(const spruce_config *c, spruce_fwd_ws *ws, int nseq, 
 static void attention_rows(const spruce_config *c, spruce_fwd_ws *ws, int nseq, int T)
 {
     int H = c->num_attention_heads, KV = c->num_key_value_heads, d = c->head_dim;
-    int per = H / KV;
+    int per = H / KV, Tp = (T + 7) / 8 * 8;
     long nrows = (long)nseq * H * T, r, nkv = (long)nseq * KV;
     float scale = (float)(1.0 / sqrt((double)d));
-    /* kt[(s*KV + g)*d*T + e*T + j] = k[(s*T + j)*KV*d + g*d + e] */
-#pragma omp parallel for schedule(static)
+    /* kt[(s*KV + g)*d*Tp + e*Tp + j] = k[(s*T + j)*KV*d + g*d + e], zero for j >= T */
+#pragma omp parallel for schedule(static) if (nkv * d * T >= PAR_MIN)
     for (r = 0; r < nkv; r++) {
         int s = (int)(r / KV), g = (int)(r % KV), j, e;
-        float *kt = ws->kt + (size_t)r * d * T, *vt = ws->vt + (size_t)r * d * T;
+        float *kt = ws->kt + (size_t)r * d * Tp, *vt = ws->vt + (size_t)r * d * Tp;
+        for (j = T; j < Tp; j++)
+            for (e = 0; e < d; e++)
+                kt[(size_t)e * Tp + j] = vt[(size_t)e * Tp + j] = 0.0f;
         for (j = 0; j < T; j++) {
             const float *kj = ws->k + ((size_t)s * T + j) * KV * d + (size_t)g * d;
             const float *vj = ws->v + ((size_t)s * T + j) * KV * d + (size_t)g * d;
             for (e = 0; e < d; e++) {
-                kt[(size_t)e * T + j] = kj[e];
-                vt[(size_t)e * T + j] = vj[e];
+                kt[(size_t)e * Tp + j] = kj[e];
+                vt[(size_t)e * Tp + j] = vj[e];
             }
         }
     }
-#pragma omp parallel for schedule(dynamic, 32)
+#pragma omp parallel for schedule(dynamic, 32) if (nrows * T * d >= PAR_MIN)
     for (r = 0; r < nrows; r++) {
         int i = (int)(r % T), h = (int)((r / T) % H), s = (int)(r / ((long)T * H)), g = h / per;
         int tid = 0, j, e, len = i + 1;
         const float *qi = ws->q + ((size_t)s * T + i) * H * d + (size_t)h * d;
-        const float *kt = ws->kt + ((size_t)s * KV + g) * d * T;
-        const float *vt = ws->vt + ((size_t)s * KV + g) * d * T;
+        const float *kt = ws->kt + ((size_t)s * KV + g) * d * Tp;
+        const float *vt = ws->vt + ((size_t)s * KV + g) * d * Tp;
         float *out = ws->att + ((size_t)s * T + i) * H * d + (size_t)h * d;
         float *p, mx = -INFINITY, inv, sum = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        p = ws->S + (size_t)tid * ws->max_T;
-        for (j = 0; j < len; j++)
-            p[j] = 0.0f;
-        for (e = 0; e < d; e++) {
-            const float *ke = kt + (size_t)e * T;
-            float qe = qi[e] * scale;
+        p = ws->S + (size_t)tid * (ws->max_T + 8);
+        /* p[j] = scale q_i . k_j, eight keys at a time (kt rows are padded to Tp) */
+        for (j = 0; j < len; j += 8) {
+            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int jj, nj = len - j < 8 ? len - j : 8;
+            for (e = 0; e < d; e++) {
+                const float *ke = kt + (size_t)e * Tp + j;
+                float qe = qi[e] * scale;
 #pragma omp simd
-            for (j = 0; j < len; j++)
-                p[j] += qe * ke[j];
+                for (jj = 0; jj < 8; jj++)
+                    acc[jj] += qe * ke[jj];
+            }
+            for (jj = 0; jj < nj; jj++) {
+                p[j + jj] = acc[jj];
+                mx = acc[jj] > mx ? acc[jj] : mx;
+            }
         }
-#pragma omp simd reduction(max:mx)
-        for (j = 0; j < len; j++)
-            mx = p[j] > mx ? p[j] : mx;
 #pragma omp simd
         for (j = 0; j < len; j++)
             p[j] = exp_neg(p[j] - mx);
@@ -349,7 +361,7 @@ static void attention_rows(const spruce_config *c, spruce_fwd_ws *ws, int nseq, 
             sum += p[j];
         inv = 1.0f / sum;
         for (e = 0; e < d; e++) {
-            const float *ve = vt + (size_t)e * T;
+            const float *ve = vt + (size_t)e * Tp;
             float acc = 0;
 #pragma omp simd reduction(+:acc)
             for (j = 0; j < len; j++)
@@ -363,7 +375,7 @@ static void attention_rows(const spruce_config *c, spruce_fwd_ws *ws, int nseq, 
 static void add_inplace(float *y, const float *x, size_t n)
 {
     long i, nn = (long)n;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nn >= PAR_MIN)
     for (i = 0; i < nn; i++)
         y[i] += x[i];
 }
@@ -372,7 +384,7 @@ static void add_inplace(float *y, const float *x, size_t n)
 static void swiglu(float *g, const float *u, size_t n)
 {
     long i, nn = (long)n;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nn >= PAR_MIN)
     for (i = 0; i < nn; i++) {
         float x = g[i];
         g[i] = x / (1.0f + expf(-x)) * u[i];
@@ -797,7 +809,7 @@ static double nll_sum(const float *logits, const uint32_t *target, int rows, int
 {
     double total = 0;
     int t;
-#pragma omp parallel for schedule(static) reduction(+:total)
+#pragma omp parallel for schedule(static) reduction(+:total) if ((long)rows * vocab >= PAR_MIN)
     for (t = 0; t < rows; t++) {
         const float *r = logits + (size_t)t * vocab;
         float mx = r[0];

@@ -11,6 +11,7 @@
 #endif
 
 #include "cli.h"
+#include "cli_env.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
 
@@ -78,6 +79,7 @@ int spruce_cmd_eval(int argc, char **argv)
         return 2;
     }
     dir = argv[optind];
+    cli_tune_environment();
     if (threads > 0) {
 #ifdef _OPENMP
         omp_set_num_threads((int)threads);

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "cli.h"
+#include "cli_env.h"
 #include "spruce_masks.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
@@ -225,6 +226,7 @@ int spruce_cmd_prune(int argc, char **argv)
         cli_fail("prune: --blocksize %ld must be a multiple of M = %d of --pattern", blocksize, pm);
         return 2;
     }
+    cli_tune_environment();
     if (threads > 0) {
 #ifdef _OPENMP
         omp_set_num_threads((int)threads);

@@ -1,0 +1,681 @@
+/* test_model.c: config.json, the block forward against a double-precision
+ * reference, and the dense model against the stories260k golden outputs. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "spruce_ckpt.h"
+#include "spruce_model.h"
+#include "spruce_tokens.h"
+
+/* OpenBLAS on one thread: its threads and OpenMP's otherwise spin against
+ * each other on the two cores between the many small products of this tiny
+ * model (the spruce program avoids it with OMP_WAIT_POLICY=passive, which a
+ * test cannot set for itself once libgomp is loaded). */
+__attribute__((constructor)) static void one_blas_thread(void)
+{
+    openblas_set_num_threads(1);
+}
+
+/* ---- helpers --------------------------------------------------------------- */
+
+/* $SPRUCE_FIXTURES/stories260k, or NULL (the test is then skipped). */
+static const char *fixture(void)
+{
+    static char path[1024];
+    const char *root = getenv("SPRUCE_FIXTURES");
+    struct stat st;
+    if (!root)
+        return NULL;
+    snprintf(path, sizeof path, "%s/stories260k", root);
+    if (stat(path, &st) != 0)
+        return NULL;
+    return path;
+}
+
+#define NEED_FIXTURE(dir)                                                               \
+    const char *dir = fixture();                                                        \
+    if (!dir) {                                                                         \
+        cr_skip_test("stories260k fixture not found: set SPRUCE_FIXTURES to the "       \
+                     "directory holding stories260k/");                                 \
+        return;                                                                         \
+    }
+
+static void *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    void *p;
+    long len;
+    cr_assert(f, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    p = malloc((size_t)len + 1);
+    cr_assert(fread(p, 1, (size_t)len, f) == (size_t)len);
+    ((char *)p)[len] = 0;
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert(f, "cannot create %s", path);
+    cr_assert(fwrite(data, 1, n, f) == n);
+    fclose(f);
+}
+
+/* A fresh temporary directory; removed by rm_tree. */
+static char *tmp_dir(void)
+{
+    char *d = strdup("/tmp/spruce-test-model-XXXXXX");
+    cr_assert(mkdtemp(d));
+    return d;
+}
+
+static void rm_tree(const char *d)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    cr_assert(system(cmd) == 0);
+}
+
+/* A copy of the fixture in a temporary directory with config.json replaced by
+ * the fixture's with `from` substituted by `to` (from == NULL: unchanged). */
+static char *fixture_copy(const char *fix, const char *from, const char *to)
+{
+    char *d = tmp_dir(), path[1200];
+    size_t n, m;
+    char *cfg, *st, *out, *p;
+    snprintf(path, sizeof path, "%s/config.json", fix);
+    cfg = read_all(path, &n);
+    snprintf(path, sizeof path, "%s/model.safetensors", fix);
+    st = read_all(path, &m);
+    snprintf(path, sizeof path, "%s/model.safetensors", d);
+    write_file(path, st, m);
+    out = malloc(n + (to ? strlen(to) : 0) + 1);
+    if (from && (p = strstr(cfg, from))) {
+        size_t pre = (size_t)(p - cfg);
+        memcpy(out, cfg, pre);
+        strcpy(out + pre, to);
+        strcat(out, p + strlen(from));
+    } else {
+        cr_assert(!from, "fixture config.json has no '%s'", from);
+        strcpy(out, cfg);
+    }
+    snprintf(path, sizeof path, "%s/config.json", d);
+    write_file(path, out, strlen(out));
+    free(cfg);
+    free(st);
+    free(out);
+    return d;
+}
+
+/* ---- config.json ------------------------------------------------------------- */
+
+#define MINI "\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 172, " \
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"vocab_size\": 512, "    \
+             "\"max_position_embeddings\": 256"
+
+Test(config, defaults_follow_transformers)
+{
+    spruce_config c;
+    cr_assert_eq(spruce_config_parse("{" MINI "}", "mini.json", &c), 0, "%s", spruce_errdetail());
+    cr_assert_str_eq(c.model_type, "llama");
+    cr_assert_eq(c.num_key_value_heads, 8);
+    cr_assert_eq(c.head_dim, 8);
+    cr_assert_float_eq(c.rope_theta, 10000.0, 1e-9);
+    cr_assert_eq(c.tie_word_embeddings, 0);
+    cr_assert_eq(c.qkv_bias, 0);
+    cr_assert_eq(c.sliding_window, 0);
+}
+
+Test(config, options_are_read)
+{
+    spruce_config c;
+    cr_assert_eq(spruce_config_parse("{" MINI ", \"num_key_value_heads\": 2, \"head_dim\": 16, "
+                                     "\"rope_theta\": 500000.0, \"rms_norm_eps\": 1e-5, "
+                                     "\"tie_word_embeddings\": true, \"rope_scaling\": null, "
+                                     "\"hidden_act\": \"silu\"}", "x", &c), 0, "%s",
+                 spruce_errdetail());
+    cr_assert_eq(c.num_key_value_heads, 2);
+    cr_assert_eq(c.head_dim, 16);
+    cr_assert_float_eq(c.rope_theta, 500000.0, 1e-6);
+    cr_assert_float_eq(c.rms_norm_eps, 1e-5, 1e-12);
+    cr_assert_eq(c.tie_word_embeddings, 1);
+}
+
+Test(config, qwen2_has_qkv_biases_and_mistral_a_window)
+{
+    spruce_config c;
+    cr_assert_eq(spruce_config_parse("{\"model_type\": \"qwen2\", \"hidden_size\": 64, "
+                                     "\"intermediate_size\": 172, \"num_hidden_layers\": 2, "
+                                     "\"num_attention_heads\": 8, \"vocab_size\": 512, "
+                                     "\"max_position_embeddings\": 256, "
+                                     "\"use_sliding_window\": false}", "q", &c), 0);
+    cr_assert_eq(c.qkv_bias, 1);
+    cr_assert_eq(c.o_bias, 0);
+    cr_assert_eq(spruce_config_parse("{\"model_type\": \"mistral\", \"hidden_size\": 64, "
+                                     "\"intermediate_size\": 172, \"num_hidden_layers\": 2, "
+                                     "\"num_attention_heads\": 8, \"vocab_size\": 512, "
+                                     "\"max_position_embeddings\": 256, "
+                                     "\"sliding_window\": 128}", "m", &c), 0);
+    cr_assert_eq(c.sliding_window, 128);
+    cr_assert_eq(c.qkv_bias, 0);
+}
+
+static void expect_error(const char *json, int code, const char *needle1, const char *needle2)
+{
+    spruce_config c;
+    int rc = spruce_config_parse(json, "dir/config.json", &c);
+    cr_assert_eq(rc, code, "expected %d, got %d (%s) for %s", code, rc, spruce_errdetail(), json);
+    cr_assert(strstr(spruce_errdetail(), "dir/config.json"), "no file in '%s'", spruce_errdetail());
+    cr_assert(strstr(spruce_errdetail(), needle1), "no '%s' in '%s'", needle1, spruce_errdetail());
+    if (needle2)
+        cr_assert(strstr(spruce_errdetail(), needle2), "no '%s' in '%s'", needle2,
+                  spruce_errdetail());
+}
+
+Test(config, errors_name_the_file_and_key)
+{
+    expect_error("{\"model_type\": \"llama\"}", SPRUCE_EFORMAT, "hidden_size", "missing");
+    expect_error("{" MINI ", \"num_key_value_heads\": \"two\"}", SPRUCE_EFORMAT,
+                 "num_key_value_heads", "integer");
+    expect_error("{" MINI ", \"num_key_value_heads\": 3}", SPRUCE_EFORMAT, "num_key_value_heads",
+                 NULL);
+    expect_error("{" MINI ", \"hidden_size\": -4}", SPRUCE_EFORMAT, "hidden_size", NULL);
+    expect_error("{" MINI ", \"rms_norm_eps\": \"small\"}", SPRUCE_EFORMAT, "rms_norm_eps", NULL);
+    expect_error("{" MINI ", }", SPRUCE_EFORMAT, "line 1", NULL);
+    expect_error("[1, 2]", SPRUCE_EFORMAT, "object", NULL);
+    expect_error("{\"hidden_size\": 4}", SPRUCE_EFORMAT, "model_type", NULL);
+}
+
+Test(config, unsupported_options_list_what_is_supported)
+{
+    expect_error("{\"model_type\": \"gpt2\", \"hidden_size\": 4}", SPRUCE_EUNSUPPORTED, "gpt2",
+                 "llama, mistral, qwen2");
+    expect_error("{" MINI ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}",
+                 SPRUCE_EUNSUPPORTED, "rope_scaling", "supported");
+    expect_error("{" MINI ", \"hidden_act\": \"gelu\"}", SPRUCE_EUNSUPPORTED, "gelu", "silu");
+    expect_error("{\"model_type\": \"qwen2\", \"hidden_size\": 64, \"intermediate_size\": 172, "
+                 "\"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"vocab_size\": 512, "
+                 "\"max_position_embeddings\": 256, \"use_sliding_window\": true}",
+                 SPRUCE_EUNSUPPORTED, "use_sliding_window", "supported");
+}
+
+Test(config, missing_file_is_named)
+{
+    spruce_config c;
+    cr_assert_eq(spruce_config_load("/nonexistent/spruce-model", &c), SPRUCE_EIO);
+    cr_assert(strstr(spruce_errdetail(), "/nonexistent/spruce-model"));
+}
+
+/* ---- the block forward against a double-precision reference ---------------- */
+
+static uint64_t rng_state = 88172645463325252ull;
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float *rand_vec(size_t n, float scale)
+{
+    float *p = malloc(n * sizeof(float));
+    size_t i;
+    for (i = 0; i < n; i++)
+        p[i] = scale * frand();
+    return p;
+}
+
+static spruce_block *rand_block(const spruce_config *c)
+{
+    spruce_block *b = calloc(1, sizeof *b);
+    int l, qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
+    int rows[7] = {qd, kvd, kvd, c->hidden_size, c->intermediate_size, c->intermediate_size,
+                   c->hidden_size};
+    int cols[7] = {c->hidden_size, c->hidden_size, c->hidden_size, qd, c->hidden_size,
+                   c->hidden_size, c->intermediate_size};
+    b->attn_norm = rand_vec((size_t)c->hidden_size, 1.0f);
+    b->mlp_norm = rand_vec((size_t)c->hidden_size, 1.0f);
+    for (l = 0; l < 7; l++) {
+        b->rows[l] = rows[l];
+        b->cols[l] = cols[l];
+        b->w[l] = rand_vec((size_t)rows[l] * cols[l], 1.0f / sqrtf((float)cols[l]));
+        if ((l <= 2 && c->qkv_bias) || (l == 3 && c->o_bias) || (l >= 4 && c->mlp_bias))
+            b->b[l] = rand_vec((size_t)rows[l], 0.5f);
+    }
+    return b;
+}
+
+static void free_block(spruce_block *b)
+{
+    int l;
+    free(b->attn_norm);
+    free(b->mlp_norm);
+    for (l = 0; l < 7; l++) {
+        free(b->w[l]);
+        free(b->b[l]);
+    }
+    free(b);
+}
+
+/* y (T, rows) = x (T, cols) W^T + b in double. */
+static void ref_linear(double *y, const double *x, const float *W, const float *b, int T,
+                       int rows, int cols)
+{
+    int t, r, k;
+    for (t = 0; t < T; t++)
+        for (r = 0; r < rows; r++) {
+            double s = b ? b[r] : 0.0;
+            for (k = 0; k < cols; k++)
+                s += x[(size_t)t * cols + k] * W[(size_t)r * cols + k];
+            y[(size_t)t * rows + r] = s;
+        }
+}
+
+static void ref_rmsnorm(double *y, const double *x, const float *w, int T, int n, double eps)
+{
+    int t, j;
+    for (t = 0; t < T; t++) {
+        double ss = 0;
+        for (j = 0; j < n; j++)
+            ss += x[(size_t)t * n + j] * x[(size_t)t * n + j];
+        ss = 1.0 / sqrt(ss / n + eps);
+        for (j = 0; j < n; j++)
+            y[(size_t)t * n + j] = x[(size_t)t * n + j] * ss * w[j];
+    }
+}
+
+static void ref_rope(double *x, int T, int nh, int d, double theta)
+{
+    int t, h, i;
+    for (t = 0; t < T; t++)
+        for (h = 0; h < nh; h++)
+            for (i = 0; i < d / 2; i++) {
+                double f = (double)t * pow(theta, -2.0 * i / d);
+                double *v = x + (size_t)t * nh * d + (size_t)h * d, a = v[i], b = v[i + d / 2];
+                v[i] = a * cos(f) - b * sin(f);
+                v[i + d / 2] = b * cos(f) + a * sin(f);
+            }
+}
+
+/* One sequence x (T, hidden) through the block, in double. */
+static void ref_block(const spruce_config *c, const spruce_block *b, float *xf, int T)
+{
+    int H = c->num_attention_heads, KV = c->num_key_value_heads, d = c->head_dim;
+    int hid = c->hidden_size, inter = c->intermediate_size, qd = H * d, kvd = KV * d;
+    double *x = malloc(sizeof(double) * T * hid), *a = malloc(sizeof(double) * T * hid);
+    double *q = malloc(sizeof(double) * T * qd), *k = malloc(sizeof(double) * T * kvd);
+    double *v = malloc(sizeof(double) * T * kvd), *att = calloc((size_t)T * qd, sizeof(double));
+    double *o = malloc(sizeof(double) * T * hid), *g = malloc(sizeof(double) * T * inter);
+    double *u = malloc(sizeof(double) * T * inter), *p = malloc(sizeof(double) * T);
+    int t, h, i, j, e;
+    for (i = 0; i < T * hid; i++)
+        x[i] = xf[i];
+    ref_rmsnorm(a, x, b->attn_norm, T, hid, c->rms_norm_eps);
+    ref_linear(q, a, b->w[0], b->b[0], T, qd, hid);
+    ref_linear(k, a, b->w[1], b->b[1], T, kvd, hid);
+    ref_linear(v, a, b->w[2], b->b[2], T, kvd, hid);
+    ref_rope(q, T, H, d, c->rope_theta);
+    ref_rope(k, T, KV, d, c->rope_theta);
+    for (h = 0; h < H; h++) {
+        int gh = h / (H / KV);
+        for (i = 0; i < T; i++) {
+            double mx = -1e300, sum = 0;
+            for (j = 0; j <= i; j++) {
+                double s = 0;
+                for (e = 0; e < d; e++)
+                    s += q[(size_t)i * qd + h * d + e] * k[(size_t)j * kvd + gh * d + e];
+                p[j] = s / sqrt((double)d);
+                if (p[j] > mx)
+                    mx = p[j];
+            }
+            for (j = 0; j <= i; j++) {
+                p[j] = exp(p[j] - mx);
+                sum += p[j];
+            }
+            for (j = 0; j <= i; j++)
+                for (e = 0; e < d; e++)
+                    att[(size_t)i * qd + h * d + e] += p[j] / sum * v[(size_t)j * kvd + gh * d + e];
+        }
+    }
+    ref_linear(o, att, b->w[3], b->b[3], T, hid, qd);
+    for (i = 0; i < T * hid; i++)
+        x[i] += o[i];
+    ref_rmsnorm(a, x, b->mlp_norm, T, hid, c->rms_norm_eps);
+    ref_linear(g, a, b->w[4], b->b[4], T, inter, hid);
+    ref_linear(u, a, b->w[5], b->b[5], T, inter, hid);
+    for (i = 0; i < T * inter; i++)
+        g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+    ref_linear(o, g, b->w[6], b->b[6], T, hid, inter);
+    for (t = 0; t < T * hid; t++)
+        xf[t] = (float)(x[t] + o[t]);
+    free(x); free(a); free(q); free(k); free(v); free(att); free(o); free(g); free(u); free(p);
+}
+
+static void check_block_forward(spruce_config *c, int nseq, int T, const char *path)
+{
+    spruce_block *b = rand_block(c);
+    size_t n = (size_t)nseq * T * c->hidden_size, i;
+    float *x = rand_vec(n, 1.0f), *ref = malloc(n * sizeof(float));
+    spruce_fwd_ws *ws = spruce_fwd_ws_alloc(c, T, nseq);
+    double maxerr = 0, maxref = 0;
+    int s;
+    cr_assert(ws);
+    memcpy(ref, x, n * sizeof(float));
+    for (s = 0; s < nseq; s++)
+        ref_block(c, b, ref + (size_t)s * T * c->hidden_size, T);
+    setenv("SPRUCE_ATTENTION", path, 1);
+    cr_assert_eq(spruce_block_forward(c, b, x, nseq, T, ws, NULL, NULL, -1), 0, "%s",
+                 spruce_errdetail());
+    unsetenv("SPRUCE_ATTENTION");
+    for (i = 0; i < n; i++) {
+        double e = fabs((double)x[i] - ref[i]);
+        if (e > maxerr)
+            maxerr = e;
+        if (fabs(ref[i]) > maxref)
+            maxref = fabs(ref[i]);
+    }
+    /* float32 sums of up to max(hidden, intermediate) terms of size ~1 */
+    cr_assert(maxerr < 1e-5 * sqrt((double)c->intermediate_size) * (1 + maxref),
+              "%s attention: max error %g (max |ref| %g)", path, maxerr, maxref);
+    spruce_fwd_ws_free(ws);
+    free(x);
+    free(ref);
+    free_block(b);
+}
+
+Test(forward, block_matches_double_reference_small_heads)
+{
+    spruce_config c;
+    cr_assert_eq(spruce_config_parse("{\"model_type\": \"qwen2\", \"hidden_size\": 32, "
+                                     "\"intermediate_size\": 40, \"num_hidden_layers\": 1, "
+                                     "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+                                     "\"vocab_size\": 16, \"max_position_embeddings\": 64, "
+                                     "\"rms_norm_eps\": 1e-5, \"rope_theta\": 1000.0}", "t", &c),
+                 0);
+    check_block_forward(&c, 3, 19, "rows");
+    check_block_forward(&c, 3, 19, "blas");
+}
+
+Test(forward, block_matches_double_reference_large_heads)
+{
+    spruce_config c;
+    cr_assert_eq(spruce_config_parse("{\"model_type\": \"llama\", \"hidden_size\": 64, "
+                                     "\"intermediate_size\": 96, \"num_hidden_layers\": 1, "
+                                     "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, "
+                                     "\"vocab_size\": 16, \"max_position_embeddings\": 128, "
+                                     "\"attention_bias\": true, \"mlp_bias\": true}", "t", &c), 0);
+    cr_assert_eq(c.head_dim, 32);
+    check_block_forward(&c, 2, 70, "blas");
+    check_block_forward(&c, 2, 70, "rows");
+}
+
+typedef struct {
+    int calls[SPRUCE_NSITES];
+    int cols[SPRUCE_NSITES];
+    int tokens;
+} tap_log;
+
+static int log_tap(void *ctx, spruce_site site, const float *X, int tokens, int cols)
+{
+    tap_log *t = ctx;
+    (void)X;
+    t->calls[site]++;
+    t->cols[site] = cols;
+    t->tokens = tokens;
+    return 0;
+}
+
+Test(forward, taps_see_each_input_and_stop_early)
+{
+    spruce_config c;
+    spruce_block *b;
+    spruce_fwd_ws *ws;
+    float *x, *x0;
+    size_t n;
+    tap_log log;
+    int site;
+    cr_assert_eq(spruce_config_parse("{" MINI ", \"num_key_value_heads\": 4}", "t", &c), 0);
+    b = rand_block(&c);
+    ws = spruce_fwd_ws_alloc(&c, 16, 2);
+    n = (size_t)2 * 16 * c.hidden_size;
+    x = rand_vec(n, 1.0f);
+    x0 = malloc(n * sizeof(float));
+    memcpy(x0, x, n * sizeof(float));
+    for (site = 0; site < SPRUCE_NSITES; site++) {
+        memset(&log, 0, sizeof log);
+        cr_assert_eq(spruce_block_forward(&c, b, x, 2, 16, ws, log_tap, &log, site), 0);
+        cr_assert_eq(memcmp(x, x0, n * sizeof(float)), 0, "stop_after %d changed x", site);
+        cr_assert_eq(log.calls[site], 1);
+        cr_assert_eq(log.tokens, 32);
+        if (site + 1 < SPRUCE_NSITES)
+            cr_assert_eq(log.calls[site + 1], 0);
+    }
+    cr_assert_eq(log.cols[SPRUCE_SITE_QKV], 64);
+    cr_assert_eq(log.cols[SPRUCE_SITE_O], 64);
+    cr_assert_eq(log.cols[SPRUCE_SITE_GATEUP], 64);
+    cr_assert_eq(log.cols[SPRUCE_SITE_DOWN], 172);
+    cr_assert_eq(spruce_block_forward(&c, b, x, 2, 16, ws, NULL, NULL, -1), 0);
+    cr_assert_neq(memcmp(x, x0, n * sizeof(float)), 0);
+    /* More tokens than the workspace holds is an error, not an overflow. */
+    cr_assert_eq(spruce_block_forward(&c, b, x, 2, 17, ws, NULL, NULL, -1), SPRUCE_EINVAL);
+    cr_assert_eq(spruce_block_forward(&c, b, x, 3, 16, ws, NULL, NULL, -1), SPRUCE_EINVAL);
+    spruce_fwd_ws_free(ws);
+    spruce_fwd_ws_free(NULL);
+    free(x);
+    free(x0);
+    free_block(b);
+}
+
+/* ---- the stories260k checkpoint ------------------------------------------------ */
+
+Test(stories, dense_logits_match_golden)
+{
+    NEED_FIXTURE(dir);
+    spruce_model *m;
+    char path[1200];
+    uint32_t *ids;
+    size_t n, gn;
+    float *golden, *logits;
+    double maxerr = 0;
+    size_t i;
+    snprintf(path, sizeof path, "%s/eval.u16", dir);
+    cr_assert_eq(spruce_tokens_load(path, &ids, &n), 0, "%s", spruce_errdetail());
+    snprintf(path, sizeof path, "%s/eval_seq0_logits.f32", dir);
+    golden = read_all(path, &gn);
+    cr_assert_eq(gn, (size_t)256 * 512 * 4);
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_config(m)->num_hidden_layers, 5);
+    logits = malloc((size_t)256 * 512 * sizeof(float));
+    cr_assert_eq(spruce_model_forward(m, ids, 256, logits), 0, "%s", spruce_errdetail());
+    for (i = 0; i < (size_t)256 * 512; i++)
+        if (fabs(logits[i] - golden[i]) > maxerr)
+            maxerr = fabs(logits[i] - golden[i]);
+    cr_assert(maxerr < 1e-3, "max abs error %g against llama2.c's logits", maxerr);
+    free(logits);
+    free(golden);
+    free(ids);
+    spruce_model_free(m);
+}
+
+Test(stories, greedy_continuation_matches_golden)
+{
+    NEED_FIXTURE(dir);
+    spruce_model *m;
+    char path[1200];
+    uint32_t *ids, next[256];
+    size_t n, t;
+    int T = 0, steps;
+    float *logits;
+    snprintf(path, sizeof path, "%s/greedy_ids.txt", dir);
+    cr_assert_eq(spruce_tokens_load(path, &ids, &n), 0, "%s", spruce_errdetail());
+    cr_assert_eq(n, 201);
+    cr_assert_eq(ids[0], 1);
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_cache_blocks(m), 0);
+    logits = malloc((size_t)201 * 512 * sizeof(float));
+    /* Generate the first 20 tokens one by one from BOS (a full forward per
+     * step); the whole continuation is then checked by teacher forcing. */
+    next[T++] = 1;
+    for (steps = 0; steps < 20; steps++) {
+        int j, best = 0;
+        cr_assert_eq(spruce_model_forward(m, next, T, logits), 0);
+        for (j = 1; j < 512; j++)
+            if (logits[(size_t)(T - 1) * 512 + j] > logits[(size_t)(T - 1) * 512 + best])
+                best = j;
+        next[T++] = (uint32_t)best;
+    }
+    for (t = 0; t < (size_t)T; t++)
+        cr_assert_eq(next[t], ids[t], "step-by-step greedy id %zu: %u, golden %u", t, next[t],
+                     ids[t]);
+    /* Teacher forcing: argmax at position t of the golden sequence = id t+1. */
+    cr_assert_eq(spruce_model_forward(m, ids, 201, logits), 0);
+    for (t = 0; t < 200; t++) {
+        int j, best = 0;
+        for (j = 1; j < 512; j++)
+            if (logits[t * 512 + j] > logits[t * 512 + best])
+                best = j;
+        cr_assert_eq((uint32_t)best, ids[t + 1], "greedy id %zu: %d, golden %u", t + 1, best,
+                     ids[t + 1]);
+    }
+    free(logits);
+    free(ids);
+    spruce_model_free(m);
+}
+
+Test(stories, perplexity_is_17_78)
+{
+    NEED_FIXTURE(dir);
+    spruce_model *m;
+    char path[1200];
+    uint32_t *ids;
+    size_t n;
+    double ppl = 0;
+    int nwin = 0;
+    snprintf(path, sizeof path, "%s/eval.u16", dir);
+    cr_assert_eq(spruce_tokens_load(path, &ids, &n), 0);
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &ppl, &nwin), 0, "%s",
+                 spruce_errdetail());
+    cr_assert_eq(nwin, 64);
+    cr_assert(fabs(ppl - 17.78) < 0.005, "perplexity %.4f, expected 17.78", ppl);
+    /* Shorter than one window; an id outside the vocabulary. */
+    cr_assert_eq(spruce_model_perplexity(m, ids, 100, 256, NULL, NULL, &ppl, &nwin),
+                 SPRUCE_EINVAL);
+    ids[5] = 512;
+    cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &ppl, &nwin), SPRUCE_EINVAL);
+    cr_assert(strstr(spruce_errdetail(), "512"), "%s", spruce_errdetail());
+    free(ids);
+    spruce_model_free(m);
+}
+
+static void expect_open_error(const char *from, const char *to, int code, const char *needle)
+{
+    const char *fix = fixture();
+    char *d = fixture_copy(fix, from, to);
+    spruce_model *m = NULL;
+    int rc = spruce_model_open(d, &m);
+    cr_assert_eq(rc, code, "config '%s': expected %d, got %d (%s)", to, code, rc,
+                 spruce_errdetail());
+    cr_assert_null(m);
+    cr_assert(strstr(spruce_errdetail(), needle), "no '%s' in '%s'", needle, spruce_errdetail());
+    rm_tree(d);
+    free(d);
+}
+
+Test(stories, shapes_that_disagree_with_config_are_named)
+{
+    NEED_FIXTURE(dir);
+    (void)dir;
+    expect_open_error("\"intermediate_size\": 172", "\"intermediate_size\": 170", SPRUCE_ESHAPE,
+                      "model.layers.0.mlp.gate_proj.weight");
+    expect_open_error("\"intermediate_size\": 172", "\"intermediate_size\": 170", SPRUCE_ESHAPE,
+                      "model.safetensors");
+    expect_open_error("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 2", SPRUCE_ESHAPE,
+                      "k_proj");
+    expect_open_error("\"vocab_size\": 512", "\"vocab_size\": 500", SPRUCE_ESHAPE,
+                      "model.embed_tokens.weight");
+    expect_open_error("\"num_hidden_layers\": 5", "\"num_hidden_layers\": 6", SPRUCE_ENOTFOUND,
+                      "model.layers.5.input_layernorm.weight");
+    expect_open_error("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false",
+                      SPRUCE_ENOTFOUND, "lm_head.weight");
+}
+
+Test(stories, unsupported_configs_are_refused)
+{
+    NEED_FIXTURE(dir);
+    (void)dir;
+    expect_open_error("\"model_type\": \"llama\"", "\"model_type\": \"gemma\"",
+                      SPRUCE_EUNSUPPORTED, "llama, mistral, qwen2");
+    expect_open_error("\"rope_theta\": 10000.0",
+                      "\"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"dynamic\"}",
+                      SPRUCE_EUNSUPPORTED, "rope_scaling");
+    expect_open_error("\"hidden_size\": 64,", "", SPRUCE_EFORMAT, "hidden_size");
+    expect_open_error("{", "{,", SPRUCE_EFORMAT, "config.json");
+}
+
+Test(stories, missing_config_is_named)
+{
+    NEED_FIXTURE(dir);
+    char *d = fixture_copy(dir, NULL, NULL), path[1200];
+    spruce_model *m = NULL;
+    snprintf(path, sizeof path, "%s/config.json", d);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(spruce_model_open(d, &m), SPRUCE_EIO);
+    cr_assert(strstr(spruce_errdetail(), "config.json"), "%s", spruce_errdetail());
+    rm_tree(d);
+    free(d);
+}
+
+Test(stories, nan_weight_is_named_with_file_and_tensor)
+{
+    NEED_FIXTURE(dir);
+    char *d = tmp_dir(), out[1200];
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *w;
+    const spruce_tensor *t;
+    spruce_model *m = NULL;
+    spruce_block *b = NULL;
+    float *v;
+    snprintf(out, sizeof out, "%s/nan", d);
+    cr_assert_eq(spruce_ckpt_open(dir, &ck), 0, "%s", spruce_errdetail());
+    t = spruce_ckpt_find(ck, "model.layers.2.mlp.up_proj.weight");
+    cr_assert(t);
+    v = malloc((size_t)spruce_tensor_numel(t) * sizeof(float));
+    cr_assert_eq(spruce_tensor_read_f32(t, v), 0);
+    v[3 * 64 + 7] = NAN;
+    cr_assert_eq(spruce_ckpt_writer_begin(ck, out, 0, &w), 0, "%s", spruce_errdetail());
+    /* The fixture is F32: write the bytes as they are (the float setter may
+     * refuse non-finite values). */
+    cr_assert_eq(t->dtype, SPRUCE_DTYPE_F32);
+    cr_assert_eq(spruce_ckpt_writer_set_raw(w, t->name, v, t->nbytes), 0, "%s",
+                 spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
+    spruce_ckpt_close(ck);
+    cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_get_block(m, 1, &b), 0);
+    spruce_model_put_block(m, b);
+    cr_assert_eq(spruce_model_get_block(m, 2, &b), SPRUCE_ENAN);
+    cr_assert_null(b);
+    cr_assert(strstr(spruce_errdetail(), "model.layers.2.mlp.up_proj.weight"), "%s",
+              spruce_errdetail());
+    cr_assert(strstr(spruce_errdetail(), "model.safetensors"), "%s", spruce_errdetail());
+    cr_assert(strstr(spruce_errdetail(), "row 3, column 7"), "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_cache_blocks(m), SPRUCE_ENAN);
+    spruce_model_free(m);
+    spruce_model_free(NULL);
+    free(v);
+    rm_tree(d);
+    free(d);
+}
