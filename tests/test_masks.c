@@ -1359,3 +1359,39 @@ Test(cli, prune_masks_export_apply_round_trip)
     spruce_ckpt_close(orig);
     spruce_ckpt_close(applied);
 }
+
+Test(cli, plot_masks_example_draws_a_png)
+{
+    const char *src = getenv("SPRUCE_SRCDIR"), *py = find_python();
+    char cmd[2048];
+    uint8_t *k = nm_mask(64, 128, 2, 4), *u = random_mask(32, 64, 40), sig[8];
+    spruce_maskfile *f;
+    FILE *png;
+    if (!src || !*src)
+        cr_skip_test("SPRUCE_SRCDIR not set (run through 'make check')");
+    if (!py)
+        cr_skip_test("python3 with h5py and numpy not available (Debian python3-h5py)");
+    snprintf(cmd, sizeof cmd, "%s -c 'import matplotlib' >/dev/null 2>&1", py);
+    if (run(cmd) != 0)
+        cr_skip_test("matplotlib not available (Debian python3-matplotlib)");
+    cr_assert_eq(spruce_maskfile_create(tpath("plot.h5"), &f), 0);
+    cr_assert_eq(spruce_maskfile_write(f, "model.layers.0.mlp.up_proj.weight", 64, 128, k, NULL), 0);
+    cr_assert_eq(spruce_maskfile_write(f, "model.layers.1.mlp.up_proj.weight", 32, 64, u, NULL), 0);
+    cr_assert_eq(spruce_maskfile_commit(f), 0);
+    snprintf(cmd, sizeof cmd,
+             "MPLCONFIGDIR='%s' %s '%s/examples/plot_masks.py' '%s' '%s' "
+             "--tensor model.layers.1.mlp.up_proj.weight >/dev/null 2>&1",
+             tmpdir, py, src, tpath("plot.h5"), tpath("plot.png"));
+    cr_assert_eq(run(cmd), 0, "%s", cmd);
+    png = fopen(tpath("plot.png"), "rb");
+    cr_assert_not_null(png);
+    cr_assert_eq(fread(sig, 1, 8, png), 8);
+    fclose(png);
+    cr_assert_eq(memcmp(sig, "\x89PNG\r\n\x1a\n", 8), 0);
+    /* A file that is not a mask file: the script refuses it. */
+    snprintf(cmd, sizeof cmd, "%s '%s/examples/plot_masks.py' '%s/configure.ac' '%s' >/dev/null 2>&1",
+             py, src, src, tpath("no.png"));
+    cr_assert_neq(run(cmd), 0);
+    free(k);
+    free(u);
+}
