@@ -86,6 +86,7 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     spruce_fwd_ws *ws = NULL;
     spruce_block *b = NULL;
     taps tp;
+    spruce_hinv *hi[SPRUCE_NSITES] = {NULL, NULL, NULL, NULL};
     spruce_pipeline_summary total;
     double t0 = now();
     char name[256];
@@ -158,12 +159,14 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
             goto done;
         for (g = 0; g < ngroups; g++) {
             int in_group[SPRUCE_NLINEAR], ngrp = 0, last_site = -1, site;
+            int per_site[SPRUCE_NSITES] = {0, 0, 0, 0};
             for (l = 0; l < SPRUCE_NLINEAR; l++) {
                 in_group[l] = selected[layer * SPRUCE_NLINEAR + l] &&
                               (ngroups == 1 || group_of_sequential[l] == g);
                 if (in_group[l]) {
                     ngrp++;
                     site = spruce_linear_site((spruce_linear)l);
+                    per_site[site]++;
                     if (site > last_site)
                         last_site = site;
                 }
@@ -198,8 +201,17 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
                 site = spruce_linear_site((spruce_linear)l);
                 spruce_linear_name(layer, (spruce_linear)l, 0, name, sizeof name);
                 memset(&r, 0, sizeof r);
-                if ((rc = spruce_prune_layer(b->w[l], b->rows[l], b->cols[l], tp.h[site],
-                                             &o->prune, mask, &r.result))) {
+                /* Layers sharing an input share one factorisation of its Hessian. */
+                if (o->prune.method == SPRUCE_METHOD_SPARSEGPT && per_site[site] > 1 &&
+                    !hi[site])
+                    rc = spruce_hinv_prepare(tp.h[site], &o->prune, &hi[site]);
+                if (!rc && hi[site])
+                    rc = spruce_prune_layer_prepared(b->w[l], b->rows[l], b->cols[l], hi[site],
+                                                     &o->prune, mask, &r.result);
+                else if (!rc)
+                    rc = spruce_prune_layer(b->w[l], b->rows[l], b->cols[l], tp.h[site],
+                                            &o->prune, mask, &r.result);
+                if (rc) {
                     /* Say which tensor the pruner failed on. */
                     const spruce_ckpt *ck = spruce_model_ckpt(m);
                     const spruce_tensor *t = spruce_ckpt_find(ck, name);
@@ -235,6 +247,8 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
             for (site = 0; site < SPRUCE_NSITES; site++) {
                 spruce_hessian_free(tp.h[site]);
                 tp.h[site] = NULL;
+                spruce_hinv_free(hi[site]);
+                hi[site] = NULL;
             }
         }
         /* The next block's input: this block with its pruned weights. */
@@ -254,8 +268,10 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     if (sum)
         *sum = total;
 done:
-    for (s = 0; s < SPRUCE_NSITES; s++)
+    for (s = 0; s < SPRUCE_NSITES; s++) {
         spruce_hessian_free(tp.h[s]);
+        spruce_hinv_free(hi[s]);
+    }
     spruce_model_put_block(m, b);
     spruce_fwd_ws_free(ws);
     free(X);
