@@ -12,10 +12,12 @@
  *      M already-updated weights of the row are pruned)
  *   W[:, i2:] -= E @ U[i1:i2, i2:]              (one sgemm, E is (rows, B))
  *
- * The in-block work is split over rows with OpenMP; the sgemm is called outside
- * any parallel region so that OpenBLAS uses its own threads.  Every row is
- * computed by one thread in a fixed order, so the result does not depend on the
- * thread count except through the sgemm's partitioning. */
+ * The in-block work is split over tiles of 16 rows with OpenMP (a tile is
+ * copied column-major so that the kernel's inner loops are 16-lane vectors and
+ * its working set, 16 x B floats plus B x B of U, stays in L1/L2); the sgemm is
+ * called outside any parallel region so that OpenBLAS uses its own threads.
+ * Every row is computed by one thread in a fixed order, so the result does not
+ * depend on the thread count except through the sgemm's partitioning. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,11 @@
 #include <cblas.h>
 #include <lapacke.h>
 
+#include "config.h"
 #include "prune_internal.h"
+#include "spruce_sparse.h"
+
+#define TILE 16 /* rows per tile: one vector of 16 floats per column */
 
 /* ---- the prepared inverse ------------------------------------------------ */
 
@@ -118,33 +124,21 @@ int spruce__hinv_factor(const float *Hup, int n, float damp, int max_retries, fl
 
 /* ---- the sweep ----------------------------------------------------------- */
 
-/* One row of one block: w (bw weights, updated in place), keep (bw flags;
- * for N:M chosen here), e (bw errors out).  Ublk is row j1 of U at column i1,
- * ldu = cols.  Returns the row's loss. */
-static double sweep_row(float *w, uint8_t *keep, float *e, const float *Ublk, int ldu, int bw,
-                        const float *invd2, int pn, int pm)
+/* The tile kernel for this CPU, chosen once by the runtime's dispatch
+ * (SPRUCE_ISA=scalar|avx2|avx512 overrides it). */
+spruce__tile_fn spruce__sparsegpt_tile(void)
 {
-    double loss = 0.0;
-    int j, k;
-    uint32_t keys[256];
-    for (j = 0; j < bw; j++) {
-        const float *u = Ublk + (size_t)j * ldu;
-        float d = u[j], q, err;
-        if (pm > 0 && j % pm == 0) {
-            for (k = 0; k < pm; k++)
-                keys[k] = spruce__fkey(w[j + k] * w[j + k] * invd2[j + k]);
-            spruce__select_group(keys, pm, pn, keep + j);
-        }
-        q = keep[j] ? w[j] : 0.0f;
-        err = (w[j] - q) / d;
-        loss += 0.5 * (double)err * (double)err;
-        w[j] = q;
-        e[j] = err;
-        if (err != 0.0f)
-            for (k = j + 1; k < bw; k++)
-                w[k] -= err * u[k];
-    }
-    return loss;
+    int isa = spruce_sparse_isa();
+#ifdef SPRUCE_HAVE_AVX512
+    if (isa == SPRUCE_ISA_AVX512)
+        return sparsegpt_tile_avx512;
+#endif
+#ifdef SPRUCE_HAVE_AVX2
+    if (isa == SPRUCE_ISA_AVX2 || isa == SPRUCE_ISA_AVX512)
+        return sparsegpt_tile_avx2;
+#endif
+    (void)isa;
+    return sparsegpt_tile_scalar;
 }
 
 int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi,
@@ -153,20 +147,23 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
     const float *U = hi->U;
     int B = o->blocksize < cols ? o->blocksize : cols;
     int pn = o->prune_m > 0 ? o->prune_n : 0, pm = o->prune_m > 0 ? o->prune_m : 0;
-    int nt = spruce__threads(o->threads), i1, r, j;
-    size_t blk = (size_t)rows * (size_t)B;
-    float *E = NULL, *invd2 = NULL;
+    int nt = spruce__threads(o->threads), ntiles = (rows + TILE - 1) / TILE, i1, r, j;
+    size_t blk = (size_t)rows * (size_t)B, tw = (size_t)TILE * B;
+    float *E = NULL, *invd2 = NULL, *twork = NULL;
     uint32_t *keys = NULL;
-    uint8_t *keep = NULL;
+    uint8_t *keep = NULL, *tkeep = NULL;
     double *rowloss = NULL, loss = 0.0;
+    spruce__tile_fn tile = spruce__sparsegpt_tile();
     int rc = 0;
 
     E = malloc(blk * sizeof *E);
     keys = pm ? NULL : malloc(blk * sizeof *keys);
-    keep = malloc(blk);
+    keep = pm ? NULL : malloc(blk);
     invd2 = malloc((size_t)cols * sizeof *invd2);
     rowloss = calloc((size_t)rows, sizeof *rowloss);
-    if (!E || (!pm && !keys) || !keep || !invd2 || !rowloss) {
+    twork = malloc((size_t)nt * 2 * tw * sizeof *twork); /* per thread: wt, et */
+    tkeep = malloc((size_t)nt * tw);
+    if (!E || (!pm && (!keys || !keep)) || !invd2 || !rowloss || !twork || !tkeep) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "sparsegpt: workspace for (%d, %d) blocks", rows, B);
         goto done;
     }
@@ -183,10 +180,12 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
     for (i1 = 0; i1 < cols; i1 += B) {
         int i2 = i1 + B < cols ? i1 + B : cols, bw = i2 - i1;
         const float *Ublk = U + (size_t)i1 * cols + i1;
-        /* One parallel region per block: fewer wake-ups of the OpenMP team,
-         * whose idle threads would otherwise spin against OpenBLAS's. */
+        /* One parallel region per block: fewer wake-ups of the OpenMP team. */
         #pragma omp parallel num_threads(nt) private(r, j)
         {
+            int tid = spruce__thread_id(), ti;
+            float *wt = twork + (size_t)tid * 2 * tw, *et = wt + tw;
+            uint8_t *kt = tkeep + (size_t)tid * tw;
             if (!pm) {
                 /* one threshold over the rows x bw block */
                 #pragma omp for schedule(static)
@@ -200,11 +199,31 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
                                       (size_t)llround((double)o->sparsity * (double)rows * bw), keep);
             }
             #pragma omp for schedule(static)
-            for (r = 0; r < rows; r++) {
-                rowloss[r] += sweep_row(W + (size_t)r * cols + i1, keep + (size_t)r * bw,
-                                        E + (size_t)r * bw, Ublk, cols, bw, invd2 + i1, pn, pm);
-                if (mask)
-                    memcpy(mask + (size_t)r * cols + i1, keep + (size_t)r * bw, (size_t)bw);
+            for (ti = 0; ti < ntiles; ti++) {
+                int r0 = ti * TILE, nr = rows - r0 < TILE ? rows - r0 : TILE, t, k;
+                double tl[TILE] = {0};
+                /* gather the tile column-major; padding rows are zero and kept */
+                for (t = 0; t < TILE; t++) {
+                    const float *w = W + (size_t)(r0 + t) * cols + i1;
+                    const uint8_t *kp = keep ? keep + (size_t)(r0 + t) * bw : NULL;
+                    for (k = 0; k < bw; k++) {
+                        wt[(size_t)k * TILE + t] = t < nr ? w[k] : 0.0f;
+                        kt[(size_t)k * TILE + t] = t < nr && kp ? kp[k] : 1;
+                    }
+                }
+                tile(wt, kt, et, Ublk, cols, bw, invd2 + i1, pn, pm, tl);
+                for (t = 0; t < nr; t++) {
+                    float *w = W + (size_t)(r0 + t) * cols + i1, *e = E + (size_t)(r0 + t) * bw;
+                    uint8_t *m = mask ? mask + (size_t)(r0 + t) * cols + i1 : NULL;
+                    for (k = 0; k < bw; k++) {
+                        w[k] = wt[(size_t)k * TILE + t];
+                        e[k] = et[(size_t)k * TILE + t];
+                    }
+                    if (m)
+                        for (k = 0; k < bw; k++)
+                            m[k] = kt[(size_t)k * TILE + t];
+                    rowloss[r0 + t] += tl[t];
+                }
             }
         }
         if (i2 < cols) /* W[:, i2:] -= E (rows, bw) @ U[i1:i2, i2:] (bw, cols - i2) */
@@ -220,5 +239,7 @@ done:
     free(keep);
     free(invd2);
     free(rowloss);
+    free(twork);
+    free(tkeep);
     return rc;
 }
