@@ -6,7 +6,7 @@
  *   - shape (rows, cols) = the weight's shape; element type the HDF5 enum that
  *     h5py reads as numpy bool: base H5T_NATIVE_INT8, FALSE = 0, TRUE = 1;
  *     TRUE = weight kept, FALSE = weight pruned (zero);
- *   - chunked, shuffle + deflate;
+ *   - chunked (about 1 MiB per chunk), shuffle + deflate (level 4);
  *   - dataset attributes: "sparsity" (double, realised fraction pruned),
  *     "pattern" (string, "unstructured" or "N:M"), "method" (string),
  *     "loss" (double, only when known);
@@ -14,7 +14,9 @@
  *     the masks were made (set by the writer's caller: "model", "method",
  *     "pattern", "sparsity", "nsamples", "seqlen", "damp", "blocksize",
  *     "spruce_version", "date"...).
- * Strings are variable-length UTF-8 (h5py reads them as str).
+ * Strings are variable-length UTF-8 (h5py reads them as str).  Masks are
+ * listed in the order written (link creation order is tracked).  Readers
+ * ignore root objects that are not datasets.
  *
  * A writer writes to a temporary name beside the final path and renames it
  * into place on commit, so a crash never leaves a file that looks complete.
