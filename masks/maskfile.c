@@ -692,6 +692,13 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
         goto done;
     }
     H5Sget_simple_extent_dims(space, dims, NULL);
+    if (dims[0] == 0 || dims[1] == 0 || dims[0] > (hsize_t)INT64_MAX / dims[1]) {
+        r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: shape (%llu, %llu) is empty or "
+                               "too large", r->path, name, (unsigned long long)dims[0],
+                               (unsigned long long)dims[1]);
+        ret = -1;
+        goto done;
+    }
     if (!grow((void **)&r->masks, &r->capmasks, r->nmasks + 1, sizeof *r->masks)) {
         r->rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", r->path);
         ret = -1;

@@ -183,6 +183,8 @@ static const char *find_python(void)
     return NULL;
 }
 
+static void expect_open_error(const char *path, int code, const char *needle);
+
 /* ---- file round trip ---------------------------------------------------- */
 
 TestSuite(maskfile, .init = make_tmpdir, .fini = remove_tmpdir);
@@ -459,6 +461,19 @@ Test(maskfile, reads_a_file_written_by_h5py)
     cr_assert_str_eq(meta.pattern, "unstructured");
     cr_assert(isnan(meta.sparsity));
     spruce_maskreader_close(r);
+
+    /* An empty mask is not a mask. */
+    snprintf(cmd, sizeof cmd,
+             "%s -c '\n"
+             "import h5py, numpy as np\n"
+             "f = h5py.File(\"%s\", \"w\")\n"
+             "f.attrs[\"format\"] = \"spruce-masks\"\n"
+             "f.attrs[\"format_version\"] = 1\n"
+             "f[\"empty\"] = np.zeros((0, 4), dtype=bool)\n"
+             "'",
+             py, tpath("e.h5"));
+    cr_assert_eq(run(cmd), 0);
+    expect_open_error(tpath("e.h5"), SPRUCE_EFORMAT, "dataset empty: shape (0, 4)");
 }
 
 /* ---- bad files ---------------------------------------------------------- */
