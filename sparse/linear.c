@@ -73,7 +73,9 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Median seconds of reps runs after one warm-up (-1 on error). */
+/* Fastest of reps runs after one warm-up, in seconds (-1 on error).  The
+ * minimum, not the median: other programs on the machine only ever add time,
+ * and the choice should reflect the representations, not the noise. */
 static double time_format(const spruce_linear *lin, int format, const float *X, int batch,
                           float *Y, int reps, double *t)
 {
@@ -86,7 +88,7 @@ static double time_format(const spruce_linear *lin, int format, const float *X, 
         t[r] = now() - t0;
     }
     qsort(t, reps, sizeof *t, cmp_double);
-    return t[reps / 2];
+    return t[0];
 }
 
 int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,

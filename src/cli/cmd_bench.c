@@ -47,6 +47,7 @@ typedef struct {
 typedef struct {
     int threads, reps, json, verbose;
     double llc;  /* bytes */
+    double load; /* 1-minute load average when the run started */
     double rotate; /* bytes each working set must exceed */
     bresult *res;
     int nres, cap;
@@ -136,10 +137,15 @@ static void dense_mul(const float *W, int rows, int cols, const float *X, int ba
 }
 
 /* Seconds per matrix of one pass over the rotation. */
+/* Each pass starts with one untimed product on the last matrix of the
+ * rotation, which wakes the worker threads up (and is evicted again by the
+ * time the pass reaches it). */
 static double pass_dense(float **W, int n, int rows, int cols, const float *X, int b, float *Y)
 {
-    double t0 = cli_now();
+    double t0;
     int i;
+    dense_mul(W[n - 1], rows, cols, X, b, Y);
+    t0 = cli_now();
     for (i = 0; i < n; i++)
         dense_mul(W[i], rows, cols, X, b, Y);
     return (cli_now() - t0) / n;
@@ -147,8 +153,11 @@ static double pass_dense(float **W, int n, int rows, int cols, const float *X, i
 
 static double pass_sparse(spruce_sparse **A, int n, const float *X, int b, float *Y, int *rc)
 {
-    double t0 = cli_now();
+    double t0;
     int i;
+    if ((*rc = spruce_sparse_mul(A[n - 1], X, b, Y)) < 0)
+        return -1;
+    t0 = cli_now();
     for (i = 0; i < n; i++)
         if ((*rc = spruce_sparse_mul(A[i], X, b, Y)) < 0)
             return -1;
@@ -160,7 +169,7 @@ static double pass_sparse(spruce_sparse **A, int n, const float *X, int b, float
  * they do not compete with the next block's threads for the cores. */
 static void settle(void)
 {
-    usleep(100000);
+    usleep(50000);
 }
 
 static int rotation(double bytes, const bctx *cx)
@@ -336,31 +345,39 @@ static int bench_case(bctx *cx, int rows, int cols, const bcase *c, const int *f
     for (b = 0; b < nb; b++) {
         const int bs = batches[b];
         double dense_s, fmt_s[4] = {0, 0, 0, 0};
-        /* Each representation in its own block: one warm-up pass over the
-         * rotation (it also absorbs the hand-over between OpenBLAS's threads
-         * and OpenMP's), then the timed passes. */
+        /* One warm-up pass of each representation, then rounds of one timed
+         * pass of each, interleaved so that dense and sparse see the same
+         * machine (others may be using it).  Before every pass the previous
+         * pass's worker threads are given time to go idle (settle). */
         {
-            double t[64];
+            double t[4][64];
             const int reps = cx->reps > 64 ? 64 : cx->reps;
-            settle();
-            pass_dense(Wd, nd, rows, cols, X, bs, Y);
-            for (r = 0; r < reps; r++)
-                t[r] = pass_dense(Wd, nd, rows, cols, X, bs, Y);
-            dense_s = median(t, reps);
+            int use[4] = {1, 0, 0, 0};
             for (f = 1; f < 4; f++) {
-                int used = 0, g;
+                int g;
                 for (g = 0; g < nf; g++)
-                    used |= chosen[g][b] == f;
-                if (!want[f] || !used)
-                    continue;
-                settle();
-                if (pass_sparse(A[f], nrot[f], X, bs, Y, &rc) < 0)
-                    goto kernel_failed;
-                for (r = 0; r < reps; r++)
-                    if ((t[r] = pass_sparse(A[f], nrot[f], X, bs, Y, &rc)) < 0)
-                        goto kernel_failed;
-                fmt_s[f] = median(t, reps);
+                    use[f] |= want[f] && chosen[g][b] == f;
             }
+            for (r = -1; r < reps; r++) {
+                double s;
+                settle();
+                s = pass_dense(Wd, nd, rows, cols, X, bs, Y);
+                if (r >= 0)
+                    t[0][r] = s;
+                for (f = 1; f < 4; f++) {
+                    if (!use[f])
+                        continue;
+                    settle();
+                    if ((s = pass_sparse(A[f], nrot[f], X, bs, Y, &rc)) < 0)
+                        goto kernel_failed;
+                    if (r >= 0)
+                        t[f][r] = s;
+                }
+            }
+            dense_s = median(t[0], reps);
+            for (f = 1; f < 4; f++)
+                if (use[f])
+                    fmt_s[f] = median(t[f], reps);
         }
         for (f = 0; f < nf; f++) {
             bresult res;
@@ -887,9 +904,12 @@ int spruce_cmd_bench(int argc, char **argv)
     omp_set_num_threads(cx.threads);
     cx.llc = llc_bytes();
     cx.rotate = rotate_mb > 0 ? rotate_mb * 1e6 : 2.0 * cx.llc;
+    if (getloadavg(&cx.load, 1) != 1)
+        cx.load = -1;
     if (cx.verbose)
         fprintf(stderr, "bench: kernels %s, %d threads, last-level cache %.0f MB, each working "
-                        "set > %.0f MB\n", cx.isa, cx.threads, cx.llc / 1048576.0, cx.rotate / 1e6);
+                        "set > %.0f MB, load average %.2f\n", cx.isa, cx.threads,
+                cx.llc / 1048576.0, cx.rotate / 1e6, cx.load);
 
     if (model) {
         rc = bench_model(&cx, model, batches, nb);
@@ -983,6 +1003,7 @@ out:
             }
             json_object_set_new(o, "threads", json_integer(cx.threads));
             json_object_set_new(o, "isa", json_string(cx.isa));
+            json_object_set_new(o, "load_average", json_real(cx.load));
             json_array_append_new(list, o);
         }
         json_dumpf(list, stdout, JSON_INDENT(2));
