@@ -7,7 +7,17 @@
  *   acc += expand(m, v) * x[k .. k+16);  v += popcount(m). */
 #include <immintrin.h>
 
+#include <string.h>
+
 #include "sparse_internal.h"
+
+/* 16 bits of a row's bitmask (little-endian words), as a mask register. */
+static inline __mmask16 mask16(const uint16_t *p)
+{
+    uint16_t m;
+    memcpy(&m, p, sizeof m);
+    return _cvtu32_mask16(m);
+}
 
 static inline __m512 expand(__mmask16 m, const float *v)
 {
@@ -22,6 +32,10 @@ void bitmask_spmv_avx512(const struct spruce_sparse *A, const float *x, int batc
     (void)batch;
     for (i = r0; i < r1; i++) {
         const uint64_t *bits = A->bits + (int64_t)i * A->wpr;
+        /* the same bits as 16-bit masks: loaded straight into mask registers
+         * (a load, where moving them from a general register would compete
+         * with the expands for the same execution port) */
+        const uint16_t *m16 = (const uint16_t *)bits;
         const float *v = A->val + A->rowptr[i];
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
         __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
@@ -31,10 +45,13 @@ void bitmask_spmv_avx512(const struct spruce_sparse *A, const float *x, int batc
             const int c0 = __builtin_popcountll(b & 0xffffull);
             const int c1 = __builtin_popcountll(b & 0xffffffffull);
             const int c2 = __builtin_popcountll(b & 0xffffffffffffull);
-            a0 = _mm512_fmadd_ps(expand((__mmask16)b, v), _mm512_loadu_ps(xp), a0);
-            a1 = _mm512_fmadd_ps(expand((__mmask16)(b >> 16), v + c0), _mm512_loadu_ps(xp + 16), a1);
-            a2 = _mm512_fmadd_ps(expand((__mmask16)(b >> 32), v + c1), _mm512_loadu_ps(xp + 32), a2);
-            a3 = _mm512_fmadd_ps(expand((__mmask16)(b >> 48), v + c2), _mm512_loadu_ps(xp + 48), a3);
+            a0 = _mm512_fmadd_ps(expand(mask16(m16 + 4 * w), v), _mm512_loadu_ps(xp), a0);
+            a1 = _mm512_fmadd_ps(expand(mask16(m16 + 4 * w + 1), v + c0),
+                                 _mm512_loadu_ps(xp + 16), a1);
+            a2 = _mm512_fmadd_ps(expand(mask16(m16 + 4 * w + 2), v + c1),
+                                 _mm512_loadu_ps(xp + 32), a2);
+            a3 = _mm512_fmadd_ps(expand(mask16(m16 + 4 * w + 3), v + c2),
+                                 _mm512_loadu_ps(xp + 48), a3);
             v += __builtin_popcountll(b);
         }
         if (rem) {

@@ -7,7 +7,17 @@
  *   acc_q += expand(m_q, v + 8 q) * x[k + 16 q ..),  q = 0..3;  v += 32. */
 #include <immintrin.h>
 
+#include <string.h>
+
 #include "sparse_internal.h"
+
+/* 16 bits of a row's bitmask (little-endian words), as a mask register. */
+static inline __mmask16 mask16(const uint16_t *p)
+{
+    uint16_t m;
+    memcpy(&m, p, sizeof m);
+    return _cvtu32_mask16(m);
+}
 
 void nm_spmv_avx512(const struct spruce_sparse *A, const float *x, int batch, float *y, int r0,
                     int r1)
@@ -21,20 +31,25 @@ void nm_spmv_avx512(const struct spruce_sparse *A, const float *x, int batch, fl
     c16 = 16 / A->m * A->n;
     for (i = r0; i < r1; i++) {
         const uint64_t *bits = A->bits + (int64_t)i * A->wpr;
+        /* the same bits as 16-bit masks: loaded straight into mask registers
+         * (a load, where moving them from a general register would compete
+         * with the expands for the same execution port) */
+        const uint16_t *m16 = (const uint16_t *)bits;
         const float *v = A->val + A->rowptr[i];
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
         __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         for (w = 0; w < full; w++) {
-            const uint64_t b = bits[w];
             const float *xp = x + 64 * w;
-            a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)b, v),
+            a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m16 + 4 * w), v),
                                  _mm512_loadu_ps(xp), a0);
-            a1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)(b >> 16), v + c16),
+            a1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m16 + 4 * w + 1), v + c16),
                                  _mm512_loadu_ps(xp + 16), a1);
-            a2 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)(b >> 32), v + 2 * c16),
-                                 _mm512_loadu_ps(xp + 32), a2);
-            a3 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps((__mmask16)(b >> 48), v + 3 * c16),
-                                 _mm512_loadu_ps(xp + 48), a3);
+            a2 = _mm512_fmadd_ps(
+                _mm512_maskz_expandloadu_ps(mask16(m16 + 4 * w + 2), v + 2 * c16),
+                _mm512_loadu_ps(xp + 32), a2);
+            a3 = _mm512_fmadd_ps(
+                _mm512_maskz_expandloadu_ps(mask16(m16 + 4 * w + 3), v + 3 * c16),
+                _mm512_loadu_ps(xp + 48), a3);
             v += 4 * c16;
         }
         if (rem) {
