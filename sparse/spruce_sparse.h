@@ -137,7 +137,9 @@ void spruce_linear_free(spruce_linear *lin); /* NULL is a no-op */
 
 /* Y = W X, X (cols, batch) and Y (rows, batch) row-major.  Uses the
  * representation tuned for the largest tuned batch size <= batch (the smallest
- * tuned one if batch is below all of them).  Never allocates. */
+ * tuned one if batch is below all of them).  Never allocates.  Call it from
+ * outside OpenMP parallel regions: it runs on its own threads (OpenMP for the
+ * sparse formats, OpenBLAS's for dense). */
 int spruce_linear_forward(const spruce_linear *lin, const float *X, int batch, float *Y);
 
 /* The format used for this batch size (SPRUCE_FMT_*). */
