@@ -60,6 +60,17 @@ struct spruce_hinv {
  * float.  Deterministic, O(n), allocation-free and thread-safe. */
 void spruce__select_lowest(const uint32_t *keys, size_t n, size_t k, uint8_t *keep);
 
+/* Workspace of spruce__select_lowest_team for a team of up to nt threads and
+ * n keys: hist (nt * 2048), off and eq (nt each), cand (n). */
+typedef struct {
+    size_t *hist, *off, *eq;
+    uint32_t *cand;
+    size_t ncand, kk;
+    uint32_t b1, thr;
+} spruce__select_ws;
+void spruce__select_lowest_team(const uint32_t *keys, size_t n, size_t k, uint8_t *keep,
+                                spruce__select_ws *ws);
+
 /* The N lowest of one group of m keys (m <= 256) get keep = 0, ties by index. */
 void spruce__select_group(const uint32_t *keys, int m, int n, uint8_t *keep);
 

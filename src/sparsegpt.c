@@ -154,6 +154,7 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
     uint8_t *keep = NULL, *tkeep = NULL;
     double *rowloss = NULL, loss = 0.0;
     spruce__tile_fn tile = spruce__sparsegpt_tile();
+    spruce__select_ws sel;
     int rc = 0;
 
     E = malloc(blk * sizeof *E);
@@ -163,7 +164,15 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
     rowloss = calloc((size_t)rows, sizeof *rowloss);
     twork = malloc((size_t)nt * 2 * tw * sizeof *twork); /* per thread: wt, et */
     tkeep = malloc((size_t)nt * tw);
-    if (!E || (!pm && (!keys || !keep)) || !invd2 || !rowloss || !twork || !tkeep) {
+    memset(&sel, 0, sizeof sel);
+    if (!pm) {
+        sel.hist = malloc((size_t)nt * (2048 + 2) * sizeof *sel.hist);
+        sel.off = sel.hist ? sel.hist + (size_t)nt * 2048 : NULL;
+        sel.eq = sel.hist ? sel.off + nt : NULL;
+        sel.cand = malloc(blk * sizeof *sel.cand);
+    }
+    if (!E || (!pm && (!keys || !keep || !sel.hist || !sel.cand)) || !invd2 || !rowloss || !twork ||
+        !tkeep) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "sparsegpt: workspace for (%d, %d) blocks", rows, B);
         goto done;
     }
@@ -194,9 +203,9 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
                     for (j = 0; j < bw; j++)
                         keys[(size_t)r * bw + j] = spruce__fkey(w[j] * w[j] * invd2[i1 + j]);
                 }
-                #pragma omp single
-                spruce__select_lowest(keys, (size_t)rows * bw,
-                                      (size_t)llround((double)o->sparsity * (double)rows * bw), keep);
+                spruce__select_lowest_team(keys, (size_t)rows * bw,
+                                           (size_t)llround((double)o->sparsity * (double)rows * bw),
+                                           keep, &sel);
             }
             #pragma omp for schedule(static)
             for (ti = 0; ti < ntiles; ti++) {
@@ -241,5 +250,7 @@ done:
     free(rowloss);
     free(twork);
     free(tkeep);
+    free(sel.hist);
+    free(sel.cand);
     return rc;
 }

@@ -560,6 +560,36 @@ Test(select, exact_count_with_many_ties)
     }
 }
 
+Test(select, team_version_matches_the_serial_one)
+{
+    size_t n = 50000, k, i, nts[] = {1, 2, 3};
+    uint32_t *keys = malloc(n * sizeof *keys);
+    uint8_t *a = malloc(n), *b = malloc(n);
+    rng_t g = {77};
+    for (i = 0; i < n; i++) /* a few hundred distinct values: ties cross thread boundaries */
+        keys[i] = spruce__fkey((float)(int)(rng_uniform(&g) * 300.0) * 0.01f);
+    for (k = 0; k <= n; k += 4999) {
+        size_t q;
+        spruce__select_lowest(keys, n, k, a);
+        for (q = 0; q < 3; q++) {
+            spruce__select_ws ws;
+            int nt = (int)nts[q];
+            ws.hist = malloc((size_t)nt * 2050 * sizeof *ws.hist);
+            ws.off = ws.hist + (size_t)nt * 2048;
+            ws.eq = ws.off + nt;
+            ws.cand = malloc(n * sizeof *ws.cand);
+            #pragma omp parallel num_threads(nt)
+            spruce__select_lowest_team(keys, n, k, b, &ws);
+            cr_assert_eq(memcmp(a, b, n), 0, "k=%zu, %d threads: the selections differ", k, nt);
+            free(ws.hist);
+            free(ws.cand);
+        }
+    }
+    free(keys);
+    free(a);
+    free(b);
+}
+
 /* ---- .npy files ------------------------------------------------------------ */
 
 static char *tmp_path(const char *name)

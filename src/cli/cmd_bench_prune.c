@@ -38,7 +38,7 @@ static void usage(FILE *f)
             "usage: spruce bench prune [--rows R --cols C --tokens N | --weights W.npy --inputs X.npy]\n"
             "                          [--sparsity S | --pattern N:M] [--method sparsegpt|wanda|magnitude|all]\n"
             "                          [--blocksize B] [--damp F] [--save-pruned OUT.npy] [--threads T]\n"
-            "                          [--seed K] [--json]\n\n"
+            "                          [--seed K] [--save-layer DIR] [--json]\n\n"
             "Prune one linear layer and report, per method, the Hessian and pruning times, GFLOP/s,\n"
             "the realised sparsity and the relative output error ||(W - Wp) X^T||^2 / ||W X^T||^2.\n\n"
             "  --rows R, --cols C, --tokens N  synthetic layer shape (default 1024 x 1024, 2048 tokens):\n"
@@ -53,6 +53,7 @@ static void usage(FILE *f)
             "  --save-pruned OUT.npy           write the pruned weights of the first method run\n"
             "  --threads T                     threads for OpenMP and OpenBLAS (default: all)\n"
             "  --seed K                        seed of the synthetic layer (default 1)\n"
+            "  --save-layer DIR                also write the layer as DIR/weights.npy, DIR/inputs.npy\n"
             "  --json                          one JSON object per method instead of a table\n");
 }
 
@@ -185,7 +186,7 @@ static double sweep_flops(int rows, int cols, int B)
 int spruce_cmd_bench_prune(int argc, char **argv)
 {
     enum { O_ROWS = 256, O_COLS, O_TOKENS, O_WEIGHTS, O_INPUTS, O_SPARSITY, O_PATTERN, O_METHOD,
-           O_BLOCK, O_DAMP, O_SAVE, O_THREADS, O_SEED, O_JSON, O_HELP };
+           O_BLOCK, O_DAMP, O_SAVE, O_THREADS, O_SEED, O_JSON, O_HELP, O_SAVE_LAYER };
     static const struct option longopts[] = {
         {"rows", required_argument, NULL, O_ROWS},         {"cols", required_argument, NULL, O_COLS},
         {"tokens", required_argument, NULL, O_TOKENS},     {"weights", required_argument, NULL, O_WEIGHTS},
@@ -194,12 +195,13 @@ int spruce_cmd_bench_prune(int argc, char **argv)
         {"blocksize", required_argument, NULL, O_BLOCK},   {"damp", required_argument, NULL, O_DAMP},
         {"save-pruned", required_argument, NULL, O_SAVE},  {"threads", required_argument, NULL, O_THREADS},
         {"seed", required_argument, NULL, O_SEED},         {"json", no_argument, NULL, O_JSON},
-        {"help", no_argument, NULL, O_HELP},               {NULL, 0, NULL, 0}};
+        {"help", no_argument, NULL, O_HELP},               {"save-layer", required_argument, NULL, O_SAVE_LAYER},
+        {NULL, 0, NULL, 0}};
     long rows = 1024, cols = 1024, tokens = 2048, blocksize = 128, threads = 0, seed = 1, v;
     double sparsity = 0.5, damp = 0.01, hessian_s = 0.0, hessian_flops, t0;
     int pn = 0, pm = 0, json = 0, shape_given = 0, sparsity_given = 0, c, i, rc, status = 1;
     int methods[3], nmethods = 0;
-    const char *wpath = NULL, *xpath = NULL, *save = NULL, *method = "all";
+    const char *wpath = NULL, *xpath = NULL, *save = NULL, *method = "all", *save_layer = NULL;
     float *W0 = NULL, *X = NULL, *W = NULL;
     spruce_hessian *h = NULL;
     spruce_prune_opts o;
@@ -236,6 +238,7 @@ int spruce_cmd_bench_prune(int argc, char **argv)
                 return 2;
             break;
         case O_SAVE: save = optarg; break;
+        case O_SAVE_LAYER: save_layer = optarg; break;
         case O_THREADS:
             if (cli_parse_int("--threads", optarg, 1, 1024, &threads))
                 return 2;
@@ -314,6 +317,19 @@ int spruce_cmd_bench_prune(int argc, char **argv)
     } else if (synth_layer((int)rows, (int)cols, (int)tokens, (uint64_t)seed, &W0, &X)) {
         cli_fail("bench prune: out of memory for a (%ld, %ld) layer with %ld tokens", rows, cols, tokens);
         goto done;
+    }
+    if (save_layer) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/weights.npy", save_layer);
+        if ((rc = spruce__npy_write(path, W0, rows, cols))) {
+            cli_error(rc, "bench prune: --save-layer");
+            goto done;
+        }
+        snprintf(path, sizeof path, "%s/inputs.npy", save_layer);
+        if ((rc = spruce__npy_write(path, X, tokens, cols))) {
+            cli_error(rc, "bench prune: --save-layer");
+            goto done;
+        }
     }
     /* Check the options once, before any timing, so wrong usage says so clearly. */
     for (i = 0; i < nmethods; i++) {

@@ -11,6 +11,7 @@ W is (rows, cols), X is (tokens, cols).  Prints the relative output error
 """
 import argparse
 import sys
+import time
 
 import numpy as np
 
@@ -104,6 +105,8 @@ def main():
     ap.add_argument("--damp", type=float, default=0.01)
     ap.add_argument("--batch", type=int, default=128, help="tokens per add_batch call")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--time", action="store_true",
+                    help="print the Hessian and pruning seconds and skip the error")
     a = ap.parse_args()
     prunen = prunem = 0
     if a.pattern:
@@ -115,9 +118,15 @@ def main():
         sys.exit("sparsegpt_ref.py: expected W (rows, cols) and X (tokens, cols), found %s and %s"
                  % (W.shape, X.shape))
     g = SparseGPT(W)
+    t0 = time.perf_counter()
     for t in range(0, X.shape[0], a.batch):
         g.add_batch(X[t:t + a.batch])
+    t1 = time.perf_counter()
     Wp, loss = g.fasterprune(sparsity, prunen, prunem, a.blocksize, a.damp)
+    t2 = time.perf_counter()
+    if a.time:
+        print("hessian_s %.3f prune_s %.3f" % (t1 - t0, t2 - t1))
+        return
     if a.out:
         np.save(a.out, Wp)
     X64 = X.astype(np.float64)
