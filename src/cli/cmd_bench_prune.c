@@ -38,7 +38,7 @@ static void usage(FILE *f)
             "usage: spruce bench prune [--rows R --cols C --tokens N | --weights W.npy --inputs X.npy]\n"
             "                          [--sparsity S | --pattern N:M] [--method sparsegpt|wanda|magnitude|all]\n"
             "                          [--blocksize B] [--damp F] [--save-pruned OUT.npy] [--threads T]\n"
-            "                          [--seed K] [--save-layer DIR] [--json]\n\n"
+            "                          [--seed K] [--save-layer DIR] [--baseline] [--json]\n\n"
             "Prune one linear layer and report, per method, the Hessian and pruning times, GFLOP/s,\n"
             "the realised sparsity and the relative output error ||(W - Wp) X^T||^2 / ||W X^T||^2.\n\n"
             "  --rows R, --cols C, --tokens N  synthetic layer shape (default 1024 x 1024, 2048 tokens):\n"
@@ -54,6 +54,8 @@ static void usage(FILE *f)
             "  --threads T                     threads for OpenMP and OpenBLAS (default: all)\n"
             "  --seed K                        seed of the synthetic layer (default 1)\n"
             "  --save-layer DIR                also write the layer as DIR/weights.npy, DIR/inputs.npy\n"
+            "  --baseline                      also time one OpenBLAS sgemm (rows, cols) x (cols, cols)\n"
+            "                                  in the same run: the machine's GFLOP/s at that moment\n"
             "  --json                          one JSON object per method instead of a table\n");
 }
 
@@ -186,7 +188,7 @@ static double sweep_flops(int rows, int cols, int B)
 int spruce_cmd_bench_prune(int argc, char **argv)
 {
     enum { O_ROWS = 256, O_COLS, O_TOKENS, O_WEIGHTS, O_INPUTS, O_SPARSITY, O_PATTERN, O_METHOD,
-           O_BLOCK, O_DAMP, O_SAVE, O_THREADS, O_SEED, O_JSON, O_HELP, O_SAVE_LAYER };
+           O_BLOCK, O_DAMP, O_SAVE, O_THREADS, O_SEED, O_JSON, O_HELP, O_SAVE_LAYER, O_BASELINE };
     static const struct option longopts[] = {
         {"rows", required_argument, NULL, O_ROWS},         {"cols", required_argument, NULL, O_COLS},
         {"tokens", required_argument, NULL, O_TOKENS},     {"weights", required_argument, NULL, O_WEIGHTS},
@@ -196,10 +198,10 @@ int spruce_cmd_bench_prune(int argc, char **argv)
         {"save-pruned", required_argument, NULL, O_SAVE},  {"threads", required_argument, NULL, O_THREADS},
         {"seed", required_argument, NULL, O_SEED},         {"json", no_argument, NULL, O_JSON},
         {"help", no_argument, NULL, O_HELP},               {"save-layer", required_argument, NULL, O_SAVE_LAYER},
-        {NULL, 0, NULL, 0}};
+        {"baseline", no_argument, NULL, O_BASELINE},       {NULL, 0, NULL, 0}};
     long rows = 1024, cols = 1024, tokens = 2048, blocksize = 128, threads = 0, seed = 1, v;
-    double sparsity = 0.5, damp = 0.01, hessian_s = 0.0, hessian_flops, t0;
-    int pn = 0, pm = 0, json = 0, shape_given = 0, sparsity_given = 0, c, i, rc, status = 1;
+    double sparsity = 0.5, damp = 0.01, hessian_s = 0.0, hessian_flops, t0, sgemm_gflops = 0.0;
+    int pn = 0, pm = 0, json = 0, baseline = 0, shape_given = 0, sparsity_given = 0, c, i, rc, status = 1;
     int methods[3], nmethods = 0;
     const char *wpath = NULL, *xpath = NULL, *save = NULL, *method = "all", *save_layer = NULL;
     float *W0 = NULL, *X = NULL, *W = NULL;
@@ -248,6 +250,7 @@ int spruce_cmd_bench_prune(int argc, char **argv)
                 return 2;
             break;
         case O_JSON: json = 1; break;
+        case O_BASELINE: baseline = 1; break;
         case O_HELP: usage(stdout); return 0;
         default:
             cli_fail("bench prune: unknown or incomplete option '%s' (try 'spruce bench prune --help')",
@@ -362,6 +365,22 @@ int spruce_cmd_bench_prune(int argc, char **argv)
     hessian_flops = (double)tokens * cols * (cols + 1);
     free(X);
     X = NULL;
+    if (baseline) {
+        /* the machine's sgemm rate right now: W (rows, cols) @ H (cols, cols) */
+        float *C = malloc((size_t)rows * cols * sizeof *C);
+        if (!C) {
+            cli_fail("bench prune: out of memory for --baseline");
+            goto done;
+        }
+        t0 = cli_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f,
+                    W0, (int)cols, spruce_hessian_matrix(h), (int)cols, 0.0f, C, (int)cols);
+        sgemm_gflops = 2.0 * rows * cols * cols / (cli_now() - t0) / 1e9;
+        free(C);
+        if (!json)
+            printf("baseline: OpenBLAS sgemm (%ld, %ld) x (%ld, %ld) at %.1f GFLOP/s\n", rows, cols,
+                   cols, cols, sgemm_gflops);
+    }
 
     if (!json) {
         printf("layer %ld x %ld, %ld tokens (%s), ", rows, cols, tokens, wpath ? wpath : "synthetic");
@@ -404,9 +423,12 @@ int spruce_cmd_bench_prune(int argc, char **argv)
                 printf("%g", sparsity);
             printf("\", \"hessian_s\": %.6f, \"prune_s\": %.6f, \"gflop\": %.3f, \"gflops\": %.2f, "
                    "\"sparsity\": %.6f, \"rel_error\": %.6e, \"loss\": %.6e, \"damp_used\": %g, "
-                   "\"damp_retries\": %d, \"dead_columns\": %d}\n",
+                   "\"damp_retries\": %d, \"dead_columns\": %d",
                    hs, res.seconds, flops / 1e9, gflops, res.sparsity, rel, res.loss,
                    (double)res.damp_used, res.damp_retries, res.dead_columns);
+            if (baseline)
+                printf(", \"sgemm_gflops\": %.2f", sgemm_gflops);
+            printf("}\n");
         } else {
             printf("%-10s %10.3f %9.3f %8.1f %9.4f %11.4e %11.4e\n", spruce_method_name(o.method), hs,
                    res.seconds, gflops, res.sparsity, rel, res.loss);
