@@ -8,44 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cblas.h>
-
+#include "model_testutil.h"
 #include "spruce_ckpt.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
-
-/* OpenBLAS on one thread: its threads and OpenMP's otherwise spin against
- * each other on the two cores between the many small products of this tiny
- * model (the spruce program avoids it with OMP_WAIT_POLICY=passive, which a
- * test cannot set for itself once libgomp is loaded). */
-__attribute__((constructor)) static void one_blas_thread(void)
-{
-    openblas_set_num_threads(1);
-}
-
-/* ---- helpers --------------------------------------------------------------- */
-
-/* $SPRUCE_FIXTURES/stories260k, or NULL (the test is then skipped). */
-static const char *fixture(void)
-{
-    static char path[1024];
-    const char *root = getenv("SPRUCE_FIXTURES");
-    struct stat st;
-    if (!root)
-        return NULL;
-    snprintf(path, sizeof path, "%s/stories260k", root);
-    if (stat(path, &st) != 0)
-        return NULL;
-    return path;
-}
-
-#define NEED_FIXTURE(dir)                                                               \
-    const char *dir = fixture();                                                        \
-    if (!dir) {                                                                         \
-        cr_skip_test("stories260k fixture not found: set SPRUCE_FIXTURES to the "       \
-                     "directory holding stories260k/");                                 \
-        return;                                                                         \
-    }
 
 static void *read_all(const char *path, size_t *n)
 {
@@ -70,21 +36,6 @@ static void write_file(const char *path, const void *data, size_t n)
     cr_assert(f, "cannot create %s", path);
     cr_assert(fwrite(data, 1, n, f) == n);
     fclose(f);
-}
-
-/* A fresh temporary directory; removed by rm_tree. */
-static char *tmp_dir(void)
-{
-    char *d = strdup("/tmp/spruce-test-model-XXXXXX");
-    cr_assert(mkdtemp(d));
-    return d;
-}
-
-static void rm_tree(const char *d)
-{
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert(system(cmd) == 0);
 }
 
 /* A copy of the fixture in a temporary directory with config.json replaced by
@@ -554,6 +505,28 @@ Test(stories, greedy_continuation_matches_golden)
     spruce_model_free(m);
 }
 
+/* exp(mean NLL) over nwin windows of 256, from the logits of the full forward. */
+static double perplexity_from_logits(spruce_model *m, const uint32_t *ids, int nwin)
+{
+    float *logits = malloc((size_t)256 * 512 * sizeof(float));
+    double nll = 0;
+    int w, t, j;
+    for (w = 0; w < nwin; w++) {
+        cr_assert_eq(spruce_model_forward(m, ids + (size_t)w * 256, 256, logits), 0);
+        for (t = 0; t < 255; t++) {
+            const float *r = logits + (size_t)t * 512;
+            double mx = r[0], s = 0;
+            for (j = 1; j < 512; j++)
+                mx = r[j] > mx ? r[j] : mx;
+            for (j = 0; j < 512; j++)
+                s += exp(r[j] - mx);
+            nll += log(s) + mx - r[ids[(size_t)w * 256 + t + 1]];
+        }
+    }
+    free(logits);
+    return exp(nll / (nwin * 255.0));
+}
+
 Test(stories, perplexity_is_17_78)
 {
     NEED_FIXTURE(dir);
@@ -561,15 +534,24 @@ Test(stories, perplexity_is_17_78)
     char path[1200];
     uint32_t *ids;
     size_t n;
-    double ppl = 0;
+    double ppl = 0, ref;
     int nwin = 0;
     snprintf(path, sizeof path, "%s/eval.u16", dir);
     cr_assert_eq(spruce_tokens_load(path, &ids, &n), 0);
+    cr_assert_eq(n, (size_t)64 * 256);
     cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
-    cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &ppl, &nwin), 0, "%s",
-                 spruce_errdetail());
-    cr_assert_eq(nwin, 64);
-    cr_assert(fabs(ppl - 17.78) < 0.005, "perplexity %.4f, expected 17.78", ppl);
+    /* The streaming evaluation agrees with the full forward's logits. */
+    cr_assert_eq(spruce_model_perplexity(m, ids, 3 * 256 + 100, 256, NULL, NULL, &ppl, &nwin), 0,
+                 "%s", spruce_errdetail());
+    cr_assert_eq(nwin, 3);
+    ref = perplexity_from_logits(m, ids, 3);
+    cr_assert(fabs(ppl - ref) < 1e-4 * ref, "streamed %.6f, from logits %.6f", ppl, ref);
+    if (!SANITIZED) {
+        cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &ppl, &nwin), 0, "%s",
+                     spruce_errdetail());
+        cr_assert_eq(nwin, 64);
+        cr_assert(fabs(ppl - 17.78) < 0.005, "perplexity %.4f, expected 17.78", ppl);
+    }
     /* Shorter than one window; an id outside the vocabulary. */
     cr_assert_eq(spruce_model_perplexity(m, ids, 100, 256, NULL, NULL, &ppl, &nwin),
                  SPRUCE_EINVAL);

@@ -16,45 +16,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cblas.h>
-
+#include "model_testutil.h"
 #include "spruce_ckpt.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
 
 #define SGPT_TOL 0.05
 
-/* OpenBLAS on one thread: its threads and OpenMP's otherwise spin against
- * each other on the two cores between the many small products of this tiny
- * model (the spruce program avoids it with OMP_WAIT_POLICY=passive, which a
- * test cannot set for itself once libgomp is loaded). */
-__attribute__((constructor)) static void one_blas_thread(void)
-{
-    openblas_set_num_threads(1);
-}
-
-/* ---- helpers --------------------------------------------------------------- */
-
-static const char *fixture(void)
-{
-    static char path[1024];
-    const char *root = getenv("SPRUCE_FIXTURES");
-    struct stat st;
-    if (!root)
-        return NULL;
-    snprintf(path, sizeof path, "%s/stories260k", root);
-    if (stat(path, &st) != 0)
-        return NULL;
-    return path;
-}
-
-#define NEED_FIXTURE(dir)                                                               \
-    const char *dir = fixture();                                                        \
-    if (!dir) {                                                                         \
-        cr_skip_test("stories260k fixture not found: set SPRUCE_FIXTURES to the "       \
-                     "directory holding stories260k/");                                 \
-        return;                                                                         \
-    }
+/* Calibration samples and evaluation windows: all of the fixture, or under a
+ * sanitizer (several times slower) few enough to keep the suite short; the
+ * published figures are then not compared, only the code paths exercised. */
+#define NCALIB (SANITIZED ? 12 : 128)
+#define NEVAL (SANITIZED ? 12 : 64)
 
 static uint32_t *tokens(const char *dir, const char *file, size_t *n)
 {
@@ -65,34 +38,16 @@ static uint32_t *tokens(const char *dir, const char *file, size_t *n)
     return ids;
 }
 
-static char *tmp_dir(void)
-{
-    char *d = strdup("/tmp/spruce-test-pipeline-XXXXXX");
-    cr_assert(mkdtemp(d));
-    return d;
-}
-
-static void rm_tree(const char *d)
-{
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert(system(cmd) == 0);
-}
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 static double perplexity(spruce_model *m, const char *dir)
 {
     size_t n;
     uint32_t *ids = tokens(dir, "eval.u16", &n);
     double ppl = 0;
     int nwin;
-    cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &ppl, &nwin), 0, "%s",
-                 spruce_errdetail());
+    cr_assert_eq(n, (size_t)64 * 256);
+    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NEVAL * 256, 256, NULL, NULL, &ppl,
+                                         &nwin), 0, "%s", spruce_errdetail());
+    cr_assert_eq(nwin, NEVAL);
     free(ids);
     return ppl;
 }
@@ -108,6 +63,7 @@ static double prune_eval(const char *dir, spruce_method method, float sparsity, 
     uint32_t *calib = tokens(dir, "calib.u16", &n);
     double ppl;
     cr_assert_eq(n, (size_t)128 * 256);
+    cr_assert(nsamples <= 128);
     cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_model_cache_blocks(m), 0, "%s", spruce_errdetail());
     spruce_pipeline_opts_init(&o);
@@ -130,6 +86,12 @@ static double prune_eval(const char *dir, spruce_method method, float sparsity, 
 
 static void expect_near(double got, double want, double tol, const char *what)
 {
+    if (SANITIZED) {
+        cr_log_info("%s: %.2f on %d samples and %d windows (sanitizer build: the published "
+                    "%.2f is compared in the normal build)", what, got, NCALIB, NEVAL, want);
+        cr_assert(isfinite(got) && got > 17.0, "%s: perplexity %.2f", what, got);
+        return;
+    }
     cr_assert(fabs(got - want) <= tol * want, "%s: perplexity %.2f, published pipeline %.2f "
               "(tolerance %.0f%%)", what, got, want, 100 * tol);
 }
@@ -140,33 +102,39 @@ Test(stories, sparsity_20_sparsegpt_wanda_magnitude)
 {
     NEED_FIXTURE(dir);
     spruce_pipeline_summary s;
-    double sg = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, 128, 0, &s);
-    double wa = prune_eval(dir, SPRUCE_METHOD_WANDA, 0.2f, 0, 0, 128, 0, NULL);
+    double sg = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, NCALIB, 0, &s);
+    double wa = prune_eval(dir, SPRUCE_METHOD_WANDA, 0.2f, 0, 0, NCALIB, 0, NULL);
     double mg = prune_eval(dir, SPRUCE_METHOD_MAGNITUDE, 0.2f, 0, 0, 0, 0, NULL);
     cr_log_info("20%%: sparsegpt %.2f wanda %.2f magnitude %.2f", sg, wa, mg);
     cr_assert(fabs(s.sparsity - 0.2) < 0.002, "realised sparsity %.4f", s.sparsity);
     expect_near(sg, 36.71, SGPT_TOL, "SparseGPT 20%");
-    cr_assert(sg < wa && wa < mg, "expected sparsegpt %.2f < wanda %.2f < magnitude %.2f", sg,
-              wa, mg);
+    if (SANITIZED)
+        cr_assert(sg < wa && sg < mg, "sparsegpt %.2f, wanda %.2f, magnitude %.2f", sg, wa, mg);
+    else
+        cr_assert(sg < wa && wa < mg, "expected sparsegpt %.2f < wanda %.2f < magnitude %.2f "
+                  "as in the published table (36.71 < 47.85 < 55.07)", sg, wa, mg);
 }
 
 Test(stories, sparsity_30_sparsegpt_wanda_magnitude)
 {
     NEED_FIXTURE(dir);
-    double sg = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.3f, 0, 0, 128, 0, NULL);
-    double wa = prune_eval(dir, SPRUCE_METHOD_WANDA, 0.3f, 0, 0, 128, 0, NULL);
+    double sg = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.3f, 0, 0, NCALIB, 0, NULL);
+    double wa = prune_eval(dir, SPRUCE_METHOD_WANDA, 0.3f, 0, 0, NCALIB, 0, NULL);
     double mg = prune_eval(dir, SPRUCE_METHOD_MAGNITUDE, 0.3f, 0, 0, 0, 0, NULL);
     cr_log_info("30%%: sparsegpt %.2f wanda %.2f magnitude %.2f", sg, wa, mg);
     expect_near(sg, 103.89, SGPT_TOL, "SparseGPT 30%");
-    cr_assert(sg < wa && wa < mg, "expected sparsegpt %.2f < wanda %.2f < magnitude %.2f", sg,
-              wa, mg);
+    if (SANITIZED)
+        cr_assert(sg < wa && sg < mg, "sparsegpt %.2f, wanda %.2f, magnitude %.2f", sg, wa, mg);
+    else
+        cr_assert(sg < wa && wa < mg, "expected sparsegpt %.2f < wanda %.2f < magnitude %.2f "
+                  "as in the published table (103.89 < 181.05 < 203.56)", sg, wa, mg);
 }
 
 Test(stories, pattern_2_4_sparsegpt)
 {
     NEED_FIXTURE(dir);
     spruce_pipeline_summary s;
-    double sg = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.0f, 2, 4, 128, 0, &s);
+    double sg = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.0f, 2, 4, NCALIB, 0, &s);
     cr_log_info("2:4: sparsegpt %.1f", sg);
     cr_assert(s.sparsity >= 0.5, "2:4 sparsity %.4f", s.sparsity);
     expect_near(sg, 2433, SGPT_TOL, "SparseGPT 2:4");
@@ -175,11 +143,11 @@ Test(stories, pattern_2_4_sparsegpt)
 Test(stories, true_sequential_calibrates_on_pruned_outputs)
 {
     NEED_FIXTURE(dir);
-    double seq = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, 32, 1, NULL);
-    double par = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, 32, 0, NULL);
-    cr_log_info("20%%, 32 samples: true-sequential %.2f, all at once %.2f", seq, par);
-    /* Both are SparseGPT at 20%: well below Wanda's 47.85 and near 36.71. */
-    cr_assert(seq < 44 && par < 44, "true-sequential %.2f, all at once %.2f", seq, par);
+    double seq = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, 12, 1, NULL);
+    double par = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, 12, 0, NULL);
+    cr_log_info("20%%, 12 samples: true-sequential %.2f, all at once %.2f", seq, par);
+    /* Both are SparseGPT at 20%: well below magnitude's 55.07. */
+    cr_assert(seq < 50 && par < 50, "true-sequential %.2f, all at once %.2f", seq, par);
     cr_assert(seq != par, "true-sequential must calibrate o, gate/up, down on other inputs");
 }
 
@@ -384,21 +352,33 @@ Test(cli, prune_then_eval)
     NEED_FIXTURE(dir);
     NEED_BIN(bin);
     char *d = tmp_dir(), cmd[8192], line[512], out[1200], masks[1200], log[1200], path[1300];
+    char data[1300];
     double ppl = 0;
     snprintf(out, sizeof out, "%s/pruned", d);
     snprintf(masks, sizeof masks, "%s/masks.h5", d);
     snprintf(log, sizeof log, "%s/log", d);
+    if (SANITIZED) {
+        /* the first NEVAL windows only */
+        size_t n;
+        uint32_t *ids = tokens(dir, "eval.u16", &n);
+        snprintf(data, sizeof data, "%s/eval.u16", d);
+        cr_assert_eq(spruce_tokens_save(data, ids, (size_t)NEVAL * 256), 0);
+        free(ids);
+    } else {
+        snprintf(data, sizeof data, "%s/eval.u16", dir);
+    }
     /* eval of the dense model: the last line is "perplexity <value>" */
-    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s/eval.u16' --seqlen 256 >'%s' 2>/dev/null",
-             bin, dir, dir, log);
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s' --seqlen 256 >'%s' 2>/dev/null", bin,
+             dir, data, log);
     cr_assert_eq(run(cmd), 0);
     last_line(log, line, sizeof line);
     cr_assert_eq(sscanf(line, "perplexity %lf", &ppl), 1, "last line '%s'", line);
-    cr_assert(fabs(ppl - 17.78) < 0.005, "dense perplexity %.4f", ppl);
+    if (!SANITIZED)
+        cr_assert(fabs(ppl - 17.78) < 0.005, "dense perplexity %.4f", ppl);
 
     snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s/calib.u16' --seqlen 256 "
-             "--nsamples 16 --sparsity 0.3 --masks '%s' >'%s' 2>'%s.err'", bin, dir, out, dir,
-             masks, log, log);
+             "--nsamples %d --sparsity 0.3 --masks '%s' >'%s' 2>'%s.err'", bin, dir, out, dir,
+             SANITIZED ? 4 : 16, masks, log, log);
     cr_assert_eq(run(cmd), 0, "prune failed, see %s.err", log);
     snprintf(path, sizeof path, "%s/model.safetensors", out);
     cr_assert(exists(path));
@@ -408,12 +388,15 @@ Test(cli, prune_then_eval)
     snprintf(path, sizeof path, "%s.err", log);
     last_line(path, line, sizeof line);
     cr_assert(strstr(line, "block 5/5") && strstr(line, "down_proj"), "progress '%s'", line);
-    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s/eval.u16' --seqlen 256 >'%s' 2>/dev/null",
-             bin, out, dir, log);
+    last_line(log, line, sizeof line);
+    cr_assert(strstr(line, "wrote") && strstr(line, out), "summary '%s'", line);
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s' --seqlen 256 >'%s' 2>/dev/null", bin,
+             out, data, log);
     cr_assert_eq(run(cmd), 0);
     last_line(log, line, sizeof line);
     cr_assert_eq(sscanf(line, "perplexity %lf", &ppl), 1, "last line '%s'", line);
-    cr_assert(ppl > 60 && ppl < 160, "SparseGPT 30%% on 16 samples: perplexity %.2f", ppl);
+    if (!SANITIZED)
+        cr_assert(ppl > 60 && ppl < 160, "SparseGPT 30%% on 16 samples: perplexity %.2f", ppl);
 
     /* An existing output is refused without --force, replaced with it. */
     snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --method magnitude --sparsity 0.5 "

@@ -1,0 +1,112 @@
+/* model_testutil.h: what test_model.c and test_pipeline.c share: the
+ * stories260k fixture, temporary directories, and the environment the forward
+ * needs to be fast. */
+#ifndef SPRUCE_MODEL_TESTUTIL_H
+#define SPRUCE_MODEL_TESTUTIL_H
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+/* Sanitizer builds run the same code paths on less data. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+/* OpenBLAS and libgomp read their environment once, when loaded: Debian 12's
+ * OpenBLAS does not recognise this machine's Xeon and falls back to its SSE3
+ * kernels, and libgomp's spinning idle threads compete with OpenBLAS's threads
+ * between the many small products of a tiny model.  As the spruce program
+ * does, run the test program again with OPENBLAS_CORETYPE and
+ * OMP_WAIT_POLICY=passive when they are unset. */
+__attribute__((constructor)) static void model_test_environment(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    const char *core = openblas_get_corename();
+    char buf[8192], *args[256];
+    size_t len, i;
+    int n = 0, change = 0;
+    FILE *f;
+    if (getenv("SPRUCE_NO_REEXEC"))
+        return;
+    if (!getenv("OPENBLAS_CORETYPE") && core && !strcmp(core, "Prescott")) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+            change |= !setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            change |= !setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    }
+    if (!getenv("OMP_WAIT_POLICY"))
+        change |= !setenv("OMP_WAIT_POLICY", "passive", 1);
+    if (!change || !(f = fopen("/proc/self/cmdline", "rb")))
+        return;
+    len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    if (len == 0 || len >= sizeof buf - 1)
+        return;
+    buf[len] = '\0';
+    for (i = 0; i < len && n < 255; i += strlen(buf + i) + 1)
+        args[n++] = buf + i;
+    args[n] = NULL;
+    fflush(NULL);
+    execv("/proc/self/exe", args);
+#endif
+}
+
+/* $SPRUCE_FIXTURES/stories260k, or NULL (the test is then skipped). */
+static inline const char *fixture(void)
+{
+    static char path[1024];
+    const char *root = getenv("SPRUCE_FIXTURES");
+    struct stat st;
+    if (!root)
+        return NULL;
+    snprintf(path, sizeof path, "%s/stories260k", root);
+    if (stat(path, &st) != 0)
+        return NULL;
+    return path;
+}
+
+#define NEED_FIXTURE(dir)                                                               \
+    const char *dir = fixture();                                                        \
+    if (!dir) {                                                                         \
+        cr_skip_test("stories260k fixture not found: set SPRUCE_FIXTURES to the "       \
+                     "directory holding stories260k/");                                 \
+        return;                                                                         \
+    }
+
+static inline int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* A fresh temporary directory; removed by rm_tree. */
+static inline char *tmp_dir(void)
+{
+    char *d = strdup("/tmp/spruce-test-model-XXXXXX");
+    cr_assert(mkdtemp(d));
+    return d;
+}
+
+static inline void rm_tree(const char *d)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    cr_assert(system(cmd) == 0);
+}
+
+#endif
