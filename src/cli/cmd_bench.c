@@ -442,7 +442,7 @@ static double ceiling_bitmask(double s) { return 4.0 / (4.0 * (1.0 - s) + 0.125)
 
 static int write_svg(const char *path, const bctx *cx, int rows, int cols, int big)
 {
-    const double W = 760, H = 480, L = 70, R = 200, T = 50, B = 60;
+    const double W = 780, H = 480, L = 70, R = 210, T = 50, B = 60;
     const double pw = W - L - R, ph = H - T - B, x0 = 0.25, x1 = 1.0;
     double ymax = 1.0;
     int i, k, b;
@@ -464,15 +464,27 @@ static int write_svg(const char *path, const bctx *cx, int rows, int cols, int b
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">spruce sparse "
-               "kernels vs dense OpenBLAS: %dx%d float32, %d threads, %s</text>\n",
-            L + pw / 2, rows, cols, cx->threads, cx->isa);
+    fprintf(f, "<text x=\"%.0f\" y=\"20\" font-size=\"15\">spruce sparse kernels against dense "
+               "OpenBLAS: %dx%d, float32, %d threads, %s</text>\n",
+            L, rows, cols, cx->threads, cx->isa);
+    fprintf(f, "<text x=\"%.0f\" y=\"38\" font-size=\"11\" fill=\"#555\">median of %d passes "
+               "over > %.1f MB of distinct matrices each; load average %.2f at the start</text>\n",
+            L, cx->reps, cx->rotate / 1e6, cx->load);
     /* grid and axes */
-    for (k = 0; k <= (int)ymax; k++) {
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n",
-                L, PY(k), L + pw, PY(k));
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", L - 6,
-                PY(k) + 4, k);
+    {
+        /* at most about 12 labelled ticks: a step of 1, 2, 5, 10, 20, 50 ... */
+        int step = 1, mult = 1;
+        while (ymax / step > 12) {
+            step = (step / mult == 1 ? 2 : step / mult == 2 ? 5 : 10) * mult;
+            if (step / mult == 10)
+                mult *= 10;
+        }
+        for (k = 0; k <= (int)ymax; k += step) {
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+                       "stroke=\"#e5e5e5\"/>\n", L, PY(k), L + pw, PY(k));
+            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", L - 6,
+                    PY(k) + 4, k);
+        }
     }
     for (k = 30; k <= 95; k += 10) {
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n",
@@ -542,7 +554,9 @@ static int write_svg(const char *path, const bctx *cx, int rows, int cols, int b
         ly += 20;
         fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#2ca02c\" "
                    "stroke-dasharray=\"2,3\" stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">byte "
-                   "ceiling (bitmask)</text>\n", lx, ly, lx + 25, ly, lx + 30, ly + 4);
+                   "ceiling (bitmask,</text><text x=\"%.0f\" y=\"%.0f\">batch 1)</text>\n",
+                lx, ly, lx + 25, ly, lx + 30, ly + 4, lx + 30, ly + 18);
+        ly += 14;
         ly += 20;
         fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#2ca02c\" "
                    "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">byte ceiling (2:4)</text>\n",
