@@ -40,7 +40,11 @@ int spruce_hessian_add(spruce_hessian *h, const float *X, int tokens);
 
 int spruce_hessian_cols(const spruce_hessian *h);
 int64_t spruce_hessian_tokens(const spruce_hessian *h);
-/* The full symmetric (cols, cols) matrix, row-major (both triangles valid). */
+/* The full symmetric (cols, cols) matrix, row-major (both triangles valid).
+ * The first call after an add mirrors the upper triangle into the lower one,
+ * so it must not run concurrently with itself or an add on the same
+ * accumulator; the pruning functions read only the upper triangle and may share
+ * one accumulator between threads. */
 const float *spruce_hessian_matrix(const spruce_hessian *h);
 
 /* ---- Pruning ------------------------------------------------------------- */

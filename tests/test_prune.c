@@ -790,16 +790,15 @@ Test(bench_prune, within_one_percent_of_published_code)
 Test(bench_prune, example_program_runs)
 {
     const char *bin = getenv("SPRUCE_BIN");
-    char cmd[1024], prog[1024], *out, *slash;
+    char cmd[1100], prog[1024], *out, *slash;
     int st;
     double sp = 0, rel = -1;
     if (!bin || access(bin, X_OK))
         cr_skip_test("SPRUCE_BIN is not set to a built spruce program");
-    snprintf(cmd, sizeof cmd, "%s", bin);
-    slash = strrchr(cmd, '/');
+    snprintf(prog, sizeof prog, "%s", bin);
+    slash = strrchr(prog, '/');
     cr_assert_not_null(slash);
-    snprintf(slash + 1, sizeof cmd - (size_t)(slash + 1 - cmd), "examples/prune_matrix");
-    snprintf(prog, sizeof prog, "%s", cmd);
+    snprintf(slash + 1, sizeof prog - (size_t)(slash + 1 - prog), "examples/prune_matrix");
     snprintf(cmd, sizeof cmd, "%s 64 128 256", prog);
     if (access(prog, X_OK))
         cr_skip_test("examples/prune_matrix is not built next to %s", bin);
