@@ -26,7 +26,7 @@
 /* Calibration samples and evaluation windows: all of the fixture, or under a
  * sanitizer (several times slower) few enough to keep the suite short; the
  * published figures are then not compared, only the code paths exercised. */
-#define NCALIB (SANITIZED ? 12 : 128)
+#define NCALIB (SANITIZED ? 8 : 128)
 #define NEVAL (SANITIZED ? 12 : 64)
 
 static uint32_t *tokens(const char *dir, const char *file, size_t *n)
@@ -143,8 +143,8 @@ Test(stories, pattern_2_4_sparsegpt)
 Test(stories, true_sequential_calibrates_on_pruned_outputs)
 {
     NEED_FIXTURE(dir);
-    double seq = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, 12, 1, NULL);
-    double par = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, 12, 0, NULL);
+    double seq = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, SANITIZED ? 4 : 12, 1, NULL);
+    double par = prune_eval(dir, SPRUCE_METHOD_SPARSEGPT, 0.2f, 0, 0, SANITIZED ? 4 : 12, 0, NULL);
     cr_log_info("20%%, 12 samples: true-sequential %.2f, all at once %.2f", seq, par);
     /* Both are SparseGPT at 20%: well below magnitude's 55.07. */
     cr_assert(seq < 50 && par < 50, "true-sequential %.2f, all at once %.2f", seq, par);
