@@ -38,10 +38,11 @@ static void prune_nm(float *W, int rows, int cols, int pn, int pm, const float *
 
 int spruce__magnitude(float *W, int rows, int cols, const spruce_prune_opts *o, uint8_t *mask)
 {
-    size_t n = (size_t)rows * (size_t)cols, i, k;
+    size_t n = (size_t)rows * (size_t)cols, k;
     uint32_t *keys = NULL;
     uint8_t *keep = mask;
-    int nt = spruce__threads(o->threads);
+    int nt = spruce__threads(o->threads), rc = 0;
+    spruce__select_ws ws = {0};
     if (o->prune_m > 0) {
         prune_nm(W, rows, cols, o->prune_n, o->prune_m, NULL, mask, nt);
         return 0;
@@ -49,23 +50,34 @@ int spruce__magnitude(float *W, int rows, int cols, const spruce_prune_opts *o, 
     keys = malloc(n * sizeof *keys);
     if (!keep)
         keep = malloc(n);
-    if (!keys || !keep) {
-        free(keys);
-        if (keep != mask)
-            free(keep);
-        return spruce__seterr(SPRUCE_ENOMEM, "magnitude: scores for (%d, %d)", rows, cols);
+    ws.hist = malloc((size_t)nt * (2048 + 2) * sizeof *ws.hist);
+    ws.cand = malloc(n * sizeof *ws.cand);
+    if (!keys || !keep || !ws.hist || !ws.cand) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "magnitude: scores for (%d, %d)", rows, cols);
+        goto done;
     }
-    for (i = 0; i < n; i++)
-        keys[i] = spruce__fkey(fabsf(W[i]));
+    ws.off = ws.hist + (size_t)nt * 2048;
+    ws.eq = ws.off + nt;
     k = (size_t)llround((double)o->sparsity * (double)n);
-    spruce__select_lowest(keys, n, k, keep);
-    for (i = 0; i < n; i++)
-        if (!keep[i])
-            W[i] = 0.0f;
+    #pragma omp parallel num_threads(nt)
+    {
+        int64_t q;
+        #pragma omp for schedule(static)
+        for (q = 0; q < (int64_t)n; q++)
+            keys[q] = spruce__fkey(fabsf(W[q]));
+        spruce__select_lowest_team(keys, n, k, keep, &ws);
+        #pragma omp for schedule(static)
+        for (q = 0; q < (int64_t)n; q++)
+            if (!keep[q])
+                W[q] = 0.0f;
+    }
+done:
     free(keys);
     if (keep != mask)
         free(keep);
-    return 0;
+    free(ws.hist);
+    free(ws.cand);
+    return rc;
 }
 
 int spruce__wanda(float *W, int rows, int cols, const double *xnorm2, const spruce_prune_opts *o,
