@@ -13,6 +13,7 @@
 #include "prune_internal.h"
 #include "prune_testutil.h"
 #include "spruce_prune.h"
+#include "spruce_sparse.h"
 
 typedef struct {
     int rows, cols, tokens;
@@ -114,6 +115,21 @@ Test(sparsegpt, matches_naive_obs_4_8_partial_block)
 {
     check_against_naive(16, 72, 24, 0.0f, 4, 8, 16); /* blocks 24, 24, 24 */
     check_against_naive(8, 48, 32, 0.0f, 4, 8, 17);  /* blocks 32, 16 */
+}
+
+/* Every instruction set's tile kernel against the naive OBS. */
+Test(sparsegpt, every_tile_kernel_matches_naive_obs)
+{
+    int isa, tried = 0;
+    for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++) {
+        if (!spruce_sparse_isa_supported(isa))
+            continue;
+        cr_assert_eq(spruce_sparse_isa_set(isa), 0);
+        check_against_naive(21, 48, 16, 0.5f, 0, 0, 18);
+        check_against_naive(21, 48, 16, 0.0f, 2, 4, 19);
+        tried++;
+    }
+    cr_assert_geq(tried, 1);
 }
 
 static void prune_method(layer *L, float *W, spruce_method m, float s, int pn, int pm, int B,
@@ -810,4 +826,60 @@ Test(bench_prune, example_program_runs)
     cr_assert_float_eq(sp, 0.5, 1e-3);
     cr_assert(rel > 0.0 && rel < 0.5, "relative error %g", rel);
     free(out);
+}
+
+Test(bench_prune, npy_inputs_save_and_errors_name_the_file)
+{
+    const char *bin = getenv("SPRUCE_BIN");
+    char cmd[2048], w[256], x[256], x2[256], out[256], *o;
+    float *W, *X, *P = NULL;
+    int64_t r, c;
+    int st, i, zeros = 0;
+    if (!bin || access(bin, X_OK))
+        cr_skip_test("SPRUCE_BIN is not set to a built spruce program");
+    snprintf(w, sizeof w, "%s", tmp_path("cli_w.npy"));
+    snprintf(x, sizeof x, "%s", tmp_path("cli_x.npy"));
+    snprintf(x2, sizeof x2, "%s", tmp_path("cli_x2.npy"));
+    snprintf(out, sizeof out, "%s", tmp_path("cli_out.npy"));
+    W = make_weights(16, 64, 300);
+    X = make_acts(128, 64, 301);
+    cr_assert_eq(spruce__npy_write(w, W, 16, 64), 0);
+    cr_assert_eq(spruce__npy_write(x, X, 128, 64), 0);
+    cr_assert_eq(spruce__npy_write(x2, X, 64, 128), 0); /* wrong column count */
+    snprintf(cmd, sizeof cmd, "%s bench prune --weights %s --inputs %s --pattern 2:4 --method sparsegpt "
+             "--save-pruned %s", bin, w, x, out);
+    free(run_capture(cmd, &st));
+    cr_assert_eq(st, 0, "%s", cmd);
+    cr_assert_eq(spruce__npy_read(out, &P, &r, &c), 0, "%s", spruce_errdetail());
+    cr_assert_eq(r, 16);
+    cr_assert_eq(c, 64);
+    for (i = 0; i < 16 * 64; i++)
+        zeros += P[i] == 0.0f;
+    cr_assert_eq(zeros, 16 * 64 / 2);
+    free(P);
+    snprintf(cmd, sizeof cmd, "%s bench prune --weights %s --inputs %s 2>&1", bin, w, x2);
+    o = run_capture(cmd, &st);
+    cr_assert_eq(WEXITSTATUS(st), 1, "%s", o);
+    cr_assert(strstr(o, x2) != NULL, "the message names the file: %s", o);
+    free(o);
+    snprintf(cmd, sizeof cmd, "%s bench prune --weights %s --inputs /nonexistent/in.npy 2>&1", bin, w);
+    o = run_capture(cmd, &st);
+    cr_assert_eq(WEXITSTATUS(st), 1, "%s", o);
+    cr_assert(strstr(o, "/nonexistent/in.npy") != NULL, "%s", o);
+    free(o);
+    snprintf(cmd, sizeof cmd, "%s bench prune --weights %s 2>&1", bin, w);
+    o = run_capture(cmd, &st);
+    cr_assert_eq(WEXITSTATUS(st), 2, "--weights without --inputs is wrong usage: %s", o);
+    free(o);
+    snprintf(cmd, sizeof cmd, "%s bench prune --help", bin);
+    o = run_capture(cmd, &st);
+    cr_assert_eq(st, 0);
+    cr_assert(strstr(o, "usage: spruce bench prune") != NULL);
+    free(o);
+    remove(w);
+    remove(x);
+    remove(x2);
+    remove(out);
+    free(W);
+    free(X);
 }
