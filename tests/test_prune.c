@@ -233,6 +233,26 @@ Test(magnitude, prunes_the_smallest_exactly)
     free_layer(&L);
 }
 
+Test(wanda, prunes_floor_of_the_target_per_row_like_the_published_code)
+{
+    layer L = make_layer(5, 64, 80, 55);
+    float targets[] = {0.2f, 0.7f, 0.5f, 0.99f}, *W;
+    int want[] = {12, 44, 32, 63}, i, r, c;
+    for (i = 0; i < 4; i++) {
+        W = copy_w(&L);
+        prune_method(&L, W, SPRUCE_METHOD_WANDA, targets[i], 0, 0, 128, NULL, NULL);
+        for (r = 0; r < 5; r++) {
+            int z = 0;
+            for (c = 0; c < 64; c++)
+                z += W[r * 64 + c] == 0.0f;
+            cr_assert_eq(z, want[i], "sparsity %g row %d: %d pruned, want %d", (double)targets[i], r, z,
+                         want[i]);
+        }
+        free(W);
+    }
+    free_layer(&L);
+}
+
 Test(magnitude, ties_go_to_the_lower_index)
 {
     float W[12] = {1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2};
@@ -276,7 +296,7 @@ Test(wanda, prunes_per_row_by_weight_times_input_norm)
                 cr_assert_eq(W[r * 40 + c], L.W0[r * 40 + c]);
             }
         }
-        cr_assert_eq(pruned, 12, "row %d: %d pruned, want round(0.3 * 40)", r, pruned);
+        cr_assert_eq(pruned, 12, "row %d: %d pruned, want floor(0.3 * 40)", r, pruned);
         cr_assert_leq(maxp, mink * (1 + 1e-5), "row %d: a pruned score beats a kept one", r);
     }
     free(W);
