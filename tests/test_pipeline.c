@@ -387,7 +387,10 @@ Test(cli, prune_then_eval)
     cr_assert(exists(masks));
     snprintf(path, sizeof path, "%s.err", log);
     last_line(path, line, sizeof line);
-    cr_assert(strstr(line, "block 5/5") && strstr(line, "down_proj"), "progress '%s'", line);
+    cr_assert(strstr(line, "block 5/5 done") && strstr(line, "ETA"), "progress '%s'", line);
+    snprintf(cmd, sizeof cmd, "grep -q 'block 5/5 .*mlp.down_proj.weight .*loss .*sparsity "
+             "0.30.*ETA' '%s'", path);
+    cr_assert_eq(run(cmd), 0, "no progress line for the last layer in %s", path);
     last_line(log, line, sizeof line);
     cr_assert(strstr(line, "wrote") && strstr(line, out), "summary '%s'", line);
     snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s' --seqlen 256 >'%s' 2>/dev/null", bin,

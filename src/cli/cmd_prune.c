@@ -57,6 +57,7 @@ static void usage(FILE *f)
 
 typedef struct {
     double t0;
+    double last_block;
     const char *method;
     char pattern[32];
     int has_loss;
@@ -84,6 +85,15 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
             return rc;
     }
     return 0;
+}
+
+static void on_block(void *vctx, int layer, int nlayers, double elapsed)
+{
+    prune_ctx *ctx = vctx;
+    double per = elapsed / (layer + 1);
+    fprintf(stderr, "block %d/%d done  %.2f s  elapsed %.1f s  ETA %.1f s\n", layer + 1, nlayers,
+            elapsed - ctx->last_block, elapsed, per * (nlayers - layer - 1));
+    ctx->last_block = elapsed;
 }
 
 static int set_masks_attrs(spruce_maskfile *f, const char *model, const char *method,
@@ -295,6 +305,7 @@ int spruce_cmd_prune(int argc, char **argv)
         ctx.masks_path = masks_path;
     }
     po.on_layer = on_layer;
+    po.on_block = on_block;
     po.ctx = &ctx;
     fprintf(stderr, "prune: %s (%s, %d blocks) -> %s: %s %s, %ld samples x %ld tokens\n", dir,
             cfg->model_type, cfg->num_hidden_layers, out, ctx.method,
