@@ -56,7 +56,10 @@ static void usage(FILE *f)
             "  --save-layer DIR                also write the layer as DIR/weights.npy, DIR/inputs.npy\n"
             "  --baseline                      also time one OpenBLAS sgemm (rows, cols) x (cols, cols)\n"
             "                                  in the same run: the machine's GFLOP/s at that moment\n"
-            "  --json                          one JSON object per method instead of a table\n");
+            "  --json                          one JSON object per method instead of a table\n\n"
+            "When OPENBLAS_CORETYPE or OMP_WAIT_POLICY is unset, the command runs itself again with\n"
+            "OMP_WAIT_POLICY=passive and, if OpenBLAS fell back to its SSE3 kernels on an AVX2/AVX-512\n"
+            "CPU, OPENBLAS_CORETYPE=Haswell/SkylakeX (SPRUCE_NO_REEXEC=1 turns this off).\n");
 }
 
 /* A Gaussian value from (seed, i) alone, so the layer does not depend on threads. */
