@@ -137,6 +137,16 @@ int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
     }
     A->rowptr = malloc(sizeof *A->rowptr * (rows + 1));
     A->nsplit = A->nthreads == 1 ? 1 : A->nthreads * SPRUCE__PARTS;
+    {
+        int64_t total = 0, most;
+        for (i = 0; i < rows; i++)
+            total += cnt[i];
+        most = total / SPRUCE__PART_MIN;
+        if (most < A->nthreads)
+            most = A->nthreads;
+        if (A->nsplit > most)
+            A->nsplit = (int)most;
+    }
     if (A->nsplit > rows)
         A->nsplit = rows;
     A->split = malloc(sizeof *A->split * (A->nsplit + 1));

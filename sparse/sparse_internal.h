@@ -11,9 +11,12 @@
  * load a full vector starting at any stored value. */
 #define SPRUCE__PAD 16
 
-/* Row ranges per thread.  Threads take ranges dynamically, so a thread that
- * the OS descheduled (a shared machine) does not hold the others up. */
-#define SPRUCE__PARTS 4
+/* Row ranges per thread (at most; fewer for small matrices, each range
+ * worth at least SPRUCE__PART_MIN values).  Threads take ranges dynamically,
+ * so a thread that the OS deschedules (a shared machine) holds the others up
+ * for one short range only. */
+#define SPRUCE__PARTS 16
+#define SPRUCE__PART_MIN 32768
 
 struct spruce_sparse {
     int format;        /* SPRUCE_FMT_CSR, _BITMASK, _NM */
