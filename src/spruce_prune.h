@@ -62,7 +62,8 @@ typedef struct {
     int prune_m;          /* 0 = unstructured */
     int blocksize;        /* SparseGPT column block B, default 128 */
     float damp;           /* relative damping, default 0.01 */
-    int max_damp_retries; /* retries with 10x damping when Cholesky fails, default 4 */
+    int max_damp_retries; /* retries with 10x damping when Cholesky fails, default 4
+                             (from damp = 0 the first retry uses 1e-6) */
     int threads;          /* 0 = OpenMP default */
 } spruce_prune_opts;
 
