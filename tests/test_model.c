@@ -604,7 +604,32 @@ Test(stories, unsupported_configs_are_refused)
                       "\"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"dynamic\"}",
                       SPRUCE_EUNSUPPORTED, "rope_scaling");
     expect_open_error("\"hidden_size\": 64,", "", SPRUCE_EFORMAT, "hidden_size");
+    /* qwen2 needs q/k/v biases, which this llama checkpoint does not have */
+    expect_open_error("\"model_type\": \"llama\"", "\"model_type\": \"qwen2\"",
+                      SPRUCE_ENOTFOUND, "model.layers.0.self_attn.q_proj.bias");
     expect_open_error("{", "{,", SPRUCE_EFORMAT, "config.json");
+}
+
+Test(stories, mistral_refuses_sequences_beyond_its_window)
+{
+    NEED_FIXTURE(dir);
+    char *d = fixture_copy(dir, "\"model_type\": \"llama\"",
+                           "\"model_type\": \"mistral\", \"sliding_window\": 128");
+    spruce_model *m = NULL;
+    uint32_t ids[256];
+    float *logits = malloc((size_t)256 * 512 * sizeof(float));
+    int i;
+    for (i = 0; i < 256; i++)
+        ids[i] = (uint32_t)(i * 7 % 512);
+    cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_config(m)->sliding_window, 128);
+    cr_assert_eq(spruce_model_forward(m, ids, 128, logits), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_forward(m, ids, 129, logits), SPRUCE_EUNSUPPORTED);
+    cr_assert(strstr(spruce_errdetail(), "sliding window 128"), "%s", spruce_errdetail());
+    free(logits);
+    spruce_model_free(m);
+    rm_tree(d);
+    free(d);
 }
 
 Test(stories, missing_config_is_named)

@@ -441,6 +441,50 @@ Test(cli, nan_weight_exits_1_and_leaves_nothing)
     free(d);
 }
 
+Test(cli, bf16_checkpoint_keeps_its_dtype_and_real_zeros)
+{
+    NEED_BIN(bin);
+    char *d = tmp_dir(), cmd[8192], src[1200], out[1200], calib[1200];
+    spruce_ckpt *ck;
+    const spruce_tensor *t;
+    const uint16_t *v;
+    int64_t i, n, zeros = 0, negzeros = 0;
+    snprintf(src, sizeof src, "%s/m", d);
+    snprintf(out, sizeof out, "%s/o", d);
+    snprintf(calib, sizeof calib, "%s/c.u16", d);
+    snprintf(cmd, sizeof cmd, "'%s' synth '%s' --hidden 64 --intermediate 128 --layers 2 "
+             "--heads 4 --kv-heads 2 --vocab 256 --max-position 64 --dtype bf16 --calib '%s' "
+             "--count 1024 >/dev/null 2>&1", bin, src, calib);
+    cr_assert_eq(run(cmd), 0);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s' --seqlen 64 --pattern 2:4 "
+             ">/dev/null 2>&1", bin, src, out, calib);
+    cr_assert_eq(run(cmd), 0);
+    cr_assert_eq(spruce_ckpt_open(out, &ck), 0, "%s", spruce_errdetail());
+    t = spruce_ckpt_find(ck, "model.layers.1.mlp.down_proj.weight");
+    cr_assert(t);
+    cr_assert_eq(t->dtype, SPRUCE_DTYPE_BF16);
+    v = t->data;
+    n = spruce_tensor_numel(t);
+    for (i = 0; i < n; i++) {
+        zeros += v[i] == 0x0000;
+        negzeros += v[i] == 0x8000;
+    }
+    cr_assert_eq(negzeros, 0);
+    cr_assert(zeros >= n / 2, "%lld zeros of %lld", (long long)zeros, (long long)n);
+    /* embeddings stay dense */
+    t = spruce_ckpt_find(ck, "model.embed_tokens.weight");
+    v = t->data;
+    for (i = 0, zeros = 0; i < spruce_tensor_numel(t); i++)
+        zeros += (v[i] & 0x7fff) == 0;
+    cr_assert(zeros < spruce_tensor_numel(t) / 100);
+    spruce_ckpt_close(ck);
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s' --seqlen 64 >/dev/null 2>&1", bin, out,
+             calib);
+    cr_assert_eq(run(cmd), 0);
+    rm_tree(d);
+    free(d);
+}
+
 Test(cli, usage_errors_exit_2)
 {
     NEED_FIXTURE(dir);
