@@ -26,8 +26,8 @@
 /* Calibration samples and evaluation windows: all of the fixture, or under a
  * sanitizer (several times slower) few enough to keep the suite short; the
  * published figures are then not compared, only the code paths exercised. */
-#define NCALIB (SANITIZED ? 8 : 128)
-#define NEVAL (SANITIZED ? 12 : 64)
+#define NCALIB (SANITIZED ? 6 : 128)
+#define NEVAL (SANITIZED ? 6 : 64)
 
 static uint32_t *tokens(const char *dir, const char *file, size_t *n)
 {
