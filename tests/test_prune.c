@@ -326,6 +326,37 @@ Test(sparsegpt, dead_inputs_zero_their_column)
     free_layer(&L);
 }
 
+/* An accumulator made indefinite by hand (the real ones are positive semidefinite
+ * up to rounding): the result reports the raised damping, or the failure. */
+Test(sparsegpt, damping_retries_are_reported)
+{
+    int cols = 16, rows = 4, i, j;
+    spruce_hessian *h = spruce_hessian_alloc(cols);
+    float x[16], *W = make_weights(rows, cols, 400), *W2 = make_weights(rows, cols, 400);
+    spruce_prune_opts o;
+    spruce_prune_result res;
+    for (i = 0; i < cols; i++)
+        x[i] = 1.0f;
+    cr_assert_eq(spruce_hessian_add(h, x, 1), 0);
+    for (i = 0; i < cols; i++) /* diag 1, off-diagonal 0.5, one pair at -0.9: indefinite */
+        for (j = i; j < cols; j++)
+            h->H[i * cols + j] = i == j ? 1.0f : 0.5f;
+    h->H[0 * cols + 1] = -0.9f;
+    h->lower_stale = 1;
+    spruce_prune_opts_init(&o);
+    o.damp = 0.001f;
+    cr_assert_eq(spruce_prune_layer(W, rows, cols, h, &o, NULL, &res), 0, "%s", spruce_errdetail());
+    cr_assert_gt(res.damp_retries, 0);
+    cr_assert_float_eq(res.damp_used, 0.001f * powf(10.0f, (float)res.damp_retries), 1e-6f);
+    cr_assert_float_eq(res.sparsity, 0.5, 1e-9);
+    o.max_damp_retries = 0;
+    cr_assert_eq(spruce_prune_layer(W2, rows, cols, h, &o, NULL, &res), SPRUCE_ESINGULAR);
+    cr_assert(strstr(spruce_errdetail(), "(16, 16)") != NULL, "detail: %s", spruce_errdetail());
+    spruce_hessian_free(h);
+    free(W);
+    free(W2);
+}
+
 Test(sparsegpt, zero_sparsity_changes_nothing)
 {
     layer L = make_layer(6, 32, 50, 70);
