@@ -14,7 +14,7 @@
 
 #include "prune_internal.h"
 
-/* N:M over every row, scores given by key(r, j). */
+/* N:M over every row: score |w_rj| * colscale[j] (colscale NULL: |w_rj|). */
 static void prune_nm(float *W, int rows, int cols, int pn, int pm, const float *colscale,
                      uint8_t *mask, int nt)
 {
