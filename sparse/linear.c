@@ -28,7 +28,7 @@ void spruce_linear_opts_init(spruce_linear_opts *o)
     o->nbatches = 2;
     o->batches[0] = 1;
     o->batches[1] = 16;
-    o->reps = 5;
+    o->reps = 7;
 }
 
 void spruce_linear_free(spruce_linear *lin)
@@ -67,37 +67,12 @@ static double now(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Fastest of reps runs after one warm-up, in seconds (-1 on error).  The
- * minimum, not the median: other programs on the machine only ever add time,
- * and the choice should reflect the representations, not the noise. */
-static double time_format(const spruce_linear *lin, int format, const float *X, int batch,
-                          float *Y, int reps, double *t)
-{
-    int r;
-    if (run(lin, format, X, batch, Y) < 0)
-        return -1;
-    for (r = 0; r < reps; r++) {
-        double t0 = now();
-        run(lin, format, X, batch, Y);
-        t[r] = now() - t0;
-    }
-    qsort(t, reps, sizeof *t, cmp_double);
-    return t[0];
-}
-
 int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,
                          spruce_linear **out)
 {
     spruce_linear_opts o;
     spruce_linear *lin = NULL;
     float *X = NULL, *Y = NULL;
-    double *t = NULL;
     int rc = 0, f, b, i, maxb = 1, used[4] = {0, 0, 0, 0};
     if (out)
         *out = NULL;
@@ -119,7 +94,7 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
         return spruce__seterr(SPRUCE_EINVAL, "linear layer: %d batch sizes, at most %d",
                               o.nbatches, SPRUCE_LINEAR_MAX_BATCHES);
     if (o.reps <= 0)
-        o.reps = 5;
+        o.reps = 7;
     if (o.format > SPRUCE_FMT_NM)
         return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown format %d", o.format);
     if (o.n == 0 && o.m == 0) {
@@ -174,27 +149,36 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
     } else {
         X = malloc(sizeof *X * (size_t)cols * maxb);
         Y = malloc(sizeof *Y * (size_t)rows * maxb);
-        t = malloc(sizeof *t * o.reps);
-        if (!X || !Y || !t)
+        if (!X || !Y)
             goto nomem;
         for (i = 0; i < cols * maxb; i++)
             X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
         for (b = 0; b < lin->nbatches; b++) {
-            double best = time_format(lin, SPRUCE_FMT_DENSE, X, lin->batches[b], Y, o.reps, t);
-            lin->choice[b] = SPRUCE_FMT_DENSE;
-            for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++) {
-                double s;
-                if (!lin->sp[f])
-                    continue;
-                if ((s = time_format(lin, f, X, lin->batches[b], Y, o.reps, t)) < 0) {
-                    rc = spruce_sparse_isa();
-                    goto done;
+            /* Rounds of one run of every candidate (after a warm-up round), so
+             * that all of them see the same machine when others use it too;
+             * each keeps its fastest run: other programs only ever add time. */
+            const int bs = lin->batches[b];
+            double best[4] = {1e300, 1e300, 1e300, 1e300}, win;
+            int r;
+            for (r = -1; r < o.reps; r++)
+                for (f = SPRUCE_FMT_DENSE; f <= SPRUCE_FMT_NM; f++) {
+                    double t0;
+                    if (f != SPRUCE_FMT_DENSE && !lin->sp[f])
+                        continue;
+                    t0 = now();
+                    if ((rc = run(lin, f, X, bs, Y)) < 0)
+                        goto done;
+                    t0 = now() - t0;
+                    if (r >= 0 && t0 < best[f])
+                        best[f] = t0;
                 }
-                if (s < 0.97 * best) { /* sparse only where clearly faster */
-                    best = s;
+            lin->choice[b] = SPRUCE_FMT_DENSE;
+            win = best[SPRUCE_FMT_DENSE];
+            for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
+                if (lin->sp[f] && best[f] < 0.97 * win) { /* sparse only where clearly faster */
+                    win = best[f];
                     lin->choice[b] = f;
                 }
-            }
         }
     }
     /* Keep only what was chosen. */
@@ -217,7 +201,6 @@ nomem:
 done:
     free(X);
     free(Y);
-    free(t);
     spruce_linear_free(lin);
     return rc;
 }

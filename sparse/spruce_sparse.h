@@ -123,7 +123,7 @@ typedef struct {
     int n, m;            /* N:M pattern to try (0, 0: try 2:4 when it fits) */
     int nbatches;        /* batch sizes to tune for (0: {1, 16}) */
     int batches[SPRUCE_LINEAR_MAX_BATCHES];
-    int reps;            /* timed repetitions per candidate (0: 5) */
+    int reps;            /* timed runs per candidate, interleaved (0: 7) */
 } spruce_linear_opts;
 
 /* Fills opts with the defaults (auto, all threads, batches {1, 16}). */
