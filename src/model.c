@@ -826,6 +826,10 @@ static double nll_sum(const float *logits, const uint32_t *target, int rows, int
 }
 
 #define HEAD_CHUNK 256
+/* Activations kept at once by the perplexity evaluation: windows beyond this
+ * are evaluated in further passes over the blocks (SPRUCE_EVAL_ACT_MIB
+ * overrides it). */
+#define EVAL_ACT_BYTES ((size_t)2 << 30)
 
 int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
                             spruce_block_progress_fn progress, void *ctx, double *ppl,
@@ -833,7 +837,7 @@ int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int 
 {
     const spruce_config *c;
     float *x = NULL, *xn = NULL, *logits = NULL;
-    size_t nwin, w;
+    size_t nwin, w, w0, batch, per;
     double nll = 0;
     int rc = 0;
     if (!m || !ids || !ppl)
@@ -847,28 +851,38 @@ int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int 
                               "of %d", n, seqlen);
     if (nwin > (size_t)1 << 30)
         return spruce__seterr(SPRUCE_EINVAL, "perplexity: too many windows");
-    x = malloc(nwin * seqlen * c->hidden_size * sizeof(float));
+    per = (size_t)seqlen * c->hidden_size * sizeof(float);
+    batch = EVAL_ACT_BYTES / per;
+    if (getenv("SPRUCE_EVAL_ACT_MIB"))   /* tuning and tests */
+        batch = ((size_t)atol(getenv("SPRUCE_EVAL_ACT_MIB")) << 20) / per;
+    if (batch < 1)
+        batch = 1;
+    if (batch > nwin)
+        batch = nwin;
+    x = malloc(batch * per);
     xn = malloc((size_t)HEAD_CHUNK * c->hidden_size * sizeof(float));
     logits = malloc((size_t)HEAD_CHUNK * c->vocab_size * sizeof(float));
     if (!x || !xn || !logits) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "perplexity: activations of %zu windows of %d tokens "
-                            "(%zu MiB)", nwin, seqlen,
-                            (nwin * seqlen * c->hidden_size * sizeof(float)) >> 20);
+                            "(%zu MiB)", batch, seqlen, (batch * per) >> 20);
         goto done;
     }
-    for (w = 0; w < nwin; w++)
-        if ((rc = spruce_model_embed(m, ids + w * seqlen, seqlen,
-                                     x + w * seqlen * c->hidden_size)))
+    for (w0 = 0; w0 < nwin; w0 += batch) {
+        size_t nb = nwin - w0 < batch ? nwin - w0 : batch;
+        for (w = 0; w < nb; w++)
+            if ((rc = spruce_model_embed(m, ids + (w0 + w) * seqlen, seqlen,
+                                         x + w * seqlen * c->hidden_size)))
+                goto done;
+        if ((rc = run_blocks(m, x, (int)nb, seqlen, progress, ctx)))
             goto done;
-    if ((rc = run_blocks(m, x, (int)nwin, seqlen, progress, ctx)))
-        goto done;
-    /* Window w predicts ids[w*T + t + 1] from position t, t < T - 1. */
-    for (w = 0; w < nwin; w++) {
-        int t0;
-        for (t0 = 0; t0 < seqlen - 1; t0 += HEAD_CHUNK) {
-            int rows = seqlen - 1 - t0 < HEAD_CHUNK ? seqlen - 1 - t0 : HEAD_CHUNK;
-            head_logits(m, x + (w * seqlen + t0) * c->hidden_size, xn, rows, logits);
-            nll += nll_sum(logits, ids + w * seqlen + t0 + 1, rows, c->vocab_size);
+        /* Window w predicts ids[w*T + t + 1] from position t, t < T - 1. */
+        for (w = 0; w < nb; w++) {
+            int t0;
+            for (t0 = 0; t0 < seqlen - 1; t0 += HEAD_CHUNK) {
+                int rows = seqlen - 1 - t0 < HEAD_CHUNK ? seqlen - 1 - t0 : HEAD_CHUNK;
+                head_logits(m, x + (w * seqlen + t0) * c->hidden_size, xn, rows, logits);
+                nll += nll_sum(logits, ids + (w0 + w) * seqlen + t0 + 1, rows, c->vocab_size);
+            }
         }
     }
     *ppl = exp(nll / ((double)nwin * (seqlen - 1)));

@@ -161,8 +161,8 @@ int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *log
 /* Perplexity over the nwin = n / seqlen non-overlapping windows of ids:
  * exp(mean over windows and positions of the next-token negative
  * log-likelihood), each window predicting seqlen - 1 tokens.  Streams blocks,
- * keeping nwin * seqlen * hidden floats of activations.  progress (may be
- * NULL) is called after each block. */
+ * keeping at most 2 GiB of activations (more windows take further passes over
+ * the blocks).  progress (may be NULL) is called after each block. */
 typedef void (*spruce_block_progress_fn)(void *ctx, int layer, int nlayers);
 int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
                             spruce_block_progress_fn progress, void *ctx, double *ppl,

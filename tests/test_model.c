@@ -547,10 +547,17 @@ Test(stories, perplexity_is_17_78)
     ref = perplexity_from_logits(m, ids, 3);
     cr_assert(fabs(ppl - ref) < 1e-4 * ref, "streamed %.6f, from logits %.6f", ppl, ref);
     if (!SANITIZED) {
+        double batched = 0;
         cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &ppl, &nwin), 0, "%s",
                      spruce_errdetail());
         cr_assert_eq(nwin, 64);
         cr_assert(fabs(ppl - 17.78) < 0.005, "perplexity %.4f, expected 17.78", ppl);
+        /* 1 MiB of activations: 16 windows per pass over the blocks, same result */
+        setenv("SPRUCE_EVAL_ACT_MIB", "1", 1);
+        cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &batched, &nwin), 0);
+        unsetenv("SPRUCE_EVAL_ACT_MIB");
+        cr_assert_eq(nwin, 64);
+        cr_assert(fabs(batched - ppl) < 1e-9 * ppl, "batched %.9f, at once %.9f", batched, ppl);
     }
     /* Shorter than one window; an id outside the vocabulary. */
     cr_assert_eq(spruce_model_perplexity(m, ids, 100, 256, NULL, NULL, &ppl, &nwin),
