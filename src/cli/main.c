@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "cli.h"
+#include "cli_env.h"
 
 typedef struct {
     const char *name;
@@ -76,8 +77,12 @@ int main(int argc, char **argv)
         return 0;
     }
     for (i = 0; i < NCOMMANDS; i++)
-        if (!strcmp(argv[a], commands[i].name))
+        if (!strcmp(argv[a], commands[i].name)) {
+            /* OpenBLAS and libgomp read their environment once: set it up for
+             * every command before any work starts (may run spruce again). */
+            cli_tune_environment();
             return commands[i].run(argc - a, argv + a);
+        }
     cli_fail("unknown command '%s' (try 'spruce help')", argv[a]);
     return 2;
 }
