@@ -324,7 +324,7 @@ static void attention_rows(const spruce_config *c, spruce_fwd_ws *ws, int nseq, 
             }
         }
     }
-#pragma omp parallel for schedule(dynamic, 32) if (nrows * T * d >= PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 32) if (nrows * T * d >= PAR_MIN) num_threads(ws->nthreads)
     for (r = 0; r < nrows; r++) {
         int i = (int)(r % T), h = (int)((r / T) % H), s = (int)(r / ((long)T * H)), g = h / per;
         int tid = 0, j, e, len = i + 1;
