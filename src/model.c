@@ -47,50 +47,50 @@ struct spruce_fwd_ws {
     float *sin;   /* (max_T, half) */
 };
 
-static const char *const lin_paths[SPRUCE_NLINEAR] = {
+static const char *const lin_paths[SPRUCE_NPROJ] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
 };
 
-const char *spruce_linear_path(spruce_linear l)
+const char *spruce_proj_path(spruce_proj l)
 {
-    return (l >= 0 && l < SPRUCE_NLINEAR) ? lin_paths[l] : "?";
+    return (l >= 0 && l < SPRUCE_NPROJ) ? lin_paths[l] : "?";
 }
 
-void spruce_linear_name(int layer, spruce_linear l, int bias, char *buf, size_t size)
+void spruce_proj_name(int layer, spruce_proj l, int bias, char *buf, size_t size)
 {
-    snprintf(buf, size, "model.layers.%d.%s.%s", layer, spruce_linear_path(l),
+    snprintf(buf, size, "model.layers.%d.%s.%s", layer, spruce_proj_path(l),
              bias ? "bias" : "weight");
 }
 
-spruce_site spruce_linear_site(spruce_linear l)
+spruce_site spruce_proj_site(spruce_proj l)
 {
     switch (l) {
-    case SPRUCE_LIN_Q: case SPRUCE_LIN_K: case SPRUCE_LIN_V: return SPRUCE_SITE_QKV;
-    case SPRUCE_LIN_O: return SPRUCE_SITE_O;
-    case SPRUCE_LIN_GATE: case SPRUCE_LIN_UP: return SPRUCE_SITE_GATEUP;
+    case SPRUCE_PROJ_Q: case SPRUCE_PROJ_K: case SPRUCE_PROJ_V: return SPRUCE_SITE_QKV;
+    case SPRUCE_PROJ_O: return SPRUCE_SITE_O;
+    case SPRUCE_PROJ_GATE: case SPRUCE_PROJ_UP: return SPRUCE_SITE_GATEUP;
     default: return SPRUCE_SITE_DOWN;
     }
 }
 
 /* Shape of linear l: (rows, cols). */
-static void lin_shape(const spruce_config *c, spruce_linear l, int *rows, int *cols)
+static void lin_shape(const spruce_config *c, spruce_proj l, int *rows, int *cols)
 {
     int qd = c->num_attention_heads * c->head_dim, kvd = c->num_key_value_heads * c->head_dim;
     switch (l) {
-    case SPRUCE_LIN_Q: *rows = qd; *cols = c->hidden_size; break;
-    case SPRUCE_LIN_K: case SPRUCE_LIN_V: *rows = kvd; *cols = c->hidden_size; break;
-    case SPRUCE_LIN_O: *rows = c->hidden_size; *cols = qd; break;
-    case SPRUCE_LIN_GATE: case SPRUCE_LIN_UP: *rows = c->intermediate_size; *cols = c->hidden_size; break;
+    case SPRUCE_PROJ_Q: *rows = qd; *cols = c->hidden_size; break;
+    case SPRUCE_PROJ_K: case SPRUCE_PROJ_V: *rows = kvd; *cols = c->hidden_size; break;
+    case SPRUCE_PROJ_O: *rows = c->hidden_size; *cols = qd; break;
+    case SPRUCE_PROJ_GATE: case SPRUCE_PROJ_UP: *rows = c->intermediate_size; *cols = c->hidden_size; break;
     default: *rows = c->hidden_size; *cols = c->intermediate_size; break;
     }
 }
 
-static int lin_has_bias(const spruce_config *c, spruce_linear l)
+static int lin_has_bias(const spruce_config *c, spruce_proj l)
 {
-    if (l <= SPRUCE_LIN_V)
+    if (l <= SPRUCE_PROJ_V)
         return c->qkv_bias;
-    if (l == SPRUCE_LIN_O)
+    if (l == SPRUCE_PROJ_O)
         return c->o_bias;
     return c->mlp_bias;
 }
@@ -429,9 +429,9 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
         return rc;
     if (stop_after == SPRUCE_SITE_QKV)
         return 0;
-    linear(ws->q, ws->a, b->w[SPRUCE_LIN_Q], b->b[SPRUCE_LIN_Q], ntok, ws->qdim, hid);
-    linear(ws->k, ws->a, b->w[SPRUCE_LIN_K], b->b[SPRUCE_LIN_K], ntok, ws->kvdim, hid);
-    linear(ws->v, ws->a, b->w[SPRUCE_LIN_V], b->b[SPRUCE_LIN_V], ntok, ws->kvdim, hid);
+    linear(ws->q, ws->a, b->w[SPRUCE_PROJ_Q], b->b[SPRUCE_PROJ_Q], ntok, ws->qdim, hid);
+    linear(ws->k, ws->a, b->w[SPRUCE_PROJ_K], b->b[SPRUCE_PROJ_K], ntok, ws->kvdim, hid);
+    linear(ws->v, ws->a, b->w[SPRUCE_PROJ_V], b->b[SPRUCE_PROJ_V], ntok, ws->kvdim, hid);
     rope(ws->q, ntok, T, c->num_attention_heads, c->head_dim, ws->cos, ws->sin);
     rope(ws->k, ntok, T, c->num_key_value_heads, c->head_dim, ws->cos, ws->sin);
     if (attention_uses_blas(c, T))
@@ -442,7 +442,7 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
         return rc;
     if (stop_after == SPRUCE_SITE_O)
         return 0;
-    linear(ws->t, ws->att, b->w[SPRUCE_LIN_O], b->b[SPRUCE_LIN_O], ntok, hid, ws->qdim);
+    linear(ws->t, ws->att, b->w[SPRUCE_PROJ_O], b->b[SPRUCE_PROJ_O], ntok, hid, ws->qdim);
     memcpy(ws->h, x, n * sizeof(float));
     add_inplace(ws->h, ws->t, n);
 
@@ -452,14 +452,14 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
         return rc;
     if (stop_after == SPRUCE_SITE_GATEUP)
         return 0;
-    linear(ws->g, ws->a, b->w[SPRUCE_LIN_GATE], b->b[SPRUCE_LIN_GATE], ntok, ws->inter, hid);
-    linear(ws->u, ws->a, b->w[SPRUCE_LIN_UP], b->b[SPRUCE_LIN_UP], ntok, ws->inter, hid);
+    linear(ws->g, ws->a, b->w[SPRUCE_PROJ_GATE], b->b[SPRUCE_PROJ_GATE], ntok, ws->inter, hid);
+    linear(ws->u, ws->a, b->w[SPRUCE_PROJ_UP], b->b[SPRUCE_PROJ_UP], ntok, ws->inter, hid);
     swiglu(ws->g, ws->u, (size_t)ntok * ws->inter);
     if (tap && (rc = tap(ctx, SPRUCE_SITE_DOWN, ws->g, ntok, ws->inter)))
         return rc;
     if (stop_after == SPRUCE_SITE_DOWN)
         return 0;
-    linear(ws->t, ws->g, b->w[SPRUCE_LIN_DOWN], b->b[SPRUCE_LIN_DOWN], ntok, hid, ws->inter);
+    linear(ws->t, ws->g, b->w[SPRUCE_PROJ_DOWN], b->b[SPRUCE_PROJ_DOWN], ntok, hid, ws->inter);
     add_inplace(ws->h, ws->t, n);
     memcpy(x, ws->h, n * sizeof(float));
     return 0;
@@ -548,7 +548,7 @@ static void block_free(spruce_block *b)
         return;
     free(b->attn_norm);
     free(b->mlp_norm);
-    for (l = 0; l < SPRUCE_NLINEAR; l++) {
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
         free(b->w[l]);
         free(b->b[l]);
     }
@@ -572,13 +572,13 @@ static int block_read(const spruce_model *m, int layer, spruce_block **out)
     snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", layer);
     if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->mlp_norm)))
         goto done;
-    for (l = 0; l < SPRUCE_NLINEAR; l++) {
-        lin_shape(c, (spruce_linear)l, &b->rows[l], &b->cols[l]);
-        spruce_linear_name(layer, (spruce_linear)l, 0, name, sizeof name);
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        lin_shape(c, (spruce_proj)l, &b->rows[l], &b->cols[l]);
+        spruce_proj_name(layer, (spruce_proj)l, 0, name, sizeof name);
         if ((rc = load_named(m->ck, name, b->rows[l], b->cols[l], &b->w[l])))
             goto done;
-        if (lin_has_bias(c, (spruce_linear)l)) {
-            spruce_linear_name(layer, (spruce_linear)l, 1, name, sizeof name);
+        if (lin_has_bias(c, (spruce_proj)l)) {
+            spruce_proj_name(layer, (spruce_proj)l, 1, name, sizeof name);
             if ((rc = load_named(m->ck, name, b->rows[l], -1, &b->b[l])))
                 goto done;
         }
@@ -618,14 +618,14 @@ int spruce_model_open(const char *dir, spruce_model **out)
         snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", layer);
         if ((rc = find_checked(m->ck, name, c->hidden_size, -1, &t)))
             goto done;
-        for (l = 0; l < SPRUCE_NLINEAR; l++) {
+        for (l = 0; l < SPRUCE_NPROJ; l++) {
             int rows, cols;
-            lin_shape(c, (spruce_linear)l, &rows, &cols);
-            spruce_linear_name(layer, (spruce_linear)l, 0, name, sizeof name);
+            lin_shape(c, (spruce_proj)l, &rows, &cols);
+            spruce_proj_name(layer, (spruce_proj)l, 0, name, sizeof name);
             if ((rc = find_checked(m->ck, name, rows, cols, &t)))
                 goto done;
-            if (lin_has_bias(c, (spruce_linear)l)) {
-                spruce_linear_name(layer, (spruce_linear)l, 1, name, sizeof name);
+            if (lin_has_bias(c, (spruce_proj)l)) {
+                spruce_proj_name(layer, (spruce_proj)l, 1, name, sizeof name);
                 if ((rc = find_checked(m->ck, name, rows, -1, &t)))
                     goto done;
             }

@@ -70,7 +70,7 @@ static int site_cols(const spruce_config *c, int site)
 }
 
 /* The groups pruned together: all seven at once, or in true-sequential order. */
-static const int group_of_sequential[SPRUCE_NLINEAR] = {0, 0, 0, 1, 2, 2, 3};
+static const int group_of_sequential[SPRUCE_NPROJ] = {0, 0, 0, 1, 2, 2, 3};
 
 int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, int seqlen,
                         spruce_ckpt_writer *w, const spruce_pipeline_opts *o,
@@ -109,15 +109,15 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     have_exc = o->exclude != NULL;
 
     /* Which tensors are pruned. */
-    selected = calloc((size_t)L * SPRUCE_NLINEAR, 1);
+    selected = calloc((size_t)L * SPRUCE_NPROJ, 1);
     if (!selected) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline");
         goto done;
     }
     for (layer = 0; layer < L; layer++)
-        for (l = 0; l < SPRUCE_NLINEAR; l++) {
-            spruce_linear_name(layer, (spruce_linear)l, 0, name, sizeof name);
-            selected[layer * SPRUCE_NLINEAR + l] =
+        for (l = 0; l < SPRUCE_NPROJ; l++) {
+            spruce_proj_name(layer, (spruce_proj)l, 0, name, sizeof name);
+            selected[layer * SPRUCE_NPROJ + l] =
                 (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
                 (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
         }
@@ -151,21 +151,21 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     ngroups = o->true_sequential ? 4 : 1;
     for (layer = 0; layer < L; layer++) {
         int any = 0;
-        for (l = 0; l < SPRUCE_NLINEAR; l++)
-            any |= selected[layer * SPRUCE_NLINEAR + l];
+        for (l = 0; l < SPRUCE_NPROJ; l++)
+            any |= selected[layer * SPRUCE_NPROJ + l];
         if (!any && !need_data)
             continue;
         if ((rc = spruce_model_get_block(m, layer, &b)))
             goto done;
         for (g = 0; g < ngroups; g++) {
-            int in_group[SPRUCE_NLINEAR], ngrp = 0, last_site = -1, site;
+            int in_group[SPRUCE_NPROJ], ngrp = 0, last_site = -1, site;
             int per_site[SPRUCE_NSITES] = {0, 0, 0, 0};
-            for (l = 0; l < SPRUCE_NLINEAR; l++) {
-                in_group[l] = selected[layer * SPRUCE_NLINEAR + l] &&
+            for (l = 0; l < SPRUCE_NPROJ; l++) {
+                in_group[l] = selected[layer * SPRUCE_NPROJ + l] &&
                               (ngroups == 1 || group_of_sequential[l] == g);
                 if (in_group[l]) {
                     ngrp++;
-                    site = spruce_linear_site((spruce_linear)l);
+                    site = spruce_proj_site((spruce_proj)l);
                     per_site[site]++;
                     if (site > last_site)
                         last_site = site;
@@ -175,8 +175,8 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
                 continue;
             /* Calibrate: one Hessian per distinct input of the group. */
             if (need_data) {
-                for (l = 0; l < SPRUCE_NLINEAR; l++) {
-                    site = spruce_linear_site((spruce_linear)l);
+                for (l = 0; l < SPRUCE_NPROJ; l++) {
+                    site = spruce_proj_site((spruce_proj)l);
                     if (in_group[l] && !tp.h[site]) {
                         tp.h[site] = spruce_hessian_alloc(site_cols(c, site));
                         if (!tp.h[site]) {
@@ -193,13 +193,13 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
                         goto done;
             }
             /* Prune the group's layers, in order. */
-            for (l = 0; l < SPRUCE_NLINEAR; l++) {
+            for (l = 0; l < SPRUCE_NPROJ; l++) {
                 spruce_layer_report r;
                 int64_t numel = (int64_t)b->rows[l] * b->cols[l], i, zeros = 0;
                 if (!in_group[l])
                     continue;
-                site = spruce_linear_site((spruce_linear)l);
-                spruce_linear_name(layer, (spruce_linear)l, 0, name, sizeof name);
+                site = spruce_proj_site((spruce_proj)l);
+                spruce_proj_name(layer, (spruce_proj)l, 0, name, sizeof name);
                 memset(&r, 0, sizeof r);
                 /* Layers sharing an input share one factorisation of its Hessian. */
                 if (o->prune.method == SPRUCE_METHOD_SPARSEGPT && per_site[site] > 1 &&
@@ -234,7 +234,7 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
                     r.name = name;
                     r.layer = layer;
                     r.nlayers = L;
-                    r.which = (spruce_linear)l;
+                    r.which = (spruce_proj)l;
                     r.rows = b->rows[l];
                     r.cols = b->cols[l];
                     r.weight = b->w[l];

@@ -64,21 +64,23 @@ int spruce_config_parse(const char *json, const char *origin, spruce_config *cfg
 
 /* ---- one decoder block -------------------------------------------------- */
 
+/* The seven linear projections of a block ("spruce_linear" is the runtime's
+ * linear-layer object, see spruce_sparse.h). */
 typedef enum {
-    SPRUCE_LIN_Q = 0,
-    SPRUCE_LIN_K,
-    SPRUCE_LIN_V,
-    SPRUCE_LIN_O,
-    SPRUCE_LIN_GATE,
-    SPRUCE_LIN_UP,
-    SPRUCE_LIN_DOWN,
-    SPRUCE_NLINEAR
-} spruce_linear;
+    SPRUCE_PROJ_Q = 0,
+    SPRUCE_PROJ_K,
+    SPRUCE_PROJ_V,
+    SPRUCE_PROJ_O,
+    SPRUCE_PROJ_GATE,
+    SPRUCE_PROJ_UP,
+    SPRUCE_PROJ_DOWN,
+    SPRUCE_NPROJ
+} spruce_proj;
 
 /* "self_attn.q_proj", "mlp.down_proj", ... */
-const char *spruce_linear_path(spruce_linear l);
+const char *spruce_proj_path(spruce_proj l);
 /* "model.layers.<layer>.<path>.weight" (or ".bias") into buf. */
-void spruce_linear_name(int layer, spruce_linear l, int bias, char *buf, size_t size);
+void spruce_proj_name(int layer, spruce_proj l, int bias, char *buf, size_t size);
 
 /* The float32 weights of block `layer`.  w[l] is (rows[l], cols[l]) row-major,
  * b[l] is (rows[l]) or NULL. */
@@ -86,10 +88,10 @@ typedef struct {
     int layer;
     float *attn_norm;            /* (hidden) input_layernorm */
     float *mlp_norm;             /* (hidden) post_attention_layernorm */
-    float *w[SPRUCE_NLINEAR];
-    float *b[SPRUCE_NLINEAR];
-    int rows[SPRUCE_NLINEAR];
-    int cols[SPRUCE_NLINEAR];
+    float *w[SPRUCE_NPROJ];
+    float *b[SPRUCE_NPROJ];
+    int rows[SPRUCE_NPROJ];
+    int cols[SPRUCE_NPROJ];
 } spruce_block;
 
 /* Where a linear layer's input can be observed.  q/k/v share one input, as do
@@ -102,7 +104,7 @@ typedef enum {
     SPRUCE_NSITES
 } spruce_site;
 
-spruce_site spruce_linear_site(spruce_linear l);
+spruce_site spruce_proj_site(spruce_proj l);
 
 /* Called from the calling thread (outside any OpenMP region) with a site's
  * activations X (tokens, cols) row-major; a non-zero return stops the forward
@@ -174,7 +176,7 @@ int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int 
 typedef struct {
     const char *name;            /* tensor name, "model.layers.0.self_attn.q_proj.weight" */
     int layer, nlayers;
-    spruce_linear which;
+    spruce_proj which;
     int rows, cols;
     const float *weight;         /* the pruned (rows, cols) weights */
     const uint8_t *mask;         /* (rows, cols), 1 = kept */

@@ -201,7 +201,7 @@ static spruce_model *run_selected(const char *dir, spruce_method method, const c
     return m;
 }
 
-static double zero_fraction(spruce_model *m, int layer, spruce_linear l)
+static double zero_fraction(spruce_model *m, int layer, spruce_proj l)
 {
     spruce_block *b;
     int64_t i, z = 0, n;
@@ -227,7 +227,7 @@ Test(pipeline, reports_every_layer_in_order_with_its_mask)
     cr_assert_str_eq(lg.names[6], "model.layers.0.mlp.down_proj.weight");
     cr_assert_str_eq(lg.names[34], "model.layers.4.mlp.down_proj.weight");
     cr_assert_eq(lg.bad_mask, 0);
-    cr_assert(fabs(zero_fraction(m, 3, SPRUCE_LIN_UP) - 0.5) < 0.01);
+    cr_assert(fabs(zero_fraction(m, 3, SPRUCE_PROJ_UP) - 0.5) < 0.01);
     spruce_model_free(m);
 }
 
@@ -242,10 +242,10 @@ Test(pipeline, include_and_exclude_choose_layers)
     cr_assert_eq(rc, 0, "%s", spruce_errdetail());
     cr_assert_eq(lg.n, 9, "3 MLP layers of blocks 1, 2, 4: got %d", lg.n);
     cr_assert_str_eq(lg.names[0], "model.layers.1.mlp.gate_proj.weight");
-    cr_assert(zero_fraction(m, 1, SPRUCE_LIN_Q) < 0.01);
-    cr_assert(zero_fraction(m, 0, SPRUCE_LIN_DOWN) < 0.01);
-    cr_assert(zero_fraction(m, 3, SPRUCE_LIN_GATE) < 0.01);
-    cr_assert(fabs(zero_fraction(m, 4, SPRUCE_LIN_DOWN) - 0.5) < 0.01);
+    cr_assert(zero_fraction(m, 1, SPRUCE_PROJ_Q) < 0.01);
+    cr_assert(zero_fraction(m, 0, SPRUCE_PROJ_DOWN) < 0.01);
+    cr_assert(zero_fraction(m, 3, SPRUCE_PROJ_GATE) < 0.01);
+    cr_assert(fabs(zero_fraction(m, 4, SPRUCE_PROJ_DOWN) - 0.5) < 0.01);
     spruce_model_free(m);
 
     memset(&lg, 0, sizeof lg);

@@ -68,7 +68,7 @@ typedef struct {
 static int on_layer(void *vctx, const spruce_layer_report *r)
 {
     prune_ctx *ctx = vctx;
-    double frac = ((double)r->layer + (double)(r->which + 1) / SPRUCE_NLINEAR) / r->nlayers;
+    double frac = ((double)r->layer + (double)(r->which + 1) / SPRUCE_NPROJ) / r->nlayers;
     double el = r->elapsed;
     int rc;
     fprintf(stderr, "block %d/%d  %-40s %5dx%-5d loss %.4e  sparsity %.4f  %.2f s  ETA %.1f s\n",
