@@ -783,6 +783,11 @@ static void head_logits(const spruce_model *m, const float *x, float *xn, int T,
                 xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
 }
 
+void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits)
+{
+    head_logits(m, x, xn, T, logits);
+}
+
 int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits)
 {
     float *x = NULL, *xn = NULL;

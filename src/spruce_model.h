@@ -157,6 +157,10 @@ void spruce_model_put_block(spruce_model *m, spruce_block *b);
 /* x (T, hidden) = embed[ids]; SPRUCE_EINVAL for an id outside the vocabulary. */
 int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x);
 
+/* logits (T, vocab) = head (rmsnorm(x) * norm) for x (T, hidden); xn is
+ * (T, hidden) scratch. */
+void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits);
+
 /* Full forward of one sequence: logits (T, vocab) row-major. */
 int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits);
 

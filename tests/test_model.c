@@ -11,6 +11,7 @@
 #include "model_testutil.h"
 #include "spruce_ckpt.h"
 #include "spruce_model.h"
+#include "spruce_decode.h"
 #include "spruce_tokens.h"
 
 static void *read_all(const char *path, size_t *n)
@@ -692,4 +693,75 @@ Test(stories, nan_weight_is_named_with_file_and_tensor)
     free(v);
     rm_tree(d);
     free(d);
+}
+
+/* ---- token-by-token decoding with the key/value cache ------------------------ */
+
+/* The decoder's logits at each of the first T positions of ids against the
+ * full forward's. */
+static void check_decoder(spruce_model *m, spruce_decode_mode mode, const uint32_t *ids, int T,
+                          const char *what)
+{
+    spruce_decoder *d;
+    float *ref = malloc((size_t)T * 512 * sizeof(float)), *lg = malloc(512 * sizeof(float));
+    double maxerr = 0;
+    int t, j;
+    cr_assert_eq(spruce_model_forward(m, ids, T, ref), 0);
+    cr_assert_eq(spruce_decoder_create(m, T, mode, &d), 0, "%s: %s", what, spruce_errdetail());
+    for (t = 0; t < T; t++) {
+        cr_assert_eq(spruce_decoder_step(d, ids[t], lg), 0, "%s", spruce_errdetail());
+        for (j = 0; j < 512; j++)
+            if (fabs(lg[j] - ref[(size_t)t * 512 + j]) > maxerr)
+                maxerr = fabs(lg[j] - ref[(size_t)t * 512 + j]);
+    }
+    cr_assert_eq(spruce_decoder_pos(d), T);
+    /* the cache is full */
+    cr_assert_eq(spruce_decoder_step(d, 1, lg), SPRUCE_EINVAL);
+    if (mode == SPRUCE_DECODE_CSR || mode == SPRUCE_DECODE_BITMASK || mode == SPRUCE_DECODE_NM)
+        cr_assert_eq(spruce_decoder_sparse_layers(d), 35, "%s: %d sparse layers", what,
+                     spruce_decoder_sparse_layers(d));
+    if (mode == SPRUCE_DECODE_DENSE)
+        cr_assert_eq(spruce_decoder_sparse_layers(d), 0);
+    cr_assert(maxerr < 1e-4, "%s: decoder logits differ from the full forward by %g", what,
+              maxerr);
+    spruce_decoder_reset(d);
+    cr_assert_eq(spruce_decoder_pos(d), 0);
+    spruce_decoder_free(d);
+    spruce_decoder_free(NULL);
+    free(ref);
+    free(lg);
+}
+
+Test(decode, kv_cache_matches_full_forward_dense_and_sparse)
+{
+    NEED_FIXTURE(dir);
+    spruce_model *m;
+    spruce_pipeline_opts o;
+    char path[1200];
+    uint32_t *ids;
+    size_t n;
+    snprintf(path, sizeof path, "%s/greedy_ids.txt", dir);
+    cr_assert_eq(spruce_tokens_load(path, &ids, &n), 0);
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_cache_blocks(m), 0);
+    check_decoder(m, SPRUCE_DECODE_DENSE, ids, 40, "dense");
+    check_decoder(m, SPRUCE_DECODE_AUTO, ids, 40, "auto");
+    /* prune the cached blocks in memory (magnitude: no calibration) */
+    spruce_pipeline_opts_init(&o);
+    o.prune.method = SPRUCE_METHOD_MAGNITUDE;
+    o.prune.sparsity = 0.6f;
+    cr_assert_eq(spruce_pipeline_run(m, NULL, 0, 0, NULL, &o, NULL), 0, "%s", spruce_errdetail());
+    check_decoder(m, SPRUCE_DECODE_DENSE, ids, 40, "60% dense");
+    check_decoder(m, SPRUCE_DECODE_CSR, ids, 40, "60% csr");
+    check_decoder(m, SPRUCE_DECODE_BITMASK, ids, 40, "60% bitmask");
+    spruce_model_free(m);
+    cr_assert_eq(spruce_model_open(dir, &m), 0);
+    cr_assert_eq(spruce_model_cache_blocks(m), 0);
+    o.prune.sparsity = 0;
+    o.prune.prune_n = 2;
+    o.prune.prune_m = 4;
+    cr_assert_eq(spruce_pipeline_run(m, NULL, 0, 0, NULL, &o, NULL), 0, "%s", spruce_errdetail());
+    check_decoder(m, SPRUCE_DECODE_NM, ids, 40, "2:4 nm");
+    spruce_model_free(m);
+    free(ids);
 }

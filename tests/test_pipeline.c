@@ -485,6 +485,63 @@ Test(cli, bf16_checkpoint_keeps_its_dtype_and_real_zeros)
     free(d);
 }
 
+Test(cli, run_reproduces_greedy_ids_dense_and_sparse)
+{
+    NEED_FIXTURE(dir);
+    NEED_BIN(bin);
+    char *d = tmp_dir(), cmd[8192], out[1200], log[1200], line[4096];
+    size_t n;
+    uint32_t *ids = tokens(dir, "greedy_ids.txt", &n);
+    const char *modes[] = {"off", "auto", "csr", "bitmask"};
+    char first[4096] = "";
+    int i, k, pos;
+    snprintf(log, sizeof log, "%s/log", d);
+    /* the dense path reproduces llama2.c's greedy continuation from BOS */
+    snprintf(cmd, sizeof cmd, "'%s' run '%s' --prompt 1 --steps 200 --sparse off >'%s' "
+             "2>/dev/null", bin, dir, log);
+    cr_assert_eq(run(cmd), 0);
+    {
+        FILE *f = fopen(log, "r");
+        cr_assert(f && fgets(line, sizeof line, f));
+        fclose(f);
+    }
+    for (i = 0, pos = 0; i < 200; i++) {
+        unsigned v;
+        cr_assert_eq(sscanf(line + pos, "%u%n", &v, &k), 1, "id %d missing in '%.80s'", i, line);
+        cr_assert_eq(v, ids[i + 1], "generated id %d: %u, golden %u", i, v, ids[i + 1]);
+        pos += k;
+    }
+    last_line(log, line, sizeof line);
+    cr_assert(strstr(line, "tokens/s"), "'%s'", line);
+    /* a pruned model: every format generates the same ids */
+    snprintf(out, sizeof out, "%s/p", d);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --method magnitude --sparsity 0.5 "
+             ">/dev/null 2>&1", bin, dir, out);
+    cr_assert_eq(run(cmd), 0);
+    for (i = 0; i < 4; i++) {
+        char *p;
+        snprintf(cmd, sizeof cmd, "'%s' run '%s' --prompt '1 461 461' --steps 30 --sparse %s "
+                 "--json >'%s' 2>/dev/null", bin, out, modes[i], log);
+        cr_assert_eq(run(cmd), 0, "--sparse %s", modes[i]);
+        last_line(log, line, sizeof line);
+        cr_assert(strstr(line, "\"tokens_per_s\": "), "'%s'", line);
+        p = strstr(line, "\"ids\": [");
+        cr_assert(p, "'%s'", line);
+        *strchr(p, ']') = 0;
+        if (!i)
+            snprintf(first, sizeof first, "%s", p);
+        else
+            cr_assert_str_eq(p, first, "--sparse %s generated other ids", modes[i]);
+    }
+    snprintf(cmd, sizeof cmd, "'%s' run '%s' --prompt '1 9999' 2>/dev/null", bin, dir);
+    cr_assert_eq(run(cmd), 2, "id outside the vocabulary");
+    snprintf(cmd, sizeof cmd, "'%s' run '%s' --prompt 1 --steps 600 2>/dev/null", bin, dir);
+    cr_assert_eq(run(cmd), 2, "beyond max_position_embeddings");
+    free(ids);
+    rm_tree(d);
+    free(d);
+}
+
 Test(cli, usage_errors_exit_2)
 {
     NEED_FIXTURE(dir);

@@ -1,0 +1,57 @@
+/* spruce_decode.h: token-by-token generation with a key/value cache, every
+ * linear layer of the blocks run by the runtime's linear-layer object
+ * (spruce_sparse.h): sparse where it measured faster, or dense OpenBLAS.
+ *
+ *   spruce_decoder *d;
+ *   spruce_decoder_create(model, max_T, SPRUCE_DECODE_AUTO, &d);
+ *   for each prompt id:  spruce_decoder_step(d, id, NULL);
+ *   spruce_decoder_step(d, last, logits);   // logits of the next token (vocab)
+ *   spruce_decoder_free(d);
+ *
+ * The same maths as spruce_model_forward (spruce_model.h), one position at a
+ * time: x (hidden) at position pos attends to the cached keys and values of
+ * positions 0..pos. */
+#ifndef SPRUCE_DECODE_H
+#define SPRUCE_DECODE_H
+
+#include <stdint.h>
+
+#include "spruce_error.h"
+#include "spruce_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    SPRUCE_DECODE_DENSE = 0,   /* every linear layer on dense OpenBLAS */
+    SPRUCE_DECODE_AUTO = 1,    /* sparse formats where they measured faster at batch 1 */
+    SPRUCE_DECODE_CSR = 2,     /* every linear layer in this format (tests, comparisons) */
+    SPRUCE_DECODE_BITMASK = 3,
+    SPRUCE_DECODE_NM = 4       /* the layers must follow 2:4 */
+} spruce_decode_mode;
+
+typedef struct spruce_decoder spruce_decoder;
+
+/* Read every block of m (float32), build the linear layers (AUTO times the
+ * candidate formats of each once) and a cache for max_T positions. */
+int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
+                          spruce_decoder **out);
+void spruce_decoder_free(spruce_decoder *d); /* NULL is a no-op */
+
+/* Forget the cached positions. */
+void spruce_decoder_reset(spruce_decoder *d);
+/* Positions cached so far. */
+int spruce_decoder_pos(const spruce_decoder *d);
+/* Linear layers running a sparse format at batch 1 (of 7 per block). */
+int spruce_decoder_sparse_layers(const spruce_decoder *d);
+
+/* Feed token id at the next position; logits (vocab), if not NULL, receives
+ * the scores of the token after it.  SPRUCE_EINVAL for an id outside the
+ * vocabulary or a full cache. */
+int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPRUCE_DECODE_H */
