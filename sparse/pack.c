@@ -34,6 +34,7 @@ void spruce_sparse_free(spruce_sparse *A)
     free(A->val);
     free(A->idx16);
     free(A->idx32);
+    free(A->woff);
     free(A->bits);
     free(A);
 }
@@ -183,6 +184,21 @@ int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
                 p++;
             }
         }
+        A->nwin = (cols + SPRUCE__WIN - 1) / SPRUCE__WIN;
+        if (!(A->woff = malloc(sizeof *A->woff * (size_t)rows * (A->nwin + 1))))
+            goto nomem;
+#pragma omp parallel for schedule(static)
+        for (i = 0; i < rows; i++) {
+            uint32_t *wo = A->woff + (int64_t)i * (A->nwin + 1);
+            int64_t p = A->rowptr[i], e = A->rowptr[i + 1];
+            int w;
+            for (w = 0; w < A->nwin; w++) {
+                wo[w] = (uint32_t)(p - A->rowptr[i]);
+                while (p < e && (int64_t)(A->idx16 ? A->idx16[p] : A->idx32[p]) < (int64_t)(w + 1) * SPRUCE__WIN)
+                    p++;
+            }
+            wo[A->nwin] = (uint32_t)(e - A->rowptr[i]);
+        }
         balance(A, 8);
     } else {
         A->bits = calloc((size_t)rows * A->wpr, sizeof *A->bits);
@@ -282,7 +298,7 @@ size_t spruce_sparse_bytes(const spruce_sparse *A)
         return 0;
     b = (size_t)A->nnz * sizeof(float) + (size_t)(A->rows + 1) * sizeof(int64_t);
     if (A->format == SPRUCE_FMT_CSR)
-        b += (size_t)A->nnz * (A->idx_bits / 8);
+        b += (size_t)A->nnz * (A->idx_bits / 8); /* (woff is read only for batch > 1) */
     else
         b += (size_t)A->rows * A->wpr * sizeof(uint64_t);
     return b;

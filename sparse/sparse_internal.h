@@ -16,6 +16,11 @@
  * so a thread that the OS deschedules (a shared machine) holds the others up
  * for one short range only. */
 #define SPRUCE__PARTS 16
+
+/* Columns per window of the blocked CSR product: a window of X (cols, batch)
+ * stays in the L1 cache (512 x 16 floats = 32 KB) while every row of a
+ * thread's range uses it. */
+#define SPRUCE__WIN 512
 #define SPRUCE__PART_MIN 32768
 
 struct spruce_sparse {
@@ -32,6 +37,10 @@ struct spruce_sparse {
     int idx_bits;      /* 16 or 32 */
     uint16_t *idx16;   /* (nnz) column of each value */
     uint32_t *idx32;
+    /* CSR, for batch > 1: column windows of SPRUCE__WIN columns.  Row i's
+     * values in window w are [rowptr[i] + woff[i][w], rowptr[i] + woff[i][w+1]) */
+    int nwin;          /* ceil(cols / SPRUCE__WIN) */
+    uint32_t *woff;    /* (rows, nwin + 1) */
     /* BITMASK and NM: bit j of word w of row i is column 64 w + j */
     int wpr;           /* words per row = ceil(cols / 64) */
     uint64_t *bits;    /* (rows, wpr) */

@@ -11,6 +11,10 @@
 
 #include "sparse_internal.h"
 
+/* Software prefetch distance, in values: the load of a chunk's values waits on
+ * its bitmask and a count, so the hardware cannot run far ahead by itself. */
+#define PF 1024
+
 /* 16 bits of a row's bitmask (little-endian words), as a mask register. */
 static inline __mmask16 mask16(const uint16_t *p)
 {
@@ -42,6 +46,9 @@ void bitmask_spmv_avx512(const struct spruce_sparse *A, const float *x, int batc
         for (w = 0; w < full; w++) {
             const uint64_t b = bits[w];
             const float *xp = x + 64 * w;
+            _mm_prefetch((const char *)(v + PF), _MM_HINT_T0);
+            _mm_prefetch((const char *)(v + PF + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(bits + w + 64), _MM_HINT_T0);
             const int c0 = __builtin_popcountll(b & 0xffffull);
             const int c1 = __builtin_popcountll(b & 0xffffffffull);
             const int c2 = __builtin_popcountll(b & 0xffffffffffffull);

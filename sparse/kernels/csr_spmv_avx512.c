@@ -7,9 +7,14 @@
 
 #include "sparse_internal.h"
 
+/* Software prefetch distance, in values. */
+#define PF 1024
+
 #define ROW(IDX)                                                                 \
     do {                                                                         \
         for (; p + 4 <= e; p += 4) {                                             \
+            _mm_prefetch((const char *)(val + p + PF), _MM_HINT_T0);             \
+            _mm_prefetch((const char *)(IDX + p + PF), _MM_HINT_T0);             \
             s0 = _mm_fmadd_ss(_mm_load_ss(val + p), _mm_load_ss(x + IDX[p]), s0);         \
             s1 = _mm_fmadd_ss(_mm_load_ss(val + p + 1), _mm_load_ss(x + IDX[p + 1]), s1); \
             s2 = _mm_fmadd_ss(_mm_load_ss(val + p + 2), _mm_load_ss(x + IDX[p + 2]), s2); \

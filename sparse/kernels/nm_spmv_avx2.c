@@ -7,6 +7,10 @@
 
 #include "sparse_internal.h"
 
+/* Software prefetch distance, in values: the load of a chunk's values waits on
+ * its bitmask and a count, so the hardware cannot run far ahead by itself. */
+#define PF 1024
+
 extern int32_t spruce__lut_perm[256][8];
 extern int32_t spruce__lut_keep[256][8];
 
@@ -35,6 +39,9 @@ void nm_spmv_avx2(const struct spruce_sparse *A, const float *x, int batch, floa
         for (w = 0; w < full; w++) {
             const uint64_t b = bits[w];
             const float *xp = x + 64 * w;
+            _mm_prefetch((const char *)(v + PF), _MM_HINT_T0);
+            _mm_prefetch((const char *)(v + PF + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(bits + w + 64), _MM_HINT_T0);
 #pragma GCC unroll 8
             for (c = 0; c < 8; c++) {
                 const unsigned m = (unsigned)(b >> (8 * c)) & 255u;

@@ -11,6 +11,10 @@
 
 #include "sparse_internal.h"
 
+/* Software prefetch distance, in values: the load of a chunk's values waits on
+ * its bitmask and a count, so the hardware cannot run far ahead by itself. */
+#define PF 1024
+
 /* 16 bits of a row's bitmask (little-endian words), as a mask register. */
 static inline __mmask16 mask16(const uint16_t *p)
 {
@@ -40,6 +44,9 @@ void nm_spmv_avx512(const struct spruce_sparse *A, const float *x, int batch, fl
         __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         for (w = 0; w < full; w++) {
             const float *xp = x + 64 * w;
+            _mm_prefetch((const char *)(v + PF), _MM_HINT_T0);
+            _mm_prefetch((const char *)(v + PF + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(bits + w + 64), _MM_HINT_T0);
             a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m16 + 4 * w), v),
                                  _mm512_loadu_ps(xp), a0);
             a1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m16 + 4 * w + 1), v + c16),
