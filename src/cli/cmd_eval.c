@@ -11,7 +11,6 @@
 #endif
 
 #include "cli.h"
-#include "cli_env.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
 
@@ -79,7 +78,6 @@ int spruce_cmd_eval(int argc, char **argv)
         return 2;
     }
     dir = argv[optind];
-    cli_tune_environment();
     if (threads > 0) {
 #ifdef _OPENMP
         omp_set_num_threads((int)threads);

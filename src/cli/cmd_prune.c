@@ -14,7 +14,6 @@
 
 #include "config.h"
 #include "cli.h"
-#include "cli_env.h"
 #include "spruce_masks.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
@@ -236,7 +235,6 @@ int spruce_cmd_prune(int argc, char **argv)
         cli_fail("prune: --blocksize %ld must be a multiple of M = %d of --pattern", blocksize, pm);
         return 2;
     }
-    cli_tune_environment();
     if (threads > 0) {
 #ifdef _OPENMP
         omp_set_num_threads((int)threads);

@@ -13,7 +13,6 @@
 #endif
 
 #include "cli.h"
-#include "cli_env.h"
 #include "spruce_decode.h"
 
 static void usage(FILE *f)
@@ -187,7 +186,6 @@ int spruce_cmd_run(int argc, char **argv)
         return 2;
     }
     dir = argv[optind];
-    cli_tune_environment();
     if (threads > 0) {
 #ifdef _OPENMP
         omp_set_num_threads((int)threads);
