@@ -114,13 +114,21 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
         rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline");
         goto done;
     }
-    for (layer = 0; layer < L; layer++)
+    for (layer = 0, s = 0; layer < L; layer++)
         for (l = 0; l < SPRUCE_NPROJ; l++) {
             spruce_proj_name(layer, (spruce_proj)l, 0, name, sizeof name);
             selected[layer * SPRUCE_NPROJ + l] =
                 (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
                 (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
+            s += selected[layer * SPRUCE_NPROJ + l];
         }
+    if (s == 0) {
+        rc = spruce__seterr(SPRUCE_EINVAL, "no linear layer of the %d blocks is selected by "
+                            "--include '%s' --exclude '%s' (names look like %s)", L,
+                            o->include ? o->include : "", o->exclude ? o->exclude : "",
+                            "model.layers.0.self_attn.q_proj.weight");
+        goto done;
+    }
     {
         int qd = c->num_attention_heads * c->head_dim;
         size_t a = (size_t)qd * c->hidden_size, bsz = (size_t)c->intermediate_size * c->hidden_size;

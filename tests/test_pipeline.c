@@ -253,6 +253,13 @@ Test(pipeline, include_and_exclude_choose_layers)
     cr_assert_eq(rc, SPRUCE_EINVAL);
     cr_assert(strstr(spruce_errdetail(), "--include"), "%s", spruce_errdetail());
     spruce_model_free(m);
+
+    memset(&lg, 0, sizeof lg);
+    m = run_selected(dir, SPRUCE_METHOD_SPARSEGPT, "lm_head", NULL, &lg, &rc);
+    cr_assert_eq(rc, SPRUCE_EINVAL);
+    cr_assert(strstr(spruce_errdetail(), "no linear layer"), "%s", spruce_errdetail());
+    cr_assert_eq(lg.n, 0);
+    spruce_model_free(m);
 }
 
 Test(pipeline, a_failing_callback_stops_the_pipeline)
