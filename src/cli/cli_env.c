@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include <cblas.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 #include "cli.h"
 #include "cli_env.h"
@@ -24,7 +27,7 @@ void cli_tune_environment(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     const char *core = openblas_get_corename(), *want = NULL;
-    unsigned int lo = 0, hi = 0;
+    unsigned int lo = 0, hi = 0, ea = 0, eb = 0, ec = 0, ed = 0;
     char buf[8192], *args[256];
     size_t len, i;
     int n = 0, change = 0;
@@ -34,7 +37,9 @@ void cli_tune_environment(void)
     if (!getenv("OPENBLAS_CORETYPE") && core &&
         (!strcmp(core, "Prescott") || !strcmp(core, "Core2") || !strcmp(core, "Nehalem"))) {
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx") && __builtin_cpu_supports("osxsave")) {
+        /* OSXSAVE (CPUID.1:ECX bit 27): xgetbv is available */
+        if (__builtin_cpu_supports("avx") && __get_cpuid(1, &ea, &eb, &ec, &ed) &&
+            (ec & (1u << 27))) {
             __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0)); /* what the OS saves */
             if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
