@@ -211,6 +211,13 @@ typedef struct {
     double seconds;
 } spruce_pipeline_summary;
 
+/* Estimated peak of the anonymous memory spruce_pipeline_run needs, in bytes
+ * (the mapped checkpoint is page cache and not counted):
+ *   4 [ N T h + P_block + V h (2 - tied) + 2 h^2 + (H d)^2 + I^2
+ *       + max(h, H d, I)^2 + 2 h^2 + c T (3h + 2 H d + 4 KV d + 2 I) + T^2 ]
+ * with c = spruce_fwd_chunk(T) sequences per chunk (see the README). */
+double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen);
+
 /* Prune m block by block on nsamples calibration sequences of seqlen tokens
  * (calib holds nsamples * seqlen ids).  Each pruned tensor goes to w (may be
  * NULL) with spruce_ckpt_writer_set_f32; the caller commits or aborts w.

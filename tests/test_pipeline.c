@@ -276,6 +276,21 @@ Test(pipeline, a_failing_callback_stops_the_pipeline)
     spruce_model_free(m);
 }
 
+Test(pipeline, memory_estimate_for_a_7b_model_fits_24_gib)
+{
+    spruce_config c;
+    double gib;
+    cr_assert_eq(spruce_config_parse("{\"model_type\": \"llama\", \"hidden_size\": 4096, "
+                                     "\"intermediate_size\": 11008, \"num_hidden_layers\": 32, "
+                                     "\"num_attention_heads\": 32, \"vocab_size\": 32000, "
+                                     "\"max_position_embeddings\": 4096}", "llama-2-7b", &c), 0);
+    gib = spruce_pipeline_memory(&c, 128, 2048) / (1 << 30);
+    cr_log_info("LLaMA-2-7B, 128 x 2048 tokens: %.2f GiB", gib);
+    /* activations alone are 128 * 2048 * 4096 * 4 bytes = 4 GiB */
+    cr_assert(gib > 7.0 && gib < 9.0, "estimate %.2f GiB", gib);
+    cr_assert(spruce_pipeline_memory(&c, 64, 2048) < spruce_pipeline_memory(&c, 128, 2048) - 1.9e9);
+}
+
 /* ---- bad weights and the commands ---------------------------------------------- */
 
 /* A copy of the fixture at dir/name with a NaN in one weight. */

@@ -310,6 +310,9 @@ int spruce_cmd_prune(int argc, char **argv)
             pm ? ctx.pattern : "unstructured", nsamples, seqlen);
     if (have_sparsity)
         fprintf(stderr, "prune: target sparsity %.4f\n", sparsity);
+    fprintf(stderr, "prune: memory needed about %.2f GiB (activations of %ld x %ld tokens, one "
+            "block, Hessians)\n", spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen) /
+            (1024.0 * 1024.0 * 1024.0), nsamples, seqlen);
     ctx.t0 = cli_now();
     if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, w, &po, &sum))) {
         cli_error(rc, "prune: %s", dir);
