@@ -168,7 +168,7 @@ Test(demo, quick_run_prints_figures)
 {
     NEED_BIN(bin);
     char *out, *err;
-    double dense, pruned, ratio, tps_d, tps_a;
+    double dense, pruned, ratio, tps_d, tps_a, kl, top1;
     run_demo_once(bin);
     cr_assert_eq(demo_status, 0, "spruce demo --quick failed; stderr in %s", demo_err);
     out = slurp(demo_out);
@@ -183,6 +183,11 @@ Test(demo, quick_run_prints_figures)
     cr_assert(isfinite(pruned) && pruned > 50 && pruned < 5000, "pruned perplexity %g", pruned);
     cr_assert_neq(dense, pruned, "pruning should change the perplexity");
     cr_assert(isfinite(tps_d) && tps_d > 0 && isfinite(tps_a) && tps_a > 0);
+    /* pruning moved the predictions, but not all of them */
+    kl = number_after(out, "mean KL(dense || pruned)");
+    top1 = number_after(out, "token at");
+    cr_assert(isfinite(kl) && kl > 0 && kl < 5, "KL %g", kl);
+    cr_assert(isfinite(top1) && top1 > 1 && top1 < 100, "top-1 agreement %g%%", top1);
     cr_assert(isfinite(ratio) && fabs(ratio - tps_a / tps_d) <= 0.02 * ratio + 0.01,
               "speed-up %g against %g / %g", ratio, tps_a, tps_d);
     cr_assert_not_null(strstr(out, "not meaningful as language modelling"),

@@ -269,6 +269,62 @@ static void ppl_progress(void *ctx, int layer, int nlayers)
     fprintf(stderr, "demo: %s perplexity: block %d/%d\n", (const char *)ctx, layer + 1, nlayers);
 }
 
+/* ---- how far the pruned model's predictions moved -------------------------- */
+
+#define DEMO_CMP_WINDOWS 4
+
+/* lp (nwin * T, vocab) = log softmax of the logits of nwin windows of T ids. */
+static int window_logprobs(spruce_model *m, const uint32_t *ids, int nwin, int T, int vocab,
+                           float *lp)
+{
+    int w, t, j, rc;
+    for (w = 0; w < nwin; w++) {
+        float *L = lp + (size_t)w * T * vocab;
+        if ((rc = spruce_model_forward(m, ids + (size_t)w * T, T, L)))
+            return rc;
+        for (t = 0; t < T; t++) {
+            float *r = L + (size_t)t * vocab, mx = r[0];
+            double sum = 0, lse;
+            for (j = 1; j < vocab; j++)
+                if (r[j] > mx)
+                    mx = r[j];
+            for (j = 0; j < vocab; j++)
+                sum += exp((double)r[j] - mx);
+            lse = mx + log(sum);
+            for (j = 0; j < vocab; j++)
+                r[j] = (float)(r[j] - lse);
+        }
+    }
+    return 0;
+}
+
+/* Over rows of log-probabilities a (dense) and b (pruned): the mean
+ * KL(a || b) in nats and the fraction of rows whose most likely token agrees. */
+static void compare_predictions(const float *a, const float *b, size_t rows, int vocab,
+                                double *kl, double *top1)
+{
+    size_t t;
+    double skl = 0;
+    size_t agree = 0;
+    int j;
+    for (t = 0; t < rows; t++) {
+        const float *x = a + t * vocab, *y = b + t * vocab;
+        int ax = 0, ay = 0;
+        double k = 0;
+        for (j = 0; j < vocab; j++) {
+            k += exp((double)x[j]) * ((double)x[j] - y[j]);
+            if (x[j] > x[ax])
+                ax = j;
+            if (y[j] > y[ay])
+                ay = j;
+        }
+        skl += k;
+        agree += ax == ay;
+    }
+    *kl = rows ? skl / rows : 0.0;
+    *top1 = rows ? (double)agree / rows : 0.0;
+}
+
 /* ---- decoding ------------------------------------------------------------- */
 
 static uint32_t argmax(const float *x, int n)
@@ -317,6 +373,7 @@ static double median(double *t, int n)
 enum { ST_SYNTH, ST_DENSE_PPL, ST_PRUNE, ST_PRUNED_PPL, ST_DECODE_PREP, ST_DECODE, ST_N };
 static const char *stage_name[ST_N] = {
     "synth model + tokens", "dense perplexity", "prune 2:4 (SparseGPT)", "pruned perplexity",
+    /* the perplexity stages include the forward of the compared windows */
     "decoder setup", "decode benchmark",
 };
 
@@ -348,8 +405,10 @@ int spruce_cmd_demo(int argc, char **argv)
     spruce_pipeline_summary sum;
     prune_ctx pctx;
     uint32_t *calib = NULL, *held = NULL, *ids_dense = NULL, *ids_auto = NULL, *scratch = NULL;
-    float *logits = NULL;
-    size_t ncalib, nheld;
+    float *logits = NULL, *lp_dense = NULL, *lp_pruned = NULL;
+    size_t ncalib, nheld, ncmp;
+    int cmpwin;
+    double kl = 0, top1 = 0;
     int64_t nparams;
 
     memset(&pctx, 0, sizeof pctx);
@@ -438,6 +497,20 @@ int spruce_cmd_demo(int argc, char **argv)
         cli_error(rc, "demo: dense perplexity");
         goto done;
     }
+    /* the dense model's predictions on the first windows, for comparison */
+    cmpwin = plan.nheld < DEMO_CMP_WINDOWS ? plan.nheld : DEMO_CMP_WINDOWS;
+    ncmp = (size_t)cmpwin * plan.seqlen * plan.synth.vocab;
+    lp_dense = malloc(ncmp * sizeof *lp_dense);
+    lp_pruned = malloc(ncmp * sizeof *lp_pruned);
+    if (!lp_dense || !lp_pruned) {
+        cli_fail("demo: out of memory");
+        goto done;
+    }
+    fprintf(stderr, "demo: dense predictions on %d windows\n", cmpwin);
+    if ((rc = window_logprobs(m, held, cmpwin, plan.seqlen, plan.synth.vocab, lp_dense))) {
+        cli_error(rc, "demo: dense forward");
+        goto done;
+    }
     stage[ST_DENSE_PPL] = cli_now() - t0;
     fprintf(stderr, "demo: dense perplexity %.2f (%.1f s)\n", ppl_dense, stage[ST_DENSE_PPL]);
 
@@ -510,6 +583,13 @@ int spruce_cmd_demo(int argc, char **argv)
         cli_error(rc, "demo: pruned perplexity");
         goto done;
     }
+    fprintf(stderr, "demo: pruned predictions on %d windows\n", cmpwin);
+    if ((rc = window_logprobs(mp, held, cmpwin, plan.seqlen, plan.synth.vocab, lp_pruned))) {
+        cli_error(rc, "demo: pruned forward");
+        goto done;
+    }
+    compare_predictions(lp_dense, lp_pruned, (size_t)cmpwin * plan.seqlen, plan.synth.vocab,
+                        &kl, &top1);
     stage[ST_PRUNED_PPL] = cli_now() - t0;
     fprintf(stderr, "demo: pruned perplexity %.2f (%.1f s)\n", ppl_pruned, stage[ST_PRUNED_PPL]);
 
@@ -605,8 +685,11 @@ int spruce_cmd_demo(int argc, char **argv)
     printf("  The model and the token ids are random, so these perplexities are\n"
            "  not meaningful as language modelling (a random model scores near the vocabulary\n"
            "  size, %d): their change measures how far 2:4 pruning moved the model away from\n"
-           "  the dense one.\n\n",
+           "  the dense one.\n",
            plan.synth.vocab);
+    printf("  next-token predictions, pruned against dense (%d windows): the same most likely\n"
+           "  token at %.1f%% of positions, mean KL(dense || pruned) %.4g nats\n\n", cmpwin,
+           100.0 * top1, kl);
 
     printf("decoding the pruned weights (batch 1, %d tokens after BOS, median of %d "
            "interleaved runs):\n", plan.steps, DEMO_REPS);
@@ -650,6 +733,8 @@ done:
     free(ids_auto);
     free(scratch);
     free(logits);
+    free(lp_dense);
+    free(lp_pruned);
     free(pctx.loss);
     free(pctx.nz);
     free(pctx.numel);
