@@ -23,6 +23,55 @@ static inline __mmask16 mask16(const uint16_t *p)
     return _cvtu32_mask16(m);
 }
 
+/* Two rows at once, for long rows (as in bitmask_spmv_avx512.c): each 16
+ * values of x are loaded once for both rows.  c16 values per 16 columns. */
+static void two_rows(const struct spruce_sparse *A, const float *x, float *y, int i, int c16)
+{
+    const int full = A->cols / 64, rem = A->cols % 64;
+    const uint64_t *bits0 = A->bits + (int64_t)i * A->wpr, *bits1 = bits0 + A->wpr;
+    const uint16_t *m0 = (const uint16_t *)bits0, *m1 = (const uint16_t *)bits1;
+    const float *v0 = A->val + A->rowptr[i], *v1 = A->val + A->rowptr[i + 1];
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+    int w, c;
+    for (w = 0; w < full; w++) {
+        const float *xp = x + 64 * w;
+        const __m512 x0 = _mm512_loadu_ps(xp), x1 = _mm512_loadu_ps(xp + 16);
+        const __m512 x2 = _mm512_loadu_ps(xp + 32), x3 = _mm512_loadu_ps(xp + 48);
+        _mm_prefetch((const char *)(v0 + PF), _MM_HINT_T0);
+        _mm_prefetch((const char *)(v0 + PF + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(v1 + PF), _MM_HINT_T0);
+        _mm_prefetch((const char *)(v1 + PF + 16), _MM_HINT_T0);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m0 + 4 * w), v0), x0, a0);
+        b0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m1 + 4 * w), v1), x0, b0);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m0 + 4 * w + 1), v0 + c16), x1, a1);
+        b1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m1 + 4 * w + 1), v1 + c16), x1, b1);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m0 + 4 * w + 2), v0 + 2 * c16), x2,
+                             a0);
+        b0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m1 + 4 * w + 2), v1 + 2 * c16), x2,
+                             b0);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m0 + 4 * w + 3), v0 + 3 * c16), x3,
+                             a1);
+        b1 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(mask16(m1 + 4 * w + 3), v1 + 3 * c16), x3,
+                             b1);
+        v0 += 4 * c16;
+        v1 += 4 * c16;
+    }
+    for (c = 0; 16 * c < rem; c++) {
+        const int left = rem - 16 * c;
+        const __mmask16 xm = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        const __mmask16 p = (__mmask16)(bits0[full] >> (16 * c));
+        const __mmask16 q = (__mmask16)(bits1[full] >> (16 * c));
+        const __m512 xv = _mm512_maskz_loadu_ps(xm, x + 64 * full + 16 * c);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(p, v0), xv, a0);
+        b0 = _mm512_fmadd_ps(_mm512_maskz_expandloadu_ps(q, v1), xv, b0);
+        v0 += __builtin_popcount(p);
+        v1 += __builtin_popcount(q);
+    }
+    y[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    y[i + 1] = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
+}
+
 void nm_spmv_avx512(const struct spruce_sparse *A, const float *x, int batch, float *y, int r0,
                     int r1)
 {
@@ -33,6 +82,9 @@ void nm_spmv_avx512(const struct spruce_sparse *A, const float *x, int batch, fl
         return;
     }
     c16 = 16 / A->m * A->n;
+    if (A->cols > 8192)
+        for (; r0 + 2 <= r1; r0 += 2)
+            two_rows(A, x, y, r0, c16);
     for (i = r0; i < r1; i++) {
         const uint64_t *bits = A->bits + (int64_t)i * A->wpr;
         /* the same bits as 16-bit masks: loaded straight into mask registers
