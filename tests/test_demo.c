@@ -183,6 +183,10 @@ Test(demo, quick_run_prints_figures)
     cr_assert(isfinite(pruned) && pruned > 50 && pruned < 5000, "pruned perplexity %g", pruned);
     cr_assert_neq(dense, pruned, "pruning should change the perplexity");
     cr_assert(isfinite(tps_d) && tps_d > 0 && isfinite(tps_a) && tps_a > 0);
+    cr_assert(number_after(out, "spruce 2:4") > 0, "no 2:4 decode rate");
+    /* sparse and dense decoding of the same weights give the same greedy ids */
+    cr_assert_not_null(strstr(out, "dense and auto generated the same 16 greedy ids"), "%s", out);
+    cr_assert_not_null(strstr(out, "dense and 2:4 generated the same 16 greedy ids"), "%s", out);
     /* pruning moved the predictions, but not all of them */
     kl = number_after(out, "mean KL(dense || pruned)");
     top1 = number_after(out, "token at");
