@@ -102,7 +102,7 @@ static void usage(FILE *f)
             "  4. decode tokens/s of the pruned weights: dense OpenBLAS against the runtime's\n"
             "     'auto' mode (each layer in the sparse format that measured fastest, or dense),\n"
             "     %d tokens per run, %d interleaved runs each, medians and their ratio.\n"
-            "About 2 minutes on 2 cores (more when they are busy), 2.3 GB of memory, 1.5 GB\n"
+            "About 2 minutes on 2 cores (more when they are busy), 2.5 GB of memory, 1.5 GB\n"
             "of disk.  The ids are random, so the perplexities are not meaningful as language\n"
             "modelling: "
             "their change measures how far pruning moved the model\n"
