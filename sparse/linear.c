@@ -10,6 +10,10 @@
 #include <string.h>
 #include <time.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <emmintrin.h>
+#endif
+
 #include "sparse_internal.h"
 
 struct spruce_linear {
@@ -65,6 +69,43 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Evict a candidate's data from every cache level, so that its timed run
+ * streams from memory as it does in a model, whose weights together are far
+ * larger than the last-level cache.  Without it the timing runs on one matrix
+ * that stays in the cache, which flatters whichever candidate profits most
+ * from the cache and makes choices that lose once the weights stream. */
+static void flush_range(const void *p, size_t bytes)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    const char *c = p;
+    size_t i;
+    if (!p)
+        return;
+    for (i = 0; i < bytes; i += 64)
+        _mm_clflush(c + i);
+    _mm_mfence();
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+static void flush_candidate(const spruce_linear *lin, int format)
+{
+    const struct spruce_sparse *A;
+    if (format == SPRUCE_FMT_DENSE) {
+        flush_range(lin->dense, sizeof(float) * (size_t)lin->rows * lin->cols);
+        return;
+    }
+    A = lin->sp[format];
+    flush_range(A->val, sizeof(float) * (size_t)A->nnz);
+    flush_range(A->rowptr, sizeof(int64_t) * ((size_t)A->rows + 1));
+    flush_range(A->idx16, A->idx16 ? sizeof(uint16_t) * (size_t)A->nnz : 0);
+    flush_range(A->idx32, A->idx32 ? sizeof(uint32_t) * (size_t)A->nnz : 0);
+    flush_range(A->woff, A->woff ? sizeof(uint32_t) * (size_t)A->rows * (A->nwin + 1) : 0);
+    flush_range(A->bits, A->bits ? sizeof(uint64_t) * (size_t)A->rows * A->wpr : 0);
 }
 
 int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,
@@ -154,9 +195,10 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
         for (i = 0; i < cols * maxb; i++)
             X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
         for (b = 0; b < lin->nbatches; b++) {
-            /* Rounds of one run of every candidate (after a warm-up round), so
-             * that all of them see the same machine when others use it too;
-             * each keeps its fastest run: other programs only ever add time. */
+            /* Rounds of one timed run of every candidate (after a warm-up
+             * round), so that all of them see the same machine when others use
+             * it too; each keeps its fastest run: other programs only ever add
+             * time. */
             const int bs = lin->batches[b];
             double best[4] = {1e300, 1e300, 1e300, 1e300}, win;
             int r;
@@ -165,6 +207,14 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
                     double t0;
                     if (f != SPRUCE_FMT_DENSE && !lin->sp[f])
                         continue;
+                    /* One untimed run first: switching between OpenBLAS's
+                     * threads and OpenMP's wakes the other pool, a cost the
+                     * first product after a switch pays and the timed one
+                     * should not.  Then the data leaves the caches, and the
+                     * timed run streams it from memory. */
+                    if ((rc = run(lin, f, X, bs, Y)) < 0)
+                        goto done;
+                    flush_candidate(lin, f);
                     t0 = now();
                     if ((rc = run(lin, f, X, bs, Y)) < 0)
                         goto done;
@@ -172,12 +222,13 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
                     if (r >= 0 && t0 < best[f])
                         best[f] = t0;
                 }
-            /* Sparse only where clearly faster: the timing runs on one matrix,
-             * which a smaller sparse format keeps in cache more easily than
-             * dense; with batch > 1 the margin is wider, as the products are
-             * closer there. */
+            /* Sparse only where clearly faster.  With batch > 1 the margin is
+             * much wider: there the products are close (OpenBLAS's sgemm is
+             * compute-bound and very good), and a sparse format's lead in this
+             * one-matrix timing has been seen to overstate its lead in a long
+             * stream of products by up to a quarter (BENCHMARKS.md). */
             lin->choice[b] = SPRUCE_FMT_DENSE;
-            win = best[SPRUCE_FMT_DENSE] * (bs == 1 ? 0.97 : 0.9);
+            win = best[SPRUCE_FMT_DENSE] * (bs == 1 ? 0.97 : 0.7);
             for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
                 if (lin->sp[f] && best[f] < win) {
                     win = best[f];
