@@ -234,6 +234,26 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
                     win = best[f];
                     lin->choice[b] = f;
                 }
+            /* At batch 1 a product streams its bytes: a format with at most
+             * 60% of dense's bytes that timed within 30% of dense
+             * is taken over dense.  One cold product of a matrix of a few
+             * MB is short enough for start-up latency and noise to decide
+             * it, while in a model, where the layers stream one after the
+             * other, the bytes do; and a dense layer between sparse ones
+             * also pays for waking OpenBLAS's threads, which this timing
+             * (an untimed run of the same candidate first) does not see.
+             * Measured on a 2:4 model: 1.49x dense decoding with 5%, 1.6x
+             * and more with 30% (BENCHMARKS.md, "Decoding"). */
+            if (bs == 1 && lin->choice[b] == SPRUCE_FMT_DENSE) {
+                const double dense_bytes = (double)sizeof(float) * rows * cols;
+                win = best[SPRUCE_FMT_DENSE] * 1.3;
+                for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
+                    if (lin->sp[f] && best[f] < win &&
+                        (double)spruce_sparse_bytes(lin->sp[f]) <= 0.6 * dense_bytes) {
+                        win = best[f];
+                        lin->choice[b] = f;
+                    }
+            }
         }
     }
     /* Keep only what was chosen. */
