@@ -618,3 +618,44 @@ Test(bench, sweep_writes_an_svg_chart)
     free(out);
     free(err);
 }
+
+/* `bench --model`: every linear layer of a pruned checkpoint in the table, then
+ * end-to-end decoding dense against auto with a ratio that is the quotient of
+ * the two rates it prints. */
+Test(bench, model_table_and_decode_on_a_pruned_fixture)
+{
+    char *out, *err, args[1024], dir[] = "/tmp/spruce-bench-modelXXXXXX", *line;
+    const char *root = getenv("SPRUCE_FIXTURES");
+    char model[512];
+    double dense, autos, ratio;
+    int used, total, rows = 0;
+    if (!have_bin())
+        return;
+    snprintf(model, sizeof model, "%s/stories260k", root ? root : "");
+    if (!root || access(model, R_OK) != 0) {
+        cr_skip_test("stories260k fixture not found: set SPRUCE_FIXTURES");
+        return;
+    }
+    cr_assert(mkdtemp(dir));
+    snprintf(args, sizeof args, "prune '%s' -o '%s/p' --method magnitude --pattern 2:4", model, dir);
+    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "bench --model '%s/p' --batch 1 --threads 2", dir);
+    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
+    for (line = out; (line = strstr(line, "\nmodel.layers.")); line++)
+        rows++;
+    cr_assert_eq(rows, 35, "expected the 35 linear layers of stories260k, found %d:\n%s", rows, out);
+    line = strstr(out, "decode, batch 1");
+    cr_assert(line, "no decode line:\n%s", out);
+    line = strstr(line, "dense ");
+    cr_assert(line && sscanf(line, "dense %lf tokens/s, auto %lf tokens/s (%d of %d linear layers "
+                                   "sparse): %lfx", &dense, &autos, &used, &total, &ratio) == 5,
+              "cannot read the decode line:\n%s", out);
+    cr_assert(dense > 0 && autos > 0 && used >= 0 && used <= total && total == 35);
+    cr_assert(fabs(ratio - autos / dense) < 0.006 + 0.005 * ratio, "%g vs %g", ratio, autos / dense);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "rm -rf '%s'", dir);
+    cr_assert_eq(system(args), 0);
+}

@@ -24,6 +24,8 @@
 
 #include "cli.h"
 #include "spruce_ckpt.h"
+#include "spruce_decode.h"
+#include "spruce_model.h"
 #include "spruce_sparse.h"
 
 #define MAX_SHAPES 16
@@ -585,6 +587,71 @@ static int is_linear(const spruce_tensor *t)
            (strstr(n, "_proj") || strstr(n, ".fc") || strstr(n, "dense"));
 }
 
+/* End-to-end decoding, dense OpenBLAS against the linear layers' choice, on
+ * the same weights: `steps` tokens at batch 1 after BOS, in alternating runs
+ * (dense first, then auto, `rounds` times); the median tokens/s of each. */
+static int bench_decode(const char *dir, int steps, int rounds)
+{
+    spruce_model *m = NULL;
+    spruce_decoder *d[2] = {NULL, NULL};
+    float *logits = NULL;
+    double tps[2][16];
+    int rc, r, k, i, vocab;
+    if (rounds > 16)
+        rounds = 16;
+    if ((rc = spruce_model_open(dir, &m)) < 0) {
+        cli_error(rc, "bench --model %s: decode (the model forward cannot run it)", dir);
+        return 1;
+    }
+    vocab = spruce_model_config(m)->vocab_size;
+    fprintf(stderr, "bench: decode: preparing the dense and auto decoders...\n");
+    if ((rc = spruce_decoder_create(m, steps + 1, SPRUCE_DECODE_DENSE, &d[0])) < 0 ||
+        (rc = spruce_decoder_create(m, steps + 1, SPRUCE_DECODE_AUTO, &d[1])) < 0) {
+        cli_error(rc, "bench --model %s: decoder", dir);
+        rc = 1;
+        goto done;
+    }
+    if (!(logits = malloc(sizeof *logits * (size_t)vocab))) {
+        cli_fail("bench --model %s: out of memory", dir);
+        rc = 1;
+        goto done;
+    }
+    for (r = 0; r < rounds; r++)
+        for (k = 0; k < 2; k++) {
+            uint32_t id = 1;
+            double t0;
+            spruce_decoder_reset(d[k]);
+            t0 = cli_now();
+            for (i = 0; i < steps; i++) {
+                int j, best = 0;
+                if ((rc = spruce_decoder_step(d[k], id, logits)) < 0) {
+                    cli_error(rc, "bench --model %s: decode", dir);
+                    rc = 1;
+                    goto done;
+                }
+                for (j = 1; j < vocab; j++) /* greedy */
+                    if (logits[j] > logits[best])
+                        best = j;
+                id = (uint32_t)best;
+            }
+            tps[k][r] = steps / (cli_now() - t0);
+        }
+    for (k = 0; k < 2; k++)
+        qsort(tps[k], (size_t)rounds, sizeof tps[k][0], cmp_double);
+    printf("decode, batch 1, %d tokens after BOS, median of %d alternating runs: dense %.2f "
+           "tokens/s, auto %.2f tokens/s (%d of %d linear layers sparse): %.2fx\n",
+           steps, rounds, tps[0][rounds / 2], tps[1][rounds / 2], spruce_decoder_sparse_layers(d[1]),
+           SPRUCE_NPROJ * spruce_model_config(m)->num_hidden_layers,
+           tps[1][rounds / 2] / tps[0][rounds / 2]);
+    rc = 0;
+done:
+    free(logits);
+    spruce_decoder_free(d[0]);
+    spruce_decoder_free(d[1]);
+    spruce_model_free(m);
+    return rc;
+}
+
 static int bench_model(bctx *cx, const char *dir, const int *batches, int nb)
 {
     spruce_ckpt *ck = NULL;
@@ -698,6 +765,10 @@ static int bench_model(bctx *cx, const char *dir, const int *batches, int nb)
                    "(each layer timed alone, in cache when it fits)\n",
                    nlayers, batches[b], tot_dense[b], tot_sparse[b], tot_dense[b] / tot_sparse[b]);
     rc = 0;
+    if (!cx->json) {
+        fflush(stdout);
+        rc = bench_decode(dir, 64, 3);
+    }
 done:
     spruce_ckpt_close(ck);
     free(W);
@@ -737,7 +808,8 @@ static void usage(FILE *f)
         "                     (default 11008x4096)\n"
         "  --svg FILE         with --sweep: draw the chart as SVG\n"
         "  --model DIR        every linear layer of a (pruned) checkpoint, dense against\n"
-        "                     the linear layer's choice\n"
+        "                     the linear layer's choice; then end-to-end decoding tokens/s,\n"
+        "                     dense against auto, on the same weights (not with --json)\n"
         "Set SPRUCE_ISA=scalar|avx2|avx512 to force the kernels' instruction set;\n"
         "'spruce --verbose bench' names it and shows progress.\n");
 }
