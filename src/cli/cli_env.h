@@ -8,4 +8,9 @@
  * off).  Returns only when nothing needed changing or exec failed. */
 void cli_tune_environment(void);
 
+/* Bind the main thread, the OpenMP workers and OpenBLAS's workers one per CPU
+ * of the process's affinity set (Linux), unless the user placed threads
+ * (OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY) or set SPRUCE_NO_BIND. */
+void cli_bind_threads(void);
+
 #endif

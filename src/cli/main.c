@@ -81,6 +81,7 @@ int main(int argc, char **argv)
             /* OpenBLAS and libgomp read their environment once: set it up for
              * every command before any work starts (may run spruce again). */
             cli_tune_environment();
+            cli_bind_threads();
             return commands[i].run(argc - a, argv + a);
         }
     cli_fail("unknown command '%s' (try 'spruce help')", argv[a]);
