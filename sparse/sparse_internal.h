@@ -22,6 +22,8 @@
  * thread's range uses it. */
 #define SPRUCE__WIN 512
 #define SPRUCE__PART_MIN 32768
+/* Rows per block of the blocked CSR product (see csr_spmm_avx512.c). */
+#define SPRUCE__RB 16
 
 struct spruce_sparse {
     int format;        /* SPRUCE_FMT_CSR, _BITMASK, _NM */
