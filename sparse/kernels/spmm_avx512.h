@@ -26,17 +26,19 @@ SPRUCE__INLINE void spmm_acc512(const float *v, const void *idx, int64_t cnt, co
                                 int64_t batch, __mmask16 tail, __m512 *acc, const int NV,
                                 const int kind)
 {
-    __m512 a[4][4];
+    /* independent sums: enough FMAs in flight to cover their latency */
+    const int U = NV == 1 ? 8 : 4;
+    __m512 a[8][4];
     int64_t p = 0;
     int u, q;
-#pragma GCC unroll 4
-    for (u = 0; u < 4; u++)
+#pragma GCC unroll 8
+    for (u = 0; u < U; u++)
 #pragma GCC unroll 4
         for (q = 0; q < NV; q++)
             a[u][q] = _mm512_setzero_ps();
-    for (; p + 4 <= cnt; p += 4) {
-#pragma GCC unroll 4
-        for (u = 0; u < 4; u++) {
+    for (; p + U <= cnt; p += U) {
+#pragma GCC unroll 8
+        for (u = 0; u < U; u++) {
             const __m512 wv = _mm512_set1_ps(v[p + u]);
             const float *xr = Xj + spmm_idx(idx, p + u, kind) * batch;
 #pragma GCC unroll 4
@@ -54,9 +56,12 @@ SPRUCE__INLINE void spmm_acc512(const float *v, const void *idx, int64_t cnt, co
                 wv, _mm512_maskz_loadu_ps(q == NV - 1 ? tail : 0xffff, xr + 16 * q), a[0][q]);
     }
 #pragma GCC unroll 4
-    for (q = 0; q < NV; q++)
-        acc[q] = _mm512_add_ps(acc[q], _mm512_add_ps(_mm512_add_ps(a[0][q], a[1][q]),
-                                                     _mm512_add_ps(a[2][q], a[3][q])));
+    for (q = 0; q < NV; q++) {
+#pragma GCC unroll 8
+        for (u = 1; u < U; u++)
+            a[0][q] = _mm512_add_ps(a[0][q], a[u][q]);
+        acc[q] = _mm512_add_ps(acc[q], a[0][q]);
+    }
 }
 
 /* Dispatch on the number of vectors (1..4) so each gets its own unrolled copy. */
