@@ -555,6 +555,33 @@ Test(bench, json_rows_with_forced_scalar_isa)
     free(err);
 }
 
+/* The spruce program binds its threads one per CPU (cli_env.c), and leaves
+ * them alone when asked to or when the user placed threads. */
+Test(bench, threads_are_bound_unless_told_not_to)
+{
+    char *out, *err;
+    const char *args = "--verbose bench --shape 32x64 --batch 1 --format bitmask --reps 1 "
+                       "--rotate-mb 0.05 --threads 2";
+    if (!have_bin())
+        return;
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+        cr_skip_test("one CPU: nothing to bind");
+        return;
+    }
+    cr_assert_eq(run_spruce("OMP_NUM_THREADS=2", args, &out, &err), 0, "stderr: %s", err);
+    cr_assert(strstr(err, "2 OpenMP threads bound one per CPU"), "stderr: %s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run_spruce("OMP_NUM_THREADS=2 SPRUCE_NO_BIND=1", args, &out, &err), 0);
+    cr_assert(!strstr(err, "bound one per CPU"), "stderr: %s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run_spruce("OMP_NUM_THREADS=2 OMP_PROC_BIND=false", args, &out, &err), 0);
+    cr_assert(!strstr(err, "bound one per CPU"), "stderr: %s", err);
+    free(out);
+    free(err);
+}
+
 Test(bench, nm_table_and_unknown_isa)
 {
     char *out, *err;

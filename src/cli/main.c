@@ -35,6 +35,12 @@ static void usage(FILE *f)
     for (i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "  %-7s %s\n", "help", "this message, or 'help <command>' for one command");
+    fprintf(f, "\nenvironment:\n"
+               "  SPRUCE_VERBOSE=1    as --verbose\n"
+               "  SPRUCE_ISA=I        force the sparse kernels' instruction set: scalar, avx2, avx512\n"
+               "  SPRUCE_NO_REEXEC=1  do not run again with OPENBLAS_CORETYPE and OMP_WAIT_POLICY set\n"
+               "  SPRUCE_NO_BIND=1    do not bind threads one per CPU (also skipped when OMP_PROC_BIND,\n"
+               "                      OMP_PLACES or GOMP_CPU_AFFINITY is set)\n");
 }
 
 int main(int argc, char **argv)
