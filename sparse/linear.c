@@ -115,6 +115,7 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
     spruce_linear *lin = NULL;
     float *X = NULL, *Y = NULL;
     int rc = 0, f, b, i, maxb = 1, used[4] = {0, 0, 0, 0};
+    double times[SPRUCE_LINEAR_MAX_BATCHES][4], allowed[SPRUCE_LINEAR_MAX_BATCHES];
     if (out)
         *out = NULL;
     if (!W || !out)
@@ -200,8 +201,10 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
              * it too; each keeps its fastest run: other programs only ever add
              * time. */
             const int bs = lin->batches[b];
-            double best[4] = {1e300, 1e300, 1e300, 1e300}, win;
+            double *best = times[b], win;
             int r;
+            for (f = 0; f < 4; f++)
+                best[f] = 1e300;
             for (r = -1; r < o.reps; r++)
                 for (f = SPRUCE_FMT_DENSE; f <= SPRUCE_FMT_NM; f++) {
                     double t0;
@@ -229,6 +232,7 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
              * stream of products by up to a quarter (BENCHMARKS.md). */
             lin->choice[b] = SPRUCE_FMT_DENSE;
             win = best[SPRUCE_FMT_DENSE] * (bs == 1 ? 0.97 : 0.7);
+            allowed[b] = win; /* what a sparse format has to beat at this batch */
             for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
                 if (lin->sp[f] && best[f] < win) {
                     win = best[f];
@@ -256,6 +260,26 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
             }
         }
     }
+    /* Fewer copies of the weights: each representation kept is a full copy
+     * (N:M for batch 1 plus compressed rows for batch 16 would take more
+     * memory than dense).  A larger batch size reuses the sparse format of a
+     * smaller one when that format timed at most 20% slower than the best at
+     * the larger size and still beat dense there. */
+    if (o.format < 0)
+        for (b = 1; b < lin->nbatches; b++) {
+            const int c = lin->choice[b];
+            int k;
+            if (c == SPRUCE_FMT_DENSE)
+                continue;
+            for (k = 0; k < b; k++) {
+                const int f2 = lin->choice[k];
+                if (f2 != SPRUCE_FMT_DENSE && f2 != c && times[b][f2] <= 1.2 * times[b][c] &&
+                    times[b][f2] < allowed[b]) {
+                    lin->choice[b] = f2;
+                    break;
+                }
+            }
+        }
     /* Keep only what was chosen. */
     for (b = 0; b < lin->nbatches; b++)
         used[lin->choice[b]] = 1;
