@@ -25,6 +25,11 @@
 /* Rows per block of the blocked CSR product (see csr_spmm_avx512.c). */
 #define SPRUCE__RB 16
 
+/* Bitmask and N:M matrices wider than this many columns are stored as column
+ * blocks of at most this width, each a matrix of its own (see pack.c). */
+#define SPRUCE__BLOCK_COLS 8192
+#define SPRUCE__MAX_BLOCKS 64
+
 struct spruce_sparse {
     int format;        /* SPRUCE_FMT_CSR, _BITMASK, _NM */
     int rows, cols;
@@ -46,6 +51,13 @@ struct spruce_sparse {
     /* BITMASK and NM: bit j of word w of row i is column 64 w + j */
     int wpr;           /* words per row = ceil(cols / 64) */
     uint64_t *bits;    /* (rows, wpr) */
+    /* Column blocks (bitmask and N:M wider than SPRUCE__BLOCK_COLS): block b
+     * holds columns [col0[b], col0[b] + blk[b]->cols) with its own values and
+     * bits; then val, bits, woff are NULL and rowptr holds the rows' total
+     * counts (for the row split only).  Kernels only ever see the blocks. */
+    int nblk;
+    int col0[SPRUCE__MAX_BLOCKS];
+    struct spruce_sparse *blk[SPRUCE__MAX_BLOCKS];
 };
 
 /* A kernel computes rows [r0, r1) of Y = A X, X (cols, batch), Y (rows, batch). */

@@ -292,6 +292,47 @@ Test(pack, nnz_and_bytes_follow_the_format)
     free(W);
 }
 
+/* Bitmask and N:M matrices wider than SPRUCE__BLOCK_COLS are column blocks of
+ * widths that keep N:M groups whole; packing, unpacking, counts and errors see
+ * one matrix. */
+Test(pack, wide_bitmask_and_nm_are_column_blocks)
+{
+    const int rows = 3, cols = 2 * SPRUCE__BLOCK_COLS + 100; /* not a multiple of 64 or 6 */
+    float *W = make_matrix(rows, cols, 0.0, 21), *U = malloc(sizeof *U * rows * cols);
+    spruce_pack_opts bm = {SPRUCE_FMT_BITMASK, 0, 0, 2}, nm = {SPRUCE_FMT_NM, 2, 6, 2};
+    spruce_sparse *A;
+    int64_t i, nz = 0;
+    int b;
+    make_nm(W, rows, cols, 2, 6);
+    for (i = 0; i < (int64_t)rows * cols; i++)
+        nz += W[i] != 0.0f;
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(spruce_sparse_pack(W, NULL, rows, cols, k ? &nm : &bm, &A), 0, "%s",
+                     spruce_errdetail());
+        cr_assert_eq(A->nblk, 3);
+        for (b = 0; b < A->nblk; b++) {
+            cr_assert(A->blk[b]->cols <= SPRUCE__BLOCK_COLS);
+            cr_assert_eq(A->col0[b] % (k ? 192 : 64), 0, "block %d starts at column %d", b,
+                         A->col0[b]);
+        }
+        cr_assert_eq(A->col0[2] + A->blk[2]->cols, cols);
+        if (!k)
+            cr_assert_eq(spruce_sparse_nnz(A), nz);
+        cr_assert_eq(spruce_sparse_unpack(A, U), 0);
+        cr_assert_eq(memcmp(U, W, sizeof *U * rows * cols), 0);
+        spruce_sparse_free(A);
+    }
+    /* a group of the last block that keeps 3 of 6: named by its global columns */
+    W[(int64_t)2 * cols + 12000] = 1.0f;
+    W[(int64_t)2 * cols + 12001] = 1.0f;
+    W[(int64_t)2 * cols + 12002] = 1.0f;
+    cr_assert_eq(spruce_sparse_pack(W, NULL, rows, cols, &nm, &A), SPRUCE_EPATTERN);
+    cr_assert(strstr(spruce_errdetail(), "row 2, group 2000 (columns 12000..12005)"), "%s",
+              spruce_errdetail());
+    free(W);
+    free(U);
+}
+
 Test(pack, wide_rows_use_32_bit_indices)
 {
     const int rows = 2, cols = 65537;
