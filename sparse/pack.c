@@ -11,248 +11,252 @@
 
 static const char *const format_names[4] = {"dense", "csr", "bitmask", "nm"};
 
-const char *spruce_format_name(int format) {
-  return format >= 0 && format < 4 ? format_names[format] : "?";
+const char *spruce_format_name(int format)
+{
+    return format >= 0 && format < 4 ? format_names[format] : "?";
 }
 
-int spruce_format_parse(const char *s) {
-  int i;
-  for (i = 0; s && i < 4; i++)
-    if (!strcmp(s, format_names[i]))
-      return i;
-  return -1;
+int spruce_format_parse(const char *s)
+{
+    int i;
+    for (i = 0; s && i < 4; i++)
+        if (!strcmp(s, format_names[i]))
+            return i;
+    return -1;
 }
 
-void spruce_sparse_free(spruce_sparse *A) {
-  int b;
-  if (!A)
-    return;
-  for (b = 0; b < A->nblk; b++)
-    spruce_sparse_free(A->blk[b]);
-  free(A->split);
-  free(A->rowptr);
-  free(A->val);
-  free(A->idx16);
-  free(A->idx32);
-  free(A->woff);
-  free(A->bits);
-  free(A);
+void spruce_sparse_free(spruce_sparse *A)
+{
+    int b;
+    if (!A)
+        return;
+    for (b = 0; b < A->nblk; b++)
+        spruce_sparse_free(A->blk[b]);
+    free(A->split);
+    free(A->rowptr);
+    free(A->val);
+    free(A->idx16);
+    free(A->idx32);
+    free(A->woff);
+    free(A->bits);
+    free(A);
 }
 
-static inline int kept(const float *W, const uint8_t *mask, int64_t at) {
-  return mask ? mask[at] != 0 : W[at] != 0.0f;
+static inline int kept(const float *W, const uint8_t *mask, int64_t at)
+{
+    return mask ? mask[at] != 0 : W[at] != 0.0f;
 }
 
 /* Row boundaries for each thread so that every thread gets about the same
  * cost, a row costing its stored values plus a fixed overhead. */
-static void balance(spruce_sparse *A, int64_t row_overhead) {
-  const int T = A->nsplit;
-  int64_t total = A->nnz + row_overhead * A->rows, acc = 0;
-  int t = 1, i;
-  A->split[0] = 0;
-  for (i = 0; i < A->rows && t < T; i++) {
-    acc += A->rowptr[i + 1] - A->rowptr[i] + row_overhead;
-    while (t < T && acc * T >= total * t)
-      A->split[t++] = i + 1;
-  }
-  while (t <= T)
-    A->split[t++] = A->rows;
+static void balance(spruce_sparse *A, int64_t row_overhead)
+{
+    const int T = A->nsplit;
+    int64_t total = A->nnz + row_overhead * A->rows, acc = 0;
+    int t = 1, i;
+    A->split[0] = 0;
+    for (i = 0; i < A->rows && t < T; i++) {
+        acc += A->rowptr[i + 1] - A->rowptr[i] + row_overhead;
+        while (t < T && acc * T >= total * t)
+            A->split[t++] = i + 1;
+    }
+    while (t <= T)
+        A->split[t++] = A->rows;
 }
 
 /* Check the N:M pattern and count the values each row stores. */
-static int nm_count(const float *W, const uint8_t *mask, int rows, int cols,
-                    int64_t ld, int col0, int n, int m, int64_t *per_row) {
-  const int groups = (cols + m - 1) / m;
-  int i, g, j;
-  for (i = 0; i < rows; i++) {
-    int64_t stored = 0;
-    for (g = 0; g < groups; g++) {
-      const int c0 = g * m, c1 = c0 + m < cols ? c0 + m : cols;
-      int cnt = 0;
-      for (j = c0; j < c1; j++)
-        cnt += kept(W, mask, (int64_t)i * ld + j);
-      if (cnt > n)
-        return spruce__seterr(
-            SPRUCE_EPATTERN,
-            "row %d, group %d (columns %d..%d): %d weights kept, the "
-            "%d:%d pattern allows at most %d",
-            i, (col0 + c0) / m, col0 + c0, col0 + c1 - 1, cnt, n, m, n);
-      stored += c1 - c0 < n ? c1 - c0 : n;
+static int nm_count(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
+                    int n, int m, int64_t *per_row)
+{
+    const int groups = (cols + m - 1) / m;
+    int i, g, j;
+    for (i = 0; i < rows; i++) {
+        int64_t stored = 0;
+        for (g = 0; g < groups; g++) {
+            const int c0 = g * m, c1 = c0 + m < cols ? c0 + m : cols;
+            int cnt = 0;
+            for (j = c0; j < c1; j++)
+                cnt += kept(W, mask, (int64_t)i * ld + j);
+            if (cnt > n)
+                return spruce__seterr(SPRUCE_EPATTERN,
+                                      "row %d, group %d (columns %d..%d): %d weights kept, the "
+                                      "%d:%d pattern allows at most %d",
+                                      i, (col0 + c0) / m, col0 + c0, col0 + c1 - 1, cnt, n, m, n);
+            stored += c1 - c0 < n ? c1 - c0 : n;
+        }
+        per_row[i] = stored;
     }
-    per_row[i] = stored;
-  }
-  return 0;
+    return 0;
 }
 
 /* Pack columns [col0, col0 + cols) of W, whose rows are ld floats apart (mask
  * alike), as one matrix. */
-static int pack_one(const float *W, const uint8_t *mask, int rows, int cols,
-                    int64_t ld, int col0, const spruce_pack_opts *opts,
-                    spruce_sparse **out) {
-  spruce_sparse *A = NULL;
-  int64_t *cnt = NULL;
-  int rc = 0, i;
-  *out = NULL;
-  W += col0;
-  if (mask)
-    mask += col0;
+static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
+                    const spruce_pack_opts *opts, spruce_sparse **out)
+{
+    spruce_sparse *A = NULL;
+    int64_t *cnt = NULL;
+    int rc = 0, i;
+    *out = NULL;
+    W += col0;
+    if (mask)
+        mask += col0;
 
-  A = calloc(1, sizeof *A);
-  cnt = malloc(sizeof *cnt * rows);
-  if (!A || !cnt)
-    goto nomem;
-  A->format = opts->format;
-  A->rows = rows;
-  A->cols = cols;
-  A->n = opts->n;
-  A->m = opts->m;
-  A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
-  A->wpr = (cols + 63) / 64;
-  A->idx_bits = cols <= 65536 ? 16 : 32;
+    A = calloc(1, sizeof *A);
+    cnt = malloc(sizeof *cnt * rows);
+    if (!A || !cnt)
+        goto nomem;
+    A->format = opts->format;
+    A->rows = rows;
+    A->cols = cols;
+    A->n = opts->n;
+    A->m = opts->m;
+    A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
+    A->wpr = (cols + 63) / 64;
+    A->idx_bits = cols <= 65536 ? 16 : 32;
 
-  if (A->format == SPRUCE_FMT_NM) {
-    if ((rc = nm_count(W, mask, rows, cols, ld, col0, A->n, A->m, cnt)) < 0)
-      goto done;
-  } else {
+    if (A->format == SPRUCE_FMT_NM) {
+        if ((rc = nm_count(W, mask, rows, cols, ld, col0, A->n, A->m, cnt)) < 0)
+            goto done;
+    } else {
 #pragma omp parallel for schedule(static)
-    for (i = 0; i < rows; i++) {
-      int64_t c = 0;
-      int k;
-      for (k = 0; k < cols; k++)
-        c += kept(W, mask, (int64_t)i * ld + k);
-      cnt[i] = c;
-    }
-  }
-  A->rowptr = malloc(sizeof *A->rowptr * (rows + 1));
-  A->nsplit = A->nthreads == 1 ? 1 : A->nthreads * SPRUCE__PARTS;
-  {
-    int64_t total = 0, most;
-    for (i = 0; i < rows; i++)
-      total += cnt[i];
-    most = total / SPRUCE__PART_MIN;
-    if (most < A->nthreads)
-      most = A->nthreads;
-    if (A->nsplit > most)
-      A->nsplit = (int)most;
-  }
-  if (A->nsplit > rows)
-    A->nsplit = rows;
-  A->split = malloc(sizeof *A->split * (A->nsplit + 1));
-  if (!A->rowptr || !A->split)
-    goto nomem;
-  A->rowptr[0] = 0;
-  for (i = 0; i < rows; i++)
-    A->rowptr[i + 1] = A->rowptr[i] + cnt[i];
-  A->nnz = A->rowptr[rows];
-  A->val = calloc(A->nnz + SPRUCE__PAD, sizeof *A->val);
-  if (!A->val)
-    goto nomem;
-
-  if (A->format == SPRUCE_FMT_CSR) {
-    if (A->idx_bits == 16)
-      A->idx16 = malloc(sizeof *A->idx16 * (A->nnz + 1));
-    else
-      A->idx32 = malloc(sizeof *A->idx32 * (A->nnz + 1));
-    if (!A->idx16 && !A->idx32)
-      goto nomem;
-#pragma omp parallel for schedule(static)
-    for (i = 0; i < rows; i++) {
-      int64_t p = A->rowptr[i];
-      int j;
-      for (j = 0; j < cols; j++) {
-        int64_t at = (int64_t)i * ld + j;
-        if (!kept(W, mask, at))
-          continue;
-        A->val[p] = W[at];
-        if (A->idx16)
-          A->idx16[p] = (uint16_t)j;
-        else
-          A->idx32[p] = (uint32_t)j;
-        p++;
-      }
-    }
-    A->nwin = (cols + SPRUCE__WIN - 1) / SPRUCE__WIN;
-    if (!(A->woff = malloc(sizeof *A->woff * (size_t)rows * (A->nwin + 1))))
-      goto nomem;
-#pragma omp parallel for schedule(static)
-    for (i = 0; i < rows; i++) {
-      uint32_t *wo = A->woff + (int64_t)i * (A->nwin + 1);
-      int64_t p = A->rowptr[i], e = A->rowptr[i + 1];
-      int w;
-      for (w = 0; w < A->nwin; w++) {
-        wo[w] = (uint32_t)(p - A->rowptr[i]);
-        while (p < e && (int64_t)(A->idx16 ? A->idx16[p] : A->idx32[p]) <
-                            (int64_t)(w + 1) * SPRUCE__WIN)
-          p++;
-      }
-      wo[A->nwin] = (uint32_t)(e - A->rowptr[i]);
-    }
-    balance(A, 8);
-  } else {
-    A->bits = calloc((size_t)rows * A->wpr, sizeof *A->bits);
-    if (!A->bits)
-      goto nomem;
-#pragma omp parallel for schedule(static)
-    for (i = 0; i < rows; i++) {
-      uint64_t *bits = A->bits + (int64_t)i * A->wpr;
-      float *v = A->val + A->rowptr[i];
-      int j, g;
-      if (A->format == SPRUCE_FMT_BITMASK) {
-        for (j = 0; j < cols; j++) {
-          int64_t at = (int64_t)i * ld + j;
-          if (kept(W, mask, at)) {
-            bits[j / 64] |= 1ull << (j % 64);
-            *v++ = W[at];
-          }
+        for (i = 0; i < rows; i++) {
+            int64_t c = 0;
+            int k;
+            for (k = 0; k < cols; k++)
+                c += kept(W, mask, (int64_t)i * ld + k);
+            cnt[i] = c;
         }
-        continue;
-      }
-      /* N:M: exactly min(n, group width) slots per group, the kept weights
-       * first, topped up with the lowest pruned positions (value 0). */
-      for (g = 0; g * A->m < cols; g++) {
-        const int c0 = g * A->m, c1 = c0 + A->m < cols ? c0 + A->m : cols;
-        int want = c1 - c0 < A->n ? c1 - c0 : A->n, have = 0;
-        uint64_t sel = 0;
-        for (j = c0; j < c1; j++)
-          if (kept(W, mask, (int64_t)i * ld + j)) {
-            sel |= 1ull << (j - c0);
-            have++;
-          }
-        for (j = c0; j < c1 && have < want; j++)
-          if (!(sel >> (j - c0) & 1)) {
-            sel |= 1ull << (j - c0);
-            have++;
-          }
-        for (j = c0; j < c1; j++)
-          if (sel >> (j - c0) & 1) {
-            int64_t at = (int64_t)i * ld + j;
-            bits[j / 64] |= 1ull << (j % 64);
-            *v++ = kept(W, mask, at) ? W[at] : 0.0f;
-          }
-      }
     }
-    balance(A, A->wpr * 4);
-  }
-  *out = A;
-  A = NULL;
-  goto done;
+    A->rowptr = malloc(sizeof *A->rowptr * (rows + 1));
+    A->nsplit = A->nthreads == 1 ? 1 : A->nthreads * SPRUCE__PARTS;
+    {
+        int64_t total = 0, most;
+        for (i = 0; i < rows; i++)
+            total += cnt[i];
+        most = total / SPRUCE__PART_MIN;
+        if (most < A->nthreads)
+            most = A->nthreads;
+        if (A->nsplit > most)
+            A->nsplit = (int)most;
+    }
+    if (A->nsplit > rows)
+        A->nsplit = rows;
+    A->split = malloc(sizeof *A->split * (A->nsplit + 1));
+    if (!A->rowptr || !A->split)
+        goto nomem;
+    A->rowptr[0] = 0;
+    for (i = 0; i < rows; i++)
+        A->rowptr[i + 1] = A->rowptr[i] + cnt[i];
+    A->nnz = A->rowptr[rows];
+    A->val = calloc(A->nnz + SPRUCE__PAD, sizeof *A->val);
+    if (!A->val)
+        goto nomem;
+
+    if (A->format == SPRUCE_FMT_CSR) {
+        if (A->idx_bits == 16)
+            A->idx16 = malloc(sizeof *A->idx16 * (A->nnz + 1));
+        else
+            A->idx32 = malloc(sizeof *A->idx32 * (A->nnz + 1));
+        if (!A->idx16 && !A->idx32)
+            goto nomem;
+#pragma omp parallel for schedule(static)
+        for (i = 0; i < rows; i++) {
+            int64_t p = A->rowptr[i];
+            int j;
+            for (j = 0; j < cols; j++) {
+                int64_t at = (int64_t)i * ld + j;
+                if (!kept(W, mask, at))
+                    continue;
+                A->val[p] = W[at];
+                if (A->idx16)
+                    A->idx16[p] = (uint16_t)j;
+                else
+                    A->idx32[p] = (uint32_t)j;
+                p++;
+            }
+        }
+        A->nwin = (cols + SPRUCE__WIN - 1) / SPRUCE__WIN;
+        if (!(A->woff = malloc(sizeof *A->woff * (size_t)rows * (A->nwin + 1))))
+            goto nomem;
+#pragma omp parallel for schedule(static)
+        for (i = 0; i < rows; i++) {
+            uint32_t *wo = A->woff + (int64_t)i * (A->nwin + 1);
+            int64_t p = A->rowptr[i], e = A->rowptr[i + 1];
+            int w;
+            for (w = 0; w < A->nwin; w++) {
+                wo[w] = (uint32_t)(p - A->rowptr[i]);
+                while (p < e && (int64_t)(A->idx16 ? A->idx16[p] : A->idx32[p]) < (int64_t)(w + 1) * SPRUCE__WIN)
+                    p++;
+            }
+            wo[A->nwin] = (uint32_t)(e - A->rowptr[i]);
+        }
+        balance(A, 8);
+    } else {
+        A->bits = calloc((size_t)rows * A->wpr, sizeof *A->bits);
+        if (!A->bits)
+            goto nomem;
+#pragma omp parallel for schedule(static)
+        for (i = 0; i < rows; i++) {
+            uint64_t *bits = A->bits + (int64_t)i * A->wpr;
+            float *v = A->val + A->rowptr[i];
+            int j, g;
+            if (A->format == SPRUCE_FMT_BITMASK) {
+                for (j = 0; j < cols; j++) {
+                    int64_t at = (int64_t)i * ld + j;
+                    if (kept(W, mask, at)) {
+                        bits[j / 64] |= 1ull << (j % 64);
+                        *v++ = W[at];
+                    }
+                }
+                continue;
+            }
+            /* N:M: exactly min(n, group width) slots per group, the kept weights
+             * first, topped up with the lowest pruned positions (value 0). */
+            for (g = 0; g * A->m < cols; g++) {
+                const int c0 = g * A->m, c1 = c0 + A->m < cols ? c0 + A->m : cols;
+                int want = c1 - c0 < A->n ? c1 - c0 : A->n, have = 0;
+                uint64_t sel = 0;
+                for (j = c0; j < c1; j++)
+                    if (kept(W, mask, (int64_t)i * ld + j)) {
+                        sel |= 1ull << (j - c0);
+                        have++;
+                    }
+                for (j = c0; j < c1 && have < want; j++)
+                    if (!(sel >> (j - c0) & 1)) {
+                        sel |= 1ull << (j - c0);
+                        have++;
+                    }
+                for (j = c0; j < c1; j++)
+                    if (sel >> (j - c0) & 1) {
+                        int64_t at = (int64_t)i * ld + j;
+                        bits[j / 64] |= 1ull << (j % 64);
+                        *v++ = kept(W, mask, at) ? W[at] : 0.0f;
+                    }
+            }
+        }
+        balance(A, A->wpr * 4);
+    }
+    *out = A;
+    A = NULL;
+    goto done;
 nomem:
-  rc =
-      spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) matrix", rows, cols);
+    rc = spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) matrix", rows, cols);
 done:
-  free(cnt);
-  spruce_sparse_free(A);
-  return rc;
+    free(cnt);
+    spruce_sparse_free(A);
+    return rc;
 }
 
 /* Greatest common divisor, for the block width. */
-static int gcd(int a, int b) {
-  while (b) {
-    int t = a % b;
-    a = b;
-    b = t;
-  }
-  return a;
+static int gcd(int a, int b)
+{
+    while (b) {
+        int t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
 }
 
 /* Bitmask and N:M matrices wider than SPRUCE__BLOCK_COLS columns are packed as
@@ -265,198 +269,191 @@ static int gcd(int a, int b) {
  * separate streams, and were slower still.  Block widths are multiples of 64
  * and of M, so that no N:M group straddles two blocks. */
 static int pack_blocks(const float *W, const uint8_t *mask, int rows, int cols,
-                       const spruce_pack_opts *opts, spruce_sparse **out) {
-  const int unit =
-      opts->format == SPRUCE_FMT_NM ? 64 / gcd(64, opts->m) * opts->m : 64;
-  int nblk = (cols + SPRUCE__BLOCK_COLS - 1) / SPRUCE__BLOCK_COLS, width, b, i,
-      rc = 0;
-  spruce_sparse *A = calloc(1, sizeof *A);
-  if (!A)
-    goto nomem;
-  width = (cols + nblk - 1) / nblk;
-  width = (width + unit - 1) / unit * unit;
-  A->format = opts->format;
-  A->rows = rows;
-  A->cols = cols;
-  A->n = opts->n;
-  A->m = opts->m;
-  A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
-  A->wpr = (cols + 63) / 64;
-  A->idx_bits = cols <= 65536 ? 16 : 32;
-  for (b = 0; b * width < cols; b++) {
-    const int c0 = b * width, w = cols - c0 < width ? cols - c0 : width;
-    A->col0[b] = c0;
-    if ((rc = pack_one(W, mask, rows, w, cols, c0, opts, &A->blk[b])) < 0)
-      goto done;
-    A->nblk = b + 1;
-    A->nnz += A->blk[b]->nnz;
-  }
-  /* The row split of the whole, from the rows' total counts. */
-  if (!(A->rowptr = malloc(sizeof *A->rowptr * (rows + 1))))
-    goto nomem;
-  A->rowptr[0] = 0;
-  for (i = 0; i < rows; i++) {
-    int64_t c = 0;
-    for (b = 0; b < A->nblk; b++)
-      c += A->blk[b]->rowptr[i + 1] - A->blk[b]->rowptr[i];
-    A->rowptr[i + 1] = A->rowptr[i] + c;
-  }
-  A->nsplit = A->blk[0]->nsplit;
-  if (!(A->split = malloc(sizeof *A->split * (A->nsplit + 1))))
-    goto nomem;
-  balance(A, A->wpr * 4);
-  *out = A;
-  return 0;
+                       const spruce_pack_opts *opts, spruce_sparse **out)
+{
+    const int unit = opts->format == SPRUCE_FMT_NM ? 64 / gcd(64, opts->m) * opts->m : 64;
+    int nblk = (cols + SPRUCE__BLOCK_COLS - 1) / SPRUCE__BLOCK_COLS, width, b, i, rc = 0;
+    spruce_sparse *A = calloc(1, sizeof *A);
+    if (!A)
+        goto nomem;
+    width = (cols + nblk - 1) / nblk;
+    width = (width + unit - 1) / unit * unit;
+    A->format = opts->format;
+    A->rows = rows;
+    A->cols = cols;
+    A->n = opts->n;
+    A->m = opts->m;
+    A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
+    A->wpr = (cols + 63) / 64;
+    A->idx_bits = cols <= 65536 ? 16 : 32;
+    for (b = 0; b * width < cols; b++) {
+        const int c0 = b * width, w = cols - c0 < width ? cols - c0 : width;
+        A->col0[b] = c0;
+        if ((rc = pack_one(W, mask, rows, w, cols, c0, opts, &A->blk[b])) < 0)
+            goto done;
+        A->nblk = b + 1;
+        A->nnz += A->blk[b]->nnz;
+    }
+    /* The row split of the whole, from the rows' total counts. */
+    if (!(A->rowptr = malloc(sizeof *A->rowptr * (rows + 1))))
+        goto nomem;
+    A->rowptr[0] = 0;
+    for (i = 0; i < rows; i++) {
+        int64_t c = 0;
+        for (b = 0; b < A->nblk; b++)
+            c += A->blk[b]->rowptr[i + 1] - A->blk[b]->rowptr[i];
+        A->rowptr[i + 1] = A->rowptr[i] + c;
+    }
+    A->nsplit = A->blk[0]->nsplit;
+    if (!(A->split = malloc(sizeof *A->split * (A->nsplit + 1))))
+        goto nomem;
+    balance(A, A->wpr * 4);
+    *out = A;
+    return 0;
 nomem:
-  rc =
-      spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) matrix", rows, cols);
+    rc = spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) matrix", rows, cols);
 done:
-  spruce_sparse_free(A);
-  return rc;
+    spruce_sparse_free(A);
+    return rc;
 }
 
 int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
-                       const spruce_pack_opts *opts, spruce_sparse **out) {
-  if (out)
-    *out = NULL;
-  if (!W || !opts || !out)
-    return spruce__seterr(SPRUCE_EINVAL, "sparse pack: NULL %s",
-                          !W      ? "matrix"
-                          : !opts ? "options"
-                                  : "output");
-  if (rows <= 0 || cols <= 0)
-    return spruce__seterr(
-        SPRUCE_ESHAPE, "sparse pack: expected rows, cols >= 1, found (%d, %d)",
-        rows, cols);
-  if (opts->format != SPRUCE_FMT_CSR && opts->format != SPRUCE_FMT_BITMASK &&
-      opts->format != SPRUCE_FMT_NM)
-    return spruce__seterr(SPRUCE_EINVAL,
-                          "sparse pack: format %d is not csr, bitmask or nm",
-                          opts->format);
-  if (opts->format == SPRUCE_FMT_NM &&
-      !(opts->n > 0 && opts->n < opts->m && opts->m <= 64))
-    return spruce__seterr(
-        SPRUCE_EINVAL,
-        "sparse pack: N:M pattern %d:%d, expected 0 < N < M <= 64", opts->n,
-        opts->m);
-  if (opts->nthreads < 0)
-    return spruce__seterr(SPRUCE_EINVAL, "sparse pack: %d threads",
-                          opts->nthreads);
+                       const spruce_pack_opts *opts, spruce_sparse **out)
+{
+    if (out)
+        *out = NULL;
+    if (!W || !opts || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: NULL %s",
+                              !W      ? "matrix"
+                              : !opts ? "options"
+                                      : "output");
+    if (rows <= 0 || cols <= 0)
+        return spruce__seterr(SPRUCE_ESHAPE,
+                              "sparse pack: expected rows, cols >= 1, found (%d, %d)", rows, cols);
+    if (opts->format != SPRUCE_FMT_CSR && opts->format != SPRUCE_FMT_BITMASK &&
+        opts->format != SPRUCE_FMT_NM)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: format %d is not csr, bitmask or nm",
+                              opts->format);
+    if (opts->format == SPRUCE_FMT_NM && !(opts->n > 0 && opts->n < opts->m && opts->m <= 64))
+        return spruce__seterr(SPRUCE_EINVAL,
+                              "sparse pack: N:M pattern %d:%d, expected 0 < N < M <= 64", opts->n,
+                              opts->m);
+    if (opts->nthreads < 0)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: %d threads", opts->nthreads);
 
-  if (opts->format != SPRUCE_FMT_CSR && cols > SPRUCE__BLOCK_COLS &&
-      cols <= SPRUCE__BLOCK_COLS * SPRUCE__MAX_BLOCKS / 2)
-    return pack_blocks(W, mask, rows, cols, opts, out);
-  return pack_one(W, mask, rows, cols, cols, 0, opts, out);
+    if (opts->format != SPRUCE_FMT_CSR && cols > SPRUCE__BLOCK_COLS &&
+        cols <= SPRUCE__BLOCK_COLS * SPRUCE__MAX_BLOCKS / 2)
+        return pack_blocks(W, mask, rows, cols, opts, out);
+    return pack_one(W, mask, rows, cols, cols, 0, opts, out);
 }
 
 /* W (rows, ld) receives columns [0, A->cols) of A. */
-static void unpack_one(const spruce_sparse *A, float *W, int64_t ld) {
-  int i, j, w;
-  for (i = 0; i < A->rows; i++) {
-    float *row = W + (int64_t)i * ld;
-    int64_t p = A->rowptr[i];
-    if (A->format == SPRUCE_FMT_CSR) {
-      for (; p < A->rowptr[i + 1]; p++)
-        row[A->idx16 ? A->idx16[p] : A->idx32[p]] = A->val[p];
-      continue;
+static void unpack_one(const spruce_sparse *A, float *W, int64_t ld)
+{
+    int i, j, w;
+    for (i = 0; i < A->rows; i++) {
+        float *row = W + (int64_t)i * ld;
+        int64_t p = A->rowptr[i];
+        if (A->format == SPRUCE_FMT_CSR) {
+            for (; p < A->rowptr[i + 1]; p++)
+                row[A->idx16 ? A->idx16[p] : A->idx32[p]] = A->val[p];
+            continue;
+        }
+        for (w = 0; w < A->wpr; w++) {
+            uint64_t b = A->bits[(int64_t)i * A->wpr + w];
+            while (b) {
+                j = 64 * w + __builtin_ctzll(b);
+                row[j] = A->val[p++];
+                b &= b - 1;
+            }
+        }
     }
-    for (w = 0; w < A->wpr; w++) {
-      uint64_t b = A->bits[(int64_t)i * A->wpr + w];
-      while (b) {
-        j = 64 * w + __builtin_ctzll(b);
-        row[j] = A->val[p++];
-        b &= b - 1;
-      }
-    }
-  }
 }
 
-int spruce_sparse_unpack(const spruce_sparse *A, float *W) {
-  int b;
-  if (!A || !W)
-    return spruce__seterr(SPRUCE_EINVAL, "sparse unpack: NULL %s",
-                          !A ? "matrix" : "output");
-  memset(W, 0, sizeof *W * (size_t)A->rows * A->cols);
-  if (!A->nblk)
-    unpack_one(A, W, A->cols);
-  for (b = 0; b < A->nblk; b++)
-    unpack_one(A->blk[b], W + A->col0[b], A->cols);
-  return 0;
+int spruce_sparse_unpack(const spruce_sparse *A, float *W)
+{
+    int b;
+    if (!A || !W)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse unpack: NULL %s", !A ? "matrix" : "output");
+    memset(W, 0, sizeof *W * (size_t)A->rows * A->cols);
+    if (!A->nblk)
+        unpack_one(A, W, A->cols);
+    for (b = 0; b < A->nblk; b++)
+        unpack_one(A->blk[b], W + A->col0[b], A->cols);
+    return 0;
 }
 
 int spruce_sparse_format(const spruce_sparse *A) { return A ? A->format : -1; }
 int spruce_sparse_rows(const spruce_sparse *A) { return A ? A->rows : 0; }
 int spruce_sparse_cols(const spruce_sparse *A) { return A ? A->cols : 0; }
 int64_t spruce_sparse_nnz(const spruce_sparse *A) { return A ? A->nnz : 0; }
-int spruce_sparse_index_bits(const spruce_sparse *A) {
-  return A && A->format == SPRUCE_FMT_CSR ? A->idx_bits : 0;
+int spruce_sparse_index_bits(const spruce_sparse *A)
+{
+    return A && A->format == SPRUCE_FMT_CSR ? A->idx_bits : 0;
 }
 
-size_t spruce_sparse_bytes(const spruce_sparse *A) {
-  size_t b;
-  int k;
-  if (!A)
-    return 0;
-  if (A->nblk) {
-    for (b = 0, k = 0; k < A->nblk; k++)
-      b += spruce_sparse_bytes(A->blk[k]);
+size_t spruce_sparse_bytes(const spruce_sparse *A)
+{
+    size_t b;
+    int k;
+    if (!A)
+        return 0;
+    if (A->nblk) {
+        for (b = 0, k = 0; k < A->nblk; k++)
+            b += spruce_sparse_bytes(A->blk[k]);
+        return b;
+    }
+    b = (size_t)A->nnz * sizeof(float) + (size_t)(A->rows + 1) * sizeof(int64_t);
+    if (A->format == SPRUCE_FMT_CSR)
+        b += (size_t)A->nnz * (A->idx_bits / 8); /* (woff is read only for batch > 1) */
+    else
+        b += (size_t)A->rows * A->wpr * sizeof(uint64_t);
     return b;
-  }
-  b = (size_t)A->nnz * sizeof(float) + (size_t)(A->rows + 1) * sizeof(int64_t);
-  if (A->format == SPRUCE_FMT_CSR)
-    b += (size_t)A->nnz *
-         (A->idx_bits / 8); /* (woff is read only for batch > 1) */
-  else
-    b += (size_t)A->rows * A->wpr * sizeof(uint64_t);
-  return b;
 }
 
 /* Rows [r0, r1) of Y = A X; with column blocks, block 0 writes Y and each
  * further block adds its product (computed into the same rows of T). */
-static void mul_rows(const spruce_sparse *A, spruce__kernel k, const float *X,
-                     int batch, float *Y, float *T, int r0, int r1) {
-  int b;
-  int64_t i;
-  if (!A->nblk) {
-    k(A, X, batch, Y, r0, r1);
-    return;
-  }
-  k(A->blk[0], X, batch, Y, r0, r1);
-  for (b = 1; b < A->nblk; b++) {
-    k(A->blk[b], X + (int64_t)A->col0[b] * batch, batch, T, r0, r1);
-    for (i = (int64_t)r0 * batch; i < (int64_t)r1 * batch; i++)
-      Y[i] += T[i];
-  }
+static void mul_rows(const spruce_sparse *A, spruce__kernel k, const float *X, int batch, float *Y,
+                     float *T, int r0, int r1)
+{
+    int b;
+    int64_t i;
+    if (!A->nblk) {
+        k(A, X, batch, Y, r0, r1);
+        return;
+    }
+    k(A->blk[0], X, batch, Y, r0, r1);
+    for (b = 1; b < A->nblk; b++) {
+        k(A->blk[b], X + (int64_t)A->col0[b] * batch, batch, T, r0, r1);
+        for (i = (int64_t)r0 * batch; i < (int64_t)r1 * batch; i++)
+            Y[i] += T[i];
+    }
 }
 
-int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch,
-                      float *Y) {
-  const spruce__kernel_table *tab;
-  spruce__kernel k;
-  float *T = NULL;
-  if (!A || !X || !Y)
-    return spruce__seterr(SPRUCE_EINVAL, "sparse product: NULL %s",
-                          !A   ? "matrix"
-                          : !X ? "input"
-                               : "output");
-  if (batch < 1)
-    return spruce__seterr(SPRUCE_ESHAPE,
-                          "sparse product: batch %d, expected >= 1", batch);
-  if (!(tab = spruce__kernels()))
-    return spruce_sparse_isa();
-  k = tab->k[A->format][batch > 1];
-  if (A->nblk > 1 && !(T = malloc(sizeof *T * (size_t)A->rows * batch)))
-    return spruce__seterr(SPRUCE_ENOMEM, "sparse product: (%d, %d) scratch",
-                          A->rows, batch);
-  if (A->nthreads == 1) {
-    mul_rows(A, k, X, batch, Y, T, 0, A->rows);
-  } else {
-    int t;
+int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *Y)
+{
+    const spruce__kernel_table *tab;
+    spruce__kernel k;
+    float *T = NULL;
+    if (!A || !X || !Y)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse product: NULL %s",
+                              !A ? "matrix" : !X ? "input" : "output");
+    if (batch < 1)
+        return spruce__seterr(SPRUCE_ESHAPE, "sparse product: batch %d, expected >= 1", batch);
+    if (!(tab = spruce__kernels()))
+        return spruce_sparse_isa();
+    k = tab->k[A->format][batch > 1];
+    if (A->nblk > 1 && !(T = malloc(sizeof *T * (size_t)A->rows * batch)))
+        return spruce__seterr(SPRUCE_ENOMEM, "sparse product: (%d, %d) scratch", A->rows, batch);
+    if (A->nthreads == 1) {
+        mul_rows(A, k, X, batch, Y, T, 0, A->rows);
+    } else {
+        int t;
 #pragma omp parallel for num_threads(A->nthreads) schedule(dynamic, 1)
-    for (t = 0; t < A->nsplit; t++)
-      if (A->split[t] < A->split[t + 1])
-        mul_rows(A, k, X, batch, Y, T, A->split[t], A->split[t + 1]);
-  }
-  free(T);
-  return 0;
+        for (t = 0; t < A->nsplit; t++)
+            if (A->split[t] < A->split[t + 1])
+                mul_rows(A, k, X, batch, Y, T, A->split[t], A->split[t + 1]);
+    }
+    free(T);
+    return 0;
 }

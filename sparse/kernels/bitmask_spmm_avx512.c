@@ -11,89 +11,87 @@
 #define WINDOW_WORDS 16 /* 1024 columns */
 
 /* Columns of the set bits of words [w0, w1) of a row, as a list (see above). */
-static inline int decode(const uint64_t *bits, int w0, int w1, int32_t *cols) {
-  const __m512i iota =
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  int n = 0, w, q;
-  for (w = w0; w < w1; w++) {
-    const uint64_t b = bits[w];
-    __m512i k = _mm512_add_epi32(iota, _mm512_set1_epi32(64 * w));
-    for (q = 0; q < 4; q++) {
-      const __mmask16 m = (__mmask16)(b >> (16 * q));
-      _mm512_storeu_si512(cols + n, _mm512_maskz_compress_epi32(m, k));
-      n += __builtin_popcount(m);
-      k = _mm512_add_epi32(k, _mm512_set1_epi32(16));
+static inline int decode(const uint64_t *bits, int w0, int w1, int32_t *cols)
+{
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int n = 0, w, q;
+    for (w = w0; w < w1; w++) {
+        const uint64_t b = bits[w];
+        __m512i k = _mm512_add_epi32(iota, _mm512_set1_epi32(64 * w));
+        for (q = 0; q < 4; q++) {
+            const __mmask16 m = (__mmask16)(b >> (16 * q));
+            _mm512_storeu_si512(cols + n, _mm512_maskz_compress_epi32(m, k));
+            n += __builtin_popcount(m);
+            k = _mm512_add_epi32(k, _mm512_set1_epi32(16));
+        }
     }
-  }
-  return n;
+    return n;
 }
 
 /* Batch 16, blocked as the compressed-row product is (csr_spmm_avx512.c): a
  * window of SPRUCE__WIN columns of X stays in the L1 cache while each row of a
  * block of SPRUCE__RB rows adds its weights in that window to its row of Y. */
-static void blocked16(const struct spruce_sparse *A, const float *X, float *Y,
-                      int r0, int r1) {
-  enum { WW = SPRUCE__WIN / 64 };
-  int32_t cols[SPRUCE__WIN + 16];
-  const float *vp[SPRUCE__RB];
-  int rb, i, w0;
-  for (rb = r0; rb < r1; rb += SPRUCE__RB) {
-    const int nr = r1 - rb < SPRUCE__RB ? r1 - rb : SPRUCE__RB;
-    for (i = 0; i < nr; i++)
-      vp[i] = A->val + A->rowptr[rb + i];
-    for (w0 = 0; w0 < A->wpr; w0 += WW) {
-      const int w1 = w0 + WW < A->wpr ? w0 + WW : A->wpr;
-      for (i = 0; i < nr; i++) {
-        const int n =
-            decode(A->bits + (int64_t)(rb + i) * A->wpr, w0, w1, cols);
-        float *y = Y + (int64_t)(rb + i) * 16;
-        __m512 acc = w0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(y);
-        spmm_acc512(vp[i], cols, n, X, 16, 0xffff, &acc, 1, 0);
-        _mm512_storeu_ps(y, acc);
-        vp[i] += n;
-      }
+static void blocked16(const struct spruce_sparse *A, const float *X, float *Y, int r0, int r1)
+{
+    enum { WW = SPRUCE__WIN / 64 };
+    int32_t cols[SPRUCE__WIN + 16];
+    const float *vp[SPRUCE__RB];
+    int rb, i, w0;
+    for (rb = r0; rb < r1; rb += SPRUCE__RB) {
+        const int nr = r1 - rb < SPRUCE__RB ? r1 - rb : SPRUCE__RB;
+        for (i = 0; i < nr; i++)
+            vp[i] = A->val + A->rowptr[rb + i];
+        for (w0 = 0; w0 < A->wpr; w0 += WW) {
+            const int w1 = w0 + WW < A->wpr ? w0 + WW : A->wpr;
+            for (i = 0; i < nr; i++) {
+                const int n = decode(A->bits + (int64_t)(rb + i) * A->wpr, w0, w1, cols);
+                float *y = Y + (int64_t)(rb + i) * 16;
+                __m512 acc = w0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(y);
+                spmm_acc512(vp[i], cols, n, X, 16, 0xffff, &acc, 1, 0);
+                _mm512_storeu_ps(y, acc);
+                vp[i] += n;
+            }
+        }
     }
-  }
 }
 
-void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X,
-                         int batch, float *Y, int r0, int r1) {
-  int32_t cols[64 * WINDOW_WORDS + 16];
-  const __m512i iota =
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  int i, j0, q, w, w0;
-  if (batch == 16 && A->wpr > SPRUCE__WIN / 64) {
-    blocked16(A, X, Y, r0, r1);
-    return;
-  }
-  for (j0 = 0; j0 < batch; j0 += 64) {
-    const int nb = batch - j0 < 64 ? batch - j0 : 64, nv = (nb + 15) / 16;
-    const __mmask16 tail =
-        nb % 16 ? (__mmask16)((1u << (nb % 16)) - 1) : 0xffff;
-    for (i = r0; i < r1; i++) {
-      const uint64_t *bits = A->bits + (int64_t)i * A->wpr;
-      const float *v = A->val + A->rowptr[i];
-      float *y = Y + (int64_t)i * batch + j0;
-      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(),
-                       _mm512_setzero_ps(), _mm512_setzero_ps()};
-      for (w0 = 0; w0 < A->wpr; w0 += WINDOW_WORDS) {
-        const int w1 = w0 + WINDOW_WORDS < A->wpr ? w0 + WINDOW_WORDS : A->wpr;
-        int n = 0;
-        for (w = w0; w < w1; w++) {
-          const uint64_t b = bits[w];
-          __m512i k = _mm512_add_epi32(iota, _mm512_set1_epi32(64 * w));
-          for (q = 0; q < 4; q++) {
-            const __mmask16 m = (__mmask16)(b >> (16 * q));
-            _mm512_storeu_si512(cols + n, _mm512_maskz_compress_epi32(m, k));
-            n += __builtin_popcount(m);
-            k = _mm512_add_epi32(k, _mm512_set1_epi32(16));
-          }
-        }
-        spmm_acc512_nv(v, cols, n, X + j0, batch, tail, acc, nv, 0);
-        v += n;
-      }
-      for (q = 0; q < nv; q++)
-        _mm512_mask_storeu_ps(y + 16 * q, q == nv - 1 ? tail : 0xffff, acc[q]);
+void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0,
+                         int r1)
+{
+    int32_t cols[64 * WINDOW_WORDS + 16];
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int i, j0, q, w, w0;
+    if (batch == 16 && A->wpr > SPRUCE__WIN / 64) {
+        blocked16(A, X, Y, r0, r1);
+        return;
     }
-  }
+    for (j0 = 0; j0 < batch; j0 += 64) {
+        const int nb = batch - j0 < 64 ? batch - j0 : 64, nv = (nb + 15) / 16;
+        const __mmask16 tail = nb % 16 ? (__mmask16)((1u << (nb % 16)) - 1) : 0xffff;
+        for (i = r0; i < r1; i++) {
+            const uint64_t *bits = A->bits + (int64_t)i * A->wpr;
+            const float *v = A->val + A->rowptr[i];
+            float *y = Y + (int64_t)i * batch + j0;
+            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                             _mm512_setzero_ps()};
+            for (w0 = 0; w0 < A->wpr; w0 += WINDOW_WORDS) {
+                const int w1 = w0 + WINDOW_WORDS < A->wpr ? w0 + WINDOW_WORDS : A->wpr;
+                int n = 0;
+                for (w = w0; w < w1; w++) {
+                    const uint64_t b = bits[w];
+                    __m512i k = _mm512_add_epi32(iota, _mm512_set1_epi32(64 * w));
+                    for (q = 0; q < 4; q++) {
+                        const __mmask16 m = (__mmask16)(b >> (16 * q));
+                        _mm512_storeu_si512(cols + n, _mm512_maskz_compress_epi32(m, k));
+                        n += __builtin_popcount(m);
+                        k = _mm512_add_epi32(k, _mm512_set1_epi32(16));
+                    }
+                }
+                spmm_acc512_nv(v, cols, n, X + j0, batch, tail, acc, nv, 0);
+                v += n;
+            }
+            for (q = 0; q < nv; q++)
+                _mm512_mask_storeu_ps(y + 16 * q, q == nv - 1 ? tail : 0xffff, acc[q]);
+        }
+    }
 }

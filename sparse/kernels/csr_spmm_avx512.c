@@ -24,27 +24,28 @@ static void blocked(const struct spruce_sparse *A, const float *X, int batch, fl
         for (rb = r0; rb < r1; rb += SPRUCE__RB)
             for (w = 0; w < A->nwin; w++)
                 for (i = rb; i < (rb + SPRUCE__RB < r1 ? rb + SPRUCE__RB : r1); i++) {
-                const uint32_t *wo = A->woff + (int64_t)i * (A->nwin + 1);
-                const int64_t p0 = A->rowptr[i] + wo[w], cnt = wo[w + 1] - wo[w];
-                float *y = Y + (int64_t)i * batch + j0;
-                __m512 acc[4];
-                if (w > 0 && cnt == 0)
-                    continue;
-                for (q = 0; q < 4; q++)
-                    acc[q] = w == 0 || q >= nv ? _mm512_setzero_ps()
-                                               : _mm512_maskz_loadu_ps(q == nv - 1 ? tail : 0xffff,
-                                                                       y + 16 * q);
-                if (A->idx_bits == 16 && batch == 16) /* the common case, unrolled for it */
-                    spmm_acc512(A->val + p0, A->idx16 + p0, cnt, X, 16, 0xffff, acc, 1, 16);
-                else if (A->idx_bits == 16)
-                    spmm_acc512_nv(A->val + p0, A->idx16 + p0, cnt, X + j0, batch, tail, acc, nv,
-                                   16);
-                else
-                    spmm_acc512_nv(A->val + p0, A->idx32 + p0, cnt, X + j0, batch, tail, acc, nv,
-                                   32);
-                for (q = 0; q < nv; q++)
-                    _mm512_mask_storeu_ps(y + 16 * q, q == nv - 1 ? tail : 0xffff, acc[q]);
-            }
+                    const uint32_t *wo = A->woff + (int64_t)i * (A->nwin + 1);
+                    const int64_t p0 = A->rowptr[i] + wo[w], cnt = wo[w + 1] - wo[w];
+                    float *y = Y + (int64_t)i * batch + j0;
+                    __m512 acc[4];
+                    if (w > 0 && cnt == 0)
+                        continue;
+                    for (q = 0; q < 4; q++)
+                        acc[q] =
+                            w == 0 || q >= nv
+                                ? _mm512_setzero_ps()
+                                : _mm512_maskz_loadu_ps(q == nv - 1 ? tail : 0xffff, y + 16 * q);
+                    if (A->idx_bits == 16 && batch == 16) /* the common case, unrolled for it */
+                        spmm_acc512(A->val + p0, A->idx16 + p0, cnt, X, 16, 0xffff, acc, 1, 16);
+                    else if (A->idx_bits == 16)
+                        spmm_acc512_nv(A->val + p0, A->idx16 + p0, cnt, X + j0, batch, tail, acc,
+                                       nv, 16);
+                    else
+                        spmm_acc512_nv(A->val + p0, A->idx32 + p0, cnt, X + j0, batch, tail, acc,
+                                       nv, 32);
+                    for (q = 0; q < nv; q++)
+                        _mm512_mask_storeu_ps(y + 16 * q, q == nv - 1 ? tail : 0xffff, acc[q]);
+                }
     }
 }
 
