@@ -92,20 +92,25 @@ static void flush_range(const void *p, size_t bytes)
 #endif
 }
 
-static void flush_candidate(const spruce_linear *lin, int format)
+static void flush_sparse(const struct spruce_sparse *A)
 {
-    const struct spruce_sparse *A;
-    if (format == SPRUCE_FMT_DENSE) {
-        flush_range(lin->dense, sizeof(float) * (size_t)lin->rows * lin->cols);
-        return;
-    }
-    A = lin->sp[format];
-    flush_range(A->val, sizeof(float) * (size_t)A->nnz);
+    int b;
+    for (b = 0; b < A->nblk; b++) /* column blocks hold the data */
+        flush_sparse(A->blk[b]);
+    flush_range(A->val, A->val ? sizeof(float) * (size_t)A->nnz : 0);
     flush_range(A->rowptr, sizeof(int64_t) * ((size_t)A->rows + 1));
     flush_range(A->idx16, A->idx16 ? sizeof(uint16_t) * (size_t)A->nnz : 0);
     flush_range(A->idx32, A->idx32 ? sizeof(uint32_t) * (size_t)A->nnz : 0);
     flush_range(A->woff, A->woff ? sizeof(uint32_t) * (size_t)A->rows * (A->nwin + 1) : 0);
     flush_range(A->bits, A->bits ? sizeof(uint64_t) * (size_t)A->rows * A->wpr : 0);
+}
+
+static void flush_candidate(const spruce_linear *lin, int format)
+{
+    if (format == SPRUCE_FMT_DENSE)
+        flush_range(lin->dense, sizeof(float) * (size_t)lin->rows * lin->cols);
+    else
+        flush_sparse(lin->sp[format]);
 }
 
 int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,

@@ -462,10 +462,10 @@ Test(pack, thread_splits_cover_rows_and_balance_nonzeros)
 }
 
 /* ---- the linear layer --------------------------------------------------- */
-Test(linear, every_choice_computes_the_product)
+/* Every choice of a small layer and of one wide enough for column blocks. */
+static void linear_choices(int rows, int cols)
 {
-    const int rows = 64, cols = 200, fmts[5] = {-1, SPRUCE_FMT_DENSE, SPRUCE_FMT_CSR,
-                                                SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM};
+    const int fmts[5] = {-1, SPRUCE_FMT_DENSE, SPRUCE_FMT_CSR, SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM};
     float *W = make_matrix(rows, cols, 0.3, 12);
     int f, b;
     make_nm(W, rows, cols, 2, 4);
@@ -498,6 +498,12 @@ Test(linear, every_choice_computes_the_product)
         spruce_linear_free(lin);
     }
     free(W);
+}
+
+Test(linear, every_choice_computes_the_product)
+{
+    linear_choices(64, 200);
+    linear_choices(8, SPRUCE__BLOCK_COLS + 808);
 }
 
 Test(linear, forced_nm_on_a_matrix_that_is_not_nm_fails)
