@@ -30,7 +30,9 @@ static inline __m512 expand(__mmask16 m, const float *v)
 
 /* Two rows at once, for long rows (x larger than the L1 cache can keep next
  * to the streamed weights): each 16 values of x are loaded once for both rows,
- * and two streams of values are in flight. */
+ * and two streams of values are in flight.  Matrices wider than
+ * SPRUCE__BLOCK_COLS are packed as column blocks (pack.c), which does better;
+ * this remains for the blocks and matrices that are still wider. */
 static void two_rows(const struct spruce_sparse *A, const float *x, float *y, int i)
 {
     const int full = A->cols / 64, rem = A->cols % 64;
