@@ -89,6 +89,19 @@ static int nm_count(const float *W, const uint8_t *mask, int rows, int cols, int
     return 0;
 }
 
+/* The fields every packed matrix sets from its shape and options. */
+static void init_header(spruce_sparse *A, int rows, int cols, const spruce_pack_opts *opts)
+{
+    A->format = opts->format;
+    A->rows = rows;
+    A->cols = cols;
+    A->n = opts->n;
+    A->m = opts->m;
+    A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
+    A->wpr = (cols + 63) / 64;
+    A->idx_bits = cols <= 65536 ? 16 : 32;
+}
+
 /* Pack columns [col0, col0 + cols) of W, whose rows are ld floats apart (mask
  * alike), as one matrix. */
 static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
@@ -106,14 +119,7 @@ static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int
     cnt = malloc(sizeof *cnt * rows);
     if (!A || !cnt)
         goto nomem;
-    A->format = opts->format;
-    A->rows = rows;
-    A->cols = cols;
-    A->n = opts->n;
-    A->m = opts->m;
-    A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
-    A->wpr = (cols + 63) / 64;
-    A->idx_bits = cols <= 65536 ? 16 : 32;
+    init_header(A, rows, cols, opts);
 
     if (A->format == SPRUCE_FMT_NM) {
         if ((rc = nm_count(W, mask, rows, cols, ld, col0, A->n, A->m, cnt)) < 0)
@@ -278,14 +284,7 @@ static int pack_blocks(const float *W, const uint8_t *mask, int rows, int cols,
         goto nomem;
     width = (cols + nblk - 1) / nblk;
     width = (width + unit - 1) / unit * unit;
-    A->format = opts->format;
-    A->rows = rows;
-    A->cols = cols;
-    A->n = opts->n;
-    A->m = opts->m;
-    A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
-    A->wpr = (cols + 63) / 64;
-    A->idx_bits = cols <= 65536 ? 16 : 32;
+    init_header(A, rows, cols, opts);
     for (b = 0; b * width < cols; b++) {
         const int c0 = b * width, w = cols - c0 < width ? cols - c0 : width;
         A->col0[b] = c0;

@@ -59,8 +59,7 @@ void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X, int batc
                          int r1)
 {
     int32_t cols[64 * WINDOW_WORDS + 16];
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    int i, j0, q, w, w0;
+    int i, j0, q, w0;
     if (batch == 16 && A->wpr > SPRUCE__WIN / 64) {
         blocked16(A, X, Y, r0, r1);
         return;
@@ -76,17 +75,7 @@ void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X, int batc
                              _mm512_setzero_ps()};
             for (w0 = 0; w0 < A->wpr; w0 += WINDOW_WORDS) {
                 const int w1 = w0 + WINDOW_WORDS < A->wpr ? w0 + WINDOW_WORDS : A->wpr;
-                int n = 0;
-                for (w = w0; w < w1; w++) {
-                    const uint64_t b = bits[w];
-                    __m512i k = _mm512_add_epi32(iota, _mm512_set1_epi32(64 * w));
-                    for (q = 0; q < 4; q++) {
-                        const __mmask16 m = (__mmask16)(b >> (16 * q));
-                        _mm512_storeu_si512(cols + n, _mm512_maskz_compress_epi32(m, k));
-                        n += __builtin_popcount(m);
-                        k = _mm512_add_epi32(k, _mm512_set1_epi32(16));
-                    }
-                }
+                const int n = decode(bits, w0, w1, cols);
                 spmm_acc512_nv(v, cols, n, X + j0, batch, tail, acc, nv, 0);
                 v += n;
             }
