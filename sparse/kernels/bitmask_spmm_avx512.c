@@ -28,28 +28,42 @@ static inline int decode(const uint64_t *bits, int w0, int w1, int32_t *cols)
     return n;
 }
 
-/* Batch 16, blocked as the compressed-row product is (csr_spmm_avx512.c): a
- * window of SPRUCE__WIN columns of X stays in the L1 cache while each row of a
- * block of SPRUCE__RB rows adds its weights in that window to its row of Y. */
-static void blocked16(const struct spruce_sparse *A, const float *X, float *Y, int r0, int r1)
+/* Blocked as the compressed-row product is (csr_spmm_avx512.c): a window of
+ * SPRUCE__WIN columns of X stays in the L1 cache while each row of a block of
+ * SPRUCE__RB rows adds its weights in that window to its row of Y; columns
+ * j0 .. j0 + 64 of Y at a time. */
+static void blocked(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0,
+                    int r1)
 {
     enum { WW = SPRUCE__WIN / 64 };
     int32_t cols[SPRUCE__WIN + 16];
     const float *vp[SPRUCE__RB];
-    int rb, i, w0;
-    for (rb = r0; rb < r1; rb += SPRUCE__RB) {
-        const int nr = r1 - rb < SPRUCE__RB ? r1 - rb : SPRUCE__RB;
-        for (i = 0; i < nr; i++)
-            vp[i] = A->val + A->rowptr[rb + i];
-        for (w0 = 0; w0 < A->wpr; w0 += WW) {
-            const int w1 = w0 + WW < A->wpr ? w0 + WW : A->wpr;
-            for (i = 0; i < nr; i++) {
-                const int n = decode(A->bits + (int64_t)(rb + i) * A->wpr, w0, w1, cols);
-                float *y = Y + (int64_t)(rb + i) * 16;
-                __m512 acc = w0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(y);
-                spmm_acc512(vp[i], cols, n, X, 16, 0xffff, &acc, 1, 0);
-                _mm512_storeu_ps(y, acc);
-                vp[i] += n;
+    int rb, i, w0, j0, q;
+    for (j0 = 0; j0 < batch; j0 += 64) {
+        const int nb = batch - j0 < 64 ? batch - j0 : 64, nv = (nb + 15) / 16;
+        const __mmask16 tail = nb % 16 ? (__mmask16)((1u << (nb % 16)) - 1) : 0xffff;
+        for (rb = r0; rb < r1; rb += SPRUCE__RB) {
+            const int nr = r1 - rb < SPRUCE__RB ? r1 - rb : SPRUCE__RB;
+            for (i = 0; i < nr; i++)
+                vp[i] = A->val + A->rowptr[rb + i];
+            for (w0 = 0; w0 < A->wpr; w0 += WW) {
+                const int w1 = w0 + WW < A->wpr ? w0 + WW : A->wpr;
+                for (i = 0; i < nr; i++) {
+                    const int n = decode(A->bits + (int64_t)(rb + i) * A->wpr, w0, w1, cols);
+                    float *y = Y + (int64_t)(rb + i) * batch + j0;
+                    __m512 acc[4];
+                    for (q = 0; q < 4; q++)
+                        acc[q] = w0 == 0 || q >= nv ? _mm512_setzero_ps()
+                                                    : _mm512_maskz_loadu_ps(
+                                                          q == nv - 1 ? tail : 0xffff, y + 16 * q);
+                    if (batch == 16) /* the common case, unrolled for it */
+                        spmm_acc512(vp[i], cols, n, X, 16, 0xffff, acc, 1, 0);
+                    else
+                        spmm_acc512_nv(vp[i], cols, n, X + j0, batch, tail, acc, nv, 0);
+                    for (q = 0; q < nv; q++)
+                        _mm512_mask_storeu_ps(y + 16 * q, q == nv - 1 ? tail : 0xffff, acc[q]);
+                    vp[i] += n;
+                }
             }
         }
     }
@@ -60,8 +74,8 @@ void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X, int batc
 {
     int32_t cols[64 * WINDOW_WORDS + 16];
     int i, j0, q, w0;
-    if (batch == 16 && A->wpr > SPRUCE__WIN / 64) {
-        blocked16(A, X, Y, r0, r1);
+    if (batch >= 8 && A->wpr > SPRUCE__WIN / 64) {
+        blocked(A, X, batch, Y, r0, r1);
         return;
     }
     for (j0 = 0; j0 < batch; j0 += 64) {
