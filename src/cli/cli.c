@@ -6,6 +6,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "cli.h"
 #include "spruce_error.h"
 
@@ -82,4 +87,14 @@ double cli_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_set_threads(long threads)
+{
+    if (threads <= 0)
+        return;
+#ifdef _OPENMP
+    omp_set_num_threads((int)threads);
+#endif
+    openblas_set_num_threads((int)threads);
 }

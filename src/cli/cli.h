@@ -38,6 +38,9 @@ int cli_parse_pattern(const char *opt, const char *s, int *n, int *m);
 /* Monotonic wall clock in seconds. */
 double cli_now(void);
 
+/* --threads T: OpenMP's and OpenBLAS's thread counts (T <= 0: leave them). */
+void cli_set_threads(long threads);
+
 /* Non-zero when --verbose was given before the subcommand or SPRUCE_VERBOSE is set. */
 extern int cli_verbose;
 

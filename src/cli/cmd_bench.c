@@ -986,8 +986,7 @@ int spruce_cmd_bench(int argc, char **argv)
     cx.isa = spruce_sparse_isa_name(isa);
     if (!cx.threads)
         cx.threads = omp_get_max_threads();
-    openblas_set_num_threads(cx.threads);
-    omp_set_num_threads(cx.threads);
+    cli_set_threads(cx.threads);
     cx.llc = llc_bytes();
     cx.rotate = rotate_mb > 0 ? rotate_mb * 1e6 : 2.0 * cx.llc;
     if (getloadavg(&cx.load, 1) != 1)

@@ -236,12 +236,7 @@ int spruce_cmd_bench_prune(int argc, char **argv)
     o.blocksize = (int)blocksize;
     o.damp = (float)damp;
     o.threads = (int)threads;
-    if (threads > 0) {
-#ifdef _OPENMP
-        omp_set_num_threads((int)threads);
-#endif
-        openblas_set_num_threads((int)threads);
-    }
+    cli_set_threads(threads);
 
     if (wpath) {
         int64_t wr, wc, xr, xc;

@@ -451,12 +451,7 @@ int spruce_cmd_demo(int argc, char **argv)
         plan_quick(&plan);
     else
         plan_default(&plan);
-    if (threads > 0) {
-#ifdef _OPENMP
-        omp_set_num_threads((int)threads);
-#endif
-        openblas_set_num_threads((int)threads);
-    }
+    cli_set_threads(threads);
 #ifdef _OPENMP
     nthreads = omp_get_max_threads();
 #endif

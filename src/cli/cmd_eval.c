@@ -78,12 +78,7 @@ int spruce_cmd_eval(int argc, char **argv)
         return 2;
     }
     dir = argv[optind];
-    if (threads > 0) {
-#ifdef _OPENMP
-        omp_set_num_threads((int)threads);
-#endif
-        openblas_set_num_threads((int)threads);
-    }
+    cli_set_threads(threads);
 
     if ((rc = spruce_model_open(dir, &m))) {
         cli_error(rc, "eval: %s", dir);

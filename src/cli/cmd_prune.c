@@ -235,12 +235,7 @@ int spruce_cmd_prune(int argc, char **argv)
         cli_fail("prune: --blocksize %ld must be a multiple of M = %d of --pattern", blocksize, pm);
         return 2;
     }
-    if (threads > 0) {
-#ifdef _OPENMP
-        omp_set_num_threads((int)threads);
-#endif
-        openblas_set_num_threads((int)threads);
-    }
+    cli_set_threads(threads);
     po.prune.sparsity = have_sparsity ? (float)sparsity : 0.0f;
     po.prune.prune_n = pn;
     po.prune.prune_m = pm;
