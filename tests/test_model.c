@@ -11,6 +11,7 @@
 #include "model_testutil.h"
 #include "spruce_ckpt.h"
 #include "spruce_model.h"
+#include "spruce_pipeline.h"
 #include "spruce_decode.h"
 #include "spruce_tokens.h"
 

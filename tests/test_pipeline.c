@@ -18,7 +18,7 @@
 
 #include "model_testutil.h"
 #include "spruce_ckpt.h"
-#include "spruce_model.h"
+#include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
 #define SGPT_TOL 0.05

@@ -35,7 +35,7 @@
 #include "spruce_ckpt.h"
 #include "spruce_decode.h"
 #include "spruce_masks.h"
-#include "spruce_model.h"
+#include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
 #define DEMO_BOS 1

@@ -15,7 +15,7 @@
 #include "config.h"
 #include "cli.h"
 #include "spruce_masks.h"
-#include "spruce_model.h"
+#include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
 static void usage(FILE *f)

@@ -6,7 +6,7 @@
  * stored as -0.0 (some runtimes test zeros by bit pattern). */
 #include <string.h>
 
-#include "spruce_ckpt.h"
+#include "spruce_half.h"
 
 static inline uint32_t f2u(float f)
 {

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "spruce_error.h"
+#include "spruce_half.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -73,18 +74,6 @@ int spruce_ckpt_open_file(const char *path, spruce_ckpt **out);
 int spruce_ckpt_nshards(const spruce_ckpt *c);
 /* A value of a shard's __metadata__, NULL when absent. */
 const char *spruce_ckpt_metadata(const spruce_ckpt *c, int shard, const char *key);
-
-/* float32 <-> F16 / BF16 scalars and arrays.  To 16 bits: round to nearest,
- * ties to even; NaN stays NaN, Inf stays Inf (F16 overflows to Inf); a zero
- * result is always +0.0, never -0.0. */
-float spruce_f16_to_f32(uint16_t h);
-float spruce_bf16_to_f32(uint16_t h);
-uint16_t spruce_f32_to_f16(float f);
-uint16_t spruce_f32_to_bf16(float f);
-void spruce_f16_to_f32_n(const uint16_t *in, float *out, size_t n);
-void spruce_bf16_to_f32_n(const uint16_t *in, float *out, size_t n);
-void spruce_f32_to_f16_n(const float *in, uint16_t *out, size_t n);
-void spruce_f32_to_bf16_n(const float *in, uint16_t *out, size_t n);
 
 /* A writer copies every regular file of in's directory except safetensors
  * files, then each shard whole; set_* rewrite one tensor in place (streaming: a

@@ -97,7 +97,7 @@ int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols);
 /* 0, or SPRUCE_ENAN naming the first non-finite element of the (rows, cols) matrix. */
 int spruce__check_finite(const float *A, int64_t rows, int64_t cols, const char *what);
 
-/* The in-block sweep of a tile of 16 rows (src/kernels/sparsegpt_tile.h), one
+/* The in-block sweep of a tile of 16 rows (kernels/sparsegpt_tile.h), one
  * build per instruction set; spruce__sparsegpt_tile picks one once. */
 typedef void (*spruce__tile_fn)(float *wt, uint8_t *kt, float *et, const float *Ublk, int ldu,
                                 int bw, const float *invd2, int pn, int pm, double *loss);

@@ -1,5 +1,5 @@
-/* spruce_model.h: the LLaMA-family forward (llama, mistral, qwen2) and the
- * block-by-block pruning pipeline.
+/* spruce_model.h: the LLaMA-family forward (llama, mistral, qwen2); the
+ * block-by-block pruning pipeline built on it is in spruce_pipeline.h.
  *
  * The model follows Hugging Face's LlamaForCausalLM:
  *   x = embed[ids]                                   // x is (T, hidden)
@@ -27,7 +27,6 @@
 
 #include "spruce_error.h"
 #include "spruce_ckpt.h"
-#include "spruce_prune.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -173,59 +172,6 @@ typedef void (*spruce_block_progress_fn)(void *ctx, int layer, int nlayers);
 int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
                             spruce_block_progress_fn progress, void *ctx, double *ppl,
                             int *nwin);
-
-/* ---- block-by-block pruning --------------------------------------------- */
-
-/* What the pipeline says after pruning one linear layer. */
-typedef struct {
-    const char *name;            /* tensor name, "model.layers.0.self_attn.q_proj.weight" */
-    int layer, nlayers;
-    spruce_proj which;
-    int rows, cols;
-    const float *weight;         /* the pruned (rows, cols) weights */
-    const uint8_t *mask;         /* (rows, cols), 1 = kept */
-    spruce_prune_result result;
-    double elapsed;              /* seconds since the pipeline started */
-} spruce_layer_report;
-
-typedef struct {
-    spruce_prune_opts prune;     /* method, sparsity or N:M, blocksize, damp, threads */
-    int true_sequential;         /* q/k/v, then o, then gate/up, then down */
-    const char *include;         /* POSIX extended regex on tensor names, NULL = all */
-    const char *exclude;         /* NULL = none */
-    /* After each pruned layer; a non-zero return stops the pipeline with it. */
-    int (*on_layer)(void *ctx, const spruce_layer_report *r);
-    /* After each block (layer counts from 0). */
-    void (*on_block)(void *ctx, int layer, int nlayers, double elapsed);
-    void *ctx;
-} spruce_pipeline_opts;
-
-void spruce_pipeline_opts_init(spruce_pipeline_opts *o);
-
-typedef struct {
-    int layers_pruned;           /* linear layers pruned */
-    int64_t params;              /* weights in the pruned layers */
-    int64_t zeros;               /* of which zero */
-    double sparsity;             /* zeros / params */
-    double loss;                 /* sum of the layers' losses */
-    double seconds;
-} spruce_pipeline_summary;
-
-/* Estimated peak of the anonymous memory spruce_pipeline_run needs, in bytes
- * (the mapped checkpoint is page cache and not counted):
- *   4 [ N T h + P_block + V h (2 - tied) + 2 h^2 + (H d)^2 + I^2
- *       + max(h, H d, I)^2 + 2 h^2 + c T (3h + 2 H d + 4 KV d + 2 I) + T^2 ]
- * with c = spruce_fwd_chunk(T) sequences per chunk (see the README). */
-double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen);
-
-/* Prune m block by block on nsamples calibration sequences of seqlen tokens
- * (calib holds nsamples * seqlen ids).  Each pruned tensor goes to w (may be
- * NULL) with spruce_ckpt_writer_set_f32; the caller commits or aborts w.
- * Embeddings, norms and the head are never pruned.  Peak memory: one block in
- * float32, nsamples * seqlen * hidden floats of activations, the Hessians. */
-int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, int seqlen,
-                        spruce_ckpt_writer *w, const spruce_pipeline_opts *o,
-                        spruce_pipeline_summary *sum);
 
 #ifdef __cplusplus
 }

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "spruce_model.h"
+#include "spruce_pipeline.h"
 
 void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
 {
