@@ -40,6 +40,17 @@ static int parse_select(int c, const char *arg, spruce_mask_selector *sel)
     return 0;
 }
 
+/* A library failure of cmd.  Mismatches between the files (nothing selected,
+ * a mask without a tensor or a tensor without a mask, different shapes) are
+ * a sentence of their own; other errors say their kind first. */
+static void masks_error(int rc, const char *cmd)
+{
+    if (rc == SPRUCE_ENOTFOUND || rc == SPRUCE_ESHAPE)
+        cli_fail("%s: %s", cmd, spruce_errdetail());
+    else
+        cli_error(rc, "%s", cmd);
+}
+
 static const char *fmt_pct(char *buf, double v)
 {
     if (isnan(v))
@@ -133,7 +144,7 @@ static int masks_export(int argc, char **argv)
     }
     o.select = sel;
     if ((rc = spruce_ckpt_masks_export(ck, out, &o, &res)) < 0) {
-        cli_error(rc, "masks export");
+        masks_error(rc, "masks export");
         goto done;
     }
     kept = res.params - res.zeros;
@@ -240,7 +251,7 @@ static int masks_apply(int argc, char **argv)
     o.select = sel;
     o.ctx = argv[optind];
     if ((rc = spruce_ckpt_masks_apply(ck, mr, out, &o, &res)) < 0) {
-        cli_error(rc, "masks apply");
+        masks_error(rc, "masks apply");
         goto done;
     }
     fprintf(stderr,
@@ -537,9 +548,12 @@ static int masks_diff(int argc, char **argv)
         return 2;
     }
     if ((rc = spruce_maskreader_open(argv[optind], &ra)) < 0 ||
-        (rc = spruce_maskreader_open(argv[optind + 1], &rb)) < 0 ||
-        (rc = spruce_masks_compare(ra, rb, &cmp)) < 0) {
+        (rc = spruce_maskreader_open(argv[optind + 1], &rb)) < 0) {
         cli_error(rc, "masks diff");
+        goto done;
+    }
+    if ((rc = spruce_masks_compare(ra, rb, &cmp)) < 0) {
+        masks_error(rc, "masks diff");
         goto done;
     }
     if (json) {
