@@ -183,6 +183,23 @@ static int report(const spruce_ckpt_masks_opts *o, const spruce_ckpt_masks_progr
     return rc;
 }
 
+/* The DONE event of the 2-D tensor t, zeros of its elements pruned. */
+static int report_done(const spruce_ckpt_masks_opts *o, const spruce_tensor *t, int64_t zeros,
+                       double sparsity, const char *pattern)
+{
+    spruce_ckpt_masks_progress p;
+    memset(&p, 0, sizeof p);
+    p.event = SPRUCE_CKPT_MASKS_DONE;
+    p.name = t->name;
+    p.rows = t->shape[0];
+    p.cols = t->shape[1];
+    p.params = t->shape[0] * t->shape[1];
+    p.zeros = zeros;
+    p.sparsity = sparsity;
+    p.pattern = pattern;
+    return report(o, &p);
+}
+
 int spruce__masks_reserve(uint8_t **buf, size_t *cap, size_t n)
 {
     if (n <= *cap)
@@ -294,7 +311,6 @@ int spruce_ckpt_masks_export(const spruce_ckpt *ck, const char *path,
         goto done;
     for (i = 0; i < spruce_ckpt_count(ck); i++) {
         const spruce_tensor *t = spruce_ckpt_tensor_at(ck, i);
-        spruce_ckpt_masks_progress p;
         spruce_mask_stats st;
         spruce_mask_info info;
         char pat[32];
@@ -328,16 +344,7 @@ int spruce_ckpt_masks_export(const spruce_ckpt *ck, const char *path,
         r.tensors++;
         r.params += (int64_t)n;
         r.zeros += (int64_t)n - st.kept;
-        memset(&p, 0, sizeof p);
-        p.event = SPRUCE_CKPT_MASKS_DONE;
-        p.name = t->name;
-        p.rows = t->shape[0];
-        p.cols = t->shape[1];
-        p.params = (int64_t)n;
-        p.zeros = (int64_t)n - st.kept;
-        p.sparsity = st.sparsity;
-        p.pattern = pat;
-        if ((rc = report(o, &p)) != 0)
+        if ((rc = report_done(o, t, (int64_t)n - st.kept, st.sparsity, pat)) != 0)
             goto done;
     }
     if (r.tensors == 0) {
@@ -454,7 +461,6 @@ int spruce_ckpt_masks_apply(const spruce_ckpt *ck, const spruce_maskreader *mr,
     for (i = 0; i < spruce_maskreader_count(mr); i++) {
         const char *name = spruce_maskreader_name_at(mr, i);
         const spruce_tensor *t = spruce_ckpt_find(ck, name);
-        spruce_ckpt_masks_progress p;
         size_t n, es, k;
         int64_t zeroed = 0;
         if (!t)
@@ -477,15 +483,7 @@ int spruce_ckpt_masks_apply(const spruce_ckpt *ck, const spruce_maskreader *mr,
         r.tensors++;
         r.params += (int64_t)n;
         r.zeros += zeroed;
-        memset(&p, 0, sizeof p);
-        p.event = SPRUCE_CKPT_MASKS_DONE;
-        p.name = name;
-        p.rows = t->shape[0];
-        p.cols = t->shape[1];
-        p.params = (int64_t)n;
-        p.zeros = zeroed;
-        p.sparsity = n ? (double)zeroed / (double)n : 0.0;
-        if ((rc = report(o, &p)) != 0)
+        if ((rc = report_done(o, t, zeroed, n ? (double)zeroed / (double)n : 0.0, NULL)) != 0)
             goto done;
     }
     rc = spruce_ckpt_writer_commit(w);
