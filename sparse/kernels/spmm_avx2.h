@@ -80,6 +80,15 @@ SPRUCE__INLINE __m256i lanes8(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* acc[q] += y[8 q .. 8 q + 8) for the first nv vectors (the last through tail):
+ * a column block that adds its product to Y (A->add). */
+SPRUCE__INLINE void add8(const float *y, __m256 *acc, int nv, __m256i tail, int full)
+{
+    int q;
+    for (q = 0; q < nv; q++)
+        acc[q] = _mm256_add_ps(ld8(y + 8 * q, q, nv, tail, full), acc[q]);
+}
+
 /* Store the first NV vectors of acc at y (the last one through tail). */
 SPRUCE__INLINE void store8(float *y, const __m256 *acc, int nv, __m256i tail, int full)
 {
