@@ -22,7 +22,7 @@
  * thread's range uses it. */
 #define SPRUCE__WIN 512
 #define SPRUCE__PART_MIN 32768
-/* Rows per block of the blocked CSR product (see csr_spmm_avx512.c). */
+/* Rows per block of the blocked CSR product (see csr_spmm.h). */
 #define SPRUCE__RB 16
 
 /* Bitmask and N:M matrices wider than this many columns are stored as column

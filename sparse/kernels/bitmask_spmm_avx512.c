@@ -29,7 +29,7 @@ static inline int decode(const uint64_t *bits, int w0, int w1, int32_t *cols)
     return n;
 }
 
-/* Blocked as the compressed-row product is (csr_spmm_avx512.c): a window of
+/* Blocked as the compressed-row product is (csr_spmm.h): a window of
  * SPRUCE__WIN columns of X stays in the L1 cache while each row of a block of
  * SPRUCE__RB rows adds its weights in that window to its row of Y (from the
  * first window on for a column block with A->add set); columns j0 .. j0 + 64

@@ -14,9 +14,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernel_common.h"
 #include "sparse_internal.h"
-
-#define SPRUCE__INLINE static inline __attribute__((always_inline))
 
 /* Software prefetch distance, in values: the load of a chunk's values waits on
  * its bitmask and a count, so the hardware cannot run far ahead by itself. */
