@@ -328,8 +328,8 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
     if (!W || !out)
         return spruce__seterr(SPRUCE_EINVAL, "linear layer: NULL %s", !W ? "matrix" : "output");
     if (rows <= 0 || cols <= 0)
-        return spruce__seterr(SPRUCE_ESHAPE, "linear layer: expected rows, cols >= 1, found (%d, %d)",
-                              rows, cols);
+        return spruce__seterr(SPRUCE_ESHAPE,
+                              "linear layer: expected rows, cols >= 1, found (%d, %d)", rows, cols);
     if ((rc = resolve_opts(opts, &o)) < 0)
         return rc;
     if (!(lin = calloc(1, sizeof *lin)))
