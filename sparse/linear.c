@@ -113,179 +113,194 @@ static void flush_candidate(const spruce_linear *lin, int format)
         flush_sparse(lin->sp[format]);
 }
 
-int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,
-                         spruce_linear **out)
+/* The options with their defaults filled in, checked. */
+static int resolve_opts(const spruce_linear_opts *opts, spruce_linear_opts *o)
 {
-    spruce_linear_opts o;
-    spruce_linear *lin = NULL;
-    float *X = NULL, *Y = NULL;
-    int rc = 0, f, b, i, maxb = 1, used[4] = {0, 0, 0, 0};
-    double times[SPRUCE_LINEAR_MAX_BATCHES][4], allowed[SPRUCE_LINEAR_MAX_BATCHES];
-    if (out)
-        *out = NULL;
-    if (!W || !out)
-        return spruce__seterr(SPRUCE_EINVAL, "linear layer: NULL %s", !W ? "matrix" : "output");
-    if (rows <= 0 || cols <= 0)
-        return spruce__seterr(SPRUCE_ESHAPE, "linear layer: expected rows, cols >= 1, found (%d, %d)",
-                              rows, cols);
+    int rc;
     if (opts)
-        o = *opts;
+        *o = *opts;
     else
-        spruce_linear_opts_init(&o);
-    if (o.nbatches <= 0) {
-        o.nbatches = 2;
-        o.batches[0] = 1;
-        o.batches[1] = 16;
+        spruce_linear_opts_init(o);
+    if (o->nbatches <= 0) {
+        o->nbatches = 2;
+        o->batches[0] = 1;
+        o->batches[1] = 16;
     }
-    if (o.nbatches > SPRUCE_LINEAR_MAX_BATCHES)
+    if (o->nbatches > SPRUCE_LINEAR_MAX_BATCHES)
         return spruce__seterr(SPRUCE_EINVAL, "linear layer: %d batch sizes, at most %d",
-                              o.nbatches, SPRUCE_LINEAR_MAX_BATCHES);
-    if (o.reps <= 0)
-        o.reps = 7;
-    if (o.format > SPRUCE_FMT_NM)
-        return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown format %d", o.format);
-    if (o.n == 0 && o.m == 0) {
-        o.n = 2;
-        o.m = 4;
+                              o->nbatches, SPRUCE_LINEAR_MAX_BATCHES);
+    if (o->reps <= 0)
+        o->reps = 7;
+    if (o->format > SPRUCE_FMT_NM)
+        return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown format %d", o->format);
+    if (o->n == 0 && o->m == 0) {
+        o->n = 2;
+        o->m = 4;
     }
     if ((rc = spruce_sparse_isa()) < 0)
         return rc;
-    rc = 0;
+    return 0;
+}
 
-    if (!(lin = calloc(1, sizeof *lin)))
-        goto nomem;
-    lin->rows = rows;
-    lin->cols = cols;
-    lin->nbatches = o.nbatches;
-    for (b = 0; b < o.nbatches; b++) {
-        int v = o.batches[b];
-        if (v < 1) {
-            rc = spruce__seterr(SPRUCE_EINVAL, "linear layer: batch size %d", v);
-            goto done;
-        }
+/* lin->batches: the tuned batch sizes of o, ascending. */
+static int sort_batches(spruce_linear *lin, const spruce_linear_opts *o)
+{
+    int b, i;
+    lin->nbatches = o->nbatches;
+    for (b = 0; b < o->nbatches; b++) {
+        const int v = o->batches[b];
+        if (v < 1)
+            return spruce__seterr(SPRUCE_EINVAL, "linear layer: batch size %d", v);
         for (i = b; i > 0 && lin->batches[i - 1] > v; i--) /* insertion sort */
             lin->batches[i] = lin->batches[i - 1];
         lin->batches[i] = v;
-        if (v > maxb)
-            maxb = v;
     }
+    return 0;
+}
 
-    /* Candidates: dense, and every sparse format the matrix allows. */
-    if (o.format < 0 || o.format == SPRUCE_FMT_DENSE) {
-        if (!(lin->dense = malloc(sizeof *lin->dense * (size_t)rows * cols)))
-            goto nomem;
-        memcpy(lin->dense, W, sizeof *lin->dense * (size_t)rows * cols);
+/* Candidates: dense (a copy of W), and every sparse format the matrix allows
+ * (only the forced one when o->format names one). */
+static int make_candidates(spruce_linear *lin, const float *W, const spruce_linear_opts *o)
+{
+    const size_t count = (size_t)lin->rows * lin->cols;
+    int f, rc;
+    if (o->format < 0 || o->format == SPRUCE_FMT_DENSE) {
+        if (!(lin->dense = malloc(sizeof *lin->dense * count)))
+            return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", lin->rows,
+                                  lin->cols);
+        memcpy(lin->dense, W, sizeof *lin->dense * count);
     }
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++) {
-        spruce_pack_opts po = {f, o.n, o.m, o.nthreads};
-        if (o.format >= 0 && o.format != f)
+        spruce_pack_opts po = {f, o->n, o->m, o->nthreads};
+        if (o->format >= 0 && o->format != f)
             continue;
-        rc = spruce_sparse_pack(W, NULL, rows, cols, &po, &lin->sp[f]);
-        if (rc == SPRUCE_EPATTERN && o.format < 0) { /* not N:M: not a candidate */
+        rc = spruce_sparse_pack(W, NULL, lin->rows, lin->cols, &po, &lin->sp[f]);
+        if (rc == SPRUCE_EPATTERN && o->format < 0) { /* not N:M: not a candidate */
             spruce_errclear();
-            rc = 0;
             continue;
         }
         if (rc < 0)
-            goto done;
+            return rc;
     }
+    return 0;
+}
 
-    if (o.format >= 0) {
-        for (b = 0; b < lin->nbatches; b++)
-            lin->choice[b] = o.format;
-    } else {
-        X = malloc(sizeof *X * (size_t)cols * maxb);
-        Y = malloc(sizeof *Y * (size_t)rows * maxb);
-        if (!X || !Y)
-            goto nomem;
-        for (i = 0; i < cols * maxb; i++)
-            X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-        for (b = 0; b < lin->nbatches; b++) {
-            /* Rounds of one timed run of every candidate (after a warm-up
-             * round), so that all of them see the same machine when others use
-             * it too; each keeps its fastest run: other programs only ever add
-             * time. */
-            const int bs = lin->batches[b];
-            double *best = times[b], win;
-            int r;
-            for (f = 0; f < 4; f++)
-                best[f] = 1e300;
-            for (r = -1; r < o.reps; r++)
-                for (f = SPRUCE_FMT_DENSE; f <= SPRUCE_FMT_NM; f++) {
-                    double t0;
-                    if (f != SPRUCE_FMT_DENSE && !lin->sp[f])
-                        continue;
-                    /* One untimed run first: switching between OpenBLAS's
-                     * threads and OpenMP's wakes the other pool, a cost the
-                     * first product after a switch pays and the timed one
-                     * should not.  Then the data leaves the caches, and the
-                     * timed run streams it from memory. */
-                    if ((rc = run(lin, f, X, bs, Y)) < 0)
-                        goto done;
-                    flush_candidate(lin, f);
-                    t0 = now();
-                    if ((rc = run(lin, f, X, bs, Y)) < 0)
-                        goto done;
-                    t0 = now() - t0;
-                    if (r >= 0 && t0 < best[f])
-                        best[f] = t0;
-                }
-            /* Sparse only where clearly faster.  With batch > 1 the margin is
-             * much wider: there the products are close (OpenBLAS's sgemm is
-             * compute-bound and very good), and a sparse format's lead in this
-             * one-matrix timing has been seen to overstate its lead in a long
-             * stream of products by up to a quarter (BENCHMARKS.md). */
-            lin->choice[b] = SPRUCE_FMT_DENSE;
-            win = best[SPRUCE_FMT_DENSE] * (bs == 1 ? 0.97 : 0.7);
-            allowed[b] = win; /* what a sparse format has to beat at this batch */
-            for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
-                if (lin->sp[f] && best[f] < win) {
-                    win = best[f];
-                    lin->choice[b] = f;
-                }
-            /* At batch 1 a product streams its bytes: a format with at most
-             * 60% of dense's bytes that timed within 30% of dense
-             * is taken over dense.  One cold product of a matrix of a few
-             * MB is short enough for start-up latency and noise to decide
-             * it, while in a model, where the layers stream one after the
-             * other, the bytes do; and a dense layer between sparse ones
-             * also pays for waking OpenBLAS's threads, which this timing
-             * (an untimed run of the same candidate first) does not see.
-             * Measured on a 2:4 model: 1.49x dense decoding with 5%, 1.6x
-             * and more with 30% (BENCHMARKS.md, "Decoding"). */
-            if (bs == 1 && lin->choice[b] == SPRUCE_FMT_DENSE) {
-                const double dense_bytes = (double)sizeof(float) * rows * cols;
-                win = best[SPRUCE_FMT_DENSE] * 1.3;
-                for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
-                    if (lin->sp[f] && best[f] < win &&
-                        (double)spruce_sparse_bytes(lin->sp[f]) <= 0.6 * dense_bytes) {
-                        win = best[f];
-                        lin->choice[b] = f;
-                    }
+/* times[b][f]: the fastest of reps timed products of candidate f at batch
+ * size lin->batches[b] (1e300 for formats that are not candidates).  Rounds
+ * of one timed run of every candidate (after a warm-up round), so that all of
+ * them see the same machine when others use it too; each keeps its fastest
+ * run: other programs only ever add time. */
+static int time_candidates(const spruce_linear *lin, int reps,
+                           double times[SPRUCE_LINEAR_MAX_BATCHES][4])
+{
+    const int maxb = lin->batches[lin->nbatches - 1];
+    float *X = malloc(sizeof *X * (size_t)lin->cols * maxb);
+    float *Y = malloc(sizeof *Y * (size_t)lin->rows * maxb);
+    int rc = 0, b, f, r, i;
+    if (!X || !Y) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", lin->rows, lin->cols);
+        goto done;
+    }
+    for (i = 0; i < lin->cols * maxb; i++)
+        X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    for (b = 0; b < lin->nbatches; b++) {
+        const int bs = lin->batches[b];
+        double *best = times[b];
+        for (f = 0; f < 4; f++)
+            best[f] = 1e300;
+        for (r = -1; r < reps; r++)
+            for (f = SPRUCE_FMT_DENSE; f <= SPRUCE_FMT_NM; f++) {
+                double t0;
+                if (f != SPRUCE_FMT_DENSE && !lin->sp[f])
+                    continue;
+                /* One untimed run first: switching between OpenBLAS's threads
+                 * and OpenMP's wakes the other pool, a cost the first product
+                 * after a switch pays and the timed one should not.  Then the
+                 * data leaves the caches, and the timed run streams it from
+                 * memory. */
+                if ((rc = run(lin, f, X, bs, Y)) < 0)
+                    goto done;
+                flush_candidate(lin, f);
+                t0 = now();
+                if ((rc = run(lin, f, X, bs, Y)) < 0)
+                    goto done;
+                t0 = now() - t0;
+                if (r >= 0 && t0 < best[f])
+                    best[f] = t0;
+            }
+    }
+done:
+    free(X);
+    free(Y);
+    return rc;
+}
+
+/* The format for batch size bs from its times: sparse only where clearly
+ * faster than dense; *allowed receives what a sparse format had to beat. */
+static int choose(const spruce_linear *lin, int bs, const double *best, double *allowed)
+{
+    int f, choice = SPRUCE_FMT_DENSE;
+    /* With batch > 1 the margin is much wider: there the products are close
+     * (OpenBLAS's sgemm is compute-bound and very good), and a sparse format's
+     * lead in this one-matrix timing has been seen to overstate its lead in a
+     * long stream of products by up to a quarter (BENCHMARKS.md). */
+    double win = best[SPRUCE_FMT_DENSE] * (bs == 1 ? 0.97 : 0.7);
+    *allowed = win;
+    for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
+        if (lin->sp[f] && best[f] < win) {
+            win = best[f];
+            choice = f;
+        }
+    /* At batch 1 a product streams its bytes: a format with at most 60% of
+     * dense's bytes that timed within 30% of dense is taken over dense.  One
+     * cold product of a matrix of a few MB is short enough for start-up
+     * latency and noise to decide it, while in a model, where the layers
+     * stream one after the other, the bytes do; and a dense layer between
+     * sparse ones also pays for waking OpenBLAS's threads, which this timing
+     * (an untimed run of the same candidate first) does not see.  Measured on
+     * a 2:4 model: 1.49x dense decoding with 5%, 1.6x and more with 30%
+     * (BENCHMARKS.md, "Decoding"). */
+    if (bs == 1 && choice == SPRUCE_FMT_DENSE) {
+        const double dense_bytes = (double)sizeof(float) * lin->rows * lin->cols;
+        win = best[SPRUCE_FMT_DENSE] * 1.3;
+        for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
+            if (lin->sp[f] && best[f] < win &&
+                (double)spruce_sparse_bytes(lin->sp[f]) <= 0.6 * dense_bytes) {
+                win = best[f];
+                choice = f;
+            }
+    }
+    return choice;
+}
+
+/* Fewer copies of the weights: each representation kept is a full copy (N:M
+ * for batch 1 plus compressed rows for batch 16 would take more memory than
+ * dense).  A larger batch size reuses the sparse format of a smaller one when
+ * that format timed at most 20% slower than the best at the larger size and
+ * still beat dense there. */
+static void share_formats(spruce_linear *lin, double times[SPRUCE_LINEAR_MAX_BATCHES][4],
+                          const double *allowed)
+{
+    int b, k;
+    for (b = 1; b < lin->nbatches; b++) {
+        const int c = lin->choice[b];
+        if (c == SPRUCE_FMT_DENSE)
+            continue;
+        for (k = 0; k < b; k++) {
+            const int f2 = lin->choice[k];
+            if (f2 != SPRUCE_FMT_DENSE && f2 != c && times[b][f2] <= 1.2 * times[b][c] &&
+                times[b][f2] < allowed[b]) {
+                lin->choice[b] = f2;
+                break;
             }
         }
     }
-    /* Fewer copies of the weights: each representation kept is a full copy
-     * (N:M for batch 1 plus compressed rows for batch 16 would take more
-     * memory than dense).  A larger batch size reuses the sparse format of a
-     * smaller one when that format timed at most 20% slower than the best at
-     * the larger size and still beat dense there. */
-    if (o.format < 0)
-        for (b = 1; b < lin->nbatches; b++) {
-            const int c = lin->choice[b];
-            int k;
-            if (c == SPRUCE_FMT_DENSE)
-                continue;
-            for (k = 0; k < b; k++) {
-                const int f2 = lin->choice[k];
-                if (f2 != SPRUCE_FMT_DENSE && f2 != c && times[b][f2] <= 1.2 * times[b][c] &&
-                    times[b][f2] < allowed[b]) {
-                    lin->choice[b] = f2;
-                    break;
-                }
-            }
-        }
-    /* Keep only what was chosen. */
+}
+
+/* Free the representations no batch size chose. */
+static void keep_chosen(spruce_linear *lin)
+{
+    int used[4] = {0, 0, 0, 0}, b, f;
     for (b = 0; b < lin->nbatches; b++)
         used[lin->choice[b]] = 1;
     if (!used[SPRUCE_FMT_DENSE]) {
@@ -297,14 +312,46 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
             spruce_sparse_free(lin->sp[f]);
             lin->sp[f] = NULL;
         }
+}
+
+/* Inspect once, execute many: make every candidate, time them at each tuned
+ * batch size, choose, then keep only what was chosen. */
+int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,
+                         spruce_linear **out)
+{
+    spruce_linear_opts o;
+    spruce_linear *lin = NULL;
+    double times[SPRUCE_LINEAR_MAX_BATCHES][4], allowed[SPRUCE_LINEAR_MAX_BATCHES];
+    int rc, b;
+    if (out)
+        *out = NULL;
+    if (!W || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "linear layer: NULL %s", !W ? "matrix" : "output");
+    if (rows <= 0 || cols <= 0)
+        return spruce__seterr(SPRUCE_ESHAPE,
+                              "linear layer: expected rows, cols >= 1, found (%d, %d)", rows, cols);
+    if ((rc = resolve_opts(opts, &o)) < 0)
+        return rc;
+    if (!(lin = calloc(1, sizeof *lin)))
+        return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", rows, cols);
+    lin->rows = rows;
+    lin->cols = cols;
+    if ((rc = sort_batches(lin, &o)) < 0 || (rc = make_candidates(lin, W, &o)) < 0)
+        goto done;
+    if (o.format >= 0) {
+        for (b = 0; b < lin->nbatches; b++)
+            lin->choice[b] = o.format;
+    } else {
+        if ((rc = time_candidates(lin, o.reps, times)) < 0)
+            goto done;
+        for (b = 0; b < lin->nbatches; b++)
+            lin->choice[b] = choose(lin, lin->batches[b], times[b], &allowed[b]);
+        share_formats(lin, times, allowed);
+    }
+    keep_chosen(lin);
     *out = lin;
     lin = NULL;
-    goto done;
-nomem:
-    rc = spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", rows, cols);
 done:
-    free(X);
-    free(Y);
     spruce_linear_free(lin);
     return rc;
 }

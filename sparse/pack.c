@@ -290,6 +290,7 @@ static int pack_blocks(const float *W, const uint8_t *mask, int rows, int cols,
         A->col0[b] = c0;
         if ((rc = pack_one(W, mask, rows, w, cols, c0, opts, &A->blk[b])) < 0)
             goto done;
+        A->blk[b]->add = b > 0;
         A->nblk = b + 1;
         A->nnz += A->blk[b]->nnz;
     }
@@ -410,30 +411,28 @@ size_t spruce_sparse_bytes(const spruce_sparse *A)
     return b;
 }
 
-/* Rows [r0, r1) of Y = A X; with column blocks, block 0 writes Y and each
- * further block adds its product (computed into the same rows of T). */
+/* Rows [r0, r1) of Y = A X; with column blocks, block 0 writes those rows
+ * of Y and each further block adds its product to them (its add flag), so
+ * that nothing but Y is written and a product never allocates. */
 static void mul_rows(const spruce_sparse *A, spruce__kernel k, const float *X, int batch, float *Y,
-                     float *T, int r0, int r1)
+                     int r0, int r1)
 {
     int b;
-    int64_t i;
     if (!A->nblk) {
         k(A, X, batch, Y, r0, r1);
         return;
     }
-    k(A->blk[0], X, batch, Y, r0, r1);
-    for (b = 1; b < A->nblk; b++) {
-        k(A->blk[b], X + (int64_t)A->col0[b] * batch, batch, T, r0, r1);
-        for (i = (int64_t)r0 * batch; i < (int64_t)r1 * batch; i++)
-            Y[i] += T[i];
-    }
+    for (b = 0; b < A->nblk; b++)
+        k(A->blk[b], X + (int64_t)A->col0[b] * batch, batch, Y, r0, r1);
 }
 
+/* Threads each take row ranges and write only those rows of Y, so products
+ * of the same matrix may run at once from several threads (each with its own
+ * X and Y), whatever omp_get_max_threads() says at the time. */
 int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *Y)
 {
     const spruce__kernel_table *tab;
     spruce__kernel k;
-    float *T = NULL;
     if (!A || !X || !Y)
         return spruce__seterr(SPRUCE_EINVAL, "sparse product: NULL %s",
                               !A ? "matrix" : !X ? "input" : "output");
@@ -442,17 +441,14 @@ int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *
     if (!(tab = spruce__kernels()))
         return spruce_sparse_isa();
     k = tab->k[A->format][batch > 1];
-    if (A->nblk > 1 && !(T = malloc(sizeof *T * (size_t)A->rows * batch)))
-        return spruce__seterr(SPRUCE_ENOMEM, "sparse product: (%d, %d) scratch", A->rows, batch);
     if (A->nthreads == 1) {
-        mul_rows(A, k, X, batch, Y, T, 0, A->rows);
+        mul_rows(A, k, X, batch, Y, 0, A->rows);
     } else {
         int t;
 #pragma omp parallel for num_threads(A->nthreads) schedule(dynamic, 1)
         for (t = 0; t < A->nsplit; t++)
             if (A->split[t] < A->split[t + 1])
-                mul_rows(A, k, X, batch, Y, T, A->split[t], A->split[t + 1]);
+                mul_rows(A, k, X, batch, Y, A->split[t], A->split[t + 1]);
     }
-    free(T);
     return 0;
 }

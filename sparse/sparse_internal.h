@@ -22,7 +22,7 @@
  * thread's range uses it. */
 #define SPRUCE__WIN 512
 #define SPRUCE__PART_MIN 32768
-/* Rows per block of the blocked CSR product (see csr_spmm_avx512.c). */
+/* Rows per block of the blocked CSR product (see csr_spmm.h). */
 #define SPRUCE__RB 16
 
 /* Bitmask and N:M matrices wider than this many columns are stored as column
@@ -58,9 +58,21 @@ struct spruce_sparse {
     int nblk;
     int col0[SPRUCE__MAX_BLOCKS];
     struct spruce_sparse *blk[SPRUCE__MAX_BLOCKS];
+    /* Set on every column block but the first: its kernels add their product
+     * to Y instead of writing it, so the blocks of a row sum into Y itself and
+     * a product needs no scratch (bitmask and N:M kernels only). */
+    int add;
 };
 
-/* A kernel computes rows [r0, r1) of Y = A X, X (cols, batch), Y (rows, batch). */
+/* Row i of a product leaves a kernel: y[i] = s, or y[i] += s for a block with
+ * A->add set (the same sum either way: the block's own, then added). */
+static inline void spruce__put(float *y, int64_t i, float s, int add)
+{
+    y[i] = add ? y[i] + s : s;
+}
+
+/* A kernel computes rows [r0, r1) of Y = A X, X (cols, batch), Y (rows, batch)
+ * (Y += A X for a column block with A->add set). */
 typedef void (*spruce__kernel)(const struct spruce_sparse *A, const float *X, int batch,
                                float *Y, int r0, int r1);
 

@@ -31,7 +31,9 @@
  * SPRUCE_EUNSUPPORTED and a detail naming what is available.
  *
  * Work is split over OpenMP threads by rows, balanced by non-zeros when the
- * matrix is packed.  No function that multiplies allocates memory. */
+ * matrix is packed.  No function that multiplies allocates memory (the
+ * column blocks of wide bitmask and N:M matrices add into Y itself; see
+ * tests/test_sparse_noalloc.c). */
 #ifndef SPRUCE_SPARSE_H
 #define SPRUCE_SPARSE_H
 
@@ -105,7 +107,10 @@ size_t spruce_sparse_bytes(const spruce_sparse *A);   /* bytes a product streams
 int spruce_sparse_index_bits(const spruce_sparse *A); /* CSR: 16 or 32, else 0 */
 
 /* Y = A X.  X is (cols, batch) row-major, Y is (rows, batch) row-major;
- * batch >= 1.  Runs on the threads A was packed for. */
+ * batch >= 1.  Runs on the threads A was packed for, whatever
+ * omp_get_max_threads() says later.  Allocates nothing and only reads A:
+ * products of the same matrix may run at once from several threads, each
+ * with its own Y. */
 int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *Y);
 
 /* ---- the linear layer ------------------------------------------------- */
@@ -139,9 +144,10 @@ void spruce_linear_free(spruce_linear *lin); /* NULL is a no-op */
 
 /* Y = W X, X (cols, batch) and Y (rows, batch) row-major.  Uses the
  * representation tuned for the largest tuned batch size <= batch (the smallest
- * tuned one if batch is below all of them).  Never allocates.  Call it from
- * outside OpenMP parallel regions: it runs on its own threads (OpenMP for the
- * sparse formats, OpenBLAS's for dense). */
+ * tuned one if batch is below all of them).  Never allocates (but OpenBLAS's
+ * threaded sgemm, the dense representation at batch > 1, allocates inside
+ * OpenBLAS).  Call it from outside OpenMP parallel regions: it runs on its
+ * own threads (OpenMP for the sparse formats, OpenBLAS's for dense). */
 int spruce_linear_forward(const spruce_linear *lin, const float *X, int batch, float *Y);
 
 /* The format used for this batch size (SPRUCE_FMT_*). */

@@ -2,7 +2,8 @@
  * X is (cols, batch), Y is (rows, batch), row-major.  A row's bitmask is decoded
  * a window of 1024 columns at a time into the list of its kept columns (one
  * trailing-zero count per kept weight), then each weight is broadcast against
- * the contiguous row of X it selects, as for compressed rows (spmm_avx2.h). */
+ * the contiguous row of X it selects, as for compressed rows (spmm_avx2.h).
+ * A column block with A->add set adds its product to Y. */
 #include "sparse_internal.h"
 #include "spmm_avx2.h"
 
@@ -34,6 +35,8 @@ void bitmask_spmm_avx2(const struct spruce_sparse *A, const float *X, int batch,
                 spmm_acc256_nv(v, cols, n, X + j0, batch, tail, full, acc, nv, 0);
                 v += n;
             }
+            if (A->add)
+                add8(Y + (int64_t)i * batch + j0, acc, nv, tail, full);
             store8(Y + (int64_t)i * batch + j0, acc, nv, tail, full);
         }
     }

@@ -4,7 +4,8 @@
  * numbers, each 16-bit slice m turned into the columns of its set bits by one
  * compress: cols[n .. n + popcount(m)) = compress(m, k + {0, 1, .., 15}); then
  * the weights of the window meet the rows of X they select exactly as for
- * compressed rows (spmm_avx512.h).  The list lives on the stack. */
+ * compressed rows (spmm_avx512.h).  The list lives on the stack.  A column
+ * block with A->add set adds its product to Y. */
 #include "sparse_internal.h"
 #include "spmm_avx512.h"
 
@@ -28,10 +29,11 @@ static inline int decode(const uint64_t *bits, int w0, int w1, int32_t *cols)
     return n;
 }
 
-/* Blocked as the compressed-row product is (csr_spmm_avx512.c): a window of
+/* Blocked as the compressed-row product is (csr_spmm.h): a window of
  * SPRUCE__WIN columns of X stays in the L1 cache while each row of a block of
- * SPRUCE__RB rows adds its weights in that window to its row of Y; columns
- * j0 .. j0 + 64 of Y at a time. */
+ * SPRUCE__RB rows adds its weights in that window to its row of Y (from the
+ * first window on for a column block with A->add set); columns j0 .. j0 + 64
+ * of Y at a time. */
 static void blocked(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0,
                     int r1)
 {
@@ -53,9 +55,10 @@ static void blocked(const struct spruce_sparse *A, const float *X, int batch, fl
                     float *y = Y + (int64_t)(rb + i) * batch + j0;
                     __m512 acc[4];
                     for (q = 0; q < 4; q++)
-                        acc[q] = w0 == 0 || q >= nv ? _mm512_setzero_ps()
-                                                    : _mm512_maskz_loadu_ps(
-                                                          q == nv - 1 ? tail : 0xffff, y + 16 * q);
+                        acc[q] = (w0 == 0 && !A->add) || q >= nv
+                                     ? _mm512_setzero_ps()
+                                     : _mm512_maskz_loadu_ps(q == nv - 1 ? tail : 0xffff,
+                                                             y + 16 * q);
                     if (batch == 16) /* the common case, unrolled for it */
                         spmm_acc512(vp[i], cols, n, X, 16, 0xffff, acc, 1, 0);
                     else
@@ -93,6 +96,9 @@ void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X, int batc
                 spmm_acc512_nv(v, cols, n, X + j0, batch, tail, acc, nv, 0);
                 v += n;
             }
+            for (q = 0; A->add && q < nv; q++)
+                acc[q] = _mm512_add_ps(
+                    _mm512_maskz_loadu_ps(q == nv - 1 ? tail : 0xffff, y + 16 * q), acc[q]);
             for (q = 0; q < nv; q++)
                 _mm512_mask_storeu_ps(y + 16 * q, q == nv - 1 ? tail : 0xffff, acc[q]);
         }

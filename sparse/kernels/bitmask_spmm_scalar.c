@@ -1,6 +1,7 @@
 /* bitmask_spmm_scalar.c: Y = A X for a bitmask (or N:M) matrix, the reference.
  * X is (cols, batch), Y is (rows, batch), row-major:
- *   Y[i, :] = sum over kept (i, k) of w_ik * X[k, :]. */
+ *   Y[i, :] = sum over kept (i, k) of w_ik * X[k, :]
+ * (a column block with A->add set adds that sum to Y[i, :]). */
 #include "sparse_internal.h"
 
 void bitmask_spmm_scalar(const struct spruce_sparse *A, const float *X, int batch, float *Y,
@@ -11,7 +12,7 @@ void bitmask_spmm_scalar(const struct spruce_sparse *A, const float *X, int batc
         const uint64_t *bits = A->bits + (int64_t)i * A->wpr;
         const float *v = A->val + A->rowptr[i];
         float *y = Y + (int64_t)i * batch;
-        for (j = 0; j < batch; j++)
+        for (j = 0; !A->add && j < batch; j++)
             y[j] = 0.0f;
         for (w = 0; w < A->wpr; w++) {
             uint64_t b = bits[w];

@@ -1,6 +1,7 @@
 /* bitmask_spmv_scalar.c: y = A x for a bitmask (or N:M) matrix, the reference.
  * Bit j of word w of row i marks column 64 w + j; the kept values of row i are
- * val[rowptr[i] ...] in column order:  y[i] = sum of kept w_ik * x[k]. */
+ * val[rowptr[i] ...] in column order:  y[i] = sum of kept w_ik * x[k]
+ * (y[i] += that sum for a column block with A->add set). */
 #include "sparse_internal.h"
 
 void bitmask_spmv_scalar(const struct spruce_sparse *A, const float *x, int batch, float *y,
@@ -19,6 +20,6 @@ void bitmask_spmv_scalar(const struct spruce_sparse *A, const float *x, int batc
                 b &= b - 1;
             }
         }
-        y[i] = s;
+        spruce__put(y, i, s, A->add);
     }
 }

@@ -10,17 +10,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-#define SPRUCE__INLINE static inline __attribute__((always_inline))
-
-/* kind: 16 -> uint16_t columns, 32 -> uint32_t columns, 0 -> int32_t columns */
-SPRUCE__INLINE int64_t spmm_idx(const void *idx, int64_t p, const int kind)
-{
-    if (kind == 16)
-        return ((const uint16_t *)idx)[p];
-    if (kind == 32)
-        return ((const uint32_t *)idx)[p];
-    return ((const int32_t *)idx)[p];
-}
+#include "kernel_common.h"
 
 SPRUCE__INLINE void spmm_acc512(const float *v, const void *idx, int64_t cnt, const float *Xj,
                                 int64_t batch, __mmask16 tail, __m512 *acc, const int NV,
@@ -75,6 +65,44 @@ SPRUCE__INLINE void spmm_acc512_nv(const float *v, const void *idx, int64_t cnt,
     case 3: spmm_acc512(v, idx, cnt, Xj, batch, tail, acc, 3, kind); break;
     default: spmm_acc512(v, idx, cnt, Xj, batch, tail, acc, 4, kind); break;
     }
+}
+
+/* The words the products written once for every instruction set use
+ * (csr_spmm.h): vectors of SPMM_LANES floats, the lanes of the last vector of
+ * a pass, and the operations on the (up to four) vectors of a row of Y. */
+#define SPMM_LANES 16
+typedef __m512 spmm_vec;
+typedef __mmask16 spmm_tail;
+
+/* The tail of a pass over nb (1 .. 4 SPMM_LANES) columns of Y. */
+SPRUCE__INLINE spmm_tail spmm_tail_for(int nb)
+{
+    return nb % 16 ? (__mmask16)((1u << (nb % 16)) - 1) : 0xffff;
+}
+
+SPRUCE__INLINE spmm_vec spmm_zero(void) { return _mm512_setzero_ps(); }
+
+/* Vector q of nv at y. */
+SPRUCE__INLINE spmm_vec spmm_load(const float *y, int q, int nv, spmm_tail t)
+{
+    return _mm512_maskz_loadu_ps(q == nv - 1 ? t : 0xffff, y + 16 * q);
+}
+
+SPRUCE__INLINE void spmm_store(float *y, const spmm_vec *acc, int nv, spmm_tail t)
+{
+    int q;
+    for (q = 0; q < nv; q++)
+        _mm512_mask_storeu_ps(y + 16 * q, q == nv - 1 ? t : 0xffff, acc[q]);
+}
+
+/* acc[0 .. nv) += the cnt weights v at columns idx against X[., j0 ..). */
+SPRUCE__INLINE void spmm_row(const float *v, const void *idx, int64_t cnt, const float *X,
+                             int batch, int j0, spmm_tail t, spmm_vec *acc, int nv, const int kind)
+{
+    if (kind == 16 && batch == 16) /* the common case, unrolled for it */
+        spmm_acc512(v, idx, cnt, X, 16, 0xffff, acc, 1, 16);
+    else
+        spmm_acc512_nv(v, idx, cnt, X + j0, batch, t, acc, nv, kind);
 }
 
 #endif
