@@ -37,6 +37,13 @@ int cli_parse_pattern(const char *opt, const char *s, int *n, int *m);
 
 /* Monotonic wall clock in seconds. */
 double cli_now(void);
+/* The median of t[0..n) (n >= 1); sorts t in place. */
+double cli_median(double *t, int n);
+
+/* A JSON number for v, or JSON null when v is NaN or infinite (which JSON
+ * cannot write): every JSON number the commands print goes through it. */
+struct json_t;
+struct json_t *cli_json_real(double v);
 
 /* --threads T: OpenMP's and OpenBLAS's thread counts (T <= 0: leave them). */
 void cli_set_threads(long threads);
