@@ -6,7 +6,8 @@
  * Enough distinct matrices are rotated that each working set (dense and every
  * sparse one) is more than cx->rotate bytes, so no figure is flattered by the
  * cache.  Each repetition is one pass over the whole rotation; dense and sparse
- * passes alternate; the median is reported.
+ * passes alternate; the median is reported.  `auto` times the formats the
+ * linear layer chose for the first matrix, packed as the layer packs them.
  *
  * Products: W (rows, cols), X (cols, batch), Y (rows, batch), row-major. */
 #include <math.h>
@@ -222,20 +223,24 @@ static void rotation_free(rotation_set *rs)
     free(rs->Wd);
 }
 
-/* How format f packs a matrix of case c. */
+/* How format f packs a matrix of case c.  N:M uses the case's pattern or, for
+ * an unstructured case, the one the linear layer tries without a pattern
+ * (2:4, spruce_linear_opts): `auto` may have chosen N:M because the matrix
+ * happened to fit it. */
 static spruce_pack_opts pack_opts(const bench_ctx *cx, const bench_case *c, int f)
 {
-    spruce_pack_opts po = {f, c->n, c->m, cx->threads};
+    spruce_pack_opts po = {f, c->n ? c->n : 2, c->n ? c->m : 4, cx->threads};
     return po;
 }
 
-/* Matrix i of the rotation as format f packs it. */
+/* What matrix i of the rotation packs from in format f: the matrix of seed i
+ * (Wi), except N:M for an unstructured case, where only W0, the matrix the
+ * linear layer inspected, is known to fit the pattern (another random matrix
+ * of the same sparsity may not): there every copy is packed from W0.  The
+ * copies are as many and as large, so the cache sees the same working set. */
 static const float *pack_source(const bench_case *c, int f, const float *W0, const float *Wi)
 {
-    (void)c;
-    (void)f;
-    (void)W0;
-    return Wi;
+    return f == SPRUCE_FMT_NM && !c->n ? W0 : Wi;
 }
 
 /* Pack the rotation of every format with want[f] and copy the dense one:
