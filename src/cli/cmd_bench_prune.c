@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <cblas.h>
+#include <jansson.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -353,20 +354,32 @@ int spruce_cmd_bench_prune(int argc, char **argv)
             flops += 2.0 * (double)cols * cols * cols / 3.0 + sweep_flops((int)rows, (int)cols, o.blocksize);
         gflops = hs + res.seconds > 0.0 ? flops / (hs + res.seconds) / 1e9 : 0.0;
         if (json) {
-            printf("{\"method\": \"%s\", \"rows\": %ld, \"cols\": %ld, \"tokens\": %ld, \"target\": \"",
-                   spruce_method_name(o.method), rows, cols, tokens);
+            json_t *j = json_object();
+            char target[32];
             if (pm)
-                printf("%d:%d", pn, pm);
+                snprintf(target, sizeof target, "%d:%d", pn, pm);
             else
-                printf("%g", sparsity);
-            printf("\", \"hessian_s\": %.6f, \"prune_s\": %.6f, \"gflop\": %.3f, \"gflops\": %.2f, "
-                   "\"sparsity\": %.6f, \"rel_error\": %.6e, \"loss\": %.6e, \"damp_used\": %g, "
-                   "\"damp_retries\": %d, \"dead_columns\": %d",
-                   hs, res.seconds, flops / 1e9, gflops, res.sparsity, rel, res.loss,
-                   (double)res.damp_used, res.damp_retries, res.dead_columns);
+                snprintf(target, sizeof target, "%g", sparsity);
+            json_object_set_new(j, "method", json_string(spruce_method_name(o.method)));
+            json_object_set_new(j, "rows", json_integer(rows));
+            json_object_set_new(j, "cols", json_integer(cols));
+            json_object_set_new(j, "tokens", json_integer(tokens));
+            json_object_set_new(j, "target", json_string(target));
+            json_object_set_new(j, "hessian_s", cli_json_real(hs));
+            json_object_set_new(j, "prune_s", cli_json_real(res.seconds));
+            json_object_set_new(j, "gflop", cli_json_real(flops / 1e9));
+            json_object_set_new(j, "gflops", cli_json_real(gflops));
+            json_object_set_new(j, "sparsity", cli_json_real(res.sparsity));
+            json_object_set_new(j, "rel_error", cli_json_real(rel));
+            json_object_set_new(j, "loss", cli_json_real(res.loss));
+            json_object_set_new(j, "damp_used", cli_json_real(res.damp_used));
+            json_object_set_new(j, "damp_retries", json_integer(res.damp_retries));
+            json_object_set_new(j, "dead_columns", json_integer(res.dead_columns));
             if (baseline)
-                printf(", \"sgemm_gflops\": %.2f", sgemm_gflops);
-            printf("}\n");
+                json_object_set_new(j, "sgemm_gflops", cli_json_real(sgemm_gflops));
+            json_dumpf(j, stdout, JSON_REAL_PRECISION(7));
+            fputc('\n', stdout);
+            json_decref(j);
         } else {
             printf("%-10s %10.3f %9.3f %8.1f %9.4f %11.4e %11.4e\n", spruce_method_name(o.method), hs,
                    res.seconds, gflops, res.sparsity, rel, res.loss);
