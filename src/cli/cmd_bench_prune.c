@@ -31,6 +31,7 @@
 
 #include "cli.h"
 #include "npy.h"
+#include "prune_args.h"
 #include "spruce_prune.h"
 
 static void usage(FILE *f)
@@ -132,27 +133,27 @@ static double sweep_flops(int rows, int cols, int B)
 
 int spruce_cmd_bench_prune(int argc, char **argv)
 {
-    enum { O_ROWS = 256, O_COLS, O_TOKENS, O_WEIGHTS, O_INPUTS, O_SPARSITY, O_PATTERN, O_METHOD,
-           O_BLOCK, O_DAMP, O_SAVE, O_THREADS, O_SEED, O_JSON, O_HELP, O_SAVE_LAYER, O_BASELINE };
+    enum { O_ROWS = 256, O_COLS, O_TOKENS, O_WEIGHTS, O_INPUTS, O_SAVE, O_SEED, O_JSON, O_HELP,
+           O_SAVE_LAYER, O_BASELINE };
     static const struct option longopts[] = {
         {"rows", required_argument, NULL, O_ROWS},         {"cols", required_argument, NULL, O_COLS},
         {"tokens", required_argument, NULL, O_TOKENS},     {"weights", required_argument, NULL, O_WEIGHTS},
-        {"inputs", required_argument, NULL, O_INPUTS},     {"sparsity", required_argument, NULL, O_SPARSITY},
-        {"pattern", required_argument, NULL, O_PATTERN},   {"method", required_argument, NULL, O_METHOD},
-        {"blocksize", required_argument, NULL, O_BLOCK},   {"damp", required_argument, NULL, O_DAMP},
-        {"save-pruned", required_argument, NULL, O_SAVE},  {"threads", required_argument, NULL, O_THREADS},
-        {"seed", required_argument, NULL, O_SEED},         {"json", no_argument, NULL, O_JSON},
-        {"help", no_argument, NULL, O_HELP},               {"save-layer", required_argument, NULL, O_SAVE_LAYER},
+        {"inputs", required_argument, NULL, O_INPUTS},     PRUNE_ARGS_OPTIONS,
+        {"save-pruned", required_argument, NULL, O_SAVE},  {"seed", required_argument, NULL, O_SEED},
+        {"json", no_argument, NULL, O_JSON},               {"help", no_argument, NULL, O_HELP},
+        {"save-layer", required_argument, NULL, O_SAVE_LAYER},
         {"baseline", no_argument, NULL, O_BASELINE},       {NULL, 0, NULL, 0}};
-    long rows = 1024, cols = 1024, tokens = 2048, blocksize = 128, threads = 0, seed = 1, v;
-    double sparsity = 0.5, damp = 0.01, hessian_s = 0.0, hessian_flops, t0, sgemm_gflops = 0.0;
-    int pn = 0, pm = 0, json = 0, baseline = 0, shape_given = 0, sparsity_given = 0, c, i, rc, status = 1;
+    long rows = 1024, cols = 1024, tokens = 2048, seed = 1, v;
+    double hessian_s = 0.0, hessian_flops, t0, sgemm_gflops = 0.0;
+    int json = 0, baseline = 0, shape_given = 0, c, i, rc, status = 1;
     int methods[3], nmethods = 0;
-    const char *wpath = NULL, *xpath = NULL, *save = NULL, *method = "all", *save_layer = NULL;
+    const char *wpath = NULL, *xpath = NULL, *save = NULL, *save_layer = NULL;
     float *W0 = NULL, *X = NULL, *W = NULL;
     spruce_hessian *h = NULL;
     spruce_prune_opts o;
+    prune_args pa;
 
+    prune_args_init(&pa, "bench prune", PRUNE_ARGS_ALL, 1);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -166,30 +167,8 @@ int spruce_cmd_bench_prune(int argc, char **argv)
             break;
         case O_WEIGHTS: wpath = optarg; break;
         case O_INPUTS: xpath = optarg; break;
-        case O_SPARSITY:
-            if (cli_parse_float("--sparsity", optarg, 0.0, 0.999999, &sparsity))
-                return 2;
-            sparsity_given = 1;
-            break;
-        case O_PATTERN:
-            if (cli_parse_pattern("--pattern", optarg, &pn, &pm))
-                return 2;
-            break;
-        case O_METHOD: method = optarg; break;
-        case O_BLOCK:
-            if (cli_parse_int("--blocksize", optarg, 1, 1 << 16, &blocksize))
-                return 2;
-            break;
-        case O_DAMP:
-            if (cli_parse_float("--damp", optarg, 0.0, 1e6, &damp))
-                return 2;
-            break;
         case O_SAVE: save = optarg; break;
         case O_SAVE_LAYER: save_layer = optarg; break;
-        case O_THREADS:
-            if (cli_parse_int("--threads", optarg, 1, 1024, &threads))
-                return 2;
-            break;
         case O_SEED:
             if (cli_parse_int("--seed", optarg, 0, 1L << 30, &seed))
                 return 2;
@@ -198,6 +177,10 @@ int spruce_cmd_bench_prune(int argc, char **argv)
         case O_BASELINE: baseline = 1; break;
         case O_HELP: usage(stdout); return 0;
         default:
+            if ((rc = prune_args_option(&pa, c, optarg)) < 0)
+                return 2;
+            if (rc)
+                break;
             cli_fail("bench prune: unknown or incomplete option '%s' (try 'spruce bench prune --help')",
                      argv[optind - 1]);
             return 2;
@@ -207,10 +190,8 @@ int spruce_cmd_bench_prune(int argc, char **argv)
         cli_fail("bench prune: unexpected argument '%s'", argv[optind]);
         return 2;
     }
-    if (pm && sparsity_given) {
-        cli_fail("bench prune: give --sparsity or --pattern, not both");
+    if (prune_args_check(&pa, 0))
         return 2;
-    }
     if ((wpath != NULL) != (xpath != NULL)) {
         cli_fail("bench prune: --weights and --inputs go together");
         return 2;
@@ -219,25 +200,15 @@ int spruce_cmd_bench_prune(int argc, char **argv)
         cli_fail("bench prune: --rows/--cols/--tokens describe the synthetic layer; not with --weights");
         return 2;
     }
-    if (!strcmp(method, "all")) {
+    if (pa.method == PRUNE_ARGS_ALL) {
         for (i = 0; i < 3; i++)
             methods[nmethods++] = i;
     } else {
-        spruce_method m;
-        if (spruce_method_parse(method, &m)) {
-            cli_fail("bench prune: --method: expected sparsegpt, wanda, magnitude or all, got '%s'", method);
-            return 2;
-        }
-        methods[nmethods++] = (int)m;
+        methods[nmethods++] = pa.method;
     }
     spruce_prune_opts_init(&o);
-    o.sparsity = (float)sparsity;
-    o.prune_n = pn;
-    o.prune_m = pm;
-    o.blocksize = (int)blocksize;
-    o.damp = (float)damp;
-    o.threads = (int)threads;
-    cli_set_threads(threads);
+    prune_args_apply(&pa, &o);
+    cli_set_threads(pa.threads);
 
     if (wpath) {
         int64_t wr, wc, xr, xc;
@@ -277,13 +248,15 @@ int spruce_cmd_bench_prune(int argc, char **argv)
     for (i = 0; i < nmethods; i++) {
         spruce_prune_opts t = o;
         t.method = (spruce_method)methods[i];
-        if (t.prune_m > 0 && t.method == SPRUCE_METHOD_SPARSEGPT && blocksize % t.prune_m) {
-            cli_fail("bench prune: --pattern %d:%d: M must divide --blocksize %ld", pn, pm, blocksize);
+        if (t.prune_m > 0 && t.method == SPRUCE_METHOD_SPARSEGPT && pa.blocksize % t.prune_m) {
+            cli_fail("bench prune: --pattern %d:%d: M must divide --blocksize %ld", pa.n, pa.m,
+                     pa.blocksize);
             status = 2;
             goto done;
         }
         if (t.prune_m > 0 && cols % t.prune_m) {
-            cli_fail("bench prune: --pattern %d:%d: M must divide the column count %ld", pn, pm, cols);
+            cli_fail("bench prune: --pattern %d:%d: M must divide the column count %ld", pa.n,
+                     pa.m, cols);
             status = 2;
             goto done;
         }
@@ -323,11 +296,11 @@ int spruce_cmd_bench_prune(int argc, char **argv)
 
     if (!json) {
         printf("layer %ld x %ld, %ld tokens (%s), ", rows, cols, tokens, wpath ? wpath : "synthetic");
-        if (pm)
-            printf("%d:%d", pn, pm);
+        if (pa.m)
+            printf("%d:%d", pa.n, pa.m);
         else
-            printf("%.0f%% unstructured", 100.0 * sparsity);
-        printf(", threads %d\n", threads > 0 ? (int)threads : openblas_get_num_threads());
+            printf("%.0f%% unstructured", 100.0 * pa.sparsity);
+        printf(", threads %d\n", pa.threads > 0 ? (int)pa.threads : openblas_get_num_threads());
         printf("%-10s %10s %9s %8s %9s %11s %11s\n", "method", "hessian_s", "prune_s", "GFLOP/s",
                "sparsity", "rel_error", "loss");
     }
@@ -356,10 +329,10 @@ int spruce_cmd_bench_prune(int argc, char **argv)
         if (json) {
             json_t *j = json_object();
             char target[32];
-            if (pm)
-                snprintf(target, sizeof target, "%d:%d", pn, pm);
+            if (pa.m)
+                snprintf(target, sizeof target, "%d:%d", pa.n, pa.m);
             else
-                snprintf(target, sizeof target, "%g", sparsity);
+                snprintf(target, sizeof target, "%g", pa.sparsity);
             json_object_set_new(j, "method", json_string(spruce_method_name(o.method)));
             json_object_set_new(j, "rows", json_integer(rows));
             json_object_set_new(j, "cols", json_integer(cols));
