@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "spruce_error.h"
+#include "spruce_tokens.h"
 
 int cli_verbose = 0;
 
@@ -80,6 +81,37 @@ int cli_parse_pattern(const char *opt, const char *s, int *n, int *m)
     }
     *n = a;
     *m = b;
+    return 0;
+}
+
+int cli_model_seqlen(const char *cmd, const spruce_config *cfg, const char *dir, long *seqlen)
+{
+    if (!*seqlen)
+        *seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
+    if (*seqlen > cfg->max_position_embeddings) {
+        cli_fail("%s: --seqlen %ld is longer than max_position_embeddings %d of %s", cmd,
+                 *seqlen, cfg->max_position_embeddings, dir);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_load_windows(const char *cmd, const char *path, const spruce_config *cfg, long seqlen,
+                     uint32_t **ids, size_t *n)
+{
+    int rc;
+    *ids = NULL;
+    *n = 0;
+    if ((rc = spruce_tokens_load(path, ids, n)) ||
+        (rc = spruce_tokens_check(*ids, *n, (uint32_t)cfg->vocab_size, path))) {
+        cli_error(rc, "%s: %s", cmd, path);
+        return -1;
+    }
+    if (*n < (size_t)seqlen) {
+        cli_fail("%s: %s holds %zu tokens, shorter than one window of %ld", cmd, path, *n,
+                 seqlen);
+        return -1;
+    }
     return 0;
 }
 

@@ -35,47 +35,30 @@
 
 #define DEMO_BOS 1
 
-static void plan_default(demo_plan *p)
+/* The default run, or with quick the small one for tests. */
+static void plan_init(demo_plan *p, int quick)
 {
     spruce_synth_defaults(&p->synth);
-    p->synth.hidden = 2048;
-    p->synth.intermediate = 5632;
-    p->synth.layers = 4;
-    p->synth.heads = 32;
+    p->synth.hidden = quick ? 256 : 2048;
+    p->synth.intermediate = quick ? 688 : 5632;
+    p->synth.layers = quick ? 2 : 4;
+    p->synth.heads = quick ? 8 : 32;
     p->synth.kv_heads = 4;
-    p->synth.vocab = 4096;
-    p->synth.max_position = 512;
+    p->synth.vocab = quick ? 512 : 4096;
+    p->synth.max_position = quick ? 256 : 512;
     p->synth.dtype = SPRUCE_DTYPE_F32;
     p->synth.seed = 0;
-    p->nsamples = 32;
-    p->seqlen = 256;
-    p->nheld = 16;
-    p->steps = 64;
-}
-
-static void plan_quick(demo_plan *p)
-{
-    spruce_synth_defaults(&p->synth);
-    p->synth.hidden = 256;
-    p->synth.intermediate = 688;
-    p->synth.layers = 2;
-    p->synth.heads = 8;
-    p->synth.kv_heads = 4;
-    p->synth.vocab = 512;
-    p->synth.max_position = 256;
-    p->synth.dtype = SPRUCE_DTYPE_F32;
-    p->synth.seed = 0;
-    p->nsamples = 8;
-    p->seqlen = 64;
-    p->nheld = 4;
-    p->steps = 16;
+    p->nsamples = quick ? 8 : 32;
+    p->seqlen = quick ? 64 : 256;
+    p->nheld = quick ? 4 : 16;
+    p->steps = quick ? 16 : 64;
 }
 
 static void usage(FILE *f)
 {
     demo_plan d, q;
-    plan_default(&d);
-    plan_quick(&q);
+    plan_init(&d, 0);
+    plan_init(&q, 1);
     fprintf(f,
             "usage: spruce demo [--out DIR] [--force] [--quick] [--threads N] [--keep]\n\n"
             "Everything spruce does, on a random model made on the spot (no download):\n"
@@ -276,10 +259,7 @@ static int parse_options(int argc, char **argv, demo_run *d, const char **out, i
         cli_fail("demo: unexpected argument '%s' (try 'spruce demo --help')", argv[optind]);
         return -1;
     }
-    if (quick)
-        plan_quick(&d->plan);
-    else
-        plan_default(&d->plan);
+    plan_init(&d->plan, quick);
     return 0;
 }
 

@@ -216,25 +216,13 @@ int spruce_cmd_prune(int argc, char **argv)
         goto done;
     }
     cfg = spruce_model_config(m);
-    if (!seqlen)
-        seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
-    if (seqlen > cfg->max_position_embeddings) {
-        cli_fail("prune: --seqlen %ld is longer than max_position_embeddings %d of %s", seqlen,
-                 cfg->max_position_embeddings, dir);
+    if (cli_model_seqlen("prune", cfg, dir, &seqlen)) {
         status = 2;
         goto done;
     }
     if (calib) {
-        if ((rc = spruce_tokens_load(calib, &ids, &n)) ||
-            (rc = spruce_tokens_check(ids, n, (uint32_t)cfg->vocab_size, calib))) {
-            cli_error(rc, "prune: %s", calib);
+        if (cli_load_windows("prune", calib, cfg, seqlen, &ids, &n))
             goto done;
-        }
-        if (n < (size_t)seqlen) {
-            cli_fail("prune: %s holds %zu tokens, shorter than one window of %ld", calib, n,
-                     seqlen);
-            goto done;
-        }
         v = (long)(n / (size_t)seqlen);
         if (v < nsamples) {
             fprintf(stderr, "prune: %s holds %ld windows of %ld tokens: calibrating on %ld "
