@@ -298,3 +298,40 @@ Test(json, run_on_an_odd_model_directory)
     free(out);
     rm_parent(dir);
 }
+
+/* ---- --help -------------------------------------------------------------- */
+
+/* Every command (and `help COMMAND`) prints its usage on stdout and exits 0. */
+Test(help, every_command_has_help)
+{
+    static const char *cmds[] = {"prune", "eval", "synth", "masks", "masks export",
+                                 "masks apply", "masks info", "masks diff", "bench",
+                                 "bench prune", "run", "demo"};
+    const char *bin;
+    char args[256], want[128], *out;
+    size_t i;
+    if (!have_bin(&bin))
+        return;
+    for (i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        snprintf(want, sizeof want, "usage: spruce %s", cmds[i]);
+        snprintf(args, sizeof args, "%s --help", cmds[i]);
+        cr_assert_eq(run_capture(bin, args, &out), 0, "%s", args);
+        cr_assert(!strncmp(out, want, strlen(want)), "'%s' printed:\n%s", args, out);
+        if (strcmp(cmds[i], "masks")) /* lists its commands instead */
+            cr_assert_not_null(strstr(out, "\n  -"), "'%s' lists no options:\n%s", args, out);
+        free(out);
+        if (strchr(cmds[i], ' '))
+            continue;
+        snprintf(args, sizeof args, "help %s", cmds[i]);
+        cr_assert_eq(run_capture(bin, args, &out), 0, "%s", args);
+        cr_assert(!strncmp(out, want, strlen(want)), "'%s' printed:\n%s", args, out);
+        free(out);
+    }
+    cr_assert_eq(run_capture(bin, "--help", &out), 0);
+    for (i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strchr(cmds[i], ' ')) {
+            snprintf(want, sizeof want, "\n  %s ", cmds[i]);
+            cr_assert_not_null(strstr(out, want), "'spruce --help' does not list %s", cmds[i]);
+        }
+    free(out);
+}
