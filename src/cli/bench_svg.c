@@ -113,7 +113,8 @@ int bench_write_svg(const char *path, const bench_ctx *cx, int rows, int cols, i
                 lx, ly, lx + 25, ly, colors[0], lx + 30, ly + 4);
         ly += 20;
         fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
-                   "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">batch %d, unstructured</text>\n",
+                   "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">batch %d, "
+                   "unstructured</text>\n",
                 lx, ly, lx + 25, ly, colors[1], lx + 30, ly + 4, big);
         ly += 20;
         fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"8\" height=\"8\" fill=\"#555\" "
@@ -121,7 +122,8 @@ int bench_write_svg(const char *path, const bench_ctx *cx, int rows, int cols, i
                    "colours)</text>\n", lx + 8, ly - 4, lx + 12, ly, lx + 30, ly + 4);
         ly += 20;
         fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\" "
-                   "stroke-dasharray=\"6,4\"/><text x=\"%.0f\" y=\"%.0f\">dense OpenBLAS = 1</text>\n",
+                   "stroke-dasharray=\"6,4\"/><text x=\"%.0f\" y=\"%.0f\">dense OpenBLAS = "
+                   "1</text>\n",
                 lx, ly, lx + 25, ly, lx + 30, ly + 4);
         ly += 20;
         fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#2ca02c\" "

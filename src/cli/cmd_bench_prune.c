@@ -136,13 +136,20 @@ int spruce_cmd_bench_prune(int argc, char **argv)
     enum { O_ROWS = 256, O_COLS, O_TOKENS, O_WEIGHTS, O_INPUTS, O_SAVE, O_SEED, O_JSON, O_HELP,
            O_SAVE_LAYER, O_BASELINE };
     static const struct option longopts[] = {
-        {"rows", required_argument, NULL, O_ROWS},         {"cols", required_argument, NULL, O_COLS},
-        {"tokens", required_argument, NULL, O_TOKENS},     {"weights", required_argument, NULL, O_WEIGHTS},
-        {"inputs", required_argument, NULL, O_INPUTS},     PRUNE_ARGS_OPTIONS,
-        {"save-pruned", required_argument, NULL, O_SAVE},  {"seed", required_argument, NULL, O_SEED},
-        {"json", no_argument, NULL, O_JSON},               {"help", no_argument, NULL, O_HELP},
+        {"rows", required_argument, NULL, O_ROWS},
+        {"cols", required_argument, NULL, O_COLS},
+        {"tokens", required_argument, NULL, O_TOKENS},
+        {"weights", required_argument, NULL, O_WEIGHTS},
+        {"inputs", required_argument, NULL, O_INPUTS},
+        PRUNE_ARGS_OPTIONS,
+        {"save-pruned", required_argument, NULL, O_SAVE},
+        {"seed", required_argument, NULL, O_SEED},
+        {"json", no_argument, NULL, O_JSON},
+        {"help", no_argument, NULL, O_HELP},
         {"save-layer", required_argument, NULL, O_SAVE_LAYER},
-        {"baseline", no_argument, NULL, O_BASELINE},       {NULL, 0, NULL, 0}};
+        {"baseline", no_argument, NULL, O_BASELINE},
+        {NULL, 0, NULL, 0},
+    };
     long rows = 1024, cols = 1024, tokens = 2048, seed = 1, v;
     double hessian_s = 0.0, hessian_flops, t0, sgemm_gflops = 0.0;
     int json = 0, baseline = 0, shape_given = 0, c, i, rc, status = 1;
