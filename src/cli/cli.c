@@ -7,12 +7,14 @@
 #include <time.h>
 
 #include <cblas.h>
+#include <jansson.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "cli.h"
 #include "spruce_error.h"
+#include "spruce_tokens.h"
 
 int cli_verbose = 0;
 
@@ -82,11 +84,59 @@ int cli_parse_pattern(const char *opt, const char *s, int *n, int *m)
     return 0;
 }
 
+int cli_model_seqlen(const char *cmd, const spruce_config *cfg, const char *dir, long *seqlen)
+{
+    if (!*seqlen)
+        *seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
+    if (*seqlen > cfg->max_position_embeddings) {
+        cli_fail("%s: --seqlen %ld is longer than max_position_embeddings %d of %s", cmd,
+                 *seqlen, cfg->max_position_embeddings, dir);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_load_windows(const char *cmd, const char *path, const spruce_config *cfg, long seqlen,
+                     uint32_t **ids, size_t *n)
+{
+    int rc;
+    *ids = NULL;
+    *n = 0;
+    if ((rc = spruce_tokens_load(path, ids, n)) ||
+        (rc = spruce_tokens_check(*ids, *n, (uint32_t)cfg->vocab_size, path))) {
+        cli_error(rc, "%s: %s", cmd, path);
+        return -1;
+    }
+    if (*n < (size_t)seqlen) {
+        cli_fail("%s: %s holds %zu tokens, shorter than one window of %ld", cmd, path, *n,
+                 seqlen);
+        return -1;
+    }
+    return 0;
+}
+
 double cli_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double cli_median(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+json_t *cli_json_real(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
 }
 
 void cli_set_threads(long threads)

@@ -3,7 +3,11 @@
 #ifndef SPRUCE_CLI_H
 #define SPRUCE_CLI_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include "spruce_model.h"
 
 /* Each subcommand: argv[0] is the subcommand's name; returns the exit status. */
 int spruce_cmd_prune(int argc, char **argv);
@@ -35,8 +39,25 @@ int cli_parse_float(const char *opt, const char *s, double lo, double hi, double
 /* "N:M" with 0 < N < M. */
 int cli_parse_pattern(const char *opt, const char *s, int *n, int *m);
 
+/* --seqlen of a command on a model: 0 means min(2048, max_position_embeddings);
+ * longer than max_position_embeddings is refused.  0, or -1 after a message
+ * naming cmd and dir. */
+int cli_model_seqlen(const char *cmd, const spruce_config *cfg, const char *dir,
+                     long *seqlen);
+/* The token ids of path into *ids (*n of them, caller frees): every one below
+ * the vocabulary, at least one window of seqlen.  0, or -1 after a message. */
+int cli_load_windows(const char *cmd, const char *path, const spruce_config *cfg,
+                     long seqlen, uint32_t **ids, size_t *n);
+
 /* Monotonic wall clock in seconds. */
 double cli_now(void);
+/* The median of t[0..n) (n >= 1); sorts t in place. */
+double cli_median(double *t, int n);
+
+/* A JSON number for v, or JSON null when v is NaN or infinite (which JSON
+ * cannot write): every JSON number the commands print goes through it. */
+struct json_t;
+struct json_t *cli_json_real(double v);
 
 /* --threads T: OpenMP's and OpenBLAS's thread counts (T <= 0: leave them). */
 void cli_set_threads(long threads);

@@ -11,19 +11,13 @@
  *      runtime's `auto` mode (sparse formats where they measured faster),
  *      interleaved runs, medians;
  *   6. a summary and the paths written.
- * Progress goes to stderr, the report to stdout. */
-#define _XOPEN_SOURCE 700
-#include <errno.h>
-#include <ftw.h>
+ * Progress goes to stderr, the report to stdout; demo_files.c looks after the
+ * output directory. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <dirent.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <cblas.h>
 #ifdef _OPENMP
@@ -32,6 +26,7 @@
 
 #include "config.h"
 #include "cli.h"
+#include "cmd_demo.h"
 #include "spruce_ckpt.h"
 #include "spruce_decode.h"
 #include "spruce_masks.h"
@@ -39,57 +34,31 @@
 #include "spruce_tokens.h"
 
 #define DEMO_BOS 1
-#define DEMO_REPS 5
 
-/* What one run of the demo does; quick is the small variant for tests. */
-typedef struct {
-    spruce_synth_config synth;
-    int nsamples, seqlen;        /* calibration: nsamples windows of seqlen tokens */
-    int nheld;                   /* held-out windows of seqlen tokens */
-    int steps;                   /* decoded tokens per timed run */
-} demo_plan;
-
-static void plan_default(demo_plan *p)
+/* The default run, or with quick the small one for tests. */
+static void plan_init(demo_plan *p, int quick)
 {
     spruce_synth_defaults(&p->synth);
-    p->synth.hidden = 2048;
-    p->synth.intermediate = 5632;
-    p->synth.layers = 4;
-    p->synth.heads = 32;
+    p->synth.hidden = quick ? 256 : 2048;
+    p->synth.intermediate = quick ? 688 : 5632;
+    p->synth.layers = quick ? 2 : 4;
+    p->synth.heads = quick ? 8 : 32;
     p->synth.kv_heads = 4;
-    p->synth.vocab = 4096;
-    p->synth.max_position = 512;
+    p->synth.vocab = quick ? 512 : 4096;
+    p->synth.max_position = quick ? 256 : 512;
     p->synth.dtype = SPRUCE_DTYPE_F32;
     p->synth.seed = 0;
-    p->nsamples = 32;
-    p->seqlen = 256;
-    p->nheld = 16;
-    p->steps = 64;
-}
-
-static void plan_quick(demo_plan *p)
-{
-    spruce_synth_defaults(&p->synth);
-    p->synth.hidden = 256;
-    p->synth.intermediate = 688;
-    p->synth.layers = 2;
-    p->synth.heads = 8;
-    p->synth.kv_heads = 4;
-    p->synth.vocab = 512;
-    p->synth.max_position = 256;
-    p->synth.dtype = SPRUCE_DTYPE_F32;
-    p->synth.seed = 0;
-    p->nsamples = 8;
-    p->seqlen = 64;
-    p->nheld = 4;
-    p->steps = 16;
+    p->nsamples = quick ? 8 : 32;
+    p->seqlen = quick ? 64 : 256;
+    p->nheld = quick ? 4 : 16;
+    p->steps = quick ? 16 : 64;
 }
 
 static void usage(FILE *f)
 {
     demo_plan d, q;
-    plan_default(&d);
-    plan_quick(&q);
+    plan_init(&d, 0);
+    plan_init(&q, 1);
     fprintf(f,
             "usage: spruce demo [--out DIR] [--force] [--quick] [--threads N] [--keep]\n\n"
             "Everything spruce does, on a random model made on the spot (no download):\n"
@@ -98,10 +67,12 @@ static void usage(FILE *f)
             "     and random calibration (%d x %d tokens) and held-out (%d x %d) token ids;\n"
             "  2. prune every linear layer of the blocks 2:4 with SparseGPT, writing the pruned\n"
             "     checkpoint and the masks (HDF5), with the per-layer losses;\n"
-            "  3. perplexity of the dense and of the pruned model on the held-out tokens;\n"
+            "  3. perplexity of the dense and of the pruned model on the held-out tokens, and\n"
+            "     how often their most likely next tokens agree (and their mean KL divergence);\n"
             "  4. decode tokens/s of the pruned weights: dense OpenBLAS against the runtime's\n"
-            "     'auto' mode (each layer in the sparse format that measured fastest, or dense),\n"
-            "     %d tokens per run, %d interleaved runs each, medians and their ratio.\n"
+            "     'auto' mode (each layer in the sparse format that measured fastest, or dense)\n"
+            "     and against the 2:4 format in every layer, %d tokens per run, %d interleaved\n"
+            "     runs each, medians and their ratio.\n"
             "About 2 minutes on 2 cores (more when they are busy), 2.5 GB of memory, 1.5 GB\n"
             "of disk.  The ids are random, so the perplexities are not meaningful as language\n"
             "modelling: "
@@ -122,121 +93,7 @@ static void usage(FILE *f)
             DEMO_REPS, q.synth.hidden, q.synth.layers, q.synth.vocab);
 }
 
-/* ---- files ---------------------------------------------------------------- */
-
-typedef struct {
-    char dir[4096];
-    char model[4200], pruned[4200], masks[4200], calib[4200], held[4200];
-    int created_dir;             /* this run made dir */
-    int wrote_model, wrote_tokens, wrote_pruned, wrote_masks;   /* what this run wrote */
-} demo_paths;
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path) ? -1 : 0;
-}
-
-static void rm_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st))
-        return;
-    if (S_ISDIR(st.st_mode))
-        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    else
-        remove(path);
-}
-
-/* 1 when dir holds anything but . and .., 0 when empty, -1 when unreadable. */
-static int dir_nonempty(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int any = 0;
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            any = 1;
-            break;
-        }
-    closedir(d);
-    return any;
-}
-
-/* Make the output directory, refusing a non-empty one unless force. */
-static int prepare_dir(demo_paths *p, const char *dir, int force)
-{
-    struct stat st;
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof p->dir) {
-        cli_fail("demo: --out: bad directory name");
-        return 2;
-    }
-    memcpy(p->dir, dir, n + 1);
-    while (n > 1 && p->dir[n - 1] == '/')
-        p->dir[--n] = '\0';
-    snprintf(p->model, sizeof p->model, "%s/model", p->dir);
-    snprintf(p->pruned, sizeof p->pruned, "%s/pruned", p->dir);
-    snprintf(p->masks, sizeof p->masks, "%s/masks.h5", p->dir);
-    snprintf(p->calib, sizeof p->calib, "%s/calib.u16", p->dir);
-    snprintf(p->held, sizeof p->held, "%s/heldout.u16", p->dir);
-    p->created_dir = p->wrote_model = p->wrote_tokens = p->wrote_pruned = p->wrote_masks = 0;
-    if (!stat(p->dir, &st)) {
-        int ne;
-        if (!S_ISDIR(st.st_mode)) {
-            cli_fail("demo: %s exists and is not a directory", p->dir);
-            return 1;
-        }
-        if ((ne = dir_nonempty(p->dir)) < 0) {
-            cli_fail("demo: cannot read %s: %s", p->dir, strerror(errno));
-            return 1;
-        }
-        if (ne && !force) {
-            cli_fail("demo: %s exists and is not empty (use --force to replace the demo's "
-                     "files in it, or --out DIR)", p->dir);
-            return 1;
-        }
-        return 0;
-    }
-    if (mkdir(p->dir, 0777)) {
-        cli_fail("demo: cannot create %s: %s", p->dir, strerror(errno));
-        return 1;
-    }
-    p->created_dir = 1;
-    return 0;
-}
-
-/* After a failure: remove what this run wrote (writers are atomic, so these
- * are whole outputs of the stages that finished; a failed stage left nothing). */
-static void cleanup_failed(const demo_paths *p)
-{
-    if (p->wrote_model)
-        rm_tree(p->model);
-    if (p->wrote_pruned)
-        rm_tree(p->pruned);
-    if (p->wrote_masks)
-        rm_tree(p->masks);
-    if (p->wrote_tokens) {
-        rm_tree(p->calib);
-        rm_tree(p->held);
-    }
-    if (p->created_dir)
-        rmdir(p->dir);
-}
-
 /* ---- pruning callbacks ----------------------------------------------------- */
-
-typedef struct {
-    double t0, last_block;
-    int nlayers;
-    double *loss;                /* (nlayers, SPRUCE_NPROJ) */
-    int64_t *nz, *numel;         /* zeros and weights per block */
-    spruce_maskfile *masks;
-} prune_ctx;
 
 static int on_layer(void *vctx, const spruce_layer_report *r)
 {
@@ -359,35 +216,16 @@ static int decode_run(spruce_decoder *d, float *logits, int vocab, int steps, ui
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *t, int n)
-{
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
 /* The decoders compared: all on the same pruned weights. */
-enum { DEC_DENSE, DEC_AUTO, DEC_NM, DEC_N };
 static const spruce_decode_mode dec_mode[DEC_N] = {
     SPRUCE_DECODE_DENSE, SPRUCE_DECODE_AUTO, SPRUCE_DECODE_NM,
 };
-static const char *dec_name[DEC_N] = {"dense", "auto", "2:4"};
+const char *const demo_dec_name[DEC_N] = {"dense", "auto", "2:4"};
 
 /* ---- the command ---------------------------------------------------------- */
 
-enum { ST_SYNTH, ST_DENSE_PPL, ST_PRUNE, ST_PRUNED_PPL, ST_DECODE_PREP, ST_DECODE, ST_N };
-static const char *stage_name[ST_N] = {
-    "synth model + tokens", "dense perplexity", "prune 2:4 (SparseGPT)", "pruned perplexity",
-    /* the perplexity stages include the forward of the compared windows */
-    "decoder setup", "decode benchmark",
-};
-
-int spruce_cmd_demo(int argc, char **argv)
+/* The options: 0, 1 when --help was printed, -1 after a usage error. */
+static int parse_options(int argc, char **argv, demo_run *d, const char **out, int *keep)
 {
     enum { O_OUT = 256, O_FORCE, O_QUICK, O_THREADS, O_KEEP };
     static const struct option opts[] = {
@@ -399,364 +237,337 @@ int spruce_cmd_demo(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *out = "spruce-demo";
-    long threads = 0;
-    int c, rc, force = 0, quick = 0, keep = 0, status = 1, l, j, nthreads = 1;
-    int nwin_dense = 0, nwin_pruned = 0, nsparse = 0, same[DEC_N], r, k;
-    double stage[ST_N], t0, t_all, ppl_dense = 0, ppl_pruned = 0;
-    double dec_t[DEC_N][DEMO_REPS], tps[DEC_N], tps_dense, tps_auto;
-    demo_plan plan;
-    demo_paths paths;
-    spruce_model *m = NULL, *mp = NULL;
-    spruce_ckpt_writer *w = NULL;
-    spruce_maskfile *mf = NULL;
-    spruce_decoder *dec[DEC_N] = {NULL, NULL, NULL};
-    spruce_pipeline_opts po;
-    spruce_pipeline_summary sum;
-    prune_ctx pctx;
-    uint32_t *calib = NULL, *held = NULL, *dec_ids[DEC_N] = {NULL, NULL, NULL};
-    uint32_t *scratch = NULL;
-    float *logits = NULL, *lp_dense = NULL, *lp_pruned = NULL;
-    size_t ncalib, nheld, ncmp;
-    int cmpwin;
-    double kl = 0, top1 = 0;
-    int64_t nparams;
-
-    memset(&pctx, 0, sizeof pctx);
-    memset(stage, 0, sizeof stage);
+    int c, quick = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case O_OUT: out = optarg; break;
-        case O_FORCE: force = 1; break;
+        case O_OUT: *out = optarg; break;
+        case O_FORCE: d->force = 1; break;
         case O_QUICK: quick = 1; break;
         case O_THREADS:
-            if (cli_parse_int("--threads", optarg, 1, 1024, &threads))
-                return 2;
+            if (cli_parse_int("--threads", optarg, 1, 1024, &d->threads))
+                return -1;
             break;
-        case O_KEEP: keep = 1; break;
-        case 'h': usage(stdout); return 0;
+        case O_KEEP: *keep = 1; break;
+        case 'h': usage(stdout); return 1;
         default:
             cli_fail("demo: unknown or incomplete option '%s' (try 'spruce demo --help')",
                      argv[optind - 1]);
-            return 2;
+            return -1;
         }
     }
     if (optind != argc) {
         cli_fail("demo: unexpected argument '%s' (try 'spruce demo --help')", argv[optind]);
-        return 2;
+        return -1;
     }
-    if (quick)
-        plan_quick(&plan);
-    else
-        plan_default(&plan);
-    cli_set_threads(threads);
-#ifdef _OPENMP
-    nthreads = omp_get_max_threads();
-#endif
-    if (threads > 0)
-        nthreads = (int)threads;
-    if ((rc = prepare_dir(&paths, out, force)))
-        return rc;
-    t_all = cli_now();
+    plan_init(&d->plan, quick);
+    return 0;
+}
 
-    /* 1. the model and the token files */
-    nparams = spruce_synth_nparams(&plan.synth);
+/* 1. The random model and the token files.  0, or 1 after a message. */
+static int stage_inputs(demo_run *d)
+{
+    const demo_plan *plan = &d->plan;
+    int rc;
+    d->nparams = spruce_synth_nparams(&plan->synth);
     fprintf(stderr, "demo: writing a random model (%.1f M parameters, %.0f MB) to %s\n",
-            nparams / 1e6, nparams * 4.0 / 1e6, paths.model);
-    t0 = cli_now();
-    if ((rc = spruce_synth_write(paths.model, &plan.synth, force))) {
-        cli_error(rc, "demo: %s", paths.model);
-        goto done;
+            d->nparams / 1e6, d->nparams * 4.0 / 1e6, d->paths.model);
+    if ((rc = spruce_synth_write(d->paths.model, &plan->synth, d->force))) {
+        cli_error(rc, "demo: %s", d->paths.model);
+        return 1;
     }
-    paths.wrote_model = 1;
-    ncalib = (size_t)plan.nsamples * plan.seqlen;
-    nheld = (size_t)plan.nheld * plan.seqlen;
-    calib = malloc(ncalib * sizeof *calib);
-    held = malloc(nheld * sizeof *held);
-    if (!calib || !held) {
+    d->paths.wrote_model = 1;
+    d->ncalib = (size_t)plan->nsamples * plan->seqlen;
+    d->nheld = (size_t)plan->nheld * plan->seqlen;
+    d->calib = malloc(d->ncalib * sizeof *d->calib);
+    d->held = malloc(d->nheld * sizeof *d->held);
+    if (!d->calib || !d->held) {
         cli_fail("demo: out of memory");
-        goto done;
+        return 1;
     }
-    spruce_tokens_random(calib, ncalib, (uint32_t)plan.synth.vocab, 0x5eed0001ull);
-    spruce_tokens_random(held, nheld, (uint32_t)plan.synth.vocab, 0x5eed0002ull);
-    paths.wrote_tokens = 1; /* each file is written whole or not at all */
-    if ((rc = spruce_tokens_save(paths.calib, calib, ncalib))) {
-        cli_error(rc, "demo: %s", paths.calib);
-        goto done;
+    spruce_tokens_random(d->calib, d->ncalib, (uint32_t)plan->synth.vocab, 0x5eed0001ull);
+    spruce_tokens_random(d->held, d->nheld, (uint32_t)plan->synth.vocab, 0x5eed0002ull);
+    d->paths.wrote_tokens = 1; /* each file is written whole or not at all */
+    if ((rc = spruce_tokens_save(d->paths.calib, d->calib, d->ncalib))) {
+        cli_error(rc, "demo: %s", d->paths.calib);
+        return 1;
     }
-    if ((rc = spruce_tokens_save(paths.held, held, nheld))) {
-        cli_error(rc, "demo: %s", paths.held);
-        goto done;
+    if ((rc = spruce_tokens_save(d->paths.held, d->held, d->nheld))) {
+        cli_error(rc, "demo: %s", d->paths.held);
+        return 1;
     }
-    stage[ST_SYNTH] = cli_now() - t0;
+    return 0;
+}
 
-    /* 2. dense perplexity */
-    t0 = cli_now();
-    if ((rc = spruce_model_open(paths.model, &m))) {
-        cli_error(rc, "demo: %s", paths.model);
-        goto done;
+/* 2. The dense perplexity, and the dense model's predictions on the first
+ * windows for comparison.  0, or 1 after a message. */
+static int stage_dense(demo_run *d)
+{
+    const demo_plan *plan = &d->plan;
+    size_t ncmp;
+    int rc;
+    if ((rc = spruce_model_open(d->paths.model, &d->m))) {
+        cli_error(rc, "demo: %s", d->paths.model);
+        return 1;
     }
-    if ((rc = spruce_model_perplexity(m, held, nheld, plan.seqlen, ppl_progress, "dense",
-                                      &ppl_dense, &nwin_dense))) {
+    if ((rc = spruce_model_perplexity(d->m, d->held, d->nheld, plan->seqlen, ppl_progress,
+                                      "dense", &d->ppl_dense, &d->nwin_dense))) {
         cli_error(rc, "demo: dense perplexity");
-        goto done;
+        return 1;
     }
-    /* the dense model's predictions on the first windows, for comparison */
-    cmpwin = plan.nheld < DEMO_CMP_WINDOWS ? plan.nheld : DEMO_CMP_WINDOWS;
-    ncmp = (size_t)cmpwin * plan.seqlen * plan.synth.vocab;
-    lp_dense = malloc(ncmp * sizeof *lp_dense);
-    lp_pruned = malloc(ncmp * sizeof *lp_pruned);
-    if (!lp_dense || !lp_pruned) {
+    d->cmpwin = plan->nheld < DEMO_CMP_WINDOWS ? plan->nheld : DEMO_CMP_WINDOWS;
+    ncmp = (size_t)d->cmpwin * plan->seqlen * plan->synth.vocab;
+    d->lp_dense = malloc(ncmp * sizeof *d->lp_dense);
+    d->lp_pruned = malloc(ncmp * sizeof *d->lp_pruned);
+    if (!d->lp_dense || !d->lp_pruned) {
         cli_fail("demo: out of memory");
-        goto done;
+        return 1;
     }
-    fprintf(stderr, "demo: dense predictions on %d windows\n", cmpwin);
-    if ((rc = window_logprobs(m, held, cmpwin, plan.seqlen, plan.synth.vocab, lp_dense))) {
+    fprintf(stderr, "demo: dense predictions on %d windows\n", d->cmpwin);
+    if ((rc = window_logprobs(d->m, d->held, d->cmpwin, plan->seqlen, plan->synth.vocab,
+                              d->lp_dense))) {
         cli_error(rc, "demo: dense forward");
-        goto done;
+        return 1;
     }
-    stage[ST_DENSE_PPL] = cli_now() - t0;
-    fprintf(stderr, "demo: dense perplexity %.2f (%.1f s)\n", ppl_dense, stage[ST_DENSE_PPL]);
+    return 0;
+}
 
-    /* 3. prune 2:4 */
-    t0 = cli_now();
-    pctx.nlayers = plan.synth.layers;
-    pctx.loss = calloc((size_t)plan.synth.layers * SPRUCE_NPROJ, sizeof *pctx.loss);
-    pctx.nz = calloc((size_t)plan.synth.layers, sizeof *pctx.nz);
-    pctx.numel = calloc((size_t)plan.synth.layers, sizeof *pctx.numel);
-    if (!pctx.loss || !pctx.nz || !pctx.numel) {
+static int create_masks(const demo_run *d, spruce_maskfile **mf)
+{
+    int rc;
+    if ((rc = spruce_maskfile_create(d->paths.masks, mf)) ||
+        (rc = spruce_maskfile_set_attr_string(*mf, "model", d->paths.model)) ||
+        (rc = spruce_maskfile_set_attr_string(*mf, "method", "sparsegpt")) ||
+        (rc = spruce_maskfile_set_attr_string(*mf, "pattern", "2:4")) ||
+        (rc = spruce_maskfile_set_attr_int(*mf, "nsamples", d->plan.nsamples)) ||
+        (rc = spruce_maskfile_set_attr_int(*mf, "seqlen", d->plan.seqlen)) ||
+        (rc = spruce_maskfile_set_attr_string(*mf, "spruce_version", PACKAGE_VERSION)))
+        return rc;
+    return 0;
+}
+
+/* 3. Prune 2:4 with SparseGPT, writing the pruned checkpoint and the masks;
+ * the dense model is closed afterwards.  0, or 1 after a message. */
+static int stage_prune(demo_run *d)
+{
+    const demo_plan *plan = &d->plan;
+    spruce_ckpt_writer *w = NULL;
+    spruce_maskfile *mf = NULL;
+    spruce_pipeline_opts po;
+    int rc, status = 1;
+    d->pctx.nlayers = plan->synth.layers;
+    d->pctx.loss = calloc((size_t)plan->synth.layers * SPRUCE_NPROJ, sizeof *d->pctx.loss);
+    d->pctx.nz = calloc((size_t)plan->synth.layers, sizeof *d->pctx.nz);
+    d->pctx.numel = calloc((size_t)plan->synth.layers, sizeof *d->pctx.numel);
+    if (!d->pctx.loss || !d->pctx.nz || !d->pctx.numel) {
         cli_fail("demo: out of memory");
         goto done;
     }
-    if ((rc = spruce_ckpt_writer_begin(spruce_model_ckpt(m), paths.pruned, force, &w))) {
-        cli_error(rc, "demo: %s", paths.pruned);
+    if ((rc = spruce_ckpt_writer_begin(spruce_model_ckpt(d->m), d->paths.pruned, d->force, &w))) {
+        cli_error(rc, "demo: %s", d->paths.pruned);
         goto done;
     }
-    if ((rc = spruce_maskfile_create(paths.masks, &mf)) ||
-        (rc = spruce_maskfile_set_attr_string(mf, "model", paths.model)) ||
-        (rc = spruce_maskfile_set_attr_string(mf, "method", "sparsegpt")) ||
-        (rc = spruce_maskfile_set_attr_string(mf, "pattern", "2:4")) ||
-        (rc = spruce_maskfile_set_attr_int(mf, "nsamples", plan.nsamples)) ||
-        (rc = spruce_maskfile_set_attr_int(mf, "seqlen", plan.seqlen)) ||
-        (rc = spruce_maskfile_set_attr_string(mf, "spruce_version", PACKAGE_VERSION))) {
-        cli_error(rc, "demo: %s", paths.masks);
+    if ((rc = create_masks(d, &mf))) {
+        cli_error(rc, "demo: %s", d->paths.masks);
         goto done;
     }
-    pctx.masks = mf;
+    d->pctx.masks = mf;
     spruce_pipeline_opts_init(&po);
     po.prune.method = SPRUCE_METHOD_SPARSEGPT;
     po.prune.prune_n = 2;
     po.prune.prune_m = 4;
     po.prune.sparsity = 0.0f;
-    po.prune.threads = (int)threads;
+    po.prune.threads = (int)d->threads;
     po.on_layer = on_layer;
     po.on_block = on_block;
-    po.ctx = &pctx;
+    po.ctx = &d->pctx;
     fprintf(stderr, "demo: pruning 2:4 with SparseGPT on %d x %d calibration tokens\n",
-            plan.nsamples, plan.seqlen);
-    if ((rc = spruce_pipeline_run(m, calib, plan.nsamples, plan.seqlen, w, &po, &sum))) {
-        cli_error(rc, "demo: pruning %s", paths.model);
+            plan->nsamples, plan->seqlen);
+    if ((rc = spruce_pipeline_run(d->m, d->calib, plan->nsamples, plan->seqlen, w, &po,
+                                  &d->sum))) {
+        cli_error(rc, "demo: pruning %s", d->paths.model);
         goto done;
     }
     rc = spruce_ckpt_writer_commit(w);
     w = NULL;
     if (rc) {
-        cli_error(rc, "demo: writing %s", paths.pruned);
+        cli_error(rc, "demo: writing %s", d->paths.pruned);
         goto done;
     }
-    paths.wrote_pruned = 1;
+    d->paths.wrote_pruned = 1;
     rc = spruce_maskfile_commit(mf);
     mf = NULL;
     if (rc) {
-        cli_error(rc, "demo: writing %s", paths.masks);
+        cli_error(rc, "demo: writing %s", d->paths.masks);
         goto done;
     }
-    paths.wrote_masks = 1;
-    stage[ST_PRUNE] = cli_now() - t0;
-    spruce_model_free(m);
-    m = NULL;
+    d->paths.wrote_masks = 1;
+    spruce_model_free(d->m);
+    d->m = NULL;
+    status = 0;
+done:
+    spruce_ckpt_writer_abort(w);
+    spruce_maskfile_abort(mf);
+    return status;
+}
 
-    /* 4. pruned perplexity */
-    t0 = cli_now();
-    if ((rc = spruce_model_open(paths.pruned, &mp))) {
-        cli_error(rc, "demo: %s", paths.pruned);
-        goto done;
+/* 4. The pruned perplexity, and how far its predictions moved.  0, or 1
+ * after a message. */
+static int stage_pruned(demo_run *d)
+{
+    const demo_plan *plan = &d->plan;
+    int rc;
+    if ((rc = spruce_model_open(d->paths.pruned, &d->mp))) {
+        cli_error(rc, "demo: %s", d->paths.pruned);
+        return 1;
     }
-    if ((rc = spruce_model_perplexity(mp, held, nheld, plan.seqlen, ppl_progress, "pruned",
-                                      &ppl_pruned, &nwin_pruned))) {
+    if ((rc = spruce_model_perplexity(d->mp, d->held, d->nheld, plan->seqlen, ppl_progress,
+                                      "pruned", &d->ppl_pruned, &d->nwin_pruned))) {
         cli_error(rc, "demo: pruned perplexity");
-        goto done;
+        return 1;
     }
-    fprintf(stderr, "demo: pruned predictions on %d windows\n", cmpwin);
-    if ((rc = window_logprobs(mp, held, cmpwin, plan.seqlen, plan.synth.vocab, lp_pruned))) {
+    fprintf(stderr, "demo: pruned predictions on %d windows\n", d->cmpwin);
+    if ((rc = window_logprobs(d->mp, d->held, d->cmpwin, plan->seqlen, plan->synth.vocab,
+                              d->lp_pruned))) {
         cli_error(rc, "demo: pruned forward");
-        goto done;
+        return 1;
     }
-    compare_predictions(lp_dense, lp_pruned, (size_t)cmpwin * plan.seqlen, plan.synth.vocab,
-                        &kl, &top1);
-    stage[ST_PRUNED_PPL] = cli_now() - t0;
-    fprintf(stderr, "demo: pruned perplexity %.2f (%.1f s)\n", ppl_pruned, stage[ST_PRUNED_PPL]);
+    compare_predictions(d->lp_dense, d->lp_pruned, (size_t)d->cmpwin * plan->seqlen,
+                        plan->synth.vocab, &d->kl, &d->top1);
+    return 0;
+}
 
-    /* 5. decoding the same pruned weights: dense OpenBLAS, auto (the runtime
-     * picks per layer), and the 2:4 format in every layer */
-    t0 = cli_now();
+/* 5. Decoding the same pruned weights: dense OpenBLAS, auto (the runtime
+ * picks per layer), and the 2:4 format in every layer; one short untimed run
+ * each, then DEMO_REPS rounds of one timed run each, rotating which goes
+ * first.  The decoder setup counts as stage ST_DECODE_PREP.  0, or 1 after a
+ * message. */
+static int stage_decode(demo_run *d)
+{
+    const demo_plan *plan = &d->plan;
+    const int vocab = plan->synth.vocab;
+    spruce_decoder *dec[DEC_N] = {NULL, NULL, NULL};
+    uint32_t *dec_ids[DEC_N] = {NULL, NULL, NULL}, *scratch = NULL;
+    float *logits = NULL;
+    double dec_t[DEC_N][DEMO_REPS], t0 = cli_now(), warm;
+    int rc, k, j, r, status = 1;
     fprintf(stderr, "demo: preparing the decoders (dense; auto, which times each layer's "
             "formats; 2:4)\n");
     for (k = 0; k < DEC_N; k++)
-        if ((rc = spruce_decoder_create(mp, plan.steps + 1, dec_mode[k], &dec[k]))) {
-            cli_error(rc, "demo: %s decoder for %s", dec_name[k], paths.pruned);
+        if ((rc = spruce_decoder_create(d->mp, plan->steps + 1, dec_mode[k], &dec[k]))) {
+            cli_error(rc, "demo: %s decoder for %s", demo_dec_name[k], d->paths.pruned);
             goto done;
         }
-    nsparse = spruce_decoder_sparse_layers(dec[DEC_AUTO]);
-    logits = malloc((size_t)plan.synth.vocab * sizeof *logits);
-    scratch = malloc((size_t)plan.steps * sizeof *scratch);
+    d->nsparse = spruce_decoder_sparse_layers(dec[DEC_AUTO]);
+    logits = malloc((size_t)vocab * sizeof *logits);
+    scratch = malloc((size_t)plan->steps * sizeof *scratch);
     for (k = 0; k < DEC_N; k++)
-        if (!(dec_ids[k] = malloc((size_t)plan.steps * sizeof *dec_ids[k])))
+        if (!(dec_ids[k] = malloc((size_t)plan->steps * sizeof *dec_ids[k])))
             break;
     if (!logits || !scratch || k < DEC_N) {
         cli_fail("demo: out of memory");
         goto done;
     }
-    stage[ST_DECODE_PREP] = cli_now() - t0;
+    d->stage[ST_DECODE_PREP] = cli_now() - t0;
     t0 = cli_now();
-    for (k = 0; k < DEC_N; k++) {
-        double warm; /* one short untimed run each: caches, thread pools */
-        if ((rc = decode_run(dec[k], logits, plan.synth.vocab, plan.steps < 8 ? plan.steps : 8,
-                             scratch, &warm))) {
-            cli_error(rc, "demo: decoding (%s)", dec_name[k]);
+    for (k = 0; k < DEC_N; k++) /* caches, thread pools */
+        if ((rc = decode_run(dec[k], logits, vocab, plan->steps < 8 ? plan->steps : 8, scratch,
+                             &warm))) {
+            cli_error(rc, "demo: decoding (%s)", demo_dec_name[k]);
             goto done;
         }
-    }
-    for (r = 0; r < DEMO_REPS; r++) {
+    for (r = 0; r < DEMO_REPS; r++)
         for (j = 0; j < DEC_N; j++) {
             double s = 0;
-            k = (j + r) % DEC_N; /* rotate which goes first */
-            if ((rc = decode_run(dec[k], logits, plan.synth.vocab, plan.steps,
+            k = (j + r) % DEC_N;
+            if ((rc = decode_run(dec[k], logits, vocab, plan->steps,
                                  r == 0 ? dec_ids[k] : scratch, &s))) {
-                cli_error(rc, "demo: decoding (%s)", dec_name[k]);
+                cli_error(rc, "demo: decoding (%s)", demo_dec_name[k]);
                 goto done;
             }
             dec_t[k][r] = s;
             fprintf(stderr, "demo: decode run %d/%d %-5s %.1f tokens/s\n", r + 1, DEMO_REPS,
-                    dec_name[k], s > 0 ? plan.steps / s : 0.0);
+                    demo_dec_name[k], s > 0 ? plan->steps / s : 0.0);
         }
-    }
-    stage[ST_DECODE] = cli_now() - t0;
+    d->stage[ST_DECODE] = cli_now() - t0;
     for (k = 0; k < DEC_N; k++) {
-        tps[k] = plan.steps / median(dec_t[k], DEMO_REPS);
-        for (same[k] = 0; same[k] < plan.steps; same[k]++)
-            if (dec_ids[k][same[k]] != dec_ids[DEC_DENSE][same[k]])
+        d->tps[k] = plan->steps / cli_median(dec_t[k], DEMO_REPS);
+        for (d->same[k] = 0; d->same[k] < plan->steps; d->same[k]++)
+            if (dec_ids[k][d->same[k]] != dec_ids[DEC_DENSE][d->same[k]])
                 break;
     }
-    tps_dense = tps[DEC_DENSE];
-    tps_auto = tps[DEC_AUTO];
-
-    /* 6. the report */
-    printf("spruce demo: 2:4 SparseGPT pruning of a random LLaMA-shaped model, end to end\n\n");
-    printf("model        hidden %d, intermediate %d, %d layers, %d heads (%d key/value), "
-           "vocab %d, f32: %.1f M parameters\n", plan.synth.hidden, plan.synth.intermediate,
-           plan.synth.layers, plan.synth.heads, plan.synth.kv_heads, plan.synth.vocab,
-           nparams / 1e6);
-    printf("tokens       random ids: calibration %d x %d, held-out %d x %d\n", plan.nsamples,
-           plan.seqlen, plan.nheld, plan.seqlen);
-    printf("threads      %d\n\n", nthreads);
-
-    printf("SparseGPT loss per layer (the pruner's sum of (w - q)^2 / U_ii^2 / 2):\n");
-    printf("block");
-    for (j = 0; j < SPRUCE_NPROJ; j++) {
-        const char *s = strchr(spruce_proj_path((spruce_proj)j), '.');
-        char name[16];
-        snprintf(name, sizeof name, "%s", s ? s + 1 : spruce_proj_path((spruce_proj)j));
-        if ((s = strstr(name, "_proj")))
-            name[s - name] = '\0';
-        printf(" %10s", name);
-    }
-    printf(" %10s %9s\n", "sum", "sparsity");
-    for (l = 0; l < plan.synth.layers; l++) {
-        double tot = 0;
-        printf("%5d", l);
-        for (j = 0; j < SPRUCE_NPROJ; j++) {
-            printf(" %10.4g", pctx.loss[l * SPRUCE_NPROJ + j]);
-            tot += pctx.loss[l * SPRUCE_NPROJ + j];
-        }
-        printf(" %10.4g %9.4f\n", tot,
-               pctx.numel[l] ? (double)pctx.nz[l] / (double)pctx.numel[l] : 0.0);
-    }
-    printf("pruned %d linear layers: %lld of %lld weights zero (sparsity %.4f), total loss "
-           "%.4g\n\n", sum.layers_pruned, (long long)sum.zeros, (long long)sum.params,
-           sum.sparsity, sum.loss);
-
-    printf("perplexity on the held-out tokens (%d windows of %d):\n", nwin_dense, plan.seqlen);
-    printf("  dense perplexity   %.3f\n", ppl_dense);
-    printf("  pruned perplexity  %.3f  (%+.2f%%)\n", ppl_pruned,
-           100.0 * (ppl_pruned / ppl_dense - 1.0));
-    printf("  The model and the token ids are random, so these perplexities are\n"
-           "  not meaningful as language modelling (a random model scores near the vocabulary\n"
-           "  size, %d): their change measures how far 2:4 pruning moved the model away from\n"
-           "  the dense one.\n",
-           plan.synth.vocab);
-    printf("  next-token predictions, pruned against dense (%d windows): the same most likely\n"
-           "  token at %.1f%% of positions, mean KL(dense || pruned) %.4g nats\n\n", cmpwin,
-           100.0 * top1, kl);
-
-    printf("decoding the pruned weights (batch 1, %d tokens after BOS, median of %d "
-           "interleaved runs):\n", plan.steps, DEMO_REPS);
-    printf("  dense OpenBLAS     %8.2f tokens/s\n", tps_dense);
-    printf("  spruce auto        %8.2f tokens/s  (%d of %d linear layers in a sparse format)\n",
-           tps_auto, nsparse, SPRUCE_NPROJ * plan.synth.layers);
-    printf("  spruce 2:4         %8.2f tokens/s  (every linear layer in the 2:4 format, "
-           "%.2fx)\n", tps[DEC_NM], tps[DEC_NM] / tps_dense);
-    printf("  decode speed-up    %.2fx  (auto against dense)\n", tps_auto / tps_dense);
-    printf("  'auto' chose per layer, by timing it once at start-up, between dense and the\n"
-           "  sparse formats; on a busy machine that choice and these rates vary run to run.\n");
-    for (k = DEC_AUTO; k < DEC_N; k++) {
-        if (same[k] == plan.steps)
-            printf("  dense and %s generated the same %d greedy ids.\n", dec_name[k],
-                   plan.steps);
-        else
-            printf("  dense and %s greedy ids agree on the first %d of %d (float rounding "
-                   "differs between kernels).\n", dec_name[k], same[k], plan.steps);
-    }
-    printf("\n");
-
-    printf("time per stage:\n");
-    for (j = 0; j < ST_N; j++)
-        printf("  %-24s %7.1f s\n", stage_name[j], stage[j]);
-    printf("  %-24s %7.1f s\n\n", "total", cli_now() - t_all);
-
-    printf("summary: 2:4 SparseGPT, perplexity %.3f -> %.3f (%+.2f%%), decode %.2f -> %.2f "
-           "tokens/s (%.2fx)\n", ppl_dense, ppl_pruned, 100.0 * (ppl_pruned / ppl_dense - 1.0),
-           tps_dense, tps_auto, tps_auto / tps_dense);
-    printf("wrote:\n");
-    printf("  model         %s\n", paths.model);
-    printf("  pruned model  %s\n", paths.pruned);
-    printf("  masks         %s\n", paths.masks);
-    printf("  tokens        %s, %s\n", paths.calib, paths.held);
-    printf("next: spruce masks info %s\n      spruce run %s --prompt 1 --steps 32\n",
-           paths.masks, paths.pruned);
     status = 0;
 done:
-    spruce_ckpt_writer_abort(w);
-    spruce_maskfile_abort(mf);
     for (k = 0; k < DEC_N; k++) {
         spruce_decoder_free(dec[k]);
         free(dec_ids[k]);
     }
-    spruce_model_free(m);
-    spruce_model_free(mp);
-    free(calib);
-    free(held);
     free(scratch);
     free(logits);
-    free(lp_dense);
-    free(lp_pruned);
-    free(pctx.loss);
-    free(pctx.nz);
-    free(pctx.numel);
+    return status;
+}
+
+static void demo_run_free(demo_run *d)
+{
+    spruce_model_free(d->m);
+    spruce_model_free(d->mp);
+    free(d->calib);
+    free(d->held);
+    free(d->lp_dense);
+    free(d->lp_pruned);
+    free(d->pctx.loss);
+    free(d->pctx.nz);
+    free(d->pctx.numel);
+}
+
+int spruce_cmd_demo(int argc, char **argv)
+{
+    const char *out = "spruce-demo";
+    int rc, keep = 0, status = 1;
+    double t0, t_all;
+    demo_run d;
+    memset(&d, 0, sizeof d);
+    if ((rc = parse_options(argc, argv, &d, &out, &keep)))
+        return rc > 0 ? 0 : 2;
+    cli_set_threads(d.threads);
+    d.nthreads = 1;
+#ifdef _OPENMP
+    d.nthreads = omp_get_max_threads();
+#endif
+    if (d.threads > 0)
+        d.nthreads = (int)d.threads;
+    if ((rc = demo_prepare_dir(&d.paths, out, d.force)))
+        return rc;
+    t_all = cli_now();
+
+    t0 = cli_now();
+    if (stage_inputs(&d))
+        goto done;
+    d.stage[ST_SYNTH] = cli_now() - t0;
+    t0 = cli_now();
+    if (stage_dense(&d))
+        goto done;
+    d.stage[ST_DENSE_PPL] = cli_now() - t0;
+    fprintf(stderr, "demo: dense perplexity %.2f (%.1f s)\n", d.ppl_dense, d.stage[ST_DENSE_PPL]);
+    t0 = cli_now();
+    if (stage_prune(&d))
+        goto done;
+    d.stage[ST_PRUNE] = cli_now() - t0;
+    t0 = cli_now();
+    if (stage_pruned(&d))
+        goto done;
+    d.stage[ST_PRUNED_PPL] = cli_now() - t0;
+    fprintf(stderr, "demo: pruned perplexity %.2f (%.1f s)\n", d.ppl_pruned,
+            d.stage[ST_PRUNED_PPL]);
+    if (stage_decode(&d))
+        goto done;
+    demo_print_report(&d, cli_now() - t_all);
+    status = 0;
+done:
+    demo_run_free(&d);
     if (status && !keep) {
-        cleanup_failed(&paths);
+        demo_cleanup_failed(&d.paths);
         fprintf(stderr, "demo: removed what this run wrote (--keep keeps it)\n");
     }
     return status;

@@ -85,26 +85,12 @@ int spruce_cmd_eval(int argc, char **argv)
         goto done;
     }
     cfg = spruce_model_config(m);
-    if (!seqlen)
-        seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
-    if (seqlen > cfg->max_position_embeddings) {
-        cli_fail("eval: --seqlen %ld is longer than max_position_embeddings %d of %s", seqlen,
-                 cfg->max_position_embeddings, dir);
+    if (cli_model_seqlen("eval", cfg, dir, &seqlen)) {
         status = 2;
         goto done;
     }
-    if ((rc = spruce_tokens_load(data, &ids, &n))) {
-        cli_error(rc, "eval: %s", data);
+    if (cli_load_windows("eval", data, cfg, seqlen, &ids, &n))
         goto done;
-    }
-    if ((rc = spruce_tokens_check(ids, n, (uint32_t)cfg->vocab_size, data))) {
-        cli_error(rc, "eval: %s", data);
-        goto done;
-    }
-    if (n < (size_t)seqlen) {
-        cli_fail("eval: %s holds %zu tokens, shorter than one window of %ld", data, n, seqlen);
-        goto done;
-    }
     fprintf(stderr, "eval: %s on %s: %zu windows of %ld tokens\n", dir, data, n / (size_t)seqlen,
             seqlen);
     t0 = cli_now();

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "cli.h"
+#include "prune_args.h"
 #include "spruce_masks.h"
 #include "spruce_pipeline.h"
 #include "spruce_tokens.h"
@@ -41,7 +42,8 @@ static void usage(FILE *f)
             "  --seqlen T           tokens per calibration sample\n"
             "                       (default min(2048, max_position_embeddings))\n"
             "  --nsamples N         calibration samples (default 128, fewer if FILE is shorter)\n"
-            "  --blocksize B        SparseGPT column block (default 128)\n"
+            "  --blocksize B        SparseGPT column block (default 128; with --pattern a\n"
+            "                       multiple of M)\n"
             "  --damp F             relative Hessian damping (default 0.01)\n"
             "  --true-sequential    calibrate q/k/v, then o, then gate/up, then down, each on\n"
             "                       the outputs of the already pruned earlier layers\n"
@@ -123,31 +125,26 @@ static int set_masks_attrs(spruce_maskfile *f, const char *model, const char *me
 
 int spruce_cmd_prune(int argc, char **argv)
 {
-    enum { O_CALIB = 256, O_SEQLEN, O_NSAMPLES, O_SPARSITY, O_PATTERN, O_METHOD, O_BLOCKSIZE,
-           O_DAMP, O_TRUESEQ, O_INCLUDE, O_EXCLUDE, O_THREADS, O_FORCE, O_MASKS };
+    enum { O_CALIB = 256, O_SEQLEN, O_NSAMPLES, O_TRUESEQ, O_INCLUDE, O_EXCLUDE, O_FORCE,
+           O_MASKS };
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
         {"calib", required_argument, NULL, O_CALIB},
         {"seqlen", required_argument, NULL, O_SEQLEN},
         {"nsamples", required_argument, NULL, O_NSAMPLES},
-        {"sparsity", required_argument, NULL, O_SPARSITY},
-        {"pattern", required_argument, NULL, O_PATTERN},
-        {"method", required_argument, NULL, O_METHOD},
-        {"blocksize", required_argument, NULL, O_BLOCKSIZE},
-        {"damp", required_argument, NULL, O_DAMP},
+        PRUNE_ARGS_OPTIONS,
         {"true-sequential", no_argument, NULL, O_TRUESEQ},
         {"include", required_argument, NULL, O_INCLUDE},
         {"exclude", required_argument, NULL, O_EXCLUDE},
-        {"threads", required_argument, NULL, O_THREADS},
         {"force", no_argument, NULL, O_FORCE},
         {"masks", required_argument, NULL, O_MASKS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *out = NULL, *calib = NULL, *dir, *masks_path = NULL;
-    long seqlen = 0, nsamples = 128, blocksize = 128, threads = 0, v;
-    double sparsity = -1, damp = 0.01;
-    int pn = 0, pm = 0, force = 0, c, rc, status = 1, have_sparsity = 0;
+    long seqlen = 0, nsamples = 128, v;
+    int force = 0, c, rc, status = 1;
+    prune_args pa;
     spruce_pipeline_opts po;
     spruce_pipeline_summary sum;
     spruce_model *m = NULL;
@@ -159,6 +156,7 @@ int spruce_cmd_prune(int argc, char **argv)
     const spruce_config *cfg;
 
     spruce_pipeline_opts_init(&po);
+    prune_args_init(&pa, "prune", po.prune.method, 0);
     memset(&ctx, 0, sizeof ctx);
     optind = 1;
     opterr = 0;
@@ -174,40 +172,17 @@ int spruce_cmd_prune(int argc, char **argv)
             if (cli_parse_int("--nsamples", optarg, 1, 1 << 20, &nsamples))
                 return 2;
             break;
-        case O_SPARSITY:
-            if (cli_parse_float("--sparsity", optarg, 0.0, 0.999999, &sparsity))
-                return 2;
-            have_sparsity = 1;
-            break;
-        case O_PATTERN:
-            if (cli_parse_pattern("--pattern", optarg, &pn, &pm))
-                return 2;
-            break;
-        case O_METHOD:
-            if (spruce_method_parse(optarg, &po.prune.method)) {
-                cli_fail("--method: expected sparsegpt, wanda or magnitude, got '%s'", optarg);
-                return 2;
-            }
-            break;
-        case O_BLOCKSIZE:
-            if (cli_parse_int("--blocksize", optarg, 1, 1 << 16, &blocksize))
-                return 2;
-            break;
-        case O_DAMP:
-            if (cli_parse_float("--damp", optarg, 0.0, 1e6, &damp))
-                return 2;
-            break;
         case O_TRUESEQ: po.true_sequential = 1; break;
         case O_INCLUDE: po.include = optarg; break;
         case O_EXCLUDE: po.exclude = optarg; break;
-        case O_THREADS:
-            if (cli_parse_int("--threads", optarg, 1, 1024, &threads))
-                return 2;
-            break;
         case O_FORCE: force = 1; break;
         case O_MASKS: masks_path = optarg; break;
         case 'h': usage(stdout); return 0;
         default:
+            if ((rc = prune_args_option(&pa, c, optarg)) < 0)
+                return 2;
+            if (rc)
+                break;
             cli_fail("prune: unknown or incomplete option '%s' (try 'spruce prune --help')",
                      argv[optind - 1]);
             return 2;
@@ -222,51 +197,33 @@ int spruce_cmd_prune(int argc, char **argv)
         cli_fail("prune: -o OUT_DIR is required (try 'spruce prune --help')");
         return 2;
     }
-    if (have_sparsity == (pm != 0)) {
-        cli_fail("prune: give exactly one of --sparsity S and --pattern N:M");
+    if (prune_args_check(&pa, 1))
         return 2;
-    }
+    prune_args_apply(&pa, &po.prune);
     if (!calib && po.prune.method != SPRUCE_METHOD_MAGNITUDE) {
         cli_fail("prune: --calib FILE is required for --method %s",
                  spruce_method_name(po.prune.method));
         return 2;
     }
-    if (pm && blocksize % pm) {
-        cli_fail("prune: --blocksize %ld must be a multiple of M = %d of --pattern", blocksize, pm);
+    if (pa.m && pa.blocksize % pa.m) {
+        cli_fail("prune: --blocksize %ld must be a multiple of M = %d of --pattern", pa.blocksize,
+                 pa.m);
         return 2;
     }
-    cli_set_threads(threads);
-    po.prune.sparsity = have_sparsity ? (float)sparsity : 0.0f;
-    po.prune.prune_n = pn;
-    po.prune.prune_m = pm;
-    po.prune.blocksize = (int)blocksize;
-    po.prune.damp = (float)damp;
-    po.prune.threads = (int)threads;
+    cli_set_threads(pa.threads);
 
     if ((rc = spruce_model_open(dir, &m))) {
         cli_error(rc, "prune: %s", dir);
         goto done;
     }
     cfg = spruce_model_config(m);
-    if (!seqlen)
-        seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
-    if (seqlen > cfg->max_position_embeddings) {
-        cli_fail("prune: --seqlen %ld is longer than max_position_embeddings %d of %s", seqlen,
-                 cfg->max_position_embeddings, dir);
+    if (cli_model_seqlen("prune", cfg, dir, &seqlen)) {
         status = 2;
         goto done;
     }
     if (calib) {
-        if ((rc = spruce_tokens_load(calib, &ids, &n)) ||
-            (rc = spruce_tokens_check(ids, n, (uint32_t)cfg->vocab_size, calib))) {
-            cli_error(rc, "prune: %s", calib);
+        if (cli_load_windows("prune", calib, cfg, seqlen, &ids, &n))
             goto done;
-        }
-        if (n < (size_t)seqlen) {
-            cli_fail("prune: %s holds %zu tokens, shorter than one window of %ld", calib, n,
-                     seqlen);
-            goto done;
-        }
         v = (long)(n / (size_t)seqlen);
         if (v < nsamples) {
             fprintf(stderr, "prune: %s holds %ld windows of %ld tokens: calibrating on %ld "
@@ -282,15 +239,16 @@ int spruce_cmd_prune(int argc, char **argv)
         goto done;
     }
     ctx.method = spruce_method_name(po.prune.method);
-    if (pm)
-        snprintf(ctx.pattern, sizeof ctx.pattern, "%d:%d", pn, pm);
+    if (pa.m)
+        snprintf(ctx.pattern, sizeof ctx.pattern, "%d:%d", pa.n, pa.m);
     else
         snprintf(ctx.pattern, sizeof ctx.pattern, "unstructured");
     ctx.has_loss = po.prune.method == SPRUCE_METHOD_SPARSEGPT;
     if (masks_path) {
         if ((rc = spruce_maskfile_create(masks_path, &mf)) ||
-            (rc = set_masks_attrs(mf, dir, ctx.method, ctx.pattern, sparsity, (int)nsamples,
-                                  (int)seqlen, damp, (int)blocksize, po.true_sequential))) {
+            (rc = set_masks_attrs(mf, dir, ctx.method, ctx.pattern, pa.sparsity, (int)nsamples,
+                                  (int)seqlen, pa.damp, (int)pa.blocksize,
+                                  po.true_sequential))) {
             cli_error(rc, "prune: masks %s", masks_path);
             goto done;
         }
@@ -302,9 +260,9 @@ int spruce_cmd_prune(int argc, char **argv)
     po.ctx = &ctx;
     fprintf(stderr, "prune: %s (%s, %d blocks) -> %s: %s %s, %ld samples x %ld tokens\n", dir,
             cfg->model_type, cfg->num_hidden_layers, out, ctx.method,
-            pm ? ctx.pattern : "unstructured", nsamples, seqlen);
-    if (have_sparsity)
-        fprintf(stderr, "prune: target sparsity %.4f\n", sparsity);
+            pa.m ? ctx.pattern : "unstructured", nsamples, seqlen);
+    if (pa.have_sparsity)
+        fprintf(stderr, "prune: target sparsity %.4f\n", pa.sparsity);
     fprintf(stderr, "prune: memory needed about %.2f GiB (activations of %ld x %ld tokens, one "
             "block, Hessians)\n", spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen) /
             (1024.0 * 1024.0 * 1024.0), nsamples, seqlen);
@@ -328,7 +286,7 @@ int spruce_cmd_prune(int argc, char **argv)
         }
     }
     printf("pruned %d layers of %s with %s (%s): %lld of %lld weights zero, sparsity %.4f\n",
-           sum.layers_pruned, dir, ctx.method, have_sparsity ? "unstructured" : ctx.pattern,
+           sum.layers_pruned, dir, ctx.method, pa.have_sparsity ? "unstructured" : ctx.pattern,
            (long long)sum.zeros, (long long)sum.params, sum.sparsity);
     if (ctx.has_loss)
         printf("total loss %.6e\n", sum.loss);

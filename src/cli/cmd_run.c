@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <jansson.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -109,6 +110,30 @@ static uint32_t choose(const float *logits, int vocab, double T, uint64_t *rng)
             return (uint32_t)j;
     }
     return (uint32_t)(vocab - 1);
+}
+
+/* One line of JSON: the prompt, the generated ids, the rates, the layers. */
+static void print_json(const uint32_t *prompt, int nprompt, const uint32_t *gen, int steps,
+                       double t_prompt, double t_gen, int mode, int sparse_layers, int layers)
+{
+    static const char *mode_name[] = {"off", "auto", "csr", "bitmask", "nm"};
+    json_t *o = json_object(), *p = json_array(), *g = json_array();
+    int i;
+    for (i = 0; i < nprompt; i++)
+        json_array_append_new(p, json_integer(prompt[i]));
+    for (i = 0; i < steps; i++)
+        json_array_append_new(g, json_integer(gen[i]));
+    json_object_set_new(o, "prompt", p);
+    json_object_set_new(o, "ids", g);
+    json_object_set_new(o, "prompt_tokens_per_s",
+                        cli_json_real(t_prompt > 0 ? nprompt / t_prompt : 0.0));
+    json_object_set_new(o, "tokens_per_s", cli_json_real(t_gen > 0 ? steps / t_gen : 0.0));
+    json_object_set_new(o, "sparse", json_string(mode_name[mode]));
+    json_object_set_new(o, "sparse_layers", json_integer(sparse_layers));
+    json_object_set_new(o, "layers", json_integer(layers));
+    json_dumpf(o, stdout, JSON_REAL_PRECISION(6));
+    fputc('\n', stdout);
+    json_decref(o);
 }
 
 int spruce_cmd_run(int argc, char **argv)
@@ -234,18 +259,8 @@ int spruce_cmd_run(int argc, char **argv)
     }
     t_gen = cli_now() - t0;
     if (json) {
-        printf("{\"prompt\": [");
-        for (i = 0; i < nprompt; i++)
-            printf("%s%u", i ? ", " : "", prompt[i]);
-        printf("], \"ids\": [");
-        for (i = 0; i < steps; i++)
-            printf("%s%u", i ? ", " : "", gen[i]);
-        printf("], \"prompt_tokens_per_s\": %.3f, \"tokens_per_s\": %.3f, \"sparse\": \"%s\", "
-               "\"sparse_layers\": %d, \"layers\": %d}\n",
-               t_prompt > 0 ? nprompt / t_prompt : 0.0,
-               t_gen > 0 ? steps / t_gen : 0.0,
-               (const char *[]){"off", "auto", "csr", "bitmask", "nm"}[mode],
-               spruce_decoder_sparse_layers(d), SPRUCE_NPROJ * cfg->num_hidden_layers);
+        print_json(prompt, nprompt, gen, (int)steps, t_prompt, t_gen, mode,
+                   spruce_decoder_sparse_layers(d), SPRUCE_NPROJ * cfg->num_hidden_layers);
     } else {
         for (i = 0; i < steps; i++)
             printf("%s%u", i ? " " : "", gen[i]);

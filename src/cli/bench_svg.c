@@ -1,0 +1,151 @@
+/* bench_svg.c: the chart of `spruce bench --sweep --svg FILE`: speedup over
+ * dense against sparsity, batch 1 and one larger batch, unstructured as lines
+ * and 2:4 as markers, with the byte-ratio ceilings of the bitmask and 2:4
+ * formats. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmd_bench.h"
+
+static double ceiling_bitmask(double s) { return 4.0 / (4.0 * (1.0 - s) + 0.125); }
+
+int bench_write_svg(const char *path, const bench_ctx *cx, int rows, int cols, int big)
+{
+    const double W = 780, H = 480, L = 70, R = 210, T = 50, B = 60;
+    const double pw = W - L - R, ph = H - T - B, x0 = 0.25, x1 = 1.0;
+    double ymax = 1.0;
+    int i, k, b;
+    FILE *f = fopen(path, "w");
+    const char *colors[2] = {"#1f77b4", "#d62728"};
+    const int bs[2] = {1, big};
+    if (!f) {
+        cli_fail("bench: cannot write %s: %s", path, strerror(errno));
+        return 1;
+    }
+    for (i = 0; i < cx->nres; i++)
+        if (cx->res[i].speedup > ymax)
+            ymax = cx->res[i].speedup;
+    if (ceiling_bitmask(0.95) > ymax)
+        ymax = ceiling_bitmask(0.95);
+    ymax = ceil(ymax + 0.5);
+#define PX(s) (L + ((s) - x0) / (x1 - x0) * pw)
+#define PY(v) (T + ph - (v) / ymax * ph)
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(f, "<text x=\"%.0f\" y=\"20\" font-size=\"15\">spruce sparse kernels against dense "
+               "OpenBLAS: %dx%d, float32, %d threads, %s</text>\n",
+            L, rows, cols, cx->threads, cx->isa);
+    fprintf(f, "<text x=\"%.0f\" y=\"38\" font-size=\"11\" fill=\"#555\">median of %d passes "
+               "over > %.1f MB of distinct matrices each; load average %.2f at the start</text>\n",
+            L, cx->reps, cx->rotate / 1e6, cx->load);
+    /* grid and axes */
+    {
+        /* at most about 12 labelled ticks: a step of 1, 2, 5, 10, 20, 50 ... */
+        int step = 1, mult = 1;
+        while (ymax / step > 12) {
+            step = (step / mult == 1 ? 2 : step / mult == 2 ? 5 : 10) * mult;
+            if (step / mult == 10)
+                mult *= 10;
+        }
+        for (k = 0; k <= (int)ymax; k += step) {
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+                       "stroke=\"#e5e5e5\"/>\n", L, PY(k), L + pw, PY(k));
+            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", L - 6,
+                    PY(k) + 4, k);
+        }
+    }
+    for (k = 30; k <= 95; k += 10) {
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n",
+                PX(k / 100.0), T, PX(k / 100.0), T + ph);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%d%%</text>\n",
+                PX(k / 100.0), T + ph + 18, k);
+    }
+    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+               "stroke=\"black\"/>\n", L, T, pw, ph);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">sparsity (fraction of weights "
+               "that are zero)</text>\n", L + pw / 2, H - 18);
+    fprintf(f, "<text transform=\"translate(20,%.1f) rotate(-90)\" text-anchor=\"middle\">speedup "
+               "over dense (x)</text>\n", T + ph / 2);
+    /* dense line and the byte-ratio ceiling of the bitmask format */
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\" "
+               "stroke-dasharray=\"6,4\"/>\n", L, PY(1.0), L + pw, PY(1.0));
+    fprintf(f, "<polyline fill=\"none\" stroke=\"#2ca02c\" stroke-dasharray=\"2,3\" "
+               "stroke-width=\"2\" points=\"");
+    for (k = 30; k <= 95; k++)
+        fprintf(f, "%.1f,%.1f ", PX(k / 100.0), PY(ceiling_bitmask(k / 100.0)));
+    fprintf(f, "\"/>\n");
+    /* measured lines, unstructured; 2:4 as separate markers */
+    for (b = 0; b < 2; b++) {
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colors[b]);
+        for (i = 0; i < cx->nres; i++)
+            if (cx->res[i].batch == bs[b] && !cx->res[i].n)
+                fprintf(f, "%.1f,%.1f ", PX(cx->res[i].sparsity), PY(cx->res[i].speedup));
+        fprintf(f, "\"/>\n");
+        for (i = 0; i < cx->nres; i++) {
+            const bench_result *r = &cx->res[i];
+            if (r->batch != bs[b])
+                continue;
+            if (!r->n)
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>%s "
+                           "%.0f%% batch %d: %.2fx</title></circle>\n",
+                        PX(r->sparsity), PY(r->speedup), colors[b], r->format,
+                        100 * r->sparsity, r->batch, r->speedup);
+            else
+                fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"%s\" "
+                           "transform=\"rotate(45 %.1f %.1f)\"><title>%s %d:%d batch %d: "
+                           "%.2fx</title></rect>\n",
+                        PX(r->sparsity) - 4.5, PY(r->speedup) - 4.5, colors[b], PX(r->sparsity),
+                        PY(r->speedup), r->format, r->n, r->m, r->batch, r->speedup);
+        }
+    }
+    /* 2:4 ceiling */
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#2ca02c\" "
+               "stroke-width=\"2\"/>\n", PX(0.5) - 8, PY(4 / 2.125), PX(0.5) + 8, PY(4 / 2.125));
+    /* legend */
+    {
+        double lx = L + pw + 15, ly = T + 10;
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
+                   "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">batch 1, unstructured</text>\n",
+                lx, ly, lx + 25, ly, colors[0], lx + 30, ly + 4);
+        ly += 20;
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
+                   "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">batch %d, "
+                   "unstructured</text>\n",
+                lx, ly, lx + 25, ly, colors[1], lx + 30, ly + 4, big);
+        ly += 20;
+        fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"8\" height=\"8\" fill=\"#555\" "
+                   "transform=\"rotate(45 %.0f %.0f)\"/><text x=\"%.0f\" y=\"%.0f\">2:4 (same "
+                   "colours)</text>\n", lx + 8, ly - 4, lx + 12, ly, lx + 30, ly + 4);
+        ly += 20;
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\" "
+                   "stroke-dasharray=\"6,4\"/><text x=\"%.0f\" y=\"%.0f\">dense OpenBLAS = "
+                   "1</text>\n",
+                lx, ly, lx + 25, ly, lx + 30, ly + 4);
+        ly += 20;
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#2ca02c\" "
+                   "stroke-dasharray=\"2,3\" stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">byte "
+                   "ceiling (bitmask,</text><text x=\"%.0f\" y=\"%.0f\">batch 1)</text>\n",
+                lx, ly, lx + 25, ly, lx + 30, ly + 4, lx + 30, ly + 18);
+        ly += 14;
+        ly += 20;
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#2ca02c\" "
+                   "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">byte ceiling (2:4)</text>\n",
+                lx + 8, ly, lx + 18, ly, lx + 30, ly + 4);
+        ly += 30;
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\">format: auto (fastest of</text>\n"
+                   "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\">dense, csr, bitmask, nm)</text>\n",
+                lx, ly, lx, ly + 13);
+    }
+#undef PX
+#undef PY
+    fprintf(f, "</svg>\n");
+    if (fclose(f) != 0) {
+        cli_fail("bench: writing %s: %s", path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}

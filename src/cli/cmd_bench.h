@@ -1,0 +1,92 @@
+/* cmd_bench.h: what the parts of `spruce bench` share.
+ *
+ *   cmd_bench.c     options, the order of the cases, the table's header, JSON
+ *   bench_kernels.c one shape and sparsity: the random matrices, their rotation,
+ *                   the formats to time, the timed passes, the rows
+ *   bench_svg.c     the --sweep chart
+ *   bench_model.c   --model: every linear layer of a checkpoint, then decoding
+ *
+ * Products: W (rows, cols), X (cols, batch), Y (rows, batch), row-major. */
+#ifndef SPRUCE_CLI_BENCH_H
+#define SPRUCE_CLI_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BENCH_MAX_SHAPES 16
+#define BENCH_MAX_CASES 32
+#define BENCH_MAX_BATCHES 8
+#define BENCH_MAX_FORMATS 5
+#define BENCH_MAX_ROT 512
+#define BENCH_AUTO (-1)    /* a --format entry: the linear layer's choice */
+#define BENCH_SKIPPED (-2) /* a chosen format: nothing to time (nm without a pattern) */
+
+/* One sparsity to time: unstructured, or N:M when n > 0. */
+typedef struct {
+    double sparsity; /* unstructured: fraction of zeros */
+    int n, m;
+} bench_case;
+
+/* One row of the table (one JSON object). */
+typedef struct {
+    char format[24]; /* "bitmask", "auto(bitmask)" ... */
+    int rows, cols, batch, n, m;
+    double sparsity, dense_ms, sparse_ms, speedup, gbps, dense_gbps, ceiling;
+    int rot_dense, rot_sparse;
+} bench_result;
+
+/* The run: its settings and every row measured so far. */
+typedef struct {
+    int threads, reps, json, verbose;
+    double llc;    /* bytes */
+    double load;   /* 1-minute load average when the run started */
+    double rotate; /* bytes each working set must exceed */
+    bench_result *res;
+    int nres, cap;
+    const char *isa;
+} bench_ctx;
+
+/* A 64-bit hash (splitmix64's finaliser): the benchmark's random numbers. */
+uint64_t bench_mix(uint64_t z);
+
+/* W (rows, cols): values uniform in [-1, 1) and never 0 where kept; zeros
+ * with probability c->sparsity, or N of every M columns kept at random. */
+void bench_gen_matrix(float *W, int rows, int cols, const bench_case *c, uint64_t seed);
+
+/* Between timed blocks: let the previous block's worker threads go idle. */
+void bench_settle(void);
+
+/* Y = W X on OpenBLAS: sgemv for batch 1, sgemm otherwise. */
+void bench_dense_mul(const float *W, int rows, int cols, const float *X, int batch, float *Y);
+
+/* Append a row; -1 when out of memory. */
+int bench_add_result(bench_ctx *cx, const bench_result *r);
+
+/* "2:4" or "50%". */
+void bench_case_label(const bench_case *c, char *buf, size_t n);
+
+/* The table's header and one row of it. */
+void bench_print_header(void);
+void bench_print_row(const bench_result *r);
+
+/* One shape and sparsity, every format of formats[nf] (BENCH_AUTO or a
+ * SPRUCE_FMT_*) and batch: 0, or 1 after a message. */
+int bench_case_run(bench_ctx *cx, int rows, int cols, const bench_case *c, const int *formats,
+                   int nf, const int *batches, int nb);
+
+/* The part of bench_case_run after the choice: time the formats chosen[f][b]
+ * (SPRUCE_FMT_* or BENCH_SKIPPED) that formats[f] stands for at batches[b],
+ * on random matrices of the case made from seeds 0, 1, ... (the choice was
+ * made on the matrix of seed 0).  0, or 1 after a message. */
+int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
+                       const int *formats, int nf, const int (*chosen)[BENCH_MAX_BATCHES],
+                       const int *batches, int nb);
+
+/* The --sweep chart of cx's rows as SVG: 0, or 1 after a message. */
+int bench_write_svg(const char *path, const bench_ctx *cx, int rows, int cols, int big);
+
+/* --model DIR: every linear layer, dense against the linear layer's choice,
+ * then end-to-end decoding (not with --json): 0, or 1 after a message. */
+int bench_model(bench_ctx *cx, const char *dir, const int *batches, int nb);
+
+#endif
