@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "spruce_masks.h"
-#include "spruce_model.h"
+#include "spruce_pipeline.h"
 
 #define DEMO_REPS 5 /* timed decoding runs of each decoder */
 

@@ -61,7 +61,7 @@ static const char *fmt_pct(char *buf, double v)
 }
 
 /* A number for JSON: non-finite values are null. */
-static json_t *jreal(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
 
 /* ---- export ------------------------------------------------------------- */
 
@@ -298,7 +298,7 @@ static json_t *info_json(const char *file, const spruce_maskreader *mr,
         const spruce_mask_attr *a = spruce_maskreader_attr_at(mr, i);
         json_object_set_new(attrs, a->key,
                             a->type == SPRUCE_MASK_ATTR_INT      ? json_integer(a->i)
-                            : a->type == SPRUCE_MASK_ATTR_DOUBLE ? jreal(a->d)
+                            : a->type == SPRUCE_MASK_ATTR_DOUBLE ? cli_json_real(a->d)
                                                                  : json_string(a->s));
     }
     json_object_set_new(root, "attributes", attrs);
@@ -312,32 +312,32 @@ static json_t *info_json(const char *file, const spruce_maskreader *mr,
                                                   (json_int_t)meta->cols));
         json_object_set_new(o, "numel", json_integer((json_int_t)(meta->rows * meta->cols)));
         json_object_set_new(o, "kept", json_integer((json_int_t)st->kept));
-        json_object_set_new(o, "sparsity", jreal(st->sparsity));
+        json_object_set_new(o, "sparsity", cli_json_real(st->sparsity));
         nm = st->nm.m ? json_pack("{s:i, s:i, s:b}", "n", st->nm.n, "m", st->nm.m, "exact",
                                   st->nm.exact)
                       : json_null();
         json_object_set_new(o, "nm", nm);
-        json_object_set_new(rs, "min", jreal(st->row_min));
-        json_object_set_new(rs, "mean", jreal(st->row_mean));
-        json_object_set_new(rs, "max", jreal(st->row_max));
+        json_object_set_new(rs, "min", cli_json_real(st->row_min));
+        json_object_set_new(rs, "mean", cli_json_real(st->row_mean));
+        json_object_set_new(rs, "max", cli_json_real(st->row_max));
         json_object_set_new(o, "row_sparsity", rs);
         json_object_set_new(bs, "block", json_integer((json_int_t)st->block));
         json_object_set_new(bs, "blocks", json_integer((json_int_t)st->nblocks));
-        json_object_set_new(bs, "min", jreal(st->blk_min));
-        json_object_set_new(bs, "mean", jreal(st->blk_mean));
-        json_object_set_new(bs, "max", jreal(st->blk_max));
+        json_object_set_new(bs, "min", cli_json_real(st->blk_min));
+        json_object_set_new(bs, "mean", cli_json_real(st->blk_mean));
+        json_object_set_new(bs, "max", cli_json_real(st->blk_max));
         json_object_set_new(o, "col_block_sparsity", bs);
         json_object_set_new(o, "pattern", json_string(meta->pattern));
         json_object_set_new(o, "method", json_string(meta->method));
-        json_object_set_new(o, "sparsity_attr", jreal(meta->sparsity));
-        json_object_set_new(o, "loss", meta->has_loss ? jreal(meta->loss) : json_null());
+        json_object_set_new(o, "sparsity_attr", cli_json_real(meta->sparsity));
+        json_object_set_new(o, "loss", meta->has_loss ? cli_json_real(meta->loss) : json_null());
         json_array_append_new(tensors, o);
     }
     json_object_set_new(root, "tensors", tensors);
     json_object_set_new(total, "tensors", json_integer(s->count));
     json_object_set_new(total, "numel", json_integer((json_int_t)s->numel));
     json_object_set_new(total, "kept", json_integer((json_int_t)s->kept));
-    json_object_set_new(total, "sparsity", jreal(s->sparsity));
+    json_object_set_new(total, "sparsity", cli_json_real(s->sparsity));
     json_object_set_new(root, "total", total);
     return root;
 }
@@ -473,7 +473,7 @@ static json_t *diff_json(const char *fa, const char *fb, const spruce_masks_comp
                                "shape", (json_int_t)e->rows, (json_int_t)e->cols, "numel",
                                (json_int_t)d->numel, "kept_a", (json_int_t)d->kept_a, "kept_b",
                                (json_int_t)d->kept_b, "shared", (json_int_t)d->shared,
-                               "agreement", jreal(d->agreement), "jaccard", jreal(d->jaccard)));
+                               "agreement", cli_json_real(d->agreement), "jaccard", cli_json_real(d->jaccard)));
     }
     for (i = 0; i < c->n_only_a; i++)
         json_array_append_new(only_a, json_string(c->only_a[i]));
@@ -483,8 +483,8 @@ static json_t *diff_json(const char *fa, const char *fb, const spruce_masks_comp
                      "b", fb, "tensors", tensors, "only_in_a", only_a, "only_in_b", only_b,
                      "total", "tensors", c->count, "numel", (json_int_t)tot->numel, "kept_a",
                      (json_int_t)tot->kept_a, "kept_b", (json_int_t)tot->kept_b, "shared",
-                     (json_int_t)tot->shared, "agreement", jreal(tot->agreement), "jaccard",
-                     jreal(tot->jaccard));
+                     (json_int_t)tot->shared, "agreement", cli_json_real(tot->agreement), "jaccard",
+                     cli_json_real(tot->jaccard));
 }
 
 /* width: the longest mask name of A (at least 6). */
