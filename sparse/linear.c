@@ -134,8 +134,8 @@ static int resolve_opts(const spruce_linear_opts *opts, spruce_linear_opts *o)
     if (o->format > SPRUCE_FMT_NM)
         return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown format %d", o->format);
     if (o->n == 0 && o->m == 0) {
-        o->n = 2;
-        o->m = 4;
+        o->n = SPRUCE_LINEAR_DEFAULT_N;
+        o->m = SPRUCE_LINEAR_DEFAULT_M;
     }
     if ((rc = spruce_sparse_isa()) < 0)
         return rc;

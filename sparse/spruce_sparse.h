@@ -120,6 +120,10 @@ int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *
  * dense, so it never makes a layer slower than dense as measured.  To keep
  * fewer copies of the weights, a larger batch size reuses the sparse format of
  * a smaller one when that one timed within 20% of the best there. */
+/* The N:M pattern a linear layer tries when its options give none (2:4). */
+#define SPRUCE_LINEAR_DEFAULT_N 2
+#define SPRUCE_LINEAR_DEFAULT_M 4
+
 typedef struct spruce_linear spruce_linear;
 
 #define SPRUCE_LINEAR_MAX_BATCHES 8
@@ -127,7 +131,7 @@ typedef struct spruce_linear spruce_linear;
 typedef struct {
     int nthreads;        /* 0: omp_get_max_threads() */
     int format;          /* -1 (or any negative): auto; else force that format */
-    int n, m;            /* N:M pattern to try (0, 0: try 2:4 when it fits) */
+    int n, m;            /* N:M pattern to try (0, 0: SPRUCE_LINEAR_DEFAULT_N:M when it fits) */
     int nbatches;        /* batch sizes to tune for (0: {1, 16}) */
     int batches[SPRUCE_LINEAR_MAX_BATCHES];
     int reps;            /* timed runs per candidate, interleaved (0: 7) */

@@ -225,11 +225,12 @@ static void rotation_free(rotation_set *rs)
 
 /* How format f packs a matrix of case c.  N:M uses the case's pattern or, for
  * an unstructured case, the one the linear layer tries without a pattern
- * (2:4, spruce_linear_opts): `auto` may have chosen N:M because the matrix
+ * (SPRUCE_LINEAR_DEFAULT_N:M): `auto` may have chosen N:M because the matrix
  * happened to fit it. */
 static spruce_pack_opts pack_opts(const bench_ctx *cx, const bench_case *c, int f)
 {
-    spruce_pack_opts po = {f, c->n ? c->n : 2, c->n ? c->m : 4, cx->threads};
+    spruce_pack_opts po = {f, c->n ? c->n : SPRUCE_LINEAR_DEFAULT_N,
+                           c->n ? c->m : SPRUCE_LINEAR_DEFAULT_M, cx->threads};
     return po;
 }
 
