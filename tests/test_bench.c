@@ -1,0 +1,228 @@
+/* test_bench.c: the `spruce bench` command, run as a user runs it. */
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#include <sched.h>
+#endif
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+/* Run a shell command line with the spruce program; stdout and stderr are
+ * captured into out/err (malloc'ed).  Returns the exit status. */
+static int run_spruce(const char *env, const char *args, char **out, char **err)
+{
+    const char *bin = getenv("SPRUCE_BIN");
+    char cmd[1024], of[] = "/tmp/spruce-bench-outXXXXXX", ef[] = "/tmp/spruce-bench-errXXXXXX";
+    int fo = mkstemp(of), fe = mkstemp(ef), st;
+    FILE *f;
+    long n;
+    cr_assert(fo >= 0 && fe >= 0);
+    close(fo);
+    close(fe);
+    snprintf(cmd, sizeof cmd, "%s '%s' %s >%s 2>%s", env, bin, args, of, ef);
+    st = system(cmd);
+    for (int k = 0; k < 2; k++) {
+        char **dst = k ? err : out;
+        f = fopen(k ? ef : of, "r");
+        fseek(f, 0, SEEK_END);
+        n = ftell(f);
+        rewind(f);
+        *dst = calloc(n + 1, 1);
+        if (fread(*dst, 1, n, f) != (size_t)n)
+            cr_assert_fail("reading captured output");
+        fclose(f);
+    }
+    unlink(of);
+    unlink(ef);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int have_bin(void)
+{
+    if (!getenv("SPRUCE_BIN") || access(getenv("SPRUCE_BIN"), X_OK) != 0) {
+        cr_skip_test("SPRUCE_BIN is not set to the built spruce program");
+        return 0;
+    }
+    return 1;
+}
+
+Test(bench, json_rows_with_forced_scalar_isa)
+{
+    char *out, *err;
+    json_error_t je;
+    json_t *list;
+    size_t i;
+    if (!have_bin())
+        return;
+    cr_assert_eq(run_spruce("SPRUCE_ISA=scalar", "--verbose bench --shape 64x96 --sparsity 0.5,0.9 "
+                            "--batch 1,3 --format auto,csr,bitmask,dense --reps 1 --rotate-mb 0.05 "
+                            "--threads 2 --json", &out, &err), 0, "stderr: %s", err);
+    cr_assert(strstr(err, "kernels scalar"), "stderr: %s", err);
+    list = json_loads(out, 0, &je);
+    cr_assert(json_is_array(list), "not a JSON list: %s", out);
+    cr_assert_eq(json_array_size(list), 2 * 2 * 4);
+    for (i = 0; i < json_array_size(list); i++) {
+        json_t *o = json_array_get(list, i);
+        double d = json_real_value(json_object_get(o, "dense_ms"));
+        double s = json_real_value(json_object_get(o, "sparse_ms"));
+        double sp = json_real_value(json_object_get(o, "speedup"));
+        cr_assert(json_is_string(json_object_get(o, "format")));
+        cr_assert_eq(json_integer_value(json_object_get(o, "rows")), 64);
+        cr_assert_eq(json_integer_value(json_object_get(o, "cols")), 96);
+        cr_assert(json_is_integer(json_object_get(o, "batch")));
+        cr_assert(json_is_real(json_object_get(o, "sparsity")));
+        cr_assert_str_eq(json_string_value(json_object_get(o, "pattern")), "unstructured");
+        cr_assert(d > 0 && s > 0 && fabs(sp - d / s) < 1e-6 * sp);
+        cr_assert_str_eq(json_string_value(json_object_get(o, "isa")), "scalar");
+    }
+    json_decref(list);
+    free(out);
+    free(err);
+}
+
+/* The spruce program binds its threads one per CPU (cli_env.c), and leaves
+ * them alone when asked to or when the user placed threads. */
+Test(bench, threads_are_bound_unless_told_not_to)
+{
+    char *out, *err;
+    const char *args = "--verbose bench --shape 32x64 --batch 1 --format bitmask --reps 1 "
+                       "--rotate-mb 0.05 --threads 2";
+    if (!have_bin())
+        return;
+#if defined(__linux__)
+    {
+        cpu_set_t allowed;
+        if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) < 2) {
+            cr_skip_test("this process may use one CPU: nothing to bind");
+            return;
+        }
+    }
+#else
+    cr_skip_test("threads are bound on Linux only");
+    return;
+#endif
+    cr_assert_eq(run_spruce("OMP_NUM_THREADS=2", args, &out, &err), 0, "stderr: %s", err);
+    cr_assert(strstr(err, "2 OpenMP threads bound one per CPU"), "stderr: %s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run_spruce("OMP_NUM_THREADS=2 SPRUCE_NO_BIND=1", args, &out, &err), 0);
+    cr_assert(!strstr(err, "bound one per CPU"), "stderr: %s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(run_spruce("OMP_NUM_THREADS=2 OMP_PROC_BIND=false", args, &out, &err), 0);
+    cr_assert(!strstr(err, "bound one per CPU"), "stderr: %s", err);
+    free(out);
+    free(err);
+}
+
+Test(bench, nm_table_and_unknown_isa)
+{
+    char *out, *err;
+    if (!have_bin())
+        return;
+    cr_assert_eq(run_spruce("", "bench --shape 32x40 --pattern 2:4 --batch 1 --format nm,auto "
+                            "--reps 1 --rotate-mb 0.05 --threads 1", &out, &err), 0, "stderr: %s", err);
+    cr_assert(strstr(out, "speedup") && strstr(out, "\nnm ") && strstr(out, "2:4"), "%s", out);
+    free(out);
+    free(err);
+    cr_assert_eq(run_spruce("SPRUCE_ISA=sse9", "bench --shape 8x8 --reps 1", &out, &err), 1);
+    cr_assert(strstr(err, "SPRUCE_ISA=sse9") && strstr(err, "available here: scalar"), "%s", err);
+    free(out);
+    free(err);
+}
+
+Test(bench, usage_errors_exit_2_and_help_exits_0)
+{
+    static const char *bad[] = {"bench --shape 12", "bench --sparsity 1.5", "bench --batch 0",
+                                "bench --format coo", "bench --pattern 4:2", "bench --svg x.svg",
+                                "bench --sparsity 0.5 --pattern 2:4", "bench extra"};
+    char *out, *err;
+    size_t i;
+    if (!have_bin())
+        return;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(run_spruce("", bad[i], &out, &err), 2, "%s", bad[i]);
+        cr_assert(strlen(err) > 0);
+        free(out);
+        free(err);
+    }
+    cr_assert_eq(run_spruce("", "bench --help", &out, &err), 0);
+    cr_assert(strstr(out, "usage: spruce bench"));
+    free(out);
+    free(err);
+}
+
+Test(bench, sweep_writes_an_svg_chart)
+{
+    char *out, *err, path[] = "/tmp/spruce-sweepXXXXXX", args[256];
+    FILE *f;
+    char buf[65536];
+    size_t n;
+    int fd;
+    if (!have_bin())
+        return;
+    fd = mkstemp(path);
+    close(fd);
+    snprintf(args, sizeof args, "bench --sweep --svg %s --shape 48x80 --batch 4 --reps 1 "
+             "--rotate-mb 0.05 --threads 1", path);
+    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
+    f = fopen(path, "r");
+    n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    unlink(path);
+    cr_assert(strstr(buf, "<svg") && strstr(buf, "</svg>"));
+    cr_assert(strstr(buf, "sparsity") && strstr(buf, "speedup over dense"));
+    cr_assert(strstr(buf, "2:4"));
+    cr_assert(strstr(out, "95%") && strstr(out, "2:4"), "%s", out);
+    free(out);
+    free(err);
+}
+
+/* `bench --model`: every linear layer of a pruned checkpoint in the table, then
+ * end-to-end decoding dense against auto with a ratio that is the quotient of
+ * the two rates it prints. */
+Test(bench, model_table_and_decode_on_a_pruned_fixture)
+{
+    char *out, *err, args[1024], dir[] = "/tmp/spruce-bench-modelXXXXXX", *line;
+    const char *root = getenv("SPRUCE_FIXTURES");
+    char model[512];
+    double dense, autos, ratio;
+    int used, total, rows = 0;
+    if (!have_bin())
+        return;
+    snprintf(model, sizeof model, "%s/stories260k", root ? root : "");
+    if (!root || access(model, R_OK) != 0) {
+        cr_skip_test("stories260k fixture not found: set SPRUCE_FIXTURES");
+        return;
+    }
+    cr_assert(mkdtemp(dir));
+    snprintf(args, sizeof args, "prune '%s' -o '%s/p' --method magnitude --pattern 2:4", model, dir);
+    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "bench --model '%s/p' --batch 1 --threads 2", dir);
+    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
+    for (line = out; (line = strstr(line, "\nmodel.layers.")); line++)
+        rows++;
+    cr_assert_eq(rows, 35, "expected the 35 linear layers of stories260k, found %d:\n%s", rows, out);
+    line = strstr(out, "decode, batch 1");
+    cr_assert(line, "no decode line:\n%s", out);
+    line = strstr(line, "dense ");
+    cr_assert(line && sscanf(line, "dense %lf tokens/s, auto %lf tokens/s (%d of %d linear layers "
+                                   "sparse): %lfx", &dense, &autos, &used, &total, &ratio) == 5,
+              "cannot read the decode line:\n%s", out);
+    cr_assert(dense > 0 && autos > 0 && used >= 0 && used <= total && total == 35);
+    cr_assert(fabs(ratio - autos / dense) < 0.006 + 0.005 * ratio, "%g vs %g", ratio, autos / dense);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "rm -rf '%s'", dir);
+    cr_assert_eq(system(args), 0);
+}
