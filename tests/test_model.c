@@ -316,7 +316,7 @@ static void ref_block(const spruce_config *c, const spruce_block *b, float *xf, 
     free(x); free(a); free(q); free(k); free(v); free(att); free(o); free(g); free(u); free(p);
 }
 
-static void check_block_forward(spruce_config *c, int nseq, int T, const char *path)
+static void check_block_forward(spruce_config *c, int nseq, int T, spruce_attention path)
 {
     spruce_block *b = rand_block(c);
     size_t n = (size_t)nseq * T * c->hidden_size, i;
@@ -328,10 +328,9 @@ static void check_block_forward(spruce_config *c, int nseq, int T, const char *p
     memcpy(ref, x, n * sizeof(float));
     for (s = 0; s < nseq; s++)
         ref_block(c, b, ref + (size_t)s * T * c->hidden_size, T);
-    setenv("SPRUCE_ATTENTION", path, 1);
+    cr_assert_eq(spruce_fwd_ws_set_attention(ws, path), 0);
     cr_assert_eq(spruce_block_forward(c, b, x, nseq, T, ws, NULL, NULL, -1), 0, "%s",
                  spruce_errdetail());
-    unsetenv("SPRUCE_ATTENTION");
     for (i = 0; i < n; i++) {
         double e = fabs((double)x[i] - ref[i]);
         if (e > maxerr)
@@ -341,7 +340,8 @@ static void check_block_forward(spruce_config *c, int nseq, int T, const char *p
     }
     /* float32 sums of up to max(hidden, intermediate) terms of size ~1 */
     cr_assert(maxerr < 1e-5 * sqrt((double)c->intermediate_size) * (1 + maxref),
-              "%s attention: max error %g (max |ref| %g)", path, maxerr, maxref);
+              "%s attention: max error %g (max |ref| %g)",
+              path == SPRUCE_ATTENTION_ROWS ? "rows" : "blas", maxerr, maxref);
     spruce_fwd_ws_free(ws);
     free(x);
     free(ref);
@@ -357,8 +357,8 @@ Test(forward, block_matches_double_reference_small_heads)
                                      "\"vocab_size\": 16, \"max_position_embeddings\": 64, "
                                      "\"rms_norm_eps\": 1e-5, \"rope_theta\": 1000.0}", "t", &c),
                  0);
-    check_block_forward(&c, 3, 19, "rows");
-    check_block_forward(&c, 3, 19, "blas");
+    check_block_forward(&c, 3, 19, SPRUCE_ATTENTION_ROWS);
+    check_block_forward(&c, 3, 19, SPRUCE_ATTENTION_BLAS);
 }
 
 Test(forward, block_matches_double_reference_large_heads)
@@ -370,8 +370,8 @@ Test(forward, block_matches_double_reference_large_heads)
                                      "\"vocab_size\": 16, \"max_position_embeddings\": 128, "
                                      "\"attention_bias\": true, \"mlp_bias\": true}", "t", &c), 0);
     cr_assert_eq(c.head_dim, 32);
-    check_block_forward(&c, 2, 70, "blas");
-    check_block_forward(&c, 2, 70, "rows");
+    check_block_forward(&c, 2, 70, SPRUCE_ATTENTION_BLAS);
+    check_block_forward(&c, 2, 70, SPRUCE_ATTENTION_ROWS);
 }
 
 typedef struct {
@@ -507,6 +507,13 @@ Test(stories, greedy_continuation_matches_golden)
     spruce_model_free(m);
 }
 
+static void count_progress(void *ctx, int layer, int nlayers)
+{
+    (void)layer;
+    (void)nlayers;
+    (*(int *)ctx)++;
+}
+
 /* exp(mean NLL) over nwin windows of 256, from the logits of the full forward. */
 static double perplexity_from_logits(spruce_model *m, const uint32_t *ids, int nwin)
 {
@@ -549,19 +556,33 @@ Test(stories, perplexity_is_17_78)
     ref = perplexity_from_logits(m, ids, 3);
     cr_assert(fabs(ppl - ref) < 1e-4 * ref, "streamed %.6f, from logits %.6f", ppl, ref);
     if (!SANITIZED) {
+        spruce_eval_opts eo;
         double batched = 0;
+        int nprogress = 0;
         cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &ppl, &nwin), 0, "%s",
                      spruce_errdetail());
         cr_assert_eq(nwin, 64);
         cr_assert(fabs(ppl - 17.78) < 0.005, "perplexity %.4f, expected 17.78", ppl);
         /* 1 MiB of activations: 16 windows per pass over the blocks, same result */
-        setenv("SPRUCE_EVAL_ACT_MIB", "1", 1);
-        cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &batched, &nwin), 0);
-        unsetenv("SPRUCE_EVAL_ACT_MIB");
+        spruce_eval_opts_init(&eo);
+        eo.act_bytes = (size_t)1 << 20;
+        eo.progress = count_progress;
+        eo.ctx = &nprogress;
+        cr_assert_eq(spruce_model_perplexity_opts(m, ids, n, 256, &eo, &batched, &nwin), 0);
         cr_assert_eq(nwin, 64);
+        cr_assert_eq(nprogress, 4 * 5, "%d blocks run: 4 passes of 5 expected", nprogress);
         cr_assert(fabs(batched - ppl) < 1e-9 * ppl, "batched %.9f, at once %.9f", batched, ppl);
     }
-    /* Shorter than one window; an id outside the vocabulary. */
+    /* A budget of nothing; shorter than one window; an id outside the vocabulary. */
+    {
+        spruce_eval_opts eo;
+        spruce_eval_opts_init(&eo);
+        cr_assert_eq(eo.act_bytes, SPRUCE_EVAL_ACT_BYTES);
+        eo.act_bytes = 0;
+        cr_assert_eq(spruce_model_perplexity_opts(m, ids, n, 256, &eo, &ppl, &nwin),
+                     SPRUCE_EINVAL);
+        cr_assert(strstr(spruce_errdetail(), "budget"), "%s", spruce_errdetail());
+    }
     cr_assert_eq(spruce_model_perplexity(m, ids, 100, 256, NULL, NULL, &ppl, &nwin),
                  SPRUCE_EINVAL);
     ids[5] = 512;
