@@ -80,9 +80,10 @@ typedef enum {
     SPRUCE_NPROJ
 } spruce_proj;
 
-/* "self_attn.q_proj", "mlp.down_proj", ... */
+/* "self_attn.q_proj", "mlp.down_proj", ...: the LLaMA layout that today's
+ * families share (a model's own names: its config's family, spruce_family.h). */
 const char *spruce_proj_path(spruce_proj l);
-/* "model.layers.<layer>.<path>.weight" (or ".bias") into buf. */
+/* "model.layers.<layer>.<path>.weight" (or ".bias") into buf, LLaMA layout. */
 void spruce_proj_name(int layer, spruce_proj l, int bias, char *buf, size_t size);
 
 /* The float32 weights of block `layer`.  w[l] is (rows[l], cols[l]) row-major,
