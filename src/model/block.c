@@ -16,6 +16,23 @@
 
 #define PAR_MIN SPRUCE__PAR_MIN
 
+int spruce__max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int spruce__check_attention(spruce_attention a)
+{
+    if (a != SPRUCE_ATTENTION_AUTO && a != SPRUCE_ATTENTION_ROWS && a != SPRUCE_ATTENTION_BLAS)
+        return spruce__seterr(SPRUCE_EINVAL, "attention %d (expected SPRUCE_ATTENTION_AUTO, "
+                              "_ROWS or _BLAS)", (int)a);
+    return 0;
+}
+
 /* ---- element-wise and per-row pieces --------------------------------------- */
 
 static void rmsnorm_row(float *yr, const float *xr, const float *w, int n, double eps)

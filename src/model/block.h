@@ -19,6 +19,12 @@
  * team costs more than the work. */
 #define SPRUCE__PAR_MIN 32768L
 
+/* Threads an OpenMP region may use (1 without OpenMP). */
+int spruce__max_threads(void);
+
+/* 0 when a is a spruce_attention, else SPRUCE_EINVAL naming it. */
+int spruce__check_attention(spruce_attention a);
+
 /* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w;  x, y are (T, n), y may be x. */
 void spruce__rmsnorm(float *y, const float *x, const float *w, int T, int n, double eps);
 

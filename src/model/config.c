@@ -26,8 +26,8 @@ static int get_int(const json_t *root, const char *origin, const char *key, int 
                               key);
     i = json_integer_value(v);
     if (i < lo || i > (1 << 30))
-        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key '%s': expected an integer >= %d, found %lld",
-                              origin, key, lo, (long long)i);
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key '%s': expected an integer >= %d, "
+                              "found %lld", origin, key, lo, (long long)i);
     *out = (int)i;
     return 0;
 }

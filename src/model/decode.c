@@ -3,9 +3,6 @@
  * maths is the forward's (block.c) at T = 1 and a position offset. */
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "block.h"
 #include "spruce_decode.h"
@@ -85,11 +82,7 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     d->m = m;
     d->c = c;
     d->max_T = max_T;
-#ifdef _OPENMP
-    d->nthreads = omp_get_max_threads();
-#else
-    d->nthreads = 1;
-#endif
+    d->nthreads = spruce__max_threads();
     hid = (size_t)c->hidden_size;
     qdim = (size_t)c->num_attention_heads * (size_t)c->head_dim;
     kvdim = (size_t)c->num_key_value_heads * (size_t)c->head_dim;

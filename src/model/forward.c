@@ -7,9 +7,6 @@
 #include <string.h>
 
 #include <cblas.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "block.h"
 #include "model_internal.h"
@@ -54,11 +51,7 @@ spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_se
     T = ST * (size_t)max_seq;     /* tokens of a chunk */
     ws->max_T = max_T;
     ws->max_seq = max_seq;
-#ifdef _OPENMP
-    ws->nthreads = omp_get_max_threads();
-#else
-    ws->nthreads = 1;
-#endif
+    ws->nthreads = spruce__max_threads();
     ws->attention = SPRUCE_ATTENTION_AUTO;
     ws->hidden = c->hidden_size;
     ws->qdim = c->num_attention_heads * c->head_dim;
@@ -102,11 +95,11 @@ void spruce_fwd_ws_free(spruce_fwd_ws *ws)
 
 int spruce_fwd_ws_set_attention(spruce_fwd_ws *ws, spruce_attention a)
 {
+    int rc;
     if (!ws)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_fwd_ws_set_attention: NULL workspace");
-    if (a != SPRUCE_ATTENTION_AUTO && a != SPRUCE_ATTENTION_ROWS && a != SPRUCE_ATTENTION_BLAS)
-        return spruce__seterr(SPRUCE_EINVAL, "attention %d (expected SPRUCE_ATTENTION_AUTO, "
-                              "_ROWS or _BLAS)", (int)a);
+    if ((rc = spruce__check_attention(a)))
+        return rc;
     ws->attention = a;
     return 0;
 }

@@ -108,15 +108,16 @@ static int check_config(const spruce_synth_config *c)
         c->kv_heads <= 0 || c->vocab <= 0 || c->max_position <= 0)
         return spruce__seterr(SPRUCE_EINVAL, "synth: every size must be positive");
     if (c->hidden % c->heads)
-        return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d is not a multiple of heads %d", c->hidden,
-                              c->heads);
+        return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d is not a multiple of heads %d",
+                              c->hidden, c->heads);
     if ((c->hidden / c->heads) % 2)
-        return spruce__seterr(SPRUCE_EINVAL, "synth: head dimension %d (hidden / heads) must be even for rotary embeddings",
-                              c->hidden / c->heads);
+        return spruce__seterr(SPRUCE_EINVAL, "synth: head dimension %d (hidden / heads) must "
+                              "be even for rotary embeddings", c->hidden / c->heads);
     if (c->heads % c->kv_heads)
-        return spruce__seterr(SPRUCE_EINVAL, "synth: heads %d is not a multiple of kv-heads %d", c->heads,
-                              c->kv_heads);
-    if (c->dtype != SPRUCE_DTYPE_F32 && c->dtype != SPRUCE_DTYPE_F16 && c->dtype != SPRUCE_DTYPE_BF16)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: heads %d is not a multiple of kv-heads %d",
+                              c->heads, c->kv_heads);
+    if (c->dtype != SPRUCE_DTYPE_F32 && c->dtype != SPRUCE_DTYPE_F16 &&
+        c->dtype != SPRUCE_DTYPE_BF16)
         return spruce__seterr(SPRUCE_EDTYPE, "synth: expected dtype F32, F16 or BF16");
     return 0;
 }
@@ -154,7 +155,7 @@ static tdesc *describe(const spruce_synth_config *c, int *n)
         spruce_family_tensor_at(&mc, i, &ft);
         snprintf(t[i].name, sizeof t[i].name, "%s", ft.name);
         t[i].kind = ft.role == SPRUCE_TENSOR_NORM ? 1 : ft.role == SPRUCE_TENSOR_EMBED ? 2 : 0;
-        t[i].fan_in = (int64_t)(ft.ndim == 2 ? ft.shape[1] : 0);
+        t[i].fan_in = (int64_t)(ft.ndim == 2 ? ft.shape[1] : 1);
         t[i].ndim = ft.ndim;
         t[i].shape[0] = (int64_t)ft.shape[0];
         t[i].shape[1] = ft.ndim == 2 ? (int64_t)ft.shape[1] : 0;
@@ -213,8 +214,8 @@ static char *make_header(const tdesc *t, int n, spruce_dtype dt, size_t *len)
         uint64_t nb = (uint64_t)numel_of(&t[i]) * item;
         json_t *e = t[i].ndim == 2
                         ? json_pack("{s:s, s:[I,I], s:[I,I]}", "dtype", dtype_str(dt), "shape",
-                                    (json_int_t)t[i].shape[0], (json_int_t)t[i].shape[1], "data_offsets",
-                                    (json_int_t)off, (json_int_t)(off + nb))
+                                    (json_int_t)t[i].shape[0], (json_int_t)t[i].shape[1],
+                                    "data_offsets", (json_int_t)off, (json_int_t)(off + nb))
                         : json_pack("{s:s, s:[I], s:[I,I]}", "dtype", dtype_str(dt), "shape",
                                     (json_int_t)t[i].shape[0], "data_offsets", (json_int_t)off,
                                     (json_int_t)(off + nb));
@@ -289,10 +290,13 @@ int spruce_synth_write(const char *outdir, const spruce_synth_config *c, int for
     for (i = 0; i < n; i++) {
         int64_t numel = numel_of(&t[i]), start;
         uint64_t ts = name_seed(c->seed, t[i].name);
-        float scale = t[i].kind == 1 ? 0.05f : t[i].kind == 2 ? 1.0f : (float)(1.0 / sqrt((double)t[i].fan_in));
+        float scale = t[i].kind == 1   ? 0.05f
+                      : t[i].kind == 2 ? 1.0f
+                                       : (float)(1.0 / sqrt((double)t[i].fan_in));
         float shift = t[i].kind == 1 ? 1.0f : 0.0f;
         for (start = 0; start < numel; start += (int64_t)RUN * BATCH) {
-            int64_t cnt = numel - start < (int64_t)RUN * BATCH ? numel - start : (int64_t)RUN * BATCH;
+            int64_t cnt = numel - start < (int64_t)RUN * BATCH ? numel - start
+                                                               : (int64_t)RUN * BATCH;
             int nruns = (int)((cnt + RUN - 1) / RUN), r;
 #pragma omp parallel for schedule(static)
             for (r = 0; r < nruns; r++) {

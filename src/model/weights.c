@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block.h"
 #include "model_internal.h"
 
 /* ---- reading tensors ------------------------------------------------------- */
@@ -229,11 +230,11 @@ const spruce_ckpt *spruce_model_ckpt(const spruce_model *m)
 
 int spruce_model_set_attention(spruce_model *m, spruce_attention a)
 {
+    int rc;
     if (!m)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_model_set_attention: NULL model");
-    if (a != SPRUCE_ATTENTION_AUTO && a != SPRUCE_ATTENTION_ROWS && a != SPRUCE_ATTENTION_BLAS)
-        return spruce__seterr(SPRUCE_EINVAL, "attention %d (expected SPRUCE_ATTENTION_AUTO, "
-                              "_ROWS or _BLAS)", (int)a);
+    if ((rc = spruce__check_attention(a)))
+        return rc;
     m->attention = a;
     return 0;
 }
