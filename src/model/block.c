@@ -351,7 +351,7 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
 {
     const spruce_config *c = r->c;
     int hid = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
-    int d = c->head_dim, qd = H * d, kvd = KV * d, inter = c->intermediate_size;
+    int d = c->head_dim, qd = H * d, inter = c->intermediate_size;
     int ntok = nseq * T, rc = 0;
     size_t n = (size_t)ntok * hid;
 
@@ -395,6 +395,5 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     spruce__add(r->h, r->t, n);
     if (r->h != x)
         memcpy(x, r->h, n * sizeof(float));
-    (void)kvd;
     return 0;
 }
