@@ -11,6 +11,7 @@
 #include "model_testutil.h"
 #include "spruce_ckpt.h"
 #include "spruce_model.h"
+#include "spruce_family.h"
 #include "spruce_pipeline.h"
 #include "spruce_decode.h"
 #include "spruce_tokens.h"
@@ -170,6 +171,157 @@ Test(config, missing_file_is_named)
     cr_assert(strstr(spruce_errdetail(), "/nonexistent/spruce-model"));
 }
 
+/* ---- the family table -------------------------------------------------------- */
+
+Test(family, is_linear_knows_the_prunable_weights)
+{
+    static const char *const yes[] = {
+        "model.layers.0.self_attn.q_proj.weight", "model.layers.3.self_attn.k_proj.weight",
+        "model.layers.12.self_attn.v_proj.weight", "model.layers.3.self_attn.o_proj.weight",
+        "model.layers.3.mlp.gate_proj.weight", "model.layers.3.mlp.up_proj.weight",
+        "model.layers.3.mlp.down_proj.weight",
+    };
+    static const char *const no[] = {
+        "model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+        "model.layers.3.input_layernorm.weight", "model.layers.3.post_attention_layernorm.weight",
+        "model.layers.3.self_attn.q_proj.bias", "model.layers.3.mlp.down_proj",
+        "model.layers.3.mlp.down_proj.weight.x", "model.layers.x.mlp.down_proj.weight",
+        "model.layers..mlp.down_proj.weight", "model.layers.03.mlp.down_proj.weight",
+        "model.layers.3.mlp.fc1.weight", "layers.3.mlp.down_proj.weight",
+        "model.layers.3.self_attn.rotary_emb.inv_freq", "",
+    };
+    const char *types[] = {"llama", "mistral", "qwen2"};
+    size_t i, k;
+    for (k = 0; k < 3; k++) {
+        for (i = 0; i < sizeof yes / sizeof yes[0]; i++)
+            cr_assert_eq(spruce_family_is_linear(types[k], yes[i]), 1, "%s %s", types[k], yes[i]);
+        for (i = 0; i < sizeof no / sizeof no[0]; i++)
+            cr_assert_eq(spruce_family_is_linear(types[k], no[i]), 0, "%s %s", types[k], no[i]);
+    }
+    cr_assert_eq(spruce_family_is_linear("gpt2", "h.0.mlp.c_fc.weight"), SPRUCE_EUNSUPPORTED);
+    cr_assert(strstr(spruce_errdetail(), "gpt2"), "%s", spruce_errdetail());
+    cr_assert(strstr(spruce_errdetail(), "llama, mistral, qwen2"), "%s", spruce_errdetail());
+    cr_assert_eq(spruce_family_is_linear(NULL, "x"), SPRUCE_EINVAL);
+    cr_assert_eq(spruce_family_is_linear("llama", NULL), SPRUCE_EINVAL);
+}
+
+Test(family, table_is_complete_and_consistent)
+{
+    char list[256] = "";
+    const spruce_family *f;
+    int i, l;
+    for (i = 0; (f = spruce_family_at(i)); i++) {
+        int sites[SPRUCE_NSITES] = {0, 0, 0, 0};
+        cr_assert_eq(spruce_family_find(f->model_type), f);
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                 f->model_type);
+        cr_assert(f->embed && f->final_norm && f->head && f->layers && f->attn_norm &&
+                  f->mlp_norm && f->architecture, "%s", f->model_type);
+        for (l = 0; l < SPRUCE_NPROJ; l++) {
+            cr_assert(f->linear[l].path, "%s linear %d", f->model_type, l);
+            cr_assert_eq(f->linear[l].site, spruce_proj_site((spruce_proj)l));
+            sites[f->linear[l].site]++;
+        }
+        for (l = 0; l < SPRUCE_NSITES; l++)
+            cr_assert(sites[l] > 0, "%s: no linear layer reads site %d", f->model_type, l);
+    }
+    cr_assert_eq(i, 3);
+    cr_assert_str_eq(list, spruce_family_supported());
+    cr_assert_null(spruce_family_find("gemma"));
+    cr_assert_null(spruce_family_find(NULL));
+    cr_assert_null(spruce_family_at(-1));
+}
+
+/* The tensors of a config: the sizes, the biases of each family. */
+Test(family, tensors_follow_the_config)
+{
+    spruce_config c;
+    spruce_family_tensor t;
+    size_t i, nbias = 0, nlin = 0, nnorm = 0;
+    cr_assert_eq(spruce_config_parse("{\"model_type\": \"qwen2\", \"hidden_size\": 64, "
+                                     "\"intermediate_size\": 172, \"num_hidden_layers\": 2, "
+                                     "\"num_attention_heads\": 8, \"num_key_value_heads\": 2, "
+                                     "\"vocab_size\": 512, \"max_position_embeddings\": 256, "
+                                     "\"tie_word_embeddings\": true}", "q", &c), 0);
+    cr_assert_eq(c.family, spruce_family_find("qwen2"));
+    for (i = 0; spruce_family_tensor_at(&c, i, &t) == 1; i++) {
+        cr_assert_neq(t.role, SPRUCE_TENSOR_HEAD, "tied: no head");
+        if (t.role == SPRUCE_TENSOR_BIAS) {
+            nbias++;
+            cr_assert(t.proj <= SPRUCE_PROJ_V, "%s", t.name);
+            cr_assert_eq(t.ndim, 1);
+        }
+        if (t.role == SPRUCE_TENSOR_LINEAR) {
+            nlin++;
+            cr_assert_eq(spruce_family_is_linear("qwen2", t.name), 1, "%s", t.name);
+            if (t.proj == SPRUCE_PROJ_K)
+                cr_assert(t.shape[0] == 16 && t.shape[1] == 64, "%s", t.name);
+            if (t.proj == SPRUCE_PROJ_DOWN)
+                cr_assert(t.shape[0] == 64 && t.shape[1] == 172, "%s", t.name);
+        } else {
+            cr_assert_eq(spruce_family_is_linear("qwen2", t.name), 0, "%s", t.name);
+        }
+        nnorm += t.role == SPRUCE_TENSOR_NORM;
+    }
+    cr_assert_eq(i, 1 + 2 * (2 + 7 + 3) + 1);
+    cr_assert_eq(nbias, 6);
+    cr_assert_eq(nlin, 14);
+    cr_assert_eq(nnorm, 5);
+    cr_assert_eq(spruce_family_tensor_at(&c, 0, &t), 1);
+    cr_assert_str_eq(t.name, "model.embed_tokens.weight");
+    cr_assert_eq(spruce_family_tensor_at(&c, 1, &t), 1);
+    cr_assert_str_eq(t.name, "model.layers.0.input_layernorm.weight");
+    cr_assert_eq(spruce_family_tensor_at(&c, 3, &t), 1);
+    cr_assert_str_eq(t.name, "model.layers.0.self_attn.q_proj.bias");
+    snprintf(c.model_type, sizeof c.model_type, "gpt2");
+    c.family = NULL;
+    cr_assert_eq(spruce_family_tensor_at(&c, 0, &t), SPRUCE_EUNSUPPORTED);
+}
+
+/* synth writes exactly the tensors of the table, which the model opens,
+ * reads and runs. */
+Test(family, synth_writes_exactly_what_the_forward_reads)
+{
+    char *d = tmp_dir(), out[1200];
+    spruce_synth_config sc;
+    const spruce_ckpt *ck;
+    spruce_model *m;
+    spruce_family_tensor t;
+    uint32_t ids[8] = {1, 5, 9, 2, 7, 3, 3, 0};
+    float *logits;
+    size_t i;
+    spruce_synth_defaults(&sc);
+    sc.hidden = 64;
+    sc.intermediate = 96;
+    sc.heads = 4;
+    sc.kv_heads = 2;
+    sc.vocab = 32;
+    sc.max_position = 16;
+    snprintf(out, sizeof out, "%s/m", d);
+    cr_assert_eq(spruce_synth_write(out, &sc, 0), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
+    ck = spruce_model_ckpt(m);
+    for (i = 0; spruce_family_tensor_at(spruce_model_config(m), i, &t) == 1; i++) {
+        const spruce_tensor *st = spruce_ckpt_find(ck, t.name);
+        cr_assert(st, "%s is not in the checkpoint", t.name);
+        cr_assert_eq(st->ndim, t.ndim, "%s", t.name);
+        cr_assert_eq((size_t)st->shape[0], t.shape[0], "%s", t.name);
+        if (t.ndim == 2)
+            cr_assert_eq((size_t)st->shape[1], t.shape[1], "%s", t.name);
+    }
+    cr_assert_eq(i, (size_t)spruce_ckpt_count(ck), "the table names %zu tensors, synth "
+                 "wrote %zu", i, (size_t)spruce_ckpt_count(ck));
+    cr_assert_eq(spruce_model_cache_blocks(m), 0, "%s", spruce_errdetail());
+    logits = malloc(8 * 32 * sizeof(float));
+    cr_assert_eq(spruce_model_forward(m, ids, 8, logits), 0, "%s", spruce_errdetail());
+    for (i = 0; i < 8 * 32; i++)
+        cr_assert(isfinite(logits[i]));
+    free(logits);
+    spruce_model_free(m);
+    rm_tree(d);
+    free(d);
+}
+
 /* ---- the block forward against a double-precision reference ---------------- */
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -316,7 +468,7 @@ static void ref_block(const spruce_config *c, const spruce_block *b, float *xf, 
     free(x); free(a); free(q); free(k); free(v); free(att); free(o); free(g); free(u); free(p);
 }
 
-static void check_block_forward(spruce_config *c, int nseq, int T, const char *path)
+static void check_block_forward(spruce_config *c, int nseq, int T, spruce_attention path)
 {
     spruce_block *b = rand_block(c);
     size_t n = (size_t)nseq * T * c->hidden_size, i;
@@ -328,10 +480,9 @@ static void check_block_forward(spruce_config *c, int nseq, int T, const char *p
     memcpy(ref, x, n * sizeof(float));
     for (s = 0; s < nseq; s++)
         ref_block(c, b, ref + (size_t)s * T * c->hidden_size, T);
-    setenv("SPRUCE_ATTENTION", path, 1);
+    cr_assert_eq(spruce_fwd_ws_set_attention(ws, path), 0);
     cr_assert_eq(spruce_block_forward(c, b, x, nseq, T, ws, NULL, NULL, -1), 0, "%s",
                  spruce_errdetail());
-    unsetenv("SPRUCE_ATTENTION");
     for (i = 0; i < n; i++) {
         double e = fabs((double)x[i] - ref[i]);
         if (e > maxerr)
@@ -341,7 +492,8 @@ static void check_block_forward(spruce_config *c, int nseq, int T, const char *p
     }
     /* float32 sums of up to max(hidden, intermediate) terms of size ~1 */
     cr_assert(maxerr < 1e-5 * sqrt((double)c->intermediate_size) * (1 + maxref),
-              "%s attention: max error %g (max |ref| %g)", path, maxerr, maxref);
+              "%s attention: max error %g (max |ref| %g)",
+              path == SPRUCE_ATTENTION_ROWS ? "rows" : "blas", maxerr, maxref);
     spruce_fwd_ws_free(ws);
     free(x);
     free(ref);
@@ -357,8 +509,8 @@ Test(forward, block_matches_double_reference_small_heads)
                                      "\"vocab_size\": 16, \"max_position_embeddings\": 64, "
                                      "\"rms_norm_eps\": 1e-5, \"rope_theta\": 1000.0}", "t", &c),
                  0);
-    check_block_forward(&c, 3, 19, "rows");
-    check_block_forward(&c, 3, 19, "blas");
+    check_block_forward(&c, 3, 19, SPRUCE_ATTENTION_ROWS);
+    check_block_forward(&c, 3, 19, SPRUCE_ATTENTION_BLAS);
 }
 
 Test(forward, block_matches_double_reference_large_heads)
@@ -370,8 +522,8 @@ Test(forward, block_matches_double_reference_large_heads)
                                      "\"vocab_size\": 16, \"max_position_embeddings\": 128, "
                                      "\"attention_bias\": true, \"mlp_bias\": true}", "t", &c), 0);
     cr_assert_eq(c.head_dim, 32);
-    check_block_forward(&c, 2, 70, "blas");
-    check_block_forward(&c, 2, 70, "rows");
+    check_block_forward(&c, 2, 70, SPRUCE_ATTENTION_BLAS);
+    check_block_forward(&c, 2, 70, SPRUCE_ATTENTION_ROWS);
 }
 
 typedef struct {
@@ -462,6 +614,41 @@ Test(stories, dense_logits_match_golden)
     spruce_model_free(m);
 }
 
+/* Both attention paths of the model's forward give the golden logits' model
+ * the same logits; values outside the enum are refused. */
+Test(stories, attention_paths_agree)
+{
+    NEED_FIXTURE(dir);
+    spruce_model *m;
+    spruce_fwd_ws *ws;
+    uint32_t ids[96];
+    float *rows = malloc((size_t)96 * 512 * sizeof(float));
+    float *blas = malloc((size_t)96 * 512 * sizeof(float));
+    double maxerr = 0;
+    size_t i;
+    for (i = 0; i < 96; i++)
+        ids[i] = (uint32_t)(i * 37 % 512);
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_set_attention(m, SPRUCE_ATTENTION_ROWS), 0);
+    cr_assert_eq(spruce_model_forward(m, ids, 96, rows), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_set_attention(m, SPRUCE_ATTENTION_BLAS), 0);
+    cr_assert_eq(spruce_model_forward(m, ids, 96, blas), 0, "%s", spruce_errdetail());
+    for (i = 0; i < (size_t)96 * 512; i++)
+        if (fabs(rows[i] - blas[i]) > maxerr)
+            maxerr = fabs(rows[i] - blas[i]);
+    cr_assert(maxerr < 1e-4, "rows and BLAS attention differ by %g", maxerr);
+    cr_assert_eq(spruce_model_set_attention(m, (spruce_attention)3), SPRUCE_EINVAL);
+    cr_assert_eq(spruce_model_set_attention(NULL, SPRUCE_ATTENTION_AUTO), SPRUCE_EINVAL);
+    ws = spruce_fwd_ws_alloc(spruce_model_config(m), 4, 1);
+    cr_assert(ws);
+    cr_assert_eq(spruce_fwd_ws_set_attention(ws, (spruce_attention)-1), SPRUCE_EINVAL);
+    cr_assert_eq(spruce_fwd_ws_set_attention(NULL, SPRUCE_ATTENTION_ROWS), SPRUCE_EINVAL);
+    spruce_fwd_ws_free(ws);
+    free(rows);
+    free(blas);
+    spruce_model_free(m);
+}
+
 Test(stories, greedy_continuation_matches_golden)
 {
     NEED_FIXTURE(dir);
@@ -507,6 +694,13 @@ Test(stories, greedy_continuation_matches_golden)
     spruce_model_free(m);
 }
 
+static void count_progress(void *ctx, int layer, int nlayers)
+{
+    (void)layer;
+    (void)nlayers;
+    (*(int *)ctx)++;
+}
+
 /* exp(mean NLL) over nwin windows of 256, from the logits of the full forward. */
 static double perplexity_from_logits(spruce_model *m, const uint32_t *ids, int nwin)
 {
@@ -549,19 +743,33 @@ Test(stories, perplexity_is_17_78)
     ref = perplexity_from_logits(m, ids, 3);
     cr_assert(fabs(ppl - ref) < 1e-4 * ref, "streamed %.6f, from logits %.6f", ppl, ref);
     if (!SANITIZED) {
+        spruce_eval_opts eo;
         double batched = 0;
+        int nprogress = 0;
         cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &ppl, &nwin), 0, "%s",
                      spruce_errdetail());
         cr_assert_eq(nwin, 64);
         cr_assert(fabs(ppl - 17.78) < 0.005, "perplexity %.4f, expected 17.78", ppl);
         /* 1 MiB of activations: 16 windows per pass over the blocks, same result */
-        setenv("SPRUCE_EVAL_ACT_MIB", "1", 1);
-        cr_assert_eq(spruce_model_perplexity(m, ids, n, 256, NULL, NULL, &batched, &nwin), 0);
-        unsetenv("SPRUCE_EVAL_ACT_MIB");
+        spruce_eval_opts_init(&eo);
+        eo.act_bytes = (size_t)1 << 20;
+        eo.progress = count_progress;
+        eo.ctx = &nprogress;
+        cr_assert_eq(spruce_model_perplexity_opts(m, ids, n, 256, &eo, &batched, &nwin), 0);
         cr_assert_eq(nwin, 64);
+        cr_assert_eq(nprogress, 4 * 5, "%d blocks run: 4 passes of 5 expected", nprogress);
         cr_assert(fabs(batched - ppl) < 1e-9 * ppl, "batched %.9f, at once %.9f", batched, ppl);
     }
-    /* Shorter than one window; an id outside the vocabulary. */
+    /* A budget of nothing; shorter than one window; an id outside the vocabulary. */
+    {
+        spruce_eval_opts eo;
+        spruce_eval_opts_init(&eo);
+        cr_assert_eq(eo.act_bytes, SPRUCE_EVAL_ACT_BYTES);
+        eo.act_bytes = 0;
+        cr_assert_eq(spruce_model_perplexity_opts(m, ids, n, 256, &eo, &ppl, &nwin),
+                     SPRUCE_EINVAL);
+        cr_assert(strstr(spruce_errdetail(), "budget"), "%s", spruce_errdetail());
+    }
     cr_assert_eq(spruce_model_perplexity(m, ids, 100, 256, NULL, NULL, &ppl, &nwin),
                  SPRUCE_EINVAL);
     ids[5] = 512;

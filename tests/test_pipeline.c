@@ -18,6 +18,7 @@
 
 #include "model_testutil.h"
 #include "spruce_ckpt.h"
+#include "spruce_clock.h"
 #include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
@@ -593,4 +594,49 @@ Test(cli, usage_errors_exit_2)
     cr_assert_eq(run(cmd), 2, "seqlen beyond max_position_embeddings");
     snprintf(cmd, sizeof cmd, "'%s' eval /nonexistent --data '%s/eval.u16' 2>/dev/null", bin, dir);
     cr_assert_eq(run(cmd), 1, "missing model directory");
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s/eval.u16' --act-mib 0 2>/dev/null", bin,
+             dir, dir);
+    cr_assert_eq(run(cmd), 2, "--act-mib 0");
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s/eval.u16' --act-mib x 2>/dev/null", bin,
+             dir, dir);
+    cr_assert_eq(run(cmd), 2, "--act-mib x");
+}
+
+/* --act-mib 1: the 64 windows of 64 KiB take four passes over the blocks,
+ * for the same perplexity. */
+Test(cli, eval_act_mib_takes_more_passes_for_the_same_result)
+{
+    NEED_FIXTURE(dir);
+    NEED_BIN(bin);
+    char *d = tmp_dir(), cmd[8192], line[512], log[1200];
+    double ppl = 0;
+    if (SANITIZED) {
+        rm_tree(d);
+        free(d);
+        cr_skip_test("the whole evaluation file: not under a sanitizer");
+        return;
+    }
+    snprintf(log, sizeof log, "%s/log", d);
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s/eval.u16' --seqlen 256 --act-mib 1 "
+             ">'%s' 2>'%s.err'", bin, dir, dir, log, log);
+    cr_assert_eq(run(cmd), 0);
+    last_line(log, line, sizeof line);
+    cr_assert_eq(sscanf(line, "perplexity %lf", &ppl), 1, "last line '%s'", line);
+    cr_assert(fabs(ppl - 17.78) < 0.005, "perplexity %.4f", ppl);
+    snprintf(cmd, sizeof cmd, "test \"$(grep -c 'block 5/5' '%s.err')\" = 4", log);
+    cr_assert_eq(run(cmd), 0, "expected 4 passes over the blocks, see %s.err", log);
+    rm_tree(d);
+    free(d);
+}
+
+Test(clock, monotonic_and_median)
+{
+    double odd[5] = {3, 1, 5, 2, 4}, even[4] = {4, 1, 3, 2}, t0 = spruce_clock_now(), t1;
+    t1 = spruce_clock_now();
+    cr_assert(t1 >= t0);
+    cr_assert_float_eq(spruce_clock_median(odd, 5), 3.0, 1e-12);
+    cr_assert_float_eq(odd[0], 1.0, 1e-12, "sorted in place");
+    cr_assert_float_eq(spruce_clock_median(even, 4), 2.5, 1e-12);
+    cr_assert_float_eq(spruce_clock_median(NULL, 3), 0.0, 1e-12);
+    cr_assert_float_eq(spruce_clock_median(odd, 0), 0.0, 1e-12);
 }

@@ -1,4 +1,4 @@
-/* cmd_eval.c: `spruce eval MODEL_DIR --data FILE [--seqlen T] [--threads N]`:
+/* cmd_eval.c: `spruce eval MODEL_DIR --data FILE [--seqlen T] [--act-mib N] [--threads N]`:
  * perplexity over non-overlapping windows of T tokens. */
 #include <getopt.h>
 #include <stdio.h>
@@ -17,13 +17,15 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: spruce eval MODEL_DIR --data FILE [--seqlen T] [--threads N]\n\n"
+            "usage: spruce eval MODEL_DIR --data FILE [--seqlen T] [--act-mib N] [--threads N]\n\n"
             "Perplexity of a Hugging Face LLaMA-family checkpoint (llama, mistral, qwen2) on a\n"
             "token file: exp(mean next-token negative log-likelihood) over the non-overlapping\n"
             "windows of T tokens of FILE, each window predicting T - 1 tokens.  The last line\n"
             "printed is 'perplexity <value>'.\n\n"
             "  --data FILE     token ids: .u16 / .u32 raw little-endian, or .txt\n"
             "  --seqlen T      window length (default min(2048, max_position_embeddings))\n"
+            "  --act-mib N     MiB of activations kept at once (default 2048); more windows\n"
+            "                  than fit take further passes over the blocks (1..1048576)\n"
             "  --threads N     threads for the forward (default: all cores)\n"
             "  -h, --help      this message\n");
 }
@@ -40,12 +42,14 @@ int spruce_cmd_eval(int argc, char **argv)
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},
         {"seqlen", required_argument, NULL, 's'},
+        {"act-mib", required_argument, NULL, 'a'},
         {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *dir;
-    long seqlen = 0, threads = 0;
+    long seqlen = 0, threads = 0, act_mib = 0;
+    spruce_eval_opts eo;
     spruce_model *m = NULL;
     uint32_t *ids = NULL;
     size_t n = 0;
@@ -60,6 +64,10 @@ int spruce_cmd_eval(int argc, char **argv)
         case 'd': data = optarg; break;
         case 's':
             if (cli_parse_int("--seqlen", optarg, 2, 1 << 20, &seqlen))
+                return 2;
+            break;
+        case 'a':
+            if (cli_parse_int("--act-mib", optarg, 1, 1 << 20, &act_mib))
                 return 2;
             break;
         case 't':
@@ -94,8 +102,12 @@ int spruce_cmd_eval(int argc, char **argv)
     fprintf(stderr, "eval: %s on %s: %zu windows of %ld tokens\n", dir, data, n / (size_t)seqlen,
             seqlen);
     t0 = cli_now();
-    if ((rc = spruce_model_perplexity(m, ids, n, (int)seqlen, eval_progress,
-                                      &t0, &ppl, &nwin))) {
+    spruce_eval_opts_init(&eo);
+    if (act_mib)
+        eo.act_bytes = (size_t)act_mib << 20;
+    eo.progress = eval_progress;
+    eo.ctx = &t0;
+    if ((rc = spruce_model_perplexity_opts(m, ids, n, (int)seqlen, &eo, &ppl, &nwin))) {
         cli_error(rc, "eval: %s", dir);
         goto done;
     }

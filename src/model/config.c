@@ -1,5 +1,6 @@
 /* config.c: config.json of a Hugging Face LLaMA-family checkpoint (jansson). */
 #include <errno.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,9 +8,7 @@
 
 #include <jansson.h>
 
-#include "spruce_model.h"
-
-#define SUPPORTED_TYPES "llama, mistral, qwen2"
+#include "spruce_family.h"
 
 /* An integer key; required keys must be present, optional ones keep *out. */
 static int get_int(const json_t *root, const char *origin, const char *key, int required,
@@ -27,8 +26,8 @@ static int get_int(const json_t *root, const char *origin, const char *key, int 
                               key);
     i = json_integer_value(v);
     if (i < lo || i > (1 << 30))
-        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key '%s': expected an integer >= %d, found %lld",
-                              origin, key, lo, (long long)i);
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key '%s': expected an integer >= %d, "
+                              "found %lld", origin, key, lo, (long long)i);
     *out = (int)i;
     return 0;
 }
@@ -65,7 +64,8 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
 {
     const json_t *v;
     const char *type;
-    int rc, use_sw = 0;
+    const spruce_family *f;
+    int rc, on = 0;
 
     memset(c, 0, sizeof *c);
     if (!json_is_object(root))
@@ -74,15 +74,16 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
     v = json_object_get(root, "model_type");
     if (!v)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'model_type' is missing "
-                              "(supported: " SUPPORTED_TYPES ")", origin);
+                              "(supported: %s)", origin, spruce_family_supported());
     if (!json_is_string(v))
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'model_type': expected a string",
                               origin);
     type = json_string_value(v);
-    if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2"))
+    if (!(f = spruce_family_find(type)))
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: model_type '%s' is not supported "
-                              "(supported: " SUPPORTED_TYPES ")", origin, type);
+                              "(supported: %s)", origin, type, spruce_family_supported());
     snprintf(c->model_type, sizeof c->model_type, "%s", type);
+    c->family = f;
 
     if ((rc = get_int(root, origin, "hidden_size", 1, 1, &c->hidden_size)) ||
         (rc = get_int(root, origin, "intermediate_size", 1, 1, &c->intermediate_size)) ||
@@ -109,6 +110,11 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
                                   c->num_attention_heads);
         c->head_dim = c->hidden_size / c->num_attention_heads;
     }
+    /* Widths are ints downstream (BLAS takes ints): keep them below 2^30. */
+    if ((int64_t)c->num_attention_heads * c->head_dim > (1 << 30))
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: num_attention_heads %d x head_dim %d "
+                              "is too large (at most 2^30)", origin, c->num_attention_heads,
+                              c->head_dim);
     if (c->head_dim % 2)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: head_dim %d must be even for rotary "
                               "embeddings", origin, c->head_dim);
@@ -135,27 +141,29 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
                               "(supported: rope_scaling null, plain rotary embeddings with "
                               "rope_theta)", origin);
 
-    if (!strcmp(type, "qwen2")) {
-        c->qkv_bias = 1;
-        if ((rc = get_bool(root, origin, "use_sliding_window", &use_sw)))
+    /* What the family's keys switch on (spruce_family.h). */
+    c->qkv_bias = f->qkv_bias;
+    if (f->attention_bias_key) {
+        if ((rc = get_bool(root, origin, f->attention_bias_key, &on)))
             return rc;
-        if (use_sw)
-            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: use_sliding_window true is not "
-                                  "supported (supported: full causal attention)", origin);
-    } else {
-        int ab = 0, mb = 0;
-        if ((rc = get_bool(root, origin, "attention_bias", &ab)) ||
-            (rc = get_bool(root, origin, "mlp_bias", &mb)))
-            return rc;
-        c->qkv_bias = c->o_bias = ab;
-        c->mlp_bias = mb;
+        c->qkv_bias = c->o_bias = on;
     }
-    if (!strcmp(type, "mistral")) {
-        /* The window only matters for sequences longer than it: the forward
-         * refuses those. */
-        if ((rc = get_int(root, origin, "sliding_window", 0, 1, &c->sliding_window)))
+    if (f->mlp_bias_key && (rc = get_bool(root, origin, f->mlp_bias_key, &c->mlp_bias)))
+        return rc;
+    if (f->window_switch_key) {
+        on = 0;
+        if ((rc = get_bool(root, origin, f->window_switch_key, &on)))
             return rc;
+        if (on)
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: %s true is not supported "
+                                  "(supported: full causal attention)", origin,
+                                  f->window_switch_key);
     }
+    /* The window only matters for sequences longer than it: the forward
+     * refuses those. */
+    if (f->window_key &&
+        (rc = get_int(root, origin, f->window_key, 0, 1, &c->sliding_window)))
+        return rc;
     return 0;
 }
 

@@ -1,9 +1,10 @@
 /* decode.c: token-by-token generation with a key/value cache on the runtime's
- * linear layers (dense OpenBLAS or a sparse format, chosen per layer). */
-#include <math.h>
+ * linear layers (dense OpenBLAS or a sparse format, chosen per layer).  The
+ * maths is the forward's (block.c) at T = 1 and a position offset. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "block.h"
 #include "spruce_decode.h"
 #include "spruce_sparse.h"
 
@@ -11,18 +12,18 @@ typedef struct {
     float *attn_norm, *mlp_norm;          /* (hidden) */
     spruce_linear *lin[SPRUCE_NPROJ];
     float *bias[SPRUCE_NPROJ];            /* (rows) or NULL */
-    float *kc, *vc;                       /* (max_T, kvdim) key and value cache */
+    spruce__kv kv;                        /* (KV, head_dim, ld) key and value cache */
 } dec_layer;
 
 struct spruce_decoder {
     spruce_model *m;
     const spruce_config *c;
-    int max_T, pos, qdim, kvdim, nsparse;
+    int max_T, pos, nsparse, nthreads;
     dec_layer *layers;
-    float *inv_freq;                      /* (head_dim / 2) */
+    float *cos, *sin;                     /* (max_T, head_dim / 2) RoPE tables */
     float *x, *a, *q, *k, *v, *att, *t;   /* (hidden) or (qdim / kvdim) */
     float *g, *u;                         /* (intermediate) */
-    float *p;                             /* (max_T) attention weights of one head */
+    float *p;                             /* (nthreads, ld) attention weights */
     float *xn;                            /* (hidden) scratch of the head */
 };
 
@@ -40,25 +41,26 @@ void spruce_decoder_free(spruce_decoder *d)
                 spruce_linear_free(L->lin[l]);
                 free(L->bias[l]);
             }
-            free(L->kc);
-            free(L->vc);
+            free(L->kv.kt);
+            free(L->kv.vt);
         }
         free(d->layers);
     }
-    free(d->inv_freq);
+    free(d->cos);
+    free(d->sin);
     free(d->x); free(d->a); free(d->q); free(d->k); free(d->v); free(d->att); free(d->t);
     free(d->g); free(d->u); free(d->p); free(d->xn);
     free(d);
 }
 
-static float *copy_vec(const float *src, int n)
+static float *copy_vec(const float *src, size_t n)
 {
     float *p;
     if (!src)
         return NULL;
-    p = malloc((size_t)n * sizeof(float));
+    p = malloc(n * sizeof(float));
     if (p)
-        memcpy(p, src, (size_t)n * sizeof(float));
+        memcpy(p, src, n * sizeof(float));
     return p;
 }
 
@@ -68,7 +70,8 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     spruce_decoder *d;
     spruce_linear_opts lo;
     const spruce_config *c;
-    int rc = 0, i, l, hid, half;
+    size_t hid, qdim, kvdim, half, ld;
+    int rc = 0, i, l;
     if (!m || !out || max_T <= 0)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_decoder_create: bad argument");
     *out = NULL;
@@ -79,31 +82,33 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     d->m = m;
     d->c = c;
     d->max_T = max_T;
-    hid = c->hidden_size;
-    d->qdim = c->num_attention_heads * c->head_dim;
-    d->kvdim = c->num_key_value_heads * c->head_dim;
-    half = c->head_dim / 2;
+    d->nthreads = spruce__max_threads();
+    hid = (size_t)c->hidden_size;
+    qdim = (size_t)c->num_attention_heads * (size_t)c->head_dim;
+    kvdim = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    half = (size_t)c->head_dim / 2;
+    ld = spruce__kv_ld((size_t)max_T);
     d->layers = calloc((size_t)c->num_hidden_layers, sizeof *d->layers);
-    d->inv_freq = malloc((size_t)half * sizeof(float));
-    d->x = malloc((size_t)hid * sizeof(float));
-    d->a = malloc((size_t)hid * sizeof(float));
-    d->t = malloc((size_t)hid * sizeof(float));
-    d->xn = malloc((size_t)hid * sizeof(float));
-    d->q = malloc((size_t)d->qdim * sizeof(float));
-    d->att = malloc((size_t)d->qdim * sizeof(float));
-    d->k = malloc((size_t)d->kvdim * sizeof(float));
-    d->v = malloc((size_t)d->kvdim * sizeof(float));
+    d->cos = malloc((size_t)max_T * half * sizeof(float));
+    d->sin = malloc((size_t)max_T * half * sizeof(float));
+    d->x = malloc(hid * sizeof(float));
+    d->a = malloc(hid * sizeof(float));
+    d->t = malloc(hid * sizeof(float));
+    d->xn = malloc(hid * sizeof(float));
+    d->q = malloc(qdim * sizeof(float));
+    d->att = malloc(qdim * sizeof(float));
+    d->k = malloc(kvdim * sizeof(float));
+    d->v = malloc(kvdim * sizeof(float));
     d->g = malloc((size_t)c->intermediate_size * sizeof(float));
     d->u = malloc((size_t)c->intermediate_size * sizeof(float));
-    d->p = malloc((size_t)max_T * sizeof(float));
-    if (!d->layers || !d->inv_freq || !d->x || !d->a || !d->t || !d->xn || !d->q || !d->att ||
-        !d->k || !d->v || !d->g || !d->u || !d->p) {
+    d->p = malloc((size_t)d->nthreads * ld * sizeof(float));
+    if (!d->layers || !d->cos || !d->sin || !d->x || !d->a || !d->t || !d->xn || !d->q ||
+        !d->att || !d->k || !d->v || !d->g || !d->u || !d->p) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "decoder buffers");
         goto done;
     }
-    /* as in the workspace of the batched forward: float32 inv_freq */
-    for (i = 0; i < half; i++)
-        d->inv_freq[i] = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim));
+    /* the tables of the batched forward's workspace */
+    spruce__rope_tables(c, max_T, d->cos, d->sin);
 
     spruce_linear_opts_init(&lo);
     lo.nbatches = 1;
@@ -122,12 +127,14 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
             goto done;
         L->attn_norm = copy_vec(b->attn_norm, hid);
         L->mlp_norm = copy_vec(b->mlp_norm, hid);
-        L->kc = malloc((size_t)max_T * d->kvdim * sizeof(float));
-        L->vc = malloc((size_t)max_T * d->kvdim * sizeof(float));
-        if (!L->attn_norm || !L->mlp_norm || !L->kc || !L->vc)
+        /* zeroed: the attention reads whole groups of 8 positions */
+        L->kv.ld = ld;
+        L->kv.kt = calloc(kvdim * ld, sizeof(float));
+        L->kv.vt = calloc(kvdim * ld, sizeof(float));
+        if (!L->attn_norm || !L->mlp_norm || !L->kv.kt || !L->kv.vt)
             rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
         for (l = 0; !rc && l < SPRUCE_NPROJ; l++) {
-            if (b->b[l] && !(L->bias[l] = copy_vec(b->b[l], b->rows[l])))
+            if (b->b[l] && !(L->bias[l] = copy_vec(b->b[l], (size_t)b->rows[l])))
                 rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
             else
                 rc = spruce_linear_create(b->w[l], b->rows[l], b->cols[l], &lo, &L->lin[l]);
@@ -161,51 +168,21 @@ int spruce_decoder_sparse_layers(const spruce_decoder *d)
     return d ? d->nsparse : 0;
 }
 
-/* y = x / sqrt(mean(x^2) + eps) * w, n floats. */
-static void rmsnorm1(float *y, const float *x, const float *w, int n, double eps)
+/* Y (ntok, rows) = X W^T (+ b) for linear l of the dec_layer at ctx. */
+static int dec_linear(void *ctx, spruce_proj l, const float *X, int ntok, float *Y)
 {
-    double ss = 0;
-    float r;
-    int j;
-    for (j = 0; j < n; j++)
-        ss += (double)x[j] * x[j];
-    r = (float)(1.0 / sqrt(ss / n + eps));
-    for (j = 0; j < n; j++)
-        y[j] = w[j] * (x[j] * r);
-}
-
-/* Rotate-half RoPE of nheads heads of size dim at position pos. */
-static void rope1(float *x, int nheads, int dim, int pos, const float *inv_freq)
-{
-    int h, i, half = dim / 2;
-    for (i = 0; i < half; i++) {
-        float ang = (float)pos * inv_freq[i];
-        float cs = (float)cos((double)ang), sn = (float)sin((double)ang);
-        for (h = 0; h < nheads; h++) {
-            float *xh = x + (size_t)h * dim, a = xh[i], b = xh[i + half];
-            xh[i] = a * cs - b * sn;
-            xh[i + half] = b * cs + a * sn;
-        }
-    }
-}
-
-/* y (rows) = W x (+ b) on the runtime's linear layer. */
-static int lin1(const spruce_linear *lin, const float *bias, const float *x, float *y)
-{
-    int rc = spruce_linear_forward(lin, x, 1, y), i, rows;
-    if (rc || !bias)
-        return rc;
-    rows = spruce_linear_rows(lin);
-    for (i = 0; i < rows; i++)
-        y[i] += bias[i];
-    return 0;
+    const dec_layer *L = ctx;
+    int rc = spruce_linear_forward(L->lin[l], X, ntok, Y);
+    if (!rc && L->bias[l])
+        spruce__add_bias(Y, L->bias[l], ntok, spruce_linear_rows(L->lin[l]));
+    return rc;
 }
 
 int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
 {
     const spruce_config *c;
-    int rc, i, hid, H, KV, dim, per, pos, n;
-    float scale;
+    spruce__block_run r;
+    int rc, i;
     if (!d)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_decoder_step: NULL decoder");
     c = d->c;
@@ -217,68 +194,26 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
                               c->sliding_window);
     if ((rc = spruce_model_embed(d->m, &id, 1, d->x)))
         return rc;
-    hid = c->hidden_size;
-    H = c->num_attention_heads;
-    KV = c->num_key_value_heads;
-    dim = c->head_dim;
-    per = H / KV;
-    pos = d->pos;
-    n = pos + 1;
-    scale = (float)(1.0 / sqrt((double)dim));
+    /* One token at position pos: x is the residual stream, updated in place;
+     * its key and value join the layer's cache. */
+    memset(&r, 0, sizeof r);
+    r.c = c;
+    r.linear = dec_linear;
+    r.cos = d->cos;
+    r.sin = d->sin;
+    r.pos0 = d->pos;
+    r.scores = d->p;
+    r.nthreads = d->nthreads;
+    r.a = d->a; r.q = d->q; r.k = d->k; r.v = d->v; r.att = d->att;
+    r.h = d->x; r.t = d->t; r.g = d->g; r.u = d->u;
     for (i = 0; i < c->num_hidden_layers; i++) {
         dec_layer *L = &d->layers[i];
-        int h, j;
-        rmsnorm1(d->a, d->x, L->attn_norm, hid, c->rms_norm_eps);
-        if ((rc = lin1(L->lin[SPRUCE_PROJ_Q], L->bias[SPRUCE_PROJ_Q], d->a, d->q)) ||
-            (rc = lin1(L->lin[SPRUCE_PROJ_K], L->bias[SPRUCE_PROJ_K], d->a, d->k)) ||
-            (rc = lin1(L->lin[SPRUCE_PROJ_V], L->bias[SPRUCE_PROJ_V], d->a, d->v)))
+        r.attn_norm = L->attn_norm;
+        r.mlp_norm = L->mlp_norm;
+        r.linear_ctx = L;
+        r.kv = L->kv;
+        if ((rc = spruce__block(&r, d->x, 1, 1, NULL, NULL, -1)))
             return rc;
-        rope1(d->q, H, dim, pos, d->inv_freq);
-        rope1(d->k, KV, dim, pos, d->inv_freq);
-        memcpy(L->kc + (size_t)pos * d->kvdim, d->k, (size_t)d->kvdim * sizeof(float));
-        memcpy(L->vc + (size_t)pos * d->kvdim, d->v, (size_t)d->kvdim * sizeof(float));
-        /* att_h = softmax_j(q_h . k_j * scale) v_j over the cached positions */
-        for (h = 0; h < H; h++) {
-            const float *qh = d->q + (size_t)h * dim;
-            const float *kc = L->kc + (size_t)(h / per) * dim, *vc = L->vc + (size_t)(h / per) * dim;
-            float *out = d->att + (size_t)h * dim, mx = -INFINITY;
-            double sum = 0;
-            int e;
-            for (j = 0; j < n; j++) {
-                const float *kj = kc + (size_t)j * d->kvdim;
-                float dot = 0;
-                for (e = 0; e < dim; e++)
-                    dot += qh[e] * kj[e];
-                d->p[j] = dot * scale;
-                mx = d->p[j] > mx ? d->p[j] : mx;
-            }
-            for (j = 0; j < n; j++) {
-                d->p[j] = expf(d->p[j] - mx);
-                sum += d->p[j];
-            }
-            for (e = 0; e < dim; e++)
-                out[e] = 0.0f;
-            for (j = 0; j < n; j++) {
-                const float *vj = vc + (size_t)j * d->kvdim;
-                float pj = (float)(d->p[j] / sum);
-                for (e = 0; e < dim; e++)
-                    out[e] += pj * vj[e];
-            }
-        }
-        if ((rc = lin1(L->lin[SPRUCE_PROJ_O], L->bias[SPRUCE_PROJ_O], d->att, d->t)))
-            return rc;
-        for (j = 0; j < hid; j++)
-            d->x[j] += d->t[j];
-        rmsnorm1(d->a, d->x, L->mlp_norm, hid, c->rms_norm_eps);
-        if ((rc = lin1(L->lin[SPRUCE_PROJ_GATE], L->bias[SPRUCE_PROJ_GATE], d->a, d->g)) ||
-            (rc = lin1(L->lin[SPRUCE_PROJ_UP], L->bias[SPRUCE_PROJ_UP], d->a, d->u)))
-            return rc;
-        for (j = 0; j < c->intermediate_size; j++)
-            d->g[j] = d->g[j] / (1.0f + expf(-d->g[j])) * d->u[j];
-        if ((rc = lin1(L->lin[SPRUCE_PROJ_DOWN], L->bias[SPRUCE_PROJ_DOWN], d->g, d->t)))
-            return rc;
-        for (j = 0; j < hid; j++)
-            d->x[j] += d->t[j];
     }
     d->pos++;
     if (logits)

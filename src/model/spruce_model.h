@@ -1,5 +1,6 @@
 /* spruce_model.h: the LLaMA-family forward (llama, mistral, qwen2); the
- * block-by-block pruning pipeline built on it is in spruce_pipeline.h.
+ * block-by-block pruning pipeline built on it is in spruce_pipeline.h, the
+ * table of families (tensor names, block shape) in spruce_family.h.
  *
  * The model follows Hugging Face's LlamaForCausalLM:
  *   x = embed[ids]                                   // x is (T, hidden)
@@ -34,8 +35,11 @@ extern "C" {
 
 /* ---- configuration (config.json) ---------------------------------------- */
 
+struct spruce_family;            /* spruce_family.h */
+
 typedef struct {
     char model_type[16];         /* "llama", "mistral" or "qwen2" */
+    const struct spruce_family *family;   /* its row of the family table */
     int hidden_size;
     int intermediate_size;
     int num_hidden_layers;
@@ -76,9 +80,10 @@ typedef enum {
     SPRUCE_NPROJ
 } spruce_proj;
 
-/* "self_attn.q_proj", "mlp.down_proj", ... */
+/* "self_attn.q_proj", "mlp.down_proj", ...: the LLaMA layout that today's
+ * families share (a model's own names: its config's family, spruce_family.h). */
 const char *spruce_proj_path(spruce_proj l);
-/* "model.layers.<layer>.<path>.weight" (or ".bias") into buf. */
+/* "model.layers.<layer>.<path>.weight" (or ".bias") into buf, LLaMA layout. */
 void spruce_proj_name(int layer, spruce_proj l, int bias, char *buf, size_t size);
 
 /* The float32 weights of block `layer`.  w[l] is (rows[l], cols[l]) row-major,
@@ -115,6 +120,20 @@ typedef int (*spruce_tap_fn)(void *ctx, spruce_site site, const float *X, int to
 typedef struct spruce_fwd_ws spruce_fwd_ws;
 spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_seq);
 void spruce_fwd_ws_free(spruce_fwd_ws *ws); /* NULL is a no-op */
+
+/* How the forward's attention runs: row by row on OpenMP threads (small
+ * heads, short sequences) or as two matrix products per head on BLAS (large
+ * heads).  AUTO, the default, takes BLAS for head_dim >= 32 and T >= 64; the
+ * two give the same result up to float rounding. */
+typedef enum {
+    SPRUCE_ATTENTION_AUTO = 0,
+    SPRUCE_ATTENTION_ROWS = 1,
+    SPRUCE_ATTENTION_BLAS = 2
+} spruce_attention;
+
+/* Choose the attention of the forwards run on ws; SPRUCE_EINVAL for NULL or
+ * a value that is not a spruce_attention. */
+int spruce_fwd_ws_set_attention(spruce_fwd_ws *ws, spruce_attention a);
 
 /* Sequences of T tokens per chunk: about SPRUCE_FWD_TOKENS tokens, at least 1. */
 #define SPRUCE_FWD_TOKENS 4096
@@ -153,6 +172,10 @@ int spruce_model_cache_blocks(spruce_model *m);
 int spruce_model_get_block(spruce_model *m, int layer, spruce_block **out);
 void spruce_model_put_block(spruce_model *m, spruce_block *b);
 
+/* Choose the attention of the model's forwards (spruce_model_forward,
+ * spruce_model_perplexity); SPRUCE_EINVAL as spruce_fwd_ws_set_attention. */
+int spruce_model_set_attention(spruce_model *m, spruce_attention a);
+
 /* x (T, hidden) = embed[ids]; SPRUCE_EINVAL for an id outside the vocabulary. */
 int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x);
 
@@ -163,12 +186,32 @@ void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, 
 /* Full forward of one sequence: logits (T, vocab) row-major. */
 int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits);
 
+/* Activations the perplexity evaluation keeps at once by default: 2 GiB. */
+#define SPRUCE_EVAL_ACT_BYTES ((size_t)2 << 30)
+
+typedef void (*spruce_block_progress_fn)(void *ctx, int layer, int nlayers);
+
+typedef struct {
+    /* Bytes of activations kept at once (> 0): the windows beyond them are
+     * evaluated in further passes over the blocks, and one window is always
+     * kept.  Default SPRUCE_EVAL_ACT_BYTES. */
+    size_t act_bytes;
+    spruce_block_progress_fn progress;  /* after each block of each pass, or NULL */
+    void *ctx;
+} spruce_eval_opts;
+
+void spruce_eval_opts_init(spruce_eval_opts *o);
+
 /* Perplexity over the nwin = n / seqlen non-overlapping windows of ids:
  * exp(mean over windows and positions of the next-token negative
  * log-likelihood), each window predicting seqlen - 1 tokens.  Streams blocks,
- * keeping at most 2 GiB of activations (more windows take further passes over
- * the blocks).  progress (may be NULL) is called after each block. */
-typedef void (*spruce_block_progress_fn)(void *ctx, int layer, int nlayers);
+ * keeping at most o->act_bytes of activations.  o may be NULL (the defaults);
+ * SPRUCE_EINVAL for act_bytes 0. */
+int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
+                                 const spruce_eval_opts *o, double *ppl, int *nwin);
+
+/* The same with the default budget and progress (may be NULL) called after
+ * each block. */
 int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
                             spruce_block_progress_fn progress, void *ctx, double *ppl,
                             int *nwin);

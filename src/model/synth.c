@@ -1,6 +1,7 @@
 /* synth.c: a deterministic random LLaMA-shaped Hugging Face checkpoint.
  *
- * Tensors use the Hugging Face names and shapes (W is (out, in) row-major):
+ * The tensors are those of the llama row of the family table (spruce_family.h),
+ * with the Hugging Face names and shapes (W is (out, in) row-major):
  *   model.embed_tokens.weight                      (vocab, hidden)      N(0, 1)
  *   model.layers.{i}.input_layernorm.weight         (hidden)            1 + 0.05 N(0, 1)
  *   model.layers.{i}.self_attn.q_proj.weight        (heads*hd, hidden)  N(0, 1/hidden)
@@ -24,12 +25,16 @@
 #include <jansson.h>
 
 #include "ckpt_internal.h"
+#include "spruce_family.h"
+
+/* The family whose layout synth writes (its table row names every tensor). */
+#define SYNTH_FAMILY "llama"
 
 #define RUN 65536   /* elements per generator */
 #define BATCH 64    /* runs generated (in parallel) per write */
 
 typedef struct {
-    char name[96];
+    char name[160];
     int ndim;
     int64_t shape[2];
     int kind;      /* 0 linear, 1 norm, 2 embedding */
@@ -103,52 +108,59 @@ static int check_config(const spruce_synth_config *c)
         c->kv_heads <= 0 || c->vocab <= 0 || c->max_position <= 0)
         return spruce__seterr(SPRUCE_EINVAL, "synth: every size must be positive");
     if (c->hidden % c->heads)
-        return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d is not a multiple of heads %d", c->hidden,
-                              c->heads);
+        return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d is not a multiple of heads %d",
+                              c->hidden, c->heads);
     if ((c->hidden / c->heads) % 2)
-        return spruce__seterr(SPRUCE_EINVAL, "synth: head dimension %d (hidden / heads) must be even for rotary embeddings",
-                              c->hidden / c->heads);
+        return spruce__seterr(SPRUCE_EINVAL, "synth: head dimension %d (hidden / heads) must "
+                              "be even for rotary embeddings", c->hidden / c->heads);
     if (c->heads % c->kv_heads)
-        return spruce__seterr(SPRUCE_EINVAL, "synth: heads %d is not a multiple of kv-heads %d", c->heads,
-                              c->kv_heads);
-    if (c->dtype != SPRUCE_DTYPE_F32 && c->dtype != SPRUCE_DTYPE_F16 && c->dtype != SPRUCE_DTYPE_BF16)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: heads %d is not a multiple of kv-heads %d",
+                              c->heads, c->kv_heads);
+    if (c->dtype != SPRUCE_DTYPE_F32 && c->dtype != SPRUCE_DTYPE_F16 &&
+        c->dtype != SPRUCE_DTYPE_BF16)
         return spruce__seterr(SPRUCE_EDTYPE, "synth: expected dtype F32, F16 or BF16");
     return 0;
 }
 
+/* The config the model will read from config.json (write_config). */
+static void model_config(const spruce_synth_config *c, spruce_config *mc)
+{
+    memset(mc, 0, sizeof *mc);
+    snprintf(mc->model_type, sizeof mc->model_type, "%s", SYNTH_FAMILY);
+    mc->family = spruce_family_find(SYNTH_FAMILY);
+    mc->hidden_size = c->hidden;
+    mc->intermediate_size = c->intermediate;
+    mc->num_hidden_layers = c->layers;
+    mc->num_attention_heads = c->heads;
+    mc->num_key_value_heads = c->kv_heads;
+    mc->head_dim = c->hidden / c->heads;
+    mc->vocab_size = c->vocab;
+    mc->max_position_embeddings = c->max_position;
+}
+
+/* Every tensor of the family table, in its order. */
 static tdesc *describe(const spruce_synth_config *c, int *n)
 {
-    int64_t hd = c->hidden / c->heads, H = c->hidden, I = c->intermediate;
-    int L = c->layers, i, k = 0;
-    tdesc *t = calloc((size_t)(9 * L + 3), sizeof *t);
+    spruce_config mc;
+    spruce_family_tensor ft;
+    size_t i, count;
+    tdesc *t;
+    model_config(c, &mc);
+    for (count = 0; spruce_family_tensor_at(&mc, count, &ft) == 1; count++)
+        ;
+    t = calloc(count, sizeof *t);
     if (!t)
         return NULL;
-#define ADD(kd, fi, d0, d1, ...)                                                                   \
-    do {                                                                                           \
-        snprintf(t[k].name, sizeof t[k].name, __VA_ARGS__);                                        \
-        t[k].kind = kd;                                                                            \
-        t[k].fan_in = (fi);                                                                        \
-        t[k].shape[0] = (d0);                                                                      \
-        t[k].shape[1] = (d1);                                                                      \
-        t[k].ndim = (d1) != 0 ? 2 : 1;                                                                \
-        k++;                                                                                       \
-    } while (0)
-    ADD(2, H, c->vocab, H, "model.embed_tokens.weight");
-    for (i = 0; i < L; i++) {
-        ADD(1, 0, H, 0, "model.layers.%d.input_layernorm.weight", i);
-        ADD(0, H, c->heads * hd, H, "model.layers.%d.self_attn.q_proj.weight", i);
-        ADD(0, H, c->kv_heads * hd, H, "model.layers.%d.self_attn.k_proj.weight", i);
-        ADD(0, H, c->kv_heads * hd, H, "model.layers.%d.self_attn.v_proj.weight", i);
-        ADD(0, c->heads * hd, H, c->heads * hd, "model.layers.%d.self_attn.o_proj.weight", i);
-        ADD(1, 0, H, 0, "model.layers.%d.post_attention_layernorm.weight", i);
-        ADD(0, H, I, H, "model.layers.%d.mlp.gate_proj.weight", i);
-        ADD(0, H, I, H, "model.layers.%d.mlp.up_proj.weight", i);
-        ADD(0, I, H, I, "model.layers.%d.mlp.down_proj.weight", i);
+    for (i = 0; i < count; i++) {
+        spruce_family_tensor_at(&mc, i, &ft);
+        snprintf(t[i].name, sizeof t[i].name, "%s", ft.name);
+        t[i].kind = ft.role == SPRUCE_TENSOR_NORM ? 1 : ft.role == SPRUCE_TENSOR_EMBED ? 2 : 0;
+        t[i].fan_in = (int64_t)(ft.ndim == 2 ? ft.shape[1] : 1);
+        t[i].ndim = ft.ndim;
+        t[i].shape[0] = (int64_t)ft.shape[0];
+        t[i].shape[1] = ft.ndim == 2 ? (int64_t)ft.shape[1] : 0;
     }
-    ADD(1, 0, H, 0, "model.norm.weight");
-    ADD(0, H, c->vocab, H, "lm_head.weight");
-#undef ADD
-    *n = k;
+    *n = (int)count;
     return t;
 }
 
@@ -163,8 +175,9 @@ static int write_config(const spruce_synth_config *c, const char *path)
     int rc = 0;
     if (!j)
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
-    json_object_set_new(j, "architectures", json_pack("[s]", "LlamaForCausalLM"));
-    json_object_set_new(j, "model_type", json_string("llama"));
+    json_object_set_new(j, "architectures",
+                        json_pack("[s]", spruce_family_find(SYNTH_FAMILY)->architecture));
+    json_object_set_new(j, "model_type", json_string(SYNTH_FAMILY));
     json_object_set_new(j, "hidden_size", json_integer(c->hidden));
     json_object_set_new(j, "intermediate_size", json_integer(c->intermediate));
     json_object_set_new(j, "num_hidden_layers", json_integer(c->layers));
@@ -201,8 +214,8 @@ static char *make_header(const tdesc *t, int n, spruce_dtype dt, size_t *len)
         uint64_t nb = (uint64_t)numel_of(&t[i]) * item;
         json_t *e = t[i].ndim == 2
                         ? json_pack("{s:s, s:[I,I], s:[I,I]}", "dtype", dtype_str(dt), "shape",
-                                    (json_int_t)t[i].shape[0], (json_int_t)t[i].shape[1], "data_offsets",
-                                    (json_int_t)off, (json_int_t)(off + nb))
+                                    (json_int_t)t[i].shape[0], (json_int_t)t[i].shape[1],
+                                    "data_offsets", (json_int_t)off, (json_int_t)(off + nb))
                         : json_pack("{s:s, s:[I], s:[I,I]}", "dtype", dtype_str(dt), "shape",
                                     (json_int_t)t[i].shape[0], "data_offsets", (json_int_t)off,
                                     (json_int_t)(off + nb));
@@ -277,10 +290,13 @@ int spruce_synth_write(const char *outdir, const spruce_synth_config *c, int for
     for (i = 0; i < n; i++) {
         int64_t numel = numel_of(&t[i]), start;
         uint64_t ts = name_seed(c->seed, t[i].name);
-        float scale = t[i].kind == 1 ? 0.05f : t[i].kind == 2 ? 1.0f : (float)(1.0 / sqrt((double)t[i].fan_in));
+        float scale = t[i].kind == 1   ? 0.05f
+                      : t[i].kind == 2 ? 1.0f
+                                       : (float)(1.0 / sqrt((double)t[i].fan_in));
         float shift = t[i].kind == 1 ? 1.0f : 0.0f;
         for (start = 0; start < numel; start += (int64_t)RUN * BATCH) {
-            int64_t cnt = numel - start < (int64_t)RUN * BATCH ? numel - start : (int64_t)RUN * BATCH;
+            int64_t cnt = numel - start < (int64_t)RUN * BATCH ? numel - start
+                                                               : (int64_t)RUN * BATCH;
             int nruns = (int)((cnt + RUN - 1) / RUN), r;
 #pragma omp parallel for schedule(static)
             for (r = 0; r < nruns; r++) {

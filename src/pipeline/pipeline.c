@@ -18,8 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "spruce_clock.h"
+#include "spruce_family.h"
 #include "spruce_pipeline.h"
 
 void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
@@ -28,13 +29,6 @@ void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
         return;
     memset(o, 0, sizeof *o);
     spruce_prune_opts_init(&o->prune);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 typedef struct {
@@ -48,6 +42,25 @@ static int tap_add(void *ctx, spruce_site site, const float *X, int tokens, int 
     return t->h[site] ? spruce_hessian_add(t->h[site], X, tokens) : 0;
 }
 
+/* One run of the pipeline: its inputs, buffers and running totals. */
+typedef struct {
+    spruce_model *m;
+    const spruce_config *c;
+    const spruce_family *f;
+    const spruce_pipeline_opts *o;
+    spruce_ckpt_writer *w;
+    const uint32_t *calib;
+    int nsamples, seqlen, need_data, chunk, L;
+    unsigned char *selected;        /* (L, SPRUCE_NPROJ): pruned or not */
+    float *X;                       /* (nsamples, seqlen, hidden) the current block's input */
+    uint8_t *mask;                  /* (rows, cols) of the largest linear layer */
+    spruce_fwd_ws *ws;
+    taps tp;                        /* one Hessian per site of the current group */
+    spruce_hinv *hi[SPRUCE_NSITES]; /* shared factorisations */
+    spruce_pipeline_summary total;
+    double t0;
+} run;
+
 static int compile(regex_t *re, const char *pat, const char *what)
 {
     char msg[256];
@@ -59,236 +72,263 @@ static int compile(regex_t *re, const char *pat, const char *what)
     return 0;
 }
 
-/* Width of the activations seen at site. */
-static int site_cols(const spruce_config *c, int site)
+/* r->selected: the linear layers whose names --include matches and --exclude
+ * does not; SPRUCE_EINVAL when there is none. */
+static int select_layers(run *r)
 {
-    switch (site) {
-    case SPRUCE_SITE_O: return c->num_attention_heads * c->head_dim;
-    case SPRUCE_SITE_DOWN: return c->intermediate_size;
-    default: return c->hidden_size;
-    }
-}
-
-/* The groups pruned together: all seven at once, or in true-sequential order. */
-static const int group_of_sequential[SPRUCE_NPROJ] = {0, 0, 0, 1, 2, 2, 3};
-
-int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, int seqlen,
-                        spruce_ckpt_writer *w, const spruce_pipeline_opts *o,
-                        spruce_pipeline_summary *sum)
-{
-    const spruce_config *c;
+    const spruce_pipeline_opts *o = r->o;
     regex_t inc, exc;
-    int have_inc = 0, have_exc = 0, rc = 0, L, layer, s, l, g, ngroups, need_data, chunk = 1;
-    unsigned char *selected = NULL;     /* (L, NLINEAR) */
-    float *X = NULL;
-    uint8_t *mask = NULL;
-    size_t maxw = 0;
-    spruce_fwd_ws *ws = NULL;
-    spruce_block *b = NULL;
-    taps tp;
-    spruce_hinv *hi[SPRUCE_NSITES] = {NULL, NULL, NULL, NULL};
-    spruce_pipeline_summary total;
-    double t0 = now();
+    int have_inc = 0, have_exc = 0, rc = 0, layer, l, n = 0;
     char name[256];
-
-    memset(&tp, 0, sizeof tp);
-    memset(&total, 0, sizeof total);
-    if (!m || !o || (!calib && o->prune.method != SPRUCE_METHOD_MAGNITUDE))
-        return spruce__seterr(SPRUCE_EINVAL, "spruce_pipeline_run: NULL argument");
-    c = spruce_model_config(m);
-    L = c->num_hidden_layers;
-    need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE;
-    if (need_data && (nsamples <= 0 || seqlen <= 0))
-        return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples of %d tokens",
-                              nsamples, seqlen);
     if (o->include && (rc = compile(&inc, o->include, "--include")))
         return rc;
     have_inc = o->include != NULL;
     if (o->exclude && (rc = compile(&exc, o->exclude, "--exclude")))
         goto done;
     have_exc = o->exclude != NULL;
-
-    /* Which tensors are pruned. */
-    selected = calloc((size_t)L * SPRUCE_NPROJ, 1);
-    if (!selected) {
+    if (!(r->selected = calloc((size_t)r->L * SPRUCE_NPROJ, 1))) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline");
         goto done;
     }
-    for (layer = 0, s = 0; layer < L; layer++)
+    for (layer = 0; layer < r->L; layer++)
         for (l = 0; l < SPRUCE_NPROJ; l++) {
-            spruce_proj_name(layer, (spruce_proj)l, 0, name, sizeof name);
-            selected[layer * SPRUCE_NPROJ + l] =
-                (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
-                (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
-            s += selected[layer * SPRUCE_NPROJ + l];
+            unsigned char *sel = &r->selected[(size_t)layer * SPRUCE_NPROJ + l];
+            spruce_family_linear_name(r->f, layer, (spruce_proj)l, 0, name, sizeof name);
+            *sel = (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
+                   (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
+            n += *sel;
         }
-    if (s == 0) {
+    if (n == 0) {
+        spruce_family_linear_name(r->f, 0, SPRUCE_PROJ_Q, 0, name, sizeof name);
         rc = spruce__seterr(SPRUCE_EINVAL, "no linear layer of the %d blocks is selected by "
-                            "--include '%s' --exclude '%s' (names look like %s)", L,
-                            o->include ? o->include : "", o->exclude ? o->exclude : "",
-                            "model.layers.0.self_attn.q_proj.weight");
-        goto done;
+                            "--include '%s' --exclude '%s' (names look like %s)", r->L,
+                            o->include ? o->include : "", o->exclude ? o->exclude : "", name);
     }
-    {
-        int qd = c->num_attention_heads * c->head_dim;
-        size_t a = (size_t)qd * c->hidden_size, bsz = (size_t)c->intermediate_size * c->hidden_size;
-        maxw = a > bsz ? a : bsz;
-    }
-    mask = malloc(maxw);
-    if (!mask) {
-        rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
-        goto done;
-    }
-
-    if (need_data) {
-        size_t n = (size_t)nsamples * seqlen * c->hidden_size;
-        X = malloc(n * sizeof(float));
-        chunk = spruce_fwd_chunk(seqlen) < nsamples ? spruce_fwd_chunk(seqlen) : nsamples;
-        ws = spruce_fwd_ws_alloc(c, seqlen, chunk);
-        if (!X || !ws) {
-            rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline: calibration activations of %d x %d "
-                                "tokens (%zu MiB)", nsamples, seqlen, (n * sizeof(float)) >> 20);
-            goto done;
-        }
-        for (s = 0; s < nsamples; s++)
-            if ((rc = spruce_model_embed(m, calib + (size_t)s * seqlen, seqlen,
-                                         X + (size_t)s * seqlen * c->hidden_size)))
-                goto done;
-    }
-
-    ngroups = o->true_sequential ? 4 : 1;
-    for (layer = 0; layer < L; layer++) {
-        int any = 0;
-        for (l = 0; l < SPRUCE_NPROJ; l++)
-            any |= selected[layer * SPRUCE_NPROJ + l];
-        if (!any && !need_data)
-            continue;
-        if ((rc = spruce_model_get_block(m, layer, &b)))
-            goto done;
-        for (g = 0; g < ngroups; g++) {
-            int in_group[SPRUCE_NPROJ], ngrp = 0, last_site = -1, site;
-            int per_site[SPRUCE_NSITES] = {0, 0, 0, 0};
-            for (l = 0; l < SPRUCE_NPROJ; l++) {
-                in_group[l] = selected[layer * SPRUCE_NPROJ + l] &&
-                              (ngroups == 1 || group_of_sequential[l] == g);
-                if (in_group[l]) {
-                    ngrp++;
-                    site = spruce_proj_site((spruce_proj)l);
-                    per_site[site]++;
-                    if (site > last_site)
-                        last_site = site;
-                }
-            }
-            if (!ngrp)
-                continue;
-            /* Calibrate: one Hessian per distinct input of the group. */
-            if (need_data) {
-                for (l = 0; l < SPRUCE_NPROJ; l++) {
-                    site = spruce_proj_site((spruce_proj)l);
-                    if (in_group[l] && !tp.h[site]) {
-                        tp.h[site] = spruce_hessian_alloc(site_cols(c, site));
-                        if (!tp.h[site]) {
-                            rc = spruce__seterr(SPRUCE_ENOMEM, "Hessian of %d x %d floats",
-                                                site_cols(c, site), site_cols(c, site));
-                            goto done;
-                        }
-                    }
-                }
-                for (s = 0; s < nsamples; s += chunk)
-                    if ((rc = spruce_block_forward(c, b, X + (size_t)s * seqlen * c->hidden_size,
-                                                   nsamples - s < chunk ? nsamples - s : chunk,
-                                                   seqlen, ws, tap_add, &tp, last_site)))
-                        goto done;
-            }
-            /* Prune the group's layers, in order. */
-            for (l = 0; l < SPRUCE_NPROJ; l++) {
-                spruce_layer_report r;
-                int64_t numel = (int64_t)b->rows[l] * b->cols[l], i, zeros = 0;
-                if (!in_group[l])
-                    continue;
-                site = spruce_proj_site((spruce_proj)l);
-                spruce_proj_name(layer, (spruce_proj)l, 0, name, sizeof name);
-                memset(&r, 0, sizeof r);
-                /* Layers sharing an input share one factorisation of its Hessian. */
-                if (o->prune.method == SPRUCE_METHOD_SPARSEGPT && per_site[site] > 1 &&
-                    !hi[site])
-                    rc = spruce_hinv_prepare(tp.h[site], &o->prune, &hi[site]);
-                if (!rc && hi[site])
-                    rc = spruce_prune_layer_prepared(b->w[l], b->rows[l], b->cols[l], hi[site],
-                                                     &o->prune, mask, &r.result);
-                else if (!rc)
-                    rc = spruce_prune_layer(b->w[l], b->rows[l], b->cols[l], tp.h[site],
-                                            &o->prune, mask, &r.result);
-                if (rc) {
-                    /* Say which tensor the pruner failed on. */
-                    const spruce_ckpt *ck = spruce_model_ckpt(m);
-                    const spruce_tensor *t = spruce_ckpt_find(ck, name);
-                    char detail[512];
-                    snprintf(detail, sizeof detail, "%s", spruce_errdetail());
-                    rc = spruce__seterr(rc, "file %s: tensor %s: %s",
-                                        t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck),
-                                        name, detail);
-                    goto done;
-                }
-                for (i = 0; i < numel; i++)
-                    zeros += b->w[l][i] == 0.0f;
-                if (w && (rc = spruce_ckpt_writer_set_f32(w, name, b->w[l])))
-                    goto done;
-                total.layers_pruned++;
-                total.params += numel;
-                total.zeros += zeros;
-                total.loss += r.result.loss;
-                if (o->on_layer) {
-                    r.name = name;
-                    r.layer = layer;
-                    r.nlayers = L;
-                    r.which = (spruce_proj)l;
-                    r.rows = b->rows[l];
-                    r.cols = b->cols[l];
-                    r.weight = b->w[l];
-                    r.mask = mask;
-                    r.elapsed = now() - t0;
-                    if ((rc = o->on_layer(o->ctx, &r)))
-                        goto done;
-                }
-            }
-            for (site = 0; site < SPRUCE_NSITES; site++) {
-                spruce_hessian_free(tp.h[site]);
-                tp.h[site] = NULL;
-                spruce_hinv_free(hi[site]);
-                hi[site] = NULL;
-            }
-        }
-        /* The next block's input: this block with its pruned weights. */
-        if (need_data && layer + 1 < L)
-            for (s = 0; s < nsamples; s += chunk)
-                if ((rc = spruce_block_forward(c, b, X + (size_t)s * seqlen * c->hidden_size,
-                                               nsamples - s < chunk ? nsamples - s : chunk,
-                                               seqlen, ws, NULL, NULL, -1)))
-                    goto done;
-        spruce_model_put_block(m, b);
-        b = NULL;
-        if (o->on_block)
-            o->on_block(o->ctx, layer, L, now() - t0);
-    }
-    total.sparsity = total.params ? (double)total.zeros / (double)total.params : 0.0;
-    total.seconds = now() - t0;
-    if (sum)
-        *sum = total;
 done:
-    for (s = 0; s < SPRUCE_NSITES; s++) {
-        spruce_hessian_free(tp.h[s]);
-        spruce_hinv_free(hi[s]);
-    }
-    spruce_model_put_block(m, b);
-    spruce_fwd_ws_free(ws);
-    free(X);
-    free(mask);
-    free(selected);
     if (have_inc)
         regfree(&inc);
     if (have_exc)
         regfree(&exc);
+    return rc;
+}
+
+/* The mask of the largest linear layer and, when the method needs data, the
+ * forward's workspace and X = embed(calibration windows). */
+static int prepare(run *r)
+{
+    const spruce_config *c = r->c;
+    size_t maxw = 0, rows, cols, n;
+    int l, s, rc;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        spruce_family_linear_shape(r->f, c, (spruce_proj)l, &rows, &cols);
+        maxw = rows * cols > maxw ? rows * cols : maxw;
+    }
+    if (!(r->mask = malloc(maxw)))
+        return spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
+    if (!r->need_data)
+        return 0;
+    n = (size_t)r->nsamples * (size_t)r->seqlen * (size_t)c->hidden_size;
+    r->chunk = spruce_fwd_chunk(r->seqlen) < r->nsamples ? spruce_fwd_chunk(r->seqlen)
+                                                         : r->nsamples;
+    r->X = malloc(n * sizeof(float));
+    r->ws = spruce_fwd_ws_alloc(c, r->seqlen, r->chunk);
+    if (!r->X || !r->ws)
+        return spruce__seterr(SPRUCE_ENOMEM, "pipeline: calibration activations of %d x %d "
+                              "tokens (%zu MiB)", r->nsamples, r->seqlen,
+                              (n * sizeof(float)) >> 20);
+    for (s = 0; s < r->nsamples; s++)
+        if ((rc = spruce_model_embed(r->m, r->calib + (size_t)s * r->seqlen, r->seqlen,
+                                     r->X + (size_t)s * r->seqlen * c->hidden_size)))
+            return rc;
+    return 0;
+}
+
+/* Block b over every calibration sequence, chunk by chunk (see
+ * spruce_block_forward for tap and stop_after). */
+static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
+                       int stop_after)
+{
+    size_t per = (size_t)r->seqlen * r->c->hidden_size;
+    int s, rc;
+    for (s = 0; s < r->nsamples; s += r->chunk)
+        if ((rc = spruce_block_forward(r->c, b, r->X + (size_t)s * per,
+                                       r->nsamples - s < r->chunk ? r->nsamples - s : r->chunk,
+                                       r->seqlen, r->ws, tap, ctx, stop_after)))
+            return rc;
+    return 0;
+}
+
+/* The layers of group g of block layer (all seven at once, or in
+ * true-sequential order the groups are the sites: q/k/v, o, gate/up, down):
+ * in_group, how many per site, and the last site they read (-1: none). */
+static int group_members(const run *r, int layer, int g, int ngroups, int in_group[],
+                         int per_site[])
+{
+    int l, last = -1;
+    for (l = 0; l < SPRUCE_NSITES; l++)
+        per_site[l] = 0;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        spruce_site site = r->f->linear[l].site;
+        in_group[l] = r->selected[(size_t)layer * SPRUCE_NPROJ + l] &&
+                      (ngroups == 1 || (int)site == g);
+        if (in_group[l]) {
+            per_site[site]++;
+            last = (int)site > last ? (int)site : last;
+        }
+    }
+    return last;
+}
+
+/* One Hessian per distinct input of the group, from a forward that stops
+ * after the last of them. */
+static int calibrate(run *r, const spruce_block *b, const int in_group[], int last_site)
+{
+    int l;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        spruce_site site = r->f->linear[l].site;
+        size_t cols = spruce_family_site_cols(r->f, r->c, site);
+        if (in_group[l] && !r->tp.h[site] && !(r->tp.h[site] = spruce_hessian_alloc((int)cols)))
+            return spruce__seterr(SPRUCE_ENOMEM, "Hessian of %zu x %zu floats", cols, cols);
+    }
+    return forward_all(r, b, tap_add, &r->tp, last_site);
+}
+
+static void free_hessians(run *r)
+{
+    int site;
+    for (site = 0; site < SPRUCE_NSITES; site++) {
+        spruce_hessian_free(r->tp.h[site]);
+        r->tp.h[site] = NULL;
+        spruce_hinv_free(r->hi[site]);
+        r->hi[site] = NULL;
+    }
+}
+
+/* Prune linear l of block b (layers sharing an input share one factorisation
+ * of its Hessian), write it, count it and report it. */
+static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
+{
+    const spruce_prune_opts *po = &r->o->prune;
+    spruce_site site = r->f->linear[l].site;
+    int64_t numel = (int64_t)b->rows[l] * b->cols[l], i, zeros = 0;
+    spruce_layer_report rep;
+    char name[256];
+    int rc = 0;
+    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
+    memset(&rep, 0, sizeof rep);
+    if (po->method == SPRUCE_METHOD_SPARSEGPT && shared && !r->hi[site])
+        rc = spruce_hinv_prepare(r->tp.h[site], po, &r->hi[site]);
+    if (!rc && r->hi[site])
+        rc = spruce_prune_layer_prepared(b->w[l], b->rows[l], b->cols[l], r->hi[site], po,
+                                         r->mask, &rep.result);
+    else if (!rc)
+        rc = spruce_prune_layer(b->w[l], b->rows[l], b->cols[l], r->tp.h[site], po, r->mask,
+                                &rep.result);
+    if (rc) {
+        /* Say which tensor the pruner failed on. */
+        const spruce_ckpt *ck = spruce_model_ckpt(r->m);
+        const spruce_tensor *t = spruce_ckpt_find(ck, name);
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", spruce_errdetail());
+        return spruce__seterr(rc, "file %s: tensor %s: %s",
+                              t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck), name, detail);
+    }
+    for (i = 0; i < numel; i++)
+        zeros += b->w[l][i] == 0.0f;
+    if (r->w && (rc = spruce_ckpt_writer_set_f32(r->w, name, b->w[l])))
+        return rc;
+    r->total.layers_pruned++;
+    r->total.params += numel;
+    r->total.zeros += zeros;
+    r->total.loss += rep.result.loss;
+    if (!r->o->on_layer)
+        return 0;
+    rep.name = name;
+    rep.layer = b->layer;
+    rep.nlayers = r->L;
+    rep.which = l;
+    rep.rows = b->rows[l];
+    rep.cols = b->cols[l];
+    rep.weight = b->w[l];
+    rep.mask = r->mask;
+    rep.elapsed = spruce_clock_now() - r->t0;
+    return r->o->on_layer(r->o->ctx, &rep);
+}
+
+/* Calibrate and prune block `layer` group by group, then X = block(X) with
+ * the pruned weights: the next block's input. */
+static int prune_block(run *r, int layer)
+{
+    int ngroups = r->o->true_sequential ? SPRUCE_NSITES : 1, g, l, rc = 0;
+    spruce_block *b = NULL;
+    if ((rc = spruce_model_get_block(r->m, layer, &b)))
+        return rc;
+    for (g = 0; g < ngroups; g++) {
+        int in_group[SPRUCE_NPROJ], per_site[SPRUCE_NSITES];
+        int last_site = group_members(r, layer, g, ngroups, in_group, per_site);
+        if (last_site < 0)
+            continue;
+        if (r->need_data && (rc = calibrate(r, b, in_group, last_site)))
+            goto done;
+        for (l = 0; l < SPRUCE_NPROJ; l++)
+            if (in_group[l] &&
+                (rc = prune_one(r, b, (spruce_proj)l, per_site[r->f->linear[l].site] > 1)))
+                goto done;
+        free_hessians(r);
+    }
+    if (r->need_data && layer + 1 < r->L)
+        rc = forward_all(r, b, NULL, NULL, -1);
+done:
+    spruce_model_put_block(r->m, b);
+    return rc;
+}
+
+int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, int seqlen,
+                        spruce_ckpt_writer *w, const spruce_pipeline_opts *o,
+                        spruce_pipeline_summary *sum)
+{
+    run r;
+    int rc, layer;
+    memset(&r, 0, sizeof r);
+    r.t0 = spruce_clock_now();
+    if (!m || !o || (!calib && o->prune.method != SPRUCE_METHOD_MAGNITUDE))
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_pipeline_run: NULL argument");
+    r.m = m;
+    r.c = spruce_model_config(m);
+    r.f = r.c->family;
+    r.o = o;
+    r.w = w;
+    r.calib = calib;
+    r.nsamples = nsamples;
+    r.seqlen = seqlen;
+    r.L = r.c->num_hidden_layers;
+    r.need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE;
+    if (r.need_data && (nsamples <= 0 || seqlen <= 0))
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples of %d tokens",
+                              nsamples, seqlen);
+    if ((rc = select_layers(&r)) || (rc = prepare(&r)))
+        goto done;
+    for (layer = 0; layer < r.L; layer++) {
+        int l, any = 0;
+        for (l = 0; l < SPRUCE_NPROJ; l++)
+            any |= r.selected[(size_t)layer * SPRUCE_NPROJ + l];
+        if (!any && !r.need_data)
+            continue;   /* nothing to prune, no input to carry to the next block */
+        if ((rc = prune_block(&r, layer)))
+            goto done;
+        if (o->on_block)
+            o->on_block(o->ctx, layer, r.L, spruce_clock_now() - r.t0);
+    }
+    r.total.sparsity = r.total.params ? (double)r.total.zeros / (double)r.total.params : 0.0;
+    r.total.seconds = spruce_clock_now() - r.t0;
+    if (sum)
+        *sum = r.total;
+done:
+    free_hessians(&r);
+    spruce_fwd_ws_free(r.ws);
+    free(r.X);
+    free(r.mask);
+    free(r.selected);
     return rc;
 }
 

@@ -1,0 +1,399 @@
+/* block.c: the maths of a LLaMA decoder block (block.h), shared by the full
+ * forward and token-by-token decoding: RMSNorm, rotate-half RoPE, causal
+ * grouped-query attention (row by row, or on BLAS for large heads), the
+ * SiLU-gated MLP's activation, and the block that strings them together
+ * around the caller's linear layers (modeling_llama.py: LlamaDecoderLayer). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "block.h"
+
+#define PAR_MIN SPRUCE__PAR_MIN
+
+int spruce__max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int spruce__check_attention(spruce_attention a)
+{
+    if (a != SPRUCE_ATTENTION_AUTO && a != SPRUCE_ATTENTION_ROWS && a != SPRUCE_ATTENTION_BLAS)
+        return spruce__seterr(SPRUCE_EINVAL, "attention %d (expected SPRUCE_ATTENTION_AUTO, "
+                              "_ROWS or _BLAS)", (int)a);
+    return 0;
+}
+
+/* ---- element-wise and per-row pieces --------------------------------------- */
+
+static void rmsnorm_row(float *yr, const float *xr, const float *w, int n, double eps)
+{
+    double ss = 0;
+    float r;
+    int j;
+    for (j = 0; j < n; j++)
+        ss += (double)xr[j] * xr[j];
+    r = (float)(1.0 / sqrt(ss / n + eps));
+    for (j = 0; j < n; j++)
+        yr[j] = w[j] * (xr[j] * r);
+}
+
+void spruce__rmsnorm(float *y, const float *x, const float *w, int T, int n, double eps)
+{
+    int t;
+    if ((long)T * n < PAR_MIN) {
+        for (t = 0; t < T; t++)
+            rmsnorm_row(y + (size_t)t * n, x + (size_t)t * n, w, n, eps);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (t = 0; t < T; t++)
+        rmsnorm_row(y + (size_t)t * n, x + (size_t)t * n, w, n, eps);
+}
+
+static void add_row(float *y, const float *x, int n)
+{
+    int j;
+    for (j = 0; j < n; j++)
+        y[j] += x[j];
+}
+
+void spruce__add_bias(float *Y, const float *b, int T, int rows)
+{
+    int t;
+    if ((long)T * rows < PAR_MIN) {
+        for (t = 0; t < T; t++)
+            add_row(Y + (size_t)t * rows, b, rows);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (t = 0; t < T; t++)
+        add_row(Y + (size_t)t * rows, b, rows);
+}
+
+void spruce__add(float *y, const float *x, size_t n)
+{
+    long i, nn = (long)n;
+    if (nn < PAR_MIN) {
+        for (i = 0; i < nn; i++)
+            y[i] += x[i];
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < nn; i++)
+        y[i] += x[i];
+}
+
+static inline float silu_mul(float g, float u)
+{
+    return g / (1.0f + expf(-g)) * u;
+}
+
+void spruce__swiglu(float *g, const float *u, size_t n)
+{
+    long i, nn = (long)n;
+    if (nn < PAR_MIN) {
+        for (i = 0; i < nn; i++)
+            g[i] = silu_mul(g[i], u[i]);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < nn; i++)
+        g[i] = silu_mul(g[i], u[i]);
+}
+
+/* ---- rotary embeddings ------------------------------------------------------ */
+
+void spruce__rope_tables(const spruce_config *c, int npos, float *cs, float *sn)
+{
+    size_t half = (size_t)c->head_dim / 2, i;
+    int p;
+    for (i = 0; i < half; i++) {
+        float inv = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim));
+        for (p = 0; p < npos; p++) {
+            float ang = (float)p * inv;
+            cs[(size_t)p * half + i] = (float)cos((double)ang);
+            sn[(size_t)p * half + i] = (float)sin((double)ang);
+        }
+    }
+}
+
+static void rope_token(float *xt, int nheads, int d, const float *c, const float *s)
+{
+    int h, i, half = d / 2;
+    for (h = 0; h < nheads; h++) {
+        float *xh = xt + (size_t)h * d;
+        for (i = 0; i < half; i++) {
+            float a = xh[i], b = xh[i + half];
+            xh[i] = a * c[i] - b * s[i];
+            xh[i + half] = b * c[i] + a * s[i];
+        }
+    }
+}
+
+void spruce__rope(float *x, int ntok, int T, int pos0, int nheads, int d, const float *cs,
+                  const float *sn)
+{
+    size_t half = (size_t)d / 2, width = (size_t)nheads * d;
+    int t;
+    if ((long)ntok * nheads * d < PAR_MIN) {
+        for (t = 0; t < ntok; t++) {
+            size_t p = (size_t)pos0 + (size_t)(t % T);
+            rope_token(x + (size_t)t * width, nheads, d, cs + p * half, sn + p * half);
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (t = 0; t < ntok; t++) {
+        size_t p = (size_t)pos0 + (size_t)(t % T);
+        rope_token(x + (size_t)t * width, nheads, d, cs + p * half, sn + p * half);
+    }
+}
+
+/* ---- attention -------------------------------------------------------------- */
+
+/* e^x for x <= 0 (softmax arguments), branch-free so that loops over it
+ * vectorise: x = k ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial,
+ * 2^k through the exponent bits.  Relative error below 3e-7; results below
+ * 2^-126 are returned as 0.  x must be > -2^31 ln2. */
+#pragma omp declare simd notinbranch
+static inline float exp_neg(float x)
+{
+    float k, r, p, s;
+    int32_t ki = (int32_t)(x * 1.44269504f - 0.5f), bits; /* round(x / ln2), x <= 0 */
+    k = (float)ki;
+    r = x - k * 0.693145752f;
+    r = r - k * 1.42860677e-6f;
+    p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666418f +
+        r * (0.00833336823f + r * 0.00138925819f)))));
+    bits = ki < -126 ? 0 : (ki + 127) << 23;
+    memcpy(&s, &bits, sizeof s);
+    return p * s;
+}
+
+static void kv_store_head(const spruce__kv *kv, const float *k, const float *v, size_t r,
+                          int T, int pos0, int KV, int d)
+{
+    size_t s = r / (size_t)KV, g = r % (size_t)KV, ld = kv->ld, end = (size_t)pos0 + T;
+    float *kt = kv->kt + r * d * ld, *vt = kv->vt + r * d * ld;
+    size_t j, pad = spruce__kv_ld(end) < ld ? spruce__kv_ld(end) : ld;
+    int e, t;
+    for (j = end; j < pad; j++)
+        for (e = 0; e < d; e++)
+            kt[(size_t)e * ld + j] = vt[(size_t)e * ld + j] = 0.0f;
+    for (t = 0; t < T; t++) {
+        const float *kj = k + (s * T + t) * KV * d + g * d;
+        const float *vj = v + (s * T + t) * KV * d + g * d;
+        j = (size_t)pos0 + t;
+        for (e = 0; e < d; e++) {
+            kt[(size_t)e * ld + j] = kj[e];
+            vt[(size_t)e * ld + j] = vj[e];
+        }
+    }
+}
+
+void spruce__kv_store(const spruce__kv *kv, const float *k, const float *v, int nseq, int T,
+                      int pos0, int KV, int d)
+{
+    long r, nkv = (long)nseq * KV;
+    if (nkv * d * T < PAR_MIN) {
+        for (r = 0; r < nkv; r++)
+            kv_store_head(kv, k, v, (size_t)r, T, pos0, KV, d);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (r = 0; r < nkv; r++)
+        kv_store_head(kv, k, v, (size_t)r, T, pos0, KV, d);
+}
+
+/* out (d) = softmax_j(scale qi . k_j) v_j over the len positions of kt, vt
+ * (d, ld); p holds len rounded up to 8 floats. */
+static void attend_row(float *out, const float *qi, const float *kt, const float *vt,
+                       size_t ld, int len, int d, float scale, float *p)
+{
+    float mx = -INFINITY, inv, sum = 0;
+    int j, e;
+    /* p[j] = scale q_i . k_j, eight keys at a time (kt rows are padded to 8) */
+    for (j = 0; j < len; j += 8) {
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int jj, nj = len - j < 8 ? len - j : 8;
+        for (e = 0; e < d; e++) {
+            const float *ke = kt + (size_t)e * ld + j;
+            float qe = qi[e] * scale;
+#pragma omp simd
+            for (jj = 0; jj < 8; jj++)
+                acc[jj] += qe * ke[jj];
+        }
+        for (jj = 0; jj < nj; jj++) {
+            p[j + jj] = acc[jj];
+            mx = acc[jj] > mx ? acc[jj] : mx;
+        }
+    }
+#pragma omp simd
+    for (j = 0; j < len; j++)
+        p[j] = exp_neg(p[j] - mx);
+#pragma omp simd reduction(+:sum)
+    for (j = 0; j < len; j++)
+        sum += p[j];
+    inv = 1.0f / sum;
+    for (e = 0; e < d; e++) {
+        const float *ve = vt + (size_t)e * ld;
+        float acc = 0;
+#pragma omp simd reduction(+:acc)
+        for (j = 0; j < len; j++)
+            acc += p[j] * ve[j];
+        out[e] = acc * inv;
+    }
+}
+
+/* Row r of (nseq, H, T): query token i of sequence s, head h. */
+static void attention_row(const spruce__kv *kv, const float *q, float *att, long r, int T,
+                          int pos0, int H, int KV, int d, float scale, float *p)
+{
+    size_t i = (size_t)(r % T), h = (size_t)((r / T) % H), s = (size_t)(r / ((long)T * H));
+    size_t g = h / (size_t)(H / KV), hd = (size_t)H * d;
+    const float *kt = kv->kt + (s * KV + g) * d * kv->ld;
+    const float *vt = kv->vt + (s * KV + g) * d * kv->ld;
+    attend_row(att + (s * T + i) * hd + h * d, q + (s * T + i) * hd + h * d, kt, vt, kv->ld,
+               pos0 + (int)i + 1, d, scale, p);
+}
+
+void spruce__attention_rows(const spruce__kv *kv, const float *q, float *att, int nseq, int T,
+                            int pos0, int H, int KV, int d, float *scratch, int nthreads)
+{
+    long nrows = (long)nseq * H * T, r;
+    float scale = (float)(1.0 / sqrt((double)d));
+    if (nrows * (pos0 + T) * d < PAR_MIN || nthreads < 2) {
+        for (r = 0; r < nrows; r++)
+            attention_row(kv, q, att, r, T, pos0, H, KV, d, scale, scratch);
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 32) num_threads(nthreads)
+    for (r = 0; r < nrows; r++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        attention_row(kv, q, att, r, T, pos0, H, KV, d, scale, scratch + (size_t)tid * kv->ld);
+    }
+}
+
+/* Causal softmax over the rows of S (T, T): row i keeps columns 0..i. */
+static void causal_softmax(float *S, int T)
+{
+    int i;
+#pragma omp parallel for schedule(dynamic, 16) if ((long)T * T >= PAR_MIN)
+    for (i = 0; i < T; i++) {
+        float *r = S + (size_t)i * T, mx = r[0], inv;
+        double sum = 0;
+        int j;
+        for (j = 1; j <= i; j++)
+            if (r[j] > mx)
+                mx = r[j];
+#pragma omp simd
+        for (j = 0; j <= i; j++)
+            r[j] = exp_neg(r[j] - mx);
+        for (j = 0; j <= i; j++)
+            sum += r[j];
+        inv = (float)(1.0 / sum);
+        for (j = 0; j <= i; j++)
+            r[j] *= inv;
+        for (j = i + 1; j < T; j++)
+            r[j] = 0.0f;
+    }
+}
+
+void spruce__attention_blas(const float *q, const float *k, const float *v, float *att,
+                            int nseq, int T, int H, int KV, int d, float *S)
+{
+    int per = H / KV, h, s;
+    float scale = (float)(1.0 / sqrt((double)d));
+    for (s = 0; s < nseq; s++) {
+        const float *qs = q + (size_t)s * T * H * d;
+        const float *ks = k + (size_t)s * T * KV * d;
+        const float *vs = v + (size_t)s * T * KV * d;
+        float *as = att + (size_t)s * T * H * d;
+        for (h = 0; h < H; h++) {
+            int g = h / per;
+            /* S (T, T) = scale * q_h (T, d) k_g^T (d, T) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
+                        qs + (size_t)h * d, H * d, ks + (size_t)g * d, KV * d, 0.0f, S, T);
+            causal_softmax(S, T);
+            /* att_h (T, d) = S (T, T) v_g (T, d) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f, S, T,
+                        vs + (size_t)g * d, KV * d, 0.0f, as + (size_t)h * d, H * d);
+        }
+    }
+}
+
+/* ---- the block -------------------------------------------------------------- */
+
+/* Tap site, then say whether the block stops there (*rc: the tap's return). */
+static int tap_and_stop(spruce_tap_fn tap, void *ctx, spruce_site site, const float *X,
+                        int ntok, int cols, int stop_after, int *rc)
+{
+    if (tap && (*rc = tap(ctx, site, X, ntok, cols)))
+        return 1;
+    return stop_after == (int)site;
+}
+
+int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_tap_fn tap,
+                  void *ctx, int stop_after)
+{
+    const spruce_config *c = r->c;
+    int hid = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
+    int d = c->head_dim, qd = H * d, inter = c->intermediate_size;
+    int ntok = nseq * T, rc = 0;
+    size_t n = (size_t)ntok * hid;
+
+    /* attention */
+    spruce__rmsnorm(r->a, x, r->attn_norm, ntok, hid, c->rms_norm_eps);
+    if (tap_and_stop(tap, ctx, SPRUCE_SITE_QKV, r->a, ntok, hid, stop_after, &rc))
+        return rc;
+    if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_Q, r->a, ntok, r->q)) ||
+        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_K, r->a, ntok, r->k)) ||
+        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_V, r->a, ntok, r->v)))
+        return rc;
+    spruce__rope(r->q, ntok, T, r->pos0, H, d, r->cos, r->sin);
+    spruce__rope(r->k, ntok, T, r->pos0, KV, d, r->cos, r->sin);
+    if (r->blas_attention) {
+        spruce__attention_blas(r->q, r->k, r->v, r->att, nseq, T, H, KV, d, r->scores);
+    } else {
+        spruce__kv_store(&r->kv, r->k, r->v, nseq, T, r->pos0, KV, d);
+        spruce__attention_rows(&r->kv, r->q, r->att, nseq, T, r->pos0, H, KV, d, r->scores,
+                               r->nthreads);
+    }
+    if (tap_and_stop(tap, ctx, SPRUCE_SITE_O, r->att, ntok, qd, stop_after, &rc))
+        return rc;
+    if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_O, r->att, ntok, r->t)))
+        return rc;
+    if (r->h != x)
+        memcpy(r->h, x, n * sizeof(float));
+    spruce__add(r->h, r->t, n);
+
+    /* MLP */
+    spruce__rmsnorm(r->a, r->h, r->mlp_norm, ntok, hid, c->rms_norm_eps);
+    if (tap_and_stop(tap, ctx, SPRUCE_SITE_GATEUP, r->a, ntok, hid, stop_after, &rc))
+        return rc;
+    if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_GATE, r->a, ntok, r->g)) ||
+        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_UP, r->a, ntok, r->u)))
+        return rc;
+    spruce__swiglu(r->g, r->u, (size_t)ntok * inter);
+    if (tap_and_stop(tap, ctx, SPRUCE_SITE_DOWN, r->g, ntok, inter, stop_after, &rc))
+        return rc;
+    if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_DOWN, r->g, ntok, r->t)))
+        return rc;
+    spruce__add(r->h, r->t, n);
+    if (r->h != x)
+        memcpy(x, r->h, n * sizeof(float));
+    return 0;
+}

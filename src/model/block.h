@@ -1,0 +1,120 @@
+/* block.h (internal): the maths of a decoder block, once, for the full forward
+ * (forward.c: T tokens per sequence, batched sequences, BLAS linears) and for
+ * token-by-token decoding (decode.c: T = 1 at a position offset, the runtime's
+ * linear layers, a key/value cache).
+ *
+ * Every function works on rows: x is (ntok, n) row-major with ntok = nseq * T,
+ * token t of a chunk at position pos0 + t % T.  Loops run on OpenMP threads
+ * when they are large enough (PAR_MIN elements) and on the calling thread
+ * otherwise, so that one decoding step never wakes the team for a few hundred
+ * floats.  No function here calls BLAS from inside an OpenMP region. */
+#ifndef SPRUCE_BLOCK_H
+#define SPRUCE_BLOCK_H
+
+#include <stddef.h>
+
+#include "spruce_model.h"
+
+/* Loops with fewer elements than this run on the calling thread: waking the
+ * team costs more than the work. */
+#define SPRUCE__PAR_MIN 32768L
+
+/* Threads an OpenMP region may use (1 without OpenMP). */
+int spruce__max_threads(void);
+
+/* 0 when a is a spruce_attention, else SPRUCE_EINVAL naming it. */
+int spruce__check_attention(spruce_attention a);
+
+/* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w;  x, y are (T, n), y may be x. */
+void spruce__rmsnorm(float *y, const float *x, const float *w, int T, int n, double eps);
+
+/* Y (T, rows) += b (rows) on every row. */
+void spruce__add_bias(float *Y, const float *b, int T, int rows);
+
+/* y += x, n floats. */
+void spruce__add(float *y, const float *x, size_t n);
+
+/* g = silu(g) * u, n floats (the SiLU-gated MLP's activation). */
+void spruce__swiglu(float *g, const float *u, size_t n);
+
+/* RoPE tables for positions 0..npos-1: cos, sin (npos, head_dim / 2) with
+ * inv_freq_i = theta^(-2i/d) and angle = pos * inv_freq in float32, as
+ * transformers computes them. */
+void spruce__rope_tables(const spruce_config *c, int npos, float *cos, float *sin);
+
+/* Rotate-half RoPE in place on x (ntok, nheads * d), token t at position
+ * pos0 + t % T: for i < d/2,
+ * (x_i, x_{i+d/2}) -> (x_i cos - x_{i+d/2} sin, x_{i+d/2} cos + x_i sin). */
+void spruce__rope(float *x, int ntok, int T, int pos0, int nheads, int d, const float *cos,
+                  const float *sin);
+
+/* Keys and values by position: for sequence s and kv head g, kt + (s * KV + g)
+ * * d * ld is (d, ld), column j the key of position j (likewise vt), so that
+ * the attention's inner loops run over contiguous positions.  ld is a multiple
+ * of 8 (the attention reads whole groups of 8 positions). */
+typedef struct {
+    float *kt, *vt;
+    size_t ld;
+} spruce__kv;
+
+/* Round n up to a multiple of 8: the ld of a cache for n positions. */
+static inline size_t spruce__kv_ld(size_t n)
+{
+    return (n + 7) / 8 * 8;
+}
+
+/* Store k, v (nseq * T, KV * d) at positions pos0..pos0+T-1 of each
+ * sequence's columns, and zero the columns up to the next multiple of 8. */
+void spruce__kv_store(const spruce__kv *kv, const float *k, const float *v, int nseq, int T,
+                      int pos0, int KV, int d);
+
+/* Causal attention on OpenMP threads, one query row at a time: for query
+ * token i of sequence s (position pos0 + i) and head h (kv head
+ * g = h / (H / KV)),
+ *   att_h = softmax_j(q_h . k_j / sqrt(d)) v_j over the positions j <= pos0 + i
+ * with q, att (nseq * T, H * d) and the keys and values in kv.  scratch holds
+ * nthreads rows of kv->ld floats; at most nthreads threads run. */
+void spruce__attention_rows(const spruce__kv *kv, const float *q, float *att, int nseq, int T,
+                            int pos0, int H, int KV, int d, float *scratch, int nthreads);
+
+/* The same at positions 0..T-1 on BLAS, per sequence and head two matrix
+ * products: for large heads and long sequences.  k, v are (nseq * T, KV * d);
+ * S is (T, T) scratch (its masked upper half is computed and discarded). */
+void spruce__attention_blas(const float *q, const float *k, const float *v, float *att,
+                            int nseq, int T, int H, int KV, int d, float *S);
+
+/* Y (ntok, rows) = X (ntok, cols) W_l^T + b_l for linear l of the block. */
+typedef int (*spruce__linear_fn)(void *ctx, spruce_proj l, const float *X, int ntok, float *Y);
+
+/* Everything one block needs besides its input.  Buffers are (ntok, width):
+ * a (hidden), q (H d), k, v (KV d), att (H d), t (hidden), g, u (inter), and
+ * h (hidden), the residual stream, which may be x itself (decoding: x is
+ * updated as it goes) or a copy (the forward: x is written back at the end,
+ * so a forward stopped early leaves it unchanged). */
+typedef struct {
+    const spruce_config *c;
+    const float *attn_norm, *mlp_norm;     /* (hidden) */
+    spruce__linear_fn linear;
+    void *linear_ctx;
+    const float *cos, *sin;                /* RoPE tables from position 0 */
+    int pos0;                              /* position of each sequence's first token */
+    int blas_attention;                    /* attention on BLAS (pos0 must be 0) */
+    spruce__kv kv;                         /* rows attention: where keys and values go */
+    float *scores;                         /* rows: (nthreads, kv.ld); BLAS: (T, T) */
+    int nthreads;
+    float *a, *q, *k, *v, *att, *h, *t, *g, *u;
+} spruce__block_run;
+
+/* x (nseq * T, hidden) through one LLaMA decoder block (modeling_llama.py:
+ * LlamaDecoderLayer):
+ *   a = rmsnorm(x) * attn_norm;  q, k, v = linears(a);  RoPE(q, k)
+ *   att = causal attention;  h = x + o(att)
+ *   a = rmsnorm(h) * mlp_norm;  g = silu(gate(a)) * up(a);  x = h + down(g)
+ * tap (may be NULL) sees the input of each group of linear layers; with
+ * stop_after a site (not -1) the block stops right after tapping it and x is
+ * unchanged (when r->h is not x).  Returns 0, a linear layer's error or the
+ * tap's non-zero return. */
+int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_tap_fn tap,
+                  void *ctx, int stop_after);
+
+#endif /* SPRUCE_BLOCK_H */

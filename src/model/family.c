@@ -1,0 +1,254 @@
+/* family.c: the table of model families (spruce_family.h).
+ *
+ * llama    modeling_llama.py: LlamaForCausalLM (attention_bias, mlp_bias)
+ * mistral  modeling_mistral.py: MistralForCausalLM (sliding_window)
+ * qwen2    modeling_qwen2.py: Qwen2ForCausalLM (q/k/v biases; use_sliding_window)
+ * All three: embedding, per block input_layernorm -> self_attn (q/k/v/o) ->
+ * post_attention_layernorm -> SiLU-gated mlp (gate/up/down), final norm, head. */
+#include <stdio.h>
+#include <string.h>
+
+#include "spruce_family.h"
+
+/* The block of LlamaDecoderLayer: q/k/v read the normed input, o the
+ * attention output, gate/up the normed residual, down silu(gate) * up. */
+#define LLAMA_LINEARS                                                                   \
+    {                                                                                   \
+        {"self_attn.q_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_Q, SPRUCE_DIM_HIDDEN,           \
+         SPRUCE_BIAS_QKV},                                                              \
+        {"self_attn.k_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_KV, SPRUCE_DIM_HIDDEN,          \
+         SPRUCE_BIAS_QKV},                                                              \
+        {"self_attn.v_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_KV, SPRUCE_DIM_HIDDEN,          \
+         SPRUCE_BIAS_QKV},                                                              \
+        {"self_attn.o_proj", SPRUCE_SITE_O, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_Q,             \
+         SPRUCE_BIAS_O},                                                                \
+        {"mlp.gate_proj", SPRUCE_SITE_GATEUP, SPRUCE_DIM_INTER, SPRUCE_DIM_HIDDEN,       \
+         SPRUCE_BIAS_MLP},                                                              \
+        {"mlp.up_proj", SPRUCE_SITE_GATEUP, SPRUCE_DIM_INTER, SPRUCE_DIM_HIDDEN,         \
+         SPRUCE_BIAS_MLP},                                                              \
+        {"mlp.down_proj", SPRUCE_SITE_DOWN, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_INTER,         \
+         SPRUCE_BIAS_MLP},                                                              \
+    }
+
+#define LLAMA_NAMES                                                                     \
+    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.layers", \
+        "input_layernorm", "post_attention_layernorm", LLAMA_LINEARS
+
+static const spruce_family families[] = {
+    {"llama", "LlamaForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias", NULL, NULL},
+    /* transformers' Mistral has no bias keys; they are read as for llama, absent = false */
+    {"mistral", "MistralForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias",
+     "sliding_window", NULL},
+    {"qwen2", "Qwen2ForCausalLM", LLAMA_NAMES, 1, NULL, NULL, NULL, "use_sliding_window"},
+};
+
+#define NFAMILIES ((int)(sizeof families / sizeof families[0]))
+
+const spruce_family *spruce_family_find(const char *model_type)
+{
+    int i;
+    if (!model_type)
+        return NULL;
+    for (i = 0; i < NFAMILIES; i++)
+        if (!strcmp(families[i].model_type, model_type))
+            return &families[i];
+    return NULL;
+}
+
+const spruce_family *spruce_family_at(int i)
+{
+    return i >= 0 && i < NFAMILIES ? &families[i] : NULL;
+}
+
+/* Kept in step with the table by the tests (test_model.c: family). */
+const char *spruce_family_supported(void)
+{
+    return "llama, mistral, qwen2";
+}
+
+size_t spruce_dim_of(const spruce_config *c, spruce_dim d)
+{
+    switch (d) {
+    case SPRUCE_DIM_HIDDEN: return (size_t)c->hidden_size;
+    case SPRUCE_DIM_Q: return (size_t)c->num_attention_heads * (size_t)c->head_dim;
+    case SPRUCE_DIM_KV: return (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    case SPRUCE_DIM_INTER: return (size_t)c->intermediate_size;
+    case SPRUCE_DIM_VOCAB: return (size_t)c->vocab_size;
+    }
+    return 0;
+}
+
+int spruce_family_linear_name(const spruce_family *f, int layer, spruce_proj l, int bias,
+                              char *buf, size_t size)
+{
+    const char *path = l >= 0 && l < SPRUCE_NPROJ ? f->linear[l].path : "?";
+    return snprintf(buf, size, "%s.%d.%s.%s", f->layers, layer, path, bias ? "bias" : "weight");
+}
+
+int spruce_family_norm_name(const spruce_family *f, int layer, const char *norm, char *buf,
+                            size_t size)
+{
+    return snprintf(buf, size, "%s.%d.%s.weight", f->layers, layer, norm);
+}
+
+void spruce_family_linear_shape(const spruce_family *f, const spruce_config *c, spruce_proj l,
+                                size_t *rows, size_t *cols)
+{
+    *rows = spruce_dim_of(c, f->linear[l].rows);
+    *cols = spruce_dim_of(c, f->linear[l].cols);
+}
+
+int spruce_family_linear_has_bias(const spruce_family *f, const spruce_config *c,
+                                  spruce_proj l)
+{
+    switch (f->linear[l].bias) {
+    case SPRUCE_BIAS_QKV: return c->qkv_bias != 0;
+    case SPRUCE_BIAS_O: return c->o_bias != 0;
+    case SPRUCE_BIAS_MLP: return c->mlp_bias != 0;
+    }
+    return 0;
+}
+
+size_t spruce_family_site_cols(const spruce_family *f, const spruce_config *c, spruce_site s)
+{
+    int l;
+    for (l = 0; l < SPRUCE_NPROJ; l++)
+        if (f->linear[l].site == s)
+            return spruce_dim_of(c, f->linear[l].cols);
+    return 0;
+}
+
+static void set_tensor(spruce_family_tensor *t, spruce_tensor_role role, int layer,
+                       spruce_proj l, size_t d0, size_t d1)
+{
+    t->role = role;
+    t->layer = layer;
+    t->proj = l;
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+}
+
+/* Entry j of a block: its norms before the first linear layer of their part
+ * (attention, MLP), each weight followed by its bias. */
+static int block_tensor(const spruce_family *f, const spruce_config *c, int layer, size_t j,
+                        spruce_family_tensor *t)
+{
+    size_t k = 0, rows, cols, hid = spruce_dim_of(c, SPRUCE_DIM_HIDDEN);
+    int l;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        spruce_proj p = (spruce_proj)l;
+        const char *norm = l == 0 ? f->attn_norm
+                           : f->linear[l].site == SPRUCE_SITE_GATEUP &&
+                                     f->linear[l - 1].site != SPRUCE_SITE_GATEUP
+                               ? f->mlp_norm
+                               : NULL;
+        if (norm && k++ == j) {
+            set_tensor(t, SPRUCE_TENSOR_NORM, layer, SPRUCE_NPROJ, hid, 0);
+            spruce_family_norm_name(f, layer, norm, t->name, sizeof t->name);
+            return 1;
+        }
+        spruce_family_linear_shape(f, c, p, &rows, &cols);
+        if (k++ == j) {
+            set_tensor(t, SPRUCE_TENSOR_LINEAR, layer, p, rows, cols);
+            spruce_family_linear_name(f, layer, p, 0, t->name, sizeof t->name);
+            return 1;
+        }
+        if (spruce_family_linear_has_bias(f, c, p) && k++ == j) {
+            set_tensor(t, SPRUCE_TENSOR_BIAS, layer, p, rows, 0);
+            spruce_family_linear_name(f, layer, p, 1, t->name, sizeof t->name);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tensor *t)
+{
+    const spruce_family *f;
+    size_t per = 2, hid, vocab, L;
+    int l;
+    if (!c || !t)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_family_tensor_at: NULL argument");
+    if (!(f = c->family ? c->family : spruce_family_find(c->model_type)))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "model_type '%s' is not supported "
+                              "(supported: %s)", c->model_type, spruce_family_supported());
+    memset(t, 0, sizeof *t);
+    hid = spruce_dim_of(c, SPRUCE_DIM_HIDDEN);
+    vocab = spruce_dim_of(c, SPRUCE_DIM_VOCAB);
+    L = (size_t)c->num_hidden_layers;
+    for (l = 0; l < SPRUCE_NPROJ; l++)
+        per += 1 + (size_t)spruce_family_linear_has_bias(f, c, (spruce_proj)l);
+    if (i == 0) {
+        set_tensor(t, SPRUCE_TENSOR_EMBED, -1, SPRUCE_NPROJ, vocab, hid);
+        snprintf(t->name, sizeof t->name, "%s", f->embed);
+        return 1;
+    }
+    if (i - 1 < L * per)
+        return block_tensor(f, c, (int)((i - 1) / per), (i - 1) % per, t);
+    i -= 1 + L * per;
+    if (i == 0) {
+        set_tensor(t, SPRUCE_TENSOR_NORM, -1, SPRUCE_NPROJ, hid, 0);
+        snprintf(t->name, sizeof t->name, "%s", f->final_norm);
+        return 1;
+    }
+    if (i == 1 && !c->tie_word_embeddings) {
+        set_tensor(t, SPRUCE_TENSOR_HEAD, -1, SPRUCE_NPROJ, vocab, hid);
+        snprintf(t->name, sizeof t->name, "%s", f->head);
+        return 1;
+    }
+    return 0;
+}
+
+/* s starts with "<layers>.<digits>." for a block index without leading zeros:
+ * the rest after it, or NULL. */
+static const char *after_block(const spruce_family *f, const char *s)
+{
+    size_t n = strlen(f->layers);
+    const char *p;
+    if (strncmp(s, f->layers, n) || s[n] != '.')
+        return NULL;
+    p = s + n + 1;
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9'))
+        return NULL;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return *p == '.' ? p + 1 : NULL;
+}
+
+int spruce_family_is_linear(const char *model_type, const char *tensor_name)
+{
+    const spruce_family *f;
+    const char *rest;
+    int l;
+    if (!model_type || !tensor_name)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_family_is_linear: NULL argument");
+    if (!(f = spruce_family_find(model_type)))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "model_type '%s' is not supported "
+                              "(supported: %s)", model_type, spruce_family_supported());
+    if (!(rest = after_block(f, tensor_name)))
+        return 0;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        size_t n = strlen(f->linear[l].path);
+        if (!strncmp(rest, f->linear[l].path, n) && !strcmp(rest + n, ".weight"))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- spruce_model.h: the LLaMA layout every family of the table shares ---- */
+
+const char *spruce_proj_path(spruce_proj l)
+{
+    return (l >= 0 && l < SPRUCE_NPROJ) ? families[0].linear[l].path : "?";
+}
+
+void spruce_proj_name(int layer, spruce_proj l, int bias, char *buf, size_t size)
+{
+    spruce_family_linear_name(&families[0], layer, l, bias, buf, size);
+}
+
+spruce_site spruce_proj_site(spruce_proj l)
+{
+    return (l >= 0 && l < SPRUCE_NPROJ) ? families[0].linear[l].site : SPRUCE_SITE_DOWN;
+}

@@ -1,0 +1,136 @@
+/* spruce_family.h: what a model family is made of, as data.
+ *
+ * One table row per Hugging Face model_type says the names of its tensors and
+ * the shape of its decoder block: the embedding, the final norm and the head,
+ * the norms of a block, its linear layers (their path, the input they read
+ * and their shape in terms of the config), and which config.json keys switch
+ * biases or the attention window on.  config.c, the forward, decoding, synth
+ * and the pipeline all read this table; the masks export asks it which tensors
+ * are prunable linear layers.
+ *
+ * Today's families share LLaMA's layout (modeling_llama.py: LlamaDecoderLayer;
+ * modeling_mistral.py, modeling_qwen2.py) and differ only in biases and the
+ * attention window. */
+#ifndef SPRUCE_FAMILY_H
+#define SPRUCE_FAMILY_H
+
+#include <stddef.h>
+
+#include "spruce_error.h"
+#include "spruce_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A size of the config, by name: the shapes of a family's tensors are written
+ * with these. */
+typedef enum {
+    SPRUCE_DIM_HIDDEN = 0,     /* hidden_size */
+    SPRUCE_DIM_Q,              /* num_attention_heads * head_dim */
+    SPRUCE_DIM_KV,             /* num_key_value_heads * head_dim */
+    SPRUCE_DIM_INTER,          /* intermediate_size */
+    SPRUCE_DIM_VOCAB           /* vocab_size */
+} spruce_dim;
+
+/* The value of d for config c, as a size_t (products of config values are
+ * never computed in int). */
+size_t spruce_dim_of(const spruce_config *c, spruce_dim d);
+
+/* The config flag that says whether a linear layer has a bias. */
+typedef enum {
+    SPRUCE_BIAS_QKV = 0,       /* spruce_config.qkv_bias */
+    SPRUCE_BIAS_O,             /* spruce_config.o_bias */
+    SPRUCE_BIAS_MLP            /* spruce_config.mlp_bias */
+} spruce_bias_flag;
+
+/* One linear layer of a block: W is (rows, cols) row-major, its input is the
+ * activation at `site` (layers with the same site share one input). */
+typedef struct {
+    const char *path;          /* inside the block: "self_attn.q_proj" */
+    spruce_site site;
+    spruce_dim rows, cols;
+    spruce_bias_flag bias;
+} spruce_family_linear;
+
+typedef struct spruce_family {
+    const char *model_type;    /* config.json "model_type": "llama" */
+    const char *architecture;  /* config.json "architectures"[0]: "LlamaForCausalLM" */
+    const char *embed;         /* "model.embed_tokens.weight" (vocab, hidden) */
+    const char *final_norm;    /* "model.norm.weight" (hidden) */
+    const char *head;          /* "lm_head.weight" (vocab, hidden), absent when tied */
+    const char *layers;        /* blocks are "<layers>.<i>.": "model.layers" */
+    const char *attn_norm;     /* before attention: "input_layernorm" (.weight, (hidden)) */
+    const char *mlp_norm;      /* before the MLP: "post_attention_layernorm" */
+    spruce_family_linear linear[SPRUCE_NPROJ];   /* in spruce_proj order */
+    /* How config.json sets the spruce_config bias flags and the window. */
+    int qkv_bias;              /* q/k/v always have biases (qwen2) */
+    const char *attention_bias_key;   /* boolean key for q/k/v/o biases, or NULL */
+    const char *mlp_bias_key;         /* boolean key for gate/up/down biases, or NULL */
+    const char *window_key;           /* integer key of the attention window, or NULL */
+    const char *window_switch_key;    /* boolean key that would turn a window on,
+                                       * refused when true (qwen2), or NULL */
+} spruce_family;
+
+/* The family of model_type, or NULL when there is none. */
+const spruce_family *spruce_family_find(const char *model_type);
+/* The families, in order: i from 0 while the result is not NULL. */
+const spruce_family *spruce_family_at(int i);
+/* "llama, mistral, qwen2": for messages. */
+const char *spruce_family_supported(void);
+
+/* "<layers>.<layer>.<path>.weight" (bias: ".bias") of linear l into buf;
+ * snprintf's return (the length it needed). */
+int spruce_family_linear_name(const spruce_family *f, int layer, spruce_proj l, int bias,
+                              char *buf, size_t size);
+/* "<layers>.<layer>.<norm>.weight" into buf, norm being f->attn_norm or
+ * f->mlp_norm; snprintf's return. */
+int spruce_family_norm_name(const spruce_family *f, int layer, const char *norm, char *buf,
+                            size_t size);
+/* The shape (rows, cols) of linear l of family f under config c. */
+void spruce_family_linear_shape(const spruce_family *f, const spruce_config *c, spruce_proj l,
+                                size_t *rows, size_t *cols);
+/* Whether linear l has a bias under config c (0 or 1). */
+int spruce_family_linear_has_bias(const spruce_family *f, const spruce_config *c,
+                                  spruce_proj l);
+
+/* The input width of the linear layers reading site (their cols). */
+size_t spruce_family_site_cols(const spruce_family *f, const spruce_config *c, spruce_site s);
+
+/* One tensor of a checkpoint of a family. */
+typedef enum {
+    SPRUCE_TENSOR_EMBED = 0,   /* the embedding (vocab, hidden) */
+    SPRUCE_TENSOR_NORM,        /* a norm's weight (hidden): a block's or the final one */
+    SPRUCE_TENSOR_LINEAR,      /* a block's linear weight (rows, cols) */
+    SPRUCE_TENSOR_BIAS,        /* its bias (rows) */
+    SPRUCE_TENSOR_HEAD         /* the head (vocab, hidden), absent when tied */
+} spruce_tensor_role;
+
+typedef struct {
+    char name[160];
+    spruce_tensor_role role;
+    int layer;                 /* the block, -1 for the embedding, final norm and head */
+    spruce_proj proj;          /* LINEAR and BIAS: which; otherwise SPRUCE_NPROJ */
+    int ndim;                  /* 1 or 2 */
+    size_t shape[2];
+} spruce_family_tensor;
+
+/* Tensor i of every tensor a checkpoint of config c holds, in file order: the
+ * embedding; per block its attention norm, q/k/v/o (each followed by its bias
+ * when it has one), its MLP norm, gate/up/down; the final norm; the head
+ * unless tied.  1 with *t filled, 0 past the end, SPRUCE_EUNSUPPORTED when c
+ * names no family.  The model reads and checks exactly these, synth writes
+ * exactly these. */
+int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tensor *t);
+
+/* 1 when tensor_name is the weight of one of the prunable linear layers of a
+ * block of the family model_type ("model.layers.3.mlp.down_proj.weight"), 0
+ * when it is anything else (an embedding, a norm, the head, a bias, a name of
+ * another layout), SPRUCE_EUNSUPPORTED (detail: the supported types) for an
+ * unknown model_type, SPRUCE_EINVAL for NULL. */
+int spruce_family_is_linear(const char *model_type, const char *tensor_name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPRUCE_FAMILY_H */

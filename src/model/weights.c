@@ -1,0 +1,305 @@
+/* weights.c: opening a checkpoint as a model: config.json, every tensor the
+ * forward reads checked against the shape the config implies (the family
+ * table, spruce_family.h, names them), the embedding, final norm and head in
+ * float32, and the blocks read to float32 one at a time or cached. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block.h"
+#include "model_internal.h"
+
+/* ---- reading tensors ------------------------------------------------------- */
+
+/* Find name and check its shape is (d0) or (d0, d1) (d1 < 0: one dimension). */
+static int find_checked(const spruce_ckpt *ck, const char *name, int64_t d0, int64_t d1,
+                        const spruce_tensor **out)
+{
+    const spruce_tensor *t = spruce_ckpt_find(ck, name);
+    int want = d1 < 0 ? 1 : 2;
+    *out = NULL;
+    if (!t)
+        return spruce__seterr(SPRUCE_ENOTFOUND, "checkpoint %s: tensor %s is missing",
+                              spruce_ckpt_dir(ck), name);
+    if (t->ndim != want || t->shape[0] != d0 || (want == 2 && t->shape[1] != d1)) {
+        char found[96] = "(";
+        int i;
+        for (i = 0; i < t->ndim && i < 4; i++)
+            snprintf(found + strlen(found), sizeof found - strlen(found), "%s%lld",
+                     i ? ", " : "", (long long)t->shape[i]);
+        strncat(found, ")", sizeof found - strlen(found) - 1);
+        if (want == 1)
+            return spruce__seterr(SPRUCE_ESHAPE, "file %s: tensor %s: expected (%lld) from "
+                                  "config.json, found %s", spruce_ckpt_file_of(ck, t), name,
+                                  (long long)d0, found);
+        return spruce__seterr(SPRUCE_ESHAPE, "file %s: tensor %s: expected (%lld, %lld) from "
+                              "config.json, found %s", spruce_ckpt_file_of(ck, t), name,
+                              (long long)d0, (long long)d1, found);
+    }
+    if (t->dtype != SPRUCE_DTYPE_F32 && t->dtype != SPRUCE_DTYPE_F16 &&
+        t->dtype != SPRUCE_DTYPE_BF16)
+        return spruce__seterr(SPRUCE_EDTYPE, "file %s: tensor %s: dtype %s (supported: F32, "
+                              "F16, BF16)", spruce_ckpt_file_of(ck, t), name, t->dtype_name);
+    *out = t;
+    return 0;
+}
+
+/* A float32 copy of t, checked for NaN/Inf. */
+static int read_tensor(const spruce_ckpt *ck, const spruce_tensor *t, float **out)
+{
+    int64_t n = spruce_tensor_numel(t), i, bad = -1;
+    float *p;
+    int rc;
+    *out = NULL;
+    p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!p)
+        return spruce__seterr(SPRUCE_ENOMEM, "file %s: tensor %s: %lld floats",
+                              spruce_ckpt_file_of(ck, t), t->name, (long long)n);
+    if ((rc = spruce_tensor_read_f32(t, p))) {
+        free(p);
+        return rc;
+    }
+    for (i = 0; i < n; i++)
+        if (!isfinite(p[i])) {
+            bad = i;
+            break;
+        }
+    if (bad >= 0) {
+        int64_t cols = t->ndim == 2 ? t->shape[1] : n;
+        free(p);
+        return spruce__seterr(SPRUCE_ENAN, "file %s: tensor %s: non-finite value at row %lld, "
+                              "column %lld", spruce_ckpt_file_of(ck, t), t->name,
+                              (long long)(bad / cols), (long long)(bad % cols));
+    }
+    *out = p;
+    return 0;
+}
+
+static int load_named(const spruce_ckpt *ck, const char *name, int64_t d0, int64_t d1,
+                      float **out)
+{
+    const spruce_tensor *t;
+    int rc = find_checked(ck, name, d0, d1, &t);
+    if (rc)
+        return rc;
+    return read_tensor(ck, t, out);
+}
+
+static void block_free(spruce_block *b)
+{
+    int l;
+    if (!b)
+        return;
+    free(b->attn_norm);
+    free(b->mlp_norm);
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        free(b->w[l]);
+        free(b->b[l]);
+    }
+    free(b);
+}
+
+static int block_read(const spruce_model *m, int layer, spruce_block **out)
+{
+    const spruce_config *c = &m->cfg;
+    const spruce_family *f = m->fam;
+    spruce_block *b;
+    char name[256];
+    int l, rc;
+    *out = NULL;
+    b = calloc(1, sizeof *b);
+    if (!b)
+        return spruce__seterr(SPRUCE_ENOMEM, "block %d", layer);
+    b->layer = layer;
+    spruce_family_norm_name(f, layer, f->attn_norm, name, sizeof name);
+    if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->attn_norm)))
+        goto done;
+    spruce_family_norm_name(f, layer, f->mlp_norm, name, sizeof name);
+    if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->mlp_norm)))
+        goto done;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        size_t rows, cols;
+        spruce_family_linear_shape(f, c, (spruce_proj)l, &rows, &cols);
+        b->rows[l] = (int)rows;   /* config.c keeps every width below 2^30 */
+        b->cols[l] = (int)cols;
+        spruce_family_linear_name(f, layer, (spruce_proj)l, 0, name, sizeof name);
+        if ((rc = load_named(m->ck, name, b->rows[l], b->cols[l], &b->w[l])))
+            goto done;
+        if (spruce_family_linear_has_bias(f, c, (spruce_proj)l)) {
+            spruce_family_linear_name(f, layer, (spruce_proj)l, 1, name, sizeof name);
+            if ((rc = load_named(m->ck, name, b->rows[l], -1, &b->b[l])))
+                goto done;
+        }
+    }
+    *out = b;
+    return 0;
+done:
+    block_free(b);
+    return rc;
+}
+
+/* ---- the model --------------------------------------------------------------- */
+
+/* Every tensor of the family table is present with the shape the config
+ * implies (the head only when not tied, reported below). */
+static int check_tensors(const spruce_model *m)
+{
+    spruce_family_tensor ft;
+    const spruce_tensor *t;
+    size_t i;
+    int rc;
+    for (i = 0; (rc = spruce_family_tensor_at(&m->cfg, i, &ft)) == 1; i++) {
+        if (ft.role == SPRUCE_TENSOR_EMBED || ft.role == SPRUCE_TENSOR_HEAD)
+            continue;   /* read (and checked) by spruce_model_open */
+        if ((rc = find_checked(m->ck, ft.name, (int64_t)ft.shape[0],
+                               ft.ndim == 2 ? (int64_t)ft.shape[1] : -1, &t)))
+            return rc;
+    }
+    return rc;
+}
+
+int spruce_model_open(const char *dir, spruce_model **out)
+{
+    spruce_model *m = NULL;
+    const spruce_config *c;
+    const spruce_family *f;
+    int rc;
+    if (!dir || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_model_open: NULL argument");
+    *out = NULL;
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return spruce__seterr(SPRUCE_ENOMEM, "model %s", dir);
+    if ((rc = spruce_config_load(dir, &m->cfg)))
+        goto done;
+    c = &m->cfg;
+    f = m->fam = c->family;
+    m->attention = SPRUCE_ATTENTION_AUTO;
+    if ((rc = spruce_ckpt_open(dir, &m->ck)))
+        goto done;
+    /* Every tensor the forward reads, with the shape the config implies. */
+    if ((rc = check_tensors(m)))
+        goto done;
+    if ((rc = load_named(m->ck, f->embed, c->vocab_size, c->hidden_size, &m->embed)) ||
+        (rc = load_named(m->ck, f->final_norm, c->hidden_size, -1, &m->norm)))
+        goto done;
+    if (c->tie_word_embeddings) {
+        m->head = m->embed;
+    } else if (!spruce_ckpt_find(m->ck, f->head)) {
+        rc = spruce__seterr(SPRUCE_ENOTFOUND, "checkpoint %s: tensor %s is missing "
+                            "and config.json does not set tie_word_embeddings", dir, f->head);
+        goto done;
+    } else if ((rc = load_named(m->ck, f->head, c->vocab_size, c->hidden_size, &m->head))) {
+        goto done;
+    }
+    *out = m;
+    return 0;
+done:
+    spruce_model_free(m);
+    return rc;
+}
+
+void spruce_model_free(spruce_model *m)
+{
+    int i;
+    if (!m)
+        return;
+    if (m->cache) {
+        for (i = 0; i < m->cfg.num_hidden_layers; i++)
+            block_free(m->cache[i]);
+        free(m->cache);
+    }
+    if (m->head != m->embed)
+        free(m->head);
+    free(m->embed);
+    free(m->norm);
+    spruce_ckpt_close(m->ck);
+    free(m);
+}
+
+const spruce_config *spruce_model_config(const spruce_model *m)
+{
+    return m ? &m->cfg : NULL;
+}
+
+const spruce_ckpt *spruce_model_ckpt(const spruce_model *m)
+{
+    return m ? m->ck : NULL;
+}
+
+int spruce_model_set_attention(spruce_model *m, spruce_attention a)
+{
+    int rc;
+    if (!m)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_model_set_attention: NULL model");
+    if ((rc = spruce__check_attention(a)))
+        return rc;
+    m->attention = a;
+    return 0;
+}
+
+int spruce_model_cache_blocks(spruce_model *m)
+{
+    int i, rc, L;
+    if (!m)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_model_cache_blocks: NULL model");
+    if (m->cache)
+        return 0;
+    L = m->cfg.num_hidden_layers;
+    m->cache = calloc((size_t)L, sizeof *m->cache);
+    if (!m->cache)
+        return spruce__seterr(SPRUCE_ENOMEM, "block cache");
+    for (i = 0; i < L; i++)
+        if ((rc = block_read(m, i, &m->cache[i]))) {
+            int j;
+            for (j = 0; j < i; j++)
+                block_free(m->cache[j]);
+            free(m->cache);
+            m->cache = NULL;
+            return rc;
+        }
+    return 0;
+}
+
+int spruce_model_get_block(spruce_model *m, int layer, spruce_block **out)
+{
+    if (!m || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_model_get_block: NULL argument");
+    *out = NULL;
+    if (layer < 0 || layer >= m->cfg.num_hidden_layers)
+        return spruce__seterr(SPRUCE_EINVAL, "block %d: the model has %d blocks", layer,
+                              m->cfg.num_hidden_layers);
+    if (m->cache) {
+        *out = m->cache[layer];
+        return 0;
+    }
+    return block_read(m, layer, out);
+}
+
+void spruce_model_put_block(spruce_model *m, spruce_block *b)
+{
+    if (!b)
+        return;
+    if (m && m->cache && b->layer >= 0 && b->layer < m->cfg.num_hidden_layers &&
+        m->cache[b->layer] == b)
+        return;
+    block_free(b);
+}
+
+int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x)
+{
+    int t, hid;
+    if (!m || !ids || !x)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_model_embed: NULL argument");
+    hid = m->cfg.hidden_size;
+    for (t = 0; t < T; t++) {
+        if (ids[t] >= (uint32_t)m->cfg.vocab_size)
+            return spruce__seterr(SPRUCE_EINVAL, "token %u at position %d is outside the "
+                                  "vocabulary of %d", ids[t], t, m->cfg.vocab_size);
+        memcpy(x + (size_t)t * hid, m->embed + (size_t)ids[t] * hid, (size_t)hid * sizeof(float));
+    }
+    return 0;
+}
+
+/* Run every block over nseq sequences x (nseq, T, hidden) in place. */
