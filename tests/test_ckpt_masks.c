@@ -161,6 +161,53 @@ Test(select, default_is_the_linear_layers)
     spruce_mask_selector_free(NULL);
 }
 
+/* With a known family the table decides: a 2-D tensor that is no linear
+ * layer of the family (a lookalike name, an extra matrix) is not selected,
+ * while the name rule (no family) takes it. */
+Test(select, a_known_family_selects_by_its_table)
+{
+    spruce_mask_selector *s, *byname;
+    spruce_tensor q = fake("model.layers.0.self_attn.q_proj.weight", 2, 8, 8),
+                  down = fake("model.layers.3.mlp.down_proj.weight", 2, 8, 8),
+                  extra = fake("model.layers.0.mlp.lm_header_proj.weight", 2, 8, 8),
+                  emb = fake("model.embed_tokens.weight", 2, 8, 8);
+    cr_assert_eq(spruce_mask_selector_alloc("llama", &s), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_mask_selector_alloc(NULL, &byname), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_mask_selector_match(s, &q), 1);
+    cr_assert_eq(spruce_mask_selector_match(s, &down), 1);
+    cr_assert_eq(spruce_mask_selector_match(s, &emb), 0);
+    cr_assert_eq(spruce_mask_selector_match(s, &extra), 0, "not a llama linear layer");
+    cr_assert_eq(spruce_mask_selector_match(byname, &extra), 1, "the name rule takes it");
+    spruce_mask_selector_set_all(s, 1);
+    cr_assert_eq(spruce_mask_selector_match(s, &extra), 1, "--all takes every 2-D tensor");
+    spruce_mask_selector_free(s);
+    /* an unknown family falls back to the name rule */
+    cr_assert_eq(spruce_mask_selector_alloc("no-such-family", &s), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_mask_selector_match(s, &extra), 1);
+    cr_assert_eq(spruce_mask_selector_match(s, &emb), 0);
+    spruce_mask_selector_free(s);
+    spruce_mask_selector_free(byname);
+}
+
+/* use_ckpt reads the family from the checkpoint's config.json. */
+Test(select, use_ckpt_takes_the_family_of_config_json, .init = make_tmpdir,
+     .fini = remove_tmpdir)
+{
+    spruce_mask_selector *s;
+    spruce_ckpt *ck = small_ckpt(tpath("m"), SPRUCE_DTYPE_F32);
+    spruce_tensor extra = fake("model.layers.0.mlp.lm_header_proj.weight", 2, 8, 8);
+    int i, n = 0;
+    cr_assert_eq(spruce_mask_selector_alloc(NULL, &s), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_mask_selector_use_ckpt(s, ck), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_mask_selector_match(s, &extra), 0, "llama's table decides");
+    for (i = 0; i < spruce_ckpt_count(ck); i++)
+        n += spruce_mask_selector_match(s, spruce_ckpt_tensor_at(ck, i));
+    cr_assert_eq(n, 7, "the seven linear layers of one block, got %d", n);
+    cr_assert_lt(spruce_mask_selector_use_ckpt(NULL, ck), 0);
+    spruce_mask_selector_free(s);
+    spruce_ckpt_close(ck);
+}
+
 Test(select, include_restricts_and_exclude_removes)
 {
     spruce_mask_selector *s;

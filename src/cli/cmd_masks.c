@@ -142,6 +142,10 @@ static int masks_export(int argc, char **argv)
         cli_error(rc, "masks export: %s", argv[optind]);
         goto done;
     }
+    if ((rc = spruce_mask_selector_use_ckpt(sel, ck)) < 0) {
+        cli_error(rc, "masks export: %s", argv[optind]);
+        goto done;
+    }
     o.select = sel;
     if ((rc = spruce_ckpt_masks_export(ck, out, &o, &res)) < 0) {
         masks_error(rc, "masks export");
@@ -241,6 +245,10 @@ static int masks_apply(int argc, char **argv)
     }
     ret = 1;
     if ((rc = spruce_ckpt_open(argv[optind], &ck)) < 0) {
+        cli_error(rc, "masks apply: %s", argv[optind]);
+        goto done;
+    }
+    if ((rc = spruce_mask_selector_use_ckpt(sel, ck)) < 0) {
         cli_error(rc, "masks apply: %s", argv[optind]);
         goto done;
     }

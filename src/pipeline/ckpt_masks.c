@@ -9,7 +9,9 @@
 
 #include "config.h"
 #include "spruce_ckpt_masks.h"
-#include "ckpt_masks_internal.h"
+#include "spruce_family.h"
+#include "spruce_model.h"
+#include "pipeline_internal.h"
 
 /* ---- selection ---------------------------------------------------------- */
 
@@ -26,8 +28,7 @@ struct spruce_mask_selector {
     char *model_type;       /* NULL when unknown */
 };
 
-/* Compile pat into re; what names the pattern in the message. */
-static int compile(regex_t *re, const char *pat, const char *what)
+int spruce__regcomp(regex_t *re, const char *pat, const char *what)
 {
     char msg[256];
     int e = regcomp(re, pat, REG_EXTENDED | REG_NOSUB);
@@ -56,7 +57,7 @@ int spruce_mask_selector_alloc(const char *model_type, spruce_mask_selector **ou
         free(s);
         return spruce__seterr(SPRUCE_ENOMEM, "mask selector: out of memory");
     }
-    if ((rc = compile(&s->embed_or_head, DEFAULT_EXCLUDE, "default exclusion")) < 0) {
+    if ((rc = spruce__regcomp(&s->embed_or_head, DEFAULT_EXCLUDE, "default exclusion")) < 0) {
         free(s->model_type);
         free(s);
         return rc;
@@ -93,7 +94,7 @@ static int add_pattern(regex_t **arr, int *n, int *cap, const char *pat, const c
         *arr = g;
         *cap = ncap;
     }
-    if ((rc = compile(&(*arr)[*n], pat, what)) < 0)
+    if ((rc = spruce__regcomp(&(*arr)[*n], pat, what)) < 0)
         return rc;
     (*n)++;
     return 0;
@@ -120,14 +121,34 @@ void spruce_mask_selector_set_all(spruce_mask_selector *s, int all)
 }
 
 /* The default selection, decided here and nowhere else: is t one of the
- * model's linear layers?  Today by name alone, for every family: not an
- * embedding or the output head (t is 2-D already).  When the model code
- * provides spruce_family_is_linear(model_type, name) (1 linear, 0 not, < 0
- * family unknown), ask it first when s->model_type is set and fall back to
- * the name rule only for an unknown family. */
+ * model's linear layers?  For a known family its table says
+ * (spruce_family_is_linear); otherwise, by name alone: not an embedding or
+ * the output head (t is 2-D already). */
 static int default_selected(const spruce_mask_selector *s, const spruce_tensor *t)
 {
+    int r = s->model_type ? spruce_family_is_linear(s->model_type, t->name) : -1;
+    if (r >= 0)
+        return r;
+    spruce_errclear();
     return !matches(&s->embed_or_head, t->name);
+}
+
+int spruce_mask_selector_use_ckpt(spruce_mask_selector *s, const spruce_ckpt *ck)
+{
+    char path[4096];
+    spruce_config cfg;
+    const char *dir = ck ? spruce_ckpt_dir(ck) : NULL;
+    char *type = NULL;
+    if (!s || !dir)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_mask_selector_use_ckpt: NULL argument");
+    if (snprintf(path, sizeof path, "%s/config.json", dir) < (int)sizeof path &&
+        spruce_config_load(path, &cfg) == 0 && spruce_family_find(cfg.model_type) &&
+        !(type = strdup(cfg.model_type)))
+        return spruce__seterr(SPRUCE_ENOMEM, "mask selector: out of memory");
+    spruce_errclear(); /* no config, or one spruce cannot read: the name rule */
+    free(s->model_type);
+    s->model_type = type;
+    return 0;
 }
 
 int spruce_mask_selector_match(const spruce_mask_selector *s, const spruce_tensor *t)

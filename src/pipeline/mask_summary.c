@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "spruce_ckpt_masks.h"
-#include "ckpt_masks_internal.h"
+#include "pipeline_internal.h"
 
 /* spruce__masks_reserve, the failure naming the file and the mask. */
 static int reserve(uint8_t **buf, size_t *cap, size_t n, const char *path, const char *name)

@@ -21,6 +21,7 @@
 
 #include "spruce_clock.h"
 #include "spruce_family.h"
+#include "pipeline_internal.h"
 #include "spruce_pipeline.h"
 
 void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
@@ -61,17 +62,6 @@ typedef struct {
     double t0;
 } run;
 
-static int compile(regex_t *re, const char *pat, const char *what)
-{
-    char msg[256];
-    int e = regcomp(re, pat, REG_EXTENDED | REG_NOSUB);
-    if (e) {
-        regerror(e, re, msg, sizeof msg);
-        return spruce__seterr(SPRUCE_EINVAL, "%s regular expression '%s': %s", what, pat, msg);
-    }
-    return 0;
-}
-
 /* r->selected: the linear layers whose names --include matches and --exclude
  * does not; SPRUCE_EINVAL when there is none. */
 static int select_layers(run *r)
@@ -80,10 +70,10 @@ static int select_layers(run *r)
     regex_t inc, exc;
     int have_inc = 0, have_exc = 0, rc = 0, layer, l, n = 0;
     char name[256];
-    if (o->include && (rc = compile(&inc, o->include, "--include")))
+    if (o->include && (rc = spruce__regcomp(&inc, o->include, "--include")))
         return rc;
     have_inc = o->include != NULL;
-    if (o->exclude && (rc = compile(&exc, o->exclude, "--exclude")))
+    if (o->exclude && (rc = spruce__regcomp(&exc, o->exclude, "--exclude")))
         goto done;
     have_exc = o->exclude != NULL;
     if (!(r->selected = calloc((size_t)r->L * SPRUCE_NPROJ, 1))) {

@@ -27,7 +27,8 @@ extern "C" {
 /* A tensor is selected when it is 2-D (a mask is (rows, cols)), no exclude
  * pattern matches its name, it is a default tensor (unless set_all), and, when
  * include patterns were given, at least one of them matches.  The default
- * tensors are the linear layers: today every tensor whose name is not an
+ * tensors are the linear layers: for a known family those its table names
+ * (spruce_family_is_linear), otherwise every tensor whose name is not an
  * embedding or the output head (embed_tokens, embed_positions, embedding(s),
  * wte, wpe, lm_head as a name component).  Patterns are POSIX extended regular
  * expressions searched anywhere in the name, compiled once when added. */
@@ -36,6 +37,10 @@ typedef struct spruce_mask_selector spruce_mask_selector;
 /* The default selection.  model_type: config.json's model_type when known
  * (NULL otherwise), for the family's own table of linear layers. */
 int spruce_mask_selector_alloc(const char *model_type, spruce_mask_selector **out);
+/* Make the default selection that of checkpoint ck: the table of its
+ * config.json's model_type when that file reads and names a known family,
+ * else the name rule. */
+int spruce_mask_selector_use_ckpt(spruce_mask_selector *s, const spruce_ckpt *ck);
 void spruce_mask_selector_free(spruce_mask_selector *s); /* NULL is a no-op */
 /* Add a pattern: SPRUCE_EINVAL naming the pattern when it does not compile. */
 int spruce_mask_selector_include(spruce_mask_selector *s, const char *regex);
