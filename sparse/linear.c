@@ -15,6 +15,7 @@
 #endif
 
 #include "sparse_internal.h"
+#include "spruce_clock.h"
 
 struct spruce_linear {
     int rows, cols;
@@ -62,13 +63,6 @@ static int run(const spruce_linear *lin, int format, const float *X, int batch, 
         return 0;
     }
     return spruce_sparse_mul(lin->sp[format], X, batch, Y);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 /* Evict a candidate's data from every cache level, so that its timed run
@@ -221,10 +215,10 @@ static int time_candidates(const spruce_linear *lin, int reps,
                 if ((rc = run(lin, f, X, bs, Y)) < 0)
                     goto done;
                 flush_candidate(lin, f);
-                t0 = now();
+                t0 = spruce_clock_now();
                 if ((rc = run(lin, f, X, bs, Y)) < 0)
                     goto done;
-                t0 = now() - t0;
+                t0 = spruce_clock_now() - t0;
                 if (r >= 0 && t0 < best[f])
                     best[f] = t0;
             }

@@ -129,10 +129,10 @@ static double pass_dense(float **W, int n, int rows, int cols, const float *X, i
     double t0;
     int i;
     bench_dense_mul(W[n - 1], rows, cols, X, b, Y);
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     for (i = 0; i < n; i++)
         bench_dense_mul(W[i], rows, cols, X, b, Y);
-    return (cli_now() - t0) / n;
+    return (spruce_clock_now() - t0) / n;
 }
 
 static double pass_sparse(spruce_sparse **A, int n, const float *X, int b, float *Y, int *rc)
@@ -141,11 +141,11 @@ static double pass_sparse(spruce_sparse **A, int n, const float *X, int b, float
     int i;
     if ((*rc = spruce_sparse_mul(A[n - 1], X, b, Y)) < 0)
         return -1;
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     for (i = 0; i < n; i++)
         if ((*rc = spruce_sparse_mul(A[i], X, b, Y)) < 0)
             return -1;
-    return (cli_now() - t0) / n;
+    return (spruce_clock_now() - t0) / n;
 }
 
 /* ---- which formats -------------------------------------------------------- */
@@ -161,7 +161,7 @@ static int choose_formats(const bench_ctx *cx, const float *W, int rows, int col
     for (f = 0; f < nf; f++) {
         spruce_linear_opts o;
         spruce_linear *lin;
-        double t0 = cli_now();
+        double t0 = spruce_clock_now();
         for (b = 0; b < nb; b++)
             chosen[f][b] = formats[f];
         if (formats[f] == SPRUCE_FMT_NM && !c->n) {
@@ -191,7 +191,7 @@ static int choose_formats(const bench_ctx *cx, const float *W, int rows, int col
             fprintf(stderr, "bench: %dx%d %s: auto chose", rows, cols, label);
             for (b = 0; b < nb; b++)
                 fprintf(stderr, " %s (batch %d)", spruce_format_name(chosen[f][b]), batches[b]);
-            fprintf(stderr, " in %.1f s\n", cli_now() - t0);
+            fprintf(stderr, " in %.1f s\n", spruce_clock_now() - t0);
         }
     }
     return 0;
@@ -327,9 +327,9 @@ static int time_batch(const bench_ctx *cx, const rotation_set *rs, int rows, int
                 t[f][r] = s;
         }
     }
-    *dense_s = cli_median(t[0], reps);
+    *dense_s = spruce_clock_median(t[0], reps);
     for (f = 1; f < 4; f++)
-        fmt_s[f] = use[f] ? cli_median(t[f], reps) : 0.0;
+        fmt_s[f] = use[f] ? spruce_clock_median(t[f], reps) : 0.0;
     return 0;
 }
 

@@ -56,7 +56,7 @@ static int bench_decode(const char *dir, int steps, int rounds)
             uint32_t id = 1;
             double t0;
             spruce_decoder_reset(d[k]);
-            t0 = cli_now();
+            t0 = spruce_clock_now();
             for (i = 0; i < steps; i++) {
                 int j, best = 0;
                 if ((rc = spruce_decoder_step(d[k], id, logits)) < 0) {
@@ -69,10 +69,10 @@ static int bench_decode(const char *dir, int steps, int rounds)
                         best = j;
                 id = (uint32_t)best;
             }
-            tps[k][r] = steps / (cli_now() - t0);
+            tps[k][r] = steps / (spruce_clock_now() - t0);
         }
     for (k = 0; k < 2; k++)
-        med[k] = cli_median(tps[k], rounds);
+        med[k] = spruce_clock_median(tps[k], rounds);
     printf("decode, batch 1, %d tokens after BOS, median of %d alternating runs: dense %.2f "
            "tokens/s, auto %.2f tokens/s (%d of %d linear layers sparse): %.2fx\n",
            steps, rounds, med[0], med[1], spruce_decoder_sparse_layers(d[1]),
@@ -150,19 +150,19 @@ int bench_model(bench_ctx *cx, const char *dir, const int *batches, int nb)
             bench_settle();
             bench_dense_mul(W, rows, cols, X, batches[b], Y);
             for (r = 0; r < cx->reps; r++) {
-                double t0 = cli_now();
+                double t0 = spruce_clock_now();
                 bench_dense_mul(W, rows, cols, X, batches[b], Y);
-                t[r] = cli_now() - t0;
+                t[r] = spruce_clock_now() - t0;
             }
-            dms = 1e3 * cli_median(t, cx->reps);
+            dms = 1e3 * spruce_clock_median(t, cx->reps);
             bench_settle();
             spruce_linear_forward(lin, X, batches[b], Y);
             for (r = 0; r < cx->reps; r++) {
-                double t0 = cli_now();
+                double t0 = spruce_clock_now();
                 spruce_linear_forward(lin, X, batches[b], Y);
-                t[r] = cli_now() - t0;
+                t[r] = spruce_clock_now() - t0;
             }
-            sms = 1e3 * cli_median(t, cx->reps);
+            sms = 1e3 * spruce_clock_median(t, cx->reps);
             tot_dense[b] += dms;
             tot_sparse[b] += sms;
             if (cx->json) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "spruce_clock.h"
 #include "spruce_model.h"
 
 /* Each subcommand: argv[0] is the subcommand's name; returns the exit status. */
@@ -48,11 +49,6 @@ int cli_model_seqlen(const char *cmd, const spruce_config *cfg, const char *dir,
  * the vocabulary, at least one window of seqlen.  0, or -1 after a message. */
 int cli_load_windows(const char *cmd, const char *path, const spruce_config *cfg,
                      long seqlen, uint32_t **ids, size_t *n);
-
-/* Monotonic wall clock in seconds. */
-double cli_now(void);
-/* The median of t[0..n) (n >= 1); sorts t in place. */
-double cli_median(double *t, int n);
 
 /* A JSON number for v, or JSON null when v is NaN or infinite (which JSON
  * cannot write): every JSON number the commands print goes through it. */

@@ -204,7 +204,7 @@ static int decode_run(spruce_decoder *d, float *logits, int vocab, int steps, ui
     int i, rc;
     double t0;
     spruce_decoder_reset(d);
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     if ((rc = spruce_decoder_step(d, DEMO_BOS, logits)))
         return rc;
     for (i = 0; i < steps; i++) {
@@ -212,7 +212,7 @@ static int decode_run(spruce_decoder *d, float *logits, int vocab, int steps, ui
         if (i + 1 < steps && (rc = spruce_decoder_step(d, ids[i], logits)))
             return rc;
     }
-    *seconds = cli_now() - t0;
+    *seconds = spruce_clock_now() - t0;
     return 0;
 }
 
@@ -450,7 +450,7 @@ static int stage_decode(demo_run *d)
     spruce_decoder *dec[DEC_N] = {NULL, NULL, NULL};
     uint32_t *dec_ids[DEC_N] = {NULL, NULL, NULL}, *scratch = NULL;
     float *logits = NULL;
-    double dec_t[DEC_N][DEMO_REPS], t0 = cli_now(), warm;
+    double dec_t[DEC_N][DEMO_REPS], t0 = spruce_clock_now(), warm;
     int rc, k, j, r, status = 1;
     fprintf(stderr, "demo: preparing the decoders (dense; auto, which times each layer's "
             "formats; 2:4)\n");
@@ -469,8 +469,8 @@ static int stage_decode(demo_run *d)
         cli_fail("demo: out of memory");
         goto done;
     }
-    d->stage[ST_DECODE_PREP] = cli_now() - t0;
-    t0 = cli_now();
+    d->stage[ST_DECODE_PREP] = spruce_clock_now() - t0;
+    t0 = spruce_clock_now();
     for (k = 0; k < DEC_N; k++) /* caches, thread pools */
         if ((rc = decode_run(dec[k], logits, vocab, plan->steps < 8 ? plan->steps : 8, scratch,
                              &warm))) {
@@ -490,9 +490,9 @@ static int stage_decode(demo_run *d)
             fprintf(stderr, "demo: decode run %d/%d %-5s %.1f tokens/s\n", r + 1, DEMO_REPS,
                     demo_dec_name[k], s > 0 ? plan->steps / s : 0.0);
         }
-    d->stage[ST_DECODE] = cli_now() - t0;
+    d->stage[ST_DECODE] = spruce_clock_now() - t0;
     for (k = 0; k < DEC_N; k++) {
-        d->tps[k] = plan->steps / cli_median(dec_t[k], DEMO_REPS);
+        d->tps[k] = plan->steps / spruce_clock_median(dec_t[k], DEMO_REPS);
         for (d->same[k] = 0; d->same[k] < plan->steps; d->same[k]++)
             if (dec_ids[k][d->same[k]] != dec_ids[DEC_DENSE][d->same[k]])
                 break;
@@ -539,30 +539,30 @@ int spruce_cmd_demo(int argc, char **argv)
         d.nthreads = (int)d.threads;
     if ((rc = demo_prepare_dir(&d.paths, out, d.force)))
         return rc;
-    t_all = cli_now();
+    t_all = spruce_clock_now();
 
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     if (stage_inputs(&d))
         goto done;
-    d.stage[ST_SYNTH] = cli_now() - t0;
-    t0 = cli_now();
+    d.stage[ST_SYNTH] = spruce_clock_now() - t0;
+    t0 = spruce_clock_now();
     if (stage_dense(&d))
         goto done;
-    d.stage[ST_DENSE_PPL] = cli_now() - t0;
+    d.stage[ST_DENSE_PPL] = spruce_clock_now() - t0;
     fprintf(stderr, "demo: dense perplexity %.2f (%.1f s)\n", d.ppl_dense, d.stage[ST_DENSE_PPL]);
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     if (stage_prune(&d))
         goto done;
-    d.stage[ST_PRUNE] = cli_now() - t0;
-    t0 = cli_now();
+    d.stage[ST_PRUNE] = spruce_clock_now() - t0;
+    t0 = spruce_clock_now();
     if (stage_pruned(&d))
         goto done;
-    d.stage[ST_PRUNED_PPL] = cli_now() - t0;
+    d.stage[ST_PRUNED_PPL] = spruce_clock_now() - t0;
     fprintf(stderr, "demo: pruned perplexity %.2f (%.1f s)\n", d.ppl_pruned,
             d.stage[ST_PRUNED_PPL]);
     if (stage_decode(&d))
         goto done;
-    demo_print_report(&d, cli_now() - t_all);
+    demo_print_report(&d, spruce_clock_now() - t_all);
     status = 0;
 done:
     demo_run_free(&d);

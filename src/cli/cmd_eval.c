@@ -32,7 +32,7 @@ static void usage(FILE *f)
 
 static void eval_progress(void *ctx, int layer, int nlayers)
 {
-    double t0 = *(double *)ctx, el = cli_now() - t0;
+    double t0 = *(double *)ctx, el = spruce_clock_now() - t0;
     fprintf(stderr, "eval: block %d/%d  %.1f s  ETA %.1f s\n", layer + 1, nlayers, el,
             el / (layer + 1) * (nlayers - layer - 1));
 }
@@ -101,7 +101,7 @@ int spruce_cmd_eval(int argc, char **argv)
         goto done;
     fprintf(stderr, "eval: %s on %s: %zu windows of %ld tokens\n", dir, data, n / (size_t)seqlen,
             seqlen);
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     spruce_eval_opts_init(&eo);
     if (act_mib)
         eo.act_bytes = (size_t)act_mib << 20;
@@ -111,7 +111,7 @@ int spruce_cmd_eval(int argc, char **argv)
         cli_error(rc, "eval: %s", dir);
         goto done;
     }
-    printf("windows %d x %ld tokens, %.2f s\n", nwin, seqlen, cli_now() - t0);
+    printf("windows %d x %ld tokens, %.2f s\n", nwin, seqlen, spruce_clock_now() - t0);
     printf("perplexity %.4f\n", ppl);
     status = 0;
 done:

@@ -105,7 +105,7 @@ static int masks_export(int argc, char **argv)
     spruce_ckpt_masks_result res;
     int c, ret = 1, rc;
     int64_t kept;
-    double t0 = cli_now();
+    double t0 = spruce_clock_now();
 
     spruce_ckpt_masks_opts_init(&o);
     o.method = "unknown";
@@ -155,7 +155,7 @@ static int masks_export(int argc, char **argv)
     fprintf(stderr, "masks export: %d masks, %lld weights, sparsity %.2f%%, written to %s in %.1f s\n",
             res.tensors, (long long)res.params,
             res.params ? 100.0 * (1.0 - (double)kept / (double)res.params) : 0.0, out,
-            cli_now() - t0);
+            spruce_clock_now() - t0);
     ret = 0;
 done:
     spruce_ckpt_close(ck);
@@ -211,7 +211,7 @@ static int masks_apply(int argc, char **argv)
     spruce_ckpt_masks_opts o;
     spruce_ckpt_masks_result res;
     int c, ret = 1, rc;
-    double t0 = cli_now();
+    double t0 = spruce_clock_now();
 
     spruce_ckpt_masks_opts_init(&o);
     o.progress = apply_progress;
@@ -267,7 +267,7 @@ static int masks_apply(int argc, char **argv)
             "written to %s in %.1f s\n",
             res.tensors, res.skipped, (long long)res.zeros, (long long)res.params,
             res.params ? 100.0 * (double)res.zeros / (double)res.params : 0.0, out,
-            cli_now() - t0);
+            spruce_clock_now() - t0);
     ret = 0;
 done:
     spruce_maskreader_close(mr);

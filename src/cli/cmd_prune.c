@@ -266,7 +266,7 @@ int spruce_cmd_prune(int argc, char **argv)
     fprintf(stderr, "prune: memory needed about %.2f GiB (activations of %ld x %ld tokens, one "
             "block, Hessians)\n", spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen) /
             (1024.0 * 1024.0 * 1024.0), nsamples, seqlen);
-    ctx.t0 = cli_now();
+    ctx.t0 = spruce_clock_now();
     if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, w, &po, &sum))) {
         cli_error(rc, "prune: %s", dir);
         goto done;
@@ -291,7 +291,7 @@ int spruce_cmd_prune(int argc, char **argv)
     if (ctx.has_loss)
         printf("total loss %.6e\n", sum.loss);
     printf("wrote %s%s%s in %.2f s\n", out, masks_path ? " and " : "",
-           masks_path ? masks_path : "", cli_now() - ctx.t0);
+           masks_path ? masks_path : "", spruce_clock_now() - ctx.t0);
     status = 0;
 done:
     spruce_ckpt_writer_abort(w);

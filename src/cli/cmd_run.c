@@ -241,15 +241,15 @@ int spruce_cmd_run(int argc, char **argv)
         cli_error(rc, "run: %s", dir);
         goto done;
     }
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     for (i = 0; i < nprompt; i++)
         if ((rc = spruce_decoder_step(d, prompt[i], i == nprompt - 1 ? logits : NULL))) {
             cli_error(rc, "run: prompt");
             goto done;
         }
-    t_prompt = cli_now() - t0;
+    t_prompt = spruce_clock_now() - t0;
     rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)seed;
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     for (i = 0; i < steps; i++) {
         gen[i] = choose(logits, cfg->vocab_size, temp, &rng);
         if (i + 1 < steps && (rc = spruce_decoder_step(d, gen[i], logits))) {
@@ -257,7 +257,7 @@ int spruce_cmd_run(int argc, char **argv)
             goto done;
         }
     }
-    t_gen = cli_now() - t0;
+    t_gen = spruce_clock_now() - t0;
     if (json) {
         print_json(prompt, nprompt, gen, (int)steps, t_prompt, t_gen, mode,
                    spruce_decoder_sparse_layers(d), SPRUCE_NPROJ * cfg->num_hidden_layers);

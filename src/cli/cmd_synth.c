@@ -127,14 +127,14 @@ int spruce_cmd_synth(int argc, char **argv)
                  "size and heads a multiple of kv-heads", cfg.hidden, cfg.heads, cfg.kv_heads);
         return 2;
     }
-    t0 = cli_now();
+    t0 = spruce_clock_now();
     fprintf(stderr, "spruce synth: %lld parameters, %d layers, hidden %d, writing %s\n",
             (long long)spruce_synth_nparams(&cfg), cfg.layers, cfg.hidden, out);
     if ((rc = spruce_synth_write(out, &cfg, force))) {
         cli_error(rc, "synth %s", out);
         return 1;
     }
-    fprintf(stderr, "spruce synth: wrote %s in %.1f s\n", out, cli_now() - t0);
+    fprintf(stderr, "spruce synth: wrote %s in %.1f s\n", out, spruce_clock_now() - t0);
     /* token streams: seeds derived from --seed, different for calib and eval */
     if (calib && write_tokens(calib, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0001ull))
         return 1;

@@ -8,13 +8,7 @@
 #include <cblas.h>
 
 #include "prune_internal.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "spruce_clock.h"
 
 void spruce_prune_opts_init(spruce_prune_opts *o)
 {
@@ -195,7 +189,7 @@ int spruce_prune_layer_prepared(float *W, int rows, int cols, const spruce_hinv 
                                 const spruce_prune_opts *opts, uint8_t *mask,
                                 spruce_prune_result *res)
 {
-    double t0 = now(), loss = 0.0;
+    double t0 = spruce_clock_now(), loss = 0.0;
     int rc;
     if (!W || !hi)
         return spruce__seterr(SPRUCE_EINVAL, "prune: %s is NULL", !W ? "W" : "the prepared inverse");
@@ -217,7 +211,7 @@ int spruce_prune_layer_prepared(float *W, int rows, int cols, const spruce_hinv 
         res->damp_used = hi->damp_used;
         res->damp_retries = hi->damp_retries;
         res->dead_columns = hi->dead_columns;
-        res->seconds = now() - t0;
+        res->seconds = spruce_clock_now() - t0;
     }
     return 0;
 }
@@ -225,7 +219,7 @@ int spruce_prune_layer_prepared(float *W, int rows, int cols, const spruce_hinv 
 int spruce_prune_layer(float *W, int rows, int cols, const spruce_hessian *h,
                        const spruce_prune_opts *opts, uint8_t *mask, spruce_prune_result *res)
 {
-    double t0 = now();
+    double t0 = spruce_clock_now();
     int rc, j;
     spruce_prune_result r;
     memset(&r, 0, sizeof r);
@@ -265,7 +259,7 @@ int spruce_prune_layer(float *W, int rows, int cols, const spruce_hessian *h,
             return rc;
         r.sparsity = zero_fraction(W, (size_t)rows * cols);
     }
-    r.seconds = now() - t0;
+    r.seconds = spruce_clock_now() - t0;
     if (res)
         *res = r;
     return 0;
