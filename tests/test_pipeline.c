@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "decode_testutil.h"
 #include "model_testutil.h"
 #include "spruce_ckpt.h"
 #include "spruce_clock.h"
@@ -541,6 +542,14 @@ Test(cli, run_reproduces_greedy_ids_dense_and_sparse)
     snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --method magnitude --sparsity 0.5 "
              ">/dev/null 2>&1", bin, dir, out);
     cr_assert_eq(run(cmd), 0);
+    {
+        /* auto picks each layer's format by timing: its ids equal dense's
+         * whatever it picks only when no format can flip a greedy choice */
+        static const spruce_decode_mode fm[] = {SPRUCE_DECODE_DENSE, SPRUCE_DECODE_CSR,
+                                                SPRUCE_DECODE_BITMASK};
+        const uint32_t prompt[] = {1, 461, 461};
+        check_greedy_margin(out, prompt, 3, 30, fm, 3);
+    }
     for (i = 0; i < 4; i++) {
         char *p;
         snprintf(cmd, sizeof cmd, "'%s' run '%s' --prompt '1 461 461' --steps 30 --sparse %s "
