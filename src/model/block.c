@@ -1,5 +1,6 @@
 /* block.c: the maths of a LLaMA decoder block (block.h), shared by the full
- * forward and token-by-token decoding: RMSNorm, rotate-half RoPE, causal
+ * forward and token-by-token decoding: RMSNorm (also per head of q and k,
+ * modeling_qwen3.py: Qwen3Attention), rotate-half RoPE, causal
  * grouped-query attention (row by row, or on BLAS for large heads), the
  * SiLU-gated MLP's activation, and the block that strings them together
  * around the caller's linear layers (modeling_llama.py: LlamaDecoderLayer). */
@@ -112,20 +113,6 @@ void spruce__swiglu(float *g, const float *u, size_t n)
 }
 
 /* ---- rotary embeddings ------------------------------------------------------ */
-
-void spruce__rope_tables(const spruce_config *c, int npos, float *cs, float *sn)
-{
-    size_t half = (size_t)c->head_dim / 2, i;
-    int p;
-    for (i = 0; i < half; i++) {
-        float inv = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim));
-        for (p = 0; p < npos; p++) {
-            float ang = (float)p * inv;
-            cs[(size_t)p * half + i] = (float)cos((double)ang);
-            sn[(size_t)p * half + i] = (float)sin((double)ang);
-        }
-    }
-}
 
 static void rope_token(float *xt, int nheads, int d, const float *c, const float *s)
 {
@@ -363,6 +350,10 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
         (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_K, r->a, ntok, r->k)) ||
         (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_V, r->a, ntok, r->v)))
         return rc;
+    if (r->q_norm)   /* rows of head_dim: every head of every token */
+        spruce__rmsnorm(r->q, r->q, r->q_norm, ntok * H, d, c->rms_norm_eps);
+    if (r->k_norm)
+        spruce__rmsnorm(r->k, r->k, r->k_norm, ntok * KV, d, c->rms_norm_eps);
     spruce__rope(r->q, ntok, T, r->pos0, H, d, r->cos, r->sin);
     spruce__rope(r->k, ntok, T, r->pos0, KV, d, r->cos, r->sin);
     if (r->blas_attention) {

@@ -37,10 +37,7 @@ void spruce__add(float *y, const float *x, size_t n);
 /* g = silu(g) * u, n floats (the SiLU-gated MLP's activation). */
 void spruce__swiglu(float *g, const float *u, size_t n);
 
-/* RoPE tables for positions 0..npos-1: cos, sin (npos, head_dim / 2) with
- * inv_freq_i = theta^(-2i/d) and angle = pos * inv_freq in float32, as
- * transformers computes them. */
-void spruce__rope_tables(const spruce_config *c, int npos, float *cos, float *sin);
+/* The RoPE tables (cos, sin for each position) come from rope.h. */
 
 /* Rotate-half RoPE in place on x (ntok, nheads * d), token t at position
  * pos0 + t % T: for i < d/2,
@@ -94,6 +91,7 @@ typedef int (*spruce__linear_fn)(void *ctx, spruce_proj l, const float *X, int n
 typedef struct {
     const spruce_config *c;
     const float *attn_norm, *mlp_norm;     /* (hidden) */
+    const float *q_norm, *k_norm;          /* (head_dim) per-head norms of q, k, or NULL */
     spruce__linear_fn linear;
     void *linear_ctx;
     const float *cos, *sin;                /* RoPE tables from position 0 */
@@ -106,8 +104,9 @@ typedef struct {
 } spruce__block_run;
 
 /* x (nseq * T, hidden) through one LLaMA decoder block (modeling_llama.py:
- * LlamaDecoderLayer):
- *   a = rmsnorm(x) * attn_norm;  q, k, v = linears(a);  RoPE(q, k)
+ * LlamaDecoderLayer; modeling_qwen3.py: Qwen3Attention adds the per-head
+ * norms, q_h = rmsnorm(q_h) * q_norm and likewise k, before RoPE):
+ *   a = rmsnorm(x) * attn_norm;  q, k, v = linears(a);  [q/k norms];  RoPE(q, k)
  *   att = causal attention;  h = x + o(att)
  *   a = rmsnorm(h) * mlp_norm;  g = silu(gate(a)) * up(a);  x = h + down(g)
  * tap (may be NULL) sees the input of each group of linear layers; with

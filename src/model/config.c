@@ -1,4 +1,5 @@
-/* config.c: config.json of a Hugging Face LLaMA-family checkpoint (jansson). */
+/* config.c: config.json of a Hugging Face LLaMA-family checkpoint (jansson);
+ * rope_scaling is read by rope.c. */
 #include <errno.h>
 #include <stdint.h>
 #include <math.h>
@@ -8,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "rope.h"
 #include "spruce_family.h"
 
 /* An integer key; required keys must be present, optional ones keep *out. */
@@ -60,6 +62,25 @@ static int get_bool(const json_t *root, const char *origin, const char *key, int
     return 0;
 }
 
+/* layer_types (qwen3 and newer configs): every layer full attention, the only
+ * kind implemented. */
+static int check_layer_types(const json_t *root, const char *origin)
+{
+    const json_t *v = json_object_get(root, "layer_types"), *e;
+    size_t i;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'layer_types': expected an array",
+                              origin);
+    json_array_foreach(v, i, e)
+        if (!json_is_string(e) || strcmp(json_string_value(e), "full_attention"))
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%zu] is not "
+                                  "\"full_attention\" (supported: full causal attention on "
+                                  "every layer)", origin, i);
+    return 0;
+}
+
 static int parse(const json_t *root, const char *origin, spruce_config *c)
 {
     const json_t *v;
@@ -103,6 +124,8 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
     c->head_dim = 0;
     if ((rc = get_int(root, origin, "head_dim", 0, 1, &c->head_dim)))
         return rc;
+    if (!c->head_dim)
+        c->head_dim = f->default_head_dim;   /* 0: hidden / heads */
     if (!c->head_dim) {
         if (c->hidden_size % c->num_attention_heads)
             return spruce__seterr(SPRUCE_EFORMAT, "file %s: hidden_size %d is not a multiple of "
@@ -135,11 +158,11 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
             return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: hidden_act '%s' is not "
                                   "supported (supported: silu)", origin, json_string_value(v));
     }
-    v = json_object_get(root, "rope_scaling");
-    if (v && !json_is_null(v))
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: rope_scaling is not supported "
-                              "(supported: rope_scaling null, plain rotary embeddings with "
-                              "rope_theta)", origin);
+    if ((rc = spruce__rope_parse(root, origin, c)))   /* rope.c */
+        return rc;
+    c->qk_norm = f->q_norm != NULL;
+    if ((rc = check_layer_types(root, origin)))
+        return rc;
 
     /* What the family's keys switch on (spruce_family.h). */
     c->qkv_bias = f->qkv_bias;

@@ -5,11 +5,13 @@
 #include <string.h>
 
 #include "block.h"
+#include "rope.h"
 #include "spruce_decode.h"
 #include "spruce_sparse.h"
 
 typedef struct {
     float *attn_norm, *mlp_norm;          /* (hidden) */
+    float *q_norm, *k_norm;               /* (head_dim) or NULL */
     spruce_linear *lin[SPRUCE_NPROJ];
     float *bias[SPRUCE_NPROJ];            /* (rows) or NULL */
     spruce__kv kv;                        /* (KV, head_dim, ld) key and value cache */
@@ -37,6 +39,8 @@ void spruce_decoder_free(spruce_decoder *d)
             dec_layer *L = &d->layers[i];
             free(L->attn_norm);
             free(L->mlp_norm);
+            free(L->q_norm);
+            free(L->k_norm);
             for (l = 0; l < SPRUCE_NPROJ; l++) {
                 spruce_linear_free(L->lin[l]);
                 free(L->bias[l]);
@@ -107,8 +111,10 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
         rc = spruce__seterr(SPRUCE_ENOMEM, "decoder buffers");
         goto done;
     }
-    /* the tables of the batched forward's workspace */
-    spruce__rope_tables(c, max_T, d->cos, d->sin);
+    /* the tables of the batched forward's workspace; dynamic rope fills the
+     * row of each position when it is decoded (spruce_decoder_step) */
+    if ((rc = spruce__rope_fill(c, spruce__rope_table_len(c, 1), 0, max_T, d->cos, d->sin)))
+        goto done;
 
     spruce_linear_opts_init(&lo);
     lo.nbatches = 1;
@@ -127,11 +133,14 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
             goto done;
         L->attn_norm = copy_vec(b->attn_norm, hid);
         L->mlp_norm = copy_vec(b->mlp_norm, hid);
+        L->q_norm = copy_vec(b->q_norm, (size_t)c->head_dim);
+        L->k_norm = copy_vec(b->k_norm, (size_t)c->head_dim);
         /* zeroed: the attention reads whole groups of 8 positions */
         L->kv.ld = ld;
         L->kv.kt = calloc(kvdim * ld, sizeof(float));
         L->kv.vt = calloc(kvdim * ld, sizeof(float));
-        if (!L->attn_norm || !L->mlp_norm || !L->kv.kt || !L->kv.vt)
+        if (!L->attn_norm || !L->mlp_norm || !L->kv.kt || !L->kv.vt ||
+            (b->q_norm && !L->q_norm) || (b->k_norm && !L->k_norm))
             rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
         for (l = 0; !rc && l < SPRUCE_NPROJ; l++) {
             if (b->b[l] && !(L->bias[l] = copy_vec(b->b[l], (size_t)b->rows[l])))
@@ -194,6 +203,14 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
                               c->sliding_window);
     if ((rc = spruce_model_embed(d->m, &id, 1, d->x)))
         return rc;
+    /* dynamic rope, as transformers' dynamic_rope_update with a cache: the
+     * token at pos rotates with the frequencies of a pos + 1 token sequence,
+     * the cached keys keep theirs */
+    if (spruce__rope_table_len(c, d->pos + 1) != spruce__rope_table_len(c, 1) &&
+        (rc = spruce__rope_fill(c, spruce__rope_table_len(c, d->pos + 1), d->pos, 1,
+                                d->cos + (size_t)d->pos * (c->head_dim / 2),
+                                d->sin + (size_t)d->pos * (c->head_dim / 2))))
+        return rc;
     /* One token at position pos: x is the residual stream, updated in place;
      * its key and value join the layer's cache. */
     memset(&r, 0, sizeof r);
@@ -210,6 +227,8 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
         dec_layer *L = &d->layers[i];
         r.attn_norm = L->attn_norm;
         r.mlp_norm = L->mlp_norm;
+        r.q_norm = L->q_norm;
+        r.k_norm = L->k_norm;
         r.linear_ctx = L;
         r.kv = L->kv;
         if ((rc = spruce__block(&r, d->x, 1, 1, NULL, NULL, -1)))

@@ -3,7 +3,9 @@
  * llama    modeling_llama.py: LlamaForCausalLM (attention_bias, mlp_bias)
  * mistral  modeling_mistral.py: MistralForCausalLM (sliding_window)
  * qwen2    modeling_qwen2.py: Qwen2ForCausalLM (q/k/v biases; use_sliding_window)
- * All three: embedding, per block input_layernorm -> self_attn (q/k/v/o) ->
+ * qwen3    modeling_qwen3.py: Qwen3ForCausalLM (q_norm/k_norm over head_dim before
+ *          RoPE; attention_bias; use_sliding_window; head_dim 128 when absent)
+ * All four: embedding, per block input_layernorm -> self_attn (q/k/v/o) ->
  * post_attention_layernorm -> SiLU-gated mlp (gate/up/down), final norm, head. */
 #include <stdio.h>
 #include <string.h>
@@ -35,11 +37,16 @@
         "input_layernorm", "post_attention_layernorm", LLAMA_LINEARS
 
 static const spruce_family families[] = {
-    {"llama", "LlamaForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias", NULL, NULL},
+    {"llama", "LlamaForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias", NULL, NULL,
+     NULL, NULL, 0},
     /* transformers' Mistral has no bias keys; they are read as for llama, absent = false */
     {"mistral", "MistralForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias",
-     "sliding_window", NULL},
-    {"qwen2", "Qwen2ForCausalLM", LLAMA_NAMES, 1, NULL, NULL, NULL, "use_sliding_window"},
+     "sliding_window", NULL, NULL, NULL, 0},
+    {"qwen2", "Qwen2ForCausalLM", LLAMA_NAMES, 1, NULL, NULL, NULL, "use_sliding_window", NULL,
+     NULL, 0},
+    /* configuration_qwen3.py: head_dim 128 when absent */
+    {"qwen3", "Qwen3ForCausalLM", LLAMA_NAMES, 0, "attention_bias", NULL, NULL,
+     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128},
 };
 
 #define NFAMILIES ((int)(sizeof families / sizeof families[0]))
@@ -63,7 +70,7 @@ const spruce_family *spruce_family_at(int i)
 /* Kept in step with the table by the tests (test_model.c: family). */
 const char *spruce_family_supported(void)
 {
-    return "llama, mistral, qwen2";
+    return "llama, mistral, qwen2, qwen3";
 }
 
 size_t spruce_dim_of(const spruce_config *c, spruce_dim d)
@@ -143,6 +150,17 @@ static int block_tensor(const spruce_family *f, const spruce_config *c, int laye
                                      f->linear[l - 1].site != SPRUCE_SITE_GATEUP
                                ? f->mlp_norm
                                : NULL;
+        if (norm && norm == f->mlp_norm && f->q_norm) {   /* the per-head norms of q, k */
+            const char *qk[2] = {f->q_norm, f->k_norm};
+            int e;
+            for (e = 0; e < 2; e++)
+                if (k++ == j) {
+                    set_tensor(t, SPRUCE_TENSOR_NORM, layer, SPRUCE_NPROJ,
+                               (size_t)c->head_dim, 0);
+                    spruce_family_norm_name(f, layer, qk[e], t->name, sizeof t->name);
+                    return 1;
+                }
+        }
         if (norm && k++ == j) {
             set_tensor(t, SPRUCE_TENSOR_NORM, layer, SPRUCE_NPROJ, hid, 0);
             spruce_family_norm_name(f, layer, norm, t->name, sizeof t->name);
@@ -179,6 +197,8 @@ int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tens
     L = (size_t)c->num_hidden_layers;
     for (l = 0; l < SPRUCE_NPROJ; l++)
         per += 1 + (size_t)spruce_family_linear_has_bias(f, c, (spruce_proj)l);
+    if (f->q_norm)
+        per += 2;
     if (i == 0) {
         set_tensor(t, SPRUCE_TENSOR_EMBED, -1, SPRUCE_NPROJ, vocab, hid);
         snprintf(t->name, sizeof t->name, "%s", f->embed);

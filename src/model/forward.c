@@ -10,6 +10,7 @@
 
 #include "block.h"
 #include "model_internal.h"
+#include "rope.h"
 
 struct spruce_fwd_ws {
     int max_T, max_seq, hidden, qdim, kvdim, inter, nthreads;
@@ -29,6 +30,7 @@ struct spruce_fwd_ws {
     float *u;     /* (T, inter) */
     float *cos;   /* (max_T, head_dim / 2) */
     float *sin;   /* (max_T, head_dim / 2) */
+    long rope_len;   /* the sequence length the tables were made for (rope.h) */
 };
 
 /* ---- workspace ------------------------------------------------------------ */
@@ -79,7 +81,11 @@ spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_se
         spruce_fwd_ws_free(ws);
         return NULL;
     }
-    spruce__rope_tables(c, max_T, ws->cos, ws->sin);
+    ws->rope_len = spruce__rope_table_len(c, max_T);
+    if (spruce__rope_fill(c, ws->rope_len, 0, max_T, ws->cos, ws->sin)) {
+        spruce_fwd_ws_free(ws);
+        return NULL;
+    }
     return ws;
 }
 
@@ -137,6 +143,9 @@ static int check_block(const spruce_config *c, const spruce_block *b)
     if (!f)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "block forward: model_type '%s' "
                               "(supported: %s)", c->model_type, spruce_family_supported());
+    if (c->qk_norm && (!b->q_norm || !b->k_norm))
+        return spruce__seterr(SPRUCE_EINVAL, "block %d: the config has q/k norms, the block "
+                              "has none", b->layer);
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         size_t rows, cols;
         spruce_family_linear_shape(f, c, (spruce_proj)l, &rows, &cols);
@@ -168,10 +177,19 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
                               c->sliding_window);
     if ((rc = check_block(c, b)))
         return rc;
+    /* dynamic rope: the tables depend on the sequence's length */
+    if (spruce__rope_table_len(c, T) != ws->rope_len) {
+        if ((rc = spruce__rope_fill(c, spruce__rope_table_len(c, T), 0, ws->max_T, ws->cos,
+                                    ws->sin)))
+            return rc;
+        ws->rope_len = spruce__rope_table_len(c, T);
+    }
     memset(&r, 0, sizeof r);
     r.c = c;
     r.attn_norm = b->attn_norm;
     r.mlp_norm = b->mlp_norm;
+    r.q_norm = b->q_norm;
+    r.k_norm = b->k_norm;
     r.linear = blas_linear;
     r.linear_ctx = (void *)b;
     r.cos = ws->cos;

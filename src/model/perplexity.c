@@ -102,13 +102,18 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
                 goto done;
         if ((rc = spruce__run_blocks(m, x, (int)nb, seqlen, o.progress, o.ctx)))
             goto done;
-        /* Window w predicts ids[w*T + t + 1] from position t, t < T - 1. */
+        /* Window w predicts ids[w*T + t + 1] from position t, t < T - 1; the
+         * last position's logits are computed only for o.logits. */
         for (w = 0; w < nb; w++) {
-            int t0;
-            for (t0 = 0; t0 < seqlen - 1; t0 += HEAD_CHUNK) {
-                int rows = seqlen - 1 - t0 < HEAD_CHUNK ? seqlen - 1 - t0 : HEAD_CHUNK;
+            int t0, npos = o.logits ? seqlen : seqlen - 1;
+            for (t0 = 0; t0 < npos; t0 += HEAD_CHUNK) {
+                int rows = npos - t0 < HEAD_CHUNK ? npos - t0 : HEAD_CHUNK;
+                int pred = seqlen - 1 - t0 < rows ? seqlen - 1 - t0 : rows;
                 spruce_model_head(m, x + (w * seqlen + t0) * c->hidden_size, rows, xn, logits);
-                nll += nll_sum(logits, ids + (w0 + w) * seqlen + t0 + 1, rows, c->vocab_size);
+                nll += nll_sum(logits, ids + (w0 + w) * seqlen + t0 + 1, pred, c->vocab_size);
+                if (o.logits &&
+                    (rc = o.logits(o.logits_ctx, w0 + w, t0, logits, rows, c->vocab_size)))
+                    goto done;
             }
         }
     }

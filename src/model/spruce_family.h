@@ -9,8 +9,8 @@
  * are prunable linear layers.
  *
  * Today's families share LLaMA's layout (modeling_llama.py: LlamaDecoderLayer;
- * modeling_mistral.py, modeling_qwen2.py) and differ only in biases and the
- * attention window. */
+ * modeling_mistral.py, modeling_qwen2.py, modeling_qwen3.py) and differ only in
+ * biases, the attention window, per-head q/k norms and the default head_dim. */
 #ifndef SPRUCE_FAMILY_H
 #define SPRUCE_FAMILY_H
 
@@ -69,14 +69,18 @@ typedef struct spruce_family {
     const char *mlp_bias_key;         /* boolean key for gate/up/down biases, or NULL */
     const char *window_key;           /* integer key of the attention window, or NULL */
     const char *window_switch_key;    /* boolean key that would turn a window on,
-                                       * refused when true (qwen2), or NULL */
+                                       * refused when true (qwen2, qwen3), or NULL */
+    /* Per-head RMSNorm of q and k before RoPE (qwen3: "self_attn.q_norm",
+     * "self_attn.k_norm", .weight (head_dim)), or NULL. */
+    const char *q_norm, *k_norm;
+    int default_head_dim;      /* head_dim when config.json has none; 0: hidden / heads */
 } spruce_family;
 
 /* The family of model_type, or NULL when there is none. */
 const spruce_family *spruce_family_find(const char *model_type);
 /* The families, in order: i from 0 while the result is not NULL. */
 const spruce_family *spruce_family_at(int i);
-/* "llama, mistral, qwen2": for messages. */
+/* "llama, mistral, qwen2, qwen3": for messages. */
 const char *spruce_family_supported(void);
 
 /* "<layers>.<layer>.<path>.weight" (bias: ".bias") of linear l into buf;
@@ -100,7 +104,8 @@ size_t spruce_family_site_cols(const spruce_family *f, const spruce_config *c, s
 /* One tensor of a checkpoint of a family. */
 typedef enum {
     SPRUCE_TENSOR_EMBED = 0,   /* the embedding (vocab, hidden) */
-    SPRUCE_TENSOR_NORM,        /* a norm's weight (hidden): a block's or the final one */
+    SPRUCE_TENSOR_NORM,        /* a norm's weight (hidden): a block's or the final one;
+                                * (head_dim) for the per-head q/k norms */
     SPRUCE_TENSOR_LINEAR,      /* a block's linear weight (rows, cols) */
     SPRUCE_TENSOR_BIAS,        /* its bias (rows) */
     SPRUCE_TENSOR_HEAD         /* the head (vocab, hidden), absent when tied */
@@ -117,7 +122,8 @@ typedef struct {
 
 /* Tensor i of every tensor a checkpoint of config c holds, in file order: the
  * embedding; per block its attention norm, q/k/v/o (each followed by its bias
- * when it has one), its MLP norm, gate/up/down; the final norm; the head
+ * when it has one), the q and k norms when the family has them, its MLP norm,
+ * gate/up/down; the final norm; the head
  * unless tied.  1 with *t filled, 0 past the end, SPRUCE_EUNSUPPORTED when c
  * names no family.  The model reads and checks exactly these, synth writes
  * exactly these. */

@@ -37,8 +37,38 @@ extern "C" {
 
 struct spruce_family;            /* spruce_family.h */
 
+/* rope_scaling of config.json (modeling_rope_utils.py), rope_type or the older
+ * key type.  What each changes (rope.c has the formulas):
+ *   linear   inv_freq / factor
+ *   dynamic  NTK: for a sequence of L > max_position_embeddings tokens, base
+ *            rope_theta * (factor L / max_pos - (factor - 1))^(d / (d - 2))
+ *   yarn     a per-frequency ramp between inv_freq / factor and inv_freq over
+ *            the correction range of beta_fast, beta_slow; cos and sin times
+ *            the attention factor
+ *   llama3   inv_freq / factor for wavelengths above original / low_freq_factor,
+ *            unchanged below original / high_freq_factor, smoothed between */
+typedef enum {
+    SPRUCE_ROPE_DEFAULT = 0,     /* no rope_scaling, or rope_type "default" */
+    SPRUCE_ROPE_LINEAR,
+    SPRUCE_ROPE_DYNAMIC,
+    SPRUCE_ROPE_YARN,
+    SPRUCE_ROPE_LLAMA3
+} spruce_rope_type;
+
 typedef struct {
-    char model_type[16];         /* "llama", "mistral" or "qwen2" */
+    spruce_rope_type type;
+    double factor;               /* linear, dynamic, yarn, llama3 (required) */
+    double low_freq_factor;      /* llama3 (required) */
+    double high_freq_factor;     /* llama3 (required) */
+    int original_max_position_embeddings;   /* llama3 (required); yarn (0: absent) */
+    double beta_fast, beta_slow; /* yarn, default 32 and 1 */
+    double attention_factor;     /* yarn, 0: from factor, mscale, mscale_all_dim */
+    double mscale, mscale_all_dim;          /* yarn, 0: absent */
+    int truncate;                /* yarn, default 1: the correction range rounded outward */
+} spruce_rope_scaling;
+
+typedef struct {
+    char model_type[16];         /* "llama", "mistral", "qwen2" or "qwen3" */
     const struct spruce_family *family;   /* its row of the family table */
     int hidden_size;
     int intermediate_size;
@@ -51,6 +81,8 @@ typedef struct {
     int sliding_window;          /* mistral: attention window (0 = none) */
     double rms_norm_eps;
     double rope_theta;           /* default 10000 */
+    spruce_rope_scaling rope;    /* rope_scaling (type DEFAULT when absent) */
+    int qk_norm;                 /* per-head RMSNorm of q and k before RoPE (qwen3) */
     int tie_word_embeddings;     /* default 0, as in transformers */
     int qkv_bias;                /* q/k/v have biases (qwen2, llama attention_bias) */
     int o_bias;                  /* o has a bias (llama attention_bias) */
@@ -64,6 +96,12 @@ typedef struct {
 int spruce_config_load(const char *path, spruce_config *cfg);
 /* The same on JSON text; origin names it in messages. */
 int spruce_config_parse(const char *json, const char *origin, spruce_config *cfg);
+
+/* Sequences of T tokens are computed as Hugging Face computes them, also when
+ * T exceeds max_position_embeddings.  Then this writes a warning for the
+ * caller to print into buf (what the rotary embeddings do at that length) and
+ * returns 1; 0 (buf untouched) when T is within the context. */
+int spruce_config_length_warning(const spruce_config *c, long T, char *buf, size_t size);
 
 /* ---- one decoder block -------------------------------------------------- */
 
@@ -92,6 +130,7 @@ typedef struct {
     int layer;
     float *attn_norm;            /* (hidden) input_layernorm */
     float *mlp_norm;             /* (hidden) post_attention_layernorm */
+    float *q_norm, *k_norm;      /* (head_dim) self_attn.q_norm / k_norm, or NULL */
     float *w[SPRUCE_NPROJ];
     float *b[SPRUCE_NPROJ];
     int rows[SPRUCE_NPROJ];
@@ -198,6 +237,12 @@ typedef struct {
     size_t act_bytes;
     spruce_block_progress_fn progress;  /* after each block of each pass, or NULL */
     void *ctx;
+    /* When not NULL, receives the logits of every position of every window,
+     * in order (window 0 position 0 first): rows (rows, vocab) are positions
+     * t0..t0+rows-1 of window w.  A non-zero return stops the evaluation and
+     * is returned by it. */
+    int (*logits)(void *ctx, size_t w, int t0, const float *rows_logits, int rows, int vocab);
+    void *logits_ctx;
 } spruce_eval_opts;
 
 void spruce_eval_opts_init(spruce_eval_opts *o);

@@ -93,6 +93,8 @@ static void block_free(spruce_block *b)
         return;
     free(b->attn_norm);
     free(b->mlp_norm);
+    free(b->q_norm);
+    free(b->k_norm);
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         free(b->w[l]);
         free(b->b[l]);
@@ -118,6 +120,14 @@ static int block_read(const spruce_model *m, int layer, spruce_block **out)
     spruce_family_norm_name(f, layer, f->mlp_norm, name, sizeof name);
     if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->mlp_norm)))
         goto done;
+    if (f->q_norm) {   /* per-head norms of q and k (qwen3) */
+        spruce_family_norm_name(f, layer, f->q_norm, name, sizeof name);
+        if ((rc = load_named(m->ck, name, c->head_dim, -1, &b->q_norm)))
+            goto done;
+        spruce_family_norm_name(f, layer, f->k_norm, name, sizeof name);
+        if ((rc = load_named(m->ck, name, c->head_dim, -1, &b->k_norm)))
+            goto done;
+    }
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         size_t rows, cols;
         spruce_family_linear_shape(f, c, (spruce_proj)l, &rows, &cols);
