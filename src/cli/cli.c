@@ -84,15 +84,18 @@ int cli_parse_pattern(const char *opt, const char *s, int *n, int *m)
     return 0;
 }
 
+void cli_length_warning(const char *cmd, const spruce_config *cfg, long T, const char *dir)
+{
+    char note[512];
+    if (spruce_config_length_warning(cfg, T, note, sizeof note))
+        fprintf(stderr, "spruce: %s: warning: %s: %s\n", cmd, dir, note);
+}
+
 int cli_model_seqlen(const char *cmd, const spruce_config *cfg, const char *dir, long *seqlen)
 {
     if (!*seqlen)
         *seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
-    if (*seqlen > cfg->max_position_embeddings) {
-        cli_fail("%s: --seqlen %ld is longer than max_position_embeddings %d of %s", cmd,
-                 *seqlen, cfg->max_position_embeddings, dir);
-        return -1;
-    }
+    cli_length_warning(cmd, cfg, *seqlen, dir);
     return 0;
 }
 

@@ -41,8 +41,12 @@ int cli_parse_float(const char *opt, const char *s, double lo, double hi, double
 int cli_parse_pattern(const char *opt, const char *s, int *n, int *m);
 
 /* --seqlen of a command on a model: 0 means min(2048, max_position_embeddings);
- * longer than max_position_embeddings is refused.  0, or -1 after a message
- * naming cmd and dir. */
+ * longer than max_position_embeddings is computed as transformers computes it,
+ * with a warning (cli_length_warning).  0, or -1 after a message naming cmd
+ * and dir. */
+/* The library's warning for sequences of T tokens longer than the model's
+ * max_position_embeddings, printed to stderr; nothing when T is within it. */
+void cli_length_warning(const char *cmd, const spruce_config *cfg, long T, const char *dir);
 int cli_model_seqlen(const char *cmd, const spruce_config *cfg, const char *dir,
                      long *seqlen);
 /* The token ids of path into *ids (*n of them, caller frees): every one below

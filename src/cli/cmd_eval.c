@@ -1,9 +1,14 @@
-/* cmd_eval.c: `spruce eval MODEL_DIR --data FILE [--seqlen T] [--act-mib N] [--threads N]`:
- * perplexity over non-overlapping windows of T tokens. */
+/* cmd_eval.c: `spruce eval MODEL_DIR --data FILE [--seqlen T] [--act-mib N] [--threads N]
+ * [--logits OUT]`: perplexity over non-overlapping windows of T tokens, and optionally
+ * every window's logits. */
+#include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #ifdef _OPENMP
@@ -17,17 +22,102 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: spruce eval MODEL_DIR --data FILE [--seqlen T] [--act-mib N] [--threads N]\n\n"
-            "Perplexity of a Hugging Face LLaMA-family checkpoint (llama, mistral, qwen2) on a\n"
+            "usage: spruce eval MODEL_DIR --data FILE [--seqlen T] [--act-mib N] [--threads N]\n"
+            "                   [--logits OUT]\n\n"
+            "Perplexity of a Hugging Face LLaMA-family checkpoint (llama, mistral, qwen2, qwen3) on a\n"
             "token file: exp(mean next-token negative log-likelihood) over the non-overlapping\n"
             "windows of T tokens of FILE, each window predicting T - 1 tokens.  The last line\n"
             "printed is 'perplexity <value>'.\n\n"
             "  --data FILE     token ids: .u16 / .u32 raw little-endian, or .txt\n"
-            "  --seqlen T      window length (default min(2048, max_position_embeddings))\n"
+            "  --seqlen T      window length (default min(2048, max_position_embeddings);\n"
+            "                  longer ones run as transformers runs them, after a warning)\n"
             "  --act-mib N     MiB of activations kept at once (default 2048); more windows\n"
             "                  than fit take further passes over the blocks (1..1048576)\n"
             "  --threads N     threads for the forward (default: all cores)\n"
+            "  --logits OUT    also write the logits of every position of every window to OUT:\n"
+            "                  float32 little-endian, [window][position][vocab], no header\n"
+            "                  (windows x T x vocab_size x 4 bytes); OUT appears when complete\n"
             "  -h, --help      this message\n");
+}
+
+/* --logits: float32 little-endian rows appended to a temporary file beside
+ * OUT, renamed to OUT when every window is written. */
+typedef struct {
+    const char *path;
+    char *tmp;
+    FILE *f;
+} logits_out;
+
+static int write_logits(void *ctx, size_t w, int t0, const float *rows, int nrows, int vocab)
+{
+    logits_out *o = ctx;
+    const uint16_t one = 1;
+    size_t n = (size_t)nrows * (size_t)vocab, i;
+    (void)w;
+    (void)t0;
+    if (*(const uint8_t *)&one) {   /* a little-endian host writes the floats as they are */
+        if (fwrite(rows, sizeof(float), n, o->f) != n)
+            return spruce__seterr(SPRUCE_EIO, "file %s: cannot write", o->tmp);
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        uint32_t u;
+        uint8_t b[4];
+        memcpy(&u, rows + i, 4);
+        b[0] = (uint8_t)u; b[1] = (uint8_t)(u >> 8); b[2] = (uint8_t)(u >> 16);
+        b[3] = (uint8_t)(u >> 24);
+        if (fwrite(b, 1, 4, o->f) != 4)
+            return spruce__seterr(SPRUCE_EIO, "file %s: cannot write", o->tmp);
+    }
+    return 0;
+}
+
+static int logits_open(logits_out *o, const char *path)
+{
+    int fd;
+    o->path = path;
+    o->f = NULL;
+    if (!(o->tmp = malloc(strlen(path) + 16)))
+        return spruce__seterr(SPRUCE_ENOMEM, "file %s", path);
+    sprintf(o->tmp, "%s.tmp.XXXXXX", path);
+    fd = mkstemp(o->tmp);
+    if (fd >= 0) {   /* mkstemp's 0600, widened to what the umask allows */
+        mode_t um = umask(0);
+        umask(um);
+        (void)fchmod(fd, 0666 & ~um);
+    }
+    if (fd < 0 || !(o->f = fdopen(fd, "wb"))) {
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+            unlink(o->tmp);
+        }
+        free(o->tmp);
+        o->tmp = NULL;
+        return spruce__seterr(SPRUCE_EIO, "file %s: cannot create a temporary file beside it: "
+                              "%s", path, strerror(e));
+    }
+    return 0;
+}
+
+/* Commit (rename into place) when ok, else remove the temporary file. */
+static int logits_close(logits_out *o, int ok)
+{
+    int rc = 0;
+    if (!o->tmp)
+        return 0;
+    if (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0)
+        rc = spruce__seterr(SPRUCE_EIO, "file %s: cannot write: %s", o->tmp, strerror(errno));
+    if (fclose(o->f) != 0 && !rc)
+        rc = spruce__seterr(SPRUCE_EIO, "file %s: cannot write: %s", o->tmp, strerror(errno));
+    if (ok && !rc && rename(o->tmp, o->path) != 0)
+        rc = spruce__seterr(SPRUCE_EIO, "file %s: cannot rename %s to it: %s", o->path, o->tmp,
+                            strerror(errno));
+    if (!ok || rc)
+        unlink(o->tmp);
+    free(o->tmp);
+    o->tmp = NULL;
+    return rc;
 }
 
 static void eval_progress(void *ctx, int layer, int nlayers)
@@ -44,10 +134,12 @@ int spruce_cmd_eval(int argc, char **argv)
         {"seqlen", required_argument, NULL, 's'},
         {"act-mib", required_argument, NULL, 'a'},
         {"threads", required_argument, NULL, 't'},
+        {"logits", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *data = NULL, *dir;
+    const char *data = NULL, *dir, *logits_path = NULL;
+    logits_out lo = {NULL, NULL, NULL};
     long seqlen = 0, threads = 0, act_mib = 0;
     spruce_eval_opts eo;
     spruce_model *m = NULL;
@@ -62,6 +154,7 @@ int spruce_cmd_eval(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'd': data = optarg; break;
+        case 'l': logits_path = optarg; break;
         case 's':
             if (cli_parse_int("--seqlen", optarg, 2, 1 << 20, &seqlen))
                 return 2;
@@ -107,14 +200,31 @@ int spruce_cmd_eval(int argc, char **argv)
         eo.act_bytes = (size_t)act_mib << 20;
     eo.progress = eval_progress;
     eo.ctx = &t0;
+    if (logits_path) {
+        if ((rc = logits_open(&lo, logits_path))) {
+            cli_error(rc, "eval: --logits");
+            goto done;
+        }
+        eo.logits = write_logits;
+        eo.logits_ctx = &lo;
+    }
     if ((rc = spruce_model_perplexity_opts(m, ids, n, (int)seqlen, &eo, &ppl, &nwin))) {
         cli_error(rc, "eval: %s", dir);
         goto done;
+    }
+    if (logits_path) {
+        if ((rc = logits_close(&lo, 1))) {
+            cli_error(rc, "eval: --logits");
+            goto done;
+        }
+        fprintf(stderr, "eval: wrote the logits of %d windows x %ld positions x %d to %s\n",
+                nwin, seqlen, cfg->vocab_size, logits_path);
     }
     printf("windows %d x %ld tokens, %.2f s\n", nwin, seqlen, spruce_clock_now() - t0);
     printf("perplexity %.4f\n", ppl);
     status = 0;
 done:
+    logits_close(&lo, 0);
     free(ids);
     spruce_model_free(m);
     return status;

@@ -34,7 +34,10 @@ static void usage(FILE *f)
             "  --json             one JSON object: prompt, ids, tokens_per_s, ...\n"
             "  --threads N        threads (default: all cores)\n"
             "  -h, --help         this message\n\n"
-            "Prints the generated ids, then tokens/s of the prompt and of the generation.\n");
+            "Prints the generated ids, then tokens/s of the prompt and of the generation.\n"
+            "Prompt and steps beyond max_position_embeddings run as transformers runs them,\n"
+            "after a warning (rope_type dynamic: the token at position p rotates with the\n"
+            "frequencies of a p + 1 token sequence, cached keys keep theirs).\n");
 }
 
 /* Whitespace-separated ids; -1 (after a message) on anything else. */
@@ -221,12 +224,7 @@ int spruce_cmd_run(int argc, char **argv)
         status = 2;
         goto done;
     }
-    if (nprompt + steps > cfg->max_position_embeddings) {
-        cli_fail("run: %d prompt tokens + %ld steps exceed max_position_embeddings %d of %s",
-                 nprompt, steps, cfg->max_position_embeddings, dir);
-        status = 2;
-        goto done;
-    }
+    cli_length_warning("run", cfg, nprompt + steps, dir);
     gen = malloc((size_t)steps * sizeof *gen);
     logits = malloc((size_t)cfg->vocab_size * sizeof *logits);
     if (!gen || !logits) {
