@@ -100,7 +100,7 @@ Test(config, unsupported_options_list_what_is_supported)
 {
     expect_error("{\"model_type\": \"gpt2\", \"hidden_size\": 4}", SPRUCE_EUNSUPPORTED, "gpt2",
                  "llama, mistral, qwen2");
-    expect_error("{" MINI ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}",
+    expect_error("{" MINI ", \"rope_scaling\": {\"type\": \"longrope\", \"factor\": 2.0}}",
                  SPRUCE_EUNSUPPORTED, "rope_scaling", "supported");
     expect_error("{" MINI ", \"hidden_act\": \"gelu\"}", SPRUCE_EUNSUPPORTED, "gelu", "silu");
     expect_error("{\"model_type\": \"qwen2\", \"hidden_size\": 64, \"intermediate_size\": 172, "
@@ -162,6 +162,7 @@ Test(family, table_is_complete_and_consistent)
                  f->model_type);
         cr_assert(f->embed && f->final_norm && f->head && f->layers && f->attn_norm &&
                   f->mlp_norm && f->architecture, "%s", f->model_type);
+        cr_assert(!f->q_norm == !f->k_norm, "%s: q and k norms go together", f->model_type);
         for (l = 0; l < SPRUCE_NPROJ; l++) {
             cr_assert(f->linear[l].path, "%s linear %d", f->model_type, l);
             cr_assert_eq(f->linear[l].site, spruce_proj_site((spruce_proj)l));
@@ -170,7 +171,7 @@ Test(family, table_is_complete_and_consistent)
         for (l = 0; l < SPRUCE_NSITES; l++)
             cr_assert(sites[l] > 0, "%s: no linear layer reads site %d", f->model_type, l);
     }
-    cr_assert_eq(i, 3);
+    cr_assert_eq(i, 4);
     cr_assert_str_eq(list, spruce_family_supported());
     cr_assert_null(spruce_family_find("gemma"));
     cr_assert_null(spruce_family_find(NULL));

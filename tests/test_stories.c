@@ -308,7 +308,7 @@ Test(stories, unsupported_configs_are_refused)
     expect_open_error("\"model_type\": \"llama\"", "\"model_type\": \"gemma\"",
                       SPRUCE_EUNSUPPORTED, "llama, mistral, qwen2");
     expect_open_error("\"rope_theta\": 10000.0",
-                      "\"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"dynamic\"}",
+                      "\"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"ntk-by-parts\"}",
                       SPRUCE_EUNSUPPORTED, "rope_scaling");
     expect_open_error("\"hidden_size\": 64,", "", SPRUCE_EFORMAT, "hidden_size");
     /* qwen2 needs q/k/v biases, which this llama checkpoint does not have */

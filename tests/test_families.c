@@ -1,0 +1,947 @@
+/* test_families.c: the model families beyond plain llama, on the shared fixtures
+ * ($SPRUCE_FIXTURES/families: tiny random checkpoints with the logits that an
+ * independent implementation of the transformers definitions computed):
+ * llama with rope_scaling llama3 and yarn, qwen3 in F32 and BF16.  The dense
+ * forward, `spruce eval --logits` and the key/value-cache decoder must all
+ * match the golden logits; each rope-scaling formula is checked against a
+ * scalar double-precision computation of transformers' formula
+ * (modeling_rope_utils.py), qwen3's q/k norms against a scalar block, and
+ * pruning keeps the norms and gives exact sparsity. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "block.h"
+#include "model_testutil.h"
+#include "rope.h"
+#include "spruce_ckpt.h"
+#include "spruce_decode.h"
+#include "spruce_family.h"
+#include "spruce_masks.h"
+#include "spruce_model.h"
+#include "spruce_pipeline.h"
+#include "spruce_tokens.h"
+
+/* A correct float32 forward lands within about 1e-5 of the golden logits;
+ * every mistake tried on these fixtures moved some logit by 0.48 or more. */
+#define TOL 1e-4
+#define NSEQ 2
+#define SEQ 48
+
+static const char *matching[] = {"llama3-rope", "llama-yarn", "qwen3", "qwen3-bf16"};
+#define NMATCHING ((int)(sizeof matching / sizeof matching[0]))
+
+/* $SPRUCE_FIXTURES/families/<name> into buf, or 0 when absent. */
+static int family_dir(const char *name, char *buf, size_t size)
+{
+    const char *root = getenv("SPRUCE_FIXTURES");
+    if (!root)
+        return 0;
+    snprintf(buf, size, "%s/families/%s", root, name);
+    return exists(buf);
+}
+
+#define NEED_FAMILY(dir, name)                                                          \
+    char dir[1024];                                                                     \
+    if (!family_dir(name, dir, sizeof dir)) {                                           \
+        cr_skip_test("families fixture %s not found: set SPRUCE_FIXTURES to the "      \
+                     "directory holding families/%s", name, name);                      \
+        return;                                                                         \
+    }
+
+#define NEED_SPRUCE_BIN(bin)                                                            \
+    const char *bin = getenv("SPRUCE_BIN");                                             \
+    if (!bin || !exists(bin)) {                                                         \
+        cr_skip_test("SPRUCE_BIN does not name the built spruce program");              \
+        return;                                                                         \
+    }
+
+static int sh(const char *cmd)
+{
+    int st = system(cmd);
+    cr_assert(st != -1 && WIFEXITED(st), "%s did not exit", cmd);
+    return WEXITSTATUS(st);
+}
+
+/* The fixture's ids (NSEQ x SEQ) and golden logits (NSEQ x SEQ x vocab). */
+static void load_golden(const char *dir, int vocab, uint32_t **ids, float **logits)
+{
+    char path[1200];
+    size_t n = 0, nl;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/ids.txt", dir);
+    cr_assert_eq(spruce_tokens_load(path, ids, &n), 0, "%s", spruce_errdetail());
+    cr_assert_eq(n, (size_t)NSEQ * SEQ, "%s: %zu ids", path, n);
+    nl = (size_t)NSEQ * SEQ * (size_t)vocab;
+    *logits = malloc(nl * sizeof(float));
+    cr_assert_not_null(*logits);
+    snprintf(path, sizeof path, "%s/logits.f32", dir);
+    f = fopen(path, "rb");
+    cr_assert(f, "%s", path);
+    cr_assert_eq(fread(*logits, sizeof(float), nl, f), nl, "%s: short", path);
+    fclose(f);
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double mx = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= mx))
+            mx = d;   /* NaN counts as the largest */
+    }
+    return mx;
+}
+
+/* ---- the dense forward ------------------------------------------------------ */
+
+static void check_forward(const char *name, spruce_attention att)
+{
+    NEED_FAMILY(dir, name);
+    spruce_model *m = NULL;
+    uint32_t *ids;
+    float *gold, *lg;
+    int vocab, s;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s: %s", name, spruce_errdetail());
+    cr_assert_eq(spruce_model_set_attention(m, att), 0);
+    vocab = spruce_model_config(m)->vocab_size;
+    load_golden(dir, vocab, &ids, &gold);
+    lg = malloc((size_t)SEQ * vocab * sizeof(float));
+    for (s = 0; s < NSEQ; s++) {
+        double d;
+        cr_assert_eq(spruce_model_forward(m, ids + s * SEQ, SEQ, lg), 0, "%s",
+                     spruce_errdetail());
+        d = max_abs_diff(lg, gold + (size_t)s * SEQ * vocab, (size_t)SEQ * vocab);
+        cr_assert(d < TOL, "%s sequence %d: max abs difference %g from the golden logits", name,
+                  s, d);
+    }
+    free(lg);
+    free(gold);
+    free(ids);
+    spruce_model_free(m);
+}
+
+Test(families, llama3_rope_forward) { check_forward("llama3-rope", SPRUCE_ATTENTION_AUTO); }
+Test(families, llama_yarn_forward) { check_forward("llama-yarn", SPRUCE_ATTENTION_AUTO); }
+Test(families, qwen3_forward) { check_forward("qwen3", SPRUCE_ATTENTION_AUTO); }
+Test(families, qwen3_bf16_forward) { check_forward("qwen3-bf16", SPRUCE_ATTENTION_AUTO); }
+
+Test(families, forward_on_blas_attention)
+{
+    int i;
+    for (i = 0; i < NMATCHING; i++)
+        check_forward(matching[i], SPRUCE_ATTENTION_BLAS);
+}
+
+/* ---- spruce eval --logits ---------------------------------------------------- */
+
+static void check_eval_logits(const char *name)
+{
+    NEED_FAMILY(dir, name);
+    NEED_SPRUCE_BIN(bin);
+    spruce_config c;
+    uint32_t *ids;
+    float *gold, *lg;
+    char *d = tmp_dir(), data[1200], out[1200], cmd[4096];
+    size_t n = (size_t)NSEQ * SEQ, nl;
+    FILE *f;
+    double diff;
+    cr_assert_eq(spruce_config_load(dir, &c), 0, "%s", spruce_errdetail());
+    load_golden(dir, c.vocab_size, &ids, &gold);
+    /* the two sequences back to back in a .u16 file: two windows of 48 */
+    snprintf(data, sizeof data, "%s/ids.u16", d);
+    cr_assert_eq(spruce_tokens_save(data, ids, n), 0, "%s", spruce_errdetail());
+    snprintf(out, sizeof out, "%s/logits.f32", d);
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s' --seqlen %d --logits '%s' "
+             ">/dev/null 2>&1", bin, dir, data, SEQ, out);
+    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    nl = n * (size_t)c.vocab_size;
+    lg = malloc((nl + 1) * sizeof(float));
+    f = fopen(out, "rb");
+    cr_assert(f, "%s was not written", out);
+    cr_assert_eq(fread(lg, sizeof(float), nl + 1, f), nl, "%s: expected %zu floats", out, nl);
+    fclose(f);
+    diff = max_abs_diff(lg, gold, nl);
+    cr_assert(diff < TOL, "%s: eval --logits is %g from the golden logits", name, diff);
+    /* nothing but the data and the logits in the directory: the temporary is gone */
+    snprintf(cmd, sizeof cmd, "test $(ls -A '%s' | wc -l) -eq 2", d);
+    cr_assert_eq(sh(cmd), 0, "a temporary file was left beside %s", out);
+    free(lg);
+    free(gold);
+    free(ids);
+    rm_tree(d);
+    free(d);
+}
+
+Test(families, eval_logits_match)
+{
+    int i;
+    for (i = 0; i < NMATCHING; i++)
+        check_eval_logits(matching[i]);
+}
+
+Test(families, eval_logits_unwritable_leaves_nothing)
+{
+    NEED_FAMILY(dir, "qwen3");
+    NEED_SPRUCE_BIN(bin);
+    char *d = tmp_dir(), cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s/ids.txt' --seqlen %d --logits "
+             "'%s/absent/l.f32' >/dev/null 2>'%s/err'", bin, dir, dir, SEQ, d, d);
+    cr_assert_eq(sh(cmd), 1);
+    snprintf(cmd, sizeof cmd, "grep -q 'absent/l.f32' '%s/err'", d);
+    cr_assert_eq(sh(cmd), 0, "the message names the file");
+    rm_tree(d);
+    free(d);
+}
+
+/* ---- decoding with a key/value cache ------------------------------------------ */
+
+static void check_decoder(const char *name)
+{
+    NEED_FAMILY(dir, name);
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    uint32_t *ids;
+    float *gold, *lg;
+    int vocab, s, t;
+    double worst = 0;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    vocab = spruce_model_config(m)->vocab_size;
+    load_golden(dir, vocab, &ids, &gold);
+    lg = malloc((size_t)vocab * sizeof(float));
+    cr_assert_eq(spruce_decoder_create(m, SEQ, SPRUCE_DECODE_DENSE, &dec), 0, "%s",
+                 spruce_errdetail());
+    for (s = 0; s < NSEQ; s++) {
+        spruce_decoder_reset(dec);
+        for (t = 0; t < SEQ; t++) {
+            double d;
+            cr_assert_eq(spruce_decoder_step(dec, ids[s * SEQ + t], lg), 0, "%s",
+                         spruce_errdetail());
+            d = max_abs_diff(lg, gold + ((size_t)s * SEQ + t) * vocab, (size_t)vocab);
+            worst = d > worst ? d : worst;
+        }
+    }
+    cr_assert(worst < TOL, "%s: the decoder's logits are up to %g from the golden ones", name,
+              worst);
+    spruce_decoder_free(dec);
+    free(lg);
+    free(gold);
+    free(ids);
+    spruce_model_free(m);
+}
+
+Test(families, decoder_matches_every_position)
+{
+    int i;
+    for (i = 0; i < NMATCHING; i++)
+        check_decoder(matching[i]);
+}
+
+/* `spruce run` on a sequence as prompt generates the golden argmax of its last
+ * position, where the top logit leads the next by more than the tolerance. */
+Test(families, run_generates_the_golden_argmax)
+{
+    NEED_SPRUCE_BIN(bin);
+    int i, checked = 0;
+    for (i = 0; i < NMATCHING; i++) {
+        NEED_FAMILY(dir, matching[i]);
+        spruce_config c;
+        uint32_t *ids;
+        float *gold;
+        char cmd[8192], line[4096], want[32];
+        int s, t, len;
+        FILE *p;
+        cr_assert_eq(spruce_config_load(dir, &c), 0, "%s", spruce_errdetail());
+        load_golden(dir, c.vocab_size, &ids, &gold);
+        for (s = 0; s < NSEQ; s++) {
+            const float *last = gold + ((size_t)s * SEQ + SEQ - 1) * c.vocab_size;
+            int best = 0, second = -1, j;
+            for (j = 1; j < c.vocab_size; j++)
+                if (last[j] > last[best]) {
+                    second = best;
+                    best = j;
+                } else if (second < 0 || last[j] > last[second]) {
+                    second = j;
+                }
+            if (last[best] - last[second] < 2 * TOL)
+                continue;
+            len = snprintf(cmd, sizeof cmd, "'%s' run '%s' --steps 1 --sparse off --prompt '",
+                           bin, dir);
+            for (t = 0; t < SEQ; t++)
+                len += snprintf(cmd + len, sizeof cmd - len, "%s%u", t ? " " : "",
+                                ids[s * SEQ + t]);
+            snprintf(cmd + len, sizeof cmd - len, "' 2>/dev/null");
+            p = popen(cmd, "r");
+            cr_assert(p);
+            cr_assert(fgets(line, sizeof line, p), "%s printed nothing", matching[i]);
+            cr_assert_eq(pclose(p), 0);
+            snprintf(want, sizeof want, "%d\n", best);
+            cr_assert_str_eq(line, want, "%s sequence %d", matching[i], s);
+            checked++;
+        }
+        free(gold);
+        free(ids);
+    }
+    cr_assert(checked > 0, "no sequence had a clear argmax");
+}
+
+/* ---- rope-scaling formulas against transformers' formulas, scalar, double ---- */
+
+static void parse_ok(const char *json, spruce_config *c)
+{
+    cr_assert_eq(spruce_config_parse(json, "test", c), 0, "%s: %s", json, spruce_errdetail());
+}
+
+#define LLAMA_CFG(extra)                                                                \
+    "{\"model_type\": \"llama\", \"hidden_size\": 128, \"intermediate_size\": 256, "    \
+    "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "        \
+    "\"head_dim\": 32, \"rope_theta\": 500000.0, " extra "}"
+
+/* inv_freq and attention from spruce against ref (half values, double),
+ * relative 1e-12; then the tables at positions p (each) against
+ * cos(p inv) * attention, within float32 angle rounding. */
+static void check_rope(const spruce_config *c, long L, const double *ref, double ref_att,
+                       const int *pos, int npos)
+{
+    int half = c->head_dim / 2, i, k;
+    double inv[64], att;
+    float cs[64], sn[64];
+    cr_assert(half <= 64);
+    spruce__rope_inv_freq(c, L, inv, &att);
+    cr_assert(fabs(att - ref_att) <= 1e-12 * ref_att, "attention %.17g, expected %.17g", att,
+              ref_att);
+    for (i = 0; i < half; i++)
+        cr_assert(fabs(inv[i] - ref[i]) <= 1e-12 * ref[i], "inv_freq[%d] %.17g, expected %.17g",
+                  i, inv[i], ref[i]);
+    for (k = 0; k < npos; k++) {
+        cr_assert_eq(spruce__rope_fill(c, L, pos[k], 1, cs, sn), 0);
+        for (i = 0; i < half; i++) {
+            double ang = pos[k] * ref[i];
+            /* float32 angles as transformers computes them: off by ~ang 2^-23 */
+            double tol = ref_att * (1e-6 + ang * 2.5e-7);
+            cr_assert(fabs(cs[i] - cos(ang) * ref_att) <= tol, "cos at %d, %d", pos[k], i);
+            cr_assert(fabs(sn[i] - sin(ang) * ref_att) <= tol, "sin at %d, %d", pos[k], i);
+        }
+    }
+}
+
+Test(rope, linear_divides_every_frequency)
+{
+    spruce_config c;
+    double ref[16];
+    int i, pos[] = {5, 100, 3000};   /* below and above max_position_embeddings 1024 */
+    parse_ok(LLAMA_CFG("\"max_position_embeddings\": 1024, \"rope_scaling\": "
+                       "{\"type\": \"linear\", \"factor\": 4.0}"), &c);
+    cr_assert_eq(c.rope.type, SPRUCE_ROPE_LINEAR);
+    for (i = 0; i < 16; i++)
+        ref[i] = 1.0 / (4.0 * pow(500000.0, 2.0 * i / 32.0));
+    check_rope(&c, spruce__rope_table_len(&c, 3000), ref, 1.0, pos, 3);
+}
+
+Test(rope, dynamic_depends_on_the_length_beyond_the_context)
+{
+    spruce_config c;
+    double ref[16], base;
+    int i, pos[] = {3, 60, 500};
+    parse_ok(LLAMA_CFG("\"max_position_embeddings\": 256, \"rope_scaling\": "
+                       "{\"rope_type\": \"dynamic\", \"factor\": 2.0}"), &c);
+    /* within the context: the default frequencies, whatever the length */
+    cr_assert_eq(spruce__rope_table_len(&c, 100), 256);
+    cr_assert_eq(spruce__rope_table_len(&c, 256), 256);
+    for (i = 0; i < 16; i++)
+        ref[i] = 1.0 / pow(500000.0, 2.0 * i / 32.0);
+    check_rope(&c, spruce__rope_table_len(&c, 100), ref, 1.0, pos, 2);
+    /* a sequence of 700 tokens: base (factor L / max_pos - (factor - 1))^(d / (d - 2)) */
+    cr_assert_eq(spruce__rope_table_len(&c, 700), 700);
+    base = 500000.0 * pow(2.0 * 700.0 / 256.0 - 1.0, 32.0 / 30.0);
+    for (i = 0; i < 16; i++)
+        ref[i] = 1.0 / pow(base, 2.0 * i / 32.0);
+    check_rope(&c, 700, ref, 1.0, pos, 3);
+}
+
+/* The fixture's llama3 scaling: factor 8, low/high 1/4, original 128,
+ * rope_theta 500000, head_dim 32: three bands. */
+Test(rope, llama3_three_bands)
+{
+    spruce_config c;
+    double ref[16];
+    int i, high = 0, mid = 0, low = 0, pos[] = {7, 100, 127, 128, 700, 5000};
+    parse_ok(LLAMA_CFG("\"max_position_embeddings\": 1024, \"rope_scaling\": "
+                       "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+                       "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 128}"),
+             &c);
+    for (i = 0; i < 16; i++) {
+        double f = 1.0 / pow(500000.0, 2.0 * i / 32.0), wl = 2 * M_PI / f;
+        if (wl < 128.0 / 4.0) {
+            ref[i] = f;
+            high++;
+        } else if (wl > 128.0 / 1.0) {
+            ref[i] = f / 8.0;
+            low++;
+        } else {
+            double s = (128.0 / wl - 1.0) / (4.0 - 1.0);
+            ref[i] = (1 - s) * f / 8.0 + s * f;
+            mid++;
+        }
+    }
+    cr_assert(high && mid && low, "bands %d %d %d", high, mid, low);
+    check_rope(&c, 0, ref, 1.0, pos, 6);
+}
+
+/* yarn as the llama-yarn fixture has it (factor 4, no original: max_pos 64 is
+ * the pre-extension length, beta 32/1), and with its optional keys. */
+static void yarn_ref(int d, double theta, double o, double f, double bfast, double bslow,
+                     int truncate, double *ref)
+{
+    double lo = d * log(o / (bfast * 2 * M_PI)) / (2 * log(theta));
+    double hi = d * log(o / (bslow * 2 * M_PI)) / (2 * log(theta));
+    int i;
+    if (truncate) {
+        lo = floor(lo);
+        hi = ceil(hi);
+    }
+    lo = fmax(lo, 0);
+    hi = fmin(hi, d - 1);
+    if (lo == hi)
+        hi += 0.001;
+    for (i = 0; i < d / 2; i++) {
+        double ramp = fmin(fmax((i - lo) / (hi - lo), 0), 1), e = 1 - ramp;
+        double p = pow(theta, 2.0 * i / d);
+        ref[i] = 1.0 / (f * p) * (1 - e) + 1.0 / p * e;
+    }
+}
+
+Test(rope, yarn_ramp_and_attention_factor)
+{
+    spruce_config c;
+    double ref[16];
+    int i, ramped = 0, pos[] = {10, 63, 64, 400};
+    parse_ok("{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 192, "
+             "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+             "\"head_dim\": 16, \"rope_theta\": 10000.0, \"max_position_embeddings\": 64, "
+             "\"rope_scaling\": {\"factor\": 4.0, \"rope_type\": \"yarn\"}}", &c);
+    yarn_ref(16, 10000.0, 64, 4.0, 32, 1, 1, ref);
+    for (i = 0; i < 8; i++) {
+        double p = pow(10000.0, 2.0 * i / 16);
+        ramped += ref[i] < 1.0 / p * (1 - 1e-9) && ref[i] > 1.0 / (4 * p) * (1 + 1e-9);
+    }
+    cr_assert(ramped > 0, "no frequency inside the ramp");
+    check_rope(&c, 0, ref, 0.1 * log(4.0) + 1.0, pos, 4);
+
+    /* original_max_position_embeddings: the factor becomes max_pos / original;
+     * mscale and mscale_all_dim set the attention factor; truncate false */
+    parse_ok("{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 192, "
+             "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+             "\"head_dim\": 16, \"rope_theta\": 10000.0, \"max_position_embeddings\": 256, "
+             "\"rope_scaling\": {\"factor\": 4.0, \"rope_type\": \"yarn\", \"beta_fast\": 16.0, "
+             "\"beta_slow\": 2.0, \"mscale\": 0.707, \"mscale_all_dim\": 1.0, "
+             "\"original_max_position_embeddings\": 32, \"truncate\": false}}", &c);
+    yarn_ref(16, 10000.0, 32, 256.0 / 32, 16, 2, 0, ref);
+    check_rope(&c, 0, ref, (0.1 * 0.707 * log(8.0) + 1) / (0.1 * 1.0 * log(8.0) + 1), pos, 4);
+
+    /* attention_factor given wins */
+    parse_ok("{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 192, "
+             "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+             "\"head_dim\": 16, \"rope_theta\": 10000.0, \"max_position_embeddings\": 64, "
+             "\"rope_scaling\": {\"factor\": 4.0, \"type\": \"yarn\", "
+             "\"attention_factor\": 1.5}}", &c);
+    yarn_ref(16, 10000.0, 64, 4.0, 32, 1, 1, ref);
+    check_rope(&c, 0, ref, 1.5, pos, 4);
+}
+
+Test(rope, default_type_and_rope_theta_inside)
+{
+    spruce_config c;
+    double ref[16];
+    int i, pos[] = {1, 2000};
+    parse_ok(LLAMA_CFG("\"max_position_embeddings\": 1024, \"rope_scaling\": "
+                       "{\"rope_type\": \"default\", \"rope_theta\": 1000.0}"), &c);
+    for (i = 0; i < 16; i++)
+        ref[i] = 1.0 / pow(1000.0, 2.0 * i / 32.0);
+    check_rope(&c, 0, ref, 1.0, pos, 2);
+}
+
+static void expect_refused(const char *json, int code, const char *a, const char *b)
+{
+    spruce_config c;
+    int rc = spruce_config_parse(json, "cfg.json", &c);
+    cr_assert_eq(rc, code, "%s: %d (%s)", json, rc, spruce_errdetail());
+    cr_assert(strstr(spruce_errdetail(), "cfg.json"), "%s", spruce_errdetail());
+    cr_assert(!a || strstr(spruce_errdetail(), a), "'%s' not in: %s", a, spruce_errdetail());
+    cr_assert(!b || strstr(spruce_errdetail(), b), "'%s' not in: %s", b, spruce_errdetail());
+}
+
+Test(rope, what_is_not_implemented_is_refused)
+{
+    expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"rope_scaling\": "
+                             "{\"rope_type\": \"longrope\", \"short_factor\": [1], "
+                             "\"long_factor\": [1]}"),
+                   SPRUCE_EUNSUPPORTED, "longrope", "default, linear, dynamic, yarn, llama3");
+    expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"rope_scaling\": "
+                             "{\"rope_type\": \"linear\", \"factor\": 2.0, \"low_freq_factor\": 1}"),
+                   SPRUCE_EUNSUPPORTED, "low_freq_factor", "rope_type, factor");
+    expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"rope_scaling\": "
+                             "{\"rope_type\": \"llama3\", \"factor\": 8.0, "
+                             "\"original_max_position_embeddings\": 128}"),
+                   SPRUCE_EFORMAT, "low_freq_factor", "missing");
+    expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"rope_scaling\": "
+                             "{\"factor\": 8.0}"),
+                   SPRUCE_EFORMAT, "rope_type", NULL);
+    expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"rope_scaling\": "
+                             "{\"type\": \"dynamic\", \"factor\": -1}"),
+                   SPRUCE_EFORMAT, "factor", "positive");
+    expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"partial_rotary_factor\": 0.5"),
+                   SPRUCE_EUNSUPPORTED, "partial_rotary_factor", NULL);
+    expect_refused("{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+                   "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+                   "\"max_position_embeddings\": 64, \"use_sliding_window\": true}",
+                   SPRUCE_EUNSUPPORTED, "use_sliding_window", "supported");
+    expect_refused("{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+                   "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+                   "\"max_position_embeddings\": 64, \"layer_types\": [\"full_attention\", "
+                   "\"sliding_attention\"]}",
+                   SPRUCE_EUNSUPPORTED, "layer_types[1]", "full_attention");
+}
+
+Test(rope, head_dim_defaults_per_family)
+{
+    spruce_config c;
+    /* qwen3: 128 when absent (configuration_qwen3.py), not hidden / heads */
+    parse_ok("{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+             "\"max_position_embeddings\": 64}", &c);
+    cr_assert_eq(c.head_dim, 128);
+    cr_assert(c.qk_norm);
+    cr_assert(!c.tie_word_embeddings);
+    /* llama: head_dim given wins over hidden / heads */
+    parse_ok(LLAMA_CFG("\"max_position_embeddings\": 64"), &c);
+    cr_assert_eq(c.head_dim, 32);
+    parse_ok("{\"model_type\": \"llama\", \"hidden_size\": 128, \"intermediate_size\": 256, "
+             "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+             "\"head_dim\": 48, \"max_position_embeddings\": 64}", &c);
+    cr_assert_eq(c.head_dim, 48);
+    cr_assert_eq(spruce_dim_of(&c, SPRUCE_DIM_Q), 192);
+}
+
+Test(rope, warning_beyond_the_context)
+{
+    spruce_config c;
+    char buf[512] = "";
+    parse_ok(LLAMA_CFG("\"max_position_embeddings\": 64, \"rope_scaling\": "
+                       "{\"rope_type\": \"dynamic\", \"factor\": 2.0}"), &c);
+    cr_assert_eq(spruce_config_length_warning(&c, 64, buf, sizeof buf), 0);
+    cr_assert_str_empty(buf);
+    cr_assert_eq(spruce_config_length_warning(&c, 65, buf, sizeof buf), 1);
+    cr_assert(strstr(buf, "65") && strstr(buf, "64") && strstr(buf, "dynamic"), "%s", buf);
+}
+
+/* ---- dynamic rope through the forward ------------------------------------------ */
+
+/* A copy of the llama3-rope fixture (its weights linked, not copied) with
+ * config.json's rope keys replaced. */
+static char *with_rope(const char *src, const char *scaling_json, double theta, int maxpos)
+{
+    char *d = tmp_dir(), path[1200], cmd[4096];
+    json_error_t e;
+    json_t *cfg, *rs = NULL;
+    snprintf(path, sizeof path, "%s/config.json", src);
+    cfg = json_load_file(path, 0, &e);
+    cr_assert(cfg, "%s", e.text);
+    if (scaling_json) {
+        rs = json_loads(scaling_json, 0, &e);
+        cr_assert(rs, "%s", e.text);
+    }
+    json_object_set_new(cfg, "rope_scaling", rs ? rs : json_null());
+    json_object_set_new(cfg, "rope_theta", json_real(theta));
+    json_object_set_new(cfg, "max_position_embeddings", json_integer(maxpos));
+    snprintf(path, sizeof path, "%s/config.json", d);
+    cr_assert_eq(json_dump_file(cfg, path, JSON_REAL_PRECISION(17)), 0);
+    json_decref(cfg);
+    snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", src, d);
+    cr_assert_eq(sh(cmd), 0);
+    return d;
+}
+
+static void forward_of(const char *dir, const uint32_t *ids, int T, float *lg)
+{
+    spruce_model *m = NULL;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_forward(m, ids, T, lg), 0, "%s", spruce_errdetail());
+    spruce_model_free(m);
+}
+
+/* dynamic on a sequence longer than max_position_embeddings is the default
+ * rope with the rescaled base for that length; within it, the default rope. */
+Test(rope, dynamic_forward_is_default_with_the_rescaled_base)
+{
+    NEED_FAMILY(src, "llama3-rope");
+    const char *dyn = "{\"rope_type\": \"dynamic\", \"factor\": 2.0}";
+    double base = 500000.0 * pow(2.0 * SEQ / 32.0 - 1.0, 32.0 / 30.0);
+    char *a = with_rope(src, dyn, 500000.0, 32);
+    char *b = with_rope(src, NULL, base, 1024);
+    char *c = with_rope(src, NULL, 500000.0, 1024);
+    uint32_t *ids;
+    float *gold, *la, *lb, *lc;
+    size_t V = 256, n = (size_t)SEQ * V;
+    double d;
+    load_golden(src, (int)V, &ids, &gold);
+    la = malloc(n * sizeof(float));
+    lb = malloc(n * sizeof(float));
+    lc = malloc(n * sizeof(float));
+    forward_of(a, ids, SEQ, la);
+    forward_of(b, ids, SEQ, lb);
+    d = max_abs_diff(la, lb, n);
+    cr_assert(d < TOL, "dynamic at %d tokens is %g from the default rope with the rescaled base",
+              SEQ, d);
+    forward_of(a, ids, 24, la);
+    forward_of(c, ids, 24, lc);
+    d = max_abs_diff(la, lc, (size_t)24 * V);
+    cr_assert(d < TOL, "dynamic within the context is %g from the default rope", d);
+    /* and the 48-token sequence's first 24 positions differ from the 24-token one's */
+    forward_of(a, ids, SEQ, lb);
+    cr_assert(max_abs_diff(lb, la, (size_t)24 * V) > 1e-3, "dynamic ignored the length");
+    free(la);
+    free(lb);
+    free(lc);
+    free(gold);
+    free(ids);
+    rm_tree(a);
+    rm_tree(b);
+    rm_tree(c);
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* The decoder within the context is the forward; beyond it, the token at p
+ * has the frequencies of a p + 1 token sequence: its logits at p differ from
+ * a decoder whose table never changes (the default rope). */
+Test(rope, dynamic_decoder_updates_beyond_the_context)
+{
+    NEED_FAMILY(src, "llama3-rope");
+    char *a = with_rope(src, "{\"rope_type\": \"dynamic\", \"factor\": 2.0}", 500000.0, 32);
+    char *c = with_rope(src, NULL, 500000.0, 1024);
+    spruce_model *ma = NULL, *mc = NULL;
+    spruce_decoder *da = NULL, *dc = NULL;
+    uint32_t *ids;
+    float *gold, la[256], lc[256];
+    int t;
+    load_golden(src, 256, &ids, &gold);
+    cr_assert_eq(spruce_model_open(a, &ma), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(c, &mc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_decoder_create(ma, SEQ, SPRUCE_DECODE_DENSE, &da), 0);
+    cr_assert_eq(spruce_decoder_create(mc, SEQ, SPRUCE_DECODE_DENSE, &dc), 0);
+    for (t = 0; t < SEQ; t++) {
+        double d;
+        cr_assert_eq(spruce_decoder_step(da, ids[t], la), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_decoder_step(dc, ids[t], lc), 0, "%s", spruce_errdetail());
+        d = max_abs_diff(la, lc, 256);
+        if (t < 32)
+            cr_assert(d < TOL, "position %d within the context: %g", t, d);
+        else
+            cr_assert(d > 1e-3, "position %d beyond the context: the frequencies did not "
+                      "change (%g)", t, d);
+    }
+    spruce_decoder_free(da);
+    spruce_decoder_free(dc);
+    spruce_model_free(ma);
+    spruce_model_free(mc);
+    free(gold);
+    free(ids);
+    rm_tree(a);
+    rm_tree(c);
+    free(a);
+    free(c);
+}
+
+/* ---- qwen3's q/k norms against a scalar block ---------------------------------- */
+
+typedef struct {
+    float *att;
+    int tokens, cols;
+} tap_copy;
+
+static int copy_tap(void *ctx, spruce_site site, const float *X, int tokens, int cols)
+{
+    tap_copy *t = ctx;
+    if (site == SPRUCE_SITE_O) {
+        t->att = malloc((size_t)tokens * cols * sizeof(float));
+        memcpy(t->att, X, (size_t)tokens * cols * sizeof(float));
+        t->tokens = tokens;
+        t->cols = cols;
+    }
+    return 0;
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w over n values */
+static void rms_ref(double *y, const double *x, const float *w, int n, double eps)
+{
+    double ss = 0;
+    int i;
+    for (i = 0; i < n; i++)
+        ss += x[i] * x[i];
+    for (i = 0; i < n; i++)
+        y[i] = x[i] / sqrt(ss / n + eps) * w[i];
+}
+
+/* The attention output of block 0 for tokens 0..T-1 (T <= 8), computed
+ * scalar from the block's weights (modeling_qwen3.py: Qwen3Attention), with
+ * or without the q/k norms. */
+static void attention_ref(const spruce_config *c, const spruce_block *b, const float *x, int T,
+                          int with_norms, double *out)
+{
+    int hid = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
+    int d = c->head_dim, half = d / 2, t, h, i, j, e;
+    double *a = malloc(sizeof(double) * hid), *xr = malloc(sizeof(double) * hid);
+    double *q = malloc(sizeof(double) * (size_t)T * H * d);
+    double *k = malloc(sizeof(double) * (size_t)T * KV * d);
+    double *v = malloc(sizeof(double) * (size_t)T * KV * d);
+    double tmp[512], rot[512];
+    cr_assert(d <= 512 && T <= 8);
+    for (t = 0; t < T; t++) {
+        for (i = 0; i < hid; i++)
+            xr[i] = x[(size_t)t * hid + i];
+        rms_ref(a, xr, b->attn_norm, hid, c->rms_norm_eps);
+        for (i = 0; i < H * d; i++) {
+            double s = 0;
+            for (j = 0; j < hid; j++)
+                s += (double)b->w[SPRUCE_PROJ_Q][(size_t)i * hid + j] * a[j];
+            q[(size_t)t * H * d + i] = s;
+        }
+        for (i = 0; i < KV * d; i++) {
+            double s = 0, u = 0;
+            for (j = 0; j < hid; j++) {
+                s += (double)b->w[SPRUCE_PROJ_K][(size_t)i * hid + j] * a[j];
+                u += (double)b->w[SPRUCE_PROJ_V][(size_t)i * hid + j] * a[j];
+            }
+            k[(size_t)t * KV * d + i] = s;
+            v[(size_t)t * KV * d + i] = u;
+        }
+        /* per-head norms, then rotate-half RoPE at position t */
+        for (h = 0; h < H + KV; h++) {
+            double *xh = h < H ? q + ((size_t)t * H + h) * d : k + ((size_t)t * KV + h - H) * d;
+            if (with_norms) {
+                rms_ref(tmp, xh, h < H ? b->q_norm : b->k_norm, d, c->rms_norm_eps);
+                memcpy(xh, tmp, sizeof(double) * d);
+            }
+            for (i = 0; i < half; i++) {
+                double ang = t / pow(c->rope_theta, 2.0 * i / d);
+                rot[i] = xh[i] * cos(ang) - xh[i + half] * sin(ang);
+                rot[i + half] = xh[i + half] * cos(ang) + xh[i] * sin(ang);
+            }
+            memcpy(xh, rot, sizeof(double) * d);
+        }
+    }
+    for (t = 0; t < T; t++)
+        for (h = 0; h < H; h++) {
+            int g = h / (H / KV);
+            double p[8], mx = -INFINITY, sum = 0;
+            for (j = 0; j <= t; j++) {
+                double s = 0;
+                for (e = 0; e < d; e++)
+                    s += q[((size_t)t * H + h) * d + e] * k[((size_t)j * KV + g) * d + e];
+                p[j] = s / sqrt((double)d);
+                mx = fmax(mx, p[j]);
+            }
+            for (j = 0; j <= t; j++)
+                sum += (p[j] = exp(p[j] - mx));
+            for (e = 0; e < d; e++) {
+                double s = 0;
+                for (j = 0; j <= t; j++)
+                    s += p[j] / sum * v[((size_t)j * KV + g) * d + e];
+                out[((size_t)t * H + h) * d + e] = s;
+            }
+        }
+    free(a);
+    free(xr);
+    free(q);
+    free(k);
+    free(v);
+}
+
+Test(families, qwen3_qk_norm_against_a_scalar_block)
+{
+    NEED_FAMILY(dir, "qwen3");
+    const int T = 6;
+    spruce_model *m = NULL;
+    spruce_block *b = NULL;
+    spruce_fwd_ws *ws;
+    const spruce_config *c;
+    tap_copy tc = {NULL, 0, 0};
+    uint32_t ids[6] = {3, 77, 150, 9, 301, 42};
+    float *x;
+    double *ref, *plain, d = 0, dn = 0;
+    size_t i, n;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(m);
+    cr_assert_eq(c->head_dim, 32);
+    cr_assert_neq(c->head_dim * c->num_attention_heads, c->hidden_size);
+    cr_assert_eq(spruce_model_get_block(m, 0, &b), 0, "%s", spruce_errdetail());
+    cr_assert(b->q_norm && b->k_norm);
+    x = malloc(sizeof(float) * (size_t)T * c->hidden_size);
+    cr_assert_eq(spruce_model_embed(m, ids, T, x), 0);
+    ws = spruce_fwd_ws_alloc(c, T, 1);
+    cr_assert_eq(spruce_block_forward(c, b, x, 1, T, ws, copy_tap, &tc, SPRUCE_SITE_O), 0, "%s",
+                 spruce_errdetail());
+    n = (size_t)T * c->num_attention_heads * c->head_dim;
+    cr_assert_eq((size_t)tc.tokens * tc.cols, n);
+    ref = malloc(sizeof(double) * n);
+    plain = malloc(sizeof(double) * n);
+    attention_ref(c, b, x, T, 1, ref);
+    attention_ref(c, b, x, T, 0, plain);
+    for (i = 0; i < n; i++) {
+        d = fmax(d, fabs(tc.att[i] - ref[i]));
+        dn = fmax(dn, fabs(plain[i] - ref[i]));
+    }
+    cr_assert(d < 1e-5, "the block's attention is %g from the scalar one", d);
+    cr_assert(dn > 1e-3, "the q/k norms changed nothing (%g): the check would not see them",
+              dn);
+    free(tc.att);
+    free(ref);
+    free(plain);
+    free(x);
+    spruce_fwd_ws_free(ws);
+    spruce_model_put_block(m, b);
+    spruce_model_free(m);
+}
+
+Test(families, qwen3_tensor_table)
+{
+    spruce_config c;
+    spruce_family_tensor t;
+    size_t i;
+    int qn = 0, kn = 0;
+    parse_ok("{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+             "\"head_dim\": 32, \"max_position_embeddings\": 64, \"tie_word_embeddings\": true}",
+             &c);
+    for (i = 0; spruce_family_tensor_at(&c, i, &t) == 1; i++) {
+        if (strstr(t.name, "q_norm")) {
+            qn++;
+            cr_assert_eq(t.role, SPRUCE_TENSOR_NORM);
+            cr_assert_eq(t.shape[0], 32);
+        }
+        if (strstr(t.name, "k_norm"))
+            kn++;
+        cr_assert(!strstr(t.name, "lm_head"), "tied: no head");
+    }
+    cr_assert_eq(qn, 2);
+    cr_assert_eq(kn, 2);
+    cr_assert_eq(spruce_family_is_linear("qwen3", "model.layers.1.self_attn.q_norm.weight"), 0);
+    cr_assert_eq(spruce_family_is_linear("qwen3", "model.layers.1.self_attn.q_proj.weight"), 1);
+}
+
+/* ---- pruning --------------------------------------------------------------------- */
+
+static void check_prune(const char *name, const char *how, int nm)
+{
+    NEED_FAMILY(dir, name);
+    NEED_SPRUCE_BIN(bin);
+    char *d = tmp_dir(), calib[1200], out[1200], h5[1200], cmd[4096];
+    spruce_model *src = NULL, *m = NULL;
+    spruce_maskreader *mr = NULL;
+    const spruce_config *c;
+    uint32_t *ids, *cal;
+    float *gold;
+    double ppl = 0;
+    int layer, l, nwin = 0, i;
+    cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(src);
+    cal = malloc(sizeof *cal * 16 * 32);
+    spruce_tokens_random(cal, 16 * 32, (uint32_t)c->vocab_size, 7);
+    snprintf(calib, sizeof calib, "%s/calib.u16", d);
+    cr_assert_eq(spruce_tokens_save(calib, cal, 16 * 32), 0);
+    snprintf(out, sizeof out, "%s/pruned", d);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s' %s --seqlen 32 "
+             "--nsamples 16 >/dev/null 2>&1", bin, dir, out, calib, how);
+    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
+    for (layer = 0; layer < c->num_hidden_layers; layer++) {
+        spruce_block *b = NULL, *o = NULL;
+        cr_assert_eq(spruce_model_get_block(m, layer, &b), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_get_block(src, layer, &o), 0, "%s", spruce_errdetail());
+        for (l = 0; l < SPRUCE_NPROJ; l++) {
+            size_t n = (size_t)b->rows[l] * b->cols[l], z = 0, k;
+            for (k = 0; k < n; k++)
+                z += b->w[l][k] == 0.0f;
+            cr_assert_eq(z, n / 2, "%s layer %d %s: %zu of %zu zero", name, layer,
+                         spruce_proj_path((spruce_proj)l), z, n);
+            if (nm)   /* every group of 4 along a row keeps at most 2 */
+                for (k = 0; k < n; k += 4)
+                    cr_assert((b->w[l][k] == 0) + (b->w[l][k + 1] == 0) +
+                              (b->w[l][k + 2] == 0) + (b->w[l][k + 3] == 0) >= 2,
+                              "%s layer %d: group at %zu is not 2:4", name, layer, k);
+        }
+        if (c->qk_norm) {   /* norms are never pruned */
+            cr_assert_arr_eq(b->q_norm, o->q_norm, sizeof(float) * c->head_dim);
+            cr_assert_arr_eq(b->k_norm, o->k_norm, sizeof(float) * c->head_dim);
+        }
+        spruce_model_put_block(m, b);
+        spruce_model_put_block(src, o);
+    }
+    /* the pruned checkpoint evaluates */
+    load_golden(dir, c->vocab_size, &ids, &gold);
+    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NSEQ * SEQ, SEQ, NULL, NULL, &ppl,
+                                         &nwin), 0, "%s", spruce_errdetail());
+    cr_assert(isfinite(ppl) && ppl > 1 && nwin == NSEQ, "perplexity %g", ppl);
+    /* masks export lists exactly the linear layers */
+    snprintf(h5, sizeof h5, "%s/m.h5", d);
+    snprintf(cmd, sizeof cmd, "'%s' masks export '%s' -o '%s' >/dev/null 2>&1", bin, out, h5);
+    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    cr_assert_eq(spruce_maskreader_open(h5, &mr), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_maskreader_count(mr), SPRUCE_NPROJ * c->num_hidden_layers);
+    for (i = 0; i < spruce_maskreader_count(mr); i++)
+        cr_assert_eq(spruce_family_is_linear(c->model_type, spruce_maskreader_name_at(mr, i)),
+                     1, "%s", spruce_maskreader_name_at(mr, i));
+    spruce_maskreader_close(mr);
+    spruce_model_free(m);
+    spruce_model_free(src);
+    free(gold);
+    free(ids);
+    free(cal);
+    rm_tree(d);
+    free(d);
+}
+
+Test(prune, qwen3_sparsegpt_half) { check_prune("qwen3", "--sparsity 0.5", 0); }
+Test(prune, qwen3_sparsegpt_2_4) { check_prune("qwen3", "--pattern 2:4", 1); }
+Test(prune, llama3_rope_sparsegpt_half)
+{
+    check_prune("llama3-rope", "--sparsity 0.5", 0);
+}
+Test(prune, llama3_rope_sparsegpt_2_4)
+{
+    check_prune("llama3-rope", "--pattern 2:4", 1);
+}
+
+/* ---- the memory estimate covers qwen3's shapes ------------------------------------ */
+
+/* At least the float32 block it holds (every tensor of a block, from the
+ * family table) and the Hessian of o's input, heads * head_dim wide. */
+Test(families, memory_estimate_covers_qwen3_shapes)
+{
+    spruce_config c;
+    spruce_family_tensor t;
+    double block = 0, qd;
+    size_t i;
+    parse_ok("{\"model_type\": \"qwen3\", \"hidden_size\": 1024, \"intermediate_size\": 3072, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 16, "
+             "\"num_key_value_heads\": 8, \"vocab_size\": 1000, "
+             "\"max_position_embeddings\": 4096}", &c);
+    qd = (double)spruce_dim_of(&c, SPRUCE_DIM_Q);
+    cr_assert_eq(qd, 16 * 128);
+    for (i = 0; spruce_family_tensor_at(&c, i, &t) == 1; i++)
+        if (t.layer == 0)
+            block += (double)t.shape[0] * (t.ndim == 2 ? (double)t.shape[1] : 1.0);
+    cr_assert(spruce_pipeline_memory(&c, 1, 16) >= 4.0 * (block + qd * qd),
+              "estimate %g B, the block and o's Hessian alone are %g B",
+              spruce_pipeline_memory(&c, 1, 16), 4.0 * (block + qd * qd));
+}
