@@ -945,3 +945,79 @@ Test(families, memory_estimate_covers_qwen3_shapes)
               "estimate %g B, the block and o's Hessian alone are %g B",
               spruce_pipeline_memory(&c, 1, 16), 4.0 * (block + qd * qd));
 }
+
+/* ---- synth of a family ------------------------------------------------------------- */
+
+/* A qwen3 checkpoint with heads x head_dim != hidden and a llama one with
+ * llama3 rope scaling: they open with the shapes asked for, and the cached
+ * decoder gives the forward's logits. */
+static void check_synth(const spruce_synth_family *fam, int hidden, int heads, int head_dim)
+{
+    spruce_synth_config sc;
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    const spruce_config *c;
+    char *d = tmp_dir();
+    uint32_t ids[20];
+    float *fw, *lg;
+    int t, V;
+    double worst = 0;
+    spruce_synth_defaults(&sc);
+    sc.hidden = hidden;
+    sc.heads = heads;
+    sc.kv_heads = heads / 2;
+    sc.intermediate = 96;
+    sc.vocab = 128;
+    sc.max_position = 256;
+    cr_assert_eq(spruce_synth_write_family(d, &sc, fam, 1), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(m);
+    cr_assert_str_eq(c->model_type, fam->model_type);
+    cr_assert_eq(c->head_dim, head_dim);
+    cr_assert_eq(c->rope.type, fam->rope);
+    cr_assert_eq(c->qk_norm, !strcmp(fam->model_type, "qwen3"));
+    {
+        const spruce_ckpt *ck = spruce_model_ckpt(m);
+        int64_t total = 0;
+        int i;
+        for (i = 0; i < spruce_ckpt_count(ck); i++)
+            total += spruce_tensor_numel(spruce_ckpt_tensor_at(ck, i));
+        cr_assert_eq(spruce_synth_family_nparams(&sc, fam), total);
+    }
+    V = c->vocab_size;
+    spruce_tokens_random(ids, 20, (uint32_t)V, 3);
+    fw = malloc(sizeof(float) * 20 * V);
+    lg = malloc(sizeof(float) * V);
+    cr_assert_eq(spruce_model_forward(m, ids, 20, fw), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_decoder_create(m, 20, SPRUCE_DECODE_DENSE, &dec), 0);
+    for (t = 0; t < 20; t++) {
+        cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
+        worst = fmax(worst, max_abs_diff(lg, fw + (size_t)t * V, (size_t)V));
+    }
+    cr_assert(worst < TOL, "%s: decoder %g from the forward", fam->model_type, worst);
+    spruce_decoder_free(dec);
+    free(fw);
+    free(lg);
+    spruce_model_free(m);
+    rm_tree(d);
+    free(d);
+}
+
+Test(synth, qwen3_with_its_own_head_dim)
+{
+    spruce_synth_family f;
+    spruce_synth_family_defaults(&f);
+    f.model_type = "qwen3";
+    f.head_dim = 32;
+    check_synth(&f, 64, 4, 32);
+}
+
+Test(synth, llama_with_llama3_rope)
+{
+    spruce_synth_family f;
+    spruce_synth_family_defaults(&f);
+    f.rope = SPRUCE_ROPE_LLAMA3;
+    check_synth(&f, 64, 4, 16);
+    f.rope = SPRUCE_ROPE_YARN;
+    check_synth(&f, 64, 4, 16);
+}

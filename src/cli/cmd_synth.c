@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "spruce_ckpt.h"
+#include "spruce_family.h"
 #include "spruce_tokens.h"
 
 static void usage(FILE *f)
@@ -28,6 +29,14 @@ static void usage(FILE *f)
             "  --vocab N           vocabulary size (default %d)\n"
             "  --max-position N    max_position_embeddings (default %d)\n"
             "  --dtype T           f32, f16 or bf16 (default f32)\n"
+            "  --family F          llama (default), mistral, qwen2 or qwen3 (q/k norms; head_dim\n"
+            "                      written to config.json)\n"
+            "  --head-dim N        head size (default hidden / heads; any even N, so that\n"
+            "                      heads x N may differ from hidden as in Qwen3)\n"
+            "  --rope-scaling T    rope_scaling of config.json: linear, dynamic, yarn or llama3\n"
+            "                      (low/high_freq_factor 1/4, original_max_position_embeddings\n"
+            "                      = max-position / factor); default none\n"
+            "  --rope-factor F     its factor (default 8 for llama3, 4 for the others)\n"
             "  --seed S            random seed (default 0)\n"
             "  --force             replace an existing non-empty OUT_DIR\n\n"
             "token files (ids uniform in [0, vocab); format by extension: .u16, .u32, .txt):\n"
@@ -75,16 +84,23 @@ int spruce_cmd_synth(int argc, char **argv)
         {"calib", required_argument, NULL, 'c'},
         {"eval", required_argument, NULL, 'e'},
         {"count", required_argument, NULL, 'n'},
+        {"family", required_argument, NULL, 'F'},
+        {"head-dim", required_argument, NULL, 'd'},
+        {"rope-scaling", required_argument, NULL, 'r'},
+        {"rope-factor", required_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     spruce_synth_config cfg;
+    spruce_synth_family fam;
+    double fv;
     const char *calib = NULL, *eval = NULL, *out;
     long v, count = 16384;
     int c, force = 0, rc;
     double t0;
 
     spruce_synth_defaults(&cfg);
+    spruce_synth_family_defaults(&fam);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -108,6 +124,27 @@ int spruce_cmd_synth(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'F':
+            if (!spruce_family_find(optarg)) {
+                cli_fail("--family: expected one of %s, got '%s'", spruce_family_supported(),
+                         optarg);
+                return 2;
+            }
+            fam.model_type = optarg;
+            break;
+        case 'd': if (cli_parse_int("--head-dim", optarg, 2, 1 << 16, &v)) return 2; fam.head_dim = (int)v; break;
+        case 'r':
+            if (!strcmp(optarg, "linear")) fam.rope = SPRUCE_ROPE_LINEAR;
+            else if (!strcmp(optarg, "dynamic")) fam.rope = SPRUCE_ROPE_DYNAMIC;
+            else if (!strcmp(optarg, "yarn")) fam.rope = SPRUCE_ROPE_YARN;
+            else if (!strcmp(optarg, "llama3")) fam.rope = SPRUCE_ROPE_LLAMA3;
+            else {
+                cli_fail("--rope-scaling: expected linear, dynamic, yarn or llama3, got '%s'",
+                         optarg);
+                return 2;
+            }
+            break;
+        case 'R': if (cli_parse_float("--rope-factor", optarg, 1.0, 1e6, &fv)) return 2; fam.rope_factor = fv; break;
         case 'f': force = 1; break;
         case 'c': calib = optarg; break;
         case 'e': eval = optarg; break;
@@ -122,15 +159,22 @@ int spruce_cmd_synth(int argc, char **argv)
         return 2;
     }
     out = argv[optind];
-    if (cfg.hidden % cfg.heads || (cfg.hidden / cfg.heads) % 2 || cfg.heads % cfg.kv_heads) {
+    if ((!fam.head_dim && (cfg.hidden % cfg.heads || (cfg.hidden / cfg.heads) % 2)) ||
+        cfg.heads % cfg.kv_heads) {
         cli_fail("synth: --hidden %d, --heads %d, --kv-heads %d: need hidden = heads x an even head "
-                 "size and heads a multiple of kv-heads", cfg.hidden, cfg.heads, cfg.kv_heads);
+                 "size (or --head-dim) and heads a multiple of kv-heads", cfg.hidden, cfg.heads,
+                 cfg.kv_heads);
+        return 2;
+    }
+    if (fam.head_dim % 2) {
+        cli_fail("synth: --head-dim %d must be even for rotary embeddings", fam.head_dim);
         return 2;
     }
     t0 = spruce_clock_now();
-    fprintf(stderr, "spruce synth: %lld parameters, %d layers, hidden %d, writing %s\n",
-            (long long)spruce_synth_nparams(&cfg), cfg.layers, cfg.hidden, out);
-    if ((rc = spruce_synth_write(out, &cfg, force))) {
+    fprintf(stderr, "spruce synth: %s, %lld parameters, %d layers, hidden %d, writing %s\n",
+            fam.model_type, (long long)spruce_synth_family_nparams(&cfg, &fam), cfg.layers,
+            cfg.hidden, out);
+    if ((rc = spruce_synth_write_family(out, &cfg, &fam, force))) {
         cli_error(rc, "synth %s", out);
         return 1;
     }

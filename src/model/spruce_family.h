@@ -15,6 +15,7 @@
 #define SPRUCE_FAMILY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "spruce_error.h"
 #include "spruce_model.h"
@@ -135,6 +136,33 @@ int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tens
  * another layout), SPRUCE_EUNSUPPORTED (detail: the supported types) for an
  * unknown model_type, SPRUCE_EINVAL for NULL. */
 int spruce_family_is_linear(const char *model_type, const char *tensor_name);
+
+/* ---- random checkpoints of a family (synth.c) ------------------------------ */
+
+/* What spruce_synth_write (spruce_ckpt.h) leaves at llama's: the family, an
+ * explicit head_dim, and rope_scaling. */
+typedef struct {
+    const char *model_type;    /* a family of the table; NULL: "llama" */
+    int head_dim;              /* 0: hidden / heads */
+    spruce_rope_type rope;     /* SPRUCE_ROPE_DEFAULT: no rope_scaling */
+    double rope_factor;        /* 0: 8 for llama3, 4 for the others */
+} spruce_synth_family;
+
+void spruce_synth_family_defaults(spruce_synth_family *f);
+
+/* spruce_synth_write for family f (NULL: llama's defaults).  config.json gets
+ * the family's model_type and architecture, head_dim, and for rope:
+ *   linear, dynamic  {"rope_type", "factor"}
+ *   yarn             {"rope_type", "factor"} (max_position is the pre-yarn length)
+ *   llama3           {"rope_type", "factor", "low_freq_factor": 1, "high_freq_factor": 4,
+ *                     "original_max_position_embeddings": max_position / factor}
+ * Every tensor of the family table is written (the q/k norms of qwen3 as
+ * norms, near 1). */
+int spruce_synth_write_family(const char *outdir, const spruce_synth_config *c,
+                              const spruce_synth_family *f, int force);
+
+/* Parameters of that checkpoint (every tensor of the family table). */
+int64_t spruce_synth_family_nparams(const spruce_synth_config *c, const spruce_synth_family *f);
 
 #ifdef __cplusplus
 }

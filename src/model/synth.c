@@ -1,6 +1,7 @@
-/* synth.c: a deterministic random LLaMA-shaped Hugging Face checkpoint.
+/* synth.c: a deterministic random LLaMA-shaped Hugging Face checkpoint, of
+ * llama or another family of the table (spruce_synth_write_family).
  *
- * The tensors are those of the llama row of the family table (spruce_family.h),
+ * The tensors are those of the family's row of the family table (spruce_family.h),
  * with the Hugging Face names and shapes (W is (out, in) row-major):
  *   model.embed_tokens.weight                      (vocab, hidden)      N(0, 1)
  *   model.layers.{i}.input_layernorm.weight         (hidden)            1 + 0.05 N(0, 1)
@@ -11,6 +12,7 @@
  *   model.layers.{i}.mlp.{gate,up}_proj.weight      (inter, hidden)     N(0, 1/hidden)
  *   model.layers.{i}.mlp.down_proj.weight           (hidden, inter)     N(0, 1/inter)
  *   model.norm.weight (hidden), lm_head.weight (vocab, hidden)          as above
+ *   qwen3: model.layers.{i}.self_attn.{q,k}_norm.weight (head_dim)       as the norms
  * Linear weights are scaled by 1/sqrt(fan_in), as in a trained model, so that
  * activations stay of order one through the layers.  Each run of 65536
  * elements of a tensor has its own generator seeded from (seed, tensor name,
@@ -27,8 +29,32 @@
 #include "ckpt_internal.h"
 #include "spruce_family.h"
 
-/* The family whose layout synth writes (its table row names every tensor). */
+/* The family synth writes by default (its table row names every tensor). */
 #define SYNTH_FAMILY "llama"
+
+void spruce_synth_family_defaults(spruce_synth_family *f)
+{
+    memset(f, 0, sizeof *f);
+    f->model_type = SYNTH_FAMILY;
+    f->rope = SPRUCE_ROPE_DEFAULT;
+}
+
+static const char *fam_type(const spruce_synth_family *f)
+{
+    return f && f->model_type ? f->model_type : SYNTH_FAMILY;
+}
+
+static int fam_head_dim(const spruce_synth_config *c, const spruce_synth_family *f)
+{
+    return f && f->head_dim > 0 ? f->head_dim : c->hidden / (c->heads ? c->heads : 1);
+}
+
+static double fam_factor(const spruce_synth_family *f)
+{
+    if (f->rope_factor > 0)
+        return f->rope_factor;
+    return f->rope == SPRUCE_ROPE_LLAMA3 ? 8.0 : 4.0;
+}
 
 #define RUN 65536   /* elements per generator */
 #define BATCH 64    /* runs generated (in parallel) per write */
@@ -102,15 +128,27 @@ static const char *torch_str(spruce_dtype d)
     return d == SPRUCE_DTYPE_F16 ? "float16" : d == SPRUCE_DTYPE_BF16 ? "bfloat16" : "float32";
 }
 
-static int check_config(const spruce_synth_config *c)
+static int check_config(const spruce_synth_config *c, const spruce_synth_family *f)
 {
     if (c->hidden <= 0 || c->intermediate <= 0 || c->layers <= 0 || c->heads <= 0 ||
         c->kv_heads <= 0 || c->vocab <= 0 || c->max_position <= 0)
         return spruce__seterr(SPRUCE_EINVAL, "synth: every size must be positive");
-    if (c->hidden % c->heads)
+    if (!spruce_family_find(fam_type(f)))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "synth: family '%s' (supported: %s)",
+                              fam_type(f), spruce_family_supported());
+    if (f && f->head_dim % 2)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: head_dim %d must be even for rotary "
+                              "embeddings", f->head_dim);
+    if (f && (f->rope < SPRUCE_ROPE_DEFAULT || f->rope > SPRUCE_ROPE_LLAMA3 ||
+              f->rope_factor < 0 || (f->rope == SPRUCE_ROPE_DYNAMIC && fam_head_dim(c, f) <= 2)))
+        return spruce__seterr(SPRUCE_EINVAL, "synth: rope scaling %d with factor %g",
+                              (int)f->rope, f->rope_factor);
+    if (f && f->head_dim > 0)
+        ;   /* an explicit head_dim needs no hidden = heads x head_dim */
+    else if (c->hidden % c->heads)
         return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d is not a multiple of heads %d",
                               c->hidden, c->heads);
-    if ((c->hidden / c->heads) % 2)
+    else if ((c->hidden / c->heads) % 2)
         return spruce__seterr(SPRUCE_EINVAL, "synth: head dimension %d (hidden / heads) must "
                               "be even for rotary embeddings", c->hidden / c->heads);
     if (c->heads % c->kv_heads)
@@ -123,29 +161,31 @@ static int check_config(const spruce_synth_config *c)
 }
 
 /* The config the model will read from config.json (write_config). */
-static void model_config(const spruce_synth_config *c, spruce_config *mc)
+static void model_config(const spruce_synth_config *c, const spruce_synth_family *f,
+                         spruce_config *mc)
 {
     memset(mc, 0, sizeof *mc);
-    snprintf(mc->model_type, sizeof mc->model_type, "%s", SYNTH_FAMILY);
-    mc->family = spruce_family_find(SYNTH_FAMILY);
+    snprintf(mc->model_type, sizeof mc->model_type, "%s", fam_type(f));
+    mc->family = spruce_family_find(fam_type(f));
     mc->hidden_size = c->hidden;
     mc->intermediate_size = c->intermediate;
     mc->num_hidden_layers = c->layers;
     mc->num_attention_heads = c->heads;
     mc->num_key_value_heads = c->kv_heads;
-    mc->head_dim = c->hidden / c->heads;
+    mc->head_dim = fam_head_dim(c, f);
+    mc->qk_norm = mc->family && mc->family->q_norm;
     mc->vocab_size = c->vocab;
     mc->max_position_embeddings = c->max_position;
 }
 
 /* Every tensor of the family table, in its order. */
-static tdesc *describe(const spruce_synth_config *c, int *n)
+static tdesc *describe(const spruce_synth_config *c, const spruce_synth_family *f, int *n)
 {
     spruce_config mc;
     spruce_family_tensor ft;
     size_t i, count;
     tdesc *t;
-    model_config(c, &mc);
+    model_config(c, f, &mc);
     for (count = 0; spruce_family_tensor_at(&mc, count, &ft) == 1; count++)
         ;
     t = calloc(count, sizeof *t);
@@ -169,15 +209,33 @@ static int64_t numel_of(const tdesc *t)
     return t->ndim == 2 ? t->shape[0] * t->shape[1] : t->shape[0];
 }
 
-static int write_config(const spruce_synth_config *c, const char *path)
+static int write_config(const spruce_synth_config *c, const spruce_synth_family *f,
+                        const char *path)
 {
+    static const char *rope_names[] = {"default", "linear", "dynamic", "yarn", "llama3"};
+    const spruce_family *fam = spruce_family_find(fam_type(f));
     json_t *j = json_object();
     int rc = 0;
     if (!j)
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
-    json_object_set_new(j, "architectures",
-                        json_pack("[s]", spruce_family_find(SYNTH_FAMILY)->architecture));
-    json_object_set_new(j, "model_type", json_string(SYNTH_FAMILY));
+    json_object_set_new(j, "architectures", json_pack("[s]", fam->architecture));
+    json_object_set_new(j, "model_type", json_string(fam->model_type));
+    if ((f && f->head_dim > 0) || fam->default_head_dim)   /* else hidden / heads */
+        json_object_set_new(j, "head_dim", json_integer(fam_head_dim(c, f)));
+    if (f && f->rope != SPRUCE_ROPE_DEFAULT) {
+        double factor = fam_factor(f);
+        json_t *rs = json_pack("{s:s, s:f}", "rope_type", rope_names[f->rope], "factor", factor);
+        if (f->rope == SPRUCE_ROPE_LLAMA3) {
+            int orig = (int)(c->max_position / factor);
+            json_object_set_new(rs, "low_freq_factor", json_real(1.0));
+            json_object_set_new(rs, "high_freq_factor", json_real(4.0));
+            json_object_set_new(rs, "original_max_position_embeddings",
+                                json_integer(orig > 0 ? orig : 1));
+        }
+        json_object_set_new(j, "rope_scaling", rs);
+    }
+    if (fam->window_switch_key)
+        json_object_set_new(j, fam->window_switch_key, json_false());
     json_object_set_new(j, "hidden_size", json_integer(c->hidden));
     json_object_set_new(j, "intermediate_size", json_integer(c->intermediate));
     json_object_set_new(j, "num_hidden_layers", json_integer(c->layers));
@@ -188,7 +246,8 @@ static int write_config(const spruce_synth_config *c, const char *path)
     json_object_set_new(j, "rms_norm_eps", json_real(1e-5));
     json_object_set_new(j, "rope_theta", json_real(10000.0));
     json_object_set_new(j, "hidden_act", json_string("silu"));
-    json_object_set_new(j, "attention_bias", json_false());
+    if (fam->attention_bias_key)
+        json_object_set_new(j, fam->attention_bias_key, json_false());
     json_object_set_new(j, "tie_word_embeddings", json_false());
     json_object_set_new(j, "torch_dtype", json_string(torch_str(c->dtype)));
     json_object_set_new(j, "bos_token_id", json_integer(1));
@@ -241,6 +300,12 @@ static char *make_header(const tdesc *t, int n, spruce_dtype dt, size_t *len)
 
 int spruce_synth_write(const char *outdir, const spruce_synth_config *c, int force)
 {
+    return spruce_synth_write_family(outdir, c, NULL, force);
+}
+
+int spruce_synth_write_family(const char *outdir, const spruce_synth_config *c,
+                              const spruce_synth_family *fam, int force)
+{
     tdesc *t = NULL;
     int n = 0, i, rc = 0, fd = -1;
     char *tmp = NULL, *path = NULL, *hdr = NULL;
@@ -251,10 +316,10 @@ int spruce_synth_write(const char *outdir, const spruce_synth_config *c, int for
 
     if (!outdir || !c)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_synth_write: NULL argument");
-    if ((rc = check_config(c)))
+    if ((rc = check_config(c, fam)))
         return rc;
     item = c->dtype == SPRUCE_DTYPE_F32 ? 4 : 2;
-    t = describe(c, &n);
+    t = describe(c, fam, &n);
     f = malloc((size_t)RUN * BATCH * sizeof *f);
     bytes = malloc((size_t)RUN * BATCH * item);
     if (!t || !f || !bytes || !(hdr = make_header(t, n, c->dtype, &hlen))) {
@@ -267,7 +332,7 @@ int spruce_synth_write(const char *outdir, const spruce_synth_config *c, int for
         rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir);
         goto done;
     }
-    if ((rc = write_config(c, path)))
+    if ((rc = write_config(c, fam, path)))
         goto done;
     free(path);
     if (!(path = spruce__path_join(tmp, "model.safetensors"))) {
@@ -346,4 +411,16 @@ int64_t spruce_synth_nparams(const spruce_synth_config *c)
     int64_t hd = c->hidden / (c->heads ? c->heads : 1), H = c->hidden, I = c->intermediate;
     int64_t per = 2 * H + c->heads * hd * H * 2 + 2 * c->kv_heads * hd * H + 3 * H * I;
     return 2 * (int64_t)c->vocab * H + H + c->layers * per;
+}
+
+int64_t spruce_synth_family_nparams(const spruce_synth_config *c, const spruce_synth_family *f)
+{
+    spruce_config mc;
+    spruce_family_tensor ft;
+    int64_t total = 0;
+    size_t i;
+    model_config(c, f, &mc);
+    for (i = 0; spruce_family_tensor_at(&mc, i, &ft) == 1; i++)
+        total += (int64_t)ft.shape[0] * (ft.ndim == 2 ? (int64_t)ft.shape[1] : 1);
+    return total;
 }
