@@ -1,4 +1,4 @@
-/* spruce_model.h: the LLaMA-family forward (llama, mistral, qwen2); the
+/* spruce_model.h: the LLaMA-family forward (llama, mistral, qwen2, qwen3); the
  * block-by-block pruning pipeline built on it is in spruce_pipeline.h, the
  * table of families (tensor names, block shape) in spruce_family.h.
  *
@@ -7,7 +7,8 @@
  *   for each block:
  *     a = rmsnorm(x) * attn_norm                     // input of q/k/v
  *     q, k, v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)
- *     rotate-half RoPE on q, k with rope_theta
+ *     qwen3: q_h = rmsnorm(q_h) * q_norm, k_h likewise, per head (head_dim)
+ *     rotate-half RoPE on q, k with rope_theta and rope_scaling
  *     o_in = causal softmax(q k^T / sqrt(head_dim)) v per head, kv heads shared
  *     x += o_in Wo^T                                  // o_in is the input of o
  *     m = rmsnorm(x) * mlp_norm                       // input of gate/up
