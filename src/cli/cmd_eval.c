@@ -1,14 +1,10 @@
 /* cmd_eval.c: `spruce eval MODEL_DIR --data FILE [--seqlen T] [--act-mib N] [--threads N]
  * [--logits OUT]`: perplexity over non-overlapping windows of T tokens, and optionally
  * every window's logits. */
-#include <errno.h>
 #include <getopt.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cblas.h>
 #ifdef _OPENMP
@@ -16,6 +12,7 @@
 #endif
 
 #include "cli.h"
+#include "eval_logits.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
 
@@ -40,86 +37,6 @@ static void usage(FILE *f)
             "  -h, --help      this message\n");
 }
 
-/* --logits: float32 little-endian rows appended to a temporary file beside
- * OUT, renamed to OUT when every window is written. */
-typedef struct {
-    const char *path;
-    char *tmp;
-    FILE *f;
-} logits_out;
-
-static int write_logits(void *ctx, size_t w, int t0, const float *rows, int nrows, int vocab)
-{
-    logits_out *o = ctx;
-    const uint16_t one = 1;
-    size_t n = (size_t)nrows * (size_t)vocab, i;
-    (void)w;
-    (void)t0;
-    if (*(const uint8_t *)&one) {   /* a little-endian host writes the floats as they are */
-        if (fwrite(rows, sizeof(float), n, o->f) != n)
-            return spruce__seterr(SPRUCE_EIO, "file %s: cannot write", o->tmp);
-        return 0;
-    }
-    for (i = 0; i < n; i++) {
-        uint32_t u;
-        uint8_t b[4];
-        memcpy(&u, rows + i, 4);
-        b[0] = (uint8_t)u; b[1] = (uint8_t)(u >> 8); b[2] = (uint8_t)(u >> 16);
-        b[3] = (uint8_t)(u >> 24);
-        if (fwrite(b, 1, 4, o->f) != 4)
-            return spruce__seterr(SPRUCE_EIO, "file %s: cannot write", o->tmp);
-    }
-    return 0;
-}
-
-static int logits_open(logits_out *o, const char *path)
-{
-    int fd;
-    o->path = path;
-    o->f = NULL;
-    if (!(o->tmp = malloc(strlen(path) + 16)))
-        return spruce__seterr(SPRUCE_ENOMEM, "file %s", path);
-    sprintf(o->tmp, "%s.tmp.XXXXXX", path);
-    fd = mkstemp(o->tmp);
-    if (fd >= 0) {   /* mkstemp's 0600, widened to what the umask allows */
-        mode_t um = umask(0);
-        umask(um);
-        (void)fchmod(fd, 0666 & ~um);
-    }
-    if (fd < 0 || !(o->f = fdopen(fd, "wb"))) {
-        int e = errno;
-        if (fd >= 0) {
-            close(fd);
-            unlink(o->tmp);
-        }
-        free(o->tmp);
-        o->tmp = NULL;
-        return spruce__seterr(SPRUCE_EIO, "file %s: cannot create a temporary file beside it: "
-                              "%s", path, strerror(e));
-    }
-    return 0;
-}
-
-/* Commit (rename into place) when ok, else remove the temporary file. */
-static int logits_close(logits_out *o, int ok)
-{
-    int rc = 0;
-    if (!o->tmp)
-        return 0;
-    if (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0)
-        rc = spruce__seterr(SPRUCE_EIO, "file %s: cannot write: %s", o->tmp, strerror(errno));
-    if (fclose(o->f) != 0 && !rc)
-        rc = spruce__seterr(SPRUCE_EIO, "file %s: cannot write: %s", o->tmp, strerror(errno));
-    if (ok && !rc && rename(o->tmp, o->path) != 0)
-        rc = spruce__seterr(SPRUCE_EIO, "file %s: cannot rename %s to it: %s", o->path, o->tmp,
-                            strerror(errno));
-    if (!ok || rc)
-        unlink(o->tmp);
-    free(o->tmp);
-    o->tmp = NULL;
-    return rc;
-}
-
 static void eval_progress(void *ctx, int layer, int nlayers)
 {
     double t0 = *(double *)ctx, el = spruce_clock_now() - t0;
@@ -139,7 +56,7 @@ int spruce_cmd_eval(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *data = NULL, *dir, *logits_path = NULL;
-    logits_out lo = {NULL, NULL, NULL};
+    eval_logits lo = {NULL, NULL, NULL};
     long seqlen = 0, threads = 0, act_mib = 0;
     spruce_eval_opts eo;
     spruce_model *m = NULL;
@@ -201,11 +118,11 @@ int spruce_cmd_eval(int argc, char **argv)
     eo.progress = eval_progress;
     eo.ctx = &t0;
     if (logits_path) {
-        if ((rc = logits_open(&lo, logits_path))) {
+        if ((rc = eval_logits_open(&lo, logits_path))) {
             cli_error(rc, "eval: --logits");
             goto done;
         }
-        eo.logits = write_logits;
+        eo.logits = eval_logits_write;
         eo.logits_ctx = &lo;
     }
     if ((rc = spruce_model_perplexity_opts(m, ids, n, (int)seqlen, &eo, &ppl, &nwin))) {
@@ -213,7 +130,7 @@ int spruce_cmd_eval(int argc, char **argv)
         goto done;
     }
     if (logits_path) {
-        if ((rc = logits_close(&lo, 1))) {
+        if ((rc = eval_logits_close(&lo, 1))) {
             cli_error(rc, "eval: --logits");
             goto done;
         }
@@ -224,7 +141,7 @@ int spruce_cmd_eval(int argc, char **argv)
     printf("perplexity %.4f\n", ppl);
     status = 0;
 done:
-    logits_close(&lo, 0);
+    eval_logits_close(&lo, 0);
     free(ids);
     spruce_model_free(m);
     return status;
