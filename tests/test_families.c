@@ -662,6 +662,47 @@ Test(rope, dynamic_decoder_updates_beyond_the_context)
     free(c);
 }
 
+/* A prompt fed with spruce_decoder_prefill rotates with the frequencies of its
+ * length, as transformers' generate computes the prompt in one forward: its
+ * last position's logits are the forward's. */
+Test(rope, dynamic_prefill_is_the_forward_of_the_prompt)
+{
+    NEED_FAMILY(src, "llama3-rope");
+    char *a = with_rope(src, "{\"rope_type\": \"dynamic\", \"factor\": 2.0}", 500000.0, 32);
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    uint32_t *ids;
+    float *gold, *fw, lg[256], st[256];
+    int t, n;
+    load_golden(src, 256, &ids, &gold);
+    fw = malloc(sizeof(float) * SEQ * 256);
+    cr_assert_eq(spruce_model_open(a, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_decoder_create(m, SEQ + 1, SPRUCE_DECODE_DENSE, &dec), 0);
+    for (n = 20; n <= SEQ; n += SEQ - 20) {   /* within the context, then beyond it */
+        cr_assert_eq(spruce_model_forward(m, ids, n, fw), 0, "%s", spruce_errdetail());
+        spruce_decoder_reset(dec);
+        cr_assert_eq(spruce_decoder_prefill(dec, ids, n, lg), 0, "%s", spruce_errdetail());
+        cr_assert(max_abs_diff(lg, fw + (size_t)(n - 1) * 256, 256) < TOL,
+                  "prefill of %d tokens: %g from the forward", n,
+                  max_abs_diff(lg, fw + (size_t)(n - 1) * 256, 256));
+        spruce_decoder_reset(dec);
+        for (t = 0; t < n; t++)
+            cr_assert_eq(spruce_decoder_step(dec, ids[t], st), 0);
+        if (n <= 32)
+            cr_assert(max_abs_diff(st, lg, 256) < TOL, "within the context, steps = prefill");
+        else
+            cr_assert(max_abs_diff(st, lg, 256) > 1e-3, "beyond it, steps rotate each "
+                      "position with its own frequencies");
+    }
+    spruce_decoder_free(dec);
+    spruce_model_free(m);
+    free(fw);
+    free(gold);
+    free(ids);
+    rm_tree(a);
+    free(a);
+}
+
 /* ---- qwen3's q/k norms against a scalar block ---------------------------------- */
 
 typedef struct {

@@ -35,9 +35,10 @@ static void usage(FILE *f)
             "  --threads N        threads (default: all cores)\n"
             "  -h, --help         this message\n\n"
             "Prints the generated ids, then tokens/s of the prompt and of the generation.\n"
-            "Prompt and steps beyond max_position_embeddings run as transformers runs them,\n"
-            "after a warning (rope_type dynamic: the token at position p rotates with the\n"
-            "frequencies of a p + 1 token sequence, cached keys keep theirs).\n");
+            "Prompt and steps beyond max_position_embeddings run as transformers' generate runs\n"
+            "them, after a warning (rope_type dynamic: the prompt rotates with the frequencies\n"
+            "of its length, each generated token at position p with those of a p + 1 token\n"
+            "sequence; cached keys keep theirs).\n");
 }
 
 /* Whitespace-separated ids; -1 (after a message) on anything else. */
@@ -240,11 +241,10 @@ int spruce_cmd_run(int argc, char **argv)
         goto done;
     }
     t0 = spruce_clock_now();
-    for (i = 0; i < nprompt; i++)
-        if ((rc = spruce_decoder_step(d, prompt[i], i == nprompt - 1 ? logits : NULL))) {
-            cli_error(rc, "run: prompt");
-            goto done;
-        }
+    if ((rc = spruce_decoder_prefill(d, prompt, nprompt, logits))) {
+        cli_error(rc, "run: prompt");
+        goto done;
+    }
     t_prompt = spruce_clock_now() - t0;
     rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)seed;
     t0 = spruce_clock_now();

@@ -21,6 +21,7 @@ struct spruce_decoder {
     spruce_model *m;
     const spruce_config *c;
     int max_T, pos, nsparse, nthreads;
+    long prefill_len;                     /* rope table length of a prompt being fed, or 0 */
     dec_layer *layers;
     float *cos, *sin;                     /* (max_T, head_dim / 2) RoPE tables */
     float *x, *a, *q, *k, *v, *att, *t;   /* (hidden) or (qdim / kvdim) */
@@ -191,6 +192,7 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
 {
     const spruce_config *c;
     spruce__block_run r;
+    long L;
     int rc, i;
     if (!d)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_decoder_step: NULL decoder");
@@ -204,11 +206,14 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
     if ((rc = spruce_model_embed(d->m, &id, 1, d->x)))
         return rc;
     /* dynamic rope, as transformers' dynamic_rope_update with a cache: the
-     * token at pos rotates with the frequencies of a pos + 1 token sequence,
-     * the cached keys keep theirs */
-    if (spruce__rope_table_len(c, d->pos + 1) != spruce__rope_table_len(c, 1) &&
-        (rc = spruce__rope_fill(c, spruce__rope_table_len(c, d->pos + 1), d->pos, 1,
-                                d->cos + (size_t)d->pos * (c->head_dim / 2),
+     * token at pos rotates with the frequencies of a pos + 1 token sequence
+     * (of the whole prompt, inside spruce_decoder_prefill), the cached keys
+     * keep theirs */
+    L = spruce__rope_table_len(c, d->pos + 1);
+    if (d->prefill_len > L)
+        L = d->prefill_len;
+    if (L != spruce__rope_table_len(c, 1) &&
+        (rc = spruce__rope_fill(c, L, d->pos, 1, d->cos + (size_t)d->pos * (c->head_dim / 2),
                                 d->sin + (size_t)d->pos * (c->head_dim / 2))))
         return rc;
     /* One token at position pos: x is the residual stream, updated in place;
@@ -238,4 +243,19 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
     if (logits)
         spruce_model_head(d->m, d->x, 1, d->xn, logits);
     return 0;
+}
+
+int spruce_decoder_prefill(spruce_decoder *d, const uint32_t *ids, int n, float *logits)
+{
+    int rc = 0, i;
+    if (!d || !ids || n <= 0)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_decoder_prefill: bad argument");
+    if (d->pos + n > d->max_T)
+        return spruce__seterr(SPRUCE_EINVAL, "decoder: %d prompt tokens after %d, the cache "
+                              "holds %d positions", n, d->pos, d->max_T);
+    d->prefill_len = spruce__rope_table_len(d->c, (long)d->pos + n);
+    for (i = 0; i < n && !rc; i++)
+        rc = spruce_decoder_step(d, ids[i], i == n - 1 ? logits : NULL);
+    d->prefill_len = 0;
+    return rc;
 }

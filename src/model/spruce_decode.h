@@ -4,8 +4,8 @@
  *
  *   spruce_decoder *d;
  *   spruce_decoder_create(model, max_T, SPRUCE_DECODE_AUTO, &d);
- *   for each prompt id:  spruce_decoder_step(d, id, NULL);
- *   spruce_decoder_step(d, last, logits);   // logits of the next token (vocab)
+ *   spruce_decoder_prefill(d, prompt, n, logits);   // logits of the next token (vocab)
+ *   then per token:  spruce_decoder_step(d, id, logits);
  *   spruce_decoder_free(d);
  *
  * The same maths as spruce_model_forward (spruce_model.h), one position at a
@@ -50,6 +50,15 @@ int spruce_decoder_sparse_layers(const spruce_decoder *d);
  * the scores of the token after it.  SPRUCE_EINVAL for an id outside the
  * vocabulary or a full cache. */
 int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits);
+
+/* Feed a prompt ids[0..n) at the next positions; logits (may be NULL) as the
+ * last step's.  The same as stepping each id, except where the rotary
+ * embeddings depend on the sequence length (rope_scaling dynamic beyond
+ * max_position_embeddings): then the whole prompt rotates with the
+ * frequencies of its length, as transformers' generate computes a prompt in
+ * one forward; spruce_decoder_step alone gives each position those of the
+ * sequence up to it. */
+int spruce_decoder_prefill(spruce_decoder *d, const uint32_t *ids, int n, float *logits);
 
 #ifdef __cplusplus
 }
