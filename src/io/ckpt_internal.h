@@ -48,8 +48,8 @@ int spruce__ckpt_shard(const spruce_ckpt *c, int i, const char **name, const cha
                        const uint8_t **map, size_t *size);
 
 /* Output directories written atomically: make OUTDIR.tmp-<pid> after the
- * checks (refuse a non-empty outdir unless force; refuse outdir being, or
- * containing, protect_dir when it is not NULL).  *tmp is malloc'ed. */
+ * checks (refuse a non-empty outdir unless force; refuse outdir being, lying
+ * inside or containing protect_dir when it is not NULL: spruce_output_check).  *tmp is malloc'ed. */
 int spruce__outdir_begin(const char *outdir, int force, const char *protect_dir, char **tmp);
 /* fsync tmp itself, then publish and finish (below). */
 int spruce__outdir_commit(const char *tmp, const char *outdir, int force);

@@ -203,15 +203,12 @@ int spruce__outdir_begin(const char *outdir_in, int force, const char *protect_d
         return spruce__seterr(SPRUCE_EINVAL, "output directory: empty name");
     if (!(outdir = strip_slashes(outdir_in)))
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir_in);
+    if (protect_dir && (rc = spruce_output_check(outdir, 1, "the output directory", protect_dir,
+                                                 "the input checkpoint")))
+        goto done;
     if (stat(outdir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) {
             rc = spruce__seterr(SPRUCE_EEXIST, "%s: output exists and is not a directory", outdir);
-            goto done;
-        }
-        if (protect_dir && is_self_or_ancestor(protect_dir, st.st_dev, st.st_ino)) {
-            rc = spruce__seterr(SPRUCE_EINVAL,
-                                "%s: the output directory is (or contains) the input checkpoint %s; choose another",
-                                outdir, protect_dir);
             goto done;
         }
         if (!force && !dir_is_empty(outdir)) {
@@ -369,44 +366,70 @@ int spruce__outdir_commit(const char *tmp, const char *outdir, int force)
 
 /* ---- output paths that would destroy an input ---------------------------- */
 
-/* Is some ancestor of the existing directory dir (or dir itself) the
- * directory (dev, ino)?  Resolves symlinks and "..". */
-static int dir_chain_has(const char *dir, const struct stat *target)
-{
-    return is_self_or_ancestor(dir, target->st_dev, target->st_ino);
-}
-
-int spruce_output_check(const char *out, int out_is_dir, const char *out_what, const char *in,
-                        const char *in_what)
+/* out against one input path (a file, or the directory itself). */
+static int check_one(const char *out, int out_is_dir, const char *out_what, const char *in,
+                     const char *in_what, const char *shown)
 {
     struct stat so, si;
     char *parent = NULL;
     int out_exists, rc = 0;
 
-    if (!out || !*out || !in || !*in)
-        return 0;
     if (stat(in, &si) < 0)
         return 0; /* nothing there to destroy */
     out_exists = stat(out, &so) == 0;
     if (out_exists && so.st_dev == si.st_dev && so.st_ino == si.st_ino) {
         rc = spruce__seterr(SPRUCE_EINVAL, "%s: %s would overwrite %s %s; choose another path",
-                            out, out_what, in_what, in);
+                            out, out_what, in_what, shown);
         goto done;
     }
-    if (S_ISDIR(si.st_mode) && (parent = parent_of(out)) && dir_chain_has(parent, &si)) {
+    if (S_ISDIR(si.st_mode) && (parent = parent_of(out)) &&
+        is_self_or_ancestor(parent, si.st_dev, si.st_ino)) {
         rc = spruce__seterr(SPRUCE_EINVAL, "%s: %s lies inside %s %s; choose another path", out,
-                            out_what, in_what, in);
+                            out_what, in_what, shown);
         goto done;
     }
     if (out_is_dir && out_exists && S_ISDIR(so.st_mode) &&
         is_self_or_ancestor(in, so.st_dev, so.st_ino)) {
         rc = spruce__seterr(SPRUCE_EINVAL,
                             "%s: %s contains %s %s, which replacing it would delete; choose another path",
-                            out, out_what, in_what, in);
+                            out, out_what, in_what, shown);
         goto done;
     }
 done:
     free(parent);
+    return rc;
+}
+
+int spruce_output_check(const char *out, int out_is_dir, const char *out_what, const char *in,
+                        const char *in_what)
+{
+    struct stat si;
+    DIR *d;
+    struct dirent *e;
+    int rc;
+
+    if (!out || !*out || !in || !*in)
+        return 0;
+    if ((rc = check_one(out, out_is_dir, out_what, in, in_what, in)))
+        return rc;
+    if (stat(in, &si) < 0 || !S_ISDIR(si.st_mode) || !(d = opendir(in)))
+        return 0;
+    /* The files of an input directory may be symlinks to elsewhere (the
+     * Hugging Face cache): their targets are inputs too. */
+    while (!rc && (e = readdir(d))) {
+        char *p;
+        struct stat sl;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (!(p = spruce__path_join(in, e->d_name))) {
+            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", in);
+            break;
+        }
+        if (lstat(p, &sl) == 0 && S_ISLNK(sl.st_mode))
+            rc = check_one(out, out_is_dir, out_what, p, in_what, p);
+        free(p);
+    }
+    closedir(d);
     return rc;
 }
 
