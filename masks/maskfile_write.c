@@ -215,7 +215,7 @@ int spruce_maskfile_write(spruce_maskfile *f, const char *name, int64_t rows, in
     dset = H5Dcreate2(f->file, name, f->booltype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (dset < 0) {
         rc = spruce__seterr(SPRUCE_EHDF5, "%s: mask %s: cannot create dataset: %s", f->path, name,
-                            spruce__h5_msg());
+                            spruce__h5_sys_msg());
         goto done;
     }
     /* Write slabs of whole chunk rows, normalising any non-zero byte to 1. */
@@ -241,8 +241,8 @@ int spruce_maskfile_write(spruce_maskfile *f, const char *name, int64_t rows, in
         if (mspace < 0 ||
             H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
             H5Dwrite(dset, f->booltype, mspace, space, H5P_DEFAULT, buf) < 0) {
-            rc = spruce__seterr(SPRUCE_EHDF5, "%s: mask %s: write failed: %s", f->path, name,
-                                spruce__h5_msg());
+            rc = spruce__seterr(SPRUCE_EIO, "%s: mask %s: write failed: %s", f->path, name,
+                                spruce__h5_sys_msg());
             goto done;
         }
         H5Sclose(mspace);
@@ -256,7 +256,8 @@ int spruce_maskfile_write(spruce_maskfile *f, const char *name, int64_t rows, in
     if (!spruce__h5_put_attr(dset, "sparsity", H5T_NATIVE_DOUBLE, &sparsity) ||
         !spruce__h5_put_string(dset, "pattern", pattern) || !spruce__h5_put_string(dset, "method", method) ||
         (info && info->has_loss && !spruce__h5_put_attr(dset, "loss", H5T_NATIVE_DOUBLE, &info->loss))) {
-        rc = spruce__seterr(SPRUCE_EHDF5, "%s: mask %s: attributes: %s", f->path, name, spruce__h5_msg());
+        rc = spruce__seterr(SPRUCE_EHDF5, "%s: mask %s: attributes: %s", f->path, name,
+                            spruce__h5_sys_msg());
         goto done;
     }
 done:

@@ -130,15 +130,20 @@ int spruce_cmd_synth(int argc, char **argv)
     t0 = spruce_clock_now();
     fprintf(stderr, "spruce synth: %lld parameters, %d layers, hidden %d, writing %s\n",
             (long long)spruce_synth_nparams(&cfg), cfg.layers, cfg.hidden, out);
+    cli_signals_install(); /* a signal stops after the checkpoint, never inside it */
+    cli_clean_stale("synth", out);
     if ((rc = spruce_synth_write(out, &cfg, force))) {
         cli_error(rc, "synth %s", out);
         return 1;
     }
     fprintf(stderr, "spruce synth: wrote %s in %.1f s\n", out, spruce_clock_now() - t0);
     /* token streams: seeds derived from --seed, different for calib and eval */
-    if (calib && write_tokens(calib, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0001ull))
+    if (!cli_interrupted() && calib &&
+        write_tokens(calib, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0001ull))
         return 1;
-    if (eval && write_tokens(eval, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0002ull))
+    if (!cli_interrupted() && eval &&
+        write_tokens(eval, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0002ull))
         return 1;
+    cli_signals_reraise("synth");
     return 0;
 }
