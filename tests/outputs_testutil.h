@@ -142,6 +142,19 @@ static inline unsigned char *ot_read(const char *path, size_t *n)
     return b;
 }
 
+/* A copy of src at dst (a copy, not a link: an in-place overwrite of src
+ * must not change it). */
+static inline void ot_copy(const char *src, const char *dst)
+{
+    size_t n;
+    unsigned char *b = ot_read(src, &n);
+    FILE *f = fopen(dst, "wb");
+    cr_assert_not_null(f, "%s: %s", dst, strerror(errno));
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+    free(b);
+}
+
 static inline int ot_same_file(const char *a, const char *b)
 {
     size_t na, nb;

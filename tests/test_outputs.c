@@ -152,7 +152,7 @@ Test(outputs, prune_masks_inside_the_replaced_out_is_refused)
     cr_assert_eq(prune(OUT, NULL, 0), 0, "%s", ot_log());
     ot_fmt(now, sizeof now, "%s/model.safetensors", OUT);
     ot_fmt(old, sizeof old, "%s/first.safetensors", ot_dir);
-    cr_assert_eq(link(now, old), 0);
+    ot_copy(now, old);
     ot_fmt(p, sizeof p, "%s/masks.h5", OUT);
     cr_assert_eq(prune(OUT, p, 1), 2, "%s", ot_log());
     cr_assert(strstr(ot_log(), "lies inside the output directory"), "%s", ot_log());
@@ -257,7 +257,7 @@ Test(outputs, a_failing_mask_write_is_an_error_not_a_crash)
         cr_assert_eq(ot_run(ex), 0, "%s", ot_log());
     }
     ot_fmt(before, sizeof before, "%s/masks.first", ot_dir);
-    cr_assert_eq(link(masks, before), 0);
+    ot_copy(masks, before);
     /* 4 KiB: the file's metadata fit, the masks (14 of 64 x 128) do not */
     st = export_limited(OUT, masks, 4096);
     log = ot_log();
@@ -374,4 +374,29 @@ Test(outputs, a_killed_runs_temporaries_are_removed_by_the_next)
     cr_assert_eq(prune(OUT, masks, 1), 0, "%s", ot_log());
     cr_assert(ot_exists(t1), "a live process's temporary was removed");
     rmdir(t1);
+}
+
+/* bench prune: --save-pruned and --save-layer never overwrite --weights or --inputs. */
+Test(outputs, bench_prune_never_overwrites_its_layer)
+{
+    char dir[512], w[512], x[512], wcopy[512];
+    const char *save[] = {"bench", "prune", "--rows", "32", "--cols", "64", "--tokens", "64",
+                          "--method", "magnitude", "--sparsity", "0.5", "--save-layer", dir,
+                          NULL};
+    const char *over[] = {"bench", "prune", "--weights", w, "--inputs", x, "--method",
+                          "magnitude", "--sparsity", "0.5", "--save-pruned", w, NULL};
+    const char *relayer[] = {"bench", "prune", "--weights", w, "--inputs", x, "--method",
+                             "magnitude", "--sparsity", "0.5", "--save-layer", dir, NULL};
+    ot_bin();
+    ot_fmt(dir, sizeof dir, "%s/layer", ot_dir);
+    ot_fmt(w, sizeof w, "%s/layer/weights.npy", ot_dir);
+    ot_fmt(x, sizeof x, "%s/layer/../layer/inputs.npy", ot_dir);
+    ot_fmt(wcopy, sizeof wcopy, "%s/weights.first", ot_dir);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    cr_assert_eq(ot_run(save), 0, "%s", ot_log());
+    ot_copy(w, wcopy);
+    cr_assert_eq(ot_run(over), 2, "%s", ot_log());
+    cr_assert(strstr(ot_log(), "would overwrite the --weights file"), "%s", ot_log());
+    cr_assert_eq(ot_run(relayer), 2, "%s", ot_log());
+    cr_assert(ot_same_file(w, wcopy));
 }
