@@ -80,7 +80,9 @@ static void export_usage(FILE *f)
             "      --exclude REGEX    skip tensors whose name matches (repeatable)\n"
             "      --all              do not skip embeddings and lm_head by default\n"
             "      --method NAME      the 'method' attribute to record (default: unknown)\n"
-            "  -h, --help             this message\n");
+            "  -h, --help             this message\n\n"
+            "A failure, SIGINT, SIGTERM or SIGHUP leaves an existing FILE.h5 as it was and no\n"
+            "temporary file; one a killed run left is removed by the next run (and named).\n");
 }
 
 static int export_progress(void *ctx, const spruce_ckpt_masks_progress *p)
@@ -193,7 +195,9 @@ static void apply_usage(FILE *f)
             "      --include REGEX    tensors expected to have a mask (repeatable)\n"
             "      --exclude REGEX    tensors not expected to have a mask (repeatable)\n"
             "      --all              expect masks for embeddings and lm_head too\n"
-            "  -h, --help             this message\n");
+            "  -h, --help             this message\n\n"
+            "A failure, SIGINT, SIGTERM or SIGHUP leaves an existing OUT_DIR as it was and no\n"
+            "temporary directory; one a killed run left is removed by the next run (and named).\n");
 }
 
 /* The model directory, for the messages. */

@@ -34,6 +34,9 @@ static void usage(FILE *f)
             "  --calib FILE        also write calibration tokens to FILE\n"
             "  --eval FILE         also write evaluation tokens to FILE (a different stream)\n"
             "  --count N           tokens per file (default 16384 = 32 x 512)\n\n"
+            "OUT_DIR is written as OUT_DIR.tmp-<pid> and renamed when complete; SIGINT,\n"
+            "SIGTERM or SIGHUP stop after it (before the token files).  What a killed run\n"
+            "left beside OUT_DIR is removed by the next run (and named).\n\n"
             "example:\n"
             "  spruce synth /tmp/m --hidden 1024 --intermediate 2816 --layers 2 --heads 16 \\\n"
             "      --calib /tmp/calib.u16 --eval /tmp/eval.u16\n",
