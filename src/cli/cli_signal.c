@@ -50,7 +50,7 @@ void cli_signals_reraise(const char *cmd)
     int sig = caught;
     if (!sig)
         return;
-    fprintf(stderr, "spruce: %s: interrupted by %s; temporary files removed\n", cmd,
+    fprintf(stderr, "spruce: %s: stopped by %s; no temporary file is left\n", cmd,
             sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP");
     fflush(stderr);
     signal(sig, SIG_DFL);
