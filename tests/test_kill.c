@@ -42,7 +42,7 @@ Test(kill, prune_killed_at_random_moments_never_leaves_a_partial_output)
     uint64_t seed = env && *env ? strtoull(env, NULL, 10) : 20261202u, s;
     double t0, span;
     char when[256], name[256];
-    int i, st;
+    int i, st, caught = 0;
 
     ot_bin();
     ot_fmt(M, sizeof M, "%s/m", ot_dir);
@@ -74,6 +74,7 @@ Test(kill, prune_killed_at_random_moments_never_leaves_a_partial_output)
             cr_assert((WIFSIGNALED(st) && WTERMSIG(st) == SIGINT) ||
                           (WIFEXITED(st) && WEXITSTATUS(st) == 0),
                       "%s: status %#x: %s", when, st, ot_log());
+            caught += strstr(ot_log(), "stopped by SIGINT") != NULL;
             /* its own: one killed earlier may have left some that this run
              * had no time to remove */
             cr_assert_eq(ot_count_temps_of((long)pid, name, sizeof name), 0, "%s: left %s (%s)",
@@ -84,6 +85,8 @@ Test(kill, prune_killed_at_random_moments_never_leaves_a_partial_output)
         }
         assert_finals(when);
     }
+    /* informative only: where the signals landed depends on the machine */
+    fprintf(stderr, "test_kill: %d of 12 SIGINTs stopped spruce at a check point\n", caught);
     /* a last whole run cleans what the SIGKILLs left and publishes both */
     cr_assert_eq(ot_run(prune_args), 0, "%s", ot_log());
     cr_assert_eq(ot_count_temps(name, sizeof name), 0, "after the last run: left %s", name);
