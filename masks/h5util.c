@@ -20,6 +20,13 @@
  * this. */
 void spruce__h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+/* libhdf5 1.10 leaves a file whose H5Fclose failed (a full disk) half closed,
+ * and its exit-time cleanup then crashes on it.  Every file the mask code
+ * opens is closed explicitly, so that cleanup is not needed: ask HDF5 not to
+ * install it.  This only takes effect before HDF5's first call in the
+ * process, so it runs when the library is loaded. */
+__attribute__((constructor)) static void no_atexit_cleanup(void) { H5dont_atexit(); }
+
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
 {
     char *buf = data;
@@ -37,6 +44,29 @@ const char *spruce__h5_msg(void)
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
     H5Eclear2(H5E_DEFAULT);
     return buf;
+}
+
+/* What the system said when HDF5's innermost error carries an errno ("No
+ * space left on device"), else that error's description, without the
+ * time, descriptor and buffer details HDF5 adds; then clear the stack. */
+const char *spruce__h5_sys_msg(void)
+{
+    static _Thread_local char out[256];
+    const char *m = spruce__h5_msg(), *p = strstr(m, "errno = ");
+    size_t n;
+    if (p) {
+        int e = atoi(p + 8);
+        if (e > 0) {
+            snprintf(out, sizeof out, "%s", strerror(e));
+            return out;
+        }
+    }
+    /* "file write failed: time = ..., filename = ...": the words before the details */
+    n = strcspn(m, ",\n");
+    if ((p = strstr(m, ": time = ")) && (size_t)(p - m) < n)
+        n = (size_t)(p - m);
+    snprintf(out, sizeof out, "%.*s", (int)n, m);
+    return out;
 }
 
 /* The element type: h5py's numpy bool, an enum over int8 {FALSE = 0, TRUE = 1}. */

@@ -10,6 +10,7 @@
 
 void spruce__h5_quiet(void);
 const char *spruce__h5_msg(void);
+const char *spruce__h5_sys_msg(void);
 hid_t spruce__h5_bool_type(void);
 hid_t spruce__h5_vlen_string_type(void);
 int spruce__h5_put_attr(hid_t obj, const char *key, hid_t type, const void *value);

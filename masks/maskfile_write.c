@@ -1,7 +1,10 @@
 /* maskfile_write.c: writing pruning masks to HDF5 (the schema is in spruce_masks.h).
  *
- * A temporary file beside the final path, one chunked, deflated boolean
- * dataset per tensor, renamed into place on commit. */
+ * A temporary file beside the final path ("<path>.tmp-<pid>", so that a
+ * later run can tell a dead process's leftovers), one chunked, deflated
+ * boolean dataset per tensor, renamed into place on commit.  The commit has
+ * two phases (prepare: flush, close, fsync; publish: the rename) so that a
+ * caller can publish the masks together with a checkpoint. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -10,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -27,6 +29,7 @@ struct spruce_maskfile {
     hid_t booltype;
     char *path;
     char *tmp;
+    int prepared; /* flushed, closed and synced: only the rename is left */
 };
 
 static void writer_free(spruce_maskfile *f, int remove_tmp)
@@ -62,25 +65,26 @@ int spruce_maskfile_create(const char *path, spruce_maskfile **out)
     f->file = f->booltype = -1;
     n = strlen(path);
     f->path = spruce__h5_dupstr(path);
-    f->tmp = malloc(n + 16);
+    f->tmp = malloc(n + 32);
     if (!f->path || !f->tmp) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
         goto done;
     }
+    {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            rc = spruce__seterr(SPRUCE_EEXIST, "%s: is a directory; the masks need a file name", path);
+            goto done;
+        }
+    }
     /* The temporary name is a sibling that no reader mistakes for the finished
-     * file: "<path>.tmp-XXXXXX", created exclusively with the usual permissions
-     * (0666 less the umask, unlike mkstemp's 0600). */
-    for (tries = 0; tries < 100; tries++) {
-        static const char set[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-        unsigned long x = (unsigned long)getpid() * 2654435761u ^ (unsigned long)time(NULL) ^
-                          ((unsigned long)(uintptr_t)f >> 4) ^ (unsigned long)tries * 40503u;
-        size_t k;
-        snprintf(f->tmp, n + 16, "%s.tmp-", path);
-        for (k = 0; k < 6; k++, x /= 36)
-            f->tmp[n + 5 + k] = set[x % 36];
-        f->tmp[n + 11] = '\0';
+     * file: "<path>.tmp-<pid>", created exclusively with the usual permissions
+     * (0666 less the umask).  One with our pid can only be a dead process's
+     * (pids are reused) or our own earlier one: it is replaced. */
+    snprintf(f->tmp, n + 32, "%s.tmp-%ld", path, (long)getpid());
+    for (tries = 0; tries < 2; tries++) {
         fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd >= 0 || errno != EEXIST)
+        if (fd >= 0 || errno != EEXIST || unlink(f->tmp) < 0)
             break;
     }
     if (fd < 0) {
@@ -211,7 +215,7 @@ int spruce_maskfile_write(spruce_maskfile *f, const char *name, int64_t rows, in
     dset = H5Dcreate2(f->file, name, f->booltype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (dset < 0) {
         rc = spruce__seterr(SPRUCE_EHDF5, "%s: mask %s: cannot create dataset: %s", f->path, name,
-                            spruce__h5_msg());
+                            spruce__h5_sys_msg());
         goto done;
     }
     /* Write slabs of whole chunk rows, normalising any non-zero byte to 1. */
@@ -237,8 +241,8 @@ int spruce_maskfile_write(spruce_maskfile *f, const char *name, int64_t rows, in
         if (mspace < 0 ||
             H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
             H5Dwrite(dset, f->booltype, mspace, space, H5P_DEFAULT, buf) < 0) {
-            rc = spruce__seterr(SPRUCE_EHDF5, "%s: mask %s: write failed: %s", f->path, name,
-                                spruce__h5_msg());
+            rc = spruce__seterr(SPRUCE_EIO, "%s: mask %s: write failed: %s", f->path, name,
+                                spruce__h5_sys_msg());
             goto done;
         }
         H5Sclose(mspace);
@@ -252,7 +256,8 @@ int spruce_maskfile_write(spruce_maskfile *f, const char *name, int64_t rows, in
     if (!spruce__h5_put_attr(dset, "sparsity", H5T_NATIVE_DOUBLE, &sparsity) ||
         !spruce__h5_put_string(dset, "pattern", pattern) || !spruce__h5_put_string(dset, "method", method) ||
         (info && info->has_loss && !spruce__h5_put_attr(dset, "loss", H5T_NATIVE_DOUBLE, &info->loss))) {
-        rc = spruce__seterr(SPRUCE_EHDF5, "%s: mask %s: attributes: %s", f->path, name, spruce__h5_msg());
+        rc = spruce__seterr(SPRUCE_EHDF5, "%s: mask %s: attributes: %s", f->path, name,
+                            spruce__h5_sys_msg());
         goto done;
     }
 done:
@@ -281,33 +286,58 @@ static int sync_path(const char *p, int dir)
     return e;
 }
 
-int spruce_maskfile_commit(spruce_maskfile *f)
+int spruce_maskfile_prepare(spruce_maskfile *f)
 {
-    int rc = 0, e;
-    char *dir = NULL, *slash;
+    struct stat st;
+    int e;
     if (!f)
-        return spruce__seterr(SPRUCE_EINVAL, "spruce_maskfile_commit: no file");
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_maskfile_prepare: no file");
+    if (f->prepared)
+        return 0;
+    if (f->file < 0)
+        return spruce__seterr(SPRUCE_EINVAL, "%s: not open for writing", f->path);
     spruce__h5_quiet();
     if (f->booltype >= 0)
         H5Tclose(f->booltype);
     f->booltype = -1;
-    if (f->file >= 0 && H5Fclose(f->file) < 0) {
+    /* Flush first: a full disk is reported here with the file still whole.
+     * The close writes nothing more then, but is checked all the same. */
+    if (H5Fflush(f->file, H5F_SCOPE_LOCAL) < 0) {
+        const char *why = spruce__h5_sys_msg();
+        H5Fclose(f->file);
         f->file = -1;
-        rc = spruce__seterr(SPRUCE_EHDF5, "%s: closing %s failed: %s", f->path, f->tmp, spruce__h5_msg());
-        goto done;
+        spruce__h5_msg(); /* clear the stack */
+        return spruce__seterr(SPRUCE_EIO, "%s: writing the masks failed: %s", f->path, why);
+    }
+    if (H5Fclose(f->file) < 0) {
+        f->file = -1;
+        return spruce__seterr(SPRUCE_EIO, "%s: closing the mask file failed: %s", f->path,
+                              spruce__h5_sys_msg());
     }
     f->file = -1;
-    if ((e = sync_path(f->tmp, 0)) != 0) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: fsync failed: %s", f->tmp, strerror(e));
-        goto done;
-    }
-    if (rename(f->tmp, f->path) < 0) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot rename %s into place: %s", f->path, f->tmp,
-                            strerror(errno));
-        goto done;
-    }
+    if ((e = sync_path(f->tmp, 0)) != 0)
+        return spruce__seterr(SPRUCE_EIO, "%s: fsync of %s failed: %s", f->path, f->tmp, strerror(e));
+    if (stat(f->path, &st) == 0 && S_ISDIR(st.st_mode))
+        return spruce__seterr(SPRUCE_EEXIST, "%s: is a directory; the masks need a file name", f->path);
+    f->prepared = 1;
+    return 0;
+}
+
+int spruce_maskfile_publish(spruce_maskfile *f)
+{
+    char *dir, *slash;
+    int rc;
+    if (!f)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_maskfile_publish: no file");
+    if (!f->tmp)
+        return 0; /* already published */
+    if ((rc = spruce_maskfile_prepare(f)) < 0)
+        return rc;
+    if (rename(f->tmp, f->path) < 0)
+        return spruce__seterr(SPRUCE_EIO, "%s: cannot rename %s into place: %s", f->path, f->tmp,
+                              strerror(errno));
     free(f->tmp);
-    f->tmp = NULL; /* now the final file: never removed below */
+    f->tmp = NULL; /* now the final file: never removed */
     dir = spruce__h5_dupstr(f->path);
     if (dir) {
         slash = strrchr(dir, '/');
@@ -317,9 +347,17 @@ int spruce_maskfile_commit(spruce_maskfile *f)
             *slash = '\0';
         sync_path(slash ? dir : ".", 1); /* best effort */
     }
-done:
     free(dir);
-    writer_free(f, rc < 0);
+    return 0;
+}
+
+int spruce_maskfile_commit(spruce_maskfile *f)
+{
+    int rc;
+    if (!f)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_maskfile_commit: no file");
+    rc = spruce_maskfile_publish(f);
+    writer_free(f, 1);
     return rc;
 }
 

@@ -18,8 +18,9 @@
  * listed in the order written (link creation order is tracked).  Readers
  * ignore root objects that are not datasets.
  *
- * A writer writes to a temporary name beside the final path and renames it
- * into place on commit, so a crash never leaves a file that looks complete.
+ * A writer writes to a temporary name beside the final path ("<path>.tmp-<pid>")
+ * and renames it into place on commit, so a crash never leaves a file that
+ * looks complete.
  *
  * Every function returning int returns 0 or a negative SPRUCE_E* code with
  * spruce_errdetail() naming the file and the dataset.  Nothing prints: HDF5's
@@ -67,8 +68,17 @@ int spruce_maskfile_set_attr_int(spruce_maskfile *f, const char *key, int64_t va
 int spruce_maskfile_write(spruce_maskfile *f, const char *name, int64_t rows, int64_t cols,
                           const uint8_t *keep, const spruce_mask_info *info);
 /* Close, flush to disk and rename into place; frees f whatever the outcome
- * (on failure the temporary file is removed). */
+ * (on failure the temporary file is removed, an existing file at path is
+ * left as it was).  A failed write (a full disk) is SPRUCE_EIO naming path
+ * and what the system said.  commit() is prepare() + publish() + free. */
 int spruce_maskfile_commit(spruce_maskfile *f);
+/* The two phases of commit, to publish the masks together with a checkpoint:
+ * prepare() flushes, closes and fsyncs the temporary file and checks that
+ * path can be taken (nothing visible changes); publish() renames it into
+ * place, atomically replacing a file at path.  Neither frees f: abort() it
+ * afterwards (after publish() that removes nothing). */
+int spruce_maskfile_prepare(spruce_maskfile *f);
+int spruce_maskfile_publish(spruce_maskfile *f);
 /* Close, remove the temporary file and free f.  NULL is a no-op. */
 void spruce_maskfile_abort(spruce_maskfile *f);
 /* The temporary path being written (for tests and messages). */

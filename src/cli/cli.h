@@ -62,6 +62,20 @@ struct json_t *cli_json_real(double v);
 /* --threads T: OpenMP's and OpenBLAS's thread counts (T <= 0: leave them). */
 void cli_set_threads(long threads);
 
+/* SIGINT, SIGTERM and SIGHUP while writing (cli_signal.c): install() makes
+ * them set a flag; cli_interrupted() is that signal (0 = none); the command
+ * aborts at its next check point, removing its temporaries, and calls
+ * reraise(cmd), which says so and ends the process by the same signal (it
+ * returns only when no signal was caught). */
+void cli_signals_install(void);
+int cli_interrupted(void);
+void cli_signals_reraise(const char *cmd);
+/* Remove (and say so) what killed runs left beside the output path. */
+void cli_clean_stale(const char *cmd, const char *path);
+/* spruce_output_check() with the message printed: 0, or -1 after it. */
+int cli_check_output(const char *cmd, const char *out, int is_dir, const char *out_what,
+                     const char *in, const char *in_what);
+
 /* Non-zero when --verbose was given before the subcommand or SPRUCE_VERBOSE is set. */
 extern int cli_verbose;
 

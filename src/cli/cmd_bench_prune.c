@@ -229,6 +229,22 @@ static int parse_options(int argc, char **argv, bp_opts *b)
                  "--weights");
         return -1;
     }
+    /* the files written never overwrite the ones read */
+    if (b->save && (cli_check_output("bench prune", b->save, 0, "--save-pruned", b->wpath,
+                                     "the --weights file") ||
+                    cli_check_output("bench prune", b->save, 0, "--save-pruned", b->xpath,
+                                     "the --inputs file")))
+        return -1;
+    if (b->save_layer && b->wpath) {
+        char w[4096], x[4096];
+        snprintf(w, sizeof w, "%s/weights.npy", b->save_layer);
+        snprintf(x, sizeof x, "%s/inputs.npy", b->save_layer);
+        if (cli_check_output("bench prune", w, 0, "--save-layer", b->wpath, "the --weights file") ||
+            cli_check_output("bench prune", w, 0, "--save-layer", b->xpath, "the --inputs file") ||
+            cli_check_output("bench prune", x, 0, "--save-layer", b->wpath, "the --weights file") ||
+            cli_check_output("bench prune", x, 0, "--save-layer", b->xpath, "the --inputs file"))
+            return -1;
+    }
     if (b->pa.method == PRUNE_ARGS_ALL)
         for (i = 0; i < 3; i++)
             b->methods[b->nmethods++] = i;

@@ -389,19 +389,27 @@ static int stage_prune(demo_run *d)
         cli_error(rc, "demo: pruning %s", d->paths.model);
         goto done;
     }
-    rc = spruce_ckpt_writer_commit(w);
-    w = NULL;
-    if (rc) {
+    /* both or neither: prepare both, then publish the checkpoint and the
+     * masks (the checkpoint is rolled back if the masks cannot be) */
+    if ((rc = spruce_ckpt_writer_prepare(w))) {
         cli_error(rc, "demo: writing %s", d->paths.pruned);
         goto done;
     }
-    d->paths.wrote_pruned = 1;
-    rc = spruce_maskfile_commit(mf);
-    mf = NULL;
-    if (rc) {
+    if ((rc = spruce_maskfile_prepare(mf))) {
         cli_error(rc, "demo: writing %s", d->paths.masks);
         goto done;
     }
+    if ((rc = spruce_ckpt_writer_publish(w))) {
+        cli_error(rc, "demo: writing %s", d->paths.pruned);
+        goto done;
+    }
+    if ((rc = spruce_maskfile_publish(mf))) {
+        cli_error(rc, "demo: writing %s", d->paths.masks);
+        goto done;
+    }
+    spruce_ckpt_writer_finish(w);
+    w = NULL;
+    d->paths.wrote_pruned = 1;
     d->paths.wrote_masks = 1;
     spruce_model_free(d->m);
     d->m = NULL;

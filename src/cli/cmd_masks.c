@@ -73,18 +73,23 @@ static void export_usage(FILE *f)
             "every dtype).  By default every 2-D tensor except embeddings and the output head\n"
             "(lm_head) gets a mask, i.e. the linear layers of a LLaMA-style model.\n\n"
             "options:\n"
-            "  -o, --output FILE.h5   the mask file to write (replaced atomically)\n"
+            "  -o, --output FILE.h5   the mask file to write (replaced atomically, through\n"
+            "                         FILE.h5.tmp-<pid>; never inside MODEL_DIR)\n"
             "      --include REGEX    only tensors whose name matches (POSIX extended regex;\n"
             "                         repeatable: any may match)\n"
             "      --exclude REGEX    skip tensors whose name matches (repeatable)\n"
             "      --all              do not skip embeddings and lm_head by default\n"
             "      --method NAME      the 'method' attribute to record (default: unknown)\n"
-            "  -h, --help             this message\n");
+            "  -h, --help             this message\n\n"
+            "A failure, SIGINT, SIGTERM or SIGHUP leaves an existing FILE.h5 as it was and no\n"
+            "temporary file; one a killed run left is removed by the next run (and named).\n");
 }
 
 static int export_progress(void *ctx, const spruce_ckpt_masks_progress *p)
 {
     (void)ctx;
+    if (cli_interrupted())
+        return 1; /* stop: the temporary file is removed */
     if (cli_verbose && p->event == SPRUCE_CKPT_MASKS_DONE)
         fprintf(stderr, "masks export: %s (%lld x %lld) sparsity %.2f%% %s\n", p->name,
                 (long long)p->rows, (long long)p->cols, 100.0 * p->sparsity, p->pattern);
@@ -137,7 +142,12 @@ static int masks_export(int argc, char **argv)
         export_usage(stderr);
         goto done;
     }
+    if (cli_check_output("masks export", out, 0, "the mask file", argv[optind],
+                         "the input checkpoint"))
+        goto done;
     ret = 1;
+    cli_signals_install();
+    cli_clean_stale("masks export", out);
     if ((rc = spruce_ckpt_open(argv[optind], &ck)) < 0) {
         cli_error(rc, "masks export: %s", argv[optind]);
         goto done;
@@ -147,8 +157,9 @@ static int masks_export(int argc, char **argv)
         goto done;
     }
     o.select = sel;
-    if ((rc = spruce_ckpt_masks_export(ck, out, &o, &res)) < 0) {
-        masks_error(rc, "masks export");
+    if ((rc = spruce_ckpt_masks_export(ck, out, &o, &res)) != 0) {
+        if (!cli_interrupted())
+            masks_error(rc, "masks export");
         goto done;
     }
     kept = res.params - res.zeros;
@@ -160,6 +171,7 @@ static int masks_export(int argc, char **argv)
 done:
     spruce_ckpt_close(ck);
     spruce_mask_selector_free(sel);
+    cli_signals_reraise("masks export");
     return ret;
 }
 
@@ -174,20 +186,26 @@ static void apply_usage(FILE *f)
             "have a tensor of the same shape, and every tensor that would get a mask (2-D, not\n"
             "embeddings/lm_head, see --include/--exclude/--all) must have one.\n\n"
             "options:\n"
-            "  -o, --output OUT_DIR   the checkpoint to write (created atomically)\n"
+            "  -o, --output OUT_DIR   the checkpoint to write (created atomically, through\n"
+            "                         OUT_DIR.tmp-<pid>; never MODEL_DIR, inside it or\n"
+            "                         holding it or FILE.h5)\n"
             "      --partial          allow masks without a tensor and tensors without a mask\n"
             "                         (they are listed and skipped); shapes must still match\n"
             "      --force            replace an existing non-empty OUT_DIR\n"
             "      --include REGEX    tensors expected to have a mask (repeatable)\n"
             "      --exclude REGEX    tensors not expected to have a mask (repeatable)\n"
             "      --all              expect masks for embeddings and lm_head too\n"
-            "  -h, --help             this message\n");
+            "  -h, --help             this message\n\n"
+            "A failure, SIGINT, SIGTERM or SIGHUP leaves an existing OUT_DIR as it was and no\n"
+            "temporary directory; one a killed run left is removed by the next run (and named).\n");
 }
 
 /* The model directory, for the messages. */
 static int apply_progress(void *ctx, const spruce_ckpt_masks_progress *p)
 {
     const char *model = ctx;
+    if (cli_interrupted())
+        return 1; /* stop: the temporary directory is removed */
     if (p->event == SPRUCE_CKPT_MASKS_NO_TENSOR)
         fprintf(stderr, "masks apply: skipping mask %s: no such tensor in %s\n", p->name, model);
     else if (p->event == SPRUCE_CKPT_MASKS_NO_MASK)
@@ -243,7 +261,14 @@ static int masks_apply(int argc, char **argv)
         apply_usage(stderr);
         goto done;
     }
+    if (cli_check_output("masks apply", out, 1, "the output directory", argv[optind],
+                         "the input checkpoint") ||
+        cli_check_output("masks apply", out, 1, "the output directory", argv[optind + 1],
+                         "the mask file"))
+        goto done;
     ret = 1;
+    cli_signals_install();
+    cli_clean_stale("masks apply", out);
     if ((rc = spruce_ckpt_open(argv[optind], &ck)) < 0) {
         cli_error(rc, "masks apply: %s", argv[optind]);
         goto done;
@@ -258,8 +283,9 @@ static int masks_apply(int argc, char **argv)
     }
     o.select = sel;
     o.ctx = argv[optind];
-    if ((rc = spruce_ckpt_masks_apply(ck, mr, out, &o, &res)) < 0) {
-        masks_error(rc, "masks apply");
+    if ((rc = spruce_ckpt_masks_apply(ck, mr, out, &o, &res)) != 0) {
+        if (!cli_interrupted())
+            masks_error(rc, "masks apply");
         goto done;
     }
     fprintf(stderr,
@@ -273,6 +299,7 @@ done:
     spruce_maskreader_close(mr);
     spruce_ckpt_close(ck);
     spruce_mask_selector_free(sel);
+    cli_signals_reraise("masks apply");
     return ret;
 }
 

@@ -32,7 +32,8 @@ static void usage(FILE *f)
             "SparseGPT pipeline does: each block is calibrated on the outputs of the already\n"
             "pruned blocks before it.  Embeddings, norms and the output head stay dense.\n"
             "OUT_DIR receives the same layout (tensor names, dtypes, shards, other files).\n\n"
-            "  -o, --output DIR     output checkpoint directory (must not exist or be empty)\n"
+            "  -o, --output DIR     output checkpoint directory (must not exist or be empty;\n"
+            "                       never the input, inside it or holding it)\n"
             "  --calib FILE         calibration token ids (.u16, .u32, .txt); split into\n"
             "                       consecutive non-overlapping windows of T tokens\n"
             "                       (not needed for --method magnitude)\n"
@@ -51,8 +52,13 @@ static void usage(FILE *f)
             "  --exclude RE         do not prune tensors whose name matches RE\n"
             "  --threads N          threads (default: all cores)\n"
             "  --force              replace a non-empty OUT_DIR\n"
-            "  --masks FILE.h5      also write the masks (HDF5, true = kept)\n"
+            "  --masks FILE.h5      also write the masks (HDF5, true = kept); never an input\n"
+            "                       file, inside the input or inside OUT_DIR\n"
             "  -h, --help           this message\n\n"
+            "OUT_DIR and the masks are written under temporary names (OUT_DIR.tmp-<pid>,\n"
+            "FILE.h5.tmp-<pid>) and published together at the end: a failure or SIGINT,\n"
+            "SIGTERM or SIGHUP leaves neither, and an old OUT_DIR or FILE.h5 as it was.\n"
+            "Temporaries left by a killed run are removed by the next run (and named).\n"
             "Progress goes to standard error; a summary to standard output.\n");
 }
 
@@ -72,6 +78,8 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
     double frac = ((double)r->layer + (double)(r->which + 1) / SPRUCE_NPROJ) / r->nlayers;
     double el = r->elapsed;
     int rc;
+    if (cli_interrupted())
+        return 1; /* stop at this check point: the caller sees the signal */
     fprintf(stderr, "block %d/%d  %-40s %5dx%-5d loss %.4e  sparsity %.4f  %.2f s  ETA %.1f s\n",
             r->layer + 1, r->nlayers, r->name, r->rows, r->cols, r->result.loss,
             r->result.sparsity, r->result.seconds, frac > 0 ? el * (1 - frac) / frac : 0.0);
@@ -211,6 +219,20 @@ int spruce_cmd_prune(int argc, char **argv)
         return 2;
     }
     cli_set_threads(pa.threads);
+    /* no output may destroy an input, nor the masks lie in what OUT replaces */
+    if (cli_check_output("prune", out, 1, "the output directory", dir, "the input checkpoint") ||
+        cli_check_output("prune", out, 1, "the output directory", calib, "the calibration file") ||
+        (masks_path &&
+         (cli_check_output("prune", masks_path, 0, "the masks file", dir, "the input checkpoint") ||
+          cli_check_output("prune", masks_path, 0, "the masks file", calib,
+                           "the calibration file") ||
+          cli_check_output("prune", masks_path, 0, "the masks file", out,
+                           "the output directory"))))
+        return 2;
+    cli_signals_install();
+    cli_clean_stale("prune", out);
+    if (masks_path)
+        cli_clean_stale("prune", masks_path);
 
     if ((rc = spruce_model_open(dir, &m))) {
         cli_error(rc, "prune: %s", dir);
@@ -268,23 +290,35 @@ int spruce_cmd_prune(int argc, char **argv)
             (1024.0 * 1024.0 * 1024.0), nsamples, seqlen);
     ctx.t0 = spruce_clock_now();
     if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, w, &po, &sum))) {
-        cli_error(rc, "prune: %s", dir);
+        if (!cli_interrupted())
+            cli_error(rc, "prune: %s", dir);
         goto done;
     }
-    rc = spruce_ckpt_writer_commit(w);
-    w = NULL;
-    if (rc) {
+    /* Publish both or neither: everything is written and synced under the
+     * temporary names first; then the checkpoint is renamed into place, then
+     * the masks; if the masks cannot be, the checkpoint is rolled back. */
+    if (cli_interrupted())
+        goto done;
+    if ((rc = spruce_ckpt_writer_prepare(w))) {
         cli_error(rc, "prune: writing %s", out);
         goto done;
     }
-    if (mf) {
-        rc = spruce_maskfile_commit(mf);
-        mf = NULL;
-        if (rc) {
-            cli_error(rc, "prune: writing masks %s", masks_path);
-            goto done;
-        }
+    if (mf && (rc = spruce_maskfile_prepare(mf))) {
+        cli_error(rc, "prune: writing masks %s", masks_path);
+        goto done;
     }
+    if (cli_interrupted())
+        goto done;
+    if ((rc = spruce_ckpt_writer_publish(w))) {
+        cli_error(rc, "prune: writing %s", out);
+        goto done;
+    }
+    if (mf && (rc = spruce_maskfile_publish(mf))) {
+        cli_error(rc, "prune: writing masks %s (%s left as it was)", masks_path, out);
+        goto done; /* the abort below rolls the checkpoint back */
+    }
+    spruce_ckpt_writer_finish(w);
+    w = NULL;
     printf("pruned %d layers of %s with %s (%s): %lld of %lld weights zero, sparsity %.4f\n",
            sum.layers_pruned, dir, ctx.method, pa.have_sparsity ? "unstructured" : ctx.pattern,
            (long long)sum.zeros, (long long)sum.params, sum.sparsity);
@@ -298,5 +332,6 @@ done:
     spruce_maskfile_abort(mf);
     free(ids);
     spruce_model_free(m);
+    cli_signals_reraise("prune");
     return status;
 }

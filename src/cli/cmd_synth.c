@@ -43,6 +43,9 @@ static void usage(FILE *f)
             "  --calib FILE        also write calibration tokens to FILE\n"
             "  --eval FILE         also write evaluation tokens to FILE (a different stream)\n"
             "  --count N           tokens per file (default 16384 = 32 x 512)\n\n"
+            "OUT_DIR is written as OUT_DIR.tmp-<pid> and renamed when complete; SIGINT,\n"
+            "SIGTERM or SIGHUP stop after it (before the token files).  What a killed run\n"
+            "left beside OUT_DIR is removed by the next run (and named).\n\n"
             "example:\n"
             "  spruce synth /tmp/m --hidden 1024 --intermediate 2816 --layers 2 --heads 16 \\\n"
             "      --calib /tmp/calib.u16 --eval /tmp/eval.u16\n",
@@ -174,15 +177,20 @@ int spruce_cmd_synth(int argc, char **argv)
     fprintf(stderr, "spruce synth: %s, %lld parameters, %d layers, hidden %d, writing %s\n",
             fam.model_type, (long long)spruce_synth_family_nparams(&cfg, &fam), cfg.layers,
             cfg.hidden, out);
+    cli_signals_install(); /* a signal stops after the checkpoint, never inside it */
+    cli_clean_stale("synth", out);
     if ((rc = spruce_synth_write_family(out, &cfg, &fam, force))) {
         cli_error(rc, "synth %s", out);
         return 1;
     }
     fprintf(stderr, "spruce synth: wrote %s in %.1f s\n", out, spruce_clock_now() - t0);
     /* token streams: seeds derived from --seed, different for calib and eval */
-    if (calib && write_tokens(calib, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0001ull))
+    if (!cli_interrupted() && calib &&
+        write_tokens(calib, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0001ull))
         return 1;
-    if (eval && write_tokens(eval, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0002ull))
+    if (!cli_interrupted() && eval &&
+        write_tokens(eval, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0002ull))
         return 1;
+    cli_signals_reraise("synth");
     return 0;
 }

@@ -48,12 +48,21 @@ int spruce__ckpt_shard(const spruce_ckpt *c, int i, const char **name, const cha
                        const uint8_t **map, size_t *size);
 
 /* Output directories written atomically: make OUTDIR.tmp-<pid> after the
- * checks (refuse a non-empty outdir unless force; refuse outdir being, or
- * containing, protect_dir when it is not NULL).  *tmp is malloc'ed. */
+ * checks (refuse a non-empty outdir unless force; refuse outdir being, lying
+ * inside or containing protect_dir when it is not NULL: spruce_output_check).  *tmp is malloc'ed. */
 int spruce__outdir_begin(const char *outdir, int force, const char *protect_dir, char **tmp);
-/* fsync the files of tmp and tmp itself, then rename tmp to outdir (an existing
- * outdir is moved aside first and removed once the new one is in place). */
+/* fsync tmp itself, then publish and finish (below). */
 int spruce__outdir_commit(const char *tmp, const char *outdir, int force);
+/* Rename tmp to outdir.  An existing non-empty outdir (only with force) is
+ * exchanged with tmp in one step where the file system can (RENAME_EXCHANGE:
+ * *old is then tmp), else moved to OUTDIR.old-<pid> first (*old); *old is
+ * malloc'ed, NULL when nothing was replaced.  On failure nothing changed. */
+int spruce__outdir_publish(const char *tmp, const char *outdir, int force, char **old);
+/* Undo a publish: the new outdir goes back to tmp and is removed, old is
+ * put back as outdir. */
+void spruce__outdir_unpublish(const char *tmp, const char *outdir, const char *old);
+/* After a publish: remove old (if any) and sync outdir's parent. */
+void spruce__outdir_finish(const char *outdir, const char *old);
 /* Remove tmp and the plain files inside it (what the writers create). */
 void spruce__outdir_abort(const char *tmp);
 /* Write all of buf at offset (pwrite loop); SPRUCE_EIO naming path. */

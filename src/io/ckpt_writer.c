@@ -19,6 +19,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,9 @@ struct spruce_ckpt_writer {
     int *fd;       /* output shard files, open for pwrite */
     char **opath;  /* their paths inside tmp */
     int failed;    /* a write failed: commit refuses */
+    int prepared;  /* every file synced and closed */
+    int published; /* tmp renamed to outdir; old (if any) holds the replaced one */
+    char *old;
     union {
         float f[CHUNK];
         uint16_t h[CHUNK];
@@ -199,15 +203,12 @@ int spruce__outdir_begin(const char *outdir_in, int force, const char *protect_d
         return spruce__seterr(SPRUCE_EINVAL, "output directory: empty name");
     if (!(outdir = strip_slashes(outdir_in)))
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir_in);
+    if (protect_dir && (rc = spruce_output_check(outdir, 1, "the output directory", protect_dir,
+                                                 "the input checkpoint")))
+        goto done;
     if (stat(outdir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) {
             rc = spruce__seterr(SPRUCE_EEXIST, "%s: output exists and is not a directory", outdir);
-            goto done;
-        }
-        if (protect_dir && is_self_or_ancestor(protect_dir, st.st_dev, st.st_ino)) {
-            rc = spruce__seterr(SPRUCE_EINVAL,
-                                "%s: the output directory is (or contains) the input checkpoint %s; choose another",
-                                outdir, protect_dir);
             goto done;
         }
         if (!force && !dir_is_empty(outdir)) {
@@ -248,16 +249,39 @@ static int fsync_path(const char *path, int dir)
     return rc;
 }
 
-int spruce__outdir_commit(const char *tmp, const char *outdir_in, int force)
+/* The directory holding path (malloc'ed; "." for a bare name). */
+static char *parent_of(const char *path)
 {
-    char *outdir = strip_slashes(outdir_in), *old = NULL, *parent = NULL, *slash;
+    char *p = strip_slashes(path), *slash;
+    if (!p)
+        return NULL;
+    slash = strrchr(p, '/');
+    if (!slash)
+        strcpy(p, ".");
+    else if (slash == p)
+        p[1] = '\0';
+    else
+        *slash = '\0';
+    return p;
+}
+
+static void fsync_parent(const char *path)
+{
+    char *parent = parent_of(path);
+    if (parent)
+        fsync_path(parent, 1); /* best effort: the rename is done */
+    free(parent);
+}
+
+int spruce__outdir_publish(const char *tmp, const char *outdir_in, int force, char **old)
+{
+    char *outdir = strip_slashes(outdir_in);
     struct stat st;
     int rc = 0;
 
+    *old = NULL;
     if (!outdir)
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir_in);
-    if ((rc = fsync_path(tmp, 1)))
-        goto done;
     if (stat(outdir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) {
             rc = spruce__seterr(SPRUCE_EEXIST, "%s: output exists and is not a directory", outdir);
@@ -270,16 +294,23 @@ int spruce__outdir_commit(const char *tmp, const char *outdir_in, int force)
                                 "%s: output directory appeared while writing and is not empty", outdir);
             goto done;
         } else {
-            if (!(old = malloc(strlen(outdir) + 32))) {
+            /* Swap the two in one step where the file system can: OUT is never
+             * absent, and the old checkpoint is then at tmp's name. */
+            if (renameat2(AT_FDCWD, tmp, AT_FDCWD, outdir, RENAME_EXCHANGE) == 0) {
+                if (!(*old = strdup(tmp)))
+                    rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir);
+                goto done;
+            }
+            if (!(*old = malloc(strlen(outdir) + 32))) {
                 rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir);
                 goto done;
             }
-            sprintf(old, "%s.old-%ld", outdir, (long)getpid());
-            if (rename(outdir, old) < 0) {
+            sprintf(*old, "%s.old-%ld", outdir, (long)getpid());
+            if (rename(outdir, *old) < 0) {
                 rc = spruce__seterr(SPRUCE_EIO, "%s: cannot move the old output aside: %s", outdir,
                                     strerror(errno));
-                free(old);
-                old = NULL;
+                free(*old);
+                *old = NULL;
                 goto done;
             }
         }
@@ -287,30 +318,196 @@ int spruce__outdir_commit(const char *tmp, const char *outdir_in, int force)
     if (rename(tmp, outdir) < 0) {
         rc = spruce__seterr(SPRUCE_EIO, "%s: cannot rename %s into place: %s", outdir, tmp,
                             strerror(errno));
-        if (old)
-            rename(old, outdir); /* put the old output back */
-        free(old);
-        old = NULL;
+        if (*old)
+            rename(*old, outdir); /* put the old output back */
+        free(*old);
+        *old = NULL;
         goto done;
     }
-    if (old)
-        rmtree(old);
-    parent = strdup(outdir);
-    if (parent) {
-        slash = strrchr(parent, '/');
-        if (!slash)
-            strcpy(parent, ".");
-        else if (slash == parent)
-            parent[1] = '\0';
-        else
-            *slash = '\0';
-        fsync_path(parent, 1); /* best effort: the rename is done */
-    }
 done:
-    free(old);
-    free(parent);
     free(outdir);
     return rc;
+}
+
+void spruce__outdir_unpublish(const char *tmp, const char *outdir_in, const char *old)
+{
+    char *outdir = strip_slashes(outdir_in);
+    if (!outdir)
+        return;
+    if (old && !strcmp(old, tmp)) { /* exchanged: exchange back */
+        renameat2(AT_FDCWD, tmp, AT_FDCWD, outdir, RENAME_EXCHANGE);
+    } else if (rename(outdir, tmp) == 0 && old) {
+        rename(old, outdir);
+    }
+    rmtree(tmp);
+    fsync_parent(outdir);
+    free(outdir);
+}
+
+void spruce__outdir_finish(const char *outdir, const char *old)
+{
+    if (old)
+        rmtree(old);
+    fsync_parent(outdir);
+}
+
+int spruce__outdir_commit(const char *tmp, const char *outdir, int force)
+{
+    char *old = NULL;
+    int rc;
+    if ((rc = fsync_path(tmp, 1)))
+        return rc;
+    if ((rc = spruce__outdir_publish(tmp, outdir, force, &old)))
+        return rc;
+    spruce__outdir_finish(outdir, old);
+    free(old);
+    return 0;
+}
+
+/* ---- output paths that would destroy an input ---------------------------- */
+
+/* out against one input path (a file, or the directory itself). */
+static int check_one(const char *out, int out_is_dir, const char *out_what, const char *in,
+                     const char *in_what, const char *shown)
+{
+    struct stat so, si;
+    char *parent = NULL;
+    int out_exists, rc = 0;
+
+    if (stat(in, &si) < 0)
+        return 0; /* nothing there to destroy */
+    out_exists = stat(out, &so) == 0;
+    if (out_exists && so.st_dev == si.st_dev && so.st_ino == si.st_ino) {
+        rc = spruce__seterr(SPRUCE_EINVAL, "%s: %s would overwrite %s %s; choose another path",
+                            out, out_what, in_what, shown);
+        goto done;
+    }
+    if (S_ISDIR(si.st_mode) && (parent = parent_of(out)) &&
+        is_self_or_ancestor(parent, si.st_dev, si.st_ino)) {
+        rc = spruce__seterr(SPRUCE_EINVAL, "%s: %s lies inside %s %s; choose another path", out,
+                            out_what, in_what, shown);
+        goto done;
+    }
+    if (out_is_dir && out_exists && S_ISDIR(so.st_mode) &&
+        is_self_or_ancestor(in, so.st_dev, so.st_ino)) {
+        rc = spruce__seterr(SPRUCE_EINVAL,
+                            "%s: %s contains %s %s, which replacing it would delete; choose another path",
+                            out, out_what, in_what, shown);
+        goto done;
+    }
+done:
+    free(parent);
+    return rc;
+}
+
+int spruce_output_check(const char *out, int out_is_dir, const char *out_what, const char *in,
+                        const char *in_what)
+{
+    struct stat si;
+    DIR *d;
+    struct dirent *e;
+    int rc;
+
+    if (!out || !*out || !in || !*in)
+        return 0;
+    if ((rc = check_one(out, out_is_dir, out_what, in, in_what, in)))
+        return rc;
+    if (stat(in, &si) < 0 || !S_ISDIR(si.st_mode) || !(d = opendir(in)))
+        return 0;
+    /* The files of an input directory may be symlinks to elsewhere (the
+     * Hugging Face cache): their targets are inputs too. */
+    while (!rc && (e = readdir(d))) {
+        char *p;
+        struct stat sl;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (!(p = spruce__path_join(in, e->d_name))) {
+            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", in);
+            break;
+        }
+        if (lstat(p, &sl) == 0 && S_ISLNK(sl.st_mode))
+            rc = check_one(out, out_is_dir, out_what, p, in_what, p);
+        free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* ---- temporaries left by processes that were killed ---------------------- */
+
+/* name is "<base>.tmp-<pid>" or "<base>.old-<pid>": that pid, else 0. */
+static long temp_pid(const char *name, const char *base, int *is_old)
+{
+    size_t n = strlen(base);
+    const char *p;
+    char *end;
+    long pid;
+    if (strncmp(name, base, n))
+        return 0;
+    p = name + n;
+    if (!strncmp(p, ".tmp-", 5))
+        *is_old = 0;
+    else if (!strncmp(p, ".old-", 5))
+        *is_old = 1;
+    else
+        return 0;
+    p += 5;
+    if (*p < '1' || *p > '9')
+        return 0;
+    errno = 0;
+    pid = strtol(p, &end, 10);
+    return *end || errno || pid <= 0 ? 0 : pid;
+}
+
+static int pid_alive(long pid)
+{
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+int spruce_output_clean_stale(const char *path_in,
+                              void (*note)(void *ctx, const char *path, const char *what),
+                              void *ctx)
+{
+    char *path = strip_slashes(path_in), *dir = NULL, *base, *slash;
+    DIR *d = NULL;
+    struct dirent *e;
+    struct stat st;
+    int count = 0, is_old;
+
+    if (!path || !(dir = parent_of(path)))
+        goto done;
+    slash = strrchr(path, '/');
+    base = slash ? slash + 1 : path;
+    if (!*base || !(d = opendir(dir)))
+        goto done;
+    while ((e = readdir(d))) {
+        long pid = temp_pid(e->d_name, base, &is_old);
+        char *full;
+        if (!pid || pid == (long)getpid() || pid_alive(pid))
+            continue;
+        if (!(full = spruce__path_join(dir, e->d_name)))
+            break;
+        if (lstat(full, &st) == 0) {
+            /* An old checkpoint moved aside when OUT itself is gone: the run
+             * died between its two renames; the old one is put back. */
+            if (is_old && S_ISDIR(st.st_mode) && stat(path, &st) < 0 && errno == ENOENT &&
+                rename(full, path) == 0) {
+                if (note)
+                    note(ctx, full, "restored as");
+            } else if (S_ISDIR(st.st_mode) ? rmtree(full) == 0 : unlink(full) == 0) {
+                if (note)
+                    note(ctx, full, "removed");
+            }
+            count++;
+        }
+        free(full);
+    }
+done:
+    if (d)
+        closedir(d);
+    free(dir);
+    free(path);
+    return count;
 }
 
 static int is_shard_name(const spruce_ckpt *c, const char *name)
@@ -367,8 +564,11 @@ void spruce_ckpt_writer_abort(spruce_ckpt_writer *w)
     }
     free(w->fd);
     free(w->opath);
-    if (w->tmp)
+    if (w->published)
+        spruce__outdir_unpublish(w->tmp, w->outdir, w->old);
+    else if (w->tmp)
         spruce__outdir_abort(w->tmp);
+    free(w->old);
     free(w->tmp);
     free(w->outdir);
     free(w);
@@ -504,32 +704,76 @@ int spruce_ckpt_writer_set_raw(spruce_ckpt_writer *w, const char *name, const vo
     return rc;
 }
 
-int spruce_ckpt_writer_commit(spruce_ckpt_writer *w)
+int spruce_ckpt_writer_prepare(spruce_ckpt_writer *w)
 {
+    struct stat st;
     int i, rc = 0;
     if (!w)
-        return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_writer_commit: NULL writer");
-    if (w->failed) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: an earlier write failed; nothing was written", w->outdir);
-        goto done;
-    }
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_writer_prepare: NULL writer");
+    if (w->prepared)
+        return 0;
+    if (w->failed)
+        return spruce__seterr(SPRUCE_EIO, "%s: an earlier write failed; nothing was written", w->outdir);
     for (i = 0; i < w->nsh; i++) {
-        if (fsync(w->fd[i]) < 0) {
-            rc = spruce__seterr(SPRUCE_EIO, "%s: fsync failed: %s", w->opath[i], strerror(errno));
-            goto done;
-        }
-        if (close(w->fd[i]) < 0) {
-            w->fd[i] = -1;
-            rc = spruce__seterr(SPRUCE_EIO, "%s: close failed: %s", w->opath[i], strerror(errno));
-            goto done;
-        }
+        if (fsync(w->fd[i]) < 0)
+            return spruce__seterr(SPRUCE_EIO, "%s: fsync failed: %s", w->opath[i], strerror(errno));
+        rc = close(w->fd[i]);
         w->fd[i] = -1;
+        if (rc < 0)
+            return spruce__seterr(SPRUCE_EIO, "%s: close failed: %s", w->opath[i], strerror(errno));
     }
-    if ((rc = spruce__outdir_commit(w->tmp, w->outdir, w->force)))
-        goto done;
-    free(w->tmp); /* renamed: nothing left to remove */
-    w->tmp = NULL;
-done:
+    if ((rc = fsync_path(w->tmp, 1)))
+        return rc;
+    /* the final name can still be taken */
+    if (stat(w->outdir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            return spruce__seterr(SPRUCE_EEXIST, "%s: output exists and is not a directory", w->outdir);
+        if (!w->force && !dir_is_empty(w->outdir))
+            return spruce__seterr(SPRUCE_EEXIST,
+                                  "%s: output directory appeared while writing and is not empty",
+                                  w->outdir);
+    }
+    w->prepared = 1;
+    return 0;
+}
+
+int spruce_ckpt_writer_publish(spruce_ckpt_writer *w)
+{
+    int rc;
+    if (!w)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_writer_publish: NULL writer");
+    if (w->published)
+        return 0;
+    if ((rc = spruce_ckpt_writer_prepare(w)))
+        return rc;
+    if ((rc = spruce__outdir_publish(w->tmp, w->outdir, w->force, &w->old)))
+        return rc;
+    w->published = 1;
+    return 0;
+}
+
+void spruce_ckpt_writer_finish(spruce_ckpt_writer *w)
+{
+    if (!w)
+        return;
+    if (w->published) {
+        spruce__outdir_finish(w->outdir, w->old);
+        w->published = 0;
+        free(w->tmp); /* renamed (or, exchanged, removed as old): nothing left to remove */
+        w->tmp = NULL;
+    }
     spruce_ckpt_writer_abort(w);
-    return rc;
+}
+
+int spruce_ckpt_writer_commit(spruce_ckpt_writer *w)
+{
+    int rc;
+    if (!w)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_writer_commit: NULL writer");
+    if ((rc = spruce_ckpt_writer_publish(w))) {
+        spruce_ckpt_writer_abort(w);
+        return rc;
+    }
+    spruce_ckpt_writer_finish(w);
+    return 0;
 }

@@ -96,6 +96,44 @@ int spruce_ckpt_writer_commit(spruce_ckpt_writer *w);
 /* Remove the temporary directory and free w.  NULL is a no-op. */
 void spruce_ckpt_writer_abort(spruce_ckpt_writer *w);
 
+/* Two-phase commit, to publish the checkpoint together with another file (the
+ * masks):
+ *   prepare(): fsync and close every file under the temporary name and check
+ *              that outdir can still be taken; nothing visible changes.
+ *   publish(): rename the temporary directory to outdir; a replaced outdir is
+ *              kept aside (exchanged with the temporary one where the file
+ *              system can, else OUTDIR.old-<pid>).
+ *   finish():  remove the replaced outdir and free w: the commit is done.
+ *   abort() after publish() rolls it back: the new outdir is removed and the
+ *              replaced one put back.
+ * commit() is prepare + publish + finish.  prepare() and publish() leave w
+ * alive on failure (abort() it); nothing was published then. */
+int spruce_ckpt_writer_prepare(spruce_ckpt_writer *w);
+int spruce_ckpt_writer_publish(spruce_ckpt_writer *w);
+void spruce_ckpt_writer_finish(spruce_ckpt_writer *w);
+
+/* ---- output paths -------------------------------------------------------- */
+
+/* Refuse an output path that would destroy an input: SPRUCE_EINVAL naming
+ * both when out (a directory when out_is_dir, else a file) is the same file
+ * or directory as in, lies inside in (a directory), or, as a directory that
+ * exists (and would be replaced), contains in.  Paths are compared by device
+ * and inode after resolving symlinks and "..", never as strings.  out_what
+ * and in_what name the two in the message ("the masks file", "the input
+ * checkpoint").  0 when in does not exist. */
+int spruce_output_check(const char *out, int out_is_dir, const char *out_what, const char *in,
+                        const char *in_what);
+
+/* Remove what killed runs left beside path (an output directory or file):
+ * PATH.tmp-<pid> and PATH.old-<pid> whose process no longer runs (the
+ * writers of this file and of the mask files name their temporaries so).  A
+ * PATH.old-<pid> directory is put back as PATH when PATH is absent (the run
+ * died between its two renames).  note (may be NULL) is told each one, with
+ * what = "removed" or "restored as".  Returns how many were handled. */
+int spruce_output_clean_stale(const char *path,
+                              void (*note)(void *ctx, const char *path, const char *what),
+                              void *ctx);
+
 /* A deterministic random LLaMA-shaped checkpoint (Hugging Face names, config.json
  * with model_type "llama"), for benchmarks and demos without a download.
  * Linear weights are N(0, 1/fan_in), norms 1 + 0.05 N(0, 1), embeddings N(0, 1);
