@@ -17,6 +17,11 @@ struct spruce_model {
     spruce_attention attention;   /* how the forward's attention runs */
 };
 
+/* spruce_config_parse on len bytes (not NUL-terminated) of JSON: the entry
+ * point of the fuzz target (tests/fuzz/fuzz_config.c). */
+int spruce__config_parse_buffer(const char *buf, size_t len, const char *origin,
+                                spruce_config *cfg);
+
 /* Run every block over nseq sequences x (nseq, T, hidden) in place;
  * progress (may be NULL) after each block. */
 int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T,

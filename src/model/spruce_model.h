@@ -57,10 +57,26 @@ typedef struct {
     int mlp_bias;                /* gate/up/down have biases (llama mlp_bias) */
 } spruce_config;
 
+/* What config.json may ask for.  Each key is refused above its bound, and so
+ * are the products below, with a message naming the keys; within them every
+ * size the forward, decoding and the pipeline compute from the config fits in
+ * size_t with room to spare (token counts are checked where they meet it).
+ * The bounds are far above today's largest models. */
+#define SPRUCE_MAX_HIDDEN       (1 << 20)  /* hidden_size; also heads x head_dim */
+#define SPRUCE_MAX_INTERMEDIATE (1 << 22)  /* intermediate_size */
+#define SPRUCE_MAX_HEAD_DIM     65536      /* head_dim */
+#define SPRUCE_MAX_HEADS        65536      /* num_attention_heads, num_key_value_heads */
+#define SPRUCE_MAX_LAYERS       65536      /* num_hidden_layers */
+#define SPRUCE_MAX_VOCAB        (1 << 24)  /* vocab_size */
+#define SPRUCE_MAX_POSITIONS    (1 << 24)  /* max_position_embeddings */
+/* Elements of one tensor: vocab_size x hidden_size, intermediate_size x hidden_size. */
+#define SPRUCE_MAX_TENSOR       ((int64_t)1 << 36)
+
 /* Parse config.json at path (a file, or a directory holding config.json).
- * SPRUCE_EIO when missing, SPRUCE_EFORMAT when malformed or a key is missing
- * or of the wrong type, SPRUCE_EUNSUPPORTED for a model type or option this
- * forward does not implement (the message lists what is supported). */
+ * SPRUCE_EIO when missing, SPRUCE_EFORMAT when malformed, a key is missing,
+ * repeated, of the wrong type or beyond its bound (SPRUCE_MAX_*),
+ * SPRUCE_EUNSUPPORTED for a model type or option this forward does not
+ * implement (the message lists what is supported). */
 int spruce_config_load(const char *path, spruce_config *cfg);
 /* The same on JSON text; origin names it in messages. */
 int spruce_config_parse(const char *json, const char *origin, spruce_config *cfg);
