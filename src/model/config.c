@@ -127,6 +127,11 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
                                   "num_attention_heads %d", origin, c->hidden_size,
                                   c->num_attention_heads);
         c->head_dim = c->hidden_size / c->num_attention_heads;
+        if (c->head_dim > SPRUCE_MAX_HEAD_DIM)
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: head_dim from hidden_size (%d) / "
+                                  "num_attention_heads (%d) is %d, above the bound %d", origin,
+                                  c->hidden_size, c->num_attention_heads, c->head_dim,
+                                  SPRUCE_MAX_HEAD_DIM);
     }
     /* The attention's widths are tensor dimensions like hidden_size and have
      * its bound; every product of two keys is checked before it is used. */

@@ -38,42 +38,66 @@ int spruce_fwd_chunk(int T)
     return T >= SPRUCE_FWD_TOKENS ? 1 : SPRUCE_FWD_TOKENS / (T > 0 ? T : 1);
 }
 
+/* n floats of a x b x c, or 0 when the bytes overflow size_t. */
+static size_t floats3(size_t a, size_t b, size_t c)
+{
+    size_t n;
+    if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) ||
+        __builtin_mul_overflow(n, sizeof(float), &n))
+        return 0;
+    return n;
+}
+
 spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_seq)
 {
     spruce_fwd_ws *ws;
-    size_t T, ST, half, nS;
-    if (!c || max_T <= 0 || max_seq <= 0 || (int64_t)max_T * max_seq > INT_MAX)
+    size_t T, ST, half, nS, ld, hid, qd, kvd, inter;
+    if (!c || max_T <= 0 || max_seq <= 0 || (int64_t)max_T * max_seq > INT_MAX ||
+        c->hidden_size <= 0 || c->intermediate_size <= 0 || c->num_attention_heads <= 0 ||
+        c->num_key_value_heads <= 0 || c->head_dim <= 0 ||
+        (int64_t)c->num_attention_heads * c->head_dim > INT_MAX ||
+        (int64_t)c->num_key_value_heads * c->head_dim > INT_MAX)
+        return NULL;
+    ST = (size_t)max_T;
+    T = ST * (size_t)max_seq;     /* tokens of a chunk, at most INT_MAX */
+    hid = (size_t)c->hidden_size;
+    qd = (size_t)c->num_attention_heads * (size_t)c->head_dim;
+    kvd = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    inter = (size_t)c->intermediate_size;
+    ld = spruce__kv_ld(ST);
+    half = (size_t)c->head_dim / 2;
+    nS = ST > (size_t)spruce__max_threads() ? ST : (size_t)spruce__max_threads();
+    /* Every size in bytes must fit in size_t (a hostile config or T). */
+    if (!floats3(T, hid, 1) || !floats3(T, qd, 1) || !floats3(T, kvd, 1) ||
+        !floats3(ld, (size_t)max_seq, kvd) || !floats3(T, inter, 1) ||
+        !floats3(nS, ST + 8, 1) || !floats3(ST, half > 0 ? half : 1, 1))
         return NULL;
     ws = calloc(1, sizeof *ws);
     if (!ws)
         return NULL;
-    ST = (size_t)max_T;
-    T = ST * (size_t)max_seq;     /* tokens of a chunk */
     ws->max_T = max_T;
     ws->max_seq = max_seq;
     ws->nthreads = spruce__max_threads();
     ws->attention = SPRUCE_ATTENTION_AUTO;
     ws->hidden = c->hidden_size;
-    ws->qdim = c->num_attention_heads * c->head_dim;
-    ws->kvdim = c->num_key_value_heads * c->head_dim;
+    ws->qdim = (int)qd;
+    ws->kvdim = (int)kvd;
     ws->inter = c->intermediate_size;
-    ws->ld = spruce__kv_ld(ST);
-    half = (size_t)c->head_dim / 2;
-    nS = (ST > (size_t)ws->nthreads ? ST : (size_t)ws->nthreads) * (ST + 8);
-    ws->a = malloc(T * (size_t)ws->hidden * sizeof(float));
-    ws->q = malloc(T * (size_t)ws->qdim * sizeof(float));
-    ws->k = malloc(T * (size_t)ws->kvdim * sizeof(float));
-    ws->v = malloc(T * (size_t)ws->kvdim * sizeof(float));
-    ws->kt = malloc(ws->ld * (size_t)max_seq * (size_t)ws->kvdim * sizeof(float));
-    ws->vt = malloc(ws->ld * (size_t)max_seq * (size_t)ws->kvdim * sizeof(float));
-    ws->att = malloc(T * (size_t)ws->qdim * sizeof(float));
-    ws->S = malloc(nS * sizeof(float));
-    ws->h = malloc(T * (size_t)ws->hidden * sizeof(float));
-    ws->t = malloc(T * (size_t)ws->hidden * sizeof(float));
-    ws->g = malloc(T * (size_t)ws->inter * sizeof(float));
-    ws->u = malloc(T * (size_t)ws->inter * sizeof(float));
-    ws->cos = malloc(ST * half * sizeof(float));
-    ws->sin = malloc(ST * half * sizeof(float));
+    ws->ld = ld;
+    ws->a = malloc(floats3(T, hid, 1));
+    ws->q = malloc(floats3(T, qd, 1));
+    ws->k = malloc(floats3(T, kvd, 1));
+    ws->v = malloc(floats3(T, kvd, 1));
+    ws->kt = malloc(floats3(ld, (size_t)max_seq, kvd));
+    ws->vt = malloc(floats3(ld, (size_t)max_seq, kvd));
+    ws->att = malloc(floats3(T, qd, 1));
+    ws->S = malloc(floats3(nS, ST + 8, 1));
+    ws->h = malloc(floats3(T, hid, 1));
+    ws->t = malloc(floats3(T, hid, 1));
+    ws->g = malloc(floats3(T, inter, 1));
+    ws->u = malloc(floats3(T, inter, 1));
+    ws->cos = malloc(floats3(ST, half > 0 ? half : 1, 1));
+    ws->sin = malloc(floats3(ST, half > 0 ? half : 1, 1));
     if (!ws->a || !ws->q || !ws->k || !ws->v || !ws->kt || !ws->vt || !ws->att || !ws->S ||
         !ws->h || !ws->t || !ws->g || !ws->u || !ws->cos || !ws->sin) {
         spruce_fwd_ws_free(ws);

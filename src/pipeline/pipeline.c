@@ -117,7 +117,14 @@ static int prepare(run *r)
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
     if (!r->need_data)
         return 0;
-    n = (size_t)r->nsamples * (size_t)r->seqlen * (size_t)c->hidden_size;
+    /* X holds nsamples x seqlen x hidden floats: refuse what size_t cannot count */
+    if (__builtin_mul_overflow((size_t)r->nsamples, (size_t)r->seqlen, &n) ||
+        __builtin_mul_overflow(n, (size_t)c->hidden_size, &n) ||
+        __builtin_mul_overflow(n, sizeof(float), &n))
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples x seqlen %d x "
+                              "hidden_size %d floats overflow the address space", r->nsamples,
+                              r->seqlen, c->hidden_size);
+    n /= sizeof(float);
     r->chunk = spruce_fwd_chunk(r->seqlen) < r->nsamples ? spruce_fwd_chunk(r->seqlen)
                                                          : r->nsamples;
     r->X = malloc(n * sizeof(float));
