@@ -143,6 +143,8 @@ Test(config_bad, every_key_has_a_bound)
     refused(k, "num_hidden_layers", NULL);
     k = small(); k.heads = SPRUCE_MAX_HEADS * 2L; k.kv = k.heads;
     refused(k, "num_attention_heads", NULL);
+    k = small(); k.kv = SPRUCE_MAX_HEADS + 1L;
+    refused(k, "num_key_value_heads", "65537");
     k = small(); k.head_dim = SPRUCE_MAX_HEAD_DIM + 2L;
     refused(k, "head_dim", NULL);
     k = small(); k.head_dim = 536870920L;        /* the fixture's value */
