@@ -179,6 +179,7 @@ static int check_layer_count(const spruce_model *m)
 {
     const spruce_tensor *first = NULL;
     long L = m->cfg.num_hidden_layers, low = -1, top = -1, b;
+    char blocks[64];
     int i, n = spruce_ckpt_count(m->ck), extra = 0;
     for (i = 0; i < n; i++) {
         const spruce_tensor *t = spruce_ckpt_tensor_at(m->ck, i);
@@ -193,9 +194,13 @@ static int check_layer_count(const spruce_model *m)
     }
     if (!first)
         return 0;
+    if (top > low)
+        snprintf(blocks, sizeof blocks, "blocks %ld..%ld", low, top);
+    else
+        snprintf(blocks, sizeof blocks, "block %ld", low);
     return spruce__seterr(SPRUCE_ESHAPE, "checkpoint %s: %s.%ld.* present but config.json "
-                          "num_hidden_layers is %ld (%d tensors of blocks %ld..%ld, e.g. %s in "
-                          "%s)", spruce_ckpt_dir(m->ck), m->fam->layers, low, L, extra, low, top,
+                          "num_hidden_layers is %ld (%d tensors of %s, e.g. %s in %s)",
+                          spruce_ckpt_dir(m->ck), m->fam->layers, low, L, extra, blocks,
                           first->name, spruce_ckpt_file_of(m->ck, first));
 }
 
