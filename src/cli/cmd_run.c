@@ -24,7 +24,9 @@ static void usage(FILE *f)
             "Generate tokens one by one with a key/value cache.  Every linear layer of the\n"
             "blocks runs on spruce's linear-layer object: with --sparse auto (default) in a\n"
             "sparse format where that measured faster than dense at batch 1, with --sparse off\n"
-            "on dense OpenBLAS (same weights).  Greedy unless --temperature > 0.\n\n"
+            "on dense OpenBLAS (same weights).  Greedy unless --temperature > 0.  Weights so\n"
+            "large that the float32 activations overflow are an error (exit 1) naming the\n"
+            "layer, the tensor and the position of the first NaN or infinity.\n\n"
             "  --prompt \"IDS\"      prompt token ids, separated by spaces (e.g. \"1\" for BOS)\n"
             "  --steps N          tokens to generate (default 64)\n"
             "  --temperature T    sample from softmax(logits / T) (default 0: greedy)\n"
@@ -244,7 +246,7 @@ int spruce_cmd_run(int argc, char **argv)
     t0 = spruce_clock_now();
     for (i = 0; i < nprompt; i++)
         if ((rc = spruce_decoder_step(d, prompt[i], i == nprompt - 1 ? logits : NULL))) {
-            cli_error(rc, "run: prompt");
+            cli_error(rc, "run: prompt token %d", i);
             goto done;
         }
     t_prompt = spruce_clock_now() - t0;

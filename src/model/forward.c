@@ -3,6 +3,7 @@
  * cblas_sgemm and the block's maths in block.c.  BLAS is never called from
  * inside an OpenMP parallel region. */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -172,8 +173,9 @@ static int check_block(const spruce_config *c, const spruce_block *b)
     return 0;
 }
 
-int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x, int nseq,
-                         int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx, int stop_after)
+int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, float *x, int nseq,
+                             int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
+                             int stop_after, int seq0)
 {
     spruce__block_run r;
     int rc;
@@ -183,8 +185,8 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
         return spruce__seterr(SPRUCE_EINVAL, "block forward: %d sequences of %d tokens, "
                               "workspace holds %d of %d", nseq, T, ws->max_seq, ws->max_T);
     if (ws->hidden != c->hidden_size || ws->inter != c->intermediate_size ||
-        ws->qdim != c->num_attention_heads * c->head_dim ||
-        ws->kvdim != c->num_key_value_heads * c->head_dim)
+        ws->qdim != (int64_t)c->num_attention_heads * c->head_dim ||
+        ws->kvdim != (int64_t)c->num_key_value_heads * c->head_dim)
         return spruce__seterr(SPRUCE_EINVAL, "block forward: workspace made for another config");
     if (c->sliding_window > 0 && T > c->sliding_window)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "sequence of %d tokens is longer than the "
@@ -210,12 +212,30 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
     r.nthreads = ws->nthreads;
     r.a = ws->a; r.q = ws->q; r.k = ws->k; r.v = ws->v; r.att = ws->att;
     r.h = ws->h; r.t = ws->t; r.g = ws->g; r.u = ws->u;
-    return spruce__block(&r, x, nseq, T, tap, ctx, stop_after);
+    r.layer = b->layer;
+    r.seq0 = seq0;
+    rc = spruce__block(&r, x, nseq, T, tap, ctx, stop_after);
+    if (rc == SPRUCE_ENAN) {
+        /* x is unchanged (r.h is a copy): run the block again checking every
+         * intermediate, to name the first tensor that holds the value. */
+        char first[512];
+        snprintf(first, sizeof first, "%s", spruce_errdetail());
+        r.locate = 1;
+        if (spruce__block(&r, x, nseq, T, NULL, NULL, -1) != SPRUCE_ENAN)
+            spruce__seterr(SPRUCE_ENAN, "%s", first);
+    }
+    return rc;
+}
+
+int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x, int nseq,
+                         int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx, int stop_after)
+{
+    return spruce__block_forward_at(c, b, x, nseq, T, ws, tap, ctx, stop_after, 0);
 }
 
 /* ---- the model ---------------------------------------------------------------- */
 
-int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T,
+int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
                        spruce_block_progress_fn progress, void *ctx)
 {
     const spruce_config *c = &m->cfg;
@@ -231,8 +251,8 @@ int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T,
             goto done;
         for (s = 0; s < nseq; s += chunk) {
             int ns = nseq - s < chunk ? nseq - s : chunk;
-            if ((rc = spruce_block_forward(c, b, x + (size_t)s * T * c->hidden_size, ns, T, ws,
-                                           NULL, NULL, -1)))
+            if ((rc = spruce__block_forward_at(c, b, x + (size_t)s * T * c->hidden_size, ns, T,
+                                               ws, NULL, NULL, -1, seq0 + s)))
                 goto done;
         }
         spruce_model_put_block(m, b);
@@ -255,6 +275,21 @@ void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, 
                 xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
 }
 
+int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn,
+                         float *logits, int pos0, int seq0)
+{
+    const spruce_config *c = &m->cfg;
+    char what[160];
+    int rc;
+    spruce__rmsnorm(xn, x, m->norm, T, c->hidden_size, c->rms_norm_eps);
+    snprintf(what, sizeof what, "%s (final norm) output", m->fam->final_norm);
+    if ((rc = spruce__check_rows(xn, T, c->hidden_size, T, pos0, seq0, what)))
+        return rc;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c->vocab_size, c->hidden_size, 1.0f,
+                xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
+    return spruce__check_rows(logits, T, c->vocab_size, T, pos0, seq0, "logits");
+}
+
 int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits)
 {
     float *x = NULL, *xn = NULL;
@@ -268,9 +303,9 @@ int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *log
         goto done;
     }
     if ((rc = spruce_model_embed(m, ids, T, x)) ||
-        (rc = spruce__run_blocks(m, x, 1, T, NULL, NULL)))
+        (rc = spruce__run_blocks(m, x, 1, T, 0, NULL, NULL)) ||
+        (rc = spruce__head_checked(m, x, T, xn, logits, 0, 0)))
         goto done;
-    spruce_model_head(m, x, T, xn, logits);
 done:
     free(x);
     free(xn);

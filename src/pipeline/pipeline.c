@@ -21,6 +21,7 @@
 
 #include "spruce_clock.h"
 #include "spruce_family.h"
+#include "model_internal.h"
 #include "pipeline_internal.h"
 #include "spruce_pipeline.h"
 
@@ -141,16 +142,19 @@ static int prepare(run *r)
 }
 
 /* Block b over every calibration sequence, chunk by chunk (see
- * spruce_block_forward for tap and stop_after). */
+ * spruce_block_forward for tap and stop_after).  A NaN or infinity in what
+ * the taps see or in the block output is SPRUCE_ENAN naming the layer, the
+ * tensor, the calibration sequence and the position. */
 static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
                        int stop_after)
 {
     size_t per = (size_t)r->seqlen * r->c->hidden_size;
     int s, rc;
     for (s = 0; s < r->nsamples; s += r->chunk)
-        if ((rc = spruce_block_forward(r->c, b, r->X + (size_t)s * per,
-                                       r->nsamples - s < r->chunk ? r->nsamples - s : r->chunk,
-                                       r->seqlen, r->ws, tap, ctx, stop_after)))
+        if ((rc = spruce__block_forward_at(r->c, b, r->X + (size_t)s * per,
+                                           r->nsamples - s < r->chunk ? r->nsamples - s
+                                                                      : r->chunk,
+                                           r->seqlen, r->ws, tap, ctx, stop_after, s)))
             return rc;
     return 0;
 }
