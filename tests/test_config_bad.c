@@ -296,3 +296,23 @@ Test(config_bad, calibration_activations_that_overflow_are_refused)
     free(tmp);
     free(dir);
 }
+
+Test(config_bad, synth_writes_nothing_its_reader_refuses)
+{
+    char *tmp = tmp_dir(), dir[1100];
+    spruce_synth_config s;
+    spruce_synth_defaults(&s);
+    s.hidden = 64;
+    s.intermediate = 128;
+    s.layers = 1;
+    s.vocab = 128;
+    s.max_position = SPRUCE_MAX_POSITIONS + 1;
+    snprintf(dir, sizeof dir, "%s/m", tmp);
+    cr_assert_eq(spruce_synth_write(dir, &s, 0), SPRUCE_EINVAL, "%s", spruce_errdetail());
+    cr_assert(strstr(spruce_errdetail(), "max_position"), "%s", spruce_errdetail());
+    cr_assert(!exists(dir), "%s was written", dir);
+    s.max_position = SPRUCE_MAX_POSITIONS;
+    cr_assert_eq(spruce_synth_write(dir, &s, 0), 0, "%s", spruce_errdetail());
+    rm_tree(tmp);
+    free(tmp);
+}

@@ -107,6 +107,21 @@ static int check_config(const spruce_synth_config *c)
     if (c->hidden <= 0 || c->intermediate <= 0 || c->layers <= 0 || c->heads <= 0 ||
         c->kv_heads <= 0 || c->vocab <= 0 || c->max_position <= 0)
         return spruce__seterr(SPRUCE_EINVAL, "synth: every size must be positive");
+    /* config.json's bounds (spruce_model.h): never write what spruce refuses to read */
+    if (c->hidden > SPRUCE_MAX_HIDDEN || c->intermediate > SPRUCE_MAX_INTERMEDIATE ||
+        c->layers > SPRUCE_MAX_LAYERS || c->heads > SPRUCE_MAX_HEADS ||
+        c->vocab > SPRUCE_MAX_VOCAB || c->max_position > SPRUCE_MAX_POSITIONS ||
+        c->hidden / c->heads > SPRUCE_MAX_HEAD_DIM ||
+        (int64_t)c->vocab * c->hidden > SPRUCE_MAX_TENSOR ||
+        (int64_t)c->intermediate * c->hidden > SPRUCE_MAX_TENSOR)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d, intermediate %d, layers %d, "
+                              "heads %d, vocab %d, max_position %d: beyond config.json's bounds "
+                              "(hidden <= %d, intermediate <= %d, layers and heads <= %d, "
+                              "head dimension <= %d, vocab <= %d, max_position <= %d, vocab x "
+                              "hidden and intermediate x hidden <= 2^36)", c->hidden,
+                              c->intermediate, c->layers, c->heads, c->vocab, c->max_position,
+                              SPRUCE_MAX_HIDDEN, SPRUCE_MAX_INTERMEDIATE, SPRUCE_MAX_LAYERS,
+                              SPRUCE_MAX_HEAD_DIM, SPRUCE_MAX_VOCAB, SPRUCE_MAX_POSITIONS);
     if (c->hidden % c->heads)
         return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d is not a multiple of heads %d",
                               c->hidden, c->heads);
