@@ -159,7 +159,10 @@ int spruce_fwd_chunk(int T);
  * 0..T-1, updating x in place.  tap (may be NULL) sees the inputs of the
  * linear layers, (nseq * T, cols).  With stop_after a site (not -1), the
  * forward stops right after tapping it and x is left unchanged: calibration of
- * one group of layers costs no more than needed. */
+ * one group of layers costs no more than needed.  A NaN or infinity in the
+ * block output or in what tap sees (weights so large that float32 overflows)
+ * is SPRUCE_ENAN, x unchanged, the message naming the layer, the first tensor
+ * of the block that holds one, the sequence and the position. */
 int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x, int nseq,
                          int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
                          int stop_after);
@@ -199,7 +202,8 @@ int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float 
  * (T, hidden) scratch. */
 void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits);
 
-/* Full forward of one sequence: logits (T, vocab) row-major. */
+/* Full forward of one sequence: logits (T, vocab) row-major; SPRUCE_ENAN as
+ * spruce_block_forward, or naming the final norm's output or the logits. */
 int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits);
 
 /* Activations the perplexity evaluation keeps at once by default: 2 GiB. */
@@ -222,7 +226,8 @@ void spruce_eval_opts_init(spruce_eval_opts *o);
  * exp(mean over windows and positions of the next-token negative
  * log-likelihood), each window predicting seqlen - 1 tokens.  Streams blocks,
  * keeping at most o->act_bytes of activations.  o may be NULL (the defaults);
- * SPRUCE_EINVAL for act_bytes 0. */
+ * SPRUCE_EINVAL for act_bytes 0; SPRUCE_ENAN as spruce_model_forward (the
+ * sequence is the window). */
 int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
                                  const spruce_eval_opts *o, double *ppl, int *nwin);
 
