@@ -103,7 +103,7 @@ static char *synth_model(const char *root, int layers, int heads, int kv)
 Test(config_bad, fixture_head_dim_overflow_is_refused_before_any_size)
 {
     const char *root = getenv("SPRUCE_FIXTURES");
-    char path[1200], cfgpath[1200], *tmp, *dir;
+    char path[1200], cfgpath[1200], *tmp, *dir, *text;
     spruce_model *m = NULL;
     spruce_config c;
     struct stat st;
@@ -122,7 +122,9 @@ Test(config_bad, fixture_head_dim_overflow_is_refused_before_any_size)
     tmp = tmp_dir();
     dir = synth_model(tmp, 1, 8, 8);
     snprintf(cfgpath, sizeof cfgpath, "%s/config.json", dir);
-    write_text(cfgpath, read_text(path));
+    text = read_text(path);
+    write_text(cfgpath, text);
+    free(text);
     rc = spruce_model_open(dir, &m);
     cr_assert_eq(rc, SPRUCE_EFORMAT, "rc %d: %s", rc, spruce_errdetail());
     cr_assert_null(m);
