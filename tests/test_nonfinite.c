@@ -1,8 +1,8 @@
 /* test_nonfinite.c: finite weights so large that the float32 activations
  * overflow (1e38 in BF16) are an error naming the layer and the tensor where
  * the first NaN or infinity appears, in the forward, the perplexity, decoding,
- * the pipeline's calibration and the eval and run commands; never a
- * "perplexity nan" or arbitrary ids with exit status 0. */
+ * the pipeline's calibration and the eval, run, bench --model and prune
+ * commands; never a "perplexity nan" or arbitrary ids with exit status 0. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,7 +229,7 @@ static int run_err(const char *cmd, const char *errfile, char *err, size_t size)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-Test(nonfinite, eval_and_run_exit_1_naming_the_tensor)
+Test(nonfinite, commands_exit_1_naming_the_tensor)
 {
     char *d = tmp_dir(), base[1100], bad[1100], cmd[4096], errf[1200], err[4096], data[1200];
     const char *b = bin();
@@ -255,6 +255,15 @@ Test(nonfinite, eval_and_run_exit_1_naming_the_tensor)
              bad);
     cr_assert_eq(run_err(cmd, errf, err, sizeof err), 1, "run: %s", err);
     cr_assert(strstr(err, EXPECT_UP1), "run: %s", err);
+    snprintf(cmd, sizeof cmd, "'%s' bench --model '%s' --batch 1", b, bad);
+    cr_assert_eq(run_err(cmd, errf, err, sizeof err), 1, "bench --model: %s", err);
+    cr_assert(strstr(err, EXPECT_UP1), "bench --model: %s", err);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s/out' --calib '%s' --sparsity 0.5 "
+             "--seqlen 32 --nsamples 4", b, bad, d, data);
+    cr_assert_eq(run_err(cmd, errf, err, sizeof err), 1, "prune: %s", err);
+    cr_assert(strstr(err, EXPECT_UP1), "prune: %s", err);
+    snprintf(cmd, sizeof cmd, "%s/out", d);
+    cr_assert(!exists(cmd), "prune left %s", cmd);
     /* the control */
     snprintf(cmd, sizeof cmd, "'%s' eval '%s' --data '%s' --seqlen 32", b, base, data);
     cr_assert_eq(run_err(cmd, errf, err, sizeof err), 0, "eval: %s", err);
