@@ -6,6 +6,7 @@
  * around the caller's linear layers (modeling_llama.py: LlamaDecoderLayer). */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -14,6 +15,7 @@
 #endif
 
 #include "block.h"
+#include "spruce_family.h"
 
 #define PAR_MIN SPRUCE__PAR_MIN
 
@@ -322,7 +324,75 @@ void spruce__attention_blas(const float *q, const float *k, const float *v, floa
     }
 }
 
+/* ---- non-finite values ------------------------------------------------------ */
+
+int spruce__first_nonfinite(const float *x, size_t ntok, size_t n, size_t *row, size_t *col)
+{
+    typedef uint32_t __attribute__((may_alias)) alias_u32;
+    const alias_u32 *u = (const alias_u32 *)x;
+    size_t i, total = ntok * n;
+    uint32_t any = 0;
+    /* exponent bits all ones: NaN or infinity; located only when present */
+#pragma omp simd reduction(|:any)
+    for (i = 0; i < total; i++)
+        any |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    *row = 0;
+    *col = (size_t)-1;
+    if (!any)
+        return 0;
+    for (i = 0; i < total; i++)
+        if ((u[i] & 0x7f800000u) == 0x7f800000u)
+            break;
+    *row = i / n;
+    *col = i % n;
+    return 1;
+}
+
+int spruce__check_rows(const float *x, int ntok, int n, int T, int pos0, int seq0,
+                       const char *what)
+{
+    size_t row, col;
+    float v;
+    char where[64];
+    if (!spruce__first_nonfinite(x, (size_t)ntok, (size_t)n, &row, &col))
+        return 0;
+    v = x[row * (size_t)n + col];
+    if (ntok <= T && seq0 == 0)
+        snprintf(where, sizeof where, "position %d", pos0 + (int)row);
+    else
+        snprintf(where, sizeof where, "position %d of sequence %d", pos0 + (int)(row % T),
+                 seq0 + (int)(row / T));
+    return spruce__seterr(SPRUCE_ENAN, "%s: non-finite value (%s) at %s", what,
+                          isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", where);
+}
+
 /* ---- the block -------------------------------------------------------------- */
+
+/* The name of the tensor a block check looks at, for messages. */
+static void tensor_label(const spruce__block_run *r, const char *part, const char *what,
+                         char *buf, size_t size)
+{
+    snprintf(buf, size, "layer %d %s%s%s", r->layer, part, *what ? " " : "", what);
+}
+
+/* Check x (ntok, n) for non-finite values, naming the tensor part + what. */
+static int check(const spruce__block_run *r, int locate_only, const float *x, int ntok, int n,
+                 int T, const char *part, const char *what)
+{
+    char label[160];
+    size_t row, col;
+    if (locate_only && !r->locate)
+        return 0;
+    if (!spruce__first_nonfinite(x, (size_t)ntok, (size_t)n, &row, &col))
+        return 0;
+    tensor_label(r, part, what, label, sizeof label);
+    return spruce__check_rows(x, ntok, n, T, r->pos0, r->seq0, label);
+}
+
+static const char *proj_path(const spruce_family *f, spruce_proj l)
+{
+    return f ? f->linear[l].path : spruce_proj_path(l);
+}
 
 /* Tap site, then say whether the block stops there (*rc: the tap's return). */
 static int tap_and_stop(spruce_tap_fn tap, void *ctx, spruce_site site, const float *X,
@@ -337,25 +407,42 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
                   void *ctx, int stop_after)
 {
     const spruce_config *c = r->c;
+    const spruce_family *f = c->family ? c->family : spruce_family_find(c->model_type);
+    const char *attn_norm = f ? f->attn_norm : "input_layernorm";
+    const char *mlp_norm = f ? f->mlp_norm : "post_attention_layernorm";
     int hid = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
     int d = c->head_dim, qd = H * d, inter = c->intermediate_size;
     int ntok = nseq * T, rc = 0;
     size_t n = (size_t)ntok * hid;
+    /* Each check is one pass over a tensor that a matrix product of its width
+     * made or will read: the block output and the tapped inputs always, the
+     * rest (locate_only 1) when locating. */
+#define CHECK(locate_only, X, width, part, what)                                      \
+    do {                                                                              \
+        if ((rc = check(r, locate_only, X, ntok, width, T, part, what)))              \
+            return rc;                                                                \
+    } while (0)
 
     /* attention */
     spruce__rmsnorm(r->a, x, r->attn_norm, ntok, hid, c->rms_norm_eps);
+    CHECK(!tap, r->a, hid, attn_norm, "output");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_QKV, r->a, ntok, hid, stop_after, &rc))
         return rc;
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_Q, r->a, ntok, r->q)) ||
         (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_K, r->a, ntok, r->k)) ||
         (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_V, r->a, ntok, r->v)))
         return rc;
+    CHECK(1, r->q, qd, proj_path(f, SPRUCE_PROJ_Q), "output");
+    CHECK(1, r->k, KV * d, proj_path(f, SPRUCE_PROJ_K), "output");
+    CHECK(1, r->v, KV * d, proj_path(f, SPRUCE_PROJ_V), "output");
     if (r->q_norm)   /* rows of head_dim: every head of every token */
         spruce__rmsnorm(r->q, r->q, r->q_norm, ntok * H, d, c->rms_norm_eps);
     if (r->k_norm)
         spruce__rmsnorm(r->k, r->k, r->k_norm, ntok * KV, d, c->rms_norm_eps);
     spruce__rope(r->q, ntok, T, r->pos0, H, d, r->cos, r->sin);
     spruce__rope(r->k, ntok, T, r->pos0, KV, d, r->cos, r->sin);
+    CHECK(1, r->q, qd, proj_path(f, SPRUCE_PROJ_Q), "output after rotary embedding");
+    CHECK(1, r->k, KV * d, proj_path(f, SPRUCE_PROJ_K), "output after rotary embedding");
     if (r->blas_attention) {
         spruce__attention_blas(r->q, r->k, r->v, r->att, nseq, T, H, KV, d, r->scores);
     } else {
@@ -363,27 +450,37 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
         spruce__attention_rows(&r->kv, r->q, r->att, nseq, T, r->pos0, H, KV, d, r->scores,
                                r->nthreads);
     }
+    CHECK(!tap, r->att, qd, "self_attn", "attention output");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_O, r->att, ntok, qd, stop_after, &rc))
         return rc;
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_O, r->att, ntok, r->t)))
         return rc;
+    CHECK(1, r->t, hid, proj_path(f, SPRUCE_PROJ_O), "output");
     if (r->h != x)
         memcpy(r->h, x, n * sizeof(float));
     spruce__add(r->h, r->t, n);
+    CHECK(1, r->h, hid, "residual stream after self_attn", "");
 
     /* MLP */
     spruce__rmsnorm(r->a, r->h, r->mlp_norm, ntok, hid, c->rms_norm_eps);
+    CHECK(!tap, r->a, hid, mlp_norm, "output");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_GATEUP, r->a, ntok, hid, stop_after, &rc))
         return rc;
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_GATE, r->a, ntok, r->g)) ||
         (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_UP, r->a, ntok, r->u)))
         return rc;
+    CHECK(1, r->g, inter, proj_path(f, SPRUCE_PROJ_GATE), "output");
+    CHECK(1, r->u, inter, proj_path(f, SPRUCE_PROJ_UP), "output");
     spruce__swiglu(r->g, r->u, (size_t)ntok * inter);
+    CHECK(!tap, r->g, inter, "mlp", "act_fn(gate_proj) * up_proj");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_DOWN, r->g, ntok, inter, stop_after, &rc))
         return rc;
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_DOWN, r->g, ntok, r->t)))
         return rc;
+    CHECK(1, r->t, hid, proj_path(f, SPRUCE_PROJ_DOWN), "output");
     spruce__add(r->h, r->t, n);
+    CHECK(0, r->h, hid, "output", "");
+#undef CHECK
     if (r->h != x)
         memcpy(x, r->h, n * sizeof(float));
     return 0;

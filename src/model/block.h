@@ -80,6 +80,18 @@ void spruce__attention_rows(const spruce__kv *kv, const float *q, float *att, in
 void spruce__attention_blas(const float *q, const float *k, const float *v, float *att,
                             int nseq, int T, int H, int KV, int d, float *S);
 
+/* The first element of x (ntok, n) that is NaN or infinite, as its row and
+ * column (0 and -1 when every element is finite); a branch-free scan that
+ * costs a small fraction of the matrix product the values come from. */
+int spruce__first_nonfinite(const float *x, size_t ntok, size_t n, size_t *row, size_t *col);
+
+/* SPRUCE_ENAN "<what>: non-finite value (nan|inf|-inf) at position P[ of
+ * sequence S]" for the first non-finite element of x (ntok, n) of nseq
+ * sequences of T tokens, sequence 0 being seq0 and each starting at
+ * position pos0; 0 when there is none. */
+int spruce__check_rows(const float *x, int ntok, int n, int T, int pos0, int seq0,
+                       const char *what);
+
 /* Y (ntok, rows) = X (ntok, cols) W_l^T + b_l for linear l of the block. */
 typedef int (*spruce__linear_fn)(void *ctx, spruce_proj l, const float *X, int ntok, float *Y);
 
@@ -101,6 +113,13 @@ typedef struct {
     float *scores;                         /* rows: (nthreads, kv.ld); BLAS: (T, T) */
     int nthreads;
     float *a, *q, *k, *v, *att, *h, *t, *g, *u;
+    /* Non-finite values (a weight so large that the activations overflow):
+     * the block output, and the inputs tap sees, are always checked; with
+     * locate every intermediate is, so that the message names the first
+     * tensor that holds one ("layer 3 mlp.down_proj output: ...").  layer and
+     * seq0 (the index of the first sequence) are for the message. */
+    int locate;
+    int layer, seq0;
 } spruce__block_run;
 
 /* x (nseq * T, hidden) through one LLaMA decoder block (modeling_llama.py:
@@ -111,8 +130,10 @@ typedef struct {
  *   a = rmsnorm(h) * mlp_norm;  g = silu(gate(a)) * up(a);  x = h + down(g)
  * tap (may be NULL) sees the input of each group of linear layers; with
  * stop_after a site (not -1) the block stops right after tapping it and x is
- * unchanged (when r->h is not x).  Returns 0, a linear layer's error or the
- * tap's non-zero return. */
+ * unchanged (when r->h is not x).  Returns 0, a linear layer's error, the
+ * tap's non-zero return, or SPRUCE_ENAN for a non-finite value (see locate);
+ * x is then unchanged when r->h is not x, and the block can be run again with
+ * locate to name the tensor. */
 int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_tap_fn tap,
                   void *ctx, int stop_after);
 

@@ -1,6 +1,7 @@
 /* config.c: config.json of a Hugging Face LLaMA-family checkpoint (jansson);
  * rope_scaling is read by rope.c. */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,10 +12,12 @@
 
 #include "rope.h"
 #include "spruce_family.h"
+#include "model_internal.h"
 
-/* An integer key; required keys must be present, optional ones keep *out. */
+/* An integer key in [lo, hi]; required keys must be present, optional ones
+ * keep *out. */
 static int get_int(const json_t *root, const char *origin, const char *key, int required,
-                   int lo, int *out)
+                   int lo, int hi, int *out)
 {
     const json_t *v = json_object_get(root, key);
     json_int_t i;
@@ -27,10 +30,21 @@ static int get_int(const json_t *root, const char *origin, const char *key, int 
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: key '%s': expected an integer", origin,
                               key);
     i = json_integer_value(v);
-    if (i < lo || i > (1 << 30))
-        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key '%s': expected an integer >= %d, "
-                              "found %lld", origin, key, lo, (long long)i);
+    if (i < lo || i > hi)
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key '%s': expected an integer in "
+                              "%d..%d, found %lld", origin, key, lo, hi, (long long)i);
     *out = (int)i;
+    return 0;
+}
+
+/* a x b (keys ka, kb) must not exceed lim. */
+static int check_product(const char *origin, const char *ka, int a, const char *kb, int b,
+                         int64_t lim)
+{
+    int64_t p = (int64_t)a * b;
+    if (p > lim)
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: %s (%d) x %s (%d) = %lld exceeds %lld",
+                              origin, ka, a, kb, b, (long long)p, (long long)lim);
     return 0;
 }
 
@@ -106,23 +120,28 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
     snprintf(c->model_type, sizeof c->model_type, "%s", type);
     c->family = f;
 
-    if ((rc = get_int(root, origin, "hidden_size", 1, 1, &c->hidden_size)) ||
-        (rc = get_int(root, origin, "intermediate_size", 1, 1, &c->intermediate_size)) ||
-        (rc = get_int(root, origin, "num_hidden_layers", 1, 1, &c->num_hidden_layers)) ||
-        (rc = get_int(root, origin, "num_attention_heads", 1, 1, &c->num_attention_heads)) ||
-        (rc = get_int(root, origin, "vocab_size", 1, 1, &c->vocab_size)) ||
-        (rc = get_int(root, origin, "max_position_embeddings", 1, 1,
+    if ((rc = get_int(root, origin, "hidden_size", 1, 1, SPRUCE_MAX_HIDDEN,
+                      &c->hidden_size)) ||
+        (rc = get_int(root, origin, "intermediate_size", 1, 1, SPRUCE_MAX_INTERMEDIATE,
+                      &c->intermediate_size)) ||
+        (rc = get_int(root, origin, "num_hidden_layers", 1, 1, SPRUCE_MAX_LAYERS,
+                      &c->num_hidden_layers)) ||
+        (rc = get_int(root, origin, "num_attention_heads", 1, 1, SPRUCE_MAX_HEADS,
+                      &c->num_attention_heads)) ||
+        (rc = get_int(root, origin, "vocab_size", 1, 1, SPRUCE_MAX_VOCAB, &c->vocab_size)) ||
+        (rc = get_int(root, origin, "max_position_embeddings", 1, 1, SPRUCE_MAX_POSITIONS,
                       &c->max_position_embeddings)))
         return rc;
     c->num_key_value_heads = c->num_attention_heads;
-    if ((rc = get_int(root, origin, "num_key_value_heads", 0, 1, &c->num_key_value_heads)))
+    if ((rc = get_int(root, origin, "num_key_value_heads", 0, 1, SPRUCE_MAX_HEADS,
+                      &c->num_key_value_heads)))
         return rc;
     if (c->num_attention_heads % c->num_key_value_heads)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: num_attention_heads %d is not a multiple "
                               "of num_key_value_heads %d", origin, c->num_attention_heads,
                               c->num_key_value_heads);
     c->head_dim = 0;
-    if ((rc = get_int(root, origin, "head_dim", 0, 1, &c->head_dim)))
+    if ((rc = get_int(root, origin, "head_dim", 0, 1, SPRUCE_MAX_HEAD_DIM, &c->head_dim)))
         return rc;
     if (!c->head_dim)
         c->head_dim = f->default_head_dim;   /* 0: hidden / heads */
@@ -132,12 +151,23 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
                                   "num_attention_heads %d", origin, c->hidden_size,
                                   c->num_attention_heads);
         c->head_dim = c->hidden_size / c->num_attention_heads;
+        if (c->head_dim > SPRUCE_MAX_HEAD_DIM)
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: head_dim from hidden_size (%d) / "
+                                  "num_attention_heads (%d) is %d, above the bound %d", origin,
+                                  c->hidden_size, c->num_attention_heads, c->head_dim,
+                                  SPRUCE_MAX_HEAD_DIM);
     }
-    /* Widths are ints downstream (BLAS takes ints): keep them below 2^30. */
-    if ((int64_t)c->num_attention_heads * c->head_dim > (1 << 30))
-        return spruce__seterr(SPRUCE_EFORMAT, "file %s: num_attention_heads %d x head_dim %d "
-                              "is too large (at most 2^30)", origin, c->num_attention_heads,
-                              c->head_dim);
+    /* The attention's widths are tensor dimensions like hidden_size and have
+     * its bound; every product of two keys is checked before it is used. */
+    if ((rc = check_product(origin, "num_attention_heads", c->num_attention_heads, "head_dim",
+                            c->head_dim, SPRUCE_MAX_HIDDEN)) ||
+        (rc = check_product(origin, "num_key_value_heads", c->num_key_value_heads, "head_dim",
+                            c->head_dim, SPRUCE_MAX_HIDDEN)) ||
+        (rc = check_product(origin, "vocab_size", c->vocab_size, "hidden_size", c->hidden_size,
+                            SPRUCE_MAX_TENSOR)) ||
+        (rc = check_product(origin, "intermediate_size", c->intermediate_size, "hidden_size",
+                            c->hidden_size, SPRUCE_MAX_TENSOR)))
+        return rc;
     if (c->head_dim % 2)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: head_dim %d must be even for rotary "
                               "embeddings", origin, c->head_dim);
@@ -185,27 +215,43 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
     /* The window only matters for sequences longer than it: the forward
      * refuses those. */
     if (f->window_key &&
-        (rc = get_int(root, origin, f->window_key, 0, 1, &c->sliding_window)))
+        (rc = get_int(root, origin, f->window_key, 0, 1, INT_MAX, &c->sliding_window)))
         return rc;
     return 0;
 }
 
-int spruce_config_parse(const char *text, const char *origin, spruce_config *cfg)
+/* Duplicate keys are refused, as the safetensors header refuses them: which
+ * of two values a reader takes is not defined. */
+#define JSON_FLAGS JSON_REJECT_DUPLICATES
+
+static int parse_root(json_t *root, const json_error_t *err, const char *origin,
+                      spruce_config *cfg)
 {
-    json_error_t err;
-    json_t *root;
     int rc;
-    if (!text || !cfg)
-        return spruce__seterr(SPRUCE_EINVAL, "spruce_config_parse: NULL argument");
-    if (!origin)
-        origin = "config.json";
-    root = json_loads(text, 0, &err);
     if (!root)
-        return spruce__seterr(SPRUCE_EFORMAT, "file %s: line %d column %d: %s", origin, err.line,
-                              err.column, err.text);
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: line %d column %d: %s", origin, err->line,
+                              err->column, err->text);
     rc = parse(root, origin, cfg);
     json_decref(root);
     return rc;
+}
+
+int spruce__config_parse_buffer(const char *buf, size_t len, const char *origin,
+                                spruce_config *cfg)
+{
+    json_error_t err;
+    if (!buf || !cfg)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_config_parse: NULL argument");
+    if (!origin)
+        origin = "config.json";
+    return parse_root(json_loadb(buf, len, JSON_FLAGS, &err), &err, origin, cfg);
+}
+
+int spruce_config_parse(const char *text, const char *origin, spruce_config *cfg)
+{
+    if (!text || !cfg)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_config_parse: NULL argument");
+    return spruce__config_parse_buffer(text, strlen(text), origin, cfg);
 }
 
 int spruce_config_load(const char *path, spruce_config *cfg)
@@ -213,8 +259,6 @@ int spruce_config_load(const char *path, spruce_config *cfg)
     char buf[4096];
     struct stat st;
     json_error_t err;
-    json_t *root;
-    int rc;
     if (!path || !cfg)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_config_load: NULL argument");
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
@@ -223,11 +267,5 @@ int spruce_config_load(const char *path, spruce_config *cfg)
         snprintf(buf, sizeof buf, "%s", path);
     if (stat(buf, &st) != 0)
         return spruce__seterr(SPRUCE_EIO, "file %s: %s", buf, strerror(errno));
-    root = json_load_file(buf, 0, &err);
-    if (!root)
-        return spruce__seterr(SPRUCE_EFORMAT, "file %s: line %d column %d: %s", buf, err.line,
-                              err.column, err.text);
-    rc = parse(root, buf, cfg);
-    json_decref(root);
-    return rc;
+    return parse_root(json_load_file(buf, JSON_FLAGS, &err), &err, buf, cfg);
 }

@@ -6,6 +6,7 @@
 
 #include "block.h"
 #include "rope.h"
+#include "model_internal.h"
 #include "spruce_decode.h"
 #include "spruce_sparse.h"
 
@@ -228,6 +229,9 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
     r.nthreads = d->nthreads;
     r.a = d->a; r.q = d->q; r.k = d->k; r.v = d->v; r.att = d->att;
     r.h = d->x; r.t = d->t; r.g = d->g; r.u = d->u;
+    /* One token: checking every intermediate costs little beside the
+     * matrix-vector products, and x is updated in place (no second run). */
+    r.locate = 1;
     for (i = 0; i < c->num_hidden_layers; i++) {
         dec_layer *L = &d->layers[i];
         r.attn_norm = L->attn_norm;
@@ -236,12 +240,13 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
         r.k_norm = L->k_norm;
         r.linear_ctx = L;
         r.kv = L->kv;
+        r.layer = i;
         if ((rc = spruce__block(&r, d->x, 1, 1, NULL, NULL, -1)))
             return rc;
     }
     d->pos++;
     if (logits)
-        spruce_model_head(d->m, d->x, 1, d->xn, logits);
+        return spruce__head_checked(d->m, d->x, 1, d->xn, logits, d->pos - 1, 0);
     return 0;
 }
 

@@ -3,6 +3,7 @@
  * cblas_sgemm and the block's maths in block.c.  BLAS is never called from
  * inside an OpenMP parallel region. */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,42 +41,66 @@ int spruce_fwd_chunk(int T)
     return T >= SPRUCE_FWD_TOKENS ? 1 : SPRUCE_FWD_TOKENS / (T > 0 ? T : 1);
 }
 
+/* n floats of a x b x c, or 0 when the bytes overflow size_t. */
+static size_t floats3(size_t a, size_t b, size_t c)
+{
+    size_t n;
+    if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) ||
+        __builtin_mul_overflow(n, sizeof(float), &n))
+        return 0;
+    return n;
+}
+
 spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_seq)
 {
     spruce_fwd_ws *ws;
-    size_t T, ST, half, nS;
-    if (!c || max_T <= 0 || max_seq <= 0 || (int64_t)max_T * max_seq > INT_MAX)
+    size_t T, ST, half, nS, ld, hid, qd, kvd, inter;
+    if (!c || max_T <= 0 || max_seq <= 0 || (int64_t)max_T * max_seq > INT_MAX ||
+        c->hidden_size <= 0 || c->intermediate_size <= 0 || c->num_attention_heads <= 0 ||
+        c->num_key_value_heads <= 0 || c->head_dim <= 0 ||
+        (int64_t)c->num_attention_heads * c->head_dim > INT_MAX ||
+        (int64_t)c->num_key_value_heads * c->head_dim > INT_MAX)
+        return NULL;
+    ST = (size_t)max_T;
+    T = ST * (size_t)max_seq;     /* tokens of a chunk, at most INT_MAX */
+    hid = (size_t)c->hidden_size;
+    qd = (size_t)c->num_attention_heads * (size_t)c->head_dim;
+    kvd = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    inter = (size_t)c->intermediate_size;
+    ld = spruce__kv_ld(ST);
+    half = (size_t)c->head_dim / 2;
+    nS = ST > (size_t)spruce__max_threads() ? ST : (size_t)spruce__max_threads();
+    /* Every size in bytes must fit in size_t (a hostile config or T). */
+    if (!floats3(T, hid, 1) || !floats3(T, qd, 1) || !floats3(T, kvd, 1) ||
+        !floats3(ld, (size_t)max_seq, kvd) || !floats3(T, inter, 1) ||
+        !floats3(nS, ST + 8, 1) || !floats3(ST, half > 0 ? half : 1, 1))
         return NULL;
     ws = calloc(1, sizeof *ws);
     if (!ws)
         return NULL;
-    ST = (size_t)max_T;
-    T = ST * (size_t)max_seq;     /* tokens of a chunk */
     ws->max_T = max_T;
     ws->max_seq = max_seq;
     ws->nthreads = spruce__max_threads();
     ws->attention = SPRUCE_ATTENTION_AUTO;
     ws->hidden = c->hidden_size;
-    ws->qdim = c->num_attention_heads * c->head_dim;
-    ws->kvdim = c->num_key_value_heads * c->head_dim;
+    ws->qdim = (int)qd;
+    ws->kvdim = (int)kvd;
     ws->inter = c->intermediate_size;
-    ws->ld = spruce__kv_ld(ST);
-    half = (size_t)c->head_dim / 2;
-    nS = (ST > (size_t)ws->nthreads ? ST : (size_t)ws->nthreads) * (ST + 8);
-    ws->a = malloc(T * (size_t)ws->hidden * sizeof(float));
-    ws->q = malloc(T * (size_t)ws->qdim * sizeof(float));
-    ws->k = malloc(T * (size_t)ws->kvdim * sizeof(float));
-    ws->v = malloc(T * (size_t)ws->kvdim * sizeof(float));
-    ws->kt = malloc(ws->ld * (size_t)max_seq * (size_t)ws->kvdim * sizeof(float));
-    ws->vt = malloc(ws->ld * (size_t)max_seq * (size_t)ws->kvdim * sizeof(float));
-    ws->att = malloc(T * (size_t)ws->qdim * sizeof(float));
-    ws->S = malloc(nS * sizeof(float));
-    ws->h = malloc(T * (size_t)ws->hidden * sizeof(float));
-    ws->t = malloc(T * (size_t)ws->hidden * sizeof(float));
-    ws->g = malloc(T * (size_t)ws->inter * sizeof(float));
-    ws->u = malloc(T * (size_t)ws->inter * sizeof(float));
-    ws->cos = malloc(ST * half * sizeof(float));
-    ws->sin = malloc(ST * half * sizeof(float));
+    ws->ld = ld;
+    ws->a = malloc(floats3(T, hid, 1));
+    ws->q = malloc(floats3(T, qd, 1));
+    ws->k = malloc(floats3(T, kvd, 1));
+    ws->v = malloc(floats3(T, kvd, 1));
+    ws->kt = malloc(floats3(ld, (size_t)max_seq, kvd));
+    ws->vt = malloc(floats3(ld, (size_t)max_seq, kvd));
+    ws->att = malloc(floats3(T, qd, 1));
+    ws->S = malloc(floats3(nS, ST + 8, 1));
+    ws->h = malloc(floats3(T, hid, 1));
+    ws->t = malloc(floats3(T, hid, 1));
+    ws->g = malloc(floats3(T, inter, 1));
+    ws->u = malloc(floats3(T, inter, 1));
+    ws->cos = malloc(floats3(ST, half > 0 ? half : 1, 1));
+    ws->sin = malloc(floats3(ST, half > 0 ? half : 1, 1));
     if (!ws->a || !ws->q || !ws->k || !ws->v || !ws->kt || !ws->vt || !ws->att || !ws->S ||
         !ws->h || !ws->t || !ws->g || !ws->u || !ws->cos || !ws->sin) {
         spruce_fwd_ws_free(ws);
@@ -157,8 +182,9 @@ static int check_block(const spruce_config *c, const spruce_block *b)
     return 0;
 }
 
-int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x, int nseq,
-                         int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx, int stop_after)
+int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, float *x, int nseq,
+                             int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
+                             int stop_after, int seq0)
 {
     spruce__block_run r;
     int rc;
@@ -168,8 +194,8 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
         return spruce__seterr(SPRUCE_EINVAL, "block forward: %d sequences of %d tokens, "
                               "workspace holds %d of %d", nseq, T, ws->max_seq, ws->max_T);
     if (ws->hidden != c->hidden_size || ws->inter != c->intermediate_size ||
-        ws->qdim != c->num_attention_heads * c->head_dim ||
-        ws->kvdim != c->num_key_value_heads * c->head_dim)
+        ws->qdim != (int64_t)c->num_attention_heads * c->head_dim ||
+        ws->kvdim != (int64_t)c->num_key_value_heads * c->head_dim)
         return spruce__seterr(SPRUCE_EINVAL, "block forward: workspace made for another config");
     if (c->sliding_window > 0 && T > c->sliding_window)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "sequence of %d tokens is longer than the "
@@ -204,12 +230,30 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
     r.nthreads = ws->nthreads;
     r.a = ws->a; r.q = ws->q; r.k = ws->k; r.v = ws->v; r.att = ws->att;
     r.h = ws->h; r.t = ws->t; r.g = ws->g; r.u = ws->u;
-    return spruce__block(&r, x, nseq, T, tap, ctx, stop_after);
+    r.layer = b->layer;
+    r.seq0 = seq0;
+    rc = spruce__block(&r, x, nseq, T, tap, ctx, stop_after);
+    if (rc == SPRUCE_ENAN) {
+        /* x is unchanged (r.h is a copy): run the block again checking every
+         * intermediate, to name the first tensor that holds the value. */
+        char first[512];
+        snprintf(first, sizeof first, "%s", spruce_errdetail());
+        r.locate = 1;
+        if (spruce__block(&r, x, nseq, T, NULL, NULL, -1) != SPRUCE_ENAN)
+            spruce__seterr(SPRUCE_ENAN, "%s", first);
+    }
+    return rc;
+}
+
+int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x, int nseq,
+                         int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx, int stop_after)
+{
+    return spruce__block_forward_at(c, b, x, nseq, T, ws, tap, ctx, stop_after, 0);
 }
 
 /* ---- the model ---------------------------------------------------------------- */
 
-int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T,
+int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
                        spruce_block_progress_fn progress, void *ctx)
 {
     const spruce_config *c = &m->cfg;
@@ -225,8 +269,8 @@ int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T,
             goto done;
         for (s = 0; s < nseq; s += chunk) {
             int ns = nseq - s < chunk ? nseq - s : chunk;
-            if ((rc = spruce_block_forward(c, b, x + (size_t)s * T * c->hidden_size, ns, T, ws,
-                                           NULL, NULL, -1)))
+            if ((rc = spruce__block_forward_at(c, b, x + (size_t)s * T * c->hidden_size, ns, T,
+                                               ws, NULL, NULL, -1, seq0 + s)))
                 goto done;
         }
         spruce_model_put_block(m, b);
@@ -249,6 +293,21 @@ void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, 
                 xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
 }
 
+int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn,
+                         float *logits, int pos0, int seq0)
+{
+    const spruce_config *c = &m->cfg;
+    char what[160];
+    int rc;
+    spruce__rmsnorm(xn, x, m->norm, T, c->hidden_size, c->rms_norm_eps);
+    snprintf(what, sizeof what, "%s (final norm) output", m->fam->final_norm);
+    if ((rc = spruce__check_rows(xn, T, c->hidden_size, T, pos0, seq0, what)))
+        return rc;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c->vocab_size, c->hidden_size, 1.0f,
+                xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
+    return spruce__check_rows(logits, T, c->vocab_size, T, pos0, seq0, "logits");
+}
+
 int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits)
 {
     float *x = NULL, *xn = NULL;
@@ -262,9 +321,9 @@ int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *log
         goto done;
     }
     if ((rc = spruce_model_embed(m, ids, T, x)) ||
-        (rc = spruce__run_blocks(m, x, 1, T, NULL, NULL)))
+        (rc = spruce__run_blocks(m, x, 1, T, 0, NULL, NULL)) ||
+        (rc = spruce__head_checked(m, x, T, xn, logits, 0, 0)))
         goto done;
-    spruce_model_head(m, x, T, xn, logits);
 done:
     free(x);
     free(xn);

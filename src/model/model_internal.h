@@ -17,9 +17,29 @@ struct spruce_model {
     spruce_attention attention;   /* how the forward's attention runs */
 };
 
+/* spruce_config_parse on len bytes (not NUL-terminated) of JSON: the entry
+ * point of the fuzz target (tests/fuzz/fuzz_config.c). */
+int spruce__config_parse_buffer(const char *buf, size_t len, const char *origin,
+                                spruce_config *cfg);
+
 /* Run every block over nseq sequences x (nseq, T, hidden) in place;
- * progress (may be NULL) after each block. */
-int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T,
+ * progress (may be NULL) after each block.  seq0, the index of the first
+ * sequence, is for messages (SPRUCE_ENAN naming the block, the tensor, the
+ * sequence and the position of a non-finite activation). */
+int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
                        spruce_block_progress_fn progress, void *ctx);
+
+/* spruce_block_forward with seq0 the index of x's first sequence in
+ * messages.  The block output (and what tap sees) is checked for NaN and
+ * infinity; on SPRUCE_ENAN the block runs again checking every intermediate,
+ * and the message names the first tensor holding one. */
+int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, float *x, int nseq,
+                             int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
+                             int stop_after, int seq0);
+
+/* spruce_model_head, then SPRUCE_ENAN when the final norm's output or the
+ * logits hold a non-finite value (positions from pos0, sequence seq0). */
+int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn,
+                         float *logits, int pos0, int seq0);
 
 #endif /* SPRUCE_MODEL_INTERNAL_H */

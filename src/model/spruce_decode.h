@@ -48,7 +48,9 @@ int spruce_decoder_sparse_layers(const spruce_decoder *d);
 
 /* Feed token id at the next position; logits (vocab), if not NULL, receives
  * the scores of the token after it.  SPRUCE_EINVAL for an id outside the
- * vocabulary or a full cache. */
+ * vocabulary or a full cache; SPRUCE_ENAN when an activation or the logits
+ * hold a NaN or an infinity (weights so large that float32 overflows), the
+ * message naming the layer and the tensor where it first appears. */
 int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits);
 
 /* Feed a prompt ids[0..n) at the next positions; logits (may be NULL) as the

@@ -90,10 +90,26 @@ typedef struct {
     int mlp_bias;                /* gate/up/down have biases (llama mlp_bias) */
 } spruce_config;
 
+/* What config.json may ask for.  Each key is refused above its bound, and so
+ * are the products below, with a message naming the keys; within them every
+ * size the forward, decoding and the pipeline compute from the config fits in
+ * size_t with room to spare (token counts are checked where they meet it).
+ * The bounds are far above today's largest models. */
+#define SPRUCE_MAX_HIDDEN       (1 << 20)  /* hidden_size; also heads x head_dim */
+#define SPRUCE_MAX_INTERMEDIATE (1 << 22)  /* intermediate_size */
+#define SPRUCE_MAX_HEAD_DIM     65536      /* head_dim */
+#define SPRUCE_MAX_HEADS        65536      /* num_attention_heads, num_key_value_heads */
+#define SPRUCE_MAX_LAYERS       65536      /* num_hidden_layers */
+#define SPRUCE_MAX_VOCAB        (1 << 24)  /* vocab_size */
+#define SPRUCE_MAX_POSITIONS    (1 << 24)  /* max_position_embeddings */
+/* Elements of one tensor: vocab_size x hidden_size, intermediate_size x hidden_size. */
+#define SPRUCE_MAX_TENSOR       ((int64_t)1 << 36)
+
 /* Parse config.json at path (a file, or a directory holding config.json).
- * SPRUCE_EIO when missing, SPRUCE_EFORMAT when malformed or a key is missing
- * or of the wrong type, SPRUCE_EUNSUPPORTED for a model type or option this
- * forward does not implement (the message lists what is supported). */
+ * SPRUCE_EIO when missing, SPRUCE_EFORMAT when malformed, a key is missing,
+ * repeated, of the wrong type or beyond its bound (SPRUCE_MAX_*),
+ * SPRUCE_EUNSUPPORTED for a model type or option this forward does not
+ * implement (the message lists what is supported). */
 int spruce_config_load(const char *path, spruce_config *cfg);
 /* The same on JSON text; origin names it in messages. */
 int spruce_config_parse(const char *json, const char *origin, spruce_config *cfg);
@@ -183,7 +199,10 @@ int spruce_fwd_chunk(int T);
  * 0..T-1, updating x in place.  tap (may be NULL) sees the inputs of the
  * linear layers, (nseq * T, cols).  With stop_after a site (not -1), the
  * forward stops right after tapping it and x is left unchanged: calibration of
- * one group of layers costs no more than needed. */
+ * one group of layers costs no more than needed.  A NaN or infinity in the
+ * block output or in what tap sees (weights so large that float32 overflows)
+ * is SPRUCE_ENAN, x unchanged, the message naming the layer, the first tensor
+ * of the block that holds one, the sequence and the position. */
 int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x, int nseq,
                          int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
                          int stop_after);
@@ -223,7 +242,8 @@ int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float 
  * (T, hidden) scratch. */
 void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits);
 
-/* Full forward of one sequence: logits (T, vocab) row-major. */
+/* Full forward of one sequence: logits (T, vocab) row-major; SPRUCE_ENAN as
+ * spruce_block_forward, or naming the final norm's output or the logits. */
 int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits);
 
 /* Activations the perplexity evaluation keeps at once by default: 2 GiB. */
@@ -252,7 +272,8 @@ void spruce_eval_opts_init(spruce_eval_opts *o);
  * exp(mean over windows and positions of the next-token negative
  * log-likelihood), each window predicting seqlen - 1 tokens.  Streams blocks,
  * keeping at most o->act_bytes of activations.  o may be NULL (the defaults);
- * SPRUCE_EINVAL for act_bytes 0. */
+ * SPRUCE_EINVAL for act_bytes 0; SPRUCE_ENAN as spruce_model_forward (the
+ * sequence is the window). */
 int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
                                  const spruce_eval_opts *o, double *ppl, int *nwin);
 

@@ -143,6 +143,22 @@ static int check_config(const spruce_synth_config *c, const spruce_synth_family 
               f->rope_factor < 0 || (f->rope == SPRUCE_ROPE_DYNAMIC && fam_head_dim(c, f) <= 2)))
         return spruce__seterr(SPRUCE_EINVAL, "synth: rope scaling %d with factor %g",
                               (int)f->rope, f->rope_factor);
+    /* config.json's bounds (spruce_model.h): never write what spruce refuses to read */
+    if (c->hidden > SPRUCE_MAX_HIDDEN || c->intermediate > SPRUCE_MAX_INTERMEDIATE ||
+        c->layers > SPRUCE_MAX_LAYERS || c->heads > SPRUCE_MAX_HEADS ||
+        c->vocab > SPRUCE_MAX_VOCAB || c->max_position > SPRUCE_MAX_POSITIONS ||
+        fam_head_dim(c, f) > SPRUCE_MAX_HEAD_DIM ||
+        (int64_t)c->heads * fam_head_dim(c, f) > SPRUCE_MAX_HIDDEN ||
+        (int64_t)c->vocab * c->hidden > SPRUCE_MAX_TENSOR ||
+        (int64_t)c->intermediate * c->hidden > SPRUCE_MAX_TENSOR)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: hidden %d, intermediate %d, layers %d, "
+                              "heads %d, vocab %d, max_position %d: beyond config.json's bounds "
+                              "(hidden <= %d, intermediate <= %d, layers and heads <= %d, "
+                              "head dimension <= %d, vocab <= %d, max_position <= %d, vocab x "
+                              "hidden and intermediate x hidden <= 2^36)", c->hidden,
+                              c->intermediate, c->layers, c->heads, c->vocab, c->max_position,
+                              SPRUCE_MAX_HIDDEN, SPRUCE_MAX_INTERMEDIATE, SPRUCE_MAX_LAYERS,
+                              SPRUCE_MAX_HEAD_DIM, SPRUCE_MAX_VOCAB, SPRUCE_MAX_POSITIONS);
     if (f && f->head_dim > 0)
         ;   /* an explicit head_dim needs no hidden = heads x head_dim */
     else if (c->hidden % c->heads)

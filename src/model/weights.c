@@ -169,6 +169,51 @@ static int check_tensors(const spruce_model *m)
     return rc;
 }
 
+/* The block index of "<layers>.<i>.<rest>", or -1 for any other name. */
+static long block_of(const spruce_family *f, const char *name)
+{
+    size_t n = strlen(f->layers);
+    const char *p = name + n;
+    long i = 0;
+    if (strncmp(name, f->layers, n) || *p != '.' || p[1] < '0' || p[1] > '9')
+        return -1;
+    for (p++; *p >= '0' && *p <= '9'; p++)
+        if ((i = i * 10 + (*p - '0')) > (long)1 << 30)
+            return -1;
+    return *p == '.' ? i : -1;
+}
+
+/* No block beyond num_hidden_layers: a config that drops layers the
+ * checkpoint holds would run another model than the checkpoint's. */
+static int check_layer_count(const spruce_model *m)
+{
+    const spruce_tensor *first = NULL;
+    long L = m->cfg.num_hidden_layers, low = -1, top = -1, b;
+    char blocks[64];
+    int i, n = spruce_ckpt_count(m->ck), extra = 0;
+    for (i = 0; i < n; i++) {
+        const spruce_tensor *t = spruce_ckpt_tensor_at(m->ck, i);
+        if ((b = block_of(m->fam, t->name)) < L)
+            continue;
+        if (!first || b < low) {
+            first = t;
+            low = b;
+        }
+        top = b > top ? b : top;
+        extra++;
+    }
+    if (!first)
+        return 0;
+    if (top > low)
+        snprintf(blocks, sizeof blocks, "blocks %ld..%ld", low, top);
+    else
+        snprintf(blocks, sizeof blocks, "block %ld", low);
+    return spruce__seterr(SPRUCE_ESHAPE, "checkpoint %s: %s.%ld.* present but config.json "
+                          "num_hidden_layers is %ld (%d tensors of %s, e.g. %s in %s)",
+                          spruce_ckpt_dir(m->ck), m->fam->layers, low, L, extra, blocks,
+                          first->name, spruce_ckpt_file_of(m->ck, first));
+}
+
 int spruce_model_open(const char *dir, spruce_model **out)
 {
     spruce_model *m = NULL;
@@ -189,7 +234,7 @@ int spruce_model_open(const char *dir, spruce_model **out)
     if ((rc = spruce_ckpt_open(dir, &m->ck)))
         goto done;
     /* Every tensor the forward reads, with the shape the config implies. */
-    if ((rc = check_tensors(m)))
+    if ((rc = check_tensors(m)) || (rc = check_layer_count(m)))
         goto done;
     if ((rc = load_named(m->ck, f->embed, c->vocab_size, c->hidden_size, &m->embed)) ||
         (rc = load_named(m->ck, f->final_norm, c->hidden_size, -1, &m->norm)))

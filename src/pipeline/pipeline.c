@@ -21,6 +21,7 @@
 
 #include "spruce_clock.h"
 #include "spruce_family.h"
+#include "model_internal.h"
 #include "pipeline_internal.h"
 #include "spruce_pipeline.h"
 
@@ -117,7 +118,14 @@ static int prepare(run *r)
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
     if (!r->need_data)
         return 0;
-    n = (size_t)r->nsamples * (size_t)r->seqlen * (size_t)c->hidden_size;
+    /* X holds nsamples x seqlen x hidden floats: refuse what size_t cannot count */
+    if (__builtin_mul_overflow((size_t)r->nsamples, (size_t)r->seqlen, &n) ||
+        __builtin_mul_overflow(n, (size_t)c->hidden_size, &n) ||
+        __builtin_mul_overflow(n, sizeof(float), &n))
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples x seqlen %d x "
+                              "hidden_size %d floats overflow the address space", r->nsamples,
+                              r->seqlen, c->hidden_size);
+    n /= sizeof(float);
     r->chunk = spruce_fwd_chunk(r->seqlen) < r->nsamples ? spruce_fwd_chunk(r->seqlen)
                                                          : r->nsamples;
     r->X = malloc(n * sizeof(float));
@@ -134,16 +142,19 @@ static int prepare(run *r)
 }
 
 /* Block b over every calibration sequence, chunk by chunk (see
- * spruce_block_forward for tap and stop_after). */
+ * spruce_block_forward for tap and stop_after).  A NaN or infinity in what
+ * the taps see or in the block output is SPRUCE_ENAN naming the layer, the
+ * tensor, the calibration sequence and the position. */
 static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
                        int stop_after)
 {
     size_t per = (size_t)r->seqlen * r->c->hidden_size;
     int s, rc;
     for (s = 0; s < r->nsamples; s += r->chunk)
-        if ((rc = spruce_block_forward(r->c, b, r->X + (size_t)s * per,
-                                       r->nsamples - s < r->chunk ? r->nsamples - s : r->chunk,
-                                       r->seqlen, r->ws, tap, ctx, stop_after)))
+        if ((rc = spruce__block_forward_at(r->c, b, r->X + (size_t)s * per,
+                                           r->nsamples - s < r->chunk ? r->nsamples - s
+                                                                      : r->chunk,
+                                           r->seqlen, r->ws, tap, ctx, stop_after, s)))
             return rc;
     return 0;
 }
