@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "spruce_family.h"
+#include "spruce_files.h"
 
 /* An integer key; required keys must be present, optional ones keep *out. */
 static int get_int(const json_t *root, const char *origin, const char *key, int required,
@@ -198,8 +199,8 @@ int spruce_config_load(const char *path, spruce_config *cfg)
         snprintf(buf, sizeof buf, "%s/config.json", path);
     else
         snprintf(buf, sizeof buf, "%s", path);
-    if (stat(buf, &st) != 0)
-        return spruce__seterr(SPRUCE_EIO, "file %s: %s", buf, strerror(errno));
+    if ((rc = spruce__check_regular(buf))) /* not found, a directory, a FIFO: before reading */
+        return rc;
     root = json_load_file(buf, 0, &err);
     if (!root)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: line %d column %d: %s", buf, err.line,
