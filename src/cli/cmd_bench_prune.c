@@ -344,6 +344,19 @@ static int prune_one(const bp_opts *b, spruce_prune_opts o, spruce_method m, con
         cli_error(rc, "bench prune: %s", spruce_method_name(m));
         return rc == SPRUCE_EINVAL ? 2 : 1;
     }
+    if (r->res.dead_columns > 0) { /* an input never active: H_ii = 0 */
+        int all = r->res.dead_columns == cols;
+        fprintf(stderr,
+                "spruce: bench prune: %s: warning: %s%d of the %d input columns are dead (zero in every "
+                "token of the inputs: the Hessian's diagonal is zero there); %s\n",
+                spruce_method_name(m), all ? "all " : "", r->res.dead_columns, cols,
+                m == SPRUCE_METHOD_SPARSEGPT
+                    ? (all ? "their weights are set to zero, as SparseGPT's published code does: every "
+                             "weight is pruned"
+                           : "their weights are set to zero, as SparseGPT's published code does")
+                    : "their Wanda scores are zero, so they are pruned first and ties among them are "
+                      "arbitrary");
+    }
     if ((rc = spruce_prune_rel_error(W0, W, rows, cols, h, &r->rel))) {
         cli_error(rc, "bench prune: relative error");
         return 1;
