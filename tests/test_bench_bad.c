@@ -11,7 +11,9 @@
 
 #include "npy.h"
 #include "prune_testutil.h"
+#include "spruce_ckpt.h"
 #include "spruce_prune.h"
+#include "spruce_tokens.h"
 
 /* cmd's stdout and stderr (2>&1 is the caller's), its exit status in *code. */
 static char *run(const char *cmd, int *code)
@@ -189,4 +191,58 @@ Test(bench_options, an_svg_path_that_cannot_be_written_fails_first, .init = setu
     cr_assert_gt(st.st_size, 100);
     cr_assert_null(strstr(out, ".tmp-"), "a temporary was left: %s", out);
     free(out);
+}
+
+/* A checkpoint whose embedding has three all-zero columns: the inputs of
+ * block 0's q, k and v projections are dead there, and `spruce prune` says so
+ * for each of those layers. */
+Test(dead_columns, prune_reports_the_dead_inputs_of_each_layer, .init = setup, .fini = teardown,
+     .timeout = 300)
+{
+    spruce_synth_config cfg;
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *w;
+    const spruce_tensor *t;
+    char in[4200], z[4200], out[4200], calib[4200], cmd[20000], *o;
+    uint32_t ids[64];
+    float *e;
+    int64_t v, j;
+    int code;
+    spruce_synth_defaults(&cfg);
+    cfg.hidden = 32;
+    cfg.intermediate = 48;
+    cfg.layers = 1;
+    cfg.heads = 4;
+    cfg.kv_heads = 2;
+    cfg.vocab = 64;
+    cfg.max_position = 64;
+    cfg.dtype = SPRUCE_DTYPE_F32;
+    snprintf(in, sizeof in, "%s/in", tmpdir);
+    snprintf(z, sizeof z, "%s/z", tmpdir);
+    snprintf(out, sizeof out, "%s/out", tmpdir);
+    snprintf(calib, sizeof calib, "%s/calib.u16", tmpdir);
+    cr_assert_eq(spruce_synth_write(in, &cfg, 0), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0, "%s", spruce_errdetail());
+    t = spruce_ckpt_find(ck, "model.embed_tokens.weight");
+    cr_assert_not_null(t);
+    e = malloc((size_t)spruce_tensor_numel(t) * sizeof *e);
+    cr_assert_eq(spruce_tensor_read_f32(t, e), 0);
+    for (v = 0; v < t->shape[0]; v++)
+        for (j = 0; j < 3; j++)
+            e[v * t->shape[1] + j] = 0.0f;
+    cr_assert_eq(spruce_ckpt_writer_begin(ck, z, 0, &w), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_set_f32(w, t->name, e), 0);
+    cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
+    spruce_ckpt_close(ck);
+    free(e);
+    spruce_tokens_random(ids, 64, 64, 1);
+    cr_assert_eq(spruce_tokens_save(calib, ids, 64), 0);
+    snprintf(cmd, sizeof cmd, "%s prune %s -o %s --calib %s --sparsity 0.5 --nsamples 2 --seqlen 32 2>&1",
+             bin(), z, out, calib);
+    o = run(cmd, &code);
+    cr_assert_eq(code, 0, "%s", o);
+    cr_assert(strstr(o, "model.layers.0.self_attn.q_proj.weight: 3 of its 32 inputs are dead"), "%s", o);
+    cr_assert(strstr(o, "model.layers.0.self_attn.v_proj.weight: 3 of its 32 inputs are dead"), "%s", o);
+    cr_assert_null(strstr(o, "o_proj.weight: 3 of"), "%s", o);
+    free(o);
 }
