@@ -256,12 +256,12 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
     *out = NULL;
     spruce__h5_quiet();
     if (stat(path, &sb) < 0)
-        return spruce__seterr(errno == ENOENT ? SPRUCE_ENOTFOUND : SPRUCE_EIO, "%s: %s", path,
+        return spruce__seterr(spruce__errno_code(errno), "%s: %s", path,
                               strerror(errno));
     if (!S_ISREG(sb.st_mode))
         return spruce__seterr(SPRUCE_EFORMAT, "%s: not a regular file", path);
     if (access(path, R_OK) < 0)
-        return spruce__seterr(SPRUCE_EIO, "%s: %s", path, strerror(errno));
+        return spruce__seterr(spruce__errno_code(errno), "%s: %s", path, strerror(errno));
     is = H5Fis_hdf5(path);
     if (is <= 0) {
         spruce__h5_msg();

@@ -88,7 +88,7 @@ int spruce_maskfile_create(const char *path, spruce_maskfile **out)
             break;
     }
     if (fd < 0) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot create a temporary file beside it: %s", path,
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot create a temporary file beside it: %s", path,
                             strerror(errno));
         free(f->tmp);
         f->tmp = NULL;

@@ -89,7 +89,7 @@ Test(npy, rejects_wrong_headers_naming_the_file)
         fputs("not numpy at all", f);
         fclose(f);
         cr_assert_eq(spruce__npy_read(p, &d, &r, &c), SPRUCE_EFORMAT);
-        cr_assert_eq(spruce__npy_read("/nonexistent/x.npy", &d, &r, &c), SPRUCE_EIO);
+        cr_assert_eq(spruce__npy_read("/nonexistent/x.npy", &d, &r, &c), SPRUCE_ENOTFOUND);
         cr_assert(strstr(spruce_errdetail(), "/nonexistent/x.npy") != NULL);
     }
     remove(p);

@@ -155,7 +155,7 @@ Test(maskfile, write_is_atomic)
         spruce_maskreader_close(r);
     }
     /* A directory that does not exist: a clear error, nothing created. */
-    cr_assert_eq(spruce_maskfile_create(tpath("no/such/dir.h5"), &f), SPRUCE_EIO);
+    cr_assert_eq(spruce_maskfile_create(tpath("no/such/dir.h5"), &f), SPRUCE_ENOTFOUND);
     cr_assert(strstr(spruce_errdetail(), "no/such/dir.h5"));
 }
 

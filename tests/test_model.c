@@ -112,7 +112,7 @@ Test(config, unsupported_options_list_what_is_supported)
 Test(config, missing_file_is_named)
 {
     spruce_config c;
-    cr_assert_eq(spruce_config_load("/nonexistent/spruce-model", &c), SPRUCE_EIO);
+    cr_assert_eq(spruce_config_load("/nonexistent/spruce-model", &c), SPRUCE_ENOTFOUND);
     cr_assert(strstr(spruce_errdetail(), "/nonexistent/spruce-model"));
 }
 

@@ -346,7 +346,7 @@ Test(stories, missing_config_is_named)
     spruce_model *m = NULL;
     snprintf(path, sizeof path, "%s/config.json", d);
     cr_assert_eq(unlink(path), 0);
-    cr_assert_eq(spruce_model_open(d, &m), SPRUCE_EIO);
+    cr_assert_eq(spruce_model_open(d, &m), SPRUCE_ENOTFOUND);
     cr_assert(strstr(spruce_errdetail(), "config.json"), "%s", spruce_errdetail());
     rm_tree(d);
     free(d);

@@ -3,28 +3,63 @@
  * and 2:4 as markers, with the byte-ratio ceilings of the bitmask and 2:4
  * formats. */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cmd_bench.h"
 
 static double ceiling_bitmask(double s) { return 4.0 / (4.0 * (1.0 - s) + 0.125); }
 
-int bench_write_svg(const char *path, const bench_ctx *cx, int rows, int cols, int big)
+int bench_svg_open(const char *path, bench_svg *svg)
+{
+    int fd;
+    svg->path = path;
+    svg->f = NULL;
+    if (!(svg->tmp = malloc(strlen(path) + 32))) {
+        cli_fail("bench: --svg %s: out of memory", path);
+        return 1;
+    }
+    sprintf(svg->tmp, "%s.tmp-%ld", path, (long)getpid());
+    fd = open(svg->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 || !(svg->f = fdopen(fd, "w"))) {
+        cli_fail("bench: --svg %s: cannot create %s: %s", path, svg->tmp, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(svg->tmp);
+        }
+        free(svg->tmp);
+        svg->tmp = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+void bench_svg_discard(bench_svg *svg)
+{
+    if (svg->f)
+        fclose(svg->f);
+    if (svg->tmp)
+        unlink(svg->tmp);
+    free(svg->tmp);
+    svg->f = NULL;
+    svg->tmp = NULL;
+}
+
+int bench_write_svg(bench_svg *svg, const bench_ctx *cx, int rows, int cols, int big)
 {
     const double W = 780, H = 480, L = 70, R = 210, T = 50, B = 60;
     const double pw = W - L - R, ph = H - T - B, x0 = 0.25, x1 = 1.0;
     double ymax = 1.0;
     int i, k, b;
-    FILE *f = fopen(path, "w");
+    FILE *f = svg->f;
+    const char *path = svg->path;
     const char *colors[2] = {"#1f77b4", "#d62728"};
     const int bs[2] = {1, big};
-    if (!f) {
-        cli_fail("bench: cannot write %s: %s", path, strerror(errno));
-        return 1;
-    }
     for (i = 0; i < cx->nres; i++)
         if (cx->res[i].speedup > ymax)
             ymax = cx->res[i].speedup;
@@ -143,9 +178,16 @@ int bench_write_svg(const char *path, const bench_ctx *cx, int rows, int cols, i
 #undef PX
 #undef PY
     fprintf(f, "</svg>\n");
-    if (fclose(f) != 0) {
-        cli_fail("bench: writing %s: %s", path, strerror(errno));
+    svg->f = NULL;
+    if (ferror(f) | fclose(f)) {
+        cli_fail("bench: writing %s: %s", svg->tmp, strerror(errno));
+        return 1; /* bench_svg_discard removes the temporary */
+    }
+    if (rename(svg->tmp, path) != 0) {
+        cli_fail("bench: cannot rename %s to %s: %s", svg->tmp, path, strerror(errno));
         return 1;
     }
+    free(svg->tmp);
+    svg->tmp = NULL;
     return 0;
 }

@@ -57,7 +57,8 @@ static void usage(FILE *f)
         "  --sweep            speedup against sparsity 30%%..95%% and 2:4, batch 1 and the\n"
         "                     largest --batch (default 16), format auto, one shape\n"
         "                     (default 11008x4096)\n"
-        "  --svg FILE         with --sweep: draw the chart as SVG\n"
+        "  --svg FILE         with --sweep: draw the chart as SVG (FILE is created, as\n"
+        "                     FILE.tmp-PID, before the sweep and renamed when complete)\n"
         "  --model DIR        every linear layer of a (pruned) checkpoint, dense against\n"
         "                     the linear layer's choice; then end-to-end decoding tokens/s,\n"
         "                     dense against auto, on the same weights (not with --json)\n"
@@ -240,6 +241,15 @@ static int parse_options(int argc, char **argv, bench_opts *o)
         cli_fail("bench: give --sparsity or --pattern, not both");
         return -1;
     }
+    if (!o->pn && !o->sweep && !o->model) {
+        int i;
+        for (i = 0; i < o->nf; i++)
+            if (o->formats[i] == SPRUCE_FMT_NM) {
+                cli_fail("bench: --format nm needs --pattern N:M (nm packs an N:M matrix: e.g. "
+                         "--pattern 2:4); an unstructured --sparsity has no nm layout");
+                return -1;
+            }
+    }
     return 0;
 }
 
@@ -398,13 +408,18 @@ int spruce_cmd_bench(int argc, char **argv)
 {
     bench_opts o;
     bench_ctx cx;
+    bench_svg svg = {NULL, NULL, NULL};
     int rc;
     if (argc >= 2 && !strcmp(argv[1], "prune"))
         return spruce_cmd_bench_prune(argc - 1, argv + 1);
     if ((rc = parse_options(argc, argv, &o)))
         return rc > 0 ? 0 : 2;
-    if (setup_context(&o, &cx))
+    if (o.svg && bench_svg_open(o.svg, &svg)) /* before the sweep, not after it */
         return 1;
+    if (setup_context(&o, &cx)) {
+        bench_svg_discard(&svg);
+        return 1;
+    }
     if (o.model) {
         rc = bench_model(&cx, o.model, o.batches, o.nb);
     } else {
@@ -413,13 +428,14 @@ int spruce_cmd_bench(int argc, char **argv)
         default_cases(&o);
         rc = run_cases(&cx, &o);
         if (!rc && o.sweep && o.svg) {
-            rc = bench_write_svg(o.svg, &cx, o.shapes[0][0], o.shapes[0][1], o.batches[1]);
+            rc = bench_write_svg(&svg, &cx, o.shapes[0][0], o.shapes[0][1], o.batches[1]);
             if (!rc && !cx.json)
                 printf("chart written to %s\n", o.svg);
         }
     }
     if (!rc && cx.json)
         print_json(&cx, o.model != NULL);
+    bench_svg_discard(&svg); /* a failed sweep leaves no chart and no temporary */
     free(cx.res);
     return rc;
 }

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define BENCH_MAX_SHAPES 16
 #define BENCH_MAX_CASES 32
@@ -82,8 +83,25 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
                        const int *formats, int nf, const int (*chosen)[BENCH_MAX_BATCHES],
                        const int *batches, int nb);
 
-/* The --sweep chart of cx's rows as SVG: 0, or 1 after a message. */
-int bench_write_svg(const char *path, const bench_ctx *cx, int rows, int cols, int big);
+/* The --sweep chart's file: created as path.tmp-<pid> before the sweep (so
+ * that a path that cannot be written is found first), renamed to path when
+ * the chart is complete. */
+typedef struct {
+    const char *path;
+    char *tmp;
+    FILE *f;
+} bench_svg;
+
+/* Create svg's temporary file: 0, or 1 after a message naming path. */
+int bench_svg_open(const char *path, bench_svg *svg);
+
+/* Remove the temporary file if it is still there (a failure before the
+ * chart was written); a no-op after bench_write_svg and on a zeroed svg. */
+void bench_svg_discard(bench_svg *svg);
+
+/* The --sweep chart of cx's rows as SVG into svg, then renamed into place:
+ * 0, or 1 after a message. */
+int bench_write_svg(bench_svg *svg, const bench_ctx *cx, int rows, int cols, int big);
 
 /* --model DIR: every linear layer, dense against the linear layer's choice,
  * then end-to-end decoding (not with --json): 0, or 1 after a message. */

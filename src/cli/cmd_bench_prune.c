@@ -50,7 +50,8 @@ static void usage(FILE *f)
         "                       channels\n"
         "  --weights W.npy      weights (rows, cols), float32 C order\n"
         "  --inputs X.npy       calibration activations (tokens, cols), float32 C order\n"
-        "  --sparsity S         unstructured target in [0, 1) (default 0.5)\n"
+        "  --sparsity S         unstructured target in [0, 1) (default 0.5); one that\n"
+        "                       rounds to every weight of the layer is refused\n"
         "  --pattern N:M        N:M sparsity instead (e.g. 2:4); M divides the columns\n"
         "                       and, for sparsegpt, --blocksize\n"
         "  --method M           sparsegpt, wanda, magnitude or all (default all)\n"
@@ -359,6 +360,19 @@ static int prune_one(const bp_opts *b, spruce_prune_opts o, spruce_method m, con
                                  &r->res))) {
         cli_error(rc, "bench prune: %s", spruce_method_name(m));
         return rc == SPRUCE_EINVAL ? 2 : 1;
+    }
+    if (r->res.dead_columns > 0) { /* an input never active: H_ii = 0 */
+        int all = r->res.dead_columns == cols;
+        fprintf(stderr,
+                "spruce: bench prune: %s: warning: %s%d of the %d input columns are dead (zero in every "
+                "token of the inputs: the Hessian's diagonal is zero there); %s\n",
+                spruce_method_name(m), all ? "all " : "", r->res.dead_columns, cols,
+                m == SPRUCE_METHOD_SPARSEGPT
+                    ? (all ? "their weights are set to zero, as SparseGPT's published code does: every "
+                             "weight is pruned"
+                           : "their weights are set to zero, as SparseGPT's published code does")
+                    : "their Wanda scores are zero, so they are pruned first and ties among them are "
+                      "arbitrary");
     }
     if ((rc = spruce_prune_rel_error(W0, W, rows, cols, h, &r->rel))) {
         cli_error(rc, "bench prune: relative error");

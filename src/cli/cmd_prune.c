@@ -83,6 +83,10 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
     fprintf(stderr, "block %d/%d  %-40s %5dx%-5d loss %.4e  sparsity %.4f  %.2f s  ETA %.1f s\n",
             r->layer + 1, r->nlayers, r->name, r->rows, r->cols, r->result.loss,
             r->result.sparsity, r->result.seconds, frac > 0 ? el * (1 - frac) / frac : 0.0);
+    if (r->result.dead_columns > 0)
+        fprintf(stderr, "  %s: %d of its %d inputs are dead (zero in every calibration token: H_ii = 0); "
+                "their weights are pruned (SparseGPT sets them to zero, as its published code does)\n",
+                r->name, r->result.dead_columns, r->cols);
     if (ctx->masks) {
         spruce_mask_info info;
         info.pattern = ctx->pattern;

@@ -1,4 +1,5 @@
 /* error.c: the status code table and the per-thread detail message. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -28,4 +29,21 @@ int spruce__seterr(int code, const char *fmt, ...)
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     return code;
+}
+
+int spruce__errno_code(int e)
+{
+    switch (e) {
+    case ENOENT:
+    case ENOTDIR: return SPRUCE_ENOTFOUND;
+    case EACCES:
+    case EPERM: return SPRUCE_EACCES;
+    case EROFS: return SPRUCE_EROFS;
+    case EISDIR: return SPRUCE_EISDIR;
+    case ENOSPC:
+    case EDQUOT: return SPRUCE_ENOSPC;
+    case ENOMEM: return SPRUCE_ENOMEM;
+    case EEXIST: return SPRUCE_EEXIST;
+    default: return SPRUCE_EIO;
+    }
 }

@@ -26,7 +26,12 @@ extern "C" {
     XX(EPATTERN,  -10, "matrix does not follow the sparsity pattern")          \
     XX(EUNSUPPORTED, -11, "unsupported")                                       \
     XX(EEXIST,    -12, "already exists")                                       \
-    XX(EHDF5,     -13, "HDF5 error")
+    XX(EHDF5,     -13, "HDF5 error")                                           \
+    XX(EACCES,    -14, "permission denied")                                    \
+    XX(EROFS,     -15, "read-only file system")                                \
+    XX(EISDIR,    -16, "is a directory")                                       \
+    XX(ENOTREG,   -17, "not a regular file")                                   \
+    XX(ENOSPC,    -18, "no space left on device")
 
 enum {
     SPRUCE_OK = 0,
@@ -51,6 +56,12 @@ int spruce__seterr(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/* Internal to the spruce libraries: the status code for a system errno value
+ * (ENOENT -> SPRUCE_ENOTFOUND, EACCES -> SPRUCE_EACCES, EROFS -> SPRUCE_EROFS,
+ * ...; SPRUCE_EIO for the others), so that a failed open or create says which
+ * failure it was.  The detail message still carries strerror(e). */
+int spruce__errno_code(int e);
 
 #ifdef __cplusplus
 }

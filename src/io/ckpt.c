@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "ckpt_internal.h"
+#include "spruce_files.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "spruce reads safetensors (little-endian) in place: a little-endian host is required"
@@ -82,16 +83,10 @@ static int map_shard(shard *s)
 {
     int fd, rc = 0;
     struct stat st;
-    fd = open(s->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return spruce__seterr(errno == ENOENT ? SPRUCE_ENOTFOUND : SPRUCE_EIO, "%s: cannot open: %s",
-                              s->path, strerror(errno));
+    if ((rc = spruce__open_regular(s->path, &fd)))
+        return rc; /* a directory or a FIFO is refused before it is mapped */
     if (fstat(fd, &st) < 0) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot stat: %s", s->path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: expected a regular file", s->path);
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot stat: %s", s->path, strerror(errno));
         goto done;
     }
     s->size = (size_t)st.st_size;
@@ -102,7 +97,7 @@ static int map_shard(shard *s)
     s->map = mmap(NULL, s->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (s->map == MAP_FAILED) {
         s->map = NULL;
-        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot map %zu bytes: %s", s->path, s->size,
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot map %zu bytes: %s", s->path, s->size,
                             strerror(errno));
         goto done;
     }
@@ -185,6 +180,8 @@ static int open_index(spruce_ckpt *c, const char *ipath)
     json_t *v;
     int rc = 0, i;
 
+    if ((rc = spruce__check_regular(ipath)))
+        return rc; /* json_load_file would block on a FIFO */
     root = json_load_file(ipath, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return spruce__seterr(SPRUCE_EFORMAT, "%s: not valid JSON: %s (line %d, column %d)", ipath,
@@ -263,8 +260,7 @@ int spruce_ckpt_open(const char *dir, spruce_ckpt **out)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_open: NULL argument");
     *out = NULL;
     if (stat(dir, &st) < 0)
-        return spruce__seterr(errno == ENOENT ? SPRUCE_ENOTFOUND : SPRUCE_EIO, "%s: %s", dir,
-                              strerror(errno));
+        return spruce__seterr(spruce__errno_code(errno), "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) /* a single .safetensors file */
         return spruce_ckpt_open_file(dir, out);
     c = calloc(1, sizeof *c);

@@ -76,7 +76,7 @@ int spruce__copy_file(const char *src, const char *dst)
         goto done;
     }
     if ((out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot create: %s", dst, strerror(errno));
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot create: %s", dst, strerror(errno));
         goto done;
     }
     /* the kernel copies (and may share extents); fall back to read/write */
@@ -227,7 +227,7 @@ int spruce__outdir_begin(const char *outdir_in, int force, const char *protect_d
     }
     sprintf(*tmp, "%s.tmp-%ld", outdir, (long)getpid());
     if (mkdir(*tmp, 0777) < 0) {
-        rc = spruce__seterr(errno == EEXIST ? SPRUCE_EEXIST : SPRUCE_EIO,
+        rc = spruce__seterr(spruce__errno_code(errno),
                             "%s: cannot create the temporary output directory: %s", *tmp, strerror(errno));
         free(*tmp);
         *tmp = NULL;
@@ -615,7 +615,7 @@ int spruce_ckpt_writer_begin(const spruce_ckpt *in, const char *outdir, int forc
         if ((rc = spruce__copy_file(path, w->opath[i])))
             goto done;
         if ((w->fd[i] = open(w->opath[i], O_RDWR | O_CLOEXEC)) < 0) {
-            rc = spruce__seterr(SPRUCE_EIO, "%s: cannot open: %s", w->opath[i], strerror(errno));
+            rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot open: %s", w->opath[i], strerror(errno));
             goto done;
         }
     }

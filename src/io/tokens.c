@@ -5,7 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "spruce_files.h"
 #include "spruce_tokens.h"
+#include "tokens_internal.h"
 
 typedef enum { FMT_U16, FMT_U32, FMT_TXT, FMT_UNKNOWN } fmt;
 
@@ -25,12 +27,12 @@ static fmt format_of(const char *path)
 
 static int read_all(const char *path, unsigned char **buf, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f;
     size_t cap = 1 << 16, n = 0, r;
     unsigned char *b = NULL, *nb;
-    if (!f)
-        return spruce__seterr(errno == ENOENT ? SPRUCE_ENOTFOUND : SPRUCE_EIO, "%s: cannot open: %s",
-                              path, strerror(errno));
+    int rc;
+    if ((rc = spruce__fopen_regular(path, &f)))
+        return rc; /* a directory or a FIFO is refused before any read */
     for (;;) {
         if (!(nb = realloc(b, cap))) {
             free(b);
@@ -45,9 +47,10 @@ static int read_all(const char *path, unsigned char **buf, size_t *len)
         cap *= 2;
     }
     if (ferror(f)) {
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: read error: %s", path, strerror(errno));
         free(b);
         fclose(f);
-        return spruce__seterr(SPRUCE_EIO, "%s: read error", path);
+        return rc;
     }
     fclose(f);
     *buf = b;
@@ -109,44 +112,51 @@ static int parse_txt(const char *path, const unsigned char *b, size_t len, uint3
 int spruce_tokens_load(const char *path, uint32_t **ids, size_t *n)
 {
     unsigned char *b = NULL;
-    size_t len = 0, i, w;
-    uint32_t *out;
+    size_t len = 0;
     int rc;
-    fmt f;
 
     if (!path || !ids || !n)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_tokens_load: NULL argument");
     *ids = NULL;
     *n = 0;
-    f = format_of(path);
-    if (f == FMT_UNKNOWN)
+    if (format_of(path) == FMT_UNKNOWN)
         return spruce__seterr(SPRUCE_EINVAL, "%s: expected a token file ending in .u16, .u32 or .txt",
                               path);
     if ((rc = read_all(path, &b, &len)))
         return rc;
-    if (f == FMT_TXT) {
-        rc = parse_txt(path, b, len, ids, n);
-        free(b);
-        return rc;
-    }
+    rc = spruce__tokens_parse(path, b, len, ids, n);
+    free(b);
+    return rc;
+}
+
+int spruce__tokens_parse(const char *path, const unsigned char *b, size_t len, uint32_t **ids,
+                         size_t *n)
+{
+    size_t i, w;
+    uint32_t *out;
+    fmt f = format_of(path);
+
+    *ids = NULL;
+    *n = 0;
+    if (f == FMT_UNKNOWN)
+        return spruce__seterr(SPRUCE_EINVAL, "%s: expected a token file ending in .u16, .u32 or .txt",
+                              path);
+    if (f == FMT_TXT)
+        return parse_txt(path, b, len, ids, n);
     w = f == FMT_U16 ? 2 : 4;
     if (len == 0 || len % w) {
-        free(b);
         if (len == 0)
             return spruce__seterr(SPRUCE_EFORMAT, "%s: expected token ids, found an empty file", path);
         return spruce__seterr(SPRUCE_EFORMAT,
                               "%s: expected a whole number of %zu-byte ids, found %zu bytes", path, w, len);
     }
-    if (!(out = malloc(len / w * sizeof *out))) {
-        free(b);
+    if (!(out = malloc(len / w * sizeof *out)))
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory for %zu ids", path, len / w);
-    }
     for (i = 0; i < len / w; i++) {
         const unsigned char *p = b + i * w;
         out[i] = w == 2 ? (uint32_t)p[0] | (uint32_t)p[1] << 8
                         : (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
     }
-    free(b);
     *ids = out;
     *n = len / w;
     return 0;
@@ -186,7 +196,7 @@ int spruce_tokens_save(const char *path, const uint32_t *ids, size_t n)
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
     sprintf(tmp, "%s.tmp-%ld", path, (long)getpid());
     if (!(fp = fopen(tmp, "wb"))) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot create: %s", tmp, strerror(errno));
         goto done;
     }
     for (i = 0; i < n; i++) {
@@ -198,17 +208,17 @@ int spruce_tokens_save(const char *path, const uint32_t *ids, size_t n)
             fwrite(b, 1, f == FMT_U16 ? 2 : 4, fp);
     }
     if (fflush(fp) || ferror(fp) || fsync(fileno(fp))) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: write error: %s", tmp, strerror(errno));
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: write error: %s", tmp, strerror(errno));
         goto done;
     }
     if (fclose(fp)) {
         fp = NULL;
-        rc = spruce__seterr(SPRUCE_EIO, "%s: write error: %s", tmp, strerror(errno));
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: write error: %s", tmp, strerror(errno));
         goto done;
     }
     fp = NULL;
     if (rename(tmp, path)) {
-        rc = spruce__seterr(SPRUCE_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot rename into place: %s", path, strerror(errno));
         goto done;
     }
 done:

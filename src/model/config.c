@@ -13,6 +13,7 @@
 #include "rope.h"
 #include "spruce_family.h"
 #include "model_internal.h"
+#include "spruce_files.h"
 
 /* An integer key in [lo, hi]; required keys must be present, optional ones
  * keep *out. */
@@ -259,13 +260,14 @@ int spruce_config_load(const char *path, spruce_config *cfg)
     char buf[4096];
     struct stat st;
     json_error_t err;
+    int rc;
     if (!path || !cfg)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_config_load: NULL argument");
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         snprintf(buf, sizeof buf, "%s/config.json", path);
     else
         snprintf(buf, sizeof buf, "%s", path);
-    if (stat(buf, &st) != 0)
-        return spruce__seterr(SPRUCE_EIO, "file %s: %s", buf, strerror(errno));
+    if ((rc = spruce__check_regular(buf))) /* not found, a directory, a FIFO: before reading */
+        return rc;
     return parse_root(json_load_file(buf, JSON_FLAGS, &err), &err, buf, cfg);
 }

@@ -95,6 +95,43 @@ int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols)
     return 0;
 }
 
+/* Refuse an unstructured sparsity below 1 that rounds to every weight of the
+ * group its method counts in (and so would prune 100%): magnitude rounds
+ * sparsity x rows x cols over the whole layer, Wanda floors sparsity x cols
+ * per row, SparseGPT rounds sparsity x rows x width per column block (the
+ * narrowest block, the last, rounds up first).  The counts are the methods'
+ * own expressions (baselines.c, sparsegpt.c). */
+static int check_rounding(const spruce_prune_opts *o, int rows, int cols)
+{
+    double s = (double)o->sparsity;
+    size_t group, k;
+    const char *where;
+    if (o->prune_m > 0 || s <= 0.0)
+        return 0;
+    if (o->method == SPRUCE_METHOD_MAGNITUDE) {
+        group = (size_t)rows * (size_t)cols;
+        k = (size_t)llround(s * (double)group);
+        where = "of the layer";
+    } else if (o->method == SPRUCE_METHOD_WANDA) {
+        group = (size_t)cols;
+        k = (size_t)floor(s * (double)cols * (1.0 + 1e-6));
+        where = "of every row";
+    } else {
+        int bw = cols % o->blocksize ? cols % o->blocksize : o->blocksize;
+        if (bw > cols)
+            bw = cols;
+        group = (size_t)rows * (size_t)bw;
+        k = (size_t)llround(s * (double)rows * bw);
+        where = bw == cols || bw == o->blocksize ? "of every column block" : "of the last column block";
+    }
+    if (k < group)
+        return 0;
+    return spruce__seterr(SPRUCE_EINVAL,
+                          "prune: sparsity %g rounds to every weight: %s (%d, %d) would prune all %zu of "
+                          "the %zu weights %s; give a lower sparsity",
+                          s, spruce_method_name(o->method), rows, cols, k, group, where);
+}
+
 static int check_hessian(const spruce_hessian *h, int cols)
 {
     const float *H;
@@ -193,7 +230,7 @@ int spruce_prune_layer_prepared(float *W, int rows, int cols, const spruce_hinv 
     int rc;
     if (!W || !hi)
         return spruce__seterr(SPRUCE_EINVAL, "prune: %s is NULL", !W ? "W" : "the prepared inverse");
-    if ((rc = spruce__check_opts(opts, rows, cols)))
+    if ((rc = spruce__check_opts(opts, rows, cols)) || (rc = check_rounding(opts, rows, cols)))
         return rc;
     if (opts->method != SPRUCE_METHOD_SPARSEGPT)
         return spruce__seterr(SPRUCE_EINVAL, "prune: a prepared inverse serves sparsegpt only, not %s",
@@ -225,7 +262,7 @@ int spruce_prune_layer(float *W, int rows, int cols, const spruce_hessian *h,
     memset(&r, 0, sizeof r);
     if (!W)
         return spruce__seterr(SPRUCE_EINVAL, "prune: W is NULL");
-    if ((rc = spruce__check_opts(opts, rows, cols)))
+    if ((rc = spruce__check_opts(opts, rows, cols)) || (rc = check_rounding(opts, rows, cols)))
         return rc;
     if (opts->method != SPRUCE_METHOD_MAGNITUDE || h)
         if ((rc = check_hessian(h, cols)))

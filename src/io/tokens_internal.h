@@ -1,0 +1,14 @@
+/* tokens_internal.h: the token-file parser on a buffer (internal to libspruce;
+ * the fuzz target and the tests call it). */
+#ifndef SPRUCE_TOKENS_INTERNAL_H
+#define SPRUCE_TOKENS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Parse len bytes b as the token file path (its extension chooses the format)
+ * into a malloc'ed array (*ids, *n), as spruce_tokens_load does after reading. */
+int spruce__tokens_parse(const char *path, const unsigned char *b, size_t len, uint32_t **ids,
+                         size_t *n);
+
+#endif
