@@ -176,9 +176,10 @@ static int gemma_keys(const json_t *root, const char *origin, const spruce_famil
         if (!strcmp(json_string_value(e), "full_attention") !=
             !(((int)i + 1) % c->sliding_pattern))
             return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%zu] breaks the "
-                                  "pattern of layers 0..%d (supported: sliding layers repeated "
-                                  "with every %d-th layer full)", origin, i,
-                                  c->sliding_pattern - 1, c->sliding_pattern);
+                                  "pattern of layers 0..%d (supported: layer i full when "
+                                  "(i + 1) %% %d == 0, the others sliding; or every layer "
+                                  "sliding)", origin, i, c->sliding_pattern - 1,
+                                  c->sliding_pattern);
     return 0;
 }
 
