@@ -16,8 +16,10 @@
 #include "block.h"
 #include "model_testutil.h"
 #include "spruce_ckpt.h"
+#include "spruce_decode.h"
 #include "spruce_family.h"
 #include "spruce_model.h"
+#include "spruce_tokens.h"
 
 static void parse_ok(const char *json, spruce_config *c)
 {
@@ -36,6 +38,18 @@ static void parse_refused(const char *json, int code, const char *what)
     "{\"model_type\": \"" type "\", \"hidden_size\": 64, \"intermediate_size\": 96, "   \
     "\"num_hidden_layers\": 6, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, " \
     "\"vocab_size\": 64, \"max_position_embeddings\": 256" extra "}"
+
+static double max_abs(const float *a, const float *b, size_t n)
+{
+    double mx = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= mx))
+            mx = d;   /* NaN counts as the largest */
+    }
+    return mx;
+}
 
 /* A reproducible value in [-a, a). */
 static float rnd(uint32_t *s, float a)
@@ -412,3 +426,78 @@ Test(gemma, embedding_times_sqrt_hidden)
     free(raw);
     spruce_model_free(m);
 }
+
+/* ---- synth --family gemma2 | gemma3 --------------------------------------------------- */
+
+/* A random checkpoint of the family opens with Gemma's config, holds exactly
+ * the family table's tensors (tied: no head), and over a sequence longer than
+ * its window the cached decoder and both attention paths give the forward's
+ * logits. */
+static void check_synth(const char *type, int sliding_layer1)
+{
+    enum { T = 40 };
+    spruce_synth_config sc;
+    spruce_synth_family fam;
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    const spruce_config *c;
+    const spruce_ckpt *ck;
+    char *d = tmp_dir();
+    uint32_t ids[T];
+    float *fw, *fb, *lg;
+    int64_t total = 0;
+    int i, t, V;
+    double worst = 0, wb = 0;
+    spruce_synth_defaults(&sc);
+    sc.hidden = 64;
+    sc.heads = 4;
+    sc.kv_heads = 2;
+    sc.intermediate = 96;
+    sc.layers = 3;
+    sc.vocab = 128;
+    sc.max_position = 64;   /* window 16 */
+    spruce_synth_family_defaults(&fam);
+    fam.model_type = type;
+    fam.head_dim = 32;
+    cr_assert_eq(spruce_synth_write_family(d, &sc, &fam, 1), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(m);
+    cr_assert_str_eq(c->model_type, type);
+    cr_assert_eq(c->tie_word_embeddings, 1);
+    cr_assert_eq(c->norm_plus_one, 1);
+    cr_assert_eq(c->head_dim, 32);
+    cr_assert_eq(spruce_config_layer_window(c, 0), 16);
+    cr_assert_eq(spruce_config_layer_window(c, 1), sliding_layer1 ? 16 : 0);
+    ck = spruce_model_ckpt(m);
+    cr_assert_null(spruce_ckpt_find(ck, "lm_head.weight"));
+    for (i = 0; i < spruce_ckpt_count(ck); i++)
+        total += spruce_tensor_numel(spruce_ckpt_tensor_at(ck, i));
+    cr_assert_eq(spruce_synth_family_nparams(&sc, &fam), total);
+    V = c->vocab_size;
+    spruce_tokens_random(ids, T, (uint32_t)V, 5);
+    fw = malloc(sizeof(float) * T * V);
+    fb = malloc(sizeof(float) * T * V);
+    lg = malloc(sizeof(float) * V);
+    cr_assert_eq(spruce_model_set_attention(m, SPRUCE_ATTENTION_ROWS), 0);
+    cr_assert_eq(spruce_model_forward(m, ids, T, fw), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_set_attention(m, SPRUCE_ATTENTION_BLAS), 0);
+    cr_assert_eq(spruce_model_forward(m, ids, T, fb), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_decoder_create(m, T, SPRUCE_DECODE_DENSE, &dec), 0);
+    for (t = 0; t < T; t++) {
+        cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
+        worst = fmax(worst, max_abs(lg, fw + (size_t)t * V, (size_t)V));
+    }
+    wb = max_abs(fb, fw, (size_t)T * V);
+    cr_assert(worst < 1e-4, "%s: decoder %g from the forward", type, worst);
+    cr_assert(wb < 1e-4, "%s: BLAS attention %g from the rows", type, wb);
+    spruce_decoder_free(dec);
+    free(fw);
+    free(fb);
+    free(lg);
+    spruce_model_free(m);
+    rm_tree(d);
+    free(d);
+}
+
+Test(gemma, synth_gemma2) { check_synth("gemma2", 0); }
+Test(gemma, synth_gemma3) { check_synth("gemma3_text", 0); }   /* pattern 2 below 6 layers */
