@@ -19,6 +19,7 @@
 #include "spruce_decode.h"
 #include "spruce_family.h"
 #include "spruce_model.h"
+#include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
 static void parse_ok(const char *json, spruce_config *c)
@@ -501,3 +502,30 @@ static void check_synth(const char *type, int sliding_layer1)
 
 Test(gemma, synth_gemma2) { check_synth("gemma2", 0); }
 Test(gemma, synth_gemma3) { check_synth("gemma3_text", 0); }   /* pattern 2 below 6 layers */
+
+/* ---- the memory estimate covers Gemma's shapes ---------------------------------------- */
+
+/* Gemma 2 2B's shapes: a vocabulary of 256000 (tied: counted once), head_dim
+ * 256 with 8 heads, so o's input is 2048 wide beside hidden 2304. */
+Test(gemma, memory_estimate_covers_gemma_shapes)
+{
+    spruce_config c;
+    spruce_family_tensor t;
+    double block = 0, qd, V, h, need;
+    size_t i;
+    parse_ok("{\"model_type\": \"gemma2\", \"hidden_size\": 2304, \"intermediate_size\": 9216, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 8, "
+             "\"num_key_value_heads\": 4, \"vocab_size\": 256000, "
+             "\"max_position_embeddings\": 8192}", &c);
+    cr_assert_eq(c.head_dim, 256);
+    qd = (double)spruce_dim_of(&c, SPRUCE_DIM_Q);
+    V = c.vocab_size;
+    h = c.hidden_size;
+    for (i = 0; spruce_family_tensor_at(&c, i, &t) == 1; i++)
+        if (t.layer == 0)
+            block += (double)t.shape[0] * (t.ndim == 2 ? (double)t.shape[1] : 1.0);
+    need = 4.0 * (V * h + block + qd * qd + 128.0 * 2048 * h);
+    cr_assert(spruce_pipeline_memory(&c, 128, 2048) >= need,
+              "estimate %g B; the embedding, a block, o's Hessian and the activations alone "
+              "are %g B", spruce_pipeline_memory(&c, 128, 2048), need);
+}
