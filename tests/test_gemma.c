@@ -343,6 +343,9 @@ Test(gemma, what_is_not_implemented_is_refused)
                   SPRUCE_EUNSUPPORTED, "gelu_pytorch_tanh");
     parse_refused(GEMMA_CFG("gemma3_text", ", \"use_bidirectional_attention\": true"),
                   SPRUCE_EUNSUPPORTED, "use_bidirectional_attention");
+    parse_refused(GEMMA_CFG("gemma3_text", ", \"rope_parameters\": {\"full_attention\": "
+                            "{\"rope_type\": \"default\", \"rope_theta\": 1e6}}"),
+                  SPRUCE_EUNSUPPORTED, "rope_parameters");
     parse_refused(GEMMA_CFG("gemma2", ", \"sliding_window\": null"), SPRUCE_EUNSUPPORTED,
                   "sliding_window");
     parse_refused(GEMMA_CFG("gemma2", ", \"layer_types\": [\"sliding_attention\", "

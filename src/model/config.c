@@ -141,6 +141,11 @@ static int gemma_keys(const json_t *root, const char *origin, const spruce_famil
     c->sliding_window = 4096;
     if ((rc = get_int(root, origin, "sliding_window", 0, 1, &c->sliding_window)))
         return rc;
+    v = json_object_get(root, "rope_parameters");   /* the per-layer-type layout */
+    if (v && !json_is_null(v))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: key 'rope_parameters' is not "
+                              "supported (supported: rope_theta, rope_scaling and "
+                              "rope_local_base_freq at top level)", origin);
     if ((rc = get_bool(root, origin, "use_bidirectional_attention", &on)))
         return rc;
     if (on)
