@@ -1,7 +1,8 @@
 /* test_families.c: the model families beyond plain llama, on the shared fixtures
  * ($SPRUCE_FIXTURES/families: tiny random checkpoints with the logits that an
  * independent implementation of the transformers definitions computed):
- * llama with rope_scaling llama3 and yarn, qwen3 in F32 and BF16.  The dense
+ * llama with rope_scaling llama3 and yarn, qwen3 in F32 and BF16, gemma2 and
+ * gemma3 (test_gemma.c checks Gemma's parts one by one).  The dense
  * forward, `spruce eval --logits` and the key/value-cache decoder must all
  * match the golden logits; each rope-scaling formula is checked against a
  * scalar double-precision computation of transformers' formula
@@ -35,7 +36,8 @@
 #define NSEQ 2
 #define SEQ 48
 
-static const char *matching[] = {"llama3-rope", "llama-yarn", "qwen3", "qwen3-bf16"};
+static const char *matching[] = {"llama3-rope", "llama-yarn", "qwen3", "qwen3-bf16", "gemma2",
+                                  "gemma3"};
 #define NMATCHING ((int)(sizeof matching / sizeof matching[0]))
 
 /* $SPRUCE_FIXTURES/families/<name> into buf, or 0 when absent. */
@@ -921,9 +923,19 @@ static void check_prune(const char *name, const char *how, int nm)
                               (b->w[l][k + 2] == 0) + (b->w[l][k + 3] == 0) >= 2,
                               "%s layer %d: group at %zu is not 2:4", name, layer, k);
         }
-        if (c->qk_norm) {   /* norms are never pruned */
+        /* norms are never pruned */
+        cr_assert_arr_eq(b->attn_norm, o->attn_norm, sizeof(float) * c->hidden_size);
+        cr_assert_arr_eq(b->mlp_norm, o->mlp_norm, sizeof(float) * c->hidden_size);
+        if (c->qk_norm) {
             cr_assert_arr_eq(b->q_norm, o->q_norm, sizeof(float) * c->head_dim);
             cr_assert_arr_eq(b->k_norm, o->k_norm, sizeof(float) * c->head_dim);
+        }
+        cr_assert_eq(!b->post_attn_norm, !o->post_attn_norm);
+        if (o->post_attn_norm) {
+            cr_assert_arr_eq(b->post_attn_norm, o->post_attn_norm,
+                             sizeof(float) * c->hidden_size);
+            cr_assert_arr_eq(b->post_mlp_norm, o->post_mlp_norm,
+                             sizeof(float) * c->hidden_size);
         }
         spruce_model_put_block(m, b);
         spruce_model_put_block(src, o);
@@ -961,6 +973,15 @@ Test(prune, llama3_rope_sparsegpt_half)
 Test(prune, llama3_rope_sparsegpt_2_4)
 {
     check_prune("llama3-rope", "--pattern 2:4", 1);
+}
+/* calibration of 32 tokens crosses the window (16) of the sliding layers */
+Test(prune, gemma2_sparsegpt_half) { check_prune("gemma2", "--sparsity 0.5", 0); }
+Test(prune, gemma2_sparsegpt_2_4) { check_prune("gemma2", "--pattern 2:4", 1); }
+Test(prune, gemma3_sparsegpt_half) { check_prune("gemma3", "--sparsity 0.5", 0); }
+Test(prune, gemma3_sparsegpt_2_4) { check_prune("gemma3", "--pattern 2:4", 1); }
+Test(prune, gemma2_true_sequential)
+{
+    check_prune("gemma2", "--sparsity 0.5 --true-sequential", 0);
 }
 
 /* ---- the memory estimate covers qwen3's shapes ------------------------------------ */

@@ -163,6 +163,8 @@ Test(family, table_is_complete_and_consistent)
         cr_assert(f->embed && f->final_norm && f->head && f->layers && f->attn_norm &&
                   f->mlp_norm && f->architecture, "%s", f->model_type);
         cr_assert(!f->q_norm == !f->k_norm, "%s: q and k norms go together", f->model_type);
+        cr_assert(!f->post_attn_norm == !f->post_mlp_norm, "%s: post norms go together",
+                  f->model_type);
         for (l = 0; l < SPRUCE_NPROJ; l++) {
             cr_assert(f->linear[l].path, "%s linear %d", f->model_type, l);
             cr_assert_eq(f->linear[l].site, spruce_proj_site((spruce_proj)l));
@@ -171,7 +173,7 @@ Test(family, table_is_complete_and_consistent)
         for (l = 0; l < SPRUCE_NSITES; l++)
             cr_assert(sites[l] > 0, "%s: no linear layer reads site %d", f->model_type, l);
     }
-    cr_assert_eq(i, 4);
+    cr_assert_eq(i, 6);
     cr_assert_str_eq(list, spruce_family_supported());
     cr_assert_null(spruce_family_find("gemma"));
     cr_assert_null(spruce_family_find(NULL));

@@ -29,8 +29,9 @@ static void usage(FILE *f)
             "  --vocab N           vocabulary size (default %d)\n"
             "  --max-position N    max_position_embeddings (default %d)\n"
             "  --dtype T           f32, f16 or bf16 (default f32)\n"
-            "  --family F          llama (default), mistral, qwen2 or qwen3 (q/k norms; head_dim\n"
-            "                      written to config.json)\n"
+            "  --family F          llama (default), mistral, qwen2, qwen3 (q/k norms; head_dim\n"
+            "                      written to config.json), gemma2 or gemma3 (gemma3_text;\n"
+            "                      tied head, sliding window max-position / 4, doc/checkpoints.md)\n"
             "  --head-dim N        head size (default hidden / heads; any even N, so that\n"
             "                      heads x N may differ from hidden as in Qwen3)\n"
             "  --rope-scaling T    rope_scaling of config.json: linear, dynamic, yarn or llama3\n"
@@ -128,6 +129,8 @@ int spruce_cmd_synth(int argc, char **argv)
             }
             break;
         case 'F':
+            if (!strcmp(optarg, "gemma3"))
+                optarg = "gemma3_text";   /* the text model's model_type */
             if (!spruce_family_find(optarg)) {
                 cli_fail("--family: expected one of %s, got '%s'", spruce_family_supported(),
                          optarg);

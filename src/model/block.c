@@ -3,7 +3,12 @@
  * modeling_qwen3.py: Qwen3Attention), rotate-half RoPE, causal
  * grouped-query attention (row by row, or on BLAS for large heads), the
  * SiLU-gated MLP's activation, and the block that strings them together
- * around the caller's linear layers (modeling_llama.py: LlamaDecoderLayer). */
+ * around the caller's linear layers (modeling_llama.py: LlamaDecoderLayer).
+ * Gemma's variants (modeling_gemma2.py: Gemma2RMSNorm, Gemma2MLP,
+ * eager_attention_forward, Gemma2DecoderLayer; modeling_gemma3.py) are
+ * switches of the same functions: (1 + w) norm weights, gelu (tanh), the
+ * scale, soft-cap and window of the attention, the norms of the branch
+ * outputs. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,7 +43,10 @@ int spruce__check_attention(spruce_attention a)
 
 /* ---- element-wise and per-row pieces --------------------------------------- */
 
-static void rmsnorm_row(float *yr, const float *xr, const float *w, int n, double eps)
+/* yr = xr / rms(xr) * (w + off): off is 0, or 1 for Gemma's (1 + w) weights
+ * (modeling_gemma2.py: Gemma2RMSNorm, float32 as there). */
+static void rmsnorm_row(float *yr, const float *xr, const float *w, float off, int n,
+                        double eps)
 {
     double ss = 0;
     float r;
@@ -47,20 +55,26 @@ static void rmsnorm_row(float *yr, const float *xr, const float *w, int n, doubl
         ss += (double)xr[j] * xr[j];
     r = (float)(1.0 / sqrt(ss / n + eps));
     for (j = 0; j < n; j++)
-        yr[j] = w[j] * (xr[j] * r);
+        yr[j] = (w[j] + off) * (xr[j] * r);
 }
 
-void spruce__rmsnorm(float *y, const float *x, const float *w, int T, int n, double eps)
+void spruce__rmsnorm_off(float *y, const float *x, const float *w, float off, int T, int n,
+                         double eps)
 {
     int t;
     if ((long)T * n < PAR_MIN) {
         for (t = 0; t < T; t++)
-            rmsnorm_row(y + (size_t)t * n, x + (size_t)t * n, w, n, eps);
+            rmsnorm_row(y + (size_t)t * n, x + (size_t)t * n, w, off, n, eps);
         return;
     }
 #pragma omp parallel for schedule(static)
     for (t = 0; t < T; t++)
-        rmsnorm_row(y + (size_t)t * n, x + (size_t)t * n, w, n, eps);
+        rmsnorm_row(y + (size_t)t * n, x + (size_t)t * n, w, off, n, eps);
+}
+
+void spruce__rmsnorm(float *y, const float *x, const float *w, int T, int n, double eps)
+{
+    spruce__rmsnorm_off(y, x, w, 0.0f, T, n, eps);
 }
 
 static void add_row(float *y, const float *x, int n)
@@ -112,6 +126,38 @@ void spruce__swiglu(float *g, const float *u, size_t n)
 #pragma omp parallel for schedule(static)
     for (i = 0; i < nn; i++)
         g[i] = silu_mul(g[i], u[i]);
+}
+
+float spruce__gelu_tanh(float x)
+{
+    const float k = 0.7978845608028654f;   /* sqrt(2 / pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+void spruce__softcap(float *x, size_t n, float cap)
+{
+    long i, nn = (long)n;
+    if (nn < PAR_MIN) {
+        for (i = 0; i < nn; i++)
+            x[i] = tanhf(x[i] / cap) * cap;
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < nn; i++)
+        x[i] = tanhf(x[i] / cap) * cap;
+}
+
+void spruce__geglu(float *g, const float *u, size_t n)
+{
+    long i, nn = (long)n;
+    if (nn < PAR_MIN) {
+        for (i = 0; i < nn; i++)
+            g[i] = spruce__gelu_tanh(g[i]) * u[i];
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < nn; i++)
+        g[i] = spruce__gelu_tanh(g[i]) * u[i];
 }
 
 /* ---- rotary embeddings ------------------------------------------------------ */
@@ -204,15 +250,17 @@ void spruce__kv_store(const spruce__kv *kv, const float *k, const float *v, int 
         kv_store_head(kv, k, v, (size_t)r, T, pos0, KV, d);
 }
 
-/* out (d) = softmax_j(scale qi . k_j) v_j over the len positions of kt, vt
- * (d, ld); p holds len rounded up to 8 floats. */
+/* out (d) = softmax_j(cap(scale qi . k_j)) v_j over the positions lo <= j < len
+ * of kt, vt (d, ld), cap(s) = tanh(s / c) c for a soft-cap c > 0; p holds len
+ * rounded up to 8 floats. */
 static void attend_row(float *out, const float *qi, const float *kt, const float *vt,
-                       size_t ld, int len, int d, float scale, float *p)
+                       size_t ld, int lo, int len, int d, const spruce__attn *a, float *p)
 {
-    float mx = -INFINITY, inv, sum = 0;
+    float mx = -INFINITY, inv, sum = 0, scale = a->scale, cap = a->softcap;
     int j, e;
-    /* p[j] = scale q_i . k_j, eight keys at a time (kt rows are padded to 8) */
-    for (j = 0; j < len; j += 8) {
+    /* p[j] = scale q_i . k_j, eight keys at a time (kt rows are padded to 8),
+     * from the group of 8 holding lo */
+    for (j = lo / 8 * 8; j < len; j += 8) {
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         int jj, nj = len - j < 8 ? len - j : 8;
         for (e = 0; e < d; e++) {
@@ -223,22 +271,23 @@ static void attend_row(float *out, const float *qi, const float *kt, const float
                 acc[jj] += qe * ke[jj];
         }
         for (jj = 0; jj < nj; jj++) {
-            p[j + jj] = acc[jj];
-            mx = acc[jj] > mx ? acc[jj] : mx;
+            float s = cap > 0 ? tanhf(acc[jj] / cap) * cap : acc[jj];
+            p[j + jj] = s;
+            mx = s > mx && j + jj >= lo ? s : mx;
         }
     }
 #pragma omp simd
-    for (j = 0; j < len; j++)
+    for (j = lo; j < len; j++)
         p[j] = exp_neg(p[j] - mx);
 #pragma omp simd reduction(+:sum)
-    for (j = 0; j < len; j++)
+    for (j = lo; j < len; j++)
         sum += p[j];
     inv = 1.0f / sum;
     for (e = 0; e < d; e++) {
         const float *ve = vt + (size_t)e * ld;
         float acc = 0;
 #pragma omp simd reduction(+:acc)
-        for (j = 0; j < len; j++)
+        for (j = lo; j < len; j++)
             acc += p[j] * ve[j];
         out[e] = acc * inv;
     }
@@ -246,24 +295,40 @@ static void attend_row(float *out, const float *qi, const float *kt, const float
 
 /* Row r of (nseq, H, T): query token i of sequence s, head h. */
 static void attention_row(const spruce__kv *kv, const float *q, float *att, long r, int T,
-                          int pos0, int H, int KV, int d, float scale, float *p)
+                          int pos0, int H, int KV, int d, const spruce__attn *a, float *p)
 {
     size_t i = (size_t)(r % T), h = (size_t)((r / T) % H), s = (size_t)(r / ((long)T * H));
     size_t g = h / (size_t)(H / KV), hd = (size_t)H * d;
     const float *kt = kv->kt + (s * KV + g) * d * kv->ld;
     const float *vt = kv->vt + (s * KV + g) * d * kv->ld;
+    int pos = pos0 + (int)i, lo = a->window > 0 && pos >= a->window ? pos - a->window + 1 : 0;
     attend_row(att + (s * T + i) * hd + h * d, q + (s * T + i) * hd + h * d, kt, vt, kv->ld,
-               pos0 + (int)i + 1, d, scale, p);
+               lo, pos + 1, d, a, p);
+}
+
+void spruce__attn_default(spruce__attn *a, int d)
+{
+    a->scale = (float)(1.0 / sqrt((double)d));
+    a->softcap = 0.0f;
+    a->window = 0;
 }
 
 void spruce__attention_rows(const spruce__kv *kv, const float *q, float *att, int nseq, int T,
                             int pos0, int H, int KV, int d, float *scratch, int nthreads)
 {
+    spruce__attn a;
+    spruce__attn_default(&a, d);
+    spruce__attention_rows_opts(kv, q, att, nseq, T, pos0, H, KV, d, &a, scratch, nthreads);
+}
+
+void spruce__attention_rows_opts(const spruce__kv *kv, const float *q, float *att, int nseq,
+                                 int T, int pos0, int H, int KV, int d, const spruce__attn *a,
+                                 float *scratch, int nthreads)
+{
     long nrows = (long)nseq * H * T, r;
-    float scale = (float)(1.0 / sqrt((double)d));
     if (nrows * (pos0 + T) * d < PAR_MIN || nthreads < 2) {
         for (r = 0; r < nrows; r++)
-            attention_row(kv, q, att, r, T, pos0, H, KV, d, scale, scratch);
+            attention_row(kv, q, att, r, T, pos0, H, KV, d, a, scratch);
         return;
     }
 #pragma omp parallel for schedule(dynamic, 32) num_threads(nthreads)
@@ -272,29 +337,36 @@ void spruce__attention_rows(const spruce__kv *kv, const float *q, float *att, in
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        attention_row(kv, q, att, r, T, pos0, H, KV, d, scale, scratch + (size_t)tid * kv->ld);
+        attention_row(kv, q, att, r, T, pos0, H, KV, d, a, scratch + (size_t)tid * kv->ld);
     }
 }
 
-/* Causal softmax over the rows of S (T, T): row i keeps columns 0..i. */
-static void causal_softmax(float *S, int T)
+/* Causal softmax over the rows of S (T, T): row i keeps columns lo..i (lo =
+ * i - window + 1 for a window, else 0), soft-capped first when a->softcap. */
+static void causal_softmax(float *S, int T, const spruce__attn *a)
 {
     int i;
 #pragma omp parallel for schedule(dynamic, 16) if ((long)T * T >= PAR_MIN)
     for (i = 0; i < T; i++) {
-        float *r = S + (size_t)i * T, mx = r[0], inv;
+        float *r = S + (size_t)i * T, mx, inv, cap = a->softcap;
         double sum = 0;
-        int j;
-        for (j = 1; j <= i; j++)
+        int j, lo = a->window > 0 && i >= a->window ? i - a->window + 1 : 0;
+        if (cap > 0)
+            for (j = lo; j <= i; j++)
+                r[j] = tanhf(r[j] / cap) * cap;
+        mx = r[lo];
+        for (j = lo + 1; j <= i; j++)
             if (r[j] > mx)
                 mx = r[j];
 #pragma omp simd
-        for (j = 0; j <= i; j++)
+        for (j = lo; j <= i; j++)
             r[j] = exp_neg(r[j] - mx);
-        for (j = 0; j <= i; j++)
+        for (j = lo; j <= i; j++)
             sum += r[j];
         inv = (float)(1.0 / sum);
-        for (j = 0; j <= i; j++)
+        for (j = 0; j < lo; j++)
+            r[j] = 0.0f;
+        for (j = lo; j <= i; j++)
             r[j] *= inv;
         for (j = i + 1; j < T; j++)
             r[j] = 0.0f;
@@ -304,8 +376,17 @@ static void causal_softmax(float *S, int T)
 void spruce__attention_blas(const float *q, const float *k, const float *v, float *att,
                             int nseq, int T, int H, int KV, int d, float *S)
 {
+    spruce__attn a;
+    spruce__attn_default(&a, d);
+    spruce__attention_blas_opts(q, k, v, att, nseq, T, H, KV, d, &a, S);
+}
+
+void spruce__attention_blas_opts(const float *q, const float *k, const float *v, float *att,
+                                 int nseq, int T, int H, int KV, int d, const spruce__attn *a,
+                                 float *S)
+{
     int per = H / KV, h, s;
-    float scale = (float)(1.0 / sqrt((double)d));
+    float scale = a->scale;
     for (s = 0; s < nseq; s++) {
         const float *qs = q + (size_t)s * T * H * d;
         const float *ks = k + (size_t)s * T * KV * d;
@@ -316,7 +397,7 @@ void spruce__attention_blas(const float *q, const float *k, const float *v, floa
             /* S (T, T) = scale * q_h (T, d) k_g^T (d, T) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale,
                         qs + (size_t)h * d, H * d, ks + (size_t)g * d, KV * d, 0.0f, S, T);
-            causal_softmax(S, T);
+            causal_softmax(S, T, a);
             /* att_h (T, d) = S (T, T) v_g (T, d) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f, S, T,
                         vs + (size_t)g * d, KV * d, 0.0f, as + (size_t)h * d, H * d);
@@ -423,8 +504,17 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
             return rc;                                                                \
     } while (0)
 
+    float off = c->norm_plus_one ? 1.0f : 0.0f;   /* gemma: weights (1 + w) */
+    spruce__attn at;
+
+    spruce__attn_default(&at, d);
+    if (c->attn_scale > 0)
+        at.scale = (float)c->attn_scale;
+    at.softcap = (float)c->attn_softcap;
+    at.window = r->window;
+
     /* attention */
-    spruce__rmsnorm(r->a, x, r->attn_norm, ntok, hid, c->rms_norm_eps);
+    spruce__rmsnorm_off(r->a, x, r->attn_norm, off, ntok, hid, c->rms_norm_eps);
     CHECK(!tap, r->a, hid, attn_norm, "output");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_QKV, r->a, ntok, hid, stop_after, &rc))
         return rc;
@@ -436,19 +526,20 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     CHECK(1, r->k, KV * d, proj_path(f, SPRUCE_PROJ_K), "output");
     CHECK(1, r->v, KV * d, proj_path(f, SPRUCE_PROJ_V), "output");
     if (r->q_norm)   /* rows of head_dim: every head of every token */
-        spruce__rmsnorm(r->q, r->q, r->q_norm, ntok * H, d, c->rms_norm_eps);
+        spruce__rmsnorm_off(r->q, r->q, r->q_norm, off, ntok * H, d, c->rms_norm_eps);
     if (r->k_norm)
-        spruce__rmsnorm(r->k, r->k, r->k_norm, ntok * KV, d, c->rms_norm_eps);
+        spruce__rmsnorm_off(r->k, r->k, r->k_norm, off, ntok * KV, d, c->rms_norm_eps);
     spruce__rope(r->q, ntok, T, r->pos0, H, d, r->cos, r->sin);
     spruce__rope(r->k, ntok, T, r->pos0, KV, d, r->cos, r->sin);
     CHECK(1, r->q, qd, proj_path(f, SPRUCE_PROJ_Q), "output after rotary embedding");
     CHECK(1, r->k, KV * d, proj_path(f, SPRUCE_PROJ_K), "output after rotary embedding");
     if (r->blas_attention) {
-        spruce__attention_blas(r->q, r->k, r->v, r->att, nseq, T, H, KV, d, r->scores);
+        spruce__attention_blas_opts(r->q, r->k, r->v, r->att, nseq, T, H, KV, d, &at,
+                                    r->scores);
     } else {
         spruce__kv_store(&r->kv, r->k, r->v, nseq, T, r->pos0, KV, d);
-        spruce__attention_rows(&r->kv, r->q, r->att, nseq, T, r->pos0, H, KV, d, r->scores,
-                               r->nthreads);
+        spruce__attention_rows_opts(&r->kv, r->q, r->att, nseq, T, r->pos0, H, KV, d, &at,
+                                    r->scores, r->nthreads);
     }
     CHECK(!tap, r->att, qd, "self_attn", "attention output");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_O, r->att, ntok, qd, stop_after, &rc))
@@ -456,13 +547,15 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_O, r->att, ntok, r->t)))
         return rc;
     CHECK(1, r->t, hid, proj_path(f, SPRUCE_PROJ_O), "output");
+    if (r->post_attn_norm)
+        spruce__rmsnorm_off(r->t, r->t, r->post_attn_norm, off, ntok, hid, c->rms_norm_eps);
     if (r->h != x)
         memcpy(r->h, x, n * sizeof(float));
     spruce__add(r->h, r->t, n);
     CHECK(1, r->h, hid, "residual stream after self_attn", "");
 
     /* MLP */
-    spruce__rmsnorm(r->a, r->h, r->mlp_norm, ntok, hid, c->rms_norm_eps);
+    spruce__rmsnorm_off(r->a, r->h, r->mlp_norm, off, ntok, hid, c->rms_norm_eps);
     CHECK(!tap, r->a, hid, mlp_norm, "output");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_GATEUP, r->a, ntok, hid, stop_after, &rc))
         return rc;
@@ -471,13 +564,18 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
         return rc;
     CHECK(1, r->g, inter, proj_path(f, SPRUCE_PROJ_GATE), "output");
     CHECK(1, r->u, inter, proj_path(f, SPRUCE_PROJ_UP), "output");
-    spruce__swiglu(r->g, r->u, (size_t)ntok * inter);
+    if (c->act == SPRUCE_ACT_GELU_TANH)
+        spruce__geglu(r->g, r->u, (size_t)ntok * inter);
+    else
+        spruce__swiglu(r->g, r->u, (size_t)ntok * inter);
     CHECK(!tap, r->g, inter, "mlp", "act_fn(gate_proj) * up_proj");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_DOWN, r->g, ntok, inter, stop_after, &rc))
         return rc;
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_DOWN, r->g, ntok, r->t)))
         return rc;
     CHECK(1, r->t, hid, proj_path(f, SPRUCE_PROJ_DOWN), "output");
+    if (r->post_mlp_norm)
+        spruce__rmsnorm_off(r->t, r->t, r->post_mlp_norm, off, ntok, hid, c->rms_norm_eps);
     spruce__add(r->h, r->t, n);
     CHECK(0, r->h, hid, "output", "");
 #undef CHECK

@@ -28,6 +28,11 @@ int spruce__check_attention(spruce_attention a);
 /* y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w;  x, y are (T, n), y may be x. */
 void spruce__rmsnorm(float *y, const float *x, const float *w, int T, int n, double eps);
 
+/* The same with weights (w + off): off 1 for Gemma's norms, whose stored
+ * weight w is applied as (1 + w) (modeling_gemma2.py: Gemma2RMSNorm). */
+void spruce__rmsnorm_off(float *y, const float *x, const float *w, float off, int T, int n,
+                         double eps);
+
 /* Y (T, rows) += b (rows) on every row. */
 void spruce__add_bias(float *Y, const float *b, int T, int rows);
 
@@ -36,6 +41,16 @@ void spruce__add(float *y, const float *x, size_t n);
 
 /* g = silu(g) * u, n floats (the SiLU-gated MLP's activation). */
 void spruce__swiglu(float *g, const float *u, size_t n);
+
+/* gelu with the tanh approximation (gelu_pytorch_tanh):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in float32. */
+float spruce__gelu_tanh(float x);
+
+/* x = tanh(x / cap) cap on n floats (Gemma's final-logit soft-cap). */
+void spruce__softcap(float *x, size_t n, float cap);
+
+/* g = gelu_tanh(g) * u, n floats (Gemma's gated MLP, Gemma2MLP). */
+void spruce__geglu(float *g, const float *u, size_t n);
 
 /* The RoPE tables (cos, sin for each position) come from rope.h. */
 
@@ -74,11 +89,32 @@ void spruce__kv_store(const spruce__kv *kv, const float *k, const float *v, int 
 void spruce__attention_rows(const spruce__kv *kv, const float *q, float *att, int nseq, int T,
                             int pos0, int H, int KV, int d, float *scratch, int nthreads);
 
+/* What the attention of a layer does besides softmax(q k) v: the scale of
+ * the scores, their soft-cap s -> tanh(s / softcap) softcap (0: none, Gemma 2's
+ * attn_logit_softcapping, before the mask) and the window: a query at
+ * position p sees the keys at p - window < j <= p (0: every j <= p;
+ * masking_utils.py: sliding_window_overlay). */
+typedef struct {
+    float scale, softcap;
+    int window;
+} spruce__attn;
+
+/* scale 1 / sqrt(d), no soft-cap, no window. */
+void spruce__attn_default(spruce__attn *a, int d);
+
+/* spruce__attention_rows with a's scale, soft-cap and window. */
+void spruce__attention_rows_opts(const spruce__kv *kv, const float *q, float *att, int nseq,
+                                 int T, int pos0, int H, int KV, int d, const spruce__attn *a,
+                                 float *scratch, int nthreads);
+
 /* The same at positions 0..T-1 on BLAS, per sequence and head two matrix
  * products: for large heads and long sequences.  k, v are (nseq * T, KV * d);
  * S is (T, T) scratch (its masked upper half is computed and discarded). */
 void spruce__attention_blas(const float *q, const float *k, const float *v, float *att,
                             int nseq, int T, int H, int KV, int d, float *S);
+void spruce__attention_blas_opts(const float *q, const float *k, const float *v, float *att,
+                                 int nseq, int T, int H, int KV, int d, const spruce__attn *a,
+                                 float *S);
 
 /* The first element of x (ntok, n) that is NaN or infinite, as its row and
  * column (0 and -1 when every element is finite); a branch-free scan that
@@ -104,6 +140,9 @@ typedef struct {
     const spruce_config *c;
     const float *attn_norm, *mlp_norm;     /* (hidden) */
     const float *q_norm, *k_norm;          /* (head_dim) per-head norms of q, k, or NULL */
+    const float *post_attn_norm;           /* (hidden) gemma: norm of o's output, or NULL */
+    const float *post_mlp_norm;            /* (hidden) gemma: norm of down's output, or NULL */
+    int window;                            /* the layer's attention window, 0: none */
     spruce__linear_fn linear;
     void *linear_ctx;
     const float *cos, *sin;                /* RoPE tables from position 0 */
@@ -128,6 +167,10 @@ typedef struct {
  *   a = rmsnorm(x) * attn_norm;  q, k, v = linears(a);  [q/k norms];  RoPE(q, k)
  *   att = causal attention;  h = x + o(att)
  *   a = rmsnorm(h) * mlp_norm;  g = silu(gate(a)) * up(a);  x = h + down(g)
+ * and as c says for Gemma (modeling_gemma2.py: Gemma2DecoderLayer): norm
+ * weights (1 + w), scores scaled by c->attn_scale and soft-capped, the
+ * window r->window, gelu_tanh for silu, and h = x + post_attn_norm(o(att)),
+ * x = h + post_mlp_norm(down(g)).
  * tap (may be NULL) sees the input of each group of linear layers; with
  * stop_after a site (not -1) the block stops right after tapping it and x is
  * unchanged (when r->h is not x).  Returns 0, a linear layer's error, the

@@ -96,6 +96,123 @@ static int check_layer_types(const json_t *root, const char *origin)
     return 0;
 }
 
+/* A soft-cap of Gemma 2: absent gives the family's default, null none. */
+static int get_softcap(const json_t *root, const char *origin, const char *key, double dflt,
+                       double *out)
+{
+    const json_t *v = json_object_get(root, key);
+    *out = v ? 0 : dflt;
+    return v ? get_double(root, origin, key, 0, out) : 0;
+}
+
+/* The keys of configuration_gemma2.py and configuration_gemma3.py
+ * (Gemma3TextConfig) that change the maths, with their defaults:
+ *   hidden_activation       gelu_pytorch_tanh (the MLP reads it, not hidden_act)
+ *   query_pre_attn_scalar   256: scores scaled by its ^-0.5
+ *   attn_logit_softcapping  gemma2 50 (null: none); gemma3's forward never applies it
+ *   final_logit_softcapping gemma2 30, gemma3 none (null: none)
+ *   sliding_window          4096, on the layers of layer_types, else of the pattern
+ *                           (gemma2: 2, Gemma2DecoderLayer is_sliding = not layer_idx % 2;
+ *                           gemma3: sliding_window_pattern, 6): layer i slides when
+ *                           (i + 1) % pattern != 0
+ *   rope_local_base_freq    gemma3 10000: the RoPE base of sliding layers, no scaling
+ *   tie_word_embeddings     true
+ * Embeddings are multiplied by sqrt(hidden_size) (in the embedding's dtype,
+ * weights.c) and every RMSNorm weight is applied as (1 + w). */
+static int gemma_keys(const json_t *root, const char *origin, const spruce_family *f,
+                      spruce_config *c)
+{
+    const json_t *v = json_object_get(root, "hidden_activation"), *e;
+    const char *act = "gelu_pytorch_tanh";
+    double qpas = 256;
+    size_t i;
+    int rc, on = 0;
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'hidden_activation': expected "
+                                  "a string", origin);
+        act = json_string_value(v);
+    }
+    if (strcmp(act, "gelu_pytorch_tanh") && strcmp(act, "gelu_new"))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: hidden_activation '%s' is not "
+                              "supported (supported: gelu_pytorch_tanh, gelu_new)", origin, act);
+    c->act = SPRUCE_ACT_GELU_TANH;
+    c->norm_plus_one = 1;
+    c->embed_scale = (float)sqrt((double)c->hidden_size);
+    if ((rc = get_double(root, origin, "query_pre_attn_scalar", 0, &qpas)))
+        return rc;
+    c->attn_scale = 1.0 / sqrt(qpas);
+    if (f->gemma == 2 &&
+        ((rc = get_softcap(root, origin, "attn_logit_softcapping", 50.0, &c->attn_softcap)) ||
+         (rc = get_softcap(root, origin, "final_logit_softcapping", 30.0, &c->final_softcap))))
+        return rc;
+    if (f->gemma == 3 &&
+        (rc = get_softcap(root, origin, "final_logit_softcapping", 0, &c->final_softcap)))
+        return rc;
+    v = json_object_get(root, "sliding_window");
+    if (v && json_is_null(v))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: sliding_window null is not "
+                              "supported (supported: an integer >= 1)", origin);
+    c->sliding_window = 4096;
+    if ((rc = get_int(root, origin, "sliding_window", 0, 1, INT_MAX, &c->sliding_window)))
+        return rc;
+    v = json_object_get(root, "rope_parameters");   /* the per-layer-type layout */
+    if (v && !json_is_null(v))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: key 'rope_parameters' is not "
+                              "supported (supported: rope_theta, rope_scaling and "
+                              "rope_local_base_freq at top level)", origin);
+    if ((rc = get_bool(root, origin, "use_bidirectional_attention", &on)))
+        return rc;
+    if (on)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: use_bidirectional_attention true "
+                              "is not supported (supported: causal attention)", origin);
+    c->sliding_pattern = 2;
+    if (f->gemma == 3) {
+        c->sliding_pattern = 6;
+        c->rope_local_theta = 10000.0;
+        if ((rc = get_int(root, origin, "sliding_window_pattern", 0, 1, SPRUCE_MAX_LAYERS,
+                               &c->sliding_pattern)) ||
+            (rc = get_double(root, origin, "rope_local_base_freq", 0, &c->rope_local_theta)))
+            return rc;
+    }
+    /* layer_types wins over the pattern; spruce keeps it as a pattern. */
+    v = json_object_get(root, "layer_types");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) != (size_t)c->num_hidden_layers)
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'layer_types': expected an array "
+                              "of num_hidden_layers (%d) strings", origin, c->num_hidden_layers);
+    c->sliding_pattern = 0;
+    json_array_foreach(v, i, e) {
+        const char *s = json_is_string(e) ? json_string_value(e) : "";
+        if (strcmp(s, "sliding_attention") && strcmp(s, "full_attention"))
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: layer_types[%zu]: expected "
+                                  "\"sliding_attention\" or \"full_attention\"", origin, i);
+        if (!strcmp(s, "full_attention") && !c->sliding_pattern)
+            c->sliding_pattern = (int)i + 1;
+    }
+    if (!c->sliding_pattern)
+        return 0;   /* every layer slides */
+    json_array_foreach(v, i, e)
+        if (!strcmp(json_string_value(e), "full_attention") !=
+            !(((int)i + 1) % c->sliding_pattern))
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%zu] breaks the "
+                                  "pattern of layers 0..%d (supported: layer i full when "
+                                  "(i + 1) %% %d == 0, the others sliding; or every layer "
+                                  "sliding)", origin, i, c->sliding_pattern - 1,
+                                  c->sliding_pattern);
+    return 0;
+}
+
+int spruce_config_layer_window(const spruce_config *c, int layer)
+{
+    if (!c || c->sliding_window <= 0)
+        return 0;
+    if (c->sliding_pattern > 0 && !((layer + 1) % c->sliding_pattern))
+        return 0;
+    return c->sliding_window;
+}
+
 static int parse(const json_t *root, const char *origin, spruce_config *c)
 {
     const json_t *v;
@@ -174,13 +291,14 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
                               "embeddings", origin, c->head_dim);
 
     c->rms_norm_eps = 1e-6;
-    c->rope_theta = 10000.0;
+    c->rope_theta = f->gemma == 3 ? 1e6 : 10000.0;   /* configuration_gemma3.py */
+    c->tie_word_embeddings = f->gemma != 0;   /* Gemma's configs: true */
     if ((rc = get_double(root, origin, "rms_norm_eps", 0, &c->rms_norm_eps)) ||
         (rc = get_double(root, origin, "rope_theta", 0, &c->rope_theta)) ||
         (rc = get_bool(root, origin, "tie_word_embeddings", &c->tie_word_embeddings)))
         return rc;
 
-    v = json_object_get(root, "hidden_act");
+    v = f->gemma ? NULL : json_object_get(root, "hidden_act");   /* gemma: gemma_keys */
     if (v && !json_is_null(v)) {
         if (!json_is_string(v))
             return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'hidden_act': expected a string",
@@ -192,7 +310,7 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
     if ((rc = spruce__rope_parse(root, origin, c)))   /* rope.c */
         return rc;
     c->qk_norm = f->q_norm != NULL;
-    if ((rc = check_layer_types(root, origin)))
+    if ((rc = f->gemma ? gemma_keys(root, origin, f, c) : check_layer_types(root, origin)))
         return rc;
 
     /* What the family's keys switch on (spruce_family.h). */

@@ -8,11 +8,14 @@
 #include "rope.h"
 #include "model_internal.h"
 #include "spruce_decode.h"
+#include "spruce_family.h"
 #include "spruce_sparse.h"
 
 typedef struct {
     float *attn_norm, *mlp_norm;          /* (hidden) */
     float *q_norm, *k_norm;               /* (head_dim) or NULL */
+    float *post_attn_norm, *post_mlp_norm;   /* (hidden) gemma, or NULL */
+    int window;                           /* the layer's attention window, 0: none */
     spruce_linear *lin[SPRUCE_NPROJ];
     float *bias[SPRUCE_NPROJ];            /* (rows) or NULL */
     spruce__kv kv;                        /* (KV, head_dim, ld) key and value cache */
@@ -25,6 +28,7 @@ struct spruce_decoder {
     long prefill_len;                     /* rope table length of a prompt being fed, or 0 */
     dec_layer *layers;
     float *cos, *sin;                     /* (max_T, head_dim / 2) RoPE tables */
+    float *cos_local, *sin_local;         /* gemma3's sliding layers, or NULL */
     float *x, *a, *q, *k, *v, *att, *t;   /* (hidden) or (qdim / kvdim) */
     float *g, *u;                         /* (intermediate) */
     float *p;                             /* (nthreads, ld) attention weights */
@@ -43,6 +47,8 @@ void spruce_decoder_free(spruce_decoder *d)
             free(L->mlp_norm);
             free(L->q_norm);
             free(L->k_norm);
+            free(L->post_attn_norm);
+            free(L->post_mlp_norm);
             for (l = 0; l < SPRUCE_NPROJ; l++) {
                 spruce_linear_free(L->lin[l]);
                 free(L->bias[l]);
@@ -54,6 +60,8 @@ void spruce_decoder_free(spruce_decoder *d)
     }
     free(d->cos);
     free(d->sin);
+    free(d->cos_local);
+    free(d->sin_local);
     free(d->x); free(d->a); free(d->q); free(d->k); free(d->v); free(d->att); free(d->t);
     free(d->g); free(d->u); free(d->p); free(d->xn);
     free(d);
@@ -115,7 +123,8 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     }
     /* the tables of the batched forward's workspace; dynamic rope fills the
      * row of each position when it is decoded (spruce_decoder_step) */
-    if ((rc = spruce__rope_fill(c, spruce__rope_table_len(c, 1), 0, max_T, d->cos, d->sin)))
+    if ((rc = spruce__rope_fill(c, spruce__rope_table_len(c, 1), 0, max_T, d->cos, d->sin)) ||
+        (rc = spruce__rope_local_tables(c, max_T, &d->cos_local, &d->sin_local)))
         goto done;
 
     spruce_linear_opts_init(&lo);
@@ -137,12 +146,16 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
         L->mlp_norm = copy_vec(b->mlp_norm, hid);
         L->q_norm = copy_vec(b->q_norm, (size_t)c->head_dim);
         L->k_norm = copy_vec(b->k_norm, (size_t)c->head_dim);
+        L->post_attn_norm = copy_vec(b->post_attn_norm, hid);
+        L->post_mlp_norm = copy_vec(b->post_mlp_norm, hid);
+        L->window = c->family && c->family->gemma ? spruce_config_layer_window(c, i) : 0;
         /* zeroed: the attention reads whole groups of 8 positions */
         L->kv.ld = ld;
         L->kv.kt = calloc(kvdim * ld, sizeof(float));
         L->kv.vt = calloc(kvdim * ld, sizeof(float));
         if (!L->attn_norm || !L->mlp_norm || !L->kv.kt || !L->kv.vt ||
-            (b->q_norm && !L->q_norm) || (b->k_norm && !L->k_norm))
+            (b->q_norm && !L->q_norm) || (b->k_norm && !L->k_norm) ||
+            (b->post_attn_norm && !L->post_attn_norm) || (b->post_mlp_norm && !L->post_mlp_norm))
             rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
         for (l = 0; !rc && l < SPRUCE_NPROJ; l++) {
             if (b->b[l] && !(L->bias[l] = copy_vec(b->b[l], (size_t)b->rows[l])))
@@ -200,7 +213,7 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
     c = d->c;
     if (d->pos >= d->max_T)
         return spruce__seterr(SPRUCE_EINVAL, "decoder: the cache holds %d positions", d->max_T);
-    if (c->sliding_window > 0 && d->pos >= c->sliding_window)
+    if (c->sliding_window > 0 && !(c->family && c->family->gemma) && d->pos >= c->sliding_window)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "decoder: position %d is beyond the sliding "
                               "window %d (supported: sequences within the window)", d->pos,
                               c->sliding_window);
@@ -238,6 +251,11 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
         r.mlp_norm = L->mlp_norm;
         r.q_norm = L->q_norm;
         r.k_norm = L->k_norm;
+        r.post_attn_norm = L->post_attn_norm;
+        r.post_mlp_norm = L->post_mlp_norm;
+        r.window = L->window;
+        r.cos = L->window && d->cos_local ? d->cos_local : d->cos;
+        r.sin = L->window && d->sin_local ? d->sin_local : d->sin;
         r.linear_ctx = L;
         r.kv = L->kv;
         r.layer = i;

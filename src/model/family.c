@@ -6,7 +6,13 @@
  * qwen3    modeling_qwen3.py: Qwen3ForCausalLM (q_norm/k_norm over head_dim before
  *          RoPE; attention_bias; use_sliding_window; head_dim 128 when absent)
  * All four: embedding, per block input_layernorm -> self_attn (q/k/v/o) ->
- * post_attention_layernorm -> SiLU-gated mlp (gate/up/down), final norm, head. */
+ * post_attention_layernorm -> SiLU-gated mlp (gate/up/down), final norm, head.
+ * gemma2   modeling_gemma2.py: Gemma2ForCausalLM, Gemma2DecoderLayer:
+ *          input_layernorm -> self_attn -> post_attention_layernorm -> + residual,
+ *          pre_feedforward_layernorm -> mlp -> post_feedforward_layernorm -> + residual;
+ *          attention_bias; head_dim 256 when absent
+ * gemma3   modeling_gemma3.py: Gemma3ForCausalLM (model_type gemma3_text): gemma2's
+ *          block with q_norm/k_norm */
 #include <stdio.h>
 #include <string.h>
 
@@ -36,17 +42,29 @@
     "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.layers", \
         "input_layernorm", "post_attention_layernorm", LLAMA_LINEARS
 
+/* Gemma's block: the MLP's input is pre_feedforward_layernorm's output. */
+#define GEMMA_NAMES                                                                     \
+    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.layers", \
+        "input_layernorm", "pre_feedforward_layernorm", LLAMA_LINEARS
+
 static const spruce_family families[] = {
     {"llama", "LlamaForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias", NULL, NULL,
-     NULL, NULL, 0},
+     NULL, NULL, 0, NULL, NULL, 0},
     /* transformers' Mistral has no bias keys; they are read as for llama, absent = false */
     {"mistral", "MistralForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias",
-     "sliding_window", NULL, NULL, NULL, 0},
+     "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0},
     {"qwen2", "Qwen2ForCausalLM", LLAMA_NAMES, 1, NULL, NULL, NULL, "use_sliding_window", NULL,
-     NULL, 0},
+     NULL, 0, NULL, NULL, 0},
     /* configuration_qwen3.py: head_dim 128 when absent */
     {"qwen3", "Qwen3ForCausalLM", LLAMA_NAMES, 0, "attention_bias", NULL, NULL,
-     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128},
+     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128, NULL, NULL, 0},
+    /* configuration_gemma2.py, configuration_gemma3.py: head_dim 256 when absent;
+     * the window and the layers using it are read by config.c (gemma_keys) */
+    {"gemma2", "Gemma2ForCausalLM", GEMMA_NAMES, 0, "attention_bias", NULL, NULL, NULL, NULL,
+     NULL, 256, "post_attention_layernorm", "post_feedforward_layernorm", 2},
+    {"gemma3_text", "Gemma3ForCausalLM", GEMMA_NAMES, 0, "attention_bias", NULL, NULL, NULL,
+     "self_attn.q_norm", "self_attn.k_norm", 256, "post_attention_layernorm",
+     "post_feedforward_layernorm", 3},
 };
 
 #define NFAMILIES ((int)(sizeof families / sizeof families[0]))
@@ -70,7 +88,7 @@ const spruce_family *spruce_family_at(int i)
 /* Kept in step with the table by the tests (test_model.c: family). */
 const char *spruce_family_supported(void)
 {
-    return "llama, mistral, qwen2, qwen3";
+    return "llama, mistral, qwen2, qwen3, gemma2, gemma3_text";
 }
 
 size_t spruce_dim_of(const spruce_config *c, spruce_dim d)
@@ -178,6 +196,16 @@ static int block_tensor(const spruce_family *f, const spruce_config *c, int laye
             return 1;
         }
     }
+    if (f->post_attn_norm) {   /* gemma's norms of the branch outputs */
+        const char *post[2] = {f->post_attn_norm, f->post_mlp_norm};
+        int e;
+        for (e = 0; e < 2; e++)
+            if (k++ == j) {
+                set_tensor(t, SPRUCE_TENSOR_NORM, layer, SPRUCE_NPROJ, hid, 0);
+                spruce_family_norm_name(f, layer, post[e], t->name, sizeof t->name);
+                return 1;
+            }
+    }
     return 0;
 }
 
@@ -198,6 +226,8 @@ int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tens
     for (l = 0; l < SPRUCE_NPROJ; l++)
         per += 1 + (size_t)spruce_family_linear_has_bias(f, c, (spruce_proj)l);
     if (f->q_norm)
+        per += 2;
+    if (f->post_attn_norm)
         per += 2;
     if (i == 0) {
         set_tensor(t, SPRUCE_TENSOR_EMBED, -1, SPRUCE_NPROJ, vocab, hid);

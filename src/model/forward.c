@@ -31,6 +31,7 @@ struct spruce_fwd_ws {
     float *u;     /* (T, inter) */
     float *cos;   /* (max_T, head_dim / 2) */
     float *sin;   /* (max_T, head_dim / 2) */
+    float *cos_local, *sin_local;   /* gemma3's sliding layers (rope_local_theta), or NULL */
     long rope_len;   /* the sequence length the tables were made for (rope.h) */
 };
 
@@ -107,7 +108,8 @@ spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_se
         return NULL;
     }
     ws->rope_len = spruce__rope_table_len(c, max_T);
-    if (spruce__rope_fill(c, ws->rope_len, 0, max_T, ws->cos, ws->sin)) {
+    if (spruce__rope_fill(c, ws->rope_len, 0, max_T, ws->cos, ws->sin) ||
+        spruce__rope_local_tables(c, max_T, &ws->cos_local, &ws->sin_local)) {
         spruce_fwd_ws_free(ws);
         return NULL;
     }
@@ -120,7 +122,7 @@ void spruce_fwd_ws_free(spruce_fwd_ws *ws)
         return;
     free(ws->a); free(ws->q); free(ws->k); free(ws->v); free(ws->kt); free(ws->vt);
     free(ws->att); free(ws->S); free(ws->h); free(ws->t); free(ws->g); free(ws->u);
-    free(ws->cos); free(ws->sin);
+    free(ws->cos); free(ws->sin); free(ws->cos_local); free(ws->sin_local);
     free(ws);
 }
 
@@ -197,7 +199,7 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
         ws->qdim != (int64_t)c->num_attention_heads * c->head_dim ||
         ws->kvdim != (int64_t)c->num_key_value_heads * c->head_dim)
         return spruce__seterr(SPRUCE_EINVAL, "block forward: workspace made for another config");
-    if (c->sliding_window > 0 && T > c->sliding_window)
+    if (c->sliding_window > 0 && !(c->family && c->family->gemma) && T > c->sliding_window)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "sequence of %d tokens is longer than the "
                               "sliding window %d (supported: sequences within the window)", T,
                               c->sliding_window);
@@ -218,8 +220,11 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
     r.k_norm = b->k_norm;
     r.linear = blas_linear;
     r.linear_ctx = (void *)b;
-    r.cos = ws->cos;
-    r.sin = ws->sin;
+    r.post_attn_norm = b->post_attn_norm;
+    r.post_mlp_norm = b->post_mlp_norm;
+    r.window = c->family && c->family->gemma ? spruce_config_layer_window(c, b->layer) : 0;
+    r.cos = r.window && ws->cos_local ? ws->cos_local : ws->cos;
+    r.sin = r.window && ws->sin_local ? ws->sin_local : ws->sin;
     r.pos0 = 0;
     r.blas_attention = attention_uses_blas(c, ws->attention, T);
     /* a chunk's keys: (nseq, KV, head_dim, round8(T)) */
@@ -284,13 +289,30 @@ done:
     return rc;
 }
 
+/* The head in two steps, so that the checked head checks between them:
+ * xn = the final norm of x; logits (T, vocab) = xn head^T, soft-capped where
+ * the family caps the final logits (Gemma2ForCausalLM: final_logit_softcapping). */
+static void head_norm(const spruce_model *m, const float *x, int T, float *xn)
+{
+    const spruce_config *c = &m->cfg;
+    spruce__rmsnorm_off(xn, x, m->norm, c->norm_plus_one ? 1.0f : 0.0f, T, c->hidden_size,
+                        c->rms_norm_eps);
+}
+
+static void head_logits(const spruce_model *m, const float *xn, int T, float *logits)
+{
+    const spruce_config *c = &m->cfg;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c->vocab_size, c->hidden_size, 1.0f,
+                xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
+    if (c->final_softcap > 0)
+        spruce__softcap(logits, (size_t)T * c->vocab_size, (float)c->final_softcap);
+}
+
 /* logits (T, vocab) = rmsnorm(x) * norm head^T; xn is (T, hidden) scratch. */
 void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits)
 {
-    const spruce_config *c = &m->cfg;
-    spruce__rmsnorm(xn, x, m->norm, T, c->hidden_size, c->rms_norm_eps);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c->vocab_size, c->hidden_size, 1.0f,
-                xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
+    head_norm(m, x, T, xn);
+    head_logits(m, xn, T, logits);
 }
 
 int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn,
@@ -299,12 +321,11 @@ int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn
     const spruce_config *c = &m->cfg;
     char what[160];
     int rc;
-    spruce__rmsnorm(xn, x, m->norm, T, c->hidden_size, c->rms_norm_eps);
+    head_norm(m, x, T, xn);
     snprintf(what, sizeof what, "%s (final norm) output", m->fam->final_norm);
     if ((rc = spruce__check_rows(xn, T, c->hidden_size, T, pos0, seq0, what)))
         return rc;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c->vocab_size, c->hidden_size, 1.0f,
-                xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
+    head_logits(m, xn, T, logits);
     return spruce__check_rows(logits, T, c->vocab_size, T, pos0, seq0, "logits");
 }
 

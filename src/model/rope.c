@@ -330,3 +330,24 @@ int spruce_config_length_warning(const spruce_config *c, long T, char *buf, size
                  c->max_position_embeddings, names[c->rope.type]);
     return 1;
 }
+
+int spruce__rope_local_tables(const spruce_config *c, int npos, float **cs, float **sn)
+{
+    spruce_config local;
+    size_t n = (size_t)npos * (size_t)(c->head_dim / 2);
+    *cs = *sn = NULL;
+    if (c->rope_local_theta <= 0)
+        return 0;
+    local = *c;
+    local.rope_theta = c->rope_local_theta;
+    memset(&local.rope, 0, sizeof local.rope);   /* SPRUCE_ROPE_DEFAULT */
+    *cs = malloc((n ? n : 1) * sizeof(float));
+    *sn = malloc((n ? n : 1) * sizeof(float));
+    if (!*cs || !*sn || spruce__rope_fill(&local, 0, 0, npos, *cs, *sn)) {
+        free(*cs);
+        free(*sn);
+        *cs = *sn = NULL;
+        return spruce__seterr(SPRUCE_ENOMEM, "rope tables of %d positions", npos);
+    }
+    return 0;
+}

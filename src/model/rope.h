@@ -30,4 +30,10 @@ void spruce__rope_inv_freq(const spruce_config *c, long L, double *inv_freq, dou
  * it, cos and sin times the attention factor.  0 or SPRUCE_ENOMEM. */
 int spruce__rope_fill(const spruce_config *c, long L, int p0, int npos, float *cos, float *sin);
 
+/* Gemma 3's sliding layers (modeling_gemma3.py: rotary_emb_local): the
+ * default RoPE with base rope_local_theta and no rope_scaling.  Allocates and
+ * fills cos, sin (npos, head_dim / 2) for positions 0..npos-1, or leaves both
+ * NULL when c->rope_local_theta is 0.  0 or SPRUCE_ENOMEM. */
+int spruce__rope_local_tables(const spruce_config *c, int npos, float **cos, float **sin);
+
 #endif /* SPRUCE_ROPE_H */

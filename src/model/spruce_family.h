@@ -10,7 +10,9 @@
  *
  * Today's families share LLaMA's layout (modeling_llama.py: LlamaDecoderLayer;
  * modeling_mistral.py, modeling_qwen2.py, modeling_qwen3.py) and differ only in
- * biases, the attention window, per-head q/k norms and the default head_dim. */
+ * biases, the attention window, per-head q/k norms and the default head_dim;
+ * Gemma 2 and 3 (modeling_gemma2.py, modeling_gemma3.py) add two norms per
+ * block and the maths their config keys switch on (spruce_config). */
 #ifndef SPRUCE_FAMILY_H
 #define SPRUCE_FAMILY_H
 
@@ -75,6 +77,11 @@ typedef struct spruce_family {
      * "self_attn.k_norm", .weight (head_dim)), or NULL. */
     const char *q_norm, *k_norm;
     int default_head_dim;      /* head_dim when config.json has none; 0: hidden / heads */
+    /* Gemma's sandwich norms, applied to the attention's and the MLP's output
+     * before each residual add ("post_attention_layernorm",
+     * "post_feedforward_layernorm"), or NULL. */
+    const char *post_attn_norm, *post_mlp_norm;
+    int gemma;                 /* 2 or 3: config.json has Gemma 2's or Gemma 3's keys */
 } spruce_family;
 
 /* The family of model_type, or NULL when there is none. */
@@ -124,7 +131,8 @@ typedef struct {
 /* Tensor i of every tensor a checkpoint of config c holds, in file order: the
  * embedding; per block its attention norm, q/k/v/o (each followed by its bias
  * when it has one), the q and k norms when the family has them, its MLP norm,
- * gate/up/down; the final norm; the head
+ * gate/up/down, then the post-attention and post-MLP norms when the family has
+ * them; the final norm; the head
  * unless tied.  1 with *t filled, 0 past the end, SPRUCE_EUNSUPPORTED when c
  * names no family.  The model reads and checks exactly these, synth writes
  * exactly these. */

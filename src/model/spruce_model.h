@@ -68,6 +68,13 @@ typedef struct {
     int truncate;                /* yarn, default 1: the correction range rounded outward */
 } spruce_rope_scaling;
 
+/* The activation of the gated MLP: down(act(gate x) * up x). */
+typedef enum {
+    SPRUCE_ACT_SILU = 0,         /* "silu" */
+    SPRUCE_ACT_GELU_TANH         /* "gelu_pytorch_tanh", "gelu_new":
+                                  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+} spruce_act;
+
 typedef struct {
     char model_type[16];         /* "llama", "mistral", "qwen2" or "qwen3" */
     const struct spruce_family *family;   /* its row of the family table */
@@ -88,6 +95,17 @@ typedef struct {
     int qkv_bias;                /* q/k/v have biases (qwen2, llama attention_bias) */
     int o_bias;                  /* o has a bias (llama attention_bias) */
     int mlp_bias;                /* gate/up/down have biases (llama mlp_bias) */
+    /* Gemma 2 and 3 (modeling_gemma2.py, modeling_gemma3.py); 0 elsewhere. */
+    int norm_plus_one;           /* every RMSNorm weight applied as (1 + w) */
+    spruce_act act;              /* the gated MLP's activation (SILU elsewhere) */
+    float embed_scale;           /* embeddings times this float32 (sqrt(hidden)), 0: 1 */
+    double attn_scale;           /* query_pre_attn_scalar^-0.5; 0: 1 / sqrt(head_dim) */
+    double attn_softcap;         /* attn_logit_softcapping c: s -> tanh(s / c) c, 0: none */
+    double final_softcap;        /* final_logit_softcapping, likewise on the logits */
+    int sliding_pattern;         /* which layers use sliding_window: 0 every layer
+                                  * (mistral), p > 0 layer i when (i + 1) % p != 0 */
+    double rope_local_theta;     /* gemma3: sliding layers rotate with this base and no
+                                  * rope_scaling (rope_local_base_freq); 0: as the others */
 } spruce_config;
 
 /* What config.json may ask for.  Each key is refused above its bound, and so
@@ -104,6 +122,10 @@ typedef struct {
 #define SPRUCE_MAX_POSITIONS    (1 << 24)  /* max_position_embeddings */
 /* Elements of one tensor: vocab_size x hidden_size, intermediate_size x hidden_size. */
 #define SPRUCE_MAX_TENSOR       ((int64_t)1 << 36)
+/* The attention window of layer `layer` (a query at position p sees the keys
+ * at p - window < j <= p, masking_utils.py: sliding_window_overlay), 0 for
+ * full causal attention. */
+int spruce_config_layer_window(const spruce_config *c, int layer);
 
 /* Parse config.json at path (a file, or a directory holding config.json).
  * SPRUCE_EIO when missing, SPRUCE_EFORMAT when malformed, a key is missing,
@@ -146,8 +168,11 @@ void spruce_proj_name(int layer, spruce_proj l, int bias, char *buf, size_t size
 typedef struct {
     int layer;
     float *attn_norm;            /* (hidden) input_layernorm */
-    float *mlp_norm;             /* (hidden) post_attention_layernorm */
+    float *mlp_norm;             /* (hidden) post_attention_layernorm (gemma:
+                                  * pre_feedforward_layernorm) */
     float *q_norm, *k_norm;      /* (head_dim) self_attn.q_norm / k_norm, or NULL */
+    float *post_attn_norm;       /* (hidden) gemma: on the attention's output, or NULL */
+    float *post_mlp_norm;        /* (hidden) gemma: on the MLP's output, or NULL */
     float *w[SPRUCE_NPROJ];
     float *b[SPRUCE_NPROJ];
     int rows[SPRUCE_NPROJ];
@@ -235,10 +260,13 @@ void spruce_model_put_block(spruce_model *m, spruce_block *b);
  * spruce_model_perplexity); SPRUCE_EINVAL as spruce_fwd_ws_set_attention. */
 int spruce_model_set_attention(spruce_model *m, spruce_attention a);
 
-/* x (T, hidden) = embed[ids]; SPRUCE_EINVAL for an id outside the vocabulary. */
+/* x (T, hidden) = embed[ids] (Gemma: times embed_scale, rounded to the
+ * embedding's dtype as Gemma2Model's normalizer is); SPRUCE_EINVAL for an id
+ * outside the vocabulary. */
 int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x);
 
-/* logits (T, vocab) = head (rmsnorm(x) * norm) for x (T, hidden); xn is
+/* logits (T, vocab) = head (rmsnorm(x) * norm) for x (T, hidden), then
+ * soft-capped when final_softcap is set (Gemma: tanh(l / c) c); xn is
  * (T, hidden) scratch. */
 void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits);
 

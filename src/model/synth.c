@@ -13,6 +13,15 @@
  *   model.layers.{i}.mlp.down_proj.weight           (hidden, inter)     N(0, 1/inter)
  *   model.norm.weight (hidden), lm_head.weight (vocab, hidden)          as above
  *   qwen3: model.layers.{i}.self_attn.{q,k}_norm.weight (head_dim)       as the norms
+ * Gemma (gemma2, gemma3_text) stores norm weights w applied as (1 + w): they
+ * are 0.05 N(0, 1); its MLP input norm is pre_feedforward_layernorm, its
+ * post_attention_layernorm and post_feedforward_layernorm norm the branch
+ * outputs; the embedding is N(0, 1/hidden) (the forward multiplies it by
+ * sqrt(hidden)) and tied to the head.  config.json has Gemma's keys:
+ * gelu_pytorch_tanh, query_pre_attn_scalar = head_dim, sliding_window =
+ * max_position / 4, gemma2's soft-caps 50 and 30, gemma3's
+ * sliding_window_pattern (6, or 2 below 6 layers so that a small model has
+ * both kinds of layer), rope_theta 1e6 and rope_local_base_freq 10000.
  * Linear weights are scaled by 1/sqrt(fan_in), as in a trained model, so that
  * activations stay of order one through the layers.  Each run of 65536
  * elements of a tensor has its own generator seeded from (seed, tensor name,
@@ -190,6 +199,7 @@ static void model_config(const spruce_synth_config *c, const spruce_synth_family
     mc->num_key_value_heads = c->kv_heads;
     mc->head_dim = fam_head_dim(c, f);
     mc->qk_norm = mc->family && mc->family->q_norm;
+    mc->tie_word_embeddings = mc->family && mc->family->gemma;
     mc->vocab_size = c->vocab;
     mc->max_position_embeddings = c->max_position;
 }
@@ -260,11 +270,26 @@ static int write_config(const spruce_synth_config *c, const spruce_synth_family 
     json_object_set_new(j, "vocab_size", json_integer(c->vocab));
     json_object_set_new(j, "max_position_embeddings", json_integer(c->max_position));
     json_object_set_new(j, "rms_norm_eps", json_real(1e-5));
-    json_object_set_new(j, "rope_theta", json_real(10000.0));
-    json_object_set_new(j, "hidden_act", json_string("silu"));
+    json_object_set_new(j, "rope_theta", json_real(fam->gemma == 3 ? 1e6 : 10000.0));
+    if (fam->gemma) {
+        int w = c->max_position / 4;
+        json_object_set_new(j, "hidden_activation", json_string("gelu_pytorch_tanh"));
+        json_object_set_new(j, "query_pre_attn_scalar", json_integer(fam_head_dim(c, f)));
+        json_object_set_new(j, "sliding_window", json_integer(w > 0 ? w : 1));
+        if (fam->gemma == 2) {
+            json_object_set_new(j, "attn_logit_softcapping", json_real(50.0));
+            json_object_set_new(j, "final_logit_softcapping", json_real(30.0));
+        } else {
+            json_object_set_new(j, "sliding_window_pattern",
+                                json_integer(c->layers >= 6 ? 6 : 2));
+            json_object_set_new(j, "rope_local_base_freq", json_real(10000.0));
+        }
+    } else {
+        json_object_set_new(j, "hidden_act", json_string("silu"));
+    }
     if (fam->attention_bias_key)
         json_object_set_new(j, fam->attention_bias_key, json_false());
-    json_object_set_new(j, "tie_word_embeddings", json_false());
+    json_object_set_new(j, "tie_word_embeddings", json_boolean(fam->gemma != 0));
     json_object_set_new(j, "torch_dtype", json_string(torch_str(c->dtype)));
     json_object_set_new(j, "bos_token_id", json_integer(1));
     json_object_set_new(j, "eos_token_id", json_integer(2));
@@ -369,12 +394,13 @@ int spruce_synth_write_family(const char *outdir, const spruce_synth_config *c,
     }
     pos = 8 + hlen;
     for (i = 0; i < n; i++) {
+        int gemma = spruce_family_find(fam_type(fam))->gemma != 0;
         int64_t numel = numel_of(&t[i]), start;
         uint64_t ts = name_seed(c->seed, t[i].name);
         float scale = t[i].kind == 1   ? 0.05f
-                      : t[i].kind == 2 ? 1.0f
+                      : t[i].kind == 2 ? (gemma ? (float)(1.0 / sqrt((double)c->hidden)) : 1.0f)
                                        : (float)(1.0 / sqrt((double)t[i].fan_in));
-        float shift = t[i].kind == 1 ? 1.0f : 0.0f;
+        float shift = t[i].kind == 1 && !gemma ? 1.0f : 0.0f;   /* gemma: (1 + w) */
         for (start = 0; start < numel; start += (int64_t)RUN * BATCH) {
             int64_t cnt = numel - start < (int64_t)RUN * BATCH ? numel - start
                                                                : (int64_t)RUN * BATCH;

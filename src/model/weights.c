@@ -9,6 +9,7 @@
 
 #include "block.h"
 #include "model_internal.h"
+#include "spruce_half.h"
 
 /* ---- reading tensors ------------------------------------------------------- */
 
@@ -95,6 +96,8 @@ static void block_free(spruce_block *b)
     free(b->mlp_norm);
     free(b->q_norm);
     free(b->k_norm);
+    free(b->post_attn_norm);
+    free(b->post_mlp_norm);
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         free(b->w[l]);
         free(b->b[l]);
@@ -126,6 +129,14 @@ static int block_read(const spruce_model *m, int layer, spruce_block **out)
             goto done;
         spruce_family_norm_name(f, layer, f->k_norm, name, sizeof name);
         if ((rc = load_named(m->ck, name, c->head_dim, -1, &b->k_norm)))
+            goto done;
+    }
+    if (f->post_attn_norm) {   /* gemma: norms of the branch outputs */
+        spruce_family_norm_name(f, layer, f->post_attn_norm, name, sizeof name);
+        if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->post_attn_norm)))
+            goto done;
+        spruce_family_norm_name(f, layer, f->post_mlp_norm, name, sizeof name);
+        if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->post_mlp_norm)))
             goto done;
     }
     for (l = 0; l < SPRUCE_NPROJ; l++) {
@@ -239,6 +250,15 @@ int spruce_model_open(const char *dir, spruce_model **out)
     if ((rc = load_named(m->ck, f->embed, c->vocab_size, c->hidden_size, &m->embed)) ||
         (rc = load_named(m->ck, f->final_norm, c->hidden_size, -1, &m->norm)))
         goto done;
+    if (c->embed_scale > 0) {
+        /* Gemma2Model: normalizer = torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype),
+         * the embedding's dtype */
+        const spruce_tensor *e = spruce_ckpt_find(m->ck, f->embed);
+        if (e->dtype == SPRUCE_DTYPE_BF16)
+            m->cfg.embed_scale = spruce_bf16_to_f32(spruce_f32_to_bf16(c->embed_scale));
+        else if (e->dtype == SPRUCE_DTYPE_F16)
+            m->cfg.embed_scale = spruce_f16_to_f32(spruce_f32_to_f16(c->embed_scale));
+    }
     if (c->tie_word_embeddings) {
         m->head = m->embed;
     } else if (!spruce_ckpt_find(m->ck, f->head)) {
@@ -353,6 +373,12 @@ int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float 
             return spruce__seterr(SPRUCE_EINVAL, "token %u at position %d is outside the "
                                   "vocabulary of %d", ids[t], t, m->cfg.vocab_size);
         memcpy(x + (size_t)t * hid, m->embed + (size_t)ids[t] * hid, (size_t)hid * sizeof(float));
+        if (m->cfg.embed_scale > 0) {   /* gemma: times sqrt(hidden) */
+            float *xt = x + (size_t)t * hid;
+            int j;
+            for (j = 0; j < hid; j++)
+                xt[j] *= m->cfg.embed_scale;
+        }
     }
     return 0;
 }
