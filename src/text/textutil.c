@@ -172,8 +172,8 @@ int spruce__strmap_put(strmap *m, const char *k, size_t n, uint32_t v)
         return 0;
     }
     m->off[i] = (uint32_t)m->keys.len;
-    if ((rc = spruce__sbuf_put(&m->keys, k, n)))
-        return rc;
+    if ((rc = spruce__sbuf_put(&m->keys, k, n)) || (rc = spruce__sbuf_put(&m->keys, "", 1)))
+        return rc; /* each key keeps its NUL: spruce_tokenizer_token() returns it */
     m->klen[i] = (uint32_t)n;
     m->val[i] = v;
     m->count++;

@@ -263,7 +263,7 @@ static void read_config(spruce_tokenizer *t, const char *dir)
     if (!p)
         return;
     sprintf(p, "%s/tokenizer_config.json", dir);
-    j = json_load_file(p, 0, NULL);
+    j = json_load_file(p, JSON_DECODE_INT_AS_REAL, NULL); /* model_max_length can be 1e30 */
     free(p);
     for (k = 0; j && k < 2; k++) {
         json_t *v = json_object_get(j, keys[k]);
