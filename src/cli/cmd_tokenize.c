@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "spruce_clock.h"
 #include "spruce_tokenizer.h"
 #include "spruce_tokens.h"
 
@@ -30,7 +31,8 @@ static void usage(FILE *f)
             "  --json          print one JSON object: {\"ids\": [...], \"tokens\": [...], \"count\": N}\n"
             "                  (with --decode: {\"text\": \"...\"})\n"
             "  --out FILE      write the ids to a token file (.u32, .u16 or .txt by extension)\n"
-            "                  instead of printing them; written as FILE.tmp-<pid>, then renamed\n\n"
+            "                  instead of printing them; written as FILE.tmp-<pid>, then renamed\n"
+            "spruce --verbose tokenize ... also says how long loading and encoding took.\n\n"
             "Text that is not valid UTF-8, an id the tokenizer does not have, and a tokenizer.json\n"
             "with a component spruce does not implement are errors naming the offset, the id or\n"
             "the component (doc/tokenizer.md lists what is supported); the exit status is then 1\n"
@@ -179,6 +181,7 @@ int spruce_cmd_tokenize(int argc, char **argv)
     char *buf = NULL, *dec = NULL;
     size_t len = 0, n = 0, dlen;
     uint32_t *ids = NULL;
+    double t0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -212,10 +215,14 @@ int spruce_cmd_tokenize(int argc, char **argv)
         cli_fail("tokenize: --skip-special goes with --decode");
         return 2;
     }
+    t0 = spruce_clock_now();
     if ((rc = spruce_tokenizer_load(tpath, &tok))) {
         cli_error(rc, "tokenize: loading the tokenizer");
         return 1;
     }
+    if (cli_verbose)
+        fprintf(stderr, "spruce tokenize: loaded %s (%u tokens) in %.3f s\n", tpath,
+                spruce_tokenizer_vocab_size(tok), spruce_clock_now() - t0);
     if (decode) {
         if (file && (ends_with(file, ".u16") || ends_with(file, ".u32"))) {
             if ((rc = spruce_tokens_load(file, &ids, &n))) {
@@ -251,9 +258,15 @@ int spruce_cmd_tokenize(int argc, char **argv)
         len = strlen(text);
     else if (read_all(file, &buf, &len))
         goto done;
+    t0 = spruce_clock_now();
     if ((rc = spruce_tokenizer_encode(tok, text ? text : buf, len, add_special, &ids, &n))) {
         cli_error(rc, "tokenize: %s", text ? "--text" : file ? file : "stdin");
         goto done;
+    }
+    if (cli_verbose) {
+        double dt = spruce_clock_now() - t0;
+        fprintf(stderr, "spruce tokenize: encoded %zu bytes into %zu ids in %.3f s (%.3f M ids/s, one thread)\n",
+                len, n, dt, dt > 0 ? (double)n / dt / 1e6 : 0.0);
     }
     if (out) {
         if (n == 0) {

@@ -24,6 +24,8 @@ struct bpe {
     char *unk;       /* unk_token or NULL */
     size_t unk_len;
     int64_t byte_id[256]; /* <0xXX> ids, -1 when absent */
+    uint64_t *adj;        /* every (c1 << 32 | c2) of adjacent characters in a token */
+    size_t adjcap;
 };
 
 typedef struct {
@@ -36,6 +38,7 @@ typedef struct {
 } merge;
 
 struct bpe_work {
+    int64_t *cp; /* the character of each initial symbol, -1 for bytes and unk */
     symbol *sym;
     size_t nsym, capsym;
     merge *heap;
@@ -99,8 +102,60 @@ void spruce__bpe_free(bpe *m)
     free(m->mkey);
     free(m->mrank);
     free(m->mnew);
+    free(m->adj);
     free(m->unk);
     free(m);
+}
+
+static size_t adj_slot(const bpe *m, uint64_t key)
+{
+    size_t i = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & (m->adjcap - 1);
+    while (m->adj[i] != UINT64_MAX && m->adj[i] != key)
+        i = (i + 1) & (m->adjcap - 1);
+    return i;
+}
+
+static int adjacent_in_vocab(const bpe *m, uint32_t a, uint32_t b)
+{
+    uint64_t key = (uint64_t)a << 32 | b;
+    return m->adj[adj_slot(m, key)] == key;
+}
+
+/* The pairs of adjacent characters of every token.  A word may be cut
+ * between two characters that no token holds side by side: every symbol is
+ * a token, so no merge can ever reach across the cut, and the two sides
+ * merge exactly as the whole would. */
+static int build_adjacency(bpe *m)
+{
+    size_t id, npairs = 0, cap = 16;
+    for (id = 0; id < m->ntok; id++)
+        if (m->tok_len[id] != UINT32_MAX)
+            npairs += m->tok_len[id];
+    while (cap < 2 * npairs + 16)
+        cap *= 2;
+    if (!(m->adj = malloc(cap * sizeof *m->adj)))
+        return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
+    memset(m->adj, 0xff, cap * sizeof *m->adj);
+    m->adjcap = cap;
+    for (id = 0; id < m->ntok; id++) {
+        const char *s = m->vocab.keys.s + m->tok_off[id];
+        size_t n = m->tok_len[id], i = 0;
+        uint32_t prev = 0;
+        int cl, have = 0;
+        if (n == UINT32_MAX || spruce__utf8_check(s, n) != n)
+            continue;
+        while (i < n) {
+            uint32_t c = spruce__utf8_get(s, n, i, &cl);
+            if (have) {
+                uint64_t key = (uint64_t)prev << 32 | c;
+                m->adj[adj_slot(m, key)] = key;
+            }
+            prev = c;
+            have = 1;
+            i += (size_t)cl;
+        }
+    }
+    return 0;
 }
 
 static int opt_null_or_empty(json_t *model, const char *key, const char *path)
@@ -222,6 +277,8 @@ int spruce__bpe_parse(bpe **out, json_t *j, const char *path)
         snprintf(code, sizeof code, "<0x%02X>", (unsigned)r);
         m->byte_id[r] = spruce__strmap_get(&m->vocab, code, 6, &id) == 0 ? (int64_t)id : -1;
     }
+    if ((rc = build_adjacency(m)))
+        goto done;
     nm = merges ? json_array_size(merges) : 0;
     while (cap < 2 * nm + 16)
         cap *= 2;
@@ -278,21 +335,27 @@ void spruce__bpe_work_free(bpe_work *w)
     if (!w)
         return;
     free(w->sym);
+    free(w->cp);
     free(w->heap);
     free(w);
 }
 
-static int add_symbol(bpe_work *w, uint32_t c, uint32_t len)
+static int add_symbol(bpe_work *w, uint32_t c, uint32_t len, int64_t cp)
 {
     symbol *s;
     if (w->nsym == w->capsym) {
         size_t cap = w->capsym ? 2 * w->capsym : 64;
         symbol *p = realloc(w->sym, cap * sizeof *p);
+        int64_t *q;
         if (!p)
             return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
         w->sym = p;
+        if (!(q = realloc(w->cp, cap * sizeof *q)))
+            return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
+        w->cp = q;
         w->capsym = cap;
     }
+    w->cp[w->nsym] = cp;
     s = &w->sym[w->nsym];
     s->c = c;
     s->len = len;
@@ -313,13 +376,12 @@ static int initial_symbols(const bpe *m, bpe_work *w, const char *s, size_t n)
     w->nsym = 0;
     while (i < n) {
         int cl;
-        uint32_t id;
-        spruce__utf8_get(s, n, i, &cl);
+        uint32_t id, c = spruce__utf8_get(s, n, i, &cl);
         if (spruce__strmap_get(&m->vocab, s + i, (size_t)cl, &id) == 0) {
-            if (have_unk && (rc = add_symbol(w, unk_id, unk_len)))
+            if (have_unk && (rc = add_symbol(w, unk_id, unk_len, -1)))
                 return rc;
             have_unk = 0;
-            if ((rc = add_symbol(w, id, (uint32_t)cl)))
+            if ((rc = add_symbol(w, id, (uint32_t)cl, (int64_t)c)))
                 return rc;
         } else {
             int k, all = m->byte_fallback;
@@ -327,7 +389,7 @@ static int initial_symbols(const bpe *m, bpe_work *w, const char *s, size_t n)
                 all = m->byte_id[(unsigned char)s[i + k]] >= 0;
             if (all) { /* model.rs adds the bytes without flushing a pending unk */
                 for (k = 0; k < cl; k++)
-                    if ((rc = add_symbol(w, (uint32_t)m->byte_id[(unsigned char)s[i + k]], 1)))
+                    if ((rc = add_symbol(w, (uint32_t)m->byte_id[(unsigned char)s[i + k]], 1, -1)))
                         return rc;
             } else if (m->unk) {
                 uint32_t uid;
@@ -338,7 +400,7 @@ static int initial_symbols(const bpe *m, bpe_work *w, const char *s, size_t n)
                         return spruce__seterr(SPRUCE_EFORMAT,
                                               "tokenizer: model.unk_token '%s' is not in the vocabulary",
                                               m->unk);
-                    if (have_unk && (rc = add_symbol(w, unk_id, unk_len)))
+                    if (have_unk && (rc = add_symbol(w, unk_id, unk_len, -1)))
                         return rc;
                     have_unk = 1;
                     unk_id = uid;
@@ -348,7 +410,7 @@ static int initial_symbols(const bpe *m, bpe_work *w, const char *s, size_t n)
         }
         i += (size_t)cl;
     }
-    if (have_unk && (rc = add_symbol(w, unk_id, unk_len)))
+    if (have_unk && (rc = add_symbol(w, unk_id, unk_len, -1)))
         return rc;
     return 0;
 }
@@ -358,60 +420,76 @@ static int less(const merge *a, const merge *b)
     return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
 }
 
+/* A 4-ary min-heap (as word.rs's QuaternaryHeap): half the levels of a
+ * binary one, and the four children of a node share a cache line or two. */
 static void sift_down(merge *h, size_t n, size_t i)
 {
+    merge x = h[i];
     for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, s = i;
-        merge t;
-        if (l < n && less(&h[l], &h[s]))
-            s = l;
-        if (r < n && less(&h[r], &h[s]))
-            s = r;
-        if (s == i)
-            return;
-        t = h[i];
+        size_t c = 4 * i + 1, s = c, k;
+        if (c >= n)
+            break;
+        for (k = c + 1; k < c + 4 && k < n; k++)
+            if (less(&h[k], &h[s]))
+                s = k;
+        if (!less(&h[s], &x))
+            break;
         h[i] = h[s];
-        h[s] = t;
         i = s;
     }
+    h[i] = x;
+}
+
+static int heap_reserve(bpe_work *w, size_t need)
+{
+    if (need > w->capheap) {
+        size_t cap = w->capheap ? w->capheap : 64;
+        merge *p;
+        while (cap < need)
+            cap *= 2;
+        if (!(p = realloc(w->heap, cap * sizeof *p)))
+            return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
+        w->heap = p;
+        w->capheap = cap;
+    }
+    return 0;
 }
 
 static int heap_push(bpe_work *w, merge e)
 {
     size_t i;
-    if (w->nheap == w->capheap) {
-        size_t cap = w->capheap ? 2 * w->capheap : 64;
-        merge *p = realloc(w->heap, cap * sizeof *p);
-        if (!p)
-            return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
-        w->heap = p;
-        w->capheap = cap;
-    }
+    int rc;
+    if ((rc = heap_reserve(w, w->nheap + 1)))
+        return rc;
     i = w->nheap++;
-    w->heap[i] = e;
-    while (i && less(&w->heap[i], &w->heap[(i - 1) / 2])) {
-        merge t = w->heap[i];
-        w->heap[i] = w->heap[(i - 1) / 2];
-        w->heap[(i - 1) / 2] = t;
-        i = (i - 1) / 2;
+    while (i && less(&e, &w->heap[(i - 1) / 4])) {
+        w->heap[i] = w->heap[(i - 1) / 4];
+        i = (i - 1) / 4;
     }
+    w->heap[i] = e;
     return 0;
 }
 
-/* merge_all() of word.rs. */
-static int merge_all(const bpe *m, bpe_work *w)
+/* merge_all() of word.rs on the symbols [lo, hi), a list of their own. */
+static int merge_range(const bpe *m, bpe_work *w, size_t lo, size_t hi)
 {
     size_t i;
     int rc;
     merge e;
     symbol *sy;
     w->nheap = 0;
-    for (i = 0; i + 1 < w->nsym; i++)
+    if ((rc = heap_reserve(w, hi - lo + 1)))
+        return rc;
+    w->sym[lo].prev = -1;
+    w->sym[hi - 1].next = -1;
+    for (i = lo; i + 1 < hi; i++)
         if (merge_get(m, w->sym[i].c, w->sym[i + 1].c, &e.rank, &e.new_id)) {
             e.pos = (uint32_t)i;
-            if ((rc = heap_push(w, e)))
-                return rc;
+            w->heap[w->nheap++] = e;
         }
+    for (i = w->nheap / 4 + 1; i-- > 0;) /* heapify in O(n) */
+        if (i < w->nheap)
+            sift_down(w->heap, w->nheap, i);
     sy = w->sym;
     while (w->nheap) {
         merge top = w->heap[0];
@@ -446,6 +524,25 @@ static int merge_all(const bpe *m, bpe_work *w)
         }
     }
     return 0;
+}
+
+/* merge_all() of word.rs, cutting a long word where no merge can reach
+ * across (build_adjacency): the same result with small heaps. */
+static int merge_all(const bpe *m, bpe_work *w)
+{
+    size_t lo = 0, i;
+    int rc;
+    if (!w->nsym)
+        return 0;
+    if (w->nsym > 64)
+        for (i = 1; i < w->nsym; i++)
+            if (w->cp[i - 1] >= 0 && w->cp[i] >= 0 &&
+                !adjacent_in_vocab(m, (uint32_t)w->cp[i - 1], (uint32_t)w->cp[i])) {
+                if ((rc = merge_range(m, w, lo, i)))
+                    return rc;
+                lo = i;
+            }
+    return merge_range(m, w, lo, w->nsym);
 }
 
 int spruce__bpe_encode(const bpe *m, bpe_work **wp, const char *s, size_t n, idvec *ids)
