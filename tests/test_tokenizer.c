@@ -498,3 +498,71 @@ Test(tokenizer, cli)
     cr_expect_eq(run("--help", out, sizeof out), 0);
     cr_expect(strstr(out, "--add-special") != NULL);
 }
+
+/* ---- the components the fixture tokenizers do not use ----
+ * tests/data/tokenizer/variants.json (made by make-cases.js with the library):
+ * Mistral's tokenizer.json with its normalizer, pre-tokenizer, decoder or
+ * added tokens replaced, and the library's ids and decoded text. */
+Test(tokenizer, component_variants)
+{
+    const char *src = getenv("SPRUCE_SRCDIR");
+    char vpath[4200];
+    json_t *variants, *base;
+    json_error_t je;
+    size_t v, nvar;
+    NEED(mp, "mistral/tokenizer.json");
+    snprintf(vpath, sizeof vpath, "%s/tests/data/tokenizer/variants.json", src ? src : ".");
+    variants = json_load_file(vpath, 0, &je);
+    cr_assert_not_null(variants, "%s: %s", vpath, je.text);
+    nvar = json_array_size(variants);
+    cr_assert_gt(nvar, 10);
+    for (v = 0; v < nvar; v++) {
+        json_t *var = json_array_get(variants, v), *rep = json_object_get(var, "replace"),
+               *cases = json_object_get(var, "cases"), *val;
+        const char *name = json_string_value(json_object_get(var, "name")), *key;
+        char tpath[4200];
+        spruce_tokenizer *t;
+        size_t i;
+        base = json_load_file(mp, 0, &je);
+        cr_assert_not_null(base, "%s: %s", mp, je.text);
+        json_object_foreach(rep, key, val) {
+            if (!strcmp(key, "added_tokens_extra"))
+                json_array_extend(json_object_get(base, "added_tokens"), val);
+            else
+                json_object_set(base, key, val);
+        }
+        snprintf(tpath, sizeof tpath, "%s/%s.json", dir, name);
+        cr_assert_eq(json_dump_file(base, tpath, 0), 0);
+        json_decref(base);
+        cr_assert_eq(spruce_tokenizer_load(tpath, &t), 0, "%s: %s", name, spruce_errdetail());
+        for (i = 0; i < json_array_size(cases); i++) {
+            json_t *c = json_array_get(cases, i), *text = json_object_get(c, "text"),
+                   *want = json_object_get(c, "ids"), *dec = json_object_get(c, "decoded");
+            uint32_t *ids;
+            size_t n, dl;
+            char *d;
+            cr_assert_eq(spruce_tokenizer_encode(t, json_string_value(text),
+                                                 json_string_length(text), 0, &ids, &n),
+                         0, "%s: %s", name, spruce_errdetail());
+            cr_expect(same_ids(ids, n, want), "%s case %zu: ids differ for '%s'", name, i,
+                      json_string_value(text));
+            free(ids);
+            {
+                size_t k, m = json_array_size(want);
+                uint32_t *w = malloc((m + 1) * sizeof *w);
+                cr_assert_not_null(w);
+                for (k = 0; k < m; k++)
+                    w[k] = (uint32_t)json_integer_value(json_array_get(want, k));
+                cr_assert_eq(spruce_tokenizer_decode(t, w, m, 0, &d, &dl), 0, "%s: %s", name,
+                             spruce_errdetail());
+                free(w);
+            }
+            cr_expect(dl == json_string_length(dec) && !memcmp(d, json_string_value(dec), dl),
+                      "%s case %zu: decoded '%s', the library '%s'", name, i, d,
+                      json_string_value(dec));
+            free(d);
+        }
+        spruce_tokenizer_free(t);
+    }
+    json_decref(variants);
+}

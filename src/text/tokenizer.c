@@ -157,9 +157,26 @@ static int parse_added(spruce_tokenizer *t, json_t *a)
         k->lstrip = json_is_true(json_object_get(e, "lstrip"));
         k->rstrip = json_is_true(json_object_get(e, "rstrip"));
         k->single_word = json_is_true(json_object_get(e, "single_word"));
+        { /* a content the model has keeps the model's id (AddedVocabulary::add_tokens) */
+            uint32_t mid;
+            if (spruce__strmap_get(spruce__bpe_vocab(t->model), k->content, k->len, &mid) == 0)
+                k->id = mid;
+        }
         t->nadded++;
-        if ((rc = trie_add(k->normalized ? &t->norm_trie : &t->raw_trie, k->content, k->len,
-                           (int32_t)(t->nadded - 1))))
+        if (!k->normalized)
+            rc = trie_add(&t->raw_trie, k->content, k->len, (int32_t)(t->nadded - 1));
+        else { /* matched in normalized text as its normalized form (refresh_added_tokens) */
+            sbuf nc = {0};
+            pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+            if (!md)
+                return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
+            rc = spruce__normalize(t->norm, md, k->content, k->len, &nc);
+            pcre2_match_data_free(md);
+            if (!rc && nc.len)
+                rc = trie_add(&t->norm_trie, nc.s, nc.len, (int32_t)(t->nadded - 1));
+            spruce__sbuf_free(&nc);
+        }
+        if (rc)
             return rc;
     }
     return 0;
