@@ -91,7 +91,6 @@ int spruce__pretok_parse(pretok **out, json_t *j, const char *path);
 void spruce__pretok_free(pretok *pt);
 /* Split every piece of *p; *p and *tmp are swapped as needed. */
 int spruce__pretokenize(const pretok *pt, pcre2_match_data *md, pieces **p, pieces **tmp);
-/* Whether the pre-tokenizer maps bytes to ByteLevel characters (the decoder's). */
 
 /* The BPE model (models/bpe/model.rs, word.rs). */
 typedef struct bpe bpe;

@@ -47,8 +47,6 @@ const out = [];
     for (const k of ['normalizer', 'pre_tokenizer', 'decoder'])
       if (k in v) { j[k] = v[k]; over[k] = v[k]; }
     if (v.added) { j.added_tokens = j.added_tokens.concat(v.added); over.added_tokens_extra = v.added; }
-    if (j.pre_tokenizer && j.pre_tokenizer.type === 'ByteLevel') { // a byte-level vocabulary is not needed: unknown characters fall back to bytes
-    }
     const tok = Tokenizer.fromString(JSON.stringify(j));
     const cases = [];
     for (const text of texts) {
