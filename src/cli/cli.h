@@ -19,6 +19,7 @@ int spruce_cmd_bench_prune(int argc, char **argv);
 int spruce_cmd_masks(int argc, char **argv);
 int spruce_cmd_run(int argc, char **argv);
 int spruce_cmd_demo(int argc, char **argv);
+int spruce_cmd_tokenize(int argc, char **argv);
 
 /* Print "spruce: <prefix>: <strerror(code)>: <detail>" to stderr. */
 void cli_error(int code, const char *fmt, ...)

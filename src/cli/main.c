@@ -19,6 +19,7 @@ static const command commands[] = {
     {"synth", spruce_cmd_synth, "write a deterministic random LLaMA-shaped checkpoint"},
     {"masks", spruce_cmd_masks, "export, apply, inspect and compare HDF5 mask files"},
     {"bench", spruce_cmd_bench, "benchmark sparse kernels against dense OpenBLAS ('bench prune': the pruner)"},
+    {"tokenize", spruce_cmd_tokenize, "text to token ids and back with a model's tokenizer.json"},
     {"run",   spruce_cmd_run,   "generate tokens with a checkpoint on the sparse runtime"},
     {"demo",  spruce_cmd_demo,  "synthesise, prune 2:4, save masks, evaluate and benchmark, end to end"},
 };
@@ -33,8 +34,8 @@ static void usage(FILE *f)
                "spruce prunes large language models in one shot and runs them sparse on CPUs.\n\n"
                "commands:\n");
     for (i = 0; i < NCOMMANDS; i++)
-        fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "  %-7s %s\n", "help", "this message, or 'help <command>' for one command");
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-8s %s\n", "help", "this message, or 'help <command>' for one command");
     fprintf(f, "\nenvironment:\n"
                "  SPRUCE_VERBOSE=1    as --verbose\n"
                "  SPRUCE_ISA=I        force the sparse kernels' instruction set: scalar, avx2, avx512\n"
