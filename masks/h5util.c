@@ -58,12 +58,17 @@ fail:
     return -1;
 }
 
-hid_t spruce__h5_vlen_string_type(void)
+/* A fixed-length UTF-8 string type of n bytes, NUL-terminated.  Mask files
+ * store strings fixed-length: HDF5 1.10 reads variable-length strings through
+ * the global heap without checking the lengths it finds there, and a damaged
+ * heap then overflows the reader's buffers. */
+hid_t spruce__h5_fixed_string_type(size_t n)
 {
     hid_t t = H5Tcopy(H5T_C_S1);
     if (t < 0)
         return t;
-    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+    if (H5Tset_size(t, n) < 0 || H5Tset_strpad(t, H5T_STR_NULLTERM) < 0 ||
+        H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
         H5Tclose(t);
         return -1;
     }
@@ -97,98 +102,156 @@ done:
 
 int spruce__h5_put_string(hid_t obj, const char *key, const char *value)
 {
-    hid_t t = spruce__h5_vlen_string_type();
+    hid_t t = spruce__h5_fixed_string_type(strlen(value) + 1);
     int ok;
     if (t < 0)
         return 0;
-    ok = spruce__h5_put_attr(obj, key, t, &value);
+    ok = spruce__h5_put_attr(obj, key, t, value);
     H5Tclose(t);
     return ok;
 }
 
-/* Read a scalar string attribute (variable or fixed length) into buf.
- * Returns 1 when read, 0 when absent, -1 when present but not a string. */
-int spruce__h5_get_string(hid_t obj, const char *key, char *buf, size_t cap)
+/* Open attribute key of obj and check that it holds one element: the
+ * attribute, its type and its dataspace, or *why says what is wrong. */
+static hid_t open_scalar(hid_t obj, const char *key, hid_t *type, const char **why)
 {
-    hid_t attr = -1, ftype = -1, mtype = -1, space = -1;
-    int rc = -1;
-    htri_t ex = H5Aexists(obj, key);
-    buf[0] = '\0';
-    if (ex == 0)
-        return 0;
-    if (ex < 0)
+    hid_t attr = H5Aopen(obj, key, H5P_DEFAULT), space = -1;
+    hssize_t npoints;
+    *type = -1;
+    if (attr < 0) {
+        *why = "cannot be opened (damaged attribute message)";
         return -1;
-    attr = H5Aopen(obj, key, H5P_DEFAULT);
-    if (attr < 0)
-        goto done;
-    ftype = H5Aget_type(attr);
-    space = H5Aget_space(attr);
-    if (ftype < 0 || space < 0 || H5Tget_class(ftype) != H5T_STRING ||
-        H5Sget_simple_extent_npoints(space) != 1)
-        goto done;
-    if (H5Tis_variable_str(ftype) > 0) {
-        char *p = NULL;
-        mtype = H5Tcopy(ftype); /* same character set: HDF5 does not convert between them */
-        if (mtype < 0 || H5Aread(attr, mtype, &p) < 0)
-            goto done;
-        snprintf(buf, cap, "%s", p ? p : "");
-        H5free_memory(p);
-    } else {
-        size_t n = H5Tget_size(ftype);
-        char *tmp = malloc(n + 1);
-        if (!tmp)
-            goto done;
-        mtype = H5Tcopy(ftype);
-        if (mtype < 0 || H5Tset_size(mtype, n + 1) < 0 ||
-            H5Tset_strpad(mtype, H5T_STR_NULLTERM) < 0 || H5Aread(attr, mtype, tmp) < 0) {
-            free(tmp);
-            goto done;
-        }
-        tmp[n] = '\0';
-        snprintf(buf, cap, "%s", tmp);
-        free(tmp);
     }
-    rc = 1;
-done:
-    if (mtype >= 0)
-        H5Tclose(mtype);
-    if (ftype >= 0)
-        H5Tclose(ftype);
+    *type = H5Aget_type(attr);
+    space = H5Aget_space(attr);
+    if (*type < 0 || space < 0) {
+        *why = "has an unreadable type or dataspace";
+        goto fail;
+    }
+    npoints = H5Sget_simple_extent_npoints(space);
+    H5Sclose(space);
+    space = -1;
+    if (npoints != 1) {
+        *why = "is not a single value (scalar)";
+        goto fail;
+    }
+    return attr;
+fail:
     if (space >= 0)
         H5Sclose(space);
-    if (attr >= 0)
-        H5Aclose(attr);
+    if (*type >= 0)
+        H5Tclose(*type);
+    *type = -1;
+    H5Aclose(attr);
+    return -1;
+}
+
+/* Read a scalar fixed-length string attribute into buf (cap bytes, always
+ * terminated).  Returns 1 when read, 0 when absent, -1 when it is present but
+ * not what mask files hold, with *why saying what it is instead: not a
+ * string, a variable-length string (never read: see above), a character set
+ * other than ASCII and UTF-8, or longer than cap - 1 bytes. */
+int spruce__h5_get_string(hid_t obj, const char *key, char *buf, size_t cap, const char **why)
+{
+    hid_t attr = -1, ftype = -1, mtype = -1;
+    char *tmp = NULL;
+    size_t n;
+    int rc = -1;
+    htri_t ex = H5Aexists(obj, key);
+    H5T_cset_t cset;
+    buf[0] = '\0';
+    *why = "";
+    if (ex == 0)
+        return 0;
+    if (ex < 0) {
+        *why = "cannot be looked up (damaged attribute messages)";
+        return -1;
+    }
+    attr = open_scalar(obj, key, &ftype, why);
+    if (attr < 0)
+        return -1;
+    if (H5Tget_class(ftype) != H5T_STRING) {
+        *why = "is not a string";
+        goto done;
+    }
+    if (H5Tis_variable_str(ftype) != 0) {
+        *why = "is a variable-length string";
+        goto done;
+    }
+    cset = H5Tget_cset(ftype);
+    if (cset != H5T_CSET_ASCII && cset != H5T_CSET_UTF8) {
+        *why = "is a string in an unknown character set";
+        goto done;
+    }
+    n = H5Tget_size(ftype);
+    if (n == 0 || n > SPRUCE_H5_MAX_STRING) {
+        *why = "is a string of an impossible size";
+        goto done;
+    }
+    /* Read into a buffer of the size the type says, plus a terminator. */
+    tmp = malloc(n + 1);
+    mtype = spruce__h5_fixed_string_type(n + 1);
+    if (!tmp || mtype < 0 || H5Tset_cset(mtype, cset) < 0 || H5Aread(attr, mtype, tmp) < 0) {
+        *why = tmp ? "cannot be read" : "cannot be read: out of memory";
+        goto done;
+    }
+    tmp[n] = '\0';
+    if (strlen(tmp) >= cap) {
+        *why = "is longer than this field can be";
+        goto done;
+    }
+    memcpy(buf, tmp, strlen(tmp) + 1);
+    rc = 1;
+done:
+    free(tmp);
+    if (mtype >= 0)
+        H5Tclose(mtype);
+    H5Tclose(ftype);
+    H5Aclose(attr);
     return rc;
 }
 
-/* Read a scalar numeric attribute as double.  1 read, 0 absent, -1 not numeric. */
-int spruce__h5_get_double(hid_t obj, const char *key, double *out)
+/* Read a scalar numeric attribute (an integer or a float of at most 8
+ * bytes) as double, or as int64 when i is not NULL and it is an integer.
+ * 1 read, 0 absent, -1 present but not that (*why says what is wrong). */
+int spruce__h5_get_number(hid_t obj, const char *key, double *d, int64_t *i, const char **why)
 {
-    hid_t attr = -1, ftype = -1, space = -1;
+    hid_t attr = -1, ftype = -1;
     int rc = -1;
+    size_t n;
+    H5T_class_t cls;
     htri_t ex = H5Aexists(obj, key);
+    *why = "";
     if (ex == 0)
         return 0;
-    if (ex < 0)
+    if (ex < 0) {
+        *why = "cannot be looked up (damaged attribute messages)";
         return -1;
-    attr = H5Aopen(obj, key, H5P_DEFAULT);
+    }
+    attr = open_scalar(obj, key, &ftype, why);
     if (attr < 0)
+        return -1;
+    cls = H5Tget_class(ftype);
+    n = H5Tget_size(ftype);
+    if ((cls != H5T_FLOAT && cls != H5T_INTEGER) || n == 0 || n > 8 ||
+        (cls == H5T_FLOAT && n != 4 && n != 8)) {
+        *why = i ? "is not an integer" : "is not a number";
         goto done;
-    ftype = H5Aget_type(attr);
-    space = H5Aget_space(attr);
-    if (ftype < 0 || space < 0 || H5Sget_simple_extent_npoints(space) != 1 ||
-        (H5Tget_class(ftype) != H5T_FLOAT && H5Tget_class(ftype) != H5T_INTEGER))
+    }
+    if (i && cls != H5T_INTEGER) {
+        *why = "is not an integer";
         goto done;
-    if (H5Aread(attr, H5T_NATIVE_DOUBLE, out) < 0)
+    }
+    if (i ? H5Aread(attr, H5T_NATIVE_INT64, i) < 0 : H5Aread(attr, H5T_NATIVE_DOUBLE, d) < 0) {
+        *why = "cannot be read";
         goto done;
+    }
+    if (i)
+        *d = (double)*i;
     rc = 1;
 done:
-    if (ftype >= 0)
-        H5Tclose(ftype);
-    if (space >= 0)
-        H5Sclose(space);
-    if (attr >= 0)
-        H5Aclose(attr);
+    H5Tclose(ftype);
+    H5Aclose(attr);
     return rc;
 }
 
@@ -207,3 +270,276 @@ int spruce__h5_bad_name(const char *name)
     return !name || !*name || strchr(name, '/') || !strcmp(name, ".");
 }
 
+
+/* ---- checking object headers before HDF5 decodes them ---------------------
+ *
+ * HDF5 1.10 decodes every attribute message of an object header whenever one
+ * attribute is looked up, and a damaged message (a data size beyond the
+ * message, a bad datatype version) then reads past its buffers or crashes in
+ * its own clean-up.  So the reader first walks the object headers itself, in
+ * the layout mask files use (superblock 0 or 1 at offset 0 with 8-byte
+ * addresses and lengths, version 1 object headers and their continuation
+ * chunks, attributes stored in the header), and checks that each attribute
+ * message holds what it says before HDF5 sees it.  The layout is the HDF5
+ * File Format Specification's, version 2 (sections III.A, IV.A.1.a, IV.A.2.b,
+ * IV.A.2.d, IV.A.2.m, IV.A.2.q). */
+
+#define MAX_CHUNKS 256
+#define MAX_CHUNK_BYTES (1u << 20)
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    int k;
+    for (k = n - 1; k >= 0; k--)
+        v = v << 8 | p[k];
+    return v;
+}
+
+static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/* The superblock mask files have: at offset 0, version 0 or 1, 8-byte
+ * addresses and lengths, no base address offset. */
+int spruce__h5_check_superblock(int fd, const char **why)
+{
+    uint8_t sb[32];
+    static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    if (pread(fd, sb, sizeof sb, 0) != (ssize_t)sizeof sb || memcmp(sb, sig, 8)) {
+        *why = "no HDF5 signature at offset 0 (a user block is not the layout of mask files)";
+        return -1;
+    }
+    if (sb[8] > 1) {
+        *why = "superblock version is not 0 or 1 (not the layout mask files use)";
+        return -1;
+    }
+    if (sb[13] != 8 || sb[14] != 8) {
+        *why = "file addresses or lengths are not 8 bytes (not the layout mask files use)";
+        return -1;
+    }
+    if (get_le(sb + 24, 8) != 0) {
+        *why = "the superblock's base address is not 0";
+        return -1;
+    }
+    return 0;
+}
+
+/* A datatype message: its class, the size of one element as stored in an
+ * attribute, or -1 when it is not a type mask file attributes have. */
+static int check_dtype(const uint8_t *p, size_t n, size_t *esize, const char **why)
+{
+    unsigned cls, ver;
+    uint64_t size;
+    if (n < 8) {
+        *why = "its datatype is cut short";
+        return -1;
+    }
+    cls = p[0] & 0x0f;
+    ver = p[0] >> 4;
+    size = get_le(p + 4, 4);
+    if (ver < 1 || ver > 3) {
+        *why = "its datatype has an unknown version";
+        return -1;
+    }
+    switch (cls) {
+    case 0: /* fixed-point: offset, precision */
+        if (n < 12 || (size != 1 && size != 2 && size != 4 && size != 8)) {
+            *why = "its integer type is damaged";
+            return -1;
+        }
+        break;
+    case 1: /* floating-point: offset, precision, exponent and mantissa fields */
+        if (n < 20 || (size != 4 && size != 8)) {
+            *why = "its floating-point type is damaged";
+            return -1;
+        }
+        break;
+    case 3: /* string */
+        if (size == 0 || size > SPRUCE_H5_MAX_STRING) {
+            *why = "its string type has an impossible size";
+            return -1;
+        }
+        break;
+    case 9: /* variable-length (a string, in files spruce wrote before): a global heap id */
+        if (n < 16) {
+            *why = "its variable-length type is cut short";
+            return -1;
+        }
+        size = 4 + 8 + 4;
+        break;
+    default:
+        *why = "its type is not a number or a string";
+        return -1;
+    }
+    *esize = (size_t)size;
+    return 0;
+}
+
+/* A dataspace message: the number of elements, or -1. */
+static int check_dspace(const uint8_t *p, size_t n, uint64_t *npoints, const char **why)
+{
+    unsigned ver, rank, flags, k;
+    size_t hdr;
+    uint64_t np = 1;
+    if (n < 4) {
+        *why = "its dataspace is cut short";
+        return -1;
+    }
+    ver = p[0];
+    rank = p[1];
+    flags = p[2];
+    if ((ver != 1 && ver != 2) || rank > 32) {
+        *why = "its dataspace has an unknown version or rank";
+        return -1;
+    }
+    hdr = ver == 1 ? 8 : 4;
+    if (n < hdr + (size_t)rank * 8 * ((flags & 1) ? 2 : 1)) {
+        *why = "its dataspace is cut short";
+        return -1;
+    }
+    if (ver == 2 && p[3] == 2)
+        np = 0; /* null dataspace */
+    for (k = 0; k < rank; k++) {
+        uint64_t d = get_le(p + hdr + 8 * k, 8);
+        if (d && np > UINT64_MAX / d) {
+            *why = "its dataspace is impossibly large";
+            return -1;
+        }
+        np *= d;
+    }
+    *npoints = np;
+    return 0;
+}
+
+/* One attribute message (IV.A.2.m), versions 1 to 3: name, datatype,
+ * dataspace and data all inside the message, the name's length as stored. */
+static int check_attr_msg(const uint8_t *p, size_t n, char *name, size_t cap, const char **why)
+{
+    unsigned ver;
+    size_t nlen, dlen, slen, off, esize;
+    uint64_t npoints;
+    name[0] = '\0';
+    if (n < 8) {
+        *why = "an attribute message is cut short";
+        return -1;
+    }
+    ver = p[0];
+    nlen = (size_t)get_le(p + 2, 2);
+    dlen = (size_t)get_le(p + 4, 2);
+    slen = (size_t)get_le(p + 6, 2);
+    if (ver < 1 || ver > 3) {
+        *why = "an attribute message has an unknown version";
+        return -1;
+    }
+    if (ver >= 2 && (p[1] & 3)) {
+        *why = "an attribute has a shared datatype or dataspace (not in mask files)";
+        return -1;
+    }
+    off = ver == 3 ? 9 : 8;
+    if (nlen == 0 || off + nlen > n || p[off + nlen - 1] != '\0' ||
+        strlen((const char *)p + off) + 1 != nlen) {
+        *why = "an attribute name does not match its stored length";
+        return -1;
+    }
+    snprintf(name, cap, "%s", (const char *)p + off);
+    off += ver == 1 ? pad8(nlen) : nlen;
+    if (off > n || dlen > n - off || check_dtype(p + off, dlen, &esize, why) < 0) {
+        if (off > n || dlen > n - off)
+            *why = "its datatype runs past the message";
+        return -1;
+    }
+    off += ver == 1 ? pad8(dlen) : dlen;
+    if (off > n || slen > n - off || check_dspace(p + off, slen, &npoints, why) < 0) {
+        if (off > n || slen > n - off)
+            *why = "its dataspace runs past the message";
+        return -1;
+    }
+    off += ver == 1 ? pad8(slen) : slen;
+    if (off > n || (npoints && esize > (n - off) / npoints)) {
+        *why = "its data runs past the message";
+        return -1;
+    }
+    return 0;
+}
+
+/* Walk the version 1 object header at addr (IV.A.1.a) and its continuation
+ * chunks, checking every attribute message.  Calls each(name, data) for each
+ * attribute (each may be NULL).  On failure *why says what is wrong and
+ * attr names the attribute when known. */
+int spruce__h5_check_header(int fd, uint64_t addr, int (*each)(const char *, void *), void *data,
+                            char *attr, size_t attrcap, const char **why)
+{
+    struct stat sb;
+    uint64_t caddr[MAX_CHUNKS], clen[MAX_CHUNKS];
+    uint8_t hdr[16], *buf = NULL;
+    int nchunks = 1, c, rc = -1;
+    attr[0] = '\0';
+    if (fstat(fd, &sb) < 0) {
+        *why = "cannot be examined";
+        return -1;
+    }
+    if (addr > (uint64_t)sb.st_size || (uint64_t)sb.st_size - addr < 16 ||
+        pread(fd, hdr, 16, (off_t)addr) != 16) {
+        *why = "its object header lies beyond the end of the file";
+        return -1;
+    }
+    if (hdr[0] != 1) {
+        *why = memcmp(hdr, "OHDR", 4) ? "its object header is damaged"
+                                      : "its object header is version 2 (mask files use version 1)";
+        return -1;
+    }
+    caddr[0] = addr + 16;
+    clen[0] = get_le(hdr + 8, 4);
+    for (c = 0; c < nchunks; c++) {
+        size_t off = 0, len = (size_t)clen[c];
+        if (clen[c] > MAX_CHUNK_BYTES || caddr[c] > (uint64_t)sb.st_size ||
+            clen[c] > (uint64_t)sb.st_size - caddr[c]) {
+            *why = "its object header runs past the end of the file";
+            goto done;
+        }
+        free(buf);
+        buf = malloc(len ? len : 1);
+        if (!buf || pread(fd, buf, len, (off_t)caddr[c]) != (ssize_t)len) {
+            *why = buf ? "its object header cannot be read" : "out of memory";
+            goto done;
+        }
+        while (len - off >= 8) {
+            unsigned type = (unsigned)get_le(buf + off, 2), flags = buf[off + 4];
+            size_t msize = (size_t)get_le(buf + off + 2, 2);
+            const uint8_t *m = buf + off + 8;
+            if (msize > len - off - 8) {
+                *why = "an object header message runs past its chunk";
+                goto done;
+            }
+            if (type == 0x10) { /* continuation: address and length of the next chunk */
+                if (msize < 16 || nchunks == MAX_CHUNKS) {
+                    *why = msize < 16 ? "a continuation message is cut short"
+                                      : "its object header has too many chunks";
+                    goto done;
+                }
+                caddr[nchunks] = get_le(m, 8);
+                clen[nchunks] = get_le(m + 8, 8);
+                nchunks++;
+            } else if (type == 0x0c) {
+                if (flags & 2) {
+                    *why = "an attribute is stored as a shared message (not in mask files)";
+                    goto done;
+                }
+                if (check_attr_msg(m, msize, attr, attrcap, why) < 0)
+                    goto done;
+                if (each && each(attr, data) < 0) {
+                    *why = "out of memory";
+                    goto done;
+                }
+                attr[0] = '\0';
+            } else if (type == 0x15) { /* attribute info: attributes in a fractal heap */
+                *why = "its attributes are in dense storage (mask files keep them in the header)";
+                goto done;
+            }
+            off += 8 + msize;
+        }
+    }
+    rc = 0;
+done:
+    free(buf);
+    return rc;
+}
