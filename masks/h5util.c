@@ -410,6 +410,32 @@ static int check_dspace(const uint8_t *p, size_t n, uint64_t *npoints, const cha
     return 0;
 }
 
+/* The datatype message of a mask dataset (IV.A.2.d): an enumeration of two
+ * members over a one-byte integer, names and values inside the message. */
+static int check_mask_dtype(const uint8_t *p, size_t n, const char **why)
+{
+    unsigned ver, k, nmemb;
+    size_t off = 20;
+    *why = "its element type is not the boolean enum (FALSE=0, TRUE=1, one byte)";
+    if (n < 20 || (p[0] & 0x0f) != 8 || get_le(p + 4, 4) != 1)
+        return -1;
+    ver = p[0] >> 4;
+    nmemb = (unsigned)get_le(p + 1, 2);
+    if (ver < 1 || ver > 3 || nmemb != 2 || (p[8] & 0x0f) != 0 || get_le(p + 12, 4) != 1)
+        return -1;
+    for (k = 0; k < nmemb; k++) { /* names, NUL-terminated, padded to 8 before version 3 */
+        const uint8_t *z = memchr(p + off, '\0', n - off);
+        if (!z)
+            return -1;
+        off += (size_t)(z - (p + off)) + 1;
+        if (ver < 3)
+            off = pad8(off - 20) + 20;
+        if (off > n)
+            return -1;
+    }
+    return n - off >= nmemb ? 0 : -1;
+}
+
 /* One attribute message (IV.A.2.m), versions 1 to 3: name, datatype,
  * dataspace and data all inside the message, the name's length as stored. */
 static int check_attr_msg(const uint8_t *p, size_t n, char *name, size_t cap, const char **why)
@@ -462,12 +488,15 @@ static int check_attr_msg(const uint8_t *p, size_t n, char *name, size_t cap, co
 }
 
 /* Walk the version 1 object header at addr (IV.A.1.a) and its continuation
- * chunks, checking every attribute message.  Calls each(name, data) for each
+ * chunks, checking every attribute message and dataspace message, and when
+ * mask_dataset the datatype message (the boolean enum).  Calls each(name, data) for each
  * attribute (each may be NULL).  On failure *why says what is wrong and
  * attr names the attribute when known. */
-int spruce__h5_check_header(int fd, uint64_t addr, int (*each)(const char *, void *), void *data,
-                            char *attr, size_t attrcap, const char **why)
+int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
+                            int (*each)(const char *, void *), void *data, char *attr,
+                            size_t attrcap, const char **why)
 {
+    uint64_t npoints;
     struct stat sb;
     uint64_t caddr[MAX_CHUNKS], clen[MAX_CHUNKS];
     uint8_t hdr[16], *buf = NULL;
@@ -531,6 +560,23 @@ int spruce__h5_check_header(int fd, uint64_t addr, int (*each)(const char *, voi
                     goto done;
                 }
                 attr[0] = '\0';
+            } else if (type == 0x03 && mask_dataset && check_mask_dtype(m, msize, why) < 0) {
+                goto done;
+            } else if (type == 0x01 && check_dspace(m, msize, &npoints, why) < 0) {
+                goto done;
+            } else if (type == 0x02) { /* link info: dense links' heap and B-tree addresses */
+                size_t o = 2 + ((m[1] & 1) ? 8 : 0), end = o + 16 + ((m[1] & 2) ? 8 : 0);
+                if (msize < end) {
+                    *why = "its link info message is cut short";
+                    goto done;
+                }
+                for (; o < end; o += 8) {
+                    uint64_t a = get_le(m + o, 8);
+                    if (a != UINT64_MAX && (a > (uint64_t)sb.st_size || sb.st_size - a < 16)) {
+                        *why = "its link info message points beyond the end of the file";
+                        goto done;
+                    }
+                }
             } else if (type == 0x15) { /* attribute info: attributes in a fractal heap */
                 *why = "its attributes are in dense storage (mask files keep them in the header)";
                 goto done;

@@ -208,9 +208,9 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
     herr_t ret = -1;
     double d;
     H5O_info_t oi;
+    hsize_t stored;
     char attr[256];
     const char *why;
-    (void)linfo;
     if (linfo->type != H5L_TYPE_HARD)
         return 0; /* soft and external links are not part of the schema */
     if (H5Oget_info_by_name2(loc, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
@@ -220,7 +220,7 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
     }
     if (oi.type != H5O_TYPE_DATASET)
         return 0; /* groups and named types are not part of the schema */
-    if (spruce__h5_check_header(r->fd, oi.addr, NULL, NULL, attr, sizeof attr, &why) < 0) {
+    if (spruce__h5_check_header(r->fd, oi.addr, 1, NULL, NULL, attr, sizeof attr, &why) < 0) {
         r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s%s%s: %s", r->path, name,
                                *attr ? ": attribute " : "", attr, why);
         return -1;
@@ -261,6 +261,17 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
     }
     if ((r->rc = check_storage(r, name, obj)) < 0)
         goto done;
+    /* Deflate compresses at most about 1032:1, so a shape far larger than the
+     * bytes stored is a damaged dataspace, not a mask (and would have the
+     * caller allocate for nothing). */
+    stored = H5Dget_storage_size(obj);
+    if (dims[0] * dims[1] > (hsize_t)2048 * stored + ((hsize_t)1 << 20)) {
+        r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: shape (%llu, %llu) is larger "
+                               "than the %llu bytes stored could hold (damaged dataspace?)",
+                               r->path, name, (unsigned long long)dims[0],
+                               (unsigned long long)dims[1], (unsigned long long)stored);
+        goto done;
+    }
     if (!grow((void **)&r->masks, &r->capmasks, r->nmasks + 1, sizeof *r->masks)) {
         r->rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", r->path);
         goto done;
@@ -398,7 +409,7 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
                             spruce__h5_msg());
         goto done;
     }
-    if (spruce__h5_check_header(r->fd, oi.addr, note_root_attr, r, attr, sizeof attr, &why) < 0) {
+    if (spruce__h5_check_header(r->fd, oi.addr, 0, note_root_attr, r, attr, sizeof attr, &why) < 0) {
         rc = spruce__seterr(SPRUCE_EFORMAT, "%s: root group%s%s: %s", path,
                             *attr ? ": attribute " : "", attr, why);
         goto done;
