@@ -416,9 +416,15 @@ static int check_mask_dtype(const uint8_t *p, size_t n, const char **why)
 {
     unsigned ver, k, nmemb;
     size_t off = 20;
-    *why = "its element type is not the boolean enum (FALSE=0, TRUE=1, one byte)";
-    if (n < 20 || (p[0] & 0x0f) != 8 || get_le(p + 4, 4) != 1)
+    static const char *const found[] = {
+        "its element type is an integer, expected the boolean enum (FALSE=0, TRUE=1, one byte)",
+        "its element type is a float, expected the boolean enum (FALSE=0, TRUE=1, one byte)",
+        "its element type is not the boolean enum (FALSE=0, TRUE=1, one byte)"};
+    unsigned cls = n ? p[0] & 0x0f : 15;
+    *why = found[cls < 2 ? cls : 2];
+    if (n < 20 || cls != 8 || get_le(p + 4, 4) != 1)
         return -1;
+    *why = found[2];
     ver = p[0] >> 4;
     nmemb = (unsigned)get_le(p + 1, 2);
     if (ver < 1 || ver > 3 || nmemb != 2 || (p[8] & 0x0f) != 0 || get_le(p + 12, 4) != 1)

@@ -14,7 +14,8 @@
  *     the masks were made (set by the writer's caller: "model", "method",
  *     "pattern", "sparsity", "nsamples", "seqlen", "damp", "blocksize",
  *     "spruce_version", "date"...).
- * Strings are variable-length UTF-8 (h5py reads them as str).  Masks are
+ * Strings are fixed-length UTF-8 (h5py reads them as bytes; readers refuse
+ * variable-length strings, which HDF5 1.10 reads unsafely).  Masks are
  * listed in the order written (link creation order is tracked).  Readers
  * ignore root objects that are not datasets.
  *

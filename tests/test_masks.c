@@ -224,7 +224,7 @@ Test(maskfile, h5py_reads_numpy_bool)
              "%s -c '\n"
              "import h5py, numpy as np\n"
              "f = h5py.File(\"%s\", \"r\")\n"
-             "assert f.attrs[\"format\"] == \"spruce-masks\", f.attrs[\"format\"]\n"
+             "assert f.attrs[\"format\"] == b\"spruce-masks\", f.attrs[\"format\"]\n"
              "assert int(f.attrs[\"format_version\"]) == 1\n"
              "assert int(f.attrs[\"seqlen\"]) == 2048\n"
              "d = f[\"model.layers.0.mlp.gate_proj.weight\"]\n"
@@ -234,8 +234,8 @@ Test(maskfile, h5py_reads_numpy_bool)
              "assert m.dtype == np.bool_\n"
              "assert int(m.sum()) == %lld, m.sum()\n"
              "assert int((m[0] * np.arange(1, %lld + 1)).sum()) == %lld\n"
-             "assert d.attrs[\"pattern\"] == \"unstructured\"\n"
-             "assert d.attrs[\"method\"] == \"sparsegpt\"\n"
+             "assert d.attrs[\"pattern\"] == b\"unstructured\"\n"
+             "assert d.attrs[\"method\"] == b\"sparsegpt\"\n"
              "assert abs(float(d.attrs[\"loss\"]) - 3.25) < 1e-12\n"
              "assert abs(float(d.attrs[\"sparsity\"]) - (1 - %lld / %lld)) < 1e-12\n"
              "assert d.compression == \"gzip\" and d.shuffle and d.chunks is not None\n"
@@ -287,7 +287,7 @@ Test(maskfile, reads_a_file_written_by_h5py)
              "%s -c '\n"
              "import h5py, numpy as np\n"
              "f = h5py.File(\"%s\", \"w\")\n"
-             "f.attrs[\"format\"] = \"spruce-masks\"\n"
+             "f.attrs[\"format\"] = np.bytes_(b\"spruce-masks\")\n"
              "f.attrs[\"format_version\"] = 1\n"
              "f[\"empty\"] = np.zeros((0, 4), dtype=bool)\n"
              "'",
@@ -324,10 +324,10 @@ static void write_raw(const char *path, int with_format, hid_t type, int rank, c
     cr_assert_geq(f, 0);
     if (with_format) {
         st = H5Tcopy(H5T_C_S1);
-        H5Tset_size(st, H5T_VARIABLE);
+        H5Tset_size(st, strlen(fmt) + 1); /* mask files hold fixed-length strings */
         s = H5Screate(H5S_SCALAR);
         a = H5Acreate2(f, "format", st, s, H5P_DEFAULT, H5P_DEFAULT);
-        H5Awrite(a, st, &fmt);
+        H5Awrite(a, st, fmt);
         H5Aclose(a);
         a = H5Acreate2(f, "format_version", H5T_NATIVE_LLONG, s, H5P_DEFAULT, H5P_DEFAULT);
         H5Awrite(a, H5T_NATIVE_LLONG, &v);
