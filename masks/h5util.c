@@ -299,10 +299,14 @@ static uint64_t get_le(const uint8_t *p, int n)
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 
 /* The superblock mask files have: at offset 0, version 0 or 1, 8-byte
- * addresses and lengths, no base address offset. */
-int spruce__h5_check_superblock(int fd, const char **why)
+ * addresses and lengths, no base address offset.  *root is the root group's
+ * object header address, from the root's symbol table entry (III.A.1), so
+ * that the root header is checked before HDF5 decodes it. */
+int spruce__h5_check_superblock(int fd, uint64_t *root, const char **why)
 {
-    uint8_t sb[32];
+    uint8_t sb[96];
+    struct stat st;
+    size_t base;
     static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
     if (pread(fd, sb, sizeof sb, 0) != (ssize_t)sizeof sb || memcmp(sb, sig, 8)) {
         *why = "no HDF5 signature at offset 0 (a user block is not the layout of mask files)";
@@ -316,8 +320,16 @@ int spruce__h5_check_superblock(int fd, const char **why)
         *why = "file addresses or lengths are not 8 bytes (not the layout mask files use)";
         return -1;
     }
-    if (get_le(sb + 24, 8) != 0) {
+    base = sb[8] == 0 ? 24 : 28; /* version 1 adds the indexed storage K and 2 reserved bytes */
+    if (get_le(sb + base, 8) != 0) {
         *why = "the superblock's base address is not 0";
+        return -1;
+    }
+    /* base address, free-space, end-of-file and driver addresses, then the
+     * root entry: link name offset, object header address */
+    *root = get_le(sb + base + 32 + 8, 8);
+    if (fstat(fd, &st) < 0 || *root > (uint64_t)st.st_size) {
+        *why = "the root group's object header lies beyond the end of the file";
         return -1;
     }
     return 0;
@@ -493,6 +505,168 @@ static int check_attr_msg(const uint8_t *p, size_t n, char *name, size_t cap, co
     return 0;
 }
 
+/* A link message (IV.A.2.g): flags, optional type, creation order and
+ * character set, the name's length and the name, then the target (an
+ * address, or a length and value for soft and external links), all inside
+ * the message.  HDF5 1.10 frees memory it never set when it fails to decode
+ * one, so a damaged length must not reach it. */
+static int check_link_msg(const uint8_t *p, size_t n, const char **why)
+{
+    unsigned flags;
+    size_t off = 2, lsize, nlen, type = 0;
+    *why = "a link message is damaged";
+    if (n < 2 || p[0] != 1)
+        return -1;
+    flags = p[1];
+    if (flags & 0xe0)
+        return -1;
+    if (flags & 0x08) {
+        if (off + 1 > n)
+            return -1;
+        type = p[off++];
+        if (type != 0 && type != 1 && type != 64)
+            return -1;
+    }
+    if (flags & 0x04)
+        off += 8;
+    if (flags & 0x10)
+        off += 1;
+    lsize = (size_t)1 << (flags & 3);
+    if (off + lsize > n)
+        return -1;
+    nlen = (size_t)get_le(p + off, (int)lsize);
+    off += lsize;
+    if (nlen == 0 || nlen > n - off)
+        return -1;
+    off += nlen;
+    if (type == 0)
+        return n - off >= 8 ? 0 : -1;
+    if (n - off < 2)
+        return -1;
+    return (size_t)get_le(p + off, 2) <= n - off - 2 ? 0 : -1;
+}
+
+/* The messages HDF5 decodes when it opens a dataset, in the versions the
+ * writer produces: HDF5 1.10 keeps (and leaks) what it decoded before a later
+ * message fails, so each is checked first. */
+
+/* Fill value (IV.A.2.f, versions 1 to 3): the value's size inside the message. */
+static int check_fill_msg(const uint8_t *p, size_t n, const char **why)
+{
+    *why = "its fill value message is damaged";
+    if (n < 1)
+        return -1;
+    switch (p[0]) {
+    case 1:
+        return n >= 8 && get_le(p + 4, 4) <= n - 8 ? 0 : -1;
+    case 2:
+        if (n < 4)
+            return -1;
+        return !p[3] || (n >= 8 && get_le(p + 4, 4) <= n - 8) ? 0 : -1;
+    case 3:
+        if (n < 2)
+            return -1;
+        return !(p[1] & 0x20) || (n >= 6 && get_le(p + 2, 4) <= n - 6) ? 0 : -1;
+    default:
+        return -1;
+    }
+}
+
+/* Filter pipeline (IV.A.2.l, versions 1 and 2): every filter's name and
+ * client values inside the message. */
+static int check_pline_msg(const uint8_t *p, size_t n, const char **why)
+{
+    unsigned ver, nf, k;
+    size_t off;
+    *why = "its filter pipeline message is damaged";
+    if (n < 2)
+        return -1;
+    ver = p[0];
+    nf = p[1];
+    if ((ver != 1 && ver != 2) || nf > 32)
+        return -1;
+    off = ver == 1 ? 8 : 2;
+    for (k = 0; k < nf; k++) {
+        unsigned id;
+        size_t nlen = 0, nv;
+        if (off + 2 > n)
+            return -1;
+        id = (unsigned)get_le(p + off, 2);
+        off += 2;
+        if (ver == 1 || id >= 256) {
+            if (off + 2 > n)
+                return -1;
+            nlen = (size_t)get_le(p + off, 2);
+            off += 2;
+        }
+        if (off + 4 > n)
+            return -1;
+        nv = (size_t)get_le(p + off + 2, 2);
+        off += 4;
+        if (ver == 1)
+            nlen = pad8(nlen);
+        if (nlen > n - off)
+            return -1;
+        off += nlen;
+        if (nv > (n - off) / 4)
+            return -1;
+        off += 4 * nv + (ver == 1 && (nv & 1) ? 4 : 0);
+        if (off > n)
+            return -1;
+    }
+    return 0;
+}
+
+/* Data layout (IV.A.2.i), version 3 as the writer produces: compact data
+ * inside the message, contiguous or chunked storage inside the file, chunks
+ * of rank 2 (plus the element size) with no zero dimension. */
+static int check_layout_msg(const uint8_t *p, size_t n, uint64_t fsize, const char **why)
+{
+    uint64_t a, len;
+    unsigned k, rank;
+    *why = "its data layout message is damaged";
+    if (n < 2)
+        return -1;
+    if (p[0] != 3) {
+        *why = "its data layout message is not version 3 (the layout mask files use)";
+        return -1;
+    }
+    switch (p[1]) {
+    case 0: /* compact */
+        return n >= 4 && get_le(p + 2, 2) <= n - 4 ? 0 : -1;
+    case 1: /* contiguous */
+        if (n < 18)
+            return -1;
+        a = get_le(p + 2, 8);
+        len = get_le(p + 10, 8);
+        if (a == UINT64_MAX)
+            return 0;
+        if (a > fsize || len > fsize - a) {
+            *why = "its data lies beyond the end of the file";
+            return -1;
+        }
+        return 0;
+    case 2: /* chunked: rank + 1 dimensions, the last the element size */
+        if (n < 11)
+            return -1;
+        rank = p[2];
+        if (rank != 3 || n < 11 + 4 * (size_t)rank)
+            return -1;
+        a = get_le(p + 3, 8);
+        if (a != UINT64_MAX && (a > fsize || fsize - a < 24)) {
+            *why = "its chunk index lies beyond the end of the file";
+            return -1;
+        }
+        for (k = 0; k < rank; k++)
+            if (get_le(p + 11 + 4 * k, 4) == 0)
+                return -1;
+        return 0;
+    default:
+        *why = "its storage layout is not compact, contiguous or chunked";
+        return -1;
+    }
+}
+
 /* Walk the version 1 object header at addr (IV.A.1.a) and its continuation
  * chunks, checking every attribute message and dataspace message, and when
  * mask_dataset the datatype message (the boolean enum).  Calls each(name, data) for each
@@ -583,6 +757,18 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                         goto done;
                     }
                 }
+            } else if (type == 0x06 && check_link_msg(m, msize, why) < 0) {
+                goto done;
+            } else if (type == 0x04 && (msize < 4 || get_le(m, 4) > msize - 4)) {
+                *why = "its fill value message is damaged";
+                goto done;
+            } else if (type == 0x05 && check_fill_msg(m, msize, why) < 0) {
+                goto done;
+            } else if (type == 0x0b && check_pline_msg(m, msize, why) < 0) {
+                goto done;
+            } else if (type == 0x08 &&
+                       check_layout_msg(m, msize, (uint64_t)sb.st_size, why) < 0) {
+                goto done;
             } else if (type == 0x15) { /* attribute info: attributes in a fractal heap */
                 *why = "its attributes are in dense storage (mask files keep them in the header)";
                 goto done;

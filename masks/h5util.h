@@ -19,7 +19,7 @@ int spruce__h5_put_string(hid_t obj, const char *key, const char *value);
 #define SPRUCE_H5_MAX_STRING 65536
 int spruce__h5_get_string(hid_t obj, const char *key, char *buf, size_t cap, const char **why);
 int spruce__h5_get_number(hid_t obj, const char *key, double *d, int64_t *i, const char **why);
-int spruce__h5_check_superblock(int fd, const char **why);
+int spruce__h5_check_superblock(int fd, uint64_t *root, const char **why);
 int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                             int (*each)(const char *, void *), void *data, char *attr,
                             size_t attrcap, const char **why);

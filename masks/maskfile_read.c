@@ -213,18 +213,22 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
     const char *why;
     if (linfo->type != H5L_TYPE_HARD)
         return 0; /* soft and external links are not part of the schema */
-    if (H5Oget_info_by_name2(loc, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
+    /* The object's header is checked at the link's address before HDF5
+     * decodes any of it (a group has no datatype message, so passes). */
+    if (spruce__h5_check_header(r->fd, linfo->u.address, 1, NULL, NULL, attr, sizeof attr,
+                                &why) < 0) {
+        r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: object %s%s%s: %s", r->path, name,
+                               *attr ? ": attribute " : "", attr, why);
+        return -1;
+    }
+    if (H5Oget_info_by_name2(loc, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0 ||
+        oi.addr != linfo->u.address) {
         r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: object %s: cannot read its header: %s",
                                r->path, name, spruce__h5_msg());
         return -1;
     }
     if (oi.type != H5O_TYPE_DATASET)
         return 0; /* groups and named types are not part of the schema */
-    if (spruce__h5_check_header(r->fd, oi.addr, 1, NULL, NULL, attr, sizeof attr, &why) < 0) {
-        r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s%s%s: %s", r->path, name,
-                               *attr ? ": attribute " : "", attr, why);
-        return -1;
-    }
     obj = H5Oopen(loc, name, H5P_DEFAULT);
     if (obj < 0) {
         r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: cannot open: %s", r->path, name,
@@ -346,6 +350,7 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
     const spruce_mask_attr *fmt, *ver;
     H5O_info_t oi;
     hid_t fapl = -1;
+    uint64_t root = 0;
     char attr[256];
     const char *why = "";
     int rc = 0, i;
@@ -381,8 +386,15 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
         rc = spruce__seterr(SPRUCE_EIO, "%s: %s", path, strerror(errno));
         goto done;
     }
-    if (spruce__h5_check_superblock(r->fd, &why) < 0) {
+    if (spruce__h5_check_superblock(r->fd, &root, &why) < 0) {
         rc = spruce__seterr(SPRUCE_EFORMAT, "%s: %s", path, why);
+        goto done;
+    }
+    /* The root group's header (its attributes, links and continuation chunks)
+     * is checked before HDF5 opens the file and decodes it. */
+    if (spruce__h5_check_header(r->fd, root, 0, note_root_attr, r, attr, sizeof attr, &why) < 0) {
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: root group%s%s: %s", path,
+                            *attr ? ": attribute " : "", attr, why);
         goto done;
     }
     fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -402,16 +414,12 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
         rc = spruce__seterr(SPRUCE_EHDF5, "%s: %s", path, spruce__h5_msg());
         goto done;
     }
-    /* The root attributes: their messages checked, then read one by one (HDF5's
-     * own iteration over attributes crashes on some damaged messages). */
-    if (H5Oget_info2(r->file, &oi, H5O_INFO_BASIC) < 0) {
+    /* The root attributes, read one by one (HDF5's own iteration over
+     * attributes crashes on some damaged messages), from the header checked
+     * above: the file's root must be that header. */
+    if (H5Oget_info2(r->file, &oi, H5O_INFO_BASIC) < 0 || oi.addr != root) {
         rc = spruce__seterr(SPRUCE_EFORMAT, "%s: cannot read the root group's header: %s", path,
                             spruce__h5_msg());
-        goto done;
-    }
-    if (spruce__h5_check_header(r->fd, oi.addr, 0, note_root_attr, r, attr, sizeof attr, &why) < 0) {
-        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: root group%s%s: %s", path,
-                            *attr ? ": attribute " : "", attr, why);
         goto done;
     }
     for (i = 0; i < r->nattrs; i++)
