@@ -617,9 +617,9 @@ static int check_pline_msg(const uint8_t *p, size_t n, const char **why)
     return 0;
 }
 
-/* Data layout (IV.A.2.i), version 3 as the writer produces: compact data
- * inside the message, contiguous or chunked storage inside the file, chunks
- * of rank 2 (plus the element size) with no zero dimension. */
+/* Data layout (IV.A.2.i), version 3 as the writer produces: contiguous or
+ * chunked storage inside the file, chunks of rank 2 (plus the element size)
+ * with no zero dimension.  Compact storage is refused. */
 static int check_layout_msg(const uint8_t *p, size_t n, uint64_t fsize, const char **why)
 {
     uint64_t a, len;
@@ -632,8 +632,9 @@ static int check_layout_msg(const uint8_t *p, size_t n, uint64_t fsize, const ch
         return -1;
     }
     switch (p[1]) {
-    case 0: /* compact */
-        return n >= 4 && get_le(p + 2, 2) <= n - 4 ? 0 : -1;
+    case 0: /* compact: HDF5 1.10 copies the dataspace's size out of the message unchecked */
+        *why = "its data is stored compact (not the layout mask files use)";
+        return -1;
     case 1: /* contiguous */
         if (n < 18)
             return -1;
@@ -662,7 +663,7 @@ static int check_layout_msg(const uint8_t *p, size_t n, uint64_t fsize, const ch
                 return -1;
         return 0;
     default:
-        *why = "its storage layout is not compact, contiguous or chunked";
+        *why = "its storage layout is not contiguous or chunked";
         return -1;
     }
 }
@@ -680,7 +681,7 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
     struct stat sb;
     uint64_t caddr[MAX_CHUNKS], clen[MAX_CHUNKS];
     uint8_t hdr[16], *buf = NULL;
-    int nchunks = 1, c, rc = -1;
+    int nchunks = 1, c, rc = -1, pline = 0, chunked = 0;
     attr[0] = '\0';
     if (fstat(fd, &sb) < 0) {
         *why = "cannot be examined";
@@ -764,17 +765,29 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                 goto done;
             } else if (type == 0x05 && check_fill_msg(m, msize, why) < 0) {
                 goto done;
-            } else if (type == 0x0b && check_pline_msg(m, msize, why) < 0) {
+            } else if (type == 0x0b && (pline = 1) && check_pline_msg(m, msize, why) < 0) {
                 goto done;
-            } else if (type == 0x08 &&
+            } else if (type == 0x08 && ((chunked = msize >= 2 && m[1] == 2), 1) &&
                        check_layout_msg(m, msize, (uint64_t)sb.st_size, why) < 0) {
                 goto done;
             } else if (type == 0x15) { /* attribute info: attributes in a fractal heap */
                 *why = "its attributes are in dense storage (mask files keep them in the header)";
                 goto done;
+            } else if (mask_dataset && type > 0x18) {
+                /* HDF5 skips message types it does not know: a damaged type
+                 * would silently drop, say, the filter pipeline, and 1.10 then
+                 * copies a whole chunk's size out of a shorter stored chunk. */
+                *why = "its object header holds a message of an unknown type";
+                goto done;
             }
             off += 8 + msize;
         }
+    }
+    if (mask_dataset && chunked && !pline) {
+        /* HDF5 1.10 copies a whole chunk out of an unfiltered chunk however
+         * short its index says it is */
+        *why = "its chunks are not filtered (mask files store their chunks deflated)";
+        goto done;
     }
     rc = 0;
 done:

@@ -133,9 +133,10 @@ static const char *type_name(hid_t t)
     }
 }
 
-/* The storage mask files use: contiguous, or chunked in rank-2 chunks of at
- * most 64 MiB, with no filters but shuffle, deflate and Fletcher-32. */
-static int check_storage(spruce_maskreader *r, const char *name, hid_t dset)
+/* The storage mask files use: contiguous (exactly numel bytes), or chunked
+ * in rank-2 chunks of at most 64 MiB, with no filters but shuffle, deflate
+ * and Fletcher-32. */
+static int check_storage(spruce_maskreader *r, const char *name, hid_t dset, hsize_t numel)
 {
     hid_t dcpl = H5Dget_create_plist(dset);
     int rc = 0, nf, k;
@@ -146,7 +147,8 @@ static int check_storage(spruce_maskreader *r, const char *name, hid_t dset)
                               "properties: %s", r->path, name, spruce__h5_msg());
     switch (H5Pget_layout(dcpl)) {
     case H5D_CONTIGUOUS:
-    case H5D_COMPACT:
+        if (H5Dget_storage_size(dset) != numel)
+            why = "its contiguous storage is not one byte per element";
         break;
     case H5D_CHUNKED:
         if (H5Pget_chunk(dcpl, 2, chunk) != 2 || chunk[0] == 0 || chunk[1] == 0 ||
@@ -263,7 +265,7 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
                                (unsigned long long)dims[1]);
         goto done;
     }
-    if ((r->rc = check_storage(r, name, obj)) < 0)
+    if ((r->rc = check_storage(r, name, obj, dims[0] * dims[1])) < 0)
         goto done;
     /* Deflate compresses at most about 1032:1, so a shape far larger than the
      * bytes stored is a damaged dataspace, not a mask (and would have the
