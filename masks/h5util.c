@@ -696,7 +696,7 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
     struct stat sb;
     uint64_t caddr[MAX_CHUNKS], clen[MAX_CHUNKS];
     uint8_t hdr[16], *buf = NULL;
-    int nchunks = 1, c, rc = -1, pline = 0, chunked = 0;
+    int nchunks = 1, c, rc = -1, pline = 0, chunked = 0, layout = 0, dtype = 0, other = 0;
     attr[0] = '\0';
     if (fstat(fd, &sb) < 0) {
         *why = "cannot be examined";
@@ -756,7 +756,8 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                     goto done;
                 }
                 attr[0] = '\0';
-            } else if (type == 0x03 && mask_dataset && check_mask_dtype(m, msize, why) < 0) {
+            } else if (type == 0x03 && mask_dataset && (dtype = 1) &&
+                       check_mask_dtype(m, msize, why) < 0) {
                 goto done;
             } else if (type == 0x01 && check_dspace(m, msize, &npoints, why) < 0) {
                 goto done;
@@ -782,22 +783,28 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                 goto done;
             } else if (type == 0x0b && (pline = 1) && check_pline_msg(m, msize, why) < 0) {
                 goto done;
-            } else if (type == 0x08 && ((chunked = msize >= 2 && m[1] == 2), 1) &&
+            } else if (type == 0x08 && ((layout = 1), (chunked = msize >= 2 && m[1] == 2), 1) &&
                        check_layout_msg(m, msize, (uint64_t)sb.st_size, why) < 0) {
                 goto done;
             } else if (type == 0x15) { /* attribute info: attributes in a fractal heap */
                 *why = "its attributes are in dense storage (mask files keep them in the header)";
                 goto done;
-            } else if (mask_dataset && !dataset_msg(type)) {
+            } else if (!dataset_msg(type)) {
                 /* HDF5 skips message types it does not know: a damaged type
                  * would silently drop, say, the filter pipeline, and 1.10 then
                  * copies a whole chunk's size out of a shorter stored chunk;
-                 * others (external files) it leaks on when they are damaged. */
-                *why = "its object header holds a message of a type mask datasets do not have";
-                goto done;
+                 * others (external files) it leaks on when they are damaged.
+                 * Refused below when this is a dataset (it has a layout). */
+                other = 1;
             }
             off += 8 + msize;
         }
+    }
+    /* A header with a datatype is a dataset to HDF5 (groups have none). */
+    if (mask_dataset && dtype && (other || !layout)) {
+        *why = other ? "its object header holds a message of a type mask datasets do not have"
+                     : "it has no data layout message";
+        goto done;
     }
     if (mask_dataset && chunked && !pline) {
         /* HDF5 1.10 copies a whole chunk out of an unfiltered chunk however

@@ -134,10 +134,12 @@ static const char *type_name(hid_t t)
 }
 
 /* The storage mask files use: contiguous (exactly numel bytes), or chunked
- * in rank-2 chunks of at most 64 MiB, with no filters but shuffle, deflate
- * and Fletcher-32. */
-static int check_storage(spruce_maskreader *r, const char *name, hid_t dset, hsize_t numel)
+ * in rank-2 chunks of at most 64 MiB and no larger than the dataset, with no
+ * filters but shuffle, deflate and Fletcher-32. */
+static int check_storage(spruce_maskreader *r, const char *name, hid_t dset,
+                         const hsize_t dims[2])
 {
+    hsize_t numel = dims[0] * dims[1];
     hid_t dcpl = H5Dget_create_plist(dset);
     int rc = 0, nf, k;
     hsize_t chunk[2];
@@ -151,9 +153,14 @@ static int check_storage(spruce_maskreader *r, const char *name, hid_t dset, hsi
             why = "its contiguous storage is not one byte per element";
         break;
     case H5D_CHUNKED:
+        /* HDF5 1.10 copies a whole chunk out of what a chunk decompresses to,
+         * however short: chunks larger than the dataset (never written) are
+         * refused. */
         if (H5Pget_chunk(dcpl, 2, chunk) != 2 || chunk[0] == 0 || chunk[1] == 0 ||
             chunk[0] > (64u << 20) / chunk[1])
             why = "chunks are not rank 2 or larger than 64 MiB";
+        else if (chunk[0] > dims[0] || chunk[1] > dims[1])
+            why = "its chunks are larger than the dataset (not what the writer writes)";
         break;
     default:
         why = "its storage layout is not contiguous or chunked";
@@ -265,7 +272,7 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
                                (unsigned long long)dims[1]);
         goto done;
     }
-    if ((r->rc = check_storage(r, name, obj, dims[0] * dims[1])) < 0)
+    if ((r->rc = check_storage(r, name, obj, dims)) < 0)
         goto done;
     /* Deflate compresses at most about 1032:1, so a shape far larger than the
      * bytes stored is a damaged dataspace, not a mask (and would have the

@@ -505,7 +505,7 @@ Test(stats, nm_detection)
     cr_assert_eq(st.nm.m, 4);
     cr_assert(st.nm.exact);
     cr_assert_float_eq(st.sparsity, 0.5, 1e-12);
-    k[5] = k[4] = k[6] = k[7] = 0; /* one group keeps nothing: still 2:4, not exact */
+    k[5] = k[4] = k[6] = k[7] = 0; /* one group prunes all four: >=2:4, not exact */
     cr_assert_eq(spruce_mask_stats_compute(k, 8, 32, 0, &st), 0);
     cr_assert_eq(st.nm.n, 2);
     cr_assert_eq(st.nm.m, 4);
@@ -522,22 +522,47 @@ Test(stats, nm_detection)
     cr_assert(st.nm.exact);
     free(k);
 
-    /* 3:4 keeps more than half of each group: not reported as N:M. */
+    /* Keeping 3 of every 4 prunes 1 of every 4: 1:4 (not 2:8, the same ratio at a
+     * larger M). */
     k = nm_mask(8, 32, 3, 4);
     cr_assert_eq(spruce_mask_stats_compute(k, 8, 32, 0, &st), 0);
-    cr_assert_eq(st.nm.m, 0);
+    cr_assert_eq(st.nm.n, 1);
+    cr_assert_eq(st.nm.m, 4);
+    cr_assert(st.nm.exact);
     cr_assert_float_eq(st.sparsity, 0.25, 1e-12);
     free(k);
 
-    /* 1:4 with one row entirely pruned: <=1:4. */
+    /* Keeping 1 of every 2: 1:2, not 2:4 (the same ratio at a larger M). */
+    k = nm_mask(8, 32, 1, 2);
+    cr_assert_eq(spruce_mask_stats_compute(k, 8, 32, 0, &st), 0);
+    cr_assert_eq(st.nm.n, 1);
+    cr_assert_eq(st.nm.m, 2);
+    cr_assert(st.nm.exact);
+    free(k);
+
+    /* Keeping 1 of every 4 (3:4) with one row entirely pruned: >=3:4 (its pairs
+     * prune at least 1 of 2, a weaker claim, not shown). */
     k = nm_mask(8, 32, 1, 4);
     memset(k + 32, 0, 32);
     cr_assert_eq(spruce_mask_stats_compute(k, 8, 32, 0, &st), 0);
-    cr_assert_eq(st.nm.n, 1);
+    cr_assert_eq(st.nm.n, 3);
     cr_assert_eq(st.nm.m, 4);
     cr_assert_not(st.nm.exact);
     cr_assert_float_eq(st.row_max, 1.0, 1e-12);
     cr_assert_float_eq(st.row_min, 0.75, 1e-12);
+    free(k);
+
+    /* spruce_mask_nm_check: at least n pruned of every group of m. */
+    k = nm_mask(4, 16, 2, 4);
+    {
+        int exact;
+        cr_assert_eq(spruce_mask_nm_check(k, 4, 16, 2, 4, &exact), 1);
+        cr_assert(exact);
+        cr_assert_eq(spruce_mask_nm_check(k, 4, 16, 1, 4, &exact), 1);
+        cr_assert_not(exact);
+        cr_assert_eq(spruce_mask_nm_check(k, 4, 16, 3, 4, &exact), 0);
+        cr_assert_eq(spruce_mask_nm_check(k, 4, 16, 1, 3, NULL), 0); /* 3 does not divide 16 */
+    }
     free(k);
 
     /* All kept: not N:M at any M. */
@@ -548,7 +573,7 @@ Test(stats, nm_detection)
     cr_assert_float_eq(st.sparsity, 0.0, 1e-12);
     free(k);
 
-    /* Columns not a multiple of 4: no N:M. */
+    /* Everything pruned: no N:M (not 2:2). */
     k = calloc(30, 1);
     cr_assert_eq(spruce_mask_stats_compute(k, 3, 10, 0, &st), 0);
     cr_assert_eq(st.nm.m, 0);
