@@ -683,6 +683,21 @@ static int dataset_msg(unsigned type)
     }
 }
 
+/* Does [a, a + n) overlap the header prefix at addr or one of the chunks? */
+static int overlaps(uint64_t a, uint64_t n, uint64_t addr, const uint64_t *caddr,
+                    const uint64_t *clen, int nchunks)
+{
+    int k;
+    if (a > UINT64_MAX - n)
+        return 1;
+    if (a < addr + 16 && addr < a + n)
+        return 1;
+    for (k = 0; k < nchunks; k++)
+        if (a < caddr[k] + clen[k] && caddr[k] < a + n)
+            return 1;
+    return 0;
+}
+
 /* Walk the version 1 object header at addr (IV.A.1.a) and its continuation
  * chunks, checking every attribute message and dataspace message, and when
  * mask_dataset the datatype message (the boolean enum).  Calls each(name, data) for each
@@ -743,6 +758,13 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                 }
                 caddr[nchunks] = get_le(m, 8);
                 clen[nchunks] = get_le(m + 8, 8);
+                /* HDF5's metadata cache fails (and leaks) on a chunk that
+                 * overlaps the superblock, the header or another chunk. */
+                if (clen[nchunks] < 8 || caddr[nchunks] < 96 ||
+                    overlaps(caddr[nchunks], clen[nchunks], addr, caddr, clen, nchunks)) {
+                    *why = "a continuation chunk overlaps the superblock or the header";
+                    goto done;
+                }
                 nchunks++;
             } else if (type == 0x0c) {
                 if (flags & 2) {
