@@ -284,7 +284,7 @@ int spruce__h5_bad_name(const char *name)
  * File Format Specification's, version 2 (sections III.A, IV.A.1.a, IV.A.2.b,
  * IV.A.2.d, IV.A.2.m, IV.A.2.q). */
 
-#define MAX_CHUNKS 256
+#define MAX_CHUNKS 4096 /* a root header holds a link message per mask */
 #define MAX_CHUNK_BYTES (1u << 20)
 
 static uint64_t get_le(const uint8_t *p, int n)
@@ -683,6 +683,28 @@ static int dataset_msg(unsigned type)
     }
 }
 
+/* Link info (IV.A.2.c): no fractal heap and no indexes, i.e. the links are
+ * link messages in the header, where they are checked.  HDF5 1.10 frees
+ * memory it never set when a link message fails to decode, and would decode
+ * dense links from a fractal heap the reader does not check. */
+static int check_linfo_msg(const uint8_t *p, size_t n, const char **why)
+{
+    size_t o;
+    *why = "its link info message is damaged";
+    if (n < 2 || p[0] != 0 || (p[1] & ~3u))
+        return -1;
+    o = 2 + ((p[1] & 1) ? 8 : 0);
+    if (n < o + 16 + ((p[1] & 2) ? 8 : 0))
+        return -1;
+    if (get_le(p + o, 8) != UINT64_MAX || get_le(p + o + 8, 8) != UINT64_MAX ||
+        ((p[1] & 2) && get_le(p + o + 16, 8) != UINT64_MAX)) {
+        *why = "its links are in dense storage or its link info is damaged (mask files keep "
+               "their links in the root group's header)";
+        return -1;
+    }
+    return 0;
+}
+
 /* Does [a, a + n) overlap the header prefix at addr or one of the chunks? */
 static int overlaps(uint64_t a, uint64_t n, uint64_t addr, const uint64_t *caddr,
                     const uint64_t *clen, int nchunks)
@@ -709,22 +731,25 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
 {
     uint64_t npoints;
     struct stat sb;
-    uint64_t caddr[MAX_CHUNKS], clen[MAX_CHUNKS];
+    uint64_t *caddr = malloc(2 * MAX_CHUNKS * sizeof *caddr), *clen = caddr + MAX_CHUNKS;
     uint8_t hdr[16], *buf = NULL;
     int nchunks = 1, c, rc = -1, pline = 0, chunked = 0, layout = 0, dtype = 0, other = 0;
     attr[0] = '\0';
-    if (fstat(fd, &sb) < 0) {
-        *why = "cannot be examined";
+    if (!caddr || fstat(fd, &sb) < 0) {
+        *why = caddr ? "cannot be examined" : "out of memory";
+        free(caddr);
         return -1;
     }
     if (addr > (uint64_t)sb.st_size || (uint64_t)sb.st_size - addr < 16 ||
         pread(fd, hdr, 16, (off_t)addr) != 16) {
         *why = "its object header lies beyond the end of the file";
+        free(caddr);
         return -1;
     }
     if (hdr[0] != 1) {
         *why = memcmp(hdr, "OHDR", 4) ? "its object header is damaged"
                                       : "its object header is version 2 (mask files use version 1)";
+        free(caddr);
         return -1;
     }
     caddr[0] = addr + 16;
@@ -783,19 +808,8 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                 goto done;
             } else if (type == 0x01 && check_dspace(m, msize, &npoints, why) < 0) {
                 goto done;
-            } else if (type == 0x02) { /* link info: dense links' heap and B-tree addresses */
-                size_t o = 2 + ((m[1] & 1) ? 8 : 0), end = o + 16 + ((m[1] & 2) ? 8 : 0);
-                if (msize < end) {
-                    *why = "its link info message is cut short";
-                    goto done;
-                }
-                for (; o < end; o += 8) {
-                    uint64_t a = get_le(m + o, 8);
-                    if (a != UINT64_MAX && (a > (uint64_t)sb.st_size || sb.st_size - a < 16)) {
-                        *why = "its link info message points beyond the end of the file";
-                        goto done;
-                    }
-                }
+            } else if (type == 0x02 && check_linfo_msg(m, msize, why) < 0) {
+                goto done;
             } else if (type == 0x06 && check_link_msg(m, msize, why) < 0) {
                 goto done;
             } else if (type == 0x04 && (msize < 4 || get_le(m, 4) > msize - 4)) {
@@ -837,5 +851,6 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
     rc = 0;
 done:
     free(buf);
+    free(caddr);
     return rc;
 }

@@ -57,7 +57,7 @@ static void spill(const char *path, const uint8_t *b, size_t n)
 
 /* Open path with the library: either refused with a message naming it, or
  * every mask reads, twice the same, with the shape the reader reported.
- * Returns 1 when refused. */
+ * Nothing of HDF5's stays open either way.  Returns 1 when refused. */
 static int read_all(const char *path)
 {
     spruce_maskreader *r = NULL;
@@ -66,6 +66,8 @@ static int read_all(const char *path)
         cr_assert_null(r);
         cr_assert_not_null(strstr(spruce_errdetail(), path), "no file name in: %s",
                            spruce_errdetail());
+        cr_assert_eq(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0,
+                     "%s: HDF5 objects left open after a refusal", path);
         return 1;
     }
     for (i = 0; i < spruce_maskreader_count(r); i++) {
@@ -94,6 +96,8 @@ static int read_all(const char *path)
         free(b);
     }
     spruce_maskreader_close(r);
+    cr_assert_eq(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0,
+                 "%s: HDF5 objects left open after closing", path);
     return refused;
 }
 
@@ -241,7 +245,7 @@ Test(masks_bad, random_bytes_changed_refused_or_read_consistently)
     free(c);
 }
 /* The fuzz target's seed corpus (tests/data/masks): the files spruce wrote
- * read, the damaged ones are refused.  Five were found by the fuzzer, each
+ * read, the damaged ones are refused.  Six were found by the fuzzer, each
  * refused before HDF5 decodes or reads what is damaged: pline-type-damaged.h5
  * (the filter pipeline message's type changed, so HDF5 would read the deflated
  * chunks raw and copy past them), efl-damaged.h5 (an attribute message turned
@@ -249,14 +253,17 @@ Test(masks_bad, random_bytes_changed_refused_or_read_consistently)
  * message HDF5 1.10 leaks on), chunk-dims-damaged.h5 (a chunk of 16 MiB over
  * a 16 x 16 dataset: HDF5 copies 16 MiB out of the 256 bytes inflated) and
  * continuation-damaged.h5 (the root header continued at address 0, over the
- * superblock: HDF5's metadata cache fails and leaks). */
+ * superblock: HDF5's metadata cache fails and leaks) and linfo-damaged.h5 (link
+ * info flags changed, so HDF5 looks for dense links at address 0 and
+ * dereferences NULL). */
 Test(masks_bad, seed_corpus_read_or_refused)
 {
     static const char *const good_files[] = {"export.h5", "prune-2of4.h5",
                                              "prune-unstructured.h5"};
     static const char *const bad_files[] = {"cut-1k.h5", "cut-half.h5", "pline-type-damaged.h5",
                                             "efl-damaged.h5", "chunk-dims-damaged.h5",
-                                            "continuation-damaged.h5", "layout-damaged.h5"};
+                                            "continuation-damaged.h5", "linfo-damaged.h5",
+                                            "layout-damaged.h5"};
     const char *src = getenv("SPRUCE_SRCDIR");
     char p[1024];
     size_t k;
@@ -300,4 +307,23 @@ Test(masks_bad, variable_length_strings_refused)
     cr_assert_eq(read_all(p), 1);
     cr_assert_not_null(strstr(spruce_errdetail(), "variable-length"), "%s", spruce_errdetail());
     cli_refuses("info", p);
+}
+
+/* The writer keeps every link in the root group's header, past HDF5's
+ * default of 8 (the reader refuses dense link storage, which it cannot
+ * check): a file of 40 masks reads. */
+Test(masks_bad, many_masks_keep_their_links_in_the_header)
+{
+    spruce_maskfile *f;
+    uint8_t *k = nm_mask(4, 16, 2, 4);
+    char name[32];
+    int i;
+    cr_assert_eq(spruce_maskfile_create(tpath("many.h5"), &f), 0, "%s", spruce_errdetail());
+    for (i = 0; i < 40; i++) {
+        snprintf(name, sizeof name, "layer%d.weight", i);
+        cr_assert_eq(spruce_maskfile_write(f, name, 4, 16, k, NULL), 0, "%s", spruce_errdetail());
+    }
+    cr_assert_eq(spruce_maskfile_commit(f), 0, "%s", spruce_errdetail());
+    cr_assert_eq(read_all(tpath("many.h5")), 0, "%s", spruce_errdetail());
+    free(k);
 }
