@@ -658,9 +658,16 @@ static int check_layout_msg(const uint8_t *p, size_t n, uint64_t fsize, const ch
             *why = "its chunk index lies beyond the end of the file";
             return -1;
         }
-        for (k = 0; k < rank; k++)
-            if (get_le(p + 11 + 4 * k, 4) == 0)
+        /* one-byte elements, at most 64 MiB a chunk (HDF5 fails on a chunk
+         * of 4 GiB or more and leaks what it decoded before) */
+        for (k = 0, len = 1; k < rank; k++) {
+            uint64_t d = get_le(p + 11 + 4 * k, 4);
+            if (d == 0 || (k == rank - 1 && d != 1) || d > (64u << 20) / len) {
+                *why = "its chunks are not of one-byte elements or larger than 64 MiB";
                 return -1;
+            }
+            len *= d;
+        }
         return 0;
     default:
         *why = "its storage layout is not contiguous or chunked";

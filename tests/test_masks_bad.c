@@ -245,7 +245,7 @@ Test(masks_bad, random_bytes_changed_refused_or_read_consistently)
     free(c);
 }
 /* The fuzz target's seed corpus (tests/data/masks): the files spruce wrote
- * read, the damaged ones are refused.  Six were found by the fuzzer, each
+ * read, the damaged ones are refused.  Seven were found by the fuzzer, each
  * refused before HDF5 decodes or reads what is damaged: pline-type-damaged.h5
  * (the filter pipeline message's type changed, so HDF5 would read the deflated
  * chunks raw and copy past them), efl-damaged.h5 (an attribute message turned
@@ -255,7 +255,8 @@ Test(masks_bad, random_bytes_changed_refused_or_read_consistently)
  * continuation-damaged.h5 (the root header continued at address 0, over the
  * superblock: HDF5's metadata cache fails and leaks) and linfo-damaged.h5 (link
  * info flags changed, so HDF5 looks for dense links at address 0 and
- * dereferences NULL). */
+ * dereferences NULL), chunk-size-damaged.h5 (a chunk of 4 GiB or more: HDF5
+ * refuses it and leaks). */
 Test(masks_bad, seed_corpus_read_or_refused)
 {
     static const char *const good_files[] = {"export.h5", "prune-2of4.h5",
@@ -263,7 +264,7 @@ Test(masks_bad, seed_corpus_read_or_refused)
     static const char *const bad_files[] = {"cut-1k.h5", "cut-half.h5", "pline-type-damaged.h5",
                                             "efl-damaged.h5", "chunk-dims-damaged.h5",
                                             "continuation-damaged.h5", "linfo-damaged.h5",
-                                            "layout-damaged.h5"};
+                                            "chunk-size-damaged.h5", "layout-damaged.h5"};
     const char *src = getenv("SPRUCE_SRCDIR");
     char p[1024];
     size_t k;
