@@ -16,8 +16,10 @@
  *     "spruce_version", "date"...).
  * Strings are fixed-length UTF-8 (h5py reads them as bytes; readers refuse
  * variable-length strings, which HDF5 1.10 reads unsafely).  Masks are
- * listed in the order written (link creation order is tracked).  Readers
- * ignore root objects that are not datasets.
+ * listed in the order written (link creation order is tracked), and the
+ * links stay in the root group's header (at most 65535 masks; readers refuse
+ * dense link storage).  Readers ignore root objects that are not datasets and
+ * check every object header before HDF5 decodes it (doc/mask-files.md).
  *
  * A writer writes to a temporary name beside the final path and renames it
  * into place on commit, so a crash never leaves a file that looks complete.
