@@ -27,7 +27,7 @@ def load(path, pick):
     first when pick is None) as a bool array, and the root attributes.  Masks
     are read one at a time: a 7B model's masks do not fit in memory at once."""
     with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != "spruce-masks":
+        if f.attrs.get("format") not in (b"spruce-masks", "spruce-masks"):
             sys.exit(f"{path}: not a spruce mask file (root attribute format is "
                      f"{f.attrs.get('format')!r})")
         stats, chosen = [], None

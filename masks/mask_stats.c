@@ -5,35 +5,75 @@
 
 #include "spruce_masks.h"
 
-/* N:M structure: for M in {4, 8, 16} dividing cols, the most kept weights in
- * any aligned group of M; the smallest M where that is at most M / 2. */
+/* Pruned weights in every aligned group of m of each row: the fewest, the
+ * most, and how many groups prune exactly the fewest. */
+static void group_counts(const uint8_t *keep, int64_t rows, int64_t cols, int m, int *pmin,
+                         int *pmax, int64_t *at_min, int64_t *groups)
+{
+    int64_t r, g;
+    int j;
+    *pmin = m;
+    *pmax = 0;
+    *at_min = 0;
+    *groups = rows * (cols / m);
+    for (r = 0; r < rows; r++) {
+        const uint8_t *row = keep + (size_t)r * (size_t)cols;
+        for (g = 0; g < cols; g += m) {
+            int p = 0;
+            for (j = 0; j < m; j++)
+                p += row[g + j] == 0;
+            if (p < *pmin) {
+                *pmin = p;
+                *at_min = 0;
+            }
+            *at_min += p == *pmin;
+            if (p > *pmax)
+                *pmax = p;
+        }
+    }
+}
+
+int spruce_mask_nm_check(const uint8_t *keep, int64_t rows, int64_t cols, int n, int m,
+                         int *exact)
+{
+    int pmin, pmax;
+    int64_t at_min, groups;
+    if (exact)
+        *exact = 0;
+    if (!keep || rows <= 0 || cols <= 0 || m <= 0 || n <= 0 || n > m || cols % m)
+        return 0;
+    group_counts(keep, rows, cols, m, &pmin, &pmax, &at_min, &groups);
+    if (exact)
+        *exact = pmin == n && pmax == n;
+    return pmin >= n;
+}
+
+/* N:M structure, N pruned of every M (as --pattern N:M means): for M in {2,
+ * 4, 8, 16} dividing cols, N is the fewest pruned in any aligned group of M,
+ * a candidate when N >= 1 and at least half of the groups prune exactly N (so
+ * a random mask, whose groups prune anything, is not called N:M).  The
+ * candidate with the largest N / M wins, then an exact one, then the smallest
+ * M: 2:4 rather than 4:8 or 1:2, 3:4 rather than 1:2. */
 static void detect_nm(const uint8_t *keep, int64_t rows, int64_t cols, spruce_mask_nm *nm)
 {
-    static const int ms[] = {4, 8, 16};
+    static const int ms[] = {2, 4, 8, 16};
     size_t k;
-    int64_t r, g;
     nm->n = nm->m = nm->exact = 0;
     for (k = 0; k < sizeof ms / sizeof ms[0]; k++) {
-        int m = ms[k], nmax = 0, nmin = m, j;
+        int m = ms[k], pmin, pmax, exact;
+        int64_t at_min, groups;
         if (cols % m)
             continue;
-        for (r = 0; r < rows && nmax <= m / 2; r++) {
-            const uint8_t *row = keep + (size_t)r * (size_t)cols;
-            for (g = 0; g < cols; g += m) {
-                int c = 0;
-                for (j = 0; j < m; j++)
-                    c += row[g + j] != 0;
-                if (c > nmax)
-                    nmax = c;
-                if (c < nmin)
-                    nmin = c;
-            }
-        }
-        if (nmax <= m / 2) {
-            nm->n = nmax;
+        group_counts(keep, rows, cols, m, &pmin, &pmax, &at_min, &groups);
+        if (pmin < 1 || pmin == m || 2 * at_min < groups)
+            continue;
+        exact = pmin == pmax;
+        /* pmin / m against nm->n / nm->m, compared as integers */
+        if (!nm->m || (int64_t)pmin * nm->m > (int64_t)nm->n * m ||
+            ((int64_t)pmin * nm->m == (int64_t)nm->n * m && exact && !nm->exact)) {
+            nm->n = pmin;
             nm->m = m;
-            nm->exact = nmin == nmax;
-            return;
+            nm->exact = exact;
         }
     }
 }

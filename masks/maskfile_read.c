@@ -25,6 +25,7 @@ typedef struct {
 struct spruce_maskreader {
     hid_t file;
     hid_t booltype;
+    int fd;            /* the same file, for checking object headers before HDF5 reads them */
     char *path;
     entry *masks;
     int nmasks, capmasks;
@@ -50,63 +51,60 @@ static int grow(void **p, int *cap, int need, size_t elem)
     return 1;
 }
 
-/* One root attribute into r->attrs. */
-static herr_t attr_cb(hid_t loc, const char *key, const H5A_info_t *ainfo, void *data)
+/* A root attribute's name, noted while its object header is checked. */
+static int note_root_attr(const char *key, void *data)
 {
     spruce_maskreader *r = data;
     spruce_mask_attr *a;
-    hid_t attr = -1, t = -1, space = -1;
-    char sbuf[4096];
-    H5T_class_t cls;
-    (void)ainfo;
-    if (!grow((void **)&r->attrs, &r->capattrs, r->nattrs + 1, sizeof *r->attrs)) {
-        r->rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", r->path);
+    if (!grow((void **)&r->attrs, &r->capattrs, r->nattrs + 1, sizeof *r->attrs))
         return -1;
-    }
     a = &r->attrs[r->nattrs];
     memset(a, 0, sizeof *a);
     a->type = SPRUCE_MASK_ATTR_OTHER;
+    if (!(a->key = spruce__h5_dupstr(key)))
+        return -1;
+    r->nattrs++;
+    return 0;
+}
+
+/* The value of root attribute a, once the whole header has been checked.
+ * Strings and numbers are read; anything else, and variable-length strings
+ * (never read: see h5util.c), are listed as OTHER with the reason. */
+static int read_root_attr(spruce_maskreader *r, spruce_mask_attr *a)
+{
+    const char *key = a->key, *why = "";
+    hid_t attr, t = -1;
+    char sbuf[4096];
+    H5T_class_t cls = H5T_NO_CLASS;
+    int got = -1;
     sbuf[0] = '\0';
-    attr = H5Aopen(loc, key, H5P_DEFAULT);
-    if (attr >= 0) {
-        t = H5Aget_type(attr);
-        space = H5Aget_space(attr);
-    }
-    cls = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
-    if (space >= 0 && H5Sget_simple_extent_npoints(space) == 1) {
-        if (cls == H5T_STRING && spruce__h5_get_string(loc, key, sbuf, sizeof sbuf) == 1) {
-            a->type = SPRUCE_MASK_ATTR_STRING;
-        } else if (cls == H5T_INTEGER && H5Aread(attr, H5T_NATIVE_INT64, &a->i) >= 0) {
-            a->type = SPRUCE_MASK_ATTR_INT;
-            a->d = (double)a->i;
-            snprintf(sbuf, sizeof sbuf, "%lld", (long long)a->i);
-        } else if (cls == H5T_FLOAT && H5Aread(attr, H5T_NATIVE_DOUBLE, &a->d) >= 0) {
-            a->type = SPRUCE_MASK_ATTR_DOUBLE;
-            a->i = isfinite(a->d) && fabs(a->d) < 9e18 ? (int64_t)a->d : 0;
-            snprintf(sbuf, sizeof sbuf, "%.15g", a->d); /* shortest that reads back */
-            if (strtod(sbuf, NULL) != a->d)
-                snprintf(sbuf, sizeof sbuf, "%.17g", a->d);
-        }
-    }
-    if (a->type == SPRUCE_MASK_ATTR_OTHER)
-        snprintf(sbuf, sizeof sbuf, "(not a scalar string or number)");
-    if (space >= 0)
-        H5Sclose(space);
+    attr = H5Aopen(r->file, key, H5P_DEFAULT);
+    if (attr >= 0 && (t = H5Aget_type(attr)) >= 0)
+        cls = H5Tget_class(t);
     if (t >= 0)
         H5Tclose(t);
     if (attr >= 0)
         H5Aclose(attr);
-    H5Eclear2(H5E_DEFAULT);
-    a->key = spruce__h5_dupstr(key);
-    a->s = spruce__h5_dupstr(sbuf);
-    if (!a->key || !a->s) {
-        free((char *)a->key);
-        free((char *)a->s);
-        r->rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", r->path);
-        return -1;
+    if (cls == H5T_STRING && (got = spruce__h5_get_string(r->file, key, sbuf, sizeof sbuf,
+                                                          &why)) == 1) {
+        a->type = SPRUCE_MASK_ATTR_STRING;
+    } else if (cls == H5T_INTEGER &&
+               (got = spruce__h5_get_number(r->file, key, &a->d, &a->i, &why)) == 1) {
+        a->type = SPRUCE_MASK_ATTR_INT;
+        snprintf(sbuf, sizeof sbuf, "%lld", (long long)a->i);
+    } else if (cls == H5T_FLOAT &&
+               (got = spruce__h5_get_number(r->file, key, &a->d, NULL, &why)) == 1) {
+        a->type = SPRUCE_MASK_ATTR_DOUBLE;
+        a->i = isfinite(a->d) && fabs(a->d) < 9e18 ? (int64_t)a->d : 0;
+        snprintf(sbuf, sizeof sbuf, "%.15g", a->d); /* shortest that reads back */
+        if (strtod(sbuf, NULL) != a->d)
+            snprintf(sbuf, sizeof sbuf, "%.17g", a->d);
     }
-    r->nattrs++;
-    return 0;
+    if (a->type == SPRUCE_MASK_ATTR_OTHER)
+        snprintf(sbuf, sizeof sbuf, "(not read: %s)",
+                 got < 0 && *why ? why : "is not a scalar string or number");
+    H5Eclear2(H5E_DEFAULT);
+    return (a->s = spruce__h5_dupstr(sbuf)) ? 0 : -1;
 }
 
 /* Is t the boolean enum {FALSE = 0, TRUE = 1} over a one-byte integer? */
@@ -135,7 +133,80 @@ static const char *type_name(hid_t t)
     }
 }
 
-/* One root link: datasets are validated and recorded, other objects skipped. */
+/* The storage mask files use: contiguous (exactly numel bytes), or chunked
+ * in rank-2 chunks of at most 64 MiB and no larger than the dataset, with no
+ * filters but shuffle, deflate and Fletcher-32. */
+static int check_storage(spruce_maskreader *r, const char *name, hid_t dset,
+                         const hsize_t dims[2])
+{
+    hsize_t numel = dims[0] * dims[1];
+    hid_t dcpl = H5Dget_create_plist(dset);
+    int rc = 0, nf, k;
+    hsize_t chunk[2];
+    const char *why = NULL;
+    if (dcpl < 0)
+        return spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: cannot read its storage "
+                              "properties: %s", r->path, name, spruce__h5_msg());
+    switch (H5Pget_layout(dcpl)) {
+    case H5D_CONTIGUOUS:
+        if (H5Dget_storage_size(dset) != numel)
+            why = "its contiguous storage is not one byte per element";
+        break;
+    case H5D_CHUNKED:
+        /* HDF5 1.10 copies a whole chunk out of what a chunk decompresses to,
+         * however short: chunks larger than the dataset (never written) are
+         * refused. */
+        if (H5Pget_chunk(dcpl, 2, chunk) != 2 || chunk[0] == 0 || chunk[1] == 0 ||
+            chunk[0] > (64u << 20) / chunk[1])
+            why = "chunks are not rank 2 or larger than 64 MiB";
+        else if (chunk[0] > dims[0] || chunk[1] > dims[1])
+            why = "its chunks are larger than the dataset (not what the writer writes)";
+        break;
+    default:
+        why = "its storage layout is not contiguous or chunked";
+    }
+    nf = why ? 0 : H5Pget_nfilters(dcpl);
+    if (nf < 0 || nf > 8)
+        why = "its filter pipeline is damaged";
+    for (k = 0; !why && k < nf; k++) {
+        unsigned flags;
+        size_t nv = 0;
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)k, &flags, &nv, NULL, 0, NULL, NULL);
+        if (id != H5Z_FILTER_DEFLATE && id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32)
+            why = "it uses a filter other than shuffle, deflate and Fletcher-32";
+    }
+    if (why)
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: %s", r->path, name, why);
+    H5Pclose(dcpl);
+    return rc;
+}
+
+/* A dataset attribute that must be absent or a number / a string. */
+static int dset_number(spruce_maskreader *r, hid_t obj, const char *name, const char *key,
+                       double *d)
+{
+    const char *why;
+    int got = spruce__h5_get_number(obj, key, d, NULL, &why);
+    if (got < 0)
+        return spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: attribute %s %s, expected a "
+                              "real number", r->path, name, key, why);
+    return got;
+}
+
+static int dset_string(spruce_maskreader *r, hid_t obj, const char *name, const char *key,
+                       char *buf, size_t cap)
+{
+    const char *why;
+    int got = spruce__h5_get_string(obj, key, buf, cap, &why);
+    if (got < 0)
+        return spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: attribute %s %s, expected a "
+                              "fixed-length string of at most %zu bytes", r->path, name, key,
+                              why, cap - 1);
+    return got;
+}
+
+/* One root link: datasets are validated and recorded, other objects skipped.
+ * The object header is checked (spruce__h5_check_header) before HDF5 opens it. */
 static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void *data)
 {
     spruce_maskreader *r = data;
@@ -143,23 +214,41 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
     hsize_t dims[2];
     int ndims;
     entry *e;
-    herr_t ret = 0;
+    herr_t ret = -1;
     double d;
-    (void)linfo;
+    H5O_info_t oi;
+    hsize_t stored;
+    char attr[256];
+    const char *why;
+    if (linfo->type != H5L_TYPE_HARD)
+        return 0; /* soft and external links are not part of the schema */
+    /* The object's header is checked at the link's address before HDF5
+     * decodes any of it (a group has no datatype message, so passes). */
+    if (spruce__h5_check_header(r->fd, linfo->u.address, 1, NULL, NULL, attr, sizeof attr,
+                                &why) < 0) {
+        r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: object %s%s%s: %s", r->path, name,
+                               *attr ? ": attribute " : "", attr, why);
+        return -1;
+    }
+    if (H5Oget_info_by_name2(loc, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0 ||
+        oi.addr != linfo->u.address) {
+        r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: object %s: cannot read its header: %s",
+                               r->path, name, spruce__h5_msg());
+        return -1;
+    }
+    if (oi.type != H5O_TYPE_DATASET)
+        return 0; /* groups and named types are not part of the schema */
     obj = H5Oopen(loc, name, H5P_DEFAULT);
     if (obj < 0) {
         r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: cannot open: %s", r->path, name,
                                spruce__h5_msg());
         return -1;
     }
-    if (H5Iget_type(obj) != H5I_DATASET)
-        goto done; /* groups and named types are not part of the schema */
     t = H5Dget_type(obj);
     space = H5Dget_space(obj);
     if (t < 0 || space < 0) {
         r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: cannot read its header: %s",
                                r->path, name, spruce__h5_msg());
-        ret = -1;
         goto done;
     }
     if (!is_bool(t)) {
@@ -167,27 +256,37 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
                                "%s: dataset %s: element type is %s of %zu byte(s), expected the "
                                "boolean enum (FALSE=0, TRUE=1, one byte)",
                                r->path, name, type_name(t), H5Tget_size(t));
-        ret = -1;
         goto done;
     }
     ndims = H5Sget_simple_extent_ndims(space);
     if (ndims != 2) {
         r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: rank %d, expected 2 (rows, cols)",
                                r->path, name, ndims);
-        ret = -1;
         goto done;
     }
     H5Sget_simple_extent_dims(space, dims, NULL);
-    if (dims[0] == 0 || dims[1] == 0 || dims[0] > (hsize_t)INT64_MAX / dims[1]) {
+    if (dims[0] == 0 || dims[1] == 0 || dims[0] > (hsize_t)INT64_MAX / dims[1] ||
+        dims[0] * dims[1] > (hsize_t)SIZE_MAX) {
         r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: shape (%llu, %llu) is empty or "
                                "too large", r->path, name, (unsigned long long)dims[0],
                                (unsigned long long)dims[1]);
-        ret = -1;
+        goto done;
+    }
+    if ((r->rc = check_storage(r, name, obj, dims)) < 0)
+        goto done;
+    /* Deflate compresses at most about 1032:1, so a shape far larger than the
+     * bytes stored is a damaged dataspace, not a mask (and would have the
+     * caller allocate for nothing). */
+    stored = H5Dget_storage_size(obj);
+    if (dims[0] * dims[1] > (hsize_t)2048 * stored + ((hsize_t)1 << 20)) {
+        r->rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: shape (%llu, %llu) is larger "
+                               "than the %llu bytes stored could hold (damaged dataspace?)",
+                               r->path, name, (unsigned long long)dims[0],
+                               (unsigned long long)dims[1], (unsigned long long)stored);
         goto done;
     }
     if (!grow((void **)&r->masks, &r->capmasks, r->nmasks + 1, sizeof *r->masks)) {
         r->rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", r->path);
-        ret = -1;
         goto done;
     }
     e = &r->masks[r->nmasks];
@@ -195,22 +294,29 @@ static herr_t link_cb(hid_t loc, const char *name, const H5L_info_t *linfo, void
     e->meta.rows = (int64_t)dims[0];
     e->meta.cols = (int64_t)dims[1];
     e->meta.sparsity = NAN;
-    if (spruce__h5_get_double(obj, "sparsity", &d) == 1)
+    if ((r->rc = dset_number(r, obj, name, "sparsity", &d)) < 0)
+        goto done;
+    if (r->rc == 1)
         e->meta.sparsity = d;
-    if (spruce__h5_get_double(obj, "loss", &d) == 1) {
+    if ((r->rc = dset_number(r, obj, name, "loss", &d)) < 0)
+        goto done;
+    if (r->rc == 1) {
         e->meta.loss = d;
         e->meta.has_loss = 1;
     }
-    spruce__h5_get_string(obj, "pattern", e->meta.pattern, sizeof e->meta.pattern);
-    spruce__h5_get_string(obj, "method", e->meta.method, sizeof e->meta.method);
+    if ((r->rc = dset_string(r, obj, name, "pattern", e->meta.pattern,
+                             sizeof e->meta.pattern)) < 0 ||
+        (r->rc = dset_string(r, obj, name, "method", e->meta.method, sizeof e->meta.method)) < 0)
+        goto done;
+    r->rc = 0;
     H5Eclear2(H5E_DEFAULT);
     e->name = spruce__h5_dupstr(name);
     if (!e->name) {
         r->rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", r->path);
-        ret = -1;
         goto done;
     }
     r->nmasks++;
+    ret = 0;
 done:
     if (space >= 0)
         H5Sclose(space);
@@ -237,7 +343,9 @@ void spruce_maskreader_close(spruce_maskreader *r)
     if (r->booltype >= 0)
         H5Tclose(r->booltype);
     if (r->file >= 0)
-        H5Fclose(r->file);
+        H5Fclose(r->file); /* the strong close degree closes whatever is still open in it */
+    if (r->fd >= 0)
+        close(r->fd);
     free(r->path);
     free(r);
 }
@@ -249,7 +357,12 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
     htri_t is;
     hsize_t idx = 0;
     const spruce_mask_attr *fmt, *ver;
-    int rc = 0;
+    H5O_info_t oi;
+    hid_t fapl = -1;
+    uint64_t root = 0;
+    char attr[256];
+    const char *why = "";
+    int rc = 0, i;
 
     if (!path || !*path || !out)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_maskreader_open: no path");
@@ -271,12 +384,35 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
     if (!r)
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
     r->file = r->booltype = -1;
+    r->fd = -1;
     r->path = spruce__h5_dupstr(path);
     if (!r->path) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
         goto done;
     }
-    r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0) {
+        rc = spruce__seterr(SPRUCE_EIO, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (spruce__h5_check_superblock(r->fd, &root, &why) < 0) {
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: %s", path, why);
+        goto done;
+    }
+    /* The root group's header (its attributes, links and continuation chunks)
+     * is checked before HDF5 opens the file and decodes it. */
+    if (spruce__h5_check_header(r->fd, root, 0, note_root_attr, r, attr, sizeof attr, &why) < 0) {
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: root group%s%s: %s", path,
+                            *attr ? ": attribute " : "", attr, why);
+        goto done;
+    }
+    fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        rc = spruce__seterr(SPRUCE_EHDF5, "%s: file access properties: %s", path,
+                            spruce__h5_msg());
+        goto done;
+    }
+    r->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     if (r->file < 0) {
         rc = spruce__seterr(SPRUCE_EFORMAT, "%s: cannot open as HDF5 (truncated or damaged?): %s",
                             path, spruce__h5_msg());
@@ -287,13 +423,30 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
         rc = spruce__seterr(SPRUCE_EHDF5, "%s: %s", path, spruce__h5_msg());
         goto done;
     }
-    if (H5Aiterate2(r->file, H5_INDEX_NAME, H5_ITER_NATIVE, &idx, attr_cb, r) < 0) {
-        rc = r->rc ? r->rc
-                   : spruce__seterr(SPRUCE_EFORMAT, "%s: cannot read the root attributes: %s",
-                                    path, spruce__h5_msg());
+    /* The root attributes, read one by one (HDF5's own iteration over
+     * attributes crashes on some damaged messages), from the header checked
+     * above: the file's root must be that header. */
+    if (H5Oget_info2(r->file, &oi, H5O_INFO_BASIC) < 0 || oi.addr != root) {
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: cannot read the root group's header: %s", path,
+                            spruce__h5_msg());
         goto done;
     }
+    for (i = 0; i < r->nattrs; i++)
+        if (read_root_attr(r, &r->attrs[i]) < 0) {
+            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", path);
+            goto done;
+        }
     fmt = spruce_maskreader_attr(r, "format");
+    if (fmt && fmt->type == SPRUCE_MASK_ATTR_OTHER) {
+        rc = spruce__seterr(SPRUCE_EFORMAT,
+                            "%s: root attribute format: %s; expected the fixed-length string \"%s\""
+                            "%s", path, fmt->s, SPRUCE_MASKS_FORMAT,
+                            strstr(fmt->s, "variable-length")
+                                ? " (a mask file with variable-length strings: rewrite it with "
+                                  "fixed-length ones, see doc/mask-files.md)"
+                                : "");
+        goto done;
+    }
     if (!fmt || fmt->type != SPRUCE_MASK_ATTR_STRING || strcmp(fmt->s, SPRUCE_MASKS_FORMAT)) {
         rc = spruce__seterr(SPRUCE_EFORMAT,
                             "%s: an HDF5 file but not a spruce mask file (root attribute format "
@@ -331,6 +484,8 @@ int spruce_maskreader_open(const char *path, spruce_maskreader **out)
 listed:
     ;
 done:
+    if (fapl >= 0)
+        H5Pclose(fapl);
     if (rc < 0)
         spruce_maskreader_close(r);
     else

@@ -95,10 +95,13 @@ int spruce_maskfile_create(const char *path, spruce_maskfile **out)
         goto done;
     }
     close(fd);
-    /* Record link creation order so that readers list masks in model order. */
+    /* Record link creation order so that readers list masks in model order,
+     * and keep the links in the root's header however many masks there are
+     * (readers check them there; they refuse dense link storage). */
     fcpl = H5Pcreate(H5P_FILE_CREATE);
     if (fcpl < 0 ||
-        H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0) {
+        H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0 ||
+        H5Pset_link_phase_change(fcpl, 65535, 65534) < 0) {
         rc = spruce__seterr(SPRUCE_EHDF5, "%s: file creation properties: %s", path, spruce__h5_msg());
         goto done;
     }

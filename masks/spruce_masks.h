@@ -14,9 +14,12 @@
  *     the masks were made (set by the writer's caller: "model", "method",
  *     "pattern", "sparsity", "nsamples", "seqlen", "damp", "blocksize",
  *     "spruce_version", "date"...).
- * Strings are variable-length UTF-8 (h5py reads them as str).  Masks are
- * listed in the order written (link creation order is tracked).  Readers
- * ignore root objects that are not datasets.
+ * Strings are fixed-length UTF-8 (h5py reads them as bytes; readers refuse
+ * variable-length strings, which HDF5 1.10 reads unsafely).  Masks are
+ * listed in the order written (link creation order is tracked), and the
+ * links stay in the root group's header (at most 65535 masks; readers refuse
+ * dense link storage).  Readers ignore root objects that are not datasets and
+ * check every object header before HDF5 decodes it (doc/mask-files.md).
  *
  * A writer writes to a temporary name beside the final path ("<path>.tmp-<pid>")
  * and renames it into place on commit, so a crash never leaves a file that
@@ -143,13 +146,13 @@ const spruce_mask_attr *spruce_maskreader_attr(const spruce_maskreader *r, const
 
 /* ---- statistics (no HDF5; used by `spruce masks info/diff`) --------------- */
 
-/* The N:M structure of a mask.  For each M in {4, 8, 16} that divides cols,
- * n_max(M) is the largest number of kept weights in any aligned group
- * keep[r, g*M .. g*M+M-1].  The mask is N:M for the smallest such M with
- * n_max(M) <= M / 2, N = n_max(M): every aligned group of M keeps at most N,
- * and at least half of each group is pruned (so a random mask is not called
- * 7:8 because no group of 8 happens to be full).  exact says every group keeps
- * exactly N (what an N:M pruner writes when no weight was already zero).
+/* The N:M structure of a mask, N pruned of every M (what --pattern N:M
+ * makes: 1:4 keeps 3 of every 4).  For each M in {2, 4, 8, 16} that divides
+ * cols, N(M) is the fewest pruned weights in any aligned group
+ * keep[r, g*M .. g*M+M-1]; M qualifies when N(M) >= 1 and at least half of
+ * the groups prune exactly N(M) (so a random mask is not called N:M).  Of
+ * those, the largest N/M is reported, then an exact one, then the smallest M.
+ * exact says every group prunes exactly N (what an N:M pruner writes).
  * n = m = 0 when no M qualifies. */
 typedef struct {
     int n, m;
@@ -166,6 +169,12 @@ typedef struct {
     double blk_min, blk_mean, blk_max;   /* sparsity of each column block, all rows */
     spruce_mask_nm nm;
 } spruce_mask_stats;
+
+/* Does keep ((rows, cols) row-major) prune at least n of every aligned group
+ * of m?  1 when it does (*exact: exactly n in every group), 0 when not or
+ * when m does not divide cols.  exact may be NULL. */
+int spruce_mask_nm_check(const uint8_t *keep, int64_t rows, int64_t cols, int n, int m,
+                         int *exact);
 
 /* keep is (rows, cols) row-major; block 0 means 128. */
 int spruce_mask_stats_compute(const uint8_t *keep, int64_t rows, int64_t cols, int64_t block,

@@ -188,3 +188,41 @@ Test(summary, different_shapes_name_the_mask_and_both_files)
     spruce_maskreader_close(b);
     free(k);
 }
+
+/* The pattern a file records is shown when the mask has it, however else the
+ * data could be read; a recorded pattern the mask does not have is not
+ * shown, what the data show is. */
+Test(summary, recorded_pattern_shown_only_when_the_mask_has_it)
+{
+    spruce_maskfile *f;
+    spruce_maskreader *r;
+    spruce_masks_summary s;
+    spruce_mask_info info = {0};
+    uint8_t *k24 = nm_mask(8, 32, 2, 4), *k14 = nm_mask(8, 32, 3, 4);
+    cr_assert_eq(spruce_maskfile_create(tpath("rec.h5"), &f), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_maskfile_set_attr_string(f, "pattern", "2:4"), 0);
+    info.method = "magnitude";
+    info.pattern = "4:8"; /* a 2:4 mask prunes 4 of every 8 too: the file's word is taken */
+    cr_assert_eq(spruce_maskfile_write(f, "a.weight", 8, 32, k24, &info), 0);
+    info.pattern = "2:4"; /* keeps 3 of every 4: not 2:4 */
+    cr_assert_eq(spruce_maskfile_write(f, "b.weight", 8, 32, k14, &info), 0);
+    info.pattern = NULL; /* written "unstructured": the data show 2:4 */
+    cr_assert_eq(spruce_maskfile_write(f, "c.weight", 8, 32, k24, &info), 0);
+    cr_assert_eq(spruce_maskfile_commit(f), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_maskreader_open(tpath("rec.h5"), &r), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_masks_summarize(r, 0, &s), 0, "%s", spruce_errdetail());
+    cr_assert_eq(s.count, 3);
+    cr_assert_eq(s.masks[0].stats.nm.n, 4);
+    cr_assert_eq(s.masks[0].stats.nm.m, 8);
+    cr_assert(s.masks[0].nm_recorded);
+    cr_assert_eq(s.masks[1].stats.nm.n, 1);
+    cr_assert_eq(s.masks[1].stats.nm.m, 4);
+    cr_assert_not(s.masks[1].nm_recorded);
+    cr_assert_eq(s.masks[2].stats.nm.n, 2);
+    cr_assert_eq(s.masks[2].stats.nm.m, 4);
+    cr_assert_not(s.masks[2].nm_recorded);
+    spruce_masks_summary_clear(&s);
+    spruce_maskreader_close(r);
+    free(k24);
+    free(k14);
+}

@@ -224,7 +224,7 @@ Test(maskfile, h5py_reads_numpy_bool)
              "%s -c '\n"
              "import h5py, numpy as np\n"
              "f = h5py.File(\"%s\", \"r\")\n"
-             "assert f.attrs[\"format\"] == \"spruce-masks\", f.attrs[\"format\"]\n"
+             "assert f.attrs[\"format\"] == b\"spruce-masks\", f.attrs[\"format\"]\n"
              "assert int(f.attrs[\"format_version\"]) == 1\n"
              "assert int(f.attrs[\"seqlen\"]) == 2048\n"
              "d = f[\"model.layers.0.mlp.gate_proj.weight\"]\n"
@@ -234,8 +234,8 @@ Test(maskfile, h5py_reads_numpy_bool)
              "assert m.dtype == np.bool_\n"
              "assert int(m.sum()) == %lld, m.sum()\n"
              "assert int((m[0] * np.arange(1, %lld + 1)).sum()) == %lld\n"
-             "assert d.attrs[\"pattern\"] == \"unstructured\"\n"
-             "assert d.attrs[\"method\"] == \"sparsegpt\"\n"
+             "assert d.attrs[\"pattern\"] == b\"unstructured\"\n"
+             "assert d.attrs[\"method\"] == b\"sparsegpt\"\n"
              "assert abs(float(d.attrs[\"loss\"]) - 3.25) < 1e-12\n"
              "assert abs(float(d.attrs[\"sparsity\"]) - (1 - %lld / %lld)) < 1e-12\n"
              "assert d.compression == \"gzip\" and d.shuffle and d.chunks is not None\n"
@@ -287,7 +287,7 @@ Test(maskfile, reads_a_file_written_by_h5py)
              "%s -c '\n"
              "import h5py, numpy as np\n"
              "f = h5py.File(\"%s\", \"w\")\n"
-             "f.attrs[\"format\"] = \"spruce-masks\"\n"
+             "f.attrs[\"format\"] = np.bytes_(b\"spruce-masks\")\n"
              "f.attrs[\"format_version\"] = 1\n"
              "f[\"empty\"] = np.zeros((0, 4), dtype=bool)\n"
              "'",
@@ -324,10 +324,10 @@ static void write_raw(const char *path, int with_format, hid_t type, int rank, c
     cr_assert_geq(f, 0);
     if (with_format) {
         st = H5Tcopy(H5T_C_S1);
-        H5Tset_size(st, H5T_VARIABLE);
+        H5Tset_size(st, strlen(fmt) + 1); /* mask files hold fixed-length strings */
         s = H5Screate(H5S_SCALAR);
         a = H5Acreate2(f, "format", st, s, H5P_DEFAULT, H5P_DEFAULT);
-        H5Awrite(a, st, &fmt);
+        H5Awrite(a, st, fmt);
         H5Aclose(a);
         a = H5Acreate2(f, "format_version", H5T_NATIVE_LLONG, s, H5P_DEFAULT, H5P_DEFAULT);
         H5Awrite(a, H5T_NATIVE_LLONG, &v);
@@ -505,7 +505,7 @@ Test(stats, nm_detection)
     cr_assert_eq(st.nm.m, 4);
     cr_assert(st.nm.exact);
     cr_assert_float_eq(st.sparsity, 0.5, 1e-12);
-    k[5] = k[4] = k[6] = k[7] = 0; /* one group keeps nothing: still 2:4, not exact */
+    k[5] = k[4] = k[6] = k[7] = 0; /* one group prunes all four: >=2:4, not exact */
     cr_assert_eq(spruce_mask_stats_compute(k, 8, 32, 0, &st), 0);
     cr_assert_eq(st.nm.n, 2);
     cr_assert_eq(st.nm.m, 4);
@@ -522,22 +522,47 @@ Test(stats, nm_detection)
     cr_assert(st.nm.exact);
     free(k);
 
-    /* 3:4 keeps more than half of each group: not reported as N:M. */
+    /* Keeping 3 of every 4 prunes 1 of every 4: 1:4 (not 2:8, the same ratio at a
+     * larger M). */
     k = nm_mask(8, 32, 3, 4);
     cr_assert_eq(spruce_mask_stats_compute(k, 8, 32, 0, &st), 0);
-    cr_assert_eq(st.nm.m, 0);
+    cr_assert_eq(st.nm.n, 1);
+    cr_assert_eq(st.nm.m, 4);
+    cr_assert(st.nm.exact);
     cr_assert_float_eq(st.sparsity, 0.25, 1e-12);
     free(k);
 
-    /* 1:4 with one row entirely pruned: <=1:4. */
+    /* Keeping 1 of every 2: 1:2, not 2:4 (the same ratio at a larger M). */
+    k = nm_mask(8, 32, 1, 2);
+    cr_assert_eq(spruce_mask_stats_compute(k, 8, 32, 0, &st), 0);
+    cr_assert_eq(st.nm.n, 1);
+    cr_assert_eq(st.nm.m, 2);
+    cr_assert(st.nm.exact);
+    free(k);
+
+    /* Keeping 1 of every 4 (3:4) with one row entirely pruned: >=3:4 (its pairs
+     * prune at least 1 of 2, a weaker claim, not shown). */
     k = nm_mask(8, 32, 1, 4);
     memset(k + 32, 0, 32);
     cr_assert_eq(spruce_mask_stats_compute(k, 8, 32, 0, &st), 0);
-    cr_assert_eq(st.nm.n, 1);
+    cr_assert_eq(st.nm.n, 3);
     cr_assert_eq(st.nm.m, 4);
     cr_assert_not(st.nm.exact);
     cr_assert_float_eq(st.row_max, 1.0, 1e-12);
     cr_assert_float_eq(st.row_min, 0.75, 1e-12);
+    free(k);
+
+    /* spruce_mask_nm_check: at least n pruned of every group of m. */
+    k = nm_mask(4, 16, 2, 4);
+    {
+        int exact;
+        cr_assert_eq(spruce_mask_nm_check(k, 4, 16, 2, 4, &exact), 1);
+        cr_assert(exact);
+        cr_assert_eq(spruce_mask_nm_check(k, 4, 16, 1, 4, &exact), 1);
+        cr_assert_not(exact);
+        cr_assert_eq(spruce_mask_nm_check(k, 4, 16, 3, 4, &exact), 0);
+        cr_assert_eq(spruce_mask_nm_check(k, 4, 16, 1, 3, NULL), 0); /* 3 does not divide 16 */
+    }
     free(k);
 
     /* All kept: not N:M at any M. */
@@ -548,7 +573,7 @@ Test(stats, nm_detection)
     cr_assert_float_eq(st.sparsity, 0.0, 1e-12);
     free(k);
 
-    /* Columns not a multiple of 4: no N:M. */
+    /* Everything pruned: no N:M (not 2:2). */
     k = calloc(30, 1);
     cr_assert_eq(spruce_mask_stats_compute(k, 3, 10, 0, &st), 0);
     cr_assert_eq(st.nm.m, 0);

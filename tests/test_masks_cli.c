@@ -1,6 +1,7 @@
 /* test_masks_cli.c: the `spruce masks` commands, and masks written by `spruce
  * prune` exported and applied again. */
 #include "masks_testutil.h"
+#include "spruce_ckpt_masks.h"
 
 /* ---- the commands ------------------------------------------------------- */
 
@@ -642,4 +643,90 @@ Test(cli, plot_masks_example_draws_a_png)
     cr_assert_neq(run(cmd), 0);
     free(k);
     free(u);
+}
+
+/* masks info's N:M is N pruned of every M, as --pattern N:M means: a
+ * checkpoint pruned with each pattern shows that pattern for every mask, in
+ * the library summary, the text and the JSON; unstructured shows none. */
+Test(cli, info_shows_the_pruned_pattern)
+{
+    static const char *const pats[] = {"1:4", "2:4", "4:8", "1:2", "3:4", "unstructured"};
+    const char *bin = spruce_bin();
+    char cmd[4096], model[512], file[512];
+    size_t k;
+    snprintf(model, sizeof model, "%s", tpath("m"));
+    snprintf(cmd, sizeof cmd,
+             "'%s' synth '%s' --hidden 32 --intermediate 64 --layers 1 --heads 2 --kv-heads 1 "
+             "--vocab 64 >/dev/null 2>&1", bin, model);
+    cr_assert_eq(run(cmd), 0, "%s", cmd);
+    for (k = 0; k < sizeof pats / sizeof *pats; k++) {
+        int n = 0, m = 0, structured = strchr(pats[k], ':') != NULL, i, lines = 0, st;
+        spruce_maskreader *r = NULL;
+        spruce_masks_summary s;
+        json_t *j, *ts;
+        char *out, *line, expect[16];
+        if (structured)
+            cr_assert_eq(sscanf(pats[k], "%d:%d", &n, &m), 2);
+        snprintf(expect, sizeof expect, "%s", structured ? pats[k] : "-");
+        snprintf(file, sizeof file, "%s/%zu.h5", tmpdir, k);
+        snprintf(cmd, sizeof cmd,
+                 "rm -rf '%s'; '%s' prune '%s' -o '%s' --method magnitude %s %s --masks '%s' "
+                 ">/dev/null 2>&1",
+                 tpath("p"), bin, model, tpath("p"), structured ? "--pattern" : "--sparsity",
+                 structured ? pats[k] : "0.5", file);
+        cr_assert_eq(run(cmd), 0, "%s", cmd);
+
+        /* the library */
+        cr_assert_eq(spruce_maskreader_open(file, &r), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_masks_summarize(r, 0, &s), 0, "%s", spruce_errdetail());
+        cr_assert_eq(s.count, 7);
+        for (i = 0; i < s.count; i++) {
+            const spruce_mask_nm *nm = &s.masks[i].stats.nm;
+            cr_assert_eq(nm->n, n, "%s: %s: n %d", pats[k], s.masks[i].name, nm->n);
+            cr_assert_eq(nm->m, m, "%s: %s: m %d", pats[k], s.masks[i].name, nm->m);
+            cr_assert_eq(s.masks[i].nm_recorded, structured);
+            if (structured) {
+                cr_assert(nm->exact);
+                cr_assert_float_eq(s.masks[i].stats.sparsity, (double)n / m, 1e-12);
+            }
+        }
+        spruce_masks_summary_clear(&s);
+        spruce_maskreader_close(r);
+
+        /* the text: the N:M column of every mask line */
+        snprintf(cmd, sizeof cmd, "'%s' masks info '%s'", bin, file);
+        out = capture(cmd, &st);
+        cr_assert_eq(st, 0, "%s", cmd);
+        for (line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+            char name[256], col[16];
+            long long rows, cols;
+            double sp;
+            if (!strstr(line, ".weight "))
+                continue;
+            cr_assert_eq(sscanf(line, "%255s %lld x %lld %lf%% %15s", name, &rows, &cols, &sp,
+                                col), 5, "%s", line);
+            cr_assert_str_eq(col, expect, "%s: %s", pats[k], line);
+            lines++;
+        }
+        cr_assert_eq(lines, 7, "%s", pats[k]);
+        free(out);
+
+        /* the JSON */
+        snprintf(cmd, sizeof cmd, "'%s' masks info --json '%s'", bin, file);
+        j = run_json(cmd);
+        ts = json_object_get(j, "tensors");
+        cr_assert_eq(json_array_size(ts), 7);
+        for (i = 0; i < 7; i++) {
+            json_t *nm = json_object_get(json_array_get(ts, (size_t)i), "nm");
+            if (!structured) {
+                cr_assert(json_is_null(nm), "%s", pats[k]);
+                continue;
+            }
+            cr_assert_eq(jnum(nm, "n"), n);
+            cr_assert_eq(jnum(nm, "m"), m);
+            cr_assert(json_is_true(json_object_get(nm, "exact")));
+            cr_assert(json_is_true(json_object_get(nm, "recorded")));
+        }
+        json_decref(j);
+    }
 }

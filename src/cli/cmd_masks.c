@@ -312,10 +312,13 @@ static void info_usage(FILE *f)
             "One line per mask: shape; sparsity (fraction pruned); N:M structure; sparsity of\n"
             "the rows (min / mean / max) and of the column blocks of N columns, all rows\n"
             "(min / mean / max); totals.  The file's attributes come first.\n\n"
-            "N:M: for M in 4, 8, 16 (dividing the columns), N is the most weights kept in any\n"
-            "aligned group of M columns of a row; the mask is N:M for the smallest M with\n"
-            "N <= M/2.  Shown as '2:4' when every group keeps exactly N, '<=2:4' when some keep\n"
-            "fewer (e.g. weights that were zero already), '-' when no M qualifies.\n\n"
+            "N:M: N pruned of every M, as --pattern N:M means (1:4 keeps 3 of every 4).  The\n"
+            "pattern the file records is shown when the mask has it (every aligned group of M\n"
+            "columns of a row prunes at least N); otherwise what the data show: for M in 2, 4,\n"
+            "8, 16 (dividing the columns), N is the fewest pruned in any group, and M counts\n"
+            "when N >= 1 and at least half of the groups prune exactly N; the largest N/M is\n"
+            "shown, then the smallest M.  '2:4' when every group prunes exactly N, '>=2:4'\n"
+            "when some prune more (e.g. weights that were zero already), '-' when none fits.\n\n"
             "options:\n"
             "      --json      machine-readable output\n"
             "      --block N   column block width (default 128)\n"
@@ -348,8 +351,8 @@ static json_t *info_json(const char *file, const spruce_maskreader *mr,
         json_object_set_new(o, "numel", json_integer((json_int_t)(meta->rows * meta->cols)));
         json_object_set_new(o, "kept", json_integer((json_int_t)st->kept));
         json_object_set_new(o, "sparsity", cli_json_real(st->sparsity));
-        nm = st->nm.m ? json_pack("{s:i, s:i, s:b}", "n", st->nm.n, "m", st->nm.m, "exact",
-                                  st->nm.exact)
+        nm = st->nm.m ? json_pack("{s:i, s:i, s:b, s:b}", "n", st->nm.n, "m", st->nm.m, "exact",
+                                  st->nm.exact, "recorded", e->nm_recorded)
                       : json_null();
         json_object_set_new(o, "nm", nm);
         json_object_set_new(rs, "min", cli_json_real(st->row_min));
@@ -404,7 +407,7 @@ static void info_text(const char *file, const spruce_maskreader *mr,
         char shape[40], nm[16], b[6][16];
         snprintf(shape, sizeof shape, "%lld x %lld", (long long)meta->rows, (long long)meta->cols);
         if (st->nm.m)
-            snprintf(nm, sizeof nm, "%s%d:%d", st->nm.exact ? "" : "<=", st->nm.n, st->nm.m);
+            snprintf(nm, sizeof nm, "%s%d:%d", st->nm.exact ? "" : ">=", st->nm.n, st->nm.m);
         else
             snprintf(nm, sizeof nm, "-");
         printf("%-*s  %-13s  %7.2f%%  %-6s  %6s %6s %6s    %6s %6s %6s", width, s->masks[i].name,

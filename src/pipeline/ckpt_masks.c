@@ -350,7 +350,7 @@ int spruce_ckpt_masks_export(const spruce_ckpt *ck, const char *path,
             goto done;
         }
         /* The pattern attribute says what the zeros follow: N:M when every
-         * aligned group keeps exactly N, else unstructured. */
+         * aligned group of M prunes exactly N, else unstructured. */
         if (st.nm.m && st.nm.exact)
             snprintf(pat, sizeof pat, "%d:%d", st.nm.n, st.nm.m);
         else

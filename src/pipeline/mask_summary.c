@@ -2,6 +2,7 @@
  * blocks, N:M: `spruce masks info`) and how the masks of two files agree
  * (kept by each, by both, agreement, Jaccard: `spruce masks diff`). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,28 @@ void spruce_masks_summary_clear(spruce_masks_summary *s)
     free(s->masks);
     memset(s, 0, sizeof *s);
     s->sparsity = NAN;
+}
+
+/* The pattern the file records for mask e (its own "pattern" attribute, else
+ * the root's), when it is N:M and the mask conforms to it (prunes at least N
+ * of every aligned group of M): e->stats.nm then says that pattern rather
+ * than what the data alone suggest. */
+static void recorded_pattern(const spruce_maskreader *r, spruce_masks_summary_entry *e,
+                             const uint8_t *keep)
+{
+    const spruce_mask_attr *a = spruce_maskreader_attr(r, "pattern");
+    const char *p = e->meta.pattern[0] ? e->meta.pattern
+                    : a && a->type == SPRUCE_MASK_ATTR_STRING ? a->s
+                                                              : "";
+    int n, m, exact, end = 0;
+    if (sscanf(p, "%d:%d%n", &n, &m, &end) != 2 || p[end] || n < 1 || n > m)
+        return;
+    if (spruce_mask_nm_check(keep, e->meta.rows, e->meta.cols, n, m, &exact)) {
+        e->stats.nm.n = n;
+        e->stats.nm.m = m;
+        e->stats.nm.exact = exact;
+        e->nm_recorded = 1;
+    }
 }
 
 int spruce_masks_summarize(const spruce_maskreader *r, int64_t block, spruce_masks_summary *s)
@@ -63,6 +86,7 @@ int spruce_masks_summarize(const spruce_maskreader *r, int64_t block, spruce_mas
                                 e->name, (long long)e->meta.rows, (long long)e->meta.cols);
             goto done;
         }
+        recorded_pattern(r, e, keep);
         s->numel += (int64_t)ne;
         s->kept += e->stats.kept;
         s->any_loss |= e->meta.has_loss;

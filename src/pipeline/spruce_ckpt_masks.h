@@ -99,7 +99,7 @@ typedef struct {
 
 /* Write the masks of the selected tensors of ck to the mask file path
  * (replaced atomically; tensors with no elements are skipped).  Each mask's
- * "pattern" is "N:M" when every aligned group of M keeps exactly N, else
+ * "pattern" is "N:M" when every aligned group of M prunes exactly N, else
  * "unstructured".  SPRUCE_ENOTFOUND when no tensor is selected: nothing is
  * written.  res may be NULL. */
 int spruce_ckpt_masks_export(const spruce_ckpt *ck, const char *path,
@@ -126,7 +126,8 @@ void spruce_ckpt_masks_keep(const spruce_tensor *t, uint8_t *keep);
 typedef struct {
     const char *name;            /* the reader's: valid while it is open */
     spruce_mask_meta meta;
-    spruce_mask_stats stats;
+    spruce_mask_stats stats;     /* stats.nm: the file's "pattern" when the mask conforms */
+    int nm_recorded;             /* stats.nm is the file's pattern, checked (else the data's) */
 } spruce_masks_summary_entry;
 
 typedef struct {
