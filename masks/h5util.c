@@ -358,7 +358,15 @@ int spruce__h5_check_superblock(int fd, uint64_t *root, const char **why)
     /* base address, free-space, end-of-file and driver addresses, then the
      * root entry: link name offset, object header address */
     *root = get_le(sb + base + 32 + 8, 8);
-    if (fstat(fd, &st) < 0 || *root > (uint64_t)st.st_size) {
+    /* HDF5 bounds every address by the end-of-file address the superblock
+     * records, and fails (leaking what it had decoded) on one beyond it; the
+     * checks here bound them by the file's size, so the two must agree. */
+    if (fstat(fd, &st) < 0 || get_le(sb + base + 16, 8) != (uint64_t)st.st_size) {
+        *why = "the superblock's end-of-file address is not the file's size (truncated, "
+               "extended or damaged)";
+        return -1;
+    }
+    if (*root > (uint64_t)st.st_size) {
         *why = "the root group's object header lies beyond the end of the file";
         return -1;
     }
