@@ -500,6 +500,10 @@ Test(rope, what_is_not_implemented_is_refused)
     expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"rope_scaling\": "
                              "{\"type\": \"dynamic\", \"factor\": -1}"),
                    SPRUCE_EFORMAT, "factor", "positive");
+    /* an empty key is no key of any type (it once made the key lookup loop forever) */
+    expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"rope_scaling\": "
+                             "{\"rope_type\": \"linear\", \"factor\": 2.0, \"\": 1}"),
+                   SPRUCE_EUNSUPPORTED, "key ''", "rope_type, factor");
     expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"partial_rotary_factor\": 0.5"),
                    SPRUCE_EUNSUPPORTED, "partial_rotary_factor", NULL);
     expect_refused("{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, "

@@ -58,6 +58,8 @@ static int listed(const char *list, const char *key)
 {
     size_t n = strlen(key);
     const char *p = list;
+    if (n == 0) /* "" is no key (and strstr would find it everywhere) */
+        return 0;
     while ((p = strstr(p, key))) {
         if ((p == list || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
             return 1;
