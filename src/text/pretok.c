@@ -188,33 +188,6 @@ int spruce__pretok_parse(pretok **out, json_t *j, const char *path)
 
 /* ---- splitting one piece ---- */
 
-typedef struct {
-    size_t a, b;
-    int m;
-} span;
-
-typedef struct {
-    span *v;
-    size_t n, cap;
-} spans;
-
-static int span_push(spans *s, size_t a, size_t b, int m)
-{
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 32;
-        span *p = realloc(s->v, cap * sizeof *p);
-        if (!p)
-            return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
-        s->v = p;
-        s->cap = cap;
-    }
-    s->v[s->n].a = a;
-    s->v[s->n].b = b;
-    s->v[s->n].m = m;
-    s->n++;
-    return 0;
-}
-
 /* Pattern::find_matches for a pattern (pattern.rs): the matches and the gaps
  * between them, in order, covering s. */
 static int find_pattern(const pattern *p, pcre2_match_data *md, const char *s, size_t n,
@@ -224,9 +197,9 @@ static int find_pattern(const pattern *p, pcre2_match_data *md, const char *s, s
     int rc;
     out->n = 0;
     while ((rc = spruce__pattern_next(p, md, s, n, at, &ms, &me)) == 1) {
-        if (prev != ms && (rc = span_push(out, prev, ms, 0)))
+        if (prev != ms && (rc = spruce__span_push(out, prev, ms, 0)))
             return rc;
-        if ((rc = span_push(out, ms, me, 1)))
+        if ((rc = spruce__span_push(out, ms, me, 1)))
             return rc;
         prev = me;
         if (me == ms) { /* step over an empty match */
@@ -241,7 +214,7 @@ static int find_pattern(const pattern *p, pcre2_match_data *md, const char *s, s
     if (rc < 0)
         return rc;
     if (prev != n)
-        return span_push(out, prev, n, 0);
+        return spruce__span_push(out, prev, n, 0);
     return 0;
 }
 
@@ -255,16 +228,16 @@ static int find_chars(int (*pred)(uint32_t), const char *s, size_t n, spans *out
         int cl;
         uint32_t c = spruce__utf8_get(s, n, i, &cl);
         if (pred(c)) {
-            if (last < i && (rc = span_push(out, last, i, 0)))
+            if (last < i && (rc = spruce__span_push(out, last, i, 0)))
                 return rc;
-            if ((rc = span_push(out, i, i + (size_t)cl, 1)))
+            if ((rc = spruce__span_push(out, i, i + (size_t)cl, 1)))
                 return rc;
             last = i + (size_t)cl;
         }
         i += (size_t)cl;
     }
     if (last < n)
-        return span_push(out, last, n, 0);
+        return spruce__span_push(out, last, n, 0);
     return 0;
 }
 
@@ -276,22 +249,22 @@ static void apply_behavior(spans *s, int beh, int invert)
     int prev = -1;
     if (invert)
         for (i = 0; i < s->n; i++)
-            s->v[i].m = !s->v[i].m;
+            s->v[i].tag = !s->v[i].tag;
     switch (beh) {
     case B_ISOLATED:
         for (i = 0; i < s->n; i++)
-            s->v[i].m = 0;
+            s->v[i].tag = 0;
         break;
     case B_REMOVED:
         break;
     case B_CONTIG:
         for (i = 0; i < s->n; i++) {
-            int is_match = s->v[i].m;
+            int is_match = s->v[i].tag;
             if (k && prev == is_match)
                 s->v[k - 1].b = s->v[i].b;
             else {
                 s->v[k] = s->v[i];
-                s->v[k++].m = 0;
+                s->v[k++].tag = 0;
             }
             prev = is_match;
         }
@@ -300,12 +273,12 @@ static void apply_behavior(spans *s, int beh, int invert)
     case B_PREV:
         prev = 0;
         for (i = 0; i < s->n; i++) {
-            int is_match = s->v[i].m;
+            int is_match = s->v[i].tag;
             if (is_match && !prev && k)
                 s->v[k - 1].b = s->v[i].b;
             else {
                 s->v[k] = s->v[i];
-                s->v[k++].m = 0;
+                s->v[k++].tag = 0;
             }
             prev = is_match;
         }
@@ -316,12 +289,12 @@ static void apply_behavior(spans *s, int beh, int invert)
         prev = 0;
         k = s->n;
         while (j-- > 0) {
-            int is_match = s->v[j].m;
+            int is_match = s->v[j].tag;
             if (is_match && !prev && k < s->n)
                 s->v[k].a = s->v[j].a;
             else {
                 s->v[--k] = s->v[j];
-                s->v[k].m = 0;
+                s->v[k].tag = 0;
             }
             prev = is_match;
         }
@@ -337,7 +310,7 @@ static int emit(pieces *out, const char *s, const spans *sp, int first)
     size_t i;
     int rc;
     for (i = 0; i < sp->n; i++)
-        if (!sp->v[i].m &&
+        if (!sp->v[i].tag &&
             (rc = spruce__pieces_add(out, s + sp->v[i].a, sp->v[i].b - sp->v[i].a,
                                      first && sp->v[i].a == 0)))
             return rc;

@@ -97,6 +97,18 @@ typedef struct bpe bpe;
 int spruce__bpe_parse(bpe **out, json_t *j, const char *path);
 void spruce__bpe_free(bpe *m);
 const strmap *spruce__bpe_vocab(const bpe *m);
+/* Byte ranges [a, b) of a text, each with a tag (the pre-tokenizers: 1 for a
+ * match of the pattern, 0 for the text between; the added tokens: the added
+ * token's index, -1 for text), in a growable array. */
+typedef struct {
+    size_t a, b;
+    int32_t tag;
+} span;
+typedef struct {
+    span *v;
+    size_t n, cap;
+} spans;
+int spruce__span_push(spans *s, size_t a, size_t b, int32_t tag);
 /* Append the ids of one pre-token s[0..n) to *ids. */
 typedef struct {
     uint32_t *v;

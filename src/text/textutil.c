@@ -488,3 +488,20 @@ int spruce__bytelevel_byte(uint32_t c)
             return (int)k;
     return -1;
 }
+
+int spruce__span_push(spans *s, size_t a, size_t b, int32_t tag)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 32;
+        span *p = realloc(s->v, cap * sizeof *p);
+        if (!p)
+            return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
+        s->v = p;
+        s->cap = cap;
+    }
+    s->v[s->n].a = a;
+    s->v[s->n].b = b;
+    s->v[s->n].tag = tag;
+    s->n++;
+    return 0;
+}

@@ -533,36 +533,10 @@ static uint32_t last_char(const char *s, size_t n)
     return spruce__utf8_get(s, n, p, &cl);
 }
 
-typedef struct {
-    size_t a, b;
-    int32_t token; /* added token index, -1 for text */
-} segment;
-
-typedef struct {
-    segment *v;
-    size_t n, cap;
-} segments;
-
-static int seg_push(segments *s, size_t a, size_t b, int32_t token)
-{
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 16;
-        segment *p = realloc(s->v, cap * sizeof *p);
-        if (!p)
-            return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
-        s->v = p;
-        s->cap = cap;
-    }
-    s->v[s->n].a = a;
-    s->v[s->n].b = b;
-    s->v[s->n].token = token;
-    s->n++;
-    return 0;
-}
 
 /* find_matches() of added_vocabulary.rs over s[0..n). */
 static int find_added(const spruce_tokenizer *t, const trie *tr, const char *s, size_t n,
-                      segments *out)
+                      spans *out)
 {
     size_t i = 0, start_offset = 0;
     int rc;
@@ -600,16 +574,16 @@ static int find_added(const spruce_tokenizer *t, const trie *tr, const char *s, 
             while (stop < n && spruce__is_space(spruce__utf8_get(s, n, stop, &cl)))
                 stop += (size_t)cl;
         }
-        if (start_offset < start && (rc = seg_push(out, start_offset, start, -1)))
+        if (start_offset < start && (rc = spruce__span_push(out, start_offset, start, -1)))
             return rc;
-        if ((rc = seg_push(out, start, stop, k)))
+        if ((rc = spruce__span_push(out, start, stop, k)))
             return rc;
         start_offset = stop;
         if (i < stop)
             i = stop;
     }
     if (start_offset < n)
-        return seg_push(out, start_offset, n, -1);
+        return spruce__span_push(out, start_offset, n, -1);
     return 0;
 }
 
@@ -617,7 +591,7 @@ typedef struct {
     pcre2_match_data *md;
     sbuf norm;
     pieces pa, pb;
-    segments inner;
+    spans inner;
     bpe_work *work;
 } encode_work;
 
@@ -634,9 +608,9 @@ static int encode_text(const spruce_tokenizer *t, encode_work *w, const char *s,
     if ((rc = find_added(t, &t->norm_trie, w->norm.s ? w->norm.s : "", w->norm.len, &w->inner)))
         return rc;
     for (k = 0; k < w->inner.n; k++) {
-        segment g = w->inner.v[k];
-        if (g.token >= 0) {
-            if ((rc = spruce__idvec_push(ids, t->added[g.token].id)))
+        span g = w->inner.v[k];
+        if (g.tag >= 0) {
+            if ((rc = spruce__idvec_push(ids, t->added[g.tag].id)))
                 return rc;
             continue;
         }
@@ -655,7 +629,7 @@ int spruce_tokenizer_encode(const spruce_tokenizer *t, const char *text, size_t 
                             int add_special, uint32_t **out, size_t *nout)
 {
     encode_work w;
-    segments seg = {0};
+    spans seg = {0};
     idvec ids = {0};
     size_t bad, k;
     int rc = 0;
@@ -678,8 +652,8 @@ int spruce_tokenizer_encode(const spruce_tokenizer *t, const char *text, size_t 
     if (rc || (rc = find_added(t, &t->raw_trie, text ? text : "", len, &seg)))
         goto done;
     for (k = 0; k < seg.n && !rc; k++) {
-        if (seg.v[k].token >= 0)
-            rc = spruce__idvec_push(&ids, t->added[seg.v[k].token].id);
+        if (seg.v[k].tag >= 0)
+            rc = spruce__idvec_push(&ids, t->added[seg.v[k].tag].id);
         else
             rc = encode_text(t, &w, text + seg.v[k].a, seg.v[k].b - seg.v[k].a, seg.v[k].a == 0,
                              &ids);
