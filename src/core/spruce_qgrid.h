@@ -1,0 +1,36 @@
+/* spruce_qgrid.h: a weight-quantization grid, as the pruner finds it and the
+ * checkpoint writer stores it.
+ *
+ * W is (rows, cols) row-major; a grid has one (scale, zero) per row and per
+ * group of `groupsize` columns (groupsize == cols: one per row).
+ *   ngroups = cols / groupsize
+ *   scale, zero are (rows, ngroups) row-major
+ * The integer level of a weight w in group g of row r is
+ *   q = clamp(round(w / scale[r][g]) + zero[r][g], 0, 2^bits - 1)
+ * and its value on the grid is scale[r][g] * (q - zero[r][g]).
+ * zero is an integer held in a float; a symmetric grid has zero = 2^(bits-1)
+ * ((maxq + 1) / 2, as the published quant.py sets it).  Pruned weights are
+ * exactly +0.0 and are not levels of the grid. */
+#ifndef SPRUCE_QGRID_H
+#define SPRUCE_QGRID_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int bits;          /* 2 to 8 */
+    int sym;           /* 1: symmetric grid */
+    int64_t rows;
+    int64_t cols;
+    int64_t groupsize; /* divides cols; == cols for one grid per row */
+    float *scale;      /* (rows, cols / groupsize) */
+    float *zero;       /* (rows, cols / groupsize), integer values in [0, 2^bits - 1] */
+} spruce_qgrid;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPRUCE_QGRID_H */
