@@ -22,6 +22,7 @@ typedef struct {
     int rows, cols;
     const float *weight;         /* the pruned (rows, cols) weights */
     const uint8_t *mask;         /* (rows, cols), 1 = kept */
+    const spruce_qgrid *grid;    /* prune.wbits > 0: the grid of weight; else NULL */
     spruce_prune_result result;
     double elapsed;              /* seconds since the pipeline started */
 } spruce_layer_report;

@@ -75,6 +75,9 @@ int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols)
         return spruce__seterr(SPRUCE_EINVAL, "prune: expected sparsity in [0, 1), found %g",
                               (double)o->sparsity);
     }
+    if (o->wbits != 0)
+        return spruce__seterr(SPRUCE_EINVAL, "prune: quantization (wbits %d) is not implemented yet",
+                              o->wbits);
     if (o->method == SPRUCE_METHOD_SPARSEGPT) {
         if (o->blocksize <= 0)
             return spruce__seterr(SPRUCE_EINVAL, "prune: expected blocksize > 0, found %d",

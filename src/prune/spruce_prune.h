@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "spruce_error.h"
+#include "spruce_qgrid.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -65,6 +66,12 @@ typedef struct {
     int max_damp_retries; /* retries with 10x damping when Cholesky fails, default 4
                              (from damp = 0 the first retry uses 1e-6) */
     int threads;          /* 0 = OpenMP default */
+    int wbits;            /* 0 = no quantization; 2..8: round kept weights to a grid */
+    int groupsize;        /* columns per grid (0 = one grid per row) */
+    int sym;              /* 1: symmetric grid */
+    spruce_qgrid *grid_out; /* optional, with wbits > 0: receives the grid; the caller
+                               sets rows, cols, groupsize and allocates scale and zero
+                               of (rows, cols / groupsize) */
 } spruce_prune_opts;
 
 void spruce_prune_opts_init(spruce_prune_opts *o);
