@@ -256,7 +256,9 @@ Test(masks_bad, random_bytes_changed_refused_or_read_consistently)
  * superblock: HDF5's metadata cache fails and leaks) and linfo-damaged.h5 (link
  * info flags changed, so HDF5 looks for dense links at address 0 and
  * dereferences NULL), chunk-size-damaged.h5 (a chunk of 4 GiB or more: HDF5
- * refuses it and leaks). */
+ * refuses it and leaks), pline-no-deflate-damaged.h5 (a pipeline of shuffle
+ * alone over deflated chunks: HDF5 copies a whole chunk out of the 46 bytes
+ * stored). */
 Test(masks_bad, seed_corpus_read_or_refused)
 {
     static const char *const good_files[] = {"export.h5", "prune-2of4.h5",
@@ -264,7 +266,8 @@ Test(masks_bad, seed_corpus_read_or_refused)
     static const char *const bad_files[] = {"cut-1k.h5", "cut-half.h5", "pline-type-damaged.h5",
                                             "efl-damaged.h5", "chunk-dims-damaged.h5",
                                             "continuation-damaged.h5", "linfo-damaged.h5",
-                                            "chunk-size-damaged.h5", "layout-damaged.h5"};
+                                            "chunk-size-damaged.h5", "pline-no-deflate-damaged.h5",
+                                            "layout-damaged.h5"};
     const char *src = getenv("SPRUCE_SRCDIR");
     char p[1024];
     size_t k;
@@ -277,6 +280,9 @@ Test(masks_bad, seed_corpus_read_or_refused)
     for (k = 0; k < sizeof bad_files / sizeof *bad_files; k++) {
         snprintf(p, sizeof p, "%s/tests/data/masks/%s", src, bad_files[k]);
         cr_assert_eq(read_all(p), 1, "%s was not refused", p);
+        if (strstr(p, "no-deflate"))
+            cr_assert_not_null(strstr(spruce_errdetail(), "not deflated"), "%s",
+                               spruce_errdetail());
     }
     cr_assert_not_null(strstr(spruce_errdetail(), "layout"), "%s", spruce_errdetail());
     cli_refuses("info", p);
@@ -374,7 +380,7 @@ Test(masks_bad, damaged_chunk_index_refused_before_hdf5_reads_it)
         {"chunk size 3 GiB", 24, 0xC0000000u, 4, "chunk record's address or size"},
         {"chunk size past the file", 24, 0x10000000u, 4, "outside the file"},
         {"chunk address past the file", 56, 0x7fffffff0ull, 8, "outside the file"},
-        {"filter mask", 28, 0xff, 4, "filter mask"},
+        {"filter mask", 28, 0x2, 4, "filter mask"},
         {"chunk offset off the grid", 32, 3, 8, "offset"},
         {"element offset", 48, 1, 8, "offset"},
         {"node level (children read as nodes)", 5, 7, 1, "chunk index node"},
