@@ -658,7 +658,8 @@ static int check_pline_msg(const uint8_t *p, size_t n, const char **why)
 /* Data layout (IV.A.2.i), version 3 as the writer produces: contiguous or
  * chunked storage inside the file, chunks of rank 2 (plus the element size)
  * with no zero dimension.  Compact storage is refused. */
-static int check_layout_msg(const uint8_t *p, size_t n, uint64_t fsize, const char **why)
+static int check_layout_msg(const uint8_t *p, size_t n, uint64_t fsize, uint64_t *btree,
+                            uint64_t cdim[2], const char **why)
 {
     uint64_t a, len;
     unsigned k, rank;
@@ -692,6 +693,9 @@ static int check_layout_msg(const uint8_t *p, size_t n, uint64_t fsize, const ch
         if (rank != 3 || n < 11 + 4 * (size_t)rank)
             return -1;
         a = get_le(p + 3, 8);
+        *btree = a;
+        cdim[0] = get_le(p + 11, 4);
+        cdim[1] = get_le(p + 15, 4);
         if (a != UINT64_MAX && (a > fsize || fsize - a < 24)) {
             *why = "its chunk index lies beyond the end of the file";
             return -1;
@@ -779,6 +783,9 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
     uint64_t *caddr = malloc(2 * MAX_CHUNKS * sizeof *caddr), *clen = caddr + MAX_CHUNKS;
     uint8_t hdr[16], *buf = NULL;
     int nchunks = 1, c, rc = -1, pline = 0, chunked = 0, layout = 0, dtype = 0, other = 0;
+    int dspace = 0;
+    uint64_t btree = UINT64_MAX, cdim[2] = {0, 0}, dims[2] = {0, 0};
+    unsigned nfilters = 0;
     attr[0] = '\0';
     if (!caddr || fstat(fd, &sb) < 0) {
         *why = caddr ? "cannot be examined" : "out of memory";
@@ -853,6 +860,14 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                 goto done;
             } else if (type == 0x01 && check_dspace(m, msize, &npoints, why) < 0) {
                 goto done;
+            } else if (type == 0x01 && mask_dataset && dspace++) {
+                *why = "its object header holds two dataspace messages";
+                goto done;
+            } else if (type == 0x01 && mask_dataset) {
+                if (m[1] == 2) { /* rank 2: the dimensions follow the version's header */
+                    dims[0] = get_le(m + (m[0] == 1 ? 8 : 4), 8);
+                    dims[1] = get_le(m + (m[0] == 1 ? 16 : 12), 8);
+                }
             } else if (type == 0x02 && check_linfo_msg(m, msize, why) < 0) {
                 goto done;
             } else if (type == 0x06 && check_link_msg(m, msize, why) < 0) {
@@ -862,10 +877,16 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                 goto done;
             } else if (type == 0x05 && check_fill_msg(m, msize, why) < 0) {
                 goto done;
-            } else if (type == 0x0b && (pline = 1) && check_pline_msg(m, msize, why) < 0) {
+            } else if (type == 0x0b && pline++) {
+                *why = "its object header holds two filter pipeline messages";
                 goto done;
-            } else if (type == 0x08 && ((layout = 1), (chunked = msize >= 2 && m[1] == 2), 1) &&
-                       check_layout_msg(m, msize, (uint64_t)sb.st_size, why) < 0) {
+            } else if (type == 0x0b && ((nfilters = m[1]), check_pline_msg(m, msize, why) < 0)) {
+                goto done;
+            } else if (type == 0x08 && layout++) {
+                *why = "its object header holds two data layout messages";
+                goto done;
+            } else if (type == 0x08 && ((chunked = msize >= 2 && m[1] == 2), 1) &&
+                       check_layout_msg(m, msize, (uint64_t)sb.st_size, &btree, cdim, why) < 0) {
                 goto done;
             } else if (type == 0x15) { /* attribute info: attributes in a fractal heap */
                 *why = "its attributes are in dense storage (mask files keep them in the header)";
@@ -893,6 +914,17 @@ int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
         *why = "its chunks are not filtered (mask files store their chunks deflated)";
         goto done;
     }
+    /* HDF5 allocates the size a chunk record claims before reading it: the
+     * chunk index is checked against the file and the declared shape first. */
+    if (mask_dataset && dtype && chunked && dims[0] && dims[1] &&
+        (cdim[0] > dims[0] || cdim[1] > dims[1])) {
+        *why = "its chunks are larger than the dataset (not what the writer writes)";
+        goto done;
+    }
+    if (mask_dataset && dtype && chunked && dims[0] && dims[1] &&
+        spruce__h5_check_chunk_index(fd, btree, dims[0], dims[1], cdim[0], cdim[1], nfilters,
+                                     why) < 0)
+        goto done;
     rc = 0;
 done:
     free(buf);

@@ -24,6 +24,9 @@ int spruce__h5_check_superblock(int fd, uint64_t *root, const char **why);
 int spruce__h5_check_header(int fd, uint64_t addr, int mask_dataset,
                             int (*each)(const char *, void *), void *data, char *attr,
                             size_t attrcap, const char **why);
+int spruce__h5_check_chunk_index(int fd, uint64_t btree, uint64_t rows, uint64_t cols,
+                                 uint64_t crows, uint64_t ccols, unsigned nfilters,
+                                 const char **why);
 char *spruce__h5_dupstr(const char *s);
 int spruce__h5_bad_name(const char *name);
 

@@ -141,7 +141,7 @@ static int check_storage(spruce_maskreader *r, const char *name, hid_t dset,
 {
     hsize_t numel = dims[0] * dims[1];
     hid_t dcpl = H5Dget_create_plist(dset);
-    int rc = 0, nf, k;
+    int rc = 0, nf, k, deflate = 0;
     hsize_t chunk[2];
     const char *why = NULL;
     if (dcpl < 0)
@@ -174,7 +174,12 @@ static int check_storage(spruce_maskreader *r, const char *name, hid_t dset,
         H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)k, &flags, &nv, NULL, 0, NULL, NULL);
         if (id != H5Z_FILTER_DEFLATE && id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32)
             why = "it uses a filter other than shuffle, deflate and Fletcher-32";
+        deflate |= id == H5Z_FILTER_DEFLATE;
     }
+    /* HDF5 1.10 copies a whole chunk out of a stored chunk that no filter
+     * expands, however short the chunk index says it is */
+    if (!why && H5Pget_layout(dcpl) == H5D_CHUNKED && !deflate)
+        why = "its chunks are not deflated (mask files store their chunks deflated)";
     if (why)
         rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: %s", r->path, name, why);
     H5Pclose(dcpl);

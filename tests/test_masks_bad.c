@@ -256,7 +256,9 @@ Test(masks_bad, random_bytes_changed_refused_or_read_consistently)
  * superblock: HDF5's metadata cache fails and leaks) and linfo-damaged.h5 (link
  * info flags changed, so HDF5 looks for dense links at address 0 and
  * dereferences NULL), chunk-size-damaged.h5 (a chunk of 4 GiB or more: HDF5
- * refuses it and leaks). */
+ * refuses it and leaks), pline-no-deflate-damaged.h5 (a pipeline of shuffle
+ * alone over deflated chunks: HDF5 copies a whole chunk out of the 46 bytes
+ * stored). */
 Test(masks_bad, seed_corpus_read_or_refused)
 {
     static const char *const good_files[] = {"export.h5", "prune-2of4.h5",
@@ -264,7 +266,8 @@ Test(masks_bad, seed_corpus_read_or_refused)
     static const char *const bad_files[] = {"cut-1k.h5", "cut-half.h5", "pline-type-damaged.h5",
                                             "efl-damaged.h5", "chunk-dims-damaged.h5",
                                             "continuation-damaged.h5", "linfo-damaged.h5",
-                                            "chunk-size-damaged.h5", "layout-damaged.h5"};
+                                            "chunk-size-damaged.h5", "pline-no-deflate-damaged.h5",
+                                            "layout-damaged.h5"};
     const char *src = getenv("SPRUCE_SRCDIR");
     char p[1024];
     size_t k;
@@ -277,6 +280,9 @@ Test(masks_bad, seed_corpus_read_or_refused)
     for (k = 0; k < sizeof bad_files / sizeof *bad_files; k++) {
         snprintf(p, sizeof p, "%s/tests/data/masks/%s", src, bad_files[k]);
         cr_assert_eq(read_all(p), 1, "%s was not refused", p);
+        if (strstr(p, "no-deflate"))
+            cr_assert_not_null(strstr(spruce_errdetail(), "not deflated"), "%s",
+                               spruce_errdetail());
     }
     cr_assert_not_null(strstr(spruce_errdetail(), "layout"), "%s", spruce_errdetail());
     cli_refuses("info", p);
@@ -327,4 +333,156 @@ Test(masks_bad, many_masks_keep_their_links_in_the_header)
     cr_assert_eq(spruce_maskfile_commit(f), 0, "%s", spruce_errdetail());
     cr_assert_eq(read_all(tpath("many.h5")), 0, "%s", spruce_errdetail());
     free(k);
+}
+
+/* The offset of the first chunk index node ("TREE", node type 1) in b. */
+static size_t first_chunk_node(const uint8_t *b, size_t n)
+{
+    size_t k;
+    for (k = 0; k + 64 < n; k++)
+        if (!memcmp(b + k, "TREE", 4) && b[k + 4] == 1)
+            return k;
+    cr_assert_fail("no chunk index node in the file");
+    return 0;
+}
+
+static uint64_t get8(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int k;
+    for (k = 7; k >= 0; k--)
+        v = v << 8 | p[k];
+    return v;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    while (n-- > 0) {
+        *p++ = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+/* Damaged chunk records (a size of 3 GiB, an address past the end, a filter
+ * mask naming filters the pipeline lacks, an offset off the chunk grid) and
+ * damaged nodes (level, entries in use, signature) are refused by the
+ * reader's own walk of the chunk index, before HDF5 would allocate what a
+ * record claims. */
+Test(masks_bad, damaged_chunk_index_refused_before_hdf5_reads_it)
+{
+    static const struct {
+        const char *what;
+        size_t at;   /* from the node's start; the first record's key is at 24 */
+        uint64_t v;
+        int n;
+        const char *msg;
+    } cases[] = {
+        {"chunk size 3 GiB", 24, 0xC0000000u, 4, "chunk record's address or size"},
+        {"chunk size past the file", 24, 0x10000000u, 4, "outside the file"},
+        {"chunk address past the file", 56, 0x7fffffff0ull, 8, "outside the file"},
+        {"filter mask", 28, 0x2, 4, "filter mask"},
+        {"chunk offset off the grid", 32, 3, 8, "offset"},
+        {"element offset", 48, 1, 8, "offset"},
+        {"node level (children read as nodes)", 5, 7, 1, "chunk index node"},
+        {"node level past the bound", 5, 200, 1, "level"},
+        {"entries in use", 6, 0xffff, 2, "entries"},
+        {"no entries", 6, 0, 2, "entries"},
+        {"signature", 0, 'X', 1, "TREE"},
+    };
+    size_t n, node, i;
+    uint64_t chunk;
+    uint8_t *orig = slurp(good, &n), *b = malloc(n);
+    const char *p = tpath("chunkindex.h5");
+    cr_assert_not_null(b);
+    node = first_chunk_node(orig, n);
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(b, orig, n);
+        put_le(b + node + cases[i].at, cases[i].v, cases[i].n);
+        spill(p, b, n);
+        cr_assert_eq(read_all(p), 1, "%s: not refused", cases[i].what);
+        cr_assert_not_null(strstr(spruce_errdetail(), cases[i].msg), "%s: %s", cases[i].what,
+                           spruce_errdetail());
+    }
+    /* a size inside the file but beyond what a chunk of the shape can take */
+    memcpy(b, orig, n);
+    chunk = get8(b + node + 56);
+    cr_assert_lt(chunk, n);
+    cr_assert_gt(n - chunk, 2 * 1024 + 64, "the file is too short for this case");
+    put_le(b + node + 24, n - chunk, 4);
+    spill(p, b, n);
+    cr_assert_eq(read_all(p), 1);
+    cr_assert_not_null(strstr(spruce_errdetail(), "declared shape"), "%s", spruce_errdetail());
+    cli_refuses("info", p);
+    free(orig);
+    free(b);
+}
+
+/* A dataset of 200 small chunks (a chunk index of more than one level),
+ * written by HDF5 with shuffle, deflate and Fletcher-32, walks and reads back
+ * exactly; without one chunk (never written) it is refused. */
+Test(masks_bad, many_chunk_index_levels_read)
+{
+    const char *p = tpath("levels.h5");
+    hsize_t dims[2] = {100, 8}, chunk[2] = {1, 4};
+    hid_t f, t, s, a, dcpl, d, bt;
+    int8_t data[100][8], v;
+    int64_t ver = 1;
+    spruce_maskreader *r;
+    uint8_t back[800];
+    int i, j;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    for (i = 0; i < 100; i++)
+        for (j = 0; j < 8; j++)
+            data[i][j] = (int8_t)((i * 7 + j * 3) % 5 < 2);
+    f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(SPRUCE_MASKS_FORMAT) + 1);
+    s = H5Screate(H5S_SCALAR);
+    a = H5Acreate2(f, "format", t, s, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Awrite(a, t, SPRUCE_MASKS_FORMAT), 0);
+    H5Aclose(a);
+    a = H5Acreate2(f, "format_version", H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Awrite(a, H5T_NATIVE_INT64, &ver), 0);
+    H5Aclose(a);
+    H5Sclose(s);
+    H5Tclose(t);
+    bt = H5Tenum_create(H5T_NATIVE_INT8);
+    v = 0;
+    H5Tenum_insert(bt, "FALSE", &v);
+    v = 1;
+    H5Tenum_insert(bt, "TRUE", &v);
+    dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    H5Pset_shuffle(dcpl);
+    H5Pset_deflate(dcpl, 4);
+    H5Pset_fletcher32(dcpl);
+    s = H5Screate_simple(2, dims, NULL);
+    d = H5Dcreate2(f, "w", bt, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    cr_assert_geq(H5Dwrite(d, bt, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), 0);
+    H5Dclose(d);
+    /* the same shape with only the first row written */
+    d = H5Dcreate2(f, "partial", bt, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    {
+        hsize_t start[2] = {0, 0}, count[2] = {1, 8};
+        hid_t ms = H5Screate_simple(2, count, NULL);
+        H5Sselect_hyperslab(s, H5S_SELECT_SET, start, NULL, count, NULL);
+        cr_assert_geq(H5Dwrite(d, bt, ms, s, H5P_DEFAULT, data), 0);
+        H5Sclose(ms);
+    }
+    H5Dclose(d);
+    H5Sclose(s);
+    H5Pclose(dcpl);
+    H5Tclose(bt);
+    H5Fclose(f);
+    cr_assert_eq(read_all(p), 1, "the partly written dataset was not refused");
+    cr_assert_not_null(strstr(spruce_errdetail(), "partial"), "%s", spruce_errdetail());
+    cr_assert_not_null(strstr(spruce_errdetail(), "every chunk"), "%s", spruce_errdetail());
+    /* without the partial dataset the file reads */
+    f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(H5Ldelete(f, "partial", H5P_DEFAULT), 0);
+    H5Fclose(f);
+    cr_assert_eq(spruce_maskreader_open(p, &r), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_maskreader_read(r, "w", back, NULL), 0, "%s", spruce_errdetail());
+    cr_assert_eq(memcmp(back, data, sizeof back), 0);
+    spruce_maskreader_close(r);
 }

@@ -40,6 +40,7 @@ void cli_signals_install(void)
             continue;
         sigaction(sigs[i], &sa, NULL);
     }
+    spruce_set_cancel_flag(&caught); /* long library steps stop at their next piece */
 }
 
 int cli_interrupted(void) { return caught; }

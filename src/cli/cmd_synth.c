@@ -180,13 +180,16 @@ int spruce_cmd_synth(int argc, char **argv)
     fprintf(stderr, "spruce synth: %s, %lld parameters, %d layers, hidden %d, writing %s\n",
             fam.model_type, (long long)spruce_synth_family_nparams(&cfg, &fam), cfg.layers,
             cfg.hidden, out);
-    cli_signals_install(); /* a signal stops after the checkpoint, never inside it */
+    cli_signals_install(); /* a signal stops the write and removes OUT.tmp-<pid> */
     cli_clean_stale("synth", out);
     if ((rc = spruce_synth_write_family(out, &cfg, &fam, force))) {
-        cli_error(rc, "synth %s", out);
-        return 1;
+        if (rc != SPRUCE_ECANCELED || !cli_interrupted()) {
+            cli_error(rc, "synth %s", out);
+            return 1;
+        }
     }
-    fprintf(stderr, "spruce synth: wrote %s in %.1f s\n", out, spruce_clock_now() - t0);
+    if (!rc)
+        fprintf(stderr, "spruce synth: wrote %s in %.1f s\n", out, spruce_clock_now() - t0);
     /* token streams: seeds derived from --seed, different for calib and eval */
     if (!cli_interrupted() && calib &&
         write_tokens(calib, (uint32_t)cfg.vocab, count, cfg.seed * 2 + 0x5eed0001ull))

@@ -6,6 +6,11 @@
 #include "spruce_error.h"
 
 static _Thread_local char detail[1024];
+static const volatile sig_atomic_t *cancel_flag;
+
+void spruce_set_cancel_flag(const volatile sig_atomic_t *flag) { cancel_flag = flag; }
+
+int spruce__cancelled(void) { return cancel_flag && *cancel_flag; }
 
 const char *spruce_strerror(int code)
 {

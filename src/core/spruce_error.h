@@ -8,6 +8,8 @@
 #ifndef SPRUCE_ERROR_H
 #define SPRUCE_ERROR_H
 
+#include <signal.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -31,7 +33,8 @@ extern "C" {
     XX(EROFS,     -15, "read-only file system")                                \
     XX(EISDIR,    -16, "is a directory")                                       \
     XX(ENOTREG,   -17, "not a regular file")                                   \
-    XX(ENOSPC,    -18, "no space left on device")
+    XX(ENOSPC,    -18, "no space left on device")                              \
+    XX(ECANCELED, -19, "stopped by a signal")
 
 enum {
     SPRUCE_OK = 0,
@@ -56,6 +59,16 @@ int spruce__seterr(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/* Stopping long steps early.  flag (NULL: none) is read, never written, by
+ * the libraries' long steps between bounded pieces of work (a column block
+ * of the pruner, at most 64 MiB of a shard copy or of a synthetic tensor):
+ * when it is non-zero they stop, remove what they made and return
+ * SPRUCE_ECANCELED.  A program points it at the flag its signal handler
+ * sets.  One flag per process. */
+void spruce_set_cancel_flag(const volatile sig_atomic_t *flag);
+/* Internal to the spruce libraries: is the cancel flag set? */
+int spruce__cancelled(void);
 
 /* Internal to the spruce libraries: the status code for a system errno value
  * (ENOENT -> SPRUCE_ENOTFOUND, EACCES -> SPRUCE_EACCES, EROFS -> SPRUCE_EROFS,

@@ -64,6 +64,10 @@ int spruce__pwrite_all(int fd, const void *buf, size_t n, uint64_t off, const ch
     return 0;
 }
 
+/* A shard is copied in pieces of at most this many bytes, the cancel flag
+ * checked between them. */
+#define COPY_PIECE ((size_t)64 << 20)
+
 int spruce__copy_file(const char *src, const char *dst)
 {
     int in = -1, out = -1, rc = 0;
@@ -81,7 +85,11 @@ int spruce__copy_file(const char *src, const char *dst)
     }
     /* the kernel copies (and may share extents); fall back to read/write */
     while (done < st.st_size) {
-        ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)(st.st_size - done), 0);
+        size_t piece = (uint64_t)(st.st_size - done) < COPY_PIECE ? (size_t)(st.st_size - done) : COPY_PIECE;
+        ssize_t n;
+        if (spruce__cancelled())
+            goto cancelled;
+        n = copy_file_range(in, NULL, out, NULL, piece, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -94,7 +102,10 @@ int spruce__copy_file(const char *src, const char *dst)
             goto done;
         }
         for (;;) {
-            ssize_t n = pread(in, b, 1 << 20, done);
+            ssize_t n;
+            if (spruce__cancelled())
+                goto cancelled;
+            n = pread(in, b, 1 << 20, done);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
@@ -112,6 +123,9 @@ int spruce__copy_file(const char *src, const char *dst)
         rc = spruce__seterr(SPRUCE_EIO, "%s: fsync failed: %s", dst, strerror(errno));
         goto done;
     }
+    goto done;
+cancelled:
+    rc = spruce__seterr(SPRUCE_ECANCELED, "%s: stopped while copying it", src);
 done:
     free(b);
     if (in >= 0)

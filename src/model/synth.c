@@ -419,6 +419,11 @@ int spruce_synth_write_family(const char *outdir, const spruce_synth_config *c,
                 else
                     spruce_f32_to_bf16_n(x, (uint16_t *)bytes + (size_t)r * RUN, (size_t)m);
             }
+            if (spruce__cancelled()) {
+                rc = spruce__seterr(SPRUCE_ECANCELED, "%s: stopped while writing %s", outdir,
+                                    t[i].name);
+                goto done;
+            }
             if ((rc = spruce__pwrite_all(fd, bytes, (size_t)cnt * item, pos, path)))
                 goto done;
             pos += (uint64_t)cnt * item;

@@ -189,6 +189,10 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
     for (i1 = 0; i1 < cols; i1 += B) {
         int i2 = i1 + B < cols ? i1 + B : cols, bw = i2 - i1;
         const float *Ublk = U + (size_t)i1 * cols + i1;
+        if (spruce__cancelled()) {
+            rc = spruce__seterr(SPRUCE_ECANCELED, "sparsegpt: stopped at column %d of %d", i1, cols);
+            goto done;
+        }
         /* One parallel region per block: fewer wake-ups of the OpenMP team. */
         #pragma omp parallel num_threads(nt) private(r, j)
         {
