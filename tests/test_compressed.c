@@ -315,3 +315,196 @@ Test(compressed, weights_off_the_grid_are_refused)
     cr_assert_eq(spruce_ct_quantize(w, &g, q, NULL, "t"), 0);
     cr_assert(q[0] == 2 && q[1] == 1 && q[2] == 3 && q[3] == 0);
 }
+
+/* ---- checkpoints on disk: decoded on open ---------------------------------- */
+
+#include "ckpt_testutil.h"
+#include "spruce_ckpt.h"
+
+typedef struct {
+    const char *name, *dtype, *shape;
+    const void *data;
+    size_t n;
+} part_t;
+
+/* A checkpoint directory: config.json with qc (a quantization_config object,
+ * NULL: none) and model.safetensors of parts (written here from the layout's
+ * definition, not by spruce). */
+static char *write_ckpt(const char *qc, const part_t *p, int np)
+{
+    char *dir = mktmp(), *cfg = path2(dir, "config.json"), *st = path2(dir, "model.safetensors");
+    char hdr[8192] = "{", cj[4096];
+    uint8_t data[65536];
+    size_t off = 0;
+    int i;
+    for (i = 0; i < np; i++) {
+        snprintf(hdr + strlen(hdr), sizeof hdr - strlen(hdr),
+                 "%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}", i ? "," : "",
+                 p[i].name, p[i].dtype, p[i].shape, off, off + p[i].n);
+        memcpy(data + off, p[i].data, p[i].n);
+        off += p[i].n;
+    }
+    strcat(hdr, "}");
+    write_st(st, hdr, data, off);
+    snprintf(cj, sizeof cj, "{\"model_type\": \"llama\"%s%s}", qc ? ", \"quantization_config\": " : "",
+             qc ? qc : "");
+    write_bytes(cfg, cj, strlen(cj));
+    free(cfg);
+    free(st);
+    return dir;
+}
+
+static const float norm_w[4] = {1, 2, 3, 4};
+
+#define QC_SPARSE(fmt) "{\"quant_method\": \"compressed-tensors\", \"format\": \"dense\", " \
+    "\"sparsity_config\": {\"format\": \"" fmt "\", \"sparsity_structure\": \"2:4\"}}"
+
+Test(compressed_ckpt, sparse24_bf16_decodes_to_the_dense_weight)
+{
+    /* W (2, 8) = rows [0 a 0 b | c 0 0 d], [e f 0 0 | 0 0 0 0] in BF16 */
+    float dense[16] = {0, 1.5f, 0, -2, 3, 0, 0, 0.25f, -1, 4, 0, 0, 0, 0, 0, 0};
+    uint16_t vals[8], want[16];
+    uint8_t bm[2] = {0x0a | 0x90, 0x03 | 0x30}; /* row 1's second group: the first two zeros */
+    int64_t shape[2] = {2, 8};
+    float kept[8] = {1.5f, -2, 3, 0.25f, -1, 4, 0, 0};
+    spruce_ckpt *c;
+    const spruce_tensor *t;
+    spruce_f32_to_bf16_n(kept, vals, 8);
+    spruce_f32_to_bf16_n(dense, want, 16);
+    {
+        part_t p[] = {{"m.shape", "I64", "[2,1]", shape, 16},
+                      {"m.compressed", "BF16", "[2,4]", vals, 16},
+                      {"m.bitmask", "U8", "[2,1]", bm, 2},
+                      {"n.weight", "F32", "[4]", norm_w, 16}};
+        char *dir = write_ckpt(QC_SPARSE("sparse-24-bitmask"), p, 4);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), 0, "%s", spruce_errdetail());
+        t = spruce_ckpt_find(c, "m.weight");
+        cr_assert(t && t->dtype == SPRUCE_DTYPE_BF16 && t->ndim == 2 && t->shape[0] == 2 &&
+                  t->shape[1] == 8);
+        cr_assert(!memcmp(t->data, want, sizeof want), "decoded weight differs");
+        cr_assert_null(spruce_ckpt_find(c, "m.bitmask"));
+        cr_assert_not_null(spruce_ckpt_find(c, "n.weight"));
+        cr_assert_eq(spruce_ckpt_count(c), 2);
+        spruce_ckpt_close(c);
+        rmrf(dir);
+        free(dir);
+    }
+}
+
+Test(compressed_ckpt, bitmask_count_disagreeing_names_file_and_tensor)
+{
+    float vals[3] = {1, 2, 3};
+    uint8_t bm[1] = {0x0f}; /* four bits, three values */
+    int64_t shape[2] = {1, 8}, ro[1] = {0};
+    part_t p[] = {{"m.shape", "I64", "[2]", shape, 16}, {"m.compressed", "F32", "[3]", vals, 12},
+                  {"m.bitmask", "U8", "[1,1]", bm, 1}, {"m.row_offsets", "I64", "[1]", ro, 8}};
+    char *dir = write_ckpt(QC_SPARSE("sparse-bitmask"), p, 4);
+    spruce_ckpt *c = NULL;
+    cr_assert_eq(spruce_ckpt_open(dir, &c), SPRUCE_EFORMAT);
+    cr_assert(strstr(spruce_errdetail(), "model.safetensors") && strstr(spruce_errdetail(), "m.bitmask") &&
+              strstr(spruce_errdetail(), "4 values"), "%s", spruce_errdetail());
+    rmrf(dir);
+    free(dir);
+}
+
+#define QC_INT(fmt, bits, strategy, gs, sym) "{\"quant_method\": \"compressed-tensors\", \"format\": \"" \
+    fmt "\", \"config_groups\": {\"group_0\": {\"targets\": [\"Linear\"], \"weights\": {\"num_bits\": " \
+    #bits ", \"type\": \"int\", \"symmetric\": " sym ", \"strategy\": \"" strategy "\", " \
+    "\"group_size\": " #gs ", \"dynamic\": false}, \"input_activations\": null}}}"
+
+Test(compressed_ckpt, int8_channel_and_int4_packed_group_dequantize)
+{
+    int8_t q[8] = {-128, -1, 0, 1, 127, 5, -5, 0};
+    float s[2] = {0.5f, 0.25f}, back[8];
+    int64_t shape[2] = {2, 4};
+    /* 4 bits, group 2, asymmetric: levels 0..15 stored as q + 8 in words of 8 */
+    int8_t q4[8] = {-8, 7, 0, 1, 2, -3, 4, 5};
+    int32_t packed[2] = {0, 0}, zpk[2] = {0, 0};
+    int8_t zp[4] = {1, -1, 0, 2}; /* (2 rows, 2 groups) */
+    float s4[4] = {1, 2, 0.5f, 4};
+    int i;
+    spruce_ckpt *c;
+    const spruce_tensor *t;
+    for (i = 0; i < 4; i++) {
+        packed[0] |= (int32_t)((uint32_t)(q4[i] + 8) << (4 * i));
+        packed[1] |= (int32_t)((uint32_t)(q4[4 + i] + 8) << (4 * i));
+    }
+    for (i = 0; i < 2; i++) /* zero points packed along rows: word (0, g) holds rows 0, 1 */
+        zpk[i] = (int32_t)((uint32_t)(zp[i] + 8) | ((uint32_t)(zp[2 + i] + 8) << 4));
+    {
+        part_t p[] = {{"m.weight", "I8", "[2,4]", q, 8}, {"m.weight_scale", "F32", "[2,1]", s, 8},
+                      {"n.weight", "F32", "[4]", norm_w, 16}};
+        char *dir = write_ckpt(QC_INT("int-quantized", 8, "channel", null, "true"), p, 3);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), 0, "%s", spruce_errdetail());
+        t = spruce_ckpt_find(c, "m.weight");
+        cr_assert(t && t->dtype == SPRUCE_DTYPE_F32);
+        spruce_tensor_read_f32(t, back);
+        for (i = 0; i < 8; i++)
+            cr_assert(back[i] == q[i] * s[i / 4], "element %d: %g", i, (double)back[i]);
+        cr_assert_not_null(spruce_ckpt_find(c, "n.weight"));
+        cr_assert_null(spruce_ckpt_find(c, "m.weight_scale"));
+        spruce_ckpt_close(c);
+        rmrf(dir);
+        free(dir);
+    }
+    {
+        part_t p[] = {{"m.weight_packed", "I32", "[2,1]", packed, 8},
+                      {"m.weight_shape", "I64", "[2]", shape, 16},
+                      {"m.weight_scale", "F32", "[2,2]", s4, 16},
+                      {"m.weight_zero_point", "I32", "[1,2]", zpk, 8}};
+        char *dir = write_ckpt(QC_INT("pack-quantized", 4, "group", 2, "false"), p, 4);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), 0, "%s", spruce_errdetail());
+        t = spruce_ckpt_find(c, "m.weight");
+        cr_assert(t);
+        spruce_tensor_read_f32(t, back);
+        for (i = 0; i < 8; i++) {
+            int r = i / 4, g = (i % 4) / 2;
+            cr_assert(back[i] == (float)(q4[i] - zp[r * 2 + g]) * s4[r * 2 + g], "element %d: %g",
+                      i, (double)back[i]);
+        }
+        spruce_ckpt_close(c);
+        rmrf(dir);
+        free(dir);
+    }
+}
+
+Test(compressed_ckpt, zero_or_nan_scale_and_unsupported_schemes_are_refused)
+{
+    int8_t q[4] = {1, 2, 3, 4};
+    float s0[1] = {0.0f}, sn[1] = {NAN};
+    spruce_ckpt *c = NULL;
+    const char *bad[] = {
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"float-quantized\"}",
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"marlin-24\"}",
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"int-quantized\", \"config_groups\": "
+        "{\"g\": {\"weights\": {\"num_bits\": 8, \"type\": \"float\", \"strategy\": \"channel\"}}}}",
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"int-quantized\", \"config_groups\": "
+        "{\"g\": {\"weights\": {\"num_bits\": 8, \"type\": \"int\", \"strategy\": \"channel\"}, "
+        "\"input_activations\": {\"num_bits\": 8}}}}",
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"int-quantized\", \"config_groups\": "
+        "{\"g\": {\"weights\": {\"num_bits\": 8, \"type\": \"int\", \"strategy\": \"channel\", "
+        "\"dynamic\": true}}}}",
+        "{\"quant_method\": \"gptq\"}",
+    };
+    const char *names[] = {"float-quantized", "marlin-24", "fp8", "activation", "dynamic", "gptq"};
+    unsigned i;
+    for (i = 0; i < 2; i++) {
+        part_t p[] = {{"m.weight", "I8", "[1,4]", q, 4},
+                      {"m.weight_scale", "F32", "[1,1]", i ? sn : s0, 4}};
+        char *dir = write_ckpt(QC_INT("int-quantized", 8, "channel", null, "true"), p, 2);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), SPRUCE_EFORMAT);
+        cr_assert(strstr(spruce_errdetail(), "weight_scale") && strstr(spruce_errdetail(), "m"),
+                  "%s", spruce_errdetail());
+        rmrf(dir);
+        free(dir);
+    }
+    for (i = 0; i < sizeof bad / sizeof *bad; i++) {
+        part_t p[] = {{"n.weight", "F32", "[4]", norm_w, 16}};
+        char *dir = write_ckpt(bad[i], p, 1);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), SPRUCE_EUNSUPPORTED, "case %u", i);
+        cr_assert(strstr(spruce_errdetail(), names[i]) && strstr(spruce_errdetail(), "config.json"),
+                  "case %u: %s", i, spruce_errdetail());
+        rmrf(dir);
+        free(dir);
+    }
+}

@@ -583,6 +583,11 @@ int spruce_ckpt_writer_begin(const spruce_ckpt *in, const char *outdir, int forc
     if (!in || !outdir || !out)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_writer_begin: NULL argument");
     *out = NULL;
+    if (spruce__ckpt_decoded(in))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "%s: writing a checkpoint from a "
+                              "compressed-tensors one is not implemented yet (it is read and "
+                              "decoded: eval, run, bench --model and masks export accept it)",
+                              spruce_ckpt_dir(in));
     if (!(w = calloc(1, sizeof *w)) || !(w->outdir = strdup(outdir))) {
         free(w);
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir);
