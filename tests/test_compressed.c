@@ -508,3 +508,120 @@ Test(compressed_ckpt, zero_or_nan_scale_and_unsupported_schemes_are_refused)
         free(dir);
     }
 }
+
+/* ---- the writer: dense -> compressed -> dense -------------------------------- */
+
+/* Prune every *_proj.weight of a synth model (2:4 or 50%), write it dense and
+ * compressed, and compare what the two read back as. */
+static void writer_roundtrip(spruce_dtype dt, int sparse, int quant)
+{
+    spruce_synth_config cfg = small_cfg(dt);
+    char *base = mktmp(), *in = path2(base, "in"), *dn = path2(base, "dense"), *cn = path2(base, "ct");
+    spruce_ckpt *ck, *cd, *cc, *raw;
+    spruce_ckpt_writer *wd, *wc;
+    spruce_compress_opts co = {sparse, sparse == 2 ? "2:4" : "unstructured"};
+    int i, nproj = 0;
+    char *st;
+    cr_assert_eq(spruce_synth_write(in, &cfg, 0), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0);
+    cr_assert_eq(spruce_ckpt_writer_begin(ck, dn, 0, &wd), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin_compressed(ck, cn, 0, &co, &wc), 0, "%s", spruce_errdetail());
+    for (i = 0; i < spruce_ckpt_count(ck); i++) {
+        const spruce_tensor *t = spruce_ckpt_tensor_at(ck, i);
+        int64_t n = spruce_tensor_numel(t), k;
+        float *w;
+        spruce_qgrid g;
+        if (!strstr(t->name, "_proj.weight"))
+            continue;
+        w = malloc((size_t)n * 4);
+        spruce_tensor_read_f32(t, w);
+        for (k = 0; k < n; k += 4) /* 2:4 by position: also 50% unstructured */
+            w[k + 1] = w[k + 3] = (k / 4) % 2 ? 0.0f : -0.0f;
+        if (quant) {
+            rtn_grid(w, &g, 8, 1, t->shape[0], t->shape[1], t->shape[1] % 16 ? t->shape[1] : 16);
+            onto_grid(w, &g);
+        }
+        cr_assert_eq(spruce_ckpt_writer_set_f32(wd, t->name, w), 0);
+        cr_assert_eq(spruce_ckpt_writer_set_quantized(wc, t->name, w, quant ? &g : NULL), 0, "%s",
+                     spruce_errdetail());
+        if (quant)
+            free(g.scale), free(g.zero);
+        free(w);
+        nproj++;
+    }
+    cr_assert_eq(spruce_ckpt_writer_commit(wd), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_commit(wc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(nproj, 7);
+    cr_assert_eq(spruce_ckpt_open(dn, &cd), 0);
+    cr_assert_eq(spruce_ckpt_open(cn, &cc), 0, "%s", spruce_errdetail());
+    /* every tensor the same bytes (quantized: the same values in float32) */
+    cr_assert_eq(spruce_ckpt_count(cc), spruce_ckpt_count(cd));
+    for (i = 0; i < spruce_ckpt_count(cd); i++) {
+        const spruce_tensor *a = spruce_ckpt_tensor_at(cd, i), *b = spruce_ckpt_find(cc, a->name);
+        cr_assert(b, "%s missing", a->name);
+        cr_assert(a->ndim == b->ndim && a->shape[0] == b->shape[0]);
+        if (!quant || dt == SPRUCE_DTYPE_F32) {
+            cr_assert_eq(a->nbytes, b->nbytes, "%s", a->name);
+            cr_assert(!memcmp(a->data, b->data, a->nbytes), "%s differs", a->name);
+        }
+    }
+    /* the raw file, read from the layout's definition */
+    st = path2(cn, "model.safetensors");
+    cr_assert_eq(spruce_ckpt_open_file(st, &raw), 0);
+    {
+        const spruce_tensor *w = spruce_ckpt_find(cd, "model.layers.0.mlp.up_proj.weight");
+        const spruce_tensor *bm = spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.bitmask");
+        const spruce_tensor *sh = spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.shape");
+        const spruce_tensor *cv = spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.compressed");
+        int64_t r, c;
+        cr_assert_null(spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.weight"));
+        cr_assert(bm && sh && cv);
+        cr_assert_str_eq(bm->dtype_name, "U8");
+        cr_assert(bm->shape[0] == w->shape[0] && bm->shape[1] == (w->shape[1] + 7) / 8);
+        cr_assert_str_eq(sh->dtype_name, "I64");
+        cr_assert(((const int64_t *)sh->data)[0] == w->shape[0] &&
+                  ((const int64_t *)sh->data)[1] == w->shape[1]);
+        cr_assert_str_eq(cv->dtype_name, quant ? "I8" : w->dtype_name);
+        if (sparse == 2)
+            cr_assert(cv->ndim == 2 && cv->shape[1] == w->shape[1] / 2);
+        else
+            cr_assert(spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.row_offsets"));
+        if (quant)
+            cr_assert(spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.weight_scale"));
+        float *v = malloc((size_t)spruce_tensor_numel(w) * 4);
+        spruce_tensor_read_f32(w, v);
+        for (r = 0; r < w->shape[0]; r++)
+            for (c = 0; c < w->shape[1]; c++) {
+                int bit = bit_of(bm->data, w->shape[1], r, c), nz = v[r * w->shape[1] + c] != 0.0f;
+                /* sparse-bitmask: a bit for each non-zero; 2:4: at least those, two per four */
+                cr_assert(sparse == 1 ? bit == nz : bit >= nz, "bit (%lld, %lld)", (long long)r,
+                          (long long)c);
+                if (sparse == 2 && c % 4 == 3)
+                    cr_assert_eq(bit_of(bm->data, w->shape[1], r, c - 3) +
+                                 bit_of(bm->data, w->shape[1], r, c - 2) +
+                                 bit_of(bm->data, w->shape[1], r, c - 1) + bit, 2);
+            }
+        free(v);
+    }
+    spruce_ckpt_close(raw);
+    spruce_ckpt_close(cc);
+    spruce_ckpt_close(cd);
+    spruce_ckpt_close(ck);
+    rmrf(base);
+    free(st), free(base), free(in), free(dn), free(cn);
+}
+
+Test(compressed_ckpt, writer_sparse_roundtrips_bit_exact)
+{
+    writer_roundtrip(SPRUCE_DTYPE_F32, 2, 0);
+    writer_roundtrip(SPRUCE_DTYPE_F16, 2, 0);
+    writer_roundtrip(SPRUCE_DTYPE_BF16, 2, 0);
+    writer_roundtrip(SPRUCE_DTYPE_F32, 1, 0);
+    writer_roundtrip(SPRUCE_DTYPE_BF16, 1, 0);
+}
+
+Test(compressed_ckpt, writer_sparse_quantized_exact_to_the_grid)
+{
+    writer_roundtrip(SPRUCE_DTYPE_F32, 2, 1);
+    writer_roundtrip(SPRUCE_DTYPE_F32, 1, 1);
+}

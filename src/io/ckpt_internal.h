@@ -93,6 +93,17 @@ int spruce__ct_component(const char *name, const char *dtype, const spruce__ct_s
  * out->data points into it). */
 int spruce__ct_decode(const spruce_ckpt *c, const char *prefix, const spruce__ct_scheme *s,
                       spruce_tensor *out, void **buf);
+/* The writer's compressed mode (compressed_write.c). */
+typedef struct spruce__ctw spruce__ctw;
+int spruce__ctw_new(const spruce_ckpt *in, const char *tmp, const spruce_compress_opts *o,
+                    spruce__ctw **out);
+/* t is in's tensor number index. */
+int spruce__ctw_set(spruce__ctw *c, const spruce_tensor *t, int index, const float *data,
+                    const spruce_qgrid *g);
+/* Write the shards, the index and config.json into tmp. */
+int spruce__ctw_finish(spruce__ctw *c);
+void spruce__ctw_free(spruce__ctw *c); /* NULL is a no-op */
+
 /* 1 when c was decoded from a compressed-tensors checkpoint. */
 int spruce__ckpt_decoded(const spruce_ckpt *c);
 
