@@ -625,3 +625,50 @@ Test(compressed_ckpt, writer_sparse_quantized_exact_to_the_grid)
     writer_roundtrip(SPRUCE_DTYPE_F32, 2, 1);
     writer_roundtrip(SPRUCE_DTYPE_F32, 1, 1);
 }
+
+/* ---- spruce prune --save-format compressed, then eval ---------------------- */
+
+static char *run_out(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    static char buf[65536];
+    size_t n;
+    cr_assert_not_null(p);
+    n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = '\0';
+    cr_assert_eq(pclose(p), 0, "%s failed:\n%s", cmd, buf);
+    return strdup(buf);
+}
+
+Test(compressed_cli, prune_compressed_then_eval_matches_dense, .timeout = 600)
+{
+    const char *bin = getenv("SPRUCE_BIN"), *root = getenv("SPRUCE_FIXTURES");
+    char fx[1024], cmd[8192], *base, *pd, *pc;
+    const char *p1, *p2;
+    if (!bin || access(bin, X_OK) || !root)
+        cr_skip_test("SPRUCE_BIN or SPRUCE_FIXTURES not set (run through 'make check')");
+    snprintf(fx, sizeof fx, "%s/stories260k", root);
+    if (access(fx, R_OK))
+        cr_skip_test("stories260k fixture not found under SPRUCE_FIXTURES");
+    base = mktmp();
+    snprintf(cmd, sizeof cmd, "cd %s && %s prune %s -o d --calib %s/calib.u16 --pattern 2:4 "
+             "--seqlen 128 --nsamples 8 --threads 2 2>/dev/null && %s prune %s -o c --calib "
+             "%s/calib.u16 --pattern 2:4 --seqlen 128 --nsamples 8 --threads 2 --save-format "
+             "compressed 2>/dev/null && %s eval d --data %s/eval.u16 --seqlen 128 --threads 2 "
+             "2>/dev/null | tail -1", base, bin, fx, fx, bin, fx, fx, bin, fx);
+    pd = run_out(cmd);
+    snprintf(cmd, sizeof cmd, "cd %s && %s eval c --data %s/eval.u16 --seqlen 128 --threads 2 "
+             "2>/dev/null | tail -1", base, bin, fx);
+    pc = run_out(cmd);
+    p1 = strstr(pd, "perplexity"), p2 = strstr(pc, "perplexity");
+    cr_assert(p1 && p2, "%s / %s", pd, pc);
+    cr_assert_str_eq(p1, p2, "dense save %s, compressed save %s", p1, p2);
+    /* and it is smaller */
+    snprintf(cmd, sizeof cmd, "cd %s && test $(stat -c %%s c/model.safetensors) -lt "
+             "$(stat -c %%s d/model.safetensors) && echo smaller", base);
+    free(run_out(cmd));
+    snprintf(cmd, sizeof cmd, "cd %s && grep -c sparse-24-bitmask c/config.json", base);
+    free(run_out(cmd));
+    rmrf(base);
+    free(base), free(pd), free(pc);
+}

@@ -17,27 +17,51 @@ size_t spruce_ct_bitmask_bytes(int64_t rows, int64_t cols)
 }
 
 /* Element i of p (es bytes) is not zero; floats ignore the sign bit. */
-static int nonzero(const uint8_t *p, int es, int is_float)
+static inline __attribute__((always_inline)) int nonzero(const uint8_t *p, int es, int is_float)
 {
+    if (es == 4) {
+        uint32_t u;
+        memcpy(&u, p, 4);
+        return (u & (is_float ? 0x7fffffffu : 0xffffffffu)) != 0;
+    }
+    if (es == 2) {
+        uint16_t u;
+        memcpy(&u, p, 2);
+        return (u & (is_float ? 0x7fffu : 0xffffu)) != 0;
+    }
+    if (es == 1)
+        return (p[0] & (is_float ? 0x7f : 0xff)) != 0;
+    {
     uint8_t acc = is_float ? (uint8_t)(p[es - 1] & 0x7f) : p[es - 1];
     int b;
     for (b = 0; b + 1 < es; b++)
         acc |= p[b];
     return acc != 0;
+    }
 }
 
-int64_t spruce_ct_bitmask_count(const void *dense, int es, int is_float, int64_t rows, int64_t cols)
+static inline __attribute__((always_inline)) int64_t
+count_es(const uint8_t *p, int es, int is_float, int64_t numel)
 {
-    const uint8_t *p = dense;
-    int64_t i, n = 0, numel = rows * cols;
+    int64_t i, n = 0;
     for (i = 0; i < numel; i++)
         n += nonzero(p + (size_t)i * es, es, is_float);
     return n;
 }
 
+int64_t spruce_ct_bitmask_count(const void *dense, int es, int is_float, int64_t rows, int64_t cols)
+{
+    if (es == 4)
+        return count_es(dense, 4, is_float, rows * cols);
+    if (es == 2)
+        return count_es(dense, 2, is_float, rows * cols);
+    return count_es(dense, es, is_float, rows * cols);
+}
+
 /* values <- the non-zeros in row-major order; bit c%8 of byte c/8 per row. */
-void spruce_ct_bitmask_encode(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
-                              void *values, uint8_t *bitmask, int64_t *row_offsets)
+static inline __attribute__((always_inline)) void
+bitmask_encode_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
+                  void *values, uint8_t *bitmask, int64_t *row_offsets)
 {
     const uint8_t *p = dense;
     uint8_t *v = values;
@@ -57,9 +81,22 @@ void spruce_ct_bitmask_encode(const void *dense, int es, int is_float, int64_t r
     }
 }
 
+void spruce_ct_bitmask_encode(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
+                              void *values, uint8_t *bitmask, int64_t *row_offsets)
+{
+    /* the element size as a constant, so that the loop compiles to word tests */
+    if (es == 4)
+        bitmask_encode_es(dense, 4, is_float, rows, cols, values, bitmask, row_offsets);
+    else if (es == 2)
+        bitmask_encode_es(dense, 2, is_float, rows, cols, values, bitmask, row_offsets);
+    else
+        bitmask_encode_es(dense, es, is_float, rows, cols, values, bitmask, row_offsets);
+}
+
 /* Each group of four keeps its non-zeros, then its first zeros, two in all. */
-int spruce_ct_24_encode(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
-                        void *values, uint8_t *bitmask, const char *what)
+static inline __attribute__((always_inline)) int
+encode24_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols, void *values,
+            uint8_t *bitmask, const char *what)
 {
     const uint8_t *p = dense;
     uint8_t *v = values;
@@ -96,6 +133,16 @@ int spruce_ct_24_encode(const void *dense, int es, int is_float, int64_t rows, i
             }
         }
     return 0;
+}
+
+int spruce_ct_24_encode(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
+                        void *values, uint8_t *bitmask, const char *what)
+{
+    if (es == 4)
+        return encode24_es(dense, 4, is_float, rows, cols, values, bitmask, what);
+    if (es == 2)
+        return encode24_es(dense, 2, is_float, rows, cols, values, bitmask, what);
+    return encode24_es(dense, es, is_float, rows, cols, values, bitmask, what);
 }
 
 static int popcount8(uint8_t b)
