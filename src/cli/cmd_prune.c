@@ -26,7 +26,7 @@ static void usage(FILE *f)
             "                    [--method sparsegpt|wanda|magnitude] [--seqlen T] [--nsamples N]\n"
             "                    [--blocksize B] [--damp F] [--true-sequential]\n"
             "                    [--include RE] [--exclude RE] [--threads N] [--force]\n"
-            "                    [--masks FILE.h5]\n\n"
+            "                    [--masks FILE.h5] [--save-format dense|compressed]\n\n"
             "Prune the seven linear layers of every block of a Hugging Face LLaMA-family\n"
             "checkpoint (llama, mistral, qwen2, qwen3, gemma2, gemma3_text) in one shot,\n"
             "block by block as the published SparseGPT pipeline does: each block is\n"
@@ -55,6 +55,11 @@ static void usage(FILE *f)
             "  --force              replace a non-empty OUT_DIR\n"
             "  --masks FILE.h5      also write the masks (HDF5, true = kept); never an input\n"
             "                       file, inside the input or inside OUT_DIR\n"
+            "  --save-format F      dense (default: the input's layout, zeros stored) or\n"
+            "                       compressed: the compressed-tensors layout (sparse-24-bitmask\n"
+            "                       for --pattern 2:4, sparse-bitmask otherwise; quantized\n"
+            "                       values when the layer reports a grid) with its\n"
+            "                       quantization_config in config.json\n"
             "  -h, --help           this message\n\n"
             "OUT_DIR and the masks are written under temporary names (OUT_DIR.tmp-<pid>,\n"
             "FILE.h5.tmp-<pid>) and published together at the end: a failure or SIGINT,\n"
@@ -71,6 +76,7 @@ typedef struct {
     int has_loss;
     spruce_maskfile *masks;
     const char *masks_path;
+    spruce_ckpt_writer *cw;   /* --save-format compressed: written here, with the grid */
 } prune_ctx;
 
 static int on_layer(void *vctx, const spruce_layer_report *r)
@@ -88,6 +94,8 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
         fprintf(stderr, "  %s: %d of its %d inputs are dead (zero in every calibration token: H_ii = 0); "
                 "their weights are pruned (SparseGPT sets them to zero, as its published code does)\n",
                 r->name, r->result.dead_columns, r->cols);
+    if (ctx->cw && (rc = spruce_ckpt_writer_set_quantized(ctx->cw, r->name, r->weight, r->grid)))
+        return rc;
     if (ctx->masks) {
         spruce_mask_info info;
         info.pattern = ctx->pattern;
@@ -139,7 +147,7 @@ static int set_masks_attrs(spruce_maskfile *f, const char *model, const char *me
 int spruce_cmd_prune(int argc, char **argv)
 {
     enum { O_CALIB = 256, O_SEQLEN, O_NSAMPLES, O_TRUESEQ, O_INCLUDE, O_EXCLUDE, O_FORCE,
-           O_MASKS };
+           O_MASKS, O_SAVEFMT };
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
         {"calib", required_argument, NULL, O_CALIB},
@@ -151,12 +159,14 @@ int spruce_cmd_prune(int argc, char **argv)
         {"exclude", required_argument, NULL, O_EXCLUDE},
         {"force", no_argument, NULL, O_FORCE},
         {"masks", required_argument, NULL, O_MASKS},
+        {"save-format", required_argument, NULL, O_SAVEFMT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *out = NULL, *calib = NULL, *dir, *masks_path = NULL;
     long seqlen = 0, nsamples = 128, v;
-    int force = 0, c, rc, status = 1;
+    int force = 0, c, rc, status = 1, compressed = 0;
+    spruce_compress_opts co;
     prune_args pa;
     spruce_pipeline_opts po;
     spruce_pipeline_summary sum;
@@ -190,6 +200,14 @@ int spruce_cmd_prune(int argc, char **argv)
         case O_EXCLUDE: po.exclude = optarg; break;
         case O_FORCE: force = 1; break;
         case O_MASKS: masks_path = optarg; break;
+        case O_SAVEFMT:
+            if (!strcmp(optarg, "compressed"))
+                compressed = 1;
+            else if (strcmp(optarg, "dense")) {
+                cli_fail("prune: --save-format expects dense or compressed, found '%s'", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default:
             if ((rc = prune_args_option(&pa, c, optarg)) < 0)
@@ -261,15 +279,21 @@ int spruce_cmd_prune(int argc, char **argv)
         nsamples = 0;
     }
 
-    if ((rc = spruce_ckpt_writer_begin(spruce_model_ckpt(m), out, force, &w))) {
-        cli_error(rc, "prune: output %s", out);
-        goto done;
-    }
     ctx.method = spruce_method_name(po.prune.method);
     if (pa.m)
         snprintf(ctx.pattern, sizeof ctx.pattern, "%d:%d", pa.n, pa.m);
     else
         snprintf(ctx.pattern, sizeof ctx.pattern, "unstructured");
+    co.sparse = pa.m == 4 && pa.n == 2 ? 2 : (pa.m || pa.sparsity > 0) ? 1 : 0;
+    co.structure = ctx.pattern;
+    rc = compressed ? spruce_ckpt_writer_begin_compressed(spruce_model_ckpt(m), out, force, &co, &w)
+                    : spruce_ckpt_writer_begin(spruce_model_ckpt(m), out, force, &w);
+    if (rc) {
+        cli_error(rc, "prune: output %s", out);
+        goto done;
+    }
+    if (compressed)
+        ctx.cw = w; /* the layer report brings the weights and the grid */
     ctx.has_loss = po.prune.method == SPRUCE_METHOD_SPARSEGPT;
     if (masks_path) {
         if ((rc = spruce_maskfile_create(masks_path, &mf)) ||
@@ -294,7 +318,8 @@ int spruce_cmd_prune(int argc, char **argv)
             "block, Hessians)\n", spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen) /
             (1024.0 * 1024.0 * 1024.0), nsamples, seqlen);
     ctx.t0 = spruce_clock_now();
-    if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, w, &po, &sum))) {
+    if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, compressed ? NULL : w, &po,
+                                  &sum))) {
         if (!cli_interrupted())
             cli_error(rc, "prune: %s", dir);
         goto done;

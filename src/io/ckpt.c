@@ -38,6 +38,9 @@ struct spruce_ckpt {
     int n;
     int *slot;     /* open-addressing hash of tensor names: index into t, -1 empty */
     size_t nslot;  /* power of two */
+    void **dec;    /* compressed-tensors: decoded weights and their names */
+    char **dec_name;
+    int ndec;
 };
 
 char *spruce__path_join(const char *dir, const char *name)
@@ -73,6 +76,12 @@ void spruce_ckpt_close(spruce_ckpt *c)
         free(c->sh[i].path);
     }
     free(c->sh);
+    for (i = 0; i < c->ndec; i++) {
+        free(c->dec[i]);
+        free(c->dec_name[i]);
+    }
+    free(c->dec);
+    free(c->dec_name);
     free(c->t);
     free(c->slot);
     free(c->dir);
@@ -239,6 +248,73 @@ done:
     return rc;
 }
 
+/* Index c->t[0..n) by name again. */
+static void rehash(spruce_ckpt *c)
+{
+    int i;
+    memset(c->slot, 0xff, c->nslot * sizeof *c->slot);
+    for (i = 0; i < c->n; i++) {
+        size_t h = hash_str(c->t[i].name) & (c->nslot - 1);
+        while (c->slot[h] >= 0)
+            h = (h + 1) & (c->nslot - 1);
+        c->slot[h] = i;
+    }
+}
+
+/* A compressed-tensors checkpoint: each compressed module becomes one dense
+ * M.weight (compressed_read.c); its parts leave the table. */
+static int decode_compressed(spruce_ckpt *c)
+{
+    spruce__ct_scheme s;
+    spruce_tensor *nt;
+    int rc, i, n = 0;
+    if ((rc = spruce__ct_scheme_read(c->dir, &s)) || !s.present || (!s.sparse && !s.bits))
+        return rc;
+    nt = calloc((size_t)c->n + 1, sizeof *nt);
+    c->dec = calloc((size_t)c->n + 1, sizeof *c->dec);
+    c->dec_name = calloc((size_t)c->n + 1, sizeof *c->dec_name);
+    if (!nt || !c->dec || !c->dec_name) {
+        free(nt);
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", c->dir);
+    }
+    for (i = 0; i < c->n && !rc; i++) {
+        size_t plen;
+        int primary;
+        char *prefix;
+        if (!spruce__ct_component(c->t[i].name, c->t[i].dtype_name, &s, &plen, &primary)) {
+            nt[n++] = c->t[i];
+            continue;
+        }
+        if (!primary)
+            continue;
+        if (!(prefix = strndup(c->t[i].name, plen)) ||
+            !(c->dec_name[c->ndec] = malloc(plen + 8))) {
+            free(prefix);
+            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", c->dir);
+            break;
+        }
+        sprintf(c->dec_name[c->ndec], "%s.weight", prefix);
+        rc = spruce__ct_decode(c, prefix, &s, &nt[n], &c->dec[c->ndec]);
+        nt[n].name = c->dec_name[c->ndec++];
+        n++;
+        free(prefix);
+    }
+    if (rc) {
+        free(nt);
+        return rc;
+    }
+    free(c->t);
+    c->t = nt;
+    c->n = n;
+    rehash(c);
+    return 0;
+}
+
+int spruce__ckpt_decoded(const spruce_ckpt *c)
+{
+    return c->ndec > 0;
+}
+
 static int finish_open(spruce_ckpt *c, int rc, spruce_ckpt **out)
 {
     if (rc) {
@@ -285,6 +361,8 @@ int spruce_ckpt_open(const char *dir, spruce_ckpt **out)
         if ((rc = map_shard(&c->sh[0])) || (rc = build_table(c)))
             goto done;
     }
+    if (!rc)
+        rc = decode_compressed(c);
 done:
     free(ipath);
     return finish_open(c, rc, out);

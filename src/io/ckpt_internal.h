@@ -72,4 +72,39 @@ int spruce__copy_file(const char *src, const char *dst);
 /* Join dir and name into a malloc'ed path (NULL when out of memory). */
 char *spruce__path_join(const char *dir, const char *name);
 
+/* compressed-tensors (compressed_read.c): the scheme config.json declares. */
+typedef struct {
+    int present;     /* quantization_config with quant_method compressed-tensors */
+    int sparse;      /* 0 none, 1 sparse-bitmask, 2 sparse-24-bitmask */
+    int bits;        /* 0: not quantized */
+    int sym;
+    int groupsize;   /* 0: one scale per row (strategy channel) */
+    int packed;      /* format pack-quantized */
+} spruce__ct_scheme;
+
+/* Read dir/config.json's quantization_config; present = 0 when there is none.
+ * Schemes spruce does not implement are SPRUCE_EUNSUPPORTED naming them. */
+int spruce__ct_scheme_read(const char *dir, spruce__ct_scheme *s);
+/* Is a tensor a part of a compressed module?  *plen: length of the module
+ * prefix; *primary: the one part per module that stands for it. */
+int spruce__ct_component(const char *name, const char *dtype, const spruce__ct_scheme *s,
+                         size_t *plen, int *primary);
+/* Decode module prefix of c into out (name not set) and *buf (malloc'ed,
+ * out->data points into it). */
+int spruce__ct_decode(const spruce_ckpt *c, const char *prefix, const spruce__ct_scheme *s,
+                      spruce_tensor *out, void **buf);
+/* The writer's compressed mode (compressed_write.c). */
+typedef struct spruce__ctw spruce__ctw;
+int spruce__ctw_new(const spruce_ckpt *in, const char *tmp, const spruce_compress_opts *o,
+                    spruce__ctw **out);
+/* t is in's tensor number index. */
+int spruce__ctw_set(spruce__ctw *c, const spruce_tensor *t, int index, const float *data,
+                    const spruce_qgrid *g);
+/* Write the shards, the index and config.json into tmp. */
+int spruce__ctw_finish(spruce__ctw *c);
+void spruce__ctw_free(spruce__ctw *c); /* NULL is a no-op */
+
+/* 1 when c was decoded from a compressed-tensors checkpoint. */
+int spruce__ckpt_decoded(const spruce_ckpt *c);
+
 #endif

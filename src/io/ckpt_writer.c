@@ -41,6 +41,7 @@ struct spruce_ckpt_writer {
     int prepared;  /* every file synced and closed */
     int published; /* tmp renamed to outdir; old (if any) holds the replaced one */
     char *old;
+    spruce__ctw *ct;  /* compressed-tensors mode: shards rebuilt at prepare */
     union {
         float f[CHUNK];
         uint16_t h[CHUNK];
@@ -537,7 +538,7 @@ static int is_shard_name(const spruce_ckpt *c, const char *name)
 }
 
 /* Copy every regular file of the input directory except the safetensors files. */
-static int copy_others(const spruce_ckpt *in, const char *tmp)
+static int copy_others(const spruce_ckpt *in, const char *tmp, int rebuilt)
 {
     const char *dir = spruce_ckpt_dir(in);
     DIR *d = opendir(dir);
@@ -550,6 +551,9 @@ static int copy_others(const spruce_ckpt *in, const char *tmp)
         struct stat st;
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_shard_name(in, e->d_name))
             continue;
+        if (rebuilt && (!strcmp(e->d_name, "config.json") ||
+                        !strcmp(e->d_name, "model.safetensors.index.json")))
+            continue; /* written at prepare */
         src = spruce__path_join(dir, e->d_name);
         dst = spruce__path_join(tmp, e->d_name);
         if (!src || !dst)
@@ -578,6 +582,7 @@ void spruce_ckpt_writer_abort(spruce_ckpt_writer *w)
     }
     free(w->fd);
     free(w->opath);
+    spruce__ctw_free(w->ct);
     if (w->published)
         spruce__outdir_unpublish(w->tmp, w->outdir, w->old);
     else if (w->tmp)
@@ -588,8 +593,11 @@ void spruce_ckpt_writer_abort(spruce_ckpt_writer *w)
     free(w);
 }
 
-int spruce_ckpt_writer_begin(const spruce_ckpt *in, const char *outdir, int force,
-                             spruce_ckpt_writer **out)
+/* A dense checkpoint from a compressed-tensors one (sparse < 0: plain). */
+static const spruce_compress_opts plain_dense = {-1, NULL};
+
+static int writer_begin(const spruce_ckpt *in, const char *outdir, int force,
+                        const spruce_compress_opts *co, spruce_ckpt_writer **out)
 {
     spruce_ckpt_writer *w = NULL;
     int rc = 0, i;
@@ -597,6 +605,8 @@ int spruce_ckpt_writer_begin(const spruce_ckpt *in, const char *outdir, int forc
     if (!in || !outdir || !out)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_writer_begin: NULL argument");
     *out = NULL;
+    if (spruce__ckpt_decoded(in) && !co) /* decoded tensors are not in its shards: rebuild */
+        co = &plain_dense;
     if (!(w = calloc(1, sizeof *w)) || !(w->outdir = strdup(outdir))) {
         free(w);
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", outdir);
@@ -615,8 +625,12 @@ int spruce_ckpt_writer_begin(const spruce_ckpt *in, const char *outdir, int forc
         w->fd[i] = -1;
     if ((rc = spruce__outdir_begin(outdir, force, spruce_ckpt_dir(in), &w->tmp)))
         goto done;
-    if ((rc = copy_others(in, w->tmp)))
+    if ((rc = copy_others(in, w->tmp, co != NULL)))
         goto done;
+    if (co) {
+        rc = spruce__ctw_new(in, w->tmp, co, &w->ct);
+        goto done;
+    }
     for (i = 0; i < w->nsh; i++) {
         const char *name, *path;
         const uint8_t *map;
@@ -642,6 +656,47 @@ done:
     return 0;
 }
 
+int spruce_ckpt_writer_begin(const spruce_ckpt *in, const char *outdir, int force,
+                             spruce_ckpt_writer **out)
+{
+    return writer_begin(in, outdir, force, NULL, out);
+}
+
+int spruce_ckpt_writer_begin_compressed(const spruce_ckpt *in, const char *outdir, int force,
+                                        const spruce_compress_opts *o, spruce_ckpt_writer **out)
+{
+    spruce_compress_opts none = {0, NULL};
+    return writer_begin(in, outdir, force, o ? o : &none, out);
+}
+
+/* A compressed writer's tensor: encoded and spooled. */
+static int set_compressed(spruce_ckpt_writer *w, const char *name, const float *data,
+                          const spruce_qgrid *grid)
+{
+    const spruce_tensor *t;
+    int rc;
+    if (!name || !(t = spruce_ckpt_find(w->in, name)))
+        return spruce__seterr(SPRUCE_ENOTFOUND, "%s: tensor '%s': not in the input checkpoint",
+                              spruce_ckpt_dir(w->in), name ? name : "(null)");
+    if (t->dtype == SPRUCE_DTYPE_OTHER)
+        return spruce__seterr(SPRUCE_EDTYPE, "%s: tensor '%s': expected dtype F32, F16 or BF16 to "
+                              "write floats, found %s", spruce_ckpt_file_of(w->in, t), name,
+                              t->dtype_name);
+    if ((rc = spruce__ctw_set(w->ct, t, (int)(t - spruce_ckpt_tensor_at(w->in, 0)), data, grid)))
+        w->failed = 1;
+    return rc;
+}
+
+int spruce_ckpt_writer_set_quantized(spruce_ckpt_writer *w, const char *name, const float *data,
+                                     const spruce_qgrid *grid)
+{
+    if (!w)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_writer: NULL argument");
+    if (w->ct)
+        return set_compressed(w, name, data, grid);
+    return spruce_ckpt_writer_set_f32(w, name, data);
+}
+
 /* The tensor and its byte offset in its output shard. */
 static int locate(spruce_ckpt_writer *w, const char *name, const spruce_tensor **t, uint64_t *off)
 {
@@ -665,6 +720,8 @@ int spruce_ckpt_writer_set_f32(spruce_ckpt_writer *w, const char *name, const fl
     size_t numel, i, j, n;
     int rc;
 
+    if (w && w->ct)
+        return set_compressed(w, name, data, NULL);
     if ((rc = locate(w, name, &t, &off)))
         return rc;
     if (t->dtype == SPRUCE_DTYPE_OTHER)
@@ -706,6 +763,9 @@ int spruce_ckpt_writer_set_raw(spruce_ckpt_writer *w, const char *name, const vo
     const spruce_tensor *t;
     uint64_t off;
     int rc;
+    if (w && w->ct)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "tensor '%s': raw bytes cannot be written to a "
+                              "compressed checkpoint", name ? name : "(null)");
     if ((rc = locate(w, name, &t, &off)))
         return rc;
     if (nbytes != t->nbytes)
@@ -728,7 +788,17 @@ int spruce_ckpt_writer_prepare(spruce_ckpt_writer *w)
         return 0;
     if (w->failed)
         return spruce__seterr(SPRUCE_EIO, "%s: an earlier write failed; nothing was written", w->outdir);
+    if (w->ct) {
+        if ((rc = spruce__ctw_finish(w->ct))) {
+            w->failed = 1;
+            return rc;
+        }
+        spruce__ctw_free(w->ct);
+        w->ct = NULL;
+    }
     for (i = 0; i < w->nsh; i++) {
+        if (w->fd[i] < 0)
+            continue; /* a compressed writer wrote its shards whole */
         if (fsync(w->fd[i]) < 0)
             return spruce__seterr(SPRUCE_EIO, "%s: fsync failed: %s", w->opath[i], strerror(errno));
         rc = close(w->fd[i]);

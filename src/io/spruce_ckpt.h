@@ -20,6 +20,7 @@
 
 #include "spruce_error.h"
 #include "spruce_half.h"
+#include "spruce_qgrid.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -95,6 +96,24 @@ int spruce_ckpt_writer_set_raw(spruce_ckpt_writer *w, const char *name, const vo
 int spruce_ckpt_writer_commit(spruce_ckpt_writer *w);
 /* Remove the temporary directory and free w.  NULL is a no-op. */
 void spruce_ckpt_writer_abort(spruce_ckpt_writer *w);
+
+/* The compressed-tensors layout (doc/checkpoints.md, spruce_compressed.h):
+ * the same shard files, each replaced X.weight stored as its compressed parts,
+ * config.json with a "quantization_config".  Tensors never set are written as
+ * they were (their layers listed in "ignore").  A replaced tensor is encoded
+ * when it is set (its parts, at most its float32 size, held until written). */
+typedef struct {
+    int sparse;              /* 0: not sparse, 1: sparse-bitmask, 2: sparse-24-bitmask */
+    const char *structure;   /* sparsity_structure: "unstructured", "2:4", ... */
+} spruce_compress_opts;
+
+int spruce_ckpt_writer_begin_compressed(const spruce_ckpt *in, const char *outdir, int force,
+                                        const spruce_compress_opts *o, spruce_ckpt_writer **out);
+/* Replace name by data on grid (NULL: not quantized; the same as set_f32).
+ * data must lie on the grid (pruned weights +0.0).  With a dense writer the
+ * values are written as floats. */
+int spruce_ckpt_writer_set_quantized(spruce_ckpt_writer *w, const char *name, const float *data,
+                                     const spruce_qgrid *grid);
 
 /* Two-phase commit, to publish the checkpoint together with another file (the
  * masks):

@@ -1,0 +1,310 @@
+/* compressed.c: the tensor codecs of compressed-tensors checkpoints.
+ *
+ * Follows vllm-project/compressed-tensors 0.14: sparse_bitmask.py
+ * (bitmask_compress, pack_bitmasks: numpy packbits bitorder "little"),
+ * sparse_24_bitmask.py (sparse24_bitmask_compress), naive_quantized.py and
+ * pack_quantized.py (pack_to_int32 / unpack_from_int32 with
+ * pack_factor = 32 // num_bits and the offset 2^(num_bits-1)).  The layouts
+ * are in spruce_compressed.h. */
+#include <math.h>
+#include <string.h>
+
+#include "spruce_compressed.h"
+
+size_t spruce_ct_bitmask_bytes(int64_t rows, int64_t cols)
+{
+    return (size_t)rows * (size_t)((cols + 7) / 8);
+}
+
+/* Element i of p (es bytes) is not zero; floats ignore the sign bit. */
+static inline __attribute__((always_inline)) int nonzero(const uint8_t *p, int es, int is_float)
+{
+    if (es == 4) {
+        uint32_t u;
+        memcpy(&u, p, 4);
+        return (u & (is_float ? 0x7fffffffu : 0xffffffffu)) != 0;
+    }
+    if (es == 2) {
+        uint16_t u;
+        memcpy(&u, p, 2);
+        return (u & (is_float ? 0x7fffu : 0xffffu)) != 0;
+    }
+    if (es == 1)
+        return (p[0] & (is_float ? 0x7f : 0xff)) != 0;
+    {
+    uint8_t acc = is_float ? (uint8_t)(p[es - 1] & 0x7f) : p[es - 1];
+    int b;
+    for (b = 0; b + 1 < es; b++)
+        acc |= p[b];
+    return acc != 0;
+    }
+}
+
+static inline __attribute__((always_inline)) int64_t
+count_es(const uint8_t *p, int es, int is_float, int64_t numel)
+{
+    int64_t i, n = 0;
+    for (i = 0; i < numel; i++)
+        n += nonzero(p + (size_t)i * es, es, is_float);
+    return n;
+}
+
+int64_t spruce_ct_bitmask_count(const void *dense, int es, int is_float, int64_t rows, int64_t cols)
+{
+    if (es == 4)
+        return count_es(dense, 4, is_float, rows * cols);
+    if (es == 2)
+        return count_es(dense, 2, is_float, rows * cols);
+    return count_es(dense, es, is_float, rows * cols);
+}
+
+/* values <- the non-zeros in row-major order; bit c%8 of byte c/8 per row. */
+static inline __attribute__((always_inline)) void
+bitmask_encode_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
+                  void *values, uint8_t *bitmask, int64_t *row_offsets)
+{
+    const uint8_t *p = dense;
+    uint8_t *v = values;
+    size_t bpr = (size_t)((cols + 7) / 8);
+    int64_t r, c, n = 0;
+    memset(bitmask, 0, spruce_ct_bitmask_bytes(rows, cols));
+    for (r = 0; r < rows; r++) {
+        row_offsets[r] = n;
+        for (c = 0; c < cols; c++) {
+            const uint8_t *e = p + (size_t)(r * cols + c) * es;
+            if (!nonzero(e, es, is_float))
+                continue;
+            bitmask[r * bpr + (size_t)c / 8] |= (uint8_t)(1u << (c % 8));
+            memcpy(v + (size_t)n * es, e, (size_t)es);
+            n++;
+        }
+    }
+}
+
+void spruce_ct_bitmask_encode(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
+                              void *values, uint8_t *bitmask, int64_t *row_offsets)
+{
+    /* the element size as a constant, so that the loop compiles to word tests */
+    if (es == 4)
+        bitmask_encode_es(dense, 4, is_float, rows, cols, values, bitmask, row_offsets);
+    else if (es == 2)
+        bitmask_encode_es(dense, 2, is_float, rows, cols, values, bitmask, row_offsets);
+    else
+        bitmask_encode_es(dense, es, is_float, rows, cols, values, bitmask, row_offsets);
+}
+
+/* Each group of four keeps its non-zeros, then its first zeros, two in all. */
+static inline __attribute__((always_inline)) int
+encode24_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols, void *values,
+            uint8_t *bitmask, const char *what)
+{
+    const uint8_t *p = dense;
+    uint8_t *v = values;
+    size_t bpr = (size_t)((cols + 7) / 8);
+    int64_t r, c, n = 0;
+    if (cols % 4)
+        return spruce__seterr(SPRUCE_ESHAPE, "%s: sparse-24-bitmask needs columns divisible by 4, "
+                              "found %lld", what, (long long)cols);
+    memset(bitmask, 0, spruce_ct_bitmask_bytes(rows, cols));
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c += 4) {
+            const uint8_t *g = p + (size_t)(r * cols + c) * es;
+            int keep[4], k, nz = 0, need;
+            for (k = 0; k < 4; k++)
+                nz += keep[k] = nonzero(g + (size_t)k * es, es, is_float);
+            if (nz > 2)
+                return spruce__seterr(SPRUCE_EPATTERN, "%s: row %lld, columns %lld..%lld: %d "
+                                      "non-zeros in a group of 4, expected at most 2 (2:4)", what,
+                                      (long long)r, (long long)c, (long long)c + 3, nz);
+            for (k = 0, need = 2 - nz; k < 4 && need; k++)
+                if (!keep[k]) {
+                    keep[k] = 1;
+                    need--;
+                }
+            for (k = 0; k < 4; k++) {
+                if (!keep[k])
+                    continue;
+                bitmask[r * bpr + (size_t)(c + k) / 8] |= (uint8_t)(1u << ((c + k) % 8));
+                if (nonzero(g + (size_t)k * es, es, is_float))
+                    memcpy(v + (size_t)n * es, g + (size_t)k * es, (size_t)es);
+                else
+                    memset(v + (size_t)n * es, 0, (size_t)es); /* +0.0 */
+                n++;
+            }
+        }
+    return 0;
+}
+
+int spruce_ct_24_encode(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
+                        void *values, uint8_t *bitmask, const char *what)
+{
+    if (es == 4)
+        return encode24_es(dense, 4, is_float, rows, cols, values, bitmask, what);
+    if (es == 2)
+        return encode24_es(dense, 2, is_float, rows, cols, values, bitmask, what);
+    return encode24_es(dense, es, is_float, rows, cols, values, bitmask, what);
+}
+
+static int popcount8(uint8_t b)
+{
+    return __builtin_popcount(b);
+}
+
+int spruce_ct_bitmask_decode(const void *values, int64_t nvalues, const uint8_t *bitmask, int es,
+                             int64_t rows, int64_t cols, void *dense, const char *what)
+{
+    const uint8_t *v = values;
+    uint8_t *d = dense;
+    size_t bpr = (size_t)((cols + 7) / 8), i;
+    uint8_t tail = cols % 8 ? (uint8_t)(0xffu << (cols % 8)) : 0;
+    int64_t r, c, set = 0, n = 0;
+    for (r = 0; r < rows; r++) {
+        if (tail && (bitmask[r * bpr + bpr - 1] & tail))
+            return spruce__seterr(SPRUCE_EFORMAT, "%s: bitmask row %lld has bits set beyond the "
+                                  "%lld columns", what, (long long)r, (long long)cols);
+        for (i = 0; i < bpr; i++)
+            set += popcount8(bitmask[r * bpr + i]);
+    }
+    if (set != nvalues)
+        return spruce__seterr(SPRUCE_EFORMAT, "%s: the bitmask marks %lld values, the compressed "
+                              "values hold %lld", what, (long long)set, (long long)nvalues);
+    memset(d, 0, (size_t)rows * (size_t)cols * (size_t)es);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++)
+            if (bitmask[r * bpr + (size_t)c / 8] >> (c % 8) & 1) {
+                memcpy(d + (size_t)(r * cols + c) * es, v + (size_t)n * es, (size_t)es);
+                n++;
+            }
+    return 0;
+}
+
+/* ---- quantization --------------------------------------------------------- */
+
+/* q_u = clamp(round(w / scale) + zero, 0, 2^b - 1); q = q_u - 2^(b-1). */
+int spruce_ct_quantize(const float *w, const spruce_qgrid *g, int8_t *q, int8_t *zp,
+                       const char *what)
+{
+    int64_t ng, r, c;
+    int off, maxq;
+    if (!g || g->bits < 2 || g->bits > 8 || g->groupsize <= 0 || g->cols % g->groupsize)
+        return spruce__seterr(SPRUCE_EINVAL, "%s: expected a grid of 2 to 8 bits whose group "
+                              "divides the columns", what);
+    off = 1 << (g->bits - 1);
+    maxq = (1 << g->bits) - 1;
+    ng = g->cols / g->groupsize;
+    for (r = 0; r < g->rows; r++)
+        for (c = 0; c < g->cols; c++) {
+            int64_t k = r * ng + c / g->groupsize;
+            float s = g->scale[k], z = g->zero[k], x = w[r * g->cols + c];
+            double l;
+            if (!(s > 0.0f) || !isfinite(s) || z != rintf(z) || z < 0 || z > maxq)
+                return spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, group %lld: expected a finite "
+                                      "positive scale and an integer zero in [0, %d], found %g "
+                                      "and %g", what, (long long)r, (long long)(c / g->groupsize),
+                                      maxq, (double)s, (double)z);
+            l = x == 0.0f ? z : rint((double)x / s) + z;
+            if (l < 0)
+                l = 0;
+            if (l > maxq)
+                l = maxq;
+            if (fabs((double)s * (l - z) - x) > 0.01 * s)
+                return spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, column %lld: %g is not on the "
+                                      "grid (scale %g, zero %g)", what, (long long)r,
+                                      (long long)c, (double)x, (double)s, (double)z);
+            q[r * g->cols + c] = (int8_t)((int)l - off);
+            if (zp && c % g->groupsize == 0)
+                zp[k] = (int8_t)((int)z - off);
+        }
+    return 0;
+}
+
+/* w = (q - zp) * scale. */
+int spruce_ct_dequantize(const int8_t *q, const float *scale, const int8_t *zp, int bits,
+                         int64_t rows, int64_t cols, int64_t groupsize, float *w, const char *what)
+{
+    int64_t ng = cols / groupsize, r, c;
+    int lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < ng; c++) {
+            float s = scale[r * ng + c];
+            if (!(s > 0.0f) || !isfinite(s))
+                return spruce__seterr(SPRUCE_EFORMAT, "%s: weight_scale at row %lld, group %lld "
+                                      "is %g, expected finite and positive", what, (long long)r,
+                                      (long long)c, (double)s);
+            if (zp && (zp[r * ng + c] < lo || zp[r * ng + c] > hi))
+                return spruce__seterr(SPRUCE_EFORMAT, "%s: weight_zero_point at row %lld, group "
+                                      "%lld is %d, outside [%d, %d] of %d bits", what,
+                                      (long long)r, (long long)c, zp[r * ng + c], lo, hi, bits);
+        }
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            int64_t k = r * ng + c / groupsize;
+            int v = q[r * cols + c];
+            if (v < lo || v > hi)
+                return spruce__seterr(SPRUCE_EFORMAT, "%s: weight at row %lld, column %lld is %d, "
+                                      "outside [%d, %d] of %d bits", what, (long long)r,
+                                      (long long)c, v, lo, hi, bits);
+            w[r * cols + c] = (float)(v - (zp ? zp[k] : 0)) * scale[k];
+        }
+    return 0;
+}
+
+/* ---- packing into int32 ----------------------------------------------------- */
+
+int64_t spruce_ct_packed_cols(int64_t cols, int bits)
+{
+    int64_t pf = 32 / bits;
+    return (cols + pf - 1) / pf;
+}
+
+/* word[c / pf] |= (q + 2^(b-1)) << ((c % pf) * b), pf = 32 / b. */
+void spruce_ct_pack(const int8_t *q, int64_t rows, int64_t cols, int bits, int32_t *out)
+{
+    int64_t pf = 32 / bits, pc = spruce_ct_packed_cols(cols, bits), r, c;
+    int off = 1 << (bits - 1);
+    memset(out, 0, (size_t)(rows * pc) * sizeof *out);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            uint32_t u = (uint32_t)(q[r * cols + c] + off);
+            uint32_t *wd = (uint32_t *)&out[r * pc + c / pf];
+            *wd |= u << ((c % pf) * bits);
+        }
+}
+
+void spruce_ct_unpack(const int32_t *packed, int64_t rows, int64_t cols, int bits, int8_t *q)
+{
+    int64_t pf = 32 / bits, pc = spruce_ct_packed_cols(cols, bits), r, c;
+    uint32_t mask = (1u << bits) - 1;
+    int off = 1 << (bits - 1);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            uint32_t wd = (uint32_t)packed[r * pc + c / pf];
+            q[r * cols + c] = (int8_t)((int)(wd >> ((c % pf) * bits) & mask) - off);
+        }
+}
+
+/* Along rows: word (r / pf, c) holds rows r of column c. */
+void spruce_ct_pack_dim0(const int8_t *q, int64_t rows, int64_t cols, int bits, int32_t *out)
+{
+    int64_t pf = 32 / bits, pr = spruce_ct_packed_cols(rows, bits), r, c;
+    int off = 1 << (bits - 1);
+    memset(out, 0, (size_t)(pr * cols) * sizeof *out);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            uint32_t u = (uint32_t)(q[r * cols + c] + off);
+            uint32_t *wd = (uint32_t *)&out[(r / pf) * cols + c];
+            *wd |= u << ((r % pf) * bits);
+        }
+}
+
+void spruce_ct_unpack_dim0(const int32_t *packed, int64_t rows, int64_t cols, int bits, int8_t *q)
+{
+    int64_t pf = 32 / bits, r, c;
+    uint32_t mask = (1u << bits) - 1;
+    int off = 1 << (bits - 1);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            uint32_t wd = (uint32_t)packed[(r / pf) * cols + c];
+            q[r * cols + c] = (int8_t)((int)(wd >> ((r % pf) * bits) & mask) - off);
+        }
+}

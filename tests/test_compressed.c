@@ -1,0 +1,674 @@
+/* test_compressed.c: the compressed-tensors codecs (spruce_compressed.h).
+ *
+ * Round trips dense -> compressed -> dense are bit-exact for the sparse
+ * layouts in F32, F16, BF16 and I8, and exact to the grid for the quantized
+ * ones (grids made here by round-to-nearest: the codec needs only the struct).
+ * The layouts are also checked against readers written in this file from the
+ * definition (numpy packbits bitorder "little"; pack_to_int32's docstring
+ * example), not from the codec, and every malformed input is a clear error. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spruce_compressed.h"
+#include "spruce_half.h"
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+static float uniform(void) { return (float)((next() >> 11) * (1.0 / 9007199254740992.0)) * 2 - 1; }
+
+/* A (rows, cols) matrix, zero where a fraction p is pruned (some as -0.0). */
+static void sparse_f32(float *w, int64_t n, double p)
+{
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        double u = (double)(next() >> 11) / 9007199254740992.0;
+        w[i] = u < p ? (next() & 1 ? -0.0f : 0.0f) : uniform();
+    }
+}
+
+/* 2:4: zero two (or three, or four) of every four. */
+static void nm24_f32(float *w, int64_t rows, int64_t cols)
+{
+    int64_t i, k;
+    for (i = 0; i < rows * cols; i += 4) {
+        int keep = (int)(next() % 3); /* 0, 1 or 2 kept */
+        for (k = 0; k < 4; k++)
+            w[i + k] = 0.0f;
+        for (k = 0; k < keep; k++)
+            w[i + (int64_t)(next() % 4)] = uniform() + 2.0f;
+    }
+}
+
+static void to_dtype(const float *w, int64_t n, int es, void *out)
+{
+    if (es == 4)
+        memcpy(out, w, (size_t)n * 4);
+    else if (es == 2)
+        spruce_f32_to_bf16_n(w, out, (size_t)n);
+}
+
+static int bit_of(const uint8_t *bm, int64_t cols, int64_t r, int64_t c)
+{
+    /* numpy.packbits(axis=-1, bitorder="little"): element c is bit c % 8 of byte c // 8 */
+    int64_t bpr = (cols + 7) / 8;
+    return (bm[r * bpr + c / 8] >> (c % 8)) & 1;
+}
+
+static int is_zero_bits(const uint8_t *p, int es, int fl)
+{
+    int b;
+    for (b = 0; b < es; b++)
+        if (p[b] & (fl && b == es - 1 ? 0x7f : 0xff))
+            return 0;
+    return 1;
+}
+
+/* Bitmask round trip for one element size, checked by an independent reader. */
+static void bitmask_roundtrip(int es, int fl, int f16, int64_t rows, int64_t cols)
+{
+    int64_t n = rows * cols, nnz, i, r, c, k = 0;
+    float *w = malloc((size_t)n * 4);
+    uint8_t *d = malloc((size_t)n * (size_t)es), *back = malloc((size_t)n * (size_t)es);
+    uint8_t *vals, *bm = malloc(spruce_ct_bitmask_bytes(rows, cols));
+    int64_t *ro = malloc((size_t)rows * 8);
+    sparse_f32(w, n, 0.5);
+    if (es == 2 && f16)
+        spruce_f32_to_f16_n(w, (uint16_t *)d, (size_t)n);
+    else if (es == 1)
+        for (i = 0; i < n; i++)
+            d[i] = (uint8_t)(int8_t)(w[i] * 100);
+    else
+        to_dtype(w, n, es, d);
+    nnz = spruce_ct_bitmask_count(d, es, fl, rows, cols);
+    vals = malloc((size_t)(nnz ? nnz : 1) * (size_t)es);
+    spruce_ct_bitmask_encode(d, es, fl, rows, cols, vals, bm, ro);
+    /* the definition: bit set exactly for non-zeros, values in row-major order */
+    for (r = 0; r < rows; r++) {
+        cr_assert_eq(ro[r], k, "row_offsets[%lld] = %lld, expected %lld", (long long)r,
+                     (long long)ro[r], (long long)k);
+        for (c = 0; c < cols; c++) {
+            const uint8_t *e = d + (size_t)(r * cols + c) * es;
+            int nz = !is_zero_bits(e, es, fl);
+            cr_assert_eq(bit_of(bm, cols, r, c), nz, "bit of (%lld, %lld)", (long long)r, (long long)c);
+            if (nz) {
+                cr_assert(!memcmp(vals + (size_t)k * es, e, (size_t)es));
+                k++;
+            }
+        }
+    }
+    cr_assert_eq(k, nnz);
+    cr_assert_eq(spruce_ct_bitmask_decode(vals, nnz, bm, es, rows, cols, back, "t"), 0, "%s",
+                 spruce_errdetail());
+    for (i = 0; i < n; i++) {
+        const uint8_t *e = d + (size_t)i * es;
+        if (is_zero_bits(e, es, fl)) /* -0.0 comes back as +0.0 */
+            cr_assert(is_zero_bits(back + (size_t)i * es, es, 0), "element %lld not +0", (long long)i);
+        else
+            cr_assert(!memcmp(back + (size_t)i * es, e, (size_t)es), "element %lld", (long long)i);
+    }
+    free(w), free(d), free(back), free(vals), free(bm), free(ro);
+}
+
+Test(compressed, bitmask_roundtrip_every_dtype_bit_exact)
+{
+    bitmask_roundtrip(4, 1, 0, 13, 37); /* F32, a column count not a multiple of 8 */
+    bitmask_roundtrip(2, 1, 1, 16, 64); /* F16 */
+    bitmask_roundtrip(2, 1, 0, 7, 9);   /* BF16 */
+    bitmask_roundtrip(1, 0, 0, 5, 24);  /* I8 (sparse + quantized) */
+}
+
+Test(compressed, bitmask_bit_order_is_numpy_little)
+{
+    /* row [1, 0, 0, 2, 0, 0, 0, 0, 3] -> bytes 0b00001001, 0b00000001 */
+    float w[9] = {1, 0, 0, 2, 0, 0, 0, 0, 3}, v[3], back[9];
+    uint8_t bm[2];
+    int64_t ro[1];
+    spruce_ct_bitmask_encode(w, 4, 1, 1, 9, v, bm, ro);
+    cr_assert_eq(bm[0], 0x09);
+    cr_assert_eq(bm[1], 0x01);
+    cr_assert(v[0] == 1 && v[1] == 2 && v[2] == 3);
+    cr_assert_eq(spruce_ct_bitmask_decode(v, 3, bm, 4, 1, 9, back, "t"), 0);
+    cr_assert(!memcmp(back, w, sizeof w));
+}
+
+Test(compressed, sparse24_roundtrip_and_layout)
+{
+    int64_t rows = 6, cols = 16, n = rows * cols, r, g, k;
+    float w[96], v[48], back[96];
+    uint8_t bm[12];
+    nm24_f32(w, rows, cols);
+    cr_assert_eq(spruce_ct_24_encode(w, 4, 1, rows, cols, v, bm, "t"), 0, "%s", spruce_errdetail());
+    /* two bits per group of four, the non-zeros among them */
+    for (r = 0; r < rows; r++)
+        for (g = 0; g < cols; g += 4) {
+            int set = 0;
+            for (k = 0; k < 4; k++) {
+                set += bit_of(bm, cols, r, g + k);
+                if (w[r * cols + g + k] != 0.0f)
+                    cr_assert(bit_of(bm, cols, r, g + k));
+            }
+            cr_assert_eq(set, 2, "row %lld group %lld has %d bits", (long long)r, (long long)g, set);
+        }
+    cr_assert_eq(spruce_ct_bitmask_decode(v, n / 2, bm, 4, rows, cols, back, "t"), 0);
+    cr_assert(!memcmp(back, w, sizeof w));
+}
+
+Test(compressed, sparse24_refuses_three_nonzeros_and_bad_width)
+{
+    float w[8] = {1, 2, 3, 0, 0, 0, 0, 0}, v[4];
+    uint8_t bm[1];
+    cr_assert_eq(spruce_ct_24_encode(w, 4, 1, 1, 8, v, bm, "f: tensor t"), SPRUCE_EPATTERN);
+    cr_assert(strstr(spruce_errdetail(), "f: tensor t") && strstr(spruce_errdetail(), "row 0"));
+    cr_assert_eq(spruce_ct_24_encode(w, 4, 1, 1, 6, v, bm, "t"), SPRUCE_ESHAPE);
+}
+
+Test(compressed, bitmask_count_disagreeing_with_values_is_an_error)
+{
+    float v[4] = {1, 2, 3, 4}, back[8];
+    uint8_t bm[1] = {0x0f}, bad[1] = {0x01 | 0x80};
+    cr_assert_eq(spruce_ct_bitmask_decode(v, 3, bm, 4, 1, 8, back, "m.safetensors: tensor x.bitmask"),
+                 SPRUCE_EFORMAT);
+    cr_assert(strstr(spruce_errdetail(), "x.bitmask") && strstr(spruce_errdetail(), "4 values") &&
+              strstr(spruce_errdetail(), "hold 3"), "%s", spruce_errdetail());
+    /* a bit beyond the columns (cols 7, bit 7 set) */
+    cr_assert_eq(spruce_ct_bitmask_decode(v, 2, bad, 4, 1, 7, back, "t"), SPRUCE_EFORMAT);
+    cr_assert(strstr(spruce_errdetail(), "beyond"));
+}
+
+/* A round-to-nearest grid on w (rows, cols), groups of gs: spruce's convention. */
+static void rtn_grid(const float *w, spruce_qgrid *g, int bits, int sym, int64_t rows,
+                     int64_t cols, int64_t gs)
+{
+    int64_t ng = cols / gs, r, j, c;
+    int maxq = (1 << bits) - 1;
+    g->bits = bits, g->sym = sym, g->rows = rows, g->cols = cols, g->groupsize = gs;
+    g->scale = malloc((size_t)(rows * ng) * 4);
+    g->zero = malloc((size_t)(rows * ng) * 4);
+    for (r = 0; r < rows; r++)
+        for (j = 0; j < ng; j++) {
+            float lo = 0, hi = 0;
+            for (c = j * gs; c < (j + 1) * gs; c++) {
+                lo = fminf(lo, w[r * cols + c]);
+                hi = fmaxf(hi, w[r * cols + c]);
+            }
+            if (sym) {
+                hi = fmaxf(-lo, hi), lo = -hi;
+            }
+            if (hi == lo)
+                hi = lo + 1;
+            g->scale[r * ng + j] = (hi - lo) / maxq;
+            g->zero[r * ng + j] = sym ? (float)((maxq + 1) / 2) : rintf(-lo / g->scale[r * ng + j]);
+        }
+}
+
+/* Round w onto g in place (pruned zeros stay +0.0). */
+static void onto_grid(float *w, const spruce_qgrid *g)
+{
+    int64_t ng = g->cols / g->groupsize, i;
+    int maxq = (1 << g->bits) - 1;
+    for (i = 0; i < g->rows * g->cols; i++) {
+        int64_t k = (i / g->cols) * ng + (i % g->cols) / g->groupsize;
+        float s = g->scale[k], z = g->zero[k], q;
+        if (w[i] == 0.0f) {
+            w[i] = 0.0f;
+            continue;
+        }
+        q = fminf(fmaxf(rintf(w[i] / s) + z, 0), (float)maxq);
+        w[i] = s * (q - z);
+    }
+}
+
+static void quant_roundtrip(int bits, int sym, int64_t rows, int64_t cols, int64_t gs, int pack)
+{
+    int64_t n = rows * cols, ng = cols / gs, i;
+    float *w = malloc((size_t)n * 4), *back = malloc((size_t)n * 4);
+    int8_t *q = malloc((size_t)n), *q2 = malloc((size_t)n), *zp = malloc((size_t)(rows * ng));
+    int8_t *zp2 = malloc((size_t)(rows * ng));
+    spruce_qgrid g;
+    sparse_f32(w, n, 0.5);
+    rtn_grid(w, &g, bits, sym, rows, cols, gs);
+    onto_grid(w, &g);
+    cr_assert_eq(spruce_ct_quantize(w, &g, q, sym ? NULL : zp, "t"), 0, "%s", spruce_errdetail());
+    if (pack) {
+        int32_t *p = malloc((size_t)(rows * spruce_ct_packed_cols(cols, bits)) * 4);
+        int32_t *pz = malloc((size_t)(spruce_ct_packed_cols(rows, bits) * ng) * 4);
+        spruce_ct_pack(q, rows, cols, bits, p);
+        spruce_ct_unpack(p, rows, cols, bits, q2);
+        cr_assert(!memcmp(q, q2, (size_t)n));
+        if (!sym) {
+            spruce_ct_pack_dim0(zp, rows, ng, bits, pz);
+            spruce_ct_unpack_dim0(pz, rows, ng, bits, zp2);
+            cr_assert(!memcmp(zp, zp2, (size_t)(rows * ng)));
+        }
+        free(p), free(pz);
+    }
+    cr_assert_eq(spruce_ct_dequantize(q, g.scale, sym ? NULL : zp, bits, rows, cols, gs, back, "t"),
+                 0, "%s", spruce_errdetail());
+    for (i = 0; i < n; i++) {
+        int lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1;
+        cr_assert(q[i] >= lo && q[i] <= hi);
+        cr_assert(back[i] == w[i], "bits %d sym %d: element %lld: %a, expected %a", bits, sym,
+                  (long long)i, (double)back[i], (double)w[i]);
+        if (sym && w[i] == 0.0f)
+            cr_assert_eq(q[i], 0, "a pruned weight of a symmetric grid is level 0");
+    }
+    free(w), free(back), free(q), free(q2), free(zp), free(zp2), free(g.scale), free(g.zero);
+}
+
+Test(compressed, quantized_roundtrip_exact_to_the_grid)
+{
+    int bits;
+    for (bits = 2; bits <= 8; bits++) {
+        quant_roundtrip(bits, 1, 9, 64, 64, 32 % bits == 0); /* channel */
+        quant_roundtrip(bits, 0, 9, 64, 16, 32 % bits == 0); /* group 16, asymmetric */
+    }
+    quant_roundtrip(4, 1, 5, 37, 37, 1); /* a row that does not fill its last word */
+}
+
+Test(compressed, pack_order_matches_the_definition)
+{
+    /* pack_to_int32's docstring: 8 bits, [1, 2] -> [129, 130, 0, 0] -> 33409 */
+    int8_t q8[2] = {1, 2}, q4[9] = {-8, 7, 0, 1, 2, 3, 4, 5, 6};
+    int32_t p[2];
+    spruce_ct_pack(q8, 1, 2, 8, p);
+    cr_assert_eq(p[0], 33409);
+    /* 4 bits: element j at bits 4j of word j / 8, stored as q + 8 */
+    spruce_ct_pack(q4, 1, 9, 4, p);
+    cr_assert_eq((uint32_t)p[0], 0xDCBA98F0u, "%08x", (uint32_t)p[0]); /* nibbles 0,F,8,9,A,B,C,D */
+    cr_assert_eq(p[1], 14);
+}
+
+Test(compressed, zero_or_nan_scale_is_an_error)
+{
+    int8_t q[4] = {1, 2, 3, 4};
+    float s0[1] = {0.0f}, sn[1] = {NAN}, w[4];
+    cr_assert_eq(spruce_ct_dequantize(q, s0, NULL, 8, 1, 4, 4, w, "f: tensor m.weight_scale"),
+                 SPRUCE_EFORMAT);
+    cr_assert(strstr(spruce_errdetail(), "m.weight_scale") && strstr(spruce_errdetail(), "row 0"));
+    cr_assert_eq(spruce_ct_dequantize(q, sn, NULL, 8, 1, 4, 4, w, "t"), SPRUCE_EFORMAT);
+    /* a level outside 4 bits */
+    {
+        int8_t big[4] = {9, 0, 0, 0};
+        float s[1] = {1.0f};
+        cr_assert_eq(spruce_ct_dequantize(big, s, NULL, 4, 1, 4, 4, w, "t"), SPRUCE_EFORMAT);
+    }
+}
+
+Test(compressed, weights_off_the_grid_are_refused)
+{
+    float w[4] = {0.5f, 0.25f, 0.3f, 0.0f}, s[1] = {0.25f}, z[1] = {128.0f};
+    int8_t q[4];
+    spruce_qgrid g = {8, 1, 1, 4, 4, s, z};
+    cr_assert_eq(spruce_ct_quantize(w, &g, q, NULL, "t"), SPRUCE_EINVAL);
+    cr_assert(strstr(spruce_errdetail(), "column 2"), "%s", spruce_errdetail());
+    w[2] = 0.75f;
+    cr_assert_eq(spruce_ct_quantize(w, &g, q, NULL, "t"), 0);
+    cr_assert(q[0] == 2 && q[1] == 1 && q[2] == 3 && q[3] == 0);
+}
+
+/* ---- checkpoints on disk: decoded on open ---------------------------------- */
+
+#include "ckpt_testutil.h"
+#include "spruce_ckpt.h"
+
+typedef struct {
+    const char *name, *dtype, *shape;
+    const void *data;
+    size_t n;
+} part_t;
+
+/* A checkpoint directory: config.json with qc (a quantization_config object,
+ * NULL: none) and model.safetensors of parts (written here from the layout's
+ * definition, not by spruce). */
+static char *write_ckpt(const char *qc, const part_t *p, int np)
+{
+    char *dir = mktmp(), *cfg = path2(dir, "config.json"), *st = path2(dir, "model.safetensors");
+    char hdr[8192] = "{", cj[4096];
+    uint8_t data[65536];
+    size_t off = 0;
+    int i;
+    for (i = 0; i < np; i++) {
+        snprintf(hdr + strlen(hdr), sizeof hdr - strlen(hdr),
+                 "%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}", i ? "," : "",
+                 p[i].name, p[i].dtype, p[i].shape, off, off + p[i].n);
+        memcpy(data + off, p[i].data, p[i].n);
+        off += p[i].n;
+    }
+    strcat(hdr, "}");
+    write_st(st, hdr, data, off);
+    snprintf(cj, sizeof cj, "{\"model_type\": \"llama\"%s%s}", qc ? ", \"quantization_config\": " : "",
+             qc ? qc : "");
+    write_bytes(cfg, cj, strlen(cj));
+    free(cfg);
+    free(st);
+    return dir;
+}
+
+static const float norm_w[4] = {1, 2, 3, 4};
+
+#define QC_SPARSE(fmt) "{\"quant_method\": \"compressed-tensors\", \"format\": \"dense\", " \
+    "\"sparsity_config\": {\"format\": \"" fmt "\", \"sparsity_structure\": \"2:4\"}}"
+
+Test(compressed_ckpt, sparse24_bf16_decodes_to_the_dense_weight)
+{
+    /* W (2, 8) = rows [0 a 0 b | c 0 0 d], [e f 0 0 | 0 0 0 0] in BF16 */
+    float dense[16] = {0, 1.5f, 0, -2, 3, 0, 0, 0.25f, -1, 4, 0, 0, 0, 0, 0, 0};
+    uint16_t vals[8], want[16];
+    uint8_t bm[2] = {0x0a | 0x90, 0x03 | 0x30}; /* row 1's second group: the first two zeros */
+    int64_t shape[2] = {2, 8};
+    float kept[8] = {1.5f, -2, 3, 0.25f, -1, 4, 0, 0};
+    spruce_ckpt *c;
+    const spruce_tensor *t;
+    spruce_f32_to_bf16_n(kept, vals, 8);
+    spruce_f32_to_bf16_n(dense, want, 16);
+    {
+        part_t p[] = {{"m.shape", "I64", "[2,1]", shape, 16},
+                      {"m.compressed", "BF16", "[2,4]", vals, 16},
+                      {"m.bitmask", "U8", "[2,1]", bm, 2},
+                      {"n.weight", "F32", "[4]", norm_w, 16}};
+        char *dir = write_ckpt(QC_SPARSE("sparse-24-bitmask"), p, 4);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), 0, "%s", spruce_errdetail());
+        t = spruce_ckpt_find(c, "m.weight");
+        cr_assert(t && t->dtype == SPRUCE_DTYPE_BF16 && t->ndim == 2 && t->shape[0] == 2 &&
+                  t->shape[1] == 8);
+        cr_assert(!memcmp(t->data, want, sizeof want), "decoded weight differs");
+        cr_assert_null(spruce_ckpt_find(c, "m.bitmask"));
+        cr_assert_not_null(spruce_ckpt_find(c, "n.weight"));
+        cr_assert_eq(spruce_ckpt_count(c), 2);
+        spruce_ckpt_close(c);
+        rmrf(dir);
+        free(dir);
+    }
+}
+
+Test(compressed_ckpt, bitmask_count_disagreeing_names_file_and_tensor)
+{
+    float vals[3] = {1, 2, 3};
+    uint8_t bm[1] = {0x0f}; /* four bits, three values */
+    int64_t shape[2] = {1, 8}, ro[1] = {0};
+    part_t p[] = {{"m.shape", "I64", "[2]", shape, 16}, {"m.compressed", "F32", "[3]", vals, 12},
+                  {"m.bitmask", "U8", "[1,1]", bm, 1}, {"m.row_offsets", "I64", "[1]", ro, 8}};
+    char *dir = write_ckpt(QC_SPARSE("sparse-bitmask"), p, 4);
+    spruce_ckpt *c = NULL;
+    cr_assert_eq(spruce_ckpt_open(dir, &c), SPRUCE_EFORMAT);
+    cr_assert(strstr(spruce_errdetail(), "model.safetensors") && strstr(spruce_errdetail(), "m.bitmask") &&
+              strstr(spruce_errdetail(), "4 values"), "%s", spruce_errdetail());
+    rmrf(dir);
+    free(dir);
+}
+
+#define QC_INT(fmt, bits, strategy, gs, sym) "{\"quant_method\": \"compressed-tensors\", \"format\": \"" \
+    fmt "\", \"config_groups\": {\"group_0\": {\"targets\": [\"Linear\"], \"weights\": {\"num_bits\": " \
+    #bits ", \"type\": \"int\", \"symmetric\": " sym ", \"strategy\": \"" strategy "\", " \
+    "\"group_size\": " #gs ", \"dynamic\": false}, \"input_activations\": null}}}"
+
+Test(compressed_ckpt, int8_channel_and_int4_packed_group_dequantize)
+{
+    int8_t q[8] = {-128, -1, 0, 1, 127, 5, -5, 0};
+    float s[2] = {0.5f, 0.25f}, back[8];
+    int64_t shape[2] = {2, 4};
+    /* 4 bits, group 2, asymmetric: levels 0..15 stored as q + 8 in words of 8 */
+    int8_t q4[8] = {-8, 7, 0, 1, 2, -3, 4, 5};
+    int32_t packed[2] = {0, 0}, zpk[2] = {0, 0};
+    int8_t zp[4] = {1, -1, 0, 2}; /* (2 rows, 2 groups) */
+    float s4[4] = {1, 2, 0.5f, 4};
+    int i;
+    spruce_ckpt *c;
+    const spruce_tensor *t;
+    for (i = 0; i < 4; i++) {
+        packed[0] |= (int32_t)((uint32_t)(q4[i] + 8) << (4 * i));
+        packed[1] |= (int32_t)((uint32_t)(q4[4 + i] + 8) << (4 * i));
+    }
+    for (i = 0; i < 2; i++) /* zero points packed along rows: word (0, g) holds rows 0, 1 */
+        zpk[i] = (int32_t)((uint32_t)(zp[i] + 8) | ((uint32_t)(zp[2 + i] + 8) << 4));
+    {
+        part_t p[] = {{"m.weight", "I8", "[2,4]", q, 8}, {"m.weight_scale", "F32", "[2,1]", s, 8},
+                      {"n.weight", "F32", "[4]", norm_w, 16}};
+        char *dir = write_ckpt(QC_INT("int-quantized", 8, "channel", null, "true"), p, 3);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), 0, "%s", spruce_errdetail());
+        t = spruce_ckpt_find(c, "m.weight");
+        cr_assert(t && t->dtype == SPRUCE_DTYPE_F32);
+        spruce_tensor_read_f32(t, back);
+        for (i = 0; i < 8; i++)
+            cr_assert(back[i] == q[i] * s[i / 4], "element %d: %g", i, (double)back[i]);
+        cr_assert_not_null(spruce_ckpt_find(c, "n.weight"));
+        cr_assert_null(spruce_ckpt_find(c, "m.weight_scale"));
+        spruce_ckpt_close(c);
+        rmrf(dir);
+        free(dir);
+    }
+    {
+        part_t p[] = {{"m.weight_packed", "I32", "[2,1]", packed, 8},
+                      {"m.weight_shape", "I64", "[2]", shape, 16},
+                      {"m.weight_scale", "F32", "[2,2]", s4, 16},
+                      {"m.weight_zero_point", "I32", "[1,2]", zpk, 8}};
+        char *dir = write_ckpt(QC_INT("pack-quantized", 4, "group", 2, "false"), p, 4);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), 0, "%s", spruce_errdetail());
+        t = spruce_ckpt_find(c, "m.weight");
+        cr_assert(t);
+        spruce_tensor_read_f32(t, back);
+        for (i = 0; i < 8; i++) {
+            int r = i / 4, g = (i % 4) / 2;
+            cr_assert(back[i] == (float)(q4[i] - zp[r * 2 + g]) * s4[r * 2 + g], "element %d: %g",
+                      i, (double)back[i]);
+        }
+        spruce_ckpt_close(c);
+        rmrf(dir);
+        free(dir);
+    }
+}
+
+Test(compressed_ckpt, zero_or_nan_scale_and_unsupported_schemes_are_refused)
+{
+    int8_t q[4] = {1, 2, 3, 4};
+    float s0[1] = {0.0f}, sn[1] = {NAN};
+    spruce_ckpt *c = NULL;
+    const char *bad[] = {
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"float-quantized\"}",
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"marlin-24\"}",
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"int-quantized\", \"config_groups\": "
+        "{\"g\": {\"weights\": {\"num_bits\": 8, \"type\": \"float\", \"strategy\": \"channel\"}}}}",
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"int-quantized\", \"config_groups\": "
+        "{\"g\": {\"weights\": {\"num_bits\": 8, \"type\": \"int\", \"strategy\": \"channel\"}, "
+        "\"input_activations\": {\"num_bits\": 8}}}}",
+        "{\"quant_method\": \"compressed-tensors\", \"format\": \"int-quantized\", \"config_groups\": "
+        "{\"g\": {\"weights\": {\"num_bits\": 8, \"type\": \"int\", \"strategy\": \"channel\", "
+        "\"dynamic\": true}}}}",
+        "{\"quant_method\": \"gptq\"}",
+    };
+    const char *names[] = {"float-quantized", "marlin-24", "fp8", "activation", "dynamic", "gptq"};
+    unsigned i;
+    for (i = 0; i < 2; i++) {
+        part_t p[] = {{"m.weight", "I8", "[1,4]", q, 4},
+                      {"m.weight_scale", "F32", "[1,1]", i ? sn : s0, 4}};
+        char *dir = write_ckpt(QC_INT("int-quantized", 8, "channel", null, "true"), p, 2);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), SPRUCE_EFORMAT);
+        cr_assert(strstr(spruce_errdetail(), "weight_scale") && strstr(spruce_errdetail(), "m"),
+                  "%s", spruce_errdetail());
+        rmrf(dir);
+        free(dir);
+    }
+    for (i = 0; i < sizeof bad / sizeof *bad; i++) {
+        part_t p[] = {{"n.weight", "F32", "[4]", norm_w, 16}};
+        char *dir = write_ckpt(bad[i], p, 1);
+        cr_assert_eq(spruce_ckpt_open(dir, &c), SPRUCE_EUNSUPPORTED, "case %u", i);
+        cr_assert(strstr(spruce_errdetail(), names[i]) && strstr(spruce_errdetail(), "config.json"),
+                  "case %u: %s", i, spruce_errdetail());
+        rmrf(dir);
+        free(dir);
+    }
+}
+
+/* ---- the writer: dense -> compressed -> dense -------------------------------- */
+
+/* Prune every *_proj.weight of a synth model (2:4 or 50%), write it dense and
+ * compressed, and compare what the two read back as. */
+static void writer_roundtrip(spruce_dtype dt, int sparse, int quant)
+{
+    spruce_synth_config cfg = small_cfg(dt);
+    char *base = mktmp(), *in = path2(base, "in"), *dn = path2(base, "dense"), *cn = path2(base, "ct");
+    spruce_ckpt *ck, *cd, *cc, *raw;
+    spruce_ckpt_writer *wd, *wc;
+    spruce_compress_opts co = {sparse, sparse == 2 ? "2:4" : "unstructured"};
+    int i, nproj = 0;
+    char *st;
+    cr_assert_eq(spruce_synth_write(in, &cfg, 0), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0);
+    cr_assert_eq(spruce_ckpt_writer_begin(ck, dn, 0, &wd), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin_compressed(ck, cn, 0, &co, &wc), 0, "%s", spruce_errdetail());
+    for (i = 0; i < spruce_ckpt_count(ck); i++) {
+        const spruce_tensor *t = spruce_ckpt_tensor_at(ck, i);
+        int64_t n = spruce_tensor_numel(t), k;
+        float *w;
+        spruce_qgrid g;
+        if (!strstr(t->name, "_proj.weight"))
+            continue;
+        w = malloc((size_t)n * 4);
+        spruce_tensor_read_f32(t, w);
+        for (k = 0; k < n; k += 4) /* 2:4 by position: also 50% unstructured */
+            w[k + 1] = w[k + 3] = (k / 4) % 2 ? 0.0f : -0.0f;
+        if (quant) {
+            rtn_grid(w, &g, 8, 1, t->shape[0], t->shape[1], t->shape[1] % 16 ? t->shape[1] : 16);
+            onto_grid(w, &g);
+        }
+        cr_assert_eq(spruce_ckpt_writer_set_f32(wd, t->name, w), 0);
+        cr_assert_eq(spruce_ckpt_writer_set_quantized(wc, t->name, w, quant ? &g : NULL), 0, "%s",
+                     spruce_errdetail());
+        if (quant)
+            free(g.scale), free(g.zero);
+        free(w);
+        nproj++;
+    }
+    cr_assert_eq(spruce_ckpt_writer_commit(wd), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_commit(wc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(nproj, 7);
+    cr_assert_eq(spruce_ckpt_open(dn, &cd), 0);
+    cr_assert_eq(spruce_ckpt_open(cn, &cc), 0, "%s", spruce_errdetail());
+    /* every tensor the same bytes (quantized: the same values in float32) */
+    cr_assert_eq(spruce_ckpt_count(cc), spruce_ckpt_count(cd));
+    for (i = 0; i < spruce_ckpt_count(cd); i++) {
+        const spruce_tensor *a = spruce_ckpt_tensor_at(cd, i), *b = spruce_ckpt_find(cc, a->name);
+        cr_assert(b, "%s missing", a->name);
+        cr_assert(a->ndim == b->ndim && a->shape[0] == b->shape[0]);
+        if (!quant || dt == SPRUCE_DTYPE_F32) {
+            cr_assert_eq(a->nbytes, b->nbytes, "%s", a->name);
+            cr_assert(!memcmp(a->data, b->data, a->nbytes), "%s differs", a->name);
+        }
+    }
+    /* the raw file, read from the layout's definition */
+    st = path2(cn, "model.safetensors");
+    cr_assert_eq(spruce_ckpt_open_file(st, &raw), 0);
+    {
+        const spruce_tensor *w = spruce_ckpt_find(cd, "model.layers.0.mlp.up_proj.weight");
+        const spruce_tensor *bm = spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.bitmask");
+        const spruce_tensor *sh = spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.shape");
+        const spruce_tensor *cv = spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.compressed");
+        int64_t r, c;
+        cr_assert_null(spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.weight"));
+        cr_assert(bm && sh && cv);
+        cr_assert_str_eq(bm->dtype_name, "U8");
+        cr_assert(bm->shape[0] == w->shape[0] && bm->shape[1] == (w->shape[1] + 7) / 8);
+        cr_assert_str_eq(sh->dtype_name, "I64");
+        cr_assert(((const int64_t *)sh->data)[0] == w->shape[0] &&
+                  ((const int64_t *)sh->data)[1] == w->shape[1]);
+        cr_assert_str_eq(cv->dtype_name, quant ? "I8" : w->dtype_name);
+        if (sparse == 2)
+            cr_assert(cv->ndim == 2 && cv->shape[1] == w->shape[1] / 2);
+        else
+            cr_assert(spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.row_offsets"));
+        if (quant)
+            cr_assert(spruce_ckpt_find(raw, "model.layers.0.mlp.up_proj.weight_scale"));
+        float *v = malloc((size_t)spruce_tensor_numel(w) * 4);
+        spruce_tensor_read_f32(w, v);
+        for (r = 0; r < w->shape[0]; r++)
+            for (c = 0; c < w->shape[1]; c++) {
+                int bit = bit_of(bm->data, w->shape[1], r, c), nz = v[r * w->shape[1] + c] != 0.0f;
+                /* sparse-bitmask: a bit for each non-zero; 2:4: at least those, two per four */
+                cr_assert(sparse == 1 ? bit == nz : bit >= nz, "bit (%lld, %lld)", (long long)r,
+                          (long long)c);
+                if (sparse == 2 && c % 4 == 3)
+                    cr_assert_eq(bit_of(bm->data, w->shape[1], r, c - 3) +
+                                 bit_of(bm->data, w->shape[1], r, c - 2) +
+                                 bit_of(bm->data, w->shape[1], r, c - 1) + bit, 2);
+            }
+        free(v);
+    }
+    spruce_ckpt_close(raw);
+    spruce_ckpt_close(cc);
+    spruce_ckpt_close(cd);
+    spruce_ckpt_close(ck);
+    rmrf(base);
+    free(st), free(base), free(in), free(dn), free(cn);
+}
+
+Test(compressed_ckpt, writer_sparse_roundtrips_bit_exact)
+{
+    writer_roundtrip(SPRUCE_DTYPE_F32, 2, 0);
+    writer_roundtrip(SPRUCE_DTYPE_F16, 2, 0);
+    writer_roundtrip(SPRUCE_DTYPE_BF16, 2, 0);
+    writer_roundtrip(SPRUCE_DTYPE_F32, 1, 0);
+    writer_roundtrip(SPRUCE_DTYPE_BF16, 1, 0);
+}
+
+Test(compressed_ckpt, writer_sparse_quantized_exact_to_the_grid)
+{
+    writer_roundtrip(SPRUCE_DTYPE_F32, 2, 1);
+    writer_roundtrip(SPRUCE_DTYPE_F32, 1, 1);
+}
+
+/* ---- spruce prune --save-format compressed, then eval ---------------------- */
+
+static char *run_out(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    static char buf[65536];
+    size_t n;
+    cr_assert_not_null(p);
+    n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = '\0';
+    cr_assert_eq(pclose(p), 0, "%s failed:\n%s", cmd, buf);
+    return strdup(buf);
+}
+
+Test(compressed_cli, prune_compressed_then_eval_matches_dense, .timeout = 600)
+{
+    const char *bin = getenv("SPRUCE_BIN"), *root = getenv("SPRUCE_FIXTURES");
+    char fx[1024], cmd[8192], *base, *pd, *pc;
+    const char *p1, *p2;
+    if (!bin || access(bin, X_OK) || !root)
+        cr_skip_test("SPRUCE_BIN or SPRUCE_FIXTURES not set (run through 'make check')");
+    snprintf(fx, sizeof fx, "%s/stories260k", root);
+    if (access(fx, R_OK))
+        cr_skip_test("stories260k fixture not found under SPRUCE_FIXTURES");
+    base = mktmp();
+    snprintf(cmd, sizeof cmd, "cd %s && %s prune %s -o d --calib %s/calib.u16 --pattern 2:4 "
+             "--seqlen 128 --nsamples 8 --threads 2 2>/dev/null && %s prune %s -o c --calib "
+             "%s/calib.u16 --pattern 2:4 --seqlen 128 --nsamples 8 --threads 2 --save-format "
+             "compressed 2>/dev/null && %s eval d --data %s/eval.u16 --seqlen 128 --threads 2 "
+             "2>/dev/null | tail -1", base, bin, fx, fx, bin, fx, fx, bin, fx);
+    pd = run_out(cmd);
+    snprintf(cmd, sizeof cmd, "cd %s && %s eval c --data %s/eval.u16 --seqlen 128 --threads 2 "
+             "2>/dev/null | tail -1", base, bin, fx);
+    pc = run_out(cmd);
+    p1 = strstr(pd, "perplexity"), p2 = strstr(pc, "perplexity");
+    cr_assert(p1 && p2, "%s / %s", pd, pc);
+    cr_assert_str_eq(p1, p2, "dense save %s, compressed save %s", p1, p2);
+    /* and it is smaller */
+    snprintf(cmd, sizeof cmd, "cd %s && test $(stat -c %%s c/model.safetensors) -lt "
+             "$(stat -c %%s d/model.safetensors) && echo smaller", base);
+    free(run_out(cmd));
+    snprintf(cmd, sizeof cmd, "cd %s && grep -c sparse-24-bitmask c/config.json", base);
+    free(run_out(cmd));
+    rmrf(base);
+    free(base), free(pd), free(pc);
+}
