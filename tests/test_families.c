@@ -37,7 +37,7 @@
 #define SEQ 48
 
 static const char *matching[] = {"llama3-rope", "llama-yarn", "qwen3", "qwen3-bf16", "gemma2",
-                                  "gemma3"};
+                                  "gemma3", "phi3"};
 #define NMATCHING ((int)(sizeof matching / sizeof matching[0]))
 
 /* $SPRUCE_FIXTURES/families/<name> into buf, or 0 when absent. */
@@ -135,6 +135,9 @@ Test(families, llama3_rope_forward) { check_forward("llama3-rope", SPRUCE_ATTENT
 Test(families, llama_yarn_forward) { check_forward("llama-yarn", SPRUCE_ATTENTION_AUTO); }
 Test(families, qwen3_forward) { check_forward("qwen3", SPRUCE_ATTENTION_AUTO); }
 Test(families, qwen3_bf16_forward) { check_forward("qwen3-bf16", SPRUCE_ATTENTION_AUTO); }
+Test(families, phi3_forward) { check_forward("phi3", SPRUCE_ATTENTION_AUTO); }
+Test(families, phi3_longrope_forward) { check_forward("phi3-longrope", SPRUCE_ATTENTION_AUTO); }
+Test(families, phi3_forward_on_blas_attention) { check_forward("phi3", SPRUCE_ATTENTION_BLAS); }
 
 Test(families, forward_on_blas_attention)
 {
@@ -245,6 +248,62 @@ Test(families, decoder_matches_every_position)
     int i;
     for (i = 0; i < NMATCHING; i++)
         check_decoder(matching[i]);
+}
+
+/* phi3-longrope one token at a time, as transformers' generate: within the
+ * original context (32) each step is the forward of the sequence so far with
+ * the short factors; from the first token beyond it the cache is recomputed
+ * with the long factors, so positions 32..47 are the golden ones (those of
+ * the 48-token forward, causal). */
+Test(families, phi3_longrope_decoder_switches_at_the_original_context)
+{
+    NEED_FAMILY(dir, "phi3-longrope");
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    uint32_t *ids;
+    float *gold, *lg, *fw;
+    int vocab, s, t;
+    double short_worst = 0, long_worst = 0;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_config(m)->rope.original_max_position_embeddings, 32);
+    vocab = spruce_model_config(m)->vocab_size;
+    load_golden(dir, vocab, &ids, &gold);
+    lg = malloc((size_t)vocab * sizeof(float));
+    fw = malloc((size_t)SEQ * vocab * sizeof(float));
+    cr_assert_eq(spruce_decoder_create(m, SEQ, SPRUCE_DECODE_DENSE, &dec), 0, "%s",
+                 spruce_errdetail());
+    for (s = 0; s < NSEQ; s++) {
+        spruce_decoder_reset(dec);
+        for (t = 0; t < SEQ; t++) {
+            double d;
+            cr_assert_eq(spruce_decoder_step(dec, ids[s * SEQ + t], lg), 0, "%s",
+                         spruce_errdetail());
+            if (t < 32) {
+                cr_assert_eq(spruce_model_forward(m, ids + s * SEQ, t + 1, fw), 0);
+                d = max_abs_diff(lg, fw + (size_t)t * vocab, (size_t)vocab);
+                short_worst = d > short_worst ? d : short_worst;
+            } else {
+                d = max_abs_diff(lg, gold + ((size_t)s * SEQ + t) * vocab, (size_t)vocab);
+                long_worst = d > long_worst ? d : long_worst;
+            }
+        }
+        /* the short factors really differ: position 31 is not the golden one */
+        cr_assert_eq(spruce_model_forward(m, ids + s * SEQ, 32, fw), 0);
+        cr_assert(max_abs_diff(fw + (size_t)31 * vocab, gold + ((size_t)s * SEQ + 31) * vocab,
+                               (size_t)vocab) > 1e-3);
+    }
+    cr_assert(short_worst < TOL, "within the context: up to %g from the forward", short_worst);
+    cr_assert(long_worst < TOL, "beyond the context: up to %g from the golden", long_worst);
+    /* a prompt beyond the context is one forward with the long factors */
+    spruce_decoder_reset(dec);
+    cr_assert_eq(spruce_decoder_prefill(dec, ids, SEQ, lg), 0, "%s", spruce_errdetail());
+    cr_assert(max_abs_diff(lg, gold + (size_t)(SEQ - 1) * vocab, (size_t)vocab) < TOL);
+    spruce_decoder_free(dec);
+    free(fw);
+    free(lg);
+    free(gold);
+    free(ids);
+    spruce_model_free(m);
 }
 
 /* `spruce run` on a sequence as prompt generates the golden argmax of its last
