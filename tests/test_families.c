@@ -518,6 +518,115 @@ Test(rope, yarn_ramp_and_attention_factor)
     check_rope(&c, 0, ref, 1.5, pos, 4);
 }
 
+/* phi3-longrope's config: head_dim 16, partial_rotary_factor 0.75 (12 rotary
+ * dims, 6 factors), original context 32 of 128. */
+#define PHI3_LONGROPE_CFG(extra)                                                        \
+    "{\"model_type\": \"phi3\", \"hidden_size\": 64, \"intermediate_size\": 96, "          \
+    "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "          \
+    "\"max_position_embeddings\": 128, \"original_max_position_embeddings\": 32, "         \
+    "\"partial_rotary_factor\": 0.75" extra "}"
+#define LONGROPE_SCALING                                                                \
+    ", \"rope_scaling\": {\"type\": \"longrope\", "                                       \
+    "\"short_factor\": [1.005, 1.0995, 1.1466, 1.4717, 1.2017, 1.0909], "                  \
+    "\"long_factor\": [3.0932, 1.9414, 1.3636, 1.9708, 3.7936, 3.369]}"
+
+/* inv_freq_i = 1 / (factor_i 10000^(2i/12)), short at or below the original
+ * context (32), long above it; cos, sin times sqrt(1 + ln 4 / ln 32) at every
+ * length; the tables at positions below and above 32. */
+Test(rope, longrope_short_and_long_factors)
+{
+    static const double sf[6] = {1.005, 1.0995, 1.1466, 1.4717, 1.2017, 1.0909};
+    static const double lf[6] = {3.0932, 1.9414, 1.3636, 1.9708, 3.7936, 3.369};
+    spruce_config c;
+    double inv[8], att, ref_att = sqrt(1 + log(4.0) / log(32.0));
+    float cs[8 * 41], sn[8 * 41];
+    int pass, i, k, pos[2] = {5, 40};
+    parse_ok(PHI3_LONGROPE_CFG(LONGROPE_SCALING), &c);
+    cr_assert_eq(c.rope.type, SPRUCE_ROPE_LONGROPE);
+    cr_assert_eq(c.rotary_dim, 12);
+    cr_assert_eq(spruce__rope_table_len(&c, 32), 0, "32 tokens: the short factors");
+    cr_assert_neq(spruce__rope_table_len(&c, 33), 0, "33 tokens: the long factors");
+    for (pass = 0; pass < 2; pass++) {
+        long L = spruce__rope_table_len(&c, pass ? 48 : 16);
+        const double *f = pass ? lf : sf;
+        spruce__rope_inv_freq(&c, L, inv, &att);
+        cr_assert(fabs(att - ref_att) < 1e-12, "attention %.17g, expected %.17g", att, ref_att);
+        for (i = 0; i < 6; i++) {
+            double ref = 1.0 / (f[i] * pow(10000.0, 2.0 * i / 12));
+            cr_assert(fabs(inv[i] - ref) <= 1e-12 * ref, "%s inv_freq[%d] %.17g, expected %.17g",
+                      pass ? "long" : "short", i, inv[i], ref);
+        }
+        cr_assert_eq(spruce__rope_fill(&c, L, 0, 41, cs, sn), 0);
+        for (k = 0; k < 2; k++)
+            for (i = 0; i < 6; i++) {
+                double ang = pos[k] / (f[i] * pow(10000.0, 2.0 * i / 12));
+                double tol = ref_att * (1e-6 + ang * 2.5e-7);
+                /* rows of head_dim / 2 = 8 floats, the first 6 used */
+                cr_assert(fabs(cs[pos[k] * 8 + i] - cos(ang) * ref_att) <= tol);
+                cr_assert(fabs(sn[pos[k] * 8 + i] - sin(ang) * ref_att) <= tol);
+            }
+    }
+    /* attention_factor given wins; phi3 without the top-level key: 4096 */
+    parse_ok(PHI3_LONGROPE_CFG(", \"rope_scaling\": {\"type\": \"su\", \"attention_factor\": "
+                               "1.25, \"short_factor\": [1, 1, 1, 1, 1, 1], \"long_factor\": "
+                               "[2, 2, 2, 2, 2, 2]}"), &c);
+    spruce__rope_inv_freq(&c, 0, inv, &att);
+    cr_assert_eq(att, 1.25);
+    parse_ok("{\"model_type\": \"phi3\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+             "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+             "\"max_position_embeddings\": 8192}", &c);
+    cr_assert_eq(c.rotary_dim, 16);
+    cr_assert_eq(c.rms_norm_eps, 1e-5);
+}
+
+/* Partial rotary against a direct computation: the first 12 dims of each
+ * 16-wide head rotate (pairs i, i + 6), the last 4 pass through. */
+Test(rope, partial_rotary_rotates_the_first_dims)
+{
+    spruce_config c;
+    float x[2 * 16], y[2 * 16], cs[8 * 8], sn[8 * 8];
+    int h, i, p = 7;
+    parse_ok(PHI3_LONGROPE_CFG(""), &c);
+    cr_assert_eq(c.rotary_dim, 12);
+    cr_assert_eq(spruce__rope_fill(&c, 0, 0, 8, cs, sn), 0);
+    for (i = 0; i < 32; i++)
+        x[i] = y[i] = (float)sin(1.7 * i + 0.3);
+    spruce__rope(y, 1, 1, p, 2, 16, 12, cs, sn);
+    for (h = 0; h < 2; h++)
+        for (i = 0; i < 16; i++) {
+            const float *xh = x + 16 * h;
+            double ref;
+            if (i >= 12) {
+                ref = xh[i];
+            } else {
+                int j = i % 6;
+                double ang = p / pow(10000.0, 2.0 * j / 12), co = cos(ang), si = sin(ang);
+                ref = i < 6 ? xh[i] * co - xh[i + 6] * si : xh[i] * co + xh[i - 6] * si;
+            }
+            cr_assert(fabs(y[16 * h + i] - ref) < 1e-5, "head %d dim %d: %g, expected %g", h, i,
+                      y[16 * h + i], ref);
+        }
+}
+
+/* What phi3's keys do not allow is refused, naming it. */
+Test(rope, phi3_refusals)
+{
+    spruce_config c;
+    cr_assert_eq(spruce_config_parse(PHI3_LONGROPE_CFG(", \"rope_scaling\": {\"type\": "
+                                                       "\"longrope\", \"short_factor\": [1], "
+                                                       "\"long_factor\": [1]}"), "t", &c),
+                 SPRUCE_EFORMAT);
+    cr_assert(strstr(spruce_errdetail(), "short_factor"), "%s", spruce_errdetail());
+    cr_assert_eq(spruce_config_parse(PHI3_LONGROPE_CFG(", \"rope_scaling\": {\"rope_type\": "
+                                                       "\"linear\", \"factor\": 2}"), "t", &c),
+                 SPRUCE_EUNSUPPORTED);
+    cr_assert(strstr(spruce_errdetail(), "longrope"), "%s", spruce_errdetail());
+    cr_assert_eq(spruce_config_parse(LLAMA_CFG("\"max_position_embeddings\": 64, "
+                                               "\"partial_rotary_factor\": 0.5"), "t", &c),
+                 SPRUCE_EUNSUPPORTED);
+    cr_assert(strstr(spruce_errdetail(), "phi3"), "%s", spruce_errdetail());
+}
+
 Test(rope, default_type_and_rope_theta_inside)
 {
     spruce_config c;
