@@ -37,7 +37,7 @@
 #define SEQ 48
 
 static const char *matching[] = {"llama3-rope", "llama-yarn", "qwen3", "qwen3-bf16", "gemma2",
-                                  "gemma3"};
+                                  "gemma3", "phi3"};
 #define NMATCHING ((int)(sizeof matching / sizeof matching[0]))
 
 /* $SPRUCE_FIXTURES/families/<name> into buf, or 0 when absent. */
@@ -135,6 +135,9 @@ Test(families, llama3_rope_forward) { check_forward("llama3-rope", SPRUCE_ATTENT
 Test(families, llama_yarn_forward) { check_forward("llama-yarn", SPRUCE_ATTENTION_AUTO); }
 Test(families, qwen3_forward) { check_forward("qwen3", SPRUCE_ATTENTION_AUTO); }
 Test(families, qwen3_bf16_forward) { check_forward("qwen3-bf16", SPRUCE_ATTENTION_AUTO); }
+Test(families, phi3_forward) { check_forward("phi3", SPRUCE_ATTENTION_AUTO); }
+Test(families, phi3_longrope_forward) { check_forward("phi3-longrope", SPRUCE_ATTENTION_AUTO); }
+Test(families, phi3_forward_on_blas_attention) { check_forward("phi3", SPRUCE_ATTENTION_BLAS); }
 
 Test(families, forward_on_blas_attention)
 {
@@ -245,6 +248,62 @@ Test(families, decoder_matches_every_position)
     int i;
     for (i = 0; i < NMATCHING; i++)
         check_decoder(matching[i]);
+}
+
+/* phi3-longrope one token at a time, as transformers' generate: within the
+ * original context (32) each step is the forward of the sequence so far with
+ * the short factors; from the first token beyond it the cache is recomputed
+ * with the long factors, so positions 32..47 are the golden ones (those of
+ * the 48-token forward, causal). */
+Test(families, phi3_longrope_decoder_switches_at_the_original_context)
+{
+    NEED_FAMILY(dir, "phi3-longrope");
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    uint32_t *ids;
+    float *gold, *lg, *fw;
+    int vocab, s, t;
+    double short_worst = 0, long_worst = 0;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_config(m)->rope.original_max_position_embeddings, 32);
+    vocab = spruce_model_config(m)->vocab_size;
+    load_golden(dir, vocab, &ids, &gold);
+    lg = malloc((size_t)vocab * sizeof(float));
+    fw = malloc((size_t)SEQ * vocab * sizeof(float));
+    cr_assert_eq(spruce_decoder_create(m, SEQ, SPRUCE_DECODE_DENSE, &dec), 0, "%s",
+                 spruce_errdetail());
+    for (s = 0; s < NSEQ; s++) {
+        spruce_decoder_reset(dec);
+        for (t = 0; t < SEQ; t++) {
+            double d;
+            cr_assert_eq(spruce_decoder_step(dec, ids[s * SEQ + t], lg), 0, "%s",
+                         spruce_errdetail());
+            if (t < 32) {
+                cr_assert_eq(spruce_model_forward(m, ids + s * SEQ, t + 1, fw), 0);
+                d = max_abs_diff(lg, fw + (size_t)t * vocab, (size_t)vocab);
+                short_worst = d > short_worst ? d : short_worst;
+            } else {
+                d = max_abs_diff(lg, gold + ((size_t)s * SEQ + t) * vocab, (size_t)vocab);
+                long_worst = d > long_worst ? d : long_worst;
+            }
+        }
+        /* the short factors really differ: position 31 is not the golden one */
+        cr_assert_eq(spruce_model_forward(m, ids + s * SEQ, 32, fw), 0);
+        cr_assert(max_abs_diff(fw + (size_t)31 * vocab, gold + ((size_t)s * SEQ + 31) * vocab,
+                               (size_t)vocab) > 1e-3);
+    }
+    cr_assert(short_worst < TOL, "within the context: up to %g from the forward", short_worst);
+    cr_assert(long_worst < TOL, "beyond the context: up to %g from the golden", long_worst);
+    /* a prompt beyond the context is one forward with the long factors */
+    spruce_decoder_reset(dec);
+    cr_assert_eq(spruce_decoder_prefill(dec, ids, SEQ, lg), 0, "%s", spruce_errdetail());
+    cr_assert(max_abs_diff(lg, gold + (size_t)(SEQ - 1) * vocab, (size_t)vocab) < TOL);
+    spruce_decoder_free(dec);
+    free(fw);
+    free(lg);
+    free(gold);
+    free(ids);
+    spruce_model_free(m);
 }
 
 /* `spruce run` on a sequence as prompt generates the golden argmax of its last
@@ -457,6 +516,115 @@ Test(rope, yarn_ramp_and_attention_factor)
              "\"attention_factor\": 1.5}}", &c);
     yarn_ref(16, 10000.0, 64, 4.0, 32, 1, 1, ref);
     check_rope(&c, 0, ref, 1.5, pos, 4);
+}
+
+/* phi3-longrope's config: head_dim 16, partial_rotary_factor 0.75 (12 rotary
+ * dims, 6 factors), original context 32 of 128. */
+#define PHI3_LONGROPE_CFG(extra)                                                        \
+    "{\"model_type\": \"phi3\", \"hidden_size\": 64, \"intermediate_size\": 96, "          \
+    "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "          \
+    "\"max_position_embeddings\": 128, \"original_max_position_embeddings\": 32, "         \
+    "\"partial_rotary_factor\": 0.75" extra "}"
+#define LONGROPE_SCALING                                                                \
+    ", \"rope_scaling\": {\"type\": \"longrope\", "                                       \
+    "\"short_factor\": [1.005, 1.0995, 1.1466, 1.4717, 1.2017, 1.0909], "                  \
+    "\"long_factor\": [3.0932, 1.9414, 1.3636, 1.9708, 3.7936, 3.369]}"
+
+/* inv_freq_i = 1 / (factor_i 10000^(2i/12)), short at or below the original
+ * context (32), long above it; cos, sin times sqrt(1 + ln 4 / ln 32) at every
+ * length; the tables at positions below and above 32. */
+Test(rope, longrope_short_and_long_factors)
+{
+    static const double sf[6] = {1.005, 1.0995, 1.1466, 1.4717, 1.2017, 1.0909};
+    static const double lf[6] = {3.0932, 1.9414, 1.3636, 1.9708, 3.7936, 3.369};
+    spruce_config c;
+    double inv[8], att, ref_att = sqrt(1 + log(4.0) / log(32.0));
+    float cs[8 * 41], sn[8 * 41];
+    int pass, i, k, pos[2] = {5, 40};
+    parse_ok(PHI3_LONGROPE_CFG(LONGROPE_SCALING), &c);
+    cr_assert_eq(c.rope.type, SPRUCE_ROPE_LONGROPE);
+    cr_assert_eq(c.rotary_dim, 12);
+    cr_assert_eq(spruce__rope_table_len(&c, 32), 0, "32 tokens: the short factors");
+    cr_assert_neq(spruce__rope_table_len(&c, 33), 0, "33 tokens: the long factors");
+    for (pass = 0; pass < 2; pass++) {
+        long L = spruce__rope_table_len(&c, pass ? 48 : 16);
+        const double *f = pass ? lf : sf;
+        spruce__rope_inv_freq(&c, L, inv, &att);
+        cr_assert(fabs(att - ref_att) < 1e-12, "attention %.17g, expected %.17g", att, ref_att);
+        for (i = 0; i < 6; i++) {
+            double ref = 1.0 / (f[i] * pow(10000.0, 2.0 * i / 12));
+            cr_assert(fabs(inv[i] - ref) <= 1e-12 * ref, "%s inv_freq[%d] %.17g, expected %.17g",
+                      pass ? "long" : "short", i, inv[i], ref);
+        }
+        cr_assert_eq(spruce__rope_fill(&c, L, 0, 41, cs, sn), 0);
+        for (k = 0; k < 2; k++)
+            for (i = 0; i < 6; i++) {
+                double ang = pos[k] / (f[i] * pow(10000.0, 2.0 * i / 12));
+                double tol = ref_att * (1e-6 + ang * 2.5e-7);
+                /* rows of head_dim / 2 = 8 floats, the first 6 used */
+                cr_assert(fabs(cs[pos[k] * 8 + i] - cos(ang) * ref_att) <= tol);
+                cr_assert(fabs(sn[pos[k] * 8 + i] - sin(ang) * ref_att) <= tol);
+            }
+    }
+    /* attention_factor given wins; phi3 without the top-level key: 4096 */
+    parse_ok(PHI3_LONGROPE_CFG(", \"rope_scaling\": {\"type\": \"su\", \"attention_factor\": "
+                               "1.25, \"short_factor\": [1, 1, 1, 1, 1, 1], \"long_factor\": "
+                               "[2, 2, 2, 2, 2, 2]}"), &c);
+    spruce__rope_inv_freq(&c, 0, inv, &att);
+    cr_assert_eq(att, 1.25);
+    parse_ok("{\"model_type\": \"phi3\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+             "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 64, "
+             "\"max_position_embeddings\": 8192}", &c);
+    cr_assert_eq(c.rotary_dim, 16);
+    cr_assert_eq(c.rms_norm_eps, 1e-5);
+}
+
+/* Partial rotary against a direct computation: the first 12 dims of each
+ * 16-wide head rotate (pairs i, i + 6), the last 4 pass through. */
+Test(rope, partial_rotary_rotates_the_first_dims)
+{
+    spruce_config c;
+    float x[2 * 16], y[2 * 16], cs[8 * 8], sn[8 * 8];
+    int h, i, p = 7;
+    parse_ok(PHI3_LONGROPE_CFG(""), &c);
+    cr_assert_eq(c.rotary_dim, 12);
+    cr_assert_eq(spruce__rope_fill(&c, 0, 0, 8, cs, sn), 0);
+    for (i = 0; i < 32; i++)
+        x[i] = y[i] = (float)sin(1.7 * i + 0.3);
+    spruce__rope(y, 1, 1, p, 2, 16, 12, cs, sn);
+    for (h = 0; h < 2; h++)
+        for (i = 0; i < 16; i++) {
+            const float *xh = x + 16 * h;
+            double ref;
+            if (i >= 12) {
+                ref = xh[i];
+            } else {
+                int j = i % 6;
+                double ang = p / pow(10000.0, 2.0 * j / 12), co = cos(ang), si = sin(ang);
+                ref = i < 6 ? xh[i] * co - xh[i + 6] * si : xh[i] * co + xh[i - 6] * si;
+            }
+            cr_assert(fabs(y[16 * h + i] - ref) < 1e-5, "head %d dim %d: %g, expected %g", h, i,
+                      y[16 * h + i], ref);
+        }
+}
+
+/* What phi3's keys do not allow is refused, naming it. */
+Test(rope, phi3_refusals)
+{
+    spruce_config c;
+    cr_assert_eq(spruce_config_parse(PHI3_LONGROPE_CFG(", \"rope_scaling\": {\"type\": "
+                                                       "\"longrope\", \"short_factor\": [1], "
+                                                       "\"long_factor\": [1]}"), "t", &c),
+                 SPRUCE_EFORMAT);
+    cr_assert(strstr(spruce_errdetail(), "short_factor"), "%s", spruce_errdetail());
+    cr_assert_eq(spruce_config_parse(PHI3_LONGROPE_CFG(", \"rope_scaling\": {\"rope_type\": "
+                                                       "\"linear\", \"factor\": 2}"), "t", &c),
+                 SPRUCE_EUNSUPPORTED);
+    cr_assert(strstr(spruce_errdetail(), "longrope"), "%s", spruce_errdetail());
+    cr_assert_eq(spruce_config_parse(LLAMA_CFG("\"max_position_embeddings\": 64, "
+                                               "\"partial_rotary_factor\": 0.5"), "t", &c),
+                 SPRUCE_EUNSUPPORTED);
+    cr_assert(strstr(spruce_errdetail(), "phi3"), "%s", spruce_errdetail());
 }
 
 Test(rope, default_type_and_rope_theta_inside)
@@ -916,7 +1084,11 @@ static void check_prune(const char *name, const char *how, int nm)
         cr_assert_eq(spruce_model_get_block(m, layer, &b), 0, "%s", spruce_errdetail());
         cr_assert_eq(spruce_model_get_block(src, layer, &o), 0, "%s", spruce_errdetail());
         for (l = 0; l < SPRUCE_NPROJ; l++) {
-            size_t n = (size_t)b->rows[l] * b->cols[l], z = 0, k;
+            /* a fused tensor (phi3) is one layer: its lead holds every row */
+            size_t n = spruce_family_tensor_rows(c->family, c, (spruce_proj)l) * b->cols[l];
+            size_t z = 0, k;
+            if (c->family->linear[l].part)
+                continue;
             for (k = 0; k < n; k++)
                 z += b->w[l][k] == 0.0f;
             cr_assert_eq(z, n / 2, "%s layer %d %s: %zu of %zu zero", name, layer,
@@ -954,7 +1126,9 @@ static void check_prune(const char *name, const char *how, int nm)
     snprintf(cmd, sizeof cmd, "'%s' masks export '%s' -o '%s' >/dev/null 2>&1", bin, out, h5);
     cr_assert_eq(sh(cmd), 0, "%s", cmd);
     cr_assert_eq(spruce_maskreader_open(h5, &mr), 0, "%s", spruce_errdetail());
-    cr_assert_eq(spruce_maskreader_count(mr), SPRUCE_NPROJ * c->num_hidden_layers);
+    for (l = 0, i = 0; l < SPRUCE_NPROJ; l++)
+        i += !c->family->linear[l].part;
+    cr_assert_eq(spruce_maskreader_count(mr), i * c->num_hidden_layers);
     for (i = 0; i < spruce_maskreader_count(mr); i++)
         cr_assert_eq(spruce_family_is_linear(c->model_type, spruce_maskreader_name_at(mr, i)),
                      1, "%s", spruce_maskreader_name_at(mr, i));
@@ -983,6 +1157,14 @@ Test(prune, gemma2_sparsegpt_half) { check_prune("gemma2", "--sparsity 0.5", 0);
 Test(prune, gemma2_sparsegpt_2_4) { check_prune("gemma2", "--pattern 2:4", 1); }
 Test(prune, gemma3_sparsegpt_half) { check_prune("gemma3", "--sparsity 0.5", 0); }
 Test(prune, gemma3_sparsegpt_2_4) { check_prune("gemma3", "--pattern 2:4", 1); }
+/* the fused qkv_proj and gate_up_proj are pruned as one layer each */
+Test(prune, phi3_sparsegpt_half) { check_prune("phi3", "--sparsity 0.5", 0); }
+Test(prune, phi3_sparsegpt_2_4) { check_prune("phi3", "--pattern 2:4", 1); }
+Test(prune, phi3_longrope_wanda_half) { check_prune("phi3-longrope", "--method wanda --sparsity 0.5", 0); }
+Test(prune, phi3_magnitude_true_sequential)
+{
+    check_prune("phi3", "--method magnitude --sparsity 0.5 --true-sequential", 0);
+}
 Test(prune, gemma2_true_sequential)
 {
     check_prune("gemma2", "--sparsity 0.5 --true-sequential", 0);

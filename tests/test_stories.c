@@ -317,24 +317,40 @@ Test(stories, unsupported_configs_are_refused)
     expect_open_error("{", "{,", SPRUCE_EFORMAT, "config.json");
 }
 
-Test(stories, mistral_refuses_sequences_beyond_its_window)
+/* mistral's sliding_window acts on every layer as transformers' mask does
+ * (p - window < j <= p): the first 128 positions of a 129-token sequence are
+ * those of the same model without a window, the last one is not. */
+Test(stories, mistral_applies_its_window_beyond_it)
 {
     NEED_FIXTURE(dir);
     char *d = fixture_copy(dir, "\"model_type\": \"llama\"",
                            "\"model_type\": \"mistral\", \"sliding_window\": 128");
-    spruce_model *m = NULL;
+    spruce_model *m = NULL, *full = NULL;
     uint32_t ids[256];
-    float *logits = malloc((size_t)256 * 512 * sizeof(float));
-    int i;
+    float *logits = malloc((size_t)129 * 512 * sizeof(float));
+    float *ref = malloc((size_t)129 * 512 * sizeof(float));
+    double before = 0, last = 0;
+    size_t i;
     for (i = 0; i < 256; i++)
         ids[i] = (uint32_t)(i * 7 % 512);
     cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(dir, &full), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_model_config(m)->sliding_window, 128);
-    cr_assert_eq(spruce_model_forward(m, ids, 128, logits), 0, "%s", spruce_errdetail());
-    cr_assert_eq(spruce_model_forward(m, ids, 129, logits), SPRUCE_EUNSUPPORTED);
-    cr_assert(strstr(spruce_errdetail(), "sliding window 128"), "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_forward(m, ids, 129, logits), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_forward(full, ids, 129, ref), 0, "%s", spruce_errdetail());
+    for (i = 0; i < (size_t)129 * 512; i++) {
+        double e = fabs((double)logits[i] - ref[i]);
+        if (i < (size_t)128 * 512)
+            before = e > before ? e : before;
+        else
+            last = e > last ? e : last;
+    }
+    cr_assert(before < 1e-5, "within the window: %g from the full attention", before);
+    cr_assert(last > 1e-4, "beyond the window the first key is not seen: %g", last);
     free(logits);
+    free(ref);
     spruce_model_free(m);
+    spruce_model_free(full);
     rm_tree(d);
     free(d);
 }

@@ -31,12 +31,15 @@ static void usage(FILE *f)
             "  --dtype T           f32, f16 or bf16 (default f32)\n"
             "  --family F          llama (default), mistral, qwen2, qwen3 (q/k norms; head_dim\n"
             "                      written to config.json), gemma2 or gemma3 (gemma3_text;\n"
-            "                      tied head, sliding window max-position / 4, doc/checkpoints.md)\n"
+            "                      tied head, sliding window max-position / 4, doc/checkpoints.md),\n"
+            "                      phi3 (fused qkv_proj and gate_up_proj)\n"
             "  --head-dim N        head size (default hidden / heads; any even N, so that\n"
             "                      heads x N may differ from hidden as in Qwen3)\n"
             "  --rope-scaling T    rope_scaling of config.json: linear, dynamic, yarn or llama3\n"
             "                      (low/high_freq_factor 1/4, original_max_position_embeddings\n"
-            "                      = max-position / factor); default none\n"
+            "                      = max-position / factor), or for phi3 longrope (short and\n"
+            "                      long factors, original_max_position_embeddings = max-position\n"
+            "                      / factor); default none\n"
             "  --rope-factor F     its factor (default 8 for llama3, 4 for the others)\n"
             "  --seed S            random seed (default 0)\n"
             "  --force             replace an existing non-empty OUT_DIR\n\n"
@@ -144,8 +147,9 @@ int spruce_cmd_synth(int argc, char **argv)
             else if (!strcmp(optarg, "dynamic")) fam.rope = SPRUCE_ROPE_DYNAMIC;
             else if (!strcmp(optarg, "yarn")) fam.rope = SPRUCE_ROPE_YARN;
             else if (!strcmp(optarg, "llama3")) fam.rope = SPRUCE_ROPE_LLAMA3;
+            else if (!strcmp(optarg, "longrope")) fam.rope = SPRUCE_ROPE_LONGROPE;
             else {
-                cli_fail("--rope-scaling: expected linear, dynamic, yarn or llama3, got '%s'",
+                cli_fail("--rope-scaling: expected linear, dynamic, yarn, llama3 or longrope, got '%s'",
                          optarg);
                 return 2;
             }

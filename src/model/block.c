@@ -162,9 +162,11 @@ void spruce__geglu(float *g, const float *u, size_t n)
 
 /* ---- rotary embeddings ------------------------------------------------------ */
 
-static void rope_token(float *xt, int nheads, int d, const float *c, const float *s)
+/* Each head's first rd dims rotate (rotate-half within them), the rest of
+ * its d pass through; c, s hold rd / 2 values. */
+static void rope_token(float *xt, int nheads, int d, int rd, const float *c, const float *s)
 {
-    int h, i, half = d / 2;
+    int h, i, half = rd / 2;
     for (h = 0; h < nheads; h++) {
         float *xh = xt + (size_t)h * d;
         for (i = 0; i < half; i++) {
@@ -175,22 +177,22 @@ static void rope_token(float *xt, int nheads, int d, const float *c, const float
     }
 }
 
-void spruce__rope(float *x, int ntok, int T, int pos0, int nheads, int d, const float *cs,
-                  const float *sn)
+void spruce__rope(float *x, int ntok, int T, int pos0, int nheads, int d, int rd,
+                  const float *cs, const float *sn)
 {
-    size_t half = (size_t)d / 2, width = (size_t)nheads * d;
+    size_t half = (size_t)d / 2, width = (size_t)nheads * d;   /* table rows: d / 2 */
     int t;
     if ((long)ntok * nheads * d < PAR_MIN) {
         for (t = 0; t < ntok; t++) {
             size_t p = (size_t)pos0 + (size_t)(t % T);
-            rope_token(x + (size_t)t * width, nheads, d, cs + p * half, sn + p * half);
+            rope_token(x + (size_t)t * width, nheads, d, rd, cs + p * half, sn + p * half);
         }
         return;
     }
 #pragma omp parallel for schedule(static)
     for (t = 0; t < ntok; t++) {
         size_t p = (size_t)pos0 + (size_t)(t % T);
-        rope_token(x + (size_t)t * width, nheads, d, cs + p * half, sn + p * half);
+        rope_token(x + (size_t)t * width, nheads, d, rd, cs + p * half, sn + p * half);
     }
 }
 
@@ -493,6 +495,7 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     const char *mlp_norm = f ? f->mlp_norm : "post_attention_layernorm";
     int hid = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
     int d = c->head_dim, qd = H * d, inter = c->intermediate_size;
+    int rd = c->rotary_dim > 0 ? c->rotary_dim : d;   /* phi3: partial rotary */
     int ntok = nseq * T, rc = 0;
     size_t n = (size_t)ntok * hid;
     /* Each check is one pass over a tensor that a matrix product of its width
@@ -529,8 +532,8 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
         spruce__rmsnorm_off(r->q, r->q, r->q_norm, off, ntok * H, d, c->rms_norm_eps);
     if (r->k_norm)
         spruce__rmsnorm_off(r->k, r->k, r->k_norm, off, ntok * KV, d, c->rms_norm_eps);
-    spruce__rope(r->q, ntok, T, r->pos0, H, d, r->cos, r->sin);
-    spruce__rope(r->k, ntok, T, r->pos0, KV, d, r->cos, r->sin);
+    spruce__rope(r->q, ntok, T, r->pos0, H, d, rd, r->cos, r->sin);
+    spruce__rope(r->k, ntok, T, r->pos0, KV, d, rd, r->cos, r->sin);
     CHECK(1, r->q, qd, proj_path(f, SPRUCE_PROJ_Q), "output after rotary embedding");
     CHECK(1, r->k, KV * d, proj_path(f, SPRUCE_PROJ_K), "output after rotary embedding");
     if (r->blas_attention) {

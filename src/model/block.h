@@ -54,11 +54,13 @@ void spruce__geglu(float *g, const float *u, size_t n);
 
 /* The RoPE tables (cos, sin for each position) come from rope.h. */
 
-/* Rotate-half RoPE in place on x (ntok, nheads * d), token t at position
- * pos0 + t % T: for i < d/2,
- * (x_i, x_{i+d/2}) -> (x_i cos - x_{i+d/2} sin, x_{i+d/2} cos + x_i sin). */
-void spruce__rope(float *x, int ntok, int T, int pos0, int nheads, int d, const float *cos,
-                  const float *sin);
+/* Rotate-half RoPE in place on the first rd dims of each head of x
+ * (ntok, nheads * d), token t at position pos0 + t % T: for i < rd/2,
+ * (x_i, x_{i+rd/2}) -> (x_i cos - x_{i+rd/2} sin, x_{i+rd/2} cos + x_i sin),
+ * dims rd..d-1 unchanged (phi3's partial rotary; rd = d elsewhere).  cos,
+ * sin have rows of d / 2 floats per position, the first rd / 2 used. */
+void spruce__rope(float *x, int ntok, int T, int pos0, int nheads, int d, int rd,
+                  const float *cos, const float *sin);
 
 /* Keys and values by position: for sequence s and kv head g, kt + (s * KV + g)
  * * d * ld is (d, ld), column j the key of position j (likewise vt), so that

@@ -290,7 +290,7 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: head_dim %d must be even for rotary "
                               "embeddings", origin, c->head_dim);
 
-    c->rms_norm_eps = 1e-6;
+    c->rms_norm_eps = f->phi3 ? 1e-5 : 1e-6;   /* configuration_phi3.py: 1e-5 */
     c->rope_theta = f->gemma == 3 ? 1e6 : 10000.0;   /* configuration_gemma3.py */
     c->tie_word_embeddings = f->gemma != 0;   /* Gemma's configs: true */
     if ((rc = get_double(root, origin, "rms_norm_eps", 0, &c->rms_norm_eps)) ||
@@ -331,8 +331,8 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
                                   "(supported: full causal attention)", origin,
                                   f->window_switch_key);
     }
-    /* The window only matters for sequences longer than it: the forward
-     * refuses those. */
+    /* The window (mistral, phi3: every layer, as their models' sliding-window
+     * causal mask; sliding_pattern 0). */
     if (f->window_key &&
         (rc = get_int(root, origin, f->window_key, 0, 1, INT_MAX, &c->sliding_window)))
         return rc;

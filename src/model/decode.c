@@ -33,6 +33,10 @@ struct spruce_decoder {
     float *g, *u;                         /* (intermediate) */
     float *p;                             /* (nthreads, ld) attention weights */
     float *xn;                            /* (hidden) scratch of the head */
+    /* longrope (phi3): the ids fed so far, and whether the tables (and the
+     * cache) hold the long factors; see longrope_switch */
+    uint32_t *ids;
+    int rope_long;
 };
 
 void spruce_decoder_free(spruce_decoder *d)
@@ -40,6 +44,7 @@ void spruce_decoder_free(spruce_decoder *d)
     int i, l;
     if (!d)
         return;
+    free(d->ids);
     if (d->layers) {
         for (i = 0; i < d->c->num_hidden_layers; i++) {
             dec_layer *L = &d->layers[i];
@@ -116,7 +121,8 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     d->g = malloc((size_t)c->intermediate_size * sizeof(float));
     d->u = malloc((size_t)c->intermediate_size * sizeof(float));
     d->p = malloc((size_t)d->nthreads * ld * sizeof(float));
-    if (!d->layers || !d->cos || !d->sin || !d->x || !d->a || !d->t || !d->xn || !d->q ||
+    d->ids = malloc((size_t)max_T * sizeof *d->ids);
+    if (!d->ids || !d->layers || !d->cos || !d->sin || !d->x || !d->a || !d->t || !d->xn || !d->q ||
         !d->att || !d->k || !d->v || !d->g || !d->u || !d->p) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "decoder buffers");
         goto done;
@@ -148,7 +154,7 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
         L->k_norm = copy_vec(b->k_norm, (size_t)c->head_dim);
         L->post_attn_norm = copy_vec(b->post_attn_norm, hid);
         L->post_mlp_norm = copy_vec(b->post_mlp_norm, hid);
-        L->window = c->family && c->family->gemma ? spruce_config_layer_window(c, i) : 0;
+        L->window = spruce_config_layer_window(c, i);
         /* zeroed: the attention reads whole groups of 8 positions */
         L->kv.ld = ld;
         L->kv.kt = calloc(kvdim * ld, sizeof(float));
@@ -178,8 +184,37 @@ done:
 
 void spruce_decoder_reset(spruce_decoder *d)
 {
-    if (d)
-        d->pos = 0;
+    if (!d)
+        return;
+    d->pos = 0;
+    if (d->rope_long && !spruce__rope_fill(d->c, 0, 0, d->max_T, d->cos, d->sin))
+        d->rope_long = 0;   /* short factors again (on ENOMEM they stay long, and so
+                             * does rope_long: the next crossing is then skipped) */
+}
+
+/* longrope as transformers' generate runs it (modeling_phi3.py:
+ * Phi3ForCausalLM.prepare_inputs_for_generation, longrope_frequency_update):
+ * a sequence within original_max_position_embeddings rotates with the short
+ * factors; the first time it grows beyond, the cache is dropped and the whole
+ * sequence recomputed with the long factors, which every later token uses.
+ * So the logits at each step are those of the forward of the sequence so far.
+ * Called before the token at d->pos is fed (prefill_len: the prompt's end). */
+static int longrope_switch(spruce_decoder *d)
+{
+    const spruce_config *c = d->c;
+    int n = d->pos, i, rc;
+    if (c->rope.type != SPRUCE_ROPE_LONGROPE || d->rope_long ||
+        (spruce__rope_table_len(c, (long)d->pos + 1) == 0 && d->prefill_len == 0))
+        return 0;
+    if ((rc = spruce__rope_fill(c, (long)c->rope.original_max_position_embeddings + 1, 0,
+                                d->max_T, d->cos, d->sin)))
+        return rc;
+    d->rope_long = 1;
+    d->pos = 0;   /* the cached keys rotated with the short factors: recompute them */
+    for (i = 0; i < n; i++)
+        if ((rc = spruce_decoder_step(d, d->ids[i], NULL)))
+            return rc;
+    return 0;
 }
 
 int spruce_decoder_pos(const spruce_decoder *d)
@@ -213,12 +248,11 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
     c = d->c;
     if (d->pos >= d->max_T)
         return spruce__seterr(SPRUCE_EINVAL, "decoder: the cache holds %d positions", d->max_T);
-    if (c->sliding_window > 0 && !(c->family && c->family->gemma) && d->pos >= c->sliding_window)
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "decoder: position %d is beyond the sliding "
-                              "window %d (supported: sequences within the window)", d->pos,
-                              c->sliding_window);
+    if ((rc = longrope_switch(d)))
+        return rc;
     if ((rc = spruce_model_embed(d->m, &id, 1, d->x)))
         return rc;
+    d->ids[d->pos] = id;
     /* dynamic rope, as transformers' dynamic_rope_update with a cache: the
      * token at pos rotates with the frequencies of a pos + 1 token sequence
      * (of the whole prompt, inside spruce_decoder_prefill), the cached keys

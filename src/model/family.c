@@ -12,7 +12,11 @@
  *          pre_feedforward_layernorm -> mlp -> post_feedforward_layernorm -> + residual;
  *          attention_bias; head_dim 256 when absent
  * gemma3   modeling_gemma3.py: Gemma3ForCausalLM (model_type gemma3_text): gemma2's
- *          block with q_norm/k_norm */
+ *          block with q_norm/k_norm
+ * phi3     modeling_phi3.py: Phi3ForCausalLM: LLaMA's block with q/k/v fused in
+ *          self_attn.qkv_proj (rows q, then k, then v) and gate/up in
+ *          mlp.gate_up_proj (rows gate, then up; Phi3MLP chunks gate first);
+ *          no biases (Phi3Attention, Phi3MLP: bias=False) */
 #include <stdio.h>
 #include <string.h>
 
@@ -23,19 +27,19 @@
 #define LLAMA_LINEARS                                                                   \
     {                                                                                   \
         {"self_attn.q_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_Q, SPRUCE_DIM_HIDDEN,           \
-         SPRUCE_BIAS_QKV},                                                              \
+         SPRUCE_BIAS_QKV, 0},                                                              \
         {"self_attn.k_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_KV, SPRUCE_DIM_HIDDEN,          \
-         SPRUCE_BIAS_QKV},                                                              \
+         SPRUCE_BIAS_QKV, 0},                                                              \
         {"self_attn.v_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_KV, SPRUCE_DIM_HIDDEN,          \
-         SPRUCE_BIAS_QKV},                                                              \
+         SPRUCE_BIAS_QKV, 0},                                                              \
         {"self_attn.o_proj", SPRUCE_SITE_O, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_Q,             \
-         SPRUCE_BIAS_O},                                                                \
+         SPRUCE_BIAS_O, 0},                                                                \
         {"mlp.gate_proj", SPRUCE_SITE_GATEUP, SPRUCE_DIM_INTER, SPRUCE_DIM_HIDDEN,       \
-         SPRUCE_BIAS_MLP},                                                              \
+         SPRUCE_BIAS_MLP, 0},                                                              \
         {"mlp.up_proj", SPRUCE_SITE_GATEUP, SPRUCE_DIM_INTER, SPRUCE_DIM_HIDDEN,         \
-         SPRUCE_BIAS_MLP},                                                              \
+         SPRUCE_BIAS_MLP, 0},                                                              \
         {"mlp.down_proj", SPRUCE_SITE_DOWN, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_INTER,         \
-         SPRUCE_BIAS_MLP},                                                              \
+         SPRUCE_BIAS_MLP, 0},                                                              \
     }
 
 #define LLAMA_NAMES                                                                     \
@@ -47,24 +51,48 @@
     "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.layers", \
         "input_layernorm", "pre_feedforward_layernorm", LLAMA_LINEARS
 
+/* Phi3DecoderLayer: LLaMA's sites, q/k/v and gate/up stored fused. */
+#define PHI3_LINEARS                                                                    \
+    {                                                                                   \
+        {"self_attn.qkv_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_Q, SPRUCE_DIM_HIDDEN,         \
+         SPRUCE_BIAS_QKV, 0},                                                           \
+        {"self_attn.qkv_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_KV, SPRUCE_DIM_HIDDEN,        \
+         SPRUCE_BIAS_QKV, 1},                                                           \
+        {"self_attn.qkv_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_KV, SPRUCE_DIM_HIDDEN,        \
+         SPRUCE_BIAS_QKV, 2},                                                           \
+        {"self_attn.o_proj", SPRUCE_SITE_O, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_Q,             \
+         SPRUCE_BIAS_O, 0},                                                             \
+        {"mlp.gate_up_proj", SPRUCE_SITE_GATEUP, SPRUCE_DIM_INTER, SPRUCE_DIM_HIDDEN,    \
+         SPRUCE_BIAS_MLP, 0},                                                           \
+        {"mlp.gate_up_proj", SPRUCE_SITE_GATEUP, SPRUCE_DIM_INTER, SPRUCE_DIM_HIDDEN,    \
+         SPRUCE_BIAS_MLP, 1},                                                           \
+        {"mlp.down_proj", SPRUCE_SITE_DOWN, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_INTER,         \
+         SPRUCE_BIAS_MLP, 0},                                                           \
+    }
+
 static const spruce_family families[] = {
     {"llama", "LlamaForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias", NULL, NULL,
-     NULL, NULL, 0, NULL, NULL, 0},
+     NULL, NULL, 0, NULL, NULL, 0, 0},
     /* transformers' Mistral has no bias keys; they are read as for llama, absent = false */
     {"mistral", "MistralForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias",
-     "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0},
+     "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 0},
     {"qwen2", "Qwen2ForCausalLM", LLAMA_NAMES, 1, NULL, NULL, NULL, "use_sliding_window", NULL,
-     NULL, 0, NULL, NULL, 0},
+     NULL, 0, NULL, NULL, 0, 0},
     /* configuration_qwen3.py: head_dim 128 when absent */
     {"qwen3", "Qwen3ForCausalLM", LLAMA_NAMES, 0, "attention_bias", NULL, NULL,
-     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128, NULL, NULL, 0},
+     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128, NULL, NULL, 0, 0},
     /* configuration_gemma2.py, configuration_gemma3.py: head_dim 256 when absent;
      * the window and the layers using it are read by config.c (gemma_keys) */
     {"gemma2", "Gemma2ForCausalLM", GEMMA_NAMES, 0, "attention_bias", NULL, NULL, NULL, NULL,
-     NULL, 256, "post_attention_layernorm", "post_feedforward_layernorm", 2},
+     NULL, 256, "post_attention_layernorm", "post_feedforward_layernorm", 2, 0},
     {"gemma3_text", "Gemma3ForCausalLM", GEMMA_NAMES, 0, "attention_bias", NULL, NULL, NULL,
      "self_attn.q_norm", "self_attn.k_norm", 256, "post_attention_layernorm",
-     "post_feedforward_layernorm", 3},
+     "post_feedforward_layernorm", 3, 0},
+    /* configuration_phi3.py: no bias keys (the layers have none), the window
+     * on every layer (config.c reads sliding_window for phi3) */
+    {"phi3", "Phi3ForCausalLM", "model.embed_tokens.weight", "model.norm.weight",
+     "lm_head.weight", "model.layers", "input_layernorm", "post_attention_layernorm",
+     PHI3_LINEARS, 0, NULL, NULL, "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 1},
 };
 
 #define NFAMILIES ((int)(sizeof families / sizeof families[0]))
@@ -88,7 +116,7 @@ const spruce_family *spruce_family_at(int i)
 /* Kept in step with the table by the tests (test_model.c: family). */
 const char *spruce_family_supported(void)
 {
-    return "llama, mistral, qwen2, qwen3, gemma2, gemma3_text";
+    return "llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3";
 }
 
 size_t spruce_dim_of(const spruce_config *c, spruce_dim d)
@@ -121,6 +149,17 @@ void spruce_family_linear_shape(const spruce_family *f, const spruce_config *c, 
 {
     *rows = spruce_dim_of(c, f->linear[l].rows);
     *cols = spruce_dim_of(c, f->linear[l].cols);
+}
+
+size_t spruce_family_tensor_rows(const spruce_family *f, const spruce_config *c, spruce_proj l)
+{
+    size_t rows = 0;
+    int k;
+    if (f->linear[l].part > 0)
+        return 0;
+    for (k = l; k < SPRUCE_NPROJ && (k == (int)l || f->linear[k].part > 0); k++)
+        rows += spruce_dim_of(c, f->linear[k].rows);
+    return rows;
 }
 
 int spruce_family_linear_has_bias(const spruce_family *f, const spruce_config *c,
@@ -184,7 +223,10 @@ static int block_tensor(const spruce_family *f, const spruce_config *c, int laye
             spruce_family_norm_name(f, layer, norm, t->name, sizeof t->name);
             return 1;
         }
+        if (f->linear[l].part > 0)
+            continue;   /* rows of the lead's fused tensor */
         spruce_family_linear_shape(f, c, p, &rows, &cols);
+        rows = spruce_family_tensor_rows(f, c, p);
         if (k++ == j) {
             set_tensor(t, SPRUCE_TENSOR_LINEAR, layer, p, rows, cols);
             spruce_family_linear_name(f, layer, p, 0, t->name, sizeof t->name);
@@ -224,7 +266,8 @@ int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tens
     vocab = spruce_dim_of(c, SPRUCE_DIM_VOCAB);
     L = (size_t)c->num_hidden_layers;
     for (l = 0; l < SPRUCE_NPROJ; l++)
-        per += 1 + (size_t)spruce_family_linear_has_bias(f, c, (spruce_proj)l);
+        if (!f->linear[l].part)
+            per += 1 + (size_t)spruce_family_linear_has_bias(f, c, (spruce_proj)l);
     if (f->q_norm)
         per += 2;
     if (f->post_attn_norm)

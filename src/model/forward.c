@@ -199,10 +199,6 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
         ws->qdim != (int64_t)c->num_attention_heads * c->head_dim ||
         ws->kvdim != (int64_t)c->num_key_value_heads * c->head_dim)
         return spruce__seterr(SPRUCE_EINVAL, "block forward: workspace made for another config");
-    if (c->sliding_window > 0 && !(c->family && c->family->gemma) && T > c->sliding_window)
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "sequence of %d tokens is longer than the "
-                              "sliding window %d (supported: sequences within the window)", T,
-                              c->sliding_window);
     if ((rc = check_block(c, b)))
         return rc;
     /* dynamic rope: the tables depend on the sequence's length */
@@ -222,7 +218,7 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
     r.linear_ctx = (void *)b;
     r.post_attn_norm = b->post_attn_norm;
     r.post_mlp_norm = b->post_mlp_norm;
-    r.window = c->family && c->family->gemma ? spruce_config_layer_window(c, b->layer) : 0;
+    r.window = spruce_config_layer_window(c, b->layer);
     r.cos = r.window && ws->cos_local ? ws->cos_local : ws->cos;
     r.sin = r.window && ws->sin_local ? ws->sin_local : ws->sin;
     r.pos0 = 0;

@@ -24,15 +24,23 @@
  *            wavelen_i > o / low_freq_factor: inv_i / factor;
  *            wavelen_i < o / high_freq_factor: inv_i;
  *            between: (1 - s) inv_i / factor + s inv_i,
- *            s = (o / wavelen_i - low_freq_factor) / (high_freq_factor - low_freq_factor) */
+ *            s = (o / wavelen_i - low_freq_factor) / (high_freq_factor - low_freq_factor)
+ *   longrope (_compute_longrope_parameters, longrope_frequency_update;
+ *            configuration_phi3.py): o = original_max_position_embeddings
+ *            (top level; phi3 4096 when absent), f = max_pos / o:
+ *            inv_i = 1 / (short_factor_i base_i), or 1 / (long_factor_i base_i)
+ *            for a sequence longer than o; cos and sin times attention_factor,
+ *            else sqrt(1 + ln f / ln o) when f > 1, else 1 (for every length).
+ * d is the rotary dim: int(head_dim * partial_rotary_factor) (phi3), else head_dim. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rope.h"
+#include "spruce_family.h"
 
-#define TYPES "default, linear, dynamic, yarn, llama3"
+#define TYPES "default, linear, dynamic, yarn, llama3, longrope (phi3)"
 
 typedef struct {
     const char *name;
@@ -49,6 +57,10 @@ static const rope_kind kinds[] = {
                                "truncate"},
     {"llama3", SPRUCE_ROPE_LLAMA3, "rope_type, factor, low_freq_factor, high_freq_factor, "
                                    "original_max_position_embeddings"},
+    /* factor is read by transformers only without a top-level
+     * original_max_position_embeddings, which phi3 always has */
+    {"longrope", SPRUCE_ROPE_LONGROPE, "rope_type, short_factor, long_factor, "
+                                       "attention_factor, factor"},
 };
 
 #define NKINDS ((int)(sizeof kinds / sizeof kinds[0]))
@@ -92,6 +104,98 @@ static int number(const json_t *rs, const char *origin, const char *key, int req
     return 1;
 }
 
+/* c->rotary_dim from partial_rotary_factor (apply_rotary_pos_emb of phi3
+ * rotates cos.shape[-1] = int(head_dim * factor) dims; llama's and the others'
+ * rotate the whole head, so there the key is refused unless 1). */
+static int rotary_dim(const json_t *root, const char *origin, spruce_config *c)
+{
+    const json_t *v = json_object_get(root, "partial_rotary_factor");
+    double x;
+    c->rotary_dim = c->head_dim;
+    if (!v || json_is_null(v))
+        return 0;
+    x = json_is_number(v) ? json_number_value(v) : NAN;
+    if (!(x > 0 && x <= 1))
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'partial_rotary_factor': expected "
+                              "a number in (0, 1]", origin);
+    if (x == 1.0)
+        return 0;
+    if (!(c->family && c->family->phi3))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: partial_rotary_factor other than "
+                              "1 is not supported for model_type %s (supported: phi3; the "
+                              "others rotate the whole head_dim)", origin, c->model_type);
+    c->rotary_dim = (int)(c->head_dim * x);
+    if (c->rotary_dim < 2 || c->rotary_dim % 2)
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: partial_rotary_factor %g x head_dim %d "
+                              "gives %d rotary dims: expected an even number >= 2", origin, x,
+                              c->head_dim, c->rotary_dim);
+    return 0;
+}
+
+/* A list of rotary_dim / 2 positive numbers (configuration_phi3.py checks
+ * the length). */
+static int factor_list(const json_t *rs, const char *origin, const char *key, int n,
+                       double *out)
+{
+    const json_t *v = json_object_get(rs, key), *e;
+    size_t i;
+    if (!v || !json_is_array(v))
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: rope_scaling: key '%s': expected a "
+                              "list of %d numbers (required for rope_type longrope)", origin,
+                              key, n);
+    if (json_array_size(v) != (size_t)n)
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: rope_scaling: key '%s': expected %d "
+                              "numbers (rotary dims / 2), found %zu", origin, key, n,
+                              json_array_size(v));
+    json_array_foreach(v, i, e) {
+        double x = json_is_number(e) ? json_number_value(e) : NAN;
+        if (!isfinite(x) || x <= 0)
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: rope_scaling: %s[%zu]: expected a "
+                                  "positive number", origin, key, i);
+        out[i] = x;
+    }
+    return 0;
+}
+
+/* longrope: the factor lists, attention_factor, and the original context
+ * (top-level original_max_position_embeddings; phi3's default 4096). */
+static int longrope_keys(const json_t *root, const json_t *rs, const char *origin,
+                         spruce_config *c)
+{
+    spruce_rope_scaling *r = &c->rope;
+    const json_t *v = json_object_get(root, "original_max_position_embeddings");
+    int n = c->rotary_dim / 2, rc;
+    if (n > SPRUCE_MAX_LONGROPE)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: rope_type longrope with %d rotary "
+                              "dims is not supported (supported: at most %d)", origin,
+                              c->rotary_dim, 2 * SPRUCE_MAX_LONGROPE);
+    r->nfactors = n;
+    if ((rc = factor_list(rs, origin, "short_factor", n, r->short_factor)) ||
+        (rc = factor_list(rs, origin, "long_factor", n, r->long_factor)))
+        return rc;
+    number(rs, origin, "attention_factor", 0, 0, &r->attention_factor, &rc);
+    if (rc)
+        return rc;
+    r->factor = 0;
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > SPRUCE_MAX_POSITIONS)
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: key "
+                                  "'original_max_position_embeddings': expected an integer in "
+                                  "1..%d", origin, SPRUCE_MAX_POSITIONS);
+        r->original_max_position_embeddings = (int)json_integer_value(v);
+    } else if (c->family && c->family->phi3) {
+        r->original_max_position_embeddings = 4096;   /* configuration_phi3.py */
+    } else {
+        /* without the top-level key transformers takes rope_scaling's factor */
+        r->original_max_position_embeddings = c->max_position_embeddings;
+        number(rs, origin, "factor", 1, 0, &r->factor, &rc);
+        return rc;
+    }
+    r->factor = (double)c->max_position_embeddings / r->original_max_position_embeddings;
+    return 0;
+}
+
 int spruce__rope_parse(const json_t *root, const char *origin, spruce_config *c)
 {
     const json_t *rs = json_object_get(root, "rope_scaling"), *v, *val;
@@ -106,12 +210,8 @@ int spruce__rope_parse(const json_t *root, const char *origin, spruce_config *c)
     r->beta_fast = 32;
     r->beta_slow = 1;
     r->truncate = 1;
-    /* transformers reads partial_rotary_factor wherever config.json has it */
-    v = json_object_get(root, "partial_rotary_factor");
-    if (v && !json_is_null(v) && (!json_is_number(v) || json_number_value(v) != 1.0))
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: partial_rotary_factor other than "
-                              "1 is not supported (supported: rotary embeddings over the whole "
-                              "head_dim)", origin);
+    if ((rc = rotary_dim(root, origin, c)))
+        return rc;
     if (!rs || json_is_null(rs))
         return 0;
     if (!json_is_object(rs))
@@ -127,6 +227,9 @@ int spruce__rope_parse(const json_t *root, const char *origin, spruce_config *c)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: rope_scaling: key 'rope_type': "
                               "expected a string", origin);
     type = json_string_value(v);
+    /* configuration_phi3.py: the older names of longrope */
+    if (c->family && c->family->phi3 && (!strcmp(type, "su") || !strcmp(type, "yarn")))
+        type = "longrope";
     for (i = 0; i < NKINDS; i++)
         if (!strcmp(kinds[i].name, type))
             k = &kinds[i];
@@ -134,6 +237,15 @@ int spruce__rope_parse(const json_t *root, const char *origin, spruce_config *c)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: rope_scaling: rope_type '%s' is "
                               "not supported (supported: %s)", origin, type, TYPES);
     r->type = k->type;
+    if (c->family && c->family->phi3 && r->type != SPRUCE_ROPE_DEFAULT &&
+        r->type != SPRUCE_ROPE_LONGROPE)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: rope_scaling: rope_type '%s' is "
+                              "not supported for phi3 (supported: default, longrope, as "
+                              "configuration_phi3.py)", origin, type);
+    if (!(c->family && c->family->phi3) && r->type == SPRUCE_ROPE_LONGROPE)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: rope_scaling: rope_type longrope "
+                              "is supported for model_type phi3 only (supported here: default, "
+                              "linear, dynamic, yarn, llama3)", origin);
     /* Every key must be one this type reads: another would change the maths
      * in some version of transformers, or be a mistake. */
     json_object_foreach((json_t *)rs, key, val) {
@@ -151,6 +263,8 @@ int spruce__rope_parse(const json_t *root, const char *origin, spruce_config *c)
         return rc;
     if (r->type == SPRUCE_ROPE_DEFAULT)
         return 0;
+    if (r->type == SPRUCE_ROPE_LONGROPE)
+        return longrope_keys(root, rs, origin, c);
     number(rs, origin, "factor", 1, 0, &r->factor, &rc);
     if (rc)
         return rc;
@@ -210,6 +324,9 @@ int spruce__rope_parse(const json_t *root, const char *origin, spruce_config *c)
 
 long spruce__rope_table_len(const spruce_config *c, long T)
 {
+    if (c->rope.type == SPRUCE_ROPE_LONGROPE)   /* long factors beyond the original */
+        return T > c->rope.original_max_position_embeddings
+                   ? c->rope.original_max_position_embeddings + 1 : 0;
     if (c->rope.type != SPRUCE_ROPE_DYNAMIC)
         return 0;
     return T > c->max_position_embeddings ? T : c->max_position_embeddings;
@@ -229,7 +346,7 @@ static double yarn_corr_dim(double r, int d, double base, double o)
 void spruce__rope_inv_freq(const spruce_config *c, long L, double *inv, double *attention)
 {
     const spruce_rope_scaling *r = &c->rope;
-    int d = c->head_dim, half = d / 2, i;
+    int d = c->rotary_dim > 0 ? c->rotary_dim : c->head_dim, half = d / 2, i;
     double base = c->rope_theta, maxp = c->max_position_embeddings;
     *attention = 1.0;
     if (r->type == SPRUCE_ROPE_DYNAMIC) {
@@ -242,6 +359,18 @@ void spruce__rope_inv_freq(const spruce_config *c, long L, double *inv, double *
     case SPRUCE_ROPE_DEFAULT:
     case SPRUCE_ROPE_DYNAMIC:
         break;
+    case SPRUCE_ROPE_LONGROPE: {
+        const double *ext = L > r->original_max_position_embeddings ? r->long_factor
+                                                                     : r->short_factor;
+        double f = r->factor;
+        for (i = 0; i < half; i++)
+            inv[i] /= ext[i];
+        if (r->attention_factor > 0)
+            *attention = r->attention_factor;
+        else if (f > 1)
+            *attention = sqrt(1 + log(f) / log((double)r->original_max_position_embeddings));
+        break;
+    }
     case SPRUCE_ROPE_LINEAR:
         for (i = 0; i < half; i++)
             inv[i] /= r->factor;
@@ -296,7 +425,8 @@ void spruce__rope_inv_freq(const spruce_config *c, long L, double *inv, double *
 
 int spruce__rope_fill(const spruce_config *c, long L, int p0, int npos, float *cs, float *sn)
 {
-    size_t half = (size_t)c->head_dim / 2, i;
+    size_t stride = (size_t)c->head_dim / 2, i;
+    size_t half = (size_t)(c->rotary_dim > 0 ? c->rotary_dim : c->head_dim) / 2;
     double att, *inv = malloc((half ? half : 1) * sizeof *inv);
     int p;
     if (!inv)
@@ -306,8 +436,8 @@ int spruce__rope_fill(const spruce_config *c, long L, int p0, int npos, float *c
         float fi = (float)inv[i], a = (float)att;
         for (p = 0; p < npos; p++) {
             float ang = (float)(p0 + p) * fi;
-            cs[(size_t)p * half + i] = (float)cos((double)ang) * a;
-            sn[(size_t)p * half + i] = (float)sin((double)ang) * a;
+            cs[(size_t)p * stride + i] = (float)cos((double)ang) * a;
+            sn[(size_t)p * stride + i] = (float)sin((double)ang) * a;
         }
     }
     free(inv);
@@ -316,7 +446,8 @@ int spruce__rope_fill(const spruce_config *c, long L, int p0, int npos, float *c
 
 int spruce_config_length_warning(const spruce_config *c, long T, char *buf, size_t size)
 {
-    static const char *names[] = {"default", "linear", "dynamic", "yarn", "llama3"};
+    static const char *names[] = {"default", "linear", "dynamic", "yarn", "llama3",
+                                  "longrope"};
     if (!c || T <= c->max_position_embeddings)
         return 0;
     if (!buf || !size)

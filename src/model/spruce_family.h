@@ -54,6 +54,11 @@ typedef struct {
     spruce_site site;
     spruce_dim rows, cols;
     spruce_bias_flag bias;
+    /* > 0: this layer is rows of a fused tensor, the part-th after the lead
+     * layer before it of the same path (phi3: k and v of qkv_proj, up of
+     * gate_up_proj).  The lead's tensor holds every part's rows in order and
+     * is pruned as one layer (one input, one Hessian). */
+    int part;
 } spruce_family_linear;
 
 typedef struct spruce_family {
@@ -82,6 +87,10 @@ typedef struct spruce_family {
      * "post_feedforward_layernorm"), or NULL. */
     const char *post_attn_norm, *post_mlp_norm;
     int gemma;                 /* 2 or 3: config.json has Gemma 2's or Gemma 3's keys */
+    /* phi3 (modeling_phi3.py, configuration_phi3.py): config.json's
+     * partial_rotary_factor, original_max_position_embeddings (4096) and
+     * rope_scaling type longrope are read; sliding_window on every layer. */
+    int phi3;
 } spruce_family;
 
 /* The family of model_type, or NULL when there is none. */
@@ -102,6 +111,11 @@ int spruce_family_norm_name(const spruce_family *f, int layer, const char *norm,
 /* The shape (rows, cols) of linear l of family f under config c. */
 void spruce_family_linear_shape(const spruce_family *f, const spruce_config *c, spruce_proj l,
                                 size_t *rows, size_t *cols);
+/* The rows of the tensor that linear l is stored in: its own rows, or for a
+ * lead of a fused tensor the rows of every part (phi3's qkv_proj: q + k + v);
+ * 0 for a part (k, v, up of phi3), which has no tensor of its own. */
+size_t spruce_family_tensor_rows(const spruce_family *f, const spruce_config *c, spruce_proj l);
+
 /* Whether linear l has a bias under config c (0 or 1). */
 int spruce_family_linear_has_bias(const spruce_family *f, const spruce_config *c,
                                   spruce_proj l);

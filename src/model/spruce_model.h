@@ -53,8 +53,15 @@ typedef enum {
     SPRUCE_ROPE_LINEAR,
     SPRUCE_ROPE_DYNAMIC,
     SPRUCE_ROPE_YARN,
-    SPRUCE_ROPE_LLAMA3
+    SPRUCE_ROPE_LLAMA3,
+    SPRUCE_ROPE_LONGROPE         /* phi3: inv_freq / short_factor_i, or / long_factor_i
+                                  * for sequences longer than the original context;
+                                  * cos and sin times the attention factor */
 } spruce_rope_type;
+
+/* longrope's short_factor and long_factor hold rotary_dim / 2 numbers, at most
+ * this many (Phi-3 and Phi-4: 48). */
+#define SPRUCE_MAX_LONGROPE 256
 
 typedef struct {
     spruce_rope_type type;
@@ -66,6 +73,12 @@ typedef struct {
     double attention_factor;     /* yarn, 0: from factor, mscale, mscale_all_dim */
     double mscale, mscale_all_dim;          /* yarn, 0: absent */
     int truncate;                /* yarn, default 1: the correction range rounded outward */
+    /* longrope (modeling_rope_utils.py: _compute_longrope_parameters); the
+     * original context is config.json's top-level original_max_position_embeddings
+     * (phi3: 4096 when absent), kept in original_max_position_embeddings, and
+     * attention_factor (0: from max_position / original) above. */
+    int nfactors;                /* rotary_dim / 2 */
+    double short_factor[SPRUCE_MAX_LONGROPE], long_factor[SPRUCE_MAX_LONGROPE];
 } spruce_rope_scaling;
 
 /* The activation of the gated MLP: down(act(gate x) * up x). */
@@ -106,6 +119,10 @@ typedef struct {
                                   * (mistral), p > 0 layer i when (i + 1) % p != 0 */
     double rope_local_theta;     /* gemma3: sliding layers rotate with this base and no
                                   * rope_scaling (rope_local_base_freq); 0: as the others */
+    /* phi3 (modeling_phi3.py: apply_rotary_pos_emb): RoPE rotates the first
+     * rotary_dim = int(head_dim * partial_rotary_factor) dims of each head
+     * (rotate-half within them), the others pass through; head_dim elsewhere. */
+    int rotary_dim;
 } spruce_config;
 
 /* What config.json may ask for.  Each key is refused above its bound, and so
@@ -177,6 +194,10 @@ typedef struct {
     float *b[SPRUCE_NPROJ];
     int rows[SPRUCE_NPROJ];
     int cols[SPRUCE_NPROJ];
+    /* Fused tensors (phi3's qkv_proj, gate_up_proj): fused[l] is 1 when w[l]
+     * is rows of the tensor of an earlier layer (k, v inside q's; up inside
+     * gate's), not an allocation of its own; w[lead] then holds every row. */
+    unsigned char fused[SPRUCE_NPROJ];
 } spruce_block;
 
 /* Where a linear layer's input can be observed.  q/k/v share one input, as do

@@ -148,7 +148,10 @@ static int check_config(const spruce_synth_config *c, const spruce_synth_family 
     if (f && f->head_dim % 2)
         return spruce__seterr(SPRUCE_EINVAL, "synth: head_dim %d must be even for rotary "
                               "embeddings", f->head_dim);
-    if (f && (f->rope < SPRUCE_ROPE_DEFAULT || f->rope > SPRUCE_ROPE_LLAMA3 ||
+    if (f && (f->rope == SPRUCE_ROPE_LONGROPE) != 0 && !spruce_family_find(fam_type(f))->phi3)
+        return spruce__seterr(SPRUCE_EINVAL, "synth: rope scaling longrope is for family phi3 "
+                              "only, not %s", fam_type(f));
+    if (f && (f->rope < SPRUCE_ROPE_DEFAULT || f->rope > SPRUCE_ROPE_LONGROPE ||
               f->rope_factor < 0 || (f->rope == SPRUCE_ROPE_DYNAMIC && fam_head_dim(c, f) <= 2)))
         return spruce__seterr(SPRUCE_EINVAL, "synth: rope scaling %d with factor %g",
                               (int)f->rope, f->rope_factor);
@@ -235,10 +238,30 @@ static int64_t numel_of(const tdesc *t)
     return t->ndim == 2 ? t->shape[0] * t->shape[1] : t->shape[0];
 }
 
+/* phi3's longrope (configuration_phi3.py): {"type": "longrope", short_factor,
+ * long_factor} of n numbers each, short 1 + i / (4 n), long rising from 1 to
+ * about the factor as Phi-3's do; replaces rs (rope_type, factor). */
+static json_t *synth_longrope(int n, json_t *rs)
+{
+    json_t *lr = json_object(), *sf = json_array(), *lf = json_array();
+    double factor = json_real_value(json_object_get(rs, "factor"));
+    int i;
+    json_decref(rs);
+    for (i = 0; i < n; i++) {
+        json_array_append_new(sf, json_real(1.0 + i / (4.0 * n)));
+        json_array_append_new(lf, json_real(1.0 + (factor - 1.0) * i / (n > 1 ? n - 1 : 1)));
+    }
+    json_object_set_new(lr, "type", json_string("longrope"));
+    json_object_set_new(lr, "short_factor", sf);
+    json_object_set_new(lr, "long_factor", lf);
+    return lr;
+}
+
 static int write_config(const spruce_synth_config *c, const spruce_synth_family *f,
                         const char *path)
 {
-    static const char *rope_names[] = {"default", "linear", "dynamic", "yarn", "llama3"};
+    static const char *rope_names[] = {"default", "linear", "dynamic", "yarn", "llama3",
+                                       "longrope"};
     const spruce_family *fam = spruce_family_find(fam_type(f));
     json_t *j = json_object();
     int rc = 0;
@@ -258,7 +281,15 @@ static int write_config(const spruce_synth_config *c, const spruce_synth_family 
             json_object_set_new(rs, "original_max_position_embeddings",
                                 json_integer(orig > 0 ? orig : 1));
         }
+        if (f->rope == SPRUCE_ROPE_LONGROPE)
+            rs = synth_longrope(fam_head_dim(c, f) / 2, rs);
         json_object_set_new(j, "rope_scaling", rs);
+    }
+    if (fam->phi3) {   /* the context before longrope: max_position / factor */
+        int orig = f && f->rope == SPRUCE_ROPE_LONGROPE ? (int)(c->max_position / fam_factor(f))
+                                                         : c->max_position;
+        json_object_set_new(j, "original_max_position_embeddings",
+                            json_integer(orig > 0 ? orig : 1));
     }
     if (fam->window_switch_key)
         json_object_set_new(j, fam->window_switch_key, json_false());

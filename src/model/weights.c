@@ -99,7 +99,8 @@ static void block_free(spruce_block *b)
     free(b->post_attn_norm);
     free(b->post_mlp_norm);
     for (l = 0; l < SPRUCE_NPROJ; l++) {
-        free(b->w[l]);
+        if (!b->fused[l])
+            free(b->w[l]);
         free(b->b[l]);
     }
     free(b);
@@ -144,8 +145,15 @@ static int block_read(const spruce_model *m, int layer, spruce_block **out)
         spruce_family_linear_shape(f, c, (spruce_proj)l, &rows, &cols);
         b->rows[l] = (int)rows;   /* config.c keeps every width below 2^30 */
         b->cols[l] = (int)cols;
+        if (f->linear[l].part > 0) {   /* the rows after the previous part's */
+            b->w[l] = b->w[l - 1] + (size_t)b->rows[l - 1] * b->cols[l - 1];
+            b->fused[l] = 1;
+            continue;
+        }
         spruce_family_linear_name(f, layer, (spruce_proj)l, 0, name, sizeof name);
-        if ((rc = load_named(m->ck, name, b->rows[l], b->cols[l], &b->w[l])))
+        if ((rc = load_named(m->ck, name,
+                             (int64_t)spruce_family_tensor_rows(f, c, (spruce_proj)l),
+                             b->cols[l], &b->w[l])))
             goto done;
         if (spruce_family_linear_has_bias(f, c, (spruce_proj)l)) {
             spruce_family_linear_name(f, layer, (spruce_proj)l, 1, name, sizeof name);

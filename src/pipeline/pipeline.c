@@ -112,6 +112,7 @@ static int prepare(run *r)
     int l, s, rc;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_family_linear_shape(r->f, c, (spruce_proj)l, &rows, &cols);
+        rows = spruce_family_tensor_rows(r->f, c, (spruce_proj)l);   /* fused: every part */
         maxw = rows * cols > maxw ? rows * cols : maxw;
     }
     if (!(r->mask = malloc(maxw)))
@@ -170,8 +171,9 @@ static int group_members(const run *r, int layer, int g, int ngroups, int in_gro
         per_site[l] = 0;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_site site = r->f->linear[l].site;
+        /* a part of a fused tensor is pruned with its lead, as one layer */
         in_group[l] = r->selected[(size_t)layer * SPRUCE_NPROJ + l] &&
-                      (ngroups == 1 || (int)site == g);
+                      !r->f->linear[l].part && (ngroups == 1 || (int)site == g);
         if (in_group[l]) {
             per_site[site]++;
             last = (int)site > last ? (int)site : last;
@@ -206,12 +208,14 @@ static void free_hessians(run *r)
 }
 
 /* Prune linear l of block b (layers sharing an input share one factorisation
- * of its Hessian), write it, count it and report it. */
+ * of its Hessian), write it, count it and report it.  A fused tensor (phi3's
+ * qkv_proj: q, k and v rows) is one layer of all its rows. */
 static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
 {
     const spruce_prune_opts *po = &r->o->prune;
     spruce_site site = r->f->linear[l].site;
-    int64_t numel = (int64_t)b->rows[l] * b->cols[l], i, zeros = 0;
+    int rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
+    int64_t numel = (int64_t)rows * b->cols[l], i, zeros = 0;
     spruce_layer_report rep;
     char name[256];
     int rc = 0;
@@ -220,10 +224,10 @@ static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
     if (po->method == SPRUCE_METHOD_SPARSEGPT && shared && !r->hi[site])
         rc = spruce_hinv_prepare(r->tp.h[site], po, &r->hi[site]);
     if (!rc && r->hi[site])
-        rc = spruce_prune_layer_prepared(b->w[l], b->rows[l], b->cols[l], r->hi[site], po,
+        rc = spruce_prune_layer_prepared(b->w[l], rows, b->cols[l], r->hi[site], po,
                                          r->mask, &rep.result);
     else if (!rc)
-        rc = spruce_prune_layer(b->w[l], b->rows[l], b->cols[l], r->tp.h[site], po, r->mask,
+        rc = spruce_prune_layer(b->w[l], rows, b->cols[l], r->tp.h[site], po, r->mask,
                                 &rep.result);
     if (rc) {
         /* Say which tensor the pruner failed on. */
@@ -248,7 +252,7 @@ static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
     rep.layer = b->layer;
     rep.nlayers = r->L;
     rep.which = l;
-    rep.rows = b->rows[l];
+    rep.rows = rows;
     rep.cols = b->cols[l];
     rep.weight = b->w[l];
     rep.mask = r->mask;
