@@ -251,3 +251,93 @@ Test(textdata, jsonl_skips_short_documents)
     free(doc);
     spruce_tokenizer_free(t);
 }
+
+/* ---- through the program: text and its ids give the same results ---------- */
+
+/* Run a shell command; its standard output (malloc'ed). */
+static char *sh(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    char *s = NULL;
+    size_t n = 0, r;
+    char buf[4096];
+    cr_assert_not_null(p);
+    while ((r = fread(buf, 1, sizeof buf, p)) > 0) {
+        s = realloc(s, n + r + 1);
+        memcpy(s + n, buf, r);
+        n += r;
+    }
+    s = realloc(s, n + 1);
+    s[n] = 0;
+    cr_assert_eq(pclose(p), 0, "failed: %s", cmd);
+    return s;
+}
+
+/* A one-block model with Mistral's vocabulary and tokenizer in dir/m. */
+static int mistral_model(const char **bin)
+{
+    char cmd[9000];
+    const char *tok = fixture("mistral");
+    struct stat st;
+    *bin = getenv("SPRUCE_BIN");
+    if (!*bin || stat(*bin, &st) != 0 || !tok) {
+        cr_skip_test("needs SPRUCE_BIN and the mistral tokenizer fixture");
+        return 0;
+    }
+    snprintf(cmd, sizeof cmd, "'%s' synth '%s/m' --hidden 32 --intermediate 64 --layers 1 "
+             "--heads 2 --kv-heads 1 --vocab 32000 --max-position 64 >/dev/null 2>&1 && "
+             "cp '%s/tokenizer.json' '%s/tokenizer_config.json' '%s/m/' && echo ok",
+             *bin, dir, tok, tok, dir);
+    free(sh(cmd));
+    return 1;
+}
+
+Test(textdata, eval_text_equals_eval_ids)
+{
+    const char *bin;
+    char cmd[9000], *a, *b;
+    const char *text = "Once upon a time, there was a little robot named Bolt.\n"
+                       "Bolt liked to read books about the sea, the stars and the moon.\n"
+                       "One day Bolt found a map: \"Go north 3 miles!\" it said.\n";
+    if (!mistral_model(&bin))
+        return;
+    put("story.txt", text, strlen(text));
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' tokenize m story.txt --add-special > ids.txt && "
+             "'%s' eval m --data story.txt --seqlen 16 2>/dev/null | grep perplexity", dir, bin,
+             bin);
+    a = sh(cmd);
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' eval m --data ids.txt --seqlen 16 2>/dev/null | "
+             "grep perplexity", dir, bin);
+    b = sh(cmd);
+    cr_assert(strstr(a, "perplexity "), "%s", a);
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+}
+
+Test(textdata, run_prompt_text_equals_prompt_ids)
+{
+    const char *bin;
+    char cmd[9000], *ids, *a, *b, *pa, *pb;
+    if (!mistral_model(&bin))
+        return;
+    snprintf(cmd, sizeof cmd, "'%s' tokenize '%s/m' --text 'Once upon a time' --add-special", bin,
+             dir);
+    ids = sh(cmd);
+    ids[strcspn(ids, "\n")] = 0;
+    snprintf(cmd, sizeof cmd, "'%s' run '%s/m' --prompt 'Once upon a time' --steps 6 --json "
+             "2>/dev/null", bin, dir);
+    a = sh(cmd);
+    snprintf(cmd, sizeof cmd, "'%s' run '%s/m' --prompt-ids '%s' --steps 6 --json 2>/dev/null",
+             bin, dir, ids);
+    b = sh(cmd);
+    pa = strstr(a, "\"prompt\"");
+    pb = strstr(b, "\"prompt\"");
+    cr_assert(pa && pb && strstr(a, "\"text\""), "%s", a);
+    /* the same prompt ids and the same generated ids */
+    cr_assert_eq(strncmp(pa, pb, (size_t)(strstr(pa, "\"prompt_tokens_per_s\"") - pa)), 0,
+                 "%s\n%s", a, b);
+    free(ids);
+    free(a);
+    free(b);
+}
