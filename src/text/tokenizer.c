@@ -18,6 +18,7 @@
 #include <utf8proc.h>
 
 #include "spruce_error.h"
+#include "spruce_files.h"
 #include "text_internal.h"
 
 typedef struct {
@@ -770,14 +771,15 @@ int spruce__map_file(const char *path, const char **data, size_t *len)
 {
     struct stat st;
     void *p;
-    int fd = open(path, O_RDONLY);
+    int fd, rc;
     *data = NULL;
     *len = 0;
-    if (fd < 0)
-        return spruce__seterr(spruce__errno_code(errno), "%s: %s", path, strerror(errno));
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if ((rc = spruce__open_regular(path, &fd))) /* a directory or FIFO refused before a read */
+        return rc;
+    if (fstat(fd, &st) != 0) {
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: %s", path, strerror(errno));
         close(fd);
-        return spruce__seterr(SPRUCE_ENOTREG, "%s: not a regular file", path);
+        return rc;
     }
     if (st.st_size == 0) {
         close(fd);
