@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #include <jansson.h>
@@ -96,6 +97,45 @@ int cli_model_seqlen(const char *cmd, const spruce_config *cfg, const char *dir,
     if (!*seqlen)
         *seqlen = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
     cli_length_warning(cmd, cfg, *seqlen, dir);
+    return 0;
+}
+
+int cli_data_open(const char *cmd, const char *opt, const char *path, const char *fmt_name,
+                  const char *dir, spruce_data_format *f, spruce_tokenizer **tok)
+{
+    char *tj;
+    int rc;
+    *tok = NULL;
+    if (fmt_name) {
+        if (spruce_data_format_parse(fmt_name, f) || *f == SPRUCE_DATA_AUTO) {
+            cli_fail("%s: %s-format: expected ids, u16, u32, text or jsonl, got '%s'", cmd, opt,
+                     fmt_name);
+            return -1;
+        }
+    } else if ((rc = spruce_data_detect(path, f))) {
+        cli_error(rc, "%s: %s", cmd, opt);
+        return -1;
+    }
+    fprintf(stderr, "%s: reading %s as %s%s\n", cmd, path, spruce_data_format_name(*f),
+            fmt_name ? " (as asked)" : "");
+    if (!spruce_data_needs_tokenizer(*f))
+        return 0;
+    if (!(tj = malloc(strlen(dir) + 32)))
+        return -1;
+    sprintf(tj, "%s/tokenizer.json", dir);
+    if (access(tj, F_OK) != 0) {
+        cli_fail("%s: %s is read as %s, which needs the model's tokenizer, but %s has no "
+                 "tokenizer.json (give token ids, or %s-format ids|u16|u32)", cmd, path,
+                 spruce_data_format_name(*f), dir, opt);
+        free(tj);
+        return -1;
+    }
+    rc = spruce_tokenizer_load(tj, tok);
+    free(tj);
+    if (rc) {
+        cli_error(rc, "%s: tokenizer", cmd);
+        return -1;
+    }
     return 0;
 }
 

@@ -9,6 +9,7 @@
 
 #include "spruce_clock.h"
 #include "spruce_model.h"
+#include "spruce_textdata.h"
 
 /* Each subcommand: argv[0] is the subcommand's name; returns the exit status. */
 int spruce_cmd_prune(int argc, char **argv);
@@ -52,6 +53,13 @@ int cli_model_seqlen(const char *cmd, const spruce_config *cfg, const char *dir,
                      long *seqlen);
 /* The token ids of path into *ids (*n of them, caller frees): every one below
  * the vocabulary, at least one window of seqlen.  0, or -1 after a message. */
+/* How path (given to option opt) is read: fmt_name when not NULL (ids, u16,
+ * u32, text, jsonl), else detected; said on standard error.  Text and jsonl
+ * load the tokenizer of model dir into *tok (an error when it has no
+ * tokenizer.json); *tok is NULL otherwise.  0, or -1 after a message. */
+int cli_data_open(const char *cmd, const char *opt, const char *path, const char *fmt_name,
+                  const char *dir, spruce_data_format *f, spruce_tokenizer **tok);
+
 int cli_load_windows(const char *cmd, const char *path, const spruce_config *cfg,
                      long seqlen, uint32_t **ids, size_t *n);
 

@@ -19,8 +19,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: spruce eval MODEL_DIR --data FILE [--seqlen T] [--act-mib N] [--threads N]\n"
-            "                   [--logits OUT]\n\n"
+            "usage: spruce eval MODEL_DIR --data FILE [--data-format F] [--seqlen T]\n"
+            "                   [--act-mib N] [--threads N] [--logits OUT]\n\n"
             "Perplexity of a Hugging Face LLaMA-family checkpoint (llama, mistral, qwen2,\n"
             "qwen3, gemma2, gemma3_text) on a token file: exp(mean next-token negative\n"
             "log-likelihood) over the non-overlapping windows of T tokens of FILE, each\n"
@@ -28,7 +28,14 @@ static void usage(FILE *f)
             "Weights so large that the float32 activations overflow are an error (exit 1)\n"
             "naming the layer, the tensor, the window and the position where the first NaN\n"
             "or infinity appears.\n\n"
-            "  --data FILE     token ids: .u16 / .u32 raw little-endian, or .txt\n"
+            "  --data FILE     token ids (.u16 / .u32 raw little-endian, or decimal ids), a\n"
+            "                  UTF-8 text or JSON lines with a \"text\" per line (.jsonl);\n"
+            "                  text is tokenized once, whole, with MODEL_DIR's tokenizer.json\n"
+            "                  and the special tokens its post-processor adds, as the\n"
+            "                  published code evaluates WikiText-2; jsonl each document on\n"
+            "                  its own; the windows' remainder is dropped\n"
+            "  --data-format F ids, u16, u32, text or jsonl: how to read FILE (default: by\n"
+            "                  its name and content; the reading used is printed)\n"
             "  --seqlen T      window length (default min(2048, max_position_embeddings);\n"
             "                  longer ones run as transformers runs them, after a warning)\n"
             "  --act-mib N     MiB of activations kept at once (default 2048); more windows\n"
@@ -51,6 +58,7 @@ int spruce_cmd_eval(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"data", required_argument, NULL, 'd'},
+        {"data-format", required_argument, NULL, 'f'},
         {"seqlen", required_argument, NULL, 's'},
         {"act-mib", required_argument, NULL, 'a'},
         {"threads", required_argument, NULL, 't'},
@@ -58,7 +66,9 @@ int spruce_cmd_eval(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *data = NULL, *dir, *logits_path = NULL;
+    const char *data = NULL, *dir, *logits_path = NULL, *fmt_name = NULL;
+    spruce_data_format fmt;
+    spruce_tokenizer *tok = NULL;
     eval_logits lo = {NULL, NULL, NULL};
     long seqlen = 0, threads = 0, act_mib = 0;
     spruce_eval_opts eo;
@@ -74,6 +84,7 @@ int spruce_cmd_eval(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'd': data = optarg; break;
+        case 'f': fmt_name = optarg; break;
         case 'l': logits_path = optarg; break;
         case 's':
             if (cli_parse_int("--seqlen", optarg, 2, 1 << 20, &seqlen))
@@ -110,10 +121,21 @@ int spruce_cmd_eval(int argc, char **argv)
         status = 2;
         goto done;
     }
-    if (cli_load_windows("eval", data, cfg, seqlen, &ids, &n))
+    if (cli_data_open("eval", "--data", data, fmt_name, dir, &fmt, &tok))
         goto done;
-    fprintf(stderr, "eval: %s on %s: %zu windows of %ld tokens\n", dir, data, n / (size_t)seqlen,
-            seqlen);
+    if ((rc = spruce_data_read_ids(data, fmt, tok, 1, NULL, NULL, &ids, &n)) ||
+        (rc = spruce_tokens_check(ids, n, (uint32_t)cfg->vocab_size, data))) {
+        cli_error(rc, "eval: --data");
+        goto done;
+    }
+    if (n < (size_t)seqlen) {
+        cli_fail("eval: %s holds %zu tokens, shorter than one window of %ld", data, n, seqlen);
+        goto done;
+    }
+    fprintf(stderr, "eval: %s on %s: %zu tokens%s, %zu windows of %ld tokens (%zu tokens used, "
+            "the last %zu dropped)\n", dir, data, n,
+            tok ? " (with the tokenizer's special tokens)" : "", n / (size_t)seqlen, seqlen,
+            n / (size_t)seqlen * (size_t)seqlen, n % (size_t)seqlen);
     t0 = spruce_clock_now();
     spruce_eval_opts_init(&eo);
     if (act_mib)
@@ -146,6 +168,7 @@ int spruce_cmd_eval(int argc, char **argv)
 done:
     eval_logits_close(&lo, 0);
     free(ids);
+    spruce_tokenizer_free(tok);
     spruce_model_free(m);
     return status;
 }

@@ -23,6 +23,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: spruce prune MODEL_DIR -o OUT_DIR --calib FILE (--sparsity S | --pattern N:M)\n"
+            "                    [--calib-format F] [--seed S]\n"
             "                    [--method sparsegpt|wanda|magnitude] [--seqlen T] [--nsamples N]\n"
             "                    [--blocksize B] [--damp F] [--true-sequential]\n"
             "                    [--include RE] [--exclude RE] [--threads N] [--force]\n"
@@ -35,9 +36,16 @@ static void usage(FILE *f)
             "OUT_DIR receives the same layout (tensor names, dtypes, shards, other files).\n\n"
             "  -o, --output DIR     output checkpoint directory (must not exist or be empty;\n"
             "                       never the input, inside it or holding it)\n"
-            "  --calib FILE         calibration token ids (.u16, .u32, .txt); split into\n"
-            "                       consecutive non-overlapping windows of T tokens\n"
-            "                       (not needed for --method magnitude)\n"
+            "  --calib FILE         calibration data (not needed for --method magnitude):\n"
+            "                       token ids (.u16, .u32, decimal ids) give their\n"
+            "                       consecutive windows of T tokens; a UTF-8 text gives N\n"
+            "                       random windows of its tokens; JSON lines (.jsonl, a\n"
+            "                       \"text\" per line) per sample a random document of at\n"
+            "                       least T tokens, then a random window of it (as the\n"
+            "                       published SparseGPT and Wanda draw C4); text needs\n"
+            "                       MODEL_DIR/tokenizer.json\n"
+            "  --calib-format F     ids, u16, u32, text or jsonl (default: by name and content)\n"
+            "  --seed S             seed of the random windows (default 0)\n"
             "  --sparsity S         unstructured: prune the fraction S in [0, 1) of each layer\n"
             "  --pattern N:M        semi-structured: prune N of every M consecutive weights\n"
             "  --method M           sparsegpt (default), wanda or magnitude\n"
@@ -144,13 +152,58 @@ static int set_masks_attrs(spruce_maskfile *f, const char *model, const char *me
     return 0;
 }
 
+/* The calibration windows of path: *nsamples of them (fewer from a short
+ * token file), said on standard error with where each came from. */
+static int load_calib(const char *path, const char *fmt_name, const char *dir,
+                      const spruce_config *cfg, int seqlen, long seed, long *nsamples,
+                      uint32_t **ids)
+{
+    spruce_data_format f;
+    spruce_tokenizer *tok = NULL;
+    spruce_data_window *win = NULL;
+    int rc, count = 0, i, status = -1;
+    if (cli_data_open("prune", "--calib", path, fmt_name, dir, &f, &tok))
+        return -1;
+    if ((rc = spruce_data_calib(path, f, tok, 1, (int)*nsamples, seqlen, (uint64_t)seed, NULL,
+                                NULL, ids, &win, &count)) ||
+        (rc = spruce_tokens_check(*ids, (size_t)count * (size_t)seqlen,
+                                  (uint32_t)cfg->vocab_size, path))) {
+        cli_error(rc, "prune: --calib");
+        goto done;
+    }
+    if (count < *nsamples)
+        fprintf(stderr, "prune: %s holds %d windows of %d tokens: calibrating on %d samples "
+                "instead of %ld\n", path, count, seqlen, count, *nsamples);
+    *nsamples = count;
+    fprintf(stderr, "prune: calibration windows (%s%s, seed %ld):", spruce_data_format_name(f),
+            f == SPRUCE_DATA_JSONL ? ": line:first token" : ": first token", seed);
+    for (i = 0; i < count; i++) {
+        if (win[i].doc >= 0)
+            fprintf(stderr, " %lld:%zu", (long long)win[i].doc + 1, win[i].start);
+        else
+            fprintf(stderr, " %zu", win[i].start);
+    }
+    fputc('\n', stderr);
+    status = 0;
+done:
+    if (status) {
+        free(*ids);
+        *ids = NULL;
+    }
+    free(win);
+    spruce_tokenizer_free(tok);
+    return status;
+}
+
 int spruce_cmd_prune(int argc, char **argv)
 {
     enum { O_CALIB = 256, O_SEQLEN, O_NSAMPLES, O_TRUESEQ, O_INCLUDE, O_EXCLUDE, O_FORCE,
-           O_MASKS, O_SAVEFMT };
+           O_MASKS, O_SAVEFMT, O_CALIB_FORMAT, O_SEED };
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
         {"calib", required_argument, NULL, O_CALIB},
+        {"calib-format", required_argument, NULL, O_CALIB_FORMAT},
+        {"seed", required_argument, NULL, O_SEED},
         {"seqlen", required_argument, NULL, O_SEQLEN},
         {"nsamples", required_argument, NULL, O_NSAMPLES},
         PRUNE_ARGS_OPTIONS,
@@ -163,8 +216,8 @@ int spruce_cmd_prune(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *out = NULL, *calib = NULL, *dir, *masks_path = NULL;
-    long seqlen = 0, nsamples = 128, v;
+    const char *out = NULL, *calib = NULL, *dir, *masks_path = NULL, *calib_fmt = NULL;
+    long seqlen = 0, nsamples = 128, seed = 0;
     int force = 0, c, rc, status = 1, compressed = 0;
     spruce_compress_opts co;
     prune_args pa;
@@ -174,7 +227,6 @@ int spruce_cmd_prune(int argc, char **argv)
     spruce_ckpt_writer *w = NULL;
     spruce_maskfile *mf = NULL;
     uint32_t *ids = NULL;
-    size_t n = 0;
     prune_ctx ctx;
     const spruce_config *cfg;
 
@@ -187,6 +239,11 @@ int spruce_cmd_prune(int argc, char **argv)
         switch (c) {
         case 'o': out = optarg; break;
         case O_CALIB: calib = optarg; break;
+        case O_CALIB_FORMAT: calib_fmt = optarg; break;
+        case O_SEED:
+            if (cli_parse_int("--seed", optarg, 0, 2147483647L, &seed))
+                return 2;
+            break;
         case O_SEQLEN:
             if (cli_parse_int("--seqlen", optarg, 1, 1 << 20, &seqlen))
                 return 2;
@@ -267,14 +324,8 @@ int spruce_cmd_prune(int argc, char **argv)
         goto done;
     }
     if (calib) {
-        if (cli_load_windows("prune", calib, cfg, seqlen, &ids, &n))
+        if (load_calib(calib, calib_fmt, dir, cfg, (int)seqlen, seed, &nsamples, &ids))
             goto done;
-        v = (long)(n / (size_t)seqlen);
-        if (v < nsamples) {
-            fprintf(stderr, "prune: %s holds %ld windows of %ld tokens: calibrating on %ld "
-                    "samples instead of %ld\n", calib, v, seqlen, v, nsamples);
-            nsamples = v;
-        }
     } else {
         nsamples = 0;
     }

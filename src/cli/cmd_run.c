@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #include <jansson.h>
@@ -15,11 +16,16 @@
 
 #include "cli.h"
 #include "spruce_decode.h"
+#include "spruce_tokenizer.h"
+#include "spruce_tokens.h"
+
+#define MAX_EOS 8
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: spruce run MODEL_DIR --prompt \"ID ID ...\" [--steps N] [--temperature T]\n"
+            "usage: spruce run MODEL_DIR (--prompt TEXT | --prompt-ids \"ID ID ...\") [--steps N]\n"
+            "                  [--temperature T]\n"
             "                  [--seed S] [--sparse auto|off|csr|bitmask|nm] [--json] [--threads N]\n\n"
             "Generate tokens one by one with a key/value cache.  Every linear layer of the\n"
             "blocks runs on spruce's linear-layer object: with --sparse auto (default) in a\n"
@@ -27,16 +33,22 @@ static void usage(FILE *f)
             "on dense OpenBLAS (same weights).  Greedy unless --temperature > 0.  Weights so\n"
             "large that the float32 activations overflow are an error (exit 1) naming the\n"
             "layer, the tensor and the position of the first NaN or infinity.\n\n"
-            "  --prompt \"IDS\"      prompt token ids, separated by spaces (e.g. \"1\" for BOS)\n"
-            "  --steps N          tokens to generate (default 64)\n"
+            "  --prompt TEXT      the prompt as text, tokenized with MODEL_DIR/tokenizer.json\n"
+            "                     (with its post-processor's special tokens); the output is\n"
+            "                     streamed as text and stops at the end-of-sequence token.\n"
+            "                     Without a tokenizer.json, TEXT is read as ids (as before)\n"
+            "  --prompt-ids \"IDS\" prompt token ids, separated by spaces (e.g. \"1\" for BOS)\n"
+            "  --steps N          at most N tokens to generate (default 64)\n"
             "  --temperature T    sample from softmax(logits / T) (default 0: greedy)\n"
             "  --seed S           random seed for sampling (default 0)\n"
             "  --sparse MODE      auto (default), off, or force one format: csr, bitmask,\n"
             "                     nm (2:4 layers)\n"
-            "  --json             one JSON object: prompt, ids, tokens_per_s, ...\n"
+            "  --json             one JSON object: prompt, ids, text (with a tokenizer),\n"
+            "                     tokens_per_s, ...\n"
             "  --threads N        threads (default: all cores)\n"
             "  -h, --help         this message\n\n"
-            "Prints the generated ids, then tokens/s of the prompt and of the generation.\n"
+            "Prints the generated text (with a tokenizer) or ids, then tokens/s of the\n"
+            "prompt and of the generation.\n"
             "Prompt and steps beyond max_position_embeddings run as transformers' generate runs\n"
             "them, after a warning (rope_type dynamic: the prompt rotates with the frequencies\n"
             "of its length, each generated token at position p with those of a p + 1 token\n"
@@ -120,7 +132,8 @@ static uint32_t choose(const float *logits, int vocab, double T, uint64_t *rng)
 
 /* One line of JSON: the prompt, the generated ids, the rates, the layers. */
 static void print_json(const uint32_t *prompt, int nprompt, const uint32_t *gen, int steps,
-                       double t_prompt, double t_gen, int mode, int sparse_layers, int layers)
+                       const char *text, double t_prompt, double t_gen, int mode,
+                       int sparse_layers, int layers)
 {
     static const char *mode_name[] = {"off", "auto", "csr", "bitmask", "nm"};
     json_t *o = json_object(), *p = json_array(), *g = json_array();
@@ -131,6 +144,8 @@ static void print_json(const uint32_t *prompt, int nprompt, const uint32_t *gen,
         json_array_append_new(g, json_integer(gen[i]));
     json_object_set_new(o, "prompt", p);
     json_object_set_new(o, "ids", g);
+    if (text)
+        json_object_set_new(o, "text", json_string(text));
     json_object_set_new(o, "prompt_tokens_per_s",
                         cli_json_real(t_prompt > 0 ? nprompt / t_prompt : 0.0));
     json_object_set_new(o, "tokens_per_s", cli_json_real(t_gen > 0 ? steps / t_gen : 0.0));
@@ -142,11 +157,126 @@ static void print_json(const uint32_t *prompt, int nprompt, const uint32_t *gen,
     json_decref(o);
 }
 
+/* The end-of-sequence ids: eos_token_id of generation_config.json, else of
+ * config.json (a number or a list), else the tokenizer's eos_token. */
+static int eos_ids(const char *dir, const spruce_tokenizer *tok, int64_t *eos)
+{
+    static const char *files[2] = {"generation_config.json", "config.json"};
+    char path[4200];
+    int k, n = 0;
+    for (k = 0; k < 2 && !n; k++) {
+        json_t *j, *e;
+        snprintf(path, sizeof path, "%s/%s", dir, files[k]);
+        if (!(j = json_load_file(path, 0, NULL)))
+            continue;
+        e = json_object_get(j, "eos_token_id");
+        if (json_is_integer(e))
+            eos[n++] = json_integer_value(e);
+        else if (json_is_array(e)) {
+            size_t i;
+            for (i = 0; i < json_array_size(e) && n < MAX_EOS; i++)
+                if (json_is_integer(json_array_get(e, i)))
+                    eos[n++] = json_integer_value(json_array_get(e, i));
+        }
+        json_decref(j);
+    }
+    if (!n && tok && spruce_tokenizer_eos(tok) >= 0)
+        eos[n++] = spruce_tokenizer_eos(tok);
+    return n;
+}
+
+static int is_eos(const int64_t *eos, int neos, uint32_t id)
+{
+    int i;
+    for (i = 0; i < neos; i++)
+        if (eos[i] == (int64_t)id)
+            return 1;
+    return 0;
+}
+
+/* How many bytes of text[0..n) are final: without a trailing incomplete UTF-8
+ * sequence or U+FFFD (byte-fallback bytes still waiting for the rest of
+ * their character). */
+static size_t stable_len(const char *t, size_t n)
+{
+    for (;;) {
+        size_t p = n;
+        while (p > 0 && ((unsigned char)t[p - 1] & 0xc0) == 0x80)
+            p--;
+        if (p == 0)
+            return n;
+        {
+            unsigned char c = (unsigned char)t[p - 1];
+            size_t need = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            if (n - (p - 1) < need)
+                n = p - 1; /* incomplete */
+            else if (need == 3 && !memcmp(t + p - 1, "\xef\xbf\xbd", 3))
+                n = p - 1; /* U+FFFD */
+            else
+                return n;
+        }
+    }
+}
+
+/* Stream the text of gen[0..k): print what became final since last time. */
+static int stream_text(const spruce_tokenizer *tok, const uint32_t *gen, int k, size_t *printed,
+                       int flush)
+{
+    char *t;
+    size_t n, st;
+    int rc = spruce_tokenizer_decode(tok, gen, (size_t)k, 1, &t, &n);
+    if (rc)
+        return rc;
+    st = flush ? n : stable_len(t, n);
+    if (st > *printed) {
+        fwrite(t + *printed, 1, st - *printed, stdout);
+        fflush(stdout);
+        *printed = st;
+    }
+    free(t);
+    return 0;
+}
+
+/* The prompt's ids: --prompt-ids, or --prompt as text when the model has a
+ * tokenizer.json (ids otherwise, as before, with a note). */
+static int prompt_ids(const char *dir, const char *text, const char *ids_s, int vocab,
+                      spruce_tokenizer **tok, uint32_t **prompt, int *nprompt)
+{
+    char tj[4200];
+    uint32_t *v;
+    size_t n;
+    int rc;
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    if (access(tj, F_OK) == 0 && (rc = spruce_tokenizer_load(tj, tok))) {
+        cli_error(rc, "run: tokenizer");
+        return -1;
+    }
+    if (ids_s || !*tok) {
+        if (!ids_s)
+            fprintf(stderr, "run: %s has no tokenizer.json: --prompt is read as token ids\n", dir);
+        return parse_prompt(ids_s ? ids_s : text, vocab, prompt, nprompt);
+    }
+    if ((rc = spruce_tokenizer_encode(*tok, text, strlen(text), 1, &v, &n)) ||
+        (rc = spruce_tokens_check(v, n, (uint32_t)vocab, "--prompt"))) {
+        cli_error(rc, "run: --prompt");
+        return -1;
+    }
+    if (!n) {
+        free(v);
+        cli_fail("run: --prompt: the text gives no tokens");
+        return -1;
+    }
+    *prompt = v;
+    *nprompt = (int)n;
+    return 0;
+}
+
 int spruce_cmd_run(int argc, char **argv)
 {
-    enum { O_PROMPT = 256, O_STEPS, O_TEMP, O_SEED, O_SPARSE, O_JSON, O_THREADS };
+    enum { O_PROMPT = 256, O_PROMPT_IDS, O_STEPS, O_TEMP, O_SEED, O_SPARSE, O_JSON, O_THREADS };
     static const struct option opts[] = {
         {"prompt", required_argument, NULL, O_PROMPT},
+        {"prompt-ids", required_argument, NULL, O_PROMPT_IDS},
         {"steps", required_argument, NULL, O_STEPS},
         {"temperature", required_argument, NULL, O_TEMP},
         {"seed", required_argument, NULL, O_SEED},
@@ -156,7 +286,12 @@ int spruce_cmd_run(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *prompt_s = NULL, *dir;
+    const char *prompt_s = NULL, *prompt_ids_s = NULL, *dir;
+    spruce_tokenizer *tok = NULL;
+    int64_t eos[MAX_EOS];
+    int neos = 0, ngen = 0;
+    size_t printed = 0;
+    char *text = NULL;
     long steps = 64, seed = 0, threads = 0;
     double temp = 0, t0, t_prompt, t_gen;
     int c, rc, json = 0, status = 1, nprompt = 0, i, mode = SPRUCE_DECODE_AUTO;
@@ -172,6 +307,7 @@ int spruce_cmd_run(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case O_PROMPT: prompt_s = optarg; break;
+        case O_PROMPT_IDS: prompt_ids_s = optarg; break;
         case O_STEPS:
             if (cli_parse_int("--steps", optarg, 1, 1 << 20, &steps))
                 return 2;
@@ -212,8 +348,9 @@ int spruce_cmd_run(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc - 1 || !prompt_s) {
-        cli_fail("run: expected MODEL_DIR and --prompt \"IDS\" (try 'spruce run --help')");
+    if (optind != argc - 1 || !prompt_s == !prompt_ids_s) {
+        cli_fail("run: expected MODEL_DIR and one of --prompt TEXT, --prompt-ids \"IDS\" (try "
+                 "'spruce run --help')");
         return 2;
     }
     dir = argv[optind];
@@ -223,7 +360,7 @@ int spruce_cmd_run(int argc, char **argv)
         goto done;
     }
     cfg = spruce_model_config(m);
-    if (parse_prompt(prompt_s, cfg->vocab_size, &prompt, &nprompt)) {
+    if (prompt_ids(dir, prompt_s, prompt_ids_s, cfg->vocab_size, &tok, &prompt, &nprompt)) {
         status = 2;
         goto done;
     }
@@ -250,24 +387,45 @@ int spruce_cmd_run(int argc, char **argv)
     t_prompt = spruce_clock_now() - t0;
     rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)seed;
     t0 = spruce_clock_now();
+    if (tok)
+        neos = eos_ids(dir, tok, eos);
     for (i = 0; i < steps; i++) {
         gen[i] = choose(logits, cfg->vocab_size, temp, &rng);
+        ngen = i + 1;
+        if (tok && is_eos(eos, neos, gen[i]))
+            break;
+        if (tok && !json && (rc = stream_text(tok, gen, ngen, &printed, 0))) {
+            cli_error(rc, "run: decoding");
+            goto done;
+        }
         if (i + 1 < steps && (rc = spruce_decoder_step(d, gen[i], logits))) {
             cli_error(rc, "run: step %d", i);
             goto done;
         }
     }
     t_gen = spruce_clock_now() - t0;
+    if (tok) {
+        size_t tl;
+        if ((rc = spruce_tokenizer_decode(tok, gen, (size_t)ngen, 1, &text, &tl))) {
+            cli_error(rc, "run: decoding");
+            goto done;
+        }
+    }
     if (json) {
-        print_json(prompt, nprompt, gen, (int)steps, t_prompt, t_gen, mode,
+        print_json(prompt, nprompt, gen, ngen, text, t_prompt, t_gen, mode,
                    spruce_decoder_sparse_layers(d), SPRUCE_NPROJ * cfg->num_hidden_layers);
     } else {
-        for (i = 0; i < steps; i++)
-            printf("%s%u", i ? " " : "", gen[i]);
+        if (tok)
+            stream_text(tok, gen, ngen, &printed, 1);
+        else
+            for (i = 0; i < ngen; i++)
+                printf("%s%u", i ? " " : "", gen[i]);
         printf("\n");
-        printf("prompt: %d tokens, %.1f tokens/s; generation: %ld tokens, %.1f tokens/s; "
+        printf("prompt: %d tokens, %.1f tokens/s; generation: %d tokens%s, %.1f tokens/s; "
                "%d of %d linear layers sparse\n", nprompt,
-               t_prompt > 0 ? nprompt / t_prompt : 0.0, steps, t_gen > 0 ? steps / t_gen : 0.0,
+               t_prompt > 0 ? nprompt / t_prompt : 0.0, ngen,
+               ngen < steps ? " (stopped at end of sequence)" : "",
+               t_gen > 0 ? ngen / t_gen : 0.0,
                spruce_decoder_sparse_layers(d), SPRUCE_NPROJ * cfg->num_hidden_layers);
     }
     status = 0;
@@ -277,5 +435,7 @@ done:
     free(prompt);
     free(gen);
     free(logits);
+    free(text);
+    spruce_tokenizer_free(tok);
     return status;
 }

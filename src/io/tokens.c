@@ -132,9 +132,20 @@ int spruce_tokens_load(const char *path, uint32_t **ids, size_t *n)
 int spruce__tokens_parse(const char *path, const unsigned char *b, size_t len, uint32_t **ids,
                          size_t *n)
 {
+    fmt f = format_of(path);
+    return spruce__tokens_parse_as(path, f == FMT_U16 ? SPRUCE__TOKENS_U16
+                                         : f == FMT_U32 ? SPRUCE__TOKENS_U32
+                                         : f == FMT_TXT ? SPRUCE__TOKENS_TXT : -1,
+                                   b, len, ids, n);
+}
+
+int spruce__tokens_parse_as(const char *path, int kind, const unsigned char *b, size_t len,
+                            uint32_t **ids, size_t *n)
+{
     size_t i, w;
     uint32_t *out;
-    fmt f = format_of(path);
+    fmt f = kind == SPRUCE__TOKENS_U16 ? FMT_U16 : kind == SPRUCE__TOKENS_U32 ? FMT_U32
+            : kind == SPRUCE__TOKENS_TXT ? FMT_TXT : FMT_UNKNOWN;
 
     *ids = NULL;
     *n = 0;

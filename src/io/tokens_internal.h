@@ -11,4 +11,10 @@
 int spruce__tokens_parse(const char *path, const unsigned char *b, size_t len, uint32_t **ids,
                          size_t *n);
 
+/* The same with the format given: decimal text, or raw u16 / u32 ids (the
+ * file's name is only used in messages). */
+enum { SPRUCE__TOKENS_TXT, SPRUCE__TOKENS_U16, SPRUCE__TOKENS_U32 };
+int spruce__tokens_parse_as(const char *path, int kind, const unsigned char *b, size_t len,
+                            uint32_t **ids, size_t *n);
+
 #endif

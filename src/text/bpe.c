@@ -84,6 +84,24 @@ static int merge_get(const bpe *m, uint32_t a, uint32_t b, uint32_t *rank, uint3
 const strmap *spruce__bpe_vocab(const bpe *m) { return &m->vocab; }
 uint32_t spruce__bpe_size(const bpe *m) { return m->ntok; }
 
+/* A newline is a wall for merging when no token longer than one character
+ * holds it: every merge makes a token, so none joins the newline to its
+ * neighbours, and the two sides of it merge exactly as they would alone.
+ * ignore_merges (a whole word found in the vocabulary is one id) and fused
+ * unknowns (runs of unk become one) look at the whole word: no wall. */
+int spruce__bpe_newline_wall(const bpe *m)
+{
+    uint32_t id;
+    if (m->ignore_merges || (m->fuse_unk && !m->byte_fallback))
+        return 0;
+    for (id = 0; id < m->ntok; id++) {
+        const char *k = m->vocab.keys.s + m->tok_off[id];
+        if (m->tok_len[id] != UINT32_MAX && m->tok_len[id] > 1 && memchr(k, '\n', m->tok_len[id]))
+            return 0;
+    }
+    return 1;
+}
+
 const char *spruce__bpe_token(const bpe *m, uint32_t id, size_t *len)
 {
     if (id >= m->ntok || m->tok_len[id] == UINT32_MAX)

@@ -207,14 +207,16 @@ static int apply(const normalizer *nz, pcre2_match_data *md, const char *s, size
     }
 }
 
-int spruce__normalize(const normalizer *nz, pcre2_match_data *md, const char *s, size_t n,
-                      sbuf *out)
+/* cont: s continues a stretch already begun, so Prepend (which acts on the
+ * start of the whole stretch) is skipped. */
+static int normalize_part(const normalizer *nz, pcre2_match_data *md, const char *s, size_t n,
+                          int cont, sbuf *out)
 {
     sbuf a = {0};
     size_t i;
     int rc = 0;
     out->len = 0;
-    if (!nz)
+    if (!nz || (cont && nz->type == N_PREPEND))
         return spruce__sbuf_put(out, s, n);
     if (nz->type != N_SEQ)
         return apply(nz, md, s, n, out);
@@ -222,10 +224,58 @@ int spruce__normalize(const normalizer *nz, pcre2_match_data *md, const char *s,
         return rc;
     for (i = 0; i < nz->nseq; i++) {
         a.len = 0;
-        if ((rc = spruce__normalize(nz->seq[i], md, out->s, out->len, &a)))
+        if ((rc = normalize_part(nz->seq[i], md, out->s, out->len, cont, &a)))
             break;
         { sbuf t = *out; *out = a; a = t; }
     }
     spruce__sbuf_free(&a);
     return rc;
+}
+
+int spruce__normalize(const normalizer *nz, pcre2_match_data *md, const char *s, size_t n,
+                      sbuf *out)
+{
+    return normalize_part(nz, md, s, n, 0, out);
+}
+
+int spruce__normalize_cont(const normalizer *nz, pcre2_match_data *md, const char *s, size_t n,
+                           sbuf *out)
+{
+    return normalize_part(nz, md, s, n, 1, out);
+}
+
+/* Whether normalizing the two sides of a cut before a '\n' that follows an
+ * ASCII letter or digit apart gives the normalization of the whole, with
+ * those two characters left as they are: the Unicode forms and Lowercase act
+ * on characters (ASCII is stable under all four forms and composes with
+ * nothing before it), Prepend acts on the start only (the later part is
+ * normalized with spruce__normalize_cont), and a literal Replace whose
+ * pattern holds no newline, letter or digit never matches across the cut.
+ * Strip and regex Replace look at the whole stretch: no. */
+int spruce__normalizer_cuttable(const normalizer *nz)
+{
+    size_t i;
+    if (!nz)
+        return 1;
+    switch (nz->type) {
+    case N_SEQ:
+        for (i = 0; i < nz->nseq; i++)
+            if (!spruce__normalizer_cuttable(nz->seq[i]))
+                return 0;
+        return 1;
+    case N_REPLACE:
+        if (nz->pat.is_regex || !nz->pat.lit_len)
+            return 0;
+        for (i = 0; i < nz->pat.lit_len; i++) {
+            unsigned char c = (unsigned char)nz->pat.lit[i];
+            if (c == '\n' || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'))
+                return 0;
+        }
+        for (i = 0; i < nz->str_len; i++) /* nor does its content make one */
+            if (nz->str[i] == '\n')
+                return 0;
+        return 1;
+    case N_STRIP: return 0;
+    default: return 1;
+    }
 }

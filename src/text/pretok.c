@@ -34,7 +34,63 @@ struct pretok {
     uint32_t rep_cp;
     int scheme, split;
     int individual;
+    int cut_safe; /* Split: the pattern is one of known_cut_safe[] */
 };
+
+/* Split patterns that never join an ASCII letter or digit to a '\n' after it
+ * (no alternative can hold both, none looks behind): Llama 3's and Qwen2's
+ * (Qwen3 ships Qwen2's).  A match can then never span a cut made there. */
+static const char *const known_cut_safe[] = {
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+};
+
+static int is_cut_safe_pattern(json_t *pat)
+{
+    const char *re = json_string_value(json_object_get(pat, "Regex"));
+    size_t i;
+    for (i = 0; re && i < sizeof known_cut_safe / sizeof *known_cut_safe; i++)
+        if (!strcmp(re, known_cut_safe[i]))
+            return 1;
+    return 0;
+}
+
+/* 1: a cut before a '\n' that follows an ASCII letter or digit is a boundary of
+ * every split and no stage looks across it; 0: unknown.  Needs one stage that
+ * surely splits there (a known Split pattern, ByteLevel's GPT-2 regex) and no
+ * stage that acts on the start of the whole stretch (add_prefix_space) or
+ * merges pieces; the GPT-2 regex, like the known ones, never joins a letter
+ * or digit to a newline. */
+static int cut_stage(const pretok *pt, int *splits)
+{
+    size_t i;
+    switch (pt->type) {
+    case P_SEQ:
+        for (i = 0; i < pt->nseq; i++)
+            if (!cut_stage(pt->seq[i], splits))
+                return 0;
+        return 1;
+    case P_SPLIT:
+        if (!pt->cut_safe || pt->invert || (pt->behavior != B_ISOLATED && pt->behavior != B_REMOVED))
+            return 0;
+        *splits = 1;
+        return 1;
+    case P_BYTELEVEL:
+        if (pt->add_prefix_space)
+            return 0;
+        *splits |= pt->use_regex;
+        return 1;
+    default: return 0;
+    }
+}
+
+int spruce__pretok_cuttable(const pretok *pt)
+{
+    int splits = 0;
+    return pt && cut_stage(pt, &splits) && splits;
+}
 
 void spruce__pretok_free(pretok *pt)
 {
@@ -118,8 +174,10 @@ int spruce__pretok_parse(pretok **out, json_t *j, const char *path)
     case P_SPLIT:
         if (!(rc = spruce__pattern_parse(&pt->pat, json_object_get(j, "pattern"), path,
                                          "pre_tokenizer Split.pattern")) &&
-            !(rc = behavior(json_object_get(j, "behavior"), B_ISOLATED, path, &pt->behavior)))
+            !(rc = behavior(json_object_get(j, "behavior"), B_ISOLATED, path, &pt->behavior))) {
             pt->invert = get_bool(j, "invert", 0);
+            pt->cut_safe = is_cut_safe_pattern(json_object_get(j, "pattern"));
+        }
         break;
     case P_BYTELEVEL:
         pt->add_prefix_space = get_bool(j, "add_prefix_space", 1);

@@ -38,6 +38,26 @@ void spruce_tokenizer_free(spruce_tokenizer *tok);
 int spruce_tokenizer_encode(const spruce_tokenizer *tok, const char *text, size_t len,
                             int add_special, uint32_t **ids, size_t *n);
 
+/* Encode the UTF-8 text file path as spruce_tokenizer_encode encodes its
+ * whole content, streaming: the file is mapped (not read into memory) and
+ * encoded in parts of about SPRUCE_TOKENIZER_CHUNK bytes, cut only where the
+ * ids cannot change (spruce_tokenizer_streams; else each stretch between
+ * added tokens is one part), so the memory beyond the ids is that of a part.
+ * progress, when not NULL, is called after each part with the bytes done and
+ * the file's size.  Invalid UTF-8 is SPRUCE_EFORMAT naming the file and the
+ * byte offset. */
+#define SPRUCE_TOKENIZER_CHUNK ((size_t)1 << 20)
+typedef void (*spruce_tokenizer_progress)(void *ctx, size_t done, size_t total);
+int spruce_tokenizer_encode_file(const spruce_tokenizer *tok, const char *path, int add_special,
+                                 spruce_tokenizer_progress progress, void *ctx, uint32_t **ids,
+                                 size_t *n);
+
+/* 1 when long stretches of text are encoded in parts (cut before a newline
+ * that follows an ASCII letter or digit, where the normalizer, the
+ * pre-tokenizer and the model are known to give the ids of the whole), 0 when
+ * each stretch between added tokens is encoded whole (doc/tokenizer.md). */
+int spruce_tokenizer_streams(const spruce_tokenizer *tok);
+
 /* Decode n ids into malloc'ed UTF-8 text (*text, NUL-terminated, *len bytes
  * before the NUL; the caller free()s it).  skip_special: leave out special
  * added tokens.  An id with no token is SPRUCE_EINVAL naming it. */

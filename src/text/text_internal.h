@@ -85,10 +85,20 @@ void spruce__normalizer_free(normalizer *nz);
 int spruce__normalize(const normalizer *nz, pcre2_match_data *md, const char *s, size_t n,
                       sbuf *out);
 
+/* Normalize a part of a stretch that does not start it (Prepend skipped). */
+int spruce__normalize_cont(const normalizer *nz, pcre2_match_data *md, const char *s, size_t n,
+                           sbuf *out);
+/* 1 when a stretch may be normalized in parts cut before a '\n' that follows
+ * an ASCII letter or digit (see normalize.c). */
+int spruce__normalizer_cuttable(const normalizer *nz);
+
 /* Pre-tokenizers (pre_tokenizers/). */
 typedef struct pretok pretok;
 int spruce__pretok_parse(pretok **out, json_t *j, const char *path);
 void spruce__pretok_free(pretok *pt);
+/* 1 when a cut before a '\n' that follows an ASCII letter or digit is always a
+ * boundary between pre-tokens (see pretok.c); 0 when that is not known. */
+int spruce__pretok_cuttable(const pretok *pt);
 /* Split every piece of *p; *p and *tmp are swapped as needed. */
 int spruce__pretokenize(const pretok *pt, pcre2_match_data *md, pieces **p, pieces **tmp);
 
@@ -124,6 +134,8 @@ int spruce__bpe_encode_naive(const bpe *m, const char *s, size_t n, idvec *ids);
 /* The model's token strings by id (NULL where none), and their count. */
 const char *spruce__bpe_token(const bpe *m, uint32_t id, size_t *len);
 uint32_t spruce__bpe_size(const bpe *m);
+/* 1 when no merge can join a '\n' to its neighbours (see bpe.c). */
+int spruce__bpe_newline_wall(const bpe *m);
 
 /* Decoders (decoders/). */
 typedef struct decoder decoder;
@@ -148,5 +160,13 @@ size_t spruce__utf8_check(const char *s, size_t n);
 int spruce__utf8_lossy(const char *s, size_t n, sbuf *out);
 /* Rust's char::is_whitespace (Unicode White_Space). */
 int spruce__is_space(uint32_t c);
+
+/* encode with stretches cut into parts of about chunk bytes (0: whole), for
+ * the tests of streaming; same contract as spruce_tokenizer_encode. */
+int spruce__tokenizer_encode_chunked(const spruce_tokenizer *t, const char *text, size_t len,
+                                     int add_special, size_t chunk, uint32_t **ids, size_t *n);
+/* Map a regular file read-only (*data "" and *len 0 when empty); unmap it. */
+int spruce__map_file(const char *path, const char **data, size_t *len);
+void spruce__unmap_file(const char *data, size_t len);
 
 #endif

@@ -11,10 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <utf8proc.h>
 
 #include "spruce_error.h"
+#include "spruce_files.h"
 #include "text_internal.h"
 
 typedef struct {
@@ -56,6 +60,7 @@ struct spruce_tokenizer {
     uint32_t size;
     int32_t *added_of_id;
     int64_t bos, eos;
+    int cuttable; /* stretches may be encoded in parts (see encode_stretch) */
 };
 
 /* ---- the trie ---- */
@@ -353,6 +358,24 @@ static int read_file(const char *path, char **buf, size_t *len)
     return 0;
 }
 
+/* Whether a stretch between raw added tokens may be encoded in parts cut
+ * before a '\n' that follows an ASCII letter or digit, with exactly the ids of
+ * the whole: the normalizer acts on characters there, the cut is a boundary
+ * of the pre-tokenizer's splits (or, with no pre-tokenizer, a newline is a
+ * wall no merge crosses), and no normalized added token could straddle it. */
+static int compute_cuttable(const spruce_tokenizer *t)
+{
+    size_t i;
+    if (!spruce__normalizer_cuttable(t->norm))
+        return 0;
+    for (i = 0; i < t->nadded; i++)
+        if (t->added[i].normalized &&
+            (t->added[i].lstrip || t->added[i].rstrip ||
+             memchr(t->added[i].content, '\n', t->added[i].len)))
+            return 0;
+    return t->pre ? spruce__pretok_cuttable(t->pre) : spruce__bpe_newline_wall(t->model);
+}
+
 static int refuse_nonnull(spruce_tokenizer *t, json_t *root, const char *key)
 {
     json_t *v = json_object_get(root, key);
@@ -466,6 +489,7 @@ int spruce_tokenizer_load(const char *path, spruce_tokenizer **out)
         }
     }
     read_config(t, dir);
+    t->cuttable = compute_cuttable(t);
 done:
     json_decref(root);
     free(dir);
@@ -598,12 +622,13 @@ typedef struct {
 /* Normalize, split out the normalized added tokens, pre-tokenize and run
  * the model on one stretch of text between raw added tokens. */
 static int encode_text(const spruce_tokenizer *t, encode_work *w, const char *s, size_t n,
-                       int first, idvec *ids)
+                       int first, int cont, idvec *ids)
 {
     size_t k, i;
     int rc;
     pieces *p = &w->pa, *q = &w->pb;
-    if ((rc = spruce__normalize(t->norm, w->md, s, n, &w->norm)))
+    if ((rc = cont ? spruce__normalize_cont(t->norm, w->md, s, n, &w->norm)
+                   : spruce__normalize(t->norm, w->md, s, n, &w->norm)))
         return rc;
     if ((rc = find_added(t, &t->norm_trie, w->norm.s ? w->norm.s : "", w->norm.len, &w->inner)))
         return rc;
@@ -625,44 +650,81 @@ static int encode_text(const spruce_tokenizer *t, encode_work *w, const char *s,
     return 0;
 }
 
-int spruce_tokenizer_encode(const spruce_tokenizer *t, const char *text, size_t len,
-                            int add_special, uint32_t **out, size_t *nout)
+static int is_alnum_ascii(char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+}
+
+/* The first cut at or after from inside the stretch s[a..b): a '\n' whose
+ * previous byte (inside the stretch) is an ASCII letter or digit; b if none. */
+static size_t next_cut(const char *s, size_t a, size_t from, size_t b)
+{
+    const char *q;
+    while (from < b && (q = memchr(s + from, '\n', b - from))) {
+        size_t p = (size_t)(q - s);
+        if (p > a && is_alnum_ascii(s[p - 1]))
+            return p;
+        from = p + 1;
+    }
+    return b;
+}
+
+/* One stretch s[a..b) between raw added tokens: whole, or (chunk > 0 and the
+ * tokenizer allows it) in parts of about chunk bytes cut where the ids cannot
+ * change, so the working buffers stay the size of a part.  progress (when
+ * set) hears the offset reached after each part, of total. */
+static int encode_stretch(const spruce_tokenizer *t, encode_work *w, const char *s, size_t a,
+                          size_t b, size_t chunk, spruce_tokenizer_progress progress, void *ctx,
+                          size_t total, idvec *ids)
+{
+    size_t pos = a;
+    int rc = 0;
+    while (pos < b && !rc) {
+        size_t end = t->cuttable && chunk && b - pos > chunk ? next_cut(s, a, pos + chunk, b) : b;
+        rc = encode_text(t, w, s + pos, end - pos, pos == 0, pos > a, ids);
+        pos = end;
+        if (progress)
+            progress(ctx, pos, total);
+    }
+    return rc;
+}
+
+static int push_template(const spruce_tokenizer *t, int post, idvec *ids)
+{
+    size_t k, j;
+    int rc = 0;
+    for (k = 0; k < t->ntpl && !post; k++)
+        for (j = 0; j < t->tpl[k].npre && !rc; j++)
+            rc = spruce__idvec_push(ids, t->tpl[k].pre[j]);
+    for (k = t->ntpl; k-- > 0 && post;)
+        for (j = 0; j < t->tpl[k].npost && !rc; j++)
+            rc = spruce__idvec_push(ids, t->tpl[k].post[j]);
+    return rc;
+}
+
+/* Encode valid UTF-8 text[0..len) into ids; chunk as encode_stretch. */
+static int encode_valid(const spruce_tokenizer *t, const char *text, size_t len, int add_special,
+                        size_t chunk, spruce_tokenizer_progress progress, void *ctx, idvec *ids)
 {
     encode_work w;
     spans seg = {0};
-    idvec ids = {0};
-    size_t bad, k;
+    size_t k;
     int rc = 0;
-    if (!t || (!text && len) || !out || !nout)
-        return spruce__seterr(SPRUCE_EINVAL, "spruce_tokenizer_encode: NULL argument");
-    *out = NULL;
-    *nout = 0;
-    if ((bad = spruce__utf8_check(text, len)) != len)
-        return spruce__seterr(SPRUCE_EINVAL,
-                              "text is not valid UTF-8: byte 0x%02x at offset %zu",
-                              (unsigned char)text[bad], bad);
     memset(&w, 0, sizeof w);
     if (!(w.md = pcre2_match_data_create(4, NULL)))
         return spruce__seterr(SPRUCE_ENOMEM, "tokenizer: out of memory");
-    for (k = 0; k < t->ntpl && add_special; k++) {
-        size_t j;
-        for (j = 0; j < t->tpl[k].npre && !rc; j++)
-            rc = spruce__idvec_push(&ids, t->tpl[k].pre[j]);
-    }
-    if (rc || (rc = find_added(t, &t->raw_trie, text ? text : "", len, &seg)))
+    if ((add_special && (rc = push_template(t, 0, ids))) ||
+        (rc = find_added(t, &t->raw_trie, text ? text : "", len, &seg)))
         goto done;
     for (k = 0; k < seg.n && !rc; k++) {
         if (seg.v[k].tag >= 0)
-            rc = spruce__idvec_push(&ids, t->added[seg.v[k].tag].id);
+            rc = spruce__idvec_push(ids, t->added[seg.v[k].tag].id);
         else
-            rc = encode_text(t, &w, text + seg.v[k].a, seg.v[k].b - seg.v[k].a, seg.v[k].a == 0,
-                             &ids);
+            rc = encode_stretch(t, &w, text, seg.v[k].a, seg.v[k].b, chunk, progress, ctx, len,
+                                ids);
     }
-    for (k = t->ntpl; k-- > 0 && add_special && !rc;) {
-        size_t j;
-        for (j = 0; j < t->tpl[k].npost && !rc; j++)
-            rc = spruce__idvec_push(&ids, t->tpl[k].post[j]);
-    }
+    if (!rc && add_special)
+        rc = push_template(t, 1, ids);
 done:
     pcre2_match_data_free(w.md);
     spruce__sbuf_free(&w.norm);
@@ -671,6 +733,96 @@ done:
     free(w.inner.v);
     spruce__bpe_work_free(w.work);
     free(seg.v);
+    return rc;
+}
+
+int spruce__tokenizer_encode_chunked(const spruce_tokenizer *t, const char *text, size_t len,
+                                     int add_special, size_t chunk, uint32_t **out, size_t *nout)
+{
+    idvec ids = {0};
+    size_t bad;
+    int rc;
+    if (!t || (!text && len) || !out || !nout)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_tokenizer_encode: NULL argument");
+    *out = NULL;
+    *nout = 0;
+    if ((bad = spruce__utf8_check(text, len)) != len)
+        return spruce__seterr(SPRUCE_EINVAL,
+                              "text is not valid UTF-8: byte 0x%02x at offset %zu",
+                              (unsigned char)text[bad], bad);
+    if ((rc = encode_valid(t, text, len, add_special, chunk, NULL, NULL, &ids))) {
+        free(ids.v);
+        return rc;
+    }
+    *out = ids.v;
+    *nout = ids.n;
+    return 0;
+}
+
+int spruce_tokenizer_encode(const spruce_tokenizer *t, const char *text, size_t len,
+                            int add_special, uint32_t **out, size_t *nout)
+{
+    return spruce__tokenizer_encode_chunked(t, text, len, add_special, 0, out, nout);
+}
+
+int spruce_tokenizer_streams(const spruce_tokenizer *t) { return t->cuttable; }
+
+int spruce__map_file(const char *path, const char **data, size_t *len)
+{
+    struct stat st;
+    void *p;
+    int fd, rc;
+    *data = NULL;
+    *len = 0;
+    if ((rc = spruce__open_regular(path, &fd))) /* a directory or FIFO refused before a read */
+        return rc;
+    if (fstat(fd, &st) != 0) {
+        rc = spruce__seterr(spruce__errno_code(errno), "%s: %s", path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        *data = "";
+        return 0;
+    }
+    p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return spruce__seterr(spruce__errno_code(errno), "%s: cannot map: %s", path,
+                              strerror(errno));
+    madvise(p, (size_t)st.st_size, MADV_SEQUENTIAL);
+    *data = p;
+    *len = (size_t)st.st_size;
+    return 0;
+}
+
+void spruce__unmap_file(const char *data, size_t len)
+{
+    if (len)
+        munmap((void *)data, len);
+}
+
+int spruce_tokenizer_encode_file(const spruce_tokenizer *t, const char *path, int add_special,
+                                 spruce_tokenizer_progress progress, void *ctx, uint32_t **out,
+                                 size_t *nout)
+{
+    const char *text;
+    idvec ids = {0};
+    size_t len, bad;
+    int rc;
+    if (!t || !path || !out || !nout)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_tokenizer_encode_file: NULL argument");
+    *out = NULL;
+    *nout = 0;
+    if ((rc = spruce__map_file(path, &text, &len)))
+        return rc;
+    if ((bad = spruce__utf8_check(text, len)) != len)
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: not valid UTF-8 text: byte 0x%02x at offset %zu",
+                            path, (unsigned char)text[bad], bad);
+    else
+        rc = encode_valid(t, text, len, add_special, SPRUCE_TOKENIZER_CHUNK, progress, ctx, &ids);
+    spruce__unmap_file(text, len);
     if (rc) {
         free(ids.v);
         return rc;
