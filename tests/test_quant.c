@@ -398,3 +398,119 @@ Test(joint, every_tile_kernel_matches_the_published_port)
     }
     cr_assert_geq(tried, 1);
 }
+
+/* ---- Wanda and magnitude: the grid of the dense W, no error feedback ----- */
+
+static void check_baseline(spruce_method m, int G, int sym)
+{
+    layer L = make_layer(16, 64, 200, 50 + m);
+    size_t n = 16 * 64, i;
+    int Gg = G ? G : 64, ng = 64 / Gg;
+    float *W = malloc(n * sizeof *W), *Wp = malloc(n * sizeof *Wp);
+    uint8_t *mask = malloc(n), *mp = malloc(n);
+    double *Wd = malloc(n * sizeof *Wd);
+    ngrid ngr = {4, sym, Gg, malloc(16 * ng * sizeof(double)), malloc(16 * ng * sizeof(double))};
+    spruce_qgrid g = grid_alloc(16, 64, Gg);
+    spruce_prune_opts o;
+    memcpy(W, L.W0, n * sizeof *W);
+    memcpy(Wp, L.W0, n * sizeof *W);
+    for (i = 0; i < n; i++)
+        Wd[i] = L.W0[i];
+    for (i = 0; i < 16 * (size_t)ng; i++)
+        naive_find_f(Wd + (i / ng) * 64 + (i % ng) * Gg, Gg, 4, sym, 1, ngr.scale + i, ngr.zero + i);
+    spruce_prune_opts_init(&o);
+    o.method = m;
+    cr_assert_eq(spruce_prune_layer(Wp, 16, 64, L.h, &o, mp, NULL), 0, "%s", spruce_errdetail());
+    o.wbits = 4;
+    o.groupsize = G;
+    o.sym = sym;
+    o.grid_out = &g;
+    cr_assert_eq(spruce_prune_layer(W, 16, 64, L.h, &o, mask, NULL), 0, "%s", spruce_errdetail());
+    cr_assert_eq(memcmp(mask, mp, n), 0, "%s: wbits changed the mask", spruce_method_name(m));
+    check_on_grid(W, mask, &g);
+    for (i = 0; i < (size_t)(16 * ng); i++)
+        cr_assert(fabs(g.scale[i] - ngr.scale[i]) <= 1e-6 * ngr.scale[i] && g.zero[i] == ngr.zero[i],
+                  "%s: grid %zu is (%g, %g), naive (%g, %g)", spruce_method_name(m), i,
+                  (double)g.scale[i], (double)g.zero[i], ngr.scale[i], ngr.zero[i]);
+    for (i = 0; i < n; i++) {
+        size_t gi = (i / 64) * ng + (i % 64) / Gg;
+        double want = mask[i] ? naive_quant32(L.W0[i], g.scale[gi], g.zero[gi], 4) : 0.0;
+        cr_assert(fabs(W[i] - want) <= 1e-6 * fabs(want),
+                  "%s: W[%zu] = %.9g, the dense weight rounded is %.9g", spruce_method_name(m), i,
+                  (double)W[i], want);
+    }
+    free(W);
+    free(Wp);
+    free(mask);
+    free(mp);
+    free(Wd);
+    free(ngr.scale);
+    free(ngr.zero);
+    free(g.scale);
+    free(g.zero);
+    free_layer(&L);
+}
+
+Test(baselines, wanda_and_magnitude_round_kept_weights_to_the_dense_grid)
+{
+    check_baseline(SPRUCE_METHOD_WANDA, 0, 0);
+    check_baseline(SPRUCE_METHOD_WANDA, 16, 1);
+    check_baseline(SPRUCE_METHOD_MAGNITUDE, 0, 1);
+    check_baseline(SPRUCE_METHOD_MAGNITUDE, 32, 0);
+}
+
+/* ---- refused combinations ------------------------------------------------ */
+
+static void expect_refused(spruce_prune_opts o, int cols, const char *word)
+{
+    layer L = make_layer(8, cols, 40, 60);
+    float *W = malloc((size_t)8 * cols * sizeof *W);
+    int rc;
+    memcpy(W, L.W0, (size_t)8 * cols * sizeof *W);
+    rc = spruce_prune_layer(W, 8, cols, L.h, &o, NULL, NULL);
+    cr_assert_eq(rc, SPRUCE_EINVAL, "expected EINVAL, got %s (%s)", spruce_strerror(rc),
+                 spruce_errdetail());
+    cr_assert(strstr(spruce_errdetail(), word) != NULL, "detail '%s' lacks '%s'", spruce_errdetail(),
+              word);
+    cr_assert_eq(memcmp(W, L.W0, (size_t)8 * cols * sizeof *W), 0, "W was modified");
+    free(W);
+    free_layer(&L);
+}
+
+Test(errors, invalid_quantization_options_are_clear_errors)
+{
+    spruce_prune_opts o;
+    spruce_qgrid g = grid_alloc(8, 64, 16);
+    int bad[] = {1, 9, -1, 16}, i;
+    for (i = 0; i < 4; i++) {
+        spruce_prune_opts_init(&o);
+        o.wbits = bad[i];
+        expect_refused(o, 64, "wbits from 2 to 8");
+    }
+    spruce_prune_opts_init(&o);
+    o.wbits = 4;
+    o.groupsize = 24; /* does not divide 64 */
+    expect_refused(o, 64, "divisor of the column count 64");
+    o.groupsize = 4;
+    o.prune_n = 4;
+    o.prune_m = 8; /* N:M group larger than the quantization group */
+    expect_refused(o, 64, "multiple of the N:M group");
+    spruce_prune_opts_init(&o);
+    o.wbits = 4;
+    o.blocksize = 32;
+    o.groupsize = 48; /* neither divides the other */
+    expect_refused(o, 96, "divide the block size 32");
+    spruce_prune_opts_init(&o);
+    o.groupsize = 16; /* without wbits */
+    expect_refused(o, 64, "needs wbits");
+    spruce_prune_opts_init(&o);
+    o.wbits = 4;
+    o.groupsize = 32;
+    o.grid_out = &g; /* allocated for groups of 16 */
+    expect_refused(o, 64, "grid_out");
+    o.method = SPRUCE_METHOD_WANDA;
+    o.groupsize = 48;
+    expect_refused(o, 64, "divisor");
+    free(g.scale);
+    free(g.zero);
+}
