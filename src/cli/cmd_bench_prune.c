@@ -41,6 +41,7 @@ static void usage(FILE *f)
         "                           --weights W.npy --inputs X.npy]\n"
         "           [--sparsity S | --pattern N:M] [--method sparsegpt|wanda|magnitude|all]\n"
         "           [--blocksize B] [--damp F] [--save-pruned OUT.npy] [--threads T]\n"
+        "           [--wbits B [--groupsize G] [--sym]]\n"
         "           [--seed K] [--save-layer DIR] [--baseline] [--json]\n\n"
         "Prune one linear layer and report, per method, the Hessian and pruning times,\n"
         "GFLOP/s, the realised sparsity and the relative output error\n"
@@ -56,6 +57,7 @@ static void usage(FILE *f)
         "                       and, for sparsegpt, --blocksize\n"
         "  --method M           sparsegpt, wanda, magnitude or all (default all)\n"
         "  --blocksize B        SparseGPT column block (default 128)\n"
+        PRUNE_ARGS_QUANT_HELP
         "  --damp F             relative damping (default 0.01)\n"
         "  --save-pruned OUT.npy  write the pruned weights of the first method run\n"
         "  --threads T          threads for OpenMP and OpenBLAS (default: all)\n"
@@ -395,6 +397,11 @@ static void print_header(const bp_opts *b)
         printf("%d:%d", b->pa.n, b->pa.m);
     else
         printf("%.0f%% unstructured", 100.0 * b->pa.sparsity);
+    if (b->pa.wbits)
+        printf(", wbits %ld%s%s", b->pa.wbits, b->pa.sym ? " sym" : "",
+               b->pa.groupsize ? " groupsize " : "");
+    if (b->pa.wbits && b->pa.groupsize)
+        printf("%ld", b->pa.groupsize);
     printf(", threads %d\n", b->pa.threads > 0 ? (int)b->pa.threads : openblas_get_num_threads());
     printf("%-10s %10s %9s %8s %9s %11s %11s\n", "method", "hessian_s", "prune_s", "GFLOP/s",
            "sparsity", "rel_error", "loss");
@@ -423,6 +430,9 @@ static void print_json_row(const bp_opts *b, const bp_row *r, double sgemm_gflop
     json_object_set_new(j, "cols", json_integer(b->cols));
     json_object_set_new(j, "tokens", json_integer(b->tokens));
     json_object_set_new(j, "target", json_string(target));
+    json_object_set_new(j, "wbits", json_integer(b->pa.wbits));
+    json_object_set_new(j, "groupsize", json_integer(b->pa.groupsize));
+    json_object_set_new(j, "sym", json_boolean(b->pa.sym));
     json_object_set_new(j, "hessian_s", cli_json_real(r->hessian_s));
     json_object_set_new(j, "prune_s", cli_json_real(r->res.seconds));
     json_object_set_new(j, "gflop", cli_json_real(r->flops / 1e9));

@@ -26,6 +26,7 @@ static void usage(FILE *f)
             "                    [--calib-format F] [--seed S]\n"
             "                    [--method sparsegpt|wanda|magnitude] [--seqlen T] [--nsamples N]\n"
             "                    [--blocksize B] [--damp F] [--true-sequential]\n"
+            "                    [--wbits B [--groupsize G] [--sym]]\n"
             "                    [--include RE] [--exclude RE] [--threads N] [--force]\n"
             "                    [--masks FILE.h5] [--save-format dense|compressed]\n\n"
             "Prune the seven linear layers of every block of a Hugging Face LLaMA-family\n"
@@ -55,6 +56,7 @@ static void usage(FILE *f)
             "  --blocksize B        SparseGPT column block (default 128; with --pattern a\n"
             "                       multiple of M)\n"
             "  --damp F             relative Hessian damping (default 0.01)\n"
+            PRUNE_ARGS_QUANT_HELP
             "  --true-sequential    calibrate q/k/v, then o, then gate/up, then down, each on\n"
             "                       the outputs of the already pruned earlier layers\n"
             "  --include RE         prune only tensors whose name matches RE (POSIX extended)\n"
@@ -74,6 +76,15 @@ static void usage(FILE *f)
             "SIGTERM or SIGHUP leaves neither, and an old OUT_DIR or FILE.h5 as it was.\n"
             "Temporaries left by a killed run are removed by the next run (and named).\n"
             "Progress goes to standard error; a summary to standard output.\n");
+}
+
+/* "per row" or "per row and 128 columns" */
+static const char *quant_where(const prune_args *pa, char *buf, size_t n)
+{
+    if (!pa->groupsize)
+        return "per row";
+    snprintf(buf, n, "per row and %ld columns", pa->groupsize);
+    return buf;
 }
 
 typedef struct {
@@ -221,6 +232,7 @@ int spruce_cmd_prune(int argc, char **argv)
     int force = 0, c, rc, status = 1, compressed = 0;
     spruce_compress_opts co;
     prune_args pa;
+    char qwhere[64];
     spruce_pipeline_opts po;
     spruce_pipeline_summary sum;
     spruce_model *m = NULL;
@@ -365,6 +377,9 @@ int spruce_cmd_prune(int argc, char **argv)
             pa.m ? ctx.pattern : "unstructured", nsamples, seqlen);
     if (pa.have_sparsity)
         fprintf(stderr, "prune: target sparsity %.4f\n", pa.sparsity);
+    if (pa.wbits)
+        fprintf(stderr, "prune: quantizing kept weights to %ld bits, %s grid %s\n", pa.wbits,
+                pa.sym ? "symmetric" : "asymmetric", quant_where(&pa, qwhere, sizeof qwhere));
     fprintf(stderr, "prune: memory needed about %.2f GiB (activations of %ld x %ld tokens, one "
             "block, Hessians)\n", spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen) /
             (1024.0 * 1024.0 * 1024.0), nsamples, seqlen);
@@ -403,6 +418,9 @@ int spruce_cmd_prune(int argc, char **argv)
     printf("pruned %d layers of %s with %s (%s): %lld of %lld weights zero, sparsity %.4f\n",
            sum.layers_pruned, dir, ctx.method, pa.have_sparsity ? "unstructured" : ctx.pattern,
            (long long)sum.zeros, (long long)sum.params, sum.sparsity);
+    if (pa.wbits)
+        printf("quantized the kept weights to %ld bits (%s grid %s)\n", pa.wbits,
+               pa.sym ? "symmetric" : "asymmetric", quant_where(&pa, qwhere, sizeof qwhere));
     if (ctx.has_loss)
         printf("total loss %.6e\n", sum.loss);
     printf("wrote %s%s%s in %.2f s\n", out, masks_path ? " and " : "",

@@ -47,6 +47,11 @@ int prune_args_option(prune_args *a, int c, const char *arg)
         break;
     case PRUNE_ARG_DAMP: ok = !cli_parse_float("--damp", arg, 0.0, 1e6, &a->damp); break;
     case PRUNE_ARG_THREADS: ok = !cli_parse_int("--threads", arg, 1, 1024, &a->threads); break;
+    case PRUNE_ARG_WBITS: ok = !cli_parse_int("--wbits", arg, 2, 8, &a->wbits); break;
+    case PRUNE_ARG_GROUPSIZE:
+        ok = !cli_parse_int("--groupsize", arg, 1, 1 << 24, &a->groupsize);
+        break;
+    case PRUNE_ARG_SYM: a->sym = 1; return 1;
     default: return 0;
     }
     return ok ? 1 : -1;
@@ -62,6 +67,15 @@ int prune_args_check(const prune_args *a, int need_target)
         cli_fail("%s: give --sparsity or --pattern, not both", a->cmd);
         return -1;
     }
+    if (!a->wbits && (a->groupsize || a->sym)) {
+        cli_fail("%s: %s needs --wbits B", a->cmd, a->groupsize ? "--groupsize" : "--sym");
+        return -1;
+    }
+    if (a->groupsize && a->m && a->groupsize % a->m) {
+        cli_fail("%s: --groupsize %ld must be a multiple of M = %d of --pattern %d:%d", a->cmd,
+                 a->groupsize, a->m, a->n, a->m);
+        return -1;
+    }
     return 0;
 }
 
@@ -75,4 +89,7 @@ void prune_args_apply(const prune_args *a, spruce_prune_opts *o)
     o->blocksize = (int)a->blocksize;
     o->damp = (float)a->damp;
     o->threads = (int)a->threads;
+    o->wbits = (int)a->wbits;
+    o->groupsize = (int)a->groupsize;
+    o->sym = a->sym;
 }

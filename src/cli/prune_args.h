@@ -1,6 +1,6 @@
 /* prune_args.h: the pruning options `spruce prune` and `spruce bench prune`
  * share: --sparsity S | --pattern N:M, --method, --blocksize, --damp,
- * --threads.  A command puts PRUNE_ARGS_OPTIONS in its getopt_long table and
+ * --threads, --wbits, --groupsize, --sym.  A command puts PRUNE_ARGS_OPTIONS in its getopt_long table and
  * hands every option it does not know itself to prune_args_option. */
 #ifndef SPRUCE_CLI_PRUNE_ARGS_H
 #define SPRUCE_CLI_PRUNE_ARGS_H
@@ -17,6 +17,9 @@ enum {
     PRUNE_ARG_BLOCKSIZE,
     PRUNE_ARG_DAMP,
     PRUNE_ARG_THREADS,
+    PRUNE_ARG_WBITS,
+    PRUNE_ARG_GROUPSIZE,
+    PRUNE_ARG_SYM,
 };
 
 #define PRUNE_ARGS_OPTIONS                                                                   \
@@ -25,7 +28,10 @@ enum {
     {"method", required_argument, NULL, PRUNE_ARG_METHOD},                                   \
     {"blocksize", required_argument, NULL, PRUNE_ARG_BLOCKSIZE},                             \
     {"damp", required_argument, NULL, PRUNE_ARG_DAMP},                                       \
-    {"threads", required_argument, NULL, PRUNE_ARG_THREADS}
+    {"threads", required_argument, NULL, PRUNE_ARG_THREADS},                                 \
+    {"wbits", required_argument, NULL, PRUNE_ARG_WBITS},                                     \
+    {"groupsize", required_argument, NULL, PRUNE_ARG_GROUPSIZE},                             \
+    {"sym", no_argument, NULL, PRUNE_ARG_SYM}
 
 #define PRUNE_ARGS_ALL (-1) /* --method all: every method, one after the other */
 
@@ -39,7 +45,22 @@ typedef struct {
     long blocksize;      /* default 128 */
     double damp;         /* default 0.01 */
     long threads;        /* 0: all cores */
+    long wbits;          /* --wbits B (2..8); 0: no quantization */
+    long groupsize;      /* --groupsize G; 0: one grid per row */
+    int sym;             /* --sym */
 } prune_args;
+
+/* The help lines of --wbits, --groupsize and --sym (both commands print them). */
+#define PRUNE_ARGS_QUANT_HELP                                                                \
+    "  --wbits B            also quantize the kept weights to B bits (2 to 8), a min-max\n"    \
+    "                       grid per row found before pruning; SparseGPT rounds in its\n"     \
+    "                       sweep and spreads the rounding error (GPTQ when there is no\n"    \
+    "                       sparsity: --sparsity 0); wanda and magnitude round the kept\n"    \
+    "                       weights without error feedback\n"                                 \
+    "  --groupsize G        with --wbits: a grid per row and per G columns (G divides the\n"  \
+    "                       columns, is a multiple of M of --pattern, and divides\n"          \
+    "                       --blocksize or is a multiple of it)\n"                            \
+    "  --sym                with --wbits: a symmetric grid (default asymmetric)\n"
 
 /* The defaults; method is the default --method. */
 void prune_args_init(prune_args *a, const char *cmd, int method, int allow_all);

@@ -56,6 +56,7 @@ typedef struct {
     unsigned char *selected;        /* (L, SPRUCE_NPROJ): pruned or not */
     float *X;                       /* (nsamples, seqlen, hidden) the current block's input */
     uint8_t *mask;                  /* (rows, cols) of the largest linear layer */
+    spruce_qgrid grid;              /* prune.wbits > 0: the current layer's grid */
     spruce_fwd_ws *ws;
     taps tp;                        /* one Hessian per site of the current group */
     spruce_hinv *hi[SPRUCE_NSITES]; /* shared factorisations */
@@ -103,6 +104,27 @@ done:
     return rc;
 }
 
+/* With wbits: room for the grid of the largest layer (a grid per row, or per
+ * row and group of prune.groupsize columns). */
+static int prepare_grid(run *r)
+{
+    const spruce_prune_opts *po = &r->o->prune;
+    size_t maxg = 0, rows, cols, n;
+    int l;
+    if (po->wbits <= 0)
+        return 0;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        spruce_family_linear_shape(r->f, r->c, (spruce_proj)l, &rows, &cols);
+        n = rows * (po->groupsize > 0 ? cols / (size_t)po->groupsize : 1);
+        maxg = n > maxg ? n : maxg;
+    }
+    r->grid.scale = malloc((maxg ? maxg : 1) * sizeof *r->grid.scale);
+    r->grid.zero = malloc((maxg ? maxg : 1) * sizeof *r->grid.zero);
+    if (!r->grid.scale || !r->grid.zero)
+        return spruce__seterr(SPRUCE_ENOMEM, "pipeline: quantization grid of %zu groups", maxg);
+    return 0;
+}
+
 /* The mask of the largest linear layer and, when the method needs data, the
  * forward's workspace and X = embed(calibration windows). */
 static int prepare(run *r)
@@ -117,6 +139,8 @@ static int prepare(run *r)
     }
     if (!(r->mask = malloc(maxw)))
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
+    if ((rc = prepare_grid(r)))
+        return rc;
     if (!r->need_data)
         return 0;
     /* X holds nsamples x seqlen x hidden floats: refuse what size_t cannot count */
@@ -212,7 +236,7 @@ static void free_hessians(run *r)
  * qkv_proj: q, k and v rows) is one layer of all its rows. */
 static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
 {
-    const spruce_prune_opts *po = &r->o->prune;
+    spruce_prune_opts opts = r->o->prune, *po = &opts;
     spruce_site site = r->f->linear[l].site;
     int rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
     int64_t numel = (int64_t)rows * b->cols[l], i, zeros = 0;
@@ -221,6 +245,13 @@ static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
     int rc = 0;
     spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
     memset(&rep, 0, sizeof rep);
+    if (po->wbits > 0) { /* the layer's grid, for the report (and so the writer) */
+        r->grid.rows = b->rows[l];
+        r->grid.cols = b->cols[l];
+        r->grid.groupsize = po->groupsize > 0 ? po->groupsize : b->cols[l];
+        po->grid_out = &r->grid;
+        rep.grid = &r->grid;
+    }
     if (po->method == SPRUCE_METHOD_SPARSEGPT && shared && !r->hi[site])
         rc = spruce_hinv_prepare(r->tp.h[site], po, &r->hi[site]);
     if (!rc && r->hi[site])
@@ -333,6 +364,8 @@ done:
     spruce_fwd_ws_free(r.ws);
     free(r.X);
     free(r.mask);
+    free(r.grid.scale);
+    free(r.grid.zero);
     free(r.selected);
     return rc;
 }

@@ -48,8 +48,39 @@ int spruce_method_parse(const char *s, spruce_method *out)
                           "method: expected sparsegpt, wanda or magnitude, found '%s'", s);
 }
 
+/* wbits 2..8; a group of G columns divides cols, holds whole N:M groups and
+ * (SparseGPT) divides the block or is a multiple of it, so that every grid is
+ * found from weights that the sweep has finished updating. */
+static int check_quant(const spruce_prune_opts *o, int cols)
+{
+    int G = o->groupsize;
+    if (o->wbits == 0) {
+        if (G != 0 || o->sym)
+            return spruce__seterr(SPRUCE_EINVAL, "prune: %s needs wbits (2 to 8)",
+                                  G ? "a groupsize" : "a symmetric grid");
+        return 0;
+    }
+    if (o->wbits < 2 || o->wbits > 8)
+        return spruce__seterr(SPRUCE_EINVAL, "prune: expected wbits from 2 to 8, found %d", o->wbits);
+    if (G < 0 || (G > 0 && cols % G))
+        return spruce__seterr(SPRUCE_EINVAL,
+                              "prune: groupsize %d: expected a positive divisor of the column count %d",
+                              G, cols);
+    if (G > 0 && o->prune_m > 0 && G % o->prune_m)
+        return spruce__seterr(SPRUCE_EINVAL,
+                              "prune: groupsize %d must be a multiple of the N:M group M = %d "
+                              "(pattern %d:%d)", G, o->prune_m, o->prune_n, o->prune_m);
+    if (G > 0 && G < cols && o->method == SPRUCE_METHOD_SPARSEGPT && o->blocksize > 0 &&
+        o->blocksize % G && G % o->blocksize)
+        return spruce__seterr(SPRUCE_EINVAL,
+                              "prune: groupsize %d must divide the block size %d or be a multiple "
+                              "of it", G, o->blocksize);
+    return 0;
+}
+
 int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols)
 {
+    int rc;
     if (!o)
         return spruce__seterr(SPRUCE_EINVAL, "prune: options are NULL");
     if (rows <= 0 || cols <= 0)
@@ -75,9 +106,8 @@ int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols)
         return spruce__seterr(SPRUCE_EINVAL, "prune: expected sparsity in [0, 1), found %g",
                               (double)o->sparsity);
     }
-    if (o->wbits != 0)
-        return spruce__seterr(SPRUCE_EINVAL, "prune: quantization (wbits %d) is not implemented yet",
-                              o->wbits);
+    if ((rc = check_quant(o, cols)))
+        return rc;
     if (o->method == SPRUCE_METHOD_SPARSEGPT) {
         if (o->blocksize <= 0)
             return spruce__seterr(SPRUCE_EINVAL, "prune: expected blocksize > 0, found %d",
@@ -225,12 +255,62 @@ done:
 
 /* ---- pruning ------------------------------------------------------------- */
 
+/* The grid to fill: the caller's grid_out (checked against the layer), or
+ * one allocated here (*owned).  NULL in *out without wbits. */
+static int grid_setup(const spruce_prune_opts *o, int rows, int cols, spruce_qgrid *tmp,
+                      spruce_qgrid **out, int *owned)
+{
+    int64_t G = o->groupsize > 0 ? o->groupsize : cols, n = (int64_t)rows * (cols / G);
+    *out = NULL;
+    *owned = 0;
+    if (o->wbits == 0)
+        return 0;
+    if (o->grid_out) {
+        spruce_qgrid *g = o->grid_out;
+        if (g->rows != rows || g->cols != cols || g->groupsize != G || !g->scale || !g->zero)
+            return spruce__seterr(SPRUCE_EINVAL,
+                                  "prune: grid_out is (%lld, %lld) in groups of %lld%s but the layer "
+                                  "needs (%d, %d) in groups of %lld",
+                                  (long long)g->rows, (long long)g->cols, (long long)g->groupsize,
+                                  !g->scale || !g->zero ? " without scale or zero" : "", rows, cols,
+                                  (long long)G);
+        *out = g;
+    } else {
+        memset(tmp, 0, sizeof *tmp);
+        tmp->rows = rows;
+        tmp->cols = cols;
+        tmp->groupsize = G;
+        tmp->scale = malloc((size_t)n * sizeof *tmp->scale);
+        tmp->zero = malloc((size_t)n * sizeof *tmp->zero);
+        if (!tmp->scale || !tmp->zero) {
+            free(tmp->scale);
+            free(tmp->zero);
+            return spruce__seterr(SPRUCE_ENOMEM, "prune: quantization grid of (%d, %lld)", rows,
+                                  (long long)(cols / G));
+        }
+        *out = tmp;
+        *owned = 1;
+    }
+    (*out)->bits = o->wbits;
+    (*out)->sym = o->sym != 0;
+    return 0;
+}
+
+static void grid_release(spruce_qgrid *g, int owned)
+{
+    if (owned) {
+        free(g->scale);
+        free(g->zero);
+    }
+}
+
 int spruce_prune_layer_prepared(float *W, int rows, int cols, const spruce_hinv *hi,
                                 const spruce_prune_opts *opts, uint8_t *mask,
                                 spruce_prune_result *res)
 {
     double t0 = spruce_clock_now(), loss = 0.0;
-    int rc;
+    spruce_qgrid gtmp, *grid = NULL;
+    int rc, owned = 0;
     if (!W || !hi)
         return spruce__seterr(SPRUCE_EINVAL, "prune: %s is NULL", !W ? "W" : "the prepared inverse");
     if ((rc = spruce__check_opts(opts, rows, cols)) || (rc = check_rounding(opts, rows, cols)))
@@ -243,7 +323,11 @@ int spruce_prune_layer_prepared(float *W, int rows, int cols, const spruce_hinv 
                               hi->cols, hi->cols, cols);
     if ((rc = spruce__check_finite(W, rows, cols, "prune: weights W")))
         return rc;
-    if ((rc = spruce__sparsegpt(W, rows, cols, hi, opts, mask, &loss)))
+    if ((rc = grid_setup(opts, rows, cols, &gtmp, &grid, &owned)))
+        return rc;
+    rc = spruce__sparsegpt(W, rows, cols, hi, opts, grid, mask, &loss);
+    grid_release(grid, owned);
+    if (rc)
         return rc;
     if (res) {
         res->sparsity = zero_fraction(W, (size_t)rows * cols);
@@ -256,12 +340,33 @@ int spruce_prune_layer_prepared(float *W, int rows, int cols, const spruce_hinv 
     return 0;
 }
 
+/* Wanda or magnitude on W, counting dead inputs into r. */
+static int prune_baseline(float *W, int rows, int cols, const spruce_hessian *h,
+                          const spruce_prune_opts *opts, uint8_t *mask, spruce_prune_result *r)
+{
+    double *xn;
+    int rc, j;
+    if (opts->method == SPRUCE_METHOD_MAGNITUDE)
+        return spruce__magnitude(W, rows, cols, opts, mask);
+    xn = malloc((size_t)cols * sizeof *xn);
+    if (!xn)
+        return spruce__seterr(SPRUCE_ENOMEM, "wanda: %d column norms", cols);
+    for (j = 0; j < cols; j++) { /* ||x_j||^2 = H_jj n / 2 */
+        xn[j] = (double)h->H[(size_t)j * cols + j] * (double)h->tokens / 2.0;
+        r->dead_columns += xn[j] == 0.0;
+    }
+    rc = spruce__wanda(W, rows, cols, xn, opts, mask);
+    free(xn);
+    return rc;
+}
+
 int spruce_prune_layer(float *W, int rows, int cols, const spruce_hessian *h,
                        const spruce_prune_opts *opts, uint8_t *mask, spruce_prune_result *res)
 {
     double t0 = spruce_clock_now();
-    int rc, j;
+    int rc, owned = 0;
     spruce_prune_result r;
+    spruce_qgrid gtmp, *grid = NULL;
     memset(&r, 0, sizeof r);
     if (!W)
         return spruce__seterr(SPRUCE_EINVAL, "prune: W is NULL");
@@ -281,21 +386,17 @@ int spruce_prune_layer(float *W, int rows, int cols, const spruce_hessian *h,
         spruce_hinv_free(hi);
         if (rc)
             return rc;
-    } else if (opts->method == SPRUCE_METHOD_WANDA) {
-        double *xn = malloc((size_t)cols * sizeof *xn);
-        if (!xn)
-            return spruce__seterr(SPRUCE_ENOMEM, "wanda: %d column norms", cols);
-        for (j = 0; j < cols; j++) { /* ||x_j||^2 = H_jj n / 2 */
-            xn[j] = (double)h->H[(size_t)j * cols + j] * (double)h->tokens / 2.0;
-            r.dead_columns += xn[j] == 0.0;
-        }
-        rc = spruce__wanda(W, rows, cols, xn, opts, mask);
-        free(xn);
-        if (rc)
-            return rc;
-        r.sparsity = zero_fraction(W, (size_t)rows * cols);
     } else {
-        if ((rc = spruce__magnitude(W, rows, cols, opts, mask)))
+        /* Wanda, magnitude: the grid of the dense W, kept weights rounded after */
+        if ((rc = grid_setup(opts, rows, cols, &gtmp, &grid, &owned)))
+            return rc;
+        if (grid)
+            spruce__qgrid_rows(W, rows, cols, 0, (int)(cols / grid->groupsize), grid);
+        rc = prune_baseline(W, rows, cols, h, opts, mask, &r);
+        if (!rc && grid)
+            spruce__qgrid_round(W, rows, cols, grid);
+        grid_release(grid, owned);
+        if (rc)
             return rc;
         r.sparsity = zero_fraction(W, (size_t)rows * cols);
     }
@@ -304,7 +405,6 @@ int spruce_prune_layer(float *W, int rows, int cols, const spruce_hessian *h,
         *res = r;
     return 0;
 }
-
 /* sum over rows r of a_r^T H a_r, for A (rows, cols), H given by its upper triangle */
 static int quad_form(const float *A, const float *B, int rows, int cols, const float *Hup,
                      double *out)

@@ -5,6 +5,7 @@
 #ifndef SPRUCE_PRUNE_INTERNAL_H
 #define SPRUCE_PRUNE_INTERNAL_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -97,21 +98,52 @@ int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols);
 /* 0, or SPRUCE_ENAN naming the first non-finite element of the (rows, cols) matrix. */
 int spruce__check_finite(const float *A, int64_t rows, int64_t cols, const char *what);
 
+/* ---- quantization (quant.c) ---------------------------------------------- */
+
+/* w's value on the grid (scale, zero) with maxq = 2^bits - 1:
+ * scale * (clamp(round(w / scale) + zero, 0, maxq) - zero), round half to even. */
+static inline float spruce__qround(float w, float scale, float zero, float maxq)
+{
+    float l = rintf(w / scale) + zero;
+    l = l < 0.0f ? 0.0f : l;
+    l = l > maxq ? maxq : l;
+    return scale * (l - zero);
+}
+/* The min-max grid of one row segment x[0..n) (quant.py's find_params). */
+void spruce__qgrid_find(const float *x, int n, int bits, int sym, float *scale, float *zero);
+/* Groups [g0, g1) of every row of W (rows, cols) into g (g->groupsize columns each). */
+void spruce__qgrid_rows(const float *W, int rows, int cols, int g0, int g1, const spruce_qgrid *g);
+/* Every non-zero weight of W rounded to g (no error feedback). */
+void spruce__qgrid_round(float *W, int rows, int cols, const spruce_qgrid *g);
+
+/* The grid of a tile for the kernel: scale[(gofs + j) / G * 16 + t] for
+ * column j of the block and lane t (NULL: no quantization). */
+typedef struct {
+    float maxq;
+    int G, gofs;
+    const float *scale, *zero;
+} spruce__tile_q;
+
 /* The in-block sweep of a tile of 16 rows (kernels/sparsegpt_tile.h), one
  * build per instruction set; spruce__sparsegpt_tile picks one once. */
 typedef void (*spruce__tile_fn)(float *wt, uint8_t *kt, float *et, const float *Ublk, int ldu,
-                                int bw, const float *invd2, int pn, int pm, double *loss);
+                                int bw, const float *invd2, int pn, int pm,
+                                const spruce__tile_q *q, double *loss);
 void sparsegpt_tile_scalar(float *wt, uint8_t *kt, float *et, const float *Ublk, int ldu, int bw,
-                           const float *invd2, int pn, int pm, double *loss);
+                           const float *invd2, int pn, int pm, const spruce__tile_q *q,
+                           double *loss);
 void sparsegpt_tile_avx2(float *wt, uint8_t *kt, float *et, const float *Ublk, int ldu, int bw,
-                         const float *invd2, int pn, int pm, double *loss);
+                         const float *invd2, int pn, int pm, const spruce__tile_q *q,
+                         double *loss);
 void sparsegpt_tile_avx512(float *wt, uint8_t *kt, float *et, const float *Ublk, int ldu, int bw,
-                           const float *invd2, int pn, int pm, double *loss);
+                           const float *invd2, int pn, int pm, const spruce__tile_q *q,
+                           double *loss);
 spruce__tile_fn spruce__sparsegpt_tile(void);
 
 /* The methods; arguments already checked.  xnorm2[j] = sum over tokens x_j^2. */
 int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi,
-                      const spruce_prune_opts *o, uint8_t *mask, double *loss);
+                      const spruce_prune_opts *o, const spruce_qgrid *grid, uint8_t *mask,
+                      double *loss);
 int spruce__magnitude(float *W, int rows, int cols, const spruce_prune_opts *o, uint8_t *mask);
 int spruce__wanda(float *W, int rows, int cols, const double *xnorm2,
                   const spruce_prune_opts *o, uint8_t *mask);

@@ -17,7 +17,15 @@
  * its working set, 16 x B floats plus B x B of U, stays in L1/L2); the sgemm is
  * called outside any parallel region so that OpenBLAS uses its own threads.
  * Every row is computed by one thread in a fixed order, so the result does not
- * depend on the thread count except through the sgemm's partitioning. */
+ * depend on the thread count except through the sgemm's partitioning.
+ *
+ * With wbits (o->wbits > 0; g the grid, see quant.c): the grid of every row is
+ * found on the whole W before anything is pruned (sparsegpt.py); with
+ * groups of G columns, the grids of the groups that start in a block are found
+ * when the sweep reaches that block, from W as the previous blocks left it
+ * (GPTQ's find_params(W[:, i1+i : i1+i+G]) at (i1 + i) % G == 0, which reads W,
+ * not the block's working copy).  The kernel rounds each kept weight to its
+ * grid before its error is spread. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,15 +149,29 @@ spruce__tile_fn spruce__sparsegpt_tile(void)
     return sparsegpt_tile_scalar;
 }
 
+/* The grid of the tile's lanes for the groups [k0, k1) (padding lanes: 1, 0). */
+static void gather_grid(const spruce_qgrid *g, int r0, int nr, int k0, int k1, float *ts, float *tz)
+{
+    int64_t ng = g->cols / g->groupsize;
+    int k, t;
+    for (k = k0; k < k1; k++)
+        for (t = 0; t < TILE; t++) {
+            size_t i = (size_t)(k - k0) * TILE + t, src = (size_t)(r0 + t) * ng + k;
+            ts[i] = t < nr ? g->scale[src] : 1.0f;
+            tz[i] = t < nr ? g->zero[src] : 0.0f;
+        }
+}
+
 int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi,
-                      const spruce_prune_opts *o, uint8_t *mask, double *loss_out)
+                      const spruce_prune_opts *o, const spruce_qgrid *grid, uint8_t *mask,
+                      double *loss_out)
 {
     const float *U = hi->U;
     int B = o->blocksize < cols ? o->blocksize : cols;
     int pn = o->prune_m > 0 ? o->prune_n : 0, pm = o->prune_m > 0 ? o->prune_m : 0;
     int nt = spruce__threads(o->threads), ntiles = (rows + TILE - 1) / TILE, i1, r, j;
     size_t blk = (size_t)rows * (size_t)B, tw = (size_t)TILE * B;
-    float *E = NULL, *invd2 = NULL, *twork = NULL;
+    float *E = NULL, *invd2 = NULL, *twork = NULL, *tgrid = NULL;
     uint32_t *keys = NULL;
     uint8_t *keep = NULL, *tkeep = NULL;
     double *rowloss = NULL, loss = 0.0;
@@ -164,6 +186,8 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
     rowloss = calloc((size_t)rows, sizeof *rowloss);
     twork = malloc((size_t)nt * 2 * tw * sizeof *twork); /* per thread: wt, et */
     tkeep = malloc((size_t)nt * tw);
+    if (grid) /* per thread: the scale and zero of at most bw groups of 16 lanes */
+        tgrid = malloc((size_t)nt * 2 * tw * sizeof *tgrid);
     memset(&sel, 0, sizeof sel);
     if (!pm) {
         sel.hist = malloc((size_t)nt * (2048 + 2) * sizeof *sel.hist);
@@ -172,7 +196,7 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
         sel.cand = malloc(blk * sizeof *sel.cand);
     }
     if (!E || (!pm && (!keys || !keep || !sel.hist || !sel.cand)) || !invd2 || !rowloss || !twork ||
-        !tkeep) {
+        !tkeep || (grid && !tgrid)) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "sparsegpt: workspace for (%d, %d) blocks", rows, B);
         goto done;
     }
@@ -180,6 +204,8 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
         float d = U[(size_t)j * cols + j];
         invd2[j] = 1.0f / (d * d);
     }
+    if (grid) /* one grid per row (or the first groups) on W before pruning */
+        spruce__qgrid_rows(W, rows, cols, 0, (int)(cols / grid->groupsize), grid);
     /* dead inputs: their weights are zeroed (score 0, so pruned first) */
     for (j = 0; j < cols; j++)
         if (hi->dead[j])
@@ -193,6 +219,9 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
             rc = spruce__seterr(SPRUCE_ECANCELED, "sparsegpt: stopped at column %d of %d", i1, cols);
             goto done;
         }
+        int G = grid ? (int)grid->groupsize : 1, k0 = i1 / G, k1 = (i2 - 1) / G + 1;
+        if (grid && G < cols && i1 % G == 0) /* groups starting here: from W as it is now */
+            spruce__qgrid_rows(W, rows, cols, k0, (i2 + G - 1) / G, grid);
         /* One parallel region per block: fewer wake-ups of the OpenMP team. */
         #pragma omp parallel num_threads(nt) private(r, j)
         {
@@ -215,6 +244,7 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
             for (ti = 0; ti < ntiles; ti++) {
                 int r0 = ti * TILE, nr = rows - r0 < TILE ? rows - r0 : TILE, t, k;
                 double tl[TILE] = {0};
+                spruce__tile_q tq, *tqp = NULL;
                 /* gather the tile column-major; padding rows are zero and kept */
                 for (t = 0; t < TILE; t++) {
                     const float *w = W + (size_t)(r0 + t) * cols + i1;
@@ -224,7 +254,17 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
                         kt[(size_t)k * TILE + t] = t < nr && kp ? kp[k] : 1;
                     }
                 }
-                tile(wt, kt, et, Ublk, cols, bw, invd2 + i1, pn, pm, tl);
+                if (grid) {
+                    float *ts = tgrid + (size_t)tid * 2 * tw, *tz = ts + tw;
+                    gather_grid(grid, r0, nr, k0, k1, ts, tz);
+                    tq.maxq = (float)((1 << grid->bits) - 1);
+                    tq.G = G;
+                    tq.gofs = i1 - k0 * G;
+                    tq.scale = ts;
+                    tq.zero = tz;
+                    tqp = &tq;
+                }
+                tile(wt, kt, et, Ublk, cols, bw, invd2 + i1, pn, pm, tqp, tl);
                 for (t = 0; t < nr; t++) {
                     float *w = W + (size_t)(r0 + t) * cols + i1, *e = E + (size_t)(r0 + t) * bw;
                     uint8_t *m = mask ? mask + (size_t)(r0 + t) * cols + i1 : NULL;
@@ -254,6 +294,7 @@ done:
     free(rowloss);
     free(twork);
     free(tkeep);
+    free(tgrid);
     free(sel.hist);
     free(sel.cand);
     return rc;

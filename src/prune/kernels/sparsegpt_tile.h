@@ -8,9 +8,16 @@
  *   (N:M, j % M == 0: keep the M - N largest w^2/U_kk^2 of columns j..j+M-1)
  *   q = keep ? w : 0;  e = (w - q) / U_jj;  loss += e^2 / 2;  w = q
  *   w_k -= e * U_jk   for k in (j, bw)
- * et receives e (column-major like wt). */
+ * et receives e (column-major like wt).  With a grid (qz != NULL) a kept
+ * weight is rounded to it before its error is spread, as the published
+ * sparsegpt.py does with quant.py:
+ *   q = keep ? scale * (clamp(round(w / scale) + zero, 0, maxq) - zero) : 0
+ * (pruned weights stay exactly +0.0; scale > 0, so a kept 0 is +0.0 too). */
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "prune_internal.h"
 
 #define T 16
 
@@ -46,8 +53,19 @@ static void nm_select_wide(const float *wt, const float *invd2, int pm, int pn, 
         }
 }
 
+/* The kept weights of one column on the grid of their lanes (dead: +0.0). */
+static void quant_column(const float *w, const uint8_t *kt, const float *qs, const float *qz,
+                         float maxq, float *q)
+{
+    int t;
+    for (t = 0; t < T; t++) {
+        float v = spruce__qround(w[t], qs[t], qz[t], maxq);
+        q[t] = kt[t] ? v : 0.0f;
+    }
+}
+
 void SPARSEGPT_TILE(float *wt, uint8_t *kt, float *et, const float *Ublk, int ldu, int bw,
-                    const float *invd2, int pn, int pm, double *loss)
+                    const float *invd2, int pn, int pm, const spruce__tile_q *tq, double *loss)
 {
     int j, k, t;
     for (j = 0; j < bw; j++) {
@@ -60,11 +78,18 @@ void SPARSEGPT_TILE(float *wt, uint8_t *kt, float *et, const float *Ublk, int ld
             else
                 nm_select_wide(w, invd2 + j, pm, pn, kt + (size_t)j * T);
         }
+        float q[T];
+        if (tq) {
+            size_t g = (size_t)((tq->gofs + j) / tq->G) * T;
+            quant_column(w, kt + (size_t)j * T, tq->scale + g, tq->zero + g, tq->maxq, q);
+        } else {
+            for (t = 0; t < T; t++)
+                q[t] = kt[(size_t)j * T + t] ? w[t] : 0.0f;
+        }
         for (t = 0; t < T; t++) {
-            float q = kt[(size_t)j * T + t] ? w[t] : 0.0f;
-            e[t] = (w[t] - q) / d;
+            e[t] = (w[t] - q[t]) / d;
             loss[t] += 0.5 * (double)e[t] * (double)e[t];
-            w[t] = q;
+            w[t] = q[t];
             et[(size_t)j * T + t] = e[t];
             any |= e[t] != 0.0f;
         }
