@@ -278,7 +278,8 @@ void spruce_ct_unpack(const int32_t *packed, int64_t rows, int64_t cols, int bit
     int off = 1 << (bits - 1);
     for (r = 0; r < rows; r++)
         for (c = 0; c < cols; c++) {
-            uint32_t wd = (uint32_t)packed[r * pc + c / pf];
+            uint32_t wd;
+            memcpy(&wd, packed + (r * pc + c / pf), sizeof wd); /* the file may not align it */
             q[r * cols + c] = (int8_t)((int)(wd >> ((c % pf) * bits) & mask) - off);
         }
 }
@@ -304,7 +305,8 @@ void spruce_ct_unpack_dim0(const int32_t *packed, int64_t rows, int64_t cols, in
     int off = 1 << (bits - 1);
     for (r = 0; r < rows; r++)
         for (c = 0; c < cols; c++) {
-            uint32_t wd = (uint32_t)packed[(r / pf) * cols + c];
+            uint32_t wd;
+            memcpy(&wd, packed + ((r / pf) * cols + c), sizeof wd);
             q[r * cols + c] = (int8_t)((int)(wd >> ((r % pf) * bits) & mask) - off);
         }
 }
