@@ -672,3 +672,55 @@ Test(compressed_cli, prune_compressed_then_eval_matches_dense, .timeout = 600)
     rmrf(base);
     free(base), free(pd), free(pc);
 }
+
+/* Every layout spruce writes, read back by tests/ref/read_compressed.py: a
+ * numpy reader written from the compressed-tensors definition (bitmask bit
+ * order, row offsets, pack_to_int32's word order and offset, zero points
+ * packed along the rows, w = (q - zp) scale in the scale's dtype), which must
+ * decode every compressed layer to the dense checkpoint of the same run bit
+ * for bit, and find every other tensor stored as is. */
+#include "python_testutil.h"
+
+Test(compressed_cli, numpy_reader_decodes_every_layout, .timeout = 900)
+{
+    static const char *const opts[][2] = {
+        {"sparse-24-bitmask/F32", "--pattern 2:4"},
+        {"sparse-bitmask/F32", "--sparsity 0.5"},
+        {"sparse-24-bitmask/I8", "--pattern 2:4 --wbits 8 --sym"},
+        {"sparse-bitmask/I8", "--sparsity 0.5 --wbits 8"},
+        {"sparse-bitmask/I8", "--sparsity 0.6 --wbits 4 --groupsize 32 --sym --exclude down_proj"},
+        {"int-quantized/8", "--sparsity 0 --wbits 8"},
+        {"pack-quantized/4", "--sparsity 0 --wbits 4 --groupsize 32 --exclude down_proj"},
+        {"pack-quantized/4", "--sparsity 0 --wbits 4 --groupsize 4 --sym"},
+        {"pack-quantized/2", "--sparsity 0 --wbits 2 --groupsize 4"},
+    };
+    const char *bin = getenv("SPRUCE_BIN"), *root = getenv("SPRUCE_FIXTURES");
+    const char *src = getenv("SPRUCE_SRCDIR"), *py;
+    char fx[1024], cmd[8192], *base, *out;
+    size_t k;
+    if (!bin || access(bin, X_OK) || !root || !src)
+        cr_skip_test("SPRUCE_BIN, SPRUCE_SRCDIR or SPRUCE_FIXTURES not set (run through 'make check')");
+    snprintf(fx, sizeof fx, "%s/stories260k", root);
+    if (access(fx, R_OK))
+        cr_skip_test("stories260k fixture not found under SPRUCE_FIXTURES");
+    if (!(py = find_python_with("numpy")))
+        cr_skip_test("no python3 with numpy (Debian python3-numpy): the independent reader is skipped");
+    base = mktmp();
+    for (k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+        snprintf(cmd, sizeof cmd, "cd %s && rm -rf c d && %s prune %s -o d --calib %s/calib.u16 "
+                 "--seqlen 128 --nsamples 4 --threads 2 %s 2>&1 >/dev/null && %s prune %s -o c "
+                 "--calib %s/calib.u16 --seqlen 128 --nsamples 4 --threads 2 %s --save-format "
+                 "compressed 2>&1 >/dev/null && %s %s/tests/ref/read_compressed.py c d",
+                 base, bin, fx, fx, opts[k][1], bin, fx, fx, opts[k][1], py, src);
+        out = run_out(cmd);
+        cr_assert(strstr(out, "differing 0"), "%s:\n%s", opts[k][1], out);
+        {
+            char want[128];
+            snprintf(want, sizeof want, "layout %s\n", opts[k][0]);
+            cr_assert(strstr(out, want), "%s: expected %s in:\n%s", opts[k][1], want, out);
+        }
+        free(out);
+    }
+    rmrf(base);
+    free(base);
+}
