@@ -13,6 +13,10 @@
 
 #include <cblas.h>
 
+#include "spruce_error.h"
+#include "spruce_model.h"
+#include "spruce_tokens.h"
+
 /* Sanitizer builds run the same code paths on less data. */
 #if defined(__SANITIZE_ADDRESS__)
 #define SANITIZED 1
@@ -107,6 +111,38 @@ static inline void rm_tree(const char *d)
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
     cr_assert(system(cmd) == 0);
+}
+
+/* Calibration samples and evaluation windows of stories260k: all of the
+ * fixture, or under a sanitizer (several times slower) few enough to keep the
+ * suite short; the published figures are then not compared, only the code
+ * paths exercised. */
+#define NCALIB (SANITIZED ? 6 : 128)
+#define NEVAL (SANITIZED ? 6 : 64)
+
+/* The token ids of dir/file. */
+static inline uint32_t *fixture_tokens(const char *dir, const char *file, size_t *n)
+{
+    char path[1200];
+    uint32_t *ids;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    cr_assert_eq(spruce_tokens_load(path, &ids, n), 0, "%s", spruce_errdetail());
+    return ids;
+}
+
+/* The perplexity of m on NEVAL windows of 256 of stories260k's eval.u16. */
+static inline double fixture_perplexity(spruce_model *m, const char *dir)
+{
+    size_t n;
+    uint32_t *ids = fixture_tokens(dir, "eval.u16", &n);
+    double ppl = 0;
+    int nwin;
+    cr_assert_eq(n, (size_t)64 * 256);
+    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NEVAL * 256, 256, NULL, NULL, &ppl,
+                                         &nwin), 0, "%s", spruce_errdetail());
+    cr_assert_eq(nwin, NEVAL);
+    free(ids);
+    return ppl;
 }
 
 #endif
