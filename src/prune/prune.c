@@ -164,6 +164,8 @@ static int check_rounding(const spruce_prune_opts *o, int rows, int cols)
                 break;
             }
         }
+        if (group == 0)
+            return 0; /* every share leaves a weight */
         where = o->method == SPRUCE_METHOD_WANDA ? "of a row" : "of a column block";
     } else if (o->method == SPRUCE_METHOD_WANDA) {
         group = (size_t)cols;
@@ -256,6 +258,7 @@ int spruce_hinv_prepare(const spruce_hessian *h, const spruce_prune_opts *opts, 
     else
         spruce_prune_opts_init(&o);
     o.method = SPRUCE_METHOD_SPARSEGPT;
+    o.count = 0; /* the factorisation does not depend on the target */
     if ((rc = spruce__check_opts(&o, 1, h->cols)) || (rc = check_hessian(h, h->cols)))
         return rc;
     hi = calloc(1, sizeof *hi);
