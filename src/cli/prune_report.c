@@ -70,7 +70,7 @@ void prune_report_text(const prune_report *pr, FILE *f)
             fprintf(f, "block %d: owl sparsity %.6f\n", i, pr->block_sparsity[i]);
     for (i = 0; i < pr->n; i++) {
         const prune_row *r = &pr->rows[i];
-        fprintf(f, "  %-48s %-12s %-7s pruned %9lld of %9lld  sparsity %.4f", r->name,
+        fprintf(f, "  %-48s %-8s %-12s pruned %9lld of %9lld  sparsity %.4f", r->name,
                 spruce_layer_target_str(&r->target, t, sizeof t), r->pattern,
                 (long long)r->pruned, (long long)r->rows * r->cols, r->sparsity);
         if (r->has_loss)
