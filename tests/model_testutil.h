@@ -13,6 +13,9 @@
 
 #include <cblas.h>
 
+#include "spruce_model.h"
+#include "spruce_tokens.h"
+
 /* Sanitizer builds run the same code paths on less data. */
 #if defined(__SANITIZE_ADDRESS__)
 #define SANITIZED 1
@@ -93,6 +96,39 @@ static inline int exists(const char *path)
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+/* The token ids of a fixture file (dir/file), at least n_min of them. */
+static inline uint32_t *stories_ids(const char *dir, const char *file, size_t n_min)
+{
+    char path[1200];
+    uint32_t *ids;
+    size_t n;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    cr_assert_eq(spruce_tokens_load(path, &ids, &n), 0, "%s", spruce_errdetail());
+    cr_assert(n >= n_min, "%s holds %zu ids, expected at least %zu", path, n, n_min);
+    return ids;
+}
+
+/* The perplexity of m on the first nwin 256-token windows of dir/eval.u16. */
+static inline double stories_ppl(spruce_model *m, const char *dir, int nwin)
+{
+    uint32_t *ids = stories_ids(dir, "eval.u16", (size_t)nwin * 256);
+    double ppl = 0;
+    int got;
+    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)nwin * 256, 256, NULL, NULL, &ppl, &got),
+                 0, "%s", spruce_errdetail());
+    cr_assert_eq(got, nwin);
+    free(ids);
+    return ppl;
+}
+
+/* The spruce program the build made ($SPRUCE_BIN), or the test is skipped. */
+#define NEED_SPRUCE_BIN(bin)                                                            \
+    const char *bin = getenv("SPRUCE_BIN");                                             \
+    if (!bin || !exists(bin)) {                                                         \
+        cr_skip_test("SPRUCE_BIN does not name the built spruce program");              \
+        return;                                                                         \
+    }
 
 /* A fresh temporary directory; removed by rm_tree. */
 static inline char *tmp_dir(void)

@@ -20,28 +20,6 @@
 #define NEVAL (SANITIZED ? 6 : 64)
 #define PARAMS (5 * (64 * 64 * 2 + 32 * 64 * 2 + 172 * 64 * 3))
 
-static uint32_t *load_ids(const char *dir, const char *file)
-{
-    char path[1200];
-    uint32_t *ids;
-    size_t n;
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    cr_assert_eq(spruce_tokens_load(path, &ids, &n), 0, "%s", spruce_errdetail());
-    cr_assert(n >= (size_t)64 * 256);
-    return ids;
-}
-
-static double eval_ppl(spruce_model *m, const char *dir)
-{
-    uint32_t *ids = load_ids(dir, "eval.u16");
-    double ppl = 0;
-    int nwin;
-    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NEVAL * 256, 256, NULL, NULL, &ppl,
-                                         &nwin), 0, "%s", spruce_errdetail());
-    free(ids);
-    return ppl;
-}
-
 /* What the callbacks saw. */
 typedef struct {
     int n, dense, nm_ok, nm_bad;
@@ -123,7 +101,7 @@ Test(layer_plan, first_match_dense_untouched_nm_valid_counts_exact)
 {
     NEED_FIXTURE(dir);
     char *d = tmp_dir(), out[1200], name[256];
-    uint32_t *calib = load_ids(dir, "calib.u16");
+    uint32_t *calib = stories_ids(dir, "calib.u16", (size_t)128 * 256);
     spruce_layer_rules *rules;
     spruce_model *m, *in, *pr;
     spruce_ckpt_writer *w;
@@ -200,7 +178,7 @@ Test(layer_plan, first_match_dense_untouched_nm_valid_counts_exact)
 Test(layer_plan, a_key_that_matches_no_layer_is_named)
 {
     NEED_FIXTURE(dir);
-    uint32_t *calib = load_ids(dir, "calib.u16");
+    uint32_t *calib = stories_ids(dir, "calib.u16", (size_t)128 * 256);
     spruce_layer_rules *rules;
     spruce_model *m;
     spruce_pipeline_opts o;
@@ -232,7 +210,7 @@ Test(layer_plan, a_key_that_matches_no_layer_is_named)
 static double prune_ppl(const char *dir, float sparsity, int owl, spruce_method method,
                         int nsamples, int eval, seen *s, spruce_pipeline_summary *sum)
 {
-    uint32_t *calib = load_ids(dir, "calib.u16");
+    uint32_t *calib = stories_ids(dir, "calib.u16", (size_t)128 * 256);
     spruce_model *m;
     spruce_pipeline_opts o;
     double ppl;
@@ -248,7 +226,7 @@ static double prune_ppl(const char *dir, float sparsity, int owl, spruce_method 
     cr_assert_eq(spruce_pipeline_run(m, calib, nsamples, 256, NULL, &o, sum), 0, "%s",
                  spruce_errdetail());
     cr_assert_eq(sum->params, PARAMS);
-    ppl = eval ? eval_ppl(m, dir) : 0.0;
+    ppl = eval ? stories_ppl(m, dir, NEVAL) : 0.0;
     spruce_model_free(m);
     free(calib);
     return ppl;
@@ -344,19 +322,12 @@ static int file_has(const char *path, const char *what)
     return strstr(buf, what) != NULL;
 }
 
-#define NEED_BIN(bin)                                                                   \
-    const char *bin = getenv("SPRUCE_BIN");                                             \
-    if (!bin || !exists(bin)) {                                                         \
-        cr_skip_test("SPRUCE_BIN does not name the built spruce program");              \
-        return;                                                                         \
-    }
-
 /* --layer-sparsity and --json: one JSON object with a row per layer and the
  * totals; the masks record each layer's pattern and the plan. */
 Test(cli, layer_sparsity_json_and_masks)
 {
     NEED_FIXTURE(dir);
-    NEED_BIN(bin);
+    NEED_SPRUCE_BIN(bin);
     char *d = tmp_dir(), plan[1200], out[1200], masks[1200], js[1200], err[1200], cmd[8192];
     json_error_t je;
     json_t *root, *layers, *row, *total;
@@ -427,7 +398,7 @@ Test(cli, layer_sparsity_json_and_masks)
 Test(cli, owl_profile_summary_and_masks)
 {
     NEED_FIXTURE(dir);
-    NEED_BIN(bin);
+    NEED_SPRUCE_BIN(bin);
     char *d = tmp_dir(), out[1200], masks[1200], js[1200], err[1200], cmd[8192];
     json_t *root, *total;
     json_error_t je;
@@ -466,7 +437,7 @@ Test(cli, owl_profile_summary_and_masks)
 Test(cli, bad_plans_are_refused_naming_file_and_key)
 {
     NEED_FIXTURE(dir);
-    NEED_BIN(bin);
+    NEED_SPRUCE_BIN(bin);
     static const struct {
         const char *text, *want;
     } cases[] = {

@@ -570,7 +570,10 @@ int spruce_cmd_prune(int argc, char **argv)
     if (sum.layers_dense)
         printf("kept %d layers dense as the plan says\n", sum.layers_dense);
     printf("pruned %d layers of %s with %s (%s): %lld of %lld weights zero, sparsity %.4f\n",
-           sum.layers_pruned, dir, ctx.method, pa.have_sparsity ? "unstructured" : ctx.pattern,
+           sum.layers_pruned, dir, ctx.method,
+           strcmp(ctx.rep.profile, "uniform") ? ctx.rep.profile
+           : pa.have_sparsity                 ? "unstructured"
+                                              : ctx.pattern,
            (long long)sum.zeros, (long long)sum.params, sum.sparsity);
     if (pa.wbits)
         printf("quantized the kept weights to %ld bits (%s grid %s)\n", pa.wbits,
