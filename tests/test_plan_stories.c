@@ -292,6 +292,41 @@ Test(owl, wanda_and_magnitude_prune_the_exact_total)
     }
 }
 
+/* With --exclude, a block without a selected layer takes no part: the other
+ * blocks' sparsities have mean S and the selected layers prune S exactly. */
+Test(owl, blocks_without_selected_layers_take_no_part)
+{
+    NEED_FIXTURE(dir);
+    uint32_t *calib = stories_ids(dir, "calib.u16", (size_t)128 * 256);
+    spruce_model *m;
+    spruce_pipeline_opts o;
+    spruce_pipeline_summary sum;
+    seen s;
+    double mean = 0;
+    int b;
+    memset(&s, 0, sizeof s);
+    cr_assert_eq(spruce_model_open(dir, &m), 0);
+    spruce_pipeline_opts_init(&o);
+    o.prune.method = SPRUCE_METHOD_MAGNITUDE;
+    o.prune.sparsity = 0.55f;
+    o.owl = 1;
+    o.exclude = "layers\\.2\\.";
+    o.on_layer = on_layer;
+    o.on_plan = on_plan;
+    o.ctx = &s;
+    cr_assert_eq(spruce_pipeline_run(m, calib, 4, 256, NULL, &o, &sum), 0, "%s",
+                 spruce_errdetail());
+    cr_assert(s.have_blocks);
+    cr_assert_eq(s.block_sparsity[2], 0.0);
+    for (b = 0; b < 5; b++)
+        mean += b == 2 ? 0.0 : s.block_sparsity[b] / 4;
+    cr_assert(fabs(mean - 0.55) < 1e-6, "mean %.8f", mean);
+    cr_assert_eq(sum.params, PARAMS / 5 * 4);
+    cr_assert_eq(sum.pruned, llround(0.55f * (double)(PARAMS / 5 * 4)));
+    spruce_model_free(m);
+    free(calib);
+}
+
 /* ---- the command ------------------------------------------------------------- */
 
 static int sh(const char *cmd)

@@ -457,10 +457,11 @@ static int owl_pass(run *r, double *bs)
                 cols[n] = b->cols[l];
                 norm[n++] = on.a[r->f->linear[l].site];
             }
-            ratio[nb++] = spruce_owl_outlier_ratio(n, W, rows, cols, norm, r->o->owl_m);
+            if (n > 0)
+                ratio[nb++] = spruce_owl_outlier_ratio(n, W, rows, cols, norm, r->o->owl_m);
         }
         spruce_model_put_block(r->m, b);
-        if (!rc && r->o->on_profile)
+        if (!rc && n > 0 && r->o->on_profile)
             r->o->on_profile(r->o->ctx, layer, r->L, ratio[nb - 1], spruce_clock_now() - r->t0);
         if (!rc && spruce__cancelled())
             rc = spruce__seterr(SPRUCE_ECANCELED, "owl: stopped after block %d", layer);
@@ -476,7 +477,7 @@ static int owl_pass(run *r, double *bs)
             for (layer = 0, k = 0; layer < r->L; layer++) {
                 int any = 0;
                 for (l = 0; l < SPRUCE_NPROJ; l++)
-                    any |= r->selected[(size_t)layer * SPRUCE_NPROJ + l];
+                    any |= r->selected[(size_t)layer * SPRUCE_NPROJ + l] && !r->f->linear[l].part;
                 bs[layer] = any ? sb[k++] : 0.0;
             }
         free(sb);
