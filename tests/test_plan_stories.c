@@ -16,8 +16,6 @@
 #include "spruce_plan.h"
 #include "spruce_tokens.h"
 
-#define NCALIB (SANITIZED ? 6 : 128)
-#define NEVAL (SANITIZED ? 6 : 64)
 #define PARAMS (5 * (64 * 64 * 2 + 32 * 64 * 2 + 172 * 64 * 3))
 
 /* What the callbacks saw. */
