@@ -37,7 +37,7 @@
 #define SEQ 48
 
 static const char *matching[] = {"llama3-rope", "llama-yarn", "qwen3", "qwen3-bf16", "gemma2",
-                                  "gemma3", "phi3"};
+                                  "gemma3", "phi3", "opt"};
 #define NMATCHING ((int)(sizeof matching / sizeof matching[0]))
 
 /* $SPRUCE_FIXTURES/families/<name> into buf, or 0 when absent. */
@@ -138,6 +138,9 @@ Test(families, qwen3_bf16_forward) { check_forward("qwen3-bf16", SPRUCE_ATTENTIO
 Test(families, phi3_forward) { check_forward("phi3", SPRUCE_ATTENTION_AUTO); }
 Test(families, phi3_longrope_forward) { check_forward("phi3-longrope", SPRUCE_ATTENTION_AUTO); }
 Test(families, phi3_forward_on_blas_attention) { check_forward("phi3", SPRUCE_ATTENTION_BLAS); }
+Test(families, opt_forward) { check_forward("opt", SPRUCE_ATTENTION_AUTO); }
+Test(families, opt_forward_on_row_attention) { check_forward("opt", SPRUCE_ATTENTION_ROWS); }
+Test(families, opt_forward_on_blas_attention) { check_forward("opt", SPRUCE_ATTENTION_BLAS); }
 
 Test(families, forward_on_blas_attention)
 {

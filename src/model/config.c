@@ -204,6 +204,60 @@ static int gemma_keys(const json_t *root, const char *origin, const spruce_famil
     return 0;
 }
 
+/* The keys of configuration_opt.py (OPTConfig) that change the maths, with
+ * their defaults (ffn_dim, the MLP's width, is read with the sizes):
+ *   activation_function            relu (the only one implemented)
+ *   do_layer_norm_before           true; false: the post-norm block, no final norm
+ *   _remove_final_layer_norm       false; true: no final norm
+ *   enable_bias                    true: biases on every linear layer
+ *   layer_norm_elementwise_affine  true (false, LayerNorms without weight and bias,
+ *                                  is refused)
+ *   word_embed_proj_dim            hidden_size; else project_in and project_out
+ *   tie_word_embeddings            true
+ * Every norm is nn.LayerNorm (eps 1e-5, weight and bias); head_dim is
+ * hidden_size / num_attention_heads with one key/value head per head; no
+ * RoPE (rope_theta and rope_scaling are not read): the positional table's
+ * row position + 2 is added to the embedding. */
+static int opt_keys(const json_t *root, const char *origin, spruce_config *c)
+{
+    const json_t *v = json_object_get(root, "activation_function");
+    int pre = 1, remove = 0, bias = 1, affine = 1, rc;
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'activation_function': "
+                                  "expected a string", origin);
+        if (strcmp(json_string_value(v), "relu"))
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: activation_function '%s' is "
+                                  "not supported (supported: relu)", origin,
+                                  json_string_value(v));
+    }
+    if ((rc = get_bool(root, origin, "do_layer_norm_before", &pre)) ||
+        (rc = get_bool(root, origin, "_remove_final_layer_norm", &remove)) ||
+        (rc = get_bool(root, origin, "enable_bias", &bias)) ||
+        (rc = get_bool(root, origin, "layer_norm_elementwise_affine", &affine)))
+        return rc;
+    if (!affine)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_norm_elementwise_affine "
+                              "false is not supported (supported: LayerNorms with weight and "
+                              "bias)", origin);
+    c->act = SPRUCE_ACT_RELU;
+    c->layer_norm = 1;
+    c->learned_positions = 1;
+    c->rms_norm_eps = 1e-5;   /* nn.LayerNorm's default; OPTConfig has no key for it */
+    c->post_norm = !pre;
+    c->no_final_norm = !pre || remove;
+    c->qkv_bias = c->o_bias = c->mlp_bias = bias;
+    c->word_embed_proj_dim = c->hidden_size;
+    if ((rc = get_int(root, origin, "word_embed_proj_dim", 0, 1, SPRUCE_MAX_HIDDEN,
+                      &c->word_embed_proj_dim)) ||
+        (rc = check_product(origin, "vocab_size", c->vocab_size, "word_embed_proj_dim",
+                            c->word_embed_proj_dim, SPRUCE_MAX_TENSOR)) ||
+        (rc = check_product(origin, "word_embed_proj_dim", c->word_embed_proj_dim,
+                            "hidden_size", c->hidden_size, SPRUCE_MAX_TENSOR)))
+        return rc;
+    return 0;
+}
+
 int spruce_config_layer_window(const spruce_config *c, int layer)
 {
     if (!c || c->sliding_window <= 0)
@@ -240,8 +294,8 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
 
     if ((rc = get_int(root, origin, "hidden_size", 1, 1, SPRUCE_MAX_HIDDEN,
                       &c->hidden_size)) ||
-        (rc = get_int(root, origin, "intermediate_size", 1, 1, SPRUCE_MAX_INTERMEDIATE,
-                      &c->intermediate_size)) ||
+        (rc = get_int(root, origin, f->opt ? "ffn_dim" : "intermediate_size", 1, 1,
+                      SPRUCE_MAX_INTERMEDIATE, &c->intermediate_size)) ||
         (rc = get_int(root, origin, "num_hidden_layers", 1, 1, SPRUCE_MAX_LAYERS,
                       &c->num_hidden_layers)) ||
         (rc = get_int(root, origin, "num_attention_heads", 1, 1, SPRUCE_MAX_HEADS,
@@ -250,16 +304,17 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
         (rc = get_int(root, origin, "max_position_embeddings", 1, 1, SPRUCE_MAX_POSITIONS,
                       &c->max_position_embeddings)))
         return rc;
-    c->num_key_value_heads = c->num_attention_heads;
-    if ((rc = get_int(root, origin, "num_key_value_heads", 0, 1, SPRUCE_MAX_HEADS,
-                      &c->num_key_value_heads)))
+    c->num_key_value_heads = c->num_attention_heads;   /* OPT: always */
+    if (!f->opt && (rc = get_int(root, origin, "num_key_value_heads", 0, 1, SPRUCE_MAX_HEADS,
+                                 &c->num_key_value_heads)))
         return rc;
     if (c->num_attention_heads % c->num_key_value_heads)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: num_attention_heads %d is not a multiple "
                               "of num_key_value_heads %d", origin, c->num_attention_heads,
                               c->num_key_value_heads);
-    c->head_dim = 0;
-    if ((rc = get_int(root, origin, "head_dim", 0, 1, SPRUCE_MAX_HEAD_DIM, &c->head_dim)))
+    c->head_dim = 0;   /* OPTAttention: always hidden / heads */
+    if (!f->opt &&
+        (rc = get_int(root, origin, "head_dim", 0, 1, SPRUCE_MAX_HEAD_DIM, &c->head_dim)))
         return rc;
     if (!c->head_dim)
         c->head_dim = f->default_head_dim;   /* 0: hidden / heads */
@@ -286,19 +341,20 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
         (rc = check_product(origin, "intermediate_size", c->intermediate_size, "hidden_size",
                             c->hidden_size, SPRUCE_MAX_TENSOR)))
         return rc;
-    if (c->head_dim % 2)
+    if (c->head_dim % 2 && !f->opt)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: head_dim %d must be even for rotary "
                               "embeddings", origin, c->head_dim);
 
     c->rms_norm_eps = f->phi3 ? 1e-5 : 1e-6;   /* configuration_phi3.py: 1e-5 */
     c->rope_theta = f->gemma == 3 ? 1e6 : 10000.0;   /* configuration_gemma3.py */
-    c->tie_word_embeddings = f->gemma != 0;   /* Gemma's configs: true */
-    if ((rc = get_double(root, origin, "rms_norm_eps", 0, &c->rms_norm_eps)) ||
+    c->tie_word_embeddings = f->gemma != 0 || f->opt;   /* Gemma's, OPT's configs: true */
+    if ((!f->opt && (rc = get_double(root, origin, "rms_norm_eps", 0, &c->rms_norm_eps))) ||
         (rc = get_double(root, origin, "rope_theta", 0, &c->rope_theta)) ||
         (rc = get_bool(root, origin, "tie_word_embeddings", &c->tie_word_embeddings)))
         return rc;
 
-    v = f->gemma ? NULL : json_object_get(root, "hidden_act");   /* gemma: gemma_keys */
+    /* gemma: gemma_keys, opt: opt_keys */
+    v = f->gemma || f->opt ? NULL : json_object_get(root, "hidden_act");
     if (v && !json_is_null(v)) {
         if (!json_is_string(v))
             return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'hidden_act': expected a string",
@@ -307,7 +363,7 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
             return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: hidden_act '%s' is not "
                                   "supported (supported: silu)", origin, json_string_value(v));
     }
-    if ((rc = spruce__rope_parse(root, origin, c)))   /* rope.c */
+    if (!f->opt && (rc = spruce__rope_parse(root, origin, c)))   /* rope.c */
         return rc;
     c->qk_norm = f->q_norm != NULL;
     if ((rc = f->gemma ? gemma_keys(root, origin, f, c) : check_layer_types(root, origin)))
@@ -321,6 +377,8 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
         c->qkv_bias = c->o_bias = on;
     }
     if (f->mlp_bias_key && (rc = get_bool(root, origin, f->mlp_bias_key, &c->mlp_bias)))
+        return rc;
+    if (f->opt && (rc = opt_keys(root, origin, c)))
         return rc;
     if (f->window_switch_key) {
         on = 0;

@@ -12,7 +12,10 @@
  * modeling_mistral.py, modeling_qwen2.py, modeling_qwen3.py) and differ only in
  * biases, the attention window, per-head q/k norms and the default head_dim;
  * Gemma 2 and 3 (modeling_gemma2.py, modeling_gemma3.py) add two norms per
- * block and the maths their config keys switch on (spruce_config). */
+ * block and the maths their config keys switch on (spruce_config); OPT
+ * (modeling_opt.py) has LayerNorms with biases, learned positions, an ungated
+ * MLP of two layers (fc1, fc2: the up and down slots, no gate) and, where
+ * word_embed_proj_dim differs from hidden_size, project_in and project_out. */
 #ifndef SPRUCE_FAMILY_H
 #define SPRUCE_FAMILY_H
 
@@ -50,7 +53,8 @@ typedef enum {
 /* One linear layer of a block: W is (rows, cols) row-major, its input is the
  * activation at `site` (layers with the same site share one input). */
 typedef struct {
-    const char *path;          /* inside the block: "self_attn.q_proj" */
+    const char *path;          /* inside the block: "self_attn.q_proj"; NULL: the
+                                * family has no such layer (OPT's gate) */
     spruce_site site;
     spruce_dim rows, cols;
     spruce_bias_flag bias;
@@ -91,6 +95,15 @@ typedef struct spruce_family {
      * partial_rotary_factor, original_max_position_embeddings (4096) and
      * rope_scaling type longrope are read; sliding_window on every layer. */
     int phi3;
+    /* OPT (modeling_opt.py, configuration_opt.py): its keys are read by
+     * config.c (opt_keys); the norms have a ".bias" beside ".weight" and the
+     * final norm is present only in pre-norm models. */
+    int opt;
+    const char *positions;     /* "model.decoder.embed_positions.weight"
+                                * (max_position_embeddings + 2, hidden), or NULL */
+    const char *project_in;    /* (hidden, word_embed_proj_dim), when it differs */
+    const char *project_out;   /* (word_embed_proj_dim, hidden) */
+    const char *final_norm_bias;   /* "model.decoder.final_layer_norm.bias" */
 } spruce_family;
 
 /* The family of model_type, or NULL when there is none. */
@@ -108,6 +121,11 @@ int spruce_family_linear_name(const spruce_family *f, int layer, spruce_proj l, 
  * f->mlp_norm; snprintf's return. */
 int spruce_family_norm_name(const spruce_family *f, int layer, const char *norm, char *buf,
                             size_t size);
+/* The same with ".bias" (OPT's LayerNorms). */
+int spruce_family_norm_bias_name(const spruce_family *f, int layer, const char *norm,
+                                 char *buf, size_t size);
+/* The number of linear layers of a block (7; 6 for OPT, which has no gate). */
+int spruce_family_nlinear(const spruce_family *f);
 /* The shape (rows, cols) of linear l of family f under config c. */
 void spruce_family_linear_shape(const spruce_family *f, const spruce_config *c, spruce_proj l,
                                 size_t *rows, size_t *cols);
@@ -130,7 +148,10 @@ typedef enum {
                                 * (head_dim) for the per-head q/k norms */
     SPRUCE_TENSOR_LINEAR,      /* a block's linear weight (rows, cols) */
     SPRUCE_TENSOR_BIAS,        /* its bias (rows) */
-    SPRUCE_TENSOR_HEAD         /* the head (vocab, hidden), absent when tied */
+    SPRUCE_TENSOR_HEAD,        /* the head (vocab, hidden), absent when tied */
+    SPRUCE_TENSOR_NORM_BIAS,   /* a LayerNorm's bias (hidden), OPT */
+    SPRUCE_TENSOR_POSITIONS,   /* OPT's positional table (max_position_embeddings + 2, hidden) */
+    SPRUCE_TENSOR_PROJ         /* OPT's project_in (hidden, proj), project_out (proj, hidden) */
 } spruce_tensor_role;
 
 typedef struct {
@@ -147,7 +168,10 @@ typedef struct {
  * when it has one), the q and k norms when the family has them, its MLP norm,
  * gate/up/down, then the post-attention and post-MLP norms when the family has
  * them; the final norm; the head
- * unless tied.  1 with *t filled, 0 past the end, SPRUCE_EUNSUPPORTED when c
+ * unless tied.  OPT: the embedding (vocab, word_embed_proj_dim), the
+ * positional table and project_in; per block each norm's weight then bias;
+ * the final norm's weight and bias when present; project_out; the head
+ * (vocab, word_embed_proj_dim) unless tied.  1 with *t filled, 0 past the end, SPRUCE_EUNSUPPORTED when c
  * names no family.  The model reads and checks exactly these, synth writes
  * exactly these. */
 int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tensor *t);

@@ -84,8 +84,9 @@ typedef struct {
 /* The activation of the gated MLP: down(act(gate x) * up x). */
 typedef enum {
     SPRUCE_ACT_SILU = 0,         /* "silu" */
-    SPRUCE_ACT_GELU_TANH         /* "gelu_pytorch_tanh", "gelu_new":
+    SPRUCE_ACT_GELU_TANH,        /* "gelu_pytorch_tanh", "gelu_new":
                                   * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    SPRUCE_ACT_RELU              /* OPT's "relu", ungated: down(relu(up x)) */
 } spruce_act;
 
 typedef struct {
@@ -123,6 +124,17 @@ typedef struct {
      * rotary_dim = int(head_dim * partial_rotary_factor) dims of each head
      * (rotate-half within them), the others pass through; head_dim elsewhere. */
     int rotary_dim;
+    /* OPT (modeling_opt.py: OPTDecoder, OPTDecoderLayer); 0 elsewhere.  Every
+     * norm is a LayerNorm with weight and bias (eps rms_norm_eps, 1e-5); no
+     * RoPE: learned positional rows at position + 2 are added to the
+     * embedding; the MLP is fc2(relu(fc1 x)) (act RELU, stored as up, down). */
+    int layer_norm;              /* LayerNorm (with bias) instead of RMSNorm */
+    int learned_positions;       /* embed_positions, no rotary embeddings */
+    int post_norm;               /* do_layer_norm_before false: x = LN(x + branch(x)) */
+    int no_final_norm;           /* the decoder has no final norm (OPT's post-norm
+                                  * models, _remove_final_layer_norm) */
+    int word_embed_proj_dim;     /* width of the token embedding and the head; 0 or
+                                  * hidden_size: none, else project_in / project_out */
 } spruce_config;
 
 /* What config.json may ask for.  Each key is refused above its bound, and so
@@ -185,6 +197,7 @@ void spruce_proj_name(int layer, spruce_proj l, int bias, char *buf, size_t size
 typedef struct {
     int layer;
     float *attn_norm;            /* (hidden) input_layernorm */
+    float *attn_norm_b, *mlp_norm_b;   /* (hidden) the LayerNorms' biases (OPT), or NULL */
     float *mlp_norm;             /* (hidden) post_attention_layernorm (gemma:
                                   * pre_feedforward_layernorm) */
     float *q_norm, *k_norm;      /* (head_dim) self_attn.q_norm / k_norm, or NULL */

@@ -85,6 +85,8 @@ static int select_layers(run *r)
     for (layer = 0; layer < r->L; layer++)
         for (l = 0; l < SPRUCE_NPROJ; l++) {
             unsigned char *sel = &r->selected[(size_t)layer * SPRUCE_NPROJ + l];
+            if (!r->f->linear[l].path)
+                continue;   /* no such layer in the family (OPT's gate) */
             spruce_family_linear_name(r->f, layer, (spruce_proj)l, 0, name, sizeof name);
             *sel = (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
                    (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
