@@ -1090,8 +1090,12 @@ static void check_prune(const char *name, const char *how, int nm)
             /* a fused tensor (phi3) is one layer: its lead holds every row */
             size_t n = spruce_family_tensor_rows(c->family, c, (spruce_proj)l) * b->cols[l];
             size_t z = 0, k;
-            if (c->family->linear[l].part)
-                continue;
+            if (c->family->linear[l].part || !c->family->linear[l].path)
+                continue;   /* a part of a fused tensor; OPT's gate, which it has not */
+            /* biases are never pruned, and survive the writer */
+            cr_assert_eq(!b->b[l], !o->b[l], "%s layer %d: bias", name, layer);
+            if (o->b[l])
+                cr_assert_arr_eq(b->b[l], o->b[l], sizeof(float) * b->rows[l]);
             for (k = 0; k < n; k++)
                 z += b->w[l][k] == 0.0f;
             cr_assert_eq(z, n / 2, "%s layer %d %s: %zu of %zu zero", name, layer,
@@ -1105,6 +1109,11 @@ static void check_prune(const char *name, const char *how, int nm)
         /* norms are never pruned */
         cr_assert_arr_eq(b->attn_norm, o->attn_norm, sizeof(float) * c->hidden_size);
         cr_assert_arr_eq(b->mlp_norm, o->mlp_norm, sizeof(float) * c->hidden_size);
+        cr_assert_eq(!b->attn_norm_b, !o->attn_norm_b);
+        if (o->attn_norm_b) {   /* OPT's LayerNorm biases */
+            cr_assert_arr_eq(b->attn_norm_b, o->attn_norm_b, sizeof(float) * c->hidden_size);
+            cr_assert_arr_eq(b->mlp_norm_b, o->mlp_norm_b, sizeof(float) * c->hidden_size);
+        }
         if (c->qk_norm) {
             cr_assert_arr_eq(b->q_norm, o->q_norm, sizeof(float) * c->head_dim);
             cr_assert_arr_eq(b->k_norm, o->k_norm, sizeof(float) * c->head_dim);
@@ -1130,7 +1139,7 @@ static void check_prune(const char *name, const char *how, int nm)
     cr_assert_eq(sh(cmd), 0, "%s", cmd);
     cr_assert_eq(spruce_maskreader_open(h5, &mr), 0, "%s", spruce_errdetail());
     for (l = 0, i = 0; l < SPRUCE_NPROJ; l++)
-        i += !c->family->linear[l].part;
+        i += !c->family->linear[l].part && c->family->linear[l].path;
     cr_assert_eq(spruce_maskreader_count(mr), i * c->num_hidden_layers);
     for (i = 0; i < spruce_maskreader_count(mr); i++)
         cr_assert_eq(spruce_family_is_linear(c->model_type, spruce_maskreader_name_at(mr, i)),
@@ -1172,6 +1181,89 @@ Test(prune, gemma2_true_sequential)
 {
     check_prune("gemma2", "--sparsity 0.5 --true-sequential", 0);
 }
+/* q/k/v, out_proj, fc1 and fc2; no gate */
+Test(prune, opt_sparsegpt_half) { check_prune("opt", "--sparsity 0.5", 0); }
+Test(prune, opt_sparsegpt_2_4) { check_prune("opt", "--pattern 2:4", 1); }
+Test(prune, opt_wanda_2_4_true_sequential)
+{
+    check_prune("opt", "--method wanda --pattern 2:4 --true-sequential", 1);
+}
+Test(prune, opt_magnitude_half) { check_prune("opt", "--method magnitude --sparsity 0.5", 0); }
+
+/* Sum over the calibration windows of |logits - dense logits|^2 after pruning
+ * the model at dir in place by method (50%, or 2:4 with nm). */
+static double pruned_logit_error(const char *dir, spruce_method method, int nm,
+                                 const uint32_t *cal, int ns, int T, const float *dense)
+{
+    spruce_model *m = NULL;
+    spruce_pipeline_opts o;
+    spruce_pipeline_summary sum;
+    const spruce_config *c;
+    double err = 0;
+    float *lg;
+    size_t i, V;
+    int s;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_cache_blocks(m), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(m);
+    V = (size_t)c->vocab_size;
+    spruce_pipeline_opts_init(&o);
+    o.prune.method = method;
+    if (nm) {
+        o.prune.prune_n = 2;
+        o.prune.prune_m = 4;
+    } else {
+        o.prune.sparsity = 0.5f;
+    }
+    cr_assert_eq(spruce_pipeline_run(m, cal, ns, T, NULL, &o, &sum), 0, "%s",
+                 spruce_errdetail());
+    cr_assert(fabs(sum.sparsity - 0.5) < 1e-9, "%s: sparsity %g", spruce_method_name(method),
+              sum.sparsity);
+    cr_assert_eq(sum.layers_pruned, 6 * c->num_hidden_layers, "q, k, v, out_proj, fc1, fc2");
+    lg = malloc((size_t)T * V * sizeof(float));
+    cr_assert_not_null(lg);
+    for (s = 0; s < ns; s++) {
+        const float *ref = dense + (size_t)s * T * V;
+        cr_assert_eq(spruce_model_forward(m, cal + (size_t)s * T, T, lg), 0, "%s",
+                     spruce_errdetail());
+        for (i = 0; i < (size_t)T * V; i++)
+            err += ((double)lg[i] - ref[i]) * ((double)lg[i] - ref[i]);
+    }
+    free(lg);
+    spruce_model_free(m);
+    return err;
+}
+
+/* On the same calibration windows the pruned OPT model's logits are nearest
+ * the dense ones after SparseGPT, then Wanda, then magnitude. */
+static void check_opt_method_order(int nm)
+{
+    NEED_FAMILY(dir, "opt");
+    enum { NS = 16, T = 32 };
+    spruce_model *m = NULL;
+    uint32_t cal[NS * T];
+    float *dense;
+    double sg, wa, mg;
+    size_t V;
+    int s;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    V = (size_t)spruce_model_config(m)->vocab_size;
+    spruce_tokens_random(cal, NS * T, (uint32_t)V, 11);
+    dense = malloc((size_t)NS * T * V * sizeof(float));
+    cr_assert_not_null(dense);
+    for (s = 0; s < NS; s++)
+        cr_assert_eq(spruce_model_forward(m, cal + s * T, T, dense + (size_t)s * T * V), 0);
+    spruce_model_free(m);
+    sg = pruned_logit_error(dir, SPRUCE_METHOD_SPARSEGPT, nm, cal, NS, T, dense);
+    wa = pruned_logit_error(dir, SPRUCE_METHOD_WANDA, nm, cal, NS, T, dense);
+    mg = pruned_logit_error(dir, SPRUCE_METHOD_MAGNITUDE, nm, cal, NS, T, dense);
+    cr_assert(sg < wa && wa < mg, "%s: squared logit error sparsegpt %g, wanda %g, "
+              "magnitude %g (expected increasing)", nm ? "2:4" : "50%", sg, wa, mg);
+    free(dense);
+}
+
+Test(prune, opt_sparsegpt_beats_wanda_beats_magnitude_half) { check_opt_method_order(0); }
+Test(prune, opt_sparsegpt_beats_wanda_beats_magnitude_2_4) { check_opt_method_order(1); }
 
 /* ---- the memory estimate covers qwen3's shapes ------------------------------------ */
 
