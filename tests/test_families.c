@@ -1364,3 +1364,281 @@ Test(synth, llama_with_llama3_rope)
     f.rope = SPRUCE_ROPE_YARN;
     check_synth(&f, 64, 4, 16);
 }
+
+/* ---- OPT against a direct computation, pre- and post-norm ----------------------- */
+
+/* A copy of the fixture at src (its weights linked) with the keys of the JSON
+ * object keys set in config.json. */
+static char *with_keys(const char *src, const char *keys)
+{
+    char *d = tmp_dir(), path[1200], cmd[4096];
+    json_error_t e;
+    json_t *cfg, *k;
+    snprintf(path, sizeof path, "%s/config.json", src);
+    cfg = json_load_file(path, 0, &e);
+    cr_assert(cfg, "%s", e.text);
+    k = json_loads(keys, 0, &e);
+    cr_assert(k, "%s", e.text);
+    cr_assert_eq(json_object_update(cfg, k), 0);
+    json_decref(k);
+    snprintf(path, sizeof path, "%s/config.json", d);
+    cr_assert_eq(json_dump_file(cfg, path, JSON_REAL_PRECISION(17)), 0);
+    json_decref(cfg);
+    snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", src, d);
+    cr_assert_eq(sh(cmd), 0);
+    return d;
+}
+
+/* Tensor name of the checkpoint ck as doubles (numel of it in *n). */
+static double *tensor_d(const spruce_ckpt *ck, const char *name, size_t n)
+{
+    const spruce_tensor *t = spruce_ckpt_find(ck, name);
+    float *f;
+    double *x;
+    size_t i;
+    cr_assert(t, "tensor %s", name);
+    cr_assert_eq((size_t)spruce_tensor_numel(t), n, "%s", name);
+    f = malloc(n * sizeof *f);
+    x = malloc(n * sizeof *x);
+    cr_assert(f && x);
+    cr_assert_eq(spruce_tensor_read_f32(t, f), 0, "%s", spruce_errdetail());
+    for (i = 0; i < n; i++)
+        x[i] = f[i];
+    free(f);
+    return x;
+}
+
+/* y (rows) = W (rows, cols) x + b (b may be NULL). */
+static void mv_d(double *y, const double *W, const double *b, const double *x, int rows,
+                 int cols)
+{
+    int r, c;
+    for (r = 0; r < rows; r++) {
+        double acc = b ? b[r] : 0;
+        for (c = 0; c < cols; c++)
+            acc += W[(size_t)r * cols + c] * x[c];
+        y[r] = acc;
+    }
+}
+
+/* nn.LayerNorm(n), eps 1e-5, in place. */
+static void ln_d(double *x, const double *w, const double *b, int n)
+{
+    double mu = 0, var = 0;
+    int j;
+    for (j = 0; j < n; j++)
+        mu += x[j];
+    mu /= n;
+    for (j = 0; j < n; j++)
+        var += (x[j] - mu) * (x[j] - mu);
+    var /= n;
+    for (j = 0; j < n; j++)
+        x[j] = (x[j] - mu) / sqrt(var + 1e-5) * w[j] + b[j];
+}
+
+/* OPTForCausalLM on one unpadded sequence, in double, written from
+ * modeling_opt.py for the fixture's shapes (tied head, project_in/out,
+ * biases everywhere): logits (T, vocab). */
+static void opt_reference(const char *dir, const uint32_t *ids, int T, double *logits)
+{
+    spruce_config c;
+    spruce_ckpt *ck = NULL;
+    double *E, *P, *Pin, *Pout, *x, *q, *k, *v, *att, *tmp, *f, *fw = NULL, *fb = NULL;
+    char nm[256];
+    int H, nh, d, F, V, e, L, t, s, j, h, l, pre;
+    cr_assert_eq(spruce_config_load(dir, &c), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(dir, &ck), 0, "%s", spruce_errdetail());
+    H = c.hidden_size, nh = c.num_attention_heads, d = H / nh, F = c.intermediate_size;
+    V = c.vocab_size, e = c.word_embed_proj_dim, L = c.num_hidden_layers, pre = !c.post_norm;
+    cr_assert(e != H && c.tie_word_embeddings, "the reference is for the opt fixture's shapes");
+    E = tensor_d(ck, "model.decoder.embed_tokens.weight", (size_t)V * e);
+    P = tensor_d(ck, "model.decoder.embed_positions.weight",
+                 (size_t)(c.max_position_embeddings + 2) * H);
+    Pin = tensor_d(ck, "model.decoder.project_in.weight", (size_t)H * e);
+    Pout = tensor_d(ck, "model.decoder.project_out.weight", (size_t)e * H);
+    if (pre) {
+        fw = tensor_d(ck, "model.decoder.final_layer_norm.weight", (size_t)H);
+        fb = tensor_d(ck, "model.decoder.final_layer_norm.bias", (size_t)H);
+    }
+    x = calloc((size_t)T * H, sizeof *x);
+    q = calloc((size_t)T * H, sizeof *q);
+    k = calloc((size_t)T * H, sizeof *k);
+    v = calloc((size_t)T * H, sizeof *v);
+    att = calloc((size_t)T * H, sizeof *att);
+    tmp = calloc((size_t)(H > e ? H : e), sizeof *tmp);
+    f = calloc((size_t)F, sizeof *f);
+    cr_assert(x && q && k && v && att && tmp && f);
+    /* inputs_embeds = project_in(embed_tokens(ids)) + embed_positions(t + 2) */
+    for (t = 0; t < T; t++) {
+        mv_d(x + (size_t)t * H, Pin, NULL, E + (size_t)ids[t] * e, H, e);
+        for (j = 0; j < H; j++)
+            x[(size_t)t * H + j] += P[(size_t)(t + 2) * H + j];
+    }
+    for (l = 0; l < L; l++) {
+        double *W[6], *B[6], *n1w, *n1b, *n2w, *n2b, *a = tmp;
+        static const char *lin[6] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                     "self_attn.out_proj", "fc1", "fc2"};
+        int rows[6] = {H, H, H, H, F, H}, cols[6] = {H, H, H, H, H, F}, i;
+        for (i = 0; i < 6; i++) {
+            snprintf(nm, sizeof nm, "model.decoder.layers.%d.%s.weight", l, lin[i]);
+            W[i] = tensor_d(ck, nm, (size_t)rows[i] * cols[i]);
+            snprintf(nm, sizeof nm, "model.decoder.layers.%d.%s.bias", l, lin[i]);
+            B[i] = tensor_d(ck, nm, (size_t)rows[i]);
+        }
+        snprintf(nm, sizeof nm, "model.decoder.layers.%d.self_attn_layer_norm.weight", l);
+        n1w = tensor_d(ck, nm, (size_t)H);
+        snprintf(nm, sizeof nm, "model.decoder.layers.%d.self_attn_layer_norm.bias", l);
+        n1b = tensor_d(ck, nm, (size_t)H);
+        snprintf(nm, sizeof nm, "model.decoder.layers.%d.final_layer_norm.weight", l);
+        n2w = tensor_d(ck, nm, (size_t)H);
+        snprintf(nm, sizeof nm, "model.decoder.layers.%d.final_layer_norm.bias", l);
+        n2b = tensor_d(ck, nm, (size_t)H);
+        for (t = 0; t < T; t++) {   /* q = (Wq a + bq) * d^-0.5, k, v */
+            double *xt = x + (size_t)t * H, in[4096];
+            cr_assert(H <= 4096);
+            memcpy(in, xt, sizeof(double) * H);
+            if (pre)
+                ln_d(in, n1w, n1b, H);
+            mv_d(q + (size_t)t * H, W[0], B[0], in, H, H);
+            for (j = 0; j < H; j++)
+                q[(size_t)t * H + j] /= sqrt((double)d);
+            mv_d(k + (size_t)t * H, W[1], B[1], in, H, H);
+            mv_d(v + (size_t)t * H, W[2], B[2], in, H, H);
+        }
+        for (t = 0; t < T; t++)   /* causal softmax(q k^T) v per head, scale 1 */
+            for (h = 0; h < nh; h++) {
+                double sc[512], mx = -INFINITY, sum = 0;
+                cr_assert(T <= 512);
+                for (s = 0; s <= t; s++) {
+                    sc[s] = 0;
+                    for (j = 0; j < d; j++)
+                        sc[s] += q[(size_t)t * H + h * d + j] * k[(size_t)s * H + h * d + j];
+                    mx = fmax(mx, sc[s]);
+                }
+                for (s = 0; s <= t; s++)
+                    sum += (sc[s] = exp(sc[s] - mx));
+                for (j = 0; j < d; j++) {
+                    double acc = 0;
+                    for (s = 0; s <= t; s++)
+                        acc += sc[s] / sum * v[(size_t)s * H + h * d + j];
+                    att[(size_t)t * H + h * d + j] = acc;
+                }
+            }
+        for (t = 0; t < T; t++) {
+            double *xt = x + (size_t)t * H, in[4096];
+            mv_d(a, W[3], B[3], att + (size_t)t * H, H, H);
+            for (j = 0; j < H; j++)
+                xt[j] += a[j];
+            if (!pre)
+                ln_d(xt, n1w, n1b, H);
+            memcpy(in, xt, sizeof(double) * H);
+            if (pre)
+                ln_d(in, n2w, n2b, H);
+            mv_d(f, W[4], B[4], in, F, H);
+            for (j = 0; j < F; j++)
+                f[j] = f[j] > 0 ? f[j] : 0;
+            mv_d(a, W[5], B[5], f, H, F);
+            for (j = 0; j < H; j++)
+                xt[j] += a[j];
+            if (!pre)
+                ln_d(xt, n2w, n2b, H);
+        }
+        for (i = 0; i < 6; i++) {
+            free(W[i]);
+            free(B[i]);
+        }
+        free(n1w); free(n1b); free(n2w); free(n2b);
+    }
+    /* final_layer_norm (pre-norm models only), project_out, the tied head */
+    for (t = 0; t < T; t++) {
+        double *xt = x + (size_t)t * H;
+        if (pre)
+            ln_d(xt, fw, fb, H);
+        mv_d(tmp, Pout, NULL, xt, e, H);
+        mv_d(logits + (size_t)t * V, E, NULL, tmp, V, e);
+    }
+    free(x); free(q); free(k); free(v); free(att); free(tmp); free(f);
+    free(E); free(P); free(Pin); free(Pout); free(fw); free(fb);
+    spruce_ckpt_close(ck);
+}
+
+/* Largest |a - b| of n floats against doubles. */
+static double max_abs_diff_d(const float *a, const double *b, size_t n)
+{
+    double mx = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double dd = fabs((double)a[i] - b[i]);
+        if (!(dd <= mx))
+            mx = dd;
+    }
+    return mx;
+}
+
+/* The reference itself lands on the fixture's golden logits (pre-norm). */
+Test(families, opt_reference_matches_the_golden_logits)
+{
+    NEED_FAMILY(dir, "opt");
+    uint32_t *ids;
+    float *gold;
+    double *ref, dd;
+    int V = 320;
+    load_golden(dir, V, &ids, &gold);
+    ref = malloc(sizeof *ref * SEQ * V);
+    cr_assert_not_null(ref);
+    opt_reference(dir, ids, SEQ, ref);
+    dd = max_abs_diff_d(gold, ref, (size_t)SEQ * V);
+    cr_assert(dd < 1e-5, "the double reference is %g from the golden logits", dd);
+    free(ref);
+    free(gold);
+    free(ids);
+}
+
+/* do_layer_norm_before false (OPT-350m's block): the forward, on both
+ * attention paths, and the decoder against the reference; no final norm is
+ * read (the fixture's stays in the file, unused, as transformers leaves it). */
+Test(families, opt_post_norm_against_a_direct_computation)
+{
+    NEED_FAMILY(src, "opt");
+    char *dir = with_keys(src, "{\"do_layer_norm_before\": false}");
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    uint32_t *ids;
+    float *gold, *lg;
+    double *ref, dd, worst = 0;
+    int V, t, a;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert(spruce_model_config(m)->post_norm && spruce_model_config(m)->no_final_norm);
+    V = spruce_model_config(m)->vocab_size;
+    load_golden(src, V, &ids, &gold);
+    ref = malloc(sizeof *ref * SEQ * V);
+    lg = malloc(sizeof *lg * SEQ * V);
+    cr_assert(ref && lg);
+    opt_reference(dir, ids, SEQ, ref);
+    /* the variant is another model: far from the pre-norm golden logits */
+    cr_assert(max_abs_diff_d(gold, ref, (size_t)SEQ * V) > 0.1);
+    for (a = 0; a < 3; a++) {
+        spruce_attention at[3] = {SPRUCE_ATTENTION_AUTO, SPRUCE_ATTENTION_ROWS,
+                                  SPRUCE_ATTENTION_BLAS};
+        cr_assert_eq(spruce_model_set_attention(m, at[a]), 0);
+        cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
+        dd = max_abs_diff_d(lg, ref, (size_t)SEQ * V);
+        cr_assert(dd < TOL, "post-norm forward (attention %d): %g from the reference", a, dd);
+    }
+    cr_assert_eq(spruce_decoder_create(m, SEQ, SPRUCE_DECODE_DENSE, &dec), 0, "%s",
+                 spruce_errdetail());
+    for (t = 0; t < SEQ; t++) {
+        cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
+        dd = max_abs_diff_d(lg, ref + (size_t)t * V, (size_t)V);
+        worst = dd > worst ? dd : worst;
+    }
+    cr_assert(worst < TOL, "post-norm decoder: %g from the reference", worst);
+    spruce_decoder_free(dec);
+    spruce_model_free(m);
+    free(ref);
+    free(lg);
+    free(gold);
+    free(ids);
+    rm_tree(dir);
+    free(dir);
+}
