@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "block.h"
+#include "decode_testutil.h"
 #include "model_testutil.h"
 #include "rope.h"
 #include "spruce_ckpt.h"
@@ -1641,4 +1642,114 @@ Test(families, opt_post_norm_against_a_direct_computation)
     free(ids);
     rm_tree(dir);
     free(dir);
+}
+
+/* A 2:4-pruned OPT decodes in every runtime format as its own forward does:
+ * the logits of each position within TOL, and greedy ids whatever the format. */
+Test(families, opt_pruned_decodes_in_every_format_as_its_forward)
+{
+    NEED_FAMILY(dir, "opt");
+    NEED_SPRUCE_BIN(bin);
+    static const spruce_decode_mode modes[4] = {SPRUCE_DECODE_DENSE, SPRUCE_DECODE_CSR,
+                                                SPRUCE_DECODE_BITMASK, SPRUCE_DECODE_NM};
+    char *d = tmp_dir(), calib[1200], out[1200], cmd[4096];
+    spruce_model *m = NULL;
+    uint32_t cal[16 * 32], *ids;
+    float *gold, *fwd, *lg;
+    int V, k, t;
+    spruce_tokens_random(cal, 16 * 32, 320, 5);
+    snprintf(calib, sizeof calib, "%s/calib.u16", d);
+    cr_assert_eq(spruce_tokens_save(calib, cal, 16 * 32), 0);
+    snprintf(out, sizeof out, "%s/pruned", d);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s' --pattern 2:4 --seqlen 32 "
+             "--nsamples 16 >/dev/null 2>&1", bin, dir, out, calib);
+    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
+    V = spruce_model_config(m)->vocab_size;
+    load_golden(dir, V, &ids, &gold);
+    fwd = malloc(sizeof *fwd * SEQ * V);
+    lg = malloc(sizeof *lg * V);
+    cr_assert(fwd && lg);
+    cr_assert_eq(spruce_model_forward(m, ids, SEQ, fwd), 0, "%s", spruce_errdetail());
+    for (k = 0; k < 4; k++) {
+        spruce_decoder *dec = NULL;
+        double worst = 0;
+        cr_assert_eq(spruce_decoder_create(m, SEQ, modes[k], &dec), 0, "%s",
+                     spruce_errdetail());
+        if (k)
+            cr_assert_gt(spruce_decoder_sparse_layers(dec), 0, "mode %d packs no layer", k);
+        for (t = 0; t < SEQ; t++) {
+            double dd;
+            cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
+            dd = max_abs_diff(lg, fwd + (size_t)t * V, (size_t)V);
+            worst = dd > worst ? dd : worst;
+        }
+        cr_assert(worst < TOL, "mode %d: the decoder is %g from the forward", k, worst);
+        spruce_decoder_free(dec);
+    }
+    spruce_model_free(m);
+    check_greedy_margin(out, ids, 8, 16, modes, 4);
+    free(fwd);
+    free(lg);
+    free(gold);
+    free(ids);
+    rm_tree(d);
+    free(d);
+}
+
+/* OPT's keys: defaults as configuration_opt.py, and what is not implemented
+ * refused by name. */
+Test(families, opt_config_defaults_and_refusals)
+{
+    static const char *base = "{\"model_type\": \"opt\", \"hidden_size\": 64, "
+                              "\"ffn_dim\": 256, \"num_hidden_layers\": 2, "
+                              "\"num_attention_heads\": 4, \"vocab_size\": 320, "
+                              "\"max_position_embeddings\": 128";
+    char json[1024];
+    spruce_config c;
+    snprintf(json, sizeof json, "%s}", base);
+    parse_ok(json, &c);
+    cr_assert(c.tie_word_embeddings, "OPT ties its head when the key is absent");
+    cr_assert(c.qkv_bias && c.o_bias && c.mlp_bias, "enable_bias defaults to true");
+    cr_assert(c.layer_norm && c.learned_positions && !c.post_norm && !c.no_final_norm);
+    cr_assert_eq(c.act, SPRUCE_ACT_RELU);
+    cr_assert_eq(c.word_embed_proj_dim, 64);
+    cr_assert_eq(c.intermediate_size, 256);
+    cr_assert_eq(c.head_dim, 16);
+    cr_assert_eq(c.num_key_value_heads, 4);
+    cr_assert_float_eq(c.rms_norm_eps, 1e-5, 1e-12);
+    snprintf(json, sizeof json, "%s, \"enable_bias\": false, \"_remove_final_layer_norm\": "
+             "true, \"tie_word_embeddings\": false, \"word_embed_proj_dim\": 32}", base);
+    parse_ok(json, &c);
+    cr_assert(!c.qkv_bias && !c.o_bias && !c.mlp_bias && c.no_final_norm && !c.post_norm);
+    cr_assert(!c.tie_word_embeddings && c.word_embed_proj_dim == 32);
+    snprintf(json, sizeof json, "%s, \"activation_function\": \"gelu\"}", base);
+    expect_refused(json, SPRUCE_EUNSUPPORTED, "activation_function 'gelu'", "relu");
+    snprintf(json, sizeof json, "%s, \"layer_norm_elementwise_affine\": false}", base);
+    expect_refused(json, SPRUCE_EUNSUPPORTED, "layer_norm_elementwise_affine", "supported");
+    snprintf(json, sizeof json, "%s, \"do_layer_norm_before\": 1}", base);
+    expect_refused(json, SPRUCE_EFORMAT, "do_layer_norm_before", "true or false");
+    /* the MLP's width is ffn_dim: without it the config is incomplete */
+    expect_refused("{\"model_type\": \"opt\", \"hidden_size\": 64, \"intermediate_size\": 256, "
+                   "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 320, "
+                   "\"max_position_embeddings\": 128}", SPRUCE_EFORMAT, "ffn_dim", "missing");
+}
+
+/* The positional table has rows for max_position_embeddings positions: a
+ * longer sequence is refused naming it (transformers fails to index it). */
+Test(families, opt_beyond_the_positional_table_is_refused)
+{
+    NEED_FAMILY(dir, "opt");
+    spruce_model *m = NULL;
+    uint32_t ids[129] = {0};
+    float *lg = malloc(sizeof *lg * 129 * 320);
+    cr_assert_not_null(lg);
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_forward(m, ids, 128, lg), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_forward(m, ids, 129, lg), SPRUCE_EINVAL);
+    cr_assert(strstr(spruce_errdetail(), "embed_positions") &&
+              strstr(spruce_errdetail(), "max_position_embeddings 128"), "%s",
+              spruce_errdetail());
+    free(lg);
+    spruce_model_free(m);
 }
