@@ -1356,6 +1356,15 @@ Test(synth, qwen3_with_its_own_head_dim)
     check_synth(&f, 64, 4, 32);
 }
 
+/* every tensor of OPT's table (biases, LayerNorm biases, positions), tied */
+Test(synth, opt)
+{
+    spruce_synth_family f;
+    spruce_synth_family_defaults(&f);
+    f.model_type = "opt";
+    check_synth(&f, 64, 4, 16);
+}
+
 Test(synth, llama_with_llama3_rope)
 {
     spruce_synth_family f;
