@@ -1762,3 +1762,41 @@ Test(families, opt_beyond_the_positional_table_is_refused)
     free(lg);
     spruce_model_free(m);
 }
+
+/* The family table names exactly the fixture's tensors, with their shapes;
+ * in the post-norm variant the final norm is not among them. */
+Test(families, opt_tensor_table_is_the_checkpoint)
+{
+    NEED_FAMILY(dir, "opt");
+    spruce_config c;
+    spruce_ckpt *ck = NULL;
+    spruce_family_tensor t;
+    size_t i, nlin = 0, nb = 0;
+    cr_assert_eq(spruce_config_load(dir, &c), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(dir, &ck), 0, "%s", spruce_errdetail());
+    for (i = 0; spruce_family_tensor_at(&c, i, &t) == 1; i++) {
+        const spruce_tensor *st = spruce_ckpt_find(ck, t.name);
+        cr_assert(st, "%s is not in the fixture", t.name);
+        cr_assert_eq(st->ndim, t.ndim, "%s", t.name);
+        cr_assert_eq((size_t)st->shape[0], t.shape[0], "%s", t.name);
+        if (t.ndim == 2)
+            cr_assert_eq((size_t)st->shape[1], t.shape[1], "%s", t.name);
+        cr_assert_eq(spruce_family_is_linear("opt", t.name), t.role == SPRUCE_TENSOR_LINEAR,
+                     "%s", t.name);
+        nlin += t.role == SPRUCE_TENSOR_LINEAR;
+        nb += t.role == SPRUCE_TENSOR_BIAS || t.role == SPRUCE_TENSOR_NORM_BIAS;
+    }
+    cr_assert_eq(i, (size_t)spruce_ckpt_count(ck), "the table has %zu tensors, the fixture %d",
+                 i, spruce_ckpt_count(ck));
+    cr_assert_eq(nlin, 12, "q, k, v, out_proj, fc1, fc2 in 2 blocks");
+    cr_assert_eq(nb, 2 * (6 + 2) + 1, "every linear and every LayerNorm has a bias");
+    cr_assert_eq(spruce_family_is_linear("opt", "model.decoder.layers.0.fc1.weight"), 1);
+    cr_assert_eq(spruce_family_is_linear("opt", "model.decoder.layers.0.fc1.bias"), 0);
+    cr_assert_eq(spruce_family_is_linear("opt", "model.decoder.embed_positions.weight"), 0);
+    cr_assert_eq(spruce_family_is_linear("opt", "model.decoder.project_in.weight"), 0);
+    c.post_norm = c.no_final_norm = 1;
+    for (i = 0; spruce_family_tensor_at(&c, i, &t) == 1; i++)
+        cr_assert(!strstr(t.name, "decoder.final_layer_norm"), "%s", t.name);
+    cr_assert_eq(i, (size_t)spruce_ckpt_count(ck) - 2);
+    spruce_ckpt_close(ck);
+}
