@@ -1,4 +1,6 @@
-/* spruce_model.h: the LLaMA-family forward (llama, mistral, qwen2, qwen3); the
+/* spruce_model.h: the forward of the families of spruce_family.h (llama,
+ * mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, opt; OPT's LayerNorms,
+ * learned positions and ReLU MLP are switches of spruce_config); the
  * block-by-block pruning pipeline built on it is in spruce_pipeline.h, the
  * table of families (tensor names, block shape) in spruce_family.h.
  *
@@ -168,7 +170,9 @@ int spruce_config_parse(const char *json, const char *origin, spruce_config *cfg
 /* Sequences of T tokens are computed as Hugging Face computes them, also when
  * T exceeds max_position_embeddings.  Then this writes a warning for the
  * caller to print into buf (what the rotary embeddings do at that length) and
- * returns 1; 0 (buf untouched) when T is within the context. */
+ * returns 1; 0 (buf untouched) when T is within the context.  OPT's learned
+ * positions have no rows beyond it: the warning says so and the forward
+ * refuses the sequence (SPRUCE_EINVAL naming embed_positions). */
 int spruce_config_length_warning(const spruce_config *c, long T, char *buf, size_t size);
 
 /* ---- one decoder block -------------------------------------------------- */
@@ -295,8 +299,9 @@ void spruce_model_put_block(spruce_model *m, spruce_block *b);
 int spruce_model_set_attention(spruce_model *m, spruce_attention a);
 
 /* x (T, hidden) = embed[ids] (Gemma: times embed_scale, rounded to the
- * embedding's dtype as Gemma2Model's normalizer is); SPRUCE_EINVAL for an id
- * outside the vocabulary. */
+ * embedding's dtype as Gemma2Model's normalizer is; OPT: plus the positional
+ * rows 2..T+1); SPRUCE_EINVAL for an id outside the vocabulary or, for OPT, T
+ * beyond max_position_embeddings. */
 int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x);
 
 /* logits (T, vocab) = head (rmsnorm(x) * norm) for x (T, hidden), then
