@@ -91,29 +91,32 @@
         {"fc2", SPRUCE_SITE_DOWN, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_INTER, SPRUCE_BIAS_MLP, 0}, \
     }
 
+/* The OPT fields of the other families' rows (opt and its tensors). */
+#define NOT_OPT 0, NULL, NULL, NULL, NULL
+
 static const spruce_family families[] = {
     {"llama", "LlamaForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias", NULL, NULL,
-     NULL, NULL, 0, NULL, NULL, 0, 0},
+     NULL, NULL, 0, NULL, NULL, 0, 0, NOT_OPT},
     /* transformers' Mistral has no bias keys; they are read as for llama, absent = false */
     {"mistral", "MistralForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias",
-     "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 0},
+     "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 0, NOT_OPT},
     {"qwen2", "Qwen2ForCausalLM", LLAMA_NAMES, 1, NULL, NULL, NULL, "use_sliding_window", NULL,
-     NULL, 0, NULL, NULL, 0, 0},
+     NULL, 0, NULL, NULL, 0, 0, NOT_OPT},
     /* configuration_qwen3.py: head_dim 128 when absent */
     {"qwen3", "Qwen3ForCausalLM", LLAMA_NAMES, 0, "attention_bias", NULL, NULL,
-     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128, NULL, NULL, 0, 0},
+     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128, NULL, NULL, 0, 0, NOT_OPT},
     /* configuration_gemma2.py, configuration_gemma3.py: head_dim 256 when absent;
      * the window and the layers using it are read by config.c (gemma_keys) */
     {"gemma2", "Gemma2ForCausalLM", GEMMA_NAMES, 0, "attention_bias", NULL, NULL, NULL, NULL,
-     NULL, 256, "post_attention_layernorm", "post_feedforward_layernorm", 2, 0},
+     NULL, 256, "post_attention_layernorm", "post_feedforward_layernorm", 2, 0, NOT_OPT},
     {"gemma3_text", "Gemma3ForCausalLM", GEMMA_NAMES, 0, "attention_bias", NULL, NULL, NULL,
      "self_attn.q_norm", "self_attn.k_norm", 256, "post_attention_layernorm",
-     "post_feedforward_layernorm", 3, 0},
+     "post_feedforward_layernorm", 3, 0, NOT_OPT},
     /* configuration_phi3.py: no bias keys (the layers have none), the window
      * on every layer (config.c reads sliding_window for phi3) */
     {"phi3", "Phi3ForCausalLM", "model.embed_tokens.weight", "model.norm.weight",
      "lm_head.weight", "model.layers", "input_layernorm", "post_attention_layernorm",
-     PHI3_LINEARS, 0, NULL, NULL, "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 1},
+     PHI3_LINEARS, 0, NULL, NULL, "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 1, NOT_OPT},
     /* configuration_opt.py: enable_bias, do_layer_norm_before, word_embed_proj_dim,
      * ffn_dim, ... are read by config.c (opt_keys) */
     {.model_type = "opt", .architecture = "OPTForCausalLM",

@@ -56,8 +56,8 @@ typedef struct {
  * (OPTAttention scales q after its bias and not the scores; spruce scales the
  * scores by d^-0.5, the same up to float rounding).  Runs spruce__block with
  * an OPT config of these widths, the attention on BLAS (S is (T, T)); the
- * linear callback is asked for Q, K, V, O, UP and DOWN.  0, or a linear layer's error (x is then partly
- * updated). */
+ * linear callback is asked for Q, K, V, O, UP and DOWN.  0, or a linear
+ * layer's error (x is then partly updated). */
 int spruce__opt_block(const spruce__opt_block_run *r, float *x, int nseq, int T);
 
 #endif /* SPRUCE_OPT_H */

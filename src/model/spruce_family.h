@@ -167,12 +167,11 @@ typedef struct {
  * embedding; per block its attention norm, q/k/v/o (each followed by its bias
  * when it has one), the q and k norms when the family has them, its MLP norm,
  * gate/up/down, then the post-attention and post-MLP norms when the family has
- * them; the final norm; the head
- * unless tied.  OPT: the embedding (vocab, word_embed_proj_dim), the
- * positional table and project_in; per block each norm's weight then bias;
- * the final norm's weight and bias when present; project_out; the head
- * (vocab, word_embed_proj_dim) unless tied.  1 with *t filled, 0 past the end, SPRUCE_EUNSUPPORTED when c
- * names no family.  The model reads and checks exactly these, synth writes
+ * them; the final norm; the head unless tied.  OPT: the embedding (vocab,
+ * word_embed_proj_dim), the positional table and project_in; per block each
+ * norm's weight then bias; the final norm's weight and bias when present;
+ * project_out; the head (vocab, word_embed_proj_dim) unless tied.  1 with *t
+ * filled, 0 past the end, SPRUCE_EUNSUPPORTED when c names no family.  The model reads and checks exactly these, synth writes
  * exactly these. */
 int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tensor *t);
 
