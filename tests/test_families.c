@@ -678,15 +678,12 @@ Test(rope, what_is_not_implemented_is_refused)
                    SPRUCE_EUNSUPPORTED, "key ''", "rope_type, factor");
     expect_refused(LLAMA_CFG("\"max_position_embeddings\": 64, \"partial_rotary_factor\": 0.5"),
                    SPRUCE_EUNSUPPORTED, "partial_rotary_factor", NULL);
-    expect_refused("{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, "
-                   "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 64, "
-                   "\"max_position_embeddings\": 64, \"use_sliding_window\": true}",
-                   SPRUCE_EUNSUPPORTED, "use_sliding_window", "supported");
+    /* sliding layers without a window (use_sliding_window false) */
     expect_refused("{\"model_type\": \"qwen3\", \"hidden_size\": 64, \"intermediate_size\": 96, "
                    "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 64, "
                    "\"max_position_embeddings\": 64, \"layer_types\": [\"full_attention\", "
                    "\"sliding_attention\"]}",
-                   SPRUCE_EUNSUPPORTED, "layer_types[1]", "full_attention");
+                   SPRUCE_EUNSUPPORTED, "layer_types[1]", "no window");
 }
 
 Test(rope, head_dim_defaults_per_family)
@@ -1799,4 +1796,126 @@ Test(families, opt_tensor_table_is_the_checkpoint)
         cr_assert(!strstr(t.name, "decoder.final_layer_norm"), "%s", t.name);
     cr_assert_eq(i, (size_t)spruce_ckpt_count(ck) - 2);
     spruce_ckpt_close(ck);
+}
+
+/* ---- qwen2 and qwen3 sliding windows ---------------------------------------------- */
+
+#define QWEN_CFG(type, extra)                                                            \
+    "{\"model_type\": \"" type "\", \"hidden_size\": 64, \"intermediate_size\": 96, "      \
+    "\"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"vocab_size\": 64, "           \
+    "\"max_position_embeddings\": 64" extra "}"
+
+/* The window of layers 0, 1, 2 of json. */
+static void expect_windows(const char *json, int w0, int w1, int w2)
+{
+    spruce_config c;
+    parse_ok(json, &c);
+    cr_assert(spruce_config_layer_window(&c, 0) == w0 && spruce_config_layer_window(&c, 1) == w1 &&
+              spruce_config_layer_window(&c, 2) == w2, "%s: windows %d %d %d, expected %d %d %d",
+              json, spruce_config_layer_window(&c, 0), spruce_config_layer_window(&c, 1),
+              spruce_config_layer_window(&c, 2), w0, w1, w2);
+}
+
+/* configuration_qwen2.py / _qwen3.py: layer i slides when use_sliding_window,
+ * sliding_window is not null and i >= max_window_layers (28), unless
+ * layer_types says which. */
+Test(families, qwen_sliding_layers_as_transformers_chooses_them)
+{
+    expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 16, "
+                            "\"max_window_layers\": 1"), 0, 16, 16);
+    expect_windows(QWEN_CFG("qwen2", ", \"use_sliding_window\": true, \"sliding_window\": 16, "
+                            "\"max_window_layers\": 2"), 0, 0, 16);
+    expect_windows(QWEN_CFG("qwen2", ", \"use_sliding_window\": true, \"sliding_window\": 16, "
+                            "\"max_window_layers\": 0"), 16, 16, 16);
+    /* max_window_layers 28 when absent: none of 3 layers slides */
+    expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 16"),
+                   0, 0, 0);
+    /* sliding_window 4096 when absent */
+    expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"max_window_layers\": 1"),
+                   0, 4096, 4096);
+    /* use_sliding_window false: sliding_window is None */
+    expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": false, \"sliding_window\": 16, "
+                            "\"max_window_layers\": 0"), 0, 0, 0);
+    expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": null, "
+                            "\"max_window_layers\": 0"), 0, 0, 0);
+    /* layer_types wins over max_window_layers */
+    expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 8, "
+                            "\"max_window_layers\": 0, \"layer_types\": [\"full_attention\", "
+                            "\"full_attention\", \"sliding_attention\"]"), 0, 0, 8);
+    expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 8, "
+                            "\"max_window_layers\": 1, \"layer_types\": [\"full_attention\", "
+                            "\"full_attention\", \"full_attention\"]"), 0, 0, 0);
+    expect_refused(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 8, "
+                            "\"layer_types\": [\"full_attention\", \"sliding_attention\", "
+                            "\"full_attention\"]"),
+                   SPRUCE_EUNSUPPORTED, "layer_types[2]", "full layers, then sliding ones");
+    expect_refused(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 0"),
+                   SPRUCE_EFORMAT, "sliding_window", NULL);
+    expect_refused(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"max_window_layers\": -1"),
+                   SPRUCE_EFORMAT, "max_window_layers", NULL);
+}
+
+/* The qwen3 fixture with its second layer sliding (window 8): positions 0..7
+ * see every key in both layers, so their logits are the golden ones; later
+ * ones differ.  The decoder, whose cache reads the window, gives the
+ * forward's logits at every position, and both attention paths agree.  With
+ * max_window_layers = num_hidden_layers nothing slides. */
+Test(families, qwen3_sliding_window_through_the_forward_and_the_decoder)
+{
+    NEED_FAMILY(src, "qwen3");
+    char *dir = with_keys(src, "{\"use_sliding_window\": true, \"sliding_window\": 8, "
+                               "\"max_window_layers\": 1}");
+    char *none = with_keys(src, "{\"use_sliding_window\": true, \"sliding_window\": 8, "
+                                "\"max_window_layers\": 2}");
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    uint32_t *ids;
+    float *gold, *lg, *rows, *one;
+    double early, late = 0, worst = 0;
+    int V, t;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_config_layer_window(spruce_model_config(m), 0), 0);
+    cr_assert_eq(spruce_config_layer_window(spruce_model_config(m), 1), 8);
+    V = spruce_model_config(m)->vocab_size;
+    load_golden(src, V, &ids, &gold);
+    lg = malloc(sizeof *lg * SEQ * V);
+    rows = malloc(sizeof *rows * SEQ * V);
+    one = malloc(sizeof *one * V);
+    cr_assert(lg && rows && one);
+    cr_assert_eq(spruce_model_set_attention(m, SPRUCE_ATTENTION_BLAS), 0);
+    cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_set_attention(m, SPRUCE_ATTENTION_ROWS), 0);
+    cr_assert_eq(spruce_model_forward(m, ids, SEQ, rows), 0, "%s", spruce_errdetail());
+    cr_assert(max_abs_diff(lg, rows, (size_t)SEQ * V) < TOL, "the two attention paths differ");
+    early = max_abs_diff(lg, gold, (size_t)8 * V);
+    for (t = 8; t < SEQ; t++) {
+        double dd = max_abs_diff(lg + (size_t)t * V, gold + (size_t)t * V, (size_t)V);
+        late = dd > late ? dd : late;
+    }
+    cr_assert(early < TOL, "positions 0..7 are %g from the full-attention logits", early);
+    cr_assert(late > 1e-2, "beyond the window the logits should change, moved by %g", late);
+    cr_assert_eq(spruce_decoder_create(m, SEQ, SPRUCE_DECODE_DENSE, &dec), 0, "%s",
+                 spruce_errdetail());
+    for (t = 0; t < SEQ; t++) {
+        double dd;
+        cr_assert_eq(spruce_decoder_step(dec, ids[t], one), 0, "%s", spruce_errdetail());
+        dd = max_abs_diff(one, lg + (size_t)t * V, (size_t)V);
+        worst = dd > worst ? dd : worst;
+    }
+    cr_assert(worst < TOL, "the decoder is %g from the sliding forward", worst);
+    spruce_decoder_free(dec);
+    spruce_model_free(m);
+    m = NULL;
+    forward_of(none, ids, SEQ, lg);
+    cr_assert(max_abs_diff(lg, gold, (size_t)SEQ * V) < TOL, "max_window_layers 2: no layer "
+              "slides");
+    free(lg);
+    free(rows);
+    free(one);
+    free(gold);
+    free(ids);
+    rm_tree(dir);
+    rm_tree(none);
+    free(dir);
+    free(none);
 }

@@ -258,9 +258,63 @@ static int opt_keys(const json_t *root, const char *origin, spruce_config *c)
     return 0;
 }
 
+/* Qwen2's and Qwen3's window (configuration_qwen2.py, configuration_qwen3.py):
+ *   use_sliding_window  false: no layer slides (sliding_window is then None)
+ *   sliding_window      4096 (null: none, every layer full)
+ *   max_window_layers   28: layers 0 .. max_window_layers - 1 attend fully, the
+ *                       later ones slide
+ *   layer_types         when given, says which layers slide instead; spruce keeps
+ *                       it as the first sliding layer (full layers, then sliding
+ *                       ones); another order is refused, and so are sliding layers
+ *                       without a window
+ * on: use_sliding_window. */
+static int qwen_window(const json_t *root, const char *origin, int on, spruce_config *c)
+{
+    const json_t *v = json_object_get(root, "sliding_window"), *e;
+    int window = 4096, from = 28, first = -1, rc;
+    size_t i;
+    if (!on || (v && json_is_null(v)))
+        window = 0;
+    else if ((rc = get_int(root, origin, "sliding_window", 0, 1, INT_MAX, &window)))
+        return rc;
+    if ((rc = get_int(root, origin, "max_window_layers", 0, 0, INT_MAX, &from)))
+        return rc;
+    v = json_object_get(root, "layer_types");
+    if (v && !json_is_null(v)) {
+        if (!json_is_array(v) || json_array_size(v) != (size_t)c->num_hidden_layers)
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'layer_types': expected an "
+                                  "array of num_hidden_layers (%d) strings", origin,
+                                  c->num_hidden_layers);
+        json_array_foreach(v, i, e) {
+            const char *s = json_is_string(e) ? json_string_value(e) : "";
+            int sliding = !strcmp(s, "sliding_attention");
+            if (!sliding && strcmp(s, "full_attention"))
+                return spruce__seterr(SPRUCE_EFORMAT, "file %s: layer_types[%zu]: expected "
+                                      "\"sliding_attention\" or \"full_attention\"", origin, i);
+            if (sliding && first < 0)
+                first = (int)i;
+            if (!sliding && first >= 0)
+                return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%zu] is "
+                                      "\"full_attention\" after the sliding layer %d "
+                                      "(supported: full layers, then sliding ones, as "
+                                      "max_window_layers gives)", origin, i, first);
+        }
+        from = first < 0 ? c->num_hidden_layers : first;
+        if (first >= 0 && !window)
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%d] is "
+                                  "\"sliding_attention\" but there is no window "
+                                  "(use_sliding_window false or sliding_window null; "
+                                  "supported: a window of use_sliding_window true and "
+                                  "sliding_window)", origin, first);
+    }
+    c->sliding_window = from < c->num_hidden_layers ? window : 0;
+    c->sliding_from = c->sliding_window ? from : 0;
+    return 0;
+}
+
 int spruce_config_layer_window(const spruce_config *c, int layer)
 {
-    if (!c || c->sliding_window <= 0)
+    if (!c || c->sliding_window <= 0 || layer < c->sliding_from)
         return 0;
     if (c->sliding_pattern > 0 && !((layer + 1) % c->sliding_pattern))
         return 0;
@@ -366,7 +420,10 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
     if (!f->opt && (rc = spruce__rope_parse(root, origin, c)))   /* rope.c */
         return rc;
     c->qk_norm = f->q_norm != NULL;
-    if ((rc = f->gemma ? gemma_keys(root, origin, f, c) : check_layer_types(root, origin)))
+    /* layer_types: gemma_keys; qwen2, qwen3: qwen_window */
+    if ((rc = f->gemma              ? gemma_keys(root, origin, f, c)
+              : f->window_switch_key ? 0
+                                     : check_layer_types(root, origin)))
         return rc;
 
     /* What the family's keys switch on (spruce_family.h). */
@@ -380,14 +437,11 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
         return rc;
     if (f->opt && (rc = opt_keys(root, origin, c)))
         return rc;
-    if (f->window_switch_key) {
+    if (f->window_switch_key) {   /* qwen2, qwen3 */
         on = 0;
-        if ((rc = get_bool(root, origin, f->window_switch_key, &on)))
+        if ((rc = get_bool(root, origin, f->window_switch_key, &on)) ||
+            (rc = qwen_window(root, origin, on, c)))
             return rc;
-        if (on)
-            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: %s true is not supported "
-                                  "(supported: full causal attention)", origin,
-                                  f->window_switch_key);
     }
     /* The window (mistral, phi3: every layer, as their models' sliding-window
      * causal mask; sliding_pattern 0). */

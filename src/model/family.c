@@ -2,7 +2,8 @@
  *
  * llama    modeling_llama.py: LlamaForCausalLM (attention_bias, mlp_bias)
  * mistral  modeling_mistral.py: MistralForCausalLM (sliding_window)
- * qwen2    modeling_qwen2.py: Qwen2ForCausalLM (q/k/v biases; use_sliding_window)
+ * qwen2    modeling_qwen2.py: Qwen2ForCausalLM (q/k/v biases; use_sliding_window,
+ *          sliding_window, max_window_layers: config.c, qwen_window)
  * qwen3    modeling_qwen3.py: Qwen3ForCausalLM (q_norm/k_norm over head_dim before
  *          RoPE; attention_bias; use_sliding_window; head_dim 128 when absent)
  * All four: embedding, per block input_layernorm -> self_attn (q/k/v/o) ->

@@ -80,8 +80,9 @@ typedef struct spruce_family {
     const char *attention_bias_key;   /* boolean key for q/k/v/o biases, or NULL */
     const char *mlp_bias_key;         /* boolean key for gate/up/down biases, or NULL */
     const char *window_key;           /* integer key of the attention window, or NULL */
-    const char *window_switch_key;    /* boolean key that would turn a window on,
-                                       * refused when true (qwen2, qwen3), or NULL */
+    const char *window_switch_key;    /* boolean key that turns a window on
+                                       * (qwen2, qwen3: use_sliding_window, with
+                                       * sliding_window and max_window_layers), or NULL */
     /* Per-head RMSNorm of q and k before RoPE (qwen3: "self_attn.q_norm",
      * "self_attn.k_norm", .weight (head_dim)), or NULL. */
     const char *q_norm, *k_norm;

@@ -102,7 +102,7 @@ typedef struct {
     int head_dim;                /* default hidden_size / num_attention_heads */
     int vocab_size;
     int max_position_embeddings;
-    int sliding_window;          /* mistral: attention window (0 = none) */
+    int sliding_window;          /* attention window of the sliding layers (0 = none) */
     double rms_norm_eps;
     double rope_theta;           /* default 10000 */
     spruce_rope_scaling rope;    /* rope_scaling (type DEFAULT when absent) */
@@ -120,6 +120,8 @@ typedef struct {
     double final_softcap;        /* final_logit_softcapping, likewise on the logits */
     int sliding_pattern;         /* which layers use sliding_window: 0 every layer
                                   * (mistral), p > 0 layer i when (i + 1) % p != 0 */
+    int sliding_from;            /* qwen2, qwen3: the first sliding layer (max_window_layers,
+                                  * or layer_types); the ones before attend fully; 0 else */
     double rope_local_theta;     /* gemma3: sliding layers rotate with this base and no
                                   * rope_scaling (rope_local_base_freq); 0: as the others */
     /* phi3 (modeling_phi3.py: apply_rotary_pos_emb): RoPE rotates the first
