@@ -745,29 +745,37 @@ Test(rope, warning_beyond_the_context)
 
 /* ---- dynamic rope through the forward ------------------------------------------ */
 
-/* A copy of the llama3-rope fixture (its weights linked, not copied) with
- * config.json's rope keys replaced. */
-static char *with_rope(const char *src, const char *scaling_json, double theta, int maxpos)
+/* A copy of the fixture at src (its weights linked) with the keys of the JSON
+ * object keys set in config.json. */
+static char *with_keys(const char *src, const char *keys)
 {
     char *d = tmp_dir(), path[1200], cmd[4096];
     json_error_t e;
-    json_t *cfg, *rs = NULL;
+    json_t *cfg, *k;
     snprintf(path, sizeof path, "%s/config.json", src);
     cfg = json_load_file(path, 0, &e);
     cr_assert(cfg, "%s", e.text);
-    if (scaling_json) {
-        rs = json_loads(scaling_json, 0, &e);
-        cr_assert(rs, "%s", e.text);
-    }
-    json_object_set_new(cfg, "rope_scaling", rs ? rs : json_null());
-    json_object_set_new(cfg, "rope_theta", json_real(theta));
-    json_object_set_new(cfg, "max_position_embeddings", json_integer(maxpos));
+    k = json_loads(keys, 0, &e);
+    cr_assert(k, "%s", e.text);
+    cr_assert_eq(json_object_update(cfg, k), 0);
+    json_decref(k);
     snprintf(path, sizeof path, "%s/config.json", d);
     cr_assert_eq(json_dump_file(cfg, path, JSON_REAL_PRECISION(17)), 0);
     json_decref(cfg);
     snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", src, d);
     cr_assert_eq(sh(cmd), 0);
     return d;
+}
+
+/* A copy of the llama3-rope fixture (its weights linked, not copied) with
+ * config.json's rope keys replaced. */
+static char *with_rope(const char *src, const char *scaling_json, double theta, int maxpos)
+{
+    char keys[4096];
+    snprintf(keys, sizeof keys, "{\"rope_scaling\": %s, \"rope_theta\": %.17g, "
+             "\"max_position_embeddings\": %d}", scaling_json ? scaling_json : "null", theta,
+             maxpos);
+    return with_keys(src, keys);
 }
 
 static void forward_of(const char *dir, const uint32_t *ids, int T, float *lg)
@@ -1386,27 +1394,6 @@ Test(synth, llama_with_llama3_rope)
 
 /* ---- OPT against a direct computation, pre- and post-norm ----------------------- */
 
-/* A copy of the fixture at src (its weights linked) with the keys of the JSON
- * object keys set in config.json. */
-static char *with_keys(const char *src, const char *keys)
-{
-    char *d = tmp_dir(), path[1200], cmd[4096];
-    json_error_t e;
-    json_t *cfg, *k;
-    snprintf(path, sizeof path, "%s/config.json", src);
-    cfg = json_load_file(path, 0, &e);
-    cr_assert(cfg, "%s", e.text);
-    k = json_loads(keys, 0, &e);
-    cr_assert(k, "%s", e.text);
-    cr_assert_eq(json_object_update(cfg, k), 0);
-    json_decref(k);
-    snprintf(path, sizeof path, "%s/config.json", d);
-    cr_assert_eq(json_dump_file(cfg, path, JSON_REAL_PRECISION(17)), 0);
-    json_decref(cfg);
-    snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", src, d);
-    cr_assert_eq(sh(cmd), 0);
-    return d;
-}
 
 
 /* Tensor name of the checkpoint ck as floats (numel n). */
