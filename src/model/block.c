@@ -8,7 +8,9 @@
  * eager_attention_forward, Gemma2DecoderLayer; modeling_gemma3.py) are
  * switches of the same functions: (1 + w) norm weights, gelu (tanh), the
  * scale, soft-cap and window of the attention, the norms of the branch
- * outputs. */
+ * outputs.  So are OPT's (modeling_opt.py: OPTDecoderLayer): LayerNorm with
+ * bias (opt.c), no RoPE, relu(fc1) without a gate, and the post-norm order
+ * of do_layer_norm_before false. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
