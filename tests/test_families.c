@@ -1457,7 +1457,7 @@ static void opt_reference(const char *dir, const uint32_t *ids, int T, double *l
                  (size_t)(c.max_position_embeddings + 2) * H);
     Pin = tensor_d(ck, "model.decoder.project_in.weight", (size_t)H * e);
     Pout = tensor_d(ck, "model.decoder.project_out.weight", (size_t)e * H);
-    if (pre) {
+    if (pre && !c.no_norm_affine) {   /* without elementwise affine: weight 1, bias 0 */
         fw = tensor_f(ck, "model.decoder.final_layer_norm.weight", (size_t)H);
         fb = tensor_f(ck, "model.decoder.final_layer_norm.bias", (size_t)H);
     }
@@ -1477,7 +1477,7 @@ static void opt_reference(const char *dir, const uint32_t *ids, int T, double *l
     }
     for (l = 0; l < L; l++) {
         double *W[6], *B[6], *a = tmp;
-        float *n1w, *n1b, *n2w, *n2b;
+        float *n1w = NULL, *n1b = NULL, *n2w = NULL, *n2b = NULL;
         static const char *lin[6] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                      "self_attn.out_proj", "fc1", "fc2"};
         int rows[6] = {H, H, H, H, F, H}, cols[6] = {H, H, H, H, H, F}, i;
@@ -1487,14 +1487,16 @@ static void opt_reference(const char *dir, const uint32_t *ids, int T, double *l
             snprintf(nm, sizeof nm, "model.decoder.layers.%d.%s.bias", l, lin[i]);
             B[i] = tensor_d(ck, nm, (size_t)rows[i]);
         }
-        snprintf(nm, sizeof nm, "model.decoder.layers.%d.self_attn_layer_norm.weight", l);
-        n1w = tensor_f(ck, nm, (size_t)H);
-        snprintf(nm, sizeof nm, "model.decoder.layers.%d.self_attn_layer_norm.bias", l);
-        n1b = tensor_f(ck, nm, (size_t)H);
-        snprintf(nm, sizeof nm, "model.decoder.layers.%d.final_layer_norm.weight", l);
-        n2w = tensor_f(ck, nm, (size_t)H);
-        snprintf(nm, sizeof nm, "model.decoder.layers.%d.final_layer_norm.bias", l);
-        n2b = tensor_f(ck, nm, (size_t)H);
+        if (!c.no_norm_affine) {
+            snprintf(nm, sizeof nm, "model.decoder.layers.%d.self_attn_layer_norm.weight", l);
+            n1w = tensor_f(ck, nm, (size_t)H);
+            snprintf(nm, sizeof nm, "model.decoder.layers.%d.self_attn_layer_norm.bias", l);
+            n1b = tensor_f(ck, nm, (size_t)H);
+            snprintf(nm, sizeof nm, "model.decoder.layers.%d.final_layer_norm.weight", l);
+            n2w = tensor_f(ck, nm, (size_t)H);
+            snprintf(nm, sizeof nm, "model.decoder.layers.%d.final_layer_norm.bias", l);
+            n2b = tensor_f(ck, nm, (size_t)H);
+        }
         for (t = 0; t < T; t++) {   /* q = (Wq a + bq) * d^-0.5, k, v */
             double *xt = x + (size_t)t * H, in[4096];
             cr_assert(H <= 4096);
@@ -1581,40 +1583,41 @@ Test(families, opt_reference_matches_the_golden_logits)
     free(ids);
 }
 
-/* do_layer_norm_before false (OPT-350m's block): the forward, on both
- * attention paths, and the decoder against the reference; no final norm is
- * read (the fixture's stays in the file, unused, as transformers leaves it). */
-Test(families, opt_post_norm_against_a_direct_computation)
+/* The opt fixture with config keys changed: the forward, on every attention
+ * path, and the decoder against the reference; far from the golden logits
+ * (another model). */
+static void check_opt_variant(const char *keys, int post_norm, int no_affine)
 {
     NEED_FAMILY(src, "opt");
-    char *dir = with_keys(src, "{\"do_layer_norm_before\": false}");
+    char *dir = with_keys(src, keys);
     spruce_model *m = NULL;
     uint32_t *ids;
     float *gold, *lg;
     double *ref, dd, worst = 0;
     int V, t, a;
     cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
-    cr_assert(spruce_model_config(m)->post_norm && spruce_model_config(m)->no_final_norm);
+    cr_assert_eq(spruce_model_config(m)->post_norm, post_norm);
+    cr_assert_eq(spruce_model_config(m)->no_norm_affine, no_affine);
     V = spruce_model_config(m)->vocab_size;
     load_golden(src, V, &ids, &gold);
     ref = malloc(sizeof *ref * SEQ * V);
     lg = malloc(sizeof *lg * SEQ * V);
     cr_assert(ref && lg);
     opt_reference(dir, ids, SEQ, ref);
-    /* the variant is another model: far from the pre-norm golden logits */
-    cr_assert(max_abs_diff_d(gold, ref, (size_t)SEQ * V) > 0.1);
+    cr_assert(max_abs_diff_d(gold, ref, (size_t)SEQ * V) > 0.1, "%s: the variant is another "
+              "model", keys);
     for (a = 0; a < 3; a++) {
         spruce_attention at[3] = {SPRUCE_ATTENTION_AUTO, SPRUCE_ATTENTION_ROWS,
                                   SPRUCE_ATTENTION_BLAS};
         cr_assert_eq(spruce_model_set_attention(m, at[a]), 0);
         cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
         dd = max_abs_diff_d(lg, ref, (size_t)SEQ * V);
-        cr_assert(dd < TOL, "post-norm forward (attention %d): %g from the reference", a, dd);
+        cr_assert(dd < TOL, "%s: forward (attention %d) %g from the reference", keys, a, dd);
     }
     for (t = 0; t < SEQ * V; t++)   /* the reference in float: rounding far below TOL */
         lg[t] = (float)ref[t];
     worst = decoder_error(m, SPRUCE_DECODE_DENSE, ids, SEQ, lg);
-    cr_assert(worst < TOL, "post-norm decoder: %g from the reference", worst);
+    cr_assert(worst < TOL, "%s: decoder %g from the reference", keys, worst);
     spruce_model_free(m);
     free(ref);
     free(lg);
@@ -1622,6 +1625,22 @@ Test(families, opt_post_norm_against_a_direct_computation)
     free(ids);
     rm_tree(dir);
     free(dir);
+}
+
+/* do_layer_norm_before false (OPT-350m's block): no final norm is read (the
+ * fixture's stays in the file, unused, as transformers leaves it). */
+Test(families, opt_post_norm_against_a_direct_computation)
+{
+    check_opt_variant("{\"do_layer_norm_before\": false}", 1, 0);
+}
+
+/* layer_norm_elementwise_affine false: every LayerNorm without weight and
+ * bias (the fixture's norm tensors unused), pre- and post-norm. */
+Test(families, opt_without_elementwise_affine_against_a_direct_computation)
+{
+    check_opt_variant("{\"layer_norm_elementwise_affine\": false}", 0, 1);
+    check_opt_variant("{\"layer_norm_elementwise_affine\": false, "
+                      "\"do_layer_norm_before\": false}", 1, 1);
 }
 
 /* A 2:4-pruned OPT decodes in every runtime format as its own forward does:
@@ -1689,10 +1708,12 @@ Test(families, opt_config_defaults_and_refusals)
     parse_ok(json, &c);
     cr_assert(!c.qkv_bias && !c.o_bias && !c.mlp_bias && c.no_final_norm && !c.post_norm);
     cr_assert(!c.tie_word_embeddings && c.word_embed_proj_dim == 32);
+    snprintf(json, sizeof json, "%s, \"layer_norm_elementwise_affine\": false, "
+             "\"do_layer_norm_before\": false}", base);
+    parse_ok(json, &c);
+    cr_assert(c.no_norm_affine && c.post_norm && c.no_final_norm);
     snprintf(json, sizeof json, "%s, \"activation_function\": \"gelu\"}", base);
     expect_refused(json, SPRUCE_EUNSUPPORTED, "activation_function 'gelu'", "relu");
-    snprintf(json, sizeof json, "%s, \"layer_norm_elementwise_affine\": false}", base);
-    expect_refused(json, SPRUCE_EUNSUPPORTED, "layer_norm_elementwise_affine", "supported");
     snprintf(json, sizeof json, "%s, \"do_layer_norm_before\": 1}", base);
     expect_refused(json, SPRUCE_EFORMAT, "do_layer_norm_before", "true or false");
     /* the MLP's width is ffn_dim: without it the config is incomplete */
@@ -1744,6 +1765,11 @@ Test(families, opt_tensor_table_is_the_checkpoint)
     cr_assert_eq(spruce_family_is_linear("opt", "model.decoder.layers.0.fc1.bias"), 0);
     cr_assert_eq(spruce_family_is_linear("opt", "model.decoder.embed_positions.weight"), 0);
     cr_assert_eq(spruce_family_is_linear("opt", "model.decoder.project_in.weight"), 0);
+    c.no_norm_affine = 1;   /* no norm tensors at all */
+    for (i = 0; spruce_family_tensor_at(&c, i, &t) == 1; i++)
+        cr_assert(!strstr(t.name, "layer_norm"), "%s", t.name);
+    cr_assert_eq(i, (size_t)spruce_ckpt_count(ck) - 2 * 4 - 2);
+    c.no_norm_affine = 0;
     c.post_norm = c.no_final_norm = 1;
     for (i = 0; spruce_family_tensor_at(&c, i, &t) == 1; i++)
         cr_assert(!strstr(t.name, "decoder.final_layer_norm"), "%s", t.name);

@@ -210,8 +210,8 @@ static int gemma_keys(const json_t *root, const char *origin, const spruce_famil
  *   do_layer_norm_before           true; false: the post-norm block, no final norm
  *   _remove_final_layer_norm       false; true: no final norm
  *   enable_bias                    true: biases on every linear layer
- *   layer_norm_elementwise_affine  true (false, LayerNorms without weight and bias,
- *                                  is refused)
+ *   layer_norm_elementwise_affine  true; false: LayerNorms without weight and bias
+ *                                  (and without their tensors)
  *   word_embed_proj_dim            hidden_size; else project_in and project_out
  *   tie_word_embeddings            true
  * Every norm is nn.LayerNorm (eps 1e-5, weight and bias); head_dim is
@@ -236,16 +236,13 @@ static int opt_keys(const json_t *root, const char *origin, spruce_config *c)
         (rc = get_bool(root, origin, "enable_bias", &bias)) ||
         (rc = get_bool(root, origin, "layer_norm_elementwise_affine", &affine)))
         return rc;
-    if (!affine)
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_norm_elementwise_affine "
-                              "false is not supported (supported: LayerNorms with weight and "
-                              "bias)", origin);
     c->act = SPRUCE_ACT_RELU;
     c->layer_norm = 1;
     c->learned_positions = 1;
     c->rms_norm_eps = 1e-5;   /* nn.LayerNorm's default; OPTConfig has no key for it */
     c->post_norm = !pre;
     c->no_final_norm = !pre || remove;
+    c->no_norm_affine = !affine;
     c->qkv_bias = c->o_bias = c->mlp_bias = bias;
     c->word_embed_proj_dim = c->hidden_size;
     if ((rc = get_int(root, origin, "word_embed_proj_dim", 0, 1, SPRUCE_MAX_HIDDEN,

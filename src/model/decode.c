@@ -164,7 +164,8 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
         L->kv.ld = ld;
         L->kv.kt = calloc(kvdim * ld, sizeof(float));
         L->kv.vt = calloc(kvdim * ld, sizeof(float));
-        if (!L->attn_norm || !L->mlp_norm || !L->kv.kt || !L->kv.vt ||
+        if ((b->attn_norm && !L->attn_norm) || (b->mlp_norm && !L->mlp_norm) || !L->kv.kt ||
+            !L->kv.vt ||
             (b->q_norm && !L->q_norm) || (b->k_norm && !L->k_norm) ||
             (b->attn_norm_b && !L->attn_norm_b) || (b->mlp_norm_b && !L->mlp_norm_b) ||
             (b->post_attn_norm && !L->post_attn_norm) || (b->post_mlp_norm && !L->post_mlp_norm))

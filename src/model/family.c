@@ -268,6 +268,8 @@ static int block_tensor(const spruce_family *f, const spruce_config *c, int laye
                     return 1;
                 }
         }
+        if (c->no_norm_affine)
+            norm = NULL;   /* OPT's LayerNorms without weight and bias: no tensors */
         if (norm && k++ == j) {
             set_tensor(t, SPRUCE_TENSOR_NORM, layer, SPRUCE_NPROJ, hid, 0);
             spruce_family_norm_name(f, layer, norm, t->name, sizeof t->name);
@@ -313,12 +315,13 @@ static int tail_tensor(const spruce_family *f, const spruce_config *c, size_t j,
 {
     size_t k = 0, hid = spruce_dim_of(c, SPRUCE_DIM_HIDDEN);
     size_t vocab = spruce_dim_of(c, SPRUCE_DIM_VOCAB);
-    if (!c->no_final_norm && k++ == j) {
+    int norm = !c->no_final_norm && !c->no_norm_affine;
+    if (norm && k++ == j) {
         set_tensor(t, SPRUCE_TENSOR_NORM, -1, SPRUCE_NPROJ, hid, 0);
         snprintf(t->name, sizeof t->name, "%s", f->final_norm);
         return 1;
     }
-    if (!c->no_final_norm && f->final_norm_bias && k++ == j) {
+    if (norm && f->final_norm_bias && k++ == j) {
         set_tensor(t, SPRUCE_TENSOR_NORM_BIAS, -1, SPRUCE_NPROJ, hid, 0);
         snprintf(t->name, sizeof t->name, "%s", f->final_norm_bias);
         return 1;
@@ -359,6 +362,8 @@ int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tens
             per += 1 + (size_t)spruce_family_linear_has_bias(f, c, (spruce_proj)l);
     if (f->opt)
         per += 2;   /* the norms' biases */
+    if (c->no_norm_affine)
+        per -= 4;   /* nor weights nor biases */
     if (f->q_norm)
         per += 2;
     if (f->post_attn_norm)

@@ -296,7 +296,7 @@ done:
 static void head_norm(const spruce_model *m, const float *x, int T, float *xn)
 {
     const spruce_config *c = &m->cfg;
-    if (!m->norm)   /* OPT's post-norm models: no final norm */
+    if (c->no_final_norm)   /* OPT's post-norm models */
         memcpy(xn, x, (size_t)T * c->hidden_size * sizeof(float));
     else if (c->layer_norm)
         spruce__layernorm(xn, x, m->norm, m->norm_b, T, c->hidden_size, c->rms_norm_eps);

@@ -137,6 +137,8 @@ typedef struct {
     int post_norm;               /* do_layer_norm_before false: x = LN(x + branch(x)) */
     int no_final_norm;           /* the decoder has no final norm (OPT's post-norm
                                   * models, _remove_final_layer_norm) */
+    int no_norm_affine;          /* OPT layer_norm_elementwise_affine false: the
+                                  * LayerNorms have no weight and bias (no tensors) */
     int word_embed_proj_dim;     /* width of the token embedding and the head; 0 or
                                   * hidden_size: none, else project_in / project_out */
 } spruce_config;

@@ -123,13 +123,14 @@ static int block_read(const spruce_model *m, int layer, spruce_block **out)
     if (!b)
         return spruce__seterr(SPRUCE_ENOMEM, "block %d", layer);
     b->layer = layer;
+    /* the two norms (OPT: with biases; none without elementwise affine) */
     spruce_family_norm_name(f, layer, f->attn_norm, name, sizeof name);
-    if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->attn_norm)))
+    if (!c->no_norm_affine && (rc = load_named(m->ck, name, c->hidden_size, -1, &b->attn_norm)))
         goto done;
     spruce_family_norm_name(f, layer, f->mlp_norm, name, sizeof name);
-    if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->mlp_norm)))
+    if (!c->no_norm_affine && (rc = load_named(m->ck, name, c->hidden_size, -1, &b->mlp_norm)))
         goto done;
-    if (f->opt) {   /* the LayerNorms' biases */
+    if (f->opt && !c->no_norm_affine) {
         spruce_family_norm_bias_name(f, layer, f->attn_norm, name, sizeof name);
         if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->attn_norm_b)))
             goto done;
@@ -280,7 +281,7 @@ static int opt_open(spruce_model *m)
         (rc = load_named(m->ck, f->positions, (int64_t)c->max_position_embeddings + 2,
                          (int64_t)H, &m->positions)))
         goto done;
-    if (!c->no_final_norm &&
+    if (!c->no_final_norm && !c->no_norm_affine &&
         ((rc = load_named(m->ck, f->final_norm, (int64_t)H, -1, &m->norm)) ||
          (rc = load_named(m->ck, f->final_norm_bias, (int64_t)H, -1, &m->norm_b))))
         goto done;
