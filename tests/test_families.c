@@ -1887,3 +1887,119 @@ Test(families, qwen3_sliding_window_through_the_forward_and_the_decoder)
     free(dir);
     free(none);
 }
+
+/* A copy of the checkpoint at src whose tensors are renamed: prefix `from`
+ * removed where a name starts with it (the data section is the same bytes). */
+static char *with_names_stripped(const char *src, const char *from)
+{
+    char *d = tmp_dir(), path[1200], cmd[4096];
+    FILE *in, *out;
+    uint64_t hlen = 0, outlen;
+    char *hdr, *dumped, buf[65536];
+    json_t *h, *n, *v;
+    json_error_t e;
+    const char *key;
+    size_t r, len, pad;
+    int i;
+    snprintf(path, sizeof path, "%s/model.safetensors", src);
+    cr_assert(in = fopen(path, "rb"));
+    cr_assert_eq(fread(&hlen, 8, 1, in), 1);   /* little-endian on this machine */
+    hdr = malloc(hlen + 1);
+    cr_assert_eq(fread(hdr, 1, hlen, in), hlen);
+    hdr[hlen] = 0;
+    cr_assert(h = json_loads(hdr, 0, &e), "%s", e.text);
+    n = json_object();
+    json_object_foreach(h, key, v)
+        json_object_set(n, strncmp(key, from, strlen(from)) ? key : key + strlen(from), v);
+    dumped = json_dumps(n, JSON_COMPACT);
+    len = strlen(dumped);
+    pad = (8 - (8 + len) % 8) % 8;
+    outlen = len + pad;
+    snprintf(path, sizeof path, "%s/model.safetensors", d);
+    cr_assert(out = fopen(path, "wb"));
+    fwrite(&outlen, 8, 1, out);
+    fwrite(dumped, 1, len, out);
+    for (i = 0; i < (int)pad; i++)
+        fputc(' ', out);
+    while ((r = fread(buf, 1, sizeof buf, in)) > 0)
+        cr_assert_eq(fwrite(buf, 1, r, out), r);
+    fclose(out);
+    fclose(in);
+    free(dumped);
+    free(hdr);
+    json_decref(n);
+    json_decref(h);
+    snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/' && cp '%s/ids.txt' '%s/logits.f32' '%s/'",
+             src, d, src, src, d);
+    cr_assert_eq(sh(cmd), 0);
+    return d;
+}
+
+/* facebook/opt-* keep their tensors as decoder.* (saved from OPTModel):
+ * spruce reads, prunes, writes and exports masks in that layout. */
+Test(families, opt_without_the_model_prefix)
+{
+    NEED_FAMILY(src, "opt");
+    NEED_SPRUCE_BIN(bin);
+    char *dir = with_names_stripped(src, "model."), *work = tmp_dir(), calib[1200], out[1200];
+    char h5[1200], cmd[8192];
+    spruce_model *m = NULL;
+    spruce_maskreader *mr = NULL;
+    uint32_t *ids, cal[16 * 32];
+    float *gold, *lg;
+    double ppl = 0;
+    int nwin = 0, s, i;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_str_eq(spruce_model_config(m)->family->embed, "decoder.embed_tokens.weight");
+    load_golden(dir, 320, &ids, &gold);
+    lg = malloc(sizeof *lg * SEQ * 320);
+    cr_assert_not_null(lg);
+    for (s = 0; s < NSEQ; s++) {
+        cr_assert_eq(spruce_model_forward(m, ids + s * SEQ, SEQ, lg), 0, "%s",
+                     spruce_errdetail());
+        cr_assert(max_abs_diff(lg, gold + (size_t)s * SEQ * 320, (size_t)SEQ * 320) < TOL);
+    }
+    spruce_model_free(m);
+    cr_assert_eq(spruce_family_is_linear("opt", "decoder.layers.1.fc2.weight"), 1);
+    cr_assert_eq(spruce_family_is_linear("opt", "model.decoder.layers.1.fc2.weight"), 1);
+    cr_assert_eq(spruce_family_is_linear("opt", "decoder.layers.1.fc2.bias"), 0);
+    spruce_tokens_random(cal, 16 * 32, 320, 9);
+    snprintf(calib, sizeof calib, "%s/calib.u16", work);
+    cr_assert_eq(spruce_tokens_save(calib, cal, 16 * 32), 0);
+    snprintf(out, sizeof out, "%s/pruned", work);
+    snprintf(h5, sizeof h5, "%s/m.h5", work);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s' --pattern 2:4 --seqlen 32 "
+             "--nsamples 16 --exclude 'layers\\.0\\.fc1' >/dev/null 2>&1 && '%s' masks export "
+             "'%s' -o '%s' >/dev/null 2>&1", bin, dir, out, calib, bin, out, h5);
+    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NSEQ * SEQ, SEQ, NULL, NULL, &ppl,
+                                         &nwin), 0, "%s", spruce_errdetail());
+    cr_assert(isfinite(ppl) && ppl > 1 && nwin == NSEQ, "perplexity %g", ppl);
+    {   /* layer 0's fc1 excluded by its decoder.* name: dense; fc2 2:4 */
+        spruce_block *b = NULL;
+        size_t k, n = (size_t)256 * 64, z1 = 0, z2 = 0;
+        cr_assert_eq(spruce_model_get_block(m, 0, &b), 0, "%s", spruce_errdetail());
+        for (k = 0; k < n; k++) {
+            z1 += b->w[SPRUCE_PROJ_UP][k] == 0.0f;
+            z2 += b->w[SPRUCE_PROJ_DOWN][k] == 0.0f;
+        }
+        cr_assert_eq(z1, 0, "layers.0.fc1 was excluded");
+        cr_assert_eq(z2, n / 2);
+        spruce_model_put_block(m, b);
+    }
+    spruce_model_free(m);
+    cr_assert_eq(spruce_maskreader_open(h5, &mr), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_maskreader_count(mr), 12, "six linear layers in each of 2 blocks");
+    for (i = 0; i < spruce_maskreader_count(mr); i++)
+        cr_assert(!strncmp(spruce_maskreader_name_at(mr, i), "decoder.layers.", 15), "%s",
+                  spruce_maskreader_name_at(mr, i));
+    spruce_maskreader_close(mr);
+    free(lg);
+    free(gold);
+    free(ids);
+    rm_tree(dir);
+    rm_tree(work);
+    free(dir);
+    free(work);
+}

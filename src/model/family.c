@@ -129,6 +129,16 @@ static const spruce_family families[] = {
      .project_in = "model.decoder.project_in.weight",
      .project_out = "model.decoder.project_out.weight",
      .final_norm_bias = "model.decoder.final_layer_norm.bias"},
+    /* OPT as facebook/opt-* store it: saved from OPTModel, the same names
+     * without "model." (transformers and vLLM load both); chosen by
+     * spruce_model_open when the checkpoint has these names */
+    {.model_type = "opt", .architecture = "OPTForCausalLM",
+     .embed = "decoder.embed_tokens.weight", .final_norm = "decoder.final_layer_norm.weight",
+     .head = "lm_head.weight", .layers = "decoder.layers", .attn_norm = "self_attn_layer_norm",
+     .mlp_norm = "final_layer_norm", .linear = OPT_LINEARS, .opt = 1,
+     .positions = "decoder.embed_positions.weight",
+     .project_in = "decoder.project_in.weight", .project_out = "decoder.project_out.weight",
+     .final_norm_bias = "decoder.final_layer_norm.bias"},
 };
 
 #define NFAMILIES ((int)(sizeof families / sizeof families[0]))
@@ -140,6 +150,15 @@ const spruce_family *spruce_family_find(const char *model_type)
         return NULL;
     for (i = 0; i < NFAMILIES; i++)
         if (!strcmp(families[i].model_type, model_type))
+            return &families[i];
+    return NULL;
+}
+
+const spruce_family *spruce_family_next(const spruce_family *f)
+{
+    int i;
+    for (i = f ? (int)(f - families) + 1 : NFAMILIES; i < NFAMILIES; i++)
+        if (!strcmp(families[i].model_type, f->model_type))
             return &families[i];
     return NULL;
 }
@@ -415,7 +434,9 @@ int spruce_family_is_linear(const char *model_type, const char *tensor_name)
     if (!(f = spruce_family_find(model_type)))
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "model_type '%s' is not supported "
                               "(supported: %s)", model_type, spruce_family_supported());
-    if (!(rest = after_block(f, tensor_name)))
+    while (f && !(rest = after_block(f, tensor_name)))
+        f = spruce_family_next(f);   /* another layout of the family (OPT's) */
+    if (!f)
         return 0;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         size_t n;

@@ -109,7 +109,11 @@ typedef struct spruce_family {
 
 /* The family of model_type, or NULL when there is none. */
 const spruce_family *spruce_family_find(const char *model_type);
-/* The families, in order: i from 0 while the result is not NULL. */
+/* The next row of f's model_type: another layout of the same family (OPT's
+ * names without "model."), or NULL. */
+const spruce_family *spruce_family_next(const spruce_family *f);
+/* The rows of the table, in order: i from 0 while the result is not NULL
+ * (a family with two layouts has two rows). */
 const spruce_family *spruce_family_at(int i);
 /* "llama, mistral, qwen2, qwen3": for messages. */
 const char *spruce_family_supported(void);
@@ -177,7 +181,8 @@ typedef struct {
 int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tensor *t);
 
 /* 1 when tensor_name is the weight of one of the prunable linear layers of a
- * block of the family model_type ("model.layers.3.mlp.down_proj.weight"), 0
+ * block of the family model_type ("model.layers.3.mlp.down_proj.weight", in
+ * any of its layouts), 0
  * when it is anything else (an embedding, a norm, the head, a bias, a name of
  * another layout), SPRUCE_EUNSUPPORTED (detail: the supported types) for an
  * unknown model_type, SPRUCE_EINVAL for NULL. */

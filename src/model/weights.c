@@ -335,7 +335,7 @@ int spruce_model_open(const char *dir, spruce_model **out)
 {
     spruce_model *m = NULL;
     const spruce_config *c;
-    const spruce_family *f;
+    const spruce_family *f, *alt;
     int rc;
     if (!dir || !out)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_model_open: NULL argument");
@@ -350,6 +350,13 @@ int spruce_model_open(const char *dir, spruce_model **out)
     m->attention = SPRUCE_ATTENTION_AUTO;
     if ((rc = spruce_ckpt_open(dir, &m->ck)))
         goto done;
+    /* another layout of the family when the checkpoint has its names (OPT's
+     * decoder.* of facebook/opt-*) */
+    for (alt = f; !spruce_ckpt_find(m->ck, f->embed) && (alt = spruce_family_next(alt));)
+        if (spruce_ckpt_find(m->ck, alt->embed)) {
+            f = m->fam = m->cfg.family = alt;
+            break;
+        }
     /* Every tensor the forward reads, with the shape the config implies. */
     if ((rc = check_tensors(m)) || (rc = check_layer_count(m)))
         goto done;
