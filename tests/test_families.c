@@ -1373,6 +1373,15 @@ Test(synth, qwen3_with_its_own_head_dim)
     check_synth(&f, 64, 4, 32);
 }
 
+/* qwen2's q/k/v biases, which its config always has */
+Test(synth, qwen2_with_its_biases)
+{
+    spruce_synth_family f;
+    spruce_synth_family_defaults(&f);
+    f.model_type = "qwen2";
+    check_synth(&f, 64, 4, 16);
+}
+
 /* every tensor of OPT's table (biases, LayerNorm biases, positions), tied */
 Test(synth, opt)
 {

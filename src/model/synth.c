@@ -203,6 +203,7 @@ static void model_config(const spruce_synth_config *c, const spruce_synth_family
     mc->head_dim = fam_head_dim(c, f);
     mc->qk_norm = mc->family && mc->family->q_norm;
     mc->tie_word_embeddings = mc->family && (mc->family->gemma || mc->family->opt);
+    mc->qkv_bias = mc->family && mc->family->qkv_bias;   /* qwen2: always */
     if (mc->family && mc->family->opt) {   /* pre-norm, enable_bias, no projections */
         mc->num_key_value_heads = c->heads;
         mc->qkv_bias = mc->o_bias = mc->mlp_bias = 1;
