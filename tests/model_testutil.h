@@ -13,7 +13,9 @@
 
 #include <cblas.h>
 
+#include "spruce_ckpt.h"
 #include "spruce_error.h"
+#include "spruce_family.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
 
@@ -151,6 +153,26 @@ static inline void rm_tree(const char *d)
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
     cr_assert(system(cmd) == 0);
+}
+
+/* Every tensor of the family table of config c is in ck with the table's
+ * shape (and, for a prunable linear layer only, spruce_family_is_linear says
+ * so); returns how many the table names. */
+static inline size_t expect_table_in_ckpt(const spruce_config *c, const spruce_ckpt *ck)
+{
+    spruce_family_tensor t;
+    size_t i;
+    for (i = 0; spruce_family_tensor_at(c, i, &t) == 1; i++) {
+        const spruce_tensor *st = spruce_ckpt_find(ck, t.name);
+        cr_assert(st, "%s is not in the checkpoint", t.name);
+        cr_assert_eq(st->ndim, t.ndim, "%s", t.name);
+        cr_assert_eq((size_t)st->shape[0], t.shape[0], "%s", t.name);
+        if (t.ndim == 2)
+            cr_assert_eq((size_t)st->shape[1], t.shape[1], "%s", t.name);
+        cr_assert_eq(spruce_family_is_linear(c->model_type, t.name),
+                     t.role == SPRUCE_TENSOR_LINEAR, "%s", t.name);
+    }
+    return i;
 }
 
 /* Calibration samples and evaluation windows of stories260k: all of the

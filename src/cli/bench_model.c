@@ -11,6 +11,7 @@
 #include "cmd_bench.h"
 #include "spruce_ckpt.h"
 #include "spruce_decode.h"
+#include "spruce_family.h"
 #include "spruce_model.h"
 #include "spruce_sparse.h"
 
@@ -76,7 +77,9 @@ static int bench_decode(const char *dir, int steps, int rounds)
     printf("decode, batch 1, %d tokens after BOS, median of %d alternating runs: dense %.2f "
            "tokens/s, auto %.2f tokens/s (%d of %d linear layers sparse): %.2fx\n",
            steps, rounds, med[0], med[1], spruce_decoder_sparse_layers(d[1]),
-           SPRUCE_NPROJ * spruce_model_config(m)->num_hidden_layers, med[1] / med[0]);
+           spruce_family_nlinear(spruce_model_config(m)->family) *
+               spruce_model_config(m)->num_hidden_layers,
+           med[1] / med[0]);
     rc = 0;
 done:
     free(logits);

@@ -141,6 +141,7 @@ typedef int (*spruce__linear_fn)(void *ctx, spruce_proj l, const float *X, int n
 typedef struct {
     const spruce_config *c;
     const float *attn_norm, *mlp_norm;     /* (hidden) */
+    const float *attn_norm_b, *mlp_norm_b; /* (hidden) OPT: the LayerNorms' biases, or NULL */
     const float *q_norm, *k_norm;          /* (head_dim) per-head norms of q, k, or NULL */
     const float *post_attn_norm;           /* (hidden) gemma: norm of o's output, or NULL */
     const float *post_mlp_norm;            /* (hidden) gemma: norm of down's output, or NULL */
@@ -173,6 +174,11 @@ typedef struct {
  * weights (1 + w), scores scaled by c->attn_scale and soft-capped, the
  * window r->window, gelu_tanh for silu, and h = x + post_attn_norm(o(att)),
  * x = h + post_mlp_norm(down(g)).
+ * OPT (modeling_opt.py: OPTDecoderLayer; c->layer_norm, learned_positions,
+ * act RELU): LayerNorms with biases for the RMSNorms, no RoPE, the MLP
+ * fc2(relu(fc1(a))) in the up and down slots (g holds relu(fc1)), and with
+ * c->post_norm the post-norm block: q/k/v read x itself,
+ *   h = LN1(x + o(att));  x = LN2(h + fc2(relu(fc1(h)))).
  * tap (may be NULL) sees the input of each group of linear layers; with
  * stop_after a site (not -1) the block stops right after tapping it and x is
  * unchanged (when r->h is not x).  Returns 0, a linear layer's error, the

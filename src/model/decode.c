@@ -13,6 +13,7 @@
 
 typedef struct {
     float *attn_norm, *mlp_norm;          /* (hidden) */
+    float *attn_norm_b, *mlp_norm_b;      /* (hidden) OPT's LayerNorm biases, or NULL */
     float *q_norm, *k_norm;               /* (head_dim) or NULL */
     float *post_attn_norm, *post_mlp_norm;   /* (hidden) gemma, or NULL */
     int window;                           /* the layer's attention window, 0: none */
@@ -50,6 +51,8 @@ void spruce_decoder_free(spruce_decoder *d)
             dec_layer *L = &d->layers[i];
             free(L->attn_norm);
             free(L->mlp_norm);
+            free(L->attn_norm_b);
+            free(L->mlp_norm_b);
             free(L->q_norm);
             free(L->k_norm);
             free(L->post_attn_norm);
@@ -150,6 +153,8 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
             goto done;
         L->attn_norm = copy_vec(b->attn_norm, hid);
         L->mlp_norm = copy_vec(b->mlp_norm, hid);
+        L->attn_norm_b = copy_vec(b->attn_norm_b, hid);
+        L->mlp_norm_b = copy_vec(b->mlp_norm_b, hid);
         L->q_norm = copy_vec(b->q_norm, (size_t)c->head_dim);
         L->k_norm = copy_vec(b->k_norm, (size_t)c->head_dim);
         L->post_attn_norm = copy_vec(b->post_attn_norm, hid);
@@ -159,11 +164,15 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
         L->kv.ld = ld;
         L->kv.kt = calloc(kvdim * ld, sizeof(float));
         L->kv.vt = calloc(kvdim * ld, sizeof(float));
-        if (!L->attn_norm || !L->mlp_norm || !L->kv.kt || !L->kv.vt ||
+        if ((b->attn_norm && !L->attn_norm) || (b->mlp_norm && !L->mlp_norm) || !L->kv.kt ||
+            !L->kv.vt ||
             (b->q_norm && !L->q_norm) || (b->k_norm && !L->k_norm) ||
+            (b->attn_norm_b && !L->attn_norm_b) || (b->mlp_norm_b && !L->mlp_norm_b) ||
             (b->post_attn_norm && !L->post_attn_norm) || (b->post_mlp_norm && !L->post_mlp_norm))
             rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
         for (l = 0; !rc && l < SPRUCE_NPROJ; l++) {
+            if (!b->w[l])
+                continue;   /* OPT's gate: none */
             if (b->b[l] && !(L->bias[l] = copy_vec(b->b[l], (size_t)b->rows[l])))
                 rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
             else
@@ -250,7 +259,7 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
         return spruce__seterr(SPRUCE_EINVAL, "decoder: the cache holds %d positions", d->max_T);
     if ((rc = longrope_switch(d)))
         return rc;
-    if ((rc = spruce_model_embed(d->m, &id, 1, d->x)))
+    if ((rc = spruce__model_embed_at(d->m, &id, 1, d->pos, d->x)))
         return rc;
     d->ids[d->pos] = id;
     /* dynamic rope, as transformers' dynamic_rope_update with a cache: the
@@ -283,6 +292,8 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
         dec_layer *L = &d->layers[i];
         r.attn_norm = L->attn_norm;
         r.mlp_norm = L->mlp_norm;
+        r.attn_norm_b = L->attn_norm_b;
+        r.mlp_norm_b = L->mlp_norm_b;
         r.q_norm = L->q_norm;
         r.k_norm = L->k_norm;
         r.post_attn_norm = L->post_attn_norm;

@@ -11,6 +11,7 @@
 
 #include "block.h"
 #include "model_internal.h"
+#include "opt.h"
 #include "rope.h"
 
 struct spruce_fwd_ws {
@@ -175,6 +176,8 @@ static int check_block(const spruce_config *c, const spruce_block *b)
                               "has none", b->layer);
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         size_t rows, cols;
+        if (!f->linear[l].path)
+            continue;   /* OPT's gate: none */
         spruce_family_linear_shape(f, c, (spruce_proj)l, &rows, &cols);
         if (!b->w[l] || (size_t)b->rows[l] != rows || (size_t)b->cols[l] != cols)
             return spruce__seterr(SPRUCE_EINVAL, "block %d: %s is (%d, %d), the config "
@@ -212,6 +215,8 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
     r.c = c;
     r.attn_norm = b->attn_norm;
     r.mlp_norm = b->mlp_norm;
+    r.attn_norm_b = b->attn_norm_b;
+    r.mlp_norm_b = b->mlp_norm_b;
     r.q_norm = b->q_norm;
     r.k_norm = b->k_norm;
     r.linear = blas_linear;
@@ -291,8 +296,13 @@ done:
 static void head_norm(const spruce_model *m, const float *x, int T, float *xn)
 {
     const spruce_config *c = &m->cfg;
-    spruce__rmsnorm_off(xn, x, m->norm, c->norm_plus_one ? 1.0f : 0.0f, T, c->hidden_size,
-                        c->rms_norm_eps);
+    if (c->no_final_norm)   /* OPT's post-norm models */
+        memcpy(xn, x, (size_t)T * c->hidden_size * sizeof(float));
+    else if (c->layer_norm)
+        spruce__layernorm(xn, x, m->norm, m->norm_b, T, c->hidden_size, c->rms_norm_eps);
+    else
+        spruce__rmsnorm_off(xn, x, m->norm, c->norm_plus_one ? 1.0f : 0.0f, T,
+                            c->hidden_size, c->rms_norm_eps);
 }
 
 static void head_logits(const spruce_model *m, const float *xn, int T, float *logits)

@@ -10,12 +10,21 @@ struct spruce_model {
     spruce_config cfg;
     const spruce_family *fam;     /* == cfg.family */
     spruce_ckpt *ck;
-    float *embed;                 /* (vocab, hidden) */
-    float *norm;                  /* (hidden) */
-    float *head;                  /* (vocab, hidden); == embed when tied */
+    float *embed;                 /* (vocab, hidden); OPT with project_in: the embedding
+                                   * times project_in^T, computed once */
+    float *norm;                  /* (hidden); NULL when the config has no final norm */
+    float *norm_b;                /* (hidden) the final LayerNorm's bias (OPT), or NULL */
+    float *positions;             /* (max_position_embeddings + 2, hidden) OPT, or NULL */
+    float *head;                  /* (vocab, hidden); == embed when tied; OPT with
+                                   * project_out: the head times project_out */
     spruce_block **cache;         /* nlayers cached blocks, or NULL */
     spruce_attention attention;   /* how the forward's attention runs */
 };
+
+/* x (T, hidden) = the embeddings of ids at positions pos0..pos0+T-1 (OPT:
+ * plus the positional rows pos0 + t + 2; SPRUCE_EINVAL beyond the table). */
+int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, int pos0,
+                           float *x);
 
 /* spruce_config_parse on len bytes (not NUL-terminated) of JSON: the entry
  * point of the fuzz target (tests/fuzz/fuzz_config.c). */

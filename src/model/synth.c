@@ -72,7 +72,7 @@ typedef struct {
     char name[160];
     int ndim;
     int64_t shape[2];
-    int kind;      /* 0 linear, 1 norm, 2 embedding */
+    int kind;      /* 0 linear, 1 norm, 2 embedding (OPT: and positions), 3 bias */
     int64_t fan_in;
 } tdesc;
 
@@ -202,7 +202,13 @@ static void model_config(const spruce_synth_config *c, const spruce_synth_family
     mc->num_key_value_heads = c->kv_heads;
     mc->head_dim = fam_head_dim(c, f);
     mc->qk_norm = mc->family && mc->family->q_norm;
-    mc->tie_word_embeddings = mc->family && mc->family->gemma;
+    mc->tie_word_embeddings = mc->family && (mc->family->gemma || mc->family->opt);
+    mc->qkv_bias = mc->family && mc->family->qkv_bias;   /* qwen2: always */
+    if (mc->family && mc->family->opt) {   /* pre-norm, enable_bias, no projections */
+        mc->num_key_value_heads = c->heads;
+        mc->qkv_bias = mc->o_bias = mc->mlp_bias = 1;
+        mc->word_embed_proj_dim = c->hidden;
+    }
     mc->vocab_size = c->vocab;
     mc->max_position_embeddings = c->max_position;
 }
@@ -223,7 +229,10 @@ static tdesc *describe(const spruce_synth_config *c, const spruce_synth_family *
     for (i = 0; i < count; i++) {
         spruce_family_tensor_at(&mc, i, &ft);
         snprintf(t[i].name, sizeof t[i].name, "%s", ft.name);
-        t[i].kind = ft.role == SPRUCE_TENSOR_NORM ? 1 : ft.role == SPRUCE_TENSOR_EMBED ? 2 : 0;
+        t[i].kind = ft.role == SPRUCE_TENSOR_NORM                                  ? 1
+                    : ft.role == SPRUCE_TENSOR_EMBED || ft.role == SPRUCE_TENSOR_POSITIONS ? 2
+                    : ft.role == SPRUCE_TENSOR_BIAS || ft.role == SPRUCE_TENSOR_NORM_BIAS ? 3
+                                                                                           : 0;
         t[i].fan_in = (int64_t)(ft.ndim == 2 ? ft.shape[1] : 1);
         t[i].ndim = ft.ndim;
         t[i].shape[0] = (int64_t)ft.shape[0];
@@ -294,15 +303,25 @@ static int write_config(const spruce_synth_config *c, const spruce_synth_family 
     if (fam->window_switch_key)
         json_object_set_new(j, fam->window_switch_key, json_false());
     json_object_set_new(j, "hidden_size", json_integer(c->hidden));
-    json_object_set_new(j, "intermediate_size", json_integer(c->intermediate));
+    json_object_set_new(j, fam->opt ? "ffn_dim" : "intermediate_size",
+                        json_integer(c->intermediate));
     json_object_set_new(j, "num_hidden_layers", json_integer(c->layers));
     json_object_set_new(j, "num_attention_heads", json_integer(c->heads));
-    json_object_set_new(j, "num_key_value_heads", json_integer(c->kv_heads));
+    if (!fam->opt)
+        json_object_set_new(j, "num_key_value_heads", json_integer(c->kv_heads));
     json_object_set_new(j, "vocab_size", json_integer(c->vocab));
     json_object_set_new(j, "max_position_embeddings", json_integer(c->max_position));
-    json_object_set_new(j, "rms_norm_eps", json_real(1e-5));
-    json_object_set_new(j, "rope_theta", json_real(fam->gemma == 3 ? 1e6 : 10000.0));
-    if (fam->gemma) {
+    if (!fam->opt) {
+        json_object_set_new(j, "rms_norm_eps", json_real(1e-5));
+        json_object_set_new(j, "rope_theta", json_real(fam->gemma == 3 ? 1e6 : 10000.0));
+    }
+    if (fam->opt) {   /* configuration_opt.py's keys, as OPT-125m has them */
+        json_object_set_new(j, "activation_function", json_string("relu"));
+        json_object_set_new(j, "do_layer_norm_before", json_true());
+        json_object_set_new(j, "enable_bias", json_true());
+        json_object_set_new(j, "layer_norm_elementwise_affine", json_true());
+        json_object_set_new(j, "word_embed_proj_dim", json_integer(c->hidden));
+    } else if (fam->gemma) {
         int w = c->max_position / 4;
         json_object_set_new(j, "hidden_activation", json_string("gelu_pytorch_tanh"));
         json_object_set_new(j, "query_pre_attn_scalar", json_integer(fam_head_dim(c, f)));
@@ -320,7 +339,7 @@ static int write_config(const spruce_synth_config *c, const spruce_synth_family 
     }
     if (fam->attention_bias_key)
         json_object_set_new(j, fam->attention_bias_key, json_false());
-    json_object_set_new(j, "tie_word_embeddings", json_boolean(fam->gemma != 0));
+    json_object_set_new(j, "tie_word_embeddings", json_boolean(fam->gemma != 0 || fam->opt));
     json_object_set_new(j, "torch_dtype", json_string(torch_str(c->dtype)));
     json_object_set_new(j, "bos_token_id", json_integer(1));
     json_object_set_new(j, "eos_token_id", json_integer(2));
@@ -425,11 +444,14 @@ int spruce_synth_write_family(const char *outdir, const spruce_synth_config *c,
     }
     pos = 8 + hlen;
     for (i = 0; i < n; i++) {
+        /* gemma, opt: the embedding is also the head, of scale 1 / sqrt(hidden) */
         int gemma = spruce_family_find(fam_type(fam))->gemma != 0;
+        int tied = gemma || spruce_family_find(fam_type(fam))->opt;
         int64_t numel = numel_of(&t[i]), start;
         uint64_t ts = name_seed(c->seed, t[i].name);
         float scale = t[i].kind == 1   ? 0.05f
-                      : t[i].kind == 2 ? (gemma ? (float)(1.0 / sqrt((double)c->hidden)) : 1.0f)
+                      : t[i].kind == 2 ? (tied ? (float)(1.0 / sqrt((double)c->hidden)) : 1.0f)
+                      : t[i].kind == 3 ? 0.01f
                                        : (float)(1.0 / sqrt((double)t[i].fan_in));
         float shift = t[i].kind == 1 && !gemma ? 1.0f : 0.0f;   /* gemma: (1 + w) */
         for (start = 0; start < numel; start += (int64_t)RUN * BATCH) {

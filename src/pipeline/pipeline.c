@@ -90,6 +90,8 @@ static int select_layers(run *r)
     for (layer = 0; layer < r->L; layer++)
         for (l = 0; l < SPRUCE_NPROJ; l++) {
             unsigned char *sel = &r->selected[(size_t)layer * SPRUCE_NPROJ + l];
+            if (!r->f->linear[l].path)
+                continue;   /* no such layer in the family (OPT's gate) */
             spruce_family_linear_name(r->f, layer, (spruce_proj)l, 0, name, sizeof name);
             *sel = (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
                    (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
@@ -640,9 +642,15 @@ done:
 
 double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
 {
-    double h, I, qd, kvd, V, T, N, chunk, pblock, mx, total;
+    double h, I, qd, kvd, V, T, N, chunk, pblock, mx, total, heads;
     if (!c)
         return 0;
+    /* tied: one (vocab, hidden) matrix, but OPT with project_in/out keeps two
+     * (the embedding times project_in, the head times project_out) */
+    heads = c->tie_word_embeddings &&
+                    (c->word_embed_proj_dim <= 0 || c->word_embed_proj_dim == c->hidden_size)
+                ? 1
+                : 2;
     h = c->hidden_size;
     I = c->intermediate_size;
     qd = (double)c->num_attention_heads * c->head_dim;
@@ -658,7 +666,8 @@ double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
     mx = mx > I ? mx : I;
     total = N * T * h                                         /* activations */
             + pblock                                          /* one block */
-            + V * h * (c->tie_word_embeddings ? 1 : 2)        /* embedding, head */
+            + V * h * heads                                   /* embedding, head */
+            + (c->learned_positions ? (c->max_position_embeddings + 2.0) * h : 0)
             + 2 * h * h + qd * qd + I * I                     /* Hessians */
             + mx * mx + 2 * h * h                             /* factors */
             + chunk * T * (3 * h + 2 * qd + 4 * kvd + 2 * I)  /* forward workspace */
