@@ -25,12 +25,15 @@
 extern "C" {
 #endif
 
-typedef enum {
+/* The runtime's value types (an int everywhere).  Not a typedef: the name
+ * spruce_dtype is the checkpoint's (spruce_ckpt.h), and both headers may be
+ * included together. */
+enum spruce_value_type {
     SPRUCE_DT_F32 = 0,
     SPRUCE_DT_BF16 = 1,
     SPRUCE_DT_INT8 = 2,
     SPRUCE_DT_INT4 = 3
-} spruce_dtype;
+};
 
 /* "f32", "bf16", "int8", "int4" ("?" otherwise); the dtype named s, or -1. */
 const char *spruce_dtype_name(int dtype);
