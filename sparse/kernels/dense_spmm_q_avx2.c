@@ -92,9 +92,5 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *X, int batch, flo
 void dense_spmm_q_avx2(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0,
                        int r1)
 {
-    int i = r0;
-    for (; i + SPRUCE__QROWS <= r1; i += SPRUCE__QROWS)
-        rows(A, X, batch, Y, i, SPRUCE__QROWS);
-    for (; i < r1; i++)
-        rows(A, X, batch, Y, i, 1);
+    SPRUCE__QROW_BLOCKS(rows, r0, r1, A, X, batch, Y);
 }

@@ -61,10 +61,6 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
 void dense_spmv_int4_avx2(const spruce_qmatrix *A, const float *x, int batch, float *y, int r0,
                           int r1)
 {
-    int i = r0;
     (void)batch;
-    for (; i + SPRUCE__QROWS <= r1; i += SPRUCE__QROWS)
-        rows(A, x, y, i, SPRUCE__QROWS);
-    for (; i < r1; i++)
-        rows(A, x, y, i, 1);
+    SPRUCE__QROW_BLOCKS(rows, r0, r1, A, x, y);
 }

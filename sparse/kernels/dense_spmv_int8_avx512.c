@@ -12,8 +12,8 @@
 #include "qdense.h"
 
 /* Rows i .. i + R of y; zp: subtract the rows' zero points. */
-SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int i, const int R,
-                         const int zp)
+SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, const int zp, int i,
+                         const int R)
 {
     const int n = A->cols;
     const int8_t *q[SPRUCE__QROWS];
@@ -42,17 +42,9 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
 void dense_spmv_int8_avx512(const spruce_qmatrix *A, const float *x, int batch, float *y, int r0,
                             int r1)
 {
-    int i = r0;
     (void)batch;
-    if (A->zero) {
-        for (; i + SPRUCE__QROWS <= r1; i += SPRUCE__QROWS)
-            rows(A, x, y, i, SPRUCE__QROWS, 1);
-        for (; i < r1; i++)
-            rows(A, x, y, i, 1, 1);
-    } else {
-        for (; i + SPRUCE__QROWS <= r1; i += SPRUCE__QROWS)
-            rows(A, x, y, i, SPRUCE__QROWS, 0);
-        for (; i < r1; i++)
-            rows(A, x, y, i, 1, 0);
-    }
+    if (A->zero)
+        SPRUCE__QROW_BLOCKS(rows, r0, r1, A, x, y, 1);
+    else
+        SPRUCE__QROW_BLOCKS(rows, r0, r1, A, x, y, 0);
 }

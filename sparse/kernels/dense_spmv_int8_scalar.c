@@ -16,13 +16,6 @@ static float row_dot(const spruce_qmatrix *A, int i, const float *x, int stride)
     return A->scale[i] * s;
 }
 
-void dense_spmv_int8_scalar(const spruce_qmatrix *A, const float *x, float *y, int r0, int r1)
-{
-    int i;
-    for (i = r0; i < r1; i++)
-        y[i] = row_dot(A, i, x, 1);
-}
-
 void dense_spmm_int8_scalar(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0,
                             int r1)
 {
@@ -30,4 +23,9 @@ void dense_spmm_int8_scalar(const spruce_qmatrix *A, const float *X, int batch, 
     for (i = r0; i < r1; i++)
         for (b = 0; b < batch; b++)
             Y[(size_t)i * batch + b] = row_dot(A, i, X + b, batch);
+}
+
+void dense_spmv_int8_scalar(const spruce_qmatrix *A, const float *x, float *y, int r0, int r1)
+{
+    dense_spmm_int8_scalar(A, x, 1, y, r0, r1);
 }

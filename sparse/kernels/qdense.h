@@ -47,6 +47,18 @@ void dense_spmv_bf16_avx512bf16(const spruce_qmatrix *A, const float *X, int bat
 
 /* Rows per block of the vector kernels: 4 rows share every load of x. */
 #define SPRUCE__QROWS 4
+/* The row loop of every vector kernel: blocks of SPRUCE__QROWS rows of
+ * [r0, r1), then the rows left one by one; fn(..., i, R) computes rows
+ * i .. i + R (R a constant at each call, so fn's loops over R unroll). */
+#define SPRUCE__QROW_BLOCKS(fn, r0, r1, ...)                                               \
+    do {                                                                                   \
+        int i_ = (r0);                                                                     \
+        for (; i_ + SPRUCE__QROWS <= (r1); i_ += SPRUCE__QROWS)                            \
+            fn(__VA_ARGS__, i_, SPRUCE__QROWS);                                            \
+        for (; i_ < (r1); i_++)                                                            \
+            fn(__VA_ARGS__, i_, 1);                                                        \
+    } while (0)
+
 /* Columns per panel the batch kernels dequantize at a time (4 rows x 256
  * floats = 4 KB, in L1 while every column of X meets it). */
 #define SPRUCE__QPANEL 256

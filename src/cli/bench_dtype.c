@@ -133,7 +133,7 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
                     int groupsize, const int *batches, int nb)
 {
     const int reps = cx->reps > 64 ? 64 : cx->reps;
-    int rc = 0, i, b, k, r, maxb = 1;
+    int rc = 0, b, k, r, maxb = 1;
     qrotation rs;
     float *W = NULL, *X = NULL, *Y = NULL;
     memset(&rs, 0, sizeof rs);
@@ -146,8 +146,7 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
         rc = 1;
         goto done;
     }
-    for (i = 0; i < cols * maxb; i++)
-        X[i] = (float)((bench_mix(i) >> 40) / 16777216.0) - 0.5f;
+    bench_gen_input(X, (size_t)cols * maxb);
     if ((rc = qrotation_build(cx, rows, cols, c, dtype, groupsize, W, &rs)))
         goto done;
     for (b = 0; b < nb; b++) {
@@ -175,16 +174,10 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
         for (k = 0; k < NREPS; k++) {
             bench_result res;
             const double bytes = (double)bench_qreps[k].bytes(rs.M[k][0]);
-            memset(&res, 0, sizeof res);
+            bench_row_init(&res, rows, cols, c, bs);
             snprintf(res.format, sizeof res.format, "%s", bench_qreps[k].format);
             res.dtype = dtype;
             res.groupsize = dtype == SPRUCE_DT_INT4 ? groupsize : 0;
-            res.rows = rows;
-            res.cols = cols;
-            res.batch = bs;
-            res.n = c->n;
-            res.m = c->m;
-            res.sparsity = c->n ? 1.0 - (double)c->n / c->m : c->sparsity;
             res.dense_f32_ms = 1e3 * med[0];
             res.dense_ms = 1e3 * med[1];
             res.sparse_ms = 1e3 * med[1 + k];
@@ -196,13 +189,8 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
             res.rot_sparse = rs.nrot[k];
             snprintf(res.kernel, sizeof res.kernel, "%s",
                      bench_qreps[k].kernel(rs.M[k][0], bs));
-            if (!cx->json)
-                bench_print_row(cx, &res);
-            if (bench_add_result(cx, &res) < 0) {
-                cli_fail("bench: out of memory");
-                rc = 1;
+            if ((rc = bench_emit_row(cx, &res)))
                 goto done;
-            }
         }
     }
 done:

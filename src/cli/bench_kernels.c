@@ -102,6 +102,35 @@ int bench_add_result(bench_ctx *cx, const bench_result *r)
     return 0;
 }
 
+void bench_gen_input(float *X, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        X[i] = (float)((bench_mix(i) >> 40) / 16777216.0) - 0.5f;
+}
+
+void bench_row_init(bench_result *r, int rows, int cols, const bench_case *c, int batch)
+{
+    memset(r, 0, sizeof *r);
+    r->rows = rows;
+    r->cols = cols;
+    r->batch = batch;
+    r->n = c->n;
+    r->m = c->m;
+    r->sparsity = c->n ? 1.0 - (double)c->n / c->m : c->sparsity;
+}
+
+int bench_emit_row(bench_ctx *cx, const bench_result *r)
+{
+    if (!cx->json)
+        bench_print_row(cx, r);
+    if (bench_add_result(cx, r) < 0) {
+        cli_fail("bench: out of memory");
+        return 1;
+    }
+    return 0;
+}
+
 void bench_print_header(const bench_ctx *cx)
 {
     if (cx->dtypes)
@@ -354,14 +383,8 @@ static bench_result make_row(const rotation_set *rs, int rows, int cols, const b
 {
     const double dense_bytes = 4.0 * rows * cols;
     bench_result res;
-    memset(&res, 0, sizeof res);
+    bench_row_init(&res, rows, cols, c, bs);
     snprintf(res.format, sizeof res.format, is_auto ? "auto(%s)" : "%s", spruce_format_name(fmt));
-    res.rows = rows;
-    res.cols = cols;
-    res.batch = bs;
-    res.n = c->n;
-    res.m = c->m;
-    res.sparsity = c->n ? 1.0 - (double)c->n / c->m : c->sparsity;
     res.dense_ms = 1e3 * dense_s;
     res.dense_f32_ms = res.dense_ms;
     res.sparse_ms = 1e3 * (fmt == SPRUCE_FMT_DENSE ? dense_s : fmt_s[fmt]);
@@ -386,7 +409,7 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
                        const int *formats, int nf, const int (*chosen)[BENCH_MAX_BATCHES],
                        const int *batches, int nb)
 {
-    int rc = 0, i, f, b, maxb = 1;
+    int rc = 0, f, b, maxb = 1;
     int want[4] = {0, 0, 0, 0}; /* sparse formats to pack */
     rotation_set rs;
     float *W0 = NULL, *W = NULL, *X = NULL, *Y = NULL;
@@ -408,8 +431,7 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
         rc = 1;
         goto done;
     }
-    for (i = 0; i < cols * maxb; i++)
-        X[i] = (float)((bench_mix(i) >> 40) / 16777216.0) - 0.5f;
+    bench_gen_input(X, (size_t)cols * maxb);
     bench_gen_matrix(W0, rows, cols, c, 0);
     if ((rc = rotation_build(cx, rows, cols, c, want, W0, W, &rs)))
         goto done;
@@ -431,13 +453,8 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
                 continue;
             res = make_row(&rs, rows, cols, c, formats[f] == BENCH_AUTO, chosen[f][b],
                            batches[b], dense_s, fmt_s);
-            if (!cx->json)
-                bench_print_row(cx, &res);
-            if (bench_add_result(cx, &res) < 0) {
-                cli_fail("bench: out of memory");
-                rc = 1;
+            if ((rc = bench_emit_row(cx, &res)))
                 goto done;
-            }
         }
     }
 done:

@@ -87,6 +87,15 @@ int bench_rotation_count(double bytes, const bench_ctx *cx);
 /* Seconds per matrix of one pass of dense OpenBLAS over W[0 .. n). */
 double bench_pass_dense(float **W, int n, int rows, int cols, const float *X, int b, float *Y);
 
+/* X (n): the benchmark's input values, uniform in [-0.5, 0.5). */
+void bench_gen_input(float *X, size_t n);
+
+/* r zeroed, with the shape, batch and sparsity of case c. */
+void bench_row_init(bench_result *r, int rows, int cols, const bench_case *c, int batch);
+
+/* Print the row (unless --json) and keep it: 0, or 1 after a message. */
+int bench_emit_row(bench_ctx *cx, const bench_result *r);
+
 /* Append a row; -1 when out of memory. */
 int bench_add_result(bench_ctx *cx, const bench_result *r);
 
