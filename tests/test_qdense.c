@@ -235,3 +235,34 @@ Test(qdense, bad_arguments)
     A->dtype = SPRUCE_DT_INT8;
     spruce_qmatrix_free(A);
 }
+
+/* A row of odd length ends in a byte whose high nibble is no column: a
+ * checkpoint may leave anything there, and no kernel may count it. */
+Test(qdense, spare_nibble_of_odd_rows_counts_nothing)
+{
+    const qcase c = {SPRUCE_DT_INT4, 32, 1};
+    const int rows = 6, cols = 65, batches2[2] = {1, 5};
+    spruce_qmatrix *A = make_matrix(rows, cols, &c, 41);
+    float *X = random_floats((size_t)cols * 5, 3), Y0[6 * 5], Y[6 * 5];
+    int isa, i, b, k;
+    for (b = 0; b < 2; b++) {
+        cr_assert_eq(spruce_sparse_isa_set(SPRUCE_ISA_SCALAR), 0);
+        for (i = 0; i < rows; i++)
+            A->q[(size_t)i * A->ld + A->ld - 1] &= 0x0f;
+        cr_assert_eq(spruce_qmatrix_product(A, X, batches2[b], Y0, 1), 0);
+        for (i = 0; i < rows; i++)
+            A->q[(size_t)i * A->ld + A->ld - 1] |= 0xf0;
+        for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++) {
+            if (!spruce_sparse_isa_supported(isa))
+                continue;
+            cr_assert_eq(spruce_sparse_isa_set(isa), 0);
+            cr_assert_eq(spruce_qmatrix_product(A, X, batches2[b], Y, 2), 0);
+            for (k = 0; k < rows * batches2[b]; k++)
+                cr_assert_float_eq(Y[k], Y0[k], 1e-4f * (1.0f + fabsf(Y0[k])),
+                                   "%s batch %d: entry %d", spruce_sparse_isa_name(isa),
+                                   batches2[b], k);
+        }
+    }
+    free(X);
+    spruce_qmatrix_free(A);
+}
