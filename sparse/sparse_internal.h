@@ -86,6 +86,9 @@ void spruce__kernels_scalar(spruce__kernel_table *t);
 void spruce__kernels_avx2(spruce__kernel_table *t);
 void spruce__kernels_avx512(spruce__kernel_table *t);
 
+/* 1 when the CPU has AVX512-BF16 (vdpbf16ps) and AVX-512 is usable. */
+int spruce__cpu_has_bf16dp(void);
+
 /* The table of the chosen instruction set (NULL with the error recorded). */
 const spruce__kernel_table *spruce__kernels(void);
 
