@@ -294,16 +294,25 @@ static int gcd(int a, int b)
  * windows over blocks of rows kept x in L1 but split each row's values into
  * separate streams, and were slower still.  Block widths are multiples of 64
  * and of M, so that no N:M group straddles two blocks. */
+int spruce__block_width(int cols, int m, int groupsize)
+{
+    const int nblk = (cols + SPRUCE__BLOCK_COLS - 1) / SPRUCE__BLOCK_COLS;
+    int unit = 64, width = (cols + nblk - 1) / nblk;
+    if (m > 0)
+        unit = unit / gcd(unit, m) * m;
+    if (groupsize > 0)
+        unit = unit / gcd(unit, groupsize) * groupsize;
+    return (width + unit - 1) / unit * unit;
+}
+
 static int pack_blocks(const float *W, const uint8_t *mask, int rows, int cols,
                        const spruce_pack_opts *opts, spruce_sparse **out)
 {
-    const int unit = opts->format == SPRUCE_FMT_NM ? 64 / gcd(64, opts->m) * opts->m : 64;
-    int nblk = (cols + SPRUCE__BLOCK_COLS - 1) / SPRUCE__BLOCK_COLS, width, b, i, rc = 0;
+    const int width = spruce__block_width(cols, opts->format == SPRUCE_FMT_NM ? opts->m : 0, 0);
+    int b, i, rc = 0;
     spruce_sparse *A = calloc(1, sizeof *A);
     if (!A)
         goto nomem;
-    width = (cols + nblk - 1) / nblk;
-    width = (width + unit - 1) / unit * unit;
     init_header(A, rows, cols, opts);
     for (b = 0; b * width < cols; b++) {
         const int c0 = b * width, w = cols - c0 < width ? cols - c0 : width;

@@ -85,6 +85,22 @@ static int copy_scales(spruce_qsparse *A, const spruce_qmatrix *Q, int c0)
     return 0;
 }
 
+/* The fields of a matrix of cols columns of Q, from its shape and options. */
+static void init_header(spruce_qsparse *A, const spruce_qmatrix *Q, int cols,
+                        const spruce_pack_opts *opts)
+{
+    A->format = opts->format;
+    A->dtype = Q->dtype;
+    A->rows = Q->rows;
+    A->cols = cols;
+    A->n = opts->n;
+    A->m = opts->m;
+    A->groupsize = Q->groupsize;
+    A->ngroups = Q->dtype == SPRUCE_DT_INT4 ? (cols + Q->groupsize - 1) / Q->groupsize : 1;
+    A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
+    A->wpr = (cols + 63) / 64;
+}
+
 /* Columns [c0, c0 + cols) of Q as one matrix; mask is (Q->rows, Q->cols). */
 static int pack_one(const spruce_qmatrix *Q, const uint8_t *mask, int c0, int cols,
                     const spruce_pack_opts *opts, spruce_qsparse **out)
@@ -97,16 +113,7 @@ static int pack_one(const spruce_qmatrix *Q, const uint8_t *mask, int c0, int co
     *out = NULL;
     if (!A || !cnt)
         goto nomem;
-    A->format = opts->format;
-    A->dtype = Q->dtype;
-    A->rows = rows;
-    A->cols = cols;
-    A->n = opts->n;
-    A->m = opts->m;
-    A->groupsize = Q->groupsize;
-    A->ngroups = Q->dtype == SPRUCE_DT_INT4 ? (cols + Q->groupsize - 1) / Q->groupsize : 1;
-    A->nthreads = opts->nthreads ? opts->nthreads : omp_get_max_threads();
-    A->wpr = (cols + 63) / 64;
+    init_header(A, Q, cols, opts);
     if (A->format == SPRUCE_FMT_NM) {
         if ((rc = spruce__nm_count(NULL, mask + c0, rows, cols, ld, c0, A->n, A->m, cnt)) < 0)
             goto done;
@@ -170,45 +177,19 @@ done:
     return rc;
 }
 
-static int gcd(int a, int b)
-{
-    while (b) {
-        const int t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
-static int lcm(int a, int b) { return a / gcd(a, b) * b; }
-
 /* Wide matrices as column blocks (see pack.c's pack_blocks for why), of
- * widths that are multiples of 64, of M (no N:M group straddles two blocks) and
- * of the int4 group size (no scale group does). */
+ * widths that are multiples of 64, of M and of the int4 group size. */
 static int pack_blocks(const spruce_qmatrix *Q, const uint8_t *mask, const spruce_pack_opts *opts,
                        spruce_qsparse **out)
 {
     const int rows = Q->rows, cols = Q->cols;
-    const int nblk = (cols + SPRUCE__BLOCK_COLS - 1) / SPRUCE__BLOCK_COLS;
-    int unit = 64, width, b, i, rc = 0;
+    const int width = spruce__block_width(cols, opts->format == SPRUCE_FMT_NM ? opts->m : 0,
+                                          Q->dtype == SPRUCE_DT_INT4 ? Q->groupsize : 0);
+    int b, i, rc = 0;
     spruce_qsparse *A = calloc(1, sizeof *A);
     if (!A)
         goto nomem;
-    if (opts->format == SPRUCE_FMT_NM)
-        unit = lcm(unit, opts->m);
-    if (Q->dtype == SPRUCE_DT_INT4)
-        unit = lcm(unit, Q->groupsize);
-    width = (cols + nblk - 1) / nblk;
-    width = (width + unit - 1) / unit * unit;
-    A->format = opts->format;
-    A->dtype = Q->dtype;
-    A->rows = rows;
-    A->cols = cols;
-    A->n = opts->n;
-    A->m = opts->m;
-    A->groupsize = Q->groupsize;
-    A->ngroups = Q->ngroups;
-    A->wpr = (cols + 63) / 64;
+    init_header(A, Q, cols, opts);
     for (b = 0; b * width < cols; b++) {
         const int c0 = b * width, w = cols - c0 < width ? cols - c0 : width;
         A->col0[b] = c0;

@@ -90,6 +90,11 @@ void spruce__balance(const int64_t *rowptr, int rows, int64_t row_overhead, int 
 int spruce__nm_count(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
                      int n, int m, int64_t *per_row);
 uint64_t spruce__nm_slots(const float *W, const uint8_t *mask, int64_t at, int width, int n);
+/* The width of the column blocks of a matrix of cols columns (cols >
+ * SPRUCE__BLOCK_COLS): nearly equal blocks, each a multiple of 64, of m (no N:M
+ * group straddles two blocks; 0: none) and of groupsize (no int4 scale group
+ * does; 0: none). */
+int spruce__block_width(int cols, int m, int groupsize);
 
 /* Kernel tables of each instruction set: [format][0: batch 1, 1: batch > 1].
  * A NULL entry falls back to the scalar kernel. */
