@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "prune_testutil.h"
+#include "qsparse_internal.h"
 #include "spruce_qsparse.h"
 
 static float *random_floats(size_t n, uint64_t seed)
@@ -242,6 +243,11 @@ Test(qsparse, refusals)
     cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_F32, 0, 0, &po, &A),
                  SPRUCE_EDTYPE);
     cr_assert_null(A);
+    W[23] = NAN; /* a kept weight */
+    cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_INT8, 0, 0, &po, &A),
+                 SPRUCE_ENAN);
+    cr_assert(strstr(spruce_errdetail(), "(1, 7)"), "%s", spruce_errdetail());
+    cr_assert_null(A);
 }
 
 /* Bytes a product streams: 2:4 int8 of (64, 1024): 512 values + 1 bit per
@@ -258,4 +264,31 @@ Test(qsparse, bytes)
     spruce_qsparse_free(A);
     free(W);
     free(mk);
+}
+
+/* The packed int4 values keep spruce_qmatrix.h's (compressed-tensors') nibble
+ * order: kept value p of a row in byte p / 2 at bits 4 (p % 2), each row
+ * starting on a byte (a row of 3 kept values takes 2 bytes). */
+Test(qsparse, int4_packed_nibble_order)
+{
+    float W[2 * 64];
+    uint8_t mk[2 * 64];
+    spruce_qsparse *A = NULL;
+    const spruce_pack_opts po = {SPRUCE_FMT_BITMASK, 0, 0, 1};
+    int j;
+    memset(mk, 0, sizeof mk);
+    for (j = 0; j < 64; j++)
+        W[j] = W[64 + j] = (float)((j % 15) - 7); /* levels -7..7: scale 1, u = level + 8 */
+    for (j = 0; j < 64; j += 3)
+        mk[j] = 1; /* row 0: columns 0, 3, .., 63 (22 values) */
+    mk[64 + 0] = mk[64 + 2] = mk[64 + 4] = 1; /* row 1: 3 values */
+    cr_assert_eq(spruce_qsparse_quantize(W, mk, 2, 64, SPRUCE_DT_INT4, 64, 0, &po, &A), 0);
+    cr_assert_eq(A->rowptr[1], 22);
+    cr_assert_eq(A->rowptr[2], 22 + 4, "row 1 starts on a byte and holds 3 values in 2 bytes");
+    for (j = 0; j < 22; j++)
+        cr_assert_eq((A->val[j / 2] >> (4 * (j % 2))) & 15, (3 * j % 15) - 7 + 8, "value %d", j);
+    cr_assert_eq(A->val[11] & 15, 0 - 7 + 8);
+    cr_assert_eq(A->val[11] >> 4, 2 - 7 + 8);
+    cr_assert_eq(A->val[12] & 15, 4 - 7 + 8);
+    spruce_qsparse_free(A);
 }
