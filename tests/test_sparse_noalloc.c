@@ -188,26 +188,36 @@ static float *make_input(int cols, int batch)
 static const int shapes[][2] = {{96, 300}, {40, 2 * SPRUCE__BLOCK_COLS + 100}};
 static const int batches[] = {1, 5, 16};
 
-/* The allocations of one product of A, after an uncounted one. */
-static long product_allocations(const spruce_sparse *A, const float *X, int batch, float *Y)
+/* One product of A (a spruce_sparse, spruce_qsparse or spruce_linear), with
+ * the kernels of isa where the call takes one. */
+typedef int (*product_fn)(const void *A, int isa, const float *X, int batch, float *Y);
+
+static int sparse_product(const void *A, int isa, const float *X, int batch, float *Y)
 {
-    long n;
-    int rc;
-    cr_assert_eq(spruce_sparse_mul(A, X, batch, Y), 0, "%s", spruce_errdetail());
-    count_on();
-    rc = spruce_sparse_mul(A, X, batch, Y);
-    n = count_off();
-    cr_assert_eq(rc, 0, "%s", spruce_errdetail());
-    return n;
+    (void)isa;
+    return spruce_sparse_mul(A, X, batch, Y);
 }
 
-static long forward_allocations(const spruce_linear *lin, const float *X, int batch, float *Y)
+static int qsparse_product(const void *A, int isa, const float *X, int batch, float *Y)
+{
+    return spruce_qsparse_mul_isa(A, isa, X, batch, Y);
+}
+
+static int linear_product(const void *A, int isa, const float *X, int batch, float *Y)
+{
+    (void)isa;
+    return spruce_linear_forward(A, X, batch, Y);
+}
+
+/* The allocations of one product of A, after an uncounted one. */
+static long allocations_of(product_fn mul, const void *A, int isa, const float *X, int batch,
+                           float *Y)
 {
     long n;
     int rc;
-    cr_assert_eq(spruce_linear_forward(lin, X, batch, Y), 0, "%s", spruce_errdetail());
+    cr_assert_eq(mul(A, isa, X, batch, Y), 0, "%s", spruce_errdetail());
     count_on();
-    rc = spruce_linear_forward(lin, X, batch, Y);
+    rc = mul(A, isa, X, batch, Y);
     n = count_off();
     cr_assert_eq(rc, 0, "%s", spruce_errdetail());
     return n;
@@ -256,7 +266,7 @@ Test(noalloc, sparse_products_of_every_format_isa_and_shape)
                         continue;
                     cr_assert_eq(spruce_sparse_isa_set(isa), 0);
                     for (b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-                        const long n = product_allocations(A, X, batches[b], Y);
+                        const long n = allocations_of(sparse_product, A, isa, X, batches[b], Y);
                         cr_assert_eq(n, 0,
                                      "%s/%s (%d, %d), %d threads, batch %d: %ld allocations, "
                                      "the first by %s",
@@ -294,7 +304,7 @@ Test(noalloc, linear_forward_of_every_choice)
                          spruce_errdetail());
             for (b = 0; b < sizeof batches / sizeof batches[0]; b++) {
                 const int fmt = spruce_linear_format(lin, batches[b]);
-                const long n = forward_allocations(lin, X, batches[b], Y);
+                const long n = allocations_of(linear_product, lin, 0, X, batches[b], Y);
                 const long blas = fmt == SPRUCE_FMT_DENSE ? by_openblas(n) : 0;
                 cr_assert_eq(n - blas, 0,
                              "linear %s (%s at batch %d), (%d, %d): %ld allocations (%ld by "
@@ -341,13 +351,8 @@ Test(noalloc, quantized_sparse_products)
                         if (!spruce_sparse_isa_supported(isa))
                             continue;
                         for (b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-                            long n;
-                            int rc;
-                            cr_assert_eq(spruce_qsparse_mul_isa(A, isa, X, batches[b], Y), 0);
-                            count_on();
-                            rc = spruce_qsparse_mul_isa(A, isa, X, batches[b], Y);
-                            n = count_off();
-                            cr_assert_eq(rc, 0, "%s", spruce_errdetail());
+                            const long n =
+                                allocations_of(qsparse_product, A, isa, X, batches[b], Y);
                             cr_assert_eq(n, 0, "%s %s/%s (%d, %d), %d threads, batch %d: %ld "
                                          "allocations, the first by %s",
                                          spruce_dtype_name(dts[d]), spruce_format_name(po.format),
