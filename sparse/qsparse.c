@@ -361,7 +361,7 @@ size_t spruce_qsparse_bytes(const spruce_qsparse *A)
 
 /* ---- kernels and the product ------------------------------------------ */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static spruce__qkernel_table tables[SPRUCE_ISA_COUNT];
+static spruce__qskernel_table tables[SPRUCE_ISA_COUNT];
 
 static void init_tables(void)
 {
@@ -375,11 +375,11 @@ static void init_tables(void)
      * AVX2 kernels share their permutation tables) */
 #ifdef SPRUCE_HAVE_AVX2
     if (spruce_sparse_isa_supported(SPRUCE_ISA_AVX2))
-        spruce__qkernels_avx2(&tables[SPRUCE_ISA_AVX2]);
+        spruce__qskernels_avx2(&tables[SPRUCE_ISA_AVX2]);
 #endif
 #ifdef SPRUCE_HAVE_AVX512
     if (spruce_sparse_isa_supported(SPRUCE_ISA_AVX512))
-        spruce__qkernels_avx512(&tables[SPRUCE_ISA_AVX512]);
+        spruce__qskernels_avx512(&tables[SPRUCE_ISA_AVX512]);
 #endif
 }
 

@@ -47,16 +47,16 @@ struct spruce_qsparse {
 };
 
 /* Rows [r0, r1) of Y = A X (Y += A X with A->add), X (cols, batch), Y (rows, batch). */
-typedef void (*spruce__qkernel)(const struct spruce_qsparse *A, const float *X, int batch,
+typedef void (*spruce__qskernel)(const struct spruce_qsparse *A, const float *X, int batch,
                                 float *Y, int r0, int r1);
 
 /* Kernel tables: [dtype][0: batch 1, 1: batch > 1]; NULL falls back to scalar. */
 typedef struct {
-    spruce__qkernel k[4][2];
-} spruce__qkernel_table;
+    spruce__qskernel k[4][2];
+} spruce__qskernel_table;
 
-void spruce__qkernels_avx2(spruce__qkernel_table *t);
-void spruce__qkernels_avx512(spruce__qkernel_table *t);
+void spruce__qskernels_avx2(spruce__qskernel_table *t);
+void spruce__qskernels_avx512(spruce__qskernel_table *t);
 
 /* The zero point of row i (int8) or of row i, group g (int4), as in qdense.h. */
 static inline int spruce__qzero(const struct spruce_qsparse *A, int i, int g)

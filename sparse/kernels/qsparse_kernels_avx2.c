@@ -2,7 +2,7 @@
  * bitmask and N:M matrices (compiled with the AVX2+FMA flags). */
 #include "qsparse_internal.h"
 
-void spruce__qkernels_avx2(spruce__qkernel_table *t)
+void spruce__qskernels_avx2(spruce__qskernel_table *t)
 {
     t->k[SPRUCE_DT_BF16][0] = qsparse_spmv_bf16_avx2;
     t->k[SPRUCE_DT_INT8][0] = qsparse_spmv_int8_avx2;
