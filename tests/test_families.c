@@ -37,7 +37,7 @@
 #define SEQ 48
 
 static const char *matching[] = {"llama3-rope", "llama-yarn", "qwen3", "qwen3-bf16", "gemma2",
-                                  "gemma3", "phi3"};
+                                  "gemma3", "phi3", "mixtral", "qwen3-moe"};
 #define NMATCHING ((int)(sizeof matching / sizeof matching[0]))
 
 /* $SPRUCE_FIXTURES/families/<name> into buf, or 0 when absent. */

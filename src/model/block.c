@@ -562,6 +562,11 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     CHECK(!tap, r->a, hid, mlp_norm, "output");
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_GATEUP, r->a, ntok, hid, stop_after, &rc))
         return rc;
+    if (r->moe) {   /* the experts chosen for each token, weighted */
+        if ((rc = spruce__moe_mlp(r, ntok, T)))
+            return rc;
+        goto residual;
+    }
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_GATE, r->a, ntok, r->g)) ||
         (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_UP, r->a, ntok, r->u)))
         return rc;
@@ -577,6 +582,7 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_DOWN, r->g, ntok, r->t)))
         return rc;
     CHECK(1, r->t, hid, proj_path(f, SPRUCE_PROJ_DOWN), "output");
+residual:
     if (r->post_mlp_norm)
         spruce__rmsnorm_off(r->t, r->t, r->post_mlp_norm, off, ntok, hid, c->rms_norm_eps);
     spruce__add(r->h, r->t, n);
