@@ -563,8 +563,8 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_GATEUP, r->a, ntok, hid, stop_after, &rc))
         return rc;
     if (r->moe) {   /* the experts chosen for each token, weighted */
-        if ((rc = spruce__moe_mlp(r, ntok, T)))
-            return rc;
+        if ((rc = spruce__moe_mlp(r, ntok, T)) || stop_after == (int)SPRUCE_SITE_DOWN)
+            return rc;   /* stopping after the experts' down inputs: x unchanged */
         goto residual;
     }
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_GATE, r->a, ntok, r->g)) ||

@@ -230,6 +230,15 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
                              int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
                              int stop_after, int seq0)
 {
+    return spruce__block_forward_experts(c, b, x, nseq, T, ws, tap, ctx, NULL, NULL, stop_after,
+                                         seq0);
+}
+
+int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b, float *x,
+                                  int nseq, int T, spruce_fwd_ws *ws, spruce_tap_fn tap,
+                                  void *ctx, spruce__expert_tap_fn expert_tap, void *expert_ctx,
+                                  int stop_after, int seq0)
+{
     spruce__block_run r;
     int rc;
     if (!c || !b || !x || !ws)
@@ -275,6 +284,8 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
     r.h = ws->h; r.t = ws->t; r.g = ws->g; r.u = ws->u;
     r.moe = b->nexperts > 0;
     r.expert = blas_expert;
+    r.expert_tap = expert_tap;
+    r.expert_tap_ctx = expert_ctx;
     r.moe_x = ws->moe_x; r.moe_y = ws->moe_y; r.moe_p = ws->moe_p; r.moe_w = ws->moe_w;
     r.moe_sel = ws->moe_sel; r.moe_tok = ws->moe_tok;
     r.layer = b->layer;
@@ -286,6 +297,7 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
         char first[512];
         snprintf(first, sizeof first, "%s", spruce_errdetail());
         r.locate = 1;
+        r.expert_tap = NULL;
         if (spruce__block(&r, x, nseq, T, NULL, NULL, -1) != SPRUCE_ENAN)
             spruce__seterr(SPRUCE_ENAN, "%s", first);
     }
