@@ -549,3 +549,116 @@ Test(prune, qwen3_moe_experts_with_few_tokens)
     spruce_model_free(f.dense);
     spruce_model_free(m);
 }
+
+/* ---- how good: SparseGPT < Wanda < magnitude, expert by expert -------------------- */
+
+/* One Hessian per expert and input (gate/up, down) from what the dense block
+ * routes to it. */
+static int tap_expert_h(void *ctx, int e, spruce_site site, const float *X, int tokens,
+                        int cols)
+{
+    spruce_hessian **h = ctx;
+    (void)cols;
+    return spruce_hessian_add(h[2 * e + (site == SPRUCE_SITE_DOWN)], X, tokens);
+}
+
+/* err[layer * E + e]: the relative output error of expert e's gate, up and
+ * down of the pruned model p summed, each over the inputs the dense model d
+ * routes to that expert on the calibration tokens (the same inputs for every
+ * method). */
+static void expert_errors(spruce_model *d, spruce_model *p, const uint32_t *cal, int N, int T,
+                          double *err)
+{
+    const spruce_config *c = spruce_model_config(d);
+    int E = c->num_experts, hid = c->hidden_size, w = c->moe_intermediate_size, s, l, e, k;
+    float *X = malloc((size_t)N * T * hid * sizeof(float));
+    spruce_fwd_ws *ws = spruce_fwd_ws_alloc(c, T, N);
+    spruce_hessian **h = calloc((size_t)2 * E, sizeof *h);
+    cr_assert(X && ws && h);
+    for (s = 0; s < N; s++)
+        cr_assert_eq(spruce_model_embed(d, cal + (size_t)s * T, T, X + (size_t)s * T * hid), 0);
+    for (l = 0; l < c->num_hidden_layers; l++) {
+        spruce_block *bd = NULL, *bp = NULL;
+        cr_assert_eq(spruce_model_get_block(d, l, &bd), 0);
+        cr_assert_eq(spruce_model_get_block(p, l, &bp), 0);
+        for (e = 0; e < 2 * E; e++)
+            h[e] = spruce_hessian_alloc(e % 2 ? w : hid);
+        cr_assert_eq(spruce__block_forward_experts(c, bd, X, N, T, ws, NULL, NULL, tap_expert_h,
+                                                   h, SPRUCE_SITE_DOWN, 0), 0, "%s",
+                     spruce_errdetail());
+        for (e = 0; e < E; e++) {
+            err[l * E + e] = 0;
+            cr_assert(spruce_hessian_tokens(h[2 * e]) >= hid, "expert %d.%d: %lld tokens", l, e,
+                      (long long)spruce_hessian_tokens(h[2 * e]));
+            for (k = 0; k < 3; k++) {
+                double rel;
+                cr_assert_eq(spruce_prune_rel_error(bd->expert[3 * e + k], bp->expert[3 * e + k],
+                                                    k == 2 ? hid : w, k == 2 ? w : hid,
+                                                    h[2 * e + (k == 2)], &rel), 0);
+                err[l * E + e] += rel;
+            }
+        }
+        for (e = 0; e < 2 * E; e++)
+            spruce_hessian_free(h[e]);
+        cr_assert_eq(spruce__block_forward_at(c, bd, X, N, T, ws, NULL, NULL, -1, 0), 0);
+        spruce_model_put_block(d, bd);
+        spruce_model_put_block(p, bp);
+    }
+    free(h);
+    spruce_fwd_ws_free(ws);
+    free(X);
+}
+
+/* A small synth mixtral (hidden 64, 8 experts of 64, top 2) on 32 x 128
+ * calibration tokens (about 1000 per expert), unstructured 50%. */
+Test(quality, sparsegpt_below_wanda_below_magnitude_per_expert)
+{
+    enum { N = 32, T = 128, L = 2, E = 8 };
+    static const spruce_method methods[3] = {SPRUCE_METHOD_SPARSEGPT, SPRUCE_METHOD_WANDA,
+                                             SPRUCE_METHOD_MAGNITUDE};
+    spruce_synth_config sc;
+    spruce_synth_family sf;
+    spruce_model *dense = NULL;
+    static uint32_t cal[N * T];
+    static double err[3][L * E];
+    char *d = tmp_dir(), dir[1200];
+    int i, j;
+    spruce_synth_defaults(&sc);
+    sc.hidden = 64;
+    sc.intermediate = 64;
+    sc.layers = L;
+    sc.heads = 4;
+    sc.kv_heads = 2;
+    sc.vocab = 256;
+    sc.max_position = T;
+    spruce_synth_family_defaults(&sf);
+    sf.model_type = "mixtral";
+    sf.experts = E;
+    sf.experts_per_tok = 2;
+    snprintf(dir, sizeof dir, "%s/m", d);
+    cr_assert_eq(spruce_synth_write_family(dir, &sc, &sf, 0), 0, "%s", spruce_errdetail());
+    spruce_tokens_random(cal, N * T, (uint32_t)sc.vocab, 11);
+    cr_assert_eq(spruce_model_open(dir, &dense), 0, "%s", spruce_errdetail());
+    for (i = 0; i < 3; i++) {
+        spruce_model *m = NULL;
+        spruce_pipeline_opts po;
+        cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_cache_blocks(m), 0);   /* pruned in place */
+        spruce_pipeline_opts_init(&po);
+        po.prune.method = methods[i];
+        po.prune.sparsity = 0.5f;
+        cr_assert_eq(spruce_pipeline_run(m, cal, N, T, NULL, &po, NULL), 0, "%s",
+                     spruce_errdetail());
+        expert_errors(dense, m, cal, N, T, err[i]);
+        spruce_model_free(m);
+    }
+    for (j = 0; j < L * E; j++) {
+        cr_assert(err[0][j] < err[1][j], "expert %d.%d: SparseGPT %g, Wanda %g", j / E, j % E,
+                  err[0][j], err[1][j]);
+        cr_assert(err[1][j] < err[2][j], "expert %d.%d: Wanda %g, magnitude %g", j / E, j % E,
+                  err[1][j], err[2][j]);
+    }
+    spruce_model_free(dense);
+    rm_tree(d);
+    free(d);
+}

@@ -187,6 +187,10 @@ typedef struct {
     int head_dim;              /* 0: hidden / heads */
     spruce_rope_type rope;     /* SPRUCE_ROPE_DEFAULT: no rope_scaling */
     double rope_factor;        /* 0: 8 for llama3, 4 for the others */
+    /* mixtral, qwen3_moe: experts per block (0: 8), chosen per token (0: 2)
+     * and an expert's width (0: the synth config's intermediate); qwen3_moe
+     * gets norm_topk_prob true and every block a mixture of experts. */
+    int experts, experts_per_tok, expert_intermediate;
 } spruce_synth_family;
 
 void spruce_synth_family_defaults(spruce_synth_family *f);
