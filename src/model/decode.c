@@ -30,7 +30,7 @@ typedef struct {
 struct spruce_decoder {
     spruce_model *m;
     const spruce_config *c;
-    int max_T, pos, nsparse, nthreads;
+    int max_T, pos, nsparse, nlinear, nthreads;
     long prefill_len;                     /* rope table length of a prompt being fed, or 0 */
     dec_layer *layers;
     float *cos, *sin;                     /* (max_T, head_dim / 2) RoPE tables */
@@ -227,9 +227,12 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
                 rc = spruce_linear_create(b->w[l], b->rows[l], b->cols[l], &lo, &L->lin[l]);
             if (!rc && spruce_linear_format(L->lin[l], 1) != SPRUCE_FMT_DENSE)
                 d->nsparse++;
+            d->nlinear += !rc;
         }
-        if (!rc && b->nexperts)
+        if (!rc && b->nexperts) {
             rc = experts_create(L, b, c, &lo, &d->nsparse);
+            d->nlinear += 1 + 3 * b->nexperts;
+        }
         spruce_model_put_block(m, b);
         if (rc)
             goto done;
@@ -284,6 +287,11 @@ int spruce_decoder_pos(const spruce_decoder *d)
 int spruce_decoder_sparse_layers(const spruce_decoder *d)
 {
     return d ? d->nsparse : 0;
+}
+
+int spruce_decoder_linear_layers(const spruce_decoder *d)
+{
+    return d ? d->nlinear : 0;
 }
 
 /* Y (ntok, rows) = X W^T (+ b) for linear l of the dec_layer at ctx. */
