@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "model_testutil.h"
+#include "spruce_model.h"
 #include "spruce_tokens.h"
 
 /* A correct float32 forward lands within about 1e-5 of the golden logits;
@@ -81,6 +82,40 @@ static inline double max_abs_diff(const float *a, const float *b, size_t n)
             mx = d;   /* NaN counts as the largest */
     }
     return mx;
+}
+
+/* `spruce prune` on the fixture dir with 16 random windows of 32 ids (seed 7)
+ * and the options how, into d/pruned (its path in out); stdout and stderr
+ * go to d/out. */
+static inline void prune_fixture(const char *bin, const char *dir, const char *d, int vocab,
+                                 const char *how, char *out, size_t size)
+{
+    char calib[1200], cmd[8192];
+    uint32_t *cal = malloc(sizeof *cal * 16 * 32);
+    cr_assert_not_null(cal);
+    spruce_tokens_random(cal, 16 * 32, (uint32_t)vocab, 7);
+    snprintf(calib, sizeof calib, "%s/calib.u16", d);
+    cr_assert_eq(spruce_tokens_save(calib, cal, 16 * 32), 0);
+    free(cal);
+    snprintf(out, size, "%s/pruned", d);
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s' %s --seqlen 32 "
+             "--nsamples 16 >'%s/out' 2>&1", bin, dir, out, calib, how, d);
+    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+}
+
+/* m evaluates the fixture's sequences to a finite perplexity. */
+static inline void expect_evaluates(spruce_model *m, const char *dir)
+{
+    uint32_t *ids;
+    float *gold;
+    double ppl = 0;
+    int nwin = 0;
+    load_golden(dir, spruce_model_config(m)->vocab_size, &ids, &gold);
+    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NSEQ * SEQ, SEQ, NULL, NULL, &ppl,
+                                         &nwin), 0, "%s", spruce_errdetail());
+    cr_assert(isfinite(ppl) && ppl > 1 && nwin == NSEQ, "perplexity %g", ppl);
+    free(gold);
+    free(ids);
 }
 
 #endif

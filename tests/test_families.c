@@ -992,24 +992,14 @@ static void check_prune(const char *name, const char *how, int nm)
 {
     NEED_FAMILY(dir, name);
     NEED_SPRUCE_BIN(bin);
-    char *d = tmp_dir(), calib[1200], out[1200], h5[1200], cmd[4096];
+    char *d = tmp_dir(), out[1200], h5[1200], cmd[4096];
     spruce_model *src = NULL, *m = NULL;
     spruce_maskreader *mr = NULL;
     const spruce_config *c;
-    uint32_t *ids, *cal;
-    float *gold;
-    double ppl = 0;
-    int layer, l, nwin = 0, i;
+    int layer, l, i;
     cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
     c = spruce_model_config(src);
-    cal = malloc(sizeof *cal * 16 * 32);
-    spruce_tokens_random(cal, 16 * 32, (uint32_t)c->vocab_size, 7);
-    snprintf(calib, sizeof calib, "%s/calib.u16", d);
-    cr_assert_eq(spruce_tokens_save(calib, cal, 16 * 32), 0);
-    snprintf(out, sizeof out, "%s/pruned", d);
-    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s' %s --seqlen 32 "
-             "--nsamples 16 >/dev/null 2>&1", bin, dir, out, calib, how);
-    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    prune_fixture(bin, dir, d, c->vocab_size, how, out, sizeof out);
     cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
     for (layer = 0; layer < c->num_hidden_layers; layer++) {
         spruce_block *b = NULL, *o = NULL;
@@ -1048,11 +1038,7 @@ static void check_prune(const char *name, const char *how, int nm)
         spruce_model_put_block(m, b);
         spruce_model_put_block(src, o);
     }
-    /* the pruned checkpoint evaluates */
-    load_golden(dir, c->vocab_size, &ids, &gold);
-    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NSEQ * SEQ, SEQ, NULL, NULL, &ppl,
-                                         &nwin), 0, "%s", spruce_errdetail());
-    cr_assert(isfinite(ppl) && ppl > 1 && nwin == NSEQ, "perplexity %g", ppl);
+    expect_evaluates(m, dir);   /* the pruned checkpoint evaluates */
     /* masks export lists exactly the linear layers */
     snprintf(h5, sizeof h5, "%s/m.h5", d);
     snprintf(cmd, sizeof cmd, "'%s' masks export '%s' -o '%s' >/dev/null 2>&1", bin, out, h5);
@@ -1067,9 +1053,6 @@ static void check_prune(const char *name, const char *how, int nm)
     spruce_maskreader_close(mr);
     spruce_model_free(m);
     spruce_model_free(src);
-    free(gold);
-    free(ids);
-    free(cal);
     rm_tree(d);
     free(d);
 }

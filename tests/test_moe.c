@@ -384,25 +384,16 @@ static void check_prune(const char *name, const char *how, int nm)
 {
     NEED_FAMILY(dir, name);
     NEED_SPRUCE_BIN(bin);
-    char *d = tmp_dir(), calib[1200], out[1200], h5[1200], cmd[4096], what[256];
+    char *d = tmp_dir(), out[1200], h5[1200], opts[1600], cmd[4096], what[256];
     spruce_model *src = NULL, *m = NULL;
     spruce_maskreader *mr = NULL;
     const spruce_config *c;
-    uint32_t *ids, *cal;
-    float *gold;
-    double ppl = 0;
-    int layer, l, e, i, nexpert = 0, nmasks = 0, nwin = 0;
+    int layer, l, e, i, nexpert = 0, nmasks = 0;
     cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
     c = spruce_model_config(src);
-    cal = malloc(sizeof *cal * 16 * 32);
-    spruce_tokens_random(cal, 16 * 32, (uint32_t)c->vocab_size, 7);
-    snprintf(calib, sizeof calib, "%s/calib.u16", d);
-    cr_assert_eq(spruce_tokens_save(calib, cal, 16 * 32), 0);
-    snprintf(out, sizeof out, "%s/pruned", d);
     snprintf(h5, sizeof h5, "%s/m.h5", d);
-    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s' %s --seqlen 32 "
-             "--nsamples 16 --masks '%s' >'%s/out' 2>&1", bin, dir, out, calib, how, h5, d);
-    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    snprintf(opts, sizeof opts, "%s --masks '%s'", how, h5);
+    prune_fixture(bin, dir, d, c->vocab_size, opts, out, sizeof out);
     cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
     for (layer = 0; layer < c->num_hidden_layers; layer++) {
         spruce_block *b = NULL, *o = NULL;
@@ -439,20 +430,14 @@ static void check_prune(const char *name, const char *how, int nm)
     cr_assert_eq(nmasks, nexpert);
     cr_assert_eq(spruce_maskreader_count(mr), nexpert + 4 * c->num_hidden_layers);
     spruce_maskreader_close(mr);
-    /* the summary names every expert with its tokens */
-    snprintf(cmd, sizeof cmd, "grep -c '^  [0-9]*\\.[0-9]*: [0-9]* tokens, loss' '%s/out' | "
-             "grep -qx %d", d, c->num_hidden_layers * c->num_experts);
+    /* the summary names every expert with its tokens (magnitude: none) */
+    snprintf(cmd, sizeof cmd, "grep -c '^  [0-9]*\\.[0-9]*: %s' '%s/out' | grep -qx %d",
+             strstr(how, "magnitude") ? "magnitude, no calibration$" : "[0-9]* tokens, loss", d,
+             c->num_hidden_layers * c->num_experts);
     cr_assert_eq(sh(cmd), 0, "the summary does not list every expert (%s/out)", d);
-    /* the pruned checkpoint evaluates */
-    load_golden(dir, c->vocab_size, &ids, &gold);
-    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NSEQ * SEQ, SEQ, NULL, NULL, &ppl,
-                                         &nwin), 0, "%s", spruce_errdetail());
-    cr_assert(isfinite(ppl) && ppl > 1 && nwin == NSEQ, "perplexity %g", ppl);
+    expect_evaluates(m, dir);   /* the pruned checkpoint evaluates */
     spruce_model_free(m);
     spruce_model_free(src);
-    free(gold);
-    free(ids);
-    free(cal);
     rm_tree(d);
     free(d);
 }
@@ -609,11 +594,14 @@ static void expert_errors(spruce_model *d, spruce_model *p, const uint32_t *cal,
     free(X);
 }
 
-/* A small synth mixtral (hidden 64, 8 experts of 64, top 2) on 32 x 128
- * calibration tokens (about 1000 per expert), unstructured 50%. */
+/* A small synth mixtral (hidden 128, 8 experts of 96, top 2) on 32 x 256
+ * calibration tokens (about 2000 per expert), unstructured 50%.  (On synth's
+ * random weights Wanda's lead over magnitude is small, a few percent: its
+ * inputs' columns have nearly equal norms; at hidden 64 and 32 x 128 tokens
+ * one expert of 16 had magnitude 0.6% ahead.) */
 Test(quality, sparsegpt_below_wanda_below_magnitude_per_expert)
 {
-    enum { N = 32, T = 128, L = 2, E = 8 };
+    enum { N = 32, T = 256, L = 2, E = 8 };
     static const spruce_method methods[3] = {SPRUCE_METHOD_SPARSEGPT, SPRUCE_METHOD_WANDA,
                                              SPRUCE_METHOD_MAGNITUDE};
     spruce_synth_config sc;
@@ -624,8 +612,8 @@ Test(quality, sparsegpt_below_wanda_below_magnitude_per_expert)
     char *d = tmp_dir(), dir[1200];
     int i, j;
     spruce_synth_defaults(&sc);
-    sc.hidden = 64;
-    sc.intermediate = 64;
+    sc.hidden = 128;
+    sc.intermediate = 96;
     sc.layers = L;
     sc.heads = 4;
     sc.kv_heads = 2;

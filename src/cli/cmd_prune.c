@@ -92,7 +92,7 @@ typedef struct {
     double last_block;
     const char *method;
     char pattern[32];
-    int has_loss;
+    int has_loss, has_data;   /* SparseGPT's loss; calibration data (not magnitude) */
     spruce_maskfile *masks;
     const char *masks_path;
     spruce_ckpt_writer *cw;   /* --save-format compressed: written here, with the grid */
@@ -121,7 +121,7 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
             ctx->etokens[i] = r->tokens;
         ctx->eloss[i] += r->result.loss;
         ctx->erel[i] += r->rel_error > 0 ? r->rel_error : 0;
-        if (r->which != SPRUCE_PROJ_UP)   /* up shares gate's input */
+        if (ctx->has_data && r->which != SPRUCE_PROJ_UP)   /* up shares gate's input */
             fprintf(stderr, "  expert %d %s: %lld calibration tokens%s%s\n", r->expert,
                     r->which == SPRUCE_PROJ_DOWN ? "down" : "gate/up", (long long)r->tokens,
                     r->fallback ? "; fewer than its inputs: " : "",
@@ -159,6 +159,10 @@ static void print_experts(const prune_ctx *ctx, const spruce_config *c)
             continue;
         for (e = 0; e < ctx->nexperts; e++) {
             size_t i = (size_t)l * ctx->nexperts + e;
+            if (!ctx->has_data) {
+                printf("  %d.%d: magnitude, no calibration\n", l, e);
+                continue;
+            }
             printf("  %d.%d: %lld tokens, loss %.4e, rel error %.4e%s\n", l, e,
                    (long long)ctx->etokens[i], ctx->eloss[i], ctx->erel[i],
                    ctx->efallback[i] ? " *" : "");
@@ -396,6 +400,7 @@ int spruce_cmd_prune(int argc, char **argv)
     if (compressed)
         ctx.cw = w; /* the layer report brings the weights and the grid */
     ctx.has_loss = po.prune.method == SPRUCE_METHOD_SPARSEGPT;
+    ctx.has_data = po.prune.method != SPRUCE_METHOD_MAGNITUDE;
     if (cfg->num_experts > 0) {
         size_t n = (size_t)cfg->num_hidden_layers * cfg->num_experts;
         ctx.nexperts = cfg->num_experts;
