@@ -52,11 +52,13 @@ int spruce__moe_mlp(const spruce__block_run *r, int ntok, int T)
     const spruce_config *c = r->c;
     int E = c->num_experts, k = c->num_experts_per_tok, hid = c->hidden_size;
     int mi = c->moe_intermediate_size, e, t, n, j, rc;
-    char what[96];
+    const spruce_family *f = c->family ? c->family : spruce_family_find(c->model_type);
+    size_t row, col;
+    char what[160];
     if ((rc = r->expert(r->linear_ctx, -1, 0, r->a, ntok, r->moe_p)))
         return rc;
-    if (r->locate && (rc = spruce__check_rows(r->moe_p, ntok, E, T, r->pos0, r->seq0,
-                                              "router logits")))
+    snprintf(what, sizeof what, "layer %d router logits", r->layer);
+    if (r->locate && (rc = spruce__check_rows(r->moe_p, ntok, E, T, r->pos0, r->seq0, what)))
         return rc;
     spruce__moe_route(r->moe_p, ntok, E, k, c->norm_topk_prob, r->moe_sel, r->moe_w);
     memset(r->t, 0, (size_t)ntok * hid * sizeof(float));
@@ -82,10 +84,13 @@ int spruce__moe_mlp(const spruce__block_run *r, int ntok, int T)
             return rc;
         if ((rc = r->expert(r->linear_ctx, e, 2, r->g, n, r->moe_y)))
             return rc;
-        if (r->locate) {
-            snprintf(what, sizeof what, "layer %d expert %d down output", r->layer, e);
-            if ((rc = spruce__check_rows(r->moe_y, n, hid, n, 0, 0, what)))
-                return rc;
+        if (r->locate && spruce__first_nonfinite(r->moe_y, (size_t)n, (size_t)hid, &row, &col)) {
+            /* name the token of that row: its position (and sequence) */
+            int tok = r->moe_tok[row] / k;
+            snprintf(what, sizeof what, "layer %d %s.%d down output", r->layer,
+                     f ? f->experts : "experts", e);
+            return spruce__check_rows(r->moe_y + row * hid, 1, hid, 1, r->pos0 + tok % T,
+                                      r->seq0 + tok / T, what);
         }
         for (j = 0; j < n; j++) {   /* out[t] += w y_j */
             float *ot = r->t + (size_t)(r->moe_tok[j] / k) * hid, wj = r->moe_w[r->moe_tok[j]];
