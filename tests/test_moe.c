@@ -484,7 +484,10 @@ Test(prune, qwen3_moe_wanda_true_sequential)
 {
     check_prune("qwen3-moe", "--method wanda --sparsity 0.5 --true-sequential", 0);
 }
-Test(prune, mixtral_magnitude_2_4) { check_prune("mixtral", "--method magnitude --pattern 2:4", 1); }
+Test(prune, mixtral_magnitude_2_4)
+{
+    check_prune("mixtral", "--method magnitude --pattern 2:4", 1);
+}
 
 /* ---- the rule for experts with few tokens ------------------------------------------ */
 
