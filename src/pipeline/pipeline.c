@@ -20,6 +20,7 @@
  * weights scale its output, not its input, and are not applied), all
  * accumulated in the block's forward; the router is never pruned.  With
  * true_sequential: q/k/v, o, then every expert's gate/up, then every down. */
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,8 @@ void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
         return;
     memset(o, 0, sizeof *o);
     spruce_prune_opts_init(&o->prune);
+    o->owl_m = 5.0;       /* the OWL recipes of llm-compressor's predecessor (sparseml) */
+    o->owl_lambda = 0.08;
 }
 
 typedef struct {
@@ -78,6 +81,8 @@ typedef struct {
     spruce_fwd_ws *ws;
     taps tp;                        /* one Hessian per site of the current group */
     spruce_hinv *hi[SPRUCE_NSITES]; /* shared factorisations */
+    spruce_layer_target *plan;      /* (L, SPRUCE_NPROJ) or NULL: every layer gets o->prune */
+    double *block_sparsity;         /* owl: (L) */
     spruce_pipeline_summary total;
     double t0;
 } run;
@@ -168,13 +173,15 @@ static int prepare_grid(run *r)
     return 0;
 }
 
+static int embed_all(run *r);
+
 /* The mask of the largest linear layer and, when the method needs data, the
  * forward's workspace and X = embed(calibration windows). */
 static int prepare(run *r)
 {
     const spruce_config *c = r->c;
     size_t maxw = 0, rows, cols, n;
-    int l, s, rc;
+    int l, rc;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_family_linear_shape(r->f, c, (spruce_proj)l, &rows, &cols);
         rows = spruce_family_tensor_rows(r->f, c, (spruce_proj)l);   /* fused: every part */
@@ -204,9 +211,16 @@ static int prepare(run *r)
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: calibration activations of %d x %d "
                               "tokens (%zu MiB)", r->nsamples, r->seqlen,
                               (n * sizeof(float)) >> 20);
+    return embed_all(r);
+}
+
+/* X = embed(calibration windows): the first block's input. */
+static int embed_all(run *r)
+{
+    int s, rc;
     for (s = 0; s < r->nsamples; s++)
         if ((rc = spruce_model_embed(r->m, r->calib + (size_t)s * r->seqlen, r->seqlen,
-                                     r->X + (size_t)s * r->seqlen * c->hidden_size)))
+                                     r->X + (size_t)s * r->seqlen * r->c->hidden_size)))
             return rc;
     return 0;
 }
@@ -215,8 +229,8 @@ static int prepare(run *r)
  * spruce_block_forward for tap and stop_after).  A NaN or infinity in what
  * the taps see or in the block output is SPRUCE_ENAN naming the layer, the
  * tensor, the calibration sequence and the position. */
-static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
-                       int stop_after)
+static int forward_experts(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
+                           int stop_after, int experts)
 {
     size_t per = (size_t)r->seqlen * r->c->hidden_size;
     int s, rc;
@@ -224,9 +238,15 @@ static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *c
         if ((rc = spruce__block_forward_experts(
                  r->c, b, r->X + (size_t)s * per,
                  r->nsamples - s < r->chunk ? r->nsamples - s : r->chunk, r->seqlen, r->ws, tap,
-                 ctx, tap ? expert_tap_add : NULL, ctx, stop_after, s)))
+                 ctx, experts ? expert_tap_add : NULL, ctx, stop_after, s)))
             return rc;
     return 0;
+}
+
+static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
+                       int stop_after)
+{
+    return forward_experts(r, b, tap, ctx, stop_after, 0);
 }
 
 /* The layers of group g of block layer (all seven at once, or in
@@ -242,7 +262,9 @@ static int group_members(const run *r, int layer, int g, int ngroups, int in_gro
         spruce_site site = r->f->linear[l].site;
         /* a part of a fused tensor is pruned with its lead, as one layer */
         in_group[l] = r->selected[(size_t)layer * SPRUCE_NPROJ + l] &&
-                      !r->f->linear[l].part && (ngroups == 1 || (int)site == g);
+                      !r->f->linear[l].part && (ngroups == 1 || (int)site == g) &&
+                      !(r->plan && r->plan[(size_t)layer * SPRUCE_NPROJ + l].kind ==
+                                       SPRUCE_TARGET_DENSE);
         if (in_group[l]) {
             per_site[site]++;
             last = (int)site > last ? (int)site : last;
@@ -277,7 +299,7 @@ static int calibrate(run *r, const spruce_block *b, const int in_group[], int la
                 return spruce__seterr(SPRUCE_ENOMEM, "Hessian of expert %d: %d x %d floats", e,
                                       cols, cols);
         }
-    return forward_all(r, b, tap_add, &r->tp, SPRUCE_SITE_DOWN);
+    return forward_experts(r, b, tap_add, &r->tp, SPRUCE_SITE_DOWN, 1);
 }
 
 static void free_hessians(run *r)
@@ -296,16 +318,61 @@ static void free_hessians(run *r)
     r->tp.eh = NULL;
 }
 
+/* The options of a layer the plan gives target t (DEFAULT: po unchanged). */
+static void apply_target(const spruce_layer_target *t, spruce_prune_opts *po,
+                         spruce_layer_target *got)
+{
+    *got = *t;
+    if (t->kind == SPRUCE_TARGET_SPARSITY) {
+        po->sparsity = (float)t->sparsity;
+        po->count = t->count;
+        po->prune_n = po->prune_m = 0;
+        if (t->count == 0)
+            po->sparsity = 0.0f; /* a layer too small for one weight of its share */
+    } else if (t->kind == SPRUCE_TARGET_NM) {
+        po->sparsity = 0.0f;
+        po->count = 0;
+        po->prune_n = t->n;
+        po->prune_m = t->m;
+    }
+}
+
+/* Report a layer the plan keeps dense: nothing is pruned or written. */
+static int report_dense(run *r, spruce_block *b, spruce_proj l)
+{
+    spruce_layer_report rep;
+    char name[256];
+    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
+    r->total.layers_dense++;
+    if (!r->o->on_layer)
+        return 0;
+    memset(&rep, 0, sizeof rep);
+    rep.expert = -1;
+    rep.rel_error = -1;
+    rep.name = name;
+    rep.layer = b->layer;
+    rep.nlayers = r->L;
+    rep.which = l;
+    rep.rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
+    rep.cols = b->cols[l];
+    rep.weight = b->w[l];
+    rep.target = r->plan[(size_t)b->layer * SPRUCE_NPROJ + l];
+    rep.elapsed = spruce_clock_now() - r->t0;
+    return r->o->on_layer(r->o->ctx, &rep);
+}
+
 /* One matrix to prune: W (rows, cols), the tensor name of block layer,
  * linear which (an expert's: GATE, UP, DOWN) of expert (-1: none), with the
- * Hessian h of its input (NULL for magnitude) and, when shared, the slot *hi
- * of the factorisation of h that layers reading the same input share. */
+ * Hessian h of its input (NULL for magnitude), the plan's target (NULL: the
+ * options as given) and, when shared, the slot *hi of the factorisation of h
+ * that layers reading the same input share. */
 typedef struct {
     float *W;
     int rows, cols, layer, expert;
     spruce_proj which;
     const char *name;
     const spruce_hessian *h;
+    const spruce_layer_target *target;
     spruce_hinv **hi;
 } matrix;
 
@@ -345,14 +412,22 @@ static int prune_matrix(run *r, const matrix *x)
     rep.rel_error = -1;
     rep.expert = x->expert;
     rep.tokens = h ? spruce_hessian_tokens(h) : 0;
+    if (x->target)
+        apply_target(x->target, po, &rep.target);
     if ((rep.fallback = expert_rule(r, x, po)) && po->method == SPRUCE_METHOD_MAGNITUDE)
         h = NULL;
     if (po->wbits > 0) { /* the layer's grid, for the report (and so the writer) */
+        const spruce_tensor *t = spruce_ckpt_find(spruce_model_ckpt(r->m), x->name);
         r->grid.rows = x->rows;
         r->grid.cols = x->cols;
         r->grid.groupsize = po->groupsize > 0 ? po->groupsize : x->cols;
         po->grid_out = &r->grid;
         rep.grid = &r->grid;
+        /* the scales are stored in the weight's dtype (spruce_qgrid.h) */
+        po->scale_dtype = !t                              ? SPRUCE_QSCALE_F32
+                          : t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_QSCALE_BF16
+                          : t->dtype == SPRUCE_DTYPE_F16  ? SPRUCE_QSCALE_F16
+                                                          : SPRUCE_QSCALE_F32;
     }
     if (x->expert >= 0 && h && rep.tokens > 0) {   /* the dense weights, for rel_error */
         if (!(W0 = malloc((size_t)numel * sizeof(float))))
@@ -379,13 +454,16 @@ static int prune_matrix(run *r, const matrix *x)
                               t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck), x->name,
                               detail);
     }
-    for (i = 0; i < numel; i++)
+    for (i = 0; i < numel; i++) {
         zeros += x->W[i] == 0.0f;
+        rep.pruned += !r->mask[i];
+    }
     if (r->w && (rc = spruce_ckpt_writer_set_f32(r->w, x->name, x->W)))
         return rc;
     r->total.layers_pruned++;
     r->total.params += numel;
     r->total.zeros += zeros;
+    r->total.pruned += rep.pruned;
     r->total.loss += rep.result.loss;
     if (!r->o->on_layer)
         return 0;
@@ -417,9 +495,8 @@ static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
     x.which = l;
     x.name = name;
     x.h = r->tp.h[site];
-    x.hi = shared ? &r->hi[site] : NULL;
-    if (!shared && r->hi[site])   /* prepared before for this input */
-        x.hi = &r->hi[site];
+    x.target = r->plan ? &r->plan[(size_t)b->layer * SPRUCE_NPROJ + l] : NULL;
+    x.hi = shared || r->hi[site] ? &r->hi[site] : NULL;
     return prune_matrix(r, &x);
 }
 
@@ -447,6 +524,7 @@ static int prune_experts(run *r, spruce_block *b, int ephase)
             x.which = (spruce_proj)(SPRUCE_PROJ_GATE + k);
             x.name = name;
             x.h = r->tp.eh ? r->tp.eh[2 * e + (k == 2)] : NULL;
+            x.target = NULL;   /* experts take the options as given */
             x.hi = k < 2 && sel[0] && sel[1] ? &hi : NULL;
             rc = prune_matrix(r, &x);
         }
@@ -466,6 +544,13 @@ static int prune_block(run *r, int layer)
     for (g = 0; g < ngroups; g++) {
         int in_group[SPRUCE_NPROJ], per_site[SPRUCE_NSITES];
         int last_site = group_members(r, layer, g, ngroups, in_group, per_site);
+        if (r->plan) /* the layers of the group the plan keeps dense */
+            for (l = 0; l < SPRUCE_NPROJ; l++)
+                if (r->selected[(size_t)layer * SPRUCE_NPROJ + l] && !r->f->linear[l].part &&
+                    (ngroups == 1 || (int)r->f->linear[l].site == g) &&
+                    r->plan[(size_t)layer * SPRUCE_NPROJ + l].kind == SPRUCE_TARGET_DENSE &&
+                    (rc = report_dense(r, b, (spruce_proj)l)))
+                    goto done;
         /* the experts: with the rest (one group), or gate/up then down */
         int ephase = !b->nexperts ? -1 : ngroups == 1 ? 2 : g == SPRUCE_SITE_GATEUP ? 0
                      : g == SPRUCE_SITE_DOWN ? 1 : -1;
@@ -488,6 +573,196 @@ done:
     return rc;
 }
 
+/* ---- the per-layer plan ---------------------------------------------------- */
+
+/* OWL's input norms: a[site][j] += sqrt(sum over the tokens of one
+ * calibration sequence of x_j^2), sequence by sequence (llm-compressor's
+ * _get_activations runs batch 1; its 1/128 scale does not change a ratio). */
+typedef struct {
+    double *a[SPRUCE_NSITES];
+    double *acc;   /* (max cols) one sequence's sums of squares */
+    int seqlen;
+} owl_norms;
+
+static int owl_tap(void *ctx, spruce_site site, const float *X, int tokens, int cols)
+{
+    owl_norms *on = ctx;
+    int s, t, j;
+    for (s = 0; s < tokens / on->seqlen; s++) {
+        memset(on->acc, 0, (size_t)cols * sizeof *on->acc);
+        for (t = 0; t < on->seqlen; t++) {
+            const float *x = X + ((size_t)s * on->seqlen + t) * cols;
+            for (j = 0; j < cols; j++)
+                on->acc[j] += (double)x[j] * x[j];
+        }
+        for (j = 0; j < cols; j++)
+            on->a[site][j] += sqrt(on->acc[j]);
+    }
+    return 0;
+}
+
+/* The dense pass of OWL: block by block, the dense block's forward over the
+ * calibration data (its output is the next block's input, as in the dense
+ * model) measures the input norms of its linear layers; the outlier ratio of
+ * the selected ones gives the block's ratio, and the ratios the blocks'
+ * sparsities (spruce_owl_sparsities).  One block in memory at a time; X is
+ * left as the last block's output (the caller embeds again). */
+static int owl_pass(run *r, double *bs)
+{
+    owl_norms on;
+    double *ratio = calloc((size_t)r->L, sizeof *ratio);
+    size_t mx = 0;
+    int site, layer, l, rc = 0, nb = 0;
+    memset(&on, 0, sizeof on);
+    on.seqlen = r->seqlen;
+    for (site = 0; site < SPRUCE_NSITES; site++) {
+        size_t cols = spruce_family_site_cols(r->f, r->c, (spruce_site)site);
+        mx = cols > mx ? cols : mx;
+        if (!(on.a[site] = malloc(cols * sizeof *on.a[site])))
+            rc = spruce__seterr(SPRUCE_ENOMEM, "owl: input norms of %zu columns", cols);
+    }
+    if (!rc && (!ratio || !(on.acc = malloc(mx * sizeof *on.acc))))
+        rc = spruce__seterr(SPRUCE_ENOMEM, "owl: %d blocks", r->L);
+    for (layer = 0; !rc && layer < r->L; layer++) {
+        const float *W[SPRUCE_NPROJ];
+        const double *norm[SPRUCE_NPROJ];
+        int rows[SPRUCE_NPROJ], cols[SPRUCE_NPROJ], n = 0;
+        spruce_block *b = NULL;
+        for (site = 0; site < SPRUCE_NSITES; site++)
+            memset(on.a[site], 0, spruce_family_site_cols(r->f, r->c, (spruce_site)site) *
+                                      sizeof *on.a[site]);
+        if ((rc = spruce_model_get_block(r->m, layer, &b)))
+            break;
+        if (!(rc = forward_all(r, b, owl_tap, &on, -1))) {
+            for (l = 0; l < SPRUCE_NPROJ; l++) {
+                if (!r->selected[(size_t)layer * SPRUCE_NPROJ + l] || r->f->linear[l].part)
+                    continue;
+                W[n] = b->w[l];
+                rows[n] = (int)spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l);
+                cols[n] = b->cols[l];
+                norm[n++] = on.a[r->f->linear[l].site];
+            }
+            if (n > 0)
+                ratio[nb++] = spruce_owl_outlier_ratio(n, W, rows, cols, norm, r->o->owl_m);
+        }
+        spruce_model_put_block(r->m, b);
+        if (!rc && n > 0 && r->o->on_profile)
+            r->o->on_profile(r->o->ctx, layer, r->L, ratio[nb - 1], spruce_clock_now() - r->t0);
+        if (!rc && spruce__cancelled())
+            rc = spruce__seterr(SPRUCE_ECANCELED, "owl: stopped after block %d", layer);
+    }
+    /* blocks without a selected layer take no part in the profile */
+    if (!rc) {
+        double *sb = malloc((size_t)(nb ? nb : 1) * sizeof *sb);
+        int k = 0;
+        if (!sb)
+            rc = spruce__seterr(SPRUCE_ENOMEM, "owl: %d blocks", nb);
+        else if (!(rc = spruce_owl_sparsities(ratio, nb, (double)r->o->prune.sparsity,
+                                               r->o->owl_lambda, sb)))
+            for (layer = 0, k = 0; layer < r->L; layer++) {
+                int any = 0;
+                for (l = 0; l < SPRUCE_NPROJ; l++)
+                    any |= r->selected[(size_t)layer * SPRUCE_NPROJ + l] && !r->f->linear[l].part;
+                bs[layer] = any ? sb[k++] : 0.0;
+            }
+        free(sb);
+    }
+    for (site = 0; site < SPRUCE_NSITES; site++)
+        free(on.a[site]);
+    free(on.acc);
+    free(ratio);
+    return rc;
+}
+
+/* r->plan from the options: every selected lead layer's target (the rules'
+ * first match, OWL's block sparsity or the default), each rule checked to
+ * match some linear layer, then the exact counts of the unstructured ones in
+ * model order.  No plan (r->plan NULL) without rules or OWL. */
+static int build_plan(run *r)
+{
+    const spruce_pipeline_opts *o = r->o;
+    const spruce_prune_opts *po = &o->prune;
+    size_t n = (size_t)r->L * SPRUCE_NPROJ, i;
+    spruce_layer_target def;
+    double *sp = NULL;
+    int64_t *numel = NULL, *count = NULL;
+    unsigned char *used = NULL;
+    char name[256];
+    int rc = 0, nrules = spruce_layer_rules_count(o->layer_rules), k, ns = 0;
+    if (!o->layer_rules && !o->owl)
+        return 0;
+    if (o->layer_rules && o->owl)
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: a layer sparsity file (%s) and the OWL "
+                              "profile are two plans: give one",
+                              spruce_layer_rules_origin(o->layer_rules));
+    if (o->owl && (po->prune_m > 0 || !(po->sparsity > 0.0f)))
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: the OWL profile shares out an "
+                              "unstructured sparsity in (0, 1) between the blocks, not %s",
+                              po->prune_m > 0 ? "an N:M pattern" : "sparsity 0");
+    memset(&def, 0, sizeof def);
+    def.kind = po->prune_m > 0 ? SPRUCE_TARGET_NM : SPRUCE_TARGET_SPARSITY;
+    def.sparsity = po->prune_m > 0 ? 0.0 : (double)po->sparsity;
+    def.n = po->prune_n;
+    def.m = po->prune_m;
+    r->plan = calloc(n, sizeof *r->plan);
+    sp = malloc(n * sizeof *sp);
+    numel = malloc(n * sizeof *numel);
+    count = malloc(n * sizeof *count);
+    used = calloc((size_t)nrules + 1, 1);
+    if (!r->plan || !sp || !numel || !count || !used ||
+        (o->owl && !(r->block_sparsity = calloc((size_t)r->L, sizeof *r->block_sparsity)))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline: plan of %zu layers", n);
+        goto done;
+    }
+    if (o->owl && (rc = owl_pass(r, r->block_sparsity)))
+        goto done;
+    for (i = 0; i < n; i++) {
+        int layer = (int)(i / SPRUCE_NPROJ);
+        spruce_proj l = (spruce_proj)(i % SPRUCE_NPROJ);
+        spruce_layer_target t = def;
+        if (r->f->linear[l].part)
+            continue;
+        spruce_family_linear_name(r->f, layer, l, 0, name, sizeof name);
+        if (o->layer_rules && (k = spruce_layer_rules_match(o->layer_rules, name, &t)) >= 0)
+            used[k] = 1;
+        else if (o->owl)
+            t.sparsity = r->block_sparsity[layer];
+        if (!r->selected[i])
+            continue;
+        r->plan[i] = t;
+        if (t.kind == SPRUCE_TARGET_SPARSITY) {
+            sp[ns] = t.sparsity;
+            numel[ns++] = (int64_t)spruce_family_tensor_rows(r->f, r->c, l) *
+                          (int64_t)spruce_family_site_cols(r->f, r->c, r->f->linear[l].site);
+        }
+    }
+    for (k = 0; k < nrules; k++)
+        if (!used[k]) {
+            spruce_family_linear_name(r->f, 0, SPRUCE_PROJ_Q, 0, name, sizeof name);
+            rc = spruce__seterr(SPRUCE_EINVAL, "file %s: key '%s' matches no linear layer of "
+                                "the model (names look like %s)",
+                                spruce_layer_rules_origin(o->layer_rules),
+                                spruce_layer_rules_key(o->layer_rules, k), name);
+            goto done;
+        }
+    if (ns > 0 && (rc = spruce_plan_counts(sp, numel, ns, count)))
+        goto done;
+    for (i = 0, k = 0; i < n; i++)
+        if (r->selected[i] && !r->f->linear[i % SPRUCE_NPROJ].part &&
+            r->plan[i].kind == SPRUCE_TARGET_SPARSITY)
+            r->plan[i].count = count[k++];
+    if (o->owl && (rc = embed_all(r))) /* the pruning pass starts from the embeddings again */
+        goto done;
+    if (o->on_plan && (rc = o->on_plan(o->ctx, r->plan, r->block_sparsity, r->L)))
+        goto done;
+done:
+    free(sp);
+    free(numel);
+    free(count);
+    free(used);
+    return rc;
+}
+
 int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, int seqlen,
                         spruce_ckpt_writer *w, const spruce_pipeline_opts *o,
                         spruce_pipeline_summary *sum)
@@ -496,7 +771,7 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     int rc, layer;
     memset(&r, 0, sizeof r);
     r.t0 = spruce_clock_now();
-    if (!m || !o || (!calib && o->prune.method != SPRUCE_METHOD_MAGNITUDE))
+    if (!m || !o || (!calib && (o->prune.method != SPRUCE_METHOD_MAGNITUDE || o->owl)))
         return spruce__seterr(SPRUCE_EINVAL, "spruce_pipeline_run: NULL argument");
     r.m = m;
     r.c = spruce_model_config(m);
@@ -508,11 +783,16 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     r.seqlen = seqlen;
     r.L = r.c->num_hidden_layers;
     r.E = r.c->num_experts;
-    r.need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE;
+    r.need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE || o->owl;
     if (r.need_data && (nsamples <= 0 || seqlen <= 0))
         return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples of %d tokens",
                               nsamples, seqlen);
-    if ((rc = select_layers(&r)) || (rc = prepare(&r)))
+    if (r.E && (o->layer_rules || o->owl))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: a per-layer plan (%s) is not "
+                              "supported for a mixture of experts (%s): prune it with one "
+                              "sparsity or N:M pattern", o->owl ? "the OWL profile"
+                              : "a layer sparsity file", r.c->model_type);
+    if ((rc = select_layers(&r)) || (rc = prepare(&r)) || (rc = build_plan(&r)))
         goto done;
     for (layer = 0; layer < r.L; layer++) {
         int l, any = 0;
@@ -540,6 +820,8 @@ done:
     free(r.grid.zero);
     free(r.selected);
     free(r.eselected);
+    free(r.plan);
+    free(r.block_sparsity);
     return rc;
 }
 

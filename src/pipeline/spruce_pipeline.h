@@ -8,6 +8,7 @@
 #define SPRUCE_PIPELINE_H
 
 #include "spruce_model.h"
+#include "spruce_plan.h"
 #include "spruce_prune.h"
 
 #ifdef __cplusplus
@@ -42,6 +43,11 @@ typedef struct {
      * dense weights): computed for experts with tokens > 0, the same measure
      * for every method; -1 otherwise. */
     double rel_error;
+    /* What the plan gave the layer (kind DEFAULT without a plan).  A layer the
+     * plan keeps DENSE is reported too: weight is its dense weights, mask NULL,
+     * result zero, and nothing is written for it (the writer copies it). */
+    spruce_layer_target target;
+    int64_t pruned;              /* weights the mask prunes */
 } spruce_layer_report;
 
 typedef struct {
@@ -50,6 +56,22 @@ typedef struct {
                                   * of experts: every expert's gate/up, then every down) */
     const char *include;         /* POSIX extended regex on tensor names, NULL = all */
     const char *exclude;         /* NULL = none */
+    /* A per-layer plan (spruce_plan.h); without one every layer gets prune.
+     * layer_rules: --layer-sparsity, first match wins; owl: --sparsity-profile
+     * owl, block sparsities from a dense pass over the calibration data around
+     * prune.sparsity (owl_m, owl_lambda: 5 and 0.08 from opts_init).  Planned
+     * unstructured layers prune exact counts (spruce_plan_counts) so that the
+     * pruned layers' overall sparsity is the plan's to the weight. */
+    const spruce_layer_rules *layer_rules;
+    int owl;
+    double owl_m, owl_lambda;
+    /* Once the plan is made, before pruning: plan (nlayers, SPRUCE_NPROJ), the
+     * entry of each lead linear layer (DEFAULT for layers not selected);
+     * block_sparsity (nlayers) with owl, else NULL.  Non-zero stops. */
+    int (*on_plan)(void *ctx, const spruce_layer_target *plan, const double *block_sparsity,
+                   int nlayers);
+    /* owl: after the dense pass over each block, its outlier ratio (percent). */
+    void (*on_profile)(void *ctx, int layer, int nlayers, double outlier_ratio, double elapsed);
     /* After each pruned layer; a non-zero return stops the pipeline with it. */
     int (*on_layer)(void *ctx, const spruce_layer_report *r);
     /* After each block (layer counts from 0). */
@@ -63,6 +85,8 @@ typedef struct {
     int layers_pruned;           /* linear layers pruned */
     int64_t params;              /* weights in the pruned layers */
     int64_t zeros;               /* of which zero */
+    int64_t pruned;              /* of which the masks prune */
+    int layers_dense;            /* layers the plan kept dense (not in params) */
     double sparsity;             /* zeros / params */
     double loss;                 /* sum of the layers' losses */
     double seconds;

@@ -59,6 +59,9 @@ typedef enum {
 typedef struct {
     spruce_method method; /* default SPARSEGPT */
     float sparsity;       /* unstructured target in [0, 1); used when prune_m == 0 */
+    int64_t count;        /* unstructured, > 0: prune exactly count weights of the layer
+                             instead of the fraction sparsity (a per-layer plan's count,
+                             spruce_plan_counts); 0 = sparsity decides */
     int prune_n;          /* N:M: prune N of every M consecutive weights of a row */
     int prune_m;          /* 0 = unstructured */
     int blocksize;        /* SparseGPT column block B, default 128 */
@@ -69,6 +72,8 @@ typedef struct {
     int wbits;            /* 0 = no quantization; 2..8: round kept weights to a grid */
     int groupsize;        /* columns per grid (0 = one grid per row) */
     int sym;              /* 1: symmetric grid */
+    int scale_dtype;      /* spruce_qscale_dtype: the type the scales are stored in
+                             (the checkpoint's weight dtype), default float32 */
     spruce_qgrid *grid_out; /* optional, with wbits > 0: receives the grid; the caller
                                sets rows, cols, groupsize and allocates scale and zero
                                of (rows, cols / groupsize) */
