@@ -23,6 +23,7 @@
 #include "decode_testutil.h"
 #include "model_testutil.h"
 #include "ref_testutil.h"
+#include "families_testutil.h"
 #include "rope.h"
 #include "spruce_ckpt.h"
 #include "spruce_decode.h"
@@ -32,78 +33,10 @@
 #include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
-/* A correct float32 forward lands within about 1e-5 of the golden logits;
- * every mistake tried on these fixtures moved some logit by 0.48 or more. */
-#define TOL 1e-4
-#define NSEQ 2
-#define SEQ 48
 
 static const char *matching[] = {"llama3-rope", "llama-yarn", "qwen3", "qwen3-bf16", "gemma2",
-                                  "gemma3", "phi3", "opt"};
+                                  "gemma3", "phi3", "opt", "mixtral", "qwen3-moe"};
 #define NMATCHING ((int)(sizeof matching / sizeof matching[0]))
-
-/* $SPRUCE_FIXTURES/families/<name> into buf, or 0 when absent. */
-static int family_dir(const char *name, char *buf, size_t size)
-{
-    const char *root = getenv("SPRUCE_FIXTURES");
-    if (!root)
-        return 0;
-    snprintf(buf, size, "%s/families/%s", root, name);
-    return exists(buf);
-}
-
-#define NEED_FAMILY(dir, name)                                                          \
-    char dir[1024];                                                                     \
-    if (!family_dir(name, dir, sizeof dir)) {                                           \
-        cr_skip_test("families fixture %s not found: set SPRUCE_FIXTURES to the "      \
-                     "directory holding families/%s", name, name);                      \
-        return;                                                                         \
-    }
-
-#define NEED_SPRUCE_BIN(bin)                                                            \
-    const char *bin = getenv("SPRUCE_BIN");                                             \
-    if (!bin || !exists(bin)) {                                                         \
-        cr_skip_test("SPRUCE_BIN does not name the built spruce program");              \
-        return;                                                                         \
-    }
-
-static int sh(const char *cmd)
-{
-    int st = system(cmd);
-    cr_assert(st != -1 && WIFEXITED(st), "%s did not exit", cmd);
-    return WEXITSTATUS(st);
-}
-
-/* The fixture's ids (NSEQ x SEQ) and golden logits (NSEQ x SEQ x vocab). */
-static void load_golden(const char *dir, int vocab, uint32_t **ids, float **logits)
-{
-    char path[1200];
-    size_t n = 0, nl;
-    FILE *f;
-    snprintf(path, sizeof path, "%s/ids.txt", dir);
-    cr_assert_eq(spruce_tokens_load(path, ids, &n), 0, "%s", spruce_errdetail());
-    cr_assert_eq(n, (size_t)NSEQ * SEQ, "%s: %zu ids", path, n);
-    nl = (size_t)NSEQ * SEQ * (size_t)vocab;
-    *logits = malloc(nl * sizeof(float));
-    cr_assert_not_null(*logits);
-    snprintf(path, sizeof path, "%s/logits.f32", dir);
-    f = fopen(path, "rb");
-    cr_assert(f, "%s", path);
-    cr_assert_eq(fread(*logits, sizeof(float), nl, f), nl, "%s: short", path);
-    fclose(f);
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n)
-{
-    double mx = 0;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= mx))
-            mx = d;   /* NaN counts as the largest */
-    }
-    return mx;
-}
 
 /* ---- the dense forward ------------------------------------------------------ */
 
@@ -1081,24 +1014,14 @@ static void check_prune(const char *name, const char *how, int nm)
 {
     NEED_FAMILY(dir, name);
     NEED_SPRUCE_BIN(bin);
-    char *d = tmp_dir(), calib[1200], out[1200], h5[1200], cmd[4096];
+    char *d = tmp_dir(), out[1200], h5[1200], cmd[4096];
     spruce_model *src = NULL, *m = NULL;
     spruce_maskreader *mr = NULL;
     const spruce_config *c;
-    uint32_t *ids, *cal;
-    float *gold;
-    double ppl = 0;
-    int layer, l, nwin = 0, i;
+    int layer, l, i;
     cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
     c = spruce_model_config(src);
-    cal = malloc(sizeof *cal * 16 * 32);
-    spruce_tokens_random(cal, 16 * 32, (uint32_t)c->vocab_size, 7);
-    snprintf(calib, sizeof calib, "%s/calib.u16", d);
-    cr_assert_eq(spruce_tokens_save(calib, cal, 16 * 32), 0);
-    snprintf(out, sizeof out, "%s/pruned", d);
-    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s' --calib '%s' %s --seqlen 32 "
-             "--nsamples 16 >/dev/null 2>&1", bin, dir, out, calib, how);
-    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    prune_fixture(bin, dir, d, c->vocab_size, how, out, sizeof out);
     cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
     for (layer = 0; layer < c->num_hidden_layers; layer++) {
         spruce_block *b = NULL, *o = NULL;
@@ -1146,11 +1069,7 @@ static void check_prune(const char *name, const char *how, int nm)
         spruce_model_put_block(m, b);
         spruce_model_put_block(src, o);
     }
-    /* the pruned checkpoint evaluates */
-    load_golden(dir, c->vocab_size, &ids, &gold);
-    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NSEQ * SEQ, SEQ, NULL, NULL, &ppl,
-                                         &nwin), 0, "%s", spruce_errdetail());
-    cr_assert(isfinite(ppl) && ppl > 1 && nwin == NSEQ, "perplexity %g", ppl);
+    expect_evaluates(m, dir);   /* the pruned checkpoint evaluates */
     /* masks export lists exactly the linear layers */
     snprintf(h5, sizeof h5, "%s/m.h5", d);
     snprintf(cmd, sizeof cmd, "'%s' masks export '%s' -o '%s' >/dev/null 2>&1", bin, out, h5);
@@ -1165,9 +1084,6 @@ static void check_prune(const char *name, const char *how, int nm)
     spruce_maskreader_close(mr);
     spruce_model_free(m);
     spruce_model_free(src);
-    free(gold);
-    free(ids);
-    free(cal);
     rm_tree(d);
     free(d);
 }

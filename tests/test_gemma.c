@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "block.h"
-#include "model_testutil.h"
+#include "families_testutil.h"
 #include "spruce_ckpt.h"
 #include "spruce_decode.h"
 #include "spruce_family.h"
@@ -39,18 +39,6 @@ static void parse_refused(const char *json, int code, const char *what)
     "{\"model_type\": \"" type "\", \"hidden_size\": 64, \"intermediate_size\": 96, "   \
     "\"num_hidden_layers\": 6, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, " \
     "\"vocab_size\": 64, \"max_position_embeddings\": 256" extra "}"
-
-static double max_abs(const float *a, const float *b, size_t n)
-{
-    double mx = 0;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= mx))
-            mx = d;   /* NaN counts as the largest */
-    }
-    return mx;
-}
 
 /* A reproducible value in [-a, a). */
 static float rnd(uint32_t *s, float a)
@@ -542,9 +530,9 @@ static void check_synth(const char *type, int sliding_layer1)
     cr_assert_eq(spruce_decoder_create(m, T, SPRUCE_DECODE_DENSE, &dec), 0);
     for (t = 0; t < T; t++) {
         cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
-        worst = fmax(worst, max_abs(lg, fw + (size_t)t * V, (size_t)V));
+        worst = fmax(worst, max_abs_diff(lg, fw + (size_t)t * V, (size_t)V));
     }
-    wb = max_abs(fb, fw, (size_t)T * V);
+    wb = max_abs_diff(fb, fw, (size_t)T * V);
     cr_assert(worst < 1e-4, "%s: decoder %g from the forward", type, worst);
     cr_assert(wb < 1e-4, "%s: BLAS attention %g from the rows", type, wb);
     spruce_decoder_free(dec);

@@ -182,8 +182,11 @@ Test(family, table_is_complete_and_consistent)
         }
         for (l = 0; l < SPRUCE_NSITES; l++)
             cr_assert(sites[l] > 0, "%s: no linear layer reads site %d", f->model_type, l);
+        cr_assert(!f->moe || (f->router && f->experts && f->expert_proj[0] &&
+                              f->expert_proj[1] && f->expert_proj[2] && f->experts_key),
+                  "%s: a mixture of experts names its router, experts and count", f->model_type);
     }
-    cr_assert_eq(i, 9);
+    cr_assert_eq(i, 11);
     cr_assert_str_eq(list, spruce_family_supported());
     cr_assert_null(spruce_family_find("gemma"));
     cr_assert_null(spruce_family_find(NULL));

@@ -110,10 +110,16 @@ typedef struct {
     double last_block;
     const char *method;
     char pattern[32];
-    int has_loss;
+    int has_loss, has_data;   /* SparseGPT's loss; calibration data (not magnitude) */
     spruce_maskfile *masks;
     const char *masks_path;
     spruce_ckpt_writer *cw;   /* --save-format compressed: written here, with the grid */
+    /* a mixture of experts: (layers, experts) tokens, loss and relative error
+     * (summed over the expert's three matrices), and which took a fallback */
+    int nexperts;
+    int64_t *etokens;
+    double *eloss, *erel;
+    unsigned char *efallback;
     prune_report rep;         /* the summary's rows */
     uint8_t *ones;            /* an all-kept mask for layers the plan keeps dense */
     size_t ones_cap;
@@ -152,6 +158,19 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
     fprintf(stderr, "block %d/%d  %-40s %5dx%-5d loss %.4e  sparsity %.4f  %.2f s  ETA %.1f s\n",
             r->layer + 1, r->nlayers, r->name, r->rows, r->cols, r->result.loss,
             r->result.sparsity, r->result.seconds, frac > 0 ? el * (1 - frac) / frac : 0.0);
+    if (r->expert >= 0 && ctx->etokens) {
+        size_t i = (size_t)r->layer * ctx->nexperts + r->expert;
+        if (r->which != SPRUCE_PROJ_DOWN)   /* gate and up: the tokens routed to it */
+            ctx->etokens[i] = r->tokens;
+        ctx->eloss[i] += r->result.loss;
+        ctx->erel[i] += r->rel_error > 0 ? r->rel_error : 0;
+        if (ctx->has_data && r->which != SPRUCE_PROJ_UP)   /* up shares gate's input */
+            fprintf(stderr, "  expert %d %s: %lld calibration tokens%s%s\n", r->expert,
+                    r->which == SPRUCE_PROJ_DOWN ? "down" : "gate/up", (long long)r->tokens,
+                    r->fallback ? "; fewer than its inputs: " : "",
+                    r->fallback ? r->fallback : "");
+        ctx->efallback[i] |= r->fallback != NULL;
+    }
     if (r->result.dead_columns > 0)
         fprintf(stderr, "  %s: %d of its %d inputs are dead (zero in every calibration token: H_ii = 0); "
                 "their weights are pruned (SparseGPT sets them to zero, as its published code does)\n",
@@ -169,6 +188,29 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
             return rc;
     }
     return 0;
+}
+
+/* Per expert of every mixture-of-experts block: its calibration tokens, its
+ * loss (SparseGPT) and relative output error summed over gate, up and down. */
+static void print_experts(const prune_ctx *ctx, const spruce_config *c)
+{
+    int l, e;
+    printf("experts (block.expert: calibration tokens, loss, relative error of gate+up+down; "
+           "* fewer tokens than inputs, see above):\n");
+    for (l = 0; l < c->num_hidden_layers; l++) {
+        if (!spruce_config_layer_moe(c, l))
+            continue;
+        for (e = 0; e < ctx->nexperts; e++) {
+            size_t i = (size_t)l * ctx->nexperts + e;
+            if (!ctx->has_data) {
+                printf("  %d.%d: magnitude, no calibration\n", l, e);
+                continue;
+            }
+            printf("  %d.%d: %lld tokens, loss %.4e, rel error %.4e%s\n", l, e,
+                   (long long)ctx->etokens[i], ctx->eloss[i], ctx->erel[i],
+                   ctx->efallback[i] ? " *" : "");
+        }
+    }
 }
 
 static void on_profile(void *vctx, int layer, int nlayers, double ratio, double elapsed)
@@ -484,6 +526,19 @@ int spruce_cmd_prune(int argc, char **argv)
     if (compressed)
         ctx.cw = w; /* the layer report brings the weights and the grid */
     ctx.has_loss = po.prune.method == SPRUCE_METHOD_SPARSEGPT;
+    ctx.has_data = po.prune.method != SPRUCE_METHOD_MAGNITUDE;
+    if (cfg->num_experts > 0) {
+        size_t n = (size_t)cfg->num_hidden_layers * cfg->num_experts;
+        ctx.nexperts = cfg->num_experts;
+        ctx.etokens = calloc(n, sizeof *ctx.etokens);
+        ctx.eloss = calloc(n, sizeof *ctx.eloss);
+        ctx.erel = calloc(n, sizeof *ctx.erel);
+        ctx.efallback = calloc(n, 1);
+        if (!ctx.etokens || !ctx.eloss || !ctx.erel || !ctx.efallback) {
+            cli_error(SPRUCE_ENOMEM, "prune: the table of %zu experts", n);
+            goto done;
+        }
+    }
     if (masks_path) {
         if ((rc = spruce_maskfile_create(masks_path, &mf)) ||
             (rc = set_masks_attrs(mf, dir, ctx.method, ctx.pattern, pa.sparsity, (int)nsamples,
@@ -580,12 +635,18 @@ int spruce_cmd_prune(int argc, char **argv)
                pa.sym ? "symmetric" : "asymmetric", quant_where(&pa, qwhere, sizeof qwhere));
     if (ctx.has_loss)
         printf("total loss %.6e\n", sum.loss);
+    if (ctx.etokens)
+        print_experts(&ctx, cfg);
     printf("wrote %s%s%s in %.2f s\n", out, masks_path ? " and " : "",
            masks_path ? masks_path : "", spruce_clock_now() - ctx.t0);
     status = 0;
 done:
     spruce_ckpt_writer_abort(w);
     spruce_maskfile_abort(mf);
+    free(ctx.etokens);
+    free(ctx.eloss);
+    free(ctx.erel);
+    free(ctx.efallback);
     spruce_layer_rules_free(rules);
     prune_report_free(&ctx.rep);
     free(ctx.ones);

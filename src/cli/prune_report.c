@@ -45,6 +45,10 @@ int prune_report_add(prune_report *pr, const spruce_layer_report *r, const char 
     row->loss = r->result.loss;
     row->has_loss = has_loss && r->target.kind != SPRUCE_TARGET_DENSE;
     row->seconds = r->result.seconds;
+    row->expert = r->expert;
+    row->tokens = r->tokens;
+    row->rel_error = r->rel_error;
+    snprintf(row->fallback, sizeof row->fallback, "%s", r->fallback ? r->fallback : "");
     return 0;
 }
 
@@ -111,6 +115,14 @@ int prune_report_json(const prune_report *pr, json_t *head, const spruce_pipelin
         json_object_set_new(o, "sparsity", cli_json_real(r->sparsity));
         json_object_set_new(o, "loss", r->has_loss ? cli_json_real(r->loss) : json_null());
         json_object_set_new(o, "seconds", cli_json_real(r->seconds));
+        if (r->expert >= 0) {   /* a mixture of experts' expert */
+            json_object_set_new(o, "expert", json_integer(r->expert));
+            json_object_set_new(o, "tokens", json_integer((json_int_t)r->tokens));
+            json_object_set_new(o, "rel_error",
+                                r->rel_error >= 0 ? cli_json_real(r->rel_error) : json_null());
+            json_object_set_new(o, "fallback",
+                                *r->fallback ? json_string(r->fallback) : json_null());
+        }
         json_array_append_new(layers, o);
     }
     json_object_set_new(head, "layers", layers);

@@ -20,6 +20,12 @@ typedef struct {
     double loss;
     int has_loss;
     double seconds;
+    /* a mixture of experts' expert (-1: any other layer): its calibration
+     * tokens, relative error (-1: none) and the few-token rule (or "") */
+    int expert;
+    int64_t tokens;
+    double rel_error;
+    char fallback[48];
 } prune_row;
 
 typedef struct {

@@ -591,6 +591,11 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     }
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_GATEUP, in, ntok, hid, stop_after, &rc))
         return rc;
+    if (r->moe) {   /* the experts chosen for each token, weighted */
+        if ((rc = spruce__moe_mlp(r, ntok, T)) || stop_after == (int)SPRUCE_SITE_DOWN)
+            return rc;   /* stopping after the experts' down inputs: x unchanged */
+        goto residual;
+    }
     if (c->act == SPRUCE_ACT_RELU) {   /* OPT: g = relu(fc1(in)), no gate */
         if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_UP, in, ntok, r->g)))
             return rc;
@@ -614,6 +619,7 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_DOWN, r->g, ntok, r->t)))
         return rc;
     CHECK(1, r->t, hid, proj_path(f, SPRUCE_PROJ_DOWN), "output");
+residual:
     if (r->post_mlp_norm)
         spruce__rmsnorm_off(r->t, r->t, r->post_mlp_norm, off, ntok, hid, c->rms_norm_eps);
     spruce__add(r->h, r->t, n);

@@ -133,6 +133,25 @@ int spruce__check_rows(const float *x, int ntok, int n, int T, int pos0, int seq
 /* Y (ntok, rows) = X (ntok, cols) W_l^T + b_l for linear l of the block. */
 typedef int (*spruce__linear_fn)(void *ctx, spruce_proj l, const float *X, int ntok, float *Y);
 
+/* Y (ntok, rows) = X (ntok, cols) W^T for a mixture-of-experts block's
+ * router (e = -1, k = 0) or expert e's gate (k 0), up (1) or down (2). */
+typedef int (*spruce__expert_fn)(void *ctx, int e, int k, const float *X, int ntok, float *Y);
+
+/* Sees expert e's inputs: X (tokens, cols) at site GATEUP (the tokens routed
+ * to e, rows of the MLP norm's output, unweighted) or DOWN (silu(gate) * up
+ * of those tokens); tokens >= 1.  A non-zero return stops the block. */
+typedef int (*spruce__expert_tap_fn)(void *ctx, int e, spruce_site site, const float *X,
+                                     int tokens, int cols);
+
+/* The router's choice for ntok tokens (modeling_mixtral.py:
+ * MixtralSparseMoeBlock; modeling_qwen3_moe.py: Qwen3MoeSparseMoeBlock):
+ * p (ntok, E) holds the router logits and is replaced by their softmax over
+ * all E experts; sel (ntok, k) receives the k most probable experts of each
+ * token, most probable first (the lower index first on a tie, as torch.topk
+ * on CPU), and w (ntok, k) their probabilities, divided by their sum when
+ * renorm. */
+void spruce__moe_route(float *p, int ntok, int E, int k, int renorm, int *sel, float *w);
+
 /* Everything one block needs besides its input.  Buffers are (ntok, width):
  * a (hidden), q (H d), k, v (KV d), att (H d), t (hidden), g, u (inter), and
  * h (hidden), the residual stream, which may be x itself (decoding: x is
@@ -162,7 +181,25 @@ typedef struct {
      * seq0 (the index of the first sequence) are for the message. */
     int locate;
     int layer, seq0;
+    /* A mixture-of-experts MLP (r->moe, spruce_config_layer_moe): the router
+     * and experts go through expert (with linear_ctx), each expert on only the
+     * tokens routed to it; expert_tap (may be NULL) sees their inputs.
+     * Scratch: moe_x, moe_y (ntok, hidden), moe_p (ntok, experts), moe_w and
+     * moe_sel (ntok, top-k), moe_tok (ntok * top-k); g and u then hold
+     * (ntok, moe_intermediate_size). */
+    int moe;
+    spruce__expert_fn expert;
+    spruce__expert_tap_fn expert_tap;
+    void *expert_tap_ctx;
+    float *moe_x, *moe_y, *moe_p, *moe_w;
+    int *moe_sel, *moe_tok;
 } spruce__block_run;
+
+/* The MoE MLP of r on a (ntok, hidden) = r->a: r->t (ntok, hidden) = the sum
+ * over each token's chosen experts of w_e down_e(silu(gate_e a) * up_e a).
+ * Returns 0, an expert's or the tap's non-zero return, or SPRUCE_ENAN (with
+ * r->locate: naming the first expert output holding one). */
+int spruce__moe_mlp(const spruce__block_run *r, int ntok, int T);
 
 /* x (nseq * T, hidden) through one LLaMA decoder block (modeling_llama.py:
  * LlamaDecoderLayer; modeling_qwen3.py: Qwen3Attention adds the per-head

@@ -318,6 +318,91 @@ int spruce_config_layer_window(const spruce_config *c, int layer)
     return c->sliding_window;
 }
 
+int spruce_config_layer_moe(const spruce_config *c, int layer)
+{
+    if (!c || c->num_experts <= 0 || layer < 0 || layer >= SPRUCE_MAX_LAYERS_BITS)
+        return 0;
+    if (c->decoder_sparse_step > 1 && (layer + 1) % c->decoder_sparse_step)
+        return 0;
+    return !(c->mlp_only[layer / 8] >> (layer % 8) & 1);
+}
+
+/* Keys of other mixture-of-experts designs that change the maths: refused
+ * unless absent or at the value that means "not used". */
+static int refuse_moe_key(const json_t *root, const char *origin, const char *key)
+{
+    const json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v) || json_is_false(v) ||
+        (json_is_number(v) && json_number_value(v) == 0))
+        return 0;
+    return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: key '%s' is set (shared experts or "
+                          "another routing than Mixtral's and Qwen3-MoE's are not supported: "
+                          "softmax over all experts, top-k)", origin, key);
+}
+
+/* configuration_mixtral.py and configuration_qwen3_moe.py, with their
+ * defaults:
+ *   num_local_experts (mixtral, 8) / num_experts (qwen3_moe, 128)
+ *   num_experts_per_tok     mixtral 2, qwen3_moe 8
+ *   norm_topk_prob          qwen3_moe false; mixtral always renormalises
+ *   moe_intermediate_size   qwen3_moe 768; mixtral's experts are intermediate_size wide
+ *   decoder_sparse_step     qwen3_moe 1
+ *   mlp_only_layers         qwen3_moe [] (layers with qwen3's dense MLP)
+ * router_jitter_noise and the auxiliary loss act in training only. */
+static int moe_keys(const json_t *root, const char *origin, const spruce_family *f,
+                    spruce_config *c)
+{
+    static const char *refused[] = {"shared_expert_intermediate_size", "n_shared_experts",
+                                    "num_shared_experts", "first_k_dense_replace",
+                                    "routed_scaling_factor", "n_group", "topk_group"};
+    const json_t *v, *e;
+    size_t i;
+    int rc;
+    for (i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if ((rc = refuse_moe_key(root, origin, refused[i])))
+            return rc;
+    v = json_object_get(root, "scoring_func");
+    if (v && !json_is_null(v) && (!json_is_string(v) || strcmp(json_string_value(v), "softmax")))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: key 'scoring_func' is not "
+                              "\"softmax\" (supported: softmax over all experts)", origin);
+    c->num_experts = f->moe == 1 ? 8 : 128;
+    c->num_experts_per_tok = f->moe == 1 ? 2 : 8;
+    c->norm_topk_prob = f->moe == 1;
+    c->moe_intermediate_size = f->moe == 1 ? c->intermediate_size : 768;
+    c->decoder_sparse_step = 1;
+    if ((rc = get_int(root, origin, f->experts_key, 0, 1, SPRUCE_MAX_EXPERTS, &c->num_experts)) ||
+        (rc = get_int(root, origin, "num_experts_per_tok", 0, 1, SPRUCE_MAX_EXPERTS,
+                      &c->num_experts_per_tok)))
+        return rc;
+    if (c->num_experts_per_tok > c->num_experts)
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: num_experts_per_tok %d exceeds %s %d",
+                              origin, c->num_experts_per_tok, f->experts_key, c->num_experts);
+    if (f->moe == 1)
+        return 0;
+    if ((rc = get_bool(root, origin, "norm_topk_prob", &c->norm_topk_prob)) ||
+        (rc = get_int(root, origin, "moe_intermediate_size", 0, 1, SPRUCE_MAX_INTERMEDIATE,
+                      &c->moe_intermediate_size)) ||
+        (rc = check_product(origin, "moe_intermediate_size", c->moe_intermediate_size,
+                            "hidden_size", c->hidden_size, SPRUCE_MAX_TENSOR)) ||
+        (rc = get_int(root, origin, "decoder_sparse_step", 0, 1, SPRUCE_MAX_LAYERS,
+                      &c->decoder_sparse_step)))
+        return rc;
+    v = json_object_get(root, "mlp_only_layers");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'mlp_only_layers': expected an "
+                              "array of layer indices", origin);
+    json_array_foreach(v, i, e) {
+        json_int_t l = json_is_integer(e) ? json_integer_value(e) : -1;
+        if (l < 0 || l >= c->num_hidden_layers)
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: mlp_only_layers[%zu]: expected a "
+                                  "layer index in 0..%d", origin, i, c->num_hidden_layers - 1);
+        c->mlp_only[l / 8] |= (unsigned char)(1u << (l % 8));
+    }
+    return 0;
+}
+
 static int parse(const json_t *root, const char *origin, spruce_config *c)
 {
     const json_t *v;
@@ -422,6 +507,8 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
               : f->window_switch_key ? 0
                                      : check_layer_types(root, origin)))
         return rc;
+    if (f->moe && (rc = moe_keys(root, origin, f, c)))
+        return rc;
 
     /* What the family's keys switch on (spruce_family.h). */
     c->qkv_bias = f->qkv_bias;
@@ -436,8 +523,13 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
         return rc;
     if (f->window_switch_key) {   /* qwen2, qwen3 */
         on = 0;
-        if ((rc = get_bool(root, origin, f->window_switch_key, &on)) ||
-            (rc = qwen_window(root, origin, on, c)))
+        if ((rc = get_bool(root, origin, f->window_switch_key, &on)))
+            return rc;
+        if (on && f->moe) /* the experts' sliding attention is not checked against a reference */
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: key '%s' true: sliding-window "
+                                  "attention is not implemented for %s (supported: qwen2, "
+                                  "qwen3)", origin, f->window_switch_key, f->model_type);
+        if ((rc = qwen_window(root, origin, on, c)))
             return rc;
     }
     /* The window (mistral, phi3: every layer, as their models' sliding-window

@@ -46,6 +46,17 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
                              int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
                              int stop_after, int seq0);
 
+/* spruce__block_forward_at with expert_tap (may be NULL) seeing the inputs
+ * of each expert of a mixture-of-experts block: (ctx, expert, site GATEUP or
+ * DOWN, X (tokens, cols)), the tokens routed to it, unweighted.  stop_after
+ * SPRUCE_SITE_DOWN stops a MoE block after its experts (x unchanged). */
+int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b, float *x,
+                                  int nseq, int T, spruce_fwd_ws *ws, spruce_tap_fn tap,
+                                  void *ctx,
+                                  int (*expert_tap)(void *ctx, int e, spruce_site site,
+                                                    const float *X, int tokens, int cols),
+                                  void *expert_ctx, int stop_after, int seq0);
+
 /* spruce_model_head, then SPRUCE_ENAN when the final norm's output or the
  * logits hold a non-finite value (positions from pos0, sequence seq0). */
 int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn,

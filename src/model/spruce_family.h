@@ -105,6 +105,15 @@ typedef struct spruce_family {
     const char *project_in;    /* (hidden, word_embed_proj_dim), when it differs */
     const char *project_out;   /* (word_embed_proj_dim, hidden) */
     const char *final_norm_bias;   /* "model.decoder.final_layer_norm.bias" */
+    /* Mixtures of experts: 1 mixtral (modeling_mixtral.py: every block's MLP is
+     * block_sparse_moe, the k weights always renormalised), 2 qwen3_moe
+     * (modeling_qwen3_moe.py: mlp.*, dense where mlp_only_layers /
+     * decoder_sparse_step say, norm_topk_prob); 0 elsewhere. */
+    int moe;
+    const char *router;        /* "block_sparse_moe.gate" (.weight, (experts, hidden)) */
+    const char *experts;       /* expert e is "<experts>.<e>.": "block_sparse_moe.experts" */
+    const char *expert_proj[3];   /* its gate, up and down: "w1", "w3", "w2" */
+    const char *experts_key;   /* config.json's count: "num_local_experts" */
 } spruce_family;
 
 /* The family of model_type, or NULL when there is none. */
@@ -148,6 +157,7 @@ size_t spruce_family_site_cols(const spruce_family *f, const spruce_config *c, s
 
 /* One tensor of a checkpoint of a family. */
 typedef enum {
+    SPRUCE_TENSOR_ROUTER = -1, /* a MoE block's router (experts, hidden): never pruned */
     SPRUCE_TENSOR_EMBED = 0,   /* the embedding (vocab, hidden) */
     SPRUCE_TENSOR_NORM,        /* a norm's weight (hidden): a block's or the final one;
                                 * (head_dim) for the per-head q/k norms */
@@ -163,7 +173,9 @@ typedef struct {
     char name[160];
     spruce_tensor_role role;
     int layer;                 /* the block, -1 for the embedding, final norm and head */
-    spruce_proj proj;          /* LINEAR and BIAS: which; otherwise SPRUCE_NPROJ */
+    spruce_proj proj;          /* LINEAR and BIAS: which (an expert's: GATE, UP, DOWN);
+                                * otherwise SPRUCE_NPROJ */
+    int expert;                /* LINEAR of an expert: its index, otherwise -1 */
     int ndim;                  /* 1 or 2 */
     size_t shape[2];
 } spruce_family_tensor;
@@ -172,13 +184,21 @@ typedef struct {
  * embedding; per block its attention norm, q/k/v/o (each followed by its bias
  * when it has one), the q and k norms when the family has them, its MLP norm,
  * gate/up/down, then the post-attention and post-MLP norms when the family has
- * them; the final norm; the head unless tied.  OPT: the embedding (vocab,
- * word_embed_proj_dim), the positional table and project_in; per block each
- * norm's weight then bias; the final norm's weight and bias when present;
- * project_out; the head (vocab, word_embed_proj_dim) unless tied.  1 with *t
- * filled, 0 past the end, SPRUCE_EUNSUPPORTED when c names no family.  The model reads and checks exactly these, synth writes
+ * them (a mixture-of-experts block: after its MLP norm the router, then per
+ * expert its gate, up and down, in place of gate/up/down); the final norm;
+ * the head unless tied.  OPT: the embedding (vocab, word_embed_proj_dim), the
+ * positional table and project_in; per block each norm's weight then bias;
+ * the final norm's weight and bias when present; project_out; the head
+ * (vocab, word_embed_proj_dim) unless tied.  1 with *t filled, 0 past the
+ * end, SPRUCE_EUNSUPPORTED when c names no family.  The model reads and checks exactly these, synth writes
  * exactly these. */
 int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tensor *t);
+
+/* "<layers>.<layer>.<experts>.<e>.<gate|up|down>.weight" of expert e's linear
+ * l (GATE, UP, DOWN) into buf, or with e = -1 the router's
+ * "<layers>.<layer>.<router>.weight"; snprintf's return. */
+int spruce_family_expert_name(const spruce_family *f, int layer, int e, spruce_proj l,
+                              char *buf, size_t size);
 
 /* 1 when tensor_name is the weight of one of the prunable linear layers of a
  * block of the family model_type ("model.layers.3.mlp.down_proj.weight", in
@@ -197,6 +217,10 @@ typedef struct {
     int head_dim;              /* 0: hidden / heads */
     spruce_rope_type rope;     /* SPRUCE_ROPE_DEFAULT: no rope_scaling */
     double rope_factor;        /* 0: 8 for llama3, 4 for the others */
+    /* mixtral, qwen3_moe: experts per block (0: 8), chosen per token (0: 2)
+     * and an expert's width (0: the synth config's intermediate); qwen3_moe
+     * gets norm_topk_prob true and every block a mixture of experts. */
+    int experts, experts_per_tok, expert_intermediate;
 } spruce_synth_family;
 
 void spruce_synth_family_defaults(spruce_synth_family *f);

@@ -91,6 +91,9 @@ typedef enum {
     SPRUCE_ACT_RELU              /* OPT's "relu", ungated: down(relu(up x)) */
 } spruce_act;
 
+#define SPRUCE_MAX_LAYERS_BITS 65536   /* == SPRUCE_MAX_LAYERS */
+#define SPRUCE_MAX_EXPERTS 4096        /* num_experts, num_experts_per_tok */
+
 typedef struct {
     char model_type[16];         /* "llama", "mistral", "qwen2" or "qwen3" */
     const struct spruce_family *family;   /* its row of the family table */
@@ -141,7 +144,24 @@ typedef struct {
                                   * LayerNorms have no weight and bias (no tensors) */
     int word_embed_proj_dim;     /* width of the token embedding and the head; 0 or
                                   * hidden_size: none, else project_in / project_out */
+    /* Mixtures of experts (modeling_mixtral.py: MixtralSparseMoeBlock;
+     * modeling_qwen3_moe.py: Qwen3MoeSparseMoeBlock); num_experts 0 elsewhere.
+     * The MoE block's router scores every expert, softmax over all of them,
+     * keeps the top num_experts_per_tok (renormalised to sum 1 with
+     * norm_topk_prob, always for mixtral) and adds those experts' gated MLPs
+     * (width moe_intermediate_size) weighted by them.  qwen3_moe: layer i is a
+     * MoE block unless listed in mlp_only_layers or (i + 1) % decoder_sparse_step
+     * != 0, a dense MLP of intermediate_size otherwise. */
+    int num_experts;             /* num_local_experts (mixtral), num_experts (qwen3_moe) */
+    int num_experts_per_tok;
+    int norm_topk_prob;
+    int moe_intermediate_size;   /* mixtral: intermediate_size */
+    int decoder_sparse_step;     /* 1 for mixtral */
+    unsigned char mlp_only[SPRUCE_MAX_LAYERS_BITS / 8];  /* mlp_only_layers, one bit each */
 } spruce_config;
+
+/* Whether block `layer` of c is a mixture of experts (0 or 1). */
+int spruce_config_layer_moe(const spruce_config *c, int layer);
 
 /* What config.json may ask for.  Each key is refused above its bound, and so
  * are the products below, with a message naming the keys; within them every
@@ -219,6 +239,14 @@ typedef struct {
      * is rows of the tensor of an earlier layer (k, v inside q's; up inside
      * gate's), not an allocation of its own; w[lead] then holds every row. */
     unsigned char fused[SPRUCE_NPROJ];
+    /* A mixture-of-experts block (spruce_config_layer_moe): w, b, rows, cols
+     * of gate/up/down are NULL and 0; the router (nexperts, hidden) and per
+     * expert e its gate expert[3 e] and up expert[3 e + 1] (moe_inter, hidden)
+     * and down expert[3 e + 2] (hidden, moe_inter) instead.  0 and NULL in a
+     * dense block. */
+    int nexperts, expert_width;  /* expert_width: moe_intermediate_size */
+    float *router;
+    float **expert;
 } spruce_block;
 
 /* Where a linear layer's input can be observed.  q/k/v share one input, as do

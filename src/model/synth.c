@@ -22,6 +22,10 @@
  * max_position / 4, gemma2's soft-caps 50 and 30, gemma3's
  * sliding_window_pattern (6, or 2 below 6 layers so that a small model has
  * both kinds of layer), rope_theta 1e6 and rope_local_base_freq 10000.
+ * mixtral and qwen3_moe: every block's MLP is a mixture of experts (router
+ * (experts, hidden), each expert's gate/up (width, hidden) and down (hidden,
+ * width), N(0, 1/fan_in) like the other linear weights), config.json with
+ * the family's expert keys (qwen3_moe: norm_topk_prob true).
  * Linear weights are scaled by 1/sqrt(fan_in), as in a trained model, so that
  * activations stay of order one through the layers.  Each run of 65536
  * elements of a tensor has its own generator seeded from (seed, tensor name,
@@ -56,6 +60,15 @@ static const char *fam_type(const spruce_synth_family *f)
 static int fam_head_dim(const spruce_synth_config *c, const spruce_synth_family *f)
 {
     return f && f->head_dim > 0 ? f->head_dim : c->hidden / (c->heads ? c->heads : 1);
+}
+
+/* A family with experts: their count, top-k and width, with the defaults. */
+static void fam_experts(const spruce_synth_config *c, const spruce_synth_family *f, int *E,
+                        int *k, int *width)
+{
+    *E = f && f->experts > 0 ? f->experts : 8;
+    *k = f && f->experts_per_tok > 0 ? f->experts_per_tok : 2;
+    *width = f && f->expert_intermediate > 0 ? f->expert_intermediate : c->intermediate;
 }
 
 static double fam_factor(const spruce_synth_family *f)
@@ -182,6 +195,15 @@ static int check_config(const spruce_synth_config *c, const spruce_synth_family 
     if (c->heads % c->kv_heads)
         return spruce__seterr(SPRUCE_EINVAL, "synth: heads %d is not a multiple of kv-heads %d",
                               c->heads, c->kv_heads);
+    if (spruce_family_find(fam_type(f))->moe) {
+        int E, k, w;
+        fam_experts(c, f, &E, &k, &w);
+        if (E > SPRUCE_MAX_EXPERTS || k > E || w > SPRUCE_MAX_INTERMEDIATE ||
+            (int64_t)w * c->hidden > SPRUCE_MAX_TENSOR)
+            return spruce__seterr(SPRUCE_EINVAL, "synth: %d experts (at most %d), %d per token "
+                                  "(at most the experts), width %d (at most %d)", E,
+                                  SPRUCE_MAX_EXPERTS, k, w, SPRUCE_MAX_INTERMEDIATE);
+    }
     if (c->dtype != SPRUCE_DTYPE_F32 && c->dtype != SPRUCE_DTYPE_F16 &&
         c->dtype != SPRUCE_DTYPE_BF16)
         return spruce__seterr(SPRUCE_EDTYPE, "synth: expected dtype F32, F16 or BF16");
@@ -211,6 +233,12 @@ static void model_config(const spruce_synth_config *c, const spruce_synth_family
     }
     mc->vocab_size = c->vocab;
     mc->max_position_embeddings = c->max_position;
+    if (mc->family && mc->family->moe) {
+        fam_experts(c, f, &mc->num_experts, &mc->num_experts_per_tok,
+                    &mc->moe_intermediate_size);
+        mc->norm_topk_prob = 1;
+        mc->decoder_sparse_step = 1;
+    }
 }
 
 /* Every tensor of the family table, in its order. */
@@ -339,6 +367,18 @@ static int write_config(const spruce_synth_config *c, const spruce_synth_family 
     }
     if (fam->attention_bias_key)
         json_object_set_new(j, fam->attention_bias_key, json_false());
+    if (fam->moe) {
+        int E, k, w;
+        fam_experts(c, f, &E, &k, &w);
+        json_object_set_new(j, fam->experts_key, json_integer(E));
+        json_object_set_new(j, "num_experts_per_tok", json_integer(k));
+        if (fam->moe == 2) {   /* qwen3_moe: the width and the MoE layers are keys */
+            json_object_set_new(j, "moe_intermediate_size", json_integer(w));
+            json_object_set_new(j, "norm_topk_prob", json_true());
+            json_object_set_new(j, "decoder_sparse_step", json_integer(1));
+            json_object_set_new(j, "mlp_only_layers", json_array());
+        }
+    }
     json_object_set_new(j, "tie_word_embeddings", json_boolean(fam->gemma != 0 || fam->opt));
     json_object_set_new(j, "torch_dtype", json_string(torch_str(c->dtype)));
     json_object_set_new(j, "bos_token_id", json_integer(1));

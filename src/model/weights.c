@@ -108,7 +108,36 @@ static void block_free(spruce_block *b)
             free(b->w[l]);
         free(b->b[l]);
     }
+    if (b->expert)
+        for (l = 0; l < 3 * b->nexperts; l++)
+            free(b->expert[l]);
+    free(b->expert);
+    free(b->router);
     free(b);
+}
+
+/* A mixture-of-experts block's router and experts (spruce_block). */
+static int experts_read(const spruce_model *m, spruce_block *b)
+{
+    const spruce_config *c = &m->cfg;
+    int e, k, rc, hid = c->hidden_size, mi = c->moe_intermediate_size;
+    char name[256];
+    if (!(b->expert = calloc((size_t)3 * c->num_experts, sizeof *b->expert)))
+        return spruce__seterr(SPRUCE_ENOMEM, "block %d: %d experts", b->layer, c->num_experts);
+    b->nexperts = c->num_experts;
+    b->expert_width = mi;
+    spruce_family_expert_name(m->fam, b->layer, -1, SPRUCE_NPROJ, name, sizeof name);
+    if ((rc = load_named(m->ck, name, c->num_experts, hid, &b->router)))
+        return rc;
+    for (e = 0; e < c->num_experts; e++)
+        for (k = 0; k < 3; k++) {
+            spruce_family_expert_name(m->fam, b->layer, e, (spruce_proj)(SPRUCE_PROJ_GATE + k),
+                                      name, sizeof name);
+            if ((rc = load_named(m->ck, name, k == 2 ? hid : mi, k == 2 ? mi : hid,
+                                 &b->expert[3 * e + k])))
+                return rc;
+        }
+    return 0;
 }
 
 static int block_read(const spruce_model *m, int layer, spruce_block **out)
@@ -154,8 +183,12 @@ static int block_read(const spruce_model *m, int layer, spruce_block **out)
         if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->post_mlp_norm)))
             goto done;
     }
+    if (spruce_config_layer_moe(c, layer) && (rc = experts_read(m, b)))
+        goto done;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         size_t rows, cols;
+        if (b->nexperts && l >= SPRUCE_PROJ_GATE)
+            break;   /* the experts stand for gate/up/down */
         spruce_family_linear_shape(f, c, (spruce_proj)l, &rows, &cols);
         b->rows[l] = (int)rows;   /* config.c keeps every width below 2^30 */
         b->cols[l] = (int)cols;

@@ -13,7 +13,13 @@
  * pruned in that order, each on a forward through the already-pruned earlier
  * groups.  A block is read from the mapped checkpoint, pruned, written through
  * the checkpoint writer and freed before the next one is read, so the peak is
- * one block + X + the Hessians. */
+ * one block + X + the Hessians.
+ *
+ * A mixture-of-experts block (mixtral, qwen3_moe) has one Hessian per expert
+ * and input, from exactly the tokens the router sends to it (the routing
+ * weights scale its output, not its input, and are not applied), all
+ * accumulated in the block's forward; the router is never pruned.  With
+ * true_sequential: q/k/v, o, then every expert's gate/up, then every down. */
 #include <math.h>
 #include <regex.h>
 #include <stdio.h>
@@ -38,6 +44,7 @@ void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
 
 typedef struct {
     spruce_hessian *h[SPRUCE_NSITES];
+    spruce_hessian **eh;   /* (experts, 2): an expert's gate/up and down inputs, or NULL */
 } taps;
 
 static int tap_add(void *ctx, spruce_site site, const float *X, int tokens, int cols)
@@ -45,6 +52,15 @@ static int tap_add(void *ctx, spruce_site site, const float *X, int tokens, int 
     taps *t = ctx;
     (void)cols;
     return t->h[site] ? spruce_hessian_add(t->h[site], X, tokens) : 0;
+}
+
+static int expert_tap_add(void *ctx, int e, spruce_site site, const float *X, int tokens,
+                          int cols)
+{
+    taps *t = ctx;
+    spruce_hessian *h = t->eh ? t->eh[2 * e + (site == SPRUCE_SITE_DOWN)] : NULL;
+    (void)cols;
+    return h ? spruce_hessian_add(h, X, tokens) : 0;
 }
 
 /* One run of the pipeline: its inputs, buffers and running totals. */
@@ -57,6 +73,8 @@ typedef struct {
     const uint32_t *calib;
     int nsamples, seqlen, need_data, chunk, L;
     unsigned char *selected;        /* (L, SPRUCE_NPROJ): pruned or not */
+    unsigned char *eselected;       /* (L, experts, 3): an expert's gate, up, down, or NULL */
+    int E;                          /* experts per MoE block, 0 without */
     float *X;                       /* (nsamples, seqlen, hidden) the current block's input */
     uint8_t *mask;                  /* (rows, cols) of the largest linear layer */
     spruce_qgrid grid;              /* prune.wbits > 0: the current layer's grid */
@@ -83,7 +101,8 @@ static int select_layers(run *r)
     if (o->exclude && (rc = spruce__regcomp(&exc, o->exclude, "--exclude")))
         goto done;
     have_exc = o->exclude != NULL;
-    if (!(r->selected = calloc((size_t)r->L * SPRUCE_NPROJ, 1))) {
+    if (!(r->selected = calloc((size_t)r->L * SPRUCE_NPROJ, 1)) ||
+        (r->E && !(r->eselected = calloc((size_t)r->L * r->E * 3, 1)))) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline");
         goto done;
     }
@@ -97,6 +116,23 @@ static int select_layers(run *r)
                    (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
             n += *sel;
         }
+    for (layer = 0; layer < r->L && r->E; layer++) {
+        int e;
+        if (!spruce_config_layer_moe(r->c, layer))
+            continue;
+        for (l = SPRUCE_PROJ_GATE; l <= SPRUCE_PROJ_DOWN; l++)   /* the experts stand for these */
+            n -= r->selected[(size_t)layer * SPRUCE_NPROJ + l];
+        memset(r->selected + (size_t)layer * SPRUCE_NPROJ + SPRUCE_PROJ_GATE, 0, 3);
+        for (e = 0; e < r->E; e++)
+            for (l = 0; l < 3; l++) {
+                unsigned char *sel = &r->eselected[((size_t)layer * r->E + e) * 3 + l];
+                spruce_family_expert_name(r->f, layer, e, (spruce_proj)(SPRUCE_PROJ_GATE + l),
+                                          name, sizeof name);
+                *sel = (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
+                       (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
+                n += *sel;
+            }
+    }
     if (n == 0) {
         spruce_family_linear_name(r->f, 0, SPRUCE_PROJ_Q, 0, name, sizeof name);
         rc = spruce__seterr(SPRUCE_EINVAL, "no linear layer of the %d blocks is selected by "
@@ -125,6 +161,13 @@ static int prepare_grid(run *r)
         n = rows * (po->groupsize > 0 ? cols / (size_t)po->groupsize : 1);
         maxg = n > maxg ? n : maxg;
     }
+    if (r->E) {   /* an expert's gate/up (I_e, h) and down (h, I_e) */
+        size_t h = (size_t)r->c->hidden_size, ie = (size_t)r->c->moe_intermediate_size;
+        n = ie * (po->groupsize > 0 ? h / (size_t)po->groupsize : 1);
+        maxg = n > maxg ? n : maxg;
+        n = h * (po->groupsize > 0 ? ie / (size_t)po->groupsize : 1);
+        maxg = n > maxg ? n : maxg;
+    }
     r->grid.scale = malloc((maxg ? maxg : 1) * sizeof *r->grid.scale);
     r->grid.zero = malloc((maxg ? maxg : 1) * sizeof *r->grid.zero);
     if (!r->grid.scale || !r->grid.zero)
@@ -146,6 +189,8 @@ static int prepare(run *r)
         rows = spruce_family_tensor_rows(r->f, c, (spruce_proj)l);   /* fused: every part */
         maxw = rows * cols > maxw ? rows * cols : maxw;
     }
+    n = (size_t)c->hidden_size * (size_t)c->moe_intermediate_size;   /* an expert's */
+    maxw = r->E && n > maxw ? n : maxw;
     if (!(r->mask = malloc(maxw)))
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
     if ((rc = prepare_grid(r)))
@@ -186,18 +231,24 @@ static int embed_all(run *r)
  * spruce_block_forward for tap and stop_after).  A NaN or infinity in what
  * the taps see or in the block output is SPRUCE_ENAN naming the layer, the
  * tensor, the calibration sequence and the position. */
-static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
-                       int stop_after)
+static int forward_experts(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
+                           int stop_after, int experts)
 {
     size_t per = (size_t)r->seqlen * r->c->hidden_size;
     int s, rc;
     for (s = 0; s < r->nsamples; s += r->chunk)
-        if ((rc = spruce__block_forward_at(r->c, b, r->X + (size_t)s * per,
-                                           r->nsamples - s < r->chunk ? r->nsamples - s
-                                                                      : r->chunk,
-                                           r->seqlen, r->ws, tap, ctx, stop_after, s)))
+        if ((rc = spruce__block_forward_experts(
+                 r->c, b, r->X + (size_t)s * per,
+                 r->nsamples - s < r->chunk ? r->nsamples - s : r->chunk, r->seqlen, r->ws, tap,
+                 ctx, experts ? expert_tap_add : NULL, ctx, stop_after, s)))
             return rc;
     return 0;
+}
+
+static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
+                       int stop_after)
+{
+    return forward_experts(r, b, tap, ctx, stop_after, 0);
 }
 
 /* The layers of group g of block layer (all seven at once, or in
@@ -226,16 +277,31 @@ static int group_members(const run *r, int layer, int g, int ngroups, int in_gro
 
 /* One Hessian per distinct input of the group, from a forward that stops
  * after the last of them. */
-static int calibrate(run *r, const spruce_block *b, const int in_group[], int last_site)
+static int calibrate(run *r, const spruce_block *b, const int in_group[], int last_site,
+                     int ephase)
 {
-    int l;
+    int l, e, k;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_site site = r->f->linear[l].site;
         size_t cols = spruce_family_site_cols(r->f, r->c, site);
         if (in_group[l] && !r->tp.h[site] && !(r->tp.h[site] = spruce_hessian_alloc((int)cols)))
             return spruce__seterr(SPRUCE_ENOMEM, "Hessian of %zu x %zu floats", cols, cols);
     }
-    return forward_all(r, b, tap_add, &r->tp, last_site);
+    if (ephase < 0)
+        return forward_all(r, b, tap_add, &r->tp, last_site);
+    /* every expert with a selected matrix of the phase: its Hessians */
+    if (!r->tp.eh && !(r->tp.eh = calloc((size_t)2 * r->E, sizeof *r->tp.eh)))
+        return spruce__seterr(SPRUCE_ENOMEM, "Hessians of %d experts", r->E);
+    for (e = 0; e < r->E; e++)
+        for (k = 0; k < 2; k++) {
+            const unsigned char *sel = &r->eselected[((size_t)b->layer * r->E + e) * 3];
+            int cols = k ? b->expert_width : r->c->hidden_size;
+            if ((ephase == 2 || ephase == k) && (k ? sel[2] : sel[0] || sel[1]) &&
+                !(r->tp.eh[2 * e + k] = spruce_hessian_alloc(cols)))
+                return spruce__seterr(SPRUCE_ENOMEM, "Hessian of expert %d: %d x %d floats", e,
+                                      cols, cols);
+        }
+    return forward_experts(r, b, tap_add, &r->tp, SPRUCE_SITE_DOWN, 1);
 }
 
 static void free_hessians(run *r)
@@ -247,6 +313,11 @@ static void free_hessians(run *r)
         spruce_hinv_free(r->hi[site]);
         r->hi[site] = NULL;
     }
+    if (r->tp.eh)
+        for (site = 0; site < 2 * r->E; site++)
+            spruce_hessian_free(r->tp.eh[site]);
+    free(r->tp.eh);
+    r->tp.eh = NULL;
 }
 
 /* The options of a layer the plan gives target t (DEFAULT: po unchanged). */
@@ -278,6 +349,8 @@ static int report_dense(run *r, spruce_block *b, spruce_proj l)
     if (!r->o->on_layer)
         return 0;
     memset(&rep, 0, sizeof rep);
+    rep.expert = -1;
+    rep.rel_error = -1;
     rep.name = name;
     rep.layer = b->layer;
     rep.nlayers = r->L;
@@ -290,58 +363,104 @@ static int report_dense(run *r, spruce_block *b, spruce_proj l)
     return r->o->on_layer(r->o->ctx, &rep);
 }
 
-/* Prune linear l of block b (layers sharing an input share one factorisation
- * of its Hessian), write it, count it and report it.  A fused tensor (phi3's
- * qkv_proj: q, k and v rows) is one layer of all its rows. */
-static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
+/* One matrix to prune: W (rows, cols), the tensor name of block layer,
+ * linear which (an expert's: GATE, UP, DOWN) of expert (-1: none), with the
+ * Hessian h of its input (NULL for magnitude), the plan's target (NULL: the
+ * options as given) and, when shared, the slot *hi of the factorisation of h
+ * that layers reading the same input share. */
+typedef struct {
+    float *W;
+    int rows, cols, layer, expert;
+    spruce_proj which;
+    const char *name;
+    const spruce_hessian *h;
+    const spruce_layer_target *target;
+    spruce_hinv **hi;
+} matrix;
+
+/* The rule for an expert that saw fewer calibration tokens than its inputs
+ * (spruce_layer_report.fallback): none at all, magnitude; SparseGPT on fewer,
+ * damping at least 0.1 (the damped Hessian then leans towards the diagonal,
+ * the least-squares update trusting the few tokens less).  NULL: the method
+ * as asked. */
+static const char *expert_rule(const run *r, const matrix *x, spruce_prune_opts *po)
+{
+    int64_t n = x->h ? spruce_hessian_tokens(x->h) : 0;
+    if (x->expert < 0 || !r->need_data)
+        return NULL;
+    if (n == 0) {
+        po->method = SPRUCE_METHOD_MAGNITUDE;
+        return "magnitude, no calibration tokens";
+    }
+    if (po->method == SPRUCE_METHOD_SPARSEGPT && n < x->cols) {
+        po->damp = po->damp > 0.1f ? po->damp : 0.1f;
+        return "sparsegpt, damping raised to 0.1";
+    }
+    return NULL;
+}
+
+/* Prune x, write it, count it and report it.  A fused tensor (phi3's
+ * qkv_proj: q, k and v rows) is one matrix of all its rows. */
+static int prune_matrix(run *r, const matrix *x)
 {
     spruce_prune_opts opts = r->o->prune, *po = &opts;
-    spruce_site site = r->f->linear[l].site;
-    int rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
-    int64_t numel = (int64_t)rows * b->cols[l], i, zeros = 0;
+    int64_t numel = (int64_t)x->rows * x->cols, i, zeros = 0;
+    const spruce_hessian *h = x->h;
+    spruce_hinv **hi = x->hi;
     spruce_layer_report rep;
-    char name[256];
+    float *W0 = NULL;
     int rc = 0;
-    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
     memset(&rep, 0, sizeof rep);
-    if (r->plan)
-        apply_target(&r->plan[(size_t)b->layer * SPRUCE_NPROJ + l], po, &rep.target);
+    rep.rel_error = -1;
+    rep.expert = x->expert;
+    rep.tokens = h ? spruce_hessian_tokens(h) : 0;
+    if (x->target)
+        apply_target(x->target, po, &rep.target);
+    if ((rep.fallback = expert_rule(r, x, po)) && po->method == SPRUCE_METHOD_MAGNITUDE)
+        h = NULL;
     if (po->wbits > 0) { /* the layer's grid, for the report (and so the writer) */
-        r->grid.rows = b->rows[l];
-        r->grid.cols = b->cols[l];
-        r->grid.groupsize = po->groupsize > 0 ? po->groupsize : b->cols[l];
+        const spruce_tensor *t = spruce_ckpt_find(spruce_model_ckpt(r->m), x->name);
+        r->grid.rows = x->rows;
+        r->grid.cols = x->cols;
+        r->grid.groupsize = po->groupsize > 0 ? po->groupsize : x->cols;
         po->grid_out = &r->grid;
         rep.grid = &r->grid;
-        { /* the scales are stored in the weight's dtype (spruce_qgrid.h) */
-            const spruce_tensor *t = spruce_ckpt_find(spruce_model_ckpt(r->m), name);
-            po->scale_dtype = !t                              ? SPRUCE_QSCALE_F32
-                              : t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_QSCALE_BF16
-                              : t->dtype == SPRUCE_DTYPE_F16  ? SPRUCE_QSCALE_F16
-                                                              : SPRUCE_QSCALE_F32;
-        }
+        /* the scales are stored in the weight's dtype (spruce_qgrid.h) */
+        po->scale_dtype = !t                              ? SPRUCE_QSCALE_F32
+                          : t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_QSCALE_BF16
+                          : t->dtype == SPRUCE_DTYPE_F16  ? SPRUCE_QSCALE_F16
+                                                          : SPRUCE_QSCALE_F32;
     }
-    if (po->method == SPRUCE_METHOD_SPARSEGPT && shared && !r->hi[site])
-        rc = spruce_hinv_prepare(r->tp.h[site], po, &r->hi[site]);
-    if (!rc && r->hi[site])
-        rc = spruce_prune_layer_prepared(b->w[l], rows, b->cols[l], r->hi[site], po,
-                                         r->mask, &rep.result);
+    if (x->expert >= 0 && h && rep.tokens > 0) {   /* the dense weights, for rel_error */
+        if (!(W0 = malloc((size_t)numel * sizeof(float))))
+            return spruce__seterr(SPRUCE_ENOMEM, "tensor %s: a copy of %lld floats", x->name,
+                                  (long long)numel);
+        memcpy(W0, x->W, (size_t)numel * sizeof(float));
+    }
+    if (po->method == SPRUCE_METHOD_SPARSEGPT && hi && !*hi)
+        rc = spruce_hinv_prepare(h, po, hi);
+    if (!rc && po->method == SPRUCE_METHOD_SPARSEGPT && hi && *hi)
+        rc = spruce_prune_layer_prepared(x->W, x->rows, x->cols, *hi, po, r->mask, &rep.result);
     else if (!rc)
-        rc = spruce_prune_layer(b->w[l], rows, b->cols[l], r->tp.h[site], po, r->mask,
-                                &rep.result);
+        rc = spruce_prune_layer(x->W, x->rows, x->cols, h, po, r->mask, &rep.result);
+    if (!rc && W0)
+        rc = spruce_prune_rel_error(W0, x->W, x->rows, x->cols, h, &rep.rel_error);
+    free(W0);
     if (rc) {
         /* Say which tensor the pruner failed on. */
         const spruce_ckpt *ck = spruce_model_ckpt(r->m);
-        const spruce_tensor *t = spruce_ckpt_find(ck, name);
+        const spruce_tensor *t = spruce_ckpt_find(ck, x->name);
         char detail[512];
         snprintf(detail, sizeof detail, "%s", spruce_errdetail());
         return spruce__seterr(rc, "file %s: tensor %s: %s",
-                              t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck), name, detail);
+                              t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck), x->name,
+                              detail);
     }
     for (i = 0; i < numel; i++) {
-        zeros += b->w[l][i] == 0.0f;
+        zeros += x->W[i] == 0.0f;
         rep.pruned += !r->mask[i];
     }
-    if (r->w && (rc = spruce_ckpt_writer_set_f32(r->w, name, b->w[l])))
+    if (r->w && (rc = spruce_ckpt_writer_set_f32(r->w, x->name, x->W)))
         return rc;
     r->total.layers_pruned++;
     r->total.params += numel;
@@ -350,16 +469,70 @@ static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
     r->total.loss += rep.result.loss;
     if (!r->o->on_layer)
         return 0;
-    rep.name = name;
-    rep.layer = b->layer;
+    rep.name = x->name;
+    rep.layer = x->layer;
     rep.nlayers = r->L;
-    rep.which = l;
-    rep.rows = rows;
-    rep.cols = b->cols[l];
-    rep.weight = b->w[l];
+    rep.which = x->which;
+    rep.rows = x->rows;
+    rep.cols = x->cols;
+    rep.weight = x->W;
     rep.mask = r->mask;
     rep.elapsed = spruce_clock_now() - r->t0;
     return r->o->on_layer(r->o->ctx, &rep);
+}
+
+/* Linear l of block b (layers sharing an input share one factorisation of
+ * its Hessian). */
+static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
+{
+    spruce_site site = r->f->linear[l].site;
+    char name[256];
+    matrix x;
+    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
+    x.W = b->w[l];
+    x.rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
+    x.cols = b->cols[l];
+    x.layer = b->layer;
+    x.expert = -1;
+    x.which = l;
+    x.name = name;
+    x.h = r->tp.h[site];
+    x.target = r->plan ? &r->plan[(size_t)b->layer * SPRUCE_NPROJ + l] : NULL;
+    x.hi = shared || r->hi[site] ? &r->hi[site] : NULL;
+    return prune_matrix(r, &x);
+}
+
+/* The selected matrices of every expert of block b: gate/up (k 0, 1) in
+ * phase 0, down (k 2) in phase 1, all in phase 2.  gate and up share their
+ * input's factorisation. */
+static int prune_experts(run *r, spruce_block *b, int ephase)
+{
+    int e, k, rc = 0, hid = r->c->hidden_size, w = b->expert_width;
+    char name[256];
+    for (e = 0; e < b->nexperts && !rc; e++) {
+        const unsigned char *sel = &r->eselected[((size_t)b->layer * r->E + e) * 3];
+        spruce_hinv *hi = NULL;
+        for (k = 0; k < 3 && !rc; k++) {
+            matrix x;
+            if (!sel[k] || (ephase == 0 && k == 2) || (ephase == 1 && k < 2))
+                continue;
+            spruce_family_expert_name(r->f, b->layer, e, (spruce_proj)(SPRUCE_PROJ_GATE + k),
+                                      name, sizeof name);
+            x.W = b->expert[3 * e + k];
+            x.rows = k == 2 ? hid : w;
+            x.cols = k == 2 ? w : hid;
+            x.layer = b->layer;
+            x.expert = e;
+            x.which = (spruce_proj)(SPRUCE_PROJ_GATE + k);
+            x.name = name;
+            x.h = r->tp.eh ? r->tp.eh[2 * e + (k == 2)] : NULL;
+            x.target = NULL;   /* experts take the options as given */
+            x.hi = k < 2 && sel[0] && sel[1] ? &hi : NULL;
+            rc = prune_matrix(r, &x);
+        }
+        spruce_hinv_free(hi);
+    }
+    return rc;
 }
 
 /* Calibrate and prune block `layer` group by group, then X = block(X) with
@@ -380,14 +553,19 @@ static int prune_block(run *r, int layer)
                     r->plan[(size_t)layer * SPRUCE_NPROJ + l].kind == SPRUCE_TARGET_DENSE &&
                     (rc = report_dense(r, b, (spruce_proj)l)))
                     goto done;
-        if (last_site < 0)
+        /* the experts: with the rest (one group), or gate/up then down */
+        int ephase = !b->nexperts ? -1 : ngroups == 1 ? 2 : g == SPRUCE_SITE_GATEUP ? 0
+                     : g == SPRUCE_SITE_DOWN ? 1 : -1;
+        if (last_site < 0 && ephase < 0)
             continue;
-        if (r->need_data && (rc = calibrate(r, b, in_group, last_site)))
+        if (r->need_data && (rc = calibrate(r, b, in_group, last_site, ephase)))
             goto done;
         for (l = 0; l < SPRUCE_NPROJ; l++)
             if (in_group[l] &&
                 (rc = prune_one(r, b, (spruce_proj)l, per_site[r->f->linear[l].site] > 1)))
                 goto done;
+        if (ephase >= 0 && (rc = prune_experts(r, b, ephase)))
+            goto done;
         free_hessians(r);
     }
     if (r->need_data && layer + 1 < r->L)
@@ -606,16 +784,24 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     r.nsamples = nsamples;
     r.seqlen = seqlen;
     r.L = r.c->num_hidden_layers;
+    r.E = r.c->num_experts;
     r.need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE || o->owl;
     if (r.need_data && (nsamples <= 0 || seqlen <= 0))
         return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples of %d tokens",
                               nsamples, seqlen);
+    if (r.E && (o->layer_rules || o->owl))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: a per-layer plan (%s) is not "
+                              "supported for a mixture of experts (%s): prune it with one "
+                              "sparsity or N:M pattern", o->owl ? "the OWL profile"
+                              : "a layer sparsity file", r.c->model_type);
     if ((rc = select_layers(&r)) || (rc = prepare(&r)) || (rc = build_plan(&r)))
         goto done;
     for (layer = 0; layer < r.L; layer++) {
         int l, any = 0;
         for (l = 0; l < SPRUCE_NPROJ; l++)
             any |= r.selected[(size_t)layer * SPRUCE_NPROJ + l];
+        for (l = 0; l < 3 * r.E; l++)
+            any |= r.eselected[(size_t)layer * r.E * 3 + l];
         if (!any && !r.need_data)
             continue;   /* nothing to prune, no input to carry to the next block */
         if ((rc = prune_block(&r, layer)))
@@ -635,6 +821,7 @@ done:
     free(r.grid.scale);
     free(r.grid.zero);
     free(r.selected);
+    free(r.eselected);
     free(r.plan);
     free(r.block_sparsity);
     return rc;
@@ -672,5 +859,11 @@ double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
             + mx * mx + 2 * h * h                             /* factors */
             + chunk * T * (3 * h + 2 * qd + 4 * kvd + 2 * I)  /* forward workspace */
             + T * (T + 8);                                    /* attention scores */
+    if (c->num_experts > 0) {   /* every expert's weights and both its Hessians */
+        double E = c->num_experts, Ie = c->moe_intermediate_size;
+        total += E * (3 * h * Ie + h * h + Ie * Ie) + E * h  /* experts, Hessians, router */
+                 + chunk * T * (2 * h + E + 3 * c->num_experts_per_tok) /* MoE workspace */
+                 + (Ie > I ? 2 * chunk * T * (Ie - I) : 0);
+    }
     return 4.0 * total;
 }
