@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "prune_args.h"
 #include "spruce_masks.h"
+#include "spruce_memstat.h"
 #include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
@@ -78,6 +79,22 @@ static void usage(FILE *f)
             "Progress goes to standard error; a summary to standard output.\n");
 }
 
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+/* "memory: estimate ... GiB; peak resident ... GiB (getrusage); ..." on
+ * standard output: what the operating system measured beside the estimate
+ * printed at start.  RssAnon and RssFile are the largest values sampled after
+ * each layer and block (the kernel keeps no peak of either). */
+static void print_memory(double estimate, const spruce_memstat *max)
+{
+    printf("memory: estimate %.3f GiB; peak resident %.3f GiB (getrusage ru_maxrss)", estimate / GIB,
+           max->peak_rss / GIB);
+    if (max->rss_anon >= 0 && max->rss_file >= 0)
+        printf("; largest sampled anonymous %.3f GiB, mapped %.3f GiB (RssAnon, RssFile)",
+               max->rss_anon / GIB, max->rss_file / GIB);
+    printf("\n");
+}
+
 /* "per row" or "per row and 128 columns" */
 static const char *quant_where(const prune_args *pa, char *buf, size_t n)
 {
@@ -96,6 +113,7 @@ typedef struct {
     spruce_maskfile *masks;
     const char *masks_path;
     spruce_ckpt_writer *cw;   /* --save-format compressed: written here, with the grid */
+    spruce_memstat mem;       /* the largest figures sampled after each layer and block */
 } prune_ctx;
 
 static int on_layer(void *vctx, const spruce_layer_report *r)
@@ -106,6 +124,7 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
     int rc;
     if (cli_interrupted())
         return 1; /* stop at this check point: the caller sees the signal */
+    spruce_memstat_sample(&ctx->mem); /* the layer's Hessian and factors are still held */
     fprintf(stderr, "block %d/%d  %-40s %5dx%-5d loss %.4e  sparsity %.4f  %.2f s  ETA %.1f s\n",
             r->layer + 1, r->nlayers, r->name, r->rows, r->cols, r->result.loss,
             r->result.sparsity, r->result.seconds, frac > 0 ? el * (1 - frac) / frac : 0.0);
@@ -132,8 +151,10 @@ static void on_block(void *vctx, int layer, int nlayers, double elapsed)
 {
     prune_ctx *ctx = vctx;
     double per = elapsed / (layer + 1);
-    fprintf(stderr, "block %d/%d done  %.2f s  elapsed %.1f s  ETA %.1f s\n", layer + 1, nlayers,
-            elapsed - ctx->last_block, elapsed, per * (nlayers - layer - 1));
+    spruce_memstat_sample(&ctx->mem);
+    fprintf(stderr, "block %d/%d done  %.2f s  elapsed %.1f s  ETA %.1f s  peak resident %.2f GiB\n",
+            layer + 1, nlayers, elapsed - ctx->last_block, elapsed, per * (nlayers - layer - 1),
+            ctx->mem.peak_rss / GIB);
     ctx->last_block = elapsed;
 }
 
@@ -233,6 +254,7 @@ int spruce_cmd_prune(int argc, char **argv)
     spruce_compress_opts co;
     prune_args pa;
     char qwhere[64];
+    double estimate;
     spruce_pipeline_opts po;
     spruce_pipeline_summary sum;
     spruce_model *m = NULL;
@@ -380,9 +402,10 @@ int spruce_cmd_prune(int argc, char **argv)
     if (pa.wbits)
         fprintf(stderr, "prune: quantizing kept weights to %ld bits, %s grid %s\n", pa.wbits,
                 pa.sym ? "symmetric" : "asymmetric", quant_where(&pa, qwhere, sizeof qwhere));
+    estimate = spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen);
     fprintf(stderr, "prune: memory needed about %.2f GiB (activations of %ld x %ld tokens, one "
-            "block, Hessians)\n", spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen) /
-            (1024.0 * 1024.0 * 1024.0), nsamples, seqlen);
+            "block, Hessians)\n", estimate / GIB, nsamples, seqlen);
+    spruce_memstat_init(&ctx.mem);
     ctx.t0 = spruce_clock_now();
     if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, compressed ? NULL : w, &po,
                                   &sum))) {
@@ -423,6 +446,8 @@ int spruce_cmd_prune(int argc, char **argv)
                pa.sym ? "symmetric" : "asymmetric", quant_where(&pa, qwhere, sizeof qwhere));
     if (ctx.has_loss)
         printf("total loss %.6e\n", sum.loss);
+    spruce_memstat_sample(&ctx.mem);
+    print_memory(estimate, &ctx.mem);
     printf("wrote %s%s%s in %.2f s\n", out, masks_path ? " and " : "",
            masks_path ? masks_path : "", spruce_clock_now() - ctx.t0);
     status = 0;
