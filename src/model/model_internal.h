@@ -3,6 +3,8 @@
 #ifndef SPRUCE_MODEL_INTERNAL_H
 #define SPRUCE_MODEL_INTERNAL_H
 
+#include <pthread.h>
+
 #include "spruce_family.h"
 #include "spruce_model.h"
 
@@ -10,12 +12,18 @@ struct spruce_model {
     spruce_config cfg;
     const spruce_family *fam;     /* == cfg.family */
     spruce_ckpt *ck;
-    float *embed;                 /* (vocab, hidden) */
+    const spruce_tensor *embed_t; /* (vocab, hidden), in the file: read by rows */
     float *norm;                  /* (hidden) */
-    float *head;                  /* (vocab, hidden); == embed when tied */
+    const spruce_tensor *head_t;  /* (vocab, hidden); == embed_t when tied */
+    float *head;                  /* its float32 copy, NULL until logits are needed */
+    pthread_mutex_t head_lock;    /* guards head's first conversion */
     spruce_block **cache;         /* nlayers cached blocks, or NULL */
     spruce_attention attention;   /* how the forward's attention runs */
 };
+
+/* *head = the head in float32 (vocab, hidden), converted on the first call;
+ * SPRUCE_ENOMEM or SPRUCE_ENAN when it cannot be. */
+int spruce__model_head(const spruce_model *m, const float **head);
 
 /* spruce_config_parse on len bytes (not NUL-terminated) of JSON: the entry
  * point of the fuzz target (tests/fuzz/fuzz_config.c). */

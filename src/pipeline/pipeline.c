@@ -372,14 +372,13 @@ done:
 
 double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
 {
-    double h, I, qd, kvd, V, T, N, chunk, pblock, mx, total;
+    double h, I, qd, kvd, T, N, chunk, pblock, mx, total;
     if (!c)
         return 0;
     h = c->hidden_size;
     I = c->intermediate_size;
     qd = (double)c->num_attention_heads * c->head_dim;
     kvd = (double)c->num_key_value_heads * c->head_dim;
-    V = c->vocab_size;
     T = seqlen;
     N = nsamples;
     chunk = spruce_fwd_chunk(seqlen) < nsamples ? spruce_fwd_chunk(seqlen) : nsamples;
@@ -390,7 +389,6 @@ double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
     mx = mx > I ? mx : I;
     total = N * T * h                                         /* activations */
             + pblock                                          /* one block */
-            + V * h * (c->tie_word_embeddings ? 1 : 2)        /* embedding, head */
             + 2 * h * h + qd * qd + I * I                     /* Hessians */
             + mx * mx + 2 * h * h                             /* factors */
             + chunk * T * (3 * h + 2 * qd + 4 * kvd + 2 * I)  /* forward workspace */
