@@ -14,6 +14,7 @@
 
 #include "spruce_tokenizer.h"
 #include "spruce_tokens.h"
+#include "text_internal.h"
 
 /* Internal to src/text: one BPE word through the model, fast or naive. */
 int spruce__tokenizer_bpe_word(const spruce_tokenizer *t, const char *s, size_t n, int naive,
@@ -565,4 +566,137 @@ Test(tokenizer, component_variants)
         spruce_tokenizer_free(t);
     }
     json_decref(variants);
+}
+
+/* ---- vocab and merges read straight from the text (bpe_lists.c) ---- */
+
+/* The lists the text reader gives are the jansson tree reader's, entry for
+ * entry, and jansson reads the blanked text as the original less those two. */
+static void lists_agree(const char *text, size_t n)
+{
+    char *copy = malloc(n + 1);
+    bpe_lists a, b;
+    json_t *orig, *blank, *model;
+    json_error_t je;
+    size_t i;
+    cr_assert_not_null(copy);
+    memcpy(copy, text, n);
+    copy[n] = 0;
+    cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, n), 1);
+    cr_assert(a.from_text);
+    orig = json_loadb(text, n, JSON_ALLOW_NUL, &je);
+    cr_assert_not_null(orig, "%s", je.text);
+    model = json_object_get(orig, "model");
+    cr_assert_eq(spruce__bpe_lists_from_json(&b, json_object_get(model, "vocab"),
+                                             json_object_get(model, "merges"), "t"), 0);
+    cr_assert_eq(a.nvocab, b.nvocab);
+    cr_assert_eq(a.nmerge, b.nmerge);
+    cr_assert_eq(a.have_merges, b.have_merges);
+    for (i = 0; i < a.nvocab; i++) {
+        cr_assert_eq(a.v[3 * i + 1], b.v[3 * i + 1], "vocab entry %zu", i);
+        cr_assert_eq(a.v[3 * i + 2], b.v[3 * i + 2], "vocab entry %zu", i);
+        cr_assert(!memcmp(a.s.s + a.v[3 * i], b.s.s + b.v[3 * i], a.v[3 * i + 1]), "vocab entry %zu",
+                  i);
+    }
+    for (i = 0; i < a.nmerge; i++) {
+        int k;
+        for (k = 0; k < 4; k += 2) {
+            cr_assert_eq(a.m[4 * i + k + 1], b.m[4 * i + k + 1], "merge %zu", i);
+            cr_assert(!memcmp(a.s.s + a.m[4 * i + k], b.s.s + b.m[4 * i + k], a.m[4 * i + k + 1]),
+                      "merge %zu", i);
+        }
+    }
+    blank = json_loadb(copy, n, JSON_ALLOW_NUL, &je);
+    cr_assert_not_null(blank, "the blanked text: %s", je.text);
+    cr_assert_eq(json_object_set_new(model, "vocab", json_object()), 0);
+    if (json_object_get(model, "merges"))
+        cr_assert_eq(json_object_set_new(model, "merges", json_array()), 0);
+    cr_assert(json_equal(orig, blank));
+    json_decref(orig);
+    json_decref(blank);
+    spruce__bpe_lists_free(&a);
+    spruce__bpe_lists_free(&b);
+    free(copy);
+}
+
+static void lists_refused(const char *text)
+{
+    size_t n = strlen(text);
+    char *copy = strdup(text);
+    bpe_lists a;
+    cr_assert_not_null(copy);
+    cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, n), 0, "%s", text);
+    cr_assert_str_eq(copy, text, "the text was changed");
+    cr_assert_eq(a.nvocab, 0);
+    free(copy);
+}
+
+Test(tokenizer, lists_from_text_match_jansson)
+{
+    static const char *ok[] = {
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, "
+        "\"merges\": [\"a b\"]}}",
+        /* escapes, a surrogate pair, the pair form, a space inside a half */
+        "{\"added_tokens\": [{\"content\": \"\\\"}\"}], \"model\": {\"vocab\": {\"\\u00e9\\n\": 7, "
+        "\"\\ud83d\\ude00\": 3, \"\\\\\\/\\\"\\t\": 4294967294, \"x y\": 0}, \"merges\": "
+        "[[\"x y\", \"\\u00e9\\n\"], \"a  b\"], \"dropout\": null}, \"z\": [1, {\"vocab\": 2}]}",
+        /* no merges at all; empty vocab */
+        "{\"model\": {\"vocab\": {}}}",
+        " {\r\n\"model\"\t:\n{ \"merges\" : [ ] , \"vocab\" : { \"q\" : 0 } } } ",
+    };
+    size_t i;
+    for (i = 0; i < sizeof ok / sizeof *ok; i++)
+        lists_agree(ok[i], strlen(ok[i]));
+    /* what only jansson may judge */
+    {   /* a repeated token keeps its last id, as jansson's object keeps the last value */
+        spruce_tokenizer *t;
+        const char *p = put("dup.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": "
+                                        "{\"a\": 0, \"b\": 1, \"a\": 2}, \"merges\": []}}");
+        cr_assert_eq(spruce_tokenizer_load(p, &t), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_tokenizer_token_id(t, "a", 1), 2);
+        cr_assert_eq(spruce_tokenizer_vocab_size(t), 3);
+        spruce_tokenizer_free(t);
+    }
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}, \"vocab\": {}}}");      /* repeated vocab */
+    lists_refused("{\"model\": {\"vocab\": {\"a\\u0000\": 0}}}");              /* NUL */
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 1.0}}}");                   /* a real */
+    lists_refused("{\"model\": {\"vocab\": {\"a\": -1}}}");
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 01}}}");
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 4294967295}}}");
+    lists_refused("{\"model\": {\"vocab\": {\"\\ud800\": 0}}}");               /* lone surrogate */
+    lists_refused("{\"model\": {\"vocab\": {\"\xff\": 0}}}");                  /* invalid UTF-8 */
+    lists_refused("{\"model\": {\"vocab\": {\"a\tb\": 0}}}");                  /* raw control */
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"ab\"]}}"); /* no space */
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [[\"a\"]]}}");
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"a b\",]}}");
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}");                       /* truncated */
+    lists_refused("{\"model\": {\"merges\": []}}");                           /* no vocab */
+    lists_refused("[1]");
+}
+
+Test(tokenizer, lists_from_text_of_the_fixtures)
+{
+    static const char *names[] = {"llama3", "qwen3", "mistral"};
+    size_t i;
+    for (i = 0; i < 3; i++) {
+        char sub[64];
+        FILE *f;
+        char *text;
+        long n;
+        snprintf(sub, sizeof sub, "%s/tokenizer.json", names[i]);
+        {
+            NEED(path, sub);
+            f = fopen(path, "rb");
+            cr_assert_not_null(f);
+            cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+            n = ftell(f);
+            rewind(f);
+            text = malloc((size_t)n + 1);
+            cr_assert_not_null(text);
+            cr_assert_eq(fread(text, 1, (size_t)n, f), (size_t)n);
+            fclose(f);
+            lists_agree(text, (size_t)n);
+            free(text);
+        }
+    }
 }

@@ -11,9 +11,11 @@
  * strings or ["a", "b"] pairs) strictly, and blanks those two values in the
  * text to {} and [] plus spaces, so that jansson then parses the rest with
  * every line and column unchanged.  Anything it does not fully understand
- * (an escape it cannot decode, \u0000, a repeated key, a number that is not a
- * plain integer, invalid UTF-8, ...) leaves the text as it was and the tree
- * reader takes over, with jansson's and bpe.c's messages. */
+ * (an escape it cannot decode, \u0000, a repeated "model", "vocab" or
+ * "merges", a number that is not a plain integer, invalid UTF-8, ...) leaves
+ * the text as it was and the tree reader takes over, with jansson's and
+ * bpe.c's messages.  A token repeated inside vocab is listed twice; bpe.c
+ * keeps its last id, as jansson's object would. */
 #include <stdlib.h>
 #include <string.h>
 
