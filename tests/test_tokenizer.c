@@ -571,18 +571,19 @@ Test(tokenizer, component_variants)
 /* ---- vocab and merges read straight from the text (bpe_lists.c) ---- */
 
 /* The lists the text reader gives are the jansson tree reader's, entry for
- * entry, and jansson reads the blanked text as the original less those two. */
+ * entry, and jansson reads the compacted text as the original less those two. */
 static void lists_agree(const char *text, size_t n)
 {
     char *copy = malloc(n + 1);
     bpe_lists a, b;
     json_t *orig, *blank, *model;
     json_error_t je;
-    size_t i;
+    size_t i, m = n;
     cr_assert_not_null(copy);
     memcpy(copy, text, n);
     copy[n] = 0;
-    cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, n), 1);
+    cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, &m), 1);
+    cr_assert_leq(m, n);
     cr_assert(a.from_text);
     orig = json_loadb(text, n, JSON_ALLOW_NUL, &je);
     cr_assert_not_null(orig, "%s", je.text);
@@ -606,8 +607,8 @@ static void lists_agree(const char *text, size_t n)
                       "merge %zu", i);
         }
     }
-    blank = json_loadb(copy, n, JSON_ALLOW_NUL, &je);
-    cr_assert_not_null(blank, "the blanked text: %s", je.text);
+    blank = json_loadb(copy, m, JSON_ALLOW_NUL, &je);
+    cr_assert_not_null(blank, "the compacted text: %s", je.text);
     cr_assert_eq(json_object_set_new(model, "vocab", json_object()), 0);
     if (json_object_get(model, "merges"))
         cr_assert_eq(json_object_set_new(model, "merges", json_array()), 0);
@@ -621,11 +622,12 @@ static void lists_agree(const char *text, size_t n)
 
 static void lists_refused(const char *text)
 {
-    size_t n = strlen(text);
+    size_t n = strlen(text), m = n;
     char *copy = strdup(text);
     bpe_lists a;
     cr_assert_not_null(copy);
-    cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, n), 0, "%s", text);
+    cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, &m), 0, "%s", text);
+    cr_assert_eq(m, n);
     cr_assert_str_eq(copy, text, "the text was changed");
     cr_assert_eq(a.nvocab, 0);
     free(copy);
@@ -672,6 +674,21 @@ Test(tokenizer, lists_from_text_match_jansson)
     lists_refused("{\"model\": {\"vocab\": {\"a\": 0}");                       /* truncated */
     lists_refused("{\"model\": {\"merges\": []}}");                           /* no vocab */
     lists_refused("[1]");
+    {   /* an error after the lists is reported on the same line */
+        const char *bad = "{\"model\": {\"vocab\": {\n\"a\": 0,\n\"b\": 1\n}, \"merges\": [\n"
+                          "\"a b\"\n]},\n\"x\": [1,,2]}";
+        char copy[256];
+        size_t m = strlen(bad);
+        bpe_lists a;
+        json_error_t e1, e2;
+        strcpy(copy, bad);
+        cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, &m), 1);
+        cr_assert_null(json_loadb(bad, strlen(bad), 0, &e1));
+        cr_assert_null(json_loadb(copy, m, 0, &e2));
+        cr_assert_eq(e1.line, 7);
+        cr_assert_eq(e2.line, e1.line);
+        spruce__bpe_lists_free(&a);
+    }
 }
 
 Test(tokenizer, lists_from_text_of_the_fixtures)

@@ -8,9 +8,9 @@
  *
  * The text reader walks the top-level object and "model" by the JSON grammar
  * (RFC 8259), reads vocab (string -> non-negative integer) and merges ("a b"
- * strings or ["a", "b"] pairs) strictly, and blanks those two values in the
- * text to {} and [] plus spaces, so that jansson then parses the rest with
- * every line and column unchanged.  Anything it does not fully understand
+ * strings or ["a", "b"] pairs) strictly, and replaces those two values in
+ * the text by {} and [] plus the newlines they held, so that jansson then
+ * parses the rest with every line number unchanged.  Anything it does not fully understand
  * (an escape it cannot decode, \u0000, a repeated "model", "vocab" or
  * "merges", a number that is not a plain integer, invalid UTF-8, ...) leaves
  * the text as it was and the tree reader takes over, with jansson's and
@@ -179,7 +179,7 @@ static int read_string(scan *s)
 }
 
 /* Skip any JSON value (loosely: only strings and nesting are followed; the
- * jansson parse of the blanked text judges the rest). */
+ * jansson parse of the compacted text judges the rest). */
 static int skip_value(scan *s)
 {
     long depth = 0;
@@ -371,11 +371,12 @@ static int top_member(scan *s, void *vctx)
     return walk_object(s, model_member, c);
 }
 
-int spruce__bpe_lists_from_text(bpe_lists *l, char *text, size_t n)
+int spruce__bpe_lists_from_text(bpe_lists *l, char *text, size_t *n)
 {
-    scan s = {text, text + n, {0}};
+    scan s = {text, text + *n, {0}};
     text_ctx c;
-    int rc, k;
+    char *w, *r;
+    int rc, k, order[2] = {0, 1};
     memset(l, 0, sizeof *l);
     memset(&c, 0, sizeof c);
     c.l = l;
@@ -385,14 +386,33 @@ int spruce__bpe_lists_from_text(bpe_lists *l, char *text, size_t n)
         spruce__bpe_lists_free(l);
         return rc == SPRUCE_ENOMEM ? rc : 0;
     }
-    for (k = 0; k < 2; k++) {
-        char *at = text + (c.at[k] - text), *to = text + (c.to[k] - text);
-        if (!c.seen[k])
-            continue;
-        memset(at, ' ', (size_t)(to - at));
-        at[0] = k ? '[' : '{';
-        at[1] = k ? ']' : '}';
+    /* Compact in place: each value becomes {} or [] and the newlines it held
+     * (jansson's lexer would otherwise walk megabytes of blanks). */
+    if (c.seen[1] && c.at[1] < c.at[0]) {
+        order[0] = 1;
+        order[1] = 0;
     }
+    w = r = text;
+    for (k = 0; k < 2; k++) {
+        int i = order[k];
+        const char *p;
+        size_t nl = 0, keep;
+        if (!c.seen[i])
+            continue;
+        keep = (size_t)(c.at[i] - r);
+        memmove(w, r, keep);
+        w += keep;
+        for (p = c.at[i]; p < c.to[i]; p++)
+            nl += *p == '\n';
+        *w++ = i ? '[' : '{';
+        *w++ = i ? ']' : '}';
+        memset(w, '\n', nl);
+        w += nl;
+        r = text + (c.to[i] - text);
+    }
+    memmove(w, r, (size_t)(text + *n - r));
+    w += text + *n - r;
+    *n = (size_t)(w - text);
     l->have_merges = c.seen[1];
     l->from_text = 1;
     return 1;

@@ -115,10 +115,11 @@ typedef struct {
 } bpe_lists;
 int spruce__bpe_lists_vocab(bpe_lists *l, const char *k, size_t n, uint32_t id);
 int spruce__bpe_lists_merge(bpe_lists *l, const char *a, size_t na, const char *b, size_t nb);
-/* Read vocab and merges straight from the n bytes of a tokenizer.json text:
- * 1 when read (the two values in text blanked to {} and [] plus spaces), 0
- * when the text is left for jansson (nothing changed), SPRUCE_ENOMEM. */
-int spruce__bpe_lists_from_text(bpe_lists *l, char *text, size_t n);
+/* Read vocab and merges straight from the *n bytes of a tokenizer.json text:
+ * 1 when read (the two values in text replaced by {} and [] and the newlines
+ * they held, *n the new length), 0 when the text is left for jansson
+ * (nothing changed), SPRUCE_ENOMEM. */
+int spruce__bpe_lists_from_text(bpe_lists *l, char *text, size_t *n);
 /* From jansson's values (merges may be NULL); errors name the bad entry. */
 int spruce__bpe_lists_from_json(bpe_lists *l, json_t *vocab, json_t *merges, const char *path);
 void spruce__bpe_lists_free(bpe_lists *l);

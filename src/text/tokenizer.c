@@ -426,7 +426,7 @@ int spruce_tokenizer_load(const char *path, spruce_tokenizer **out)
         goto done;
     /* vocab and merges straight from the text when it is plain (most of the
      * time goes to jansson's values for them otherwise), the rest by jansson */
-    if ((rc = spruce__bpe_lists_from_text(&lists, text, tlen)) < 0)
+    if ((rc = spruce__bpe_lists_from_text(&lists, text, &tlen)) < 0)
         goto done;
     rc = 0;
     root = json_loadb(text, tlen, JSON_ALLOW_NUL, &je); /* faster than jansson's getc() */
