@@ -15,6 +15,7 @@
 #include "spruce_tokenizer.h"
 #include "spruce_tokens.h"
 #include "text_internal.h"
+#include "ckpt_testutil.h"
 
 /* Internal to src/text: one BPE word through the model, fast or naive. */
 int spruce__tokenizer_bpe_word(const spruce_tokenizer *t, const char *s, size_t n, int naive,
@@ -697,22 +698,13 @@ Test(tokenizer, lists_from_text_of_the_fixtures)
     size_t i;
     for (i = 0; i < 3; i++) {
         char sub[64];
-        FILE *f;
-        char *text;
-        long n;
+        uint8_t *text;
+        size_t n;
         snprintf(sub, sizeof sub, "%s/tokenizer.json", names[i]);
         {
             NEED(path, sub);
-            f = fopen(path, "rb");
-            cr_assert_not_null(f);
-            cr_assert_eq(fseek(f, 0, SEEK_END), 0);
-            n = ftell(f);
-            rewind(f);
-            text = malloc((size_t)n + 1);
-            cr_assert_not_null(text);
-            cr_assert_eq(fread(text, 1, (size_t)n, f), (size_t)n);
-            fclose(f);
-            lists_agree(text, (size_t)n);
+            text = read_bytes(path, &n);
+            lists_agree((const char *)text, n);
             free(text);
         }
     }
