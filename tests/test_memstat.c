@@ -89,6 +89,25 @@ Test(memstat, embedding_and_head_are_not_held_until_logits)
     cr_assert_lt(b.rss_anon - a.rss_anon, 0.5 * table, "opening and embedding took %.1f MiB "
                  "of anonymous memory (a float32 table is %.1f MiB)",
                  (b.rss_anon - a.rss_anon) / MIB, table / MIB);
+    {   /* rows read from the file are given back: 4096 random ids touch every
+         * page of the 8 MiB embedding */
+        uint32_t *many = malloc(4096 * sizeof *many);
+        float *xs = malloc((size_t)4096 * 16 * sizeof *xs);
+        spruce_memstat before, after;
+        int i;
+        cr_assert(many && xs);
+        for (i = 0; i < 4096; i++)
+            many[i] = (uint32_t)(((uint64_t)i * 2654435761u) % 131072);
+        cr_assert_eq(spruce_memstat_read(&before), 0);
+        cr_assert_eq(spruce_model_embed(m, many, 4096, xs), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_memstat_read(&after), 0);
+        if (after.rss_file >= 0)
+            cr_assert_lt(after.rss_file - before.rss_file, 0.25 * table,
+                         "embedding 4096 rows left %.1f MiB of the file resident",
+                         (after.rss_file - before.rss_file) / MIB);
+        free(many);
+        free(xs);
+    }
     cr_assert_eq(spruce_model_head(m, x, 4, xn, logits), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_memstat_read(&c), 0);
     cr_assert_geq(c.rss_anon - b.rss_anon, 0.9 * table, "the head's float32 copy: %.1f MiB",

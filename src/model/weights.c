@@ -424,17 +424,19 @@ int spruce__model_head(const spruce_model *m, const float **head)
 
 int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x)
 {
-    int t, hid, rc;
+    int t, hid, rc = 0;
     if (!m || !ids || !x)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_model_embed: NULL argument");
     hid = m->cfg.hidden_size;
-    for (t = 0; t < T; t++) {
-        if (ids[t] >= (uint32_t)m->cfg.vocab_size)
-            return spruce__seterr(SPRUCE_EINVAL, "token %u at position %d is outside the "
-                                  "vocabulary of %d", ids[t], t, m->cfg.vocab_size);
+    for (t = 0; t < T && !rc; t++) {
+        if (ids[t] >= (uint32_t)m->cfg.vocab_size) {
+            rc = spruce__seterr(SPRUCE_EINVAL, "token %u at position %d is outside the "
+                                "vocabulary of %d", ids[t], t, m->cfg.vocab_size);
+            break;
+        }
         if ((rc = spruce_tensor_read_f32_range(m->embed_t, (size_t)ids[t] * hid, (size_t)hid,
                                                x + (size_t)t * hid)))
-            return rc;
+            break;
         if (m->cfg.embed_scale > 0) {   /* gemma: times sqrt(hidden) */
             float *xt = x + (size_t)t * hid;
             int j;
@@ -442,7 +444,11 @@ int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float 
                 xt[j] *= m->cfg.embed_scale;
         }
     }
-    return 0;
+    /* Give the rows' pages back, and the neighbours the kernel mapped with
+     * them (fault-around): random ids would otherwise map most of a large
+     * embedding into the resident set. */
+    spruce_ckpt_release(m->ck, m->embed_t);
+    return rc;
 }
 
 /* Run every block over nseq sequences x (nseq, T, hidden) in place. */
