@@ -76,7 +76,9 @@ static void usage(FILE *f)
             "FILE.h5.tmp-<pid>) and published together at the end: a failure or SIGINT,\n"
             "SIGTERM or SIGHUP leaves neither, and an old OUT_DIR or FILE.h5 as it was.\n"
             "Temporaries left by a killed run are removed by the next run (and named).\n"
-            "Progress goes to standard error; a summary to standard output.\n");
+            "Progress goes to standard error; a summary to standard output, with the\n"
+            "memory estimate beside the peak resident memory measured (getrusage;\n"
+            "anonymous and mapped apart where /proc/self/status gives them).\n");
 }
 
 #define GIB (1024.0 * 1024.0 * 1024.0)

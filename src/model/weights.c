@@ -278,12 +278,12 @@ int spruce_model_open(const char *dir, spruce_model **out)
     m = calloc(1, sizeof *m);
     if (!m)
         return spruce__seterr(SPRUCE_ENOMEM, "model %s", dir);
+    pthread_mutex_init(&m->head_lock, NULL);
     if ((rc = spruce_config_load(dir, &m->cfg)))
         goto done;
     c = &m->cfg;
     f = m->fam = c->family;
     m->attention = SPRUCE_ATTENTION_AUTO;
-    pthread_mutex_init(&m->head_lock, NULL);
     if ((rc = spruce_ckpt_open(dir, &m->ck)))
         goto done;
     /* Every tensor the forward reads, with the shape the config implies. */
