@@ -259,8 +259,10 @@ Test(pipeline, memory_estimate_for_a_7b_model_fits_24_gib)
                                      "\"max_position_embeddings\": 4096}", "llama-2-7b", &c), 0);
     gib = spruce_pipeline_memory(&c, 128, 2048) / (1 << 30);
     cr_log_info("LLaMA-2-7B, 128 x 2048 tokens: %.2f GiB", gib);
-    /* activations alone are 128 * 2048 * 4096 * 4 bytes = 4 GiB */
-    cr_assert(gib > 7.0 && gib < 9.0, "estimate %.2f GiB", gib);
+    /* activations alone are 128 * 2048 * 4096 * 4 bytes = 4 GiB; with one
+     * block (0.75), the Hessians (0.64), the factors (0.57) and the workspace
+     * (0.90) 6.9 GiB; the embedding and head are not held in float32 */
+    cr_assert(gib > 6.5 && gib < 7.5, "estimate %.2f GiB", gib);
     cr_assert(spruce_pipeline_memory(&c, 64, 2048) < spruce_pipeline_memory(&c, 128, 2048) - 1.9e9);
 }
 

@@ -14,6 +14,8 @@
 
 #include "spruce_tokenizer.h"
 #include "spruce_tokens.h"
+#include "text_internal.h"
+#include "ckpt_testutil.h"
 #include "tmpdir_testutil.h"
 
 /* Internal to src/text: one BPE word through the model, fast or naive. */
@@ -529,4 +531,145 @@ Test(tokenizer, component_variants)
         spruce_tokenizer_free(t);
     }
     json_decref(variants);
+}
+
+/* ---- vocab and merges read straight from the text (bpe_lists.c) ---- */
+
+/* The lists the text reader gives are the jansson tree reader's, entry for
+ * entry, and jansson reads the compacted text as the original less those two. */
+static void lists_agree(const char *text, size_t n)
+{
+    char *copy = malloc(n + 1);
+    bpe_lists a, b;
+    json_t *orig, *blank, *model;
+    json_error_t je;
+    size_t i, m = n;
+    cr_assert_not_null(copy);
+    memcpy(copy, text, n);
+    copy[n] = 0;
+    cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, &m), 1);
+    cr_assert_leq(m, n);
+    cr_assert(a.from_text);
+    orig = json_loadb(text, n, JSON_ALLOW_NUL, &je);
+    cr_assert_not_null(orig, "%s", je.text);
+    model = json_object_get(orig, "model");
+    cr_assert_eq(spruce__bpe_lists_from_json(&b, json_object_get(model, "vocab"),
+                                             json_object_get(model, "merges"), "t"), 0);
+    cr_assert_eq(a.nvocab, b.nvocab);
+    cr_assert_eq(a.nmerge, b.nmerge);
+    cr_assert_eq(a.have_merges, b.have_merges);
+    for (i = 0; i < a.nvocab; i++) {
+        cr_assert_eq(a.v[3 * i + 1], b.v[3 * i + 1], "vocab entry %zu", i);
+        cr_assert_eq(a.v[3 * i + 2], b.v[3 * i + 2], "vocab entry %zu", i);
+        cr_assert(!memcmp(a.s.s + a.v[3 * i], b.s.s + b.v[3 * i], a.v[3 * i + 1]), "vocab entry %zu",
+                  i);
+    }
+    for (i = 0; i < a.nmerge; i++) {
+        int k;
+        for (k = 0; k < 4; k += 2) {
+            cr_assert_eq(a.m[4 * i + k + 1], b.m[4 * i + k + 1], "merge %zu", i);
+            cr_assert(!memcmp(a.s.s + a.m[4 * i + k], b.s.s + b.m[4 * i + k], a.m[4 * i + k + 1]),
+                      "merge %zu", i);
+        }
+    }
+    blank = json_loadb(copy, m, JSON_ALLOW_NUL, &je);
+    cr_assert_not_null(blank, "the compacted text: %s", je.text);
+    cr_assert_eq(json_object_set_new(model, "vocab", json_object()), 0);
+    if (json_object_get(model, "merges"))
+        cr_assert_eq(json_object_set_new(model, "merges", json_array()), 0);
+    cr_assert(json_equal(orig, blank));
+    json_decref(orig);
+    json_decref(blank);
+    spruce__bpe_lists_free(&a);
+    spruce__bpe_lists_free(&b);
+    free(copy);
+}
+
+static void lists_refused(const char *text)
+{
+    size_t n = strlen(text), m = n;
+    char *copy = strdup(text);
+    bpe_lists a;
+    cr_assert_not_null(copy);
+    cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, &m), 0, "%s", text);
+    cr_assert_eq(m, n);
+    cr_assert_str_eq(copy, text, "the text was changed");
+    cr_assert_eq(a.nvocab, 0);
+    free(copy);
+}
+
+Test(tokenizer, lists_from_text_match_jansson)
+{
+    static const char *ok[] = {
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, "
+        "\"merges\": [\"a b\"]}}",
+        /* escapes, a surrogate pair, the pair form, a space inside a half */
+        "{\"added_tokens\": [{\"content\": \"\\\"}\"}], \"model\": {\"vocab\": {\"\\u00e9\\n\": 7, "
+        "\"\\ud83d\\ude00\": 3, \"\\\\\\/\\\"\\t\": 4294967294, \"x y\": 0}, \"merges\": "
+        "[[\"x y\", \"\\u00e9\\n\"], \"a  b\"], \"dropout\": null}, \"z\": [1, {\"vocab\": 2}]}",
+        /* no merges at all; empty vocab */
+        "{\"model\": {\"vocab\": {}}}",
+        " {\r\n\"model\"\t:\n{ \"merges\" : [ ] , \"vocab\" : { \"q\" : 0 } } } ",
+    };
+    size_t i;
+    for (i = 0; i < sizeof ok / sizeof *ok; i++)
+        lists_agree(ok[i], strlen(ok[i]));
+    /* what only jansson may judge */
+    {   /* a repeated token keeps its last id, as jansson's object keeps the last value */
+        spruce_tokenizer *t;
+        const char *p = put("dup.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": "
+                                        "{\"a\": 0, \"b\": 1, \"a\": 2}, \"merges\": []}}");
+        cr_assert_eq(spruce_tokenizer_load(p, &t), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_tokenizer_token_id(t, "a", 1), 2);
+        cr_assert_eq(spruce_tokenizer_vocab_size(t), 3);
+        spruce_tokenizer_free(t);
+    }
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}, \"vocab\": {}}}");      /* repeated vocab */
+    lists_refused("{\"model\": {\"vocab\": {\"a\\u0000\": 0}}}");              /* NUL */
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 1.0}}}");                   /* a real */
+    lists_refused("{\"model\": {\"vocab\": {\"a\": -1}}}");
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 01}}}");
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 4294967295}}}");
+    lists_refused("{\"model\": {\"vocab\": {\"\\ud800\": 0}}}");               /* lone surrogate */
+    lists_refused("{\"model\": {\"vocab\": {\"\xff\": 0}}}");                  /* invalid UTF-8 */
+    lists_refused("{\"model\": {\"vocab\": {\"a\tb\": 0}}}");                  /* raw control */
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"ab\"]}}"); /* no space */
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [[\"a\"]]}}");
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"a b\",]}}");
+    lists_refused("{\"model\": {\"vocab\": {\"a\": 0}");                       /* truncated */
+    lists_refused("{\"model\": {\"merges\": []}}");                           /* no vocab */
+    lists_refused("[1]");
+    {   /* an error after the lists is reported on the same line */
+        const char *bad = "{\"model\": {\"vocab\": {\n\"a\": 0,\n\"b\": 1\n}, \"merges\": [\n"
+                          "\"a b\"\n]},\n\"x\": [1,,2]}";
+        char copy[256];
+        size_t m = strlen(bad);
+        bpe_lists a;
+        json_error_t e1, e2;
+        strcpy(copy, bad);
+        cr_assert_eq(spruce__bpe_lists_from_text(&a, copy, &m), 1);
+        cr_assert_null(json_loadb(bad, strlen(bad), 0, &e1));
+        cr_assert_null(json_loadb(copy, m, 0, &e2));
+        cr_assert_eq(e1.line, 7);
+        cr_assert_eq(e2.line, e1.line);
+        spruce__bpe_lists_free(&a);
+    }
+}
+
+Test(tokenizer, lists_from_text_of_the_fixtures)
+{
+    static const char *names[] = {"llama3", "qwen3", "mistral"};
+    size_t i;
+    for (i = 0; i < 3; i++) {
+        char sub[64];
+        uint8_t *text;
+        size_t n;
+        snprintf(sub, sizeof sub, "%s/tokenizer.json", names[i]);
+        {
+            NEED(path, sub);
+            text = read_bytes(path, &n);
+            lists_agree((const char *)text, n);
+            free(text);
+        }
+    }
 }

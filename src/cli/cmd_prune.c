@@ -18,6 +18,7 @@
 #include "prune_args.h"
 #include "prune_report.h"
 #include "spruce_masks.h"
+#include "spruce_memstat.h"
 #include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
@@ -93,7 +94,25 @@ static void usage(FILE *f)
             "FILE.h5.tmp-<pid>) and published together at the end: a failure or SIGINT,\n"
             "SIGTERM or SIGHUP leaves neither, and an old OUT_DIR or FILE.h5 as it was.\n"
             "Temporaries left by a killed run are removed by the next run (and named).\n"
-            "Progress goes to standard error; a summary to standard output.\n");
+            "Progress goes to standard error; a summary to standard output, with the\n"
+            "memory estimate beside the peak resident memory measured (getrusage;\n"
+            "anonymous and mapped apart where /proc/self/status gives them).\n");
+}
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+/* "memory: estimate ... GiB; peak resident ... GiB (getrusage); ..." on
+ * standard output: what the operating system measured beside the estimate
+ * printed at start.  RssAnon and RssFile are the largest values sampled after
+ * each layer and block (the kernel keeps no peak of either). */
+static void print_memory(double estimate, const spruce_memstat *max)
+{
+    printf("memory: estimate %.3f GiB; peak resident %.3f GiB (getrusage ru_maxrss)", estimate / GIB,
+           max->peak_rss / GIB);
+    if (max->rss_anon >= 0 && max->rss_file >= 0)
+        printf("; largest sampled anonymous %.3f GiB, mapped %.3f GiB (RssAnon, RssFile)",
+               max->rss_anon / GIB, max->rss_file / GIB);
+    printf("\n");
 }
 
 /* "per row" or "per row and 128 columns" */
@@ -125,6 +144,7 @@ typedef struct {
     size_t ones_cap;
     double owl_m, owl_lambda;
     const char *layer_file;
+    spruce_memstat mem;       /* the largest figures sampled after each layer and block */
 } prune_ctx;
 
 static int on_layer(void *vctx, const spruce_layer_report *r)
@@ -136,6 +156,7 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
     char pattern[32];
     if (cli_interrupted())
         return 1; /* stop at this check point: the caller sees the signal */
+    spruce_memstat_sample(&ctx->mem); /* the layer's Hessian and factors are still held */
     prune_report_pattern(&r->target, ctx->pattern, pattern, sizeof pattern);
     if (prune_report_add(&ctx->rep, r, pattern, ctx->has_loss))
         return spruce__seterr(SPRUCE_ENOMEM, "the summary of %s", r->name);
@@ -240,8 +261,10 @@ static void on_block(void *vctx, int layer, int nlayers, double elapsed)
 {
     prune_ctx *ctx = vctx;
     double per = elapsed / (layer + 1);
-    fprintf(stderr, "block %d/%d done  %.2f s  elapsed %.1f s  ETA %.1f s\n", layer + 1, nlayers,
-            elapsed - ctx->last_block, elapsed, per * (nlayers - layer - 1));
+    spruce_memstat_sample(&ctx->mem);
+    fprintf(stderr, "block %d/%d done  %.2f s  elapsed %.1f s  ETA %.1f s  peak resident %.2f GiB\n",
+            layer + 1, nlayers, elapsed - ctx->last_block, elapsed, per * (nlayers - layer - 1),
+            ctx->mem.peak_rss / GIB);
     ctx->last_block = elapsed;
 }
 
@@ -350,6 +373,7 @@ int spruce_cmd_prune(int argc, char **argv)
     spruce_compress_opts co;
     prune_args pa;
     char qwhere[64];
+    double estimate;
     spruce_pipeline_opts po;
     spruce_pipeline_summary sum;
     spruce_model *m = NULL;
@@ -563,9 +587,10 @@ int spruce_cmd_prune(int argc, char **argv)
     if (pa.wbits)
         fprintf(stderr, "prune: quantizing kept weights to %ld bits, %s grid %s\n", pa.wbits,
                 pa.sym ? "symmetric" : "asymmetric", quant_where(&pa, qwhere, sizeof qwhere));
+    estimate = spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen);
     fprintf(stderr, "prune: memory needed about %.2f GiB (activations of %ld x %ld tokens, one "
-            "block, Hessians)\n", spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen) /
-            (1024.0 * 1024.0 * 1024.0), nsamples, seqlen);
+            "block, Hessians)\n", estimate / GIB, nsamples, seqlen);
+    spruce_memstat_init(&ctx.mem);
     ctx.t0 = spruce_clock_now();
     if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, compressed ? NULL : w, &po,
                                   &sum))) {
@@ -637,6 +662,8 @@ int spruce_cmd_prune(int argc, char **argv)
         printf("total loss %.6e\n", sum.loss);
     if (ctx.etokens)
         print_experts(&ctx, cfg);
+    spruce_memstat_sample(&ctx.mem);
+    print_memory(estimate, &ctx.mem);
     printf("wrote %s%s%s in %.2f s\n", out, masks_path ? " and " : "",
            masks_path ? masks_path : "", spruce_clock_now() - ctx.t0);
     status = 0;

@@ -424,6 +424,25 @@ const char *spruce_ckpt_file_of(const spruce_ckpt *c, const spruce_tensor *t)
     return t && t->shard >= 0 && t->shard < c->nsh ? c->sh[t->shard].path : "?";
 }
 
+void spruce_ckpt_release(const spruce_ckpt *c, const spruce_tensor *t)
+{
+    const shard *s;
+    const uint8_t *p;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), nbytes, lo, hi;
+    if (!c || !t || t->shard < 0 || t->shard >= c->nsh || !c->sh[t->shard].map)
+        return;
+    s = &c->sh[t->shard];
+    p = t->data;
+    nbytes = t->nbytes;
+    if (p < s->map || p >= s->map + s->size || nbytes > (size_t)(s->map + s->size - p))
+        return; /* a decoded (compressed-tensors) weight: not file pages */
+    /* whole pages only: a neighbour sharing the edge pages keeps them */
+    lo = ((size_t)(p - s->map) + page - 1) / page * page;
+    hi = ((size_t)(p - s->map) + nbytes) / page * page;
+    if (hi > lo)
+        (void)madvise(s->map + lo, hi - lo, MADV_DONTNEED);
+}
+
 const char *spruce_ckpt_metadata(const spruce_ckpt *c, int s, const char *key)
 {
     int i;

@@ -60,6 +60,11 @@ const spruce_tensor *spruce_ckpt_tensor_at(const spruce_ckpt *c, int i);
 const spruce_tensor *spruce_ckpt_find(const spruce_ckpt *c, const char *name); /* NULL if absent */
 /* Path of the shard file that holds tensor t (for error messages). */
 const char *spruce_ckpt_file_of(const spruce_ckpt *c, const spruce_tensor *t);
+/* Give back the resident pages of t's bytes in the mapped file once they have
+ * been read (madvise MADV_DONTNEED: the page cache keeps them, a later read
+ * maps them again), so that a checkpoint read block by block does not stay in
+ * the process's resident set.  A no-op for tensors not in a mapped file. */
+void spruce_ckpt_release(const spruce_ckpt *c, const spruce_tensor *t);
 
 int64_t spruce_tensor_numel(const spruce_tensor *t);
 /* Convert to float32 (numel floats).  SPRUCE_EDTYPE for other dtypes. */

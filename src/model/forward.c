@@ -363,20 +363,27 @@ static void head_norm(const spruce_model *m, const float *x, int T, float *xn)
                             c->hidden_size, c->rms_norm_eps);
 }
 
-static void head_logits(const spruce_model *m, const float *xn, int T, float *logits)
+static int head_logits(const spruce_model *m, const float *xn, int T, float *logits)
 {
     const spruce_config *c = &m->cfg;
+    const float *head;
+    int rc = spruce__model_head(m, &head);
+    if (rc)
+        return rc;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, c->vocab_size, c->hidden_size, 1.0f,
-                xn, c->hidden_size, m->head, c->hidden_size, 0.0f, logits, c->vocab_size);
+                xn, c->hidden_size, head, c->hidden_size, 0.0f, logits, c->vocab_size);
     if (c->final_softcap > 0)
         spruce__softcap(logits, (size_t)T * c->vocab_size, (float)c->final_softcap);
+    return 0;
 }
 
 /* logits (T, vocab) = rmsnorm(x) * norm head^T; xn is (T, hidden) scratch. */
-void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits)
+int spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits)
 {
+    if (!m || !x || !xn || !logits)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_model_head: NULL argument");
     head_norm(m, x, T, xn);
-    head_logits(m, xn, T, logits);
+    return head_logits(m, xn, T, logits);
 }
 
 int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn,
@@ -387,9 +394,9 @@ int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn
     int rc;
     head_norm(m, x, T, xn);
     snprintf(what, sizeof what, "%s (final norm) output", m->fam->final_norm);
-    if ((rc = spruce__check_rows(xn, T, c->hidden_size, T, pos0, seq0, what)))
+    if ((rc = spruce__check_rows(xn, T, c->hidden_size, T, pos0, seq0, what)) ||
+        (rc = head_logits(m, xn, T, logits)))
         return rc;
-    head_logits(m, xn, T, logits);
     return spruce__check_rows(logits, T, c->vocab_size, T, pos0, seq0, "logits");
 }
 

@@ -3,6 +3,8 @@
 #ifndef SPRUCE_MODEL_INTERNAL_H
 #define SPRUCE_MODEL_INTERNAL_H
 
+#include <pthread.h>
+
 #include "spruce_family.h"
 #include "spruce_model.h"
 
@@ -10,13 +12,18 @@ struct spruce_model {
     spruce_config cfg;
     const spruce_family *fam;     /* == cfg.family */
     spruce_ckpt *ck;
-    float *embed;                 /* (vocab, hidden); OPT with project_in: the embedding
-                                   * times project_in^T, computed once */
+    float *embed;                 /* OPT only: (vocab, hidden) in float32, with
+                                   * project_in: the embedding times project_in^T;
+                                   * NULL elsewhere (embed_t is read by rows) */
+    const spruce_tensor *embed_t; /* (vocab, hidden), in the file: read by rows; NULL for OPT */
     float *norm;                  /* (hidden); NULL when the config has no final norm */
     float *norm_b;                /* (hidden) the final LayerNorm's bias (OPT), or NULL */
     float *positions;             /* (max_position_embeddings + 2, hidden) OPT, or NULL */
-    float *head;                  /* (vocab, hidden); == embed when tied; OPT with
-                                   * project_out: the head times project_out */
+    const spruce_tensor *head_t;  /* (vocab, hidden); == embed_t when tied; NULL for OPT */
+    float *head;                  /* its float32 copy, NULL until logits are needed (OPT:
+                                   * made at open, == embed when tied, with project_out:
+                                   * the head times project_out) */
+    pthread_mutex_t head_lock;    /* guards head's first conversion */
     spruce_block **cache;         /* nlayers cached blocks, or NULL */
     spruce_attention attention;   /* how the forward's attention runs */
 };
@@ -25,6 +32,9 @@ struct spruce_model {
  * plus the positional rows pos0 + t + 2; SPRUCE_EINVAL beyond the table). */
 int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, int pos0,
                            float *x);
+/* *head = the head in float32 (vocab, hidden), converted on the first call;
+ * SPRUCE_ENOMEM or SPRUCE_ENAN when it cannot be. */
+int spruce__model_head(const spruce_model *m, const float **head);
 
 /* spruce_config_parse on len bytes (not NUL-terminated) of JSON: the entry
  * point of the fuzz target (tests/fuzz/fuzz_config.c). */

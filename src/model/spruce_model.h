@@ -338,8 +338,10 @@ int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float 
 
 /* logits (T, vocab) = head (rmsnorm(x) * norm) for x (T, hidden), then
  * soft-capped when final_softcap is set (Gemma: tanh(l / c) c); xn is
- * (T, hidden) scratch. */
-void spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits);
+ * (T, hidden) scratch.  The head's float32 copy is made on the first call
+ * (SPRUCE_ENOMEM when it cannot be): pruning, which needs no logits, never
+ * holds it. */
+int spruce_model_head(const spruce_model *m, const float *x, int T, float *xn, float *logits);
 
 /* Full forward of one sequence: logits (T, vocab) row-major; SPRUCE_ENAN as
  * spruce_block_forward, or naming the final norm's output or the logits. */

@@ -1,8 +1,10 @@
 /* weights.c: opening a checkpoint as a model: config.json, every tensor the
  * forward reads checked against the shape the config implies (the family
- * table, spruce_family.h, names them), the embedding, final norm and head in
- * float32, and the blocks read to float32 one at a time or cached. */
+ * table, spruce_family.h, names them), the final norm in float32, the
+ * embedding read by rows, the head in float32 when logits are first needed,
+ * and the blocks read to float32 one at a time or cached. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,10 +51,28 @@ static int find_checked(const spruce_ckpt *ck, const char *name, int64_t d0, int
     return 0;
 }
 
-/* A float32 copy of t, checked for NaN/Inf. */
+/* SPRUCE_ENAN naming t's first non-finite value among p[0, n), elements
+ * [first, first + n) of t; 0 when all are finite. */
+static int check_finite(const spruce_ckpt *ck, const spruce_tensor *t, const float *p, size_t n,
+                        size_t first)
+{
+    size_t i;
+    int64_t cols = t->ndim == 2 ? t->shape[1] : spruce_tensor_numel(t), at;
+    for (i = 0; i < n; i++)
+        if (!isfinite(p[i]))
+            break;
+    if (i == n)
+        return 0;
+    at = (int64_t)(first + i);
+    return spruce__seterr(SPRUCE_ENAN, "file %s: tensor %s: non-finite value at row %lld, "
+                          "column %lld", spruce_ckpt_file_of(ck, t), t->name,
+                          (long long)(at / cols), (long long)(at % cols));
+}
+
+/* A float32 copy of t, checked for NaN/Inf; t's file pages are given back. */
 static int read_tensor(const spruce_ckpt *ck, const spruce_tensor *t, float **out)
 {
-    int64_t n = spruce_tensor_numel(t), i, bad = -1;
+    int64_t n = spruce_tensor_numel(t);
     float *p;
     int rc;
     *out = NULL;
@@ -60,24 +80,37 @@ static int read_tensor(const spruce_ckpt *ck, const spruce_tensor *t, float **ou
     if (!p)
         return spruce__seterr(SPRUCE_ENOMEM, "file %s: tensor %s: %lld floats",
                               spruce_ckpt_file_of(ck, t), t->name, (long long)n);
-    if ((rc = spruce_tensor_read_f32(t, p))) {
+    rc = spruce_tensor_read_f32(t, p);
+    if (!rc)
+        rc = check_finite(ck, t, p, (size_t)n, 0);
+    spruce_ckpt_release(ck, t);
+    if (rc) {
         free(p);
         return rc;
     }
-    for (i = 0; i < n; i++)
-        if (!isfinite(p[i])) {
-            bad = i;
-            break;
-        }
-    if (bad >= 0) {
-        int64_t cols = t->ndim == 2 ? t->shape[1] : n;
-        free(p);
-        return spruce__seterr(SPRUCE_ENAN, "file %s: tensor %s: non-finite value at row %lld, "
-                              "column %lld", spruce_ckpt_file_of(ck, t), t->name,
-                              (long long)(bad / cols), (long long)(bad % cols));
-    }
     *out = p;
     return 0;
+}
+
+/* Check t for NaN/Inf chunk by chunk without a float32 copy of it (the
+ * embedding and head of a large vocabulary: 4 bytes x V x hidden). */
+static int scan_tensor(const spruce_ckpt *ck, const spruce_tensor *t)
+{
+    enum { SCAN = 65536 };
+    size_t n = (size_t)spruce_tensor_numel(t), i, k;
+    float *buf = malloc(SCAN * sizeof *buf);
+    int rc = 0;
+    if (!buf)
+        return spruce__seterr(SPRUCE_ENOMEM, "file %s: tensor %s: scan buffer",
+                              spruce_ckpt_file_of(ck, t), t->name);
+    for (i = 0; i < n && !rc; i += k) {
+        k = n - i < SCAN ? n - i : SCAN;
+        if (!(rc = spruce_tensor_read_f32_range(t, i, k, buf)))
+            rc = check_finite(ck, t, buf, k, i);
+    }
+    spruce_ckpt_release(ck, t);
+    free(buf);
+    return rc;
 }
 
 static int load_named(const spruce_ckpt *ck, const char *name, int64_t d0, int64_t d1,
@@ -376,6 +409,7 @@ int spruce_model_open(const char *dir, spruce_model **out)
     m = calloc(1, sizeof *m);
     if (!m)
         return spruce__seterr(SPRUCE_ENOMEM, "model %s", dir);
+    pthread_mutex_init(&m->head_lock, NULL);
     if ((rc = spruce_config_load(dir, &m->cfg)))
         goto done;
     c = &m->cfg;
@@ -393,31 +427,36 @@ int spruce_model_open(const char *dir, spruce_model **out)
     /* Every tensor the forward reads, with the shape the config implies. */
     if ((rc = check_tensors(m)) || (rc = check_layer_count(m)))
         goto done;
-    if (f->opt) {
+    if (f->opt) { /* the embedding and head in float32, projections folded in */
         if ((rc = opt_open(m)))
             goto done;
         *out = m;
         return 0;
     }
-    if ((rc = load_named(m->ck, f->embed, c->vocab_size, c->hidden_size, &m->embed)) ||
+    /* The embedding is read by rows and the head converted on first use
+     * (spruce__model_head): no float32 copy of V x hidden while pruning.
+     * Both are checked for NaN/Inf here, as every other tensor is when read. */
+    if ((rc = find_checked(m->ck, f->embed, c->vocab_size, c->hidden_size, &m->embed_t)) ||
+        (rc = scan_tensor(m->ck, m->embed_t)) ||
         (rc = load_named(m->ck, f->final_norm, c->hidden_size, -1, &m->norm)))
         goto done;
     if (c->embed_scale > 0) {
         /* Gemma2Model: normalizer = torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype),
          * the embedding's dtype */
-        const spruce_tensor *e = spruce_ckpt_find(m->ck, f->embed);
+        const spruce_tensor *e = m->embed_t;
         if (e->dtype == SPRUCE_DTYPE_BF16)
             m->cfg.embed_scale = spruce_bf16_to_f32(spruce_f32_to_bf16(c->embed_scale));
         else if (e->dtype == SPRUCE_DTYPE_F16)
             m->cfg.embed_scale = spruce_f16_to_f32(spruce_f32_to_f16(c->embed_scale));
     }
     if (c->tie_word_embeddings) {
-        m->head = m->embed;
+        m->head_t = m->embed_t;
     } else if (!spruce_ckpt_find(m->ck, f->head)) {
         rc = spruce__seterr(SPRUCE_ENOTFOUND, "checkpoint %s: tensor %s is missing "
                             "and config.json does not set tie_word_embeddings", dir, f->head);
         goto done;
-    } else if ((rc = load_named(m->ck, f->head, c->vocab_size, c->hidden_size, &m->head))) {
+    } else if ((rc = find_checked(m->ck, f->head, c->vocab_size, c->hidden_size, &m->head_t)) ||
+               (rc = scan_tensor(m->ck, m->head_t))) {
         goto done;
     }
     *out = m;
@@ -443,6 +482,7 @@ void spruce_model_free(spruce_model *m)
     free(m->norm);
     free(m->norm_b);
     free(m->positions);
+    pthread_mutex_destroy(&m->head_lock);
     spruce_ckpt_close(m->ck);
     free(m);
 }
@@ -516,10 +556,25 @@ void spruce_model_put_block(spruce_model *m, spruce_block *b)
     block_free(b);
 }
 
+int spruce__model_head(const spruce_model *m, const float **head)
+{
+    /* the model's one lazily filled member, under its lock: the head in
+     * float32, converted when logits are first asked for (OPT's is made at
+     * open, with project_out folded in) */
+    spruce_model *mm = (spruce_model *)m;
+    int rc = 0;
+    pthread_mutex_lock(&mm->head_lock);
+    if (!mm->head)
+        rc = read_tensor(mm->ck, mm->head_t, &mm->head);
+    *head = mm->head;
+    pthread_mutex_unlock(&mm->head_lock);
+    return rc;
+}
+
 int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, int pos0,
                            float *x)
 {
-    int t, hid;
+    int t, hid, rc = 0;
     if (!m || !ids || !x)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_model_embed: NULL argument");
     hid = m->cfg.hidden_size;
@@ -528,13 +583,19 @@ int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, in
                               "0..%d (max_position_embeddings %d)", (long)pos0 + T - 1,
                               m->fam->positions, m->cfg.max_position_embeddings - 1,
                               m->cfg.max_position_embeddings);
-    for (t = 0; t < T; t++) {
+    for (t = 0; t < T && !rc; t++) {
         float *xt = x + (size_t)t * hid;
         int j;
-        if (ids[t] >= (uint32_t)m->cfg.vocab_size)
-            return spruce__seterr(SPRUCE_EINVAL, "token %u at position %d is outside the "
-                                  "vocabulary of %d", ids[t], pos0 + t, m->cfg.vocab_size);
-        memcpy(xt, m->embed + (size_t)ids[t] * hid, (size_t)hid * sizeof(float));
+        if (ids[t] >= (uint32_t)m->cfg.vocab_size) {
+            rc = spruce__seterr(SPRUCE_EINVAL, "token %u at position %d is outside the "
+                                "vocabulary of %d", ids[t], pos0 + t, m->cfg.vocab_size);
+            break;
+        }
+        if (m->embed) /* OPT: the embedding as computed at open */
+            memcpy(xt, m->embed + (size_t)ids[t] * hid, (size_t)hid * sizeof(float));
+        else if ((rc = spruce_tensor_read_f32_range(m->embed_t, (size_t)ids[t] * hid,
+                                                    (size_t)hid, xt)))
+            break;
         if (m->cfg.embed_scale > 0)   /* gemma: times sqrt(hidden) */
             for (j = 0; j < hid; j++)
                 xt[j] *= m->cfg.embed_scale;
@@ -544,7 +605,12 @@ int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, in
                 xt[j] += pr[j];
         }
     }
-    return 0;
+    /* Give the rows' pages back, and the neighbours the kernel mapped with
+     * them (fault-around): random ids would otherwise map most of a large
+     * embedding into the resident set. */
+    if (m->embed_t)
+        spruce_ckpt_release(m->ck, m->embed_t);
+    return rc;
 }
 
 int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x)

@@ -839,10 +839,10 @@ double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
                 ? 1
                 : 2;
     h = c->hidden_size;
+    V = c->vocab_size;
     I = c->intermediate_size;
     qd = (double)c->num_attention_heads * c->head_dim;
     kvd = (double)c->num_key_value_heads * c->head_dim;
-    V = c->vocab_size;
     T = seqlen;
     N = nsamples;
     chunk = spruce_fwd_chunk(seqlen) < nsamples ? spruce_fwd_chunk(seqlen) : nsamples;
@@ -853,8 +853,9 @@ double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
     mx = mx > I ? mx : I;
     total = N * T * h                                         /* activations */
             + pblock                                          /* one block */
-            + V * h * heads                                   /* embedding, head */
-            + (c->learned_positions ? (c->max_position_embeddings + 2.0) * h : 0)
+            + (c->learned_positions   /* OPT: the embedding and head in float32, positions */
+                   ? V * h * heads + (c->max_position_embeddings + 2.0) * h
+                   : 0)
             + 2 * h * h + qd * qd + I * I                     /* Hessians */
             + mx * mx + 2 * h * h                             /* factors */
             + chunk * T * (3 * h + 2 * qd + 4 * kvd + 2 * I)  /* forward workspace */

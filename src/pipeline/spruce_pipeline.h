@@ -93,8 +93,9 @@ typedef struct {
 } spruce_pipeline_summary;
 
 /* Estimated peak of the anonymous memory spruce_pipeline_run needs, in bytes
- * (the mapped checkpoint is page cache and not counted):
- *   4 [ N T h + P_block + V h (2 - tied) + 2 h^2 + (H d)^2 + I^2
+ * (the mapped checkpoint is page cache and not counted; the embedding is
+ * read by rows from it and the head is never converted):
+ *   4 [ N T h + P_block + 2 h^2 + (H d)^2 + I^2
  *       + max(h, H d, I)^2 + 2 h^2 + c T (3h + 2 H d + 4 KV d + 2 I) + T^2 ]
  * with c = spruce_fwd_chunk(T) sequences per chunk (see the README).  A
  * mixture of experts adds, per block, every expert's weights (3 E h I_e) and

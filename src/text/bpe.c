@@ -192,39 +192,12 @@ static int flag(json_t *model, const char *key)
     return json_is_true(v);
 }
 
-/* One merge entry (either form) into its two halves. */
-static int merge_halves(json_t *e, size_t r, const char *path, const char **a, size_t *na,
-                        const char **b, size_t *nb)
-{
-    if (json_is_string(e)) {
-        const char *s = json_string_value(e), *sp = memchr(s, ' ', json_string_length(e));
-        if (!sp)
-            return spruce__seterr(SPRUCE_EFORMAT,
-                                  "%s: model.merges[%zu] '%s' is not two tokens separated by a space",
-                                  path, r, s);
-        *a = s;
-        *na = (size_t)(sp - s);
-        *b = sp + 1;
-        *nb = json_string_length(e) - *na - 1;
-        return 0;
-    }
-    if (json_is_array(e) && json_array_size(e) == 2 && json_is_string(json_array_get(e, 0)) &&
-        json_is_string(json_array_get(e, 1))) {
-        *a = json_string_value(json_array_get(e, 0));
-        *na = json_string_length(json_array_get(e, 0));
-        *b = json_string_value(json_array_get(e, 1));
-        *nb = json_string_length(json_array_get(e, 1));
-        return 0;
-    }
-    return spruce__seterr(SPRUCE_EFORMAT,
-                          "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", path, r);
-}
-
-int spruce__bpe_parse(bpe **out, json_t *j, const char *path)
+int spruce__bpe_parse(bpe **out, json_t *j, const bpe_lists *lists, const char *path)
 {
     bpe *m;
     json_t *vocab = json_object_get(j, "vocab"), *merges = json_object_get(j, "merges"), *v;
-    const char *key;
+    bpe_lists own = {0};
+    const bpe_lists *l = lists;
     size_t r, nm, cap = 16;
     uint32_t maxid = 0;
     sbuf cat = {0};
@@ -262,21 +235,22 @@ int spruce__bpe_parse(bpe **out, json_t *j, const char *path)
         }
         memcpy(m->unk, json_string_value(v), m->unk_len + 1);
     }
-    if ((rc = spruce__strmap_init(&m->vocab, json_object_size(vocab))))
-        goto done;
-    json_object_foreach(vocab, key, v) {
-        json_int_t id = json_is_integer(v) ? json_integer_value(v) : -1;
-        if (id < 0 || id >= (json_int_t)UINT32_MAX) {
-            rc = spruce__seterr(SPRUCE_EFORMAT, "%s: model.vocab['%s']: expected an id in [0, 2^32-1)",
-                                path, key);
+    if (!l) {
+        if ((rc = spruce__bpe_lists_from_json(&own, vocab, merges, path)))
             goto done;
-        }
-        if ((rc = spruce__strmap_put(&m->vocab, key, strlen(key), (uint32_t)id)))
-            goto done;
-        if ((uint32_t)id > maxid)
-            maxid = (uint32_t)id;
+        l = &own;
     }
-    m->ntok = json_object_size(vocab) ? maxid + 1 : 0;
+    if ((rc = spruce__strmap_init(&m->vocab, l->nvocab)))
+        goto done;
+    for (r = 0; r < l->nvocab; r++)
+        if ((rc = spruce__strmap_put(&m->vocab, l->s.s + l->v[3 * r], l->v[3 * r + 1],
+                                     l->v[3 * r + 2])))
+            goto done;
+    /* a repeated key keeps its last id, as jansson's object does */
+    for (r = 0; r < m->vocab.cap; r++)
+        if (m->vocab.klen[r] != UINT32_MAX && m->vocab.val[r] > maxid)
+            maxid = m->vocab.val[r];
+    m->ntok = m->vocab.count ? maxid + 1 : 0;
     m->tok_off = malloc((m->ntok + 1) * sizeof *m->tok_off);
     m->tok_len = malloc((m->ntok + 1) * sizeof *m->tok_len);
     if (!m->tok_off || !m->tok_len) {
@@ -297,7 +271,7 @@ int spruce__bpe_parse(bpe **out, json_t *j, const char *path)
     }
     if ((rc = build_adjacency(m)))
         goto done;
-    nm = merges ? json_array_size(merges) : 0;
+    nm = l->nmerge;
     while (cap < 2 * nm + 16)
         cap *= 2;
     m->mcap = cap;
@@ -310,11 +284,9 @@ int spruce__bpe_parse(bpe **out, json_t *j, const char *path)
     }
     memset(m->mkey, 0xff, cap * sizeof *m->mkey);
     for (r = 0; r < nm; r++) {
-        const char *a = NULL, *b = NULL;
-        size_t na = 0, nb = 0, s;
+        const char *a = l->s.s + l->m[4 * r], *b = l->s.s + l->m[4 * r + 2];
+        size_t na = l->m[4 * r + 1], nb = l->m[4 * r + 3], s;
         uint32_t ia, ib, inew;
-        if ((rc = merge_halves(json_array_get(merges, r), r, path, &a, &na, &b, &nb)))
-            goto done;
         if (spruce__strmap_get(&m->vocab, a, na, &ia) != 0 ||
             spruce__strmap_get(&m->vocab, b, nb, &ib) != 0) {
             int left = spruce__strmap_get(&m->vocab, a, na, &ia) != 0;
@@ -340,6 +312,7 @@ int spruce__bpe_parse(bpe **out, json_t *j, const char *path)
     }
 done:
     spruce__sbuf_free(&cat);
+    spruce__bpe_lists_free(&own);
     if (rc) {
         spruce__bpe_free(m);
         return rc;

@@ -103,8 +103,31 @@ int spruce__pretok_cuttable(const pretok *pt);
 int spruce__pretokenize(const pretok *pt, pcre2_match_data *md, pieces **p, pieces **tmp);
 
 /* The BPE model (models/bpe/model.rs, word.rs). */
+/* model.vocab and model.merges as flat lists (bpe_lists.c): the strings in
+ * s, per vocabulary entry (offset, length, id), per merge (offset, length) of
+ * each half, in the file's order. */
+typedef struct {
+    sbuf s;
+    uint32_t *v, *m;
+    size_t nvocab, nmerge, capv, capm;
+    int have_merges; /* model.merges is present */
+    int from_text;   /* read from the text, which now holds {} and [] in their place */
+} bpe_lists;
+int spruce__bpe_lists_vocab(bpe_lists *l, const char *k, size_t n, uint32_t id);
+int spruce__bpe_lists_merge(bpe_lists *l, const char *a, size_t na, const char *b, size_t nb);
+/* Read vocab and merges straight from the *n bytes of a tokenizer.json text:
+ * 1 when read (the two values in text replaced by {} and [] and the newlines
+ * they held, *n the new length), 0 when the text is left for jansson
+ * (nothing changed), SPRUCE_ENOMEM. */
+int spruce__bpe_lists_from_text(bpe_lists *l, char *text, size_t *n);
+/* From jansson's values (merges may be NULL); errors name the bad entry. */
+int spruce__bpe_lists_from_json(bpe_lists *l, json_t *vocab, json_t *merges, const char *path);
+void spruce__bpe_lists_free(bpe_lists *l);
+
 typedef struct bpe bpe;
-int spruce__bpe_parse(bpe **out, json_t *j, const char *path);
+/* The BPE model j ("model" of tokenizer.json); its vocab and merges from
+ * lists when not NULL (spruce__bpe_lists_from_text), else from j. */
+int spruce__bpe_parse(bpe **out, json_t *j, const bpe_lists *lists, const char *path);
 void spruce__bpe_free(bpe *m);
 const strmap *spruce__bpe_vocab(const bpe *m);
 /* Byte ranges [a, b) of a text, each with a tag (the pre-tokenizers: 1 for a

@@ -391,6 +391,7 @@ int spruce_tokenizer_load(const char *path, spruce_tokenizer **out)
     struct stat st;
     json_t *root = NULL, *model, *v;
     json_error_t je;
+    bpe_lists lists = {0};
     char *dir = NULL, *text = NULL;
     size_t i, tlen = 0;
     int rc = 0;
@@ -423,6 +424,11 @@ int spruce_tokenizer_load(const char *path, spruce_tokenizer **out)
     }
     if ((rc = read_file(t->path, &text, &tlen)))
         goto done;
+    /* vocab and merges straight from the text when it is plain (most of the
+     * time goes to jansson's values for them otherwise), the rest by jansson */
+    if ((rc = spruce__bpe_lists_from_text(&lists, text, &tlen)) < 0)
+        goto done;
+    rc = 0;
     root = json_loadb(text, tlen, JSON_ALLOW_NUL, &je); /* faster than jansson's getc() */
     free(text);
     text = NULL;
@@ -450,7 +456,7 @@ int spruce_tokenizer_load(const char *path, spruce_tokenizer **out)
     }
     if ((rc = refuse_nonnull(t, root, "truncation")) || (rc = refuse_nonnull(t, root, "padding")))
         goto done;
-    if ((rc = spruce__bpe_parse(&t->model, model, t->path)))
+    if ((rc = spruce__bpe_parse(&t->model, model, lists.from_text ? &lists : NULL, t->path)))
         goto done;
     if ((v = json_object_get(root, "normalizer")) && !json_is_null(v) &&
         (rc = spruce__normalizer_parse(&t->norm, v, t->path)))
@@ -492,6 +498,8 @@ int spruce_tokenizer_load(const char *path, spruce_tokenizer **out)
     t->cuttable = compute_cuttable(t);
 done:
     json_decref(root);
+    spruce__bpe_lists_free(&lists);
+    free(text);
     free(dir);
     if (rc) {
         spruce_tokenizer_free(t);
