@@ -13,7 +13,16 @@
  * pruned in that order, each on a forward through the already-pruned earlier
  * groups.  A block is read from the mapped checkpoint, pruned, written through
  * the checkpoint writer and freed before the next one is read, so the peak is
- * one block + X + the Hessians. */
+ * one block + X + the Hessians.
+ *
+ * Under mpirun (spruce_dist.h) each of the R ranks holds X of its contiguous
+ * share of the calibration samples only and runs every forward on it; the
+ * Hessians' shares are summed over the ranks in rank order; the group's
+ * layers are pruned on different ranks at once (the costliest first, each to
+ * the least loaded rank) and every rank receives each pruned layer (weights,
+ * mask, result, grid) from the rank that pruned it; rank 0 alone writes and
+ * reports.  A failure on any rank is agreed on at the end of each step, so
+ * every rank stops with the failing rank's message. */
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +32,7 @@
 #include "spruce_family.h"
 #include "model_internal.h"
 #include "pipeline_internal.h"
+#include "spruce_dist.h"
 #include "spruce_pipeline.h"
 
 void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
@@ -51,12 +61,18 @@ typedef struct {
     const spruce_family *f;
     const spruce_pipeline_opts *o;
     spruce_ckpt_writer *w;
-    const uint32_t *calib;
+    const uint32_t *calib;          /* this rank's share */
     int nsamples, seqlen, need_data, chunk, L;
+    int first;                      /* this rank's first calibration sample */
+    int rank, nranks;
     unsigned char *selected;        /* (L, SPRUCE_NPROJ): pruned or not */
     float *X;                       /* (nsamples, seqlen, hidden) the current block's input */
-    uint8_t *mask;                  /* (rows, cols) of the largest linear layer */
-    spruce_qgrid grid;              /* prune.wbits > 0: the current layer's grid */
+    uint8_t *mask;                  /* one rank: (rows, cols) of the largest linear layer;
+                                       R ranks: every layer's, one after the other */
+    uint8_t *lmask[SPRUCE_NPROJ];   /* layer l's mask in mask */
+    spruce_qgrid grid;              /* prune.wbits > 0: the grids' storage */
+    spruce_qgrid lgrid[SPRUCE_NPROJ]; /* layer l's grid, in grid's storage */
+    spruce_prune_result res[SPRUCE_NPROJ]; /* the current group's results */
     spruce_fwd_ws *ws;
     taps tp;                        /* one Hessian per site of the current group */
     spruce_hinv *hi[SPRUCE_NSITES]; /* shared factorisations */
@@ -105,11 +121,12 @@ done:
 }
 
 /* With wbits: room for the grid of the largest layer (a grid per row, or per
- * row and group of prune.groupsize columns). */
+ * row and group of prune.groupsize columns); with R ranks for every layer's
+ * (a group's layers are pruned at once). */
 static int prepare_grid(run *r)
 {
     const spruce_prune_opts *po = &r->o->prune;
-    size_t maxg = 0, rows, cols, n;
+    size_t maxg = 0, rows, cols, n, off[SPRUCE_NPROJ], sum = 0;
     int l;
     if (po->wbits <= 0)
         return 0;
@@ -117,28 +134,41 @@ static int prepare_grid(run *r)
         spruce_family_linear_shape(r->f, r->c, (spruce_proj)l, &rows, &cols);
         n = rows * (po->groupsize > 0 ? cols / (size_t)po->groupsize : 1);
         maxg = n > maxg ? n : maxg;
+        off[l] = r->nranks > 1 ? sum : 0;
+        sum += n;
     }
+    maxg = r->nranks > 1 ? sum : maxg;
     r->grid.scale = malloc((maxg ? maxg : 1) * sizeof *r->grid.scale);
     r->grid.zero = malloc((maxg ? maxg : 1) * sizeof *r->grid.zero);
     if (!r->grid.scale || !r->grid.zero)
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: quantization grid of %zu groups", maxg);
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        r->lgrid[l].scale = r->grid.scale + off[l];
+        r->lgrid[l].zero = r->grid.zero + off[l];
+    }
     return 0;
 }
 
-/* The mask of the largest linear layer and, when the method needs data, the
- * forward's workspace and X = embed(calibration windows). */
+/* The mask of the largest linear layer (R ranks: of every layer) and, when
+ * the method needs data, the forward's workspace and X = embed(calibration
+ * windows of this rank's share). */
 static int prepare(run *r)
 {
     const spruce_config *c = r->c;
-    size_t maxw = 0, rows, cols, n;
+    size_t maxw = 0, rows, cols, n, off[SPRUCE_NPROJ], sum = 0;
     int l, s, rc;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_family_linear_shape(r->f, c, (spruce_proj)l, &rows, &cols);
         rows = spruce_family_tensor_rows(r->f, c, (spruce_proj)l);   /* fused: every part */
         maxw = rows * cols > maxw ? rows * cols : maxw;
+        off[l] = r->nranks > 1 ? sum : 0;
+        sum += rows * cols;
     }
+    maxw = r->nranks > 1 ? sum : maxw;
     if (!(r->mask = malloc(maxw)))
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
+    for (l = 0; l < SPRUCE_NPROJ; l++)
+        r->lmask[l] = r->mask + off[l];
     if ((rc = prepare_grid(r)))
         return rc;
     if (!r->need_data)
@@ -179,7 +209,8 @@ static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *c
         if ((rc = spruce__block_forward_at(r->c, b, r->X + (size_t)s * per,
                                            r->nsamples - s < r->chunk ? r->nsamples - s
                                                                       : r->chunk,
-                                           r->seqlen, r->ws, tap, ctx, stop_after, s)))
+                                           r->seqlen, r->ws, tap, ctx, stop_after,
+                                           r->first + s)))
             return rc;
     return 0;
 }
@@ -231,35 +262,85 @@ static void free_hessians(run *r)
     }
 }
 
-/* Prune linear l of block b (layers sharing an input share one factorisation
- * of its Hessian), write it, count it and report it.  A fused tensor (phi3's
- * qkv_proj: q, k and v rows) is one layer of all its rows. */
+/* The Hessians of the group summed over the ranks: each rank's share is
+ * weighted by its tokens (spruce_hessian_set_share), then added in rank
+ * order. */
+static int reduce_hessians(run *r)
+{
+    int site, rc;
+    for (site = 0; site < SPRUCE_NSITES; site++) {
+        spruce_hessian *h = r->tp.h[site];
+        int64_t total;
+        size_t cols;
+        if (!h || r->nranks == 1)
+            continue;
+        total = spruce_hessian_tokens(h);
+        cols = (size_t)spruce_hessian_cols(h);
+        if ((rc = spruce_dist_allreduce_sum_i64(&total, 1)) ||
+            (rc = spruce_hessian_set_share(h, total)) ||
+            (rc = spruce_dist_allreduce_sum(spruce_hessian_data(h), cols * cols)))
+            return rc;
+    }
+    return 0;
+}
+
+/* Which rank prunes each layer of the group: the costliest first (about
+ * rows x cols^2 for SparseGPT's sweep), each to the least loaded rank; ties
+ * go to the lower layer and the lower rank, so every rank computes the same. */
+static void assign_owners(const run *r, const spruce_block *b, const int in_group[],
+                          int owner[])
+{
+    double load[64] = {0}, cost[SPRUCE_NPROJ];
+    int l, k, done[SPRUCE_NPROJ] = {0}, nr = r->nranks < 64 ? r->nranks : 64;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        owner[l] = 0;
+        cost[l] = in_group[l] ? (double)spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l) *
+                                    b->cols[l] * b->cols[l] : 0;
+    }
+    for (;;) {
+        int best = -1, low = 0;
+        for (l = 0; l < SPRUCE_NPROJ; l++)
+            if (in_group[l] && !done[l] && (best < 0 || cost[l] > cost[best]))
+                best = l;
+        if (best < 0)
+            break;
+        for (k = 1; k < nr; k++)
+            if (load[k] < load[low])
+                low = k;
+        /* beyond 64 ranks the layers go round the first 64 (a block has 7) */
+        owner[best] = low;
+        load[low] += cost[best];
+        done[best] = 1;
+    }
+}
+
+/* Prune linear l of block b into b->w[l], r->lmask[l], r->res[l] and, with
+ * wbits, r->lgrid[l] (layers sharing an input share one factorisation of its
+ * Hessian).  A fused tensor (phi3's qkv_proj: q, k and v rows) is one layer of
+ * all its rows. */
 static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
 {
     spruce_prune_opts opts = r->o->prune, *po = &opts;
     spruce_site site = r->f->linear[l].site;
     int rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
-    int64_t numel = (int64_t)rows * b->cols[l], i, zeros = 0;
-    spruce_layer_report rep;
     char name[256];
     int rc = 0;
     spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
-    memset(&rep, 0, sizeof rep);
+    memset(&r->res[l], 0, sizeof r->res[l]);
     if (po->wbits > 0) { /* the layer's grid, for the report (and so the writer) */
-        r->grid.rows = b->rows[l];
-        r->grid.cols = b->cols[l];
-        r->grid.groupsize = po->groupsize > 0 ? po->groupsize : b->cols[l];
-        po->grid_out = &r->grid;
-        rep.grid = &r->grid;
+        r->lgrid[l].rows = b->rows[l];
+        r->lgrid[l].cols = b->cols[l];
+        r->lgrid[l].groupsize = po->groupsize > 0 ? po->groupsize : b->cols[l];
+        po->grid_out = &r->lgrid[l];
     }
     if (po->method == SPRUCE_METHOD_SPARSEGPT && shared && !r->hi[site])
         rc = spruce_hinv_prepare(r->tp.h[site], po, &r->hi[site]);
     if (!rc && r->hi[site])
         rc = spruce_prune_layer_prepared(b->w[l], rows, b->cols[l], r->hi[site], po,
-                                         r->mask, &rep.result);
+                                         r->lmask[l], &r->res[l]);
     else if (!rc)
-        rc = spruce_prune_layer(b->w[l], rows, b->cols[l], r->tp.h[site], po, r->mask,
-                                &rep.result);
+        rc = spruce_prune_layer(b->w[l], rows, b->cols[l], r->tp.h[site], po, r->lmask[l],
+                                &r->res[l]);
     if (rc) {
         /* Say which tensor the pruner failed on. */
         const spruce_ckpt *ck = spruce_model_ckpt(r->m);
@@ -269,16 +350,57 @@ static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
         return spruce__seterr(rc, "file %s: tensor %s: %s",
                               t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck), name, detail);
     }
+    return 0;
+}
+
+/* Every rank receives layer l from the rank that pruned it: the weights, the
+ * mask, the result and, with wbits, the grid. */
+static int share_one(run *r, spruce_block *b, spruce_proj l, int owner)
+{
+    size_t numel = spruce_family_tensor_rows(r->f, r->c, l) * (size_t)b->cols[l];
+    spruce_qgrid *g = &r->lgrid[l], head = *g;
+    int rc;
+    if ((rc = spruce_dist_bcast(b->w[l], numel * sizeof *b->w[l], owner)) ||
+        (rc = spruce_dist_bcast(r->lmask[l], numel, owner)) ||
+        (rc = spruce_dist_bcast(&r->res[l], sizeof r->res[l], owner)))
+        return rc;
+    if (r->o->prune.wbits <= 0)
+        return 0;
+    if ((rc = spruce_dist_bcast(&head, sizeof head, owner)))
+        return rc;
+    head.scale = g->scale; /* this rank's storage */
+    head.zero = g->zero;
+    *g = head;
+    numel = (size_t)g->rows * (size_t)(g->cols / g->groupsize);
+    if ((rc = spruce_dist_bcast(g->scale, numel * sizeof *g->scale, owner)) ||
+        (rc = spruce_dist_bcast(g->zero, numel * sizeof *g->zero, owner)))
+        return rc;
+    return 0;
+}
+
+/* Count the pruned layer l, write it and report it (rank 0 only: the other
+ * ranks have no writer and no callback). */
+static int finish_one(run *r, spruce_block *b, spruce_proj l)
+{
+    int rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
+    int64_t numel = (int64_t)rows * b->cols[l], i, zeros = 0;
+    spruce_layer_report rep;
+    char name[256];
+    int rc;
+    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
     for (i = 0; i < numel; i++)
         zeros += b->w[l][i] == 0.0f;
-    if (r->w && (rc = spruce_ckpt_writer_set_f32(r->w, name, b->w[l])))
+    if (r->rank == 0 && r->w && (rc = spruce_ckpt_writer_set_f32(r->w, name, b->w[l])))
         return rc;
     r->total.layers_pruned++;
     r->total.params += numel;
     r->total.zeros += zeros;
-    r->total.loss += rep.result.loss;
-    if (!r->o->on_layer)
+    r->total.loss += r->res[l].loss;
+    if (!r->o->on_layer || r->rank != 0)
         return 0;
+    memset(&rep, 0, sizeof rep);
+    rep.grid = r->o->prune.wbits > 0 ? &r->lgrid[l] : NULL;
+    rep.result = r->res[l];
     rep.name = name;
     rep.layer = b->layer;
     rep.nlayers = r->L;
@@ -286,34 +408,55 @@ static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
     rep.rows = rows;
     rep.cols = b->cols[l];
     rep.weight = b->w[l];
-    rep.mask = r->mask;
+    rep.mask = r->lmask[l];
     rep.elapsed = spruce_clock_now() - r->t0;
     return r->o->on_layer(r->o->ctx, &rep);
+}
+
+/* Prune the layers of the group: each on its owner rank, then every rank
+ * receives them and rank 0 writes and reports them in layer order.  One rank:
+ * each layer is written and reported as soon as it is pruned. */
+static int prune_group(run *r, spruce_block *b, const int in_group[], const int per_site[])
+{
+    int owner[SPRUCE_NPROJ], l, rc = 0;
+    assign_owners(r, b, in_group, owner);
+    for (l = 0; l < SPRUCE_NPROJ && !rc; l++)
+        if (in_group[l] && owner[l] == r->rank) {
+            rc = prune_one(r, b, (spruce_proj)l, per_site[r->f->linear[l].site] > 1);
+            if (!rc && r->nranks == 1)
+                rc = finish_one(r, b, (spruce_proj)l);
+        }
+    if ((rc = spruce_dist_agree(rc)) || r->nranks == 1)
+        return rc;
+    for (l = 0; l < SPRUCE_NPROJ && !rc; l++)
+        if (in_group[l] && !(rc = share_one(r, b, (spruce_proj)l, owner[l])))
+            rc = finish_one(r, b, (spruce_proj)l);
+    return spruce_dist_agree(rc);
 }
 
 /* Calibrate and prune block `layer` group by group, then X = block(X) with
  * the pruned weights: the next block's input. */
 static int prune_block(run *r, int layer)
 {
-    int ngroups = r->o->true_sequential ? SPRUCE_NSITES : 1, g, l, rc = 0;
+    int ngroups = r->o->true_sequential ? SPRUCE_NSITES : 1, g, rc = 0;
     spruce_block *b = NULL;
-    if ((rc = spruce_model_get_block(r->m, layer, &b)))
-        return rc;
+    rc = spruce_dist_agree(spruce_model_get_block(r->m, layer, &b));
+    if (rc)
+        goto done;
     for (g = 0; g < ngroups; g++) {
         int in_group[SPRUCE_NPROJ], per_site[SPRUCE_NSITES];
         int last_site = group_members(r, layer, g, ngroups, in_group, per_site);
         if (last_site < 0)
             continue;
-        if (r->need_data && (rc = calibrate(r, b, in_group, last_site)))
+        if (r->need_data && ((rc = spruce_dist_agree(calibrate(r, b, in_group, last_site))) ||
+                             (rc = reduce_hessians(r))))
             goto done;
-        for (l = 0; l < SPRUCE_NPROJ; l++)
-            if (in_group[l] &&
-                (rc = prune_one(r, b, (spruce_proj)l, per_site[r->f->linear[l].site] > 1)))
-                goto done;
+        if ((rc = prune_group(r, b, in_group, per_site)))
+            goto done;
         free_hessians(r);
     }
     if (r->need_data && layer + 1 < r->L)
-        rc = forward_all(r, b, NULL, NULL, -1);
+        rc = spruce_dist_agree(forward_all(r, b, NULL, NULL, -1));
 done:
     spruce_model_put_block(r->m, b);
     return rc;
@@ -339,10 +482,25 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     r.seqlen = seqlen;
     r.L = r.c->num_hidden_layers;
     r.need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE;
+    r.rank = spruce_dist_rank();
+    r.nranks = spruce_dist_size();
     if (r.need_data && (nsamples <= 0 || seqlen <= 0))
         return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples of %d tokens",
                               nsamples, seqlen);
-    if ((rc = select_layers(&r)) || (rc = prepare(&r)))
+    if (r.need_data && nsamples < r.nranks)
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples for %d ranks "
+                              "(each rank needs at least one)", nsamples, r.nranks);
+    if (r.need_data) { /* this rank's contiguous share */
+        int64_t first, count;
+        spruce_dist_share(nsamples, &first, &count);
+        r.first = (int)first;
+        r.nsamples = (int)count;
+        r.calib = calib + (size_t)first * (size_t)seqlen;
+    }
+    rc = select_layers(&r);
+    if (!rc)
+        rc = prepare(&r);
+    if ((rc = spruce_dist_agree(rc)))
         goto done;
     for (layer = 0; layer < r.L; layer++) {
         int l, any = 0;
@@ -352,7 +510,7 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
             continue;   /* nothing to prune, no input to carry to the next block */
         if ((rc = prune_block(&r, layer)))
             goto done;
-        if (o->on_block)
+        if (o->on_block && r.rank == 0)
             o->on_block(o->ctx, layer, r.L, spruce_clock_now() - r.t0);
     }
     r.total.sparsity = r.total.params ? (double)r.total.zeros / (double)r.total.params : 0.0;
