@@ -386,9 +386,12 @@ int spruce_cmd_prune(int argc, char **argv)
     co.sparse = pa.m == 4 && pa.n == 2 ? 2 : (pa.m || pa.sparsity > 0) ? 1 : 0;
     co.structure = ctx.pattern;
     /* rank 0 alone writes the checkpoint and the masks */
-    rc = !cli_rank0() ? 0
-         : compressed ? spruce_ckpt_writer_begin_compressed(spruce_model_ckpt(m), out, force, &co, &w)
-                      : spruce_ckpt_writer_begin(spruce_model_ckpt(m), out, force, &w);
+    if (!cli_rank0())
+        rc = 0;
+    else if (compressed)
+        rc = spruce_ckpt_writer_begin_compressed(spruce_model_ckpt(m), out, force, &co, &w);
+    else
+        rc = spruce_ckpt_writer_begin(spruce_model_ckpt(m), out, force, &w);
     if (rc) {
         cli_error(rc, "prune: output %s", out);
         failed = 1;

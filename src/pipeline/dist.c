@@ -43,7 +43,13 @@ void spruce_dist_finalize(void) {}
 int spruce_dist_allreduce_sum(float *buf, size_t n) { (void)buf; (void)n; return 0; }
 int spruce_dist_allreduce_sum_f64(double *buf, size_t n) { (void)buf; (void)n; return 0; }
 int spruce_dist_allreduce_sum_i64(int64_t *buf, size_t n) { (void)buf; (void)n; return 0; }
-int spruce_dist_bcast(void *buf, size_t bytes, int root) { (void)buf; (void)bytes; (void)root; return 0; }
+int spruce_dist_bcast(void *buf, size_t bytes, int root)
+{
+    (void)buf;
+    (void)bytes;
+    (void)root;
+    return 0;
+}
 int spruce_dist_agree_msg(int rc, char *msg, size_t cap) { (void)msg; (void)cap; return rc; }
 int spruce_dist_agree(int rc) { return rc; }
 
