@@ -48,11 +48,11 @@ static const char *spruce_path(void)
 }
 
 #define NEED_MPI(mr, bin, dir)                                                           \
-    NEED_FIXTURE(dir);                                                                   \
     const char *mr = mpirun_path();                                                      \
     const char *bin = spruce_path();                                                     \
     if (!mr || !bin)                                                                     \
-        return;
+        return;                                                                          \
+    NEED_FIXTURE(dir);
 
 /* Run the shell command made of fmt; its exit status (-1: killed). */
 #if defined(__GNUC__)
