@@ -7,7 +7,6 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 
 #include "config.h"
 #include "model_testutil.h"
+#include "shell_testutil.h"
 #include "spruce_masks.h"
 
 /* Loopback only; shared memory without single-copy (containers forbid it). */
@@ -54,34 +54,18 @@ static const char *spruce_path(void)
         return;                                                                          \
     NEED_FIXTURE(dir);
 
-/* Run the shell command made of fmt; its exit status (-1: killed). */
-#if defined(__GNUC__)
-__attribute__((format(printf, 1, 2)))
-#endif
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    int st;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* `spruce prune` of the fixture to out and out.h5, with R ranks (0: no mpirun). */
 static void prune(const char *mr, const char *bin, const char *dir, int ranks, const char *out,
                   const char *log)
 {
     int st;
     if (ranks)
-        st = sh("timeout 600 '%s' " MPI_ARGS " -np %d '%s' prune '%s' --calib '%s/calib.u16' "
-                PRUNE_ARGS " -o '%s' --masks '%s.h5' >'%s' 2>&1", mr, ranks, bin, dir, dir, out,
-                out, log);
+        st = run_status("timeout 600 '%s' " MPI_ARGS " -np %d '%s' prune '%s' "
+                        "--calib '%s/calib.u16' " PRUNE_ARGS " -o '%s' --masks '%s.h5' >'%s' 2>&1",
+                        mr, ranks, bin, dir, dir, out, out, log);
     else
-        st = sh("'%s' prune '%s' --calib '%s/calib.u16' " PRUNE_ARGS " -o '%s' --masks '%s.h5' "
-                ">'%s' 2>&1", bin, dir, dir, out, out, log);
+        st = run_status("'%s' prune '%s' --calib '%s/calib.u16' " PRUNE_ARGS " -o '%s' "
+                        "--masks '%s.h5' >'%s' 2>&1", bin, dir, dir, out, out, log);
     cr_assert_eq(st, 0, "prune with %d ranks exited %d (see %s)", ranks, st, log);
 }
 
@@ -96,11 +80,12 @@ static double eval_ppl(const char *mr, const char *bin, const char *dir, int ran
     int st;
     snprintf(log, sizeof log, "%s/eval.log", tmp);
     if (ranks)
-        st = sh("timeout 600 '%s' " MPI_ARGS " -np %d '%s' eval '%s' --data '%s/eval.u16' "
-                "--seqlen 256 --threads 1 >'%s' 2>/dev/null", mr, ranks, bin, model, dir, log);
+        st = run_status("timeout 600 '%s' " MPI_ARGS " -np %d '%s' eval '%s' "
+                        "--data '%s/eval.u16' --seqlen 256 --threads 1 >'%s' 2>/dev/null", mr,
+                        ranks, bin, model, dir, log);
     else
-        st = sh("'%s' eval '%s' --data '%s/eval.u16' --seqlen 256 --threads 1 >'%s' "
-                "2>/dev/null", bin, model, dir, log);
+        st = run_status("'%s' eval '%s' --data '%s/eval.u16' --seqlen 256 --threads 1 >'%s' "
+                        "2>/dev/null", bin, model, dir, log);
     cr_assert_eq(st, 0, "eval of %s with %d ranks exited %d", model, ranks, st);
     cr_assert_not_null(f = fopen(log, "r"));
     while (fgets(line, sizeof line, f))
@@ -158,25 +143,6 @@ static int count_named(const char *dir, const char *prefix)
     return n;
 }
 
-/* `mpirun -np 1 spruce prune MODEL0 ... : -np 1 spruce prune MODEL1 ...`:
- * rank 0 and rank 1 differ only in their model and calibration file; each
- * rank's exit status goes to tmp/status.RANK (mpirun itself then exits 0). */
-static void prune_mpmd(const char *mr, const char *bin, const char *model0, const char *calib0,
-                      const char *model1, const char *calib1, const char *tmp)
-{
-    const char *rec = "sh -c '\"$0\" \"$@\"; s=$?; echo $s >%s/status.$OMPI_COMM_WORLD_RANK; "
-                      "exit $s'";
-    char r0[1200], r1[1200];
-    snprintf(r0, sizeof r0, rec, tmp);
-    snprintf(r1, sizeof r1, rec, tmp);
-    /* mpirun would kill the other rank once one exits non-zero: let each end
-     * by itself, so that its own exit status is seen */
-    sh("timeout 600 '%s' " MPI_ARGS " --mca orte_abort_on_non_zero_status 0 -np 1 %s '%s' "
-       "prune '%s' --calib '%s' " PRUNE_ARGS " -o '%s/out' --masks '%s/out.h5' : "
-       "-np 1 %s '%s' prune '%s' --calib '%s' " PRUNE_ARGS " -o '%s/out' --masks '%s/out.h5' >'%s/log' 2>&1", mr, r0, bin, model0, calib0,
-       tmp, tmp, r1, bin, model1, calib1, tmp, tmp, tmp);
-}
-
 static int rank_status(const char *tmp, int rank)
 {
     char path[1200];
@@ -203,6 +169,34 @@ static void log_has(const char *tmp, const char *needle)
     cr_assert(strstr(buf, needle), "no '%s' in the output:\n%s", needle, buf);
 }
 
+/* `mpirun -np 1 spruce prune MODEL0 ... : -np 1 spruce prune MODEL1 ...`,
+ * rank 0 and rank 1 differing only in their model and calibration file, with
+ * rank 1's input bad: each rank exits non-zero by itself (its status goes to
+ * tmp/status.RANK), the output names rank 1 and says `what`, and neither an
+ * output nor a temporary is left in tmp. */
+static void expect_both_stop(const char *mr, const char *bin, const char *model0,
+                             const char *calib0, const char *model1, const char *calib1,
+                             const char *tmp, const char *what)
+{
+    const char *rec = "sh -c '\"$0\" \"$@\"; s=$?; echo $s >%s/status.$OMPI_COMM_WORLD_RANK; "
+                      "exit $s'";
+    char r[1200];
+    snprintf(r, sizeof r, rec, tmp);
+    /* mpirun would kill the other rank once one exits non-zero: let each end
+     * by itself, so that its own exit status is seen (mpirun then exits 0) */
+    run_status("timeout 600 '%s' " MPI_ARGS " --mca orte_abort_on_non_zero_status 0 "
+               "-np 1 %s '%s' prune '%s' --calib '%s' " PRUNE_ARGS " -o '%s/out' "
+               "--masks '%s/out.h5' : "
+               "-np 1 %s '%s' prune '%s' --calib '%s' " PRUNE_ARGS " -o '%s/out' "
+               "--masks '%s/out.h5' >'%s/log' 2>&1",
+               mr, r, bin, model0, calib0, tmp, tmp, r, bin, model1, calib1, tmp, tmp, tmp);
+    cr_assert_neq(rank_status(tmp, 0), 0, "rank 0 exited 0 although rank 1 failed");
+    cr_assert_neq(rank_status(tmp, 1), 0, "rank 1 exited 0 on its bad input");
+    log_has(tmp, "rank 1 of 2");
+    log_has(tmp, what);
+    cr_assert_eq(count_named(tmp, "out"), 0, "an output or a temporary is left in %s", tmp);
+}
+
 Test(mpi, two_ranks_give_the_same_checkpoint_bit_for_bit)
 {
     NEED_MPI(mr, bin, dir);
@@ -213,9 +207,9 @@ Test(mpi, two_ranks_give_the_same_checkpoint_bit_for_bit)
     snprintf(log, sizeof log, "%s/log", tmp);
     prune(mr, bin, dir, 2, a, log);
     prune(mr, bin, dir, 2, b, log);
-    cr_assert_eq(sh("cmp -s '%s/model.safetensors' '%s/model.safetensors'", a, b), 0,
+    cr_assert_eq(run_status("cmp -s '%s/model.safetensors' '%s/model.safetensors'", a, b), 0,
                  "two runs with 2 ranks wrote different weights");
-    cr_assert_eq(sh("cmp -s '%s/config.json' '%s/config.json'", a, b), 0);
+    cr_assert_eq(run_status("cmp -s '%s/config.json' '%s/config.json'", a, b), 0);
     strcat(a, ".h5");
     strcat(b, ".h5");
     cr_assert_eq(mask_agreement(a, b, &n), 1.0, "two runs with 2 ranks wrote different masks");
@@ -280,12 +274,7 @@ Test(mpi, bad_calibration_on_one_rank_stops_both)
     cr_assert_not_null(f = fopen(bad, "wb"));
     cr_assert_eq(fwrite(ids, sizeof ids, 1, f), 1);
     fclose(f);
-    prune_mpmd(mr, bin, dir, good, dir, bad, tmp);
-    cr_assert_neq(rank_status(tmp, 0), 0, "rank 0 exited 0 although rank 1 failed");
-    cr_assert_neq(rank_status(tmp, 1), 0);
-    log_has(tmp, "rank 1 of 2");
-    log_has(tmp, "bad.u16");
-    cr_assert_eq(count_named(tmp, "out"), 0, "an output or a temporary is left in %s", tmp);
+    expect_both_stop(mr, bin, dir, good, dir, bad, tmp, "bad.u16");
     rm_tree(tmp);
     free(tmp);
 }
@@ -299,12 +288,7 @@ Test(mpi, failure_inside_the_pipeline_on_one_rank_stops_both)
     snprintf(bad, sizeof bad, "%s/model-bad", tmp);
     snprintf(calib, sizeof calib, "%s/calib.u16", dir);
     poison(dir, bad, "model.layers.2.mlp.up_proj.weight", 3, 1e38f);
-    prune_mpmd(mr, bin, dir, calib, bad, calib, tmp);
-    cr_assert_neq(rank_status(tmp, 0), 0, "rank 0 exited 0 although rank 1 failed");
-    cr_assert_neq(rank_status(tmp, 1), 0);
-    log_has(tmp, "rank 1 of 2");
-    log_has(tmp, "layer 2 mlp.up_proj");
-    cr_assert_eq(count_named(tmp, "out"), 0, "an output or a temporary is left in %s", tmp);
+    expect_both_stop(mr, bin, dir, calib, bad, calib, tmp, "layer 2 mlp.up_proj");
     rm_tree(tmp);
     free(tmp);
 }

@@ -115,32 +115,19 @@ int spruce_dist_bcast(void *buf, size_t bytes, int root)
 
 typedef void (*add_fn)(void *acc, const void *own, size_t n);
 
-static void add_f32(void *acc, const void *own, size_t n)
-{
-    float *a = acc;
-    const float *b = own;
-    size_t i;
-    for (i = 0; i < n; i++)
-        a[i] += b[i];
-}
-
-static void add_f64(void *acc, const void *own, size_t n)
-{
-    double *a = acc;
-    const double *b = own;
-    size_t i;
-    for (i = 0; i < n; i++)
-        a[i] += b[i];
-}
-
-static void add_i64(void *acc, const void *own, size_t n)
-{
-    int64_t *a = acc;
-    const int64_t *b = own;
-    size_t i;
-    for (i = 0; i < n; i++)
-        a[i] += b[i];
-}
+/* acc[i] += own[i] for one element type */
+#define ADD_FN(name, T)                                                                  \
+    static void name(void *acc, const void *own, size_t n)                               \
+    {                                                                                    \
+        T *a = acc;                                                                      \
+        const T *b = own;                                                                \
+        size_t i;                                                                        \
+        for (i = 0; i < n; i++)                                                          \
+            a[i] += b[i];                                                                \
+    }
+ADD_FN(add_f32, float)
+ADD_FN(add_f64, double)
+ADD_FN(add_i64, int64_t)
 
 /* buf (n elements of size bytes) <- sum over ranks, in rank order (see the
  * top of the file).  acc is one segment: the partial sum received. */
