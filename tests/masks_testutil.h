@@ -18,6 +18,7 @@
 
 #include "spruce_ckpt.h"
 #include "spruce_masks.h"
+#include "python_testutil.h"
 
 
 static char tmpdir[256];
@@ -166,23 +167,8 @@ static inline int have_program(const char *name)
     return run(cmd) == 0;
 }
 
-/* A Python 3 that has h5py and numpy (a pyenv shim may shadow Debian's
- * python3); NULL when none.  SPRUCE_PYTHON overrides. */
-static inline const char *find_python(void)
-{
-    static const char *cands[] = {NULL, "python3", "/usr/bin/python3"};
-    char cmd[512];
-    size_t i;
-    cands[0] = getenv("SPRUCE_PYTHON");
-    for (i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-        if (!cands[i] || !*cands[i])
-            continue;
-        snprintf(cmd, sizeof cmd, "%s -c 'import h5py, numpy' >/dev/null 2>&1", cands[i]);
-        if (run(cmd) == 0)
-            return cands[i];
-    }
-    return NULL;
-}
+/* A Python 3 that has h5py and numpy; NULL when none. */
+static inline const char *find_python(void) { return find_python_with("h5py, numpy"); }
 
 
 #endif

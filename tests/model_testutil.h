@@ -1,6 +1,6 @@
-/* model_testutil.h: what the model, pipeline, non-finite and MPI tests share: the
- * stories260k fixture, temporary directories, a copy of a checkpoint with one
- * row poisoned, and the environment the forward
+/* model_testutil.h: what the model, pipeline, non-finite and MPI tests share:
+ * the stories260k fixture, its tokens and perplexity, temporary directories, a
+ * copy of a checkpoint with one row poisoned, and the environment the forward
  * needs to be fast. */
 #ifndef SPRUCE_MODEL_TESTUTIL_H
 #define SPRUCE_MODEL_TESTUTIL_H
@@ -15,6 +15,9 @@
 #include <cblas.h>
 
 #include "spruce_ckpt.h"
+#include "spruce_error.h"
+#include "spruce_model.h"
+#include "spruce_tokens.h"
 
 /* Sanitizer builds run the same code paths on less data. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -134,6 +137,38 @@ static inline void poison(const char *base, const char *out, const char *name, i
     cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
     free(data);
     spruce_ckpt_close(ck);
+}
+
+/* Calibration samples and evaluation windows of stories260k: all of the
+ * fixture, or under a sanitizer (several times slower) few enough to keep the
+ * suite short; the published figures are then not compared, only the code
+ * paths exercised. */
+#define NCALIB (SANITIZED ? 6 : 128)
+#define NEVAL (SANITIZED ? 6 : 64)
+
+/* The token ids of dir/file. */
+static inline uint32_t *fixture_tokens(const char *dir, const char *file, size_t *n)
+{
+    char path[1200];
+    uint32_t *ids;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    cr_assert_eq(spruce_tokens_load(path, &ids, n), 0, "%s", spruce_errdetail());
+    return ids;
+}
+
+/* The perplexity of m on NEVAL windows of 256 of stories260k's eval.u16. */
+static inline double fixture_perplexity(spruce_model *m, const char *dir)
+{
+    size_t n;
+    uint32_t *ids = fixture_tokens(dir, "eval.u16", &n);
+    double ppl = 0;
+    int nwin;
+    cr_assert_eq(n, (size_t)64 * 256);
+    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NEVAL * 256, 256, NULL, NULL, &ppl,
+                                         &nwin), 0, "%s", spruce_errdetail());
+    cr_assert_eq(nwin, NEVAL);
+    free(ids);
+    return ppl;
 }
 
 #endif

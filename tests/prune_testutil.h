@@ -1,12 +1,15 @@
 /* prune_testutil.h: deterministic data and double-precision references shared
- * by tests/test_hessian.c and tests/test_prune.c. */
+ * by the pruner's tests (test_hessian, test_prune, test_quant, test_bench_prune). */
 #ifndef SPRUCE_PRUNE_TESTUTIL_H
 #define SPRUCE_PRUNE_TESTUTIL_H
 
+#include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "spruce_prune.h"
 
 typedef struct {
     uint64_t s;
@@ -218,6 +221,29 @@ static inline double naive_obs(double *W, int rows, int cols, const double *U, c
         }
     }
     return loss;
+}
+
+/* A synthetic layer: activations X (tokens, cols), weights W0 (rows, cols) and
+ * the Hessian of X. */
+typedef struct {
+    int rows, cols, tokens;
+    float *X, *W0;
+    spruce_hessian *h;
+} layer;
+
+static inline layer make_layer(int rows, int cols, int tokens, uint64_t seed)
+{
+    layer L = {rows, cols, tokens, make_acts(tokens, cols, seed), make_weights(rows, cols, seed + 1),
+               spruce_hessian_alloc(cols)};
+    cr_assert_eq(spruce_hessian_add(L.h, L.X, tokens), 0);
+    return L;
+}
+
+static inline void free_layer(layer *L)
+{
+    free(L->X);
+    free(L->W0);
+    spruce_hessian_free(L->h);
 }
 
 #endif

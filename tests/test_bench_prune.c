@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "npy.h"
+#include "python_testutil.h"
 #include "prune_internal.h"
 #include "prune_testutil.h"
 #include "spruce_prune.h"
@@ -159,22 +160,10 @@ Test(bench_prune, within_one_percent_of_published_code)
     char cmd[1024], wpath[256], xpath[256], *out;
     int st, pat;
     float *W, *X;
-    const char *py = NULL;
+    const char *py;
     if (!src || !bin || access(bin, X_OK))
         cr_skip_test("SPRUCE_SRCDIR / SPRUCE_BIN not set");
-    {
-        /* the first Python that has numpy: $PYTHON3, python3 on PATH, Debian's */
-        const char *cands[] = {getenv("PYTHON3"), "python3", "/usr/bin/python3"};
-        size_t k;
-        for (k = 0; k < 3 && !py; k++) {
-            char probe[512];
-            if (!cands[k] || !*cands[k])
-                continue;
-            snprintf(probe, sizeof probe, "%s -c 'import numpy' >/dev/null 2>&1", cands[k]);
-            if (system(probe) == 0)
-                py = cands[k];
-        }
-    }
+    py = find_python_with("numpy");
     if (!py)
         cr_skip_test("no python3 with numpy found: the published-algorithm check is skipped");
     snprintf(wpath, sizeof wpath, "%s", tmp_path("ref_w.npy"));

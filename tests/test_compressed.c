@@ -672,3 +672,85 @@ Test(compressed_cli, prune_compressed_then_eval_matches_dense, .timeout = 600)
     rmrf(base);
     free(base), free(pd), free(pc);
 }
+
+/* Every layout spruce writes, read back by tests/ref/read_compressed.py: a
+ * numpy reader written from the compressed-tensors definition (bitmask bit
+ * order, row offsets, pack_to_int32's word order and offset, zero points
+ * packed along the rows, w = (q - zp) scale in the scale's dtype), which must
+ * decode every compressed layer to the dense checkpoint of the same run bit
+ * for bit, and find every other tensor stored as is. */
+#include "python_testutil.h"
+
+/* Prune `model` with each option set twice (dense, compressed) and have the
+ * reader compare the two; `layout` is the layout it must report. */
+static void reader_agrees(const char *base, const char *bin, const char *py, const char *src,
+                          const char *model, const char *calib, const char *const (*opts)[2],
+                          size_t n)
+{
+    char cmd[8192], want[128], *out;
+    size_t k;
+    for (k = 0; k < n; k++) {
+        snprintf(cmd, sizeof cmd, "cd %s && rm -rf c d && %s prune %s -o d --calib %s "
+                 "--seqlen 64 --nsamples 4 --threads 2 %s 2>&1 >/dev/null && %s prune %s -o c "
+                 "--calib %s --seqlen 64 --nsamples 4 --threads 2 %s --save-format "
+                 "compressed 2>&1 >/dev/null && %s %s/tests/ref/read_compressed.py c d",
+                 base, bin, model, calib, opts[k][1], bin, model, calib, opts[k][1], py, src);
+        out = run_out(cmd);
+        cr_assert(strstr(out, "differing 0"), "%s %s:\n%s", model, opts[k][1], out);
+        snprintf(want, sizeof want, "layout %s\n", opts[k][0]);
+        cr_assert(strstr(out, want), "%s %s: expected %s in:\n%s", model, opts[k][1], want, out);
+        free(out);
+    }
+}
+
+Test(compressed_cli, numpy_reader_decodes_every_layout, .timeout = 900)
+{
+    static const char *const f32[][2] = {
+        {"sparse-24-bitmask/F32", "--pattern 2:4"},
+        {"sparse-bitmask/F32", "--sparsity 0.5"},
+        {"sparse-24-bitmask/I8", "--pattern 2:4 --wbits 8 --sym"},
+        {"sparse-bitmask/I8", "--sparsity 0.5 --wbits 8"},
+        {"sparse-bitmask/I8", "--sparsity 0.6 --wbits 4 --groupsize 32 --sym --exclude down_proj"},
+        {"int-quantized/8", "--sparsity 0 --wbits 8"},
+        {"pack-quantized/4", "--sparsity 0 --wbits 4 --groupsize 32 --exclude down_proj"},
+        {"pack-quantized/4", "--sparsity 0 --wbits 4 --groupsize 4 --sym"},
+        {"pack-quantized/2", "--sparsity 0 --wbits 2 --groupsize 4"},
+    };
+    /* bf16 and f16 weights: the scales are stored (and so rounded) in that type */
+    static const char *const b16[][2] = {
+        {"sparse-24-bitmask/%s", "--pattern 2:4"},
+        {"sparse-24-bitmask/I8", "--pattern 2:4 --wbits 8 --sym"},
+        {"sparse-bitmask/I8", "--sparsity 0.5 --wbits 8"},
+        {"int-quantized/8", "--sparsity 0 --wbits 8 --groupsize 64"},
+        {"pack-quantized/4", "--sparsity 0 --wbits 4 --groupsize 32"},
+    };
+    static const char *const dts[][2] = {{"bf16", "BF16"}, {"f16", "F16"}};
+    const char *bin = getenv("SPRUCE_BIN"), *root = getenv("SPRUCE_FIXTURES");
+    const char *src = getenv("SPRUCE_SRCDIR"), *py;
+    char fx[1024], calib[1100], cmd[4096], name[64], *base;
+    size_t d;
+    if (!bin || access(bin, X_OK) || !root || !src)
+        cr_skip_test("SPRUCE_BIN, SPRUCE_SRCDIR or SPRUCE_FIXTURES not set (run through 'make check')");
+    snprintf(fx, sizeof fx, "%s/stories260k", root);
+    if (access(fx, R_OK))
+        cr_skip_test("stories260k fixture not found under SPRUCE_FIXTURES");
+    if (!(py = find_python_with("numpy")))
+        cr_skip_test("no python3 with numpy (Debian python3-numpy): the independent reader is skipped");
+    base = mktmp();
+    snprintf(calib, sizeof calib, "%s/calib.u16", fx);
+    reader_agrees(base, bin, py, src, fx, calib, f32, sizeof f32 / sizeof f32[0]);
+    for (d = 0; d < 2; d++) {
+        const char *opts[5][2];
+        size_t k;
+        snprintf(name, sizeof name, "sparse-24-bitmask/%s", dts[d][1]);
+        for (k = 0; k < 5; k++)
+            opts[k][0] = k ? b16[k][0] : name, opts[k][1] = b16[k][1];
+        snprintf(cmd, sizeof cmd, "cd %s && rm -rf m && %s synth m --dtype %s --hidden 128 "
+                 "--intermediate 256 --vocab 256 --layers 2 --calib m.u16 >/dev/null 2>&1",
+                 base, bin, dts[d][0]);
+        cr_assert_eq(system(cmd), 0, "%s", cmd);
+        reader_agrees(base, bin, py, src, "m", "m.u16", (const char *const (*)[2])opts, 5);
+    }
+    rmrf(base);
+    free(base);
+}

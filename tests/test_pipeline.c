@@ -25,35 +25,6 @@
 
 #define SGPT_TOL 0.05
 
-/* Calibration samples and evaluation windows: all of the fixture, or under a
- * sanitizer (several times slower) few enough to keep the suite short; the
- * published figures are then not compared, only the code paths exercised. */
-#define NCALIB (SANITIZED ? 6 : 128)
-#define NEVAL (SANITIZED ? 6 : 64)
-
-static uint32_t *tokens(const char *dir, const char *file, size_t *n)
-{
-    char path[1200];
-    uint32_t *ids;
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    cr_assert_eq(spruce_tokens_load(path, &ids, n), 0, "%s", spruce_errdetail());
-    return ids;
-}
-
-static double perplexity(spruce_model *m, const char *dir)
-{
-    size_t n;
-    uint32_t *ids = tokens(dir, "eval.u16", &n);
-    double ppl = 0;
-    int nwin;
-    cr_assert_eq(n, (size_t)64 * 256);
-    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NEVAL * 256, 256, NULL, NULL, &ppl,
-                                         &nwin), 0, "%s", spruce_errdetail());
-    cr_assert_eq(nwin, NEVAL);
-    free(ids);
-    return ppl;
-}
-
 /* Prune the fixture in memory (cached blocks, no writer) and evaluate it. */
 static double prune_eval(const char *dir, spruce_method method, float sparsity, int pn, int pm,
                          int nsamples, int true_seq, spruce_pipeline_summary *sum)
@@ -62,7 +33,7 @@ static double prune_eval(const char *dir, spruce_method method, float sparsity, 
     spruce_pipeline_opts o;
     spruce_pipeline_summary s;
     size_t n;
-    uint32_t *calib = tokens(dir, "calib.u16", &n);
+    uint32_t *calib = fixture_tokens(dir, "calib.u16", &n);
     double ppl;
     cr_assert_eq(n, (size_t)128 * 256);
     cr_assert(nsamples <= 128);
@@ -78,7 +49,7 @@ static double prune_eval(const char *dir, spruce_method method, float sparsity, 
                  spruce_errdetail());
     cr_assert_eq(s.layers_pruned, 35);
     cr_assert_eq(s.params, 5 * (64 * 64 * 2 + 32 * 64 * 2 + 172 * 64 * 3));
-    ppl = perplexity(m, dir);
+    ppl = fixture_perplexity(m, dir);
     if (sum)
         *sum = s;
     free(calib);
@@ -188,7 +159,7 @@ static spruce_model *run_selected(const char *dir, spruce_method method, const c
     spruce_model *m;
     spruce_pipeline_opts o;
     size_t n;
-    uint32_t *calib = tokens(dir, "calib.u16", &n);
+    uint32_t *calib = fixture_tokens(dir, "calib.u16", &n);
     cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_model_cache_blocks(m), 0);
     spruce_pipeline_opts_init(&o);
@@ -325,7 +296,7 @@ Test(pipeline, nan_weight_fails_naming_file_and_tensor_and_leaves_no_output)
     spruce_ckpt_writer *w;
     spruce_pipeline_opts o;
     size_t n;
-    uint32_t *calib = tokens(dir, "calib.u16", &n);
+    uint32_t *calib = fixture_tokens(dir, "calib.u16", &n);
     int rc;
     snprintf(nan, sizeof nan, "%s/nan", d);
     snprintf(out, sizeof out, "%s/out", d);
@@ -388,7 +359,7 @@ Test(cli, prune_then_eval)
     if (SANITIZED) {
         /* the first NEVAL windows only */
         size_t n;
-        uint32_t *ids = tokens(dir, "eval.u16", &n);
+        uint32_t *ids = fixture_tokens(dir, "eval.u16", &n);
         snprintf(data, sizeof data, "%s/eval.u16", d);
         cr_assert_eq(spruce_tokens_save(data, ids, (size_t)NEVAL * 256), 0);
         free(ids);
@@ -515,7 +486,7 @@ Test(cli, run_reproduces_greedy_ids_dense_and_sparse)
     NEED_BIN(bin);
     char *d = tmp_dir(), cmd[8192], out[1200], log[1200], line[4096];
     size_t n;
-    uint32_t *ids = tokens(dir, "greedy_ids.txt", &n);
+    uint32_t *ids = fixture_tokens(dir, "greedy_ids.txt", &n);
     const char *modes[] = {"off", "auto", "csr", "bitmask"};
     char first[4096] = "";
     int i, k, pos;

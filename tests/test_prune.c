@@ -15,26 +15,6 @@
 #include "spruce_prune.h"
 #include "spruce_sparse.h"
 
-typedef struct {
-    int rows, cols, tokens;
-    float *X, *W0;
-    spruce_hessian *h;
-} layer;
-
-static layer make_layer(int rows, int cols, int tokens, uint64_t seed)
-{
-    layer L = {rows, cols, tokens, make_acts(tokens, cols, seed), make_weights(rows, cols, seed + 1),
-               spruce_hessian_alloc(cols)};
-    cr_assert_eq(spruce_hessian_add(L.h, L.X, tokens), 0);
-    return L;
-}
-
-static void free_layer(layer *L)
-{
-    free(L->X);
-    free(L->W0);
-    spruce_hessian_free(L->h);
-}
 
 static float *copy_w(const layer *L)
 {

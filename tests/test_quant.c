@@ -181,26 +181,6 @@ static double naive_joint(double *W, int rows, int cols, const double *U, const 
 
 /* ---- helpers --------------------------------------------------------------- */
 
-typedef struct {
-    int rows, cols, tokens;
-    float *X, *W0;
-    spruce_hessian *h;
-} layer;
-
-static layer make_layer(int rows, int cols, int tokens, uint64_t seed)
-{
-    layer L = {rows, cols, tokens, make_acts(tokens, cols, seed), make_weights(rows, cols, seed + 1),
-               spruce_hessian_alloc(cols)};
-    cr_assert_eq(spruce_hessian_add(L.h, L.X, tokens), 0);
-    return L;
-}
-
-static void free_layer(layer *L)
-{
-    free(L->X);
-    free(L->W0);
-    spruce_hessian_free(L->h);
-}
 
 static spruce_qgrid grid_alloc(int rows, int cols, int G)
 {
@@ -258,7 +238,7 @@ Test(quant, grid_and_rounding_match_the_naive_quantizer)
                     x[i] = (float)v;
                     xd[i] = x[i];
                 }
-                spruce__qgrid_find(x, n, bits, sym, &s, &z);
+                spruce__qgrid_find(x, n, bits, sym, SPRUCE_QSCALE_F32, &s, &z);
                 naive_find_f(xd, n, bits, sym, 1, &sd, &zd);
                 cr_assert(fabs(s - sd) <= 1e-6 * sd, "bits %d sym %d: scale %.9g, naive %.9g", bits,
                           sym, (double)s, sd);
@@ -277,6 +257,42 @@ Test(quant, grid_and_rounding_match_the_naive_quantizer)
                 }
             }
     cr_assert_eq(zdiff, 0, "%d of %d zeros differ from the naive grid", zdiff, trials);
+}
+
+/* Scales stored in bf16 or f16 (a checkpoint of that dtype): each scale is the
+ * naive scale within half a step of that type (f16 scales below 2^-14 are
+ * subnormal, with steps of 2^-24) and representable in it, and
+ * the zero point is found from the rounded scale. */
+Test(quant, grid_scales_rounded_to_the_stored_dtype)
+{
+    int bits, sym, t, i, dt;
+    rng_t g = {11};
+    for (dt = SPRUCE_QSCALE_BF16; dt <= SPRUCE_QSCALE_F16; dt++)
+        for (t = 0; t < 20; t++)
+            for (bits = 2; bits <= 8; bits++)
+                for (sym = 0; sym <= 1; sym++) {
+                    float x[64], s, z, xmin = 0.0f;
+                    double xd[64], sd, zd, rel = dt == SPRUCE_QSCALE_BF16 ? 0x1p-8 : 0x1p-11;
+                    uint32_t u;
+                    for (i = 0; i < 64; i++) {
+                        x[i] = (float)(rng_normal(&g) * (t % 2 ? 1e-3 : 3.0));
+                        xd[i] = x[i];
+                        xmin = x[i] < xmin ? x[i] : xmin;
+                    }
+                    spruce__qgrid_find(x, 64, bits, sym, dt, &s, &z);
+                    naive_find_f(xd, 64, bits, sym, 1, &sd, &zd);
+                    /* half a step: relative, or a half's subnormal step 2^-24 */
+                    double half = fmax(rel * sd, dt == SPRUCE_QSCALE_F16 ? 0x1p-25 : 0.0);
+                    cr_assert(fabs(s - sd) <= half * (1 + 1e-6), "dtype %d bits %d: scale %.9g, "
+                              "naive %.9g", dt, bits, (double)s, sd);
+                    memcpy(&u, &s, 4);
+                    if (dt == SPRUCE_QSCALE_BF16)
+                        cr_assert_eq(u & 0xffff, 0, "scale %.9g is not a bf16 value", (double)s);
+                    else /* a normal half: 10 fraction bits, the rest zero */
+                        cr_assert_eq(u & 0x1fff, 0, "scale %.9g is not a half value", (double)s);
+                    if (!sym)
+                        cr_assert_eq(z, rintf(-xmin / s), "zero from the rounded scale");
+                }
 }
 
 /* ---- joint SparseGPT + quantization against the naive published port ----- */

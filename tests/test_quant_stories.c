@@ -14,30 +14,6 @@
 #include "spruce_pipeline.h"
 #include "spruce_tokens.h"
 
-#define NCALIB (SANITIZED ? 6 : 128)
-#define NEVAL (SANITIZED ? 6 : 64)
-
-static uint32_t *tokens(const char *dir, const char *file, size_t *n)
-{
-    char path[1200];
-    uint32_t *ids;
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    cr_assert_eq(spruce_tokens_load(path, &ids, n), 0, "%s", spruce_errdetail());
-    return ids;
-}
-
-static double perplexity(spruce_model *m, const char *dir)
-{
-    size_t n;
-    uint32_t *ids = tokens(dir, "eval.u16", &n);
-    double ppl = 0;
-    int nwin;
-    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NEVAL * 256, 256, NULL, NULL, &ppl,
-                                         &nwin), 0, "%s", spruce_errdetail());
-    free(ids);
-    return ppl;
-}
-
 typedef struct {
     int layers, with_grid, off_grid, bad_zero;
 } grid_log;
@@ -102,7 +78,7 @@ static double prune_eval(const char *dir, qcase q, grid_log *lg)
     spruce_pipeline_opts o;
     spruce_pipeline_summary s;
     size_t n;
-    uint32_t *calib = tokens(dir, "calib.u16", &n);
+    uint32_t *calib = fixture_tokens(dir, "calib.u16", &n);
     double ppl;
     cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_model_cache_blocks(m), 0, "%s", spruce_errdetail());
@@ -121,7 +97,7 @@ static double prune_eval(const char *dir, qcase q, grid_log *lg)
         cr_assert(s.sparsity >= 0.5, "sparsity %.4f", s.sparsity);
     if (q.rtn_bits)
         round_to_nearest(m, q.rtn_bits, q.groupsize, q.exclude != NULL);
-    ppl = perplexity(m, dir);
+    ppl = fixture_perplexity(m, dir);
     free(calib);
     spruce_model_free(m);
     return ppl;

@@ -15,48 +15,15 @@
 
 #include "spruce_textdata.h"
 #include "spruce_tokenizer.h"
+#include "tmpdir_testutil.h"
 
 int spruce__tokenizer_encode_chunked(const spruce_tokenizer *t, const char *text, size_t len,
                                      int add_special, size_t chunk, uint32_t **ids, size_t *n);
 
-static char dir[4096];
-
-static void setup(void)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/spruce-test-textdata-XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void teardown(void)
-{
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
+static void setup(void) { tmpdir_make("textdata"); }
+static void teardown(void) { tmpdir_remove(); }
 
 TestSuite(textdata, .init = setup, .fini = teardown);
-
-static const char *fixture(const char *sub)
-{
-    static char path[2][1024];
-    static int k;
-    const char *root = getenv("SPRUCE_FIXTURES");
-    struct stat st;
-    if (!root)
-        return NULL;
-    k ^= 1;
-    snprintf(path[k], sizeof path[k], "%s/tokenizers/%s", root, sub);
-    return stat(path[k], &st) == 0 ? path[k] : NULL;
-}
-
-#define NEED(var, sub)                                                                   \
-    const char *var = fixture(sub);                                                      \
-    if (!var) {                                                                          \
-        cr_skip_test("tokenizer fixture %s not found: set SPRUCE_FIXTURES", sub);        \
-        return;                                                                          \
-    }
 
 static const char *put(const char *name, const char *text, size_t n)
 {
@@ -80,7 +47,7 @@ static char *joined(const char *name, size_t *len)
     size_t i;
     char *s = NULL;
     FILE *m;
-    snprintf(p, sizeof p, "%s", fixture(name));
+    snprintf(p, sizeof p, "%s", tokenizer_fixture(name));
     a = json_load_file(p, 0, NULL);
     cr_assert_not_null(a, "%s", p);
     m = open_memstream(&s, len);
@@ -277,7 +244,7 @@ static char *sh(const char *cmd)
 static int mistral_model(const char **bin)
 {
     char cmd[9000];
-    const char *tok = fixture("mistral");
+    const char *tok = tokenizer_fixture("mistral");
     struct stat st;
     *bin = getenv("SPRUCE_BIN");
     if (!*bin || stat(*bin, &st) != 0 || !tok) {

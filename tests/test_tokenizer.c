@@ -14,52 +14,16 @@
 
 #include "spruce_tokenizer.h"
 #include "spruce_tokens.h"
+#include "tmpdir_testutil.h"
 
 /* Internal to src/text: one BPE word through the model, fast or naive. */
 int spruce__tokenizer_bpe_word(const spruce_tokenizer *t, const char *s, size_t n, int naive,
                                uint32_t **ids, size_t *nids);
 
-static char dir[4096];
-
-static void setup(void)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/spruce-test-tokenizer-XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void teardown(void)
-{
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
+static void setup(void) { tmpdir_make("tokenizer"); }
+static void teardown(void) { tmpdir_remove(); }
 
 TestSuite(tokenizer, .init = setup, .fini = teardown);
-
-/* $SPRUCE_FIXTURES/tokenizers/<sub>, or NULL. */
-static const char *fixture(const char *sub)
-{
-    static char path[2][1024];
-    static int k;
-    const char *root = getenv("SPRUCE_FIXTURES");
-    struct stat st;
-    if (!root)
-        return NULL;
-    k ^= 1;
-    snprintf(path[k], sizeof path[k], "%s/tokenizers/%s", root, sub);
-    return stat(path[k], &st) == 0 ? path[k] : NULL;
-}
-
-#define NEED(var, sub)                                                                   \
-    const char *var = fixture(sub);                                                      \
-    if (!var) {                                                                          \
-        cr_skip_test("tokenizer fixture %s not found: set SPRUCE_FIXTURES to the "      \
-                     "directory holding tokenizers/",                                    \
-                     sub);                                                               \
-        return;                                                                          \
-    }
 
 static const char *put(const char *name, const char *text)
 {

@@ -9,23 +9,10 @@
 #include <unistd.h>
 
 #include "spruce_tokens.h"
+#include "tmpdir_testutil.h"
 
-static char dir[4096];
-
-static void setup(void)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/spruce-test-tokens-XXXXXX", base && *base ? base : "/tmp");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void teardown(void)
-{
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
+static void setup(void) { tmpdir_make("tokens"); }
+static void teardown(void) { tmpdir_remove(); }
 
 static const char *put(const char *name, const void *b, size_t n)
 {

@@ -257,56 +257,60 @@ int64_t spruce_ct_packed_cols(int64_t cols, int bits)
     return (cols + pf - 1) / pf;
 }
 
-/* word[c / pf] |= (q + 2^(b-1)) << ((c % pf) * b), pf = 32 / b. */
-void spruce_ct_pack(const int8_t *q, int64_t rows, int64_t cols, int bits, int32_t *out)
+/* Element (r, c) of q along the packed dimension k (c for dim 1, r for dim 0)
+ * is word k / pf of its column or row, bits (k % pf) * b upward, stored as
+ * q + 2^(b-1); pf = 32 / b.  Dim 1: words (rows, ceil(cols / pf)); dim 0:
+ * words (ceil(rows / pf), cols). */
+static int64_t word_of(int64_t r, int64_t c, int64_t cols, int64_t pf, int64_t pc, int dim)
+{
+    return dim ? r * pc + c / pf : (r / pf) * cols + c;
+}
+
+static void pack_dim(const int8_t *q, int64_t rows, int64_t cols, int bits, int dim, int32_t *out)
 {
     int64_t pf = 32 / bits, pc = spruce_ct_packed_cols(cols, bits), r, c;
+    int64_t nw = dim ? rows * pc : spruce_ct_packed_cols(rows, bits) * cols;
     int off = 1 << (bits - 1);
-    memset(out, 0, (size_t)(rows * pc) * sizeof *out);
+    memset(out, 0, (size_t)nw * sizeof *out);
     for (r = 0; r < rows; r++)
         for (c = 0; c < cols; c++) {
             uint32_t u = (uint32_t)(q[r * cols + c] + off);
-            uint32_t *wd = (uint32_t *)&out[r * pc + c / pf];
-            *wd |= u << ((c % pf) * bits);
+            uint32_t *wd = (uint32_t *)&out[word_of(r, c, cols, pf, pc, dim)];
+            *wd |= u << (((dim ? c : r) % pf) * bits);
         }
+}
+
+static void unpack_dim(const int32_t *packed, int64_t rows, int64_t cols, int bits, int dim,
+                       int8_t *q)
+{
+    int64_t pf = 32 / bits, pc = spruce_ct_packed_cols(cols, bits), r, c;
+    uint32_t mask = (1u << bits) - 1;
+    int off = 1 << (bits - 1);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            uint32_t wd;
+            /* the file may not align it */
+            memcpy(&wd, packed + word_of(r, c, cols, pf, pc, dim), sizeof wd);
+            q[r * cols + c] = (int8_t)((int)(wd >> (((dim ? c : r) % pf) * bits) & mask) - off);
+        }
+}
+
+void spruce_ct_pack(const int8_t *q, int64_t rows, int64_t cols, int bits, int32_t *out)
+{
+    pack_dim(q, rows, cols, bits, 1, out);
 }
 
 void spruce_ct_unpack(const int32_t *packed, int64_t rows, int64_t cols, int bits, int8_t *q)
 {
-    int64_t pf = 32 / bits, pc = spruce_ct_packed_cols(cols, bits), r, c;
-    uint32_t mask = (1u << bits) - 1;
-    int off = 1 << (bits - 1);
-    for (r = 0; r < rows; r++)
-        for (c = 0; c < cols; c++) {
-            uint32_t wd;
-            memcpy(&wd, packed + (r * pc + c / pf), sizeof wd); /* the file may not align it */
-            q[r * cols + c] = (int8_t)((int)(wd >> ((c % pf) * bits) & mask) - off);
-        }
+    unpack_dim(packed, rows, cols, bits, 1, q);
 }
 
-/* Along rows: word (r / pf, c) holds rows r of column c. */
 void spruce_ct_pack_dim0(const int8_t *q, int64_t rows, int64_t cols, int bits, int32_t *out)
 {
-    int64_t pf = 32 / bits, pr = spruce_ct_packed_cols(rows, bits), r, c;
-    int off = 1 << (bits - 1);
-    memset(out, 0, (size_t)(pr * cols) * sizeof *out);
-    for (r = 0; r < rows; r++)
-        for (c = 0; c < cols; c++) {
-            uint32_t u = (uint32_t)(q[r * cols + c] + off);
-            uint32_t *wd = (uint32_t *)&out[(r / pf) * cols + c];
-            *wd |= u << ((r % pf) * bits);
-        }
+    pack_dim(q, rows, cols, bits, 0, out);
 }
 
 void spruce_ct_unpack_dim0(const int32_t *packed, int64_t rows, int64_t cols, int bits, int8_t *q)
 {
-    int64_t pf = 32 / bits, r, c;
-    uint32_t mask = (1u << bits) - 1;
-    int off = 1 << (bits - 1);
-    for (r = 0; r < rows; r++)
-        for (c = 0; c < cols; c++) {
-            uint32_t wd;
-            memcpy(&wd, packed + ((r / pf) * cols + c), sizeof wd);
-            q[r * cols + c] = (int8_t)((int)(wd >> ((r % pf) * bits) & mask) - off);
-        }
+    unpack_dim(packed, rows, cols, bits, 0, q);
 }

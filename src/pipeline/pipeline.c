@@ -332,6 +332,13 @@ static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
         r->lgrid[l].cols = b->cols[l];
         r->lgrid[l].groupsize = po->groupsize > 0 ? po->groupsize : b->cols[l];
         po->grid_out = &r->lgrid[l];
+        { /* the scales are stored in the weight's dtype (spruce_qgrid.h) */
+            const spruce_tensor *t = spruce_ckpt_find(spruce_model_ckpt(r->m), name);
+            po->scale_dtype = !t                              ? SPRUCE_QSCALE_F32
+                              : t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_QSCALE_BF16
+                              : t->dtype == SPRUCE_DTYPE_F16  ? SPRUCE_QSCALE_F16
+                                                              : SPRUCE_QSCALE_F32;
+        }
     }
     if (po->method == SPRUCE_METHOD_SPARSEGPT && shared && !r->hi[site])
         rc = spruce_hinv_prepare(r->tp.h[site], po, &r->hi[site]);

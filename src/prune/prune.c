@@ -293,6 +293,7 @@ static int grid_setup(const spruce_prune_opts *o, int rows, int cols, spruce_qgr
     }
     (*out)->bits = o->wbits;
     (*out)->sym = o->sym != 0;
+    (*out)->scale_dtype = o->scale_dtype;
     return 0;
 }
 

@@ -110,7 +110,8 @@ static inline float spruce__qround(float w, float scale, float zero, float maxq)
     return scale * (l - zero);
 }
 /* The min-max grid of one row segment x[0..n) (quant.py's find_params). */
-void spruce__qgrid_find(const float *x, int n, int bits, int sym, float *scale, float *zero);
+void spruce__qgrid_find(const float *x, int n, int bits, int sym, int scale_dtype, float *scale,
+                        float *zero);
 /* Groups [g0, g1) of every row of W (rows, cols) into g (g->groupsize columns each). */
 void spruce__qgrid_rows(const float *W, int rows, int cols, int g0, int g1, const spruce_qgrid *g);
 /* Every non-zero weight of W rounded to g (no error feedback). */

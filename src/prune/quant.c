@@ -7,12 +7,16 @@
  *   xmin = -1, xmax = +1 if both are 0
  *   scale = (xmax - xmin) / maxq;  zero = sym ? (maxq + 1) / 2 : round(-xmin / scale)
  * with maxq = 2^bits - 1 and round half to even (torch.round), all in float32
- * as quant.py computes it.  A weight's value on the grid is spruce__qround(). */
+ * as quant.py computes it.  A weight's value on the grid is spruce__qround().
+ * With a bf16 or f16 scale_dtype the scale is rounded to that type before the
+ * zero point is found from it (spruce_qgrid.h). */
 #include <math.h>
 
 #include "prune_internal.h"
+#include "spruce_half.h"
 
-void spruce__qgrid_find(const float *x, int n, int bits, int sym, float *scale, float *zero)
+void spruce__qgrid_find(const float *x, int n, int bits, int sym, int scale_dtype, float *scale,
+                        float *zero)
 {
     float xmin = 0.0f, xmax = 0.0f, maxq = (float)((1 << bits) - 1), s;
     int i;
@@ -30,6 +34,12 @@ void spruce__qgrid_find(const float *x, int n, int bits, int sym, float *scale, 
         xmax = 1.0f;
     }
     s = (xmax - xmin) / maxq;
+    if (scale_dtype == SPRUCE_QSCALE_BF16)
+        s = spruce_bf16_to_f32(spruce_f32_to_bf16(s));
+    else if (scale_dtype == SPRUCE_QSCALE_F16)
+        s = spruce_f16_to_f32(spruce_f32_to_f16(s));
+    if (s == 0.0f) /* below the type's smallest step: its smallest positive value */
+        s = scale_dtype == SPRUCE_QSCALE_F16 ? 0x1p-24f : 0x1p-133f;
     *scale = s;
     *zero = sym ? (maxq + 1.0f) / 2.0f : rintf(-xmin / s);
 }
@@ -43,7 +53,7 @@ void spruce__qgrid_rows(const float *W, int rows, int cols, int g0, int g1, cons
     for (r = 0; r < rows; r++)
         for (k = g0; k < g1; k++)
             spruce__qgrid_find(W + (size_t)r * cols + (size_t)k * g->groupsize, (int)g->groupsize,
-                               g->bits, g->sym, g->scale + (size_t)r * ng + k,
+                               g->bits, g->sym, g->scale_dtype, g->scale + (size_t)r * ng + k,
                                g->zero + (size_t)r * ng + k);
 }
 

@@ -78,6 +78,8 @@ typedef struct {
     int wbits;            /* 0 = no quantization; 2..8: round kept weights to a grid */
     int groupsize;        /* columns per grid (0 = one grid per row) */
     int sym;              /* 1: symmetric grid */
+    int scale_dtype;      /* spruce_qscale_dtype: the type the scales are stored in
+                             (the checkpoint's weight dtype), default float32 */
     spruce_qgrid *grid_out; /* optional, with wbits > 0: receives the grid; the caller
                                sets rows, cols, groupsize and allocates scale and zero
                                of (rows, cols / groupsize) */
