@@ -7,7 +7,9 @@
  * + rank 1's, then + rank 2's, ...), so the same inputs on the same R give the
  * same bits on every rank and in every run.
  *
- * Errors: 0 or SPRUCE_EIO naming the MPI call and MPI's message. */
+ * Errors: 0, SPRUCE_EIO naming the rank, the MPI call and MPI's message (the
+ * ranks then cannot finish together: spruce_dist_finalize stops them all), or
+ * SPRUCE_ENOMEM for a sum's segment buffer (agreed on by every rank). */
 #ifndef SPRUCE_DIST_H
 #define SPRUCE_DIST_H
 
