@@ -69,6 +69,19 @@ static void prune(const char *mr, const char *bin, const char *dir, int ranks, c
     cr_assert_eq(st, 0, "prune with %d ranks exited %d (see %s)", ranks, st, log);
 }
 
+/* Two prunes of the fixture, with ranks_a and ranks_b ranks (0: no mpirun),
+ * to a = tmp/a and b = tmp/b (1200 bytes each) and their .h5 masks. */
+static void prune_two(const char *mr, const char *bin, const char *dir, const char *tmp,
+                      int ranks_a, char *a, int ranks_b, char *b)
+{
+    char log[1200];
+    snprintf(a, 1200, "%s/a", tmp);
+    snprintf(b, 1200, "%s/b", tmp);
+    snprintf(log, sizeof log, "%s/log", tmp);
+    prune(mr, bin, dir, ranks_a, a, log);
+    prune(mr, bin, dir, ranks_b, b, log);
+}
+
 /* The perplexity `spruce eval` prints last for model on the fixture's
  * eval.u16 (windows of 256), with R ranks (0: no mpirun). */
 static double eval_ppl(const char *mr, const char *bin, const char *dir, int ranks,
@@ -200,13 +213,9 @@ static void expect_both_stop(const char *mr, const char *bin, const char *model0
 Test(mpi, two_ranks_give_the_same_checkpoint_bit_for_bit)
 {
     NEED_MPI(mr, bin, dir);
-    char *tmp = tmp_dir(), a[1200], b[1200], log[1200];
+    char *tmp = tmp_dir(), a[1200], b[1200];
     int64_t n;
-    snprintf(a, sizeof a, "%s/a", tmp);
-    snprintf(b, sizeof b, "%s/b", tmp);
-    snprintf(log, sizeof log, "%s/log", tmp);
-    prune(mr, bin, dir, 2, a, log);
-    prune(mr, bin, dir, 2, b, log);
+    prune_two(mr, bin, dir, tmp, 2, a, 2, b);
     cr_assert_eq(run_status("cmp -s '%s/model.safetensors' '%s/model.safetensors'", a, b), 0,
                  "two runs with 2 ranks wrote different weights");
     cr_assert_eq(run_status("cmp -s '%s/config.json' '%s/config.json'", a, b), 0);
@@ -222,14 +231,10 @@ Test(mpi, two_ranks_give_the_same_checkpoint_bit_for_bit)
 Test(mpi, two_ranks_match_one_process)
 {
     NEED_MPI(mr, bin, dir);
-    char *tmp = tmp_dir(), one[1200], two[1200], log[1200];
+    char *tmp = tmp_dir(), one[1200], two[1200];
     double p1, p2, agree;
     int64_t n;
-    snprintf(one, sizeof one, "%s/one", tmp);
-    snprintf(two, sizeof two, "%s/two", tmp);
-    snprintf(log, sizeof log, "%s/log", tmp);
-    prune(mr, bin, dir, 0, one, log);
-    prune(mr, bin, dir, 2, two, log);
+    prune_two(mr, bin, dir, tmp, 0, one, 2, two);
     p1 = eval_ppl(mr, bin, dir, 0, one, tmp);
     p2 = eval_ppl(mr, bin, dir, 0, two, tmp);
     cr_assert(fabs(p2 - p1) <= 0.005 * p1, "perplexity %.4f with 2 ranks, %.4f with one", p2,
