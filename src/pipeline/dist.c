@@ -20,8 +20,9 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1, g_mpi = 0;
+static int g_rank = 0, g_size = 1;
 #ifdef SPRUCE_HAVE_MPI
+static int g_mpi = 0;    /* spruce_dist_init initialised MPI */
 static int g_broken = 0; /* an agreement failed: the ranks cannot finish together */
 #endif
 
