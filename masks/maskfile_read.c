@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <zlib.h>
 
 #include "h5util.h"
 
@@ -529,6 +530,97 @@ int spruce_maskreader_meta(const spruce_maskreader *r, const char *name, spruce_
     return 0;
 }
 
+/* HDF5 1.10 checks that a deflated chunk inflates without error, not that it
+ * inflates to a whole chunk: from a valid but shorter stream it would copy
+ * past the inflated bytes.  So before HDF5 reads a chunked mask, every stored
+ * chunk is read and inflated here (zlib), and must give exactly one chunk's
+ * bytes (plus the checksum of a Fletcher-32 filter that precedes deflate in
+ * the pipeline; one after it is stripped first).  Shuffle does not change a
+ * size.  HDF5 then reads the same bytes, checking the checksums. */
+static int check_chunks(const spruce_maskreader *r, const char *name, hid_t dset)
+{
+    hid_t dcpl = H5Dget_create_plist(dset), space = -1;
+    hsize_t chunk[2], nchunks = 0, k, off[2];
+    size_t cbytes, want, before = 0, after = 0, nbuf = 0;
+    int nf, i, seen_deflate = 0, rc = 0;
+    uint8_t *stored = NULL, *plain = NULL;
+    const char *why = NULL;
+    if (dcpl < 0)
+        return spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: cannot read its storage "
+                              "properties: %s", r->path, name, spruce__h5_msg());
+    if (H5Pget_layout(dcpl) != H5D_CHUNKED)
+        goto done;
+    if (H5Pget_chunk(dcpl, 2, chunk) != 2 || (nf = H5Pget_nfilters(dcpl)) < 0) {
+        why = "its chunk shape or filter pipeline cannot be read";
+        goto done;
+    }
+    for (i = 0; i < nf && !why; i++) {
+        unsigned flags;
+        size_t nv = 1;
+        unsigned cd[1] = {1};
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nv, cd, 0, NULL, NULL);
+        if (id == H5Z_FILTER_DEFLATE && seen_deflate++)
+            why = "its pipeline deflates twice (mask files deflate once)";
+        else if (id == H5Z_FILTER_FLETCHER32)
+            *(seen_deflate ? &after : &before) += 4;
+        else if (id == H5Z_FILTER_SHUFFLE && nv >= 1 && cd[0] != 1)
+            why = "its shuffle filter is not for one-byte elements";
+    }
+    if (!why && !seen_deflate) /* refused when the file was opened */
+        goto done;
+    cbytes = (size_t)chunk[0] * (size_t)chunk[1];
+    want = cbytes + before;
+    space = H5Dget_space(dset);
+    if (!why && (space < 0 || H5Dget_num_chunks(dset, space, &nchunks) < 0))
+        why = "its chunk index cannot be read";
+    if (!why && !(plain = malloc(want + 1)))
+        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: dataset %s: out of memory for a chunk of %zu "
+                            "bytes", r->path, name, want);
+    for (k = 0; !why && !rc && k < nchunks; k++) {
+        unsigned fmask = 0;
+        haddr_t addr = HADDR_UNDEF;
+        hsize_t size = 0;
+        uLongf got = (uLongf)want + 1;
+        if (H5Dget_chunk_info(dset, space, k, off, &fmask, &addr, &size) < 0 ||
+            addr == HADDR_UNDEF) {
+            why = "a chunk's record cannot be read";
+            break;
+        }
+        /* the chunk index was checked when the file was opened: size is
+         * within the file and within what a chunk can be stored as */
+        if (size > nbuf) {
+            uint8_t *p = realloc(stored, (size_t)size);
+            if (!p) {
+                rc = spruce__seterr(SPRUCE_ENOMEM, "%s: dataset %s: out of memory for a stored "
+                                    "chunk of %llu bytes", r->path, name,
+                                    (unsigned long long)size);
+                break;
+            }
+            stored = p, nbuf = (size_t)size;
+        }
+        if (pread(r->fd, stored, (size_t)size, (off_t)addr) != (ssize_t)size) {
+            why = "a chunk lies beyond the end of the file";
+            break;
+        }
+        if (size <= after ||
+            uncompress(plain, &got, stored, (uLong)(size - after)) != Z_OK || got != want) {
+            rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: the chunk at row %llu, column "
+                                "%llu does not inflate to one chunk of %zu bytes (damaged)",
+                                r->path, name, (unsigned long long)off[0],
+                                (unsigned long long)off[1], want);
+        }
+    }
+done:
+    if (why)
+        rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: %s", r->path, name, why);
+    if (space >= 0)
+        H5Sclose(space);
+    H5Pclose(dcpl);
+    free(stored);
+    free(plain);
+    return rc;
+}
+
 int spruce_maskreader_read(const spruce_maskreader *r, const char *name, uint8_t *keep,
                            spruce_mask_meta *meta)
 {
@@ -543,6 +635,8 @@ int spruce_maskreader_read(const spruce_maskreader *r, const char *name, uint8_t
     spruce__h5_quiet();
     n = (size_t)r->masks[i].meta.rows * (size_t)r->masks[i].meta.cols;
     dset = H5Dopen2(r->file, name, H5P_DEFAULT);
+    if (dset >= 0 && (rc = check_chunks(r, name, dset)) < 0)
+        goto done;
     if (dset < 0 || H5Dread(dset, r->booltype, H5S_ALL, H5S_ALL, H5P_DEFAULT, keep) < 0) {
         rc = spruce__seterr(SPRUCE_EFORMAT, "%s: dataset %s: read failed (truncated or damaged?): %s",
                             r->path, name, spruce__h5_msg());

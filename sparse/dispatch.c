@@ -4,7 +4,9 @@
  * (cpuid) and the OS saves its registers on context switches (xgetbv: XCR0 has
  * the SSE and AVX state bits for AVX2, plus the opmask and both zmm halves for
  * AVX-512).  SPRUCE_ISA=scalar|avx2|avx512 forces one; an unknown or
- * unavailable name is an error reported by every call that runs a kernel. */
+ * unavailable name is an error reported by every call that runs a kernel.
+ * Extensions that a few kernels use beyond their instruction set (AVX512-BF16,
+ * cpuid leaf 7 subleaf 1) are detected here too. */
 #include "config.h"
 
 #include <pthread.h>
@@ -21,6 +23,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int supported[SPRUCE_ISA_COUNT];
 static spruce__kernel_table tables[SPRUCE_ISA_COUNT];
 static int chosen;
+static int has_bf16dp; /* AVX512-BF16 (vdpbf16ps), with AVX-512 usable */
 static int chosen_err;
 static char chosen_msg[200];
 
@@ -69,6 +72,12 @@ static void detect(void)
 #ifdef SPRUCE_HAVE_AVX512
         if (supported[SPRUCE_ISA_AVX2] && f && dq && bw && vl && (xcr0 & 0xe6) == 0xe6)
             supported[SPRUCE_ISA_AVX512] = 1;
+        if (supported[SPRUCE_ISA_AVX512] && __get_cpuid_max(0, NULL) >= 7) {
+            unsigned a71, b71, c71, d71;
+            __cpuid_count(7, 1, a71, b71, c71, d71);
+            (void)b71; (void)c71; (void)d71;
+            has_bf16dp = (a71 >> 5) & 1;
+        }
 #endif
         (void)avx; (void)avx2; (void)fma; (void)f16c; (void)bmi2;
         (void)f; (void)dq; (void)bw; (void)vl; (void)xcr0;
@@ -147,6 +156,12 @@ int spruce_sparse_isa_set(int isa)
     chosen = isa;
     chosen_err = 0;
     return 0;
+}
+
+int spruce__cpu_has_bf16dp(void)
+{
+    pthread_once(&once, init);
+    return has_bf16dp;
 }
 
 const spruce__kernel_table *spruce__kernels(void)

@@ -47,25 +47,63 @@ static inline int kept(const float *W, const uint8_t *mask, int64_t at)
     return mask ? mask[at] != 0 : W[at] != 0.0f;
 }
 
-/* Row boundaries for each thread so that every thread gets about the same
- * cost, a row costing its stored values plus a fixed overhead. */
-static void balance(spruce_sparse *A, int64_t row_overhead)
+/* Row boundaries for each of nsplit ranges so that every range gets about the
+ * same cost, a row costing its stored values (rowptr[i + 1] - rowptr[i]) plus
+ * a fixed overhead. */
+void spruce__balance(const int64_t *rowptr, int rows, int64_t row_overhead, int nsplit, int *split)
 {
-    const int T = A->nsplit;
-    int64_t total = A->nnz + row_overhead * A->rows, acc = 0;
+    const int T = nsplit;
+    int64_t total = rowptr[rows] - rowptr[0] + row_overhead * rows, acc = 0;
     int t = 1, i;
-    A->split[0] = 0;
-    for (i = 0; i < A->rows && t < T; i++) {
-        acc += A->rowptr[i + 1] - A->rowptr[i] + row_overhead;
+    split[0] = 0;
+    for (i = 0; i < rows && t < T; i++) {
+        acc += rowptr[i + 1] - rowptr[i] + row_overhead;
         while (t < T && acc * T >= total * t)
-            A->split[t++] = i + 1;
+            split[t++] = i + 1;
     }
     while (t <= T)
-        A->split[t++] = A->rows;
+        split[t++] = rows;
+}
+
+static void balance(spruce_sparse *A, int64_t row_overhead)
+{
+    spruce__balance(A->rowptr, A->rows, row_overhead, A->nsplit, A->split);
+}
+
+/* How many row ranges a matrix of rows rows and total stored values gets. */
+int spruce__nsplit(int nthreads, int64_t total, int rows)
+{
+    int64_t most = total / SPRUCE__PART_MIN;
+    int n = nthreads == 1 ? 1 : nthreads * SPRUCE__PARTS;
+    if (most < nthreads)
+        most = nthreads;
+    if (n > most)
+        n = (int)most;
+    return n > rows ? rows : n;
+}
+
+/* The slots an N:M group of columns [at, at + width) stores: its kept
+ * weights, topped up with the lowest pruned positions to min(n, width). */
+uint64_t spruce__nm_slots(const float *W, const uint8_t *mask, int64_t at, int width, int n)
+{
+    const int want = width < n ? width : n;
+    uint64_t sel = 0;
+    int have = 0, j;
+    for (j = 0; j < width; j++)
+        if (kept(W, mask, at + j)) {
+            sel |= 1ull << j;
+            have++;
+        }
+    for (j = 0; j < width && have < want; j++)
+        if (!(sel >> j & 1)) {
+            sel |= 1ull << j;
+            have++;
+        }
+    return sel;
 }
 
 /* Check the N:M pattern and count the values each row stores. */
-static int nm_count(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
+int spruce__nm_count(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
                     int n, int m, int64_t *per_row)
 {
     const int groups = (cols + m - 1) / m;
@@ -122,7 +160,7 @@ static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int
     init_header(A, rows, cols, opts);
 
     if (A->format == SPRUCE_FMT_NM) {
-        if ((rc = nm_count(W, mask, rows, cols, ld, col0, A->n, A->m, cnt)) < 0)
+        if ((rc = spruce__nm_count(W, mask, rows, cols, ld, col0, A->n, A->m, cnt)) < 0)
             goto done;
     } else {
 #pragma omp parallel for schedule(static)
@@ -135,19 +173,12 @@ static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int
         }
     }
     A->rowptr = malloc(sizeof *A->rowptr * (rows + 1));
-    A->nsplit = A->nthreads == 1 ? 1 : A->nthreads * SPRUCE__PARTS;
     {
-        int64_t total = 0, most;
+        int64_t total = 0;
         for (i = 0; i < rows; i++)
             total += cnt[i];
-        most = total / SPRUCE__PART_MIN;
-        if (most < A->nthreads)
-            most = A->nthreads;
-        if (A->nsplit > most)
-            A->nsplit = (int)most;
+        A->nsplit = spruce__nsplit(A->nthreads, total, rows);
     }
-    if (A->nsplit > rows)
-        A->nsplit = rows;
     A->split = malloc(sizeof *A->split * (A->nsplit + 1));
     if (!A->rowptr || !A->split)
         goto nomem;
@@ -221,18 +252,7 @@ static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int
              * first, topped up with the lowest pruned positions (value 0). */
             for (g = 0; g * A->m < cols; g++) {
                 const int c0 = g * A->m, c1 = c0 + A->m < cols ? c0 + A->m : cols;
-                int want = c1 - c0 < A->n ? c1 - c0 : A->n, have = 0;
-                uint64_t sel = 0;
-                for (j = c0; j < c1; j++)
-                    if (kept(W, mask, (int64_t)i * ld + j)) {
-                        sel |= 1ull << (j - c0);
-                        have++;
-                    }
-                for (j = c0; j < c1 && have < want; j++)
-                    if (!(sel >> (j - c0) & 1)) {
-                        sel |= 1ull << (j - c0);
-                        have++;
-                    }
+                const uint64_t sel = spruce__nm_slots(W, mask, (int64_t)i * ld + c0, c1 - c0, A->n);
                 for (j = c0; j < c1; j++)
                     if (sel >> (j - c0) & 1) {
                         int64_t at = (int64_t)i * ld + j;
@@ -274,16 +294,25 @@ static int gcd(int a, int b)
  * windows over blocks of rows kept x in L1 but split each row's values into
  * separate streams, and were slower still.  Block widths are multiples of 64
  * and of M, so that no N:M group straddles two blocks. */
+int spruce__block_width(int cols, int m, int groupsize)
+{
+    const int nblk = (cols + SPRUCE__BLOCK_COLS - 1) / SPRUCE__BLOCK_COLS;
+    int unit = 64, width = (cols + nblk - 1) / nblk;
+    if (m > 0)
+        unit = unit / gcd(unit, m) * m;
+    if (groupsize > 0)
+        unit = unit / gcd(unit, groupsize) * groupsize;
+    return (width + unit - 1) / unit * unit;
+}
+
 static int pack_blocks(const float *W, const uint8_t *mask, int rows, int cols,
                        const spruce_pack_opts *opts, spruce_sparse **out)
 {
-    const int unit = opts->format == SPRUCE_FMT_NM ? 64 / gcd(64, opts->m) * opts->m : 64;
-    int nblk = (cols + SPRUCE__BLOCK_COLS - 1) / SPRUCE__BLOCK_COLS, width, b, i, rc = 0;
+    const int width = spruce__block_width(cols, opts->format == SPRUCE_FMT_NM ? opts->m : 0, 0);
+    int b, i, rc = 0;
     spruce_sparse *A = calloc(1, sizeof *A);
     if (!A)
         goto nomem;
-    width = (cols + nblk - 1) / nblk;
-    width = (width + unit - 1) / unit * unit;
     init_header(A, rows, cols, opts);
     for (b = 0; b * width < cols; b++) {
         const int c0 = b * width, w = cols - c0 < width ? cols - c0 : width;

@@ -1,10 +1,13 @@
 /* qmatrix.c: dense bf16, int8 and int4 matrices: quantizing float32 weights
- * to them, checking hand-built ones, dequantizing, and y = W x with the
- * scalar kernels.  W is (rows, cols) row-major; the value layouts are in
+ * to them, checking hand-built ones, dequantizing, y = W x with the scalar
+ * kernels, and Y = W X with the chosen instruction set's kernels on several
+ * threads.  W is (rows, cols) row-major; the value layouts are in
  * spruce_qmatrix.h. */
 #include "config.h"
 
 #include <math.h>
+#include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -245,5 +248,136 @@ int spruce_qmatrix_mul(const spruce_qmatrix *A, const float *x, float *y)
         dense_spmv_int8_scalar(A, x, y, 0, A->rows);
     else
         dense_spmv_int4_scalar(A, x, y, 0, A->rows);
+    return 0;
+}
+
+/* ---- the vector kernels, chosen once ---------------------------------------- */
+static pthread_once_t qonce = PTHREAD_ONCE_INIT;
+static spruce__qdense_table qtables[SPRUCE_ISA_COUNT];
+static spruce__qdense_table qtable_bf16dp; /* AVX-512 with the bf16 dot products */
+static int bf16dp_on;
+
+static void qinit(void)
+{
+    const char *env = getenv("SPRUCE_BF16DP");
+    int i;
+    spruce__qdense_scalar(&qtables[SPRUCE_ISA_SCALAR]);
+    for (i = 1; i < SPRUCE_ISA_COUNT; i++)
+        qtables[i] = qtables[SPRUCE_ISA_SCALAR];
+#ifdef SPRUCE_HAVE_AVX2
+    if (spruce_sparse_isa_supported(SPRUCE_ISA_AVX2))
+        spruce__qdense_avx2(&qtables[SPRUCE_ISA_AVX2]);
+#endif
+#ifdef SPRUCE_HAVE_AVX512
+    if (spruce_sparse_isa_supported(SPRUCE_ISA_AVX512)) {
+        spruce__qdense_avx512(&qtables[SPRUCE_ISA_AVX512], 0);
+        spruce__qdense_avx512(&qtable_bf16dp, 1);
+    }
+#endif
+    bf16dp_on = spruce_qmatrix_bf16dp_available() && !(env && !strcmp(env, "0"));
+}
+
+void spruce__qdense_scalar(spruce__qdense_table *t)
+{
+    memset(t, 0, sizeof *t);
+    t->k[SPRUCE_DT_BF16][0] = t->k[SPRUCE_DT_BF16][1] = dense_spmm_bf16_scalar;
+    t->k[SPRUCE_DT_INT8][0] = t->k[SPRUCE_DT_INT8][1] = dense_spmm_int8_scalar;
+    t->k[SPRUCE_DT_INT4][0] = t->k[SPRUCE_DT_INT4][1] = dense_spmm_int4_scalar;
+}
+
+int spruce_qmatrix_bf16dp_available(void)
+{
+#ifdef SPRUCE_HAVE_AVX512BF16
+    return spruce_sparse_isa_supported(SPRUCE_ISA_AVX512) && spruce__cpu_has_bf16dp();
+#else
+    return 0;
+#endif
+}
+
+int spruce_qmatrix_bf16dp(void)
+{
+    pthread_once(&qonce, qinit);
+    return bf16dp_on;
+}
+
+int spruce_qmatrix_bf16dp_set(int on)
+{
+    pthread_once(&qonce, qinit);
+    if (on && !spruce_qmatrix_bf16dp_available())
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "AVX512-BF16 dot products are not supported "
+                              "by this build, CPU or OS");
+    bf16dp_on = on != 0;
+    return 0;
+}
+
+/* The kernel of A's dtype at this batch on instruction set isa. */
+static spruce__qkernel qkernel(int dtype, int batch, int isa)
+{
+    pthread_once(&qonce, qinit);
+    if (isa == SPRUCE_ISA_AVX512 && bf16dp_on && batch == 1)
+        return qtable_bf16dp.k[dtype][0];
+    return qtables[isa].k[dtype][batch > 1];
+}
+
+const char *spruce_qmatrix_kernel_name(const spruce_qmatrix *A, int batch)
+{
+    const int isa = spruce_sparse_isa();
+    if (!A || isa < 0)
+        return "?";
+    if (isa == SPRUCE_ISA_AVX512 && A->dtype == SPRUCE_DT_BF16 && batch == 1 &&
+        qkernel(A->dtype, batch, isa) != qtables[isa].k[A->dtype][0])
+        return "avx512-bf16dp";
+    return spruce_sparse_isa_name(isa);
+}
+
+int spruce_qmatrix_product(const spruce_qmatrix *A, const float *X, int batch, float *Y,
+                           int nthreads)
+{
+    int isa, blocks, parts, t;
+    int64_t most;
+    spruce__qkernel k;
+    if (!A || !A->q || !X || !Y)
+        return spruce__seterr(SPRUCE_EINVAL, "quantized product: NULL %s",
+                              !A || !A->q ? "matrix" : !X ? "input" : "output");
+    if (A->dtype != SPRUCE_DT_BF16 && A->dtype != SPRUCE_DT_INT8 && A->dtype != SPRUCE_DT_INT4)
+        return spruce__seterr(SPRUCE_EDTYPE, "quantized product: dtype %d, expected bf16, int8 "
+                              "or int4", A->dtype);
+    if (A->rows <= 0 || A->cols <= 0 || batch < 1)
+        return spruce__seterr(SPRUCE_ESHAPE, "quantized product: (%d, %d) matrix, batch %d",
+                              A->rows, A->cols, batch);
+    if (A->dtype != SPRUCE_DT_BF16 && !A->scale)
+        return spruce__seterr(SPRUCE_EINVAL, "quantized product: %s without scales",
+                              spruce_dtype_name(A->dtype));
+    if (nthreads < 0)
+        return spruce__seterr(SPRUCE_EINVAL, "quantized product: %d threads", nthreads);
+    if ((isa = spruce_sparse_isa()) < 0)
+        return isa;
+    k = qkernel(A->dtype, batch, isa);
+    if (!nthreads)
+        nthreads = omp_get_max_threads();
+    /* Row ranges of whole blocks, SPRUCE__PARTS per thread, each worth at
+     * least SPRUCE__PART_MIN weights (but one per thread at least), taken
+     * dynamically as the sparse products take theirs. */
+    blocks = (A->rows + SPRUCE__QROWS - 1) / SPRUCE__QROWS;
+    most = (int64_t)A->rows * A->cols / SPRUCE__PART_MIN;
+    parts = nthreads == 1 ? 1 : nthreads * SPRUCE__PARTS;
+    if (most < nthreads)
+        most = nthreads;
+    if (parts > most)
+        parts = (int)most;
+    if (parts > blocks)
+        parts = blocks;
+    if (parts <= 1) {
+        k(A, X, batch, Y, 0, A->rows);
+        return 0;
+    }
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (t = 0; t < parts; t++) {
+        const int r0 = (int)((int64_t)blocks * t / parts) * SPRUCE__QROWS;
+        int r1 = (int)((int64_t)blocks * (t + 1) / parts) * SPRUCE__QROWS;
+        r1 = r1 < A->rows ? r1 : A->rows;
+        if (r0 < r1)
+            k(A, X, batch, Y, r0, r1);
+    }
     return 0;
 }

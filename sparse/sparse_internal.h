@@ -76,6 +76,26 @@ static inline void spruce__put(float *y, int64_t i, float s, int add)
 typedef void (*spruce__kernel)(const struct spruce_sparse *A, const float *X, int batch,
                                float *Y, int r0, int r1);
 
+/* Shared by the packers of every value type (pack.c).  W is (rows, ld) and
+ * mask alike; with mask given, W is not read (it may be NULL).
+ * spruce__nsplit: how many row ranges a matrix of that many stored values gets;
+ * spruce__balance: their boundaries split[0 .. nsplit], balanced by the values
+ * of each row (rowptr) plus row_overhead;
+ * spruce__nm_count: check the N:M pattern (SPRUCE_EPATTERN naming the row and
+ * group) and count the values each row stores;
+ * spruce__nm_slots: the positions an N:M group [at, at + width) stores, as bits:
+ * the kept weights, topped up with the lowest pruned positions to min(n, width). */
+int spruce__nsplit(int nthreads, int64_t total, int rows);
+void spruce__balance(const int64_t *rowptr, int rows, int64_t row_overhead, int nsplit, int *split);
+int spruce__nm_count(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
+                     int n, int m, int64_t *per_row);
+uint64_t spruce__nm_slots(const float *W, const uint8_t *mask, int64_t at, int width, int n);
+/* The width of the column blocks of a matrix of cols columns (cols >
+ * SPRUCE__BLOCK_COLS): nearly equal blocks, each a multiple of 64, of m (no N:M
+ * group straddles two blocks; 0: none) and of groupsize (no int4 scale group
+ * does; 0: none). */
+int spruce__block_width(int cols, int m, int groupsize);
+
 /* Kernel tables of each instruction set: [format][0: batch 1, 1: batch > 1].
  * A NULL entry falls back to the scalar kernel. */
 typedef struct {
@@ -85,6 +105,9 @@ typedef struct {
 void spruce__kernels_scalar(spruce__kernel_table *t);
 void spruce__kernels_avx2(spruce__kernel_table *t);
 void spruce__kernels_avx512(spruce__kernel_table *t);
+
+/* 1 when the CPU has AVX512-BF16 (vdpbf16ps) and AVX-512 is usable. */
+int spruce__cpu_has_bf16dp(void);
 
 /* The table of the chosen instruction set (NULL with the error recorded). */
 const spruce__kernel_table *spruce__kernels(void);

@@ -25,12 +25,15 @@
 extern "C" {
 #endif
 
-typedef enum {
+/* The runtime's value types (an int everywhere).  Not a typedef: the name
+ * spruce_dtype is the checkpoint's (spruce_ckpt.h), and both headers may be
+ * included together. */
+enum spruce_value_type {
     SPRUCE_DT_F32 = 0,
     SPRUCE_DT_BF16 = 1,
     SPRUCE_DT_INT8 = 2,
     SPRUCE_DT_INT4 = 3
-} spruce_dtype;
+};
 
 /* "f32", "bf16", "int8", "int4" ("?" otherwise); the dtype named s, or -1. */
 const char *spruce_dtype_name(int dtype);
@@ -69,6 +72,29 @@ size_t spruce_qmatrix_bytes(const spruce_qmatrix *A);
 
 /* y = W x with the scalar kernels (dense_spmv_<dtype>_scalar). */
 int spruce_qmatrix_mul(const spruce_qmatrix *A, const float *x, float *y);
+
+/* Y = W X with the kernels of the chosen instruction set (SPRUCE_ISA and
+ * spruce_sparse_isa_set choose, as for the sparse products): X is (cols,
+ * batch) and Y (rows, batch), row-major (X[j * batch + b]), float32 sums;
+ * nthreads threads share the rows (0: omp_get_max_threads()).  Results agree
+ * with the scalar kernels within a float32 summation bound (the order of the
+ * sums differs; the bf16 dot-product variant adds 2^-15 sum |w x|: see
+ * doc/runtime.md).  A must be valid (spruce_qmatrix_check, which this call
+ * does not repeat: it would read every scale). */
+int spruce_qmatrix_product(const spruce_qmatrix *A, const float *X, int batch, float *Y,
+                           int nthreads);
+
+/* The AVX512-BF16 variant of the bf16 kernel at batch 1 (vdpbf16ps, x split
+ * into two bf16 parts): available when the build, CPU and OS have it, and then
+ * used with AVX-512 unless SPRUCE_BF16DP=0.  _bf16dp: 1 when in use;
+ * _bf16dp_set: use it or not (SPRUCE_EUNSUPPORTED when unavailable). */
+int spruce_qmatrix_bf16dp_available(void);
+int spruce_qmatrix_bf16dp(void);
+int spruce_qmatrix_bf16dp_set(int on);
+
+/* The kernel spruce_qmatrix_product uses for A at this batch: "scalar",
+ * "avx2", "avx512" or "avx512-bf16dp". */
+const char *spruce_qmatrix_kernel_name(const spruce_qmatrix *A, int batch);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,7 @@
 
 #include "spruce_ckpt.h"
 #include "spruce_error.h"
+#include "spruce_family.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
 
@@ -100,6 +101,46 @@ static inline int exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+/* The token ids of dir/file. */
+static inline uint32_t *fixture_tokens(const char *dir, const char *file, size_t *n)
+{
+    char path[1200];
+    uint32_t *ids;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    cr_assert_eq(spruce_tokens_load(path, &ids, n), 0, "%s", spruce_errdetail());
+    return ids;
+}
+
+/* The token ids of a fixture file (dir/file), at least n_min of them. */
+static inline uint32_t *stories_ids(const char *dir, const char *file, size_t n_min)
+{
+    size_t n;
+    uint32_t *ids = fixture_tokens(dir, file, &n);
+    cr_assert(n >= n_min, "%s/%s holds %zu ids, expected at least %zu", dir, file, n, n_min);
+    return ids;
+}
+
+/* The perplexity of m on the first nwin 256-token windows of dir/eval.u16. */
+static inline double stories_ppl(spruce_model *m, const char *dir, int nwin)
+{
+    uint32_t *ids = stories_ids(dir, "eval.u16", (size_t)nwin * 256);
+    double ppl = 0;
+    int got;
+    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)nwin * 256, 256, NULL, NULL, &ppl, &got),
+                 0, "%s", spruce_errdetail());
+    cr_assert_eq(got, nwin);
+    free(ids);
+    return ppl;
+}
+
+/* The spruce program the build made ($SPRUCE_BIN), or the test is skipped. */
+#define NEED_SPRUCE_BIN(bin)                                                            \
+    const char *bin = getenv("SPRUCE_BIN");                                             \
+    if (!bin || !exists(bin)) {                                                         \
+        cr_skip_test("SPRUCE_BIN does not name the built spruce program");              \
+        return;                                                                         \
+    }
+
 /* A fresh temporary directory; removed by rm_tree. */
 static inline char *tmp_dir(void)
 {
@@ -139,36 +180,31 @@ static inline void poison(const char *base, const char *out, const char *name, i
     spruce_ckpt_close(ck);
 }
 
+/* Every tensor of the family table of config c is in ck with the table's
+ * shape (and, for a prunable linear layer only, spruce_family_is_linear says
+ * so); returns how many the table names. */
+static inline size_t expect_table_in_ckpt(const spruce_config *c, const spruce_ckpt *ck)
+{
+    spruce_family_tensor t;
+    size_t i;
+    for (i = 0; spruce_family_tensor_at(c, i, &t) == 1; i++) {
+        const spruce_tensor *st = spruce_ckpt_find(ck, t.name);
+        cr_assert(st, "%s is not in the checkpoint", t.name);
+        cr_assert_eq(st->ndim, t.ndim, "%s", t.name);
+        cr_assert_eq((size_t)st->shape[0], t.shape[0], "%s", t.name);
+        if (t.ndim == 2)
+            cr_assert_eq((size_t)st->shape[1], t.shape[1], "%s", t.name);
+        cr_assert_eq(spruce_family_is_linear(c->model_type, t.name),
+                     t.role == SPRUCE_TENSOR_LINEAR, "%s", t.name);
+    }
+    return i;
+}
+
 /* Calibration samples and evaluation windows of stories260k: all of the
  * fixture, or under a sanitizer (several times slower) few enough to keep the
  * suite short; the published figures are then not compared, only the code
  * paths exercised. */
 #define NCALIB (SANITIZED ? 6 : 128)
 #define NEVAL (SANITIZED ? 6 : 64)
-
-/* The token ids of dir/file. */
-static inline uint32_t *fixture_tokens(const char *dir, const char *file, size_t *n)
-{
-    char path[1200];
-    uint32_t *ids;
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    cr_assert_eq(spruce_tokens_load(path, &ids, n), 0, "%s", spruce_errdetail());
-    return ids;
-}
-
-/* The perplexity of m on NEVAL windows of 256 of stories260k's eval.u16. */
-static inline double fixture_perplexity(spruce_model *m, const char *dir)
-{
-    size_t n;
-    uint32_t *ids = fixture_tokens(dir, "eval.u16", &n);
-    double ppl = 0;
-    int nwin;
-    cr_assert_eq(n, (size_t)64 * 256);
-    cr_assert_eq(spruce_model_perplexity(m, ids, (size_t)NEVAL * 256, 256, NULL, NULL, &ppl,
-                                         &nwin), 0, "%s", spruce_errdetail());
-    cr_assert_eq(nwin, NEVAL);
-    free(ids);
-    return ppl;
-}
 
 #endif

@@ -138,11 +138,65 @@ Test(bench, nm_table_and_unknown_isa)
     free(err);
 }
 
+/* --dtype: rows of every value type, each with the dense kernel of its type
+ * and dense OpenBLAS float32 of the same run, and the bytes each streams. */
+Test(bench, dtype_rows)
+{
+    char *out, *err;
+    json_error_t je;
+    json_t *list;
+    size_t i;
+    int seen[4] = {0, 0, 0, 0};
+    if (!have_bin())
+        return;
+    cr_assert_eq(run_spruce("", "bench --shape 40x100 --dtype f32,bf16,int8,int4 --groupsize 64 "
+                            "--format dense --batch 1,3 --reps 1 --rotate-mb 0.05 --threads 2 "
+                            "--json", &out, &err), 0, "stderr: %s", err);
+    list = json_loads(out, 0, &je);
+    cr_assert(json_is_array(list), "not a JSON list: %s", out);
+    cr_assert_eq(json_array_size(list), 4 * 2);
+    for (i = 0; i < json_array_size(list); i++) {
+        json_t *o = json_array_get(list, i);
+        const char *dt = json_string_value(json_object_get(o, "dtype"));
+        double d = json_real_value(json_object_get(o, "dense_ms"));
+        double f = json_real_value(json_object_get(o, "dense_f32_ms"));
+        double s = json_real_value(json_object_get(o, "sparse_ms"));
+        double c = json_real_value(json_object_get(o, "byte_ceiling"));
+        cr_assert(dt, "a row without dtype");
+        cr_assert_str_eq(json_string_value(json_object_get(o, "format")), "dense");
+        cr_assert(d > 0 && f > 0 && s == d, "%s: dense %g, f32 %g, row %g", dt, d, f, s);
+        if (!strcmp(dt, "f32")) {
+            seen[0]++;
+            cr_assert_eq(f, d);
+            cr_assert_null(json_object_get(o, "groupsize"));
+        } else if (!strcmp(dt, "bf16")) { /* 2 bytes a weight */
+            seen[1]++;
+            cr_assert_float_eq(c, 2.0, 1e-12);
+        } else if (!strcmp(dt, "int8")) { /* 1 byte and a float scale per row */
+            seen[2]++;
+            cr_assert_float_eq(c, 16000.0 / (4000 + 40 * 4), 1e-12);
+        } else { /* 50 bytes and 2 float scales per row */
+            cr_assert_str_eq(dt, "int4");
+            seen[3]++;
+            cr_assert_eq(json_integer_value(json_object_get(o, "groupsize")), 64);
+            cr_assert_float_eq(c, 16000.0 / (40 * 50 + 40 * 2 * 4), 1e-12);
+        }
+    }
+    for (i = 0; i < 4; i++)
+        cr_assert_eq(seen[i], 2, "dtype %zu: %d rows", i, seen[i]);
+    json_decref(list);
+    free(out);
+    free(err);
+}
+
 Test(bench, usage_errors_exit_2_and_help_exits_0)
 {
     static const char *bad[] = {"bench --shape 12", "bench --sparsity 1.5", "bench --batch 0",
                                 "bench --format coo", "bench --pattern 4:2", "bench --svg x.svg",
-                                "bench --sparsity 0.5 --pattern 2:4", "bench extra"};
+                                "bench --sparsity 0.5 --pattern 2:4", "bench extra",
+                                "bench --dtype fp8", "bench --dtype int8,int8",
+                                "bench --groupsize 48", "bench --groupsize 512",
+                                "bench --dtype bf16 --sweep"};
     char *out, *err;
     size_t i;
     if (!have_bin())

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "block.h"
-#include "model_testutil.h"
+#include "families_testutil.h"
 #include "spruce_ckpt.h"
 #include "spruce_decode.h"
 #include "spruce_family.h"
@@ -39,18 +39,6 @@ static void parse_refused(const char *json, int code, const char *what)
     "{\"model_type\": \"" type "\", \"hidden_size\": 64, \"intermediate_size\": 96, "   \
     "\"num_hidden_layers\": 6, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, " \
     "\"vocab_size\": 64, \"max_position_embeddings\": 256" extra "}"
-
-static double max_abs(const float *a, const float *b, size_t n)
-{
-    double mx = 0;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= mx))
-            mx = d;   /* NaN counts as the largest */
-    }
-    return mx;
-}
 
 /* A reproducible value in [-a, a). */
 static float rnd(uint32_t *s, float a)
@@ -431,6 +419,59 @@ Test(gemma, embedding_times_sqrt_hidden)
     spruce_model_free(m);
 }
 
+/* Gemma2Model's normalizer is torch.tensor(hidden_size ** 0.5,
+ * dtype=hidden_states.dtype): for hidden 96, sqrt(96) = 9.79796 is 9.8125 in
+ * bf16 (8 significant bits: 157 / 16), 9.796875 in f16 (11 bits: 1254 / 128)
+ * and float32's nearest in f32.  Each checkpoint dtype's embedding is its
+ * stored values times that constant. */
+Test(gemma, embedding_scale_rounded_to_the_checkpoint_dtype)
+{
+    static const struct {
+        spruce_dtype dt;
+        float scale;
+    } cases[] = {{SPRUCE_DTYPE_BF16, 9.8125f}, {SPRUCE_DTYPE_F16, 9.796875f},
+                 {SPRUCE_DTYPE_F32, 9.797958971f}};
+    uint32_t ids[3] = {0, 5, 127};
+    size_t k;
+    for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        spruce_synth_config sc;
+        spruce_synth_family fam;
+        spruce_model *m = NULL;
+        const spruce_tensor *e;
+        char *d = tmp_dir();
+        float *raw, x[3 * 96];
+        int t, j;
+        spruce_synth_defaults(&sc);
+        sc.hidden = 96;
+        sc.heads = 4;
+        sc.kv_heads = 2;
+        sc.intermediate = 128;
+        sc.layers = 1;
+        sc.vocab = 128;
+        sc.max_position = 64;
+        sc.dtype = cases[k].dt;
+        spruce_synth_family_defaults(&fam);
+        fam.model_type = "gemma2";
+        fam.head_dim = 24;
+        cr_assert_eq(spruce_synth_write_family(d, &sc, &fam, 1), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
+        e = spruce_ckpt_find(spruce_model_ckpt(m), "model.embed_tokens.weight");
+        cr_assert(e && e->dtype == cases[k].dt);
+        raw = malloc(sizeof(float) * (size_t)spruce_tensor_numel(e));
+        cr_assert_eq(spruce_tensor_read_f32(e, raw), 0);
+        cr_assert_eq(spruce_model_embed(m, ids, 3, x), 0);
+        for (t = 0; t < 3; t++)
+            for (j = 0; j < 96; j++)
+                cr_assert_eq(x[t * 96 + j], raw[(size_t)ids[t] * 96 + j] * cases[k].scale,
+                             "dtype %d: id %u col %d: %.9g, stored %.9g", (int)cases[k].dt, ids[t],
+                             j, (double)x[t * 96 + j], (double)raw[(size_t)ids[t] * 96 + j]);
+        free(raw);
+        spruce_model_free(m);
+        rm_tree(d);
+        free(d);
+    }
+}
+
 /* ---- synth --family gemma2 | gemma3 --------------------------------------------------- */
 
 /* A random checkpoint of the family opens with Gemma's config, holds exactly
@@ -489,9 +530,9 @@ static void check_synth(const char *type, int sliding_layer1)
     cr_assert_eq(spruce_decoder_create(m, T, SPRUCE_DECODE_DENSE, &dec), 0);
     for (t = 0; t < T; t++) {
         cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
-        worst = fmax(worst, max_abs(lg, fw + (size_t)t * V, (size_t)V));
+        worst = fmax(worst, max_abs_diff(lg, fw + (size_t)t * V, (size_t)V));
     }
-    wb = max_abs(fb, fw, (size_t)T * V);
+    wb = max_abs_diff(fb, fw, (size_t)T * V);
     cr_assert(worst < 1e-4, "%s: decoder %g from the forward", type, worst);
     cr_assert(wb < 1e-4, "%s: BLAS attention %g from the rows", type, wb);
     spruce_decoder_free(dec);

@@ -486,3 +486,80 @@ Test(masks_bad, many_chunk_index_levels_read)
     cr_assert_eq(memcmp(back, data, sizeof back), 0);
     spruce_maskreader_close(r);
 }
+
+/* A chunk whose deflate stream is valid but inflates short (the record's size
+ * unchanged, the rest of the stored bytes zeros): refused before HDF5 reads it,
+ * naming the dataset and the chunk.  h5py finds the chunk and rewrites it. */
+Test(masks_bad, chunk_inflating_short_refused)
+{
+    char cmd[4096];
+    const char *py = find_python(), *name = "model.layers.0.mlp.up_proj.weight";
+    spruce_maskreader *r;
+    uint8_t *buf;
+    spruce_mask_meta meta;
+    if (!py)
+        cr_skip_test("python3 with h5py and numpy not available (Debian python3-h5py)");
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && %s -c '\n"
+             "import h5py, zlib\n"
+             "with h5py.File(\"%s\", \"r\") as f:\n"
+             "    d = f[\"%s\"]\n"
+             "    info = d.id.get_chunk_info(0)\n"
+             "short = zlib.compress(bytes(7))\n"
+             "assert len(short) < info.size\n"
+             "with open(\"%s\", \"r+b\") as g:\n"
+             "    g.seek(info.byte_offset)\n"
+             "    g.write(short + bytes(info.size - len(short)))\n"
+             "'", good, tpath("short.h5"), py, tpath("short.h5"), name, tpath("short.h5"));
+    cr_assert_eq(run(cmd), 0, "%s", cmd);
+    cr_assert_eq(spruce_maskreader_open(tpath("short.h5"), &r), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_maskreader_meta(r, name, &meta), 0);
+    buf = malloc((size_t)(meta.rows * meta.cols));
+    cr_assert_eq(spruce_maskreader_read(r, name, buf, NULL), SPRUCE_EFORMAT);
+    cr_assert(strstr(spruce_errdetail(), name) && strstr(spruce_errdetail(), "does not inflate") &&
+              strstr(spruce_errdetail(), "row 0, column 0"), "%s", spruce_errdetail());
+    spruce_maskreader_close(r);
+    free(buf);
+    cli_refuses("info", tpath("short.h5"));
+    cli_refuses("apply", tpath("short.h5"));
+}
+
+/* Files written by h5py with Fletcher-32 after deflate (its order) and before
+ * it (the checksum inside the deflated bytes), and with a partial edge chunk:
+ * read back exactly. */
+Test(masks_bad, fletcher32_either_side_of_deflate_reads)
+{
+    char cmd[4096];
+    const char *py = find_python();
+    int order;
+    if (!py)
+        cr_skip_test("python3 with h5py and numpy not available (Debian python3-h5py)");
+    for (order = 0; order < 2; order++) {
+        spruce_maskreader *r;
+        uint8_t back[37 * 50];
+        int64_t i;
+        snprintf(cmd, sizeof cmd, "%s -c '\n"
+                 "import h5py, numpy as np\n"
+                 "m = (np.arange(37 * 50).reshape(37, 50) %% 3 == 0)\n"
+                 "f = h5py.File(\"%s\", \"w\")\n"
+                 "f.attrs[\"format\"] = np.bytes_(b\"spruce-masks\")\n"
+                 "f.attrs[\"format_version\"] = np.int32(1)\n"
+                 "p = h5py.h5p.create(h5py.h5p.DATASET_CREATE)\n"
+                 "p.set_chunk((16, 24))\n"
+                 "p.set_shuffle()\n"
+                 "%s\n"
+                 "sp = h5py.h5s.create_simple((37, 50))\n"
+                 "t = h5py.h5t.py_create(np.dtype(bool))\n"
+                 "d = h5py.h5d.create(f.id, b\"m\", t, sp, p)\n"
+                 "d.write(h5py.h5s.ALL, h5py.h5s.ALL, m)\n"
+                 "f.close()\n"
+                 "'", py, tpath("f.h5"),
+                 order ? "p.set_fletcher32()\np.set_deflate(4)" : "p.set_deflate(4)\np.set_fletcher32()");
+        cr_assert_eq(run(cmd), 0, "%s", cmd);
+        cr_assert_eq(spruce_maskreader_open(tpath("f.h5"), &r), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_maskreader_read(r, "m", back, NULL), 0, "order %d: %s", order,
+                     spruce_errdetail());
+        for (i = 0; i < 37 * 50; i++)
+            cr_assert_eq(back[i], i % 3 == 0, "order %d: element %lld", order, (long long)i);
+        spruce_maskreader_close(r);
+    }
+}

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "opt.h"
+#include "ref_testutil.h"
 
 /* A reproducible value in [-a, a). */
 static float rnd(uint32_t *s, float a)
@@ -18,20 +19,16 @@ static float rnd(uint32_t *s, float a)
     return a * ((float)(*s >> 8) / 8388608.0f - 1.0f);
 }
 
-/* LayerNorm of one row in double: two-pass mean and biased variance. */
+/* LayerNorm of one float row in double (ref_testutil.h); n <= 4096. */
 static void ref_layernorm(double *y, const float *x, const float *w, const float *b, int n,
                           double eps)
 {
-    double mu = 0, var = 0;
+    double xd[4096];
     int j;
+    cr_assert(n <= 4096);
     for (j = 0; j < n; j++)
-        mu += x[j];
-    mu /= n;
-    for (j = 0; j < n; j++)
-        var += (x[j] - mu) * (x[j] - mu);
-    var /= n;
-    for (j = 0; j < n; j++)
-        y[j] = (x[j] - mu) / sqrt(var + eps) * (w ? w[j] : 1.0) + (b ? b[j] : 0.0);
+        xd[j] = x[j];
+    ref_layernorm_d(y, xd, w, b, n, eps);
 }
 
 /* Largest |y - ref| over T rows of n, each row checked against ref_layernorm. */
@@ -247,18 +244,10 @@ static void ref_linear(double *y, const double *x, const opt_weights *w, spruce_
     }
 }
 
+/* LayerNorm over HID, eps 1e-5. */
 static void ref_ln(double *y, const double *x, const float *g, const float *b)
 {
-    double mu = 0, var = 0;
-    int j;
-    for (j = 0; j < HID; j++)
-        mu += x[j];
-    mu /= HID;
-    for (j = 0; j < HID; j++)
-        var += (x[j] - mu) * (x[j] - mu);
-    var /= HID;
-    for (j = 0; j < HID; j++)
-        y[j] = (x[j] - mu) / sqrt(var + 1e-5) * g[j] + b[j];
+    ref_layernorm_d(y, x, g, b, HID, 1e-5);
 }
 
 /* OPTDecoderLayer on one sequence x (TT, HID), in double, token by token. */

@@ -49,7 +49,7 @@ static double prune_eval(const char *dir, spruce_method method, float sparsity, 
                  spruce_errdetail());
     cr_assert_eq(s.layers_pruned, 35);
     cr_assert_eq(s.params, 5 * (64 * 64 * 2 + 32 * 64 * 2 + 172 * 64 * 3));
-    ppl = fixture_perplexity(m, dir);
+    ppl = stories_ppl(m, dir, NEVAL);
     if (sum)
         *sum = s;
     free(calib);

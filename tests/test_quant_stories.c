@@ -97,7 +97,7 @@ static double prune_eval(const char *dir, qcase q, grid_log *lg)
         cr_assert(s.sparsity >= 0.5, "sparsity %.4f", s.sparsity);
     if (q.rtn_bits)
         round_to_nearest(m, q.rtn_bits, q.groupsize, q.exclude != NULL);
-    ppl = fixture_perplexity(m, dir);
+    ppl = stories_ppl(m, dir, NEVAL);
     free(calib);
     spruce_model_free(m);
     return ppl;

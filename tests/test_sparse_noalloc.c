@@ -4,9 +4,10 @@
  * itself, forwarding them to glibc's own entry points (__libc_malloc ...), so
  * that every allocation of the process, the libraries' included, passes
  * through them.  They count the calls made while counting is on, and counting
- * is on only around one spruce_sparse_mul or spruce_linear_forward, after an
- * uncounted call of the same product (OpenMP and OpenBLAS set up their threads
- * and buffers on first use, which is theirs and not the product's).  Each
+ * is on only around one spruce_sparse_mul, spruce_qsparse_mul or
+ * spruce_linear_forward, after an uncounted call of the same product (OpenMP
+ * and OpenBLAS set up their threads and buffers on first use, which is theirs
+ * and not the product's).  Each
  * counted call's caller is remembered, so that a failure can say which
  * library allocated: OpenBLAS's threaded sgemm (the dense representation at
  * batch > 1) allocates inside OpenBLAS on every call, which spruce cannot
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qsparse_internal.h"
 #include "sparse_internal.h"
 #include "spruce_sparse.h"
 
@@ -186,26 +188,36 @@ static float *make_input(int cols, int batch)
 static const int shapes[][2] = {{96, 300}, {40, 2 * SPRUCE__BLOCK_COLS + 100}};
 static const int batches[] = {1, 5, 16};
 
-/* The allocations of one product of A, after an uncounted one. */
-static long product_allocations(const spruce_sparse *A, const float *X, int batch, float *Y)
+/* One product of A (a spruce_sparse, spruce_qsparse or spruce_linear), with
+ * the kernels of isa where the call takes one. */
+typedef int (*product_fn)(const void *A, int isa, const float *X, int batch, float *Y);
+
+static int sparse_product(const void *A, int isa, const float *X, int batch, float *Y)
 {
-    long n;
-    int rc;
-    cr_assert_eq(spruce_sparse_mul(A, X, batch, Y), 0, "%s", spruce_errdetail());
-    count_on();
-    rc = spruce_sparse_mul(A, X, batch, Y);
-    n = count_off();
-    cr_assert_eq(rc, 0, "%s", spruce_errdetail());
-    return n;
+    (void)isa;
+    return spruce_sparse_mul(A, X, batch, Y);
 }
 
-static long forward_allocations(const spruce_linear *lin, const float *X, int batch, float *Y)
+static int qsparse_product(const void *A, int isa, const float *X, int batch, float *Y)
+{
+    return spruce_qsparse_mul_isa(A, isa, X, batch, Y);
+}
+
+static int linear_product(const void *A, int isa, const float *X, int batch, float *Y)
+{
+    (void)isa;
+    return spruce_linear_forward(A, X, batch, Y);
+}
+
+/* The allocations of one product of A, after an uncounted one. */
+static long allocations_of(product_fn mul, const void *A, int isa, const float *X, int batch,
+                           float *Y)
 {
     long n;
     int rc;
-    cr_assert_eq(spruce_linear_forward(lin, X, batch, Y), 0, "%s", spruce_errdetail());
+    cr_assert_eq(mul(A, isa, X, batch, Y), 0, "%s", spruce_errdetail());
     count_on();
-    rc = spruce_linear_forward(lin, X, batch, Y);
+    rc = mul(A, isa, X, batch, Y);
     n = count_off();
     cr_assert_eq(rc, 0, "%s", spruce_errdetail());
     return n;
@@ -254,7 +266,7 @@ Test(noalloc, sparse_products_of_every_format_isa_and_shape)
                         continue;
                     cr_assert_eq(spruce_sparse_isa_set(isa), 0);
                     for (b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-                        const long n = product_allocations(A, X, batches[b], Y);
+                        const long n = allocations_of(sparse_product, A, isa, X, batches[b], Y);
                         cr_assert_eq(n, 0,
                                      "%s/%s (%d, %d), %d threads, batch %d: %ld allocations, "
                                      "the first by %s",
@@ -292,7 +304,7 @@ Test(noalloc, linear_forward_of_every_choice)
                          spruce_errdetail());
             for (b = 0; b < sizeof batches / sizeof batches[0]; b++) {
                 const int fmt = spruce_linear_format(lin, batches[b]);
-                const long n = forward_allocations(lin, X, batches[b], Y);
+                const long n = allocations_of(linear_product, lin, 0, X, batches[b], Y);
                 const long blas = fmt == SPRUCE_FMT_DENSE ? by_openblas(n) : 0;
                 cr_assert_eq(n - blas, 0,
                              "linear %s (%s at batch %d), (%d, %d): %ld allocations (%ld by "
@@ -306,6 +318,50 @@ Test(noalloc, linear_forward_of_every_choice)
             }
             spruce_linear_free(lin);
         }
+        free(W);
+        free(X);
+        free(Y);
+    }
+}
+
+/* bf16, int8 and int4 bitmask and N:M products, every instruction set. */
+Test(noalloc, quantized_sparse_products)
+{
+    const int dts[3] = {SPRUCE_DT_BF16, SPRUCE_DT_INT8, SPRUCE_DT_INT4};
+    size_t s, b;
+    int d, f, isa, threads;
+    if (skip_under_asan())
+        return;
+    for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int rows = shapes[s][0], cols = shapes[s][1];
+        float *W = make_matrix(rows, cols, 0.5, 2, 4), *X = make_input(cols, 16);
+        float *Y = malloc(sizeof *Y * (size_t)rows * 16);
+        for (d = 0; d < 3; d++)
+            for (f = 0; f < 2; f++)
+                for (threads = 1; threads <= 2; threads++) {
+                    const spruce_pack_opts po = {f ? SPRUCE_FMT_NM : SPRUCE_FMT_BITMASK, 2, 4,
+                                                 threads};
+                    spruce_qsparse *A = NULL;
+                    cr_assert_eq(spruce_qsparse_quantize(W, NULL, rows, cols, dts[d], 64, 1, &po,
+                                                         &A),
+                                 0, "%s", spruce_errdetail());
+                    if (cols > SPRUCE__BLOCK_COLS)
+                        cr_assert_gt(A->nblk, 1, "a wide matrix is column blocks");
+                    for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++) {
+                        if (!spruce_sparse_isa_supported(isa))
+                            continue;
+                        for (b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+                            const long n =
+                                allocations_of(qsparse_product, A, isa, X, batches[b], Y);
+                            cr_assert_eq(n, 0, "%s %s/%s (%d, %d), %d threads, batch %d: %ld "
+                                         "allocations, the first by %s",
+                                         spruce_dtype_name(dts[d]), spruce_format_name(po.format),
+                                         spruce_sparse_isa_name(isa), rows, cols, threads,
+                                         batches[b], n, caller_name(0));
+                        }
+                    }
+                    spruce_qsparse_free(A);
+                }
         free(W);
         free(X);
         free(Y);

@@ -13,6 +13,56 @@ void dense_spmv_bf16_scalar(const spruce_qmatrix *A, const float *x, float *y, i
 void dense_spmv_int8_scalar(const spruce_qmatrix *A, const float *x, float *y, int r0, int r1);
 void dense_spmv_int4_scalar(const spruce_qmatrix *A, const float *x, float *y, int r0, int r1);
 
+/* A dense value-type kernel: rows [r0, r1) of Y = W X, X (cols, batch) and
+ * Y (rows, batch) row-major, float32 sums. */
+typedef void (*spruce__qkernel)(const spruce_qmatrix *A, const float *X, int batch, float *Y,
+                                int r0, int r1);
+
+/* The kernels of one instruction set: [dtype][0: batch 1, 1: batch > 1]
+ * (the f32 row is unused: dense float32 runs on OpenBLAS). */
+typedef struct {
+    spruce__qkernel k[4][2];
+} spruce__qdense_table;
+
+/* Fill t for an instruction set; bf16dp: use the AVX512-BF16 dot products
+ * for bf16 at batch 1 (only when the CPU has them). */
+void spruce__qdense_scalar(spruce__qdense_table *t);
+void spruce__qdense_avx2(spruce__qdense_table *t);
+void spruce__qdense_avx512(spruce__qdense_table *t, int bf16dp);
+
+/* Kernels, one per (operation, value type, instruction set).  dense_spmm_q
+ * covers every value type: it dequantizes panels of rows, then multiplies. */
+void dense_spmm_bf16_scalar(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmm_int8_scalar(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmm_int4_scalar(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmv_bf16_avx2(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmv_int8_avx2(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmv_int4_avx2(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmm_q_avx2(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmv_bf16_avx512(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmv_int8_avx512(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmv_int4_avx512(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmm_q_avx512(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+void dense_spmv_bf16_avx512bf16(const spruce_qmatrix *A, const float *X, int batch, float *Y, int r0, int r1);
+
+/* Rows per block of the vector kernels: 4 rows share every load of x. */
+#define SPRUCE__QROWS 4
+/* The row loop of every vector kernel: blocks of SPRUCE__QROWS rows of
+ * [r0, r1), then the rows left one by one; fn(..., i, R) computes rows
+ * i .. i + R (R a constant at each call, so fn's loops over R unroll). */
+#define SPRUCE__QROW_BLOCKS(fn, r0, r1, ...)                                               \
+    do {                                                                                   \
+        int i_ = (r0);                                                                     \
+        for (; i_ + SPRUCE__QROWS <= (r1); i_ += SPRUCE__QROWS)                            \
+            fn(__VA_ARGS__, i_, SPRUCE__QROWS);                                            \
+        for (; i_ < (r1); i_++)                                                            \
+            fn(__VA_ARGS__, i_, 1);                                                        \
+    } while (0)
+
+/* Columns per panel the batch kernels dequantize at a time (4 rows x 256
+ * floats = 4 KB, in L1 while every column of X meets it). */
+#define SPRUCE__QPANEL 256
+
 /* Nibble j of a row of int4 values (0..15). */
 static inline int spruce__nibble(const uint8_t *row, int j)
 {

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "cmd_bench.h"
+#include "spruce_qmatrix.h"
 #include "spruce_sparse.h"
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -101,22 +102,65 @@ int bench_add_result(bench_ctx *cx, const bench_result *r)
     return 0;
 }
 
-void bench_print_header(void)
+void bench_gen_input(float *X, size_t n)
 {
-    printf("%-15s %-11s %5s %8s %10s %10s %8s %7s\n", "format", "shape", "batch", "sparsity",
-           "dense ms", "sparse ms", "speedup", "GB/s");
+    size_t i;
+    for (i = 0; i < n; i++)
+        X[i] = (float)((bench_mix(i) >> 40) / 16777216.0) - 0.5f;
 }
 
-void bench_print_row(const bench_result *r)
+void bench_row_init(bench_result *r, int rows, int cols, const bench_case *c, int batch)
 {
-    char shape[32], sp[16];
+    memset(r, 0, sizeof *r);
+    r->rows = rows;
+    r->cols = cols;
+    r->batch = batch;
+    r->n = c->n;
+    r->m = c->m;
+    r->sparsity = c->n ? 1.0 - (double)c->n / c->m : c->sparsity;
+}
+
+int bench_emit_row(bench_ctx *cx, const bench_result *r)
+{
+    if (!cx->json)
+        bench_print_row(cx, r);
+    if (bench_add_result(cx, r) < 0) {
+        cli_fail("bench: out of memory");
+        return 1;
+    }
+    return 0;
+}
+
+void bench_print_header(const bench_ctx *cx)
+{
+    if (cx->dtypes)
+        printf("%-15s %-9s %-11s %5s %8s %10s %10s %8s %7s %10s %8s %7s\n", "format", "dtype",
+               "shape", "batch", "sparsity", "dense ms", "ms", "speedup", "GB/s", "f32 ms",
+               "vs f32", "f32GB/s");
+    else
+        printf("%-15s %-11s %5s %8s %10s %10s %8s %7s\n", "format", "shape", "batch", "sparsity",
+               "dense ms", "sparse ms", "speedup", "GB/s");
+}
+
+void bench_print_row(const bench_ctx *cx, const bench_result *r)
+{
+    char shape[32], sp[16], dt[24];
     snprintf(shape, sizeof shape, "%dx%d", r->rows, r->cols);
     if (r->n)
         snprintf(sp, sizeof sp, "%d:%d", r->n, r->m);
     else
         snprintf(sp, sizeof sp, "%.0f%%", 100 * r->sparsity);
-    printf("%-15s %-11s %5d %8s %10.3f %10.3f %7.2fx %7.1f\n", r->format, shape, r->batch, sp,
-           r->dense_ms, r->sparse_ms, r->speedup, r->gbps);
+    if (r->groupsize)
+        snprintf(dt, sizeof dt, "%s-g%d", spruce_dtype_name(r->dtype), r->groupsize);
+    else
+        snprintf(dt, sizeof dt, "%s", spruce_dtype_name(r->dtype));
+    if (cx->dtypes)
+        printf("%-15s %-9s %-11s %5d %8s %10.3f %10.3f %7.2fx %7.1f %10.3f %7.2fx %7.1f\n",
+               r->format, dt, shape, r->batch, sp, r->dense_ms, r->sparse_ms, r->speedup, r->gbps,
+               r->dense_f32_ms, r->dense_f32_ms / r->sparse_ms, r->dense_gbps);
+    else
+        printf("%-15s %-11s %5d %8s %10.3f %10.3f %7.2fx %7.1f\n", r->format, shape, r->batch,
+               sp, r->dense_ms, r->sparse_ms, r->speedup, r->gbps);
     fflush(stdout);
 }
 
@@ -124,7 +168,7 @@ void bench_print_row(const bench_result *r)
 /* Seconds per matrix of one pass over the rotation.  Each pass starts with one
  * untimed product on the last matrix of the rotation, which wakes the worker
  * threads up (and is evicted again by the time the pass reaches it). */
-static double pass_dense(float **W, int n, int rows, int cols, const float *X, int b, float *Y)
+double bench_pass_dense(float **W, int n, int rows, int cols, const float *X, int b, float *Y)
 {
     double t0;
     int i;
@@ -204,7 +248,7 @@ typedef struct {
     spruce_sparse **A[4];  /* (nrot[f]) packed copies, by format */
 } rotation_set;
 
-static int rotation_count(double bytes, const bench_ctx *cx)
+int bench_rotation_count(double bytes, const bench_ctx *cx)
 {
     double n = floor(cx->rotate / bytes) + 1;
     return n < 2 ? 2 : n > BENCH_MAX_ROT ? BENCH_MAX_ROT : (int)n;
@@ -254,7 +298,7 @@ static int rotation_build(const bench_ctx *cx, int rows, int cols, const bench_c
     char label[16];
     bench_case_label(c, label, sizeof label);
     memset(rs, 0, sizeof *rs);
-    rs->nd = nmax = rotation_count((double)bytes, cx);
+    rs->nd = nmax = bench_rotation_count((double)bytes, cx);
     for (f = 1; f < 4; f++) {
         spruce_pack_opts po = pack_opts(cx, c, f);
         spruce_sparse *S;
@@ -262,7 +306,7 @@ static int rotation_build(const bench_ctx *cx, int rows, int cols, const bench_c
             continue;
         if ((rc = spruce_sparse_pack(W0, NULL, rows, cols, &po, &S)) < 0)
             goto pack_failed;
-        rs->nrot[f] = rotation_count((double)spruce_sparse_bytes(S), cx);
+        rs->nrot[f] = bench_rotation_count((double)spruce_sparse_bytes(S), cx);
         spruce_sparse_free(S);
         if (rs->nrot[f] > nmax)
             nmax = rs->nrot[f];
@@ -314,7 +358,7 @@ static int time_batch(const bench_ctx *cx, const rotation_set *rs, int rows, int
     int r, f, rc = 0;
     for (r = -1; r < reps; r++) {
         bench_settle();
-        s = pass_dense(rs->Wd, rs->nd, rows, cols, X, bs, Y);
+        s = bench_pass_dense(rs->Wd, rs->nd, rows, cols, X, bs, Y);
         if (r >= 0)
             t[0][r] = s;
         for (f = 1; f < 4; f++) {
@@ -339,15 +383,10 @@ static bench_result make_row(const rotation_set *rs, int rows, int cols, const b
 {
     const double dense_bytes = 4.0 * rows * cols;
     bench_result res;
-    memset(&res, 0, sizeof res);
+    bench_row_init(&res, rows, cols, c, bs);
     snprintf(res.format, sizeof res.format, is_auto ? "auto(%s)" : "%s", spruce_format_name(fmt));
-    res.rows = rows;
-    res.cols = cols;
-    res.batch = bs;
-    res.n = c->n;
-    res.m = c->m;
-    res.sparsity = c->n ? 1.0 - (double)c->n / c->m : c->sparsity;
     res.dense_ms = 1e3 * dense_s;
+    res.dense_f32_ms = res.dense_ms;
     res.sparse_ms = 1e3 * (fmt == SPRUCE_FMT_DENSE ? dense_s : fmt_s[fmt]);
     res.speedup = res.dense_ms / res.sparse_ms;
     res.dense_gbps = dense_bytes / dense_s / 1e9;
@@ -370,7 +409,7 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
                        const int *formats, int nf, const int (*chosen)[BENCH_MAX_BATCHES],
                        const int *batches, int nb)
 {
-    int rc = 0, i, f, b, maxb = 1;
+    int rc = 0, f, b, maxb = 1;
     int want[4] = {0, 0, 0, 0}; /* sparse formats to pack */
     rotation_set rs;
     float *W0 = NULL, *W = NULL, *X = NULL, *Y = NULL;
@@ -392,8 +431,7 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
         rc = 1;
         goto done;
     }
-    for (i = 0; i < cols * maxb; i++)
-        X[i] = (float)((bench_mix(i) >> 40) / 16777216.0) - 0.5f;
+    bench_gen_input(X, (size_t)cols * maxb);
     bench_gen_matrix(W0, rows, cols, c, 0);
     if ((rc = rotation_build(cx, rows, cols, c, want, W0, W, &rs)))
         goto done;
@@ -415,13 +453,8 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
                 continue;
             res = make_row(&rs, rows, cols, c, formats[f] == BENCH_AUTO, chosen[f][b],
                            batches[b], dense_s, fmt_s);
-            if (!cx->json)
-                bench_print_row(&res);
-            if (bench_add_result(cx, &res) < 0) {
-                cli_fail("bench: out of memory");
-                rc = 1;
+            if ((rc = bench_emit_row(cx, &res)))
                 goto done;
-            }
         }
     }
 done:

@@ -11,13 +11,18 @@
 #include "cmd_bench.h"
 #include "spruce_ckpt.h"
 #include "spruce_decode.h"
+#include "spruce_family.h"
 #include "spruce_model.h"
 #include "spruce_sparse.h"
 
-static int is_linear(const spruce_tensor *t)
+/* A block's prunable linear layer: as the family table says when config.json
+ * names a family (every expert, never a router), else by its name. */
+static int is_linear(const char *model_type, const spruce_tensor *t)
 {
     const char *n = t->name;
     size_t len = strlen(n);
+    if (model_type && t->ndim == 2)
+        return spruce_family_is_linear(model_type, n) == 1;
     return t->ndim == 2 && len > 7 && !strcmp(n + len - 7, ".weight") && strstr(n, "layers.") &&
            (strstr(n, "_proj") || strstr(n, ".fc") || strstr(n, "dense"));
 }
@@ -76,7 +81,7 @@ static int bench_decode(const char *dir, int steps, int rounds)
     printf("decode, batch 1, %d tokens after BOS, median of %d alternating runs: dense %.2f "
            "tokens/s, auto %.2f tokens/s (%d of %d linear layers sparse): %.2fx\n",
            steps, rounds, med[0], med[1], spruce_decoder_sparse_layers(d[1]),
-           SPRUCE_NPROJ * spruce_model_config(m)->num_hidden_layers, med[1] / med[0]);
+           spruce_decoder_linear_layers(d[1]), med[1] / med[0]);
     rc = 0;
 done:
     free(logits);
@@ -93,6 +98,8 @@ int bench_model(bench_ctx *cx, const char *dir, const int *batches, int nb)
     double tot_dense[BENCH_MAX_BATCHES] = {0}, tot_sparse[BENCH_MAX_BATCHES] = {0};
     int rc, i, b, r, maxb = 1, nlayers = 0;
     double *t = malloc(sizeof *t * cx->reps);
+    spruce_config cfg;
+    int have_cfg = spruce_config_load(dir, &cfg) == 0;
     if ((rc = spruce_ckpt_open(dir, &ck)) < 0) {
         cli_error(rc, "bench --model %s", dir);
         free(t);
@@ -110,7 +117,7 @@ int bench_model(bench_ctx *cx, const char *dir, const int *batches, int nb)
         int64_t zeros = 0, k;
         spruce_linear_opts o;
         spruce_linear *lin = NULL;
-        if (!is_linear(tt))
+        if (!is_linear(have_cfg ? cfg.model_type : NULL, tt))
             continue;
         rows = (int)tt->shape[0];
         cols = (int)tt->shape[1];

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cmd_bench.h"
+#include "spruce_qmatrix.h"
 #include "spruce_sparse.h"
 
 /* What the options ask for. */
@@ -23,6 +24,7 @@ typedef struct {
     bench_case cases[BENCH_MAX_CASES];
     int ncases, have_sparsity, pn, pm, sweep;
     int threads, reps, json;
+    int dtypes[4], ndt, groupsize; /* --dtype (none: f32 alone, as before) */
     double rotate_mb;
     const char *svg, *model;
 } bench_opts;
@@ -33,6 +35,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: spruce bench [--shape RxC ...] [--sparsity S[,S...] | --pattern N:M]\n"
         "                    [--batch B[,B...]] [--format auto|csr|bitmask|nm|dense[,...]]\n"
+        "                    [--dtype f32|bf16|int8|int4[,...]] [--groupsize G]\n"
         "                    [--threads T] [--reps R] [--rotate-mb MB] [--json]\n"
         "       spruce bench --sweep [--svg FILE] [--shape RxC] [--batch B] [--threads T]\n"
         "                    [--reps R] [--rotate-mb MB] [--json]\n"
@@ -50,6 +53,11 @@ static void usage(FILE *f)
         "  --format F,...     auto (the linear layer's choice: dense, csr, bitmask, or nm\n"
         "                     when the matrix fits --pattern, or 2:4 without one), csr,\n"
         "                     bitmask, nm (needs --pattern), dense (default auto)\n"
+        "  --dtype D,...      value types: f32 (the formats above), bf16, int8 (per-row\n"
+        "                     scale), int4 (per-group scales): random weights quantized\n"
+        "                     to the type, its dense kernel (format \"dense\") against\n"
+        "                     dense OpenBLAS float32 in the same run (default f32)\n"
+        "  --groupsize G      int4 group size, a multiple of 32 from 32 to 256 (default 128)\n"
         "  --threads T        threads for OpenBLAS and the sparse kernels (default: all)\n"
         "  --reps R           timed passes over the rotation (default 7)\n"
         "  --rotate-mb MB     bytes each working set must exceed (default 2 x LLC)\n"
@@ -62,7 +70,8 @@ static void usage(FILE *f)
         "  --model DIR        every linear layer of a (pruned) checkpoint, dense against\n"
         "                     the linear layer's choice; then end-to-end decoding tokens/s,\n"
         "                     dense against auto, on the same weights (not with --json)\n"
-        "Set SPRUCE_ISA=scalar|avx2|avx512 to force the kernels' instruction set;\n"
+        "Set SPRUCE_ISA=scalar|avx2|avx512 to force the kernels' instruction set\n"
+        "(SPRUCE_BF16DP=0: AVX-512 bf16 without the AVX512-BF16 dot products);\n"
         "'spruce --verbose bench' names it and shows progress.\n");
 }
 
@@ -126,6 +135,31 @@ static int parse_sparsities(const char *s, bench_opts *o)
     return 0;
 }
 
+static int parse_dtypes(const char *s, bench_opts *o)
+{
+    char buf[128], *tok, *save = NULL;
+    o->ndt = 0;
+    snprintf(buf, sizeof buf, "%s", s);
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int d = spruce_dtype_parse(tok), k;
+        if (d < 0) {
+            cli_fail("bench: --dtype: expected f32, bf16, int8 or int4, got '%s'", tok);
+            return -1;
+        }
+        for (k = 0; k < o->ndt; k++)
+            if (o->dtypes[k] == d) {
+                cli_fail("bench: --dtype: %s given twice", tok);
+                return -1;
+            }
+        o->dtypes[o->ndt++] = d;
+    }
+    if (!o->ndt) {
+        cli_fail("bench: --dtype: empty list");
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_formats(const char *s, bench_opts *o)
 {
     char buf[128], *tok, *save = NULL;
@@ -160,6 +194,7 @@ static int parse_options(int argc, char **argv, bench_opts *o)
         {"reps", required_argument, NULL, 'r'},    {"json", no_argument, NULL, 'j'},
         {"sweep", no_argument, NULL, 'w'},         {"svg", required_argument, NULL, 'g'},
         {"model", required_argument, NULL, 'M'},   {"rotate-mb", required_argument, NULL, 'R'},
+        {"dtype", required_argument, NULL, 'd'},   {"groupsize", required_argument, NULL, 'G'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int opt;
     long v;
@@ -170,6 +205,7 @@ static int parse_options(int argc, char **argv, bench_opts *o)
     o->formats[0] = BENCH_AUTO;
     o->nf = 1;
     o->reps = 7;
+    o->groupsize = 128;
     optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -213,6 +249,20 @@ static int parse_options(int argc, char **argv, bench_opts *o)
             if (cli_parse_float("--rotate-mb", optarg, 0.0, 1e6, &o->rotate_mb) < 0)
                 return -1;
             break;
+        case 'd':
+            if (parse_dtypes(optarg, o) < 0)
+                return -1;
+            break;
+        case 'G':
+            if (cli_parse_int("--groupsize", optarg, 32, 256, &v) < 0)
+                return -1;
+            if (v % 32) {
+                cli_fail("bench: --groupsize: expected a multiple of 32 from 32 to 256, got %ld",
+                         v);
+                return -1;
+            }
+            o->groupsize = (int)v;
+            break;
         case 'j': o->json = 1; break;
         case 'w': o->sweep = 1; break;
         case 'g': o->svg = optarg; break;
@@ -235,6 +285,10 @@ static int parse_options(int argc, char **argv, bench_opts *o)
     if (o->sweep && (o->have_sparsity || o->pn || o->nshapes > 1 || o->model)) {
         cli_fail("bench: --sweep chooses the sparsities itself and takes at most one --shape "
                  "(no --sparsity, --pattern or --model)");
+        return -1;
+    }
+    if (o->ndt && (o->sweep || o->model)) {
+        cli_fail("bench: --dtype measures random matrices: not with --sweep or --model");
         return -1;
     }
     if (o->pn && o->have_sparsity) {
@@ -336,6 +390,7 @@ static int setup_context(const bench_opts *o, bench_ctx *cx)
         return 1;
     }
     cx->isa = spruce_sparse_isa_name(isa);
+    cx->dtypes = o->ndt > 0;
     cx->threads = o->threads ? o->threads : omp_get_max_threads();
     cli_set_threads(cx->threads);
     cx->llc = llc_bytes();
@@ -349,22 +404,31 @@ static int setup_context(const bench_opts *o, bench_ctx *cx)
     return 0;
 }
 
-/* Every shape and sparsity, in order: 0, or 1 after a message. */
+/* Every shape, sparsity and value type, in order: 0, or 1 after a message. */
 static int run_cases(bench_ctx *cx, const bench_opts *o)
 {
     int i, k, rc = 0;
+    const int f32only[1] = {SPRUCE_DT_F32};
+    const int *dts = o->ndt ? o->dtypes : f32only, ndt = o->ndt ? o->ndt : 1;
+    int d;
     if (!cx->json)
-        bench_print_header();
+        bench_print_header(cx);
     for (i = 0; i < o->nshapes && !rc; i++)
-        for (k = 0; k < o->ncases && !rc; k++) {
-            if (cx->verbose) {
-                char label[16];
-                bench_case_label(&o->cases[k], label, sizeof label);
-                fprintf(stderr, "bench: %dx%d %s ...\n", o->shapes[i][0], o->shapes[i][1], label);
+        for (k = 0; k < o->ncases && !rc; k++)
+            for (d = 0; d < ndt && !rc; d++) {
+                if (cx->verbose) {
+                    char label[16];
+                    bench_case_label(&o->cases[k], label, sizeof label);
+                    fprintf(stderr, "bench: %dx%d %s %s ...\n", o->shapes[i][0],
+                            o->shapes[i][1], label, spruce_dtype_name(dts[d]));
+                }
+                if (dts[d] == SPRUCE_DT_F32)
+                    rc = bench_case_run(cx, o->shapes[i][0], o->shapes[i][1], &o->cases[k],
+                                        o->formats, o->nf, o->batches, o->nb);
+                else
+                    rc = bench_dtype_run(cx, o->shapes[i][0], o->shapes[i][1], &o->cases[k],
+                                         dts[d], o->groupsize, o->batches, o->nb);
             }
-            rc = bench_case_run(cx, o->shapes[i][0], o->shapes[i][1], &o->cases[k], o->formats,
-                                o->nf, o->batches, o->nb);
-        }
     return rc;
 }
 
@@ -387,6 +451,12 @@ static void print_json(const bench_ctx *cx, int model)
         json_object_set_new(o, "dense_ms", cli_json_real(r->dense_ms));
         json_object_set_new(o, "sparse_ms", cli_json_real(r->sparse_ms));
         json_object_set_new(o, "speedup", cli_json_real(r->speedup));
+        json_object_set_new(o, "dtype", json_string(spruce_dtype_name(r->dtype)));
+        if (r->groupsize)
+            json_object_set_new(o, "groupsize", json_integer(r->groupsize));
+        json_object_set_new(o, "dense_f32_ms", cli_json_real(r->dense_f32_ms));
+        if (r->kernel[0])
+            json_object_set_new(o, "kernel", json_string(r->kernel));
         if (!model) {
             json_object_set_new(o, "sparse_gbps", cli_json_real(r->gbps));
             json_object_set_new(o, "dense_gbps", cli_json_real(r->dense_gbps));

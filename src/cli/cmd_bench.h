@@ -3,6 +3,7 @@
  *   cmd_bench.c     options, the order of the cases, the table's header, JSON
  *   bench_kernels.c one shape and sparsity: the random matrices, their rotation,
  *                   the formats to time, the timed passes, the rows
+ *   bench_dtype.c   --dtype: the value types bf16, int8, int4 against float32
  *   bench_svg.c     the --sweep chart
  *   bench_model.c   --model: every linear layer of a checkpoint, then decoding
  *
@@ -34,7 +35,25 @@ typedef struct {
     int rows, cols, batch, n, m;
     double sparsity, dense_ms, sparse_ms, speedup, gbps, dense_gbps, ceiling;
     int rot_dense, rot_sparse;
+    /* the value type (SPRUCE_DT_*; 0: f32), its int4 group size (else 0), and
+     * dense OpenBLAS float32 of the same run (dense_ms for f32 rows); the
+     * kernel's name when the row's representation has one to tell */
+    int dtype, groupsize;
+    double dense_f32_ms;
+    char kernel[24];
 } bench_result;
+
+/* One representation of a value type (--dtype): made from a case's float32
+ * matrix W (rows, cols), Y = W X on `threads` threads, the bytes a product
+ * streams, the name of the kernel a batch runs.  bench_dtype.c lists them. */
+typedef struct {
+    const char *format;
+    int (*make)(const float *W, int rows, int cols, int dtype, int groupsize, void **out);
+    int (*mul)(const void *M, const float *X, int batch, float *Y, int threads);
+    size_t (*bytes)(const void *M);
+    const char *(*kernel)(const void *M, int batch);
+    void (*free)(void *M);
+} bench_qrep;
 
 /* The run: its settings and every row measured so far. */
 typedef struct {
@@ -45,6 +64,7 @@ typedef struct {
     bench_result *res;
     int nres, cap;
     const char *isa;
+    int dtypes;    /* --dtype given: the table has its value-type columns */
 } bench_ctx;
 
 /* A 64-bit hash (splitmix64's finaliser): the benchmark's random numbers. */
@@ -60,15 +80,32 @@ void bench_settle(void);
 /* Y = W X on OpenBLAS: sgemv for batch 1, sgemm otherwise. */
 void bench_dense_mul(const float *W, int rows, int cols, const float *X, int batch, float *Y);
 
+/* How many distinct matrices of this many bytes a rotation holds: enough
+ * that together they exceed cx->rotate (2 .. BENCH_MAX_ROT). */
+int bench_rotation_count(double bytes, const bench_ctx *cx);
+
+/* Seconds per matrix of one pass of dense OpenBLAS over W[0 .. n). */
+double bench_pass_dense(float **W, int n, int rows, int cols, const float *X, int b, float *Y);
+
+/* X (n): the benchmark's input values, uniform in [-0.5, 0.5). */
+void bench_gen_input(float *X, size_t n);
+
+/* r zeroed, with the shape, batch and sparsity of case c. */
+void bench_row_init(bench_result *r, int rows, int cols, const bench_case *c, int batch);
+
+/* Print the row (unless --json) and keep it: 0, or 1 after a message. */
+int bench_emit_row(bench_ctx *cx, const bench_result *r);
+
 /* Append a row; -1 when out of memory. */
 int bench_add_result(bench_ctx *cx, const bench_result *r);
 
 /* "2:4" or "50%". */
 void bench_case_label(const bench_case *c, char *buf, size_t n);
 
-/* The table's header and one row of it. */
-void bench_print_header(void);
-void bench_print_row(const bench_result *r);
+/* The table's header and one row of it (with the value-type columns when
+ * cx->dtypes). */
+void bench_print_header(const bench_ctx *cx);
+void bench_print_row(const bench_ctx *cx, const bench_result *r);
 
 /* One shape and sparsity, every format of formats[nf] (BENCH_AUTO or a
  * SPRUCE_FMT_*) and batch: 0, or 1 after a message. */
@@ -82,6 +119,12 @@ int bench_case_run(bench_ctx *cx, int rows, int cols, const bench_case *c, const
 int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
                        const int *formats, int nf, const int (*chosen)[BENCH_MAX_BATCHES],
                        const int *batches, int nb);
+
+/* --dtype: one shape and sparsity in value type dtype (bf16, int8, int4;
+ * groupsize for int4), every representation of bench_dtype.c against dense
+ * OpenBLAS float32, every batch: 0, or 1 after a message. */
+int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int dtype,
+                    int groupsize, const int *batches, int nb);
 
 /* The --sweep chart's file: created as path.tmp-<pid> before the sweep (so
  * that a path that cannot be written is found first), renamed to path when

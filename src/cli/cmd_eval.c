@@ -23,8 +23,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: spruce eval MODEL_DIR --data FILE [--data-format F] [--seqlen T]\n"
             "                   [--act-mib N] [--threads N] [--logits OUT]\n\n"
-            "Perplexity of a Hugging Face LLaMA-family checkpoint (llama, mistral, qwen2,\n"
-            "qwen3, gemma2, gemma3_text) on a token file: exp(mean next-token negative\n"
+            "Perplexity of a Hugging Face checkpoint (llama, mistral, qwen2, qwen3, gemma2,\n"
+            "gemma3_text, phi3, opt) on a token file: exp(mean next-token negative\n"
             "log-likelihood) over the non-overlapping windows of T tokens of FILE, each\n"
             "window predicting T - 1 tokens.  The last line printed is 'perplexity <value>'.\n"
             "Weights so large that the float32 activations overflow are an error (exit 1)\n"

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <cblas.h>
+#include <jansson.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -15,6 +16,7 @@
 #include "config.h"
 #include "cli.h"
 #include "prune_args.h"
+#include "prune_report.h"
 #include "spruce_dist.h"
 #include "spruce_masks.h"
 #include "spruce_pipeline.h"
@@ -29,9 +31,11 @@ static void usage(FILE *f)
             "                    [--blocksize B] [--damp F] [--true-sequential]\n"
             "                    [--wbits B [--groupsize G] [--sym]]\n"
             "                    [--include RE] [--exclude RE] [--threads N] [--force]\n"
-            "                    [--masks FILE.h5] [--save-format dense|compressed]\n\n"
-            "Prune the seven linear layers of every block of a Hugging Face LLaMA-family\n"
-            "checkpoint (llama, mistral, qwen2, qwen3, gemma2, gemma3_text) in one shot,\n"
+            "                    [--masks FILE.h5] [--save-format dense|compressed]\n"
+            "                    [--layer-sparsity FILE.json | --sparsity-profile owl\n"
+            "                     [--owl-m M] [--owl-lambda L]] [--json]\n\n"
+            "Prune the linear layers of every block (seven; six for opt) of a Hugging Face\n"
+            "checkpoint (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, opt) in one shot,\n"
             "block by block as the published SparseGPT pipeline does: each block is\n"
             "calibrated on the outputs of the already pruned blocks before it.  Embeddings,\n"
             "norms and the output head stay dense.\n"
@@ -58,6 +62,20 @@ static void usage(FILE *f)
             "                       multiple of M)\n"
             "  --damp F             relative Hessian damping (default 0.01)\n"
             PRUNE_ARGS_QUANT_HELP
+            "  --layer-sparsity F   a JSON object mapping tensor-name regexes (POSIX extended,\n"
+            "                       searched in the name) to a sparsity in [0, 1), an \"N:M\"\n"
+            "                       pattern or \"dense\"; the first key that matches a layer\n"
+            "                       decides, layers no key matches get --sparsity / --pattern;\n"
+            "                       every key must match a layer; sparsities are pruned as\n"
+            "                       exact counts (the overall sparsity is exact)\n"
+            "  --sparsity-profile P uniform (default) or owl: OWL's outlier-weighed blocks\n"
+            "                       (as llm-compressor computes them): a dense pass over the\n"
+            "                       calibration data gives each block an outlier ratio, and\n"
+            "                       the ratios sparsities in --sparsity +- --owl-lambda whose\n"
+            "                       mean is --sparsity, pruned as exact counts; needs --sparsity\n"
+            "  --owl-m M            OWL's outlier threshold, M x the mean score (default 5)\n"
+            "  --owl-lambda L       OWL's half-range of the block sparsities (default 0.08)\n"
+            "  --json               the summary as one JSON object on standard output\n"
             "  --true-sequential    calibrate q/k/v, then o, then gate/up, then down, each on\n"
             "                       the outputs of the already pruned earlier layers\n"
             "  --include RE         prune only tensors whose name matches RE (POSIX extended)\n"
@@ -98,10 +116,21 @@ typedef struct {
     double last_block;
     const char *method;
     char pattern[32];
-    int has_loss;
+    int has_loss, has_data;   /* SparseGPT's loss; calibration data (not magnitude) */
     spruce_maskfile *masks;
     const char *masks_path;
     spruce_ckpt_writer *cw;   /* --save-format compressed: written here, with the grid */
+    /* a mixture of experts: (layers, experts) tokens, loss and relative error
+     * (summed over the expert's three matrices), and which took a fallback */
+    int nexperts;
+    int64_t *etokens;
+    double *eloss, *erel;
+    unsigned char *efallback;
+    prune_report rep;         /* the summary's rows */
+    uint8_t *ones;            /* an all-kept mask for layers the plan keeps dense */
+    size_t ones_cap;
+    double owl_m, owl_lambda;
+    const char *layer_file;
 } prune_ctx;
 
 static int on_layer(void *vctx, const spruce_layer_report *r)
@@ -110,11 +139,44 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
     double frac = ((double)r->layer + (double)(r->which + 1) / SPRUCE_NPROJ) / r->nlayers;
     double el = r->elapsed;
     int rc;
+    char pattern[32];
     if (cli_interrupted())
         return 1; /* stop at this check point: the caller sees the signal */
+    prune_report_pattern(&r->target, ctx->pattern, pattern, sizeof pattern);
+    if (prune_report_add(&ctx->rep, r, pattern, ctx->has_loss))
+        return spruce__seterr(SPRUCE_ENOMEM, "the summary of %s", r->name);
+    if (r->target.kind == SPRUCE_TARGET_DENSE) {
+        size_t n = (size_t)r->rows * r->cols;
+        fprintf(stderr, "block %d/%d  %-40s %5dx%-5d dense (the plan keeps it)\n", r->layer + 1,
+                r->nlayers, r->name, r->rows, r->cols);
+        if (!ctx->masks) /* nothing written: the writer copies the tensor as it was */
+            return 0;
+        if (n > ctx->ones_cap) {
+            free(ctx->ones);
+            if (!(ctx->ones = malloc(n)))
+                return spruce__seterr(SPRUCE_ENOMEM, "mask of %s", r->name);
+            memset(ctx->ones, 1, n);
+            ctx->ones_cap = n;
+        }
+        spruce_mask_info info = {pattern, ctx->method, 0.0, 0.0, 0};
+        return spruce_maskfile_write(ctx->masks, r->name, r->rows, r->cols, ctx->ones, &info);
+    }
     fprintf(stderr, "block %d/%d  %-40s %5dx%-5d loss %.4e  sparsity %.4f  %.2f s  ETA %.1f s\n",
             r->layer + 1, r->nlayers, r->name, r->rows, r->cols, r->result.loss,
             r->result.sparsity, r->result.seconds, frac > 0 ? el * (1 - frac) / frac : 0.0);
+    if (r->expert >= 0 && ctx->etokens) {
+        size_t i = (size_t)r->layer * ctx->nexperts + r->expert;
+        if (r->which != SPRUCE_PROJ_DOWN)   /* gate and up: the tokens routed to it */
+            ctx->etokens[i] = r->tokens;
+        ctx->eloss[i] += r->result.loss;
+        ctx->erel[i] += r->rel_error > 0 ? r->rel_error : 0;
+        if (ctx->has_data && r->which != SPRUCE_PROJ_UP)   /* up shares gate's input */
+            fprintf(stderr, "  expert %d %s: %lld calibration tokens%s%s\n", r->expert,
+                    r->which == SPRUCE_PROJ_DOWN ? "down" : "gate/up", (long long)r->tokens,
+                    r->fallback ? "; fewer than its inputs: " : "",
+                    r->fallback ? r->fallback : "");
+        ctx->efallback[i] |= r->fallback != NULL;
+    }
     if (r->result.dead_columns > 0)
         fprintf(stderr, "  %s: %d of its %d inputs are dead (zero in every calibration token: H_ii = 0); "
                 "their weights are pruned (SparseGPT sets them to zero, as its published code does)\n",
@@ -123,7 +185,7 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
         return rc;
     if (ctx->masks) {
         spruce_mask_info info;
-        info.pattern = ctx->pattern;
+        info.pattern = pattern;
         info.method = ctx->method;
         info.sparsity = -1.0;
         info.loss = r->result.loss;
@@ -132,6 +194,52 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
             return rc;
     }
     return 0;
+}
+
+/* Per expert of every mixture-of-experts block: its calibration tokens, its
+ * loss (SparseGPT) and relative output error summed over gate, up and down. */
+static void print_experts(const prune_ctx *ctx, const spruce_config *c)
+{
+    int l, e;
+    printf("experts (block.expert: calibration tokens, loss, relative error of gate+up+down; "
+           "* fewer tokens than inputs, see above):\n");
+    for (l = 0; l < c->num_hidden_layers; l++) {
+        if (!spruce_config_layer_moe(c, l))
+            continue;
+        for (e = 0; e < ctx->nexperts; e++) {
+            size_t i = (size_t)l * ctx->nexperts + e;
+            if (!ctx->has_data) {
+                printf("  %d.%d: magnitude, no calibration\n", l, e);
+                continue;
+            }
+            printf("  %d.%d: %lld tokens, loss %.4e, rel error %.4e%s\n", l, e,
+                   (long long)ctx->etokens[i], ctx->eloss[i], ctx->erel[i],
+                   ctx->efallback[i] ? " *" : "");
+        }
+    }
+}
+
+static void on_profile(void *vctx, int layer, int nlayers, double ratio, double elapsed)
+{
+    (void)vctx;
+    fprintf(stderr, "owl: dense pass, block %d/%d: outlier ratio %.4f%%  elapsed %.1f s\n",
+            layer + 1, nlayers, ratio, elapsed);
+}
+
+static int on_plan(void *vctx, const spruce_layer_target *plan, const double *block_sparsity,
+                   int nlayers)
+{
+    prune_ctx *ctx = vctx;
+    int i;
+    (void)plan;
+    if (prune_report_plan(&ctx->rep, block_sparsity, nlayers))
+        return spruce__seterr(SPRUCE_ENOMEM, "the plan of %d blocks", nlayers);
+    for (i = 0; block_sparsity && i < nlayers; i++)
+        fprintf(stderr, "owl: block %d/%d gets sparsity %.6f\n", i + 1, nlayers,
+                block_sparsity[i]);
+    return ctx->masks ? prune_report_mask_attrs(&ctx->rep, ctx->masks, ctx->owl_m,
+                                                ctx->owl_lambda, ctx->layer_file)
+                      : 0;
 }
 
 static void on_block(void *vctx, int layer, int nlayers, double elapsed)
@@ -246,7 +354,8 @@ static int publish(spruce_ckpt_writer *w, spruce_maskfile *mf, const char *out,
 int spruce_cmd_prune(int argc, char **argv)
 {
     enum { O_CALIB = 256, O_SEQLEN, O_NSAMPLES, O_TRUESEQ, O_INCLUDE, O_EXCLUDE, O_FORCE,
-           O_MASKS, O_SAVEFMT, O_CALIB_FORMAT, O_SEED };
+           O_MASKS, O_SAVEFMT, O_CALIB_FORMAT, O_SEED, O_LAYER_SPARSITY, O_PROFILE, O_OWL_M,
+           O_OWL_LAMBDA, O_JSON };
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'},
         {"calib", required_argument, NULL, O_CALIB},
@@ -261,12 +370,21 @@ int spruce_cmd_prune(int argc, char **argv)
         {"force", no_argument, NULL, O_FORCE},
         {"masks", required_argument, NULL, O_MASKS},
         {"save-format", required_argument, NULL, O_SAVEFMT},
+        {"layer-sparsity", required_argument, NULL, O_LAYER_SPARSITY},
+        {"sparsity-profile", required_argument, NULL, O_PROFILE},
+        {"owl-m", required_argument, NULL, O_OWL_M},
+        {"owl-lambda", required_argument, NULL, O_OWL_LAMBDA},
+        {"json", no_argument, NULL, O_JSON},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *out = NULL, *calib = NULL, *dir, *masks_path = NULL, *calib_fmt = NULL;
     long seqlen = 0, nsamples = 128, seed = 0, share;
     int force = 0, c, rc, status = 1, compressed = 0, loaded = 0, failed = 0;
+    int json = 0, owl = 0, have_owl_arg = 0;
+    const char *layer_file = NULL;
+    double owl_m, owl_lambda;
+    spruce_layer_rules *rules = NULL;
     spruce_compress_opts co;
     prune_args pa;
     char qwhere[64];
@@ -282,6 +400,8 @@ int spruce_cmd_prune(int argc, char **argv)
     spruce_pipeline_opts_init(&po);
     prune_args_init(&pa, "prune", po.prune.method, 0);
     memset(&ctx, 0, sizeof ctx);
+    owl_m = po.owl_m;
+    owl_lambda = po.owl_lambda;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
@@ -314,6 +434,26 @@ int spruce_cmd_prune(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_LAYER_SPARSITY: layer_file = optarg; break;
+        case O_PROFILE:
+            if (!strcmp(optarg, "owl"))
+                owl = 1;
+            else if (strcmp(optarg, "uniform")) {
+                cli_fail("prune: --sparsity-profile expects uniform or owl, found '%s'", optarg);
+                return 2;
+            }
+            break;
+        case O_OWL_M:
+            if (cli_parse_float("--owl-m", optarg, 0.0, 1e6, &owl_m))
+                return 2;
+            have_owl_arg = 1;
+            break;
+        case O_OWL_LAMBDA:
+            if (cli_parse_float("--owl-lambda", optarg, 0.0, 0.5, &owl_lambda))
+                return 2;
+            have_owl_arg = 1;
+            break;
+        case O_JSON: json = 1; break;
         case 'h': usage(stdout); return 0;
         default:
             if ((rc = prune_args_option(&pa, c, optarg)) < 0)
@@ -337,11 +477,31 @@ int spruce_cmd_prune(int argc, char **argv)
     if (prune_args_check(&pa, 1))
         return 2;
     prune_args_apply(&pa, &po.prune);
-    if (!calib && po.prune.method != SPRUCE_METHOD_MAGNITUDE) {
-        cli_fail("prune: --calib FILE is required for --method %s",
-                 spruce_method_name(po.prune.method));
+    if (layer_file && owl) {
+        cli_fail("prune: give --layer-sparsity FILE or --sparsity-profile owl, not both");
         return 2;
     }
+    if (have_owl_arg && !owl) {
+        cli_fail("prune: --owl-m and --owl-lambda need --sparsity-profile owl");
+        return 2;
+    }
+    if (owl && (!pa.have_sparsity || pa.sparsity <= 0.0)) {
+        cli_fail("prune: --sparsity-profile owl shares out an unstructured --sparsity S > 0 "
+                 "between the blocks (not --pattern)");
+        return 2;
+    }
+    if (!calib && (po.prune.method != SPRUCE_METHOD_MAGNITUDE || owl)) {
+        cli_fail("prune: --calib FILE is required for %s%s", owl ? "--sparsity-profile owl" :
+                 "--method ", owl ? "" : spruce_method_name(po.prune.method));
+        return 2;
+    }
+    po.owl = owl;
+    po.owl_m = owl_m;
+    po.owl_lambda = owl_lambda;
+    ctx.owl_m = owl_m;
+    ctx.owl_lambda = owl_lambda;
+    ctx.layer_file = layer_file;
+    ctx.rep.profile = owl ? "owl" : layer_file ? "layer-sparsity" : "uniform";
     if (pa.m && pa.blocksize % pa.m) {
         cli_fail("prune: --blocksize %ld must be a multiple of M = %d of --pattern", pa.blocksize,
                  pa.m);
@@ -358,6 +518,11 @@ int spruce_cmd_prune(int argc, char **argv)
           cli_check_output("prune", masks_path, 0, "the masks file", out,
                            "the output directory"))))
         return 2;
+    if (layer_file && (rc = spruce_layer_rules_load(layer_file, &rules))) {
+        cli_error(rc, "prune: --layer-sparsity");
+        return 2;
+    }
+    po.layer_rules = rules;
     cli_signals_install();
     if (cli_rank0()) {
         cli_clean_stale("prune", out);
@@ -385,6 +550,10 @@ int spruce_cmd_prune(int argc, char **argv)
         snprintf(ctx.pattern, sizeof ctx.pattern, "unstructured");
     co.sparse = pa.m == 4 && pa.n == 2 ? 2 : (pa.m || pa.sparsity > 0) ? 1 : 0;
     co.structure = ctx.pattern;
+    if (layer_file) { /* layers of several patterns: the bitmask holds any of them */
+        co.sparse = 1;
+        co.structure = "unstructured";
+    }
     /* rank 0 alone writes the checkpoint and the masks */
     if (!cli_rank0())
         rc = 0;
@@ -399,6 +568,19 @@ int spruce_cmd_prune(int argc, char **argv)
     if (compressed)
         ctx.cw = w; /* the layer report brings the weights and the grid */
     ctx.has_loss = po.prune.method == SPRUCE_METHOD_SPARSEGPT;
+    ctx.has_data = po.prune.method != SPRUCE_METHOD_MAGNITUDE;
+    if (cfg->num_experts > 0) {
+        size_t n = (size_t)cfg->num_hidden_layers * cfg->num_experts;
+        ctx.nexperts = cfg->num_experts;
+        ctx.etokens = calloc(n, sizeof *ctx.etokens);
+        ctx.eloss = calloc(n, sizeof *ctx.eloss);
+        ctx.erel = calloc(n, sizeof *ctx.erel);
+        ctx.efallback = calloc(n, 1);
+        if (!ctx.etokens || !ctx.eloss || !ctx.erel || !ctx.efallback) {
+            cli_error(SPRUCE_ENOMEM, "prune: the table of %zu experts", n);
+            failed = 1;
+        }
+    }
     if (!failed && masks_path && cli_rank0()) {
         if ((rc = spruce_maskfile_create(masks_path, &mf)) ||
             (rc = set_masks_attrs(mf, dir, ctx.method, ctx.pattern, pa.sparsity, (int)nsamples,
@@ -414,6 +596,8 @@ int spruce_cmd_prune(int argc, char **argv)
         goto done;
     po.on_layer = on_layer;
     po.on_block = on_block;
+    po.on_plan = on_plan;
+    po.on_profile = on_profile;
     po.ctx = &ctx;
     fprintf(stderr, "prune: %s (%s, %d blocks) -> %s: %s %s, %ld samples x %ld tokens\n", dir,
             cfg->model_type, cfg->num_hidden_layers, out, ctx.method,
@@ -443,20 +627,58 @@ int spruce_cmd_prune(int argc, char **argv)
     if (cli_rank0())
         spruce_ckpt_writer_finish(w);
     w = NULL;
+    if (json) {
+        json_t *head = json_object();
+        json_object_set_new(head, "model", json_string(dir));
+        json_object_set_new(head, "output", json_string(out));
+        json_object_set_new(head, "masks", masks_path ? json_string(masks_path) : json_null());
+        json_object_set_new(head, "method", json_string(ctx.method));
+        json_object_set_new(head, "pattern", json_string(ctx.pattern));
+        json_object_set_new(head, "sparsity", pa.m ? json_null() : cli_json_real(pa.sparsity));
+        if (layer_file)
+            json_object_set_new(head, "layer_sparsity", json_string(layer_file));
+        if (owl) {
+            json_object_set_new(head, "owl_m", cli_json_real(owl_m));
+            json_object_set_new(head, "owl_lambda", cli_json_real(owl_lambda));
+        }
+        json_object_set_new(head, "nsamples", json_integer(nsamples));
+        json_object_set_new(head, "seqlen", json_integer(seqlen));
+        if (prune_report_json(&ctx.rep, head, &sum, stdout)) {
+            cli_fail("prune: writing the JSON summary failed");
+            goto done;
+        }
+        status = 0;
+        goto done;
+    }
+    prune_report_text(&ctx.rep, stdout);
+    if (sum.layers_dense)
+        printf("kept %d layers dense as the plan says\n", sum.layers_dense);
     printf("pruned %d layers of %s with %s (%s): %lld of %lld weights zero, sparsity %.4f\n",
-           sum.layers_pruned, dir, ctx.method, pa.have_sparsity ? "unstructured" : ctx.pattern,
+           sum.layers_pruned, dir, ctx.method,
+           strcmp(ctx.rep.profile, "uniform") ? ctx.rep.profile
+           : pa.have_sparsity                 ? "unstructured"
+                                              : ctx.pattern,
            (long long)sum.zeros, (long long)sum.params, sum.sparsity);
     if (pa.wbits)
         printf("quantized the kept weights to %ld bits (%s grid %s)\n", pa.wbits,
                pa.sym ? "symmetric" : "asymmetric", quant_where(&pa, qwhere, sizeof qwhere));
     if (ctx.has_loss)
         printf("total loss %.6e\n", sum.loss);
+    if (ctx.etokens)
+        print_experts(&ctx, cfg);
     printf("wrote %s%s%s in %.2f s\n", out, masks_path ? " and " : "",
            masks_path ? masks_path : "", spruce_clock_now() - ctx.t0);
     status = 0;
 done:
     spruce_ckpt_writer_abort(w);
     spruce_maskfile_abort(mf);
+    free(ctx.etokens);
+    free(ctx.eloss);
+    free(ctx.erel);
+    free(ctx.efallback);
+    spruce_layer_rules_free(rules);
+    prune_report_free(&ctx.rep);
+    free(ctx.ones);
     free(ids);
     spruce_model_free(m);
     cli_signals_reraise("prune");

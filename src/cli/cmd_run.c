@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "spruce_decode.h"
+#include "spruce_family.h"
 #include "spruce_tokenizer.h"
 #include "spruce_tokens.h"
 
@@ -413,7 +414,7 @@ int spruce_cmd_run(int argc, char **argv)
     }
     if (json) {
         print_json(prompt, nprompt, gen, ngen, text, t_prompt, t_gen, mode,
-                   spruce_decoder_sparse_layers(d), SPRUCE_NPROJ * cfg->num_hidden_layers);
+                   spruce_decoder_sparse_layers(d), spruce_decoder_linear_layers(d));
     } else {
         if (tok)
             stream_text(tok, gen, ngen, &printed, 1);
@@ -426,7 +427,7 @@ int spruce_cmd_run(int argc, char **argv)
                t_prompt > 0 ? nprompt / t_prompt : 0.0, ngen,
                ngen < steps ? " (stopped at end of sequence)" : "",
                t_gen > 0 ? ngen / t_gen : 0.0,
-               spruce_decoder_sparse_layers(d), SPRUCE_NPROJ * cfg->num_hidden_layers);
+               spruce_decoder_sparse_layers(d), spruce_decoder_linear_layers(d));
     }
     status = 0;
 done:

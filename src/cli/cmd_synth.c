@@ -32,7 +32,10 @@ static void usage(FILE *f)
             "  --family F          llama (default), mistral, qwen2, qwen3 (q/k norms; head_dim\n"
             "                      written to config.json), gemma2 or gemma3 (gemma3_text;\n"
             "                      tied head, sliding window max-position / 4, doc/checkpoints.md),\n"
-            "                      phi3 (fused qkv_proj and gate_up_proj)\n"
+            "                      phi3 (fused qkv_proj and gate_up_proj), opt (LayerNorms\n"
+            "                      with biases, learned positions, fc1/fc2 with ReLU; tied\n"
+            "                      head; --intermediate is ffn_dim, --kv-heads unused),\n"
+            "                      mixtral or qwen3_moe (every block's MLP a mixture of experts)\n"
             "  --head-dim N        head size (default hidden / heads; any even N, so that\n"
             "                      heads x N may differ from hidden as in Qwen3)\n"
             "  --rope-scaling T    rope_scaling of config.json: linear, dynamic, yarn or llama3\n"
@@ -41,6 +44,9 @@ static void usage(FILE *f)
             "                      long factors, original_max_position_embeddings = max-position\n"
             "                      / factor); default none\n"
             "  --rope-factor F     its factor (default 8 for llama3, 4 for the others)\n"
+            "  --experts N         mixtral, qwen3_moe: experts per block (default 8)\n"
+            "  --experts-per-tok K experts chosen per token (default 2)\n"
+            "  --expert-intermediate N  an expert's width (default --intermediate)\n"
             "  --seed S            random seed (default 0)\n"
             "  --force             replace an existing non-empty OUT_DIR\n\n"
             "token files (ids uniform in [0, vocab); format by extension: .u16, .u32, .txt):\n"
@@ -52,7 +58,9 @@ static void usage(FILE *f)
             "left beside OUT_DIR is removed by the next run (and named).\n\n"
             "example:\n"
             "  spruce synth /tmp/m --hidden 1024 --intermediate 2816 --layers 2 --heads 16 \\\n"
-            "      --calib /tmp/calib.u16 --eval /tmp/eval.u16\n",
+            "      --calib /tmp/calib.u16 --eval /tmp/eval.u16\n"
+            "  spruce synth /tmp/moe --family mixtral --hidden 2048 --intermediate 1408 \\\n"
+            "      --experts 8 --experts-per-tok 2 --layers 4 --heads 16 --kv-heads 8\n",
             d.hidden, d.intermediate, d.layers, d.heads, d.kv_heads, d.vocab, d.max_position);
 }
 
@@ -95,6 +103,9 @@ int spruce_cmd_synth(int argc, char **argv)
         {"head-dim", required_argument, NULL, 'd'},
         {"rope-scaling", required_argument, NULL, 'r'},
         {"rope-factor", required_argument, NULL, 'R'},
+        {"experts", required_argument, NULL, 'X'},
+        {"experts-per-tok", required_argument, NULL, 'k'},
+        {"expert-intermediate", required_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -155,6 +166,9 @@ int spruce_cmd_synth(int argc, char **argv)
             }
             break;
         case 'R': if (cli_parse_float("--rope-factor", optarg, 1.0, 1e6, &fv)) return 2; fam.rope_factor = fv; break;
+        case 'X': if (cli_parse_int("--experts", optarg, 1, SPRUCE_MAX_EXPERTS, &v)) return 2; fam.experts = (int)v; break;
+        case 'k': if (cli_parse_int("--experts-per-tok", optarg, 1, SPRUCE_MAX_EXPERTS, &v)) return 2; fam.experts_per_tok = (int)v; break;
+        case 'W': if (cli_parse_int("--expert-intermediate", optarg, 1, SPRUCE_MAX_INTERMEDIATE, &v)) return 2; fam.expert_intermediate = (int)v; break;
         case 'f': force = 1; break;
         case 'c': calib = optarg; break;
         case 'e': eval = optarg; break;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -254,12 +255,19 @@ int spruce_cmd_tokenize(int argc, char **argv)
         status = 0;
         goto done;
     }
-    if (text)
-        len = strlen(text);
-    else if (read_all(file, &buf, &len))
-        goto done;
     t0 = spruce_clock_now();
-    if ((rc = spruce_tokenizer_encode(tok, text ? text : buf, len, add_special, &ids, &n))) {
+    if (file && !text) { /* mapped, not read: a large file costs no memory beyond its ids */
+        struct stat st;
+        len = stat(file, &st) == 0 ? (size_t)st.st_size : 0;
+        rc = spruce_tokenizer_encode_file(tok, file, add_special, NULL, NULL, &ids, &n);
+    } else {
+        if (text)
+            len = strlen(text);
+        else if (read_all(file, &buf, &len))
+            goto done;
+        rc = spruce_tokenizer_encode(tok, text ? text : buf, len, add_special, &ids, &n);
+    }
+    if (rc) {
         cli_error(rc, "tokenize: %s", text ? "--text" : file ? file : "stdin");
         goto done;
     }

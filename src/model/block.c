@@ -8,7 +8,9 @@
  * eager_attention_forward, Gemma2DecoderLayer; modeling_gemma3.py) are
  * switches of the same functions: (1 + w) norm weights, gelu (tanh), the
  * scale, soft-cap and window of the attention, the norms of the branch
- * outputs. */
+ * outputs.  So are OPT's (modeling_opt.py: OPTDecoderLayer): LayerNorm with
+ * bias (opt.c), no RoPE, relu(fc1) without a gate, and the post-norm order
+ * of do_layer_norm_before false. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #endif
 
 #include "block.h"
+#include "opt.h"
 #include "spruce_family.h"
 
 #define PAR_MIN SPRUCE__PAR_MIN
@@ -474,7 +477,18 @@ static int check(const spruce__block_run *r, int locate_only, const float *x, in
 
 static const char *proj_path(const spruce_family *f, spruce_proj l)
 {
-    return f ? f->linear[l].path : spruce_proj_path(l);
+    return f && f->linear[l].path ? f->linear[l].path : spruce_proj_path(l);
+}
+
+/* y = norm(x) for ntok rows: RMSNorm with weights (w + off), or OPT's
+ * LayerNorm with weight w and bias b. */
+static void block_norm(const spruce_config *c, float *y, const float *x, const float *w,
+                       const float *b, float off, int ntok)
+{
+    if (c->layer_norm)
+        spruce__layernorm(y, x, w, b, ntok, c->hidden_size, c->rms_norm_eps);
+    else
+        spruce__rmsnorm_off(y, x, w, off, ntok, c->hidden_size, c->rms_norm_eps);
 }
 
 /* Tap site, then say whether the block stops there (*rc: the tap's return). */
@@ -508,6 +522,7 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     } while (0)
 
     float off = c->norm_plus_one ? 1.0f : 0.0f;   /* gemma: weights (1 + w) */
+    const float *in;
     spruce__attn at;
 
     spruce__attn_default(&at, d);
@@ -516,14 +531,19 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     at.softcap = (float)c->attn_softcap;
     at.window = r->window;
 
-    /* attention */
-    spruce__rmsnorm_off(r->a, x, r->attn_norm, off, ntok, hid, c->rms_norm_eps);
-    CHECK(!tap, r->a, hid, attn_norm, "output");
-    if (tap_and_stop(tap, ctx, SPRUCE_SITE_QKV, r->a, ntok, hid, stop_after, &rc))
+    /* attention: on norm(x), or on x itself in OPT's post-norm block */
+    if (c->post_norm) {
+        in = x;
+    } else {
+        block_norm(c, r->a, x, r->attn_norm, r->attn_norm_b, off, ntok);
+        CHECK(!tap, r->a, hid, attn_norm, "output");
+        in = r->a;
+    }
+    if (tap_and_stop(tap, ctx, SPRUCE_SITE_QKV, in, ntok, hid, stop_after, &rc))
         return rc;
-    if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_Q, r->a, ntok, r->q)) ||
-        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_K, r->a, ntok, r->k)) ||
-        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_V, r->a, ntok, r->v)))
+    if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_Q, in, ntok, r->q)) ||
+        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_K, in, ntok, r->k)) ||
+        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_V, in, ntok, r->v)))
         return rc;
     CHECK(1, r->q, qd, proj_path(f, SPRUCE_PROJ_Q), "output");
     CHECK(1, r->k, KV * d, proj_path(f, SPRUCE_PROJ_K), "output");
@@ -532,10 +552,12 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
         spruce__rmsnorm_off(r->q, r->q, r->q_norm, off, ntok * H, d, c->rms_norm_eps);
     if (r->k_norm)
         spruce__rmsnorm_off(r->k, r->k, r->k_norm, off, ntok * KV, d, c->rms_norm_eps);
-    spruce__rope(r->q, ntok, T, r->pos0, H, d, rd, r->cos, r->sin);
-    spruce__rope(r->k, ntok, T, r->pos0, KV, d, rd, r->cos, r->sin);
-    CHECK(1, r->q, qd, proj_path(f, SPRUCE_PROJ_Q), "output after rotary embedding");
-    CHECK(1, r->k, KV * d, proj_path(f, SPRUCE_PROJ_K), "output after rotary embedding");
+    if (!c->learned_positions) {
+        spruce__rope(r->q, ntok, T, r->pos0, H, d, rd, r->cos, r->sin);
+        spruce__rope(r->k, ntok, T, r->pos0, KV, d, rd, r->cos, r->sin);
+        CHECK(1, r->q, qd, proj_path(f, SPRUCE_PROJ_Q), "output after rotary embedding");
+        CHECK(1, r->k, KV * d, proj_path(f, SPRUCE_PROJ_K), "output after rotary embedding");
+    }
     if (r->blas_attention) {
         spruce__attention_blas_opts(r->q, r->k, r->v, r->att, nseq, T, H, KV, d, &at,
                                     r->scores);
@@ -555,31 +577,54 @@ int spruce__block(const spruce__block_run *r, float *x, int nseq, int T, spruce_
     if (r->h != x)
         memcpy(r->h, x, n * sizeof(float));
     spruce__add(r->h, r->t, n);
+    if (c->post_norm)
+        block_norm(c, r->h, r->h, r->attn_norm, r->attn_norm_b, off, ntok);
     CHECK(1, r->h, hid, "residual stream after self_attn", "");
 
-    /* MLP */
-    spruce__rmsnorm_off(r->a, r->h, r->mlp_norm, off, ntok, hid, c->rms_norm_eps);
-    CHECK(!tap, r->a, hid, mlp_norm, "output");
-    if (tap_and_stop(tap, ctx, SPRUCE_SITE_GATEUP, r->a, ntok, hid, stop_after, &rc))
+    /* MLP: on norm(h), or on h itself in the post-norm block */
+    if (c->post_norm) {
+        in = r->h;
+    } else {
+        block_norm(c, r->a, r->h, r->mlp_norm, r->mlp_norm_b, off, ntok);
+        CHECK(!tap, r->a, hid, mlp_norm, "output");
+        in = r->a;
+    }
+    if (tap_and_stop(tap, ctx, SPRUCE_SITE_GATEUP, in, ntok, hid, stop_after, &rc))
         return rc;
-    if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_GATE, r->a, ntok, r->g)) ||
-        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_UP, r->a, ntok, r->u)))
-        return rc;
-    CHECK(1, r->g, inter, proj_path(f, SPRUCE_PROJ_GATE), "output");
-    CHECK(1, r->u, inter, proj_path(f, SPRUCE_PROJ_UP), "output");
-    if (c->act == SPRUCE_ACT_GELU_TANH)
-        spruce__geglu(r->g, r->u, (size_t)ntok * inter);
-    else
-        spruce__swiglu(r->g, r->u, (size_t)ntok * inter);
-    CHECK(!tap, r->g, inter, "mlp", "act_fn(gate_proj) * up_proj");
+    if (r->moe) {   /* the experts chosen for each token, weighted */
+        if ((rc = spruce__moe_mlp(r, ntok, T)) || stop_after == (int)SPRUCE_SITE_DOWN)
+            return rc;   /* stopping after the experts' down inputs: x unchanged */
+        goto residual;
+    }
+    if (c->act == SPRUCE_ACT_RELU) {   /* OPT: g = relu(fc1(in)), no gate */
+        if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_UP, in, ntok, r->g)))
+            return rc;
+        CHECK(1, r->g, inter, proj_path(f, SPRUCE_PROJ_UP), "output");
+        spruce__relu(r->g, (size_t)ntok * inter);
+        CHECK(!tap, r->g, inter, "mlp", "activation_fn(fc1)");
+    } else {
+        if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_GATE, in, ntok, r->g)) ||
+            (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_UP, in, ntok, r->u)))
+            return rc;
+        CHECK(1, r->g, inter, proj_path(f, SPRUCE_PROJ_GATE), "output");
+        CHECK(1, r->u, inter, proj_path(f, SPRUCE_PROJ_UP), "output");
+        if (c->act == SPRUCE_ACT_GELU_TANH)
+            spruce__geglu(r->g, r->u, (size_t)ntok * inter);
+        else
+            spruce__swiglu(r->g, r->u, (size_t)ntok * inter);
+        CHECK(!tap, r->g, inter, "mlp", "act_fn(gate_proj) * up_proj");
+    }
     if (tap_and_stop(tap, ctx, SPRUCE_SITE_DOWN, r->g, ntok, inter, stop_after, &rc))
         return rc;
     if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_DOWN, r->g, ntok, r->t)))
         return rc;
     CHECK(1, r->t, hid, proj_path(f, SPRUCE_PROJ_DOWN), "output");
+residual:
     if (r->post_mlp_norm)
         spruce__rmsnorm_off(r->t, r->t, r->post_mlp_norm, off, ntok, hid, c->rms_norm_eps);
     spruce__add(r->h, r->t, n);
+    if (c->post_norm)
+        block_norm(c, r->h, r->h, r->mlp_norm, r->mlp_norm_b, off, ntok);
     CHECK(0, r->h, hid, "output", "");
 #undef CHECK
     if (r->h != x)

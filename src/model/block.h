@@ -133,6 +133,25 @@ int spruce__check_rows(const float *x, int ntok, int n, int T, int pos0, int seq
 /* Y (ntok, rows) = X (ntok, cols) W_l^T + b_l for linear l of the block. */
 typedef int (*spruce__linear_fn)(void *ctx, spruce_proj l, const float *X, int ntok, float *Y);
 
+/* Y (ntok, rows) = X (ntok, cols) W^T for a mixture-of-experts block's
+ * router (e = -1, k = 0) or expert e's gate (k 0), up (1) or down (2). */
+typedef int (*spruce__expert_fn)(void *ctx, int e, int k, const float *X, int ntok, float *Y);
+
+/* Sees expert e's inputs: X (tokens, cols) at site GATEUP (the tokens routed
+ * to e, rows of the MLP norm's output, unweighted) or DOWN (silu(gate) * up
+ * of those tokens); tokens >= 1.  A non-zero return stops the block. */
+typedef int (*spruce__expert_tap_fn)(void *ctx, int e, spruce_site site, const float *X,
+                                     int tokens, int cols);
+
+/* The router's choice for ntok tokens (modeling_mixtral.py:
+ * MixtralSparseMoeBlock; modeling_qwen3_moe.py: Qwen3MoeSparseMoeBlock):
+ * p (ntok, E) holds the router logits and is replaced by their softmax over
+ * all E experts; sel (ntok, k) receives the k most probable experts of each
+ * token, most probable first (the lower index first on a tie, as torch.topk
+ * on CPU), and w (ntok, k) their probabilities, divided by their sum when
+ * renorm. */
+void spruce__moe_route(float *p, int ntok, int E, int k, int renorm, int *sel, float *w);
+
 /* Everything one block needs besides its input.  Buffers are (ntok, width):
  * a (hidden), q (H d), k, v (KV d), att (H d), t (hidden), g, u (inter), and
  * h (hidden), the residual stream, which may be x itself (decoding: x is
@@ -141,6 +160,7 @@ typedef int (*spruce__linear_fn)(void *ctx, spruce_proj l, const float *X, int n
 typedef struct {
     const spruce_config *c;
     const float *attn_norm, *mlp_norm;     /* (hidden) */
+    const float *attn_norm_b, *mlp_norm_b; /* (hidden) OPT: the LayerNorms' biases, or NULL */
     const float *q_norm, *k_norm;          /* (head_dim) per-head norms of q, k, or NULL */
     const float *post_attn_norm;           /* (hidden) gemma: norm of o's output, or NULL */
     const float *post_mlp_norm;            /* (hidden) gemma: norm of down's output, or NULL */
@@ -161,7 +181,25 @@ typedef struct {
      * seq0 (the index of the first sequence) are for the message. */
     int locate;
     int layer, seq0;
+    /* A mixture-of-experts MLP (r->moe, spruce_config_layer_moe): the router
+     * and experts go through expert (with linear_ctx), each expert on only the
+     * tokens routed to it; expert_tap (may be NULL) sees their inputs.
+     * Scratch: moe_x, moe_y (ntok, hidden), moe_p (ntok, experts), moe_w and
+     * moe_sel (ntok, top-k), moe_tok (ntok * top-k); g and u then hold
+     * (ntok, moe_intermediate_size). */
+    int moe;
+    spruce__expert_fn expert;
+    spruce__expert_tap_fn expert_tap;
+    void *expert_tap_ctx;
+    float *moe_x, *moe_y, *moe_p, *moe_w;
+    int *moe_sel, *moe_tok;
 } spruce__block_run;
+
+/* The MoE MLP of r on a (ntok, hidden) = r->a: r->t (ntok, hidden) = the sum
+ * over each token's chosen experts of w_e down_e(silu(gate_e a) * up_e a).
+ * Returns 0, an expert's or the tap's non-zero return, or SPRUCE_ENAN (with
+ * r->locate: naming the first expert output holding one). */
+int spruce__moe_mlp(const spruce__block_run *r, int ntok, int T);
 
 /* x (nseq * T, hidden) through one LLaMA decoder block (modeling_llama.py:
  * LlamaDecoderLayer; modeling_qwen3.py: Qwen3Attention adds the per-head
@@ -173,6 +211,11 @@ typedef struct {
  * weights (1 + w), scores scaled by c->attn_scale and soft-capped, the
  * window r->window, gelu_tanh for silu, and h = x + post_attn_norm(o(att)),
  * x = h + post_mlp_norm(down(g)).
+ * OPT (modeling_opt.py: OPTDecoderLayer; c->layer_norm, learned_positions,
+ * act RELU): LayerNorms with biases for the RMSNorms, no RoPE, the MLP
+ * fc2(relu(fc1(a))) in the up and down slots (g holds relu(fc1)), and with
+ * c->post_norm the post-norm block: q/k/v read x itself,
+ *   h = LN1(x + o(att));  x = LN2(h + fc2(relu(fc1(h)))).
  * tap (may be NULL) sees the input of each group of linear layers; with
  * stop_after a site (not -1) the block stops right after tapping it and x is
  * unchanged (when r->h is not x).  Returns 0, a linear layer's error, the

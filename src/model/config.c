@@ -204,13 +204,203 @@ static int gemma_keys(const json_t *root, const char *origin, const spruce_famil
     return 0;
 }
 
+/* The keys of configuration_opt.py (OPTConfig) that change the maths, with
+ * their defaults (ffn_dim, the MLP's width, is read with the sizes):
+ *   activation_function            relu (the only one implemented)
+ *   do_layer_norm_before           true; false: the post-norm block, no final norm
+ *   _remove_final_layer_norm       false; true: no final norm
+ *   enable_bias                    true: biases on every linear layer
+ *   layer_norm_elementwise_affine  true; false: LayerNorms without weight and bias
+ *                                  (and without their tensors)
+ *   word_embed_proj_dim            hidden_size; else project_in and project_out
+ *   tie_word_embeddings            true
+ * Every norm is nn.LayerNorm (eps 1e-5, weight and bias); head_dim is
+ * hidden_size / num_attention_heads with one key/value head per head; no
+ * RoPE (rope_theta and rope_scaling are not read): the positional table's
+ * row position + 2 is added to the embedding. */
+static int opt_keys(const json_t *root, const char *origin, spruce_config *c)
+{
+    const json_t *v = json_object_get(root, "activation_function");
+    int pre = 1, remove = 0, bias = 1, affine = 1, rc;
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v))
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'activation_function': "
+                                  "expected a string", origin);
+        if (strcmp(json_string_value(v), "relu"))
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: activation_function '%s' is "
+                                  "not supported (supported: relu)", origin,
+                                  json_string_value(v));
+    }
+    if ((rc = get_bool(root, origin, "do_layer_norm_before", &pre)) ||
+        (rc = get_bool(root, origin, "_remove_final_layer_norm", &remove)) ||
+        (rc = get_bool(root, origin, "enable_bias", &bias)) ||
+        (rc = get_bool(root, origin, "layer_norm_elementwise_affine", &affine)))
+        return rc;
+    c->act = SPRUCE_ACT_RELU;
+    c->layer_norm = 1;
+    c->learned_positions = 1;
+    c->rms_norm_eps = 1e-5;   /* nn.LayerNorm's default; OPTConfig has no key for it */
+    c->post_norm = !pre;
+    c->no_final_norm = !pre || remove;
+    c->no_norm_affine = !affine;
+    c->qkv_bias = c->o_bias = c->mlp_bias = bias;
+    c->word_embed_proj_dim = c->hidden_size;
+    if ((rc = get_int(root, origin, "word_embed_proj_dim", 0, 1, SPRUCE_MAX_HIDDEN,
+                      &c->word_embed_proj_dim)) ||
+        (rc = check_product(origin, "vocab_size", c->vocab_size, "word_embed_proj_dim",
+                            c->word_embed_proj_dim, SPRUCE_MAX_TENSOR)) ||
+        (rc = check_product(origin, "word_embed_proj_dim", c->word_embed_proj_dim,
+                            "hidden_size", c->hidden_size, SPRUCE_MAX_TENSOR)))
+        return rc;
+    return 0;
+}
+
+/* Qwen2's and Qwen3's window (configuration_qwen2.py, configuration_qwen3.py):
+ *   use_sliding_window  false: no layer slides (sliding_window is then None)
+ *   sliding_window      4096 (null: none, every layer full)
+ *   max_window_layers   28: layers 0 .. max_window_layers - 1 attend fully, the
+ *                       later ones slide
+ *   layer_types         when given, says which layers slide instead; spruce keeps
+ *                       it as the first sliding layer (full layers, then sliding
+ *                       ones); another order is refused, and so are sliding layers
+ *                       without a window
+ * on: use_sliding_window. */
+static int qwen_window(const json_t *root, const char *origin, int on, spruce_config *c)
+{
+    const json_t *v = json_object_get(root, "sliding_window"), *e;
+    int window = 4096, from = 28, first = -1, rc;
+    size_t i;
+    if (!on || (v && json_is_null(v)))
+        window = 0;
+    else if ((rc = get_int(root, origin, "sliding_window", 0, 1, INT_MAX, &window)))
+        return rc;
+    if ((rc = get_int(root, origin, "max_window_layers", 0, 0, INT_MAX, &from)))
+        return rc;
+    v = json_object_get(root, "layer_types");
+    if (v && !json_is_null(v)) {
+        if (!json_is_array(v) || json_array_size(v) != (size_t)c->num_hidden_layers)
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'layer_types': expected an "
+                                  "array of num_hidden_layers (%d) strings", origin,
+                                  c->num_hidden_layers);
+        json_array_foreach(v, i, e) {
+            const char *s = json_is_string(e) ? json_string_value(e) : "";
+            int sliding = !strcmp(s, "sliding_attention");
+            if (!sliding && strcmp(s, "full_attention"))
+                return spruce__seterr(SPRUCE_EFORMAT, "file %s: layer_types[%zu]: expected "
+                                      "\"sliding_attention\" or \"full_attention\"", origin, i);
+            if (sliding && first < 0)
+                first = (int)i;
+            if (!sliding && first >= 0)
+                return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%zu] is "
+                                      "\"full_attention\" after the sliding layer %d "
+                                      "(supported: full layers, then sliding ones, as "
+                                      "max_window_layers gives)", origin, i, first);
+        }
+        from = first < 0 ? c->num_hidden_layers : first;
+        if (first >= 0 && !window)
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%d] is "
+                                  "\"sliding_attention\" but there is no window "
+                                  "(use_sliding_window false or sliding_window null; "
+                                  "supported: a window of use_sliding_window true and "
+                                  "sliding_window)", origin, first);
+    }
+    c->sliding_window = from < c->num_hidden_layers ? window : 0;
+    c->sliding_from = c->sliding_window ? from : 0;
+    return 0;
+}
+
 int spruce_config_layer_window(const spruce_config *c, int layer)
 {
-    if (!c || c->sliding_window <= 0)
+    if (!c || c->sliding_window <= 0 || layer < c->sliding_from)
         return 0;
     if (c->sliding_pattern > 0 && !((layer + 1) % c->sliding_pattern))
         return 0;
     return c->sliding_window;
+}
+
+int spruce_config_layer_moe(const spruce_config *c, int layer)
+{
+    if (!c || c->num_experts <= 0 || layer < 0 || layer >= SPRUCE_MAX_LAYERS_BITS)
+        return 0;
+    if (c->decoder_sparse_step > 1 && (layer + 1) % c->decoder_sparse_step)
+        return 0;
+    return !(c->mlp_only[layer / 8] >> (layer % 8) & 1);
+}
+
+/* Keys of other mixture-of-experts designs that change the maths: refused
+ * unless absent or at the value that means "not used". */
+static int refuse_moe_key(const json_t *root, const char *origin, const char *key)
+{
+    const json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v) || json_is_false(v) ||
+        (json_is_number(v) && json_number_value(v) == 0))
+        return 0;
+    return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: key '%s' is set (shared experts or "
+                          "another routing than Mixtral's and Qwen3-MoE's are not supported: "
+                          "softmax over all experts, top-k)", origin, key);
+}
+
+/* configuration_mixtral.py and configuration_qwen3_moe.py, with their
+ * defaults:
+ *   num_local_experts (mixtral, 8) / num_experts (qwen3_moe, 128)
+ *   num_experts_per_tok     mixtral 2, qwen3_moe 8
+ *   norm_topk_prob          qwen3_moe false; mixtral always renormalises
+ *   moe_intermediate_size   qwen3_moe 768; mixtral's experts are intermediate_size wide
+ *   decoder_sparse_step     qwen3_moe 1
+ *   mlp_only_layers         qwen3_moe [] (layers with qwen3's dense MLP)
+ * router_jitter_noise and the auxiliary loss act in training only. */
+static int moe_keys(const json_t *root, const char *origin, const spruce_family *f,
+                    spruce_config *c)
+{
+    static const char *refused[] = {"shared_expert_intermediate_size", "n_shared_experts",
+                                    "num_shared_experts", "first_k_dense_replace",
+                                    "routed_scaling_factor", "n_group", "topk_group"};
+    const json_t *v, *e;
+    size_t i;
+    int rc;
+    for (i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if ((rc = refuse_moe_key(root, origin, refused[i])))
+            return rc;
+    v = json_object_get(root, "scoring_func");
+    if (v && !json_is_null(v) && (!json_is_string(v) || strcmp(json_string_value(v), "softmax")))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: key 'scoring_func' is not "
+                              "\"softmax\" (supported: softmax over all experts)", origin);
+    c->num_experts = f->moe == 1 ? 8 : 128;
+    c->num_experts_per_tok = f->moe == 1 ? 2 : 8;
+    c->norm_topk_prob = f->moe == 1;
+    c->moe_intermediate_size = f->moe == 1 ? c->intermediate_size : 768;
+    c->decoder_sparse_step = 1;
+    if ((rc = get_int(root, origin, f->experts_key, 0, 1, SPRUCE_MAX_EXPERTS, &c->num_experts)) ||
+        (rc = get_int(root, origin, "num_experts_per_tok", 0, 1, SPRUCE_MAX_EXPERTS,
+                      &c->num_experts_per_tok)))
+        return rc;
+    if (c->num_experts_per_tok > c->num_experts)
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: num_experts_per_tok %d exceeds %s %d",
+                              origin, c->num_experts_per_tok, f->experts_key, c->num_experts);
+    if (f->moe == 1)
+        return 0;
+    if ((rc = get_bool(root, origin, "norm_topk_prob", &c->norm_topk_prob)) ||
+        (rc = get_int(root, origin, "moe_intermediate_size", 0, 1, SPRUCE_MAX_INTERMEDIATE,
+                      &c->moe_intermediate_size)) ||
+        (rc = check_product(origin, "moe_intermediate_size", c->moe_intermediate_size,
+                            "hidden_size", c->hidden_size, SPRUCE_MAX_TENSOR)) ||
+        (rc = get_int(root, origin, "decoder_sparse_step", 0, 1, SPRUCE_MAX_LAYERS,
+                      &c->decoder_sparse_step)))
+        return rc;
+    v = json_object_get(root, "mlp_only_layers");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'mlp_only_layers': expected an "
+                              "array of layer indices", origin);
+    json_array_foreach(v, i, e) {
+        json_int_t l = json_is_integer(e) ? json_integer_value(e) : -1;
+        if (l < 0 || l >= c->num_hidden_layers)
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: mlp_only_layers[%zu]: expected a "
+                                  "layer index in 0..%d", origin, i, c->num_hidden_layers - 1);
+        c->mlp_only[l / 8] |= (unsigned char)(1u << (l % 8));
+    }
+    return 0;
 }
 
 static int parse(const json_t *root, const char *origin, spruce_config *c)
@@ -240,8 +430,8 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
 
     if ((rc = get_int(root, origin, "hidden_size", 1, 1, SPRUCE_MAX_HIDDEN,
                       &c->hidden_size)) ||
-        (rc = get_int(root, origin, "intermediate_size", 1, 1, SPRUCE_MAX_INTERMEDIATE,
-                      &c->intermediate_size)) ||
+        (rc = get_int(root, origin, f->opt ? "ffn_dim" : "intermediate_size", 1, 1,
+                      SPRUCE_MAX_INTERMEDIATE, &c->intermediate_size)) ||
         (rc = get_int(root, origin, "num_hidden_layers", 1, 1, SPRUCE_MAX_LAYERS,
                       &c->num_hidden_layers)) ||
         (rc = get_int(root, origin, "num_attention_heads", 1, 1, SPRUCE_MAX_HEADS,
@@ -250,16 +440,17 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
         (rc = get_int(root, origin, "max_position_embeddings", 1, 1, SPRUCE_MAX_POSITIONS,
                       &c->max_position_embeddings)))
         return rc;
-    c->num_key_value_heads = c->num_attention_heads;
-    if ((rc = get_int(root, origin, "num_key_value_heads", 0, 1, SPRUCE_MAX_HEADS,
-                      &c->num_key_value_heads)))
+    c->num_key_value_heads = c->num_attention_heads;   /* OPT: always */
+    if (!f->opt && (rc = get_int(root, origin, "num_key_value_heads", 0, 1, SPRUCE_MAX_HEADS,
+                                 &c->num_key_value_heads)))
         return rc;
     if (c->num_attention_heads % c->num_key_value_heads)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: num_attention_heads %d is not a multiple "
                               "of num_key_value_heads %d", origin, c->num_attention_heads,
                               c->num_key_value_heads);
-    c->head_dim = 0;
-    if ((rc = get_int(root, origin, "head_dim", 0, 1, SPRUCE_MAX_HEAD_DIM, &c->head_dim)))
+    c->head_dim = 0;   /* OPTAttention: always hidden / heads */
+    if (!f->opt &&
+        (rc = get_int(root, origin, "head_dim", 0, 1, SPRUCE_MAX_HEAD_DIM, &c->head_dim)))
         return rc;
     if (!c->head_dim)
         c->head_dim = f->default_head_dim;   /* 0: hidden / heads */
@@ -286,19 +477,20 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
         (rc = check_product(origin, "intermediate_size", c->intermediate_size, "hidden_size",
                             c->hidden_size, SPRUCE_MAX_TENSOR)))
         return rc;
-    if (c->head_dim % 2)
+    if (c->head_dim % 2 && !f->opt)
         return spruce__seterr(SPRUCE_EFORMAT, "file %s: head_dim %d must be even for rotary "
                               "embeddings", origin, c->head_dim);
 
     c->rms_norm_eps = f->phi3 ? 1e-5 : 1e-6;   /* configuration_phi3.py: 1e-5 */
     c->rope_theta = f->gemma == 3 ? 1e6 : 10000.0;   /* configuration_gemma3.py */
-    c->tie_word_embeddings = f->gemma != 0;   /* Gemma's configs: true */
-    if ((rc = get_double(root, origin, "rms_norm_eps", 0, &c->rms_norm_eps)) ||
+    c->tie_word_embeddings = f->gemma != 0 || f->opt;   /* Gemma's, OPT's configs: true */
+    if ((!f->opt && (rc = get_double(root, origin, "rms_norm_eps", 0, &c->rms_norm_eps))) ||
         (rc = get_double(root, origin, "rope_theta", 0, &c->rope_theta)) ||
         (rc = get_bool(root, origin, "tie_word_embeddings", &c->tie_word_embeddings)))
         return rc;
 
-    v = f->gemma ? NULL : json_object_get(root, "hidden_act");   /* gemma: gemma_keys */
+    /* gemma: gemma_keys, opt: opt_keys */
+    v = f->gemma || f->opt ? NULL : json_object_get(root, "hidden_act");
     if (v && !json_is_null(v)) {
         if (!json_is_string(v))
             return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'hidden_act': expected a string",
@@ -307,10 +499,15 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
             return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: hidden_act '%s' is not "
                                   "supported (supported: silu)", origin, json_string_value(v));
     }
-    if ((rc = spruce__rope_parse(root, origin, c)))   /* rope.c */
+    if (!f->opt && (rc = spruce__rope_parse(root, origin, c)))   /* rope.c */
         return rc;
     c->qk_norm = f->q_norm != NULL;
-    if ((rc = f->gemma ? gemma_keys(root, origin, f, c) : check_layer_types(root, origin)))
+    /* layer_types: gemma_keys; qwen2, qwen3: qwen_window */
+    if ((rc = f->gemma              ? gemma_keys(root, origin, f, c)
+              : f->window_switch_key ? 0
+                                     : check_layer_types(root, origin)))
+        return rc;
+    if (f->moe && (rc = moe_keys(root, origin, f, c)))
         return rc;
 
     /* What the family's keys switch on (spruce_family.h). */
@@ -322,14 +519,18 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
     }
     if (f->mlp_bias_key && (rc = get_bool(root, origin, f->mlp_bias_key, &c->mlp_bias)))
         return rc;
-    if (f->window_switch_key) {
+    if (f->opt && (rc = opt_keys(root, origin, c)))
+        return rc;
+    if (f->window_switch_key) {   /* qwen2, qwen3 */
         on = 0;
         if ((rc = get_bool(root, origin, f->window_switch_key, &on)))
             return rc;
-        if (on)
-            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: %s true is not supported "
-                                  "(supported: full causal attention)", origin,
-                                  f->window_switch_key);
+        if (on && f->moe) /* the experts' sliding attention is not checked against a reference */
+            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: key '%s' true: sliding-window "
+                                  "attention is not implemented for %s (supported: qwen2, "
+                                  "qwen3)", origin, f->window_switch_key, f->model_type);
+        if ((rc = qwen_window(root, origin, on, c)))
+            return rc;
     }
     /* The window (mistral, phi3: every layer, as their models' sliding-window
      * causal mask; sliding_pattern 0). */

@@ -13,18 +13,25 @@
 
 typedef struct {
     float *attn_norm, *mlp_norm;          /* (hidden) */
+    float *attn_norm_b, *mlp_norm_b;      /* (hidden) OPT's LayerNorm biases, or NULL */
     float *q_norm, *k_norm;               /* (head_dim) or NULL */
     float *post_attn_norm, *post_mlp_norm;   /* (hidden) gemma, or NULL */
     int window;                           /* the layer's attention window, 0: none */
     spruce_linear *lin[SPRUCE_NPROJ];
     float *bias[SPRUCE_NPROJ];            /* (rows) or NULL */
     spruce__kv kv;                        /* (KV, head_dim, ld) key and value cache */
+    /* A mixture of experts: the router and each expert's gate, up, down
+     * (expert[3 e + k]) as linear layers of their own, so that a token reads
+     * only the weights of the experts chosen for it. */
+    int nexperts;
+    spruce_linear *router;
+    spruce_linear **expert;
 } dec_layer;
 
 struct spruce_decoder {
     spruce_model *m;
     const spruce_config *c;
-    int max_T, pos, nsparse, nthreads;
+    int max_T, pos, nsparse, nlinear, nthreads;
     long prefill_len;                     /* rope table length of a prompt being fed, or 0 */
     dec_layer *layers;
     float *cos, *sin;                     /* (max_T, head_dim / 2) RoPE tables */
@@ -33,6 +40,8 @@ struct spruce_decoder {
     float *g, *u;                         /* (intermediate) */
     float *p;                             /* (nthreads, ld) attention weights */
     float *xn;                            /* (hidden) scratch of the head */
+    float *moe_x, *moe_y, *moe_p, *moe_w; /* (hidden), (hidden), (experts), (top-k) */
+    int *moe_sel, *moe_tok;               /* (top-k) */
     /* longrope (phi3): the ids fed so far, and whether the tables (and the
      * cache) hold the long factors; see longrope_switch */
     uint32_t *ids;
@@ -50,6 +59,8 @@ void spruce_decoder_free(spruce_decoder *d)
             dec_layer *L = &d->layers[i];
             free(L->attn_norm);
             free(L->mlp_norm);
+            free(L->attn_norm_b);
+            free(L->mlp_norm_b);
             free(L->q_norm);
             free(L->k_norm);
             free(L->post_attn_norm);
@@ -60,6 +71,11 @@ void spruce_decoder_free(spruce_decoder *d)
             }
             free(L->kv.kt);
             free(L->kv.vt);
+            spruce_linear_free(L->router);
+            if (L->expert)
+                for (l = 0; l < 3 * L->nexperts; l++)
+                    spruce_linear_free(L->expert[l]);
+            free(L->expert);
         }
         free(d->layers);
     }
@@ -69,6 +85,8 @@ void spruce_decoder_free(spruce_decoder *d)
     free(d->sin_local);
     free(d->x); free(d->a); free(d->q); free(d->k); free(d->v); free(d->att); free(d->t);
     free(d->g); free(d->u); free(d->p); free(d->xn);
+    free(d->moe_x); free(d->moe_y); free(d->moe_p); free(d->moe_w); free(d->moe_sel);
+    free(d->moe_tok);
     free(d);
 }
 
@@ -83,6 +101,31 @@ static float *copy_vec(const float *src, size_t n)
     return p;
 }
 
+/* The router (dense: it is never pruned) and every expert's linear layers. */
+static int experts_create(dec_layer *L, const spruce_block *b, const spruce_config *c,
+                          const spruce_linear_opts *lo, int *nsparse)
+{
+    spruce_linear_opts dense = *lo;
+    int e, k, rc, hid = c->hidden_size, w = b->expert_width;
+    if (!(L->expert = calloc((size_t)3 * b->nexperts, sizeof *L->expert)))
+        return spruce__seterr(SPRUCE_ENOMEM, "decoder block %d: %d experts", b->layer,
+                              b->nexperts);
+    L->nexperts = b->nexperts;
+    dense.format = SPRUCE_FMT_DENSE;
+    if ((rc = spruce_linear_create(b->router, b->nexperts, hid, &dense, &L->router)))
+        return rc;
+    for (e = 0; e < b->nexperts; e++)
+        for (k = 0; k < 3; k++) {
+            spruce_linear **lin = &L->expert[3 * e + k];
+            if ((rc = spruce_linear_create(b->expert[3 * e + k], k == 2 ? hid : w,
+                                           k == 2 ? w : hid, lo, lin)))
+                return rc;
+            if (spruce_linear_format(*lin, 1) != SPRUCE_FMT_DENSE)
+                (*nsparse)++;
+        }
+    return 0;
+}
+
 int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
                           spruce_decoder **out)
 {
@@ -90,7 +133,7 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     spruce_linear_opts lo;
     const spruce_config *c;
     size_t hid, qdim, kvdim, half, ld;
-    int rc = 0, i, l;
+    int rc = 0, i, l, inter;
     if (!m || !out || max_T <= 0)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_decoder_create: bad argument");
     *out = NULL;
@@ -118,14 +161,29 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     d->att = malloc(qdim * sizeof(float));
     d->k = malloc(kvdim * sizeof(float));
     d->v = malloc(kvdim * sizeof(float));
-    d->g = malloc((size_t)c->intermediate_size * sizeof(float));
-    d->u = malloc((size_t)c->intermediate_size * sizeof(float));
+    inter = c->intermediate_size > c->moe_intermediate_size ? c->intermediate_size
+                                                             : c->moe_intermediate_size;
+    d->g = malloc((size_t)inter * sizeof(float));
+    d->u = malloc((size_t)inter * sizeof(float));
     d->p = malloc((size_t)d->nthreads * ld * sizeof(float));
     d->ids = malloc((size_t)max_T * sizeof *d->ids);
     if (!d->ids || !d->layers || !d->cos || !d->sin || !d->x || !d->a || !d->t || !d->xn || !d->q ||
         !d->att || !d->k || !d->v || !d->g || !d->u || !d->p) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "decoder buffers");
         goto done;
+    }
+    if (c->num_experts > 0) {
+        size_t E = (size_t)c->num_experts, K = (size_t)c->num_experts_per_tok;
+        d->moe_x = malloc(hid * sizeof(float));
+        d->moe_y = malloc(hid * sizeof(float));
+        d->moe_p = malloc(E * sizeof(float));
+        d->moe_w = malloc(K * sizeof(float));
+        d->moe_sel = malloc(K * sizeof(int));
+        d->moe_tok = malloc(K * sizeof(int));
+        if (!d->moe_x || !d->moe_y || !d->moe_p || !d->moe_w || !d->moe_sel || !d->moe_tok) {
+            rc = spruce__seterr(SPRUCE_ENOMEM, "decoder buffers");
+            goto done;
+        }
     }
     /* the tables of the batched forward's workspace; dynamic rope fills the
      * row of each position when it is decoded (spruce_decoder_step) */
@@ -150,6 +208,8 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
             goto done;
         L->attn_norm = copy_vec(b->attn_norm, hid);
         L->mlp_norm = copy_vec(b->mlp_norm, hid);
+        L->attn_norm_b = copy_vec(b->attn_norm_b, hid);
+        L->mlp_norm_b = copy_vec(b->mlp_norm_b, hid);
         L->q_norm = copy_vec(b->q_norm, (size_t)c->head_dim);
         L->k_norm = copy_vec(b->k_norm, (size_t)c->head_dim);
         L->post_attn_norm = copy_vec(b->post_attn_norm, hid);
@@ -159,17 +219,28 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
         L->kv.ld = ld;
         L->kv.kt = calloc(kvdim * ld, sizeof(float));
         L->kv.vt = calloc(kvdim * ld, sizeof(float));
-        if (!L->attn_norm || !L->mlp_norm || !L->kv.kt || !L->kv.vt ||
+        if ((b->attn_norm && !L->attn_norm) || (b->mlp_norm && !L->mlp_norm) || !L->kv.kt ||
+            !L->kv.vt ||
             (b->q_norm && !L->q_norm) || (b->k_norm && !L->k_norm) ||
+            (b->attn_norm_b && !L->attn_norm_b) || (b->mlp_norm_b && !L->mlp_norm_b) ||
             (b->post_attn_norm && !L->post_attn_norm) || (b->post_mlp_norm && !L->post_mlp_norm))
             rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
         for (l = 0; !rc && l < SPRUCE_NPROJ; l++) {
+            if (b->nexperts && l >= SPRUCE_PROJ_GATE)
+                break;   /* the experts below */
+            if (!b->w[l])
+                continue;   /* OPT's gate: none */
             if (b->b[l] && !(L->bias[l] = copy_vec(b->b[l], (size_t)b->rows[l])))
                 rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
             else
                 rc = spruce_linear_create(b->w[l], b->rows[l], b->cols[l], &lo, &L->lin[l]);
             if (!rc && spruce_linear_format(L->lin[l], 1) != SPRUCE_FMT_DENSE)
                 d->nsparse++;
+            d->nlinear += !rc;
+        }
+        if (!rc && b->nexperts) {
+            rc = experts_create(L, b, c, &lo, &d->nsparse);
+            d->nlinear += 1 + 3 * b->nexperts;
         }
         spruce_model_put_block(m, b);
         if (rc)
@@ -227,6 +298,11 @@ int spruce_decoder_sparse_layers(const spruce_decoder *d)
     return d ? d->nsparse : 0;
 }
 
+int spruce_decoder_linear_layers(const spruce_decoder *d)
+{
+    return d ? d->nlinear : 0;
+}
+
 /* Y (ntok, rows) = X W^T (+ b) for linear l of the dec_layer at ctx. */
 static int dec_linear(void *ctx, spruce_proj l, const float *X, int ntok, float *Y)
 {
@@ -235,6 +311,13 @@ static int dec_linear(void *ctx, spruce_proj l, const float *X, int ntok, float 
     if (!rc && L->bias[l])
         spruce__add_bias(Y, L->bias[l], ntok, spruce_linear_rows(L->lin[l]));
     return rc;
+}
+
+/* The router (e = -1) or expert e's gate, up, down (k) of the dec_layer at ctx. */
+static int dec_expert(void *ctx, int e, int k, const float *X, int ntok, float *Y)
+{
+    const dec_layer *L = ctx;
+    return spruce_linear_forward(e < 0 ? L->router : L->expert[3 * e + k], X, ntok, Y);
 }
 
 int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
@@ -250,7 +333,7 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
         return spruce__seterr(SPRUCE_EINVAL, "decoder: the cache holds %d positions", d->max_T);
     if ((rc = longrope_switch(d)))
         return rc;
-    if ((rc = spruce_model_embed(d->m, &id, 1, d->x)))
+    if ((rc = spruce__model_embed_at(d->m, &id, 1, d->pos, d->x)))
         return rc;
     d->ids[d->pos] = id;
     /* dynamic rope, as transformers' dynamic_rope_update with a cache: the
@@ -276,6 +359,9 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
     r.nthreads = d->nthreads;
     r.a = d->a; r.q = d->q; r.k = d->k; r.v = d->v; r.att = d->att;
     r.h = d->x; r.t = d->t; r.g = d->g; r.u = d->u;
+    r.expert = dec_expert;
+    r.moe_x = d->moe_x; r.moe_y = d->moe_y; r.moe_p = d->moe_p; r.moe_w = d->moe_w;
+    r.moe_sel = d->moe_sel; r.moe_tok = d->moe_tok;
     /* One token: checking every intermediate costs little beside the
      * matrix-vector products, and x is updated in place (no second run). */
     r.locate = 1;
@@ -283,6 +369,8 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
         dec_layer *L = &d->layers[i];
         r.attn_norm = L->attn_norm;
         r.mlp_norm = L->mlp_norm;
+        r.attn_norm_b = L->attn_norm_b;
+        r.mlp_norm_b = L->mlp_norm_b;
         r.q_norm = L->q_norm;
         r.k_norm = L->k_norm;
         r.post_attn_norm = L->post_attn_norm;
@@ -291,6 +379,7 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
         r.cos = L->window && d->cos_local ? d->cos_local : d->cos;
         r.sin = L->window && d->sin_local ? d->sin_local : d->sin;
         r.linear_ctx = L;
+        r.moe = L->nexperts > 0;
         r.kv = L->kv;
         r.layer = i;
         if ((rc = spruce__block(&r, d->x, 1, 1, NULL, NULL, -1)))

@@ -2,7 +2,8 @@
  *
  * llama    modeling_llama.py: LlamaForCausalLM (attention_bias, mlp_bias)
  * mistral  modeling_mistral.py: MistralForCausalLM (sliding_window)
- * qwen2    modeling_qwen2.py: Qwen2ForCausalLM (q/k/v biases; use_sliding_window)
+ * qwen2    modeling_qwen2.py: Qwen2ForCausalLM (q/k/v biases; use_sliding_window,
+ *          sliding_window, max_window_layers: config.c, qwen_window)
  * qwen3    modeling_qwen3.py: Qwen3ForCausalLM (q_norm/k_norm over head_dim before
  *          RoPE; attention_bias; use_sliding_window; head_dim 128 when absent)
  * All four: embedding, per block input_layernorm -> self_attn (q/k/v/o) ->
@@ -16,7 +17,19 @@
  * phi3     modeling_phi3.py: Phi3ForCausalLM: LLaMA's block with q/k/v fused in
  *          self_attn.qkv_proj (rows q, then k, then v) and gate/up in
  *          mlp.gate_up_proj (rows gate, then up; Phi3MLP chunks gate first);
- *          no biases (Phi3Attention, Phi3MLP: bias=False) */
+ *          no biases (Phi3Attention, Phi3MLP: bias=False)
+ * opt      modeling_opt.py: OPTForCausalLM, OPTDecoderLayer: self_attn_layer_norm
+ *          -> self_attn (q/k/v, out_proj) -> final_layer_norm -> fc1 -> relu -> fc2,
+ *          LayerNorms with weight and bias, biases on every linear (enable_bias);
+ *          the decoder's embed_positions, project_in/out and final_layer_norm
+ * mixtral  modeling_mixtral.py: MixtralForCausalLM: Mistral's attention (no
+ *          biases, sliding_window), the MLP a MixtralSparseMoeBlock:
+ *          block_sparse_moe.gate (the router) and block_sparse_moe.experts.E.
+ *          {w1, w3, w2} = gate, up, down of width intermediate_size
+ * qwen3_moe modeling_qwen3_moe.py: Qwen3MoeForCausalLM: qwen3's attention, the
+ *          MLP a Qwen3MoeSparseMoeBlock (mlp.gate, mlp.experts.E.{gate,up,
+ *          down}_proj of width moe_intermediate_size) or, on the layers
+ *          mlp_only_layers and decoder_sparse_step leave dense, qwen3's MLP */
 #include <stdio.h>
 #include <string.h>
 
@@ -70,29 +83,83 @@
          SPRUCE_BIAS_MLP, 0},                                                           \
     }
 
+/* OPTDecoderLayer: q/k/v read the (normed) input, out_proj the attention
+ * output, fc1 the (normed) residual, fc2 relu(fc1); no gate. */
+#define OPT_LINEARS                                                                     \
+    {                                                                                   \
+        {"self_attn.q_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_Q, SPRUCE_DIM_HIDDEN,           \
+         SPRUCE_BIAS_QKV, 0},                                                           \
+        {"self_attn.k_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_KV, SPRUCE_DIM_HIDDEN,          \
+         SPRUCE_BIAS_QKV, 0},                                                           \
+        {"self_attn.v_proj", SPRUCE_SITE_QKV, SPRUCE_DIM_KV, SPRUCE_DIM_HIDDEN,          \
+         SPRUCE_BIAS_QKV, 0},                                                           \
+        {"self_attn.out_proj", SPRUCE_SITE_O, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_Q,           \
+         SPRUCE_BIAS_O, 0},                                                             \
+        {NULL, SPRUCE_SITE_GATEUP, SPRUCE_DIM_INTER, SPRUCE_DIM_HIDDEN, SPRUCE_BIAS_MLP, 0}, \
+        {"fc1", SPRUCE_SITE_GATEUP, SPRUCE_DIM_INTER, SPRUCE_DIM_HIDDEN, SPRUCE_BIAS_MLP, 0}, \
+        {"fc2", SPRUCE_SITE_DOWN, SPRUCE_DIM_HIDDEN, SPRUCE_DIM_INTER, SPRUCE_BIAS_MLP, 0}, \
+    }
+
+/* The OPT fields of the other families' rows (opt and its tensors). */
+#define NOT_OPT 0, NULL, NULL, NULL, NULL
+
+/* The fields of a family without experts. */
+#define NO_MOE 0, NULL, NULL, {NULL, NULL, NULL}, NULL
+
 static const spruce_family families[] = {
     {"llama", "LlamaForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias", NULL, NULL,
-     NULL, NULL, 0, NULL, NULL, 0, 0},
+     NULL, NULL, 0, NULL, NULL, 0, 0, NOT_OPT, NO_MOE},
     /* transformers' Mistral has no bias keys; they are read as for llama, absent = false */
     {"mistral", "MistralForCausalLM", LLAMA_NAMES, 0, "attention_bias", "mlp_bias",
-     "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 0},
+     "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 0, NOT_OPT, NO_MOE},
     {"qwen2", "Qwen2ForCausalLM", LLAMA_NAMES, 1, NULL, NULL, NULL, "use_sliding_window", NULL,
-     NULL, 0, NULL, NULL, 0, 0},
+     NULL, 0, NULL, NULL, 0, 0, NOT_OPT, NO_MOE},
     /* configuration_qwen3.py: head_dim 128 when absent */
     {"qwen3", "Qwen3ForCausalLM", LLAMA_NAMES, 0, "attention_bias", NULL, NULL,
-     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128, NULL, NULL, 0, 0},
+     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 128, NULL, NULL, 0, 0, NOT_OPT, NO_MOE},
     /* configuration_gemma2.py, configuration_gemma3.py: head_dim 256 when absent;
      * the window and the layers using it are read by config.c (gemma_keys) */
     {"gemma2", "Gemma2ForCausalLM", GEMMA_NAMES, 0, "attention_bias", NULL, NULL, NULL, NULL,
-     NULL, 256, "post_attention_layernorm", "post_feedforward_layernorm", 2, 0},
+     NULL, 256, "post_attention_layernorm", "post_feedforward_layernorm", 2, 0, NOT_OPT, NO_MOE},
     {"gemma3_text", "Gemma3ForCausalLM", GEMMA_NAMES, 0, "attention_bias", NULL, NULL, NULL,
      "self_attn.q_norm", "self_attn.k_norm", 256, "post_attention_layernorm",
-     "post_feedforward_layernorm", 3, 0},
+     "post_feedforward_layernorm", 3, 0, NOT_OPT, NO_MOE},
     /* configuration_phi3.py: no bias keys (the layers have none), the window
      * on every layer (config.c reads sliding_window for phi3) */
     {"phi3", "Phi3ForCausalLM", "model.embed_tokens.weight", "model.norm.weight",
      "lm_head.weight", "model.layers", "input_layernorm", "post_attention_layernorm",
-     PHI3_LINEARS, 0, NULL, NULL, "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 1},
+     PHI3_LINEARS, 0, NULL, NULL, "sliding_window", NULL, NULL, NULL, 0, NULL, NULL, 0, 1, NOT_OPT, NO_MOE},
+    /* configuration_opt.py: enable_bias, do_layer_norm_before, word_embed_proj_dim,
+     * ffn_dim, ... are read by config.c (opt_keys) */
+    {.model_type = "opt", .architecture = "OPTForCausalLM",
+     .embed = "model.decoder.embed_tokens.weight",
+     .final_norm = "model.decoder.final_layer_norm.weight", .head = "lm_head.weight",
+     .layers = "model.decoder.layers", .attn_norm = "self_attn_layer_norm",
+     .mlp_norm = "final_layer_norm", .linear = OPT_LINEARS, .opt = 1,
+     .positions = "model.decoder.embed_positions.weight",
+     .project_in = "model.decoder.project_in.weight",
+     .project_out = "model.decoder.project_out.weight",
+     .final_norm_bias = "model.decoder.final_layer_norm.bias"},
+    /* OPT as facebook/opt-* store it: saved from OPTModel, the same names
+     * without "model." (transformers and vLLM load both); chosen by
+     * spruce_model_open when the checkpoint has these names */
+    {.model_type = "opt", .architecture = "OPTForCausalLM",
+     .embed = "decoder.embed_tokens.weight", .final_norm = "decoder.final_layer_norm.weight",
+     .head = "lm_head.weight", .layers = "decoder.layers", .attn_norm = "self_attn_layer_norm",
+     .mlp_norm = "final_layer_norm", .linear = OPT_LINEARS, .opt = 1,
+     .positions = "decoder.embed_positions.weight",
+     .project_in = "decoder.project_in.weight", .project_out = "decoder.project_out.weight",
+     .final_norm_bias = "decoder.final_layer_norm.bias"},
+    /* configuration_mixtral.py: no bias keys (MixtralAttention: bias=False),
+     * sliding_window on every layer as mistral */
+    {"mixtral", "MixtralForCausalLM", LLAMA_NAMES, 0, NULL, NULL, "sliding_window", NULL, NULL,
+     NULL, 0, NULL, NULL, 0, 0, NOT_OPT, 1, "block_sparse_moe.gate", "block_sparse_moe.experts",
+     {"w1", "w3", "w2"}, "num_local_experts"},
+    /* configuration_qwen3_moe.py: attention_bias, use_sliding_window as qwen3;
+     * Qwen3MoeAttention: head_dim from the config, else hidden / heads */
+    {"qwen3_moe", "Qwen3MoeForCausalLM", LLAMA_NAMES, 0, "attention_bias", NULL, NULL,
+     "use_sliding_window", "self_attn.q_norm", "self_attn.k_norm", 0, NULL, NULL, 0, 0, NOT_OPT, 2,
+     "mlp.gate", "mlp.experts", {"gate_proj", "up_proj", "down_proj"}, "num_experts"},
 };
 
 #define NFAMILIES ((int)(sizeof families / sizeof families[0]))
@@ -108,6 +175,15 @@ const spruce_family *spruce_family_find(const char *model_type)
     return NULL;
 }
 
+const spruce_family *spruce_family_next(const spruce_family *f)
+{
+    int i;
+    for (i = f ? (int)(f - families) + 1 : NFAMILIES; i < NFAMILIES; i++)
+        if (!strcmp(families[i].model_type, f->model_type))
+            return &families[i];
+    return NULL;
+}
+
 const spruce_family *spruce_family_at(int i)
 {
     return i >= 0 && i < NFAMILIES ? &families[i] : NULL;
@@ -116,7 +192,7 @@ const spruce_family *spruce_family_at(int i)
 /* Kept in step with the table by the tests (test_model.c: family). */
 const char *spruce_family_supported(void)
 {
-    return "llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3";
+    return "llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, opt, mixtral, qwen3_moe";
 }
 
 size_t spruce_dim_of(const spruce_config *c, spruce_dim d)
@@ -134,14 +210,40 @@ size_t spruce_dim_of(const spruce_config *c, spruce_dim d)
 int spruce_family_linear_name(const spruce_family *f, int layer, spruce_proj l, int bias,
                               char *buf, size_t size)
 {
-    const char *path = l >= 0 && l < SPRUCE_NPROJ ? f->linear[l].path : "?";
+    const char *path = l >= 0 && l < SPRUCE_NPROJ && f->linear[l].path ? f->linear[l].path : "?";
     return snprintf(buf, size, "%s.%d.%s.%s", f->layers, layer, path, bias ? "bias" : "weight");
+}
+
+int spruce_family_expert_name(const spruce_family *f, int layer, int e, spruce_proj l,
+                              char *buf, size_t size)
+{
+    if (!f->moe)
+        return snprintf(buf, size, "%s.%d.?", f->layers, layer);
+    if (e < 0)
+        return snprintf(buf, size, "%s.%d.%s.weight", f->layers, layer, f->router);
+    return snprintf(buf, size, "%s.%d.%s.%d.%s.weight", f->layers, layer, f->experts, e,
+                    l >= SPRUCE_PROJ_GATE && l <= SPRUCE_PROJ_DOWN
+                        ? f->expert_proj[l - SPRUCE_PROJ_GATE] : "?");
 }
 
 int spruce_family_norm_name(const spruce_family *f, int layer, const char *norm, char *buf,
                             size_t size)
 {
     return snprintf(buf, size, "%s.%d.%s.weight", f->layers, layer, norm);
+}
+
+int spruce_family_norm_bias_name(const spruce_family *f, int layer, const char *norm,
+                                 char *buf, size_t size)
+{
+    return snprintf(buf, size, "%s.%d.%s.bias", f->layers, layer, norm);
+}
+
+int spruce_family_nlinear(const spruce_family *f)
+{
+    int l, n = 0;
+    for (l = 0; l < SPRUCE_NPROJ; l++)
+        n += f->linear[l].path != NULL;
+    return n;
 }
 
 void spruce_family_linear_shape(const spruce_family *f, const spruce_config *c, spruce_proj l,
@@ -188,6 +290,7 @@ static void set_tensor(spruce_family_tensor *t, spruce_tensor_role role, int lay
     t->role = role;
     t->layer = layer;
     t->proj = l;
+    t->expert = -1;
     t->ndim = d1 ? 2 : 1;
     t->shape[0] = d0;
     t->shape[1] = d1;
@@ -199,7 +302,8 @@ static int block_tensor(const spruce_family *f, const spruce_config *c, int laye
                         spruce_family_tensor *t)
 {
     size_t k = 0, rows, cols, hid = spruce_dim_of(c, SPRUCE_DIM_HIDDEN);
-    int l;
+    size_t mi = (size_t)c->moe_intermediate_size;
+    int l, moe = spruce_config_layer_moe(c, layer);
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_proj p = (spruce_proj)l;
         const char *norm = l == 0 ? f->attn_norm
@@ -218,13 +322,38 @@ static int block_tensor(const spruce_family *f, const spruce_config *c, int laye
                     return 1;
                 }
         }
+        if (c->no_norm_affine)
+            norm = NULL;   /* OPT's LayerNorms without weight and bias: no tensors */
         if (norm && k++ == j) {
             set_tensor(t, SPRUCE_TENSOR_NORM, layer, SPRUCE_NPROJ, hid, 0);
             spruce_family_norm_name(f, layer, norm, t->name, sizeof t->name);
             return 1;
         }
-        if (f->linear[l].part > 0)
-            continue;   /* rows of the lead's fused tensor */
+        if (norm && f->opt && k++ == j) {   /* the LayerNorm's bias */
+            set_tensor(t, SPRUCE_TENSOR_NORM_BIAS, layer, SPRUCE_NPROJ, hid, 0);
+            spruce_family_norm_bias_name(f, layer, norm, t->name, sizeof t->name);
+            return 1;
+        }
+        if (f->linear[l].part > 0 || !f->linear[l].path)
+            continue;   /* rows of the lead's fused tensor, or no such layer */
+        if (moe && l == SPRUCE_PROJ_GATE) {   /* the router, then every expert */
+            size_t e = j - k;   /* j >= k: lower entries have returned */
+            if (e == 0) {
+                set_tensor(t, SPRUCE_TENSOR_ROUTER, layer, SPRUCE_NPROJ,
+                           (size_t)c->num_experts, hid);
+                spruce_family_expert_name(f, layer, -1, p, t->name, sizeof t->name);
+                return 1;
+            }
+            e--;
+            if (e >= (size_t)c->num_experts * 3)
+                return 0;
+            p = (spruce_proj)(SPRUCE_PROJ_GATE + (int)(e % 3));
+            set_tensor(t, SPRUCE_TENSOR_LINEAR, layer, p, p == SPRUCE_PROJ_DOWN ? hid : mi,
+                       p == SPRUCE_PROJ_DOWN ? mi : hid);
+            t->expert = (int)(e / 3);
+            spruce_family_expert_name(f, layer, t->expert, p, t->name, sizeof t->name);
+            return 1;
+        }
         spruce_family_linear_shape(f, c, p, &rows, &cols);
         rows = spruce_family_tensor_rows(f, c, p);
         if (k++ == j) {
@@ -251,11 +380,55 @@ static int block_tensor(const spruce_family *f, const spruce_config *c, int laye
     return 0;
 }
 
+/* The tensors after the blocks, in order: the final norm (and its bias),
+ * project_out, the head; j-th of them into t, 0 past the end. */
+static int tail_tensor(const spruce_family *f, const spruce_config *c, size_t j, size_t E,
+                       int proj, spruce_family_tensor *t)
+{
+    size_t k = 0, hid = spruce_dim_of(c, SPRUCE_DIM_HIDDEN);
+    size_t vocab = spruce_dim_of(c, SPRUCE_DIM_VOCAB);
+    int norm = !c->no_final_norm && !c->no_norm_affine;
+    if (norm && k++ == j) {
+        set_tensor(t, SPRUCE_TENSOR_NORM, -1, SPRUCE_NPROJ, hid, 0);
+        snprintf(t->name, sizeof t->name, "%s", f->final_norm);
+        return 1;
+    }
+    if (norm && f->final_norm_bias && k++ == j) {
+        set_tensor(t, SPRUCE_TENSOR_NORM_BIAS, -1, SPRUCE_NPROJ, hid, 0);
+        snprintf(t->name, sizeof t->name, "%s", f->final_norm_bias);
+        return 1;
+    }
+    if (proj && k++ == j) {
+        set_tensor(t, SPRUCE_TENSOR_PROJ, -1, SPRUCE_NPROJ, E, hid);
+        snprintf(t->name, sizeof t->name, "%s", f->project_out);
+        return 1;
+    }
+    if (!c->tie_word_embeddings && k++ == j) {
+        set_tensor(t, SPRUCE_TENSOR_HEAD, -1, SPRUCE_NPROJ, vocab, E);
+        snprintf(t->name, sizeof t->name, "%s", f->head);
+        return 1;
+    }
+    return 0;
+}
+
+/* Tensors of block `layer`: per (a dense block's count), or for a MoE block
+ * the router and 3 per expert in place of gate/up/down (and their biases). */
+static size_t block_count(const spruce_family *f, const spruce_config *c, int layer, size_t per)
+{
+    int l;
+    if (!spruce_config_layer_moe(c, layer))
+        return per;
+    for (l = SPRUCE_PROJ_GATE; l <= SPRUCE_PROJ_DOWN; l++)
+        if (!f->linear[l].part)
+            per -= 1 + (size_t)spruce_family_linear_has_bias(f, c, (spruce_proj)l);
+    return per + 1 + 3 * (size_t)c->num_experts;
+}
+
 int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tensor *t)
 {
     const spruce_family *f;
-    size_t per = 2, hid, vocab, L;
-    int l;
+    size_t per = 2, hid, vocab, L, E, pre, n;
+    int l, proj;
     if (!c || !t)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_family_tensor_at: NULL argument");
     if (!(f = c->family ? c->family : spruce_family_find(c->model_type)))
@@ -265,32 +438,48 @@ int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tens
     hid = spruce_dim_of(c, SPRUCE_DIM_HIDDEN);
     vocab = spruce_dim_of(c, SPRUCE_DIM_VOCAB);
     L = (size_t)c->num_hidden_layers;
+    /* OPT: the embedding's width, and project_in / project_out where it differs */
+    E = c->word_embed_proj_dim > 0 ? (size_t)c->word_embed_proj_dim : hid;
+    proj = E != hid && f->project_in;
+    pre = 1 + (f->positions != NULL) + (size_t)proj;
     for (l = 0; l < SPRUCE_NPROJ; l++)
-        if (!f->linear[l].part)
+        if (!f->linear[l].part && f->linear[l].path)
             per += 1 + (size_t)spruce_family_linear_has_bias(f, c, (spruce_proj)l);
+    if (f->opt)
+        per += 2;   /* the norms' biases */
+    if (c->no_norm_affine)
+        per -= 4;   /* nor weights nor biases */
     if (f->q_norm)
         per += 2;
     if (f->post_attn_norm)
         per += 2;
     if (i == 0) {
-        set_tensor(t, SPRUCE_TENSOR_EMBED, -1, SPRUCE_NPROJ, vocab, hid);
+        set_tensor(t, SPRUCE_TENSOR_EMBED, -1, SPRUCE_NPROJ, vocab, E);
         snprintf(t->name, sizeof t->name, "%s", f->embed);
         return 1;
     }
-    if (i - 1 < L * per)
-        return block_tensor(f, c, (int)((i - 1) / per), (i - 1) % per, t);
-    i -= 1 + L * per;
-    if (i == 0) {
-        set_tensor(t, SPRUCE_TENSOR_NORM, -1, SPRUCE_NPROJ, hid, 0);
-        snprintf(t->name, sizeof t->name, "%s", f->final_norm);
+    if (f->positions && i == 1) {   /* OPTLearnedPositionalEmbedding: 2 rows more */
+        set_tensor(t, SPRUCE_TENSOR_POSITIONS, -1, SPRUCE_NPROJ,
+                   (size_t)c->max_position_embeddings + 2, hid);
+        snprintf(t->name, sizeof t->name, "%s", f->positions);
         return 1;
     }
-    if (i == 1 && !c->tie_word_embeddings) {
-        set_tensor(t, SPRUCE_TENSOR_HEAD, -1, SPRUCE_NPROJ, vocab, hid);
-        snprintf(t->name, sizeof t->name, "%s", f->head);
+    if (proj && i == pre - 1) {
+        set_tensor(t, SPRUCE_TENSOR_PROJ, -1, SPRUCE_NPROJ, hid, E);
+        snprintf(t->name, sizeof t->name, "%s", f->project_in);
         return 1;
     }
-    return 0;
+    i -= pre;
+    if (!f->moe) {
+        if (i < L * per)
+            return block_tensor(f, c, (int)(i / per), i % per, t);
+        i -= L * per;
+    } else {   /* blocks of different counts */
+        for (l = 0; l < (int)L; l++, i -= n)
+            if (i < (n = block_count(f, c, l, per)))
+                return block_tensor(f, c, l, i, t);
+    }
+    return tail_tensor(f, c, i, E, proj, t);
 }
 
 /* s starts with "<layers>.<digits>." for a block index without leading zeros:
@@ -319,10 +508,31 @@ int spruce_family_is_linear(const char *model_type, const char *tensor_name)
     if (!(f = spruce_family_find(model_type)))
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "model_type '%s' is not supported "
                               "(supported: %s)", model_type, spruce_family_supported());
-    if (!(rest = after_block(f, tensor_name)))
+    while (f && !(rest = after_block(f, tensor_name)))
+        f = spruce_family_next(f);   /* another layout of the family (OPT's) */
+    if (!f)
         return 0;
+    if (f->moe) {   /* "<experts>.<e>.<proj>.weight"; the router is never pruned */
+        size_t n = strlen(f->experts);
+        const char *p = rest + n + 1;
+        if (!strncmp(rest, f->experts, n) && rest[n] == '.' && *p >= '0' && *p <= '9' &&
+            !(p[0] == '0' && p[1] >= '0' && p[1] <= '9')) {
+            while (*p >= '0' && *p <= '9')
+                p++;
+            if (*p++ == '.')
+                for (l = 0; l < 3; l++) {
+                    size_t m = strlen(f->expert_proj[l]);
+                    if (!strncmp(p, f->expert_proj[l], m) && !strcmp(p + m, ".weight"))
+                        return 1;
+                }
+            return 0;
+        }
+    }
     for (l = 0; l < SPRUCE_NPROJ; l++) {
-        size_t n = strlen(f->linear[l].path);
+        size_t n;
+        if (!f->linear[l].path)
+            continue;
+        n = strlen(f->linear[l].path);
         if (!strncmp(rest, f->linear[l].path, n) && !strcmp(rest + n, ".weight"))
             return 1;
     }

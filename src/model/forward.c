@@ -11,6 +11,7 @@
 
 #include "block.h"
 #include "model_internal.h"
+#include "opt.h"
 #include "rope.h"
 
 struct spruce_fwd_ws {
@@ -32,6 +33,8 @@ struct spruce_fwd_ws {
     float *cos;   /* (max_T, head_dim / 2) */
     float *sin;   /* (max_T, head_dim / 2) */
     float *cos_local, *sin_local;   /* gemma3's sliding layers (rope_local_theta), or NULL */
+    float *moe_x, *moe_y, *moe_p, *moe_w;   /* mixtures of experts (block.h), or NULL */
+    int *moe_sel, *moe_tok;
     long rope_len;   /* the sequence length the tables were made for (rope.h) */
 };
 
@@ -68,6 +71,8 @@ spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_se
     qd = (size_t)c->num_attention_heads * (size_t)c->head_dim;
     kvd = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
     inter = (size_t)c->intermediate_size;
+    if ((size_t)c->moe_intermediate_size > inter)   /* g, u also hold an expert's */
+        inter = (size_t)c->moe_intermediate_size;
     ld = spruce__kv_ld(ST);
     half = (size_t)c->head_dim / 2;
     nS = ST > (size_t)spruce__max_threads() ? ST : (size_t)spruce__max_threads();
@@ -107,6 +112,20 @@ spruce_fwd_ws *spruce_fwd_ws_alloc(const spruce_config *c, int max_T, int max_se
         spruce_fwd_ws_free(ws);
         return NULL;
     }
+    if (c->num_experts > 0) {
+        size_t E = (size_t)c->num_experts, K = (size_t)c->num_experts_per_tok;
+        ws->moe_x = malloc(floats3(T, hid, 1));
+        ws->moe_y = malloc(floats3(T, hid, 1));
+        ws->moe_p = malloc(floats3(T, E, 1));
+        ws->moe_w = malloc(floats3(T, K, 1));
+        ws->moe_sel = malloc(floats3(T, K, 1));   /* sizeof(int) == sizeof(float) */
+        ws->moe_tok = malloc(floats3(T, K, 1));
+        if (!floats3(T, E, 1) || !ws->moe_x || !ws->moe_y || !ws->moe_p || !ws->moe_w ||
+            !ws->moe_sel || !ws->moe_tok) {
+            spruce_fwd_ws_free(ws);
+            return NULL;
+        }
+    }
     ws->rope_len = spruce__rope_table_len(c, max_T);
     if (spruce__rope_fill(c, ws->rope_len, 0, max_T, ws->cos, ws->sin) ||
         spruce__rope_local_tables(c, max_T, &ws->cos_local, &ws->sin_local)) {
@@ -123,6 +142,8 @@ void spruce_fwd_ws_free(spruce_fwd_ws *ws)
     free(ws->a); free(ws->q); free(ws->k); free(ws->v); free(ws->kt); free(ws->vt);
     free(ws->att); free(ws->S); free(ws->h); free(ws->t); free(ws->g); free(ws->u);
     free(ws->cos); free(ws->sin); free(ws->cos_local); free(ws->sin_local);
+    free(ws->moe_x); free(ws->moe_y); free(ws->moe_p); free(ws->moe_w); free(ws->moe_sel);
+    free(ws->moe_tok);
     free(ws);
 }
 
@@ -152,6 +173,19 @@ static int blas_linear(void *ctx, spruce_proj l, const float *X, int ntok, float
     return 0;
 }
 
+/* The router (e = -1) or expert e's gate, up, down (k 0, 1, 2) of the block
+ * at ctx on BLAS: Y (ntok, rows) = X (ntok, cols) W^T. */
+static int blas_expert(void *ctx, int e, int k, const float *X, int ntok, float *Y)
+{
+    const spruce_block *b = ctx;
+    const float *W = e < 0 ? b->router : b->expert[3 * e + k];
+    int hid = b->cols[SPRUCE_PROJ_Q], w = b->expert_width;   /* q reads the hidden state */
+    int rows = e < 0 ? b->nexperts : k == 2 ? hid : w, cols = e >= 0 && k == 2 ? w : hid;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntok, rows, cols, 1.0f, X, cols, W,
+                cols, 0.0f, Y, rows);
+    return 0;
+}
+
 /* Small heads go row by row, large ones through BLAS. */
 static int attention_uses_blas(const spruce_config *c, spruce_attention a, int T)
 {
@@ -173,8 +207,19 @@ static int check_block(const spruce_config *c, const spruce_block *b)
     if (c->qk_norm && (!b->q_norm || !b->k_norm))
         return spruce__seterr(SPRUCE_EINVAL, "block %d: the config has q/k norms, the block "
                               "has none", b->layer);
+    if (!b->nexperts != !spruce_config_layer_moe(c, b->layer) ||
+        (b->nexperts && (b->nexperts != c->num_experts || !b->router || !b->expert ||
+                         b->expert_width != c->moe_intermediate_size)))
+        return spruce__seterr(SPRUCE_EINVAL, "block %d: %d experts of width %d, the config "
+                              "implies %d of width %d", b->layer, b->nexperts, b->expert_width,
+                              spruce_config_layer_moe(c, b->layer) ? c->num_experts : 0,
+                              c->moe_intermediate_size);
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         size_t rows, cols;
+        if (b->nexperts && l >= SPRUCE_PROJ_GATE)
+            break;
+        if (!f->linear[l].path)
+            continue;   /* OPT's gate: none */
         spruce_family_linear_shape(f, c, (spruce_proj)l, &rows, &cols);
         if (!b->w[l] || (size_t)b->rows[l] != rows || (size_t)b->cols[l] != cols)
             return spruce__seterr(SPRUCE_EINVAL, "block %d: %s is (%d, %d), the config "
@@ -187,6 +232,15 @@ static int check_block(const spruce_config *c, const spruce_block *b)
 int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, float *x, int nseq,
                              int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
                              int stop_after, int seq0)
+{
+    return spruce__block_forward_experts(c, b, x, nseq, T, ws, tap, ctx, NULL, NULL, stop_after,
+                                         seq0);
+}
+
+int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b, float *x,
+                                  int nseq, int T, spruce_fwd_ws *ws, spruce_tap_fn tap,
+                                  void *ctx, spruce__expert_tap_fn expert_tap, void *expert_ctx,
+                                  int stop_after, int seq0)
 {
     spruce__block_run r;
     int rc;
@@ -212,6 +266,8 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
     r.c = c;
     r.attn_norm = b->attn_norm;
     r.mlp_norm = b->mlp_norm;
+    r.attn_norm_b = b->attn_norm_b;
+    r.mlp_norm_b = b->mlp_norm_b;
     r.q_norm = b->q_norm;
     r.k_norm = b->k_norm;
     r.linear = blas_linear;
@@ -231,6 +287,12 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
     r.nthreads = ws->nthreads;
     r.a = ws->a; r.q = ws->q; r.k = ws->k; r.v = ws->v; r.att = ws->att;
     r.h = ws->h; r.t = ws->t; r.g = ws->g; r.u = ws->u;
+    r.moe = b->nexperts > 0;
+    r.expert = blas_expert;
+    r.expert_tap = expert_tap;
+    r.expert_tap_ctx = expert_ctx;
+    r.moe_x = ws->moe_x; r.moe_y = ws->moe_y; r.moe_p = ws->moe_p; r.moe_w = ws->moe_w;
+    r.moe_sel = ws->moe_sel; r.moe_tok = ws->moe_tok;
     r.layer = b->layer;
     r.seq0 = seq0;
     rc = spruce__block(&r, x, nseq, T, tap, ctx, stop_after);
@@ -240,6 +302,7 @@ int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, floa
         char first[512];
         snprintf(first, sizeof first, "%s", spruce_errdetail());
         r.locate = 1;
+        r.expert_tap = NULL;
         if (spruce__block(&r, x, nseq, T, NULL, NULL, -1) != SPRUCE_ENAN)
             spruce__seterr(SPRUCE_ENAN, "%s", first);
     }
@@ -291,8 +354,13 @@ done:
 static void head_norm(const spruce_model *m, const float *x, int T, float *xn)
 {
     const spruce_config *c = &m->cfg;
-    spruce__rmsnorm_off(xn, x, m->norm, c->norm_plus_one ? 1.0f : 0.0f, T, c->hidden_size,
-                        c->rms_norm_eps);
+    if (c->no_final_norm)   /* OPT's post-norm models */
+        memcpy(xn, x, (size_t)T * c->hidden_size * sizeof(float));
+    else if (c->layer_norm)
+        spruce__layernorm(xn, x, m->norm, m->norm_b, T, c->hidden_size, c->rms_norm_eps);
+    else
+        spruce__rmsnorm_off(xn, x, m->norm, c->norm_plus_one ? 1.0f : 0.0f, T,
+                            c->hidden_size, c->rms_norm_eps);
 }
 
 static void head_logits(const spruce_model *m, const float *xn, int T, float *logits)

@@ -10,12 +10,21 @@ struct spruce_model {
     spruce_config cfg;
     const spruce_family *fam;     /* == cfg.family */
     spruce_ckpt *ck;
-    float *embed;                 /* (vocab, hidden) */
-    float *norm;                  /* (hidden) */
-    float *head;                  /* (vocab, hidden); == embed when tied */
+    float *embed;                 /* (vocab, hidden); OPT with project_in: the embedding
+                                   * times project_in^T, computed once */
+    float *norm;                  /* (hidden); NULL when the config has no final norm */
+    float *norm_b;                /* (hidden) the final LayerNorm's bias (OPT), or NULL */
+    float *positions;             /* (max_position_embeddings + 2, hidden) OPT, or NULL */
+    float *head;                  /* (vocab, hidden); == embed when tied; OPT with
+                                   * project_out: the head times project_out */
     spruce_block **cache;         /* nlayers cached blocks, or NULL */
     spruce_attention attention;   /* how the forward's attention runs */
 };
+
+/* x (T, hidden) = the embeddings of ids at positions pos0..pos0+T-1 (OPT:
+ * plus the positional rows pos0 + t + 2; SPRUCE_EINVAL beyond the table). */
+int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, int pos0,
+                           float *x);
 
 /* spruce_config_parse on len bytes (not NUL-terminated) of JSON: the entry
  * point of the fuzz target (tests/fuzz/fuzz_config.c). */
@@ -36,6 +45,17 @@ int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
 int spruce__block_forward_at(const spruce_config *c, const spruce_block *b, float *x, int nseq,
                              int T, spruce_fwd_ws *ws, spruce_tap_fn tap, void *ctx,
                              int stop_after, int seq0);
+
+/* spruce__block_forward_at with expert_tap (may be NULL) seeing the inputs
+ * of each expert of a mixture-of-experts block: (ctx, expert, site GATEUP or
+ * DOWN, X (tokens, cols)), the tokens routed to it, unweighted.  stop_after
+ * SPRUCE_SITE_DOWN stops a MoE block after its experts (x unchanged). */
+int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b, float *x,
+                                  int nseq, int T, spruce_fwd_ws *ws, spruce_tap_fn tap,
+                                  void *ctx,
+                                  int (*expert_tap)(void *ctx, int e, spruce_site site,
+                                                    const float *X, int tokens, int cols),
+                                  void *expert_ctx, int stop_after, int seq0);
 
 /* spruce_model_head, then SPRUCE_ENAN when the final norm's output or the
  * logits hold a non-finite value (positions from pos0, sequence seq0). */

@@ -1,10 +1,15 @@
 /* opt.c: LayerNorm, OPT's positional rows and ReLU (opt.h), as
  * modeling_opt.py defines them: nn.LayerNorm in OPTDecoderLayer and
- * OPTDecoder, OPTLearnedPositionalEmbedding.forward, ACT2FN["relu"]. */
+ * OPTDecoder, OPTLearnedPositionalEmbedding.forward, ACT2FN["relu"]; and
+ * OPTDecoderLayer on its own weights, through the block every family runs
+ * (block.c: spruce__block). */
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "block.h"
 #include "opt.h"
+#include "spruce_family.h"
 
 #define PAR_MIN SPRUCE__PAR_MIN
 
@@ -64,60 +69,34 @@ void spruce__relu(float *x, size_t n)
         x[i] = x[i] < 0.0f ? 0.0f : x[i];   /* NaN stays NaN, as in torch */
 }
 
-/* att = softmax_causal(q k^T) v with q already scaled: the scores' scale is 1. */
-static int opt_attention(const spruce__opt_block_run *r, const float *in, int nseq, int T)
-{
-    const int ntok = nseq * T, hid = r->hidden, H = r->heads, d = hid / H;
-    const float qs = (float)(1.0 / sqrt((double)d));
-    spruce__attn a;
-    size_t i;
-    int rc;
-    if ((rc = r->linear(r->linear_ctx, SPRUCE_PROJ_Q, in, ntok, r->q)) ||
-        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_K, in, ntok, r->k)) ||
-        (rc = r->linear(r->linear_ctx, SPRUCE_PROJ_V, in, ntok, r->v)))
-        return rc;
-    for (i = 0; i < (size_t)ntok * hid; i++)
-        r->q[i] *= qs;
-    spruce__attn_default(&a, d);
-    a.scale = 1.0f;
-    spruce__attention_blas_opts(r->q, r->k, r->v, r->att, nseq, T, H, H, d, &a, r->S);
-    return r->linear(r->linear_ctx, SPRUCE_PROJ_O, r->att, ntok, r->t);
-}
-
-/* t = fc2(relu(fc1(in))). */
-static int opt_mlp(const spruce__opt_block_run *r, const float *in, int ntok)
-{
-    int rc = r->linear(r->linear_ctx, SPRUCE_PROJ_UP, in, ntok, r->f);
-    if (rc)
-        return rc;
-    spruce__relu(r->f, (size_t)ntok * r->ffn);
-    return r->linear(r->linear_ctx, SPRUCE_PROJ_DOWN, r->f, ntok, r->t);
-}
-
 int spruce__opt_block(const spruce__opt_block_run *r, float *x, int nseq, int T)
 {
-    const int ntok = nseq * T, hid = r->hidden;
-    const size_t n = (size_t)ntok * hid;
-    const float *in = x;
-    int rc;
-    if (r->pre_norm) {
-        spruce__layernorm(r->a, x, r->attn_norm_w, r->attn_norm_b, ntok, hid, r->eps);
-        in = r->a;
-    }
-    if ((rc = opt_attention(r, in, nseq, T)))
-        return rc;
-    spruce__add(x, r->t, n);
-    if (!r->pre_norm)
-        spruce__layernorm(x, x, r->attn_norm_w, r->attn_norm_b, ntok, hid, r->eps);
-    in = x;
-    if (r->pre_norm) {
-        spruce__layernorm(r->a, x, r->mlp_norm_w, r->mlp_norm_b, ntok, hid, r->eps);
-        in = r->a;
-    }
-    if ((rc = opt_mlp(r, in, ntok)))
-        return rc;
-    spruce__add(x, r->t, n);
-    if (!r->pre_norm)
-        spruce__layernorm(x, x, r->mlp_norm_w, r->mlp_norm_b, ntok, hid, r->eps);
-    return 0;
+    spruce_config c;
+    spruce__block_run b;
+    memset(&c, 0, sizeof c);
+    snprintf(c.model_type, sizeof c.model_type, "opt");
+    c.family = spruce_family_find("opt");
+    c.hidden_size = r->hidden;
+    c.intermediate_size = r->ffn;
+    c.num_hidden_layers = 1;
+    c.num_attention_heads = c.num_key_value_heads = r->heads;
+    c.head_dim = r->hidden / r->heads;
+    c.rms_norm_eps = r->eps;
+    c.act = SPRUCE_ACT_RELU;
+    c.layer_norm = c.learned_positions = 1;
+    c.post_norm = !r->pre_norm;
+    memset(&b, 0, sizeof b);
+    b.c = &c;
+    b.attn_norm = r->attn_norm_w;
+    b.attn_norm_b = r->attn_norm_b;
+    b.mlp_norm = r->mlp_norm_w;
+    b.mlp_norm_b = r->mlp_norm_b;
+    b.linear = r->linear;
+    b.linear_ctx = r->linear_ctx;
+    b.blas_attention = 1;
+    b.scores = r->S;
+    b.nthreads = 1;
+    b.a = r->a; b.q = r->q; b.k = r->k; b.v = r->v; b.att = r->att;
+    b.h = x; b.t = r->t; b.g = r->f; b.u = r->f;
+    return spruce__block(&b, x, nseq, T, NULL, NULL, -1);
 }

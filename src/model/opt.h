@@ -1,9 +1,10 @@
 /* opt.h: the pieces of OPT's decoder (transformers models/opt/modeling_opt.py)
  * that LLaMA's block has not: LayerNorm with weight and bias, the learned
  * positional embedding looked up at position + 2, ReLU, and the decoder
- * block (OPTDecoderLayer) in its pre- and post-norm forms.  The family row and
- * the forward that string them together are not written yet
- * (doc/checkpoints.md). */
+ * block (OPTDecoderLayer) in its pre- and post-norm forms on weights given one
+ * by one.  The family row is family.c's "opt"; the model's forward runs the
+ * same block (block.c) with the config's switches (spruce_config: layer_norm,
+ * learned_positions, post_norm). */
 #ifndef SPRUCE_OPT_H
 #define SPRUCE_OPT_H
 
@@ -52,9 +53,11 @@ typedef struct {
  *              x = x + out(softmax_causal(q k^T) v)
  *              x = x + fc2(relu(fc1(LN2(x))))
  *   post-norm: x = LN1(x + out(attention(x)));  x = LN2(x + fc2(relu(fc1(x))))
- * (q is scaled after its bias and the scores are not scaled again, as
- * OPTAttention does).  0, or a linear layer's error (x is then partly
- * updated). */
+ * (OPTAttention scales q after its bias and not the scores; spruce scales the
+ * scores by d^-0.5, the same up to float rounding).  Runs spruce__block with
+ * an OPT config of these widths, the attention on BLAS (S is (T, T)); the
+ * linear callback is asked for Q, K, V, O, UP and DOWN.  0, or a linear
+ * layer's error (x is then partly updated). */
 int spruce__opt_block(const spruce__opt_block_run *r, float *x, int nseq, int T);
 
 #endif /* SPRUCE_OPT_H */

@@ -452,7 +452,11 @@ int spruce_config_length_warning(const spruce_config *c, long T, char *buf, size
         return 0;
     if (!buf || !size)
         return 1;
-    if (c->rope.type == SPRUCE_ROPE_DYNAMIC)
+    if (c->learned_positions)   /* OPT: the forward refuses such a sequence */
+        snprintf(buf, size, "sequences of %ld tokens are longer than max_position_embeddings "
+                 "%d: the learned positional table has no rows beyond it", T,
+                 c->max_position_embeddings);
+    else if (c->rope.type == SPRUCE_ROPE_DYNAMIC)
         snprintf(buf, size, "sequences of %ld tokens are longer than max_position_embeddings "
                  "%d: rope_type dynamic rescales the rotary base for this length, as "
                  "transformers does", T, c->max_position_embeddings);

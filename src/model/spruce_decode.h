@@ -43,8 +43,11 @@ void spruce_decoder_free(spruce_decoder *d); /* NULL is a no-op */
 void spruce_decoder_reset(spruce_decoder *d);
 /* Positions cached so far. */
 int spruce_decoder_pos(const spruce_decoder *d);
-/* Linear layers running a sparse format at batch 1 (of 7 per block). */
+/* Linear layers running a sparse format at batch 1, of spruce_decoder_linear_layers. */
 int spruce_decoder_sparse_layers(const spruce_decoder *d);
+/* Linear-layer objects of the decoder: 7 per block (fewer with fused tensors),
+ * a mixture of experts 4 + 1 (the router, always dense) + 3 per expert. */
+int spruce_decoder_linear_layers(const spruce_decoder *d);
 
 /* Feed token id at the next position; logits (vocab), if not NULL, receives
  * the scores of the token after it.  SPRUCE_EINVAL for an id outside the

@@ -12,7 +12,10 @@
  * modeling_mistral.py, modeling_qwen2.py, modeling_qwen3.py) and differ only in
  * biases, the attention window, per-head q/k norms and the default head_dim;
  * Gemma 2 and 3 (modeling_gemma2.py, modeling_gemma3.py) add two norms per
- * block and the maths their config keys switch on (spruce_config). */
+ * block and the maths their config keys switch on (spruce_config); OPT
+ * (modeling_opt.py) has LayerNorms with biases, learned positions, an ungated
+ * MLP of two layers (fc1, fc2: the up and down slots, no gate) and, where
+ * word_embed_proj_dim differs from hidden_size, project_in and project_out. */
 #ifndef SPRUCE_FAMILY_H
 #define SPRUCE_FAMILY_H
 
@@ -50,7 +53,8 @@ typedef enum {
 /* One linear layer of a block: W is (rows, cols) row-major, its input is the
  * activation at `site` (layers with the same site share one input). */
 typedef struct {
-    const char *path;          /* inside the block: "self_attn.q_proj" */
+    const char *path;          /* inside the block: "self_attn.q_proj"; NULL: the
+                                * family has no such layer (OPT's gate) */
     spruce_site site;
     spruce_dim rows, cols;
     spruce_bias_flag bias;
@@ -76,8 +80,9 @@ typedef struct spruce_family {
     const char *attention_bias_key;   /* boolean key for q/k/v/o biases, or NULL */
     const char *mlp_bias_key;         /* boolean key for gate/up/down biases, or NULL */
     const char *window_key;           /* integer key of the attention window, or NULL */
-    const char *window_switch_key;    /* boolean key that would turn a window on,
-                                       * refused when true (qwen2, qwen3), or NULL */
+    const char *window_switch_key;    /* boolean key that turns a window on
+                                       * (qwen2, qwen3: use_sliding_window, with
+                                       * sliding_window and max_window_layers), or NULL */
     /* Per-head RMSNorm of q and k before RoPE (qwen3: "self_attn.q_norm",
      * "self_attn.k_norm", .weight (head_dim)), or NULL. */
     const char *q_norm, *k_norm;
@@ -91,11 +96,33 @@ typedef struct spruce_family {
      * partial_rotary_factor, original_max_position_embeddings (4096) and
      * rope_scaling type longrope are read; sliding_window on every layer. */
     int phi3;
+    /* OPT (modeling_opt.py, configuration_opt.py): its keys are read by
+     * config.c (opt_keys); the norms have a ".bias" beside ".weight" and the
+     * final norm is present only in pre-norm models. */
+    int opt;
+    const char *positions;     /* "model.decoder.embed_positions.weight"
+                                * (max_position_embeddings + 2, hidden), or NULL */
+    const char *project_in;    /* (hidden, word_embed_proj_dim), when it differs */
+    const char *project_out;   /* (word_embed_proj_dim, hidden) */
+    const char *final_norm_bias;   /* "model.decoder.final_layer_norm.bias" */
+    /* Mixtures of experts: 1 mixtral (modeling_mixtral.py: every block's MLP is
+     * block_sparse_moe, the k weights always renormalised), 2 qwen3_moe
+     * (modeling_qwen3_moe.py: mlp.*, dense where mlp_only_layers /
+     * decoder_sparse_step say, norm_topk_prob); 0 elsewhere. */
+    int moe;
+    const char *router;        /* "block_sparse_moe.gate" (.weight, (experts, hidden)) */
+    const char *experts;       /* expert e is "<experts>.<e>.": "block_sparse_moe.experts" */
+    const char *expert_proj[3];   /* its gate, up and down: "w1", "w3", "w2" */
+    const char *experts_key;   /* config.json's count: "num_local_experts" */
 } spruce_family;
 
 /* The family of model_type, or NULL when there is none. */
 const spruce_family *spruce_family_find(const char *model_type);
-/* The families, in order: i from 0 while the result is not NULL. */
+/* The next row of f's model_type: another layout of the same family (OPT's
+ * names without "model."), or NULL. */
+const spruce_family *spruce_family_next(const spruce_family *f);
+/* The rows of the table, in order: i from 0 while the result is not NULL
+ * (a family with two layouts has two rows). */
 const spruce_family *spruce_family_at(int i);
 /* "llama, mistral, qwen2, qwen3": for messages. */
 const char *spruce_family_supported(void);
@@ -108,6 +135,11 @@ int spruce_family_linear_name(const spruce_family *f, int layer, spruce_proj l, 
  * f->mlp_norm; snprintf's return. */
 int spruce_family_norm_name(const spruce_family *f, int layer, const char *norm, char *buf,
                             size_t size);
+/* The same with ".bias" (OPT's LayerNorms). */
+int spruce_family_norm_bias_name(const spruce_family *f, int layer, const char *norm,
+                                 char *buf, size_t size);
+/* The number of linear layers of a block (7; 6 for OPT, which has no gate). */
+int spruce_family_nlinear(const spruce_family *f);
 /* The shape (rows, cols) of linear l of family f under config c. */
 void spruce_family_linear_shape(const spruce_family *f, const spruce_config *c, spruce_proj l,
                                 size_t *rows, size_t *cols);
@@ -125,19 +157,25 @@ size_t spruce_family_site_cols(const spruce_family *f, const spruce_config *c, s
 
 /* One tensor of a checkpoint of a family. */
 typedef enum {
+    SPRUCE_TENSOR_ROUTER = -1, /* a MoE block's router (experts, hidden): never pruned */
     SPRUCE_TENSOR_EMBED = 0,   /* the embedding (vocab, hidden) */
     SPRUCE_TENSOR_NORM,        /* a norm's weight (hidden): a block's or the final one;
                                 * (head_dim) for the per-head q/k norms */
     SPRUCE_TENSOR_LINEAR,      /* a block's linear weight (rows, cols) */
     SPRUCE_TENSOR_BIAS,        /* its bias (rows) */
-    SPRUCE_TENSOR_HEAD         /* the head (vocab, hidden), absent when tied */
+    SPRUCE_TENSOR_HEAD,        /* the head (vocab, hidden), absent when tied */
+    SPRUCE_TENSOR_NORM_BIAS,   /* a LayerNorm's bias (hidden), OPT */
+    SPRUCE_TENSOR_POSITIONS,   /* OPT's positional table (max_position_embeddings + 2, hidden) */
+    SPRUCE_TENSOR_PROJ         /* OPT's project_in (hidden, proj), project_out (proj, hidden) */
 } spruce_tensor_role;
 
 typedef struct {
     char name[160];
     spruce_tensor_role role;
     int layer;                 /* the block, -1 for the embedding, final norm and head */
-    spruce_proj proj;          /* LINEAR and BIAS: which; otherwise SPRUCE_NPROJ */
+    spruce_proj proj;          /* LINEAR and BIAS: which (an expert's: GATE, UP, DOWN);
+                                * otherwise SPRUCE_NPROJ */
+    int expert;                /* LINEAR of an expert: its index, otherwise -1 */
     int ndim;                  /* 1 or 2 */
     size_t shape[2];
 } spruce_family_tensor;
@@ -146,14 +184,25 @@ typedef struct {
  * embedding; per block its attention norm, q/k/v/o (each followed by its bias
  * when it has one), the q and k norms when the family has them, its MLP norm,
  * gate/up/down, then the post-attention and post-MLP norms when the family has
- * them; the final norm; the head
- * unless tied.  1 with *t filled, 0 past the end, SPRUCE_EUNSUPPORTED when c
- * names no family.  The model reads and checks exactly these, synth writes
+ * them (a mixture-of-experts block: after its MLP norm the router, then per
+ * expert its gate, up and down, in place of gate/up/down); the final norm;
+ * the head unless tied.  OPT: the embedding (vocab, word_embed_proj_dim), the
+ * positional table and project_in; per block each norm's weight then bias;
+ * the final norm's weight and bias when present; project_out; the head
+ * (vocab, word_embed_proj_dim) unless tied.  1 with *t filled, 0 past the
+ * end, SPRUCE_EUNSUPPORTED when c names no family.  The model reads and checks exactly these, synth writes
  * exactly these. */
 int spruce_family_tensor_at(const spruce_config *c, size_t i, spruce_family_tensor *t);
 
+/* "<layers>.<layer>.<experts>.<e>.<gate|up|down>.weight" of expert e's linear
+ * l (GATE, UP, DOWN) into buf, or with e = -1 the router's
+ * "<layers>.<layer>.<router>.weight"; snprintf's return. */
+int spruce_family_expert_name(const spruce_family *f, int layer, int e, spruce_proj l,
+                              char *buf, size_t size);
+
 /* 1 when tensor_name is the weight of one of the prunable linear layers of a
- * block of the family model_type ("model.layers.3.mlp.down_proj.weight"), 0
+ * block of the family model_type ("model.layers.3.mlp.down_proj.weight", in
+ * any of its layouts), 0
  * when it is anything else (an embedding, a norm, the head, a bias, a name of
  * another layout), SPRUCE_EUNSUPPORTED (detail: the supported types) for an
  * unknown model_type, SPRUCE_EINVAL for NULL. */
@@ -168,6 +217,10 @@ typedef struct {
     int head_dim;              /* 0: hidden / heads */
     spruce_rope_type rope;     /* SPRUCE_ROPE_DEFAULT: no rope_scaling */
     double rope_factor;        /* 0: 8 for llama3, 4 for the others */
+    /* mixtral, qwen3_moe: experts per block (0: 8), chosen per token (0: 2)
+     * and an expert's width (0: the synth config's intermediate); qwen3_moe
+     * gets norm_topk_prob true and every block a mixture of experts. */
+    int experts, experts_per_tok, expert_intermediate;
 } spruce_synth_family;
 
 void spruce_synth_family_defaults(spruce_synth_family *f);

@@ -1,4 +1,6 @@
-/* spruce_model.h: the LLaMA-family forward (llama, mistral, qwen2, qwen3); the
+/* spruce_model.h: the forward of the families of spruce_family.h (llama,
+ * mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, opt; OPT's LayerNorms,
+ * learned positions and ReLU MLP are switches of spruce_config); the
  * block-by-block pruning pipeline built on it is in spruce_pipeline.h, the
  * table of families (tensor names, block shape) in spruce_family.h.
  *
@@ -84,9 +86,13 @@ typedef struct {
 /* The activation of the gated MLP: down(act(gate x) * up x). */
 typedef enum {
     SPRUCE_ACT_SILU = 0,         /* "silu" */
-    SPRUCE_ACT_GELU_TANH         /* "gelu_pytorch_tanh", "gelu_new":
+    SPRUCE_ACT_GELU_TANH,        /* "gelu_pytorch_tanh", "gelu_new":
                                   * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    SPRUCE_ACT_RELU              /* OPT's "relu", ungated: down(relu(up x)) */
 } spruce_act;
+
+#define SPRUCE_MAX_LAYERS_BITS 65536   /* == SPRUCE_MAX_LAYERS */
+#define SPRUCE_MAX_EXPERTS 4096        /* num_experts, num_experts_per_tok */
 
 typedef struct {
     char model_type[16];         /* "llama", "mistral", "qwen2" or "qwen3" */
@@ -99,7 +105,7 @@ typedef struct {
     int head_dim;                /* default hidden_size / num_attention_heads */
     int vocab_size;
     int max_position_embeddings;
-    int sliding_window;          /* mistral: attention window (0 = none) */
+    int sliding_window;          /* attention window of the sliding layers (0 = none) */
     double rms_norm_eps;
     double rope_theta;           /* default 10000 */
     spruce_rope_scaling rope;    /* rope_scaling (type DEFAULT when absent) */
@@ -117,13 +123,45 @@ typedef struct {
     double final_softcap;        /* final_logit_softcapping, likewise on the logits */
     int sliding_pattern;         /* which layers use sliding_window: 0 every layer
                                   * (mistral), p > 0 layer i when (i + 1) % p != 0 */
+    int sliding_from;            /* qwen2, qwen3: the first sliding layer (max_window_layers,
+                                  * or layer_types); the ones before attend fully; 0 else */
     double rope_local_theta;     /* gemma3: sliding layers rotate with this base and no
                                   * rope_scaling (rope_local_base_freq); 0: as the others */
     /* phi3 (modeling_phi3.py: apply_rotary_pos_emb): RoPE rotates the first
      * rotary_dim = int(head_dim * partial_rotary_factor) dims of each head
      * (rotate-half within them), the others pass through; head_dim elsewhere. */
     int rotary_dim;
+    /* OPT (modeling_opt.py: OPTDecoder, OPTDecoderLayer); 0 elsewhere.  Every
+     * norm is a LayerNorm with weight and bias (eps rms_norm_eps, 1e-5); no
+     * RoPE: learned positional rows at position + 2 are added to the
+     * embedding; the MLP is fc2(relu(fc1 x)) (act RELU, stored as up, down). */
+    int layer_norm;              /* LayerNorm (with bias) instead of RMSNorm */
+    int learned_positions;       /* embed_positions, no rotary embeddings */
+    int post_norm;               /* do_layer_norm_before false: x = LN(x + branch(x)) */
+    int no_final_norm;           /* the decoder has no final norm (OPT's post-norm
+                                  * models, _remove_final_layer_norm) */
+    int no_norm_affine;          /* OPT layer_norm_elementwise_affine false: the
+                                  * LayerNorms have no weight and bias (no tensors) */
+    int word_embed_proj_dim;     /* width of the token embedding and the head; 0 or
+                                  * hidden_size: none, else project_in / project_out */
+    /* Mixtures of experts (modeling_mixtral.py: MixtralSparseMoeBlock;
+     * modeling_qwen3_moe.py: Qwen3MoeSparseMoeBlock); num_experts 0 elsewhere.
+     * The MoE block's router scores every expert, softmax over all of them,
+     * keeps the top num_experts_per_tok (renormalised to sum 1 with
+     * norm_topk_prob, always for mixtral) and adds those experts' gated MLPs
+     * (width moe_intermediate_size) weighted by them.  qwen3_moe: layer i is a
+     * MoE block unless listed in mlp_only_layers or (i + 1) % decoder_sparse_step
+     * != 0, a dense MLP of intermediate_size otherwise. */
+    int num_experts;             /* num_local_experts (mixtral), num_experts (qwen3_moe) */
+    int num_experts_per_tok;
+    int norm_topk_prob;
+    int moe_intermediate_size;   /* mixtral: intermediate_size */
+    int decoder_sparse_step;     /* 1 for mixtral */
+    unsigned char mlp_only[SPRUCE_MAX_LAYERS_BITS / 8];  /* mlp_only_layers, one bit each */
 } spruce_config;
+
+/* Whether block `layer` of c is a mixture of experts (0 or 1). */
+int spruce_config_layer_moe(const spruce_config *c, int layer);
 
 /* What config.json may ask for.  Each key is refused above its bound, and so
  * are the products below, with a message naming the keys; within them every
@@ -156,7 +194,9 @@ int spruce_config_parse(const char *json, const char *origin, spruce_config *cfg
 /* Sequences of T tokens are computed as Hugging Face computes them, also when
  * T exceeds max_position_embeddings.  Then this writes a warning for the
  * caller to print into buf (what the rotary embeddings do at that length) and
- * returns 1; 0 (buf untouched) when T is within the context. */
+ * returns 1; 0 (buf untouched) when T is within the context.  OPT's learned
+ * positions have no rows beyond it: the warning says so and the forward
+ * refuses the sequence (SPRUCE_EINVAL naming embed_positions). */
 int spruce_config_length_warning(const spruce_config *c, long T, char *buf, size_t size);
 
 /* ---- one decoder block -------------------------------------------------- */
@@ -185,6 +225,7 @@ void spruce_proj_name(int layer, spruce_proj l, int bias, char *buf, size_t size
 typedef struct {
     int layer;
     float *attn_norm;            /* (hidden) input_layernorm */
+    float *attn_norm_b, *mlp_norm_b;   /* (hidden) the LayerNorms' biases (OPT), or NULL */
     float *mlp_norm;             /* (hidden) post_attention_layernorm (gemma:
                                   * pre_feedforward_layernorm) */
     float *q_norm, *k_norm;      /* (head_dim) self_attn.q_norm / k_norm, or NULL */
@@ -198,6 +239,14 @@ typedef struct {
      * is rows of the tensor of an earlier layer (k, v inside q's; up inside
      * gate's), not an allocation of its own; w[lead] then holds every row. */
     unsigned char fused[SPRUCE_NPROJ];
+    /* A mixture-of-experts block (spruce_config_layer_moe): w, b, rows, cols
+     * of gate/up/down are NULL and 0; the router (nexperts, hidden) and per
+     * expert e its gate expert[3 e] and up expert[3 e + 1] (moe_inter, hidden)
+     * and down expert[3 e + 2] (hidden, moe_inter) instead.  0 and NULL in a
+     * dense block. */
+    int nexperts, expert_width;  /* expert_width: moe_intermediate_size */
+    float *router;
+    float **expert;
 } spruce_block;
 
 /* Where a linear layer's input can be observed.  q/k/v share one input, as do
@@ -282,8 +331,9 @@ void spruce_model_put_block(spruce_model *m, spruce_block *b);
 int spruce_model_set_attention(spruce_model *m, spruce_attention a);
 
 /* x (T, hidden) = embed[ids] (Gemma: times embed_scale, rounded to the
- * embedding's dtype as Gemma2Model's normalizer is); SPRUCE_EINVAL for an id
- * outside the vocabulary. */
+ * embedding's dtype as Gemma2Model's normalizer is; OPT: plus the positional
+ * rows 2..T+1); SPRUCE_EINVAL for an id outside the vocabulary or, for OPT, T
+ * beyond max_position_embeddings. */
 int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x);
 
 /* logits (T, vocab) = head (rmsnorm(x) * norm) for x (T, hidden), then

@@ -22,6 +22,10 @@
  * max_position / 4, gemma2's soft-caps 50 and 30, gemma3's
  * sliding_window_pattern (6, or 2 below 6 layers so that a small model has
  * both kinds of layer), rope_theta 1e6 and rope_local_base_freq 10000.
+ * mixtral and qwen3_moe: every block's MLP is a mixture of experts (router
+ * (experts, hidden), each expert's gate/up (width, hidden) and down (hidden,
+ * width), N(0, 1/fan_in) like the other linear weights), config.json with
+ * the family's expert keys (qwen3_moe: norm_topk_prob true).
  * Linear weights are scaled by 1/sqrt(fan_in), as in a trained model, so that
  * activations stay of order one through the layers.  Each run of 65536
  * elements of a tensor has its own generator seeded from (seed, tensor name,
@@ -58,6 +62,15 @@ static int fam_head_dim(const spruce_synth_config *c, const spruce_synth_family 
     return f && f->head_dim > 0 ? f->head_dim : c->hidden / (c->heads ? c->heads : 1);
 }
 
+/* A family with experts: their count, top-k and width, with the defaults. */
+static void fam_experts(const spruce_synth_config *c, const spruce_synth_family *f, int *E,
+                        int *k, int *width)
+{
+    *E = f && f->experts > 0 ? f->experts : 8;
+    *k = f && f->experts_per_tok > 0 ? f->experts_per_tok : 2;
+    *width = f && f->expert_intermediate > 0 ? f->expert_intermediate : c->intermediate;
+}
+
 static double fam_factor(const spruce_synth_family *f)
 {
     if (f->rope_factor > 0)
@@ -72,7 +85,7 @@ typedef struct {
     char name[160];
     int ndim;
     int64_t shape[2];
-    int kind;      /* 0 linear, 1 norm, 2 embedding */
+    int kind;      /* 0 linear, 1 norm, 2 embedding (OPT: and positions), 3 bias */
     int64_t fan_in;
 } tdesc;
 
@@ -182,6 +195,15 @@ static int check_config(const spruce_synth_config *c, const spruce_synth_family 
     if (c->heads % c->kv_heads)
         return spruce__seterr(SPRUCE_EINVAL, "synth: heads %d is not a multiple of kv-heads %d",
                               c->heads, c->kv_heads);
+    if (spruce_family_find(fam_type(f))->moe) {
+        int E, k, w;
+        fam_experts(c, f, &E, &k, &w);
+        if (E > SPRUCE_MAX_EXPERTS || k > E || w > SPRUCE_MAX_INTERMEDIATE ||
+            (int64_t)w * c->hidden > SPRUCE_MAX_TENSOR)
+            return spruce__seterr(SPRUCE_EINVAL, "synth: %d experts (at most %d), %d per token "
+                                  "(at most the experts), width %d (at most %d)", E,
+                                  SPRUCE_MAX_EXPERTS, k, w, SPRUCE_MAX_INTERMEDIATE);
+    }
     if (c->dtype != SPRUCE_DTYPE_F32 && c->dtype != SPRUCE_DTYPE_F16 &&
         c->dtype != SPRUCE_DTYPE_BF16)
         return spruce__seterr(SPRUCE_EDTYPE, "synth: expected dtype F32, F16 or BF16");
@@ -202,9 +224,21 @@ static void model_config(const spruce_synth_config *c, const spruce_synth_family
     mc->num_key_value_heads = c->kv_heads;
     mc->head_dim = fam_head_dim(c, f);
     mc->qk_norm = mc->family && mc->family->q_norm;
-    mc->tie_word_embeddings = mc->family && mc->family->gemma;
+    mc->tie_word_embeddings = mc->family && (mc->family->gemma || mc->family->opt);
+    mc->qkv_bias = mc->family && mc->family->qkv_bias;   /* qwen2: always */
+    if (mc->family && mc->family->opt) {   /* pre-norm, enable_bias, no projections */
+        mc->num_key_value_heads = c->heads;
+        mc->qkv_bias = mc->o_bias = mc->mlp_bias = 1;
+        mc->word_embed_proj_dim = c->hidden;
+    }
     mc->vocab_size = c->vocab;
     mc->max_position_embeddings = c->max_position;
+    if (mc->family && mc->family->moe) {
+        fam_experts(c, f, &mc->num_experts, &mc->num_experts_per_tok,
+                    &mc->moe_intermediate_size);
+        mc->norm_topk_prob = 1;
+        mc->decoder_sparse_step = 1;
+    }
 }
 
 /* Every tensor of the family table, in its order. */
@@ -223,7 +257,10 @@ static tdesc *describe(const spruce_synth_config *c, const spruce_synth_family *
     for (i = 0; i < count; i++) {
         spruce_family_tensor_at(&mc, i, &ft);
         snprintf(t[i].name, sizeof t[i].name, "%s", ft.name);
-        t[i].kind = ft.role == SPRUCE_TENSOR_NORM ? 1 : ft.role == SPRUCE_TENSOR_EMBED ? 2 : 0;
+        t[i].kind = ft.role == SPRUCE_TENSOR_NORM                                  ? 1
+                    : ft.role == SPRUCE_TENSOR_EMBED || ft.role == SPRUCE_TENSOR_POSITIONS ? 2
+                    : ft.role == SPRUCE_TENSOR_BIAS || ft.role == SPRUCE_TENSOR_NORM_BIAS ? 3
+                                                                                           : 0;
         t[i].fan_in = (int64_t)(ft.ndim == 2 ? ft.shape[1] : 1);
         t[i].ndim = ft.ndim;
         t[i].shape[0] = (int64_t)ft.shape[0];
@@ -294,15 +331,25 @@ static int write_config(const spruce_synth_config *c, const spruce_synth_family 
     if (fam->window_switch_key)
         json_object_set_new(j, fam->window_switch_key, json_false());
     json_object_set_new(j, "hidden_size", json_integer(c->hidden));
-    json_object_set_new(j, "intermediate_size", json_integer(c->intermediate));
+    json_object_set_new(j, fam->opt ? "ffn_dim" : "intermediate_size",
+                        json_integer(c->intermediate));
     json_object_set_new(j, "num_hidden_layers", json_integer(c->layers));
     json_object_set_new(j, "num_attention_heads", json_integer(c->heads));
-    json_object_set_new(j, "num_key_value_heads", json_integer(c->kv_heads));
+    if (!fam->opt)
+        json_object_set_new(j, "num_key_value_heads", json_integer(c->kv_heads));
     json_object_set_new(j, "vocab_size", json_integer(c->vocab));
     json_object_set_new(j, "max_position_embeddings", json_integer(c->max_position));
-    json_object_set_new(j, "rms_norm_eps", json_real(1e-5));
-    json_object_set_new(j, "rope_theta", json_real(fam->gemma == 3 ? 1e6 : 10000.0));
-    if (fam->gemma) {
+    if (!fam->opt) {
+        json_object_set_new(j, "rms_norm_eps", json_real(1e-5));
+        json_object_set_new(j, "rope_theta", json_real(fam->gemma == 3 ? 1e6 : 10000.0));
+    }
+    if (fam->opt) {   /* configuration_opt.py's keys, as OPT-125m has them */
+        json_object_set_new(j, "activation_function", json_string("relu"));
+        json_object_set_new(j, "do_layer_norm_before", json_true());
+        json_object_set_new(j, "enable_bias", json_true());
+        json_object_set_new(j, "layer_norm_elementwise_affine", json_true());
+        json_object_set_new(j, "word_embed_proj_dim", json_integer(c->hidden));
+    } else if (fam->gemma) {
         int w = c->max_position / 4;
         json_object_set_new(j, "hidden_activation", json_string("gelu_pytorch_tanh"));
         json_object_set_new(j, "query_pre_attn_scalar", json_integer(fam_head_dim(c, f)));
@@ -320,7 +367,19 @@ static int write_config(const spruce_synth_config *c, const spruce_synth_family 
     }
     if (fam->attention_bias_key)
         json_object_set_new(j, fam->attention_bias_key, json_false());
-    json_object_set_new(j, "tie_word_embeddings", json_boolean(fam->gemma != 0));
+    if (fam->moe) {
+        int E, k, w;
+        fam_experts(c, f, &E, &k, &w);
+        json_object_set_new(j, fam->experts_key, json_integer(E));
+        json_object_set_new(j, "num_experts_per_tok", json_integer(k));
+        if (fam->moe == 2) {   /* qwen3_moe: the width and the MoE layers are keys */
+            json_object_set_new(j, "moe_intermediate_size", json_integer(w));
+            json_object_set_new(j, "norm_topk_prob", json_true());
+            json_object_set_new(j, "decoder_sparse_step", json_integer(1));
+            json_object_set_new(j, "mlp_only_layers", json_array());
+        }
+    }
+    json_object_set_new(j, "tie_word_embeddings", json_boolean(fam->gemma != 0 || fam->opt));
     json_object_set_new(j, "torch_dtype", json_string(torch_str(c->dtype)));
     json_object_set_new(j, "bos_token_id", json_integer(1));
     json_object_set_new(j, "eos_token_id", json_integer(2));
@@ -425,11 +484,14 @@ int spruce_synth_write_family(const char *outdir, const spruce_synth_config *c,
     }
     pos = 8 + hlen;
     for (i = 0; i < n; i++) {
+        /* gemma, opt: the embedding is also the head, of scale 1 / sqrt(hidden) */
         int gemma = spruce_family_find(fam_type(fam))->gemma != 0;
+        int tied = gemma || spruce_family_find(fam_type(fam))->opt;
         int64_t numel = numel_of(&t[i]), start;
         uint64_t ts = name_seed(c->seed, t[i].name);
         float scale = t[i].kind == 1   ? 0.05f
-                      : t[i].kind == 2 ? (gemma ? (float)(1.0 / sqrt((double)c->hidden)) : 1.0f)
+                      : t[i].kind == 2 ? (tied ? (float)(1.0 / sqrt((double)c->hidden)) : 1.0f)
+                      : t[i].kind == 3 ? 0.01f
                                        : (float)(1.0 / sqrt((double)t[i].fan_in));
         float shift = t[i].kind == 1 && !gemma ? 1.0f : 0.0f;   /* gemma: (1 + w) */
         for (start = 0; start < numel; start += (int64_t)RUN * BATCH) {

@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "block.h"
+#include "opt.h"
 #include "model_internal.h"
 #include "spruce_half.h"
 
@@ -94,6 +97,8 @@ static void block_free(spruce_block *b)
         return;
     free(b->attn_norm);
     free(b->mlp_norm);
+    free(b->attn_norm_b);
+    free(b->mlp_norm_b);
     free(b->q_norm);
     free(b->k_norm);
     free(b->post_attn_norm);
@@ -103,7 +108,36 @@ static void block_free(spruce_block *b)
             free(b->w[l]);
         free(b->b[l]);
     }
+    if (b->expert)
+        for (l = 0; l < 3 * b->nexperts; l++)
+            free(b->expert[l]);
+    free(b->expert);
+    free(b->router);
     free(b);
+}
+
+/* A mixture-of-experts block's router and experts (spruce_block). */
+static int experts_read(const spruce_model *m, spruce_block *b)
+{
+    const spruce_config *c = &m->cfg;
+    int e, k, rc, hid = c->hidden_size, mi = c->moe_intermediate_size;
+    char name[256];
+    if (!(b->expert = calloc((size_t)3 * c->num_experts, sizeof *b->expert)))
+        return spruce__seterr(SPRUCE_ENOMEM, "block %d: %d experts", b->layer, c->num_experts);
+    b->nexperts = c->num_experts;
+    b->expert_width = mi;
+    spruce_family_expert_name(m->fam, b->layer, -1, SPRUCE_NPROJ, name, sizeof name);
+    if ((rc = load_named(m->ck, name, c->num_experts, hid, &b->router)))
+        return rc;
+    for (e = 0; e < c->num_experts; e++)
+        for (k = 0; k < 3; k++) {
+            spruce_family_expert_name(m->fam, b->layer, e, (spruce_proj)(SPRUCE_PROJ_GATE + k),
+                                      name, sizeof name);
+            if ((rc = load_named(m->ck, name, k == 2 ? hid : mi, k == 2 ? mi : hid,
+                                 &b->expert[3 * e + k])))
+                return rc;
+        }
+    return 0;
 }
 
 static int block_read(const spruce_model *m, int layer, spruce_block **out)
@@ -118,12 +152,21 @@ static int block_read(const spruce_model *m, int layer, spruce_block **out)
     if (!b)
         return spruce__seterr(SPRUCE_ENOMEM, "block %d", layer);
     b->layer = layer;
+    /* the two norms (OPT: with biases; none without elementwise affine) */
     spruce_family_norm_name(f, layer, f->attn_norm, name, sizeof name);
-    if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->attn_norm)))
+    if (!c->no_norm_affine && (rc = load_named(m->ck, name, c->hidden_size, -1, &b->attn_norm)))
         goto done;
     spruce_family_norm_name(f, layer, f->mlp_norm, name, sizeof name);
-    if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->mlp_norm)))
+    if (!c->no_norm_affine && (rc = load_named(m->ck, name, c->hidden_size, -1, &b->mlp_norm)))
         goto done;
+    if (f->opt && !c->no_norm_affine) {
+        spruce_family_norm_bias_name(f, layer, f->attn_norm, name, sizeof name);
+        if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->attn_norm_b)))
+            goto done;
+        spruce_family_norm_bias_name(f, layer, f->mlp_norm, name, sizeof name);
+        if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->mlp_norm_b)))
+            goto done;
+    }
     if (f->q_norm) {   /* per-head norms of q and k (qwen3) */
         spruce_family_norm_name(f, layer, f->q_norm, name, sizeof name);
         if ((rc = load_named(m->ck, name, c->head_dim, -1, &b->q_norm)))
@@ -140,11 +183,17 @@ static int block_read(const spruce_model *m, int layer, spruce_block **out)
         if ((rc = load_named(m->ck, name, c->hidden_size, -1, &b->post_mlp_norm)))
             goto done;
     }
+    if (spruce_config_layer_moe(c, layer) && (rc = experts_read(m, b)))
+        goto done;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         size_t rows, cols;
+        if (b->nexperts && l >= SPRUCE_PROJ_GATE)
+            break;   /* the experts stand for gate/up/down */
         spruce_family_linear_shape(f, c, (spruce_proj)l, &rows, &cols);
         b->rows[l] = (int)rows;   /* config.c keeps every width below 2^30 */
         b->cols[l] = (int)cols;
+        if (!f->linear[l].path)   /* OPT's gate: none (w NULL) */
+            continue;
         if (f->linear[l].part > 0) {   /* the rows after the previous part's */
             b->w[l] = b->w[l - 1] + (size_t)b->rows[l - 1] * b->cols[l - 1];
             b->fused[l] = 1;
@@ -179,7 +228,8 @@ static int check_tensors(const spruce_model *m)
     size_t i;
     int rc;
     for (i = 0; (rc = spruce_family_tensor_at(&m->cfg, i, &ft)) == 1; i++) {
-        if (ft.role == SPRUCE_TENSOR_EMBED || ft.role == SPRUCE_TENSOR_HEAD)
+        if (ft.role == SPRUCE_TENSOR_EMBED || ft.role == SPRUCE_TENSOR_HEAD ||
+            (ft.role == SPRUCE_TENSOR_PROJ && !strcmp(ft.name, m->fam->project_out)))
             continue;   /* read (and checked) by spruce_model_open */
         if ((rc = find_checked(m->ck, ft.name, (int64_t)ft.shape[0],
                                ft.ndim == 2 ? (int64_t)ft.shape[1] : -1, &t)))
@@ -233,11 +283,92 @@ static int check_layer_count(const spruce_model *m)
                           first->name, spruce_ckpt_file_of(m->ck, first));
 }
 
+/* Y (n, cols) = A (n, k) B (k, cols), row-major, into a new array. */
+static int matmul_new(const float *A, const float *B, size_t n, size_t k, size_t cols,
+                      const char *what, float **out)
+{
+    float *Y = malloc((n * cols > 0 ? n * cols : 1) * sizeof(float));
+    *out = Y;
+    if (!Y)
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: %zu x %zu floats", what, n, cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)cols, (int)k, 1.0f, A,
+                (int)k, B, (int)cols, 0.0f, Y, (int)cols);
+    return 0;
+}
+
+/* OPT (modeling_opt.py: OPTDecoder, OPTForCausalLM): the token embedding E
+ * (vocab, e) with e = word_embed_proj_dim, the positional table, the final
+ * LayerNorm (pre-norm models) and the head (E when tied, else lm_head).  Where
+ * e differs from hidden_size, the embedding is kept as E project_in^T and the
+ * head as head project_out, both (vocab, hidden), so that the forward's
+ * x = project_in(E[id]) and logits = head(project_out(x)) are one row each. */
+static int opt_open(spruce_model *m)
+{
+    const spruce_config *c = &m->cfg;
+    const spruce_family *f = m->fam;
+    size_t V = (size_t)c->vocab_size, H = (size_t)c->hidden_size;
+    size_t e = c->word_embed_proj_dim > 0 ? (size_t)c->word_embed_proj_dim : H;
+    float *E = NULL, *raw = NULL, *P = NULL;
+    int rc;
+    if ((rc = load_named(m->ck, f->embed, (int64_t)V, (int64_t)e, &E)) ||
+        (rc = load_named(m->ck, f->positions, (int64_t)c->max_position_embeddings + 2,
+                         (int64_t)H, &m->positions)))
+        goto done;
+    if (!c->no_final_norm && !c->no_norm_affine &&
+        ((rc = load_named(m->ck, f->final_norm, (int64_t)H, -1, &m->norm)) ||
+         (rc = load_named(m->ck, f->final_norm_bias, (int64_t)H, -1, &m->norm_b))))
+        goto done;
+    if (!c->tie_word_embeddings) {
+        if (!spruce_ckpt_find(m->ck, f->head)) {
+            rc = spruce__seterr(SPRUCE_ENOTFOUND, "checkpoint %s: tensor %s is missing and "
+                                "config.json sets tie_word_embeddings false",
+                                spruce_ckpt_dir(m->ck), f->head);
+            goto done;
+        }
+        if ((rc = load_named(m->ck, f->head, (int64_t)V, (int64_t)e, &raw)))
+            goto done;
+    }
+    if (e == H) {
+        m->embed = E;
+        m->head = raw ? raw : E;
+        return 0;
+    }
+    /* embed (V, H) = E (V, e) project_in^T, project_in being (H, e): P^T is (e, H) */
+    if ((rc = load_named(m->ck, f->project_in, (int64_t)H, (int64_t)e, &P)))
+        goto done;
+    {
+        float *Pt = malloc(e * H * sizeof(float));
+        size_t i, j;
+        if (!Pt) {
+            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: %zu floats", f->project_in, e * H);
+            goto done;
+        }
+        for (i = 0; i < H; i++)
+            for (j = 0; j < e; j++)
+                Pt[j * H + i] = P[i * e + j];
+        rc = matmul_new(E, Pt, V, e, H, f->embed, &m->embed);
+        free(Pt);
+        free(P);
+        P = NULL;
+        if (rc)
+            goto done;
+    }
+    /* head (V, H) = (E or lm_head) (V, e) project_out (e, H) */
+    if ((rc = load_named(m->ck, f->project_out, (int64_t)e, (int64_t)H, &P)) ||
+        (rc = matmul_new(raw ? raw : E, P, V, e, H, f->project_out, &m->head)))
+        goto done;
+done:
+    free(E);
+    free(raw);
+    free(P);
+    return rc;
+}
+
 int spruce_model_open(const char *dir, spruce_model **out)
 {
     spruce_model *m = NULL;
     const spruce_config *c;
-    const spruce_family *f;
+    const spruce_family *f, *alt;
     int rc;
     if (!dir || !out)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_model_open: NULL argument");
@@ -252,9 +383,22 @@ int spruce_model_open(const char *dir, spruce_model **out)
     m->attention = SPRUCE_ATTENTION_AUTO;
     if ((rc = spruce_ckpt_open(dir, &m->ck)))
         goto done;
+    /* another layout of the family when the checkpoint has its names (OPT's
+     * decoder.* of facebook/opt-*) */
+    for (alt = f; !spruce_ckpt_find(m->ck, f->embed) && (alt = spruce_family_next(alt));)
+        if (spruce_ckpt_find(m->ck, alt->embed)) {
+            f = m->fam = m->cfg.family = alt;
+            break;
+        }
     /* Every tensor the forward reads, with the shape the config implies. */
     if ((rc = check_tensors(m)) || (rc = check_layer_count(m)))
         goto done;
+    if (f->opt) {
+        if ((rc = opt_open(m)))
+            goto done;
+        *out = m;
+        return 0;
+    }
     if ((rc = load_named(m->ck, f->embed, c->vocab_size, c->hidden_size, &m->embed)) ||
         (rc = load_named(m->ck, f->final_norm, c->hidden_size, -1, &m->norm)))
         goto done;
@@ -297,6 +441,8 @@ void spruce_model_free(spruce_model *m)
         free(m->head);
     free(m->embed);
     free(m->norm);
+    free(m->norm_b);
+    free(m->positions);
     spruce_ckpt_close(m->ck);
     free(m);
 }
@@ -370,25 +516,40 @@ void spruce_model_put_block(spruce_model *m, spruce_block *b)
     block_free(b);
 }
 
-int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x)
+int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, int pos0,
+                           float *x)
 {
     int t, hid;
     if (!m || !ids || !x)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_model_embed: NULL argument");
     hid = m->cfg.hidden_size;
+    if (m->positions && (long)pos0 + T > m->cfg.max_position_embeddings)
+        return spruce__seterr(SPRUCE_EINVAL, "position %ld: %s has rows for positions "
+                              "0..%d (max_position_embeddings %d)", (long)pos0 + T - 1,
+                              m->fam->positions, m->cfg.max_position_embeddings - 1,
+                              m->cfg.max_position_embeddings);
     for (t = 0; t < T; t++) {
+        float *xt = x + (size_t)t * hid;
+        int j;
         if (ids[t] >= (uint32_t)m->cfg.vocab_size)
             return spruce__seterr(SPRUCE_EINVAL, "token %u at position %d is outside the "
-                                  "vocabulary of %d", ids[t], t, m->cfg.vocab_size);
-        memcpy(x + (size_t)t * hid, m->embed + (size_t)ids[t] * hid, (size_t)hid * sizeof(float));
-        if (m->cfg.embed_scale > 0) {   /* gemma: times sqrt(hidden) */
-            float *xt = x + (size_t)t * hid;
-            int j;
+                                  "vocabulary of %d", ids[t], pos0 + t, m->cfg.vocab_size);
+        memcpy(xt, m->embed + (size_t)ids[t] * hid, (size_t)hid * sizeof(float));
+        if (m->cfg.embed_scale > 0)   /* gemma: times sqrt(hidden) */
             for (j = 0; j < hid; j++)
                 xt[j] *= m->cfg.embed_scale;
+        if (m->positions) {   /* OPTLearnedPositionalEmbedding, unpadded: row p + 2 */
+            const float *pr = m->positions + ((size_t)pos0 + t + SPRUCE__OPT_POS_OFFSET) * hid;
+            for (j = 0; j < hid; j++)
+                xt[j] += pr[j];
         }
     }
     return 0;
+}
+
+int spruce_model_embed(const spruce_model *m, const uint32_t *ids, int T, float *x)
+{
+    return spruce__model_embed_at(m, ids, T, 0, x);
 }
 
 /* Run every block over nseq sequences x (nseq, T, hidden) in place. */

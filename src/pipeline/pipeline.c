@@ -15,14 +15,22 @@
  * the checkpoint writer and freed before the next one is read, so the peak is
  * one block + X + the Hessians.
  *
+ * A mixture-of-experts block (mixtral, qwen3_moe) has one Hessian per expert
+ * and input, from exactly the tokens the router sends to it (the routing
+ * weights scale its output, not its input, and are not applied), all
+ * accumulated in the block's forward; the router is never pruned.  With
+ * true_sequential: q/k/v, o, then every expert's gate/up, then every down.
+ *
  * Under mpirun (spruce_dist.h) each of the R ranks holds X of its contiguous
  * share of the calibration samples only and runs every forward on it; the
- * Hessians' shares are summed over the ranks in rank order; the group's
- * layers are pruned on different ranks at once (the costliest first, each to
- * the least loaded rank) and every rank receives each pruned layer (weights,
- * mask, result, grid) from the rank that pruned it; rank 0 alone writes and
- * reports.  A failure on any rank is agreed on at the end of each step, so
- * every rank stops with the failing rank's message. */
+ * Hessians' shares are summed over the ranks in rank order (OWL's input
+ * norms likewise); the group's layers are pruned on different ranks at once
+ * (the costliest first, each to the least loaded rank) and every rank
+ * receives each pruned layer (weights, mask, result, grid) from the rank that
+ * pruned it; rank 0 alone writes and reports.  A failure on any rank is
+ * agreed on at the end of each step, so every rank stops with the failing
+ * rank's message.  A mixture of experts is refused under more than one rank. */
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,10 +49,13 @@ void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
         return;
     memset(o, 0, sizeof *o);
     spruce_prune_opts_init(&o->prune);
+    o->owl_m = 5.0;       /* the OWL recipes of llm-compressor's predecessor (sparseml) */
+    o->owl_lambda = 0.08;
 }
 
 typedef struct {
     spruce_hessian *h[SPRUCE_NSITES];
+    spruce_hessian **eh;   /* (experts, 2): an expert's gate/up and down inputs, or NULL */
 } taps;
 
 static int tap_add(void *ctx, spruce_site site, const float *X, int tokens, int cols)
@@ -52,6 +63,15 @@ static int tap_add(void *ctx, spruce_site site, const float *X, int tokens, int 
     taps *t = ctx;
     (void)cols;
     return t->h[site] ? spruce_hessian_add(t->h[site], X, tokens) : 0;
+}
+
+static int expert_tap_add(void *ctx, int e, spruce_site site, const float *X, int tokens,
+                          int cols)
+{
+    taps *t = ctx;
+    spruce_hessian *h = t->eh ? t->eh[2 * e + (site == SPRUCE_SITE_DOWN)] : NULL;
+    (void)cols;
+    return h ? spruce_hessian_add(h, X, tokens) : 0;
 }
 
 /* One run of the pipeline: its inputs, buffers and running totals. */
@@ -66,16 +86,19 @@ typedef struct {
     int first;                      /* this rank's first calibration sample */
     int rank, nranks;
     unsigned char *selected;        /* (L, SPRUCE_NPROJ): pruned or not */
+    unsigned char *eselected;       /* (L, experts, 3): an expert's gate, up, down, or NULL */
+    int E;                          /* experts per MoE block, 0 without */
     float *X;                       /* (nsamples, seqlen, hidden) the current block's input */
-    uint8_t *mask;                  /* one rank: (rows, cols) of the largest linear layer;
-                                       R ranks: every layer's, one after the other */
-    uint8_t *lmask[SPRUCE_NPROJ];   /* layer l's mask in mask */
-    spruce_qgrid grid;              /* prune.wbits > 0: the grids' storage */
-    spruce_qgrid lgrid[SPRUCE_NPROJ]; /* layer l's grid, in grid's storage */
-    spruce_prune_result res[SPRUCE_NPROJ]; /* the current group's results */
+    uint8_t *mask;                  /* (rows, cols) of the largest linear layer */
+    spruce_qgrid grid;              /* prune.wbits > 0: the current layer's grid */
+    /* R ranks: a group's layers are pruned at once, each into its own */
+    uint8_t *gmask, *lmask[SPRUCE_NPROJ];    /* layer l's mask in gmask */
+    spruce_qgrid ggrid, lgrid[SPRUCE_NPROJ]; /* layer l's grid in ggrid's storage */
     spruce_fwd_ws *ws;
     taps tp;                        /* one Hessian per site of the current group */
     spruce_hinv *hi[SPRUCE_NSITES]; /* shared factorisations */
+    spruce_layer_target *plan;      /* (L, SPRUCE_NPROJ) or NULL: every layer gets o->prune */
+    double *block_sparsity;         /* owl: (L) */
     spruce_pipeline_summary total;
     double t0;
 } run;
@@ -94,18 +117,38 @@ static int select_layers(run *r)
     if (o->exclude && (rc = spruce__regcomp(&exc, o->exclude, "--exclude")))
         goto done;
     have_exc = o->exclude != NULL;
-    if (!(r->selected = calloc((size_t)r->L * SPRUCE_NPROJ, 1))) {
+    if (!(r->selected = calloc((size_t)r->L * SPRUCE_NPROJ, 1)) ||
+        (r->E && !(r->eselected = calloc((size_t)r->L * r->E * 3, 1)))) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline");
         goto done;
     }
     for (layer = 0; layer < r->L; layer++)
         for (l = 0; l < SPRUCE_NPROJ; l++) {
             unsigned char *sel = &r->selected[(size_t)layer * SPRUCE_NPROJ + l];
+            if (!r->f->linear[l].path)
+                continue;   /* no such layer in the family (OPT's gate) */
             spruce_family_linear_name(r->f, layer, (spruce_proj)l, 0, name, sizeof name);
             *sel = (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
                    (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
             n += *sel;
         }
+    for (layer = 0; layer < r->L && r->E; layer++) {
+        int e;
+        if (!spruce_config_layer_moe(r->c, layer))
+            continue;
+        for (l = SPRUCE_PROJ_GATE; l <= SPRUCE_PROJ_DOWN; l++)   /* the experts stand for these */
+            n -= r->selected[(size_t)layer * SPRUCE_NPROJ + l];
+        memset(r->selected + (size_t)layer * SPRUCE_NPROJ + SPRUCE_PROJ_GATE, 0, 3);
+        for (e = 0; e < r->E; e++)
+            for (l = 0; l < 3; l++) {
+                unsigned char *sel = &r->eselected[((size_t)layer * r->E + e) * 3 + l];
+                spruce_family_expert_name(r->f, layer, e, (spruce_proj)(SPRUCE_PROJ_GATE + l),
+                                          name, sizeof name);
+                *sel = (!have_inc || regexec(&inc, name, 0, NULL, 0) == 0) &&
+                       (!have_exc || regexec(&exc, name, 0, NULL, 0) != 0);
+                n += *sel;
+            }
+    }
     if (n == 0) {
         spruce_family_linear_name(r->f, 0, SPRUCE_PROJ_Q, 0, name, sizeof name);
         rc = spruce__seterr(SPRUCE_EINVAL, "no linear layer of the %d blocks is selected by "
@@ -121,12 +164,11 @@ done:
 }
 
 /* With wbits: room for the grid of the largest layer (a grid per row, or per
- * row and group of prune.groupsize columns); with R ranks for every layer's
- * (a group's layers are pruned at once). */
+ * row and group of prune.groupsize columns). */
 static int prepare_grid(run *r)
 {
     const spruce_prune_opts *po = &r->o->prune;
-    size_t maxg = 0, rows, cols, n, off[SPRUCE_NPROJ], sum = 0;
+    size_t maxg = 0, rows, cols, n;
     int l;
     if (po->wbits <= 0)
         return 0;
@@ -134,42 +176,74 @@ static int prepare_grid(run *r)
         spruce_family_linear_shape(r->f, r->c, (spruce_proj)l, &rows, &cols);
         n = rows * (po->groupsize > 0 ? cols / (size_t)po->groupsize : 1);
         maxg = n > maxg ? n : maxg;
-        off[l] = r->nranks > 1 ? sum : 0;
-        sum += n;
     }
-    maxg = r->nranks > 1 ? sum : maxg;
+    if (r->E) {   /* an expert's gate/up (I_e, h) and down (h, I_e) */
+        size_t h = (size_t)r->c->hidden_size, ie = (size_t)r->c->moe_intermediate_size;
+        n = ie * (po->groupsize > 0 ? h / (size_t)po->groupsize : 1);
+        maxg = n > maxg ? n : maxg;
+        n = h * (po->groupsize > 0 ? ie / (size_t)po->groupsize : 1);
+        maxg = n > maxg ? n : maxg;
+    }
     r->grid.scale = malloc((maxg ? maxg : 1) * sizeof *r->grid.scale);
     r->grid.zero = malloc((maxg ? maxg : 1) * sizeof *r->grid.zero);
     if (!r->grid.scale || !r->grid.zero)
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: quantization grid of %zu groups", maxg);
+    return 0;
+}
+
+/* R ranks: room for every layer's mask and (with wbits) grid, one after the
+ * other, since a group's layers are pruned at once on different ranks. */
+static int prepare_group(run *r)
+{
+    const spruce_prune_opts *po = &r->o->prune;
+    size_t rows, cols, offw[SPRUCE_NPROJ], offg[SPRUCE_NPROJ], sumw = 0, sumg = 0;
+    int l;
+    if (r->nranks == 1)
+        return 0;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
-        r->lgrid[l].scale = r->grid.scale + off[l];
-        r->lgrid[l].zero = r->grid.zero + off[l];
+        spruce_family_linear_shape(r->f, r->c, (spruce_proj)l, &rows, &cols);
+        offg[l] = sumg;
+        sumg += rows * (po->groupsize > 0 ? cols / (size_t)po->groupsize : 1);
+        rows = spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l);   /* fused: every part */
+        offw[l] = sumw;
+        sumw += rows * cols;
+    }
+    if (!(r->gmask = malloc(sumw ? sumw : 1)))
+        return spruce__seterr(SPRUCE_ENOMEM, "pipeline: masks of %zu bytes", sumw);
+    if (po->wbits > 0) {
+        r->ggrid.scale = malloc((sumg ? sumg : 1) * sizeof *r->ggrid.scale);
+        r->ggrid.zero = malloc((sumg ? sumg : 1) * sizeof *r->ggrid.zero);
+        if (!r->ggrid.scale || !r->ggrid.zero)
+            return spruce__seterr(SPRUCE_ENOMEM, "pipeline: quantization grids of %zu groups",
+                                  sumg);
+    }
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        r->lmask[l] = r->gmask + offw[l];
+        r->lgrid[l].scale = r->ggrid.scale ? r->ggrid.scale + offg[l] : NULL;
+        r->lgrid[l].zero = r->ggrid.zero ? r->ggrid.zero + offg[l] : NULL;
     }
     return 0;
 }
 
-/* The mask of the largest linear layer (R ranks: of every layer) and, when
- * the method needs data, the forward's workspace and X = embed(calibration
- * windows of this rank's share). */
+static int embed_all(run *r);
+
+/* The mask of the largest linear layer and, when the method needs data, the
+ * forward's workspace and X = embed(calibration windows). */
 static int prepare(run *r)
 {
     const spruce_config *c = r->c;
-    size_t maxw = 0, rows, cols, n, off[SPRUCE_NPROJ], sum = 0;
-    int l, s, rc;
+    size_t maxw = 0, rows, cols, n;
+    int l, rc;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_family_linear_shape(r->f, c, (spruce_proj)l, &rows, &cols);
         rows = spruce_family_tensor_rows(r->f, c, (spruce_proj)l);   /* fused: every part */
         maxw = rows * cols > maxw ? rows * cols : maxw;
-        off[l] = r->nranks > 1 ? sum : 0;
-        sum += rows * cols;
     }
-    maxw = r->nranks > 1 ? sum : maxw;
+    n = (size_t)c->hidden_size * (size_t)c->moe_intermediate_size;   /* an expert's */
+    maxw = r->E && n > maxw ? n : maxw;
     if (!(r->mask = malloc(maxw)))
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
-    for (l = 0; l < SPRUCE_NPROJ; l++)
-        r->lmask[l] = r->mask + off[l];
-    if ((rc = prepare_grid(r)))
+    if ((rc = prepare_grid(r)) || (rc = prepare_group(r)))
         return rc;
     if (!r->need_data)
         return 0;
@@ -189,9 +263,16 @@ static int prepare(run *r)
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: calibration activations of %d x %d "
                               "tokens (%zu MiB)", r->nsamples, r->seqlen,
                               (n * sizeof(float)) >> 20);
+    return embed_all(r);
+}
+
+/* X = embed(calibration windows): the first block's input. */
+static int embed_all(run *r)
+{
+    int s, rc;
     for (s = 0; s < r->nsamples; s++)
         if ((rc = spruce_model_embed(r->m, r->calib + (size_t)s * r->seqlen, r->seqlen,
-                                     r->X + (size_t)s * r->seqlen * c->hidden_size)))
+                                     r->X + (size_t)s * r->seqlen * r->c->hidden_size)))
             return rc;
     return 0;
 }
@@ -200,19 +281,24 @@ static int prepare(run *r)
  * spruce_block_forward for tap and stop_after).  A NaN or infinity in what
  * the taps see or in the block output is SPRUCE_ENAN naming the layer, the
  * tensor, the calibration sequence and the position. */
-static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
-                       int stop_after)
+static int forward_experts(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
+                           int stop_after, int experts)
 {
     size_t per = (size_t)r->seqlen * r->c->hidden_size;
     int s, rc;
     for (s = 0; s < r->nsamples; s += r->chunk)
-        if ((rc = spruce__block_forward_at(r->c, b, r->X + (size_t)s * per,
-                                           r->nsamples - s < r->chunk ? r->nsamples - s
-                                                                      : r->chunk,
-                                           r->seqlen, r->ws, tap, ctx, stop_after,
-                                           r->first + s)))
+        if ((rc = spruce__block_forward_experts(
+                 r->c, b, r->X + (size_t)s * per,
+                 r->nsamples - s < r->chunk ? r->nsamples - s : r->chunk, r->seqlen, r->ws, tap,
+                 ctx, experts ? expert_tap_add : NULL, ctx, stop_after, r->first + s)))
             return rc;
     return 0;
+}
+
+static int forward_all(run *r, const spruce_block *b, spruce_tap_fn tap, void *ctx,
+                       int stop_after)
+{
+    return forward_experts(r, b, tap, ctx, stop_after, 0);
 }
 
 /* The layers of group g of block layer (all seven at once, or in
@@ -228,7 +314,9 @@ static int group_members(const run *r, int layer, int g, int ngroups, int in_gro
         spruce_site site = r->f->linear[l].site;
         /* a part of a fused tensor is pruned with its lead, as one layer */
         in_group[l] = r->selected[(size_t)layer * SPRUCE_NPROJ + l] &&
-                      !r->f->linear[l].part && (ngroups == 1 || (int)site == g);
+                      !r->f->linear[l].part && (ngroups == 1 || (int)site == g) &&
+                      !(r->plan && r->plan[(size_t)layer * SPRUCE_NPROJ + l].kind ==
+                                       SPRUCE_TARGET_DENSE);
         if (in_group[l]) {
             per_site[site]++;
             last = (int)site > last ? (int)site : last;
@@ -239,16 +327,31 @@ static int group_members(const run *r, int layer, int g, int ngroups, int in_gro
 
 /* One Hessian per distinct input of the group, from a forward that stops
  * after the last of them. */
-static int calibrate(run *r, const spruce_block *b, const int in_group[], int last_site)
+static int calibrate(run *r, const spruce_block *b, const int in_group[], int last_site,
+                     int ephase)
 {
-    int l;
+    int l, e, k;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_site site = r->f->linear[l].site;
         size_t cols = spruce_family_site_cols(r->f, r->c, site);
         if (in_group[l] && !r->tp.h[site] && !(r->tp.h[site] = spruce_hessian_alloc((int)cols)))
             return spruce__seterr(SPRUCE_ENOMEM, "Hessian of %zu x %zu floats", cols, cols);
     }
-    return forward_all(r, b, tap_add, &r->tp, last_site);
+    if (ephase < 0)
+        return forward_all(r, b, tap_add, &r->tp, last_site);
+    /* every expert with a selected matrix of the phase: its Hessians */
+    if (!r->tp.eh && !(r->tp.eh = calloc((size_t)2 * r->E, sizeof *r->tp.eh)))
+        return spruce__seterr(SPRUCE_ENOMEM, "Hessians of %d experts", r->E);
+    for (e = 0; e < r->E; e++)
+        for (k = 0; k < 2; k++) {
+            const unsigned char *sel = &r->eselected[((size_t)b->layer * r->E + e) * 3];
+            int cols = k ? b->expert_width : r->c->hidden_size;
+            if ((ephase == 2 || ephase == k) && (k ? sel[2] : sel[0] || sel[1]) &&
+                !(r->tp.eh[2 * e + k] = spruce_hessian_alloc(cols)))
+                return spruce__seterr(SPRUCE_ENOMEM, "Hessian of expert %d: %d x %d floats", e,
+                                      cols, cols);
+        }
+    return forward_experts(r, b, tap_add, &r->tp, SPRUCE_SITE_DOWN, 1);
 }
 
 static void free_hessians(run *r)
@@ -260,6 +363,214 @@ static void free_hessians(run *r)
         spruce_hinv_free(r->hi[site]);
         r->hi[site] = NULL;
     }
+    if (r->tp.eh)
+        for (site = 0; site < 2 * r->E; site++)
+            spruce_hessian_free(r->tp.eh[site]);
+    free(r->tp.eh);
+    r->tp.eh = NULL;
+}
+
+/* The options of a layer the plan gives target t (DEFAULT: po unchanged). */
+static void apply_target(const spruce_layer_target *t, spruce_prune_opts *po,
+                         spruce_layer_target *got)
+{
+    *got = *t;
+    if (t->kind == SPRUCE_TARGET_SPARSITY) {
+        po->sparsity = (float)t->sparsity;
+        po->count = t->count;
+        po->prune_n = po->prune_m = 0;
+        if (t->count == 0)
+            po->sparsity = 0.0f; /* a layer too small for one weight of its share */
+    } else if (t->kind == SPRUCE_TARGET_NM) {
+        po->sparsity = 0.0f;
+        po->count = 0;
+        po->prune_n = t->n;
+        po->prune_m = t->m;
+    }
+}
+
+/* Report a layer the plan keeps dense: nothing is pruned or written. */
+static int report_dense(run *r, spruce_block *b, spruce_proj l)
+{
+    spruce_layer_report rep;
+    char name[256];
+    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
+    r->total.layers_dense++;
+    if (!r->o->on_layer || r->rank != 0)
+        return 0;
+    memset(&rep, 0, sizeof rep);
+    rep.expert = -1;
+    rep.rel_error = -1;
+    rep.name = name;
+    rep.layer = b->layer;
+    rep.nlayers = r->L;
+    rep.which = l;
+    rep.rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
+    rep.cols = b->cols[l];
+    rep.weight = b->w[l];
+    rep.target = r->plan[(size_t)b->layer * SPRUCE_NPROJ + l];
+    rep.elapsed = spruce_clock_now() - r->t0;
+    return r->o->on_layer(r->o->ctx, &rep);
+}
+
+/* One matrix to prune: W (rows, cols), the tensor name of block layer,
+ * linear which (an expert's: GATE, UP, DOWN) of expert (-1: none), with the
+ * Hessian h of its input (NULL for magnitude), the plan's target (NULL: the
+ * options as given) and, when shared, the slot *hi of the factorisation of h
+ * that layers reading the same input share. */
+typedef struct {
+    float *W;
+    int rows, cols, layer, expert;
+    spruce_proj which;
+    const char *name;
+    const spruce_hessian *h;
+    const spruce_layer_target *target;
+    spruce_hinv **hi;
+} matrix;
+
+/* The rule for an expert that saw fewer calibration tokens than its inputs
+ * (spruce_layer_report.fallback): none at all, magnitude; SparseGPT on fewer,
+ * damping at least 0.1 (the damped Hessian then leans towards the diagonal,
+ * the least-squares update trusting the few tokens less).  NULL: the method
+ * as asked. */
+static const char *expert_rule(const run *r, const matrix *x, spruce_prune_opts *po)
+{
+    int64_t n = x->h ? spruce_hessian_tokens(x->h) : 0;
+    if (x->expert < 0 || !r->need_data)
+        return NULL;
+    if (n == 0) {
+        po->method = SPRUCE_METHOD_MAGNITUDE;
+        return "magnitude, no calibration tokens";
+    }
+    if (po->method == SPRUCE_METHOD_SPARSEGPT && n < x->cols) {
+        po->damp = po->damp > 0.1f ? po->damp : 0.1f;
+        return "sparsegpt, damping raised to 0.1";
+    }
+    return NULL;
+}
+
+/* Prune x into x->W, mask (rows, cols) and, with wbits, grid; *rep receives
+ * what the pruner measured (result, target, fallback, tokens, rel_error,
+ * grid).  A fused tensor (phi3's qkv_proj: q, k and v rows) is one matrix of
+ * all its rows. */
+static int compute_matrix(run *r, const matrix *x, uint8_t *mask, spruce_qgrid *grid,
+                          spruce_layer_report *rep_out)
+{
+    spruce_prune_opts opts = r->o->prune, *po = &opts;
+    int64_t numel = (int64_t)x->rows * x->cols;
+    const spruce_hessian *h = x->h;
+    spruce_hinv **hi = x->hi;
+    spruce_layer_report rep;
+    float *W0 = NULL;
+    int rc = 0;
+    memset(&rep, 0, sizeof rep);
+    rep.rel_error = -1;
+    rep.expert = x->expert;
+    rep.tokens = h ? spruce_hessian_tokens(h) : 0;
+    if (x->target)
+        apply_target(x->target, po, &rep.target);
+    if ((rep.fallback = expert_rule(r, x, po)) && po->method == SPRUCE_METHOD_MAGNITUDE)
+        h = NULL;
+    if (po->wbits > 0) { /* the layer's grid, for the report (and so the writer) */
+        const spruce_tensor *t = spruce_ckpt_find(spruce_model_ckpt(r->m), x->name);
+        grid->rows = x->rows;
+        grid->cols = x->cols;
+        grid->groupsize = po->groupsize > 0 ? po->groupsize : x->cols;
+        po->grid_out = grid;
+        rep.grid = grid;
+        /* the scales are stored in the weight's dtype (spruce_qgrid.h) */
+        po->scale_dtype = !t                              ? SPRUCE_QSCALE_F32
+                          : t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_QSCALE_BF16
+                          : t->dtype == SPRUCE_DTYPE_F16  ? SPRUCE_QSCALE_F16
+                                                          : SPRUCE_QSCALE_F32;
+    }
+    if (x->expert >= 0 && h && rep.tokens > 0) {   /* the dense weights, for rel_error */
+        if (!(W0 = malloc((size_t)numel * sizeof(float))))
+            return spruce__seterr(SPRUCE_ENOMEM, "tensor %s: a copy of %lld floats", x->name,
+                                  (long long)numel);
+        memcpy(W0, x->W, (size_t)numel * sizeof(float));
+    }
+    if (po->method == SPRUCE_METHOD_SPARSEGPT && hi && !*hi)
+        rc = spruce_hinv_prepare(h, po, hi);
+    if (!rc && po->method == SPRUCE_METHOD_SPARSEGPT && hi && *hi)
+        rc = spruce_prune_layer_prepared(x->W, x->rows, x->cols, *hi, po, mask, &rep.result);
+    else if (!rc)
+        rc = spruce_prune_layer(x->W, x->rows, x->cols, h, po, mask, &rep.result);
+    if (!rc && W0)
+        rc = spruce_prune_rel_error(W0, x->W, x->rows, x->cols, h, &rep.rel_error);
+    free(W0);
+    if (rc) {
+        /* Say which tensor the pruner failed on. */
+        const spruce_ckpt *ck = spruce_model_ckpt(r->m);
+        const spruce_tensor *t = spruce_ckpt_find(ck, x->name);
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", spruce_errdetail());
+        return spruce__seterr(rc, "file %s: tensor %s: %s",
+                              t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck), x->name,
+                              detail);
+    }
+    *rep_out = rep;
+    return 0;
+}
+
+/* Count the pruned x (mask its mask, rep what compute_matrix measured),
+ * write it and report it: rank 0 only writes and reports (the other ranks
+ * have no writer and no callback). */
+static int finish_matrix(run *r, const matrix *x, const uint8_t *mask, spruce_layer_report *rep)
+{
+    int64_t numel = (int64_t)x->rows * x->cols, i, zeros = 0;
+    int rc;
+    rep->pruned = 0;
+    for (i = 0; i < numel; i++) {
+        zeros += x->W[i] == 0.0f;
+        rep->pruned += !mask[i];
+    }
+    if (r->rank == 0 && r->w && (rc = spruce_ckpt_writer_set_f32(r->w, x->name, x->W)))
+        return rc;
+    r->total.layers_pruned++;
+    r->total.params += numel;
+    r->total.zeros += zeros;
+    r->total.pruned += rep->pruned;
+    r->total.loss += rep->result.loss;
+    if (!r->o->on_layer || r->rank != 0)
+        return 0;
+    rep->name = x->name;
+    rep->layer = x->layer;
+    rep->nlayers = r->L;
+    rep->which = x->which;
+    rep->rows = x->rows;
+    rep->cols = x->cols;
+    rep->weight = x->W;
+    rep->mask = mask;
+    rep->elapsed = spruce_clock_now() - r->t0;
+    return r->o->on_layer(r->o->ctx, rep);
+}
+
+/* Prune x, write it, count it and report it. */
+static int prune_matrix(run *r, const matrix *x)
+{
+    spruce_layer_report rep;
+    int rc = compute_matrix(r, x, r->mask, &r->grid, &rep);
+    return rc ? rc : finish_matrix(r, x, r->mask, &rep);
+}
+
+/* Linear l of block b as a matrix to prune, its name in name (256 bytes);
+ * layers sharing an input share one factorisation of its Hessian. */
+static void linear_matrix(run *r, spruce_block *b, spruce_proj l, int shared, char *name,
+                          matrix *x)
+{
+    spruce_site site = r->f->linear[l].site;
+    spruce_family_linear_name(r->f, b->layer, l, 0, name, 256);
+    x->W = b->w[l];
+    x->rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
+    x->cols = b->cols[l];
+    x->layer = b->layer;
+    x->expert = -1;
+    x->which = l;
+    x->name = name;
+    x->h = r->tp.h[site];
+    x->target = r->plan ? &r->plan[(size_t)b->layer * SPRUCE_NPROJ + l] : NULL;
+    x->hi = shared || r->hi[site] ? &r->hi[site] : NULL;
 }
 
 /* The Hessians of the group summed over the ranks: each rank's share is
@@ -314,63 +625,19 @@ static void assign_owners(const run *r, const spruce_block *b, const int in_grou
     }
 }
 
-/* Prune linear l of block b into b->w[l], r->lmask[l], r->res[l] and, with
- * wbits, r->lgrid[l] (layers sharing an input share one factorisation of its
- * Hessian).  A fused tensor (phi3's qkv_proj: q, k and v rows) is one layer of
- * all its rows. */
-static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
+/* Every rank receives layer x (linear l) from the rank that pruned it: the
+ * weights, the mask, the result and, with wbits, the grid. */
+static int share_one(run *r, const matrix *x, spruce_proj l, spruce_layer_report *rep,
+                     int owner)
 {
-    spruce_prune_opts opts = r->o->prune, *po = &opts;
-    spruce_site site = r->f->linear[l].site;
-    int rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
-    char name[256];
-    int rc = 0;
-    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
-    memset(&r->res[l], 0, sizeof r->res[l]);
-    if (po->wbits > 0) { /* the layer's grid, for the report (and so the writer) */
-        r->lgrid[l].rows = b->rows[l];
-        r->lgrid[l].cols = b->cols[l];
-        r->lgrid[l].groupsize = po->groupsize > 0 ? po->groupsize : b->cols[l];
-        po->grid_out = &r->lgrid[l];
-        { /* the scales are stored in the weight's dtype (spruce_qgrid.h) */
-            const spruce_tensor *t = spruce_ckpt_find(spruce_model_ckpt(r->m), name);
-            po->scale_dtype = !t                              ? SPRUCE_QSCALE_F32
-                              : t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_QSCALE_BF16
-                              : t->dtype == SPRUCE_DTYPE_F16  ? SPRUCE_QSCALE_F16
-                                                              : SPRUCE_QSCALE_F32;
-        }
-    }
-    if (po->method == SPRUCE_METHOD_SPARSEGPT && shared && !r->hi[site])
-        rc = spruce_hinv_prepare(r->tp.h[site], po, &r->hi[site]);
-    if (!rc && r->hi[site])
-        rc = spruce_prune_layer_prepared(b->w[l], rows, b->cols[l], r->hi[site], po,
-                                         r->lmask[l], &r->res[l]);
-    else if (!rc)
-        rc = spruce_prune_layer(b->w[l], rows, b->cols[l], r->tp.h[site], po, r->lmask[l],
-                                &r->res[l]);
-    if (rc) {
-        /* Say which tensor the pruner failed on. */
-        const spruce_ckpt *ck = spruce_model_ckpt(r->m);
-        const spruce_tensor *t = spruce_ckpt_find(ck, name);
-        char detail[512];
-        snprintf(detail, sizeof detail, "%s", spruce_errdetail());
-        return spruce__seterr(rc, "file %s: tensor %s: %s",
-                              t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck), name, detail);
-    }
-    return 0;
-}
-
-/* Every rank receives layer l from the rank that pruned it: the weights, the
- * mask, the result and, with wbits, the grid. */
-static int share_one(run *r, spruce_block *b, spruce_proj l, int owner)
-{
-    size_t numel = spruce_family_tensor_rows(r->f, r->c, l) * (size_t)b->cols[l];
+    size_t numel = (size_t)x->rows * (size_t)x->cols;
     spruce_qgrid *g = &r->lgrid[l], head = *g;
     int rc;
-    if ((rc = spruce_dist_bcast(b->w[l], numel * sizeof *b->w[l], owner)) ||
+    if ((rc = spruce_dist_bcast(x->W, numel * sizeof *x->W, owner)) ||
         (rc = spruce_dist_bcast(r->lmask[l], numel, owner)) ||
-        (rc = spruce_dist_bcast(&r->res[l], sizeof r->res[l], owner)))
+        (rc = spruce_dist_bcast(&rep->result, sizeof rep->result, owner)))
         return rc;
+    rep->grid = NULL;
     if (r->o->prune.wbits <= 0)
         return 0;
     if ((rc = spruce_dist_bcast(&head, sizeof head, owner)))
@@ -378,6 +645,7 @@ static int share_one(run *r, spruce_block *b, spruce_proj l, int owner)
     head.scale = g->scale; /* this rank's storage */
     head.zero = g->zero;
     *g = head;
+    rep->grid = g;
     numel = (size_t)g->rows * (size_t)(g->cols / g->groupsize);
     if ((rc = spruce_dist_bcast(g->scale, numel * sizeof *g->scale, owner)) ||
         (rc = spruce_dist_bcast(g->zero, numel * sizeof *g->zero, owner)))
@@ -385,80 +653,116 @@ static int share_one(run *r, spruce_block *b, spruce_proj l, int owner)
     return 0;
 }
 
-/* Count the pruned layer l, write it and report it (rank 0 only: the other
- * ranks have no writer and no callback). */
-static int finish_one(run *r, spruce_block *b, spruce_proj l)
-{
-    int rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
-    int64_t numel = (int64_t)rows * b->cols[l], i, zeros = 0;
-    spruce_layer_report rep;
-    char name[256];
-    int rc;
-    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
-    for (i = 0; i < numel; i++)
-        zeros += b->w[l][i] == 0.0f;
-    if (r->rank == 0 && r->w && (rc = spruce_ckpt_writer_set_f32(r->w, name, b->w[l])))
-        return rc;
-    r->total.layers_pruned++;
-    r->total.params += numel;
-    r->total.zeros += zeros;
-    r->total.loss += r->res[l].loss;
-    if (!r->o->on_layer || r->rank != 0)
-        return 0;
-    memset(&rep, 0, sizeof rep);
-    rep.grid = r->o->prune.wbits > 0 ? &r->lgrid[l] : NULL;
-    rep.result = r->res[l];
-    rep.name = name;
-    rep.layer = b->layer;
-    rep.nlayers = r->L;
-    rep.which = l;
-    rep.rows = rows;
-    rep.cols = b->cols[l];
-    rep.weight = b->w[l];
-    rep.mask = r->lmask[l];
-    rep.elapsed = spruce_clock_now() - r->t0;
-    return r->o->on_layer(r->o->ctx, &rep);
-}
-
-/* Prune the layers of the group: each on its owner rank, then every rank
- * receives them and rank 0 writes and reports them in layer order.  One rank:
- * each layer is written and reported as soon as it is pruned. */
+/* Prune the dense layers of the group.  One rank: each is written and
+ * reported as soon as it is pruned.  R ranks: each on its owner rank, then
+ * every rank receives them and rank 0 writes and reports them in layer
+ * order. */
 static int prune_group(run *r, spruce_block *b, const int in_group[], const int per_site[])
 {
+    char name[SPRUCE_NPROJ][256];
+    matrix x[SPRUCE_NPROJ];
+    spruce_layer_report rep[SPRUCE_NPROJ];
     int owner[SPRUCE_NPROJ], l, rc = 0;
+    for (l = 0; l < SPRUCE_NPROJ; l++)
+        if (in_group[l])
+            linear_matrix(r, b, (spruce_proj)l, per_site[r->f->linear[l].site] > 1, name[l],
+                          &x[l]);
+    if (r->nranks == 1) {
+        for (l = 0; l < SPRUCE_NPROJ && !rc; l++)
+            if (in_group[l])
+                rc = prune_matrix(r, &x[l]);
+        return rc;
+    }
     assign_owners(r, b, in_group, owner);
-    for (l = 0; l < SPRUCE_NPROJ && !rc; l++)
-        if (in_group[l] && owner[l] == r->rank) {
-            rc = prune_one(r, b, (spruce_proj)l, per_site[r->f->linear[l].site] > 1);
-            if (!rc && r->nranks == 1)
-                rc = finish_one(r, b, (spruce_proj)l);
-        }
-    if ((rc = spruce_dist_agree(rc)) || r->nranks == 1)
+    for (l = 0; l < SPRUCE_NPROJ && !rc; l++) {
+        memset(&rep[l], 0, sizeof rep[l]);
+        if (in_group[l] && owner[l] == r->rank)
+            rc = compute_matrix(r, &x[l], r->lmask[l], &r->lgrid[l], &rep[l]);
+    }
+    if ((rc = spruce_dist_agree(rc)))
         return rc;
     for (l = 0; l < SPRUCE_NPROJ && !rc; l++)
-        if (in_group[l] && !(rc = share_one(r, b, (spruce_proj)l, owner[l])))
-            rc = finish_one(r, b, (spruce_proj)l);
+        if (in_group[l]) {
+            if (owner[l] != r->rank) { /* what the owner measured, as every rank knows it */
+                rep[l].rel_error = -1;
+                rep[l].expert = -1;
+                rep[l].tokens = x[l].h ? spruce_hessian_tokens(x[l].h) : 0;
+                if (x[l].target) {
+                    spruce_prune_opts po = r->o->prune;
+                    apply_target(x[l].target, &po, &rep[l].target);
+                }
+            }
+            if (!(rc = share_one(r, &x[l], (spruce_proj)l, &rep[l], owner[l])))
+                rc = finish_matrix(r, &x[l], r->lmask[l], &rep[l]);
+        }
     return spruce_dist_agree(rc);
+}
+
+/* The selected matrices of every expert of block b: gate/up (k 0, 1) in
+ * phase 0, down (k 2) in phase 1, all in phase 2.  gate and up share their
+ * input's factorisation. */
+static int prune_experts(run *r, spruce_block *b, int ephase)
+{
+    int e, k, rc = 0, hid = r->c->hidden_size, w = b->expert_width;
+    char name[256];
+    for (e = 0; e < b->nexperts && !rc; e++) {
+        const unsigned char *sel = &r->eselected[((size_t)b->layer * r->E + e) * 3];
+        spruce_hinv *hi = NULL;
+        for (k = 0; k < 3 && !rc; k++) {
+            matrix x;
+            if (!sel[k] || (ephase == 0 && k == 2) || (ephase == 1 && k < 2))
+                continue;
+            spruce_family_expert_name(r->f, b->layer, e, (spruce_proj)(SPRUCE_PROJ_GATE + k),
+                                      name, sizeof name);
+            x.W = b->expert[3 * e + k];
+            x.rows = k == 2 ? hid : w;
+            x.cols = k == 2 ? w : hid;
+            x.layer = b->layer;
+            x.expert = e;
+            x.which = (spruce_proj)(SPRUCE_PROJ_GATE + k);
+            x.name = name;
+            x.h = r->tp.eh ? r->tp.eh[2 * e + (k == 2)] : NULL;
+            x.target = NULL;   /* experts take the options as given */
+            x.hi = k < 2 && sel[0] && sel[1] ? &hi : NULL;
+            rc = prune_matrix(r, &x);
+        }
+        spruce_hinv_free(hi);
+    }
+    return rc;
 }
 
 /* Calibrate and prune block `layer` group by group, then X = block(X) with
  * the pruned weights: the next block's input. */
 static int prune_block(run *r, int layer)
 {
-    int ngroups = r->o->true_sequential ? SPRUCE_NSITES : 1, g, rc = 0;
+    int ngroups = r->o->true_sequential ? SPRUCE_NSITES : 1, g, l, rc = 0;
     spruce_block *b = NULL;
-    rc = spruce_dist_agree(spruce_model_get_block(r->m, layer, &b));
-    if (rc)
+    if ((rc = spruce_dist_agree(spruce_model_get_block(r->m, layer, &b))))
         goto done;
     for (g = 0; g < ngroups; g++) {
         int in_group[SPRUCE_NPROJ], per_site[SPRUCE_NSITES];
         int last_site = group_members(r, layer, g, ngroups, in_group, per_site);
-        if (last_site < 0)
+        if (r->plan) /* the layers of the group the plan keeps dense */
+            for (l = 0; l < SPRUCE_NPROJ; l++)
+                if (r->selected[(size_t)layer * SPRUCE_NPROJ + l] && !r->f->linear[l].part &&
+                    (ngroups == 1 || (int)r->f->linear[l].site == g) &&
+                    r->plan[(size_t)layer * SPRUCE_NPROJ + l].kind == SPRUCE_TARGET_DENSE &&
+                    (rc = report_dense(r, b, (spruce_proj)l)))
+                    break;
+        if ((rc = spruce_dist_agree(rc)))
+            goto done;
+        /* the experts: with the rest (one group), or gate/up then down */
+        int ephase = !b->nexperts ? -1 : ngroups == 1 ? 2 : g == SPRUCE_SITE_GATEUP ? 0
+                     : g == SPRUCE_SITE_DOWN ? 1 : -1;
+        if (last_site < 0 && ephase < 0)
             continue;
-        if (r->need_data && ((rc = spruce_dist_agree(calibrate(r, b, in_group, last_site))) ||
-                             (rc = reduce_hessians(r))))
+        if (r->need_data &&
+            ((rc = spruce_dist_agree(calibrate(r, b, in_group, last_site, ephase))) ||
+             (rc = reduce_hessians(r))))
             goto done;
         if ((rc = prune_group(r, b, in_group, per_site)))
+            goto done;
+        if (ephase >= 0 && (rc = prune_experts(r, b, ephase)))
             goto done;
         free_hessians(r);
     }
@@ -466,6 +770,205 @@ static int prune_block(run *r, int layer)
         rc = spruce_dist_agree(forward_all(r, b, NULL, NULL, -1));
 done:
     spruce_model_put_block(r->m, b);
+    return rc;
+}
+
+/* ---- the per-layer plan ---------------------------------------------------- */
+
+/* OWL's input norms: a[site][j] += sqrt(sum over the tokens of one
+ * calibration sequence of x_j^2), sequence by sequence (llm-compressor's
+ * _get_activations runs batch 1; its 1/128 scale does not change a ratio). */
+typedef struct {
+    double *a[SPRUCE_NSITES];
+    double *acc;   /* (max cols) one sequence's sums of squares */
+    int seqlen;
+} owl_norms;
+
+static int owl_tap(void *ctx, spruce_site site, const float *X, int tokens, int cols)
+{
+    owl_norms *on = ctx;
+    int s, t, j;
+    for (s = 0; s < tokens / on->seqlen; s++) {
+        memset(on->acc, 0, (size_t)cols * sizeof *on->acc);
+        for (t = 0; t < on->seqlen; t++) {
+            const float *x = X + ((size_t)s * on->seqlen + t) * cols;
+            for (j = 0; j < cols; j++)
+                on->acc[j] += (double)x[j] * x[j];
+        }
+        for (j = 0; j < cols; j++)
+            on->a[site][j] += sqrt(on->acc[j]);
+    }
+    return 0;
+}
+
+/* The dense pass of OWL: block by block, the dense block's forward over the
+ * calibration data (its output is the next block's input, as in the dense
+ * model) measures the input norms of its linear layers; the outlier ratio of
+ * the selected ones gives the block's ratio, and the ratios the blocks'
+ * sparsities (spruce_owl_sparsities).  One block in memory at a time; X is
+ * left as the last block's output (the caller embeds again). */
+static int owl_pass(run *r, double *bs)
+{
+    owl_norms on;
+    double *ratio = calloc((size_t)r->L, sizeof *ratio);
+    size_t mx = 0;
+    int site, layer, l, rc = 0, nb = 0;
+    memset(&on, 0, sizeof on);
+    on.seqlen = r->seqlen;
+    for (site = 0; site < SPRUCE_NSITES; site++) {
+        size_t cols = spruce_family_site_cols(r->f, r->c, (spruce_site)site);
+        mx = cols > mx ? cols : mx;
+        if (!(on.a[site] = malloc(cols * sizeof *on.a[site])))
+            rc = spruce__seterr(SPRUCE_ENOMEM, "owl: input norms of %zu columns", cols);
+    }
+    if (!rc && (!ratio || !(on.acc = malloc(mx * sizeof *on.acc))))
+        rc = spruce__seterr(SPRUCE_ENOMEM, "owl: %d blocks", r->L);
+    for (layer = 0; !rc && layer < r->L; layer++) {
+        const float *W[SPRUCE_NPROJ];
+        const double *norm[SPRUCE_NPROJ];
+        int rows[SPRUCE_NPROJ], cols[SPRUCE_NPROJ], n = 0;
+        spruce_block *b = NULL;
+        for (site = 0; site < SPRUCE_NSITES; site++)
+            memset(on.a[site], 0, spruce_family_site_cols(r->f, r->c, (spruce_site)site) *
+                                      sizeof *on.a[site]);
+        if ((rc = spruce_dist_agree(spruce_model_get_block(r->m, layer, &b))))
+            break;
+        /* R ranks: each measured its share of the sequences; the norms are sums */
+        rc = spruce_dist_agree(forward_all(r, b, owl_tap, &on, -1));
+        for (site = 0; !rc && site < SPRUCE_NSITES; site++)
+            rc = spruce_dist_allreduce_sum_f64(
+                on.a[site], spruce_family_site_cols(r->f, r->c, (spruce_site)site));
+        if (!rc) {
+            for (l = 0; l < SPRUCE_NPROJ; l++) {
+                if (!r->selected[(size_t)layer * SPRUCE_NPROJ + l] || r->f->linear[l].part)
+                    continue;
+                W[n] = b->w[l];
+                rows[n] = (int)spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l);
+                cols[n] = b->cols[l];
+                norm[n++] = on.a[r->f->linear[l].site];
+            }
+            if (n > 0)
+                ratio[nb++] = spruce_owl_outlier_ratio(n, W, rows, cols, norm, r->o->owl_m);
+        }
+        spruce_model_put_block(r->m, b);
+        if (!rc && n > 0 && r->o->on_profile && r->rank == 0)
+            r->o->on_profile(r->o->ctx, layer, r->L, ratio[nb - 1], spruce_clock_now() - r->t0);
+        if (!rc && spruce__cancelled())
+            rc = spruce__seterr(SPRUCE_ECANCELED, "owl: stopped after block %d", layer);
+        rc = spruce_dist_agree(rc);
+    }
+    /* blocks without a selected layer take no part in the profile */
+    if (!rc) {
+        double *sb = malloc((size_t)(nb ? nb : 1) * sizeof *sb);
+        int k = 0;
+        if (!sb)
+            rc = spruce__seterr(SPRUCE_ENOMEM, "owl: %d blocks", nb);
+        else if (!(rc = spruce_owl_sparsities(ratio, nb, (double)r->o->prune.sparsity,
+                                               r->o->owl_lambda, sb)))
+            for (layer = 0, k = 0; layer < r->L; layer++) {
+                int any = 0;
+                for (l = 0; l < SPRUCE_NPROJ; l++)
+                    any |= r->selected[(size_t)layer * SPRUCE_NPROJ + l] && !r->f->linear[l].part;
+                bs[layer] = any ? sb[k++] : 0.0;
+            }
+        free(sb);
+    }
+    for (site = 0; site < SPRUCE_NSITES; site++)
+        free(on.a[site]);
+    free(on.acc);
+    free(ratio);
+    return rc;
+}
+
+/* r->plan from the options: every selected lead layer's target (the rules'
+ * first match, OWL's block sparsity or the default), each rule checked to
+ * match some linear layer, then the exact counts of the unstructured ones in
+ * model order.  No plan (r->plan NULL) without rules or OWL. */
+static int build_plan(run *r)
+{
+    const spruce_pipeline_opts *o = r->o;
+    const spruce_prune_opts *po = &o->prune;
+    size_t n = (size_t)r->L * SPRUCE_NPROJ, i;
+    spruce_layer_target def;
+    double *sp = NULL;
+    int64_t *numel = NULL, *count = NULL;
+    unsigned char *used = NULL;
+    char name[256];
+    int rc = 0, nrules = spruce_layer_rules_count(o->layer_rules), k, ns = 0;
+    if (!o->layer_rules && !o->owl)
+        return 0;
+    if (o->layer_rules && o->owl)
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: a layer sparsity file (%s) and the OWL "
+                              "profile are two plans: give one",
+                              spruce_layer_rules_origin(o->layer_rules));
+    if (o->owl && (po->prune_m > 0 || !(po->sparsity > 0.0f)))
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: the OWL profile shares out an "
+                              "unstructured sparsity in (0, 1) between the blocks, not %s",
+                              po->prune_m > 0 ? "an N:M pattern" : "sparsity 0");
+    memset(&def, 0, sizeof def);
+    def.kind = po->prune_m > 0 ? SPRUCE_TARGET_NM : SPRUCE_TARGET_SPARSITY;
+    def.sparsity = po->prune_m > 0 ? 0.0 : (double)po->sparsity;
+    def.n = po->prune_n;
+    def.m = po->prune_m;
+    r->plan = calloc(n, sizeof *r->plan);
+    sp = malloc(n * sizeof *sp);
+    numel = malloc(n * sizeof *numel);
+    count = malloc(n * sizeof *count);
+    used = calloc((size_t)nrules + 1, 1);
+    if (!r->plan || !sp || !numel || !count || !used ||
+        (o->owl && !(r->block_sparsity = calloc((size_t)r->L, sizeof *r->block_sparsity))))
+        rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline: plan of %zu layers", n);
+    if ((rc = spruce_dist_agree(rc)))
+        goto done;
+    if (o->owl && (rc = owl_pass(r, r->block_sparsity)))
+        goto done;
+    for (i = 0; i < n; i++) {
+        int layer = (int)(i / SPRUCE_NPROJ);
+        spruce_proj l = (spruce_proj)(i % SPRUCE_NPROJ);
+        spruce_layer_target t = def;
+        if (r->f->linear[l].part)
+            continue;
+        spruce_family_linear_name(r->f, layer, l, 0, name, sizeof name);
+        if (o->layer_rules && (k = spruce_layer_rules_match(o->layer_rules, name, &t)) >= 0)
+            used[k] = 1;
+        else if (o->owl)
+            t.sparsity = r->block_sparsity[layer];
+        if (!r->selected[i])
+            continue;
+        r->plan[i] = t;
+        if (t.kind == SPRUCE_TARGET_SPARSITY) {
+            sp[ns] = t.sparsity;
+            numel[ns++] = (int64_t)spruce_family_tensor_rows(r->f, r->c, l) *
+                          (int64_t)spruce_family_site_cols(r->f, r->c, r->f->linear[l].site);
+        }
+    }
+    for (k = 0; k < nrules; k++)
+        if (!used[k]) {
+            spruce_family_linear_name(r->f, 0, SPRUCE_PROJ_Q, 0, name, sizeof name);
+            rc = spruce__seterr(SPRUCE_EINVAL, "file %s: key '%s' matches no linear layer of "
+                                "the model (names look like %s)",
+                                spruce_layer_rules_origin(o->layer_rules),
+                                spruce_layer_rules_key(o->layer_rules, k), name);
+            goto done;
+        }
+    if (ns > 0 && (rc = spruce_plan_counts(sp, numel, ns, count)))
+        goto done;
+    for (i = 0, k = 0; i < n; i++)
+        if (r->selected[i] && !r->f->linear[i % SPRUCE_NPROJ].part &&
+            r->plan[i].kind == SPRUCE_TARGET_SPARSITY)
+            r->plan[i].count = count[k++];
+    /* the pruning pass starts from the embeddings again */
+    if ((rc = spruce_dist_agree(o->owl ? embed_all(r) : 0)))
+        goto done;
+    if ((rc = spruce_dist_agree(o->on_plan && r->rank == 0
+                                    ? o->on_plan(o->ctx, r->plan, r->block_sparsity, r->L)
+                                    : 0)))
+        goto done;
+done:
+    free(sp);
+    free(numel);
+    free(count);
+    free(used);
     return rc;
 }
 
@@ -477,7 +980,7 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     int rc, layer;
     memset(&r, 0, sizeof r);
     r.t0 = spruce_clock_now();
-    if (!m || !o || (!calib && o->prune.method != SPRUCE_METHOD_MAGNITUDE))
+    if (!m || !o || (!calib && (o->prune.method != SPRUCE_METHOD_MAGNITUDE || o->owl)))
         return spruce__seterr(SPRUCE_EINVAL, "spruce_pipeline_run: NULL argument");
     r.m = m;
     r.c = spruce_model_config(m);
@@ -488,7 +991,8 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     r.nsamples = nsamples;
     r.seqlen = seqlen;
     r.L = r.c->num_hidden_layers;
-    r.need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE;
+    r.E = r.c->num_experts;
+    r.need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE || o->owl;
     r.rank = spruce_dist_rank();
     r.nranks = spruce_dist_size();
     if (r.need_data && (nsamples <= 0 || seqlen <= 0))
@@ -497,6 +1001,10 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     if (r.need_data && nsamples < r.nranks)
         return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples for %d ranks "
                               "(each rank needs at least one)", nsamples, r.nranks);
+    if (r.E && r.nranks > 1)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: a mixture of experts (%s) is not "
+                              "pruned across %d ranks (not implemented): run it in one process",
+                              r.c->model_type, r.nranks);
     if (r.need_data) { /* this rank's contiguous share */
         int64_t first, count;
         spruce_dist_share(nsamples, &first, &count);
@@ -504,15 +1012,22 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
         r.nsamples = (int)count;
         r.calib = calib + (size_t)first * (size_t)seqlen;
     }
+    if (r.E && (o->layer_rules || o->owl))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: a per-layer plan (%s) is not "
+                              "supported for a mixture of experts (%s): prune it with one "
+                              "sparsity or N:M pattern", o->owl ? "the OWL profile"
+                              : "a layer sparsity file", r.c->model_type);
     rc = select_layers(&r);
     if (!rc)
         rc = prepare(&r);
-    if ((rc = spruce_dist_agree(rc)))
+    if ((rc = spruce_dist_agree(rc)) || (rc = build_plan(&r)))
         goto done;
     for (layer = 0; layer < r.L; layer++) {
         int l, any = 0;
         for (l = 0; l < SPRUCE_NPROJ; l++)
             any |= r.selected[(size_t)layer * SPRUCE_NPROJ + l];
+        for (l = 0; l < 3 * r.E; l++)
+            any |= r.eselected[(size_t)layer * r.E * 3 + l];
         if (!any && !r.need_data)
             continue;   /* nothing to prune, no input to carry to the next block */
         if ((rc = prune_block(&r, layer)))
@@ -531,15 +1046,27 @@ done:
     free(r.mask);
     free(r.grid.scale);
     free(r.grid.zero);
+    free(r.gmask);
+    free(r.ggrid.scale);
+    free(r.ggrid.zero);
     free(r.selected);
+    free(r.eselected);
+    free(r.plan);
+    free(r.block_sparsity);
     return rc;
 }
 
 double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
 {
-    double h, I, qd, kvd, V, T, N, chunk, pblock, mx, total;
+    double h, I, qd, kvd, V, T, N, chunk, pblock, mx, total, heads;
     if (!c)
         return 0;
+    /* tied: one (vocab, hidden) matrix, but OPT with project_in/out keeps two
+     * (the embedding times project_in, the head times project_out) */
+    heads = c->tie_word_embeddings &&
+                    (c->word_embed_proj_dim <= 0 || c->word_embed_proj_dim == c->hidden_size)
+                ? 1
+                : 2;
     h = c->hidden_size;
     I = c->intermediate_size;
     qd = (double)c->num_attention_heads * c->head_dim;
@@ -555,10 +1082,17 @@ double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
     mx = mx > I ? mx : I;
     total = N * T * h                                         /* activations */
             + pblock                                          /* one block */
-            + V * h * (c->tie_word_embeddings ? 1 : 2)        /* embedding, head */
+            + V * h * heads                                   /* embedding, head */
+            + (c->learned_positions ? (c->max_position_embeddings + 2.0) * h : 0)
             + 2 * h * h + qd * qd + I * I                     /* Hessians */
             + mx * mx + 2 * h * h                             /* factors */
             + chunk * T * (3 * h + 2 * qd + 4 * kvd + 2 * I)  /* forward workspace */
             + T * (T + 8);                                    /* attention scores */
+    if (c->num_experts > 0) {   /* every expert's weights and both its Hessians */
+        double E = c->num_experts, Ie = c->moe_intermediate_size;
+        total += E * (3 * h * Ie + h * h + Ie * Ie) + E * h  /* experts, Hessians, router */
+                 + chunk * T * (2 * h + E + 3 * c->num_experts_per_tok) /* MoE workspace */
+                 + (Ie > I ? 2 * chunk * T * (Ie - I) : 0);
+    }
     return 4.0 * total;
 }

@@ -17,6 +17,7 @@
 #ifndef SPRUCE_PLAN_H
 #define SPRUCE_PLAN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -44,6 +45,53 @@ int spruce_owl_sparsities(const double *ratio, int nblocks, double s, double lam
  * weight of its own target.  SPRUCE_EINVAL for n < 1 or a sparsity outside
  * [0, 1). */
 int spruce_plan_counts(const double *sparsity, const int64_t *numel, int n, int64_t *count);
+
+/* ---- what one linear layer gets ------------------------------------------ */
+
+typedef enum {
+    SPRUCE_TARGET_DEFAULT = 0,  /* the pipeline's own sparsity or N:M */
+    SPRUCE_TARGET_SPARSITY,     /* unstructured: sparsity, pruned as an exact count */
+    SPRUCE_TARGET_NM,           /* prune n of every m consecutive weights of a row */
+    SPRUCE_TARGET_DENSE         /* not pruned: the tensor is written as it was read */
+} spruce_target_kind;
+
+typedef struct {
+    spruce_target_kind kind;
+    double sparsity;  /* SPARSITY: the fraction asked for, in [0, 1) */
+    int64_t count;    /* SPARSITY: the whole weights pruned (set by the pipeline) */
+    int n, m;         /* NM */
+} spruce_layer_target;
+
+/* "0.6", "2:4", "dense" or "default" (buf of at least 32 bytes). */
+const char *spruce_layer_target_str(const spruce_layer_target *t, char *buf, size_t size);
+
+/* ---- --layer-sparsity FILE.json ------------------------------------------ *
+ *
+ * A JSON object mapping a POSIX extended regular expression on tensor names
+ * (searched anywhere in the name: anchor it with ^ and $) to a sparsity in
+ * [0, 1), an "N:M" string (0 < N < M <= 256) or "dense":
+ *
+ *   { "self_attn\\.(q|k)_proj": 0.4, "layers\\.0\\.": "dense", "mlp": "2:4" }
+ *
+ * Rules are tried in the file's order and the first that matches a name
+ * decides; a name no rule matches gets the pipeline's --sparsity / --pattern.
+ * Every rule must match at least one linear layer of the model. */
+typedef struct spruce_layer_rules spruce_layer_rules;
+
+/* Read and check path: SPRUCE_EFORMAT for a file that is not a JSON object
+ * (line and column), SPRUCE_EINVAL for a bad value or regex, naming the file
+ * and the key. */
+int spruce_layer_rules_load(const char *path, spruce_layer_rules **out);
+/* The same from a JSON text; origin names it in messages. */
+int spruce_layer_rules_parse(const char *text, const char *origin, spruce_layer_rules **out);
+void spruce_layer_rules_free(spruce_layer_rules *r); /* NULL is a no-op */
+int spruce_layer_rules_count(const spruce_layer_rules *r);
+const char *spruce_layer_rules_key(const spruce_layer_rules *r, int i);
+const char *spruce_layer_rules_origin(const spruce_layer_rules *r);
+/* The index of the first rule whose regex matches name, or -1 (t, when
+ * not NULL, receives its target). */
+int spruce_layer_rules_match(const spruce_layer_rules *r, const char *name,
+                             spruce_layer_target *t);
 
 #ifdef __cplusplus
 }

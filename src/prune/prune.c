@@ -91,6 +91,12 @@ int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols)
     if (o->prune_m < 0 || (o->prune_m == 0 && o->prune_n != 0))
         return spruce__seterr(SPRUCE_EINVAL, "prune: N:M pattern %d:%d: expected M > 0 with 0 < N < M",
                               o->prune_n, o->prune_m);
+    if (o->count < 0 || (o->count > 0 && o->prune_m > 0) ||
+        o->count >= (int64_t)rows * cols)
+        return spruce__seterr(SPRUCE_EINVAL, "prune: a count of %lld weights to prune of (%d, %d)%s: "
+                              "expected 0 <= count < %lld, unstructured", (long long)o->count,
+                              rows, cols, o->prune_m > 0 ? " with an N:M pattern" : "",
+                              (long long)rows * cols);
     if (o->prune_m > 0) {
         if (o->prune_n <= 0 || o->prune_n >= o->prune_m)
             return spruce__seterr(SPRUCE_EINVAL, "prune: N:M pattern %d:%d: expected 0 < N < M",
@@ -128,23 +134,39 @@ int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols)
     return 0;
 }
 
-/* Refuse an unstructured sparsity below 1 that rounds to every weight of the
- * group its method counts in (and so would prune 100%): magnitude rounds
- * sparsity x rows x cols over the whole layer, Wanda floors sparsity x cols
- * per row, SparseGPT rounds sparsity x rows x width per column block (the
- * narrowest block, the last, rounds up first).  The counts are the methods'
- * own expressions (baselines.c, sparsegpt.c). */
+/* Refuse an unstructured target below every weight that rounds to every
+ * weight of the group its method counts in (and so would prune 100%):
+ * magnitude rounds sparsity x rows x cols over the whole layer, Wanda floors
+ * sparsity x cols per row, SparseGPT rounds sparsity x rows x width per column
+ * block (the narrowest block, the last, rounds up first); with a count, the
+ * share of the count each group gets (spruce__count_share).  The counts are
+ * the methods' own expressions (baselines.c, sparsegpt.c). */
 static int check_rounding(const spruce_prune_opts *o, int rows, int cols)
 {
     double s = (double)o->sparsity;
-    size_t group, k;
+    size_t group = 0, k = 0;
     const char *where;
-    if (o->prune_m > 0 || s <= 0.0)
+    int64_t c = o->count, i, n = o->method == SPRUCE_METHOD_WANDA ? rows : cols;
+    if (o->prune_m > 0 || (c == 0 && s <= 0.0))
         return 0;
     if (o->method == SPRUCE_METHOD_MAGNITUDE) {
         group = (size_t)rows * (size_t)cols;
-        k = (size_t)llround(s * (double)group);
+        k = c > 0 ? (size_t)c : (size_t)llround(s * (double)group);
         where = "of the layer";
+    } else if (c > 0) { /* the largest share: a row (Wanda) or a column block (SparseGPT) */
+        int64_t step = o->method == SPRUCE_METHOD_WANDA ? 1 : o->blocksize;
+        int64_t width = o->method == SPRUCE_METHOD_WANDA ? cols : rows;
+        for (i = 0; i < n; i += step) {
+            int64_t e = i + step < n ? i + step : n, share = spruce__count_share(c, i, e, n);
+            if ((size_t)share >= (size_t)(width * (e - i))) {
+                group = (size_t)(width * (e - i));
+                k = (size_t)share;
+                break;
+            }
+        }
+        if (group == 0)
+            return 0; /* every share leaves a weight */
+        where = o->method == SPRUCE_METHOD_WANDA ? "of a row" : "of a column block";
     } else if (o->method == SPRUCE_METHOD_WANDA) {
         group = (size_t)cols;
         k = (size_t)floor(s * (double)cols * (1.0 + 1e-6));
@@ -159,6 +181,12 @@ static int check_rounding(const spruce_prune_opts *o, int rows, int cols)
     }
     if (k < group)
         return 0;
+    if (c > 0)
+        return spruce__seterr(SPRUCE_EINVAL,
+                              "prune: a count of %lld rounds to every weight: %s (%d, %d) would "
+                              "prune all %zu of the %zu weights %s; give a lower count",
+                              (long long)c, spruce_method_name(o->method), rows, cols, k, group,
+                              where);
     return spruce__seterr(SPRUCE_EINVAL,
                           "prune: sparsity %g rounds to every weight: %s (%d, %d) would prune all %zu of "
                           "the %zu weights %s; give a lower sparsity",
@@ -230,6 +258,7 @@ int spruce_hinv_prepare(const spruce_hessian *h, const spruce_prune_opts *opts, 
     else
         spruce_prune_opts_init(&o);
     o.method = SPRUCE_METHOD_SPARSEGPT;
+    o.count = 0; /* the factorisation does not depend on the target */
     if ((rc = spruce__check_opts(&o, 1, h->cols)) || (rc = check_hessian(h, h->cols)))
         return rc;
     hi = calloc(1, sizeof *hi);

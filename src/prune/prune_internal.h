@@ -93,6 +93,14 @@ static inline uint32_t spruce__fkey(float x)
 int spruce__hinv_factor(const float *Hup, int n, float damp, int max_retries, float *U,
                         uint8_t *dead, int *dead_columns, float *damp_used, int *retries);
 
+/* With a count (o->count > 0) spread over n units (SparseGPT: columns,
+ * Wanda: rows), what units [a, b) prune: round(k b / n) - round(k a / n),
+ * so consecutive parts add up to exactly k. */
+static inline int64_t spruce__count_share(int64_t k, int64_t a, int64_t b, int64_t n)
+{
+    return (k * b + n / 2) / n - (k * a + n / 2) / n;
+}
+
 /* Option and shape checks shared by every method. */
 int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols);
 /* 0, or SPRUCE_ENAN naming the first non-finite element of the (rows, cols) matrix. */

@@ -4,7 +4,8 @@
  * U^T U = (H + lambda I)^-1.  Columns are visited in blocks [i1, i2) of B:
  *
  *   choose the mask of the block (unstructured: one threshold on w^2 / U_jj^2
- *   over the whole rows x B block, exactly round(s * rows * B) pruned);
+ *   over the whole rows x B block, exactly round(s * rows * B) pruned; with a
+ *   count k for the layer, round(k i2 / cols) - round(k i1 / cols));
  *   for each column j of the block, for each row r (rows are independent):
  *     q = w_rj if kept else 0;   e_r = (w_rj - q) / U_jj;   loss += e_r^2 / 2
  *     w_rk -= e_r * U_jk  for k in (j, i2)      (inside the block only)
@@ -237,7 +238,9 @@ int spruce__sparsegpt(float *W, int rows, int cols, const struct spruce_hinv *hi
                         keys[(size_t)r * bw + j] = spruce__fkey(w[j] * w[j] * invd2[i1 + j]);
                 }
                 spruce__select_lowest_team(keys, (size_t)rows * bw,
-                                           (size_t)llround((double)o->sparsity * (double)rows * bw),
+                                           o->count > 0 ? (size_t)spruce__count_share(o->count, i1,
+                                                                                       i2, cols)
+                                           : (size_t)llround((double)o->sparsity * (double)rows * bw),
                                            keep, &sel);
             }
             #pragma omp for schedule(static)

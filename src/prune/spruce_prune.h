@@ -68,6 +68,9 @@ typedef enum {
 typedef struct {
     spruce_method method; /* default SPARSEGPT */
     float sparsity;       /* unstructured target in [0, 1); used when prune_m == 0 */
+    int64_t count;        /* unstructured, > 0: prune exactly count weights of the layer
+                             instead of the fraction sparsity (a per-layer plan's count,
+                             spruce_plan_counts); 0 = sparsity decides */
     int prune_n;          /* N:M: prune N of every M consecutive weights of a row */
     int prune_m;          /* 0 = unstructured */
     int blocksize;        /* SparseGPT column block B, default 128 */

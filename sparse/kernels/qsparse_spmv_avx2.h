@@ -1,0 +1,136 @@
+/* qsparse_spmv_avx2.h: the row loops of y = A x with AVX2+FMA for bitmask and
+ * N:M matrices of bf16, int8 and int4 values (qsparse_internal.h), shared by
+ * one file per value type.  A is (rows, cols), x (cols), y (rows).
+ * AVX2 has no expand, so each 8-column slice with bits m takes the next 8
+ * stored values widened to 32-bit lanes (bf16 as float bits; int8 and int4
+ * minus their zero point) and permutes them with the float32 kernels' table
+ * (bitmask_spmv_avx2.c: lane j takes the value of rank "bits of m below j",
+ * lanes whose bit is clear are zeroed):
+ *   acc += float(permute(widen(v + p), perm[m]) & keep[m]) * x[k .. k+8),
+ *   p += popcount(m)   (N:M with M dividing 8: p += 8 N / M)
+ * then bf16 y_i = sum acc; int8 y_i = s_i sum acc; int4 y_i = sum_g s_ig
+ * (sum acc over the slices of group g).  Internal. */
+#ifndef SPRUCE_QSPARSE_SPMV_AVX2_H
+#define SPRUCE_QSPARSE_SPMV_AVX2_H
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "bitmask_spmv_avx2.h"
+#include "qsparse_internal.h"
+
+#define QSPMV_PF 512
+
+/* 8 stored values from value p on as 32-bit lanes. */
+SPRUCE__INLINE __m256i widen8(const uint8_t *val, int64_t p, const int dtype, __m256i z)
+{
+    if (dtype == SPRUCE_DT_BF16)
+        return _mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(val + 2 * p))), 16);
+    if (dtype == SPRUCE_DT_INT8)
+        return _mm256_sub_epi32(
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(val + p))), z);
+    {
+        uint64_t w;
+        memcpy(&w, val + (p >> 1), sizeof w);
+        w >>= 4 * (p & 1);
+        return _mm256_sub_epi32(
+            _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)(uint32_t)w),
+                                               _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                             _mm256_set1_epi32(15)),
+            z);
+    }
+}
+
+SPRUCE__INLINE __m256 qslice8(unsigned m, const uint8_t *val, int64_t p, const int dtype,
+                              __m256i z)
+{
+    const __m256i e = _mm256_and_si256(
+        _mm256_permutevar8x32_epi32(widen8(val, p, dtype, z),
+                                    _mm256_load_si256((const __m256i *)spruce__lut_perm[m])),
+        _mm256_load_si256((const __m256i *)spruce__lut_keep[m]));
+    return dtype == SPRUCE_DT_BF16 ? _mm256_castsi256_ps(e) : _mm256_cvtepi32_ps(e);
+}
+
+SPRUCE__INLINE float hsum8(__m256 s)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* Sum over the slices of columns [k, c1) of a row (k a multiple of 32; c1 the
+ * row's end or a multiple of 32), its values from *pp on, which moves past
+ * them.  counted (a constant): p moves by the bits; else by c8 per slice. */
+SPRUCE__INLINE __m256 qspan8(const uint8_t *m8, const float *x, const uint8_t *val, int64_t *pp,
+                             int k, int c1, const int dtype, const int counted, int c8, __m256i z)
+{
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+    int64_t p = *pp;
+    int c;
+    for (; k + 32 <= c1; k += 32) {
+        _mm_prefetch((const char *)(val + (dtype == SPRUCE_DT_BF16 ? 2 * p
+                                           : dtype == SPRUCE_DT_INT8 ? p : p >> 1) + QSPMV_PF),
+                     _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (c = 0; c < 4; c++) {
+            const unsigned m = m8[k / 8 + c];
+            a[c] = _mm256_fmadd_ps(qslice8(m, val, p, dtype, z), _mm256_loadu_ps(x + k + 8 * c),
+                                   a[c]);
+            p += counted ? __builtin_popcount(m) : c8;
+        }
+    }
+    for (; k < c1; k += 8) { /* the row's last columns: bits counted */
+        const int left = c1 - k;
+        const unsigned m = m8[k / 8] & (left >= 8 ? 255u : (1u << left) - 1);
+        const __m256i xm = _mm256_cmpgt_epi32(_mm256_set1_epi32(left),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        a[0] = _mm256_fmadd_ps(qslice8(m, val, p, dtype, z), _mm256_maskload_ps(x + k, xm), a[0]);
+        p += __builtin_popcount(m);
+    }
+    *pp = p;
+    return _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+}
+
+/* Rows [r0, r1) of y = A x (y += A x for a column block with A->add set). */
+SPRUCE__INLINE void qspmv_rows_avx2(const struct spruce_qsparse *A, const float *x, float *y,
+                                    int r0, int r1, const int dtype, const int counted, int c8)
+{
+    int i, g;
+    for (i = r0; i < r1; i++) {
+        const uint8_t *m8 = (const uint8_t *)(A->bits + (int64_t)i * A->wpr);
+        int64_t p = A->rowptr[i];
+        float s;
+        if (dtype == SPRUCE_DT_INT4) {
+            const float *sc = A->scale + (size_t)i * A->ngroups;
+            __m256 acc = _mm256_setzero_ps();
+            for (g = 0; g < A->ngroups; g++) {
+                const int k = g * A->groupsize;
+                const int c1 = k + A->groupsize < A->cols ? k + A->groupsize : A->cols;
+                const __m256i z = _mm256_set1_epi32(spruce__qzero(A, i, g));
+                acc = _mm256_fmadd_ps(qspan8(m8, x, A->val, &p, k, c1, dtype, counted, c8, z),
+                                      _mm256_set1_ps(sc[g]), acc);
+            }
+            s = hsum8(acc);
+        } else {
+            const __m256i z = _mm256_set1_epi32(dtype == SPRUCE_DT_INT8 ? spruce__qzero(A, i, 0) : 0);
+            s = hsum8(qspan8(m8, x, A->val, &p, 0, A->cols, dtype, counted, c8, z));
+            if (dtype == SPRUCE_DT_INT8)
+                s *= A->scale[i];
+        }
+        spruce__put(y, i, s, A->add);
+    }
+}
+
+SPRUCE__INLINE void qspmv_avx2(const struct spruce_qsparse *A, const float *x, float *y, int r0,
+                               int r1, const int dtype)
+{
+    if (A->format == SPRUCE_FMT_NM && 8 % A->m == 0)
+        qspmv_rows_avx2(A, x, y, r0, r1, dtype, 0, 8 / A->m * A->n);
+    else
+        qspmv_rows_avx2(A, x, y, r0, r1, dtype, 1, 0);
+}
+
+#endif

@@ -1,0 +1,690 @@
+/* test_moe.c: mixtures of experts (mixtral, qwen3_moe).  The router against
+ * a double-precision softmax and top-k, the config keys and what is refused,
+ * the tensor table, that each expert sees exactly the tokens routed to it, and
+ * that norm_topk_prob is honoured (the fixtures' golden logits are matched in
+ * test_families.c).  Pruning on the fixtures: one Hessian per expert from its
+ * tokens, exact sparsity and valid 2:4 in every expert, the routers unchanged
+ * bit for bit, every expert tensor in the masks, the pruned checkpoint
+ * evaluating, and the rule for experts with few tokens. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "block.h"
+#include "families_testutil.h"
+#include "model_internal.h"
+#include "spruce_ckpt.h"
+#include "spruce_decode.h"
+#include "spruce_family.h"
+#include "spruce_masks.h"
+#include "spruce_model.h"
+#include "spruce_pipeline.h"
+#include "spruce_prune.h"
+#include "spruce_tokens.h"
+
+/* ---- the router --------------------------------------------------------------- */
+
+static uint64_t rng(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 11;
+}
+
+/* softmax in double, then the k largest by repeated arg-max (lowest index on
+ * a tie), then renormalised when asked */
+static void route_ref(const float *logit, int E, int k, int renorm, int *sel, double *w)
+{
+    double p[64], mx = logit[0], sum = 0, ws = 0;
+    int e, j, used[64] = {0};
+    for (e = 1; e < E; e++)
+        mx = logit[e] > mx ? logit[e] : mx;
+    for (e = 0; e < E; e++)
+        sum += p[e] = exp((double)logit[e] - mx);
+    for (j = 0; j < k; j++) {
+        int best = -1;
+        for (e = 0; e < E; e++)
+            if (!used[e] && (best < 0 || p[e] > p[best]))
+                best = e;
+        used[best] = 1;
+        sel[j] = best;
+        ws += w[j] = p[best] / sum;
+    }
+    if (renorm)
+        for (j = 0; j < k; j++)
+            w[j] /= ws;
+}
+
+Test(moe, route_against_double_precision)
+{
+    enum { NT = 200, E = 8, K = 3 };
+    static float p[NT * E], logit[NT * E], w[NT * K];
+    static int sel[NT * K];
+    uint64_t s = 5;
+    int t, j, renorm;
+    for (renorm = 0; renorm < 2; renorm++) {
+        for (t = 0; t < NT * E; t++)
+            p[t] = logit[t] = (float)((double)(rng(&s) % 100000) / 10000.0 - 5.0);
+        spruce__moe_route(p, NT, E, K, renorm, sel, w);
+        for (t = 0; t < NT; t++) {
+            int rs[K];
+            double rw[K], total = 0;
+            route_ref(logit + t * E, E, K, renorm, rs, rw);
+            for (j = 0; j < K; j++) {
+                cr_assert_eq(sel[t * K + j], rs[j], "token %d slot %d: expert %d, expected %d",
+                             t, j, sel[t * K + j], rs[j]);
+                cr_assert(fabs(w[t * K + j] - rw[j]) < 1e-6, "token %d: weight %g, expected %g",
+                          t, w[t * K + j], rw[j]);
+            }
+            for (j = 0; j < E; j++)   /* p is the softmax over all experts */
+                total += p[t * E + j];
+            cr_assert(fabs(total - 1) < 1e-5);
+        }
+    }
+    /* a tie keeps the lower index first */
+    {
+        float q[4] = {1, 3, 3, 0}, tw[2];
+        int ts[2];
+        spruce__moe_route(q, 1, 4, 2, 1, ts, tw);
+        cr_assert(ts[0] == 1 && ts[1] == 2 && fabs(tw[0] - 0.5f) < 1e-7);
+    }
+}
+
+/* ---- config.json ---------------------------------------------------------------- */
+
+#define QWEN3_MOE_BASE                                                                  \
+    "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 64, \"intermediate_size\": 96, "  \
+    "\"num_hidden_layers\": 4, \"num_attention_heads\": 4, \"vocab_size\": 128, "       \
+    "\"max_position_embeddings\": 64, \"head_dim\": 16, \"num_experts\": 8, "           \
+    "\"moe_intermediate_size\": 24"
+
+static void parse_ok(const char *json, spruce_config *c)
+{
+    cr_assert_eq(spruce_config_parse(json, "config.json", c), 0, "%s: %s", json,
+                 spruce_errdetail());
+}
+
+static void refused(const char *json, int code, const char *needle)
+{
+    spruce_config c;
+    int rc = spruce_config_parse(json, "config.json", &c);
+    cr_assert_eq(rc, code, "%s: %d (%s)", json, rc, spruce_errdetail());
+    cr_assert(strstr(spruce_errdetail(), needle), "'%s' does not name %s", spruce_errdetail(),
+              needle);
+}
+
+Test(moe, config_keys_and_defaults)
+{
+    spruce_config c;
+    int l;
+    parse_ok("{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 128, "
+             "\"max_position_embeddings\": 64}", &c);
+    /* configuration_mixtral.py: 8 experts, top 2; experts intermediate_size wide */
+    cr_assert(c.num_experts == 8 && c.num_experts_per_tok == 2 && c.norm_topk_prob == 1);
+    cr_assert_eq(c.moe_intermediate_size, 96);
+    cr_assert(spruce_config_layer_moe(&c, 0) && spruce_config_layer_moe(&c, 1));
+    parse_ok(QWEN3_MOE_BASE "}", &c);
+    cr_assert_eq(c.norm_topk_prob, 0, "qwen3_moe: norm_topk_prob false when absent");
+    cr_assert_eq(c.num_experts_per_tok, 8, "configuration_qwen3_moe.py: 8 when absent");
+    cr_assert_eq(c.moe_intermediate_size, 24);
+    /* modeling_qwen3_moe.py: MoE unless in mlp_only_layers or (i + 1) % step != 0 */
+    parse_ok(QWEN3_MOE_BASE ", \"decoder_sparse_step\": 2, \"mlp_only_layers\": [3], "
+             "\"norm_topk_prob\": true}", &c);
+    cr_assert_eq(c.norm_topk_prob, 1);
+    for (l = 0; l < 4; l++)
+        cr_assert_eq(spruce_config_layer_moe(&c, l), l == 1, "layer %d", l);
+    /* a dense family has none */
+    parse_ok("{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 128, "
+             "\"max_position_embeddings\": 64}", &c);
+    cr_assert_eq(spruce_config_layer_moe(&c, 0), 0);
+}
+
+Test(moe, config_refusals)
+{
+    refused(QWEN3_MOE_BASE ", \"shared_expert_intermediate_size\": 64}", SPRUCE_EUNSUPPORTED,
+            "shared_expert_intermediate_size");
+    refused(QWEN3_MOE_BASE ", \"n_shared_experts\": 1}", SPRUCE_EUNSUPPORTED,
+            "n_shared_experts");
+    refused(QWEN3_MOE_BASE ", \"scoring_func\": \"sigmoid\"}", SPRUCE_EUNSUPPORTED,
+            "scoring_func");
+    refused(QWEN3_MOE_BASE ", \"num_experts_per_tok\": 9}", SPRUCE_EFORMAT,
+            "num_experts_per_tok");
+    refused(QWEN3_MOE_BASE ", \"mlp_only_layers\": [4]}", SPRUCE_EFORMAT, "mlp_only_layers[0]");
+    refused(QWEN3_MOE_BASE ", \"mlp_only_layers\": 1}", SPRUCE_EFORMAT, "mlp_only_layers");
+    refused(QWEN3_MOE_BASE ", \"decoder_sparse_step\": 0}", SPRUCE_EFORMAT,
+            "decoder_sparse_step");
+    refused(QWEN3_MOE_BASE ", \"use_sliding_window\": true}", SPRUCE_EUNSUPPORTED,
+            "use_sliding_window");
+    /* the routing of these two, and nothing else, is implemented: zero means unused */
+    {
+        spruce_config c;
+        parse_ok(QWEN3_MOE_BASE ", \"shared_expert_intermediate_size\": 0}", &c);
+    }
+}
+
+/* ---- the tensor table ------------------------------------------------------------ */
+
+Test(moe, tensor_table)
+{
+    spruce_config c;
+    spruce_family_tensor t;
+    size_t i;
+    int routers = 0, experts = 0, dense_mlp = 0, rc;
+    parse_ok(QWEN3_MOE_BASE ", \"mlp_only_layers\": [0, 2]}", &c);
+    for (i = 0; (rc = spruce_family_tensor_at(&c, i, &t)) == 1; i++) {
+        if (t.role == SPRUCE_TENSOR_ROUTER) {
+            routers++;
+            cr_assert(t.shape[0] == 8 && t.shape[1] == 64 && (t.layer == 1 || t.layer == 3));
+            cr_assert_eq(spruce_family_is_linear("qwen3_moe", t.name), 0, "%s", t.name);
+        } else if (t.role == SPRUCE_TENSOR_LINEAR && t.expert >= 0) {
+            experts++;
+            cr_assert(t.layer == 1 || t.layer == 3, "%s", t.name);
+            if (t.proj == SPRUCE_PROJ_DOWN)
+                cr_assert(t.shape[0] == 64 && t.shape[1] == 24, "%s", t.name);
+            else
+                cr_assert(t.shape[0] == 24 && t.shape[1] == 64, "%s", t.name);
+            cr_assert_eq(spruce_family_is_linear("qwen3_moe", t.name), 1, "%s", t.name);
+        } else if (t.role == SPRUCE_TENSOR_LINEAR && t.proj >= SPRUCE_PROJ_GATE) {
+            dense_mlp++;
+            cr_assert(t.layer == 0 || t.layer == 2, "%s", t.name);
+            cr_assert(t.proj == SPRUCE_PROJ_DOWN ? t.shape[1] == 96 : t.shape[0] == 96);
+        }
+    }
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(routers, 2);
+    cr_assert_eq(experts, 2 * 8 * 3);
+    cr_assert_eq(dense_mlp, 2 * 3);
+    cr_assert_eq(spruce_family_is_linear("qwen3_moe", "model.layers.1.mlp.experts.7.up_proj."
+                                         "weight"), 1);
+    cr_assert_eq(spruce_family_is_linear("qwen3_moe", "model.layers.1.mlp.experts.07.up_proj."
+                                         "weight"), 0);
+    cr_assert_eq(spruce_family_is_linear("qwen3_moe", "model.layers.1.mlp.gate.weight"), 0);
+    cr_assert_eq(spruce_family_is_linear("mixtral", "model.layers.0.block_sparse_moe.experts.3."
+                                         "w2.weight"), 1);
+    cr_assert_eq(spruce_family_is_linear("mixtral", "model.layers.0.block_sparse_moe.gate."
+                                         "weight"), 0);
+}
+
+/* ---- each expert sees exactly its tokens ----------------------------------------- */
+
+typedef struct {
+    const spruce_block *b;
+    const spruce_config *c;
+    float *A;          /* the MLP norm's output of every token (the router's input) */
+    int ntok;
+    int64_t seen[64];  /* rows each expert saw at its gate/up */
+    int64_t down[64];
+    int mismatch;
+} routed;
+
+static int grab_router_input(void *ctx, spruce_site site, const float *X, int tokens, int cols)
+{
+    routed *r = ctx;
+    if (site == SPRUCE_SITE_GATEUP) {
+        r->A = malloc((size_t)tokens * cols * sizeof(float));
+        memcpy(r->A, X, (size_t)tokens * cols * sizeof(float));
+        r->ntok = tokens;
+    }
+    return 0;
+}
+
+/* The rows expert e sees are, in token order, the rows of A of the tokens
+ * whose top-k (from a double-precision router) holds e, copied exactly. */
+static int check_expert_rows(void *ctx, int e, spruce_site site, const float *X, int tokens,
+                             int cols)
+{
+    routed *r = ctx;
+    const spruce_config *c = r->c;
+    int t, j, n = 0;
+    if (site == SPRUCE_SITE_DOWN) {
+        r->down[e] += tokens;
+        cr_assert_eq(cols, c->moe_intermediate_size);
+        return 0;
+    }
+    for (t = 0; t < r->ntok; t++) {
+        float lg[64];
+        double w[64];
+        int sel[64], hit = 0, i, k;
+        for (i = 0; i < c->num_experts; i++) {
+            double acc = 0;
+            for (k = 0; k < c->hidden_size; k++)
+                acc += (double)r->b->router[(size_t)i * c->hidden_size + k] *
+                       r->A[(size_t)t * c->hidden_size + k];
+            lg[i] = (float)acc;
+        }
+        route_ref(lg, c->num_experts, c->num_experts_per_tok, c->norm_topk_prob, sel, w);
+        for (j = 0; j < c->num_experts_per_tok; j++)
+            hit |= sel[j] == e;
+        if (!hit)
+            continue;
+        if (n >= tokens ||
+            memcmp(X + (size_t)n * cols, r->A + (size_t)t * cols, (size_t)cols * sizeof(float)))
+            r->mismatch++;
+        n++;
+    }
+    if (n != tokens)
+        r->mismatch++;
+    r->seen[e] += tokens;
+    return 0;
+}
+
+static void check_routing(const char *name)
+{
+    NEED_FAMILY(dir, name);
+    spruce_model *m = NULL;
+    spruce_block *b = NULL;
+    spruce_fwd_ws *ws;
+    const spruce_config *c;
+    uint32_t *ids;
+    float *gold, *x;
+    routed r;
+    int64_t total = 0;
+    int e;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(m);
+    load_golden(dir, c->vocab_size, &ids, &gold);
+    x = malloc((size_t)NSEQ * SEQ * c->hidden_size * sizeof(float));
+    cr_assert_eq(spruce_model_embed(m, ids, NSEQ * SEQ, x), 0);
+    ws = spruce_fwd_ws_alloc(c, SEQ, NSEQ);
+    cr_assert_not_null(ws);
+    cr_assert_eq(spruce_model_get_block(m, 0, &b), 0, "%s", spruce_errdetail());
+    cr_assert_eq(b->nexperts, c->num_experts);
+    memset(&r, 0, sizeof r);
+    r.b = b;
+    r.c = c;
+    cr_assert_eq(spruce__block_forward_experts(c, b, x, NSEQ, SEQ, ws, grab_router_input, &r,
+                                               check_expert_rows, &r, SPRUCE_SITE_DOWN, 0), 0,
+                 "%s", spruce_errdetail());
+    cr_assert_eq(r.mismatch, 0, "%s: an expert saw other rows than its tokens'", name);
+    for (e = 0; e < c->num_experts; e++) {
+        cr_assert_eq(r.seen[e], r.down[e]);
+        total += r.seen[e];
+    }
+    cr_assert_eq(total, (int64_t)NSEQ * SEQ * c->num_experts_per_tok);
+    spruce_model_put_block(m, b);
+    spruce_fwd_ws_free(ws);
+    free(r.A);
+    free(x);
+    free(gold);
+    free(ids);
+    spruce_model_free(m);
+}
+
+Test(moe, mixtral_experts_see_exactly_their_tokens) { check_routing("mixtral"); }
+Test(moe, qwen3_moe_experts_see_exactly_their_tokens) { check_routing("qwen3-moe"); }
+
+/* ---- norm_topk_prob is honoured ----------------------------------------------------- */
+
+/* A copy of a fixture with config.json key set to val (the weights linked). */
+static char *fixture_with(const char *dir, const char *key, json_t *val)
+{
+    char *d = tmp_dir(), path[1200], cmd[4096];
+    json_error_t err;
+    json_t *root;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    root = json_load_file(path, 0, &err);
+    cr_assert_not_null(root);
+    json_object_set_new(root, key, val);
+    snprintf(path, sizeof path, "%s/config.json", d);
+    cr_assert_eq(json_dump_file(root, path, JSON_INDENT(2)), 0);
+    json_decref(root);
+    snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", dir, d);
+    cr_assert_eq(sh(cmd), 0);
+    return d;
+}
+
+Test(moe, norm_topk_prob_false_leaves_the_weights_unnormalised)
+{
+    NEED_FAMILY(dir, "qwen3-moe");
+    spruce_model *m = NULL;
+    uint32_t *ids;
+    float *gold, *lg;
+    char *d = fixture_with(dir, "norm_topk_prob", json_false());
+    double diff;
+    cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_config(m)->norm_topk_prob, 0);
+    load_golden(dir, spruce_model_config(m)->vocab_size, &ids, &gold);
+    lg = malloc((size_t)SEQ * spruce_model_config(m)->vocab_size * sizeof(float));
+    cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
+    diff = max_abs_diff(lg, gold, (size_t)SEQ * spruce_model_config(m)->vocab_size);
+    /* the golden logits renormalise: without, the expert outputs are smaller */
+    cr_assert(diff > 1e-2, "norm_topk_prob false changed the logits by only %g", diff);
+    free(lg);
+    free(gold);
+    free(ids);
+    spruce_model_free(m);
+    rm_tree(d);
+    free(d);
+}
+
+/* ---- pruning ------------------------------------------------------------------------ */
+
+static void expect_sparse(const float *w, size_t n, int nm, const char *what)
+{
+    size_t z = 0, k;
+    for (k = 0; k < n; k++)
+        z += w[k] == 0.0f;
+    cr_assert_eq(z, n / 2, "%s: %zu of %zu zero", what, z, n);
+    if (nm)   /* every aligned group of 4 along a row has exactly 2 zeros */
+        for (k = 0; k < n; k += 4)
+            cr_assert_eq((w[k] == 0) + (w[k + 1] == 0) + (w[k + 2] == 0) + (w[k + 3] == 0), 2,
+                         "%s: group at %zu is not 2:4", what, k);
+}
+
+/* Greedy decoding of 24 tokens after id 1: the same ids on dense OpenBLAS,
+ * in CSR and (2:4 models) in the N:M format, every expert its own sparse
+ * linear layer. */
+static void expect_same_greedy_ids(spruce_model *m, int nm)
+{
+    static const spruce_decode_mode modes[3] = {SPRUCE_DECODE_DENSE, SPRUCE_DECODE_CSR,
+                                                SPRUCE_DECODE_NM};
+    int vocab = spruce_model_config(m)->vocab_size, k, t, j, ids[3][24];
+    float *lg = malloc((size_t)vocab * sizeof(float));
+    for (k = 0; k < (nm ? 3 : 2); k++) {
+        spruce_decoder *d = NULL;
+        uint32_t id = 1;
+        cr_assert_eq(spruce_decoder_create(m, 25, modes[k], &d), 0, "%s", spruce_errdetail());
+        if (k)
+            cr_assert_eq(spruce_decoder_sparse_layers(d),
+                         spruce_decoder_linear_layers(d) -
+                             spruce_model_config(m)->num_hidden_layers, "every layer but "
+                         "the routers sparse");
+        for (t = 0; t < 24; t++) {
+            cr_assert_eq(spruce_decoder_step(d, id, lg), 0, "%s", spruce_errdetail());
+            for (j = 1, ids[k][t] = 0; j < vocab; j++)
+                if (lg[j] > lg[ids[k][t]])
+                    ids[k][t] = j;
+            id = (uint32_t)ids[k][t];
+        }
+        spruce_decoder_free(d);
+        if (k)
+            cr_assert_arr_eq(ids[k], ids[0], sizeof ids[0], "decode mode %d: other greedy ids",
+                             (int)modes[k]);
+    }
+    free(lg);
+}
+
+/* spruce prune on the fixture (random calibration ids), then: every expert
+ * tensor exactly half zero (2:4 when nm), attention too, routers and norms
+ * bit for bit the originals, the masks naming every expert tensor, and the
+ * pruned checkpoint evaluating to a finite perplexity. */
+static void check_prune(const char *name, const char *how, int nm)
+{
+    NEED_FAMILY(dir, name);
+    NEED_SPRUCE_BIN(bin);
+    char *d = tmp_dir(), out[1200], h5[1200], opts[1600], cmd[4096], what[256];
+    spruce_model *src = NULL, *m = NULL;
+    spruce_maskreader *mr = NULL;
+    const spruce_config *c;
+    int layer, l, e, i, nexpert = 0, nmasks = 0;
+    cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(src);
+    snprintf(h5, sizeof h5, "%s/m.h5", d);
+    snprintf(opts, sizeof opts, "%s --masks '%s'", how, h5);
+    prune_fixture(bin, dir, d, c->vocab_size, opts, out, sizeof out);
+    cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
+    for (layer = 0; layer < c->num_hidden_layers; layer++) {
+        spruce_block *b = NULL, *o = NULL;
+        cr_assert_eq(spruce_model_get_block(m, layer, &b), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_get_block(src, layer, &o), 0, "%s", spruce_errdetail());
+        for (l = 0; l <= SPRUCE_PROJ_O; l++) {
+            snprintf(what, sizeof what, "%s layer %d %s", name, layer,
+                     spruce_proj_path((spruce_proj)l));
+            expect_sparse(b->w[l], (size_t)b->rows[l] * b->cols[l], nm, what);
+        }
+        cr_assert_eq(b->nexperts, c->num_experts);
+        for (e = 0; e < b->nexperts; e++)
+            for (i = 0; i < 3; i++) {
+                snprintf(what, sizeof what, "%s layer %d expert %d matrix %d", name, layer, e,
+                         i);
+                expect_sparse(b->expert[3 * e + i],
+                              (size_t)c->hidden_size * c->moe_intermediate_size, nm, what);
+                nexpert++;
+            }
+        cr_assert_arr_eq(b->router, o->router,
+                         sizeof(float) * c->num_experts * c->hidden_size,
+                         "%s layer %d: the router changed", name, layer);
+        cr_assert_arr_eq(b->mlp_norm, o->mlp_norm, sizeof(float) * c->hidden_size);
+        spruce_model_put_block(m, b);
+        spruce_model_put_block(src, o);
+    }
+    /* the masks: the four attention layers and every expert tensor of each block */
+    cr_assert_eq(spruce_maskreader_open(h5, &mr), 0, "%s", spruce_errdetail());
+    for (i = 0; i < spruce_maskreader_count(mr); i++) {
+        const char *t = spruce_maskreader_name_at(mr, i);
+        cr_assert_eq(spruce_family_is_linear(c->model_type, t), 1, "%s", t);
+        nmasks += strstr(t, "experts.") != NULL;
+    }
+    cr_assert_eq(nmasks, nexpert);
+    cr_assert_eq(spruce_maskreader_count(mr), nexpert + 4 * c->num_hidden_layers);
+    spruce_maskreader_close(mr);
+    /* the summary names every expert with its tokens (magnitude: none) */
+    snprintf(cmd, sizeof cmd, "grep -c '^  [0-9]*\\.[0-9]*: %s' '%s/out' | grep -qx %d",
+             strstr(how, "magnitude") ? "magnitude, no calibration$" : "[0-9]* tokens, loss", d,
+             c->num_hidden_layers * c->num_experts);
+    cr_assert_eq(sh(cmd), 0, "the summary does not list every expert (%s/out)", d);
+    expect_evaluates(m, dir);   /* the pruned checkpoint evaluates */
+    expect_same_greedy_ids(m, nm);
+    spruce_model_free(m);
+    spruce_model_free(src);
+    rm_tree(d);
+    free(d);
+}
+
+Test(prune, mixtral_sparsegpt_half) { check_prune("mixtral", "--sparsity 0.5", 0); }
+Test(prune, mixtral_sparsegpt_2_4) { check_prune("mixtral", "--pattern 2:4", 1); }
+Test(prune, qwen3_moe_sparsegpt_2_4) { check_prune("qwen3-moe", "--pattern 2:4", 1); }
+Test(prune, qwen3_moe_wanda_true_sequential)
+{
+    check_prune("qwen3-moe", "--method wanda --sparsity 0.5 --true-sequential", 0);
+}
+Test(prune, mixtral_magnitude_2_4)
+{
+    check_prune("mixtral", "--method magnitude --pattern 2:4", 1);
+}
+
+/* ---- the rule for experts with few tokens ------------------------------------------ */
+
+typedef struct {
+    spruce_model *dense;       /* the unpruned fixture, for the magnitude reference */
+    int64_t tokens[2][64];     /* [gate/up, down] per expert of block 0 */
+    int none, few, checked;
+} few_ctx;
+
+static int on_expert(void *vctx, const spruce_layer_report *r)
+{
+    few_ctx *f = vctx;
+    const spruce_config *c = spruce_model_config(f->dense);
+    if (r->expert < 0)
+        return 0;
+    if (r->layer == 0)
+        f->tokens[r->which == SPRUCE_PROJ_DOWN][r->expert] = r->tokens;
+    if (r->tokens == 0) {
+        /* no tokens: magnitude on the dense weights, bit for bit */
+        spruce_block *b = NULL;
+        spruce_prune_opts po;
+        spruce_prune_result res;
+        float *w;
+        size_t n = (size_t)r->rows * r->cols;
+        cr_assert(r->fallback && strstr(r->fallback, "magnitude"), "%s: %s", r->name,
+                  r->fallback ? r->fallback : "no rule");
+        cr_assert_eq(spruce_model_get_block(f->dense, r->layer, &b), 0);
+        w = malloc(n * sizeof(float));
+        memcpy(w, b->expert[3 * r->expert + (r->which - SPRUCE_PROJ_GATE)], n * sizeof(float));
+        spruce_prune_opts_init(&po);
+        po.method = SPRUCE_METHOD_MAGNITUDE;
+        po.sparsity = 0.5f;
+        cr_assert_eq(spruce_prune_layer(w, r->rows, r->cols, NULL, &po, NULL, &res), 0);
+        cr_assert_arr_eq(w, r->weight, n * sizeof(float), "%s", r->name);
+        free(w);
+        spruce_model_put_block(f->dense, b);
+        f->none++;
+    } else if (r->tokens < r->cols) {
+        cr_assert(r->fallback && strstr(r->fallback, "damping"), "%s: %lld tokens", r->name,
+                  (long long)r->tokens);
+        cr_assert(r->result.damp_used >= 0.1f, "%s: damping %g", r->name, r->result.damp_used);
+        f->few++;
+    } else {
+        cr_assert_null(r->fallback, "%s: %lld tokens", r->name, (long long)r->tokens);
+    }
+    cr_assert(r->tokens == 0 || r->rel_error >= 0, "%s: no relative error", r->name);
+    (void)c;
+    f->checked++;
+    return 0;
+}
+
+/* 6 calibration tokens: 12 routings among 8 experts of 64 inputs (32 for down). */
+Test(prune, qwen3_moe_experts_with_few_tokens)
+{
+    NEED_FAMILY(dir, "qwen3-moe");
+    spruce_model *m = NULL;
+    spruce_pipeline_opts po;
+    spruce_pipeline_summary sum;
+    uint32_t cal[6];
+    few_ctx f;
+    int e;
+    int64_t total = 0;
+    memset(&f, 0, sizeof f);
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(dir, &f.dense), 0, "%s", spruce_errdetail());
+    spruce_tokens_random(cal, 6, (uint32_t)spruce_model_config(m)->vocab_size, 3);
+    spruce_pipeline_opts_init(&po);
+    po.prune.sparsity = 0.5f;
+    po.on_layer = on_expert;
+    po.ctx = &f;
+    cr_assert_eq(spruce_pipeline_run(m, cal, 1, 6, NULL, &po, &sum), 0, "%s",
+                 spruce_errdetail());
+    for (e = 0; e < 8; e++) {
+        cr_assert_eq(f.tokens[0][e], f.tokens[1][e], "expert %d: gate and down saw %lld, %lld",
+                     e, (long long)f.tokens[0][e], (long long)f.tokens[1][e]);
+        total += f.tokens[0][e];
+    }
+    cr_assert_eq(total, 6 * 2, "the tokens routed in block 0");
+    cr_assert(f.none > 0 && f.few > 0, "none %d, few %d: the rule was not exercised", f.none,
+              f.few);
+    cr_assert_eq(f.checked, 2 * 8 * 3);
+    spruce_model_free(f.dense);
+    spruce_model_free(m);
+}
+
+/* ---- how good: SparseGPT < Wanda < magnitude, expert by expert -------------------- */
+
+/* One Hessian per expert and input (gate/up, down) from what the dense block
+ * routes to it. */
+static int tap_expert_h(void *ctx, int e, spruce_site site, const float *X, int tokens,
+                        int cols)
+{
+    spruce_hessian **h = ctx;
+    (void)cols;
+    return spruce_hessian_add(h[2 * e + (site == SPRUCE_SITE_DOWN)], X, tokens);
+}
+
+/* err[layer * E + e]: the relative output error of expert e's gate, up and
+ * down of the pruned model p summed, each over the inputs the dense model d
+ * routes to that expert on the calibration tokens (the same inputs for every
+ * method). */
+static void expert_errors(spruce_model *d, spruce_model *p, const uint32_t *cal, int N, int T,
+                          double *err)
+{
+    const spruce_config *c = spruce_model_config(d);
+    int E = c->num_experts, hid = c->hidden_size, w = c->moe_intermediate_size, s, l, e, k;
+    float *X = malloc((size_t)N * T * hid * sizeof(float));
+    spruce_fwd_ws *ws = spruce_fwd_ws_alloc(c, T, N);
+    spruce_hessian **h = calloc((size_t)2 * E, sizeof *h);
+    cr_assert(X && ws && h);
+    for (s = 0; s < N; s++)
+        cr_assert_eq(spruce_model_embed(d, cal + (size_t)s * T, T, X + (size_t)s * T * hid), 0);
+    for (l = 0; l < c->num_hidden_layers; l++) {
+        spruce_block *bd = NULL, *bp = NULL;
+        cr_assert_eq(spruce_model_get_block(d, l, &bd), 0);
+        cr_assert_eq(spruce_model_get_block(p, l, &bp), 0);
+        for (e = 0; e < 2 * E; e++)
+            h[e] = spruce_hessian_alloc(e % 2 ? w : hid);
+        cr_assert_eq(spruce__block_forward_experts(c, bd, X, N, T, ws, NULL, NULL, tap_expert_h,
+                                                   h, SPRUCE_SITE_DOWN, 0), 0, "%s",
+                     spruce_errdetail());
+        for (e = 0; e < E; e++) {
+            err[l * E + e] = 0;
+            cr_assert(spruce_hessian_tokens(h[2 * e]) >= hid, "expert %d.%d: %lld tokens", l, e,
+                      (long long)spruce_hessian_tokens(h[2 * e]));
+            for (k = 0; k < 3; k++) {
+                double rel;
+                cr_assert_eq(spruce_prune_rel_error(bd->expert[3 * e + k], bp->expert[3 * e + k],
+                                                    k == 2 ? hid : w, k == 2 ? w : hid,
+                                                    h[2 * e + (k == 2)], &rel), 0);
+                err[l * E + e] += rel;
+            }
+        }
+        for (e = 0; e < 2 * E; e++)
+            spruce_hessian_free(h[e]);
+        cr_assert_eq(spruce__block_forward_at(c, bd, X, N, T, ws, NULL, NULL, -1, 0), 0);
+        spruce_model_put_block(d, bd);
+        spruce_model_put_block(p, bp);
+    }
+    free(h);
+    spruce_fwd_ws_free(ws);
+    free(X);
+}
+
+/* A small synth mixtral (hidden 128, 8 experts of 96, top 2) on 32 x 256
+ * calibration tokens (about 2000 per expert), unstructured 50%.  (On synth's
+ * random weights Wanda's lead over magnitude is small, a few percent: its
+ * inputs' columns have nearly equal norms; at hidden 64 and 32 x 128 tokens
+ * one expert of 16 had magnitude 0.6% ahead.) */
+Test(quality, sparsegpt_below_wanda_below_magnitude_per_expert)
+{
+    enum { N = 32, T = 256, L = 2, E = 8 };
+    static const spruce_method methods[3] = {SPRUCE_METHOD_SPARSEGPT, SPRUCE_METHOD_WANDA,
+                                             SPRUCE_METHOD_MAGNITUDE};
+    spruce_synth_config sc;
+    spruce_synth_family sf;
+    spruce_model *dense = NULL;
+    static uint32_t cal[N * T];
+    static double err[3][L * E];
+    char *d = tmp_dir(), dir[1200];
+    int i, j;
+    spruce_synth_defaults(&sc);
+    sc.hidden = 128;
+    sc.intermediate = 96;
+    sc.layers = L;
+    sc.heads = 4;
+    sc.kv_heads = 2;
+    sc.vocab = 256;
+    sc.max_position = T;
+    spruce_synth_family_defaults(&sf);
+    sf.model_type = "mixtral";
+    sf.experts = E;
+    sf.experts_per_tok = 2;
+    snprintf(dir, sizeof dir, "%s/m", d);
+    cr_assert_eq(spruce_synth_write_family(dir, &sc, &sf, 0), 0, "%s", spruce_errdetail());
+    spruce_tokens_random(cal, N * T, (uint32_t)sc.vocab, 11);
+    cr_assert_eq(spruce_model_open(dir, &dense), 0, "%s", spruce_errdetail());
+    for (i = 0; i < 3; i++) {
+        spruce_model *m = NULL;
+        spruce_pipeline_opts po;
+        cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_cache_blocks(m), 0);   /* pruned in place */
+        spruce_pipeline_opts_init(&po);
+        po.prune.method = methods[i];
+        po.prune.sparsity = 0.5f;
+        cr_assert_eq(spruce_pipeline_run(m, cal, N, T, NULL, &po, NULL), 0, "%s",
+                     spruce_errdetail());
+        expert_errors(dense, m, cal, N, T, err[i]);
+        spruce_model_free(m);
+    }
+    for (j = 0; j < L * E; j++) {
+        cr_assert(err[0][j] < err[1][j], "expert %d.%d: SparseGPT %g, Wanda %g", j / E, j % E,
+                  err[0][j], err[1][j]);
+        cr_assert(err[1][j] < err[2][j], "expert %d.%d: Wanda %g, magnitude %g", j / E, j % E,
+                  err[1][j], err[2][j]);
+    }
+    spruce_model_free(dense);
+    rm_tree(d);
+    free(d);
+}

@@ -1,0 +1,294 @@
+/* test_qsparse.c: bitmask and N:M matrices with bf16, int8 and int4 values.
+ * Every value type x format x instruction set against the scalar oracle and
+ * against OpenBLAS on the dequantized float32 weights (pruned ones zero), with
+ * a bound scaled to the row length; odd shapes (columns not a multiple of 16,
+ * of M or of the group; fewer rows than threads; empty rows; column blocks);
+ * packing from float32 weights as spruce_qmatrix_quantize quantizes them and
+ * from given quantized values; the refusals. */
+#include <cblas.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prune_testutil.h"
+#include "qsparse_internal.h"
+#include "spruce_qsparse.h"
+
+static float *random_floats(size_t n, uint64_t seed)
+{
+    rng_t g = {seed};
+    float *v = malloc(sizeof *v * n);
+    size_t k;
+    for (k = 0; k < n; k++)
+        v[k] = (float)(2.0 * rng_uniform(&g) - 1.0);
+    return v;
+}
+
+/* A mask of the given kind: 0 unstructured ~50%, else n:m keeping n of every m
+ * (fewer in some groups); rows listed in empty[] keep nothing. */
+static uint8_t *make_mask(int rows, int cols, int n, int m, uint64_t seed)
+{
+    rng_t g = {seed};
+    uint8_t *mk = calloc((size_t)rows * cols, 1);
+    int i, j, c;
+    for (i = 0; i < rows; i++) {
+        if (i % 5 == 3)
+            continue; /* an empty row */
+        if (!m) {
+            for (j = 0; j < cols; j++)
+                mk[(size_t)i * cols + j] = rng_uniform(&g) < 0.5;
+            continue;
+        }
+        for (j = 0; j < cols; j += m) {
+            const int w = cols - j < m ? cols - j : m;
+            const int keep = rng_uniform(&g) < 0.2 ? n - 1 : n; /* some groups keep fewer */
+            for (c = 0; c < keep && c < w; c++) {
+                int at = (int)(rng_uniform(&g) * w);
+                while (mk[(size_t)i * cols + j + at])
+                    at = (at + 1) % w;
+                mk[(size_t)i * cols + j + at] = 1;
+            }
+        }
+    }
+    return mk;
+}
+
+/* |y - r| <= 2 n eps sum |w x| over each output, n the row length (two float32
+ * sums in different orders each within n eps of the exact one). */
+static void check_close(const char *what, const float *y, const float *r, const float *W,
+                        const float *X, int rows, int cols, int batch)
+{
+    int i, b, j;
+    for (i = 0; i < rows; i++)
+        for (b = 0; b < batch; b++) {
+            double a = 0.0;
+            for (j = 0; j < cols; j++)
+                a += fabs((double)W[(size_t)i * cols + j] * X[(size_t)j * batch + b]);
+            cr_assert_leq(fabs((double)y[(size_t)i * batch + b] - r[(size_t)i * batch + b]),
+                          2.0 * cols * 1.2e-7 * a + 1e-30, "%s: row %d, column %d: %.9g, expected %.9g",
+                          what, i, b, (double)y[(size_t)i * batch + b],
+                          (double)r[(size_t)i * batch + b]);
+        }
+}
+
+typedef struct {
+    int rows, cols, dtype, groupsize, asym, n, m, nthreads;
+} shape;
+
+/* Products of one packed matrix at batch 1, 3 and 17 with every instruction
+ * set this machine has (skipping none silently: the caller's test skips the
+ * ones it lacks), each against the scalar oracle and against OpenBLAS on the
+ * dequantized weights. */
+static void check_products(const spruce_qsparse *A, int isa, const char *what)
+{
+    static const int batches[] = {1, 3, 17};
+    const int rows = spruce_qsparse_rows(A), cols = spruce_qsparse_cols(A);
+    float *W = malloc(sizeof *W * (size_t)rows * cols);
+    int k;
+    cr_assert_eq(spruce_qsparse_dequantize(A, W), 0);
+    for (k = 0; k < 3; k++) {
+        const int batch = batches[k];
+        float *X = random_floats((size_t)cols * batch, 100 + k);
+        float *Y = malloc(sizeof *Y * (size_t)rows * batch);
+        float *O = malloc(sizeof *O * (size_t)rows * batch);
+        float *R = malloc(sizeof *R * (size_t)rows * batch);
+        char msg[200];
+        int t;
+        for (t = 0; t < rows * batch; t++)
+            Y[t] = NAN; /* every output must be written */
+        cr_assert_eq(spruce_qsparse_mul_isa(A, isa, X, batch, Y), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_qsparse_mul_isa(A, SPRUCE_ISA_SCALAR, X, batch, O), 0);
+        if (batch == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1, W, cols, X, 1, 0, R, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, batch, cols, 1, W, cols,
+                        X, batch, 0, R, batch);
+        snprintf(msg, sizeof msg, "%s, %s, batch %d, against the oracle", what,
+                 spruce_sparse_isa_name(isa), batch);
+        check_close(msg, Y, O, W, X, rows, cols, batch);
+        snprintf(msg, sizeof msg, "%s, %s, batch %d, against OpenBLAS", what,
+                 spruce_sparse_isa_name(isa), batch);
+        check_close(msg, Y, R, W, X, rows, cols, batch);
+        free(X);
+        free(Y);
+        free(O);
+        free(R);
+    }
+    free(W);
+}
+
+static const shape shapes[] = {
+    /* rows, cols, dtype, group, asym, n, m, threads */
+    {37, 100, SPRUCE_DT_BF16, 0, 0, 2, 4, 2},    /* cols not a multiple of 16 */
+    {1, 77, SPRUCE_DT_BF16, 0, 0, 2, 4, 2},      /* fewer rows than threads, cols % 4 = 1 */
+    {16, 1030, SPRUCE_DT_INT8, 0, 0, 2, 4, 2},
+    {9, 333, SPRUCE_DT_INT8, 0, 1, 1, 3, 2},     /* zero point; M not dividing 16 */
+    {1, 19, SPRUCE_DT_INT8, 0, 1, 2, 4, 3},
+    {13, 200, SPRUCE_DT_INT4, 32, 0, 2, 4, 2},   /* cols not a multiple of the group */
+    {6, 300, SPRUCE_DT_INT4, 64, 1, 2, 4, 2},
+    {5, 1000, SPRUCE_DT_INT4, 256, 1, 4, 8, 1},
+    {3, 95, SPRUCE_DT_INT4, 128, 0, 2, 4, 2},    /* narrower than one group */
+    {20, 9001, SPRUCE_DT_INT4, 96, 1, 2, 4, 2},  /* column blocks */
+    {20, 8961, SPRUCE_DT_BF16, 0, 0, 2, 4, 2},
+    {12, 8500, SPRUCE_DT_INT8, 0, 0, 2, 4, 2},
+};
+
+/* Pack every shape in both formats and check every product with isa; the
+ * dequantized weights are those spruce_qmatrix_quantize gives the masked W. */
+static void check_isa(int isa)
+{
+    size_t s;
+    int f;
+    if (!spruce_sparse_isa_supported(isa))
+        cr_skip_test("%s: not supported by this build, CPU or OS", spruce_sparse_isa_name(isa));
+    for (s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const shape *h = &shapes[s];
+        for (f = 0; f < 2; f++) {
+            const spruce_pack_opts po = {f ? SPRUCE_FMT_NM : SPRUCE_FMT_BITMASK, h->n, h->m,
+                                         h->nthreads};
+            float *W = random_floats((size_t)h->rows * h->cols, 7 + s);
+            uint8_t *mk = make_mask(h->rows, h->cols, h->n, f ? h->m : 0, 11 + s);
+            float *D = malloc(sizeof *D * (size_t)h->rows * h->cols), *Wk;
+            spruce_qsparse *A = NULL;
+            spruce_qmatrix *Q = NULL;
+            char what[120];
+            size_t k;
+            snprintf(what, sizeof what, "%s %s (%d, %d) g%d%s", spruce_dtype_name(h->dtype),
+                     f ? "nm" : "bitmask", h->rows, h->cols, h->groupsize, h->asym ? " asym" : "");
+            cr_assert_eq(spruce_qsparse_quantize(W, mk, h->rows, h->cols, h->dtype, h->groupsize,
+                                                 h->asym, &po, &A),
+                         0, "%s: %s", what, spruce_errdetail());
+            /* the same values as the dense quantizer gives the masked weights */
+            Wk = malloc(sizeof *Wk * (size_t)h->rows * h->cols);
+            for (k = 0; k < (size_t)h->rows * h->cols; k++)
+                Wk[k] = mk[k] ? W[k] : 0.0f;
+            cr_assert_eq(spruce_qmatrix_quantize(Wk, h->rows, h->cols, h->dtype, h->groupsize,
+                                                 h->asym, &Q), 0);
+            cr_assert_eq(spruce_qsparse_dequantize(A, D), 0);
+            for (k = 0; k < (size_t)h->rows * h->cols; k++) {
+                const float want = mk[k] ? spruce_qmatrix_at(Q, (int)(k / h->cols),
+                                                             (int)(k % h->cols)) : 0.0f;
+                cr_assert_eq(D[k], want, "%s: weight (%d, %d) %g, expected %g", what,
+                             (int)(k / h->cols), (int)(k % h->cols), (double)D[k], (double)want);
+            }
+            check_products(A, isa, what);
+            spruce_qsparse_free(A);
+            spruce_qmatrix_free(Q);
+            free(W);
+            free(Wk);
+            free(mk);
+            free(D);
+        }
+    }
+}
+
+Test(qsparse, scalar_matches_openblas) { check_isa(SPRUCE_ISA_SCALAR); }
+Test(qsparse, avx2_matches_oracle_and_openblas) { check_isa(SPRUCE_ISA_AVX2); }
+Test(qsparse, avx512_matches_oracle_and_openblas) { check_isa(SPRUCE_ISA_AVX512); }
+
+/* Given quantized values, no mask: kept where the weight dequantizes to a
+ * non-zero (q != z), and the stored codes are the given ones. */
+Test(qsparse, pack_given_values_keeps_nonzero_codes)
+{
+    spruce_qmatrix *Q = NULL;
+    spruce_qsparse *A = NULL;
+    const spruce_pack_opts po = {SPRUCE_FMT_BITMASK, 0, 0, 1};
+    float W[2 * 64], D[2 * 64];
+    int j;
+    for (j = 0; j < 128; j++)
+        W[j] = j % 3 ? (float)((j % 15) - 7) : 0.0f;
+    cr_assert_eq(spruce_qmatrix_quantize(W, 2, 64, SPRUCE_DT_INT4, 32, 0, &Q), 0);
+    cr_assert_eq(spruce_qsparse_pack(Q, NULL, &po, &A), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_qsparse_dequantize(A, D), 0);
+    for (j = 0; j < 128; j++)
+        cr_assert_eq(D[j], W[j], "weight %d: %g, expected %g", j, (double)D[j], (double)W[j]);
+    /* 0 and the (j % 15) == 7 weights are level 0: 2 x 64 minus those */
+    {
+        int64_t want = 0;
+        for (j = 0; j < 128; j++)
+            want += W[j] != 0.0f;
+        cr_assert_eq(spruce_qsparse_nnz(A), want);
+    }
+    spruce_qsparse_free(A);
+    spruce_qmatrix_free(Q);
+}
+
+/* An N:M group keeping too many is refused, naming the row and group; so are
+ * CSR, a bad pattern and a bad group size. */
+Test(qsparse, refusals)
+{
+    float W[2 * 16];
+    spruce_qsparse *A = NULL;
+    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1};
+    memset(W, 0, sizeof W);
+    W[0] = W[1] = 1.0f;                 /* row 0: 2:4 */
+    W[16] = W[18] = 1.0f;               /* row 1, group 0: 2 */
+    W[20] = W[21] = W[23] = 1.0f;       /* row 1, group 1 (columns 4..7): 3 */
+    cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_INT8, 0, 0, &po, &A),
+                 SPRUCE_EPATTERN);
+    cr_assert_null(A);
+    cr_assert(strstr(spruce_errdetail(), "row 1, group 1"), "%s", spruce_errdetail());
+    po.format = SPRUCE_FMT_CSR;
+    cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_INT8, 0, 0, &po, &A),
+                 SPRUCE_EINVAL);
+    po.format = SPRUCE_FMT_NM;
+    po.n = 4;
+    cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_INT8, 0, 0, &po, &A),
+                 SPRUCE_EINVAL);
+    po.format = SPRUCE_FMT_BITMASK;
+    cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_INT4, 48, 0, &po, &A),
+                 SPRUCE_EINVAL);
+    cr_assert(strstr(spruce_errdetail(), "group size"), "%s", spruce_errdetail());
+    cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_F32, 0, 0, &po, &A),
+                 SPRUCE_EDTYPE);
+    cr_assert_null(A);
+    W[23] = NAN; /* a kept weight */
+    cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_INT8, 0, 0, &po, &A),
+                 SPRUCE_ENAN);
+    cr_assert(strstr(spruce_errdetail(), "(1, 7)"), "%s", spruce_errdetail());
+    cr_assert_null(A);
+}
+
+/* Bytes a product streams: 2:4 int8 of (64, 1024): 512 values + 1 bit per
+ * weight + a scale per row + the row starts. */
+Test(qsparse, bytes)
+{
+    float *W = random_floats(64 * 1024, 3);
+    uint8_t *mk = make_mask(64, 1024, 2, 4, 5);
+    spruce_qsparse *A = NULL;
+    const spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1};
+    cr_assert_eq(spruce_qsparse_quantize(W, mk, 64, 1024, SPRUCE_DT_INT8, 0, 0, &po, &A), 0);
+    cr_assert_eq(spruce_qsparse_nnz(A), 64 * 512);
+    cr_assert_eq(spruce_qsparse_bytes(A), 64 * 512 + 64 * 1024 / 8 + 64 * 4 + 65 * 8);
+    spruce_qsparse_free(A);
+    free(W);
+    free(mk);
+}
+
+/* The packed int4 values keep spruce_qmatrix.h's (compressed-tensors') nibble
+ * order: kept value p of a row in byte p / 2 at bits 4 (p % 2), each row
+ * starting on a byte (a row of 3 kept values takes 2 bytes). */
+Test(qsparse, int4_packed_nibble_order)
+{
+    float W[2 * 64];
+    uint8_t mk[2 * 64];
+    spruce_qsparse *A = NULL;
+    const spruce_pack_opts po = {SPRUCE_FMT_BITMASK, 0, 0, 1};
+    int j;
+    memset(mk, 0, sizeof mk);
+    for (j = 0; j < 64; j++)
+        W[j] = W[64 + j] = (float)((j % 15) - 7); /* levels -7..7: scale 1, u = level + 8 */
+    for (j = 0; j < 64; j += 3)
+        mk[j] = 1; /* row 0: columns 0, 3, .., 63 (22 values) */
+    mk[64 + 0] = mk[64 + 2] = mk[64 + 4] = 1; /* row 1: 3 values */
+    cr_assert_eq(spruce_qsparse_quantize(W, mk, 2, 64, SPRUCE_DT_INT4, 64, 0, &po, &A), 0);
+    cr_assert_eq(A->rowptr[1], 22);
+    cr_assert_eq(A->rowptr[2], 22 + 4, "row 1 starts on a byte and holds 3 values in 2 bytes");
+    for (j = 0; j < 22; j++)
+        cr_assert_eq((A->val[j / 2] >> (4 * (j % 2))) & 15, (3 * j % 15) - 7 + 8, "value %d", j);
+    cr_assert_eq(A->val[11] & 15, 0 - 7 + 8);
+    cr_assert_eq(A->val[11] >> 4, 2 - 7 + 8);
+    cr_assert_eq(A->val[12] & 15, 4 - 7 + 8);
+    spruce_qsparse_free(A);
+}
