@@ -3,7 +3,9 @@
  * bit for bit; against one process the same perplexity within 0.5% and the
  * same masks on at least 99.9% of the weights; eval splits its windows and
  * prints the perplexity of all of them; a bad input on one rank stops both
- * ranks with a non-zero status and the message, leaving no output. */
+ * ranks with a non-zero status and the message, leaving no output; per-layer
+ * plans (--sparsity-profile owl, --layer-sparsity) prune as in one process;
+ * a mixture of experts is refused with a message under 2 ranks. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <math.h>
@@ -16,6 +18,7 @@
 #include "model_testutil.h"
 #include "shell_testutil.h"
 #include "spruce_masks.h"
+#include "spruce_tokens.h"
 
 /* Loopback only; shared memory without single-copy (containers forbid it). */
 #define MPI_ARGS                                                                         \
@@ -54,32 +57,38 @@ static const char *spruce_path(void)
         return;                                                                          \
     NEED_FIXTURE(dir);
 
-/* `spruce prune` of the fixture to out and out.h5, with R ranks (0: no mpirun). */
-static void prune(const char *mr, const char *bin, const char *dir, int ranks, const char *out,
-                  const char *log)
+/* `spruce prune` of the fixture with the options of every test and extra to
+ * out and out.h5, with R ranks (0: no mpirun); returns its exit status. */
+static int prune_status(const char *mr, const char *bin, const char *dir, int ranks,
+                        const char *extra, const char *out, const char *log)
 {
-    int st;
     if (ranks)
-        st = run_status("timeout 600 '%s' " MPI_ARGS " -np %d '%s' prune '%s' "
-                        "--calib '%s/calib.u16' " PRUNE_ARGS " -o '%s' --masks '%s.h5' >'%s' 2>&1",
-                        mr, ranks, bin, dir, dir, out, out, log);
-    else
-        st = run_status("'%s' prune '%s' --calib '%s/calib.u16' " PRUNE_ARGS " -o '%s' "
-                        "--masks '%s.h5' >'%s' 2>&1", bin, dir, dir, out, out, log);
-    cr_assert_eq(st, 0, "prune with %d ranks exited %d (see %s)", ranks, st, log);
+        return run_status("timeout 600 '%s' " MPI_ARGS " -np %d '%s' prune '%s' "
+                          "--calib '%s/calib.u16' " PRUNE_ARGS " %s -o '%s' --masks '%s.h5' "
+                          ">'%s' 2>&1", mr, ranks, bin, dir, dir, extra, out, out, log);
+    return run_status("'%s' prune '%s' --calib '%s/calib.u16' " PRUNE_ARGS " %s -o '%s' "
+                      "--masks '%s.h5' >'%s' 2>&1", bin, dir, dir, extra, out, out, log);
 }
 
-/* Two prunes of the fixture, with ranks_a and ranks_b ranks (0: no mpirun),
- * to a = tmp/a and b = tmp/b (1200 bytes each) and their .h5 masks. */
+static void prune(const char *mr, const char *bin, const char *dir, int ranks,
+                  const char *extra, const char *out, const char *log)
+{
+    int st = prune_status(mr, bin, dir, ranks, extra, out, log);
+    cr_assert_eq(st, 0, "prune %s with %d ranks exited %d (see %s)", extra, ranks, st, log);
+}
+
+/* Two prunes of the fixture with the options extra, with ranks_a and ranks_b
+ * ranks (0: no mpirun), to a = tmp/a and b = tmp/b (1200 bytes each) and
+ * their .h5 masks. */
 static void prune_two(const char *mr, const char *bin, const char *dir, const char *tmp,
-                      int ranks_a, char *a, int ranks_b, char *b)
+                      const char *extra, int ranks_a, char *a, int ranks_b, char *b)
 {
     char log[1200];
     snprintf(a, 1200, "%s/a", tmp);
     snprintf(b, 1200, "%s/b", tmp);
     snprintf(log, sizeof log, "%s/log", tmp);
-    prune(mr, bin, dir, ranks_a, a, log);
-    prune(mr, bin, dir, ranks_b, b, log);
+    prune(mr, bin, dir, ranks_a, extra, a, log);
+    prune(mr, bin, dir, ranks_b, extra, b, log);
 }
 
 /* The perplexity `spruce eval` prints last for model on the fixture's
@@ -215,7 +224,7 @@ Test(mpi, two_ranks_give_the_same_checkpoint_bit_for_bit)
     NEED_MPI(mr, bin, dir);
     char *tmp = tmp_dir(), a[1200], b[1200];
     int64_t n;
-    prune_two(mr, bin, dir, tmp, 2, a, 2, b);
+    prune_two(mr, bin, dir, tmp, "", 2, a, 2, b);
     cr_assert_eq(run_status("cmp -s '%s/model.safetensors' '%s/model.safetensors'", a, b), 0,
                  "two runs with 2 ranks wrote different weights");
     cr_assert_eq(run_status("cmp -s '%s/config.json' '%s/config.json'", a, b), 0);
@@ -234,7 +243,7 @@ Test(mpi, two_ranks_match_one_process)
     char *tmp = tmp_dir(), one[1200], two[1200];
     double p1, p2, agree;
     int64_t n;
-    prune_two(mr, bin, dir, tmp, 0, one, 2, two);
+    prune_two(mr, bin, dir, tmp, "", 0, one, 2, two);
     p1 = eval_ppl(mr, bin, dir, 0, one, tmp);
     p2 = eval_ppl(mr, bin, dir, 0, two, tmp);
     cr_assert(fabs(p2 - p1) <= 0.005 * p1, "perplexity %.4f with 2 ranks, %.4f with one", p2,
@@ -294,6 +303,108 @@ Test(mpi, failure_inside_the_pipeline_on_one_rank_stops_both)
     snprintf(calib, sizeof calib, "%s/calib.u16", dir);
     poison(dir, bad, "model.layers.2.mlp.up_proj.weight", 3, 1e38f);
     expect_both_stop(mr, bin, dir, calib, bad, calib, tmp, "layer 2 mlp.up_proj");
+    rm_tree(tmp);
+    free(tmp);
+}
+
+/* Weights the masks file h5 prunes (mask 0), over all its masks. */
+static int64_t masks_pruned(const char *h5)
+{
+    spruce_maskreader *rd;
+    int64_t pruned = 0, i;
+    int k;
+    cr_assert_eq(spruce_maskreader_open(h5, &rd), 0, "%s", spruce_errdetail());
+    for (k = 0; k < spruce_maskreader_count(rd); k++) {
+        const char *name = spruce_maskreader_name_at(rd, k);
+        spruce_mask_meta mm;
+        uint8_t *keep;
+        cr_assert_eq(spruce_maskreader_meta(rd, name, &mm), 0);
+        cr_assert_not_null(keep = malloc((size_t)(mm.rows * mm.cols)));
+        cr_assert_eq(spruce_maskreader_read(rd, name, keep, NULL), 0);
+        for (i = 0; i < mm.rows * mm.cols; i++)
+            pruned += !keep[i];
+        free(keep);
+    }
+    spruce_maskreader_close(rd);
+    return pruned;
+}
+
+/* A per-layer plan with 2 ranks against one process: extra's plan prunes
+ * the same number of weights (OWL: within one weight per layer, its block
+ * sparsities come from norms summed in another order), on masks of the same
+ * tensors that agree on at least 99.9% of their weights. */
+static void plan_matches(const char *extra, int64_t slack)
+{
+    NEED_MPI(mr, bin, dir);
+    char *tmp = tmp_dir(), one[1200], two[1200];
+    int64_t n, p1, p2;
+    double agree;
+    prune_two(mr, bin, dir, tmp, extra, 0, one, 2, two);
+    strcat(one, ".h5");
+    strcat(two, ".h5");
+    p1 = masks_pruned(one);
+    p2 = masks_pruned(two);
+    cr_assert(llabs(p1 - p2) <= slack, "%s: %lld weights pruned with 2 ranks, %lld with one",
+              extra, (long long)p2, (long long)p1);
+    agree = mask_agreement(one, two, &n);
+    cr_assert(n > 0 && p1 > 0, "%s: nothing pruned", extra);
+    cr_assert(agree >= 0.999, "%s: the masks agree on %.5f of the weights, expected >= 0.999",
+              extra, agree);
+    rm_tree(tmp);
+    free(tmp);
+}
+
+Test(mpi, owl_profile_with_two_ranks_matches_one_process)
+{
+    plan_matches("--sparsity-profile owl", 35);
+}
+
+Test(mpi, layer_sparsity_file_with_two_ranks_matches_one_process)
+{
+    NEED_MPI(mr, bin, dir);
+    char *tmp = tmp_dir(), rules[1200], extra[1400];
+    FILE *f;
+    (void)mr;
+    (void)bin;
+    (void)dir;
+    snprintf(rules, sizeof rules, "%s/rules.json", tmp);
+    cr_assert_not_null(f = fopen(rules, "w"));
+    /* q/k keep more, gate/up 2:4, down loses more, o and block 1's down stay dense */
+    fputs("{\"self_attn\\\\.o_proj\": \"dense\", \"layers\\\\.1\\\\.mlp\\\\.down\": \"dense\","
+          " \"self_attn\\\\.(q|k)_proj\": 0.3, \"mlp\\\\.(gate|up)_proj\": \"2:4\","
+          " \"down_proj\": 0.7}\n", f);
+    fclose(f);
+    snprintf(extra, sizeof extra, "--layer-sparsity '%s'", rules);
+    plan_matches(extra, 0);
+    rm_tree(tmp);
+    free(tmp);
+}
+
+Test(mpi, mixture_of_experts_is_refused_under_two_ranks)
+{
+    NEED_MPI(mr, bin, stories);
+    char *tmp = tmp_dir(), dir[1200], calib[1200], out[1200];
+    const char *root = getenv("SPRUCE_FIXTURES");
+    uint32_t ids[16 * 32];
+    int st;
+    (void)stories;
+    snprintf(dir, sizeof dir, "%s/families/qwen3-moe", root ? root : "");
+    if (access(dir, R_OK) != 0) {
+        rm_tree(tmp);
+        free(tmp);
+        cr_skip_test("families fixture qwen3-moe not found under SPRUCE_FIXTURES");
+        return;
+    }
+    spruce_tokens_random(ids, 16 * 32, 100, 7);
+    snprintf(calib, sizeof calib, "%s/calib.u16", tmp);
+    cr_assert_eq(spruce_tokens_save(calib, ids, 16 * 32), 0, "%s", spruce_errdetail());
+    snprintf(out, sizeof out, "%s/out", tmp);
+    st = run_status("timeout 600 '%s' " MPI_ARGS " -np 2 '%s' prune '%s' --calib '%s' "
+                    "--seqlen 32 --nsamples 16 --sparsity 0.5 --threads 1 -o '%s' >'%s/log' 2>&1",
+                    mr, bin, dir, calib, out, tmp);
+    cr_assert_neq(st, 0, "a mixture of experts pruned with 2 ranks exited 0");
+    log_has(tmp, "mixture of experts (qwen3_moe) is not pruned across 2 ranks");
+    cr_assert_eq(count_named(tmp, "out"), 0, "an output or a temporary is left in %s", tmp);
     rm_tree(tmp);
     free(tmp);
 }
