@@ -1,5 +1,6 @@
-/* model_testutil.h: what test_model.c and test_pipeline.c share: the
- * stories260k fixture, temporary directories, and the environment the forward
+/* model_testutil.h: what the model, pipeline, non-finite and MPI tests share:
+ * the stories260k fixture, its tokens and perplexity, temporary directories, a
+ * copy of a checkpoint with one row poisoned, and the environment the forward
  * needs to be fast. */
 #ifndef SPRUCE_MODEL_TESTUTIL_H
 #define SPRUCE_MODEL_TESTUTIL_H
@@ -153,6 +154,30 @@ static inline void rm_tree(const char *d)
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
     cr_assert(system(cmd) == 0);
+}
+
+/* A copy of base in out with every weight of row `row` of tensor `name` set
+ * to `value` (finite, representable in BF16). */
+static inline void poison(const char *base, const char *out, const char *name, int row, float value)
+{
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *w;
+    const spruce_tensor *t;
+    float *data;
+    int64_t cols, j;
+    cr_assert_eq(spruce_ckpt_open(base, &ck), 0, "%s", spruce_errdetail());
+    cr_assert_not_null(t = spruce_ckpt_find(ck, name), "%s not in %s", name, base);
+    cr_assert_eq(t->ndim, 2);
+    cols = t->shape[1];
+    cr_assert_not_null(data = malloc((size_t)spruce_tensor_numel(t) * sizeof(float)));
+    cr_assert_eq(spruce_tensor_read_f32(t, data), 0, "%s", spruce_errdetail());
+    for (j = 0; j < cols; j++)
+        data[(size_t)row * cols + j] = value;
+    cr_assert_eq(spruce_ckpt_writer_begin(ck, out, 0, &w), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_set_f32(w, name, data), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
+    free(data);
+    spruce_ckpt_close(ck);
 }
 
 /* Every tensor of the family table of config c is in ck with the table's

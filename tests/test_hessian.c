@@ -72,6 +72,51 @@ Test(hessian, batch_splitting_gives_the_same_matrix)
     free(ref);
 }
 
+/* What the ranks of mpirun do (src/pipeline/pipeline.c): each accumulates its
+ * share, weights it by its tokens with set_share, and the shares' matrices
+ * are added in rank order; the sum is the Hessian of all the tokens. */
+Test(hessian, shares_summed_give_the_whole_matrix)
+{
+    int tokens = 301, cols = 29, shares[] = {101, 100, 100}, r, i, off = 0;
+    float *X = make_acts(tokens, cols, 5);
+    double *ref = naive_hessian(X, tokens, cols);
+    float *sum = calloc((size_t)cols * cols, sizeof *sum);
+    cr_assert_not_null(sum);
+    for (r = 0; r < 3; r++) {
+        spruce_hessian *h = spruce_hessian_alloc(cols);
+        const float *d;
+        cr_assert_eq(spruce_hessian_add(h, X + (size_t)off * cols, shares[r]), 0);
+        off += shares[r];
+        cr_assert_eq(spruce_hessian_set_share(h, tokens), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_hessian_tokens(h), tokens);
+        d = spruce_hessian_data(h);
+        for (i = 0; i < cols * cols; i++)
+            sum[i] += d[i];
+        spruce_hessian_free(h);
+    }
+    {
+        /* only the upper triangle counts: compare it */
+        double tol = 1e-6 * tokens * maxabs(ref, cols * cols) / 10.0, m = 0.0;
+        int j;
+        for (i = 0; i < cols; i++)
+            for (j = i; j < cols; j++)
+                m = fmax(m, fabs((double)sum[i * cols + j] - ref[i * cols + j]));
+        cr_assert_lt(m, tol, "the summed shares differ from the whole Hessian by %g", m);
+    }
+    {
+        /* a share larger than the total, or no total, is refused */
+        spruce_hessian *h = spruce_hessian_alloc(cols);
+        cr_assert_eq(spruce_hessian_add(h, X, 10), 0);
+        cr_assert_eq(spruce_hessian_set_share(h, 9), SPRUCE_EINVAL);
+        cr_assert_eq(spruce_hessian_set_share(NULL, 9), SPRUCE_EINVAL);
+        cr_assert_eq(spruce_hessian_set_share(h, 10), 0); /* the whole: unchanged */
+        spruce_hessian_free(h);
+    }
+    free(sum);
+    free(X);
+    free(ref);
+}
+
 Test(hessian, matrix_is_symmetric_after_every_add)
 {
     int cols = 19, i, j, b;

@@ -31,30 +31,6 @@ static void synth(const char *dir, char *base, size_t size)
     cr_assert_eq(spruce_synth_write(base, &sc, 0), 0, "%s", spruce_errdetail());
 }
 
-/* A copy of base in out with every weight of row `row` of tensor `name` set
- * to `value` (finite, representable in BF16). */
-static void poison(const char *base, const char *out, const char *name, int row, float value)
-{
-    spruce_ckpt *ck;
-    spruce_ckpt_writer *w;
-    const spruce_tensor *t;
-    float *data;
-    int64_t cols, j;
-    cr_assert_eq(spruce_ckpt_open(base, &ck), 0, "%s", spruce_errdetail());
-    cr_assert_not_null(t = spruce_ckpt_find(ck, name), "%s not in %s", name, base);
-    cr_assert_eq(t->ndim, 2);
-    cols = t->shape[1];
-    cr_assert_not_null(data = malloc((size_t)spruce_tensor_numel(t) * sizeof(float)));
-    cr_assert_eq(spruce_tensor_read_f32(t, data), 0, "%s", spruce_errdetail());
-    for (j = 0; j < cols; j++)
-        data[(size_t)row * cols + j] = value;
-    cr_assert_eq(spruce_ckpt_writer_begin(ck, out, 0, &w), 0, "%s", spruce_errdetail());
-    cr_assert_eq(spruce_ckpt_writer_set_f32(w, name, data), 0, "%s", spruce_errdetail());
-    cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
-    free(data);
-    spruce_ckpt_close(ck);
-}
-
 /* Layer 1's up_proj row 3 at 1e38: its output overflows for every token whose
  * normed input sums to more than 3.4 in magnitude (most of them); layers 0 and
  * the embedding stay finite. */

@@ -1,6 +1,7 @@
 /* test_synth.c: spruce_synth_write and `spruce synth`. */
 #define _GNU_SOURCE
 #include "ckpt_testutil.h"
+#include "shell_testutil.h"
 
 /* ------------------------------------------------------- synth */
 
@@ -148,18 +149,6 @@ Test(synth, half_dtypes_are_the_f32_model_rounded)
     free(tmp);
 }
 
-static int run(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    int st;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 Test(synth, command_line)
 {
     const char *bin = getenv("SPRUCE_BIN");
@@ -168,16 +157,17 @@ Test(synth, command_line)
         cr_skip_test("SPRUCE_BIN not set or not executable");
     tmp = mktmp();
     m = path2(tmp, "m");
-    cr_assert_eq(run("%s synth --help >/dev/null", bin), 0);
-    cr_assert_eq(run("%s synth 2>/dev/null", bin), 2);
-    cr_assert_eq(run("%s synth %s --dtype f8 2>/dev/null", bin, m), 2);
-    cr_assert_eq(run("%s synth %s --heads 3 2>/dev/null", bin, m), 2);
-    cr_assert_eq(run("%s synth %s --hidden x 2>/dev/null", bin, m), 2);
-    cr_assert_eq(run("%s synth %s --bogus 2>/dev/null", bin, m), 2);
-    cr_assert_eq(run("%s synth %s --hidden 32 --intermediate 40 --layers 1 --heads 2 --kv-heads 1 "
-                     "--vocab 100 --dtype bf16 --calib %s/c.u16 --eval %s/e.txt --count 500 2>/dev/null",
-                     bin, m, tmp, tmp), 0);
-    cr_assert_eq(run("%s synth %s 2>/dev/null", bin, m), 1, "existing output refused");
+    cr_assert_eq(run_status("%s synth --help >/dev/null", bin), 0);
+    cr_assert_eq(run_status("%s synth 2>/dev/null", bin), 2);
+    cr_assert_eq(run_status("%s synth %s --dtype f8 2>/dev/null", bin, m), 2);
+    cr_assert_eq(run_status("%s synth %s --heads 3 2>/dev/null", bin, m), 2);
+    cr_assert_eq(run_status("%s synth %s --hidden x 2>/dev/null", bin, m), 2);
+    cr_assert_eq(run_status("%s synth %s --bogus 2>/dev/null", bin, m), 2);
+    cr_assert_eq(run_status("%s synth %s --hidden 32 --intermediate 40 --layers 1 --heads 2 "
+                            "--kv-heads 1 --vocab 100 --dtype bf16 --calib %s/c.u16 "
+                            "--eval %s/e.txt --count 500 2>/dev/null",
+                            bin, m, tmp, tmp), 0);
+    cr_assert_eq(run_status("%s synth %s 2>/dev/null", bin, m), 1, "existing output refused");
     {
         spruce_ckpt *c;
         cr_assert_eq(spruce_ckpt_open(m, &c), 0);

@@ -14,33 +14,53 @@
 #endif
 
 #include "cli.h"
+#include "spruce_dist.h"
 #include "spruce_error.h"
 #include "spruce_tokens.h"
 
 int cli_verbose = 0;
 
+/* The last message cli_error or cli_fail printed: what cli_agree tells the
+ * other ranks. */
+static char last_msg[1024];
+
 void cli_error(int code, const char *fmt, ...)
 {
     va_list ap;
     const char *detail = spruce_errdetail();
-    fputs("spruce: ", stderr);
+    size_t n;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(last_msg, sizeof last_msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, ": %s", spruce_strerror(code));
-    if (detail && *detail)
-        fprintf(stderr, ": %s", detail);
-    fputc('\n', stderr);
+    n = strlen(last_msg);
+    snprintf(last_msg + n, sizeof last_msg - n, ": %s%s%s", spruce_strerror(code),
+             detail && *detail ? ": " : "", detail && *detail ? detail : "");
+    fprintf(stderr, "spruce: %s\n", last_msg);
 }
 
 void cli_fail(const char *fmt, ...)
 {
     va_list ap;
-    fputs("spruce: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(last_msg, sizeof last_msg, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    fprintf(stderr, "spruce: %s\n", last_msg);
+}
+
+int cli_agree(int failed)
+{
+    char msg[sizeof last_msg];
+    snprintf(msg, sizeof msg, "%s", failed ? last_msg : "");
+    if (!spruce_dist_agree_msg(failed ? 1 : 0, msg, sizeof msg))
+        return 0;
+    if (!failed) /* another rank's failure: say it here too */
+        fprintf(stderr, "spruce: %s\n", msg);
+    return 1;
+}
+
+int cli_rank0(void)
+{
+    return spruce_dist_rank() == 0;
 }
 
 int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out)

@@ -85,6 +85,14 @@ void cli_clean_stale(const char *cmd, const char *path);
 int cli_check_output(const char *cmd, const char *out, int is_dir, const char *out_what,
                      const char *in, const char *in_what);
 
+/* Under mpirun: every rank passes whether it failed (after printing why with
+ * cli_error or cli_fail); non-zero on every rank when any failed, and a rank
+ * that did not fail prints the first failing rank's message.  One process:
+ * returns failed. */
+int cli_agree(int failed);
+/* 1 on the rank that writes outputs and prints (rank 0; one process: always). */
+int cli_rank0(void);
+
 /* Non-zero when --verbose was given before the subcommand or SPRUCE_VERBOSE is set. */
 extern int cli_verbose;
 

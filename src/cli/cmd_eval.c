@@ -2,6 +2,7 @@
  * [--logits OUT]`: perplexity over non-overlapping windows of T tokens, and optionally
  * every window's logits. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 
 #include "cli.h"
 #include "eval_logits.h"
+#include "spruce_dist.h"
 #include "spruce_model.h"
 #include "spruce_tokens.h"
 
@@ -44,7 +46,10 @@ static void usage(FILE *f)
             "  --logits OUT    also write the logits of every position of every window to OUT:\n"
             "                  float32 little-endian, [window][position][vocab], no header\n"
             "                  (windows x T x vocab_size x 4 bytes); OUT appears when complete\n"
-            "  -h, --help      this message\n");
+            "  -h, --help      this message\n\n"
+            "Under 'mpirun -np R' (spruce configured --with-mpi) rank r evaluates its\n"
+            "contiguous share of the windows and rank 0 prints the perplexity of all of\n"
+            "them (--logits needs one process).\n");
 }
 
 static void eval_progress(void *ctx, int layer, int nlayers)
@@ -75,9 +80,10 @@ int spruce_cmd_eval(int argc, char **argv)
     spruce_model *m = NULL;
     uint32_t *ids = NULL;
     size_t n = 0;
-    double ppl = 0, t0;
-    int c, rc, nwin = 0, status = 1;
-    const spruce_config *cfg;
+    double ppl = 0, t0, nll = 0;
+    int64_t first, count;
+    int c, rc, nwin = 0, status = 1, failed = 0;
+    const spruce_config *cfg = NULL;
 
     optind = 1;
     opterr = 0;
@@ -110,28 +116,35 @@ int spruce_cmd_eval(int argc, char **argv)
         return 2;
     }
     dir = argv[optind];
+    if (logits_path && spruce_dist_size() > 1) {
+        cli_fail("eval: --logits is written by one process: run without mpirun");
+        return 2;
+    }
     cli_set_threads(threads);
 
+    /* every rank reads the model and the data; a failure on any stops all */
     if ((rc = spruce_model_open(dir, &m))) {
         cli_error(rc, "eval: %s", dir);
-        goto done;
-    }
-    cfg = spruce_model_config(m);
-    if (cli_model_seqlen("eval", cfg, dir, &seqlen)) {
+        failed = 1;
+    } else if (cfg = spruce_model_config(m), cli_model_seqlen("eval", cfg, dir, &seqlen)) {
         status = 2;
-        goto done;
-    }
-    if (cli_data_open("eval", "--data", data, fmt_name, dir, &fmt, &tok))
-        goto done;
-    if ((rc = spruce_data_read_ids(data, fmt, tok, 1, NULL, NULL, &ids, &n)) ||
-        (rc = spruce_tokens_check(ids, n, (uint32_t)cfg->vocab_size, data))) {
+        failed = 1;
+    } else if (cli_data_open("eval", "--data", data, fmt_name, dir, &fmt, &tok)) {
+        failed = 1;
+    } else if ((rc = spruce_data_read_ids(data, fmt, tok, 1, NULL, NULL, &ids, &n)) ||
+               (rc = spruce_tokens_check(ids, n, (uint32_t)cfg->vocab_size, data))) {
         cli_error(rc, "eval: --data");
-        goto done;
-    }
-    if (n < (size_t)seqlen) {
+        failed = 1;
+    } else if (n < (size_t)seqlen) {
         cli_fail("eval: %s holds %zu tokens, shorter than one window of %ld", data, n, seqlen);
-        goto done;
+        failed = 1;
+    } else if (n / (size_t)seqlen < (size_t)spruce_dist_size()) {
+        cli_fail("eval: %s holds %zu windows of %ld tokens for %d ranks (each needs one)", data,
+                 n / (size_t)seqlen, seqlen, spruce_dist_size());
+        failed = 1;
     }
+    if (cli_agree(failed))
+        goto done;
     fprintf(stderr, "eval: %s on %s: %zu tokens%s, %zu windows of %ld tokens (%zu tokens used, "
             "the last %zu dropped)\n", dir, data, n,
             tok ? " (with the tokenizer's special tokens)" : "", n / (size_t)seqlen, seqlen,
@@ -150,9 +163,25 @@ int spruce_cmd_eval(int argc, char **argv)
         eo.logits = eval_logits_write;
         eo.logits_ctx = &lo;
     }
-    if ((rc = spruce_model_perplexity_opts(m, ids, n, (int)seqlen, &eo, &ppl, &nwin))) {
+    /* this rank's contiguous share of the windows; the sums of the shares'
+     * log-likelihoods in rank order give the perplexity of all of them */
+    spruce_dist_share((int64_t)(n / (size_t)seqlen), &first, &count);
+    eo.first_window = (size_t)first;
+    eo.nll_sum = &nll;
+    rc = spruce_model_perplexity_opts(m, ids + (size_t)first * (size_t)seqlen,
+                                      (size_t)count * (size_t)seqlen, (int)seqlen, &eo, &ppl,
+                                      &nwin);
+    if (rc)
         cli_error(rc, "eval: %s", dir);
+    if (cli_agree(rc != 0))
         goto done;
+    if (spruce_dist_size() > 1) {
+        if ((rc = spruce_dist_allreduce_sum_f64(&nll, 1))) {
+            cli_error(rc, "eval: summing the ranks' log-likelihoods");
+            goto done;
+        }
+        nwin = (int)(n / (size_t)seqlen);
+        ppl = exp(nll / ((double)nwin * (double)(seqlen - 1)));
     }
     if (logits_path) {
         if ((rc = eval_logits_close(&lo, 1))) {

@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "prune_args.h"
 #include "prune_report.h"
+#include "spruce_dist.h"
 #include "spruce_masks.h"
 #include "spruce_memstat.h"
 #include "spruce_pipeline.h"
@@ -96,7 +97,12 @@ static void usage(FILE *f)
             "Temporaries left by a killed run are removed by the next run (and named).\n"
             "Progress goes to standard error; a summary to standard output, with the\n"
             "memory estimate beside the peak resident memory measured (getrusage;\n"
-            "anonymous and mapped apart where /proc/self/status gives them).\n");
+            "anonymous and mapped apart where /proc/self/status gives them).\n\n"
+            "Under 'mpirun -np R' (spruce configured --with-mpi) rank r calibrates on its\n"
+            "contiguous share of the N samples, the Hessians are summed over the ranks, the\n"
+            "layers of a block are pruned on different ranks at once, and rank 0 writes\n"
+            "OUT_DIR and the masks; a failure on any rank stops every rank with its message\n"
+            "(doc/mpi.md).\n");
 }
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
@@ -337,6 +343,37 @@ done:
     return status;
 }
 
+/* Write out everything and publish it: 0, or 1 after saying what failed. */
+static int publish(spruce_ckpt_writer *w, spruce_maskfile *mf, const char *out,
+                   const char *masks_path)
+{
+    int rc;
+    if (cli_interrupted())
+        return 1;
+    /* Publish both or neither: everything is written and synced under the
+     * temporary names first; then the checkpoint is renamed into place, then
+     * the masks; if the masks cannot be, the checkpoint is rolled back. */
+    if ((rc = spruce_ckpt_writer_prepare(w))) {
+        cli_error(rc, "prune: writing %s", out);
+        return 1;
+    }
+    if (mf && (rc = spruce_maskfile_prepare(mf))) {
+        cli_error(rc, "prune: writing masks %s", masks_path);
+        return 1;
+    }
+    if (cli_interrupted())
+        return 1;
+    if ((rc = spruce_ckpt_writer_publish(w))) {
+        cli_error(rc, "prune: writing %s", out);
+        return 1;
+    }
+    if (mf && (rc = spruce_maskfile_publish(mf))) {
+        cli_error(rc, "prune: writing masks %s (%s left as it was)", masks_path, out);
+        return 1; /* the caller's abort rolls the checkpoint back */
+    }
+    return 0;
+}
+
 int spruce_cmd_prune(int argc, char **argv)
 {
     enum { O_CALIB = 256, O_SEQLEN, O_NSAMPLES, O_TRUESEQ, O_INCLUDE, O_EXCLUDE, O_FORCE,
@@ -365,8 +402,9 @@ int spruce_cmd_prune(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *out = NULL, *calib = NULL, *dir, *masks_path = NULL, *calib_fmt = NULL;
-    long seqlen = 0, nsamples = 128, seed = 0;
-    int force = 0, c, rc, status = 1, compressed = 0, json = 0, owl = 0, have_owl_arg = 0;
+    long seqlen = 0, nsamples = 128, seed = 0, share;
+    int force = 0, c, rc, status = 1, compressed = 0, loaded = 0, failed = 0;
+    int json = 0, owl = 0, have_owl_arg = 0;
     const char *layer_file = NULL;
     double owl_m, owl_lambda;
     spruce_layer_rules *rules = NULL;
@@ -381,7 +419,7 @@ int spruce_cmd_prune(int argc, char **argv)
     spruce_maskfile *mf = NULL;
     uint32_t *ids = NULL;
     prune_ctx ctx;
-    const spruce_config *cfg;
+    const spruce_config *cfg = NULL;
 
     spruce_pipeline_opts_init(&po);
     prune_args_init(&pa, "prune", po.prune.method, 0);
@@ -510,25 +548,24 @@ int spruce_cmd_prune(int argc, char **argv)
     }
     po.layer_rules = rules;
     cli_signals_install();
-    cli_clean_stale("prune", out);
-    if (masks_path)
-        cli_clean_stale("prune", masks_path);
+    if (cli_rank0()) {
+        cli_clean_stale("prune", out);
+        if (masks_path)
+            cli_clean_stale("prune", masks_path);
+    }
 
-    if ((rc = spruce_model_open(dir, &m))) {
+    /* every rank reads the model and the calibration data; under mpirun a
+     * failure on any of them stops all (cli_agree) */
+    if ((rc = spruce_model_open(dir, &m)))
         cli_error(rc, "prune: %s", dir);
-        goto done;
-    }
-    cfg = spruce_model_config(m);
-    if (cli_model_seqlen("prune", cfg, dir, &seqlen)) {
+    else if (cfg = spruce_model_config(m), cli_model_seqlen("prune", cfg, dir, &seqlen))
         status = 2;
-        goto done;
-    }
-    if (calib) {
-        if (load_calib(calib, calib_fmt, dir, cfg, (int)seqlen, seed, &nsamples, &ids))
-            goto done;
-    } else {
+    else if (!calib)
         nsamples = 0;
-    }
+    else if (!load_calib(calib, calib_fmt, dir, cfg, (int)seqlen, seed, &nsamples, &ids))
+        loaded = 1;
+    if (cli_agree(!m || status == 2 || (calib && !loaded)))
+        goto done;
 
     ctx.method = spruce_method_name(po.prune.method);
     if (pa.m)
@@ -541,11 +578,16 @@ int spruce_cmd_prune(int argc, char **argv)
         co.sparse = 1;
         co.structure = "unstructured";
     }
-    rc = compressed ? spruce_ckpt_writer_begin_compressed(spruce_model_ckpt(m), out, force, &co, &w)
-                    : spruce_ckpt_writer_begin(spruce_model_ckpt(m), out, force, &w);
+    /* rank 0 alone writes the checkpoint and the masks */
+    if (!cli_rank0())
+        rc = 0;
+    else if (compressed)
+        rc = spruce_ckpt_writer_begin_compressed(spruce_model_ckpt(m), out, force, &co, &w);
+    else
+        rc = spruce_ckpt_writer_begin(spruce_model_ckpt(m), out, force, &w);
     if (rc) {
         cli_error(rc, "prune: output %s", out);
-        goto done;
+        failed = 1;
     }
     if (compressed)
         ctx.cw = w; /* the layer report brings the weights and the grid */
@@ -560,20 +602,22 @@ int spruce_cmd_prune(int argc, char **argv)
         ctx.efallback = calloc(n, 1);
         if (!ctx.etokens || !ctx.eloss || !ctx.erel || !ctx.efallback) {
             cli_error(SPRUCE_ENOMEM, "prune: the table of %zu experts", n);
-            goto done;
+            failed = 1;
         }
     }
-    if (masks_path) {
+    if (!failed && masks_path && cli_rank0()) {
         if ((rc = spruce_maskfile_create(masks_path, &mf)) ||
             (rc = set_masks_attrs(mf, dir, ctx.method, ctx.pattern, pa.sparsity, (int)nsamples,
                                   (int)seqlen, pa.damp, (int)pa.blocksize,
                                   po.true_sequential))) {
             cli_error(rc, "prune: masks %s", masks_path);
-            goto done;
+            failed = 1;
         }
         ctx.masks = mf;
         ctx.masks_path = masks_path;
     }
+    if (cli_agree(failed))
+        goto done;
     po.on_layer = on_layer;
     po.on_block = on_block;
     po.on_plan = on_plan;
@@ -587,9 +631,14 @@ int spruce_cmd_prune(int argc, char **argv)
     if (pa.wbits)
         fprintf(stderr, "prune: quantizing kept weights to %ld bits, %s grid %s\n", pa.wbits,
                 pa.sym ? "symmetric" : "asymmetric", quant_where(&pa, qwhere, sizeof qwhere));
-    estimate = spruce_pipeline_memory(cfg, (int)nsamples, (int)seqlen);
-    fprintf(stderr, "prune: memory needed about %.2f GiB (activations of %ld x %ld tokens, one "
-            "block, Hessians)\n", estimate / GIB, nsamples, seqlen);
+    share = (nsamples + spruce_dist_size() - 1) / spruce_dist_size();
+    if (spruce_dist_size() > 1)
+        fprintf(stderr, "prune: %d ranks, each calibrating on its share of at most %ld samples\n",
+                spruce_dist_size(), share);
+    estimate = spruce_pipeline_memory(cfg, (int)share, (int)seqlen);
+    fprintf(stderr, "prune: memory needed about %.2f GiB%s (activations of %ld x %ld tokens, one "
+            "block, Hessians)\n", estimate / GIB, spruce_dist_size() > 1 ? " per rank" : "", share,
+            seqlen);
     spruce_memstat_init(&ctx.mem);
     ctx.t0 = spruce_clock_now();
     if ((rc = spruce_pipeline_run(m, ids, (int)nsamples, (int)seqlen, compressed ? NULL : w, &po,
@@ -598,30 +647,11 @@ int spruce_cmd_prune(int argc, char **argv)
             cli_error(rc, "prune: %s", dir);
         goto done;
     }
-    /* Publish both or neither: everything is written and synced under the
-     * temporary names first; then the checkpoint is renamed into place, then
-     * the masks; if the masks cannot be, the checkpoint is rolled back. */
-    if (cli_interrupted())
+    /* rank 0 publishes; every rank learns whether it could */
+    if (cli_agree(cli_rank0() ? publish(w, mf, out, masks_path) : 0))
         goto done;
-    if ((rc = spruce_ckpt_writer_prepare(w))) {
-        cli_error(rc, "prune: writing %s", out);
-        goto done;
-    }
-    if (mf && (rc = spruce_maskfile_prepare(mf))) {
-        cli_error(rc, "prune: writing masks %s", masks_path);
-        goto done;
-    }
-    if (cli_interrupted())
-        goto done;
-    if ((rc = spruce_ckpt_writer_publish(w))) {
-        cli_error(rc, "prune: writing %s", out);
-        goto done;
-    }
-    if (mf && (rc = spruce_maskfile_publish(mf))) {
-        cli_error(rc, "prune: writing masks %s (%s left as it was)", masks_path, out);
-        goto done; /* the abort below rolls the checkpoint back */
-    }
-    spruce_ckpt_writer_finish(w);
+    if (cli_rank0())
+        spruce_ckpt_writer_finish(w);
     w = NULL;
     if (json) {
         json_t *head = json_object();

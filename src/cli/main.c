@@ -2,10 +2,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "cli.h"
 #include "cli_env.h"
+#include "spruce_dist.h"
 
 typedef struct {
     const char *name;
@@ -42,6 +45,35 @@ static void usage(FILE *f)
                "  SPRUCE_NO_REEXEC=1  do not run again with OPENBLAS_CORETYPE and OMP_WAIT_POLICY set\n"
                "  SPRUCE_NO_BIND=1    do not bind threads one per CPU (also skipped when OMP_PROC_BIND,\n"
                "                      OMP_PLACES or GOMP_CPU_AFFINITY is set)\n");
+}
+
+/* Under mpirun (built --with-mpi) every rank runs the command; prune and eval
+ * split their work over the ranks, the other commands run in one process.
+ * Only rank 0 prints, unless --verbose. */
+static int run_command(const command *cmd, int argc, char **argv)
+{
+    int rc, status, devnull;
+    if ((rc = spruce_dist_init(&argc, &argv))) {
+        cli_error(rc, "%s: starting MPI", cmd->name);
+        return 1;
+    }
+    if (spruce_dist_size() > 1 && strcmp(cmd->name, "prune") && strcmp(cmd->name, "eval")) {
+        if (spruce_dist_rank() == 0)
+            cli_fail("%s runs in one process: start it without mpirun (only prune and eval "
+                     "run across ranks)", cmd->name);
+        spruce_dist_finalize();
+        return 2;
+    }
+    if (spruce_dist_rank() > 0 && !cli_verbose && (devnull = open("/dev/null", O_WRONLY)) >= 0) {
+        /* what the other ranks would print, rank 0 prints (cli_agree) */
+        dup2(devnull, STDOUT_FILENO);
+        dup2(devnull, STDERR_FILENO);
+        close(devnull);
+    }
+    status = cmd->run(argc, argv);
+    fflush(NULL);
+    spruce_dist_finalize();
+    return status;
 }
 
 int main(int argc, char **argv)
@@ -89,7 +121,7 @@ int main(int argc, char **argv)
              * every command before any work starts (may run spruce again). */
             cli_tune_environment();
             cli_bind_threads();
-            return commands[i].run(argc - a, argv + a);
+            return run_command(&commands[i], argc - a, argv + a);
         }
     cli_fail("unknown command '%s' (try 'spruce help')", argv[a]);
     return 2;

@@ -100,7 +100,8 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
             if ((rc = spruce_model_embed(m, ids + (w0 + w) * seqlen, seqlen,
                                          x + w * seqlen * c->hidden_size)))
                 goto done;
-        if ((rc = spruce__run_blocks(m, x, (int)nb, seqlen, (int)w0, o.progress, o.ctx)))
+        if ((rc = spruce__run_blocks(m, x, (int)nb, seqlen, (int)(o.first_window + w0),
+                                     o.progress, o.ctx)))
             goto done;
         /* Window w predicts ids[w*T + t + 1] from position t, t < T - 1; the
          * last position's logits are computed only for o.logits. */
@@ -111,7 +112,8 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
                 int pred = seqlen - 1 - t0 < rows ? seqlen - 1 - t0 : rows;
                 /* the rows of one window: position t0 of window w0 + w */
                 if ((rc = spruce__head_checked(m, x + (w * seqlen + t0) * c->hidden_size, rows,
-                                               xn, logits, t0, (int)(w0 + w))))
+                                               xn, logits, t0,
+                                               (int)(o.first_window + w0 + w))))
                     goto done;
                 nll += nll_sum(logits, ids + (w0 + w) * seqlen + t0 + 1, pred, c->vocab_size);
                 if (o.logits &&
@@ -121,6 +123,8 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
         }
     }
     *ppl = exp(nll / ((double)nwin * (seqlen - 1)));
+    if (o.nll_sum)
+        *o.nll_sum = nll;
     if (nwin_out)
         *nwin_out = (int)nwin;
 done:

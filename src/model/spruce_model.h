@@ -365,6 +365,12 @@ typedef struct {
      * is returned by it. */
     int (*logits)(void *ctx, size_t w, int t0, const float *rows_logits, int rows, int vocab);
     void *logits_ctx;
+    /* The index of ids' first window in a larger text (a rank's share under
+     * mpirun): messages name windows from it.  Default 0. */
+    size_t first_window;
+    /* When not NULL, receives the sum over windows and positions of the
+     * negative log-likelihood (nats), the numerator of the mean. */
+    double *nll_sum;
 } spruce_eval_opts;
 
 void spruce_eval_opts_init(spruce_eval_opts *o);

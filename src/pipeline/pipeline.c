@@ -19,7 +19,17 @@
  * and input, from exactly the tokens the router sends to it (the routing
  * weights scale its output, not its input, and are not applied), all
  * accumulated in the block's forward; the router is never pruned.  With
- * true_sequential: q/k/v, o, then every expert's gate/up, then every down. */
+ * true_sequential: q/k/v, o, then every expert's gate/up, then every down.
+ *
+ * Under mpirun (spruce_dist.h) each of the R ranks holds X of its contiguous
+ * share of the calibration samples only and runs every forward on it; the
+ * Hessians' shares are summed over the ranks in rank order (OWL's input
+ * norms likewise); the group's layers are pruned on different ranks at once
+ * (the costliest first, each to the least loaded rank) and every rank
+ * receives each pruned layer (weights, mask, result, grid) from the rank that
+ * pruned it; rank 0 alone writes and reports.  A failure on any rank is
+ * agreed on at the end of each step, so every rank stops with the failing
+ * rank's message.  A mixture of experts is refused under more than one rank. */
 #include <math.h>
 #include <regex.h>
 #include <stdio.h>
@@ -30,6 +40,7 @@
 #include "spruce_family.h"
 #include "model_internal.h"
 #include "pipeline_internal.h"
+#include "spruce_dist.h"
 #include "spruce_pipeline.h"
 
 void spruce_pipeline_opts_init(spruce_pipeline_opts *o)
@@ -70,14 +81,19 @@ typedef struct {
     const spruce_family *f;
     const spruce_pipeline_opts *o;
     spruce_ckpt_writer *w;
-    const uint32_t *calib;
+    const uint32_t *calib;          /* this rank's share */
     int nsamples, seqlen, need_data, chunk, L;
+    int first;                      /* this rank's first calibration sample */
+    int rank, nranks;
     unsigned char *selected;        /* (L, SPRUCE_NPROJ): pruned or not */
     unsigned char *eselected;       /* (L, experts, 3): an expert's gate, up, down, or NULL */
     int E;                          /* experts per MoE block, 0 without */
     float *X;                       /* (nsamples, seqlen, hidden) the current block's input */
     uint8_t *mask;                  /* (rows, cols) of the largest linear layer */
     spruce_qgrid grid;              /* prune.wbits > 0: the current layer's grid */
+    /* R ranks: a group's layers are pruned at once, each into its own */
+    uint8_t *gmask, *lmask[SPRUCE_NPROJ];    /* layer l's mask in gmask */
+    spruce_qgrid ggrid, lgrid[SPRUCE_NPROJ]; /* layer l's grid in ggrid's storage */
     spruce_fwd_ws *ws;
     taps tp;                        /* one Hessian per site of the current group */
     spruce_hinv *hi[SPRUCE_NSITES]; /* shared factorisations */
@@ -175,6 +191,40 @@ static int prepare_grid(run *r)
     return 0;
 }
 
+/* R ranks: room for every layer's mask and (with wbits) grid, one after the
+ * other, since a group's layers are pruned at once on different ranks. */
+static int prepare_group(run *r)
+{
+    const spruce_prune_opts *po = &r->o->prune;
+    size_t rows, cols, offw[SPRUCE_NPROJ], offg[SPRUCE_NPROJ], sumw = 0, sumg = 0;
+    int l;
+    if (r->nranks == 1)
+        return 0;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        spruce_family_linear_shape(r->f, r->c, (spruce_proj)l, &rows, &cols);
+        offg[l] = sumg;
+        sumg += rows * (po->groupsize > 0 ? cols / (size_t)po->groupsize : 1);
+        rows = spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l);   /* fused: every part */
+        offw[l] = sumw;
+        sumw += rows * cols;
+    }
+    if (!(r->gmask = malloc(sumw ? sumw : 1)))
+        return spruce__seterr(SPRUCE_ENOMEM, "pipeline: masks of %zu bytes", sumw);
+    if (po->wbits > 0) {
+        r->ggrid.scale = malloc((sumg ? sumg : 1) * sizeof *r->ggrid.scale);
+        r->ggrid.zero = malloc((sumg ? sumg : 1) * sizeof *r->ggrid.zero);
+        if (!r->ggrid.scale || !r->ggrid.zero)
+            return spruce__seterr(SPRUCE_ENOMEM, "pipeline: quantization grids of %zu groups",
+                                  sumg);
+    }
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        r->lmask[l] = r->gmask + offw[l];
+        r->lgrid[l].scale = r->ggrid.scale ? r->ggrid.scale + offg[l] : NULL;
+        r->lgrid[l].zero = r->ggrid.zero ? r->ggrid.zero + offg[l] : NULL;
+    }
+    return 0;
+}
+
 static int embed_all(run *r);
 
 /* The mask of the largest linear layer and, when the method needs data, the
@@ -193,7 +243,7 @@ static int prepare(run *r)
     maxw = r->E && n > maxw ? n : maxw;
     if (!(r->mask = malloc(maxw)))
         return spruce__seterr(SPRUCE_ENOMEM, "pipeline: mask of %zu bytes", maxw);
-    if ((rc = prepare_grid(r)))
+    if ((rc = prepare_grid(r)) || (rc = prepare_group(r)))
         return rc;
     if (!r->need_data)
         return 0;
@@ -240,7 +290,7 @@ static int forward_experts(run *r, const spruce_block *b, spruce_tap_fn tap, voi
         if ((rc = spruce__block_forward_experts(
                  r->c, b, r->X + (size_t)s * per,
                  r->nsamples - s < r->chunk ? r->nsamples - s : r->chunk, r->seqlen, r->ws, tap,
-                 ctx, experts ? expert_tap_add : NULL, ctx, stop_after, s)))
+                 ctx, experts ? expert_tap_add : NULL, ctx, stop_after, r->first + s)))
             return rc;
     return 0;
 }
@@ -346,7 +396,7 @@ static int report_dense(run *r, spruce_block *b, spruce_proj l)
     char name[256];
     spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
     r->total.layers_dense++;
-    if (!r->o->on_layer)
+    if (!r->o->on_layer || r->rank != 0)
         return 0;
     memset(&rep, 0, sizeof rep);
     rep.expert = -1;
@@ -399,12 +449,15 @@ static const char *expert_rule(const run *r, const matrix *x, spruce_prune_opts 
     return NULL;
 }
 
-/* Prune x, write it, count it and report it.  A fused tensor (phi3's
- * qkv_proj: q, k and v rows) is one matrix of all its rows. */
-static int prune_matrix(run *r, const matrix *x)
+/* Prune x into x->W, mask (rows, cols) and, with wbits, grid; *rep receives
+ * what the pruner measured (result, target, fallback, tokens, rel_error,
+ * grid).  A fused tensor (phi3's qkv_proj: q, k and v rows) is one matrix of
+ * all its rows. */
+static int compute_matrix(run *r, const matrix *x, uint8_t *mask, spruce_qgrid *grid,
+                          spruce_layer_report *rep_out)
 {
     spruce_prune_opts opts = r->o->prune, *po = &opts;
-    int64_t numel = (int64_t)x->rows * x->cols, i, zeros = 0;
+    int64_t numel = (int64_t)x->rows * x->cols;
     const spruce_hessian *h = x->h;
     spruce_hinv **hi = x->hi;
     spruce_layer_report rep;
@@ -420,11 +473,11 @@ static int prune_matrix(run *r, const matrix *x)
         h = NULL;
     if (po->wbits > 0) { /* the layer's grid, for the report (and so the writer) */
         const spruce_tensor *t = spruce_ckpt_find(spruce_model_ckpt(r->m), x->name);
-        r->grid.rows = x->rows;
-        r->grid.cols = x->cols;
-        r->grid.groupsize = po->groupsize > 0 ? po->groupsize : x->cols;
-        po->grid_out = &r->grid;
-        rep.grid = &r->grid;
+        grid->rows = x->rows;
+        grid->cols = x->cols;
+        grid->groupsize = po->groupsize > 0 ? po->groupsize : x->cols;
+        po->grid_out = grid;
+        rep.grid = grid;
         /* the scales are stored in the weight's dtype (spruce_qgrid.h) */
         po->scale_dtype = !t                              ? SPRUCE_QSCALE_F32
                           : t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_QSCALE_BF16
@@ -440,9 +493,9 @@ static int prune_matrix(run *r, const matrix *x)
     if (po->method == SPRUCE_METHOD_SPARSEGPT && hi && !*hi)
         rc = spruce_hinv_prepare(h, po, hi);
     if (!rc && po->method == SPRUCE_METHOD_SPARSEGPT && hi && *hi)
-        rc = spruce_prune_layer_prepared(x->W, x->rows, x->cols, *hi, po, r->mask, &rep.result);
+        rc = spruce_prune_layer_prepared(x->W, x->rows, x->cols, *hi, po, mask, &rep.result);
     else if (!rc)
-        rc = spruce_prune_layer(x->W, x->rows, x->cols, h, po, r->mask, &rep.result);
+        rc = spruce_prune_layer(x->W, x->rows, x->cols, h, po, mask, &rep.result);
     if (!rc && W0)
         rc = spruce_prune_rel_error(W0, x->W, x->rows, x->cols, h, &rep.rel_error);
     free(W0);
@@ -456,50 +509,193 @@ static int prune_matrix(run *r, const matrix *x)
                               t ? spruce_ckpt_file_of(ck, t) : spruce_ckpt_dir(ck), x->name,
                               detail);
     }
+    *rep_out = rep;
+    return 0;
+}
+
+/* Count the pruned x (mask its mask, rep what compute_matrix measured),
+ * write it and report it: rank 0 only writes and reports (the other ranks
+ * have no writer and no callback). */
+static int finish_matrix(run *r, const matrix *x, const uint8_t *mask, spruce_layer_report *rep)
+{
+    int64_t numel = (int64_t)x->rows * x->cols, i, zeros = 0;
+    int rc;
+    rep->pruned = 0;
     for (i = 0; i < numel; i++) {
         zeros += x->W[i] == 0.0f;
-        rep.pruned += !r->mask[i];
+        rep->pruned += !mask[i];
     }
-    if (r->w && (rc = spruce_ckpt_writer_set_f32(r->w, x->name, x->W)))
+    if (r->rank == 0 && r->w && (rc = spruce_ckpt_writer_set_f32(r->w, x->name, x->W)))
         return rc;
     r->total.layers_pruned++;
     r->total.params += numel;
     r->total.zeros += zeros;
-    r->total.pruned += rep.pruned;
-    r->total.loss += rep.result.loss;
-    if (!r->o->on_layer)
+    r->total.pruned += rep->pruned;
+    r->total.loss += rep->result.loss;
+    if (!r->o->on_layer || r->rank != 0)
         return 0;
-    rep.name = x->name;
-    rep.layer = x->layer;
-    rep.nlayers = r->L;
-    rep.which = x->which;
-    rep.rows = x->rows;
-    rep.cols = x->cols;
-    rep.weight = x->W;
-    rep.mask = r->mask;
-    rep.elapsed = spruce_clock_now() - r->t0;
-    return r->o->on_layer(r->o->ctx, &rep);
+    rep->name = x->name;
+    rep->layer = x->layer;
+    rep->nlayers = r->L;
+    rep->which = x->which;
+    rep->rows = x->rows;
+    rep->cols = x->cols;
+    rep->weight = x->W;
+    rep->mask = mask;
+    rep->elapsed = spruce_clock_now() - r->t0;
+    return r->o->on_layer(r->o->ctx, rep);
 }
 
-/* Linear l of block b (layers sharing an input share one factorisation of
- * its Hessian). */
-static int prune_one(run *r, spruce_block *b, spruce_proj l, int shared)
+/* Prune x, write it, count it and report it. */
+static int prune_matrix(run *r, const matrix *x)
+{
+    spruce_layer_report rep;
+    int rc = compute_matrix(r, x, r->mask, &r->grid, &rep);
+    return rc ? rc : finish_matrix(r, x, r->mask, &rep);
+}
+
+/* Linear l of block b as a matrix to prune, its name in name (256 bytes);
+ * layers sharing an input share one factorisation of its Hessian. */
+static void linear_matrix(run *r, spruce_block *b, spruce_proj l, int shared, char *name,
+                          matrix *x)
 {
     spruce_site site = r->f->linear[l].site;
-    char name[256];
-    matrix x;
-    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
-    x.W = b->w[l];
-    x.rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
-    x.cols = b->cols[l];
-    x.layer = b->layer;
-    x.expert = -1;
-    x.which = l;
-    x.name = name;
-    x.h = r->tp.h[site];
-    x.target = r->plan ? &r->plan[(size_t)b->layer * SPRUCE_NPROJ + l] : NULL;
-    x.hi = shared || r->hi[site] ? &r->hi[site] : NULL;
-    return prune_matrix(r, &x);
+    spruce_family_linear_name(r->f, b->layer, l, 0, name, 256);
+    x->W = b->w[l];
+    x->rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
+    x->cols = b->cols[l];
+    x->layer = b->layer;
+    x->expert = -1;
+    x->which = l;
+    x->name = name;
+    x->h = r->tp.h[site];
+    x->target = r->plan ? &r->plan[(size_t)b->layer * SPRUCE_NPROJ + l] : NULL;
+    x->hi = shared || r->hi[site] ? &r->hi[site] : NULL;
+}
+
+/* The Hessians of the group summed over the ranks: each rank's share is
+ * weighted by its tokens (spruce_hessian_set_share), then added in rank
+ * order. */
+static int reduce_hessians(run *r)
+{
+    int site, rc;
+    for (site = 0; site < SPRUCE_NSITES; site++) {
+        spruce_hessian *h = r->tp.h[site];
+        int64_t total;
+        size_t cols;
+        if (!h || r->nranks == 1)
+            continue;
+        total = spruce_hessian_tokens(h);
+        cols = (size_t)spruce_hessian_cols(h);
+        if ((rc = spruce_dist_allreduce_sum_i64(&total, 1)) ||
+            (rc = spruce_hessian_set_share(h, total)) ||
+            (rc = spruce_dist_allreduce_sum(spruce_hessian_data(h), cols * cols)))
+            return rc;
+    }
+    return 0;
+}
+
+/* Which rank prunes each layer of the group: the costliest first (about
+ * rows x cols^2 for SparseGPT's sweep), each to the least loaded rank; ties
+ * go to the lower layer and the lower rank, so every rank computes the same. */
+static void assign_owners(const run *r, const spruce_block *b, const int in_group[],
+                          int owner[])
+{
+    double load[64] = {0}, cost[SPRUCE_NPROJ];
+    int l, k, done[SPRUCE_NPROJ] = {0}, nr = r->nranks < 64 ? r->nranks : 64;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        owner[l] = 0;
+        cost[l] = in_group[l] ? (double)spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l) *
+                                    b->cols[l] * b->cols[l] : 0;
+    }
+    for (;;) {
+        int best = -1, low = 0;
+        for (l = 0; l < SPRUCE_NPROJ; l++)
+            if (in_group[l] && !done[l] && (best < 0 || cost[l] > cost[best]))
+                best = l;
+        if (best < 0)
+            break;
+        for (k = 1; k < nr; k++)
+            if (load[k] < load[low])
+                low = k;
+        /* beyond 64 ranks the layers go round the first 64 (a block has 7) */
+        owner[best] = low;
+        load[low] += cost[best];
+        done[best] = 1;
+    }
+}
+
+/* Every rank receives layer x (linear l) from the rank that pruned it: the
+ * weights, the mask, the result and, with wbits, the grid. */
+static int share_one(run *r, const matrix *x, spruce_proj l, spruce_layer_report *rep,
+                     int owner)
+{
+    size_t numel = (size_t)x->rows * (size_t)x->cols;
+    spruce_qgrid *g = &r->lgrid[l], head = *g;
+    int rc;
+    if ((rc = spruce_dist_bcast(x->W, numel * sizeof *x->W, owner)) ||
+        (rc = spruce_dist_bcast(r->lmask[l], numel, owner)) ||
+        (rc = spruce_dist_bcast(&rep->result, sizeof rep->result, owner)))
+        return rc;
+    rep->grid = NULL;
+    if (r->o->prune.wbits <= 0)
+        return 0;
+    if ((rc = spruce_dist_bcast(&head, sizeof head, owner)))
+        return rc;
+    head.scale = g->scale; /* this rank's storage */
+    head.zero = g->zero;
+    *g = head;
+    rep->grid = g;
+    numel = (size_t)g->rows * (size_t)(g->cols / g->groupsize);
+    if ((rc = spruce_dist_bcast(g->scale, numel * sizeof *g->scale, owner)) ||
+        (rc = spruce_dist_bcast(g->zero, numel * sizeof *g->zero, owner)))
+        return rc;
+    return 0;
+}
+
+/* Prune the dense layers of the group.  One rank: each is written and
+ * reported as soon as it is pruned.  R ranks: each on its owner rank, then
+ * every rank receives them and rank 0 writes and reports them in layer
+ * order. */
+static int prune_group(run *r, spruce_block *b, const int in_group[], const int per_site[])
+{
+    char name[SPRUCE_NPROJ][256];
+    matrix x[SPRUCE_NPROJ];
+    spruce_layer_report rep[SPRUCE_NPROJ];
+    int owner[SPRUCE_NPROJ], l, rc = 0;
+    for (l = 0; l < SPRUCE_NPROJ; l++)
+        if (in_group[l])
+            linear_matrix(r, b, (spruce_proj)l, per_site[r->f->linear[l].site] > 1, name[l],
+                          &x[l]);
+    if (r->nranks == 1) {
+        for (l = 0; l < SPRUCE_NPROJ && !rc; l++)
+            if (in_group[l])
+                rc = prune_matrix(r, &x[l]);
+        return rc;
+    }
+    assign_owners(r, b, in_group, owner);
+    for (l = 0; l < SPRUCE_NPROJ && !rc; l++) {
+        memset(&rep[l], 0, sizeof rep[l]);
+        if (in_group[l] && owner[l] == r->rank)
+            rc = compute_matrix(r, &x[l], r->lmask[l], &r->lgrid[l], &rep[l]);
+    }
+    if ((rc = spruce_dist_agree(rc)))
+        return rc;
+    for (l = 0; l < SPRUCE_NPROJ && !rc; l++)
+        if (in_group[l]) {
+            if (owner[l] != r->rank) { /* what the owner measured, as every rank knows it */
+                rep[l].rel_error = -1;
+                rep[l].expert = -1;
+                rep[l].tokens = x[l].h ? spruce_hessian_tokens(x[l].h) : 0;
+                if (x[l].target) {
+                    spruce_prune_opts po = r->o->prune;
+                    apply_target(x[l].target, &po, &rep[l].target);
+                }
+            }
+            if (!(rc = share_one(r, &x[l], (spruce_proj)l, &rep[l], owner[l])))
+                rc = finish_matrix(r, &x[l], r->lmask[l], &rep[l]);
+        }
+    return spruce_dist_agree(rc);
 }
 
 /* The selected matrices of every expert of block b: gate/up (k 0, 1) in
@@ -541,8 +737,8 @@ static int prune_block(run *r, int layer)
 {
     int ngroups = r->o->true_sequential ? SPRUCE_NSITES : 1, g, l, rc = 0;
     spruce_block *b = NULL;
-    if ((rc = spruce_model_get_block(r->m, layer, &b)))
-        return rc;
+    if ((rc = spruce_dist_agree(spruce_model_get_block(r->m, layer, &b))))
+        goto done;
     for (g = 0; g < ngroups; g++) {
         int in_group[SPRUCE_NPROJ], per_site[SPRUCE_NSITES];
         int last_site = group_members(r, layer, g, ngroups, in_group, per_site);
@@ -552,24 +748,26 @@ static int prune_block(run *r, int layer)
                     (ngroups == 1 || (int)r->f->linear[l].site == g) &&
                     r->plan[(size_t)layer * SPRUCE_NPROJ + l].kind == SPRUCE_TARGET_DENSE &&
                     (rc = report_dense(r, b, (spruce_proj)l)))
-                    goto done;
+                    break;
+        if ((rc = spruce_dist_agree(rc)))
+            goto done;
         /* the experts: with the rest (one group), or gate/up then down */
         int ephase = !b->nexperts ? -1 : ngroups == 1 ? 2 : g == SPRUCE_SITE_GATEUP ? 0
                      : g == SPRUCE_SITE_DOWN ? 1 : -1;
         if (last_site < 0 && ephase < 0)
             continue;
-        if (r->need_data && (rc = calibrate(r, b, in_group, last_site, ephase)))
+        if (r->need_data &&
+            ((rc = spruce_dist_agree(calibrate(r, b, in_group, last_site, ephase))) ||
+             (rc = reduce_hessians(r))))
             goto done;
-        for (l = 0; l < SPRUCE_NPROJ; l++)
-            if (in_group[l] &&
-                (rc = prune_one(r, b, (spruce_proj)l, per_site[r->f->linear[l].site] > 1)))
-                goto done;
+        if ((rc = prune_group(r, b, in_group, per_site)))
+            goto done;
         if (ephase >= 0 && (rc = prune_experts(r, b, ephase)))
             goto done;
         free_hessians(r);
     }
     if (r->need_data && layer + 1 < r->L)
-        rc = forward_all(r, b, NULL, NULL, -1);
+        rc = spruce_dist_agree(forward_all(r, b, NULL, NULL, -1));
 done:
     spruce_model_put_block(r->m, b);
     return rc;
@@ -633,9 +831,14 @@ static int owl_pass(run *r, double *bs)
         for (site = 0; site < SPRUCE_NSITES; site++)
             memset(on.a[site], 0, spruce_family_site_cols(r->f, r->c, (spruce_site)site) *
                                       sizeof *on.a[site]);
-        if ((rc = spruce_model_get_block(r->m, layer, &b)))
+        if ((rc = spruce_dist_agree(spruce_model_get_block(r->m, layer, &b))))
             break;
-        if (!(rc = forward_all(r, b, owl_tap, &on, -1))) {
+        /* R ranks: each measured its share of the sequences; the norms are sums */
+        rc = spruce_dist_agree(forward_all(r, b, owl_tap, &on, -1));
+        for (site = 0; !rc && site < SPRUCE_NSITES; site++)
+            rc = spruce_dist_allreduce_sum_f64(
+                on.a[site], spruce_family_site_cols(r->f, r->c, (spruce_site)site));
+        if (!rc) {
             for (l = 0; l < SPRUCE_NPROJ; l++) {
                 if (!r->selected[(size_t)layer * SPRUCE_NPROJ + l] || r->f->linear[l].part)
                     continue;
@@ -648,10 +851,11 @@ static int owl_pass(run *r, double *bs)
                 ratio[nb++] = spruce_owl_outlier_ratio(n, W, rows, cols, norm, r->o->owl_m);
         }
         spruce_model_put_block(r->m, b);
-        if (!rc && n > 0 && r->o->on_profile)
+        if (!rc && n > 0 && r->o->on_profile && r->rank == 0)
             r->o->on_profile(r->o->ctx, layer, r->L, ratio[nb - 1], spruce_clock_now() - r->t0);
         if (!rc && spruce__cancelled())
             rc = spruce__seterr(SPRUCE_ECANCELED, "owl: stopped after block %d", layer);
+        rc = spruce_dist_agree(rc);
     }
     /* blocks without a selected layer take no part in the profile */
     if (!rc) {
@@ -712,10 +916,10 @@ static int build_plan(run *r)
     count = malloc(n * sizeof *count);
     used = calloc((size_t)nrules + 1, 1);
     if (!r->plan || !sp || !numel || !count || !used ||
-        (o->owl && !(r->block_sparsity = calloc((size_t)r->L, sizeof *r->block_sparsity)))) {
+        (o->owl && !(r->block_sparsity = calloc((size_t)r->L, sizeof *r->block_sparsity))))
         rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline: plan of %zu layers", n);
+    if ((rc = spruce_dist_agree(rc)))
         goto done;
-    }
     if (o->owl && (rc = owl_pass(r, r->block_sparsity)))
         goto done;
     for (i = 0; i < n; i++) {
@@ -753,9 +957,12 @@ static int build_plan(run *r)
         if (r->selected[i] && !r->f->linear[i % SPRUCE_NPROJ].part &&
             r->plan[i].kind == SPRUCE_TARGET_SPARSITY)
             r->plan[i].count = count[k++];
-    if (o->owl && (rc = embed_all(r))) /* the pruning pass starts from the embeddings again */
+    /* the pruning pass starts from the embeddings again */
+    if ((rc = spruce_dist_agree(o->owl ? embed_all(r) : 0)))
         goto done;
-    if (o->on_plan && (rc = o->on_plan(o->ctx, r->plan, r->block_sparsity, r->L)))
+    if ((rc = spruce_dist_agree(o->on_plan && r->rank == 0
+                                    ? o->on_plan(o->ctx, r->plan, r->block_sparsity, r->L)
+                                    : 0)))
         goto done;
 done:
     free(sp);
@@ -786,15 +993,34 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     r.L = r.c->num_hidden_layers;
     r.E = r.c->num_experts;
     r.need_data = o->prune.method != SPRUCE_METHOD_MAGNITUDE || o->owl;
+    r.rank = spruce_dist_rank();
+    r.nranks = spruce_dist_size();
     if (r.need_data && (nsamples <= 0 || seqlen <= 0))
         return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples of %d tokens",
                               nsamples, seqlen);
+    if (r.need_data && nsamples < r.nranks)
+        return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples for %d ranks "
+                              "(each rank needs at least one)", nsamples, r.nranks);
+    if (r.E && r.nranks > 1)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: a mixture of experts (%s) is not "
+                              "pruned across %d ranks (not implemented): run it in one process",
+                              r.c->model_type, r.nranks);
+    if (r.need_data) { /* this rank's contiguous share */
+        int64_t first, count;
+        spruce_dist_share(nsamples, &first, &count);
+        r.first = (int)first;
+        r.nsamples = (int)count;
+        r.calib = calib + (size_t)first * (size_t)seqlen;
+    }
     if (r.E && (o->layer_rules || o->owl))
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: a per-layer plan (%s) is not "
                               "supported for a mixture of experts (%s): prune it with one "
                               "sparsity or N:M pattern", o->owl ? "the OWL profile"
                               : "a layer sparsity file", r.c->model_type);
-    if ((rc = select_layers(&r)) || (rc = prepare(&r)) || (rc = build_plan(&r)))
+    rc = select_layers(&r);
+    if (!rc)
+        rc = prepare(&r);
+    if ((rc = spruce_dist_agree(rc)) || (rc = build_plan(&r)))
         goto done;
     for (layer = 0; layer < r.L; layer++) {
         int l, any = 0;
@@ -806,7 +1032,7 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
             continue;   /* nothing to prune, no input to carry to the next block */
         if ((rc = prune_block(&r, layer)))
             goto done;
-        if (o->on_block)
+        if (o->on_block && r.rank == 0)
             o->on_block(o->ctx, layer, r.L, spruce_clock_now() - r.t0);
     }
     r.total.sparsity = r.total.params ? (double)r.total.zeros / (double)r.total.params : 0.0;
@@ -820,6 +1046,9 @@ done:
     free(r.mask);
     free(r.grid.scale);
     free(r.grid.zero);
+    free(r.gmask);
+    free(r.ggrid.scale);
+    free(r.ggrid.zero);
     free(r.selected);
     free(r.eselected);
     free(r.plan);

@@ -112,3 +112,29 @@ const float *spruce_hessian_matrix(const spruce_hessian *h)
     }
     return h->H;
 }
+
+int spruce_hessian_set_share(spruce_hessian *h, int64_t total)
+{
+    size_t i, n;
+    float f;
+    if (!h || total < h->tokens || total <= 0)
+        return spruce__seterr(SPRUCE_EINVAL, "hessian_set_share: a share of %lld tokens of %lld",
+                              h ? (long long)h->tokens : 0LL, (long long)total);
+    if (total == h->tokens)
+        return 0;
+    f = (float)((double)h->tokens / (double)total);
+    n = (size_t)h->cols * (size_t)h->cols;
+    for (i = 0; i < n; i++)
+        h->H[i] *= f;
+    h->tokens = total;
+    h->lower_stale = 1;
+    return 0;
+}
+
+float *spruce_hessian_data(spruce_hessian *h)
+{
+    if (!h)
+        return NULL;
+    h->lower_stale = 1; /* the caller may write the upper triangle */
+    return h->H;
+}

@@ -48,6 +48,15 @@ int64_t spruce_hessian_tokens(const spruce_hessian *h);
  * one accumulator between threads. */
 const float *spruce_hessian_matrix(const spruce_hessian *h);
 
+/* Sums over processes (spruce_dist.h).  Make h one share of a Hessian over
+ * total tokens, its own and other processes': H <- H * tokens / total and
+ * tokens <- total (SPRUCE_EINVAL unless tokens <= total).  The element-wise
+ * sum of the shares' spruce_hessian_data is then the Hessian of all of them. */
+int spruce_hessian_set_share(spruce_hessian *h, int64_t total);
+/* The (cols, cols) row-major matrix to read or overwrite in place; only its
+ * upper triangle counts (the lower one is mirrored again when next read). */
+float *spruce_hessian_data(spruce_hessian *h);
+
 /* ---- Pruning ------------------------------------------------------------- */
 
 typedef enum {
