@@ -405,6 +405,18 @@ Test(cli, layer_sparsity_json_and_masks)
     total = json_object_get(root, "total");
     cr_assert_eq(json_integer_value(json_object_get(total, "layers_pruned")), 31);
     cr_assert_eq(json_integer_value(json_object_get(total, "layers_dense")), 4);
+    /* the measured memory beside the estimate, in bytes (Linux tells all four) */
+    {
+        json_t *mem = json_object_get(root, "memory");
+        json_int_t peak = json_integer_value(json_object_get(mem, "peak_rss_bytes"));
+        cr_assert(json_is_integer(json_object_get(mem, "estimate_bytes")) &&
+                  json_integer_value(json_object_get(mem, "estimate_bytes")) > 0);
+        cr_assert(peak > (1 << 20) && peak < ((json_int_t)8 << 30), "peak %lld", (long long)peak);
+        cr_assert(json_is_integer(json_object_get(mem, "rss_anon_bytes")) &&
+                  json_integer_value(json_object_get(mem, "rss_anon_bytes")) <= peak);
+        cr_assert(json_is_integer(json_object_get(mem, "rss_file_bytes")));
+        cr_assert(json_real_value(json_object_get(root, "seconds")) > 0);
+    }
     json_decref(root);
 
     cr_assert_eq(spruce_maskreader_open(masks, &mr), 0, "%s", spruce_errdetail());

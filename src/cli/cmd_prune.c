@@ -111,6 +111,21 @@ static void usage(FILE *f)
  * standard output: what the operating system measured beside the estimate
  * printed at start.  RssAnon and RssFile are the largest values sampled after
  * each layer and block (the kernel keeps no peak of either). */
+/* The same figures for --json, in bytes; anonymous and mapped are null where
+ * the platform does not tell them. */
+static json_t *memory_json(double estimate, const spruce_memstat *max)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "estimate_bytes", json_integer((json_int_t)estimate));
+    json_object_set_new(o, "peak_rss_bytes",
+                        max->peak_rss >= 0 ? json_integer((json_int_t)max->peak_rss) : json_null());
+    json_object_set_new(o, "rss_anon_bytes",
+                        max->rss_anon >= 0 ? json_integer((json_int_t)max->rss_anon) : json_null());
+    json_object_set_new(o, "rss_file_bytes",
+                        max->rss_file >= 0 ? json_integer((json_int_t)max->rss_file) : json_null());
+    return o;
+}
+
 static void print_memory(double estimate, const spruce_memstat *max)
 {
     printf("memory: estimate %.3f GiB; peak resident %.3f GiB (getrusage ru_maxrss)", estimate / GIB,
@@ -669,6 +684,9 @@ int spruce_cmd_prune(int argc, char **argv)
         }
         json_object_set_new(head, "nsamples", json_integer(nsamples));
         json_object_set_new(head, "seqlen", json_integer(seqlen));
+        spruce_memstat_sample(&ctx.mem);
+        json_object_set_new(head, "memory", memory_json(estimate, &ctx.mem));
+        json_object_set_new(head, "seconds", cli_json_real(spruce_clock_now() - ctx.t0));
         if (prune_report_json(&ctx.rep, head, &sum, stdout)) {
             cli_fail("prune: writing the JSON summary failed");
             goto done;
