@@ -424,11 +424,17 @@ const char *spruce_ckpt_file_of(const spruce_ckpt *c, const spruce_tensor *t)
     return t && t->shard >= 0 && t->shard < c->nsh ? c->sh[t->shard].path : "?";
 }
 
-void spruce_ckpt_release(const spruce_ckpt *c, const spruce_tensor *t)
+/* The window the kernel maps around a faulting page (fault-around: 64 KiB by
+ * default on Linux), so that releasing a read range also releases the
+ * neighbours mapped with it. */
+#define FAULT_AROUND_BYTES ((size_t)64 << 10)
+
+void spruce_ckpt_release_range(const spruce_ckpt *c, const spruce_tensor *t, size_t off,
+                               size_t len)
 {
     const shard *s;
     const uint8_t *p;
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), nbytes, lo, hi;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), nbytes, tlo, thi, lo, hi;
     if (!c || !t || t->shard < 0 || t->shard >= c->nsh || !c->sh[t->shard].map)
         return;
     s = &c->sh[t->shard];
@@ -436,11 +442,29 @@ void spruce_ckpt_release(const spruce_ckpt *c, const spruce_tensor *t)
     nbytes = t->nbytes;
     if (p < s->map || p >= s->map + s->size || nbytes > (size_t)(s->map + s->size - p))
         return; /* a decoded (compressed-tensors) weight: not file pages */
-    /* whole pages only: a neighbour sharing the edge pages keeps them */
-    lo = ((size_t)(p - s->map) + page - 1) / page * page;
-    hi = ((size_t)(p - s->map) + nbytes) / page * page;
+    if (off >= nbytes || len == 0)
+        return;
+    if (len > nbytes - off)
+        len = nbytes - off;
+    /* whole pages of the tensor only: a neighbour sharing the edge pages keeps them */
+    tlo = ((size_t)(p - s->map) + page - 1) / page * page;
+    thi = ((size_t)(p - s->map) + nbytes) / page * page;
+    /* the range read, widened to the fault-around windows it touched */
+    lo = ((size_t)(p - s->map) + off) / FAULT_AROUND_BYTES * FAULT_AROUND_BYTES;
+    hi = ((size_t)(p - s->map) + off + len + FAULT_AROUND_BYTES - 1) / FAULT_AROUND_BYTES *
+         FAULT_AROUND_BYTES;
+    if (lo < tlo)
+        lo = tlo;
+    if (hi > thi)
+        hi = thi;
     if (hi > lo)
         (void)madvise(s->map + lo, hi - lo, MADV_DONTNEED);
+}
+
+void spruce_ckpt_release(const spruce_ckpt *c, const spruce_tensor *t)
+{
+    if (t)
+        spruce_ckpt_release_range(c, t, 0, t->nbytes);
 }
 
 const char *spruce_ckpt_metadata(const spruce_ckpt *c, int s, const char *key)

@@ -65,6 +65,10 @@ const char *spruce_ckpt_file_of(const spruce_ckpt *c, const spruce_tensor *t);
  * maps them again), so that a checkpoint read block by block does not stay in
  * the process's resident set.  A no-op for tensors not in a mapped file. */
 void spruce_ckpt_release(const spruce_ckpt *c, const spruce_tensor *t);
+/* The same for bytes [off, off + len) of t (clamped to t), with the pages the
+ * kernel maps around them on a fault: for a few rows of a large tensor. */
+void spruce_ckpt_release_range(const spruce_ckpt *c, const spruce_tensor *t, size_t off,
+                               size_t len);
 
 int64_t spruce_tensor_numel(const spruce_tensor *t);
 /* Convert to float32 (numel floats).  SPRUCE_EDTYPE for other dtypes. */

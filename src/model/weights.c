@@ -593,9 +593,17 @@ int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, in
         }
         if (m->embed) /* OPT: the embedding as computed at open */
             memcpy(xt, m->embed + (size_t)ids[t] * hid, (size_t)hid * sizeof(float));
-        else if ((rc = spruce_tensor_read_f32_range(m->embed_t, (size_t)ids[t] * hid,
-                                                    (size_t)hid, xt)))
-            break;
+        else {
+            size_t esz = m->embed_t->nbytes / (size_t)spruce_tensor_numel(m->embed_t);
+            if ((rc = spruce_tensor_read_f32_range(m->embed_t, (size_t)ids[t] * hid,
+                                                   (size_t)hid, xt)))
+                break;
+            /* Give the row's pages back, and the neighbours the kernel mapped
+             * with them (fault-around): random ids would otherwise map most of
+             * a large embedding into the resident set. */
+            spruce_ckpt_release_range(m->ck, m->embed_t, (size_t)ids[t] * hid * esz,
+                                      (size_t)hid * esz);
+        }
         if (m->cfg.embed_scale > 0)   /* gemma: times sqrt(hidden) */
             for (j = 0; j < hid; j++)
                 xt[j] *= m->cfg.embed_scale;
@@ -605,11 +613,6 @@ int spruce__model_embed_at(const spruce_model *m, const uint32_t *ids, int T, in
                 xt[j] += pr[j];
         }
     }
-    /* Give the rows' pages back, and the neighbours the kernel mapped with
-     * them (fault-around): random ids would otherwise map most of a large
-     * embedding into the resident set. */
-    if (m->embed_t)
-        spruce_ckpt_release(m->ck, m->embed_t);
     return rc;
 }
 
