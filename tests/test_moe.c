@@ -688,3 +688,55 @@ Test(quality, sparsegpt_below_wanda_below_magnitude_per_expert)
     rm_tree(d);
     free(d);
 }
+
+/* ---- the memory estimate ------------------------------------------------------- */
+
+/* A synth mixtral with few, wide experts (hidden 512, 2 experts of 2048, top
+ * 1, 2 blocks, vocab 256): every block is a mixture of experts, so the
+ * estimate has no dense MLP terms; `spruce prune` prints it beside the largest
+ * anonymous resident memory it sampled (RssAnon after each layer and block),
+ * and the two agree within 15%.  With the dense MLP's 3 h I weights and I^2
+ * Hessian counted as well, the estimate was 0.124 GiB against 0.102 measured
+ * (+22%) and this test failed; without them it is 0.096 (-6%). */
+Test(memory, mixtral_estimate_against_measured_peak)
+{
+    NEED_SPRUCE_BIN(bin);
+    spruce_synth_config sc;
+    spruce_synth_family sf;
+    char *d = tmp_dir(), dir[1200], out[1200], path[1300], line[1024];
+    double est = -1, anon = -1;
+    FILE *f;
+    spruce_synth_defaults(&sc);
+    sc.hidden = 512;
+    sc.intermediate = 2048;
+    sc.layers = 2;
+    sc.heads = 8;
+    sc.kv_heads = 2;
+    sc.vocab = 256;
+    sc.max_position = 64;
+    spruce_synth_family_defaults(&sf);
+    sf.model_type = "mixtral";
+    sf.experts = 2;
+    sf.experts_per_tok = 1;
+    snprintf(dir, sizeof dir, "%s/m", d);
+    cr_assert_eq(spruce_synth_write_family(dir, &sc, &sf, 0), 0, "%s", spruce_errdetail());
+    prune_fixture(bin, dir, d, sc.vocab, "--sparsity 0.5", out, sizeof out);
+    snprintf(path, sizeof path, "%s/out", d);
+    f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    while (fgets(line, sizeof line, f)) {
+        const char *a = strstr(line, "largest sampled anonymous ");
+        if (!strncmp(line, "memory: estimate ", 17))
+            est = atof(line + 17);
+        if (a)
+            anon = atof(a + strlen("largest sampled anonymous "));
+    }
+    fclose(f);
+    if (anon < 0)
+        cr_skip_test("no RssAnon on this platform (%s)", path);
+    cr_assert(est > 0, "no estimate in %s", path);
+    cr_assert(fabs(est - anon) <= 0.15 * anon, "estimate %.3f GiB, measured %.3f GiB (%s)", est,
+              anon, path);
+    rm_tree(d);
+    free(d);
+}

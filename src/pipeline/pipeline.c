@@ -1058,7 +1058,8 @@ done:
 
 double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
 {
-    double h, I, qd, kvd, V, T, N, chunk, pblock, mx, total, heads;
+    double h, I, Id, qd, kvd, V, T, N, chunk, pblock, mx, total, heads;
+    int dense;
     if (!c)
         return 0;
     /* tied: one (vocab, hidden) matrix, but OPT with project_in/out keeps two
@@ -1077,15 +1078,28 @@ double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen)
     chunk = spruce_fwd_chunk(seqlen) < nsamples ? spruce_fwd_chunk(seqlen) : nsamples;
     if (chunk < 1)
         chunk = 1;
-    pblock = h * (2 * qd + 2 * kvd) + 3 * h * I;
+    /* the dense MLP's weights, Hessians and factor only when some block has
+     * one: when every block is a mixture of experts, the experts' terms below
+     * are the MLP (the forward workspace is still max(I, I_e) wide) */
+    dense = 1;
+    if (c->num_experts > 0) {
+        int l;
+        dense = 0;
+        for (l = 0; l < c->num_hidden_layers && !dense; l++)
+            dense = !spruce_config_layer_moe(c, l);
+    }
+    Id = dense ? I : 0;
+    pblock = h * (2 * qd + 2 * kvd) + 3 * h * Id;
     mx = h > qd ? h : qd;
-    mx = mx > I ? mx : I;
+    mx = mx > Id ? mx : Id;
+    if (c->num_experts > 0 && c->moe_intermediate_size > mx)
+        mx = c->moe_intermediate_size;
     total = N * T * h                                         /* activations */
             + pblock                                          /* one block */
             + (c->learned_positions   /* OPT: the embedding and head in float32, positions */
                    ? V * h * heads + (c->max_position_embeddings + 2.0) * h
                    : 0)
-            + 2 * h * h + qd * qd + I * I                     /* Hessians */
+            + 2 * h * h + qd * qd + Id * Id                   /* Hessians */
             + mx * mx + 2 * h * h                             /* factors */
             + chunk * T * (3 * h + 2 * qd + 4 * kvd + 2 * I)  /* forward workspace */
             + T * (T + 8);                                    /* attention scores */

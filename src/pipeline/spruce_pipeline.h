@@ -102,7 +102,9 @@ typedef struct {
  * both Hessians of every expert (E (h^2 + I_e^2)): all experts of a block are
  * calibrated in one forward and their Hessians held at once (with
  * true_sequential, the gate/up ones and then the down ones; the estimate
- * counts both). */
+ * counts both).  When every block is a mixture of experts (no block has
+ * the dense MLP, spruce_config_layer_moe), the dense terms 3 h I and I^2 are
+ * left out and the factor is max(h, H d, I_e)^2. */
 double spruce_pipeline_memory(const spruce_config *c, int nsamples, int seqlen);
 
 /* Prune m block by block on nsamples calibration sequences of seqlen tokens
