@@ -363,6 +363,90 @@ Test(moe, norm_topk_prob_false_leaves_the_weights_unnormalised)
     free(d);
 }
 
+/* ---- dense MLP layers: mlp_only_layers and decoder_sparse_step ---------------------- */
+
+/* modeling_qwen3_moe.py: Qwen3MoeDecoderLayer takes Qwen3MoeSparseMoeBlock when
+ *   layer_idx not in mlp_only_layers and num_experts > 0 and
+ *   (layer_idx + 1) % decoder_sparse_step == 0,
+ * else Qwen3MoeMLP(intermediate_size), which is qwen3's MLP; the attention is
+ * qwen3's.  So the qwen3 fixture relabelled as qwen3_moe with every layer dense
+ * by either key is the same model: its golden logits (an independent PyTorch
+ * computation) must come out. */
+static char *qwen3_as_moe(const char *dir, const char *key, json_t *val)
+{
+    char *d = tmp_dir(), path[1200], cmd[4096];
+    json_error_t err;
+    json_t *root;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    root = json_load_file(path, 0, &err);
+    cr_assert_not_null(root);
+    json_object_set_new(root, "model_type", json_string("qwen3_moe"));
+    json_object_set_new(root, "architectures", json_pack("[s]", "Qwen3MoeForCausalLM"));
+    json_object_set_new(root, "num_experts", json_integer(8));
+    json_object_set_new(root, "num_experts_per_tok", json_integer(2));
+    json_object_set_new(root, "moe_intermediate_size", json_integer(32));
+    json_object_set_new(root, "norm_topk_prob", json_true());
+    json_object_set_new(root, key, val);
+    snprintf(path, sizeof path, "%s/config.json", d);
+    cr_assert_eq(json_dump_file(root, path, JSON_INDENT(2)), 0);
+    json_decref(root);
+    snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", dir, d);
+    cr_assert_eq(sh(cmd), 0);
+    return d;
+}
+
+static void expect_qwen3_logits(const char *key, json_t *val)
+{
+    NEED_FAMILY(dir, "qwen3");
+    spruce_model *m = NULL;
+    const spruce_config *c;
+    uint32_t *ids;
+    float *gold, *lg;
+    char *d = qwen3_as_moe(dir, key, val);
+    double diff;
+    int l;
+    cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(m);
+    cr_assert_eq(c->num_experts, 8);
+    for (l = 0; l < c->num_hidden_layers; l++)
+        cr_assert_not(spruce_config_layer_moe(c, l), "%s: layer %d taken as MoE", key, l);
+    load_golden(dir, c->vocab_size, &ids, &gold);
+    lg = malloc((size_t)SEQ * c->vocab_size * sizeof(float));
+    cr_assert_not_null(lg);
+    cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
+    diff = max_abs_diff(lg, gold, (size_t)SEQ * c->vocab_size);
+    cr_assert(diff < 1e-4, "%s: the dense layers' logits differ from qwen3's by %g", key, diff);
+    free(lg);
+    free(gold);
+    free(ids);
+    spruce_model_free(m);
+    rm_tree(d);
+    free(d);
+}
+
+Test(moe, mlp_only_layers_are_qwen3_dense_layers)
+{
+    expect_qwen3_logits("mlp_only_layers", json_pack("[i,i]", 0, 1));
+}
+
+Test(moe, decoder_sparse_step_leaves_other_layers_dense)
+{
+    /* 2 layers, step 3: (0 + 1) % 3 and (1 + 1) % 3 are not 0, both dense */
+    expect_qwen3_logits("decoder_sparse_step", json_integer(3));
+}
+
+/* A layer the keys make MoE needs its experts: a clear error naming it. */
+Test(moe, a_moe_layer_without_experts_is_refused_by_name)
+{
+    NEED_FAMILY(dir, "qwen3");
+    spruce_model *m = NULL;
+    char *d = qwen3_as_moe(dir, "decoder_sparse_step", json_integer(2));
+    cr_assert_neq(spruce_model_open(d, &m), 0, "layer 1 (MoE by step 2) opened without experts");
+    cr_assert(strstr(spruce_errdetail(), "layers.1."), "%s", spruce_errdetail());
+    rm_tree(d);
+    free(d);
+}
+
 /* ---- pruning ------------------------------------------------------------------------ */
 
 static void expect_sparse(const float *w, size_t n, int nm, const char *what)
