@@ -236,7 +236,11 @@ static int on_layer(void *vctx, const spruce_layer_report *r)
  * loss (SparseGPT) and relative output error summed over gate, up and down. */
 static void print_experts(const prune_ctx *ctx, const spruce_config *c)
 {
-    int l, e;
+    int l, e, any = 0;
+    for (l = 0; l < c->num_hidden_layers; l++)
+        any |= spruce_config_layer_moe(c, l);
+    if (!any) /* every layer dense (mlp_only_layers, decoder_sparse_step) */
+        return;
     printf("experts (block.expert: calibration tokens, loss, relative error of gate+up+down; "
            "* fewer tokens than inputs, see above):\n");
     for (l = 0; l < c->num_hidden_layers; l++) {
