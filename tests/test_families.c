@@ -1928,3 +1928,35 @@ Test(families, opt_without_the_model_prefix)
     free(dir);
     free(work);
 }
+
+/* spruce__tanhf against double tanh on a dense grid of [-20, 20] (step 1e-4)
+ * plus the edge cases: absolute error at most 4e-7 (under 7 float ulps
+ * of 1), relative at most 2e-6 where |tanh| >= 1e-3, NaN stays NaN, +-inf
+ * gives +-1, and the result never leaves [-1, 1]. */
+Test(families, tanh_rational)
+{
+    double maxabs = 0, maxrel = 0;
+    for (long i = -200000; i <= 200000; i++) {
+        float x = (float)i * 1e-4f;
+        double ref = tanh((double)x);
+        float got = spruce__tanhf(x);
+        cr_assert(got >= -1.0f && got <= 1.0f, "tanh(%g) = %g out of [-1, 1]", x, got);
+        double ae = fabs((double)got - ref);
+        if (ae > maxabs)
+            maxabs = ae;
+        if (fabs(ref) >= 1e-3 && ae / fabs(ref) > maxrel)
+            maxrel = ae / fabs(ref);
+    }
+    for (float x = 1e-8f; x < 1e-3f; x *= 1.01f) {
+        double ref = tanh((double)x);
+        cr_assert(fabs(spruce__tanhf(x) - ref) <= 2e-6 * ref, "tanh(%g)", x);
+        cr_assert(fabs(spruce__tanhf(-x) + ref) <= 2e-6 * ref, "tanh(-%g)", x);
+    }
+    cr_assert(maxabs <= 4e-7, "max abs error %g", maxabs);
+    cr_assert(maxrel <= 2e-6, "max rel error %g", maxrel);
+    cr_assert(isnan(spruce__tanhf(NAN)));
+    cr_assert_eq(spruce__tanhf(INFINITY), 1.0f);
+    cr_assert_eq(spruce__tanhf(-INFINITY), -1.0f);
+    cr_assert_eq(spruce__tanhf(1e30f), 1.0f);
+    cr_assert_eq(spruce__tanhf(0.0f), 0.0f);
+}

@@ -131,10 +131,37 @@ void spruce__swiglu(float *g, const float *u, size_t n)
         g[i] = silu_mul(g[i], u[i]);
 }
 
+/* tanh(x) in float32 as a 13/6 odd/even rational function on [-c, c],
+ * c = 7.90531 (where the float tanh is 1 to within an ulp), x itself below
+ * 4e-4 in magnitude; branch-free, so the loops below vectorize (tanhf does
+ * not). Clamping by comparison keeps NaN (the comparisons are false), and
+ * +-inf clamps to +-c, giving +-1. Max error against double tanh: see
+ * tests/test_families (tanh_rational). */
+float spruce__tanhf(float x)
+{
+    const float c = 7.90531110763549805f;
+    float y = x > c ? c : (x < -c ? -c : x);
+    float y2 = y * y;
+    float p = -2.76076847742355e-16f;
+    p = p * y2 + 2.00018790482477e-13f;
+    p = p * y2 + -8.60467152213735e-11f;
+    p = p * y2 + 5.12229709037114e-08f;
+    p = p * y2 + 1.48572235717979e-05f;
+    p = p * y2 + 6.37261928875436e-04f;
+    p = p * y2 + 4.89352455891786e-03f;
+    p = p * y;
+    float q = 1.19825839466702e-06f;
+    q = q * y2 + 1.18534705686654e-04f;
+    q = q * y2 + 2.26843463243900e-03f;
+    q = q * y2 + 4.89352518554385e-03f;
+    float r = p / q;
+    return fabsf(x) < 0.0004f ? x : r;
+}
+
 float spruce__gelu_tanh(float x)
 {
     const float k = 0.7978845608028654f;   /* sqrt(2 / pi) */
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1.0f + spruce__tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
 void spruce__softcap(float *x, size_t n, float cap)
@@ -142,12 +169,12 @@ void spruce__softcap(float *x, size_t n, float cap)
     long i, nn = (long)n;
     if (nn < PAR_MIN) {
         for (i = 0; i < nn; i++)
-            x[i] = tanhf(x[i] / cap) * cap;
+            x[i] = spruce__tanhf(x[i] / cap) * cap;
         return;
     }
 #pragma omp parallel for schedule(static)
     for (i = 0; i < nn; i++)
-        x[i] = tanhf(x[i] / cap) * cap;
+        x[i] = spruce__tanhf(x[i] / cap) * cap;
 }
 
 void spruce__geglu(float *g, const float *u, size_t n)
@@ -276,7 +303,7 @@ static void attend_row(float *out, const float *qi, const float *kt, const float
                 acc[jj] += qe * ke[jj];
         }
         for (jj = 0; jj < nj; jj++) {
-            float s = cap > 0 ? tanhf(acc[jj] / cap) * cap : acc[jj];
+            float s = cap > 0 ? spruce__tanhf(acc[jj] / cap) * cap : acc[jj];
             p[j + jj] = s;
             mx = s > mx && j + jj >= lo ? s : mx;
         }
@@ -358,7 +385,7 @@ static void causal_softmax(float *S, int T, const spruce__attn *a)
         int j, lo = a->window > 0 && i >= a->window ? i - a->window + 1 : 0;
         if (cap > 0)
             for (j = lo; j <= i; j++)
-                r[j] = tanhf(r[j] / cap) * cap;
+                r[j] = spruce__tanhf(r[j] / cap) * cap;
         mx = r[lo];
         for (j = lo + 1; j <= i; j++)
             if (r[j] > mx)

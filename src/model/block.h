@@ -46,6 +46,10 @@ void spruce__swiglu(float *g, const float *u, size_t n);
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in float32. */
 float spruce__gelu_tanh(float x);
 
+/* tanh(x), float32, branch-free rational form (vectorizes); NaN stays NaN,
+ * +-inf gives +-1. */
+float spruce__tanhf(float x);
+
 /* x = tanh(x / cap) cap on n floats (Gemma's final-logit soft-cap). */
 void spruce__softcap(float *x, size_t n, float cap);
 
