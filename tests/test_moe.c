@@ -321,8 +321,9 @@ Test(moe, qwen3_moe_experts_see_exactly_their_tokens) { check_routing("qwen3-moe
 
 /* ---- norm_topk_prob is honoured ----------------------------------------------------- */
 
-/* A copy of a fixture with config.json key set to val (the weights linked). */
-static char *fixture_with(const char *dir, const char *key, json_t *val)
+/* A copy of a fixture with the keys of `keys` set in config.json (the weights
+ * linked); takes the reference to keys. */
+static char *fixture_with_keys(const char *dir, json_t *keys)
 {
     char *d = tmp_dir(), path[1200], cmd[4096];
     json_error_t err;
@@ -330,7 +331,8 @@ static char *fixture_with(const char *dir, const char *key, json_t *val)
     snprintf(path, sizeof path, "%s/config.json", dir);
     root = json_load_file(path, 0, &err);
     cr_assert_not_null(root);
-    json_object_set_new(root, key, val);
+    cr_assert_eq(json_object_update(root, keys), 0);
+    json_decref(keys);
     snprintf(path, sizeof path, "%s/config.json", d);
     cr_assert_eq(json_dump_file(root, path, JSON_INDENT(2)), 0);
     json_decref(root);
@@ -339,25 +341,43 @@ static char *fixture_with(const char *dir, const char *key, json_t *val)
     return d;
 }
 
+/* The same with one key set to val. */
+static char *fixture_with(const char *dir, const char *key, json_t *val)
+{
+    json_t *keys = json_object();
+    json_object_set_new(keys, key, val);
+    return fixture_with_keys(dir, keys);
+}
+
+/* The largest difference of m's logits from the fixture's golden ones. */
+static double diff_from_golden(spruce_model *m, const char *dir)
+{
+    int vocab = spruce_model_config(m)->vocab_size;
+    uint32_t *ids;
+    float *gold, *lg;
+    double diff;
+    load_golden(dir, vocab, &ids, &gold);
+    lg = malloc((size_t)SEQ * vocab * sizeof(float));
+    cr_assert_not_null(lg);
+    cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
+    diff = max_abs_diff(lg, gold, (size_t)SEQ * vocab);
+    free(lg);
+    free(gold);
+    free(ids);
+    return diff;
+}
+
 Test(moe, norm_topk_prob_false_leaves_the_weights_unnormalised)
 {
     NEED_FAMILY(dir, "qwen3-moe");
     spruce_model *m = NULL;
-    uint32_t *ids;
-    float *gold, *lg;
     char *d = fixture_with(dir, "norm_topk_prob", json_false());
     double diff;
     cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_model_config(m)->norm_topk_prob, 0);
-    load_golden(dir, spruce_model_config(m)->vocab_size, &ids, &gold);
-    lg = malloc((size_t)SEQ * spruce_model_config(m)->vocab_size * sizeof(float));
-    cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
-    diff = max_abs_diff(lg, gold, (size_t)SEQ * spruce_model_config(m)->vocab_size);
+    diff = diff_from_golden(m, dir);
     /* the golden logits renormalise: without, the expert outputs are smaller */
     cr_assert(diff > 1e-2, "norm_topk_prob false changed the logits by only %g", diff);
-    free(lg);
-    free(gold);
-    free(ids);
     spruce_model_free(m);
     rm_tree(d);
     free(d);
@@ -374,25 +394,13 @@ Test(moe, norm_topk_prob_false_leaves_the_weights_unnormalised)
  * computation) must come out. */
 static char *qwen3_as_moe(const char *dir, const char *key, json_t *val)
 {
-    char *d = tmp_dir(), path[1200], cmd[4096];
-    json_error_t err;
-    json_t *root;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    root = json_load_file(path, 0, &err);
-    cr_assert_not_null(root);
-    json_object_set_new(root, "model_type", json_string("qwen3_moe"));
-    json_object_set_new(root, "architectures", json_pack("[s]", "Qwen3MoeForCausalLM"));
-    json_object_set_new(root, "num_experts", json_integer(8));
-    json_object_set_new(root, "num_experts_per_tok", json_integer(2));
-    json_object_set_new(root, "moe_intermediate_size", json_integer(32));
-    json_object_set_new(root, "norm_topk_prob", json_true());
-    json_object_set_new(root, key, val);
-    snprintf(path, sizeof path, "%s/config.json", d);
-    cr_assert_eq(json_dump_file(root, path, JSON_INDENT(2)), 0);
-    json_decref(root);
-    snprintf(cmd, sizeof cmd, "ln -s '%s/model.safetensors' '%s/model.safetensors'", dir, d);
-    cr_assert_eq(sh(cmd), 0);
-    return d;
+    json_t *keys = json_pack("{s:s, s:[s], s:i, s:i, s:i, s:b}", "model_type", "qwen3_moe",
+                             "architectures", "Qwen3MoeForCausalLM", "num_experts", 8,
+                             "num_experts_per_tok", 2, "moe_intermediate_size", 32,
+                             "norm_topk_prob", 1);
+    cr_assert_not_null(keys);
+    json_object_set_new(keys, key, val);
+    return fixture_with_keys(dir, keys);
 }
 
 static void expect_qwen3_logits(const char *key, json_t *val)
@@ -400,8 +408,6 @@ static void expect_qwen3_logits(const char *key, json_t *val)
     NEED_FAMILY(dir, "qwen3");
     spruce_model *m = NULL;
     const spruce_config *c;
-    uint32_t *ids;
-    float *gold, *lg;
     char *d = qwen3_as_moe(dir, key, val);
     double diff;
     int l;
@@ -410,15 +416,8 @@ static void expect_qwen3_logits(const char *key, json_t *val)
     cr_assert_eq(c->num_experts, 8);
     for (l = 0; l < c->num_hidden_layers; l++)
         cr_assert_not(spruce_config_layer_moe(c, l), "%s: layer %d taken as MoE", key, l);
-    load_golden(dir, c->vocab_size, &ids, &gold);
-    lg = malloc((size_t)SEQ * c->vocab_size * sizeof(float));
-    cr_assert_not_null(lg);
-    cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
-    diff = max_abs_diff(lg, gold, (size_t)SEQ * c->vocab_size);
+    diff = diff_from_golden(m, dir);
     cr_assert(diff < 1e-4, "%s: the dense layers' logits differ from qwen3's by %g", key, diff);
-    free(lg);
-    free(gold);
-    free(ids);
     spruce_model_free(m);
     rm_tree(d);
     free(d);
