@@ -1749,36 +1749,37 @@ Test(families, qwen_sliding_layers_as_transformers_chooses_them)
     expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 8, "
                             "\"max_window_layers\": 1, \"layer_types\": [\"full_attention\", "
                             "\"full_attention\", \"full_attention\"]"), 0, 0, 0);
-    expect_refused(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 8, "
+    /* in any order (Qwen3Attention: config.layer_types[layer_idx]) */
+    expect_windows(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 8, "
                             "\"layer_types\": [\"full_attention\", \"sliding_attention\", "
-                            "\"full_attention\"]"),
-                   SPRUCE_EUNSUPPORTED, "layer_types[2]", "full layers, then sliding ones");
+                            "\"full_attention\"]"), 0, 8, 0);
+    expect_windows(QWEN_CFG("qwen2", ", \"use_sliding_window\": true, \"sliding_window\": 8, "
+                            "\"max_window_layers\": 2, \"layer_types\": [\"sliding_attention\", "
+                            "\"full_attention\", \"sliding_attention\"]"), 8, 0, 8);
     expect_refused(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"sliding_window\": 0"),
                    SPRUCE_EFORMAT, "sliding_window", NULL);
     expect_refused(QWEN_CFG("qwen3", ", \"use_sliding_window\": true, \"max_window_layers\": -1"),
                    SPRUCE_EFORMAT, "max_window_layers", NULL);
 }
 
-/* The qwen3 fixture with its second layer sliding (window 8): positions 0..7
- * see every key in both layers, so their logits are the golden ones; later
- * ones differ.  The decoder, whose cache reads the window, gives the
- * forward's logits at every position, and both attention paths agree.  With
- * max_window_layers = num_hidden_layers nothing slides. */
-Test(families, qwen3_sliding_window_through_the_forward_and_the_decoder)
+/* The qwen3 fixture (2 layers) with the keys `keys`, under which layer
+ * `sliding` alone slides with window 8: positions 0..7 see every key in both
+ * layers, so their logits are the golden ones; later ones differ.  The
+ * decoder, whose cache reads the window, gives the forward's logits at every
+ * position, and both attention paths agree.  The forward's logits go to out
+ * (SEQ x vocab, malloc'd). */
+static void check_qwen3_window(const char *src, const char *keys, int sliding, float **out)
 {
-    NEED_FAMILY(src, "qwen3");
-    char *dir = with_keys(src, "{\"use_sliding_window\": true, \"sliding_window\": 8, "
-                               "\"max_window_layers\": 1}");
-    char *none = with_keys(src, "{\"use_sliding_window\": true, \"sliding_window\": 8, "
-                                "\"max_window_layers\": 2}");
+    char *dir = with_keys(src, keys);
     spruce_model *m = NULL;
     uint32_t *ids;
     float *gold, *lg, *rows;
-    double early, late = 0, worst = 0;
+    double early, late = 0, worst;
     int V, t;
     cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
-    cr_assert_eq(spruce_config_layer_window(spruce_model_config(m), 0), 0);
-    cr_assert_eq(spruce_config_layer_window(spruce_model_config(m), 1), 8);
+    for (t = 0; t < 2; t++)
+        cr_assert_eq(spruce_config_layer_window(spruce_model_config(m), t), t == sliding ? 8 : 0,
+                     "%s: layer %d", keys, t);
     V = spruce_model_config(m)->vocab_size;
     load_golden(src, V, &ids, &gold);
     lg = malloc(sizeof *lg * SEQ * V);
@@ -1788,28 +1789,64 @@ Test(families, qwen3_sliding_window_through_the_forward_and_the_decoder)
     cr_assert_eq(spruce_model_forward(m, ids, SEQ, lg), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_model_set_attention(m, SPRUCE_ATTENTION_ROWS), 0);
     cr_assert_eq(spruce_model_forward(m, ids, SEQ, rows), 0, "%s", spruce_errdetail());
-    cr_assert(max_abs_diff(lg, rows, (size_t)SEQ * V) < TOL, "the two attention paths differ");
+    cr_assert(max_abs_diff(lg, rows, (size_t)SEQ * V) < TOL, "%s: the two attention paths "
+              "differ", keys);
     early = max_abs_diff(lg, gold, (size_t)8 * V);
     for (t = 8; t < SEQ; t++) {
         double dd = max_abs_diff(lg + (size_t)t * V, gold + (size_t)t * V, (size_t)V);
         late = dd > late ? dd : late;
     }
-    cr_assert(early < TOL, "positions 0..7 are %g from the full-attention logits", early);
-    cr_assert(late > 1e-2, "beyond the window the logits should change, moved by %g", late);
+    cr_assert(early < TOL, "%s: positions 0..7 are %g from the full-attention logits", keys,
+              early);
+    cr_assert(late > 1e-2, "%s: beyond the window the logits should change, moved by %g", keys,
+              late);
     worst = decoder_error(m, SPRUCE_DECODE_DENSE, ids, SEQ, lg);
-    cr_assert(worst < TOL, "the decoder is %g from the sliding forward", worst);
+    cr_assert(worst < TOL, "%s: the decoder is %g from the sliding forward", keys, worst);
     spruce_model_free(m);
-    m = NULL;
-    forward_of(none, ids, SEQ, lg);
-    cr_assert(max_abs_diff(lg, gold, (size_t)SEQ * V) < TOL, "max_window_layers 2: no layer "
-              "slides");
-    free(lg);
     free(rows);
     free(gold);
     free(ids);
     rm_tree(dir);
-    rm_tree(none);
     free(dir);
+    *out = lg;
+}
+
+/* max_window_layers 1: the second layer slides; layer_types may also put a
+ * full layer after a sliding one (the first slides), and then the logits are
+ * not those of the other order.  With max_window_layers = num_hidden_layers
+ * nothing slides. */
+Test(families, qwen3_sliding_window_through_the_forward_and_the_decoder)
+{
+    NEED_FAMILY(src, "qwen3");
+    char *none = with_keys(src, "{\"use_sliding_window\": true, \"sliding_window\": 8, "
+                                "\"max_window_layers\": 2}");
+    uint32_t *ids;
+    float *gold, *second, *first, *lg;
+    int V;
+    check_qwen3_window(src, "{\"use_sliding_window\": true, \"sliding_window\": 8, "
+                            "\"max_window_layers\": 1}", 1, &second);
+    check_qwen3_window(src, "{\"use_sliding_window\": true, \"sliding_window\": 8, "
+                            "\"layer_types\": [\"sliding_attention\", \"full_attention\"]}", 0,
+                       &first);
+    {
+        spruce_config c;
+        cr_assert_eq(spruce_config_load(src, &c), 0, "%s", spruce_errdetail());
+        V = c.vocab_size;
+    }
+    cr_assert(max_abs_diff(first, second, (size_t)SEQ * V) > 1e-2, "the sliding layer "
+              "should matter: first and second give the same logits");
+    load_golden(src, V, &ids, &gold);
+    lg = malloc(sizeof *lg * SEQ * V);
+    cr_assert(lg);
+    forward_of(none, ids, SEQ, lg);
+    cr_assert(max_abs_diff(lg, gold, (size_t)SEQ * V) < TOL, "max_window_layers 2: no layer "
+              "slides");
+    free(lg);
+    free(first);
+    free(second);
+    free(gold);
+    free(ids);
+    rm_tree(none);
     free(none);
 }
 

@@ -321,6 +321,13 @@ Test(gemma, gemma3_defaults_and_layer_pattern)
                        "\"sliding_attention\", \"sliding_attention\"]"), &c);
     for (i = 0; i < 6; i++)
         cr_assert_eq(spruce_config_layer_window(&c, i), 4096, "layer %d", i);
+    /* any order, as Gemma2DecoderLayer reads config.layer_types[layer_idx] */
+    parse_ok(GEMMA_CFG("gemma2", ", \"layer_types\": [\"full_attention\", "
+                       "\"sliding_attention\", \"full_attention\", \"full_attention\", "
+                       "\"sliding_attention\", \"sliding_attention\"]"), &c);
+    for (i = 0; i < 6; i++)
+        cr_assert_eq(spruce_config_layer_window(&c, i), (i == 1 || i >= 4) ? 4096 : 0,
+                     "layer %d", i);
 }
 
 Test(gemma, what_is_not_implemented_is_refused)
@@ -336,10 +343,6 @@ Test(gemma, what_is_not_implemented_is_refused)
                   SPRUCE_EUNSUPPORTED, "rope_parameters");
     parse_refused(GEMMA_CFG("gemma2", ", \"sliding_window\": null"), SPRUCE_EUNSUPPORTED,
                   "sliding_window");
-    parse_refused(GEMMA_CFG("gemma2", ", \"layer_types\": [\"sliding_attention\", "
-                            "\"full_attention\", \"full_attention\", \"full_attention\", "
-                            "\"sliding_attention\", \"full_attention\"]"),
-                  SPRUCE_EUNSUPPORTED, "layer_types[2]");
     parse_refused(GEMMA_CFG("gemma2", ", \"layer_types\": [\"sliding_attention\"]"),
                   SPRUCE_EFORMAT, "layer_types");
     parse_refused(GEMMA_CFG("gemma2", ", \"layer_types\": [\"chunked_attention\", "

@@ -105,16 +105,48 @@ static int get_softcap(const json_t *root, const char *origin, const char *key, 
     return v ? get_double(root, origin, key, 0, out) : 0;
 }
 
+static void set_full_layer(spruce_config *c, int layer)
+{
+    c->full_layer[layer / 8] |= (unsigned char)(1u << (layer % 8));
+}
+
+/* layer_types (gemma2, gemma3, qwen2, qwen3: one "sliding_attention" or
+ * "full_attention" per layer, in any order): the full ones are marked in
+ * c->full_layer; *first_sliding gets the first sliding layer, or -1. */
+static int read_layer_types(const json_t *v, const char *origin, spruce_config *c,
+                            int *first_sliding)
+{
+    const json_t *e;
+    size_t i;
+    if (!json_is_array(v) || json_array_size(v) != (size_t)c->num_hidden_layers)
+        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'layer_types': expected an array "
+                              "of num_hidden_layers (%d) strings", origin, c->num_hidden_layers);
+    *first_sliding = -1;
+    memset(c->full_layer, 0, sizeof c->full_layer);
+    json_array_foreach(v, i, e) {
+        const char *s = json_is_string(e) ? json_string_value(e) : "";
+        if (!strcmp(s, "full_attention"))
+            set_full_layer(c, (int)i);
+        else if (!strcmp(s, "sliding_attention")) {
+            if (*first_sliding < 0)
+                *first_sliding = (int)i;
+        } else
+            return spruce__seterr(SPRUCE_EFORMAT, "file %s: layer_types[%zu]: expected "
+                                  "\"sliding_attention\" or \"full_attention\"", origin, i);
+    }
+    return 0;
+}
+
 /* The keys of configuration_gemma2.py and configuration_gemma3.py
  * (Gemma3TextConfig) that change the maths, with their defaults:
  *   hidden_activation       gelu_pytorch_tanh (the MLP reads it, not hidden_act)
  *   query_pre_attn_scalar   256: scores scaled by its ^-0.5
  *   attn_logit_softcapping  gemma2 50 (null: none); gemma3's forward never applies it
  *   final_logit_softcapping gemma2 30, gemma3 none (null: none)
- *   sliding_window          4096, on the layers of layer_types, else of the pattern
- *                           (gemma2: 2, Gemma2DecoderLayer is_sliding = not layer_idx % 2;
- *                           gemma3: sliding_window_pattern, 6): layer i slides when
- *                           (i + 1) % pattern != 0
+ *   sliding_window          4096, on the layers of layer_types (any order), else of
+ *                           the pattern (gemma2: 2, Gemma2DecoderLayer is_sliding = not
+ *                           layer_idx % 2; gemma3: sliding_window_pattern, 6): layer i
+ *                           slides when (i + 1) % pattern != 0
  *   rope_local_base_freq    gemma3 10000: the RoPE base of sliding layers, no scaling
  *   tie_word_embeddings     true
  * Embeddings are multiplied by sqrt(hidden_size) (in the embedding's dtype,
@@ -122,11 +154,10 @@ static int get_softcap(const json_t *root, const char *origin, const char *key, 
 static int gemma_keys(const json_t *root, const char *origin, const spruce_family *f,
                       spruce_config *c)
 {
-    const json_t *v = json_object_get(root, "hidden_activation"), *e;
+    const json_t *v = json_object_get(root, "hidden_activation");
     const char *act = "gelu_pytorch_tanh";
     double qpas = 256;
-    size_t i;
-    int rc, on = 0;
+    int rc, on = 0, pattern = 2, first, i;
     if (v && !json_is_null(v)) {
         if (!json_is_string(v))
             return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'hidden_activation': expected "
@@ -166,41 +197,21 @@ static int gemma_keys(const json_t *root, const char *origin, const spruce_famil
     if (on)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: use_bidirectional_attention true "
                               "is not supported (supported: causal attention)", origin);
-    c->sliding_pattern = 2;
     if (f->gemma == 3) {
-        c->sliding_pattern = 6;
+        pattern = 6;
         c->rope_local_theta = 10000.0;
         if ((rc = get_int(root, origin, "sliding_window_pattern", 0, 1, SPRUCE_MAX_LAYERS,
-                               &c->sliding_pattern)) ||
+                          &pattern)) ||
             (rc = get_double(root, origin, "rope_local_base_freq", 0, &c->rope_local_theta)))
             return rc;
     }
-    /* layer_types wins over the pattern; spruce keeps it as a pattern. */
+    /* layer_types wins over the pattern. */
     v = json_object_get(root, "layer_types");
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_array(v) || json_array_size(v) != (size_t)c->num_hidden_layers)
-        return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'layer_types': expected an array "
-                              "of num_hidden_layers (%d) strings", origin, c->num_hidden_layers);
-    c->sliding_pattern = 0;
-    json_array_foreach(v, i, e) {
-        const char *s = json_is_string(e) ? json_string_value(e) : "";
-        if (strcmp(s, "sliding_attention") && strcmp(s, "full_attention"))
-            return spruce__seterr(SPRUCE_EFORMAT, "file %s: layer_types[%zu]: expected "
-                                  "\"sliding_attention\" or \"full_attention\"", origin, i);
-        if (!strcmp(s, "full_attention") && !c->sliding_pattern)
-            c->sliding_pattern = (int)i + 1;
-    }
-    if (!c->sliding_pattern)
-        return 0;   /* every layer slides */
-    json_array_foreach(v, i, e)
-        if (!strcmp(json_string_value(e), "full_attention") !=
-            !(((int)i + 1) % c->sliding_pattern))
-            return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%zu] breaks the "
-                                  "pattern of layers 0..%d (supported: layer i full when "
-                                  "(i + 1) %% %d == 0, the others sliding; or every layer "
-                                  "sliding)", origin, i, c->sliding_pattern - 1,
-                                  c->sliding_pattern);
+    if (v && !json_is_null(v))
+        return read_layer_types(v, origin, c, &first);
+    for (i = 0; i < c->num_hidden_layers; i++)
+        if (!((i + 1) % pattern))
+            set_full_layer(c, i);
     return 0;
 }
 
@@ -260,16 +271,13 @@ static int opt_keys(const json_t *root, const char *origin, spruce_config *c)
  *   sliding_window      4096 (null: none, every layer full)
  *   max_window_layers   28: layers 0 .. max_window_layers - 1 attend fully, the
  *                       later ones slide
- *   layer_types         when given, says which layers slide instead; spruce keeps
- *                       it as the first sliding layer (full layers, then sliding
- *                       ones); another order is refused, and so are sliding layers
- *                       without a window
+ *   layer_types         when given, says which layers slide instead, in any order;
+ *                       sliding layers without a window are refused
  * on: use_sliding_window. */
 static int qwen_window(const json_t *root, const char *origin, int on, spruce_config *c)
 {
-    const json_t *v = json_object_get(root, "sliding_window"), *e;
-    int window = 4096, from = 28, first = -1, rc;
-    size_t i;
+    const json_t *v = json_object_get(root, "sliding_window");
+    int window = 4096, from = 28, first = -1, rc, i;
     if (!on || (v && json_is_null(v)))
         window = 0;
     else if ((rc = get_int(root, origin, "sliding_window", 0, 1, INT_MAX, &window)))
@@ -278,42 +286,27 @@ static int qwen_window(const json_t *root, const char *origin, int on, spruce_co
         return rc;
     v = json_object_get(root, "layer_types");
     if (v && !json_is_null(v)) {
-        if (!json_is_array(v) || json_array_size(v) != (size_t)c->num_hidden_layers)
-            return spruce__seterr(SPRUCE_EFORMAT, "file %s: key 'layer_types': expected an "
-                                  "array of num_hidden_layers (%d) strings", origin,
-                                  c->num_hidden_layers);
-        json_array_foreach(v, i, e) {
-            const char *s = json_is_string(e) ? json_string_value(e) : "";
-            int sliding = !strcmp(s, "sliding_attention");
-            if (!sliding && strcmp(s, "full_attention"))
-                return spruce__seterr(SPRUCE_EFORMAT, "file %s: layer_types[%zu]: expected "
-                                      "\"sliding_attention\" or \"full_attention\"", origin, i);
-            if (sliding && first < 0)
-                first = (int)i;
-            if (!sliding && first >= 0)
-                return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%zu] is "
-                                      "\"full_attention\" after the sliding layer %d "
-                                      "(supported: full layers, then sliding ones, as "
-                                      "max_window_layers gives)", origin, i, first);
-        }
-        from = first < 0 ? c->num_hidden_layers : first;
+        if ((rc = read_layer_types(v, origin, c, &first)))
+            return rc;
         if (first >= 0 && !window)
             return spruce__seterr(SPRUCE_EUNSUPPORTED, "file %s: layer_types[%d] is "
                                   "\"sliding_attention\" but there is no window "
                                   "(use_sliding_window false or sliding_window null; "
                                   "supported: a window of use_sliding_window true and "
                                   "sliding_window)", origin, first);
+        c->sliding_window = first >= 0 ? window : 0;
+        return 0;
     }
     c->sliding_window = from < c->num_hidden_layers ? window : 0;
-    c->sliding_from = c->sliding_window ? from : 0;
+    for (i = 0; i < from && i < c->num_hidden_layers; i++)
+        set_full_layer(c, i);
     return 0;
 }
 
 int spruce_config_layer_window(const spruce_config *c, int layer)
 {
-    if (!c || c->sliding_window <= 0 || layer < c->sliding_from)
-        return 0;
-    if (c->sliding_pattern > 0 && !((layer + 1) % c->sliding_pattern))
+    if (!c || c->sliding_window <= 0 || layer < 0 || layer >= SPRUCE_MAX_LAYERS_BITS ||
+        (c->full_layer[layer / 8] >> (layer % 8) & 1))
         return 0;
     return c->sliding_window;
 }
@@ -533,7 +526,7 @@ static int parse(const json_t *root, const char *origin, spruce_config *c)
             return rc;
     }
     /* The window (mistral, phi3: every layer, as their models' sliding-window
-     * causal mask; sliding_pattern 0). */
+     * causal mask; no bit of full_layer set). */
     if (f->window_key &&
         (rc = get_int(root, origin, f->window_key, 0, 1, INT_MAX, &c->sliding_window)))
         return rc;

@@ -121,10 +121,12 @@ typedef struct {
     double attn_scale;           /* query_pre_attn_scalar^-0.5; 0: 1 / sqrt(head_dim) */
     double attn_softcap;         /* attn_logit_softcapping c: s -> tanh(s / c) c, 0: none */
     double final_softcap;        /* final_logit_softcapping, likewise on the logits */
-    int sliding_pattern;         /* which layers use sliding_window: 0 every layer
-                                  * (mistral), p > 0 layer i when (i + 1) % p != 0 */
-    int sliding_from;            /* qwen2, qwen3: the first sliding layer (max_window_layers,
-                                  * or layer_types); the ones before attend fully; 0 else */
+    /* The layers that attend fully although sliding_window is set, one bit
+     * each (layer i: bit i % 8 of full_layer[i / 8]); the others use the
+     * window.  All clear for mistral, mixtral and phi3 (every layer slides);
+     * gemma2 and gemma3 from layer_types or their pattern, qwen2 and qwen3
+     * from layer_types or max_window_layers (config.c). */
+    unsigned char full_layer[SPRUCE_MAX_LAYERS_BITS / 8];
     double rope_local_theta;     /* gemma3: sliding layers rotate with this base and no
                                   * rope_scaling (rope_local_base_freq); 0: as the others */
     /* phi3 (modeling_phi3.py: apply_rotary_pos_emb): RoPE rotates the first
