@@ -105,6 +105,63 @@ Test(gemma, softcap_is_tanh_of_the_ratio)
     cr_assert(y[0] >= -8.0f && y[4] <= 8.0f);
 }
 
+/* The vectorized loops over whole arrays (one thread below 32768 elements,
+ * several above) against the double-precision definitions, element by
+ * element, at every alignment and length remainder, with NaN (stays NaN) and
+ * infinities (saturate). */
+Test(gemma, array_loops_against_the_double_definitions)
+{
+    const double k = sqrt(2.0 / M_PI);
+    static const size_t ns[] = {1, 3, 7, 8, 9, 17, 1000, 32767, 32768, 100003};
+    size_t t, i, off;
+    for (t = 0; t < sizeof ns / sizeof ns[0]; t++)
+        for (off = 0; off < 3; off++) {
+            size_t n = ns[t];
+            float *g = malloc(sizeof *g * (n + 3)), *u = malloc(sizeof *u * (n + 3));
+            float *c = malloc(sizeof *c * (n + 3));
+            cr_assert(g && u && c);
+            for (i = 0; i < n; i++) {
+                /* -12 .. 12 and beyond, with a few specials */
+                float x = (float)(((long)(i * 2654435761u % 2000003u)) - 1000001) * 1.3e-5f;
+                if (i % 997 == 5)
+                    x = NAN;
+                else if (i % 991 == 6)
+                    x = i % 2 ? INFINITY : -INFINITY;
+                g[off + i] = x;
+                u[off + i] = 0.25f + (float)(i % 7);
+                c[off + i] = x * 4.0f;
+            }
+            spruce__geglu(g + off, u + off, n);
+            spruce__softcap(c + off, n, 30.0f);
+            for (i = 0; i < n; i++) {
+                float x = (float)(((long)(i * 2654435761u % 2000003u)) - 1000001) * 1.3e-5f;
+                double xd, ge, ce;
+                if (i % 997 == 5) {
+                    cr_assert(isnan(g[off + i]) && isnan(c[off + i]), "n %zu, element %zu: "
+                              "NaN gave %g, %g", n, i, g[off + i], c[off + i]);
+                    continue;
+                }
+                if (i % 991 == 6) {
+                    cr_assert_eq(c[off + i], i % 2 ? 30.0f : -30.0f, "n %zu: cap(+-inf)", n);
+                    continue;
+                }
+                xd = x;
+                ge = 0.5 * xd * (1.0 + tanh(k * (xd + 0.044715 * xd * xd * xd))) * u[off + i];
+                ce = tanh(4.0 * xd / 30.0) * 30.0;
+                /* tanh's absolute error (4e-7, tanh_rational) scaled by 0.5 x u, where
+                 * 1 + tanh cancels for negative x */
+                cr_assert(fabs(g[off + i] - ge) <= 2.5e-7 * fabs(xd) * u[off + i] +
+                                                    2e-6 * (1 + fabs(ge)), "n %zu, element %zu: "
+                          "geglu(%g) = %g, expected %g", n, i, x, g[off + i], ge);
+                cr_assert(fabs(c[off + i] - ce) <= 2e-5 * (1 + fabs(ce)), "n %zu, element %zu: "
+                          "softcap(%g) = %g, expected %g", n, i, 4 * x, c[off + i], ce);
+            }
+            free(g);
+            free(u);
+            free(c);
+        }
+}
+
 /* ---- attention: scale, soft-cap, window against a scalar reference ------------ */
 
 enum { AH = 2, AKV = 1, AD = 8 };
