@@ -5,10 +5,10 @@
 # the families in turn: `spruce eval` over WINDOWS windows of 512 tokens (wall
 # time and CPU time, user + system, of the command: on a shared host the CPU
 # time is the steadier) and `spruce run` decoding STEPS tokens (its tokens/s).
-# Prints one line per family and round, then per family the best of the
-# rounds (shortest eval, most tokens/s) and its ratio to llama's best (on a
-# shared host the best is the least noisy), beside the range of the ratios to
-# llama within a round.
+# Prints one line per family and round, then per family the median of the
+# rounds and its ratio to llama's median, beside the best (shortest eval, most
+# tokens/s) and its ratio to llama's best.  On a shared host single runs vary
+# by 10-20%: read the medians of many rounds.
 # Usage: bench/families.sh [SPRUCE] (default ./spruce); the environment sets
 # ROUNDS (3), WINDOWS (16), STEPS (64), THREADS (2), DIR (default a new
 # temporary directory; the models are kept there and reused).
@@ -61,15 +61,25 @@ while [ $r -le "$ROUNDS" ]; do
     done
     r=$((r + 1))
 done
-echo "family best_eval_s vs_llama same_round_range best_cpu_s vs_llama best_tok_s vs_llama same_round_range"
-awk '{ f = $1; r = $2; E[f, r] = $3; if (!(f in e) || $3 < e[f]) e[f] = $3;
-       if (!(f in c) || $4 < c[f]) c[f] = $4; if (!(f in t) || $5 > t[f]) t[f] = $5;
-       T[f, r] = $5; if (r > R) R = r;
+echo "family median_eval_s vs_llama median_cpu_s vs_llama median_tok_s vs_llama best_eval_s vs_llama best_tok_s vs_llama"
+awk 'function median(f, col,    i, j, k, v, x) {
+         k = 0
+         for (i = 1; i <= R; i++)
+             if ((f, i) in V) { v[++k] = V[f, i, col] }
+         for (i = 2; i <= k; i++) {   # insertion sort
+             x = v[i]
+             for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]
+             v[j + 1] = x
+         }
+         return k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+     }
+     { f = $1; r = $2; V[f, r] = 1; V[f, r, 3] = $3; V[f, r, 4] = $4; V[f, r, 5] = $5;
+       if (r > R) R = r;
+       if (!(f in e) || $3 < e[f]) e[f] = $3; if (!(f in t) || $5 > t[f]) t[f] = $5;
        if (!(f in seen)) { seen[f] = 1; order[n++] = f } }
-     END { for (i = 0; i < n; i++) { f = order[i]; elo = tlo = 1e9; ehi = thi = 0;
-               for (r = 1; r <= R; r++) { x = E[f, r] / E["llama", r]; y = T[f, r] / T["llama", r];
-                   elo = x < elo ? x : elo; ehi = x > ehi ? x : ehi;
-                   tlo = y < tlo ? y : tlo; thi = y > thi ? y : thi }
-               printf "%s %.2f %.3f %.2f-%.2f %.2f %.3f %.1f %.3f %.2f-%.2f\n", f, e[f],
-                      e[f] / e["llama"], elo, ehi, c[f], c[f] / c["llama"], t[f], t[f] / t["llama"],
-                      tlo, thi } }' "$LOG"
+     END { le = median("llama", 3); lc = median("llama", 4); lt = median("llama", 5);
+           for (i = 0; i < n; i++) { f = order[i];
+               me = median(f, 3); mc = median(f, 4); mt = median(f, 5);
+               printf "%s %.2f %.3f %.2f %.3f %.1f %.3f %.2f %.3f %.1f %.3f\n", f, me, me / le,
+                      mc, mc / lc, mt, mt / lt, e[f], e[f] / e["llama"], t[f], t[f] / t["llama"] } }' \
+    "$LOG"
