@@ -446,6 +446,118 @@ Test(moe, a_moe_layer_without_experts_is_refused_by_name)
     free(d);
 }
 
+/* A model that mixes dense and MoE layers, against an independent reference.
+ * One expert chosen from one is the dense MLP (softmax over one logit is 1,
+ * renormalised 1: Qwen3MoeSparseMoeBlock gives expert 0's output times 1), so
+ * the qwen3 fixture as qwen3_moe with layer 0 dense (mlp_only_layers [0]) and
+ * layer 1's MLP moved to mlp.experts.0 beside a router (mlp.gate, zeros) is
+ * qwen3: its golden logits must come out of the forward and of the cached
+ * decoder, each layer taking its own path. */
+static char *qwen3_mixed(const char *dir)
+{
+    char *d = tmp_dir(), path[1200], *hdr, *dumped, buf[65536];
+    json_t *keys = json_pack("{s:s, s:[s], s:i, s:i, s:i, s:b, s:[i]}", "model_type",
+                             "qwen3_moe", "architectures", "Qwen3MoeForCausalLM", "num_experts", 1,
+                             "num_experts_per_tok", 1, "moe_intermediate_size", 192,
+                             "norm_topk_prob", 1, "mlp_only_layers", 0);
+    char *cfgdir = fixture_with_keys(dir, keys);
+    json_t *h, *n, *v, *e;
+    json_error_t err;
+    const char *key;
+    uint64_t hlen = 0, outlen, end = 0;
+    size_t r, len, pad, i;
+    FILE *in, *out;
+    float zeros[64] = {0};
+    snprintf(path, sizeof path, "%s/config.json", cfgdir);
+    snprintf(buf, sizeof buf, "cp '%s' '%s/config.json'", path, d);
+    cr_assert_eq(sh(buf), 0);
+    rm_tree(cfgdir);
+    free(cfgdir);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert(in = fopen(path, "rb"), "%s", path);
+    cr_assert_eq(fread(&hlen, 8, 1, in), 1);   /* little-endian on this machine */
+    cr_assert(hdr = malloc(hlen + 1));
+    cr_assert_eq(fread(hdr, 1, hlen, in), hlen);
+    hdr[hlen] = 0;
+    cr_assert(h = json_loads(hdr, 0, &err), "%s", err.text);
+    n = json_object();
+    json_object_foreach(h, key, v) {
+        char name[256];
+        const char *mlp = "model.layers.1.mlp.";
+        json_t *off = json_object_get(v, "data_offsets");
+        if (off && (uint64_t)json_integer_value(json_array_get(off, 1)) > end)
+            end = (uint64_t)json_integer_value(json_array_get(off, 1));
+        if (!strncmp(key, mlp, strlen(mlp)))
+            snprintf(name, sizeof name, "%sexperts.0.%s", mlp, key + strlen(mlp));
+        else
+            snprintf(name, sizeof name, "%s", key);
+        json_object_set(n, name, v);
+    }
+    e = json_pack("{s:s, s:[i,i], s:[I,I]}", "dtype", "F32", "shape", 1, 64, "data_offsets",
+                  (json_int_t)end, (json_int_t)(end + sizeof zeros));
+    cr_assert_not_null(e);
+    json_object_set_new(n, "model.layers.1.mlp.gate.weight", e);
+    dumped = json_dumps(n, JSON_COMPACT);
+    len = strlen(dumped);
+    pad = (8 - len % 8) % 8;
+    outlen = len + pad;
+    snprintf(path, sizeof path, "%s/model.safetensors", d);
+    cr_assert(out = fopen(path, "wb"), "%s", path);
+    fwrite(&outlen, 8, 1, out);
+    fwrite(dumped, 1, len, out);
+    for (i = 0; i < pad; i++)
+        fputc(' ', out);
+    while ((r = fread(buf, 1, sizeof buf, in)) > 0)
+        cr_assert_eq(fwrite(buf, 1, r, out), r);
+    cr_assert_eq(fwrite(zeros, 1, sizeof zeros, out), sizeof zeros);
+    cr_assert_eq(fclose(out), 0);
+    fclose(in);
+    free(dumped);
+    free(hdr);
+    json_decref(n);
+    json_decref(h);
+    return d;
+}
+
+Test(moe, dense_and_moe_layers_mixed_against_the_golden_logits)
+{
+    NEED_FAMILY(dir, "qwen3");
+    spruce_model *m = NULL;
+    spruce_decoder *dec = NULL;
+    const spruce_config *c;
+    char *d = qwen3_mixed(dir);
+    uint32_t *ids;
+    float *gold, *lg;
+    double diff, worst = 0;
+    int V, t;
+    cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(m);
+    cr_assert_not(spruce_config_layer_moe(c, 0), "layer 0 should be dense (mlp_only_layers)");
+    cr_assert(spruce_config_layer_moe(c, 1), "layer 1 should be a mixture of experts");
+    diff = diff_from_golden(m, dir);
+    cr_assert(diff < 1e-4, "the mixed model's forward is %g from qwen3's logits", diff);
+    V = c->vocab_size;
+    load_golden(dir, V, &ids, &gold);
+    lg = malloc(sizeof *lg * V);
+    cr_assert_not_null(lg);
+    cr_assert_eq(spruce_decoder_create(m, SEQ, SPRUCE_DECODE_DENSE, &dec), 0, "%s",
+                 spruce_errdetail());
+    for (t = 0; t < SEQ; t++) {
+        double dd;
+        cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
+        dd = max_abs_diff(lg, gold + (size_t)t * V, (size_t)V);
+        worst = dd > worst ? dd : worst;
+    }
+    cr_assert(worst < 1e-4, "the mixed model's decoder is %g from qwen3's logits", worst);
+    spruce_decoder_free(dec);
+    free(lg);
+    free(gold);
+    free(ids);
+    spruce_model_free(m);
+    rm_tree(d);
+    free(d);
+}
+
 /* ---- pruning ------------------------------------------------------------------------ */
 
 static void expect_sparse(const float *w, size_t n, int nm, const char *what)
@@ -770,6 +882,111 @@ Test(quality, sparsegpt_below_wanda_below_magnitude_per_expert)
     spruce_model_free(dense);
     rm_tree(d);
     free(d);
+}
+
+/* ---- quantized and compressed experts ------------------------------------------------ */
+
+/* The safetensors header of dir/model.safetensors. */
+static json_t *st_header(const char *dir)
+{
+    char path[1300], *hdr;
+    uint64_t hlen = 0;
+    json_error_t err;
+    json_t *h;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert(f = fopen(path, "rb"), "%s", path);
+    cr_assert_eq(fread(&hlen, 8, 1, f), 1);   /* little-endian on this machine */
+    cr_assert(hdr = malloc(hlen + 1));
+    cr_assert_eq(fread(hdr, 1, hlen, f), hlen);
+    hdr[hlen] = 0;
+    fclose(f);
+    cr_assert(h = json_loads(hdr, 0, &err), "%s: %s", path, err.text);
+    free(hdr);
+    return h;
+}
+
+/* SparseGPT 2:4 with 4-bit weights on a MoE fixture, saved dense and as
+ * compressed-tensors: both give the same logits (the compressed values are the
+ * grid's levels times the scales the dense file holds), every expert has its
+ * compressed parts under its own name, and the routers stay float32, never
+ * quantized or pruned, and are listed in the config's ignore. */
+static void check_quantized_experts(const char *name)
+{
+    NEED_FAMILY(dir, name);
+    NEED_SPRUCE_BIN(bin);
+    char *dd = tmp_dir(), *cd = tmp_dir(), dense[1200], comp[1200], key[512], cpath[1300];
+    spruce_model *src = NULL, *md = NULL, *mc = NULL;
+    const spruce_config *c;
+    uint32_t *ids;
+    float *gold, *ld, *lc;
+    json_t *h, *cfg, *ign, *t;
+    json_error_t err;
+    int layer, e, V;
+    size_t i;
+    cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(src);
+    V = c->vocab_size;
+    prune_fixture(bin, dir, dd, V, "--pattern 2:4 --wbits 4 --sym", dense, sizeof dense);
+    prune_fixture(bin, dir, cd, V, "--pattern 2:4 --wbits 4 --sym --save-format compressed",
+                  comp, sizeof comp);
+    cr_assert_eq(spruce_model_open(dense, &md), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(comp, &mc), 0, "%s", spruce_errdetail());
+    load_golden(dir, V, &ids, &gold);
+    ld = malloc(sizeof *ld * SEQ * V);
+    lc = malloc(sizeof *lc * SEQ * V);
+    cr_assert(ld && lc);
+    cr_assert_eq(spruce_model_forward(md, ids, SEQ, ld), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_forward(mc, ids, SEQ, lc), 0, "%s", spruce_errdetail());
+    cr_assert(max_abs_diff(ld, lc, (size_t)SEQ * V) <= 1e-5, "%s: compressed logits %g from "
+              "the dense-saved ones", name, max_abs_diff(ld, lc, (size_t)SEQ * V));
+    cr_assert(max_abs_diff(ld, gold, (size_t)SEQ * V) > 1e-3, "%s: pruning and 4-bit "
+              "rounding left the logits unchanged", name);
+    h = st_header(comp);
+    snprintf(cpath, sizeof cpath, "%s/config.json", comp);
+    cr_assert(cfg = json_load_file(cpath, 0, &err), "%s", err.text);
+    ign = json_object_get(json_object_get(cfg, "quantization_config"), "ignore");
+    cr_assert(json_is_array(ign), "%s: no quantization_config.ignore", cpath);
+    for (layer = 0; layer < c->num_hidden_layers; layer++) {
+        const spruce_family *f = spruce_family_find(c->model_type);
+        int found = 0;
+        for (e = 0; e < c->num_experts; e++)
+            for (i = 0; i < 3; i++) {
+                snprintf(key, sizeof key, "model.layers.%d.%s.%d.%s.compressed", layer,
+                         f->experts, e, f->expert_proj[i]);
+                cr_assert_not_null(json_object_get(h, key), "%s: no %s", name, key);
+                snprintf(key, sizeof key, "model.layers.%d.%s.%d.%s.weight_scale", layer,
+                         f->experts, e, f->expert_proj[i]);
+                cr_assert_not_null(json_object_get(h, key), "%s: no %s", name, key);
+            }
+        snprintf(key, sizeof key, "model.layers.%d.%s.weight", layer, f->router);
+        t = json_object_get(h, key);
+        cr_assert_not_null(t, "%s: the router %s is not stored as a weight", name, key);
+        cr_assert_str_eq(json_string_value(json_object_get(t, "dtype")), "F32", "%s", key);
+        snprintf(key, sizeof key, "model.layers.%d.%s", layer, f->router);
+        for (i = 0; i < json_array_size(ign); i++)
+            found |= !strcmp(json_string_value(json_array_get(ign, i)), key);
+        cr_assert(found, "%s: the router %s is not in quantization_config.ignore", name, key);
+    }
+    json_decref(cfg);
+    json_decref(h);
+    free(ld);
+    free(lc);
+    free(gold);
+    free(ids);
+    spruce_model_free(md);
+    spruce_model_free(mc);
+    spruce_model_free(src);
+    rm_tree(dd);
+    rm_tree(cd);
+    free(dd);
+    free(cd);
+}
+
+Test(moe, mixtral_quantized_experts_dense_and_compressed) { check_quantized_experts("mixtral"); }
+Test(moe, qwen3_moe_quantized_experts_dense_and_compressed)
+{
+    check_quantized_experts("qwen3-moe");
 }
 
 /* ---- the memory estimate ------------------------------------------------------- */
