@@ -884,6 +884,79 @@ Test(quality, sparsegpt_below_wanda_below_magnitude_per_expert)
     free(d);
 }
 
+/* ---- per-layer plans ----------------------------------------------------------------- */
+
+static size_t zeros_of(const float *w, size_t n)
+{
+    size_t z = 0, k;
+    for (k = 0; k < n; k++)
+        z += w[k] == 0.0f;
+    return z;
+}
+
+/* --layer-sparsity names experts like any linear layer: expert 0 kept dense
+ * (bit for bit the original), expert 1's down_proj 2:4, the attention at 30%,
+ * every other expert matrix at the default 50%; OWL is refused by name. */
+Test(moe, layer_sparsity_file_plans_experts)
+{
+    NEED_FAMILY(dir, "qwen3-moe");
+    NEED_SPRUCE_BIN(bin);
+    char *d = tmp_dir(), out[1200], rules[1200], opts[1400], cmd[4096];
+    spruce_model *src = NULL, *m = NULL;
+    const spruce_config *c;
+    size_t ne;
+    int layer, e, k, l;
+    FILE *f;
+    cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(src);
+    ne = (size_t)c->hidden_size * c->moe_intermediate_size;
+    snprintf(rules, sizeof rules, "%s/rules.json", d);
+    cr_assert(f = fopen(rules, "w"));
+    fputs("{\"experts\\\\.0\\\\.\": \"dense\", \"experts\\\\.1\\\\..*down_proj\": \"2:4\", "
+          "\"self_attn\": 0.3}\n", f);
+    fclose(f);
+    snprintf(opts, sizeof opts, "--sparsity 0.5 --layer-sparsity '%s'", rules);
+    prune_fixture(bin, dir, d, c->vocab_size, opts, out, sizeof out);
+    cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
+    for (layer = 0; layer < c->num_hidden_layers; layer++) {
+        spruce_block *b = NULL, *o = NULL;
+        cr_assert_eq(spruce_model_get_block(m, layer, &b), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_get_block(src, layer, &o), 0, "%s", spruce_errdetail());
+        for (l = 0; l <= SPRUCE_PROJ_O; l++) {
+            size_t n = (size_t)b->rows[l] * b->cols[l], z = zeros_of(b->w[l], n);
+            cr_assert(fabs((double)z - 0.3 * (double)n) <= 1.0, "layer %d %s: %zu of %zu zero "
+                      "(the file says 30%%)", layer, spruce_proj_path((spruce_proj)l), z, n);
+        }
+        for (e = 0; e < c->num_experts; e++)
+            for (k = 0; k < 3; k++) {
+                const float *w = b->expert[3 * e + k];
+                char what[128];
+                snprintf(what, sizeof what, "layer %d expert %d matrix %d", layer, e, k);
+                if (e == 0)
+                    cr_assert_arr_eq(w, o->expert[3 * e + k], ne * sizeof(float),
+                                     "%s: the file keeps it dense", what);
+                else
+                    expect_sparse(w, ne, e == 1 && k == 2, what);
+            }
+        spruce_model_put_block(m, b);
+        spruce_model_put_block(src, o);
+    }
+    spruce_model_free(m);
+    spruce_model_free(src);
+    /* OWL's outlier ratios are not defined over routed experts: refused */
+    snprintf(cmd, sizeof cmd, "'%s' prune '%s' -o '%s/owl' --calib '%s/calib.u16' --seqlen 32 "
+             "--nsamples 16 --sparsity 0.5 --sparsity-profile owl >'%s/owl.out' 2>&1", bin, dir,
+             d, d, d);
+    cr_assert_eq(sh(cmd), 1, "%s", cmd);
+    snprintf(cmd, sizeof cmd, "grep -q 'OWL profile is not supported for a mixture of experts' "
+             "'%s/owl.out'", d);
+    cr_assert_eq(sh(cmd), 0, "no clear refusal in %s/owl.out", d);
+    snprintf(cmd, sizeof cmd, "%s/owl", d);
+    cr_assert(!exists(cmd), "the refused run left %s", cmd);
+    rm_tree(d);
+    free(d);
+}
+
 /* ---- quantized and compressed experts ------------------------------------------------ */
 
 /* The safetensors header of dir/model.safetensors. */

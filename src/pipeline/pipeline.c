@@ -98,6 +98,7 @@ typedef struct {
     taps tp;                        /* one Hessian per site of the current group */
     spruce_hinv *hi[SPRUCE_NSITES]; /* shared factorisations */
     spruce_layer_target *plan;      /* (L, SPRUCE_NPROJ) or NULL: every layer gets o->prune */
+    spruce_layer_target *eplan;     /* (L, experts, 3) beside plan with a layer file, or NULL */
     double *block_sparsity;         /* owl: (L) */
     spruce_pipeline_summary total;
     double t0;
@@ -389,28 +390,37 @@ static void apply_target(const spruce_layer_target *t, spruce_prune_opts *po,
     }
 }
 
-/* Report a layer the plan keeps dense: nothing is pruned or written. */
-static int report_dense(run *r, spruce_block *b, spruce_proj l)
+/* Report a matrix the plan keeps dense (block b's linear l, or expert's
+ * matrix l when expert >= 0): nothing is pruned or written. */
+static int report_dense_matrix(run *r, const spruce_block *b, spruce_proj l, int expert,
+                               const char *name, int rows, int cols, const float *W,
+                               const spruce_layer_target *target)
 {
     spruce_layer_report rep;
-    char name[256];
-    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
     r->total.layers_dense++;
     if (!r->o->on_layer || r->rank != 0)
         return 0;
     memset(&rep, 0, sizeof rep);
-    rep.expert = -1;
+    rep.expert = expert;
     rep.rel_error = -1;
     rep.name = name;
     rep.layer = b->layer;
     rep.nlayers = r->L;
     rep.which = l;
-    rep.rows = (int)spruce_family_tensor_rows(r->f, r->c, l);
-    rep.cols = b->cols[l];
-    rep.weight = b->w[l];
-    rep.target = r->plan[(size_t)b->layer * SPRUCE_NPROJ + l];
+    rep.rows = rows;
+    rep.cols = cols;
+    rep.weight = W;
+    rep.target = *target;
     rep.elapsed = spruce_clock_now() - r->t0;
     return r->o->on_layer(r->o->ctx, &rep);
+}
+
+static int report_dense(run *r, spruce_block *b, spruce_proj l)
+{
+    char name[256];
+    spruce_family_linear_name(r->f, b->layer, l, 0, name, sizeof name);
+    return report_dense_matrix(r, b, l, -1, name, (int)spruce_family_tensor_rows(r->f, r->c, l),
+                               b->cols[l], b->w[l], &r->plan[(size_t)b->layer * SPRUCE_NPROJ + l]);
 }
 
 /* One matrix to prune: W (rows, cols), the tensor name of block layer,
@@ -722,9 +732,13 @@ static int prune_experts(run *r, spruce_block *b, int ephase)
             x.which = (spruce_proj)(SPRUCE_PROJ_GATE + k);
             x.name = name;
             x.h = r->tp.eh ? r->tp.eh[2 * e + (k == 2)] : NULL;
-            x.target = NULL;   /* experts take the options as given */
+            /* the layer file's target, else the options as given */
+            x.target = r->eplan ? &r->eplan[((size_t)b->layer * r->E + e) * 3 + k] : NULL;
             x.hi = k < 2 && sel[0] && sel[1] ? &hi : NULL;
-            rc = prune_matrix(r, &x);
+            if (x.target && x.target->kind == SPRUCE_TARGET_DENSE)
+                rc = report_dense_matrix(r, b, x.which, e, name, x.rows, x.cols, x.W, x.target);
+            else
+                rc = prune_matrix(r, &x);
         }
         spruce_hinv_free(hi);
     }
@@ -888,7 +902,7 @@ static int build_plan(run *r)
 {
     const spruce_pipeline_opts *o = r->o;
     const spruce_prune_opts *po = &o->prune;
-    size_t n = (size_t)r->L * SPRUCE_NPROJ, i;
+    size_t n = (size_t)r->L * SPRUCE_NPROJ, ne = (size_t)r->L * r->E * 3, i;
     spruce_layer_target def;
     double *sp = NULL;
     int64_t *numel = NULL, *count = NULL;
@@ -901,6 +915,11 @@ static int build_plan(run *r)
         return spruce__seterr(SPRUCE_EINVAL, "pipeline: a layer sparsity file (%s) and the OWL "
                               "profile are two plans: give one",
                               spruce_layer_rules_origin(o->layer_rules));
+    if (o->owl && r->E)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: the OWL profile is not "
+                              "supported for a mixture of experts (%s): its outlier ratios "
+                              "are not defined over routed experts; give a layer sparsity "
+                              "file or one sparsity", r->c->model_type);
     if (o->owl && (po->prune_m > 0 || !(po->sparsity > 0.0f)))
         return spruce__seterr(SPRUCE_EINVAL, "pipeline: the OWL profile shares out an "
                               "unstructured sparsity in (0, 1) between the blocks, not %s",
@@ -911,11 +930,13 @@ static int build_plan(run *r)
     def.n = po->prune_n;
     def.m = po->prune_m;
     r->plan = calloc(n, sizeof *r->plan);
-    sp = malloc(n * sizeof *sp);
-    numel = malloc(n * sizeof *numel);
-    count = malloc(n * sizeof *count);
+    if (ne)
+        r->eplan = calloc(ne, sizeof *r->eplan);
+    sp = malloc((n + ne) * sizeof *sp);
+    numel = malloc((n + ne) * sizeof *numel);
+    count = malloc((n + ne) * sizeof *count);
     used = calloc((size_t)nrules + 1, 1);
-    if (!r->plan || !sp || !numel || !count || !used ||
+    if (!r->plan || (ne && !r->eplan) || !sp || !numel || !count || !used ||
         (o->owl && !(r->block_sparsity = calloc((size_t)r->L, sizeof *r->block_sparsity))))
         rc = spruce__seterr(SPRUCE_ENOMEM, "pipeline: plan of %zu layers", n);
     if ((rc = spruce_dist_agree(rc)))
@@ -926,8 +947,11 @@ static int build_plan(run *r)
         int layer = (int)(i / SPRUCE_NPROJ);
         spruce_proj l = (spruce_proj)(i % SPRUCE_NPROJ);
         spruce_layer_target t = def;
-        if (r->f->linear[l].part)
+        if (r->f->linear[l].part || !r->f->linear[l].path)
             continue;
+        if (r->E && spruce_config_layer_moe(r->c, layer) && l >= SPRUCE_PROJ_GATE &&
+            l <= SPRUCE_PROJ_DOWN)
+            continue;   /* the experts stand for these: below */
         spruce_family_linear_name(r->f, layer, l, 0, name, sizeof name);
         if (o->layer_rules && (k = spruce_layer_rules_match(o->layer_rules, name, &t)) >= 0)
             used[k] = 1;
@@ -940,6 +964,24 @@ static int build_plan(run *r)
             sp[ns] = t.sparsity;
             numel[ns++] = (int64_t)spruce_family_tensor_rows(r->f, r->c, l) *
                           (int64_t)spruce_family_site_cols(r->f, r->c, r->f->linear[l].site);
+        }
+    }
+    for (i = 0; i < ne; i++) {   /* every expert's gate, up and down, in model order */
+        int layer = (int)(i / ((size_t)r->E * 3)), e = (int)(i / 3 % (size_t)r->E);
+        int k3 = (int)(i % 3);
+        spruce_layer_target t = def;
+        if (!spruce_config_layer_moe(r->c, layer))
+            continue;
+        spruce_family_expert_name(r->f, layer, e, (spruce_proj)(SPRUCE_PROJ_GATE + k3), name,
+                                  sizeof name);
+        if ((k = spruce_layer_rules_match(o->layer_rules, name, &t)) >= 0)
+            used[k] = 1;
+        if (!r->eselected[i])
+            continue;
+        r->eplan[i] = t;
+        if (t.kind == SPRUCE_TARGET_SPARSITY) {
+            sp[ns] = t.sparsity;
+            numel[ns++] = (int64_t)r->c->hidden_size * r->c->moe_intermediate_size;
         }
     }
     for (k = 0; k < nrules; k++)
@@ -957,6 +999,10 @@ static int build_plan(run *r)
         if (r->selected[i] && !r->f->linear[i % SPRUCE_NPROJ].part &&
             r->plan[i].kind == SPRUCE_TARGET_SPARSITY)
             r->plan[i].count = count[k++];
+    for (i = 0; i < ne; i++)
+        if (r->eselected[i] && spruce_config_layer_moe(r->c, (int)(i / ((size_t)r->E * 3))) &&
+            r->eplan[i].kind == SPRUCE_TARGET_SPARSITY)
+            r->eplan[i].count = count[k++];
     /* the pruning pass starts from the embeddings again */
     if ((rc = spruce_dist_agree(o->owl ? embed_all(r) : 0)))
         goto done;
@@ -1012,11 +1058,6 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
         r.nsamples = (int)count;
         r.calib = calib + (size_t)first * (size_t)seqlen;
     }
-    if (r.E && (o->layer_rules || o->owl))
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: a per-layer plan (%s) is not "
-                              "supported for a mixture of experts (%s): prune it with one "
-                              "sparsity or N:M pattern", o->owl ? "the OWL profile"
-                              : "a layer sparsity file", r.c->model_type);
     rc = select_layers(&r);
     if (!rc)
         rc = prepare(&r);
@@ -1052,6 +1093,7 @@ done:
     free(r.selected);
     free(r.eselected);
     free(r.plan);
+    free(r.eplan);
     free(r.block_sparsity);
     return rc;
 }
