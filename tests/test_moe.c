@@ -884,6 +884,42 @@ Test(quality, sparsegpt_below_wanda_below_magnitude_per_expert)
     free(d);
 }
 
+/* The decoder counts the seconds of the experts' linear layers (what
+ * `bench --model` reports beside the whole decode): some after steps on a MoE
+ * model, none after reset, none on a dense model. */
+Test(moe, decoder_counts_the_experts_seconds)
+{
+    NEED_FAMILY(dir, "qwen3-moe");
+    NEED_FAMILY(dense, "qwen3");
+    spruce_model *m = NULL, *dm = NULL;
+    spruce_decoder *dec = NULL, *dd = NULL;
+    float *lg;
+    int t;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(dense, &dm), 0, "%s", spruce_errdetail());
+    cr_assert(lg = malloc(sizeof *lg * 1024));
+    cr_assert_eq(spruce_decoder_create(m, 8, SPRUCE_DECODE_DENSE, &dec), 0, "%s",
+                 spruce_errdetail());
+    cr_assert_eq(spruce_decoder_create(dm, 8, SPRUCE_DECODE_DENSE, &dd), 0, "%s",
+                 spruce_errdetail());
+    cr_assert(spruce_model_config(m)->vocab_size <= 1024 &&
+              spruce_model_config(dm)->vocab_size <= 1024);
+    cr_assert_eq(spruce_decoder_expert_seconds(dec), 0.0);
+    for (t = 0; t < 8; t++) {
+        cr_assert_eq(spruce_decoder_step(dec, (uint32_t)t + 1, lg), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_decoder_step(dd, (uint32_t)t + 1, lg), 0, "%s", spruce_errdetail());
+    }
+    cr_assert_gt(spruce_decoder_expert_seconds(dec), 0.0);
+    cr_assert_eq(spruce_decoder_expert_seconds(dd), 0.0);
+    spruce_decoder_reset(dec);
+    cr_assert_eq(spruce_decoder_expert_seconds(dec), 0.0);
+    spruce_decoder_free(dec);
+    spruce_decoder_free(dd);
+    free(lg);
+    spruce_model_free(m);
+    spruce_model_free(dm);
+}
+
 /* ---- per-layer plans ----------------------------------------------------------------- */
 
 static size_t zeros_of(const float *w, size_t n)

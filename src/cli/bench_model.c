@@ -35,7 +35,7 @@ static int bench_decode(const char *dir, int steps, int rounds)
     spruce_model *m = NULL;
     spruce_decoder *d[2] = {NULL, NULL};
     float *logits = NULL;
-    double tps[2][16], med[2];
+    double tps[2][16], med[2], exs[2][16], exmed[2];
     int rc, r, k, i, vocab;
     if (rounds > 16)
         rounds = 16;
@@ -75,13 +75,20 @@ static int bench_decode(const char *dir, int steps, int rounds)
                 id = (uint32_t)best;
             }
             tps[k][r] = steps / (spruce_clock_now() - t0);
+            exs[k][r] = spruce_decoder_expert_seconds(d[k]) / steps;
         }
-    for (k = 0; k < 2; k++)
+    for (k = 0; k < 2; k++) {
         med[k] = spruce_clock_median(tps[k], rounds);
+        exmed[k] = spruce_clock_median(exs[k], rounds);
+    }
     printf("decode, batch 1, %d tokens after BOS, median of %d alternating runs: dense %.2f "
            "tokens/s, auto %.2f tokens/s (%d of %d linear layers sparse): %.2fx\n",
            steps, rounds, med[0], med[1], spruce_decoder_sparse_layers(d[1]),
            spruce_decoder_linear_layers(d[1]), med[1] / med[0]);
+    if (exmed[0] > 0 && exmed[1] > 0)   /* a mixture of experts: the experts alone */
+        printf("decode, the experts' linear layers alone (the chosen experts' gate, up and "
+               "down, median of the same runs): dense %.3f ms/token, auto %.3f ms/token: "
+               "%.2fx\n", 1e3 * exmed[0], 1e3 * exmed[1], exmed[0] / exmed[1]);
     rc = 0;
 done:
     free(logits);

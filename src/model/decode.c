@@ -7,6 +7,7 @@
 #include "block.h"
 #include "rope.h"
 #include "model_internal.h"
+#include "spruce_clock.h"
 #include "spruce_decode.h"
 #include "spruce_family.h"
 #include "spruce_sparse.h"
@@ -26,6 +27,7 @@ typedef struct {
     int nexperts;
     spruce_linear *router;
     spruce_linear **expert;
+    double *expert_s;                     /* the decoder's expert_s: seconds in the experts */
 } dec_layer;
 
 struct spruce_decoder {
@@ -46,6 +48,8 @@ struct spruce_decoder {
      * cache) hold the long factors; see longrope_switch */
     uint32_t *ids;
     int rope_long;
+    double expert_s;                      /* seconds in the experts' linear layers since
+                                           * create or reset */
 };
 
 void spruce_decoder_free(spruce_decoder *d)
@@ -103,7 +107,7 @@ static float *copy_vec(const float *src, size_t n)
 
 /* The router (dense: it is never pruned) and every expert's linear layers. */
 static int experts_create(dec_layer *L, const spruce_block *b, const spruce_config *c,
-                          const spruce_linear_opts *lo, int *nsparse)
+                          const spruce_linear_opts *lo, int *nsparse, double *expert_s)
 {
     spruce_linear_opts dense = *lo;
     int e, k, rc, hid = c->hidden_size, w = b->expert_width;
@@ -111,6 +115,7 @@ static int experts_create(dec_layer *L, const spruce_block *b, const spruce_conf
         return spruce__seterr(SPRUCE_ENOMEM, "decoder block %d: %d experts", b->layer,
                               b->nexperts);
     L->nexperts = b->nexperts;
+    L->expert_s = expert_s;
     dense.format = SPRUCE_FMT_DENSE;
     if ((rc = spruce_linear_create(b->router, b->nexperts, hid, &dense, &L->router)))
         return rc;
@@ -239,7 +244,7 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
             d->nlinear += !rc;
         }
         if (!rc && b->nexperts) {
-            rc = experts_create(L, b, c, &lo, &d->nsparse);
+            rc = experts_create(L, b, c, &lo, &d->nsparse, &d->expert_s);
             d->nlinear += 1 + 3 * b->nexperts;
         }
         spruce_model_put_block(m, b);
@@ -258,6 +263,7 @@ void spruce_decoder_reset(spruce_decoder *d)
     if (!d)
         return;
     d->pos = 0;
+    d->expert_s = 0;
     if (d->rope_long && !spruce__rope_fill(d->c, 0, 0, d->max_T, d->cos, d->sin))
         d->rope_long = 0;   /* short factors again (on ENOMEM they stay long, and so
                              * does rope_long: the next crossing is then skipped) */
@@ -317,7 +323,19 @@ static int dec_linear(void *ctx, spruce_proj l, const float *X, int ntok, float 
 static int dec_expert(void *ctx, int e, int k, const float *X, int ntok, float *Y)
 {
     const dec_layer *L = ctx;
-    return spruce_linear_forward(e < 0 ? L->router : L->expert[3 * e + k], X, ntok, Y);
+    double t0;
+    int rc;
+    if (e < 0)
+        return spruce_linear_forward(L->router, X, ntok, Y);
+    t0 = spruce_clock_now();
+    rc = spruce_linear_forward(L->expert[3 * e + k], X, ntok, Y);
+    *L->expert_s += spruce_clock_now() - t0;
+    return rc;
+}
+
+double spruce_decoder_expert_seconds(const spruce_decoder *d)
+{
+    return d ? d->expert_s : 0;
 }
 
 int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)

@@ -39,8 +39,12 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
                           spruce_decoder **out);
 void spruce_decoder_free(spruce_decoder *d); /* NULL is a no-op */
 
-/* Forget the cached positions. */
+/* Forget the cached positions (and the experts' seconds). */
 void spruce_decoder_reset(spruce_decoder *d);
+/* A mixture of experts: the wall seconds spent in the experts' linear layers
+ * (gate, up and down of the chosen experts, not the routers) since create or
+ * reset; 0 for other models. */
+double spruce_decoder_expert_seconds(const spruce_decoder *d);
 /* Positions cached so far. */
 int spruce_decoder_pos(const spruce_decoder *d);
 /* Linear layers running a sparse format at batch 1, of spruce_decoder_linear_layers. */
