@@ -920,6 +920,60 @@ Test(moe, decoder_counts_the_experts_seconds)
     spruce_model_free(dm);
 }
 
+/* masks export and apply name every expert: magnitude pruning changes no
+ * kept weight, so its masks applied to the original (as pruned, and as
+ * exported back from the pruned checkpoint) give the pruned experts bit for
+ * bit. */
+static void expect_same_experts(const char *a, const char *b)
+{
+    spruce_model *ma = NULL, *mb = NULL;
+    const spruce_config *c;
+    int layer, i;
+    cr_assert_eq(spruce_model_open(a, &ma), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(b, &mb), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(ma);
+    for (layer = 0; layer < c->num_hidden_layers; layer++) {
+        spruce_block *x = NULL, *y = NULL;
+        cr_assert_eq(spruce_model_get_block(ma, layer, &x), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_get_block(mb, layer, &y), 0, "%s", spruce_errdetail());
+        for (i = 0; i < 3 * c->num_experts; i++)
+            cr_assert_arr_eq(x->expert[i], y->expert[i],
+                             sizeof(float) * c->hidden_size * c->moe_intermediate_size,
+                             "%s and %s: layer %d expert matrix %d differ", a, b, layer, i);
+        spruce_model_put_block(ma, x);
+        spruce_model_put_block(mb, y);
+    }
+    spruce_model_free(ma);
+    spruce_model_free(mb);
+}
+
+Test(moe, masks_export_and_apply_every_expert)
+{
+    NEED_FAMILY(dir, "qwen3-moe");
+    NEED_SPRUCE_BIN(bin);
+    char *d = tmp_dir(), out[1200], opts[1400], cmd[8192], path[1300], path2[1300];
+    spruce_model *src = NULL;
+    int vocab;
+    cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
+    vocab = spruce_model_config(src)->vocab_size;
+    spruce_model_free(src);
+    snprintf(opts, sizeof opts, "--method magnitude --sparsity 0.5 --masks '%s/m.h5'", d);
+    prune_fixture(bin, dir, d, vocab, opts, out, sizeof out);
+    snprintf(cmd, sizeof cmd, "'%s' masks apply '%s' '%s/m.h5' -o '%s/applied' >'%s/apply.out' "
+             "2>&1 && '%s' masks export '%s' -o '%s/ex.h5' >'%s/export.out' 2>&1 && '%s' masks "
+             "apply '%s' '%s/ex.h5' -o '%s/applied2' >'%s/apply2.out' 2>&1", bin, dir, d, d, d,
+             bin, out, d, d, bin, dir, d, d, d);
+    cr_assert_eq(sh(cmd), 0, "%s", cmd);
+    snprintf(path, sizeof path, "%s/applied", d);
+    snprintf(path2, sizeof path2, "%s/applied2", d);
+    expect_same_experts(out, path);
+    expect_same_experts(out, path2);
+    snprintf(cmd, sizeof cmd, "grep -q ' 0 skipped' '%s/apply.out'", d);
+    cr_assert_eq(sh(cmd), 0, "masks apply skipped some masks (%s/apply.out)", d);
+    rm_tree(d);
+    free(d);
+}
+
 /* ---- per-layer plans ----------------------------------------------------------------- */
 
 static size_t zeros_of(const float *w, size_t n)
