@@ -974,6 +974,50 @@ Test(moe, masks_export_and_apply_every_expert)
     free(d);
 }
 
+/* --include / --exclude match expert tensors by name: only expert 3's
+ * matrices but its down_proj are pruned; the attention and the other
+ * experts are the originals bit for bit. */
+Test(moe, include_and_exclude_select_experts)
+{
+    NEED_FAMILY(dir, "qwen3-moe");
+    NEED_SPRUCE_BIN(bin);
+    char *d = tmp_dir(), out[1200];
+    spruce_model *src = NULL, *m = NULL;
+    const spruce_config *c;
+    size_t ne;
+    int layer, e, k, l;
+    cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(src);
+    ne = (size_t)c->hidden_size * c->moe_intermediate_size;
+    prune_fixture(bin, dir, d, c->vocab_size, "--sparsity 0.5 --include 'experts\\.3\\.' "
+                  "--exclude 'down_proj'", out, sizeof out);
+    cr_assert_eq(spruce_model_open(out, &m), 0, "%s", spruce_errdetail());
+    for (layer = 0; layer < c->num_hidden_layers; layer++) {
+        spruce_block *b = NULL, *o = NULL;
+        cr_assert_eq(spruce_model_get_block(m, layer, &b), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_get_block(src, layer, &o), 0, "%s", spruce_errdetail());
+        for (l = 0; l <= SPRUCE_PROJ_O; l++)
+            cr_assert_arr_eq(b->w[l], o->w[l], sizeof(float) * b->rows[l] * b->cols[l],
+                             "layer %d %s changed", layer, spruce_proj_path((spruce_proj)l));
+        for (e = 0; e < c->num_experts; e++)
+            for (k = 0; k < 3; k++) {
+                char what[128];
+                snprintf(what, sizeof what, "layer %d expert %d matrix %d", layer, e, k);
+                if (e == 3 && k < 2)
+                    expect_sparse(b->expert[3 * e + k], ne, 0, what);
+                else
+                    cr_assert_arr_eq(b->expert[3 * e + k], o->expert[3 * e + k],
+                                     ne * sizeof(float), "%s changed", what);
+            }
+        spruce_model_put_block(m, b);
+        spruce_model_put_block(src, o);
+    }
+    spruce_model_free(m);
+    spruce_model_free(src);
+    rm_tree(d);
+    free(d);
+}
+
 /* ---- per-layer plans ----------------------------------------------------------------- */
 
 static size_t zeros_of(const float *w, size_t n)
