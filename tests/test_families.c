@@ -147,29 +147,6 @@ Test(families, eval_logits_unwritable_leaves_nothing)
 
 /* ---- decoding with a key/value cache ------------------------------------------ */
 
-/* The largest |logit - ref| of a decoder of m in mode fed ids[0..T) one by
- * one, ref (T, vocab) the expected logits of every position. */
-static double decoder_error(spruce_model *m, spruce_decode_mode mode, const uint32_t *ids,
-                            int T, const float *ref)
-{
-    spruce_decoder *dec = NULL;
-    int V = spruce_model_config(m)->vocab_size, t;
-    float *lg = malloc(sizeof *lg * V);
-    double worst = 0;
-    cr_assert_not_null(lg);
-    cr_assert_eq(spruce_decoder_create(m, T, mode, &dec), 0, "%s", spruce_errdetail());
-    if (mode != SPRUCE_DECODE_DENSE)
-        cr_assert_gt(spruce_decoder_sparse_layers(dec), 0, "mode %d packs no layer", mode);
-    for (t = 0; t < T; t++) {
-        double dd;
-        cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
-        dd = max_abs_diff(lg, ref + (size_t)t * V, (size_t)V);
-        worst = dd > worst ? dd : worst;
-    }
-    spruce_decoder_free(dec);
-    free(lg);
-    return worst;
-}
 
 static void check_decoder(const char *name)
 {
@@ -1230,9 +1207,8 @@ Test(families, memory_estimate_covers_qwen3_shapes)
 static void estimate_and_measured(const char *bin, const char *opts, int vocab, double *est,
                                   double *anon)
 {
-    char *d = tmp_dir(), cmd[4096], path[1300], line[1024];
+    char *d = tmp_dir(), cmd[4096], path[1300];
     uint32_t *cal = malloc(sizeof *cal * 8 * 256);
-    FILE *f;
     cr_assert_not_null(cal);
     snprintf(cmd, sizeof cmd, "'%s' synth '%s/m' %s --dtype bf16 >'%s/synth.out' 2>&1", bin, d,
              opts, d);
@@ -1245,17 +1221,7 @@ static void estimate_and_measured(const char *bin, const char *opts, int vocab, 
              "--nsamples 8 --sparsity 0.5 --threads 2 >'%s/out' 2>&1", bin, d, d, path, d);
     cr_assert_eq(sh(cmd), 0, "%s (see %s/out)", cmd, d);
     snprintf(path, sizeof path, "%s/out", d);
-    f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    *est = *anon = -1;
-    while (fgets(line, sizeof line, f)) {
-        const char *a = strstr(line, "largest sampled anonymous ");
-        if (!strncmp(line, "memory: estimate ", 17))
-            *est = atof(line + 17);
-        if (a)
-            *anon = atof(a + strlen("largest sampled anonymous "));
-    }
-    fclose(f);
+    prune_memory_lines(path, est, anon);
     cr_assert(*est > 0, "no estimate in %s", path);
     rm_tree(d);
     free(d);
@@ -1927,41 +1893,12 @@ Test(families, qwen3_sliding_window_through_the_forward_and_the_decoder)
  * removed where a name starts with it (the data section is the same bytes). */
 static char *with_names_stripped(const char *src, const char *from)
 {
-    char *d = tmp_dir(), path[1200], cmd[4096];
-    FILE *in, *out;
-    uint64_t hlen = 0, outlen;
-    char *hdr, *dumped, buf[65536];
-    json_t *h, *n, *v;
-    json_error_t e;
+    char *d = tmp_dir(), cmd[4096];
+    json_t *h = st_read_header(src), *n = json_object(), *v;
     const char *key;
-    size_t r, len, pad;
-    int i;
-    snprintf(path, sizeof path, "%s/model.safetensors", src);
-    cr_assert(in = fopen(path, "rb"));
-    cr_assert_eq(fread(&hlen, 8, 1, in), 1);   /* little-endian on this machine */
-    hdr = malloc(hlen + 1);
-    cr_assert_eq(fread(hdr, 1, hlen, in), hlen);
-    hdr[hlen] = 0;
-    cr_assert(h = json_loads(hdr, 0, &e), "%s", e.text);
-    n = json_object();
     json_object_foreach(h, key, v)
         json_object_set(n, strncmp(key, from, strlen(from)) ? key : key + strlen(from), v);
-    dumped = json_dumps(n, JSON_COMPACT);
-    len = strlen(dumped);
-    pad = (8 - (8 + len) % 8) % 8;
-    outlen = len + pad;
-    snprintf(path, sizeof path, "%s/model.safetensors", d);
-    cr_assert(out = fopen(path, "wb"));
-    fwrite(&outlen, 8, 1, out);
-    fwrite(dumped, 1, len, out);
-    for (i = 0; i < (int)pad; i++)
-        fputc(' ', out);
-    while ((r = fread(buf, 1, sizeof buf, in)) > 0)
-        cr_assert_eq(fwrite(buf, 1, r, out), r);
-    fclose(out);
-    fclose(in);
-    free(dumped);
-    free(hdr);
+    st_write(src, d, n, NULL, 0);
     json_decref(n);
     json_decref(h);
     snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/' && cp '%s/ids.txt' '%s/logits.f32' '%s/'",

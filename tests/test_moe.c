@@ -455,32 +455,20 @@ Test(moe, a_moe_layer_without_experts_is_refused_by_name)
  * decoder, each layer taking its own path. */
 static char *qwen3_mixed(const char *dir)
 {
-    char *d = tmp_dir(), path[1200], *hdr, *dumped, buf[65536];
+    char *d = tmp_dir(), cmd[4096];
     json_t *keys = json_pack("{s:s, s:[s], s:i, s:i, s:i, s:b, s:[i]}", "model_type",
                              "qwen3_moe", "architectures", "Qwen3MoeForCausalLM", "num_experts", 1,
                              "num_experts_per_tok", 1, "moe_intermediate_size", 192,
                              "norm_topk_prob", 1, "mlp_only_layers", 0);
     char *cfgdir = fixture_with_keys(dir, keys);
-    json_t *h, *n, *v, *e;
-    json_error_t err;
+    json_t *h = st_read_header(dir), *n = json_object(), *v, *e;
     const char *key;
-    uint64_t hlen = 0, outlen, end = 0;
-    size_t r, len, pad, i;
-    FILE *in, *out;
+    uint64_t end = 0;
     float zeros[64] = {0};
-    snprintf(path, sizeof path, "%s/config.json", cfgdir);
-    snprintf(buf, sizeof buf, "cp '%s' '%s/config.json'", path, d);
-    cr_assert_eq(sh(buf), 0);
+    snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/config.json'", cfgdir, d);
+    cr_assert_eq(sh(cmd), 0);
     rm_tree(cfgdir);
     free(cfgdir);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    cr_assert(in = fopen(path, "rb"), "%s", path);
-    cr_assert_eq(fread(&hlen, 8, 1, in), 1);   /* little-endian on this machine */
-    cr_assert(hdr = malloc(hlen + 1));
-    cr_assert_eq(fread(hdr, 1, hlen, in), hlen);
-    hdr[hlen] = 0;
-    cr_assert(h = json_loads(hdr, 0, &err), "%s", err.text);
-    n = json_object();
     json_object_foreach(h, key, v) {
         char name[256];
         const char *mlp = "model.layers.1.mlp.";
@@ -493,27 +481,12 @@ static char *qwen3_mixed(const char *dir)
             snprintf(name, sizeof name, "%s", key);
         json_object_set(n, name, v);
     }
+    /* the router (1, hidden) after the data */
     e = json_pack("{s:s, s:[i,i], s:[I,I]}", "dtype", "F32", "shape", 1, 64, "data_offsets",
                   (json_int_t)end, (json_int_t)(end + sizeof zeros));
     cr_assert_not_null(e);
     json_object_set_new(n, "model.layers.1.mlp.gate.weight", e);
-    dumped = json_dumps(n, JSON_COMPACT);
-    len = strlen(dumped);
-    pad = (8 - len % 8) % 8;
-    outlen = len + pad;
-    snprintf(path, sizeof path, "%s/model.safetensors", d);
-    cr_assert(out = fopen(path, "wb"), "%s", path);
-    fwrite(&outlen, 8, 1, out);
-    fwrite(dumped, 1, len, out);
-    for (i = 0; i < pad; i++)
-        fputc(' ', out);
-    while ((r = fread(buf, 1, sizeof buf, in)) > 0)
-        cr_assert_eq(fwrite(buf, 1, r, out), r);
-    cr_assert_eq(fwrite(zeros, 1, sizeof zeros, out), sizeof zeros);
-    cr_assert_eq(fclose(out), 0);
-    fclose(in);
-    free(dumped);
-    free(hdr);
+    st_write(dir, d, n, zeros, sizeof zeros);
     json_decref(n);
     json_decref(h);
     return d;
@@ -523,34 +496,20 @@ Test(moe, dense_and_moe_layers_mixed_against_the_golden_logits)
 {
     NEED_FAMILY(dir, "qwen3");
     spruce_model *m = NULL;
-    spruce_decoder *dec = NULL;
     const spruce_config *c;
     char *d = qwen3_mixed(dir);
     uint32_t *ids;
-    float *gold, *lg;
-    double diff, worst = 0;
-    int V, t;
+    float *gold;
+    double diff, worst;
     cr_assert_eq(spruce_model_open(d, &m), 0, "%s", spruce_errdetail());
     c = spruce_model_config(m);
     cr_assert_not(spruce_config_layer_moe(c, 0), "layer 0 should be dense (mlp_only_layers)");
     cr_assert(spruce_config_layer_moe(c, 1), "layer 1 should be a mixture of experts");
     diff = diff_from_golden(m, dir);
     cr_assert(diff < 1e-4, "the mixed model's forward is %g from qwen3's logits", diff);
-    V = c->vocab_size;
-    load_golden(dir, V, &ids, &gold);
-    lg = malloc(sizeof *lg * V);
-    cr_assert_not_null(lg);
-    cr_assert_eq(spruce_decoder_create(m, SEQ, SPRUCE_DECODE_DENSE, &dec), 0, "%s",
-                 spruce_errdetail());
-    for (t = 0; t < SEQ; t++) {
-        double dd;
-        cr_assert_eq(spruce_decoder_step(dec, ids[t], lg), 0, "%s", spruce_errdetail());
-        dd = max_abs_diff(lg, gold + (size_t)t * V, (size_t)V);
-        worst = dd > worst ? dd : worst;
-    }
+    load_golden(dir, c->vocab_size, &ids, &gold);
+    worst = decoder_error(m, SPRUCE_DECODE_DENSE, ids, SEQ, gold);
     cr_assert(worst < 1e-4, "the mixed model's decoder is %g from qwen3's logits", worst);
-    spruce_decoder_free(dec);
-    free(lg);
     free(gold);
     free(ids);
     spruce_model_free(m);
@@ -1093,26 +1052,6 @@ Test(moe, layer_sparsity_file_plans_experts)
 
 /* ---- quantized and compressed experts ------------------------------------------------ */
 
-/* The safetensors header of dir/model.safetensors. */
-static json_t *st_header(const char *dir)
-{
-    char path[1300], *hdr;
-    uint64_t hlen = 0;
-    json_error_t err;
-    json_t *h;
-    FILE *f;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    cr_assert(f = fopen(path, "rb"), "%s", path);
-    cr_assert_eq(fread(&hlen, 8, 1, f), 1);   /* little-endian on this machine */
-    cr_assert(hdr = malloc(hlen + 1));
-    cr_assert_eq(fread(hdr, 1, hlen, f), hlen);
-    hdr[hlen] = 0;
-    fclose(f);
-    cr_assert(h = json_loads(hdr, 0, &err), "%s: %s", path, err.text);
-    free(hdr);
-    return h;
-}
-
 /* SparseGPT 2:4 with 4-bit weights on a MoE fixture, saved dense and as
  * compressed-tensors: both give the same logits (the compressed values are the
  * grid's levels times the scales the dense file holds), every expert has its
@@ -1149,7 +1088,7 @@ static void check_quantized_experts(const char *name)
               "the dense-saved ones", name, max_abs_diff(ld, lc, (size_t)SEQ * V));
     cr_assert(max_abs_diff(ld, gold, (size_t)SEQ * V) > 1e-3, "%s: pruning and 4-bit "
               "rounding left the logits unchanged", name);
-    h = st_header(comp);
+    h = st_read_header(comp);
     snprintf(cpath, sizeof cpath, "%s/config.json", comp);
     cr_assert(cfg = json_load_file(cpath, 0, &err), "%s", err.text);
     ign = json_object_get(json_object_get(cfg, "quantization_config"), "ignore");
@@ -1219,9 +1158,8 @@ Test(memory, mixtral_estimate_against_measured_peak)
 #endif
     spruce_synth_config sc;
     spruce_synth_family sf;
-    char *d = tmp_dir(), dir[1200], out[1200], path[1300], line[1024];
+    char *d = tmp_dir(), dir[1200], out[1200], path[1300];
     double est = -1, anon = -1;
-    FILE *f;
     spruce_synth_defaults(&sc);
     sc.hidden = 512;
     sc.intermediate = 2048;
@@ -1238,16 +1176,7 @@ Test(memory, mixtral_estimate_against_measured_peak)
     cr_assert_eq(spruce_synth_write_family(dir, &sc, &sf, 0), 0, "%s", spruce_errdetail());
     prune_fixture(bin, dir, d, sc.vocab, "--sparsity 0.5", out, sizeof out);
     snprintf(path, sizeof path, "%s/out", d);
-    f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    while (fgets(line, sizeof line, f)) {
-        const char *a = strstr(line, "largest sampled anonymous ");
-        if (!strncmp(line, "memory: estimate ", 17))
-            est = atof(line + 17);
-        if (a)
-            anon = atof(a + strlen("largest sampled anonymous "));
-    }
-    fclose(f);
+    prune_memory_lines(path, &est, &anon);
     if (anon < 0)
         cr_skip_test("no RssAnon on this platform (%s)", path);
     cr_assert(est > 0, "no estimate in %s", path);
