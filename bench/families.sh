@@ -39,17 +39,13 @@ echo "family round eval_s eval_cpu_s decode_tok_s"
 r=1
 while [ $r -le "$ROUNDS" ]; do
     # each round starts one family later, so that no family always runs first
-    set -- $FAMILIES
-    k=1
-    first=$(( (r - 1) % $# + 1 ))
-    while [ $k -lt $first ]; do
-        shift
+    skip=$(( (r - 1) % $(echo $FAMILIES | wc -w) ))
+    order= rest= k=0
+    for f in $FAMILIES; do
+        if [ $k -lt $skip ]; then rest="$rest $f"; else order="$order $f"; fi
         k=$((k + 1))
     done
-    order="$*"
-    for f in $FAMILIES; do
-        case " $order " in *" $f "*) ;; *) order="$order $f" ;; esac
-    done
+    order="$order $rest"
     for f in $order; do
         /usr/bin/time -o "$DIR/time" -f "%e %U %S" "$SPRUCE" eval "$DIR/$f" \
             --data "$DIR/eval.u16" --seqlen 512 --threads "$THREADS" >/dev/null 2>&1

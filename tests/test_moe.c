@@ -1068,10 +1068,12 @@ static void check_quantized_experts(const char *name)
     float *gold, *ld, *lc;
     json_t *h, *cfg, *ign, *t;
     json_error_t err;
+    const spruce_family *f;
     int layer, e, V;
     size_t i;
     cr_assert_eq(spruce_model_open(dir, &src), 0, "%s", spruce_errdetail());
     c = spruce_model_config(src);
+    f = spruce_family_find(c->model_type);
     V = c->vocab_size;
     prune_fixture(bin, dir, dd, V, "--pattern 2:4 --wbits 4 --sym", dense, sizeof dense);
     prune_fixture(bin, dir, cd, V, "--pattern 2:4 --wbits 4 --sym --save-format compressed",
@@ -1094,7 +1096,6 @@ static void check_quantized_experts(const char *name)
     ign = json_object_get(json_object_get(cfg, "quantization_config"), "ignore");
     cr_assert(json_is_array(ign), "%s: no quantization_config.ignore", cpath);
     for (layer = 0; layer < c->num_hidden_layers; layer++) {
-        const spruce_family *f = spruce_family_find(c->model_type);
         int found = 0;
         for (e = 0; e < c->num_experts; e++)
             for (i = 0; i < 3; i++) {
