@@ -754,3 +754,101 @@ Test(compressed_cli, numpy_reader_decodes_every_layout, .timeout = 900)
     rmrf(base);
     free(base);
 }
+
+/* ---- the header room ------------------------------------------------------- */
+
+static uint8_t *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *b;
+    long len;
+    cr_assert_not_null(f, "%s", path);
+    fseek(f, 0, SEEK_END);
+    len = ftell(f);
+    rewind(f);
+    b = malloc((size_t)len + 1);
+    cr_assert_eq(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+/* Each shard's header is written last, into room reserved at begin: the room
+ * must hold it whatever the names (here ones JSON must escape: a quote, a
+ * backslash, a control character) and the layout, and the file must stay
+ * valid safetensors (the length a multiple of 8, the JSON padded with spaces
+ * only). */
+static void escaped_names_roundtrip(int sparse, int bits, int sym, int64_t gs)
+{
+    enum { R = 8, C = 16 };
+    static const char *jname[2] = {"a\\\"b\\\\c\\u0001d.weight", "model.layers.0.\\u001f.weight"};
+    static const char *name[2] = {"a\"b\\c\001d.weight", "model.layers.0.\037.weight"};
+    float w[2][R * C], n4[16];
+    part_t p[3];
+    spruce_ckpt *ck, *cc;
+    spruce_ckpt_writer *wc;
+    spruce_compress_opts co = {sparse, sparse == 2 ? "2:4" : "unstructured"};
+    spruce_qgrid g[2];
+    char *dir, *out, *st;
+    uint8_t *file;
+    uint64_t hl;
+    size_t fsz, k;
+    int i, j;
+    for (i = 0; i < 2; i++) {
+        for (j = 0; j < R * C; j++)
+            w[i][j] = j % 4 == 1 || j % 4 == 3 ? 0.0f : uniform(); /* 2:4, and 50% */
+        if (bits)
+            rtn_grid(w[i], &g[i], bits, sym, R, C, gs), onto_grid(w[i], &g[i]);
+        p[i] = (part_t){jname[i], "F32", "[8,16]", w[i], sizeof w[i]};
+    }
+    for (j = 0; j < 16; j++)
+        n4[j] = (float)j;
+    p[2] = (part_t){"x\\\\y", "F32", "[1,2,2,4]", n4, sizeof n4};
+    dir = write_ckpt(NULL, p, 3);
+    out = mktmp();
+    cr_assert_eq(spruce_ckpt_open(dir, &ck), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin_compressed(ck, out, 0, &co, &wc), 0, "%s", spruce_errdetail());
+    for (i = 0; i < 2; i++)
+        cr_assert_eq(spruce_ckpt_writer_set_quantized(wc, name[i], w[i], bits ? &g[i] : NULL), 0,
+                     "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_commit(wc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(out, &cc), 0, "%s", spruce_errdetail());
+    for (i = 0; i < 2; i++) {
+        const spruce_tensor *t = spruce_ckpt_find(cc, name[i]);
+        float v[R * C];
+        cr_assert(t, "tensor %d not read back", i);
+        cr_assert_eq(spruce_tensor_read_f32(t, v), 0);
+        for (j = 0; j < R * C; j++)
+            cr_assert(v[j] == w[i][j], "sparse %d bits %d: tensor %d element %d: %g, wrote %g",
+                      sparse, bits, i, j, (double)v[j], (double)w[i][j]);
+    }
+    cr_assert(spruce_ckpt_find(cc, "x\\y"));
+    cr_assert(!memcmp(spruce_ckpt_find(cc, "x\\y")->data, n4, sizeof n4));
+    st = path2(out, "model.safetensors");
+    file = read_all(st, &fsz);
+    for (hl = 0, k = 0; k < 8; k++)
+        hl |= (uint64_t)file[k] << (8 * k);
+    cr_assert(hl % 8 == 0 && 8 + hl <= fsz, "header length %llu", (unsigned long long)hl);
+    for (k = 8 + hl; k > 8 && file[k - 1] == ' '; k--)
+        ;
+    cr_assert(k > 9 && file[8] == '{' && file[k - 1] == '}', "the header is JSON, then spaces");
+    free(file);
+    spruce_ckpt_close(cc);
+    spruce_ckpt_close(ck);
+    if (bits)
+        for (i = 0; i < 2; i++)
+            free(g[i].scale), free(g[i].zero);
+    rmrf(dir);
+    rmrf(out);
+    free(dir), free(out), free(st);
+}
+
+Test(compressed_ckpt, header_room_holds_escaped_names_in_every_layout)
+{
+    escaped_names_roundtrip(1, 0, 0, 0);  /* sparse-bitmask */
+    escaped_names_roundtrip(2, 0, 0, 0);  /* sparse-24-bitmask */
+    escaped_names_roundtrip(1, 8, 0, 16); /* sparse-bitmask of int8 with zero points */
+    escaped_names_roundtrip(2, 8, 1, 16); /* sparse-24-bitmask of int8 */
+    escaped_names_roundtrip(0, 4, 0, 8);  /* pack-quantized, packed zero points */
+    escaped_names_roundtrip(0, 8, 0, 16); /* int-quantized */
+}

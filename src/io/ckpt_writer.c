@@ -669,7 +669,7 @@ int spruce_ckpt_writer_begin_compressed(const spruce_ckpt *in, const char *outdi
     return writer_begin(in, outdir, force, o ? o : &none, out);
 }
 
-/* A compressed writer's tensor: encoded and spooled. */
+/* A compressed writer's tensor: encoded and appended to its shard. */
 static int set_compressed(spruce_ckpt_writer *w, const char *name, const float *data,
                           const spruce_qgrid *grid)
 {

@@ -5,11 +5,15 @@
  * "quantization_config" with quant_method "compressed-tensors", format,
  * config_groups, ignore and sparsity_config).
  *
- * Each replaced tensor is encoded when it is set and its parts appended to a
- * spool file of its shard inside the temporary directory (one tensor's parts
- * in memory at a time); at prepare the tensors never set are appended as they
- * were, and each shard is written as header + the spool's bytes.  The rest
- * (temporary name, rename, sync, --force) is ckpt_writer.c's. */
+ * Each shard is written once, in place.  At begin, room is reserved for its
+ * header: an upper bound of the header's length, from the names, dtypes and
+ * ranks of the tensors it will hold (see header_bound).  Each replaced tensor
+ * is encoded when it is set and its parts appended after that room (one
+ * tensor's parts in memory at a time); at prepare the tensors never set are
+ * appended as they were, and the header is written into the room, padded with
+ * spaces to its end, as the safetensors format allows ("MAY be trailing padded
+ * with whitespace").  The rest (temporary name, rename, sync, --force) is
+ * ckpt_writer.c's. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -34,17 +38,18 @@ typedef struct {
 
 typedef struct {
     int fd;
-    char *path;   /* the spool file */
-    uint64_t size;
+    char *path;   /* the shard file, inside the temporary directory */
+    uint64_t room; /* bytes reserved for the header (a multiple of 8) */
+    uint64_t size; /* data bytes written after 8 + room */
     entry *e;
     int ne, cap;
-} spool;
+} shard_out;
 
 struct spruce__ctw {
     const spruce_ckpt *in;
     char *tmp;
     spruce_compress_opts o;
-    spool *sp;
+    shard_out *sp;
     int nsh;
     uint8_t *set;            /* per input tensor: replaced */
     int plain;               /* a dense checkpoint (from a compressed one) */
@@ -60,9 +65,7 @@ void spruce__ctw_free(spruce__ctw *c)
     for (i = 0; i < c->nsh; i++) {
         if (c->sp[i].fd >= 0)
             close(c->sp[i].fd);
-        if (c->sp[i].path)
-            unlink(c->sp[i].path);
-        free(c->sp[i].path);
+        free(c->sp[i].path); /* the temporary directory is removed on abort */
         for (j = 0; j < c->sp[i].ne; j++)
             free(c->sp[i].e[j].name);
         free(c->sp[i].e);
@@ -71,6 +74,89 @@ void spruce__ctw_free(spruce__ctw *c)
     free(c->set);
     free(c->tmp);
     free(c);
+}
+
+/* Bytes that jansson's compact output takes for the string s, quotes
+ * included: control characters as \u00XX, '"' and '\\' escaped, the rest
+ * (UTF-8 included) as it is. */
+static uint64_t json_string_len(const char *s)
+{
+    uint64_t n = 2;
+    for (; *s; s++)
+        n += (unsigned char)*s < 0x20 ? 6 : (*s == '"' || *s == '\\') ? 2 : 1;
+    return n;
+}
+
+static uint64_t digits(uint64_t v)
+{
+    uint64_t d = 1;
+    for (; v >= 10; v /= 10)
+        d++;
+    return d;
+}
+
+/* One header entry, at most: "NAME":{"dtype":"D","shape":[...],
+ * "data_offsets":[A,B]}, with ndim dimensions of at most dd digits and
+ * offsets of at most od digits (name_len counts the name's quotes). */
+static uint64_t entry_bound(uint64_t name_len, const char *dtype, int ndim, uint64_t dd,
+                            uint64_t od)
+{
+    return name_len + json_string_len(dtype) + (dd + 1) * (uint64_t)(ndim > 0 ? ndim : 1) +
+           2 * od + 1 + sizeof ":{\"dtype\":,\"shape\":[],\"data_offsets\":[]}," - 1;
+}
+
+static int replaceable(const spruce_tensor *t)
+{
+    size_t len = strlen(t->name);
+    return t->ndim == 2 && len > 7 && !strcmp(t->name + len - 7, ".weight");
+}
+
+/* Each shard's header room: an upper bound of its header.  A tensor that
+ * could be replaced counts as every part its layout may write: sparse-bitmask
+ * shape, compressed, bitmask, row_offsets (sparse-24-bitmask: the first three;
+ * not sparse: weight or weight_packed, and weight_shape), then weight_scale
+ * and weight_zero_point, each "PREFIX.weight_zero_point" long at most.  Every
+ * other tensor counts as itself.  Offsets are bounded by the data a shard
+ * can hold: a replaced tensor's parts take at most its own bytes (values)
+ * and 6 bytes a weight and 9 a row more (bitmask, row offsets, int8 values,
+ * scales and zero points of groups of one); 17 and 24 are counted.
+ * Dimensions are bounded by the largest element count. */
+static void header_rooms(spruce__ctw *c)
+{
+    int i, n = spruce_ckpt_count(c->in);
+    int nparts = c->plain ? 0 : c->o.sparse == 1 ? 6 : c->o.sparse == 2 ? 5 : 4;
+    uint64_t *data = calloc((size_t)c->nsh, sizeof *data), *dmax = calloc((size_t)c->nsh, 8);
+    for (i = 0; i < n && data && dmax; i++) {
+        const spruce_tensor *t = spruce_ckpt_tensor_at(c->in, i);
+        uint64_t numel = (uint64_t)spruce_tensor_numel(t), b = t->nbytes;
+        int k;
+        if (replaceable(t) && nparts)
+            b += 17 * numel + 24 * (uint64_t)t->shape[0] + 64;
+        data[t->shard] += b;
+        for (k = 0; k < t->ndim; k++)
+            if ((uint64_t)t->shape[k] > dmax[t->shard])
+                dmax[t->shard] = (uint64_t)t->shape[k];
+        if (numel > dmax[t->shard])
+            dmax[t->shard] = numel;
+    }
+    for (i = 0; i < c->nsh; i++)
+        c->sp[i].room = sizeof "{\"__metadata__\":{\"format\":\"pt\"}}" + 8;
+    for (i = 0; i < n; i++) {
+        const spruce_tensor *t = spruce_ckpt_tensor_at(c->in, i);
+        int s = t->shard;
+        uint64_t nl = json_string_len(t->name), od = 20, dd = 20, b;
+        const char *pd = strlen(t->dtype_name) > 4 ? t->dtype_name : "BF16"; /* I64, U8, ... */
+        if (data && dmax)
+            od = digits(data[s]), dd = digits(dmax[s]);
+        b = entry_bound(nl, t->dtype_name, t->ndim, dd, od);
+        if (replaceable(t) && nparts) /* "PREFIX.weight_zero_point": 10 longer than the name */
+            b += (uint64_t)nparts * entry_bound(nl + 10, pd, 2, dd, od);
+        c->sp[s].room += b;
+    }
+    for (i = 0; i < c->nsh; i++)
+        c->sp[i].room = (c->sp[i].room + 7) / 8 * 8;
+    free(data);
+    free(dmax);
 }
 
 int spruce__ctw_new(const spruce_ckpt *in, const char *tmp, const spruce_compress_opts *o,
@@ -96,10 +182,13 @@ int spruce__ctw_new(const spruce_ckpt *in, const char *tmp, const spruce_compres
     }
     for (i = 0; i < c->nsh; i++)
         c->sp[i].fd = -1;
+    header_rooms(c);
     for (i = 0; i < c->nsh; i++) {
-        char name[64];
-        snprintf(name, sizeof name, ".spool-%d", i);
-        if (!(c->sp[i].path = spruce__path_join(tmp, name)))
+        const char *sn, *sp;
+        const uint8_t *m;
+        size_t sz;
+        spruce__ckpt_shard(in, i, &sn, &sp, &m, &sz);
+        if (!(c->sp[i].path = spruce__path_join(tmp, sn)))
             goto nomem;
         if ((c->sp[i].fd = open(c->sp[i].path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
             int rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot create: %s",
@@ -115,11 +204,11 @@ nomem:
     return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", tmp);
 }
 
-/* Append one part (name, dtype, shape) to shard s's spool. */
+/* Append one part (name, dtype, shape) to shard s, after its header room. */
 static int emit(spruce__ctw *c, int s, const char *name, const char *dtype, int ndim,
                 const int64_t *shape, const void *bytes, uint64_t n)
 {
-    spool *p = &c->sp[s];
+    shard_out *p = &c->sp[s];
     entry *e;
     int rc;
     if (p->ne == p->cap) {
@@ -139,7 +228,7 @@ static int emit(spruce__ctw *c, int s, const char *name, const char *dtype, int 
     e->off = p->size;
     e->n = n;
     p->ne++;
-    if ((rc = spruce__pwrite_all(p->fd, bytes, (size_t)n, p->size, p->path)))
+    if ((rc = spruce__pwrite_all(p->fd, bytes, (size_t)n, 8 + p->room + p->size, p->path)))
         return rc;
     p->size += n;
     return 0;
@@ -349,15 +438,15 @@ static json_t *shape_json(const entry *e)
     return a;
 }
 
-/* OUT/<shard name> = 8-byte length, header, the spool's bytes. */
-static int write_shard(spruce__ctw *c, int s, const char *fname)
+/* Shard s's header, into the room before its data: 8-byte length, the JSON,
+ * spaces to the end of the room. */
+static int write_header(spruce__ctw *c, int s)
 {
-    spool *p = &c->sp[s];
+    shard_out *p = &c->sp[s];
     json_t *h = json_object(), *meta = json_object();
-    char *js = NULL, *path = spruce__path_join(c->tmp, fname);
-    int fd = -1, rc = 0, i;
-    size_t hl, pad;
-    uint64_t len, done = 0;
+    char *js = NULL, *room = NULL;
+    int rc = 0, i;
+    size_t hl;
     uint8_t lb[8];
     json_object_set_new(meta, "format", json_string("pt"));
     json_object_set_new(h, "__metadata__", meta);
@@ -370,49 +459,29 @@ static int write_shard(spruce__ctw *c, int s, const char *fname)
         json_object_set_new(e, "data_offsets", off);
         json_object_set_new(h, p->e[i].name, e);
     }
-    if (!path || !(js = json_dumps(h, JSON_COMPACT))) {
-        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", c->tmp);
+    if (!(js = json_dumps(h, JSON_COMPACT)) || !(room = malloc((size_t)p->room))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", p->path);
         goto done;
     }
     hl = strlen(js);
-    pad = (8 - hl % 8) % 8;
-    len = hl + pad;
+    if (hl > p->room) { /* header_rooms is an upper bound: a bug if not */
+        rc = spruce__seterr(SPRUCE_EIO, "%s: header of %zu bytes exceeds the %llu bytes "
+                            "reserved for it", p->path, hl, (unsigned long long)p->room);
+        goto done;
+    }
+    memcpy(room, js, hl);
+    memset(room + hl, ' ', (size_t)p->room - hl);
     for (i = 0; i < 8; i++)
-        lb[i] = (uint8_t)(len >> (8 * i));
-    if ((fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
-        rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot create: %s", path, strerror(errno));
+        lb[i] = (uint8_t)(p->room >> (8 * i));
+    if ((rc = spruce__pwrite_all(p->fd, lb, 8, 0, p->path)) ||
+        (rc = spruce__pwrite_all(p->fd, room, (size_t)p->room, 8, p->path)))
         goto done;
-    }
-    if ((rc = spruce__pwrite_all(fd, lb, 8, 0, path)) ||
-        (rc = spruce__pwrite_all(fd, js, hl, 8, path)) ||
-        (pad && (rc = spruce__pwrite_all(fd, "        ", pad, 8 + hl, path))))
-        goto done;
-    while (done < p->size) {
-        loff_t ino = (loff_t)done, outo = (loff_t)(8 + len + done);
-        ssize_t n = copy_file_range(p->fd, &ino, fd, &outo, (size_t)(p->size - done), 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            char b[1 << 16];
-            ssize_t r = pread(p->fd, b, sizeof b, (off_t)done);
-            if (r <= 0) {
-                rc = spruce__seterr(SPRUCE_EIO, "%s: read failed: %s", p->path, strerror(errno));
-                goto done;
-            }
-            if ((rc = spruce__pwrite_all(fd, b, (size_t)r, 8 + len + done, path)))
-                goto done;
-            n = r;
-        }
-        done += (uint64_t)n;
-    }
-    if (fsync(fd) < 0)
-        rc = spruce__seterr(SPRUCE_EIO, "%s: fsync failed: %s", path, strerror(errno));
+    if (fsync(p->fd) < 0)
+        rc = spruce__seterr(SPRUCE_EIO, "%s: fsync failed: %s", p->path, strerror(errno));
 done:
-    if (fd >= 0 && close(fd) < 0 && !rc)
-        rc = spruce__seterr(SPRUCE_EIO, "%s: close failed: %s", path, strerror(errno));
     json_decref(h);
     free(js);
-    free(path);
+    free(room);
     return rc;
 }
 
@@ -506,12 +575,12 @@ int spruce__ctw_finish(spruce__ctw *c)
         size_t sz;
         int j;
         spruce__ckpt_shard(c->in, i, &sn, &sp, &m, &sz);
-        rc = write_shard(c, i, sn);
+        rc = write_header(c, i);
         for (j = 0; j < c->sp[i].ne; j++)
             json_object_set_new(wm, c->sp[i].e[j].name, json_string(sn));
-        close(c->sp[i].fd);
+        if (close(c->sp[i].fd) < 0 && !rc)
+            rc = spruce__seterr(SPRUCE_EIO, "%s: close failed: %s", c->sp[i].path, strerror(errno));
         c->sp[i].fd = -1;
-        unlink(c->sp[i].path);
     }
     if (!rc && c->nsh > 1) {
         idx = json_object();
