@@ -1,6 +1,8 @@
 /* linear.c: a linear layer Y = W X that runs in whichever representation was
  * fastest for its batch size when it was created: dense OpenBLAS (sgemv for
- * batch 1, sgemm otherwise), compressed rows, bitmask or N:M.
+ * batch 1, sgemm otherwise), compressed rows, bitmask or N:M; with bf16, int8
+ * or int4 values, the dense kernel of that type (spruce_qmatrix.h), bitmask
+ * or N:M (spruce_qsparse.h).
  * W is (rows, cols), X is (cols, batch), Y is (rows, batch), all row-major. */
 #include "config.h"
 
@@ -14,16 +16,23 @@
 #include <emmintrin.h>
 #endif
 
+#include "qsparse_internal.h"
 #include "sparse_internal.h"
 #include "spruce_clock.h"
+#include "spruce_qmatrix.h"
+#include "spruce_qsparse.h"
 
 struct spruce_linear {
     int rows, cols;
+    int dtype;                              /* SPRUCE_DT_*: the values' type */
+    int nthreads;                           /* the typed dense kernel's (0: all) */
     int nbatches;
     int batches[SPRUCE_LINEAR_MAX_BATCHES]; /* ascending */
     int choice[SPRUCE_LINEAR_MAX_BATCHES];  /* SPRUCE_FMT_* per tuned batch */
     float *dense;                           /* (rows, cols) when some choice is dense */
     spruce_sparse *sp[4];                   /* by format, when chosen */
+    spruce_qmatrix *qd;                     /* typed values: dense, when chosen */
+    spruce_qsparse *qs[4];                  /* typed values: bitmask, N:M, when chosen */
 };
 
 void spruce_linear_opts_init(spruce_linear_opts *o)
@@ -34,6 +43,8 @@ void spruce_linear_opts_init(spruce_linear_opts *o)
     o->batches[0] = 1;
     o->batches[1] = 16;
     o->reps = 7;
+    o->dtype = SPRUCE_DT_F32;
+    o->groupsize = 128;
 }
 
 void spruce_linear_free(spruce_linear *lin)
@@ -42,8 +53,11 @@ void spruce_linear_free(spruce_linear *lin)
     if (!lin)
         return;
     free(lin->dense);
-    for (f = 0; f < 4; f++)
+    spruce_qmatrix_free(lin->qd);
+    for (f = 0; f < 4; f++) {
         spruce_sparse_free(lin->sp[f]);
+        spruce_qsparse_free(lin->qs[f]);
+    }
     free(lin);
 }
 
@@ -56,8 +70,31 @@ static void dense_mul(int rows, int cols, const float *W, const float *X, int ba
                     X, batch, 0.0f, Y, batch);
 }
 
+/* Whether candidate f exists. */
+static int has(const spruce_linear *lin, int f)
+{
+    if (lin->dtype != SPRUCE_DT_F32)
+        return f == SPRUCE_FMT_DENSE ? lin->qd != NULL : lin->qs[f] != NULL;
+    return f == SPRUCE_FMT_DENSE ? lin->dense != NULL : lin->sp[f] != NULL;
+}
+
+/* Bytes candidate f streams in a product. */
+static size_t cand_bytes(const spruce_linear *lin, int f)
+{
+    if (lin->dtype != SPRUCE_DT_F32)
+        return f == SPRUCE_FMT_DENSE ? spruce_qmatrix_bytes(lin->qd)
+                                     : spruce_qsparse_bytes(lin->qs[f]);
+    return f == SPRUCE_FMT_DENSE ? sizeof(float) * (size_t)lin->rows * lin->cols
+                                 : spruce_sparse_bytes(lin->sp[f]);
+}
+
 static int run(const spruce_linear *lin, int format, const float *X, int batch, float *Y)
 {
+    if (lin->dtype != SPRUCE_DT_F32) {
+        if (format == SPRUCE_FMT_DENSE)
+            return spruce_qmatrix_product(lin->qd, X, batch, Y, lin->nthreads);
+        return spruce_qsparse_mul(lin->qs[format], X, batch, Y);
+    }
     if (format == SPRUCE_FMT_DENSE) {
         dense_mul(lin->rows, lin->cols, lin->dense, X, batch, Y);
         return 0;
@@ -99,8 +136,38 @@ static void flush_sparse(const struct spruce_sparse *A)
     flush_range(A->bits, A->bits ? sizeof(uint64_t) * (size_t)A->rows * A->wpr : 0);
 }
 
+static size_t value_bytes(int dtype, int64_t n)
+{
+    return dtype == SPRUCE_DT_BF16 ? 2 * (size_t)n : dtype == SPRUCE_DT_INT8 ? (size_t)n
+                                                                            : ((size_t)n + 1) / 2;
+}
+
+static void flush_qsparse(const struct spruce_qsparse *A)
+{
+    const size_t ns = (size_t)A->rows * A->ngroups;
+    int b;
+    for (b = 0; b < A->nblk; b++)
+        flush_qsparse(A->blk[b]);
+    flush_range(A->rowptr, A->rowptr ? sizeof(int64_t) * ((size_t)A->rows + 1) : 0);
+    flush_range(A->val, A->val ? value_bytes(A->dtype, A->nnz) : 0);
+    flush_range(A->bits, A->bits ? sizeof(uint64_t) * (size_t)A->rows * A->wpr : 0);
+    flush_range(A->scale, A->scale ? sizeof(float) * ns : 0);
+    flush_range(A->zero, A->zero ? ns : 0);
+}
+
 static void flush_candidate(const spruce_linear *lin, int format)
 {
+    if (lin->dtype != SPRUCE_DT_F32) {
+        const spruce_qmatrix *Q = lin->qd;
+        if (format != SPRUCE_FMT_DENSE) {
+            flush_qsparse(lin->qs[format]);
+            return;
+        }
+        flush_range(Q->q, Q->ld * (size_t)Q->rows);
+        flush_range(Q->scale, Q->scale ? sizeof(float) * (size_t)Q->rows * Q->ngroups : 0);
+        flush_range(Q->zero, Q->zero ? (size_t)Q->rows * Q->ngroups : 0);
+        return;
+    }
     if (format == SPRUCE_FMT_DENSE)
         flush_range(lin->dense, sizeof(float) * (size_t)lin->rows * lin->cols);
     else
@@ -127,6 +194,14 @@ static int resolve_opts(const spruce_linear_opts *opts, spruce_linear_opts *o)
         o->reps = 7;
     if (o->format > SPRUCE_FMT_NM)
         return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown format %d", o->format);
+    if (o->dtype < SPRUCE_DT_F32 || o->dtype > SPRUCE_DT_INT4)
+        return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown value type %d", o->dtype);
+    if (o->dtype != SPRUCE_DT_F32 && o->format == SPRUCE_FMT_CSR)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "linear layer: compressed rows hold float32 "
+                              "values only, not %s: use bitmask, nm or dense",
+                              spruce_dtype_name(o->dtype));
+    if (o->groupsize <= 0)
+        o->groupsize = 128;
     if (o->n == 0 && o->m == 0) {
         o->n = SPRUCE_LINEAR_DEFAULT_N;
         o->m = SPRUCE_LINEAR_DEFAULT_M;
@@ -152,10 +227,41 @@ static int sort_batches(spruce_linear *lin, const spruce_linear_opts *o)
     return 0;
 }
 
+/* Typed candidates from Q (taken: freed here when dense is no candidate):
+ * the dense kernel of its type, and bitmask and N:M of the same values (the
+ * weights that dequantize to non-zero). */
+static int make_typed(spruce_linear *lin, spruce_qmatrix *Q, const spruce_linear_opts *o)
+{
+    int f, rc = 0;
+    for (f = SPRUCE_FMT_BITMASK; f <= SPRUCE_FMT_NM && !rc; f++) {
+        spruce_pack_opts po = {f, o->n, o->m, o->nthreads};
+        if (o->format >= 0 && o->format != f)
+            continue;
+        rc = spruce_qsparse_pack(Q, NULL, &po, &lin->qs[f]);
+        if (rc == SPRUCE_EPATTERN && o->format < 0) { /* not N:M: not a candidate */
+            spruce_errclear();
+            rc = 0;
+        }
+    }
+    if (o->format < 0 || o->format == SPRUCE_FMT_DENSE)
+        lin->qd = Q;
+    else
+        spruce_qmatrix_free(Q);
+    return rc;
+}
+
 /* Candidates: dense (a copy of W), and every sparse format the matrix allows
- * (only the forced one when o->format names one). */
+ * (only the forced one when o->format names one); with another value type,
+ * W quantized to it first (bf16: rounded to nearest even, exact for weights
+ * read from a bf16 checkpoint). */
 static int make_candidates(spruce_linear *lin, const float *W, const spruce_linear_opts *o)
 {
+    if (o->dtype != SPRUCE_DT_F32) {
+        spruce_qmatrix *Q = NULL;
+        int rc = spruce_qmatrix_quantize(W, lin->rows, lin->cols, o->dtype, o->groupsize,
+                                         o->asym, &Q);
+        return rc < 0 ? rc : make_typed(lin, Q, o);
+    }
     const size_t count = (size_t)lin->rows * lin->cols;
     int f, rc;
     if (o->format < 0 || o->format == SPRUCE_FMT_DENSE) {
@@ -205,7 +311,7 @@ static int time_candidates(const spruce_linear *lin, int reps,
         for (r = -1; r < reps; r++)
             for (f = SPRUCE_FMT_DENSE; f <= SPRUCE_FMT_NM; f++) {
                 double t0;
-                if (f != SPRUCE_FMT_DENSE && !lin->sp[f])
+                if (!has(lin, f))
                     continue;
                 /* One untimed run first: switching between OpenBLAS's threads
                  * and OpenMP's wakes the other pool, a cost the first product
@@ -241,7 +347,7 @@ static int choose(const spruce_linear *lin, int bs, const double *best, double *
     double win = best[SPRUCE_FMT_DENSE] * (bs == 1 ? 0.97 : 0.7);
     *allowed = win;
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
-        if (lin->sp[f] && best[f] < win) {
+        if (has(lin, f) && best[f] < win) {
             win = best[f];
             choice = f;
         }
@@ -255,11 +361,11 @@ static int choose(const spruce_linear *lin, int bs, const double *best, double *
      * a 2:4 model: 1.49x dense decoding with 5%, 1.6x and more with 30%
      * (BENCHMARKS.md, "Decoding"). */
     if (bs == 1 && choice == SPRUCE_FMT_DENSE) {
-        const double dense_bytes = (double)sizeof(float) * lin->rows * lin->cols;
+        const double dense_bytes = (double)cand_bytes(lin, SPRUCE_FMT_DENSE);
         win = best[SPRUCE_FMT_DENSE] * 1.3;
         for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
-            if (lin->sp[f] && best[f] < win &&
-                (double)spruce_sparse_bytes(lin->sp[f]) <= 0.6 * dense_bytes) {
+            if (has(lin, f) && best[f] < win &&
+                (double)cand_bytes(lin, f) <= 0.6 * dense_bytes) {
                 win = best[f];
                 choice = f;
             }
@@ -300,43 +406,29 @@ static void keep_chosen(spruce_linear *lin)
     if (!used[SPRUCE_FMT_DENSE]) {
         free(lin->dense);
         lin->dense = NULL;
+        spruce_qmatrix_free(lin->qd);
+        lin->qd = NULL;
     }
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
         if (!used[f]) {
             spruce_sparse_free(lin->sp[f]);
             lin->sp[f] = NULL;
+            spruce_qsparse_free(lin->qs[f]);
+            lin->qs[f] = NULL;
         }
 }
 
-/* Inspect once, execute many: make every candidate, time them at each tuned
- * batch size, choose, then keep only what was chosen. */
-int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,
-                         spruce_linear **out)
+/* Time the candidates made, choose, keep only what was chosen; lin is
+ * freed on failure. */
+static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear **out)
 {
-    spruce_linear_opts o;
-    spruce_linear *lin = NULL;
     double times[SPRUCE_LINEAR_MAX_BATCHES][4], allowed[SPRUCE_LINEAR_MAX_BATCHES];
-    int rc, b;
-    if (out)
-        *out = NULL;
-    if (!W || !out)
-        return spruce__seterr(SPRUCE_EINVAL, "linear layer: NULL %s", !W ? "matrix" : "output");
-    if (rows <= 0 || cols <= 0)
-        return spruce__seterr(SPRUCE_ESHAPE,
-                              "linear layer: expected rows, cols >= 1, found (%d, %d)", rows, cols);
-    if ((rc = resolve_opts(opts, &o)) < 0)
-        return rc;
-    if (!(lin = calloc(1, sizeof *lin)))
-        return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", rows, cols);
-    lin->rows = rows;
-    lin->cols = cols;
-    if ((rc = sort_batches(lin, &o)) < 0 || (rc = make_candidates(lin, W, &o)) < 0)
-        goto done;
-    if (o.format >= 0) {
+    int rc = 0, b;
+    if (o->format >= 0) {
         for (b = 0; b < lin->nbatches; b++)
-            lin->choice[b] = o.format;
+            lin->choice[b] = o->format;
     } else {
-        if ((rc = time_candidates(lin, o.reps, times)) < 0)
+        if ((rc = time_candidates(lin, o->reps, times)) < 0)
             goto done;
         for (b = 0; b < lin->nbatches; b++)
             lin->choice[b] = choose(lin, lin->batches[b], times[b], &allowed[b]);
@@ -348,6 +440,107 @@ int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear
 done:
     spruce_linear_free(lin);
     return rc;
+}
+
+static int begin(int rows, int cols, const spruce_linear_opts *opts, spruce_linear_opts *o,
+                 spruce_linear **lin)
+{
+    int rc;
+    *lin = NULL;
+    if (rows <= 0 || cols <= 0)
+        return spruce__seterr(SPRUCE_ESHAPE,
+                              "linear layer: expected rows, cols >= 1, found (%d, %d)", rows, cols);
+    if ((rc = resolve_opts(opts, o)) < 0)
+        return rc;
+    if (!(*lin = calloc(1, sizeof **lin)))
+        return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", rows, cols);
+    (*lin)->rows = rows;
+    (*lin)->cols = cols;
+    (*lin)->dtype = o->dtype;
+    (*lin)->nthreads = o->nthreads;
+    if ((rc = sort_batches(*lin, o)) < 0) {
+        spruce_linear_free(*lin);
+        *lin = NULL;
+    }
+    return rc;
+}
+
+/* Inspect once, execute many: make every candidate, time them at each tuned
+ * batch size, choose, then keep only what was chosen. */
+int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,
+                         spruce_linear **out)
+{
+    spruce_linear_opts o;
+    spruce_linear *lin = NULL;
+    int rc;
+    if (out)
+        *out = NULL;
+    if (!W || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "linear layer: NULL %s", !W ? "matrix" : "output");
+    if ((rc = begin(rows, cols, opts, &o, &lin)) < 0)
+        return rc;
+    if ((rc = make_candidates(lin, W, &o)) < 0) {
+        spruce_linear_free(lin);
+        return rc;
+    }
+    return finish(lin, &o, out);
+}
+
+/* A deep copy of Q. */
+static int qmatrix_copy(const spruce_qmatrix *Q, spruce_qmatrix **out)
+{
+    spruce_qmatrix *A = calloc(1, sizeof *A);
+    const size_t ns = (size_t)Q->rows * Q->ngroups;
+    *out = NULL;
+    if (!A)
+        goto nomem;
+    *A = *Q;
+    A->scale = NULL, A->zero = NULL;
+    if (!(A->q = malloc(Q->ld * (size_t)Q->rows + 64)))
+        goto nomem;
+    memcpy(A->q, Q->q, Q->ld * (size_t)Q->rows);
+    memset(A->q + Q->ld * (size_t)Q->rows, 0, 64);
+    if (Q->scale && !(A->scale = malloc(ns * sizeof(float))))
+        goto nomem;
+    if (Q->scale)
+        memcpy(A->scale, Q->scale, ns * sizeof(float));
+    if (Q->zero && !(A->zero = malloc(ns)))
+        goto nomem;
+    if (Q->zero)
+        memcpy(A->zero, Q->zero, ns);
+    *out = A;
+    return 0;
+nomem:
+    spruce_qmatrix_free(A);
+    return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", Q->rows, Q->cols);
+}
+
+int spruce_linear_create_quantized(const spruce_qmatrix *Q, const spruce_linear_opts *opts,
+                                   spruce_linear **out)
+{
+    spruce_linear_opts o;
+    spruce_linear *lin = NULL;
+    spruce_qmatrix *A;
+    int rc;
+    if (out)
+        *out = NULL;
+    if (!Q || !out)
+        return spruce__seterr(SPRUCE_EINVAL, "linear layer: NULL %s", !Q ? "matrix" : "output");
+    if ((rc = spruce_qmatrix_check(Q)) < 0)
+        return rc;
+    if (opts) {
+        o = *opts;
+    } else {
+        spruce_linear_opts_init(&o);
+    }
+    o.dtype = Q->dtype; /* the values' own type: never converted */
+    if ((rc = begin(Q->rows, Q->cols, &o, &o, &lin)) < 0)
+        return rc;
+    if ((rc = qmatrix_copy(Q, &A)) < 0 || (rc = make_typed(lin, A, &o)) < 0) {
+        spruce_linear_free(lin);
+        return rc;
+    }
+    return finish(lin, &o, out);
 }
 
 static int pick(const spruce_linear *lin, int batch)
@@ -375,6 +568,7 @@ int spruce_linear_format(const spruce_linear *lin, int batch)
 }
 
 int spruce_linear_rows(const spruce_linear *lin) { return lin ? lin->rows : 0; }
+int spruce_linear_dtype(const spruce_linear *lin) { return lin ? lin->dtype : -1; }
 int spruce_linear_cols(const spruce_linear *lin) { return lin ? lin->cols : 0; }
 
 size_t spruce_linear_bytes(const spruce_linear *lin)
@@ -383,9 +577,8 @@ size_t spruce_linear_bytes(const spruce_linear *lin)
     int f;
     if (!lin)
         return 0;
-    if (lin->dense)
-        s += sizeof(float) * (size_t)lin->rows * lin->cols;
     for (f = 0; f < 4; f++)
-        s += spruce_sparse_bytes(lin->sp[f]);
+        if (has(lin, f))
+            s += cand_bytes(lin, f);
     return s;
 }

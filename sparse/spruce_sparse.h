@@ -41,6 +41,7 @@
 #include <stdint.h>
 
 #include "spruce_error.h"
+#include "spruce_qmatrix.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -119,7 +120,16 @@ int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *
  * created (inspect once, execute many).  Sparse is only chosen where it beat
  * dense, so it never makes a layer slower than dense as measured.  To keep
  * fewer copies of the weights, a larger batch size reuses the sparse format of
- * a smaller one when that one timed within 20% of the best there. */
+ * a smaller one when that one timed within 20% of the best there.
+ *
+ * Values in bf16, int8 or int4 (opts->dtype; spruce_qmatrix.h): the layer
+ * holds them in that type only and chooses, the same way, among the dense
+ * kernel of that type (the baseline a sparse format must beat), bitmask and
+ * N:M of the same values (compressed rows hold float32 only).  A layer is in
+ * another type only when asked: spruce_linear_create converts W to
+ * opts->dtype (bf16 exactly for weights that came from bf16; int8 and int4
+ * by the min-max grids of spruce_qmatrix_quantize), and
+ * spruce_linear_create_quantized keeps the values it is given. */
 /* The N:M pattern a linear layer tries when its options give none (2:4). */
 #define SPRUCE_LINEAR_DEFAULT_N 2
 #define SPRUCE_LINEAR_DEFAULT_M 4
@@ -135,15 +145,23 @@ typedef struct {
     int nbatches;        /* batch sizes to tune for (0: {1, 16}) */
     int batches[SPRUCE_LINEAR_MAX_BATCHES];
     int reps;            /* timed runs per candidate, interleaved (0: 7) */
+    int dtype;           /* SPRUCE_DT_F32 (the default), _BF16, _INT8 or _INT4 */
+    int groupsize;       /* int4: columns per scale, 32..256 (0: 128) */
+    int asym;            /* int8/int4 grids with a zero point (default: symmetric) */
 } spruce_linear_opts;
 
-/* Fills opts with the defaults (auto, all threads, batches {1, 16}). */
+/* Fills opts with the defaults (auto, all threads, batches {1, 16}, float32). */
 void spruce_linear_opts_init(spruce_linear_opts *opts);
 
 /* W (rows, cols) row-major, dense-with-zeros; opts may be NULL (defaults).
  * W is copied (or packed) and not needed afterwards. */
 int spruce_linear_create(const float *W, int rows, int cols, const spruce_linear_opts *opts,
                          spruce_linear **out);
+/* The same from values already quantized (a checkpoint's): Q is checked
+ * (spruce_qmatrix_check), copied, and its type is the layer's whatever
+ * opts->dtype says. */
+int spruce_linear_create_quantized(const spruce_qmatrix *Q, const spruce_linear_opts *opts,
+                                   spruce_linear **out);
 void spruce_linear_free(spruce_linear *lin); /* NULL is a no-op */
 
 /* Y = W X, X (cols, batch) and Y (rows, batch) row-major.  Uses the
@@ -157,8 +175,11 @@ int spruce_linear_forward(const spruce_linear *lin, const float *X, int batch, f
 /* The format used for this batch size (SPRUCE_FMT_*). */
 int spruce_linear_format(const spruce_linear *lin, int batch);
 int spruce_linear_rows(const spruce_linear *lin);
+/* The values' type (SPRUCE_DT_*). */
+int spruce_linear_dtype(const spruce_linear *lin);
 int spruce_linear_cols(const spruce_linear *lin);
-/* Bytes held by the layer (all kept representations). */
+/* Bytes held by the layer (all kept representations: values, indices or
+ * bits, scales and zero points). */
 size_t spruce_linear_bytes(const spruce_linear *lin);
 
 #ifdef __cplusplus

@@ -1,0 +1,201 @@
+/* test_linear_dtype.c: the linear layer with bf16, int8 and int4 values
+ * (spruce_linear_opts.dtype, spruce_linear_create_quantized).  Every value
+ * type, with each format forced and with auto, at batch 1 and 16, against a
+ * double-precision product of the dequantized weights (the layer must hold
+ * exactly the values spruce_qmatrix_quantize gives), with a bound scaled to
+ * the row length; odd shapes (columns not a multiple of 16, of M or of the
+ * group; fewer rows than threads); the type kept and its bytes; refusals. */
+#include <criterion/criterion.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spruce_qmatrix.h"
+#include "spruce_qsparse.h"
+#include "spruce_sparse.h"
+
+static uint64_t rng_state;
+static float rng_float(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
+}
+
+/* W (rows, cols): 2:4 by value (the two smallest of each four set to 0),
+ * with an empty row when rows > 2. */
+static float *weights_24(int rows, int cols, uint64_t seed)
+{
+    float *W = malloc(sizeof *W * (size_t)rows * cols);
+    int i, j, k;
+    rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (i = 0; i < rows * cols; i++)
+        W[i] = rng_float();
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j += 4) {
+            float *g = W + (size_t)i * cols + j;
+            int n = cols - j < 4 ? cols - j : 4;
+            for (k = 0; k < 2 && n == 4; k++) { /* zero the two smallest */
+                int a, m = -1;
+                for (a = 0; a < 4; a++)
+                    if (g[a] != 0.0f && (m < 0 || fabsf(g[a]) < fabsf(g[m])))
+                        m = a;
+                if (m >= 0)
+                    g[m] = 0.0f;
+            }
+            if (n < 4)
+                for (k = 1; k < n; k++)
+                    g[k] = 0.0f;
+        }
+    if (rows > 2)
+        memset(W + (size_t)cols, 0, sizeof *W * (size_t)cols);
+    return W;
+}
+
+static void check_against_dequantized(const spruce_linear *lin, const float *Wq, int rows,
+                                      int cols, int batch, const char *what)
+{
+    /* two float32 sums in any order: 2 cols eps sum |w x|; the bf16
+     * dot-product variant (AVX512-BF16, batch 1) adds 2^-15 sum |w x|
+     * (doc/runtime.md) */
+    const double extra = spruce_linear_dtype(lin) == SPRUCE_DT_BF16 && batch == 1 &&
+                                 spruce_qmatrix_bf16dp() ? ldexp(1.0, -15) : 0.0;
+    float *X = malloc(sizeof *X * (size_t)cols * batch), *Y = malloc(sizeof *Y * (size_t)rows * batch);
+    int i, j, b;
+    for (i = 0; i < cols * batch; i++)
+        X[i] = rng_float();
+    cr_assert_eq(spruce_linear_forward(lin, X, batch, Y), 0, "%s: %s", what, spruce_errdetail());
+    for (i = 0; i < rows; i++)
+        for (b = 0; b < batch; b++) {
+            double s = 0, a = 0;
+            for (j = 0; j < cols; j++) {
+                s += (double)Wq[(size_t)i * cols + j] * X[(size_t)j * batch + b];
+                a += fabs((double)Wq[(size_t)i * cols + j] * X[(size_t)j * batch + b]);
+            }
+            cr_assert_leq(fabs(Y[(size_t)i * batch + b] - s),
+                          2.0 * (cols * (double)FLT_EPSILON + extra) * a + 1e-30,
+                          "%s batch %d: y[%d][%d] = %g, expected %g", what, batch, i, b,
+                          (double)Y[(size_t)i * batch + b], s);
+        }
+    free(X);
+    free(Y);
+}
+
+static const int formats[] = {SPRUCE_FMT_DENSE, SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM, -1};
+
+static void one_case(int dtype, int rows, int cols, int gs, int asym, uint64_t seed)
+{
+    float *W = weights_24(rows, cols, seed), *Wq = malloc(sizeof *Wq * (size_t)rows * cols);
+    spruce_qmatrix *Q;
+    size_t f;
+    int b;
+    cr_assert_eq(spruce_qmatrix_quantize(W, rows, cols, dtype, gs, asym, &Q), 0, "%s",
+                 spruce_errdetail());
+    cr_assert_eq(spruce_qmatrix_dequantize(Q, Wq), 0);
+    for (f = 0; f < sizeof formats / sizeof *formats; f++)
+        for (b = 0; b < 2; b++) {
+            spruce_linear_opts o;
+            spruce_linear *lin = NULL, *lq = NULL;
+            char what[160];
+            snprintf(what, sizeof what, "%s%s (%d, %d) g%d %s", spruce_dtype_name(dtype),
+                     asym ? " asym" : "", rows, cols, gs,
+                     formats[f] < 0 ? "auto" : spruce_format_name(formats[f]));
+            spruce_linear_opts_init(&o);
+            o.dtype = dtype, o.groupsize = gs, o.asym = asym, o.format = formats[f];
+            o.nthreads = 2, o.reps = 2;
+            cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0, "%s: %s", what,
+                         spruce_errdetail());
+            cr_assert_eq(spruce_linear_dtype(lin), dtype, "%s", what);
+            if (formats[f] >= 0)
+                cr_assert_eq(spruce_linear_format(lin, 1), formats[f], "%s", what);
+            check_against_dequantized(lin, Wq, rows, cols, b ? 16 : 1, what);
+            /* the same values given already quantized; opts->dtype is ignored */
+            o.dtype = SPRUCE_DT_F32;
+            cr_assert_eq(spruce_linear_create_quantized(Q, &o, &lq), 0, "%s: %s", what,
+                         spruce_errdetail());
+            cr_assert_eq(spruce_linear_dtype(lq), dtype, "%s", what);
+            check_against_dequantized(lq, Wq, rows, cols, b ? 16 : 1, what);
+            if (formats[f] == SPRUCE_FMT_DENSE)
+                cr_assert_eq(spruce_linear_bytes(lin), spruce_qmatrix_bytes(Q), "%s", what);
+            spruce_linear_free(lin);
+            spruce_linear_free(lq);
+        }
+    spruce_qmatrix_free(Q);
+    free(W);
+    free(Wq);
+}
+
+Test(linear_dtype, every_type_and_format_against_the_dequantized_weights)
+{
+    one_case(SPRUCE_DT_BF16, 24, 200, 0, 0, 1);
+    one_case(SPRUCE_DT_INT8, 24, 200, 0, 0, 2);
+    one_case(SPRUCE_DT_INT8, 17, 90, 0, 1, 3);
+    one_case(SPRUCE_DT_INT4, 24, 256, 128, 0, 4);
+    one_case(SPRUCE_DT_INT4, 9, 200, 64, 1, 5); /* a short last group */
+}
+
+Test(linear_dtype, odd_shapes)
+{
+    one_case(SPRUCE_DT_BF16, 1, 7, 0, 0, 6);      /* fewer rows than threads, cols < M * 2 */
+    one_case(SPRUCE_DT_INT8, 3, 13, 0, 1, 7);     /* cols not a multiple of 4 or 16 */
+    one_case(SPRUCE_DT_INT4, 5, 33, 32, 0, 8);    /* one column past the group */
+    one_case(SPRUCE_DT_BF16, 4, 8200, 0, 0, 9);   /* wider than a column block */
+}
+
+/* A bf16 layer from weights that are bf16 already holds them exactly: the
+ * same products as the float32 layer of those weights, to rounding order. */
+Test(linear_dtype, bf16_of_bf16_weights_is_exact)
+{
+    const int rows = 32, cols = 96;
+    float *W = weights_24(rows, cols, 11);
+    spruce_linear_opts o;
+    spruce_linear *lin;
+    int i;
+    for (i = 0; i < rows * cols; i++) { /* onto bf16: the low 16 bits cleared */
+        uint32_t u;
+        memcpy(&u, &W[i], 4);
+        u &= 0xffff0000u;
+        memcpy(&W[i], &u, 4);
+    }
+    spruce_linear_opts_init(&o);
+    o.dtype = SPRUCE_DT_BF16;
+    cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0);
+    check_against_dequantized(lin, W, rows, cols, 1, "bf16 of bf16");
+    spruce_linear_free(lin);
+    o.format = SPRUCE_FMT_DENSE;
+    cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0);
+    check_against_dequantized(lin, W, rows, cols, 1, "dense bf16 of bf16");
+    cr_assert_eq(spruce_linear_bytes(lin), (size_t)2 * rows * cols); /* half of float32 */
+    spruce_linear_free(lin);
+    free(W);
+}
+
+Test(linear_dtype, refusals)
+{
+    float W[64];
+    spruce_linear_opts o;
+    spruce_linear *lin = NULL;
+    spruce_qmatrix bad;
+    int i;
+    for (i = 0; i < 64; i++)
+        W[i] = (float)(i % 5) - 2.0f;
+    spruce_linear_opts_init(&o);
+    o.dtype = SPRUCE_DT_INT8, o.format = SPRUCE_FMT_CSR;
+    cr_assert_eq(spruce_linear_create(W, 4, 16, &o, &lin), SPRUCE_EUNSUPPORTED);
+    cr_assert(strstr(spruce_errdetail(), "float32"), "%s", spruce_errdetail());
+    o.format = -1, o.dtype = 9;
+    cr_assert_eq(spruce_linear_create(W, 4, 16, &o, &lin), SPRUCE_EINVAL);
+    o.dtype = SPRUCE_DT_INT4, o.groupsize = 48;
+    cr_assert_eq(spruce_linear_create(W, 4, 16, &o, &lin), SPRUCE_EINVAL);
+    o.dtype = SPRUCE_DT_INT8, o.groupsize = 0, o.format = SPRUCE_FMT_NM;
+    W[1] = W[2] = W[3] = 1.0f; /* three of four kept: not 2:4 */
+    cr_assert_eq(spruce_linear_create(W, 4, 16, &o, &lin), SPRUCE_EPATTERN);
+    W[0] = NAN;
+    o.format = -1;
+    cr_assert_eq(spruce_linear_create(W, 4, 16, &o, &lin), SPRUCE_ENAN);
+    cr_assert_null(lin);
+    memset(&bad, 0, sizeof bad); /* no values */
+    cr_assert_eq(spruce_linear_create_quantized(&bad, NULL, &lin), SPRUCE_EINVAL);
+}
