@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "spruce_ckpt.h"
+#include "spruce_qmatrix.h"
+
 #include "block.h"
 #include "rope.h"
 #include "model_internal.h"
@@ -34,6 +37,9 @@ struct spruce_decoder {
     spruce_model *m;
     const spruce_config *c;
     int max_T, pos, nsparse, nlinear, nthreads;
+    int dtype;                            /* the linear layers' values (SPRUCE_DT_*) */
+    spruce_linear *head;                  /* the head in a value type other than float32,
+                                           * or NULL: OpenBLAS on the model's float32 head */
     long prefill_len;                     /* rope table length of a prompt being fed, or 0 */
     dec_layer *layers;
     float *cos, *sin;                     /* (max_T, head_dim / 2) RoPE tables */
@@ -58,6 +64,7 @@ void spruce_decoder_free(spruce_decoder *d)
     if (!d)
         return;
     free(d->ids);
+    spruce_linear_free(d->head);
     if (d->layers) {
         for (i = 0; i < d->c->num_hidden_layers; i++) {
             dec_layer *L = &d->layers[i];
@@ -131,16 +138,144 @@ static int experts_create(dec_layer *L, const spruce_block *b, const spruce_conf
     return 0;
 }
 
+void spruce_decode_opts_init(spruce_decode_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->mode = SPRUCE_DECODE_AUTO;
+    o->dtype = SPRUCE_DECODE_OWN_DTYPE;
+    o->groupsize = 128;
+}
+
+/* The checkpoint's own value type: bf16 when its linear weights are BF16
+ * (the first of layer 0's found), float32 otherwise (F32, and F16, whose
+ * values bf16 would round). */
+static int own_dtype(const spruce_model *m)
+{
+    char name[512];
+    int l;
+    if (!m->ck)
+        return SPRUCE_DT_F32;
+    for (l = 0; l < SPRUCE_NPROJ; l++) {
+        const spruce_tensor *t;
+        if (spruce_family_linear_name(m->fam, 0, (spruce_proj)l, 0, name, sizeof name) >=
+            (int)sizeof name)
+            continue;
+        if ((t = spruce_ckpt_find(m->ck, name)))
+            return t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_DT_BF16 : SPRUCE_DT_F32;
+    }
+    return SPRUCE_DT_F32;
+}
+
+/* The head (vocab, hidden) in dtype, row-wise grids (int8: per row), without
+ * a float32 copy of the whole: a BF16 head kept as bf16 is copied as it is,
+ * any other converted a chunk of rows at a time (OPT's, made in float32 at
+ * open with project_out, from that). */
+static int head_qmatrix(const spruce_model *m, int dtype, int asym, spruce_qmatrix **out)
+{
+    const spruce_tensor *t = m->head_t;
+    const int rows = m->cfg.vocab_size, cols = m->cfg.hidden_size, chunk = 1024;
+    spruce_qmatrix *Q = NULL;
+    float *buf = NULL;
+    int rc = 0, r0;
+    *out = NULL;
+    if (!t) { /* OPT */
+        const float *h;
+        if ((rc = spruce__model_head(m, &h)))
+            return rc;
+        return spruce_qmatrix_quantize(h, rows, cols, dtype, 0, asym, out);
+    }
+    if (!(Q = calloc(1, sizeof *Q)))
+        return spruce__seterr(SPRUCE_ENOMEM, "decoder head");
+    Q->dtype = dtype, Q->rows = rows, Q->cols = cols, Q->ngroups = 1;
+    Q->ld = (dtype == SPRUCE_DT_BF16 ? 2 : 1) * (size_t)cols;
+    if (!(Q->q = malloc(Q->ld * (size_t)rows)) ||
+        (dtype != SPRUCE_DT_BF16 && !(Q->scale = malloc(sizeof(float) * (size_t)rows))) ||
+        (dtype != SPRUCE_DT_BF16 && asym && !(Q->zero = malloc((size_t)rows)))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "decoder head: (%d, %d) in %s", rows, cols,
+                            spruce_dtype_name(dtype));
+        goto done;
+    }
+    if (dtype == SPRUCE_DT_BF16 && t->dtype == SPRUCE_DTYPE_BF16) {
+        memcpy(Q->q, t->data, Q->ld * (size_t)rows);
+        spruce_ckpt_release(m->ck, t);
+        goto done;
+    }
+    if (!(buf = malloc(sizeof *buf * (size_t)chunk * cols))) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "decoder head");
+        goto done;
+    }
+    for (r0 = 0; r0 < rows && !rc; r0 += chunk) {
+        const int n = rows - r0 < chunk ? rows - r0 : chunk;
+        spruce_qmatrix *P = NULL;
+        if ((rc = spruce_tensor_read_f32_range(t, (size_t)r0 * cols, (size_t)n * cols, buf)) ||
+            (rc = spruce_qmatrix_quantize(buf, n, cols, dtype, 0, asym, &P)))
+            break;
+        memcpy(Q->q + Q->ld * (size_t)r0, P->q, Q->ld * (size_t)n);
+        if (Q->scale)
+            memcpy(Q->scale + r0, P->scale, sizeof(float) * (size_t)n);
+        if (Q->zero)
+            memcpy(Q->zero + r0, P->zero, (size_t)n);
+        spruce_qmatrix_free(P);
+        spruce_ckpt_release_range(m->ck, t, (size_t)r0 * cols * (t->nbytes / ((size_t)rows * cols)),
+                                  (size_t)n * cols * (t->nbytes / ((size_t)rows * cols)));
+    }
+done:
+    free(buf);
+    if (rc)
+        spruce_qmatrix_free(Q);
+    else
+        *out = Q;
+    return rc;
+}
+
+/* The head as a dense linear layer in the decoder's type (int4: int8, per
+ * row: a 4-bit head costs more quality than the layers' 4 bits); none for
+ * float32. */
+static int head_create(spruce_decoder *d, const spruce_decode_opts *o)
+{
+    spruce_linear_opts lo;
+    spruce_qmatrix *Q = NULL;
+    int rc, dt = d->dtype == SPRUCE_DT_INT4 ? SPRUCE_DT_INT8 : d->dtype;
+    if (d->dtype == SPRUCE_DT_F32)
+        return 0;
+    if ((rc = head_qmatrix(d->m, dt, o->asym, &Q)))
+        return rc;
+    spruce_linear_opts_init(&lo);
+    lo.format = SPRUCE_FMT_DENSE;
+    lo.nbatches = 1;
+    lo.batches[0] = 1;
+    rc = spruce_linear_create_quantized(Q, &lo, &d->head);
+    spruce_qmatrix_free(Q);
+    return rc;
+}
+
 int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
                           spruce_decoder **out)
+{
+    spruce_decode_opts o;
+    spruce_decode_opts_init(&o);
+    o.mode = mode;
+    return spruce_decoder_create_opts(m, max_T, &o, out);
+}
+
+int spruce_decoder_create_opts(spruce_model *m, int max_T, const spruce_decode_opts *opts,
+                               spruce_decoder **out)
 {
     spruce_decoder *d;
     spruce_linear_opts lo;
     const spruce_config *c;
     size_t hid, qdim, kvdim, half, ld;
     int rc = 0, i, l, inter;
-    if (!m || !out || max_T <= 0)
+    spruce_decode_mode mode;
+    if (!m || !out || !opts || max_T <= 0)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_decoder_create: bad argument");
+    if (opts->dtype != SPRUCE_DECODE_OWN_DTYPE &&
+        (opts->dtype < SPRUCE_DT_F32 || opts->dtype > SPRUCE_DT_INT4))
+        return spruce__seterr(SPRUCE_EINVAL, "decoder: unknown value type %d", opts->dtype);
+    if (opts->dtype > SPRUCE_DT_F32 && opts->mode == SPRUCE_DECODE_CSR)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "decoder: compressed rows hold float32 values "
+                              "only, not %s", spruce_dtype_name(opts->dtype));
+    mode = opts->mode;
     *out = NULL;
     c = spruce_model_config(m);
     d = calloc(1, sizeof *d);
@@ -150,6 +285,7 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     d->c = c;
     d->max_T = max_T;
     d->nthreads = spruce__max_threads();
+    d->dtype = opts->dtype == SPRUCE_DECODE_OWN_DTYPE ? own_dtype(m) : opts->dtype;
     hid = (size_t)c->hidden_size;
     qdim = (size_t)c->num_attention_heads * (size_t)c->head_dim;
     kvdim = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
@@ -199,6 +335,9 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
     spruce_linear_opts_init(&lo);
     lo.nbatches = 1;
     lo.batches[0] = 1;
+    lo.dtype = d->dtype;
+    lo.groupsize = opts->groupsize > 0 ? opts->groupsize : 128;
+    lo.asym = opts->asym;
     switch (mode) {
     case SPRUCE_DECODE_DENSE: lo.format = SPRUCE_FMT_DENSE; break;
     case SPRUCE_DECODE_CSR: lo.format = SPRUCE_FMT_CSR; break;
@@ -251,6 +390,8 @@ int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
         if (rc)
             goto done;
     }
+    if ((rc = head_create(d, opts)))
+        goto done;
     *out = d;
     return 0;
 done:
@@ -307,6 +448,32 @@ int spruce_decoder_sparse_layers(const spruce_decoder *d)
 int spruce_decoder_linear_layers(const spruce_decoder *d)
 {
     return d ? d->nlinear : 0;
+}
+
+int spruce_decoder_dtype(const spruce_decoder *d)
+{
+    return d ? d->dtype : -1;
+}
+
+size_t spruce_decoder_weight_bytes(const spruce_decoder *d)
+{
+    size_t s = 0;
+    int i, l;
+    if (!d)
+        return 0;
+    for (i = 0; i < d->c->num_hidden_layers; i++) {
+        const dec_layer *L = &d->layers[i];
+        for (l = 0; l < SPRUCE_NPROJ; l++)
+            s += spruce_linear_bytes(L->lin[l]);
+        s += spruce_linear_bytes(L->router);
+        for (l = 0; L->expert && l < 3 * L->nexperts; l++)
+            s += spruce_linear_bytes(L->expert[l]);
+    }
+    if (d->head)
+        s += spruce_linear_bytes(d->head);
+    else if (d->m->head_t)
+        s += (size_t)d->c->vocab_size * d->c->hidden_size * sizeof(float);
+    return s;
 }
 
 /* Y (ntok, rows) = X W^T (+ b) for linear l of the dec_layer at ctx. */
@@ -404,6 +571,8 @@ int spruce_decoder_step(spruce_decoder *d, uint32_t id, float *logits)
             return rc;
     }
     d->pos++;
+    if (logits && d->head)
+        return spruce__head_checked_linear(d->m, d->head, d->x, d->xn, logits, d->pos - 1);
     if (logits)
         return spruce__head_checked(d->m, d->x, 1, d->xn, logits, d->pos - 1, 0);
     return 0;

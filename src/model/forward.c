@@ -13,6 +13,7 @@
 #include "model_internal.h"
 #include "opt.h"
 #include "rope.h"
+#include "spruce_sparse.h"
 
 struct spruce_fwd_ws {
     int max_T, max_seq, hidden, qdim, kvdim, inter, nthreads;
@@ -398,6 +399,22 @@ int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn
         (rc = head_logits(m, xn, T, logits)))
         return rc;
     return spruce__check_rows(logits, T, c->vocab_size, T, pos0, seq0, "logits");
+}
+
+int spruce__head_checked_linear(const spruce_model *m, const spruce_linear *head,
+                                const float *x, float *xn, float *logits, int pos0)
+{
+    const spruce_config *c = &m->cfg;
+    char what[160];
+    int rc;
+    head_norm(m, x, 1, xn);
+    snprintf(what, sizeof what, "%s (final norm) output", m->fam->final_norm);
+    if ((rc = spruce__check_rows(xn, 1, c->hidden_size, 1, pos0, 0, what)) ||
+        (rc = spruce_linear_forward(head, xn, 1, logits)))
+        return rc;
+    if (c->final_softcap > 0)
+        spruce__softcap(logits, (size_t)c->vocab_size, (float)c->final_softcap);
+    return spruce__check_rows(logits, 1, c->vocab_size, 1, pos0, 0, "logits");
 }
 
 int spruce_model_forward(spruce_model *m, const uint32_t *ids, int T, float *logits)

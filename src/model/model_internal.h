@@ -71,5 +71,11 @@ int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b,
  * logits hold a non-finite value (positions from pos0, sequence seq0). */
 int spruce__head_checked(const spruce_model *m, const float *x, int T, float *xn,
                          float *logits, int pos0, int seq0);
+/* The same for one position (T = 1, seq0 0) with the head as a linear layer
+ * of the runtime (a decoder's, in its value type) instead of OpenBLAS on the
+ * float32 head. */
+struct spruce_linear;
+int spruce__head_checked_linear(const spruce_model *m, const struct spruce_linear *head,
+                                const float *x, float *xn, float *logits, int pos0);
 
 #endif /* SPRUCE_MODEL_INTERNAL_H */

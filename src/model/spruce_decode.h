@@ -14,6 +14,7 @@
 #ifndef SPRUCE_DECODE_H
 #define SPRUCE_DECODE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "spruce_error.h"
@@ -33,10 +34,39 @@ typedef enum {
 
 typedef struct spruce_decoder spruce_decoder;
 
-/* Read every block of m (float32), build the linear layers (AUTO times the
- * candidate formats of each once) and a cache for max_T positions. */
+/* The value type of the linear layers: the checkpoint's own. */
+#define SPRUCE_DECODE_OWN_DTYPE (-1)
+
+typedef struct {
+    spruce_decode_mode mode;
+    /* SPRUCE_DECODE_OWN_DTYPE (the default): the checkpoint's own type, bf16
+     * for BF16 linear weights (held as bf16, never as a float32 copy), float32
+     * for F32 and F16; or a type of spruce_qmatrix.h (SPRUCE_DT_F32, _BF16,
+     * _INT8, _INT4) to convert to, when the user asks.  The head follows
+     * (int4: int8 per row); the embedding is read from the file as before. */
+    int dtype;
+    int groupsize;   /* int4 (0: 128) */
+    int asym;        /* int8/int4 grids with zero points (default symmetric) */
+} spruce_decode_opts;
+
+/* AUTO, the checkpoint's own type, groups of 128, symmetric. */
+void spruce_decode_opts_init(spruce_decode_opts *o);
+
+/* Read every block of m, build the linear layers (AUTO times the candidate
+ * formats of each once, among those of its value type) and a cache for
+ * max_T positions.  SPRUCE_EUNSUPPORTED for CSR with other values than
+ * float32. */
+int spruce_decoder_create_opts(spruce_model *m, int max_T, const spruce_decode_opts *o,
+                               spruce_decoder **out);
+/* The same with the defaults and mode. */
 int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
                           spruce_decoder **out);
+/* The linear layers' value type (SPRUCE_DT_*). */
+int spruce_decoder_dtype(const spruce_decoder *d);
+/* Bytes the decoder's weights take as held: every linear layer (all of its
+ * kept representations) and the head (float32 when the type is, as the
+ * model holds it). */
+size_t spruce_decoder_weight_bytes(const spruce_decoder *d);
 void spruce_decoder_free(spruce_decoder *d); /* NULL is a no-op */
 
 /* Forget the cached positions (and the experts' seconds). */

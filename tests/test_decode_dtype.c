@@ -1,0 +1,222 @@
+/* test_decode_dtype.c: decoding with the linear layers (and the head) in a
+ * value type other than float32 (spruce_decode_opts.dtype).  A BF16
+ * checkpoint runs in bf16 by default, holding its own values: the logits are
+ * those of the float32 decoder of the same weights to float32 rounding, and
+ * the weights take half the bytes.  A float32 model runs in bf16, int8 or int4
+ * only when asked, each holding the bytes of its type, its logits within the
+ * error of its grid. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_testutil.h"
+#include "families_testutil.h"
+#include "spruce_ckpt.h"
+#include "spruce_decode.h"
+#include "spruce_model.h"
+#include "spruce_qmatrix.h"
+
+/* Feed ids[0..n) to decoders a and b; the largest |difference| of their
+ * logits and the largest |logit| of a. */
+static void compare(spruce_decoder *a, spruce_decoder *b, const uint32_t *ids, int n, int vocab,
+                    double *diff, double *scale)
+{
+    float *la = malloc(sizeof *la * (size_t)vocab), *lb = malloc(sizeof *lb * (size_t)vocab);
+    int t, j;
+    *diff = 0, *scale = 0;
+    for (t = 0; t < n; t++) {
+        cr_assert_eq(spruce_decoder_step(a, ids[t], la), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_decoder_step(b, ids[t], lb), 0, "%s", spruce_errdetail());
+        for (j = 0; j < vocab; j++) {
+            *diff = fmax(*diff, fabs((double)la[j] - lb[j]));
+            *scale = fmax(*scale, fabs((double)la[j]));
+        }
+    }
+    free(la);
+    free(lb);
+}
+
+static spruce_decoder *decoder(spruce_model *m, int T, int mode, int dtype, int gs)
+{
+    spruce_decode_opts o;
+    spruce_decoder *d = NULL;
+    spruce_decode_opts_init(&o);
+    o.mode = (spruce_decode_mode)mode;
+    o.dtype = dtype;
+    o.groupsize = gs;
+    cr_assert_eq(spruce_decoder_create_opts(m, T, &o, &d), 0, "%s", spruce_errdetail());
+    return d;
+}
+
+Test(decode_dtype, bf16_checkpoint_runs_in_its_own_type)
+{
+    NEED_FAMILY(dir, "qwen3-bf16");
+    spruce_model *m = NULL;
+    spruce_decoder *own, *f32;
+    uint32_t ids[SEQ];
+    double diff, scale;
+    int vocab, t;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    vocab = spruce_model_config(m)->vocab_size;
+    for (t = 0; t < SEQ; t++)
+        ids[t] = (uint32_t)((t * 7919) % vocab);
+    own = decoder(m, SEQ, SPRUCE_DECODE_DENSE, SPRUCE_DECODE_OWN_DTYPE, 0);
+    f32 = decoder(m, SEQ, SPRUCE_DECODE_DENSE, SPRUCE_DT_F32, 0);
+    cr_assert_eq(spruce_decoder_dtype(own), SPRUCE_DT_BF16);
+    cr_assert_eq(spruce_decoder_dtype(f32), SPRUCE_DT_F32);
+    /* the same values: half the bytes, exactly */
+    cr_assert_eq(2 * spruce_decoder_weight_bytes(own), spruce_decoder_weight_bytes(f32),
+                 "bf16 %zu bytes, float32 %zu", spruce_decoder_weight_bytes(own),
+                 spruce_decoder_weight_bytes(f32));
+    compare(own, f32, ids, SEQ, vocab, &diff, &scale);
+    cr_assert(diff <= TOL * fmax(1.0, scale), "bf16 against float32 of the same weights: logits "
+              "up to %g apart (largest logit %g)", diff, scale);
+    spruce_decoder_free(own);
+    spruce_decoder_free(f32);
+    spruce_model_free(m);
+}
+
+Test(decode_dtype, a_float32_model_in_the_types_asked)
+{
+    NEED_FIXTURE(dir);
+    static const struct {
+        int dtype, gs;
+        double bytes, err; /* bytes of float32's at most; logit error of the largest logit */
+    } k[] = {{SPRUCE_DT_F32, 0, 1.0, 0.0},
+             {SPRUCE_DT_BF16, 0, 0.5, 0.03},
+             /* a byte a weight and a float32 scale a row of 64 (the hidden
+              * size): (1 + 4 / 64) / 4 = 0.266 of float32 at most */
+             {SPRUCE_DT_INT8, 0, 0.266, 0.15},
+             /* half a byte and a scale per 32 columns (0.156), the head int8;
+              * 4 bits cost this 260K-parameter model most of its logits (the
+              * exact check is the test below) */
+             {SPRUCE_DT_INT4, 32, 0.266, 1.5}};
+    spruce_model *m = NULL;
+    spruce_decoder *ref, *d;
+    uint32_t *ids;
+    double diff, scale;
+    size_t i;
+    int vocab;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    vocab = spruce_model_config(m)->vocab_size;
+    ids = stories_ids(dir, "eval.u16", 32);
+    ref = decoder(m, 32, SPRUCE_DECODE_DENSE, SPRUCE_DECODE_OWN_DTYPE, 0);
+    cr_assert_eq(spruce_decoder_dtype(ref), SPRUCE_DT_F32, "a float32 checkpoint stays float32");
+    for (i = 0; i < sizeof k / sizeof *k; i++) {
+        const int modes[2] = {SPRUCE_DECODE_DENSE, SPRUCE_DECODE_AUTO};
+        int j;
+        for (j = 0; j < 2; j++) {
+            d = decoder(m, 32, modes[j], k[i].dtype, k[i].gs);
+            cr_assert_eq(spruce_decoder_dtype(d), k[i].dtype);
+            if (j == 0) /* dense: the type's own bytes (int4: the head int8) */
+                cr_assert_leq((double)spruce_decoder_weight_bytes(d),
+                              k[i].bytes * (double)spruce_decoder_weight_bytes(ref) + 1e-9,
+                              "%s: %zu bytes against float32's %zu", spruce_dtype_name(k[i].dtype),
+                              spruce_decoder_weight_bytes(d), spruce_decoder_weight_bytes(ref));
+            spruce_decoder_reset(ref);
+            compare(ref, d, ids, 32, vocab, &diff, &scale);
+            cr_assert(diff <= k[i].err * scale + (k[i].err ? 0 : 1e-4 * scale),
+                      "%s (%s): logits up to %g from float32's (largest %g)",
+                      spruce_dtype_name(k[i].dtype), j ? "auto" : "dense", diff, scale);
+            spruce_decoder_free(d);
+        }
+    }
+    spruce_decoder_free(ref);
+    free(ids);
+    spruce_model_free(m);
+}
+
+Test(decode_dtype, refusals)
+{
+    NEED_FIXTURE(dir);
+    spruce_model *m = NULL;
+    spruce_decode_opts o;
+    spruce_decoder *d = NULL;
+    cr_assert_eq(spruce_model_open(dir, &m), 0, "%s", spruce_errdetail());
+    spruce_decode_opts_init(&o);
+    o.mode = SPRUCE_DECODE_CSR;
+    o.dtype = SPRUCE_DT_INT8;
+    cr_assert_eq(spruce_decoder_create_opts(m, 8, &o, &d), SPRUCE_EUNSUPPORTED);
+    cr_assert(strstr(spruce_errdetail(), "float32"), "%s", spruce_errdetail());
+    o.mode = SPRUCE_DECODE_AUTO;
+    o.dtype = 7;
+    cr_assert_eq(spruce_decoder_create_opts(m, 8, &o, &d), SPRUCE_EINVAL);
+    o.dtype = SPRUCE_DT_INT4;
+    o.groupsize = 40;
+    cr_assert_eq(spruce_decoder_create_opts(m, 8, &o, &d), SPRUCE_EINVAL);
+    cr_assert_null(d);
+    spruce_model_free(m);
+}
+
+/* The exact check: a decoder in int8, int4 or bf16 computes with exactly the
+ * values spruce_qmatrix_quantize gives (the head, untied here, per row in
+ * int8 for int4), so its logits are the float32 decoder's on a checkpoint
+ * whose linear layers and head hold those values dequantized, to float32
+ * rounding. */
+static void against_dequantized_checkpoint(const char *base, int dtype, int gs)
+{
+    char in[1200], ref[1200];
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *w;
+    spruce_model *mq = NULL, *mr = NULL;
+    spruce_decoder *dq, *dr;
+    uint32_t ids[24];
+    double diff, scale;
+    int i, vocab;
+    snprintf(in, sizeof in, "%s/in", base);
+    snprintf(ref, sizeof ref, "%s/ref-%s", base, spruce_dtype_name(dtype));
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin(ck, ref, 0, &w), 0, "%s", spruce_errdetail());
+    for (i = 0; i < spruce_ckpt_count(ck); i++) {
+        const spruce_tensor *t = spruce_ckpt_tensor_at(ck, i);
+        int head = !strcmp(t->name, "lm_head.weight"), rows, cols;
+        float *v;
+        spruce_qmatrix *Q;
+        if (!head && !strstr(t->name, "_proj.weight"))
+            continue;
+        rows = (int)t->shape[0], cols = (int)t->shape[1];
+        v = malloc(sizeof *v * (size_t)rows * cols);
+        cr_assert_eq(spruce_tensor_read_f32(t, v), 0);
+        cr_assert_eq(spruce_qmatrix_quantize(v, rows, cols,
+                                             head && dtype == SPRUCE_DT_INT4 ? SPRUCE_DT_INT8 : dtype,
+                                             gs, 0, &Q), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_qmatrix_dequantize(Q, v), 0);
+        cr_assert_eq(spruce_ckpt_writer_set_f32(w, t->name, v), 0, "%s", spruce_errdetail());
+        spruce_qmatrix_free(Q);
+        free(v);
+    }
+    cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
+    spruce_ckpt_close(ck);
+    cr_assert_eq(spruce_model_open(in, &mq), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(ref, &mr), 0, "%s", spruce_errdetail());
+    vocab = spruce_model_config(mq)->vocab_size;
+    for (i = 0; i < 24; i++)
+        ids[i] = (uint32_t)((i * 37 + 5) % vocab);
+    dq = decoder(mq, 24, SPRUCE_DECODE_DENSE, dtype, gs);
+    dr = decoder(mr, 24, SPRUCE_DECODE_DENSE, SPRUCE_DT_F32, 0);
+    compare(dr, dq, ids, 24, vocab, &diff, &scale);
+    cr_assert(diff <= 1e-4 * fmax(1.0, scale), "%s: logits up to %g from the float32 decoder of "
+              "the dequantized weights (largest %g)", spruce_dtype_name(dtype), diff, scale);
+    spruce_decoder_free(dq);
+    spruce_decoder_free(dr);
+    spruce_model_free(mq);
+    spruce_model_free(mr);
+}
+
+Test(decode_dtype, every_type_computes_with_its_grid_values)
+{
+    spruce_synth_config c;
+    char *base = tmp_dir(), in[1200];
+    spruce_synth_defaults(&c);
+    c.hidden = 64, c.intermediate = 160, c.layers = 2, c.heads = 4, c.kv_heads = 2;
+    c.vocab = 96, c.max_position = 64, c.dtype = SPRUCE_DTYPE_F32, c.seed = 3;
+    snprintf(in, sizeof in, "%s/in", base);
+    cr_assert_eq(spruce_synth_write(in, &c, 0), 0, "%s", spruce_errdetail());
+    against_dequantized_checkpoint(base, SPRUCE_DT_BF16, 0);
+    against_dequantized_checkpoint(base, SPRUCE_DT_INT8, 0);
+    against_dequantized_checkpoint(base, SPRUCE_DT_INT4, 32);  /* 160 = 5 groups */
+    rm_tree(base);
+    free(base);
+}
