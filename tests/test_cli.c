@@ -299,6 +299,84 @@ Test(json, run_on_an_odd_model_directory)
     rm_parent(dir);
 }
 
+/* run --dtype: a BF16 checkpoint runs in bf16 (half the bytes of its float32
+ * conversion), int8 when asked (a quarter, plus a scale a row); a bad type
+ * is a usage error, CSR with int8 values a clear error. */
+static json_t *run_json(const char *bin, const char *q, const char *extra)
+{
+    char args[4096], *out;
+    json_error_t je;
+    json_t *o;
+    snprintf(args, sizeof args, "run %s --prompt '1 5' --steps 4 --threads 1 --json %s "
+             "2>/dev/null", q, extra);
+    cr_assert_eq(run_capture(bin, args, &out), 0, "%s", args);
+    o = json_loads(out, 0, &je);
+    cr_assert(json_is_object(o), "not JSON (%s): %s", je.text, out);
+    free(out);
+    return o;
+}
+
+Test(cli, run_dtype)
+{
+    const char *bin;
+    char dir[1024], q[1200], args[4096], *out;
+    json_t *own, *f32, *i8;
+    json_int_t b_own, b_f32, b_i8;
+    if (!have_bin(&bin))
+        return;
+    odd_dir(dir, sizeof dir);
+    shell_quote(q, sizeof q, dir);
+    snprintf(args, sizeof args, "synth %s --layers 1 --hidden 64 --intermediate 128 --heads 4 "
+             "--kv-heads 2 --vocab 64 --max-position 64 --dtype bf16 --force", q);
+    cr_assert_eq(run_capture(bin, args, &out), 0, "%s", args);
+    free(out);
+    own = run_json(bin, q, "");
+    f32 = run_json(bin, q, "--dtype f32 --sparse off");
+    i8 = run_json(bin, q, "--dtype int8 --sparse off");
+    cr_assert_str_eq(json_string_value(json_object_get(own, "dtype")), "bf16");
+    cr_assert_str_eq(json_string_value(json_object_get(f32, "dtype")), "f32");
+    cr_assert_str_eq(json_string_value(json_object_get(i8, "dtype")), "int8");
+    b_own = json_integer_value(json_object_get(own, "weight_bytes"));
+    b_f32 = json_integer_value(json_object_get(f32, "weight_bytes"));
+    b_i8 = json_integer_value(json_object_get(i8, "weight_bytes"));
+    cr_assert(b_f32 > 0 && b_own > 0 && b_i8 > 0);
+    /* f32: 4 bytes a weight; int8: 1 and 4 bytes a row of 64 or 128 */
+    cr_assert(b_i8 <= b_f32 / 4 + b_f32 / 64, "int8 %lld bytes, f32 %lld", (long long)b_i8,
+              (long long)b_f32);
+    cr_assert(json_integer_value(json_object_get(own, "resident_bytes")) > 0);
+    json_decref(own);
+    json_decref(f32);
+    json_decref(i8);
+    own = run_json(bin, q, "--dtype own --sparse off");
+    cr_assert_eq(2 * json_integer_value(json_object_get(own, "weight_bytes")), b_f32,
+                 "dense bf16 is half of float32");
+    json_decref(own);
+    snprintf(args, sizeof args, "run %s --prompt 1 --dtype int3 2>/dev/null", q);
+    cr_assert_eq(run_capture(bin, args, &out), 2, "%s", args);
+    free(out);
+    snprintf(args, sizeof args, "run %s --prompt 1 --dtype int4 --groupsize 48 2>/dev/null", q);
+    cr_assert_eq(run_capture(bin, args, &out), 2, "%s", args);
+    free(out);
+    {
+        char cmd[8192], qbin[1200];
+        FILE *p;
+        int n = -1;
+        shell_quote(qbin, sizeof qbin, bin);
+        snprintf(cmd, sizeof cmd, "%s run %s --prompt 1 --dtype int8 --sparse csr 2>&1 >/dev/null"
+                 " | grep -c 'compressed rows hold float32 values only'", qbin, q);
+        p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        cr_assert_eq(fscanf(p, "%d", &n), 1);
+        pclose(p);
+        cr_assert_eq(n, 1, "--sparse csr --dtype int8: the message says why");
+        snprintf(cmd, sizeof cmd, "%s run %s --prompt 1 --dtype int8 --sparse csr >/dev/null "
+                 "2>&1", qbin, q);
+        n = system(cmd);
+        cr_assert(WIFEXITED(n) && WEXITSTATUS(n) == 1, "exit status 1");
+    }
+    rm_parent(dir);
+}
+
 /* ---- --help -------------------------------------------------------------- */
 
 /* Every command (and `help COMMAND`) prints its usage on stdout and exits 0. */

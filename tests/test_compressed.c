@@ -308,7 +308,7 @@ Test(compressed, weights_off_the_grid_are_refused)
 {
     float w[4] = {0.5f, 0.25f, 0.3f, 0.0f}, s[1] = {0.25f}, z[1] = {128.0f};
     int8_t q[4];
-    spruce_qgrid g = {8, 1, 1, 4, 4, s, z};
+    spruce_qgrid g = {8, 1, 1, 4, 4, s, z, SPRUCE_QSCALE_F32};
     cr_assert_eq(spruce_ct_quantize(w, &g, q, NULL, "t"), SPRUCE_EINVAL);
     cr_assert(strstr(spruce_errdetail(), "column 2"), "%s", spruce_errdetail());
     w[2] = 0.75f;
@@ -851,4 +851,35 @@ Test(compressed_ckpt, header_room_holds_escaped_names_in_every_layout)
     escaped_names_roundtrip(2, 8, 1, 16); /* sparse-24-bitmask of int8 */
     escaped_names_roundtrip(0, 4, 0, 8);  /* pack-quantized, packed zero points */
     escaped_names_roundtrip(0, 8, 0, 16); /* int-quantized */
+}
+
+/* A compressed checkpoint from the pruner (2:4 with 8-bit values) decoded by
+ * `spruce run` gives the same greedy ids as the same weights saved dense (the
+ * dequantized values in float32). */
+Test(compressed_cli, run_greedy_ids_match_the_dense_save, .timeout = 600)
+{
+    const char *bin = getenv("SPRUCE_BIN"), *root = getenv("SPRUCE_FIXTURES");
+    char fx[1024], cmd[8192], *base, *pd, *pc;
+    if (!bin || access(bin, X_OK) || !root)
+        cr_skip_test("SPRUCE_BIN or SPRUCE_FIXTURES not set (run through 'make check')");
+    snprintf(fx, sizeof fx, "%s/stories260k", root);
+    if (access(fx, R_OK))
+        cr_skip_test("stories260k fixture not found under SPRUCE_FIXTURES");
+    base = mktmp();
+    snprintf(cmd, sizeof cmd, "cd %s && %s prune %s -o d --calib %s/calib.u16 --pattern 2:4 "
+             "--wbits 8 --sym --seqlen 128 --nsamples 8 --threads 2 >/dev/null 2>&1 && %s prune "
+             "%s -o c --calib %s/calib.u16 --pattern 2:4 --wbits 8 --sym --seqlen 128 --nsamples 8 "
+             "--threads 2 --save-format compressed >/dev/null 2>&1 && grep -c int-quantized "
+             "c/config.json", base, bin, fx, fx, bin, fx, fx);
+    free(run_out(cmd));
+    snprintf(cmd, sizeof cmd, "cd %s && %s run d --prompt-ids '1 400' --steps 40 --sparse off "
+             "--threads 2 2>/dev/null | head -1", base, bin);
+    pd = run_out(cmd);
+    snprintf(cmd, sizeof cmd, "cd %s && %s run c --prompt-ids '1 400' --steps 40 --sparse off "
+             "--threads 2 2>/dev/null | head -1", base, bin);
+    pc = run_out(cmd);
+    cr_assert(strlen(pd) > 40, "%s", pd);
+    cr_assert_str_eq(pd, pc, "dense save: %s; compressed: %s", pd, pc);
+    rmrf(base);
+    free(base), free(pd), free(pc);
 }

@@ -19,6 +19,8 @@
 #include "spruce_family.h"
 #include "spruce_tokenizer.h"
 #include "spruce_tokens.h"
+#include "spruce_memstat.h"
+#include "spruce_qmatrix.h"
 
 #define MAX_EOS 8
 
@@ -27,7 +29,9 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: spruce run MODEL_DIR (--prompt TEXT | --prompt-ids \"ID ID ...\") [--steps N]\n"
             "                  [--temperature T]\n"
-            "                  [--seed S] [--sparse auto|off|csr|bitmask|nm] [--json] [--threads N]\n\n"
+            "                  [--seed S] [--sparse auto|off|csr|bitmask|nm]\n"
+            "                  [--dtype own|f32|bf16|int8|int4] [--groupsize G] [--json]\n"
+            "                  [--verbose] [--threads N]\n\n"
             "Generate tokens one by one with a key/value cache.  Every linear layer of the\n"
             "blocks runs on spruce's linear-layer object: with --sparse auto (default) in a\n"
             "sparse format where that measured faster than dense at batch 1, with --sparse off\n"
@@ -44,8 +48,17 @@ static void usage(FILE *f)
             "  --seed S           random seed for sampling (default 0)\n"
             "  --sparse MODE      auto (default), off, or force one format: csr, bitmask,\n"
             "                     nm (2:4 layers)\n"
+            "  --dtype T          the weights' value type: own (default: the checkpoint's,\n"
+            "                     bf16 for BF16 weights, held without a float32 copy;\n"
+            "                     float32 otherwise), or convert to f32, bf16, int8 (a\n"
+            "                     symmetric grid per row) or int4 (per group of G columns);\n"
+            "                     the head follows (int4: int8).  Never converted unless\n"
+            "                     asked; csr holds float32 only\n"
+            "  --groupsize G      int4's columns per scale, 32 to 256 (default 128)\n"
+            "  --verbose          also print the value type, the weights' bytes as held and\n"
+            "                     the resident memory\n"
             "  --json             one JSON object: prompt, ids, text (with a tokenizer),\n"
-            "                     tokens_per_s, ...\n"
+            "                     tokens_per_s, dtype, weight_bytes, resident_bytes, ...\n"
             "  --threads N        threads (default: all cores)\n"
             "  -h, --help         this message\n\n"
             "Prints the generated text (with a tokenizer) or ids, then tokens/s of the\n"
@@ -132,7 +145,17 @@ static uint32_t choose(const float *logits, int vocab, double T, uint64_t *rng)
 }
 
 /* One line of JSON: the prompt, the generated ids, the rates, the layers. */
-static void print_json(const uint32_t *prompt, int nprompt, const uint32_t *gen, int steps,
+/* The resident set now, in bytes (-1 unknown): anonymous plus mapped. */
+static double resident_now(void)
+{
+    spruce_memstat ms;
+    if (spruce_memstat_read(&ms) || ms.rss_anon < 0)
+        return -1;
+    return ms.rss_anon + (ms.rss_file > 0 ? ms.rss_file : 0);
+}
+
+static void print_json(const spruce_decoder *d, const uint32_t *prompt, int nprompt,
+                       const uint32_t *gen, int steps,
                        const char *text, double t_prompt, double t_gen, int mode,
                        int sparse_layers, int layers)
 {
@@ -153,6 +176,9 @@ static void print_json(const uint32_t *prompt, int nprompt, const uint32_t *gen,
     json_object_set_new(o, "sparse", json_string(mode_name[mode]));
     json_object_set_new(o, "sparse_layers", json_integer(sparse_layers));
     json_object_set_new(o, "layers", json_integer(layers));
+    json_object_set_new(o, "dtype", json_string(spruce_dtype_name(spruce_decoder_dtype(d))));
+    json_object_set_new(o, "weight_bytes", json_integer((json_int_t)spruce_decoder_weight_bytes(d)));
+    json_object_set_new(o, "resident_bytes", json_integer((json_int_t)resident_now()));
     json_dumpf(o, stdout, JSON_REAL_PRECISION(6));
     fputc('\n', stdout);
     json_decref(o);
@@ -274,7 +300,8 @@ static int prompt_ids(const char *dir, const char *text, const char *ids_s, int 
 
 int spruce_cmd_run(int argc, char **argv)
 {
-    enum { O_PROMPT = 256, O_PROMPT_IDS, O_STEPS, O_TEMP, O_SEED, O_SPARSE, O_JSON, O_THREADS };
+    enum { O_PROMPT = 256, O_PROMPT_IDS, O_STEPS, O_TEMP, O_SEED, O_SPARSE, O_JSON, O_THREADS,
+           O_DTYPE, O_GROUPSIZE, O_VERBOSE };
     static const struct option opts[] = {
         {"prompt", required_argument, NULL, O_PROMPT},
         {"prompt-ids", required_argument, NULL, O_PROMPT_IDS},
@@ -284,6 +311,9 @@ int spruce_cmd_run(int argc, char **argv)
         {"sparse", required_argument, NULL, O_SPARSE},
         {"json", no_argument, NULL, O_JSON},
         {"threads", required_argument, NULL, O_THREADS},
+        {"dtype", required_argument, NULL, O_DTYPE},
+        {"groupsize", required_argument, NULL, O_GROUPSIZE},
+        {"verbose", no_argument, NULL, O_VERBOSE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -293,7 +323,9 @@ int spruce_cmd_run(int argc, char **argv)
     int neos = 0, ngen = 0;
     size_t printed = 0;
     char *text = NULL;
-    long steps = 64, seed = 0, threads = 0;
+    long steps = 64, seed = 0, threads = 0, groupsize = 128;
+    int verbose = 0;
+    spruce_decode_opts dopts;
     double temp = 0, t0, t_prompt, t_gen;
     int c, rc, json = 0, status = 1, nprompt = 0, i, mode = SPRUCE_DECODE_AUTO;
     spruce_model *m = NULL;
@@ -303,10 +335,29 @@ int spruce_cmd_run(int argc, char **argv)
     float *logits = NULL;
     uint64_t rng;
 
+    spruce_decode_opts_init(&dopts);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
+        case O_DTYPE:
+            if (!strcmp(optarg, "own"))
+                dopts.dtype = SPRUCE_DECODE_OWN_DTYPE;
+            else if ((dopts.dtype = spruce_dtype_parse(optarg)) < 0) {
+                cli_fail("--dtype: expected own, f32, bf16, int8 or int4, got '%s'", optarg);
+                return 2;
+            }
+            break;
+        case O_GROUPSIZE:
+            if (cli_parse_int("--groupsize", optarg, 32, 256, &groupsize))
+                return 2;
+            if (groupsize % 32) {
+                cli_fail("--groupsize: expected a multiple of 32 from 32 to 256, got %ld",
+                         groupsize);
+                return 2;
+            }
+            break;
+        case O_VERBOSE: verbose = 1; break;
         case O_PROMPT: prompt_s = optarg; break;
         case O_PROMPT_IDS: prompt_ids_s = optarg; break;
         case O_STEPS:
@@ -376,7 +427,9 @@ int spruce_cmd_run(int argc, char **argv)
         fprintf(stderr, "run: preparing %d blocks (%s)...\n", cfg->num_hidden_layers,
                 mode == SPRUCE_DECODE_DENSE ? "dense" : mode == SPRUCE_DECODE_AUTO
                 ? "sparse where faster" : "one sparse format");
-    if ((rc = spruce_decoder_create(m, nprompt + (int)steps, mode, &d))) {
+    dopts.mode = (spruce_decode_mode)mode;
+    dopts.groupsize = (int)groupsize;
+    if ((rc = spruce_decoder_create_opts(m, nprompt + (int)steps, &dopts, &d))) {
         cli_error(rc, "run: %s", dir);
         goto done;
     }
@@ -413,7 +466,7 @@ int spruce_cmd_run(int argc, char **argv)
         }
     }
     if (json) {
-        print_json(prompt, nprompt, gen, ngen, text, t_prompt, t_gen, mode,
+        print_json(d, prompt, nprompt, gen, ngen, text, t_prompt, t_gen, mode,
                    spruce_decoder_sparse_layers(d), spruce_decoder_linear_layers(d));
     } else {
         if (tok)
@@ -428,6 +481,13 @@ int spruce_cmd_run(int argc, char **argv)
                ngen < steps ? " (stopped at end of sequence)" : "",
                t_gen > 0 ? ngen / t_gen : 0.0,
                spruce_decoder_sparse_layers(d), spruce_decoder_linear_layers(d));
+        if (verbose) {
+            double res = resident_now();
+            printf("weights: %s, %.1f MiB as held (linear layers and head); resident %.1f MiB\n",
+                   spruce_dtype_name(spruce_decoder_dtype(d)),
+                   (double)spruce_decoder_weight_bytes(d) / 1048576.0,
+                   res >= 0 ? res / 1048576.0 : -1.0);
+        }
     }
     status = 0;
 done:
