@@ -240,6 +240,35 @@ Test(bench, sweep_writes_an_svg_chart)
     free(err);
 }
 
+/* The decode row named name ("dense f32", "auto int8", ...) after line: its
+ * tokens/s, its ratio to dense f32, the sparse and all linear layers. */
+static void decode_row(const char *line, const char *name, double *tps, double *ratio, int *used,
+                       int *total)
+{
+    char key[64];
+    const char *p;
+    double mib;
+    snprintf(key, sizeof key, "\n  %s ", name);
+    p = strstr(line, key);
+    cr_assert(p, "no decode row '%s':\n%s", name, line);
+    p += strlen(key);
+    cr_assert(sscanf(p, " %lf tokens/s %lfx weights %lf MiB %d of %d linear layers sparse", tps,
+                     ratio, &mib, used, total) == 5, "cannot read the '%s' row:\n%s", name, line);
+}
+
+static double decode_mib(const char *line, const char *name)
+{
+    double tps, ratio, mib;
+    int used, total;
+    char key[64];
+    const char *p;
+    snprintf(key, sizeof key, "\n  %s ", name);
+    cr_assert((p = strstr(line, key)));
+    cr_assert(sscanf(p + strlen(key), " %lf tokens/s %lfx weights %lf MiB %d of %d", &tps, &ratio,
+                     &mib, &used, &total) == 5);
+    return mib;
+}
+
 /* `bench --model`: every linear layer of a pruned checkpoint in the table, then
  * end-to-end decoding dense against auto with a ratio that is the quotient of
  * the two rates it prints. */
@@ -269,12 +298,40 @@ Test(bench, model_table_and_decode_on_a_pruned_fixture)
     cr_assert_eq(rows, 35, "expected the 35 linear layers of stories260k, found %d:\n%s", rows, out);
     line = strstr(out, "decode, batch 1");
     cr_assert(line, "no decode line:\n%s", out);
-    line = strstr(line, "dense ");
-    cr_assert(line && sscanf(line, "dense %lf tokens/s, auto %lf tokens/s (%d of %d linear layers "
-                                   "sparse): %lfx", &dense, &autos, &used, &total, &ratio) == 5,
-              "cannot read the decode line:\n%s", out);
-    cr_assert(dense > 0 && autos > 0 && used >= 0 && used <= total && total == 35);
+    decode_row(line, "dense f32", &dense, &ratio, &used, &total);
+    cr_assert(dense > 0 && ratio == 1.0 && total == 35);
+    decode_row(line, "auto f32", &autos, &ratio, &used, &total);
+    cr_assert(autos > 0 && used >= 0 && used <= total && total == 35);
     cr_assert(fabs(ratio - autos / dense) < 0.006 + 0.005 * ratio, "%g vs %g", ratio, autos / dense);
+    free(out);
+    free(err);
+    /* --dtype: each type's table rows, and its dense and auto decoders */
+    snprintf(args, sizeof args, "bench --model '%s/p' --batch 1 --threads 2 --dtype bf16,int8",
+             dir);
+    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
+    for (rows = 0, line = out; (line = strstr(line, "\nmodel.layers.")); line++)
+        rows++;
+    cr_assert_eq(rows, 70, "expected 35 linear layers in 2 types, found %d:\n%s", rows, out);
+    cr_assert(strstr(out, "/int8 ") && strstr(out, "/bf16 "), "%s", out);
+    line = strstr(out, "decode, batch 1");
+    cr_assert(line, "no decode line:\n%s", out);
+    {
+        static const char *rowname[4] = {"dense bf16", "auto bf16", "dense int8", "auto int8"};
+        double mib, mib_f32, tps, dense_f32;
+        int k;
+        decode_row(line, "dense f32", &dense_f32, &ratio, &used, &total);
+        mib_f32 = decode_mib(line, "dense f32");
+        for (k = 0; k < 4; k++) {
+            decode_row(line, rowname[k], &tps, &ratio, &used, &total);
+            cr_assert(tps > 0 && fabs(ratio - tps / dense_f32) < 0.006 + 0.005 * ratio,
+                      "%s: %g vs %g", rowname[k], ratio, tps / dense_f32);
+            mib = decode_mib(line, rowname[k]);
+            if (k == 0) /* dense bf16: half of float32's weights */
+                cr_assert(fabs(mib - mib_f32 / 2) < 0.002, "%g MiB against %g", mib, mib_f32);
+            if (k == 2) /* dense int8: a quarter and a float32 scale a row of 64: 0.266 */
+                cr_assert(mib < mib_f32 * 0.27, "%g MiB against %g", mib, mib_f32);
+        }
+    }
     free(out);
     free(err);
     snprintf(args, sizeof args, "rm -rf '%s'", dir);

@@ -39,7 +39,8 @@ static void usage(FILE *f)
         "                    [--threads T] [--reps R] [--rotate-mb MB] [--json]\n"
         "       spruce bench --sweep [--svg FILE] [--shape RxC] [--batch B] [--threads T]\n"
         "                    [--reps R] [--rotate-mb MB] [--json]\n"
-        "       spruce bench --model DIR [--batch B[,B...]] [--threads T] [--json]\n"
+        "       spruce bench --model DIR [--batch B[,B...]] [--dtype D[,...]] [--groupsize G]\n"
+        "                    [--threads T] [--json]\n"
         "       spruce bench prune --help\n\n"
         "Times sparse products y = W x (batch 1) and Y = W X (batch B) against dense\n"
         "OpenBLAS (sgemv / sgemm) measured in the same run, on random float32 matrices.\n"
@@ -67,9 +68,11 @@ static void usage(FILE *f)
         "                     (default 11008x4096)\n"
         "  --svg FILE         with --sweep: draw the chart as SVG (FILE is created, as\n"
         "                     FILE.tmp-PID, before the sweep and renamed when complete)\n"
-        "  --model DIR        every linear layer of a (pruned) checkpoint, dense against\n"
-        "                     the linear layer's choice; then end-to-end decoding tokens/s,\n"
-        "                     dense against auto, on the same weights (not with --json)\n"
+        "  --model DIR        every linear layer of a (pruned) checkpoint, dense OpenBLAS\n"
+        "                     float32 against the linear layer's choice (with --dtype: in\n"
+        "                     each value type); then end-to-end decoding tokens/s, dense\n"
+        "                     float32 against dense and auto of each value type, on the\n"
+        "                     same weights (not with --json)\n"
         "Set SPRUCE_ISA=scalar|avx2|avx512 to force the kernels' instruction set\n"
         "(SPRUCE_BF16DP=0: AVX-512 bf16 without the AVX512-BF16 dot products);\n"
         "'spruce --verbose bench' names it and shows progress.\n");
@@ -287,8 +290,8 @@ static int parse_options(int argc, char **argv, bench_opts *o)
                  "(no --sparsity, --pattern or --model)");
         return -1;
     }
-    if (o->ndt && (o->sweep || o->model)) {
-        cli_fail("bench: --dtype measures random matrices: not with --sweep or --model");
+    if (o->ndt && o->sweep) {
+        cli_fail("bench: --dtype is not for --sweep");
         return -1;
     }
     if (o->pn && o->have_sparsity) {
@@ -491,7 +494,7 @@ int spruce_cmd_bench(int argc, char **argv)
         return 1;
     }
     if (o.model) {
-        rc = bench_model(&cx, o.model, o.batches, o.nb);
+        rc = bench_model(&cx, o.model, o.batches, o.nb, o.dtypes, o.ndt, o.groupsize);
     } else {
         if (o.sweep)
             sweep_cases(&o);

@@ -148,6 +148,9 @@ int bench_write_svg(bench_svg *svg, const bench_ctx *cx, int rows, int cols, int
 
 /* --model DIR: every linear layer, dense against the linear layer's choice,
  * then end-to-end decoding (not with --json): 0, or 1 after a message. */
-int bench_model(bench_ctx *cx, const char *dir, const int *batches, int nb);
+/* --model: dtypes[0..ndt) the value types (none: float32 alone), groupsize
+ * int4's. */
+int bench_model(bench_ctx *cx, const char *dir, const int *batches, int nb, const int *dtypes,
+                int ndt, int groupsize);
 
 #endif
