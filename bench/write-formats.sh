@@ -1,0 +1,54 @@
+#!/bin/sh
+# Writing a pruned checkpoint in each layout (issue 14: writing the compressed
+# layout is no slower than writing the dense one).  A synth bf16 model (hidden
+# 2048, MLP 5632, 4 layers, 16 heads, vocabulary 4096: 425 MB) pruned 2:4 by
+# magnitude (no calibration: the command is reading, pruning by magnitude and
+# writing, the same work in every variant but the writing), saved dense,
+# compressed (sparse-24-bitmask) and compressed with 8-bit values (--wbits 8
+# --sym: int-quantized).  Each round runs the variants in turn, each round
+# starting one variant later; prints the wall seconds of every run, then per
+# variant the median and its ratio to dense's median, and the bytes written.
+# Usage: bench/write-formats.sh [SPRUCE] (default ./spruce); the environment
+# sets ROUNDS (5), THREADS (2), DIR (default a new temporary directory).
+set -eu
+SPRUCE=${1:-./spruce}
+ROUNDS=${ROUNDS:-5}
+THREADS=${THREADS:-2}
+DIR=${DIR:-$(mktemp -d)}
+mkdir -p "$DIR"
+[ -f "$DIR/m/config.json" ] || "$SPRUCE" synth "$DIR/m" --hidden 2048 --intermediate 5632 \
+    --layers 4 --heads 16 --kv-heads 16 --vocab 4096 --dtype bf16 >/dev/null 2>"$DIR/synth.log"
+VARIANTS="dense compressed compressed-int8"
+args() {
+    case $1 in
+    dense) echo "--save-format dense" ;;
+    compressed) echo "--save-format compressed" ;;
+    compressed-int8) echo "--save-format compressed --wbits 8 --sym" ;;
+    esac
+}
+LOG=$DIR/rounds.txt
+: > "$LOG"
+echo "variant round wall_s"
+r=1
+while [ $r -le "$ROUNDS" ]; do
+    skip=$(( (r - 1) % 3 )) order= rest= k=0
+    for v in $VARIANTS; do
+        if [ $k -lt $skip ]; then rest="$rest $v"; else order="$order $v"; fi
+        k=$((k + 1))
+    done
+    for v in $order $rest; do
+        rm -rf "$DIR/out-$v"
+        /usr/bin/time -o "$DIR/time" -f "%e" "$SPRUCE" prune "$DIR/m" -o "$DIR/out-$v" \
+            --method magnitude --pattern 2:4 --threads "$THREADS" $(args $v) >/dev/null 2>&1
+        echo "$v $r $(cat "$DIR/time")" | tee -a "$LOG"
+    done
+    r=$((r + 1))
+done
+echo "variant median_wall_s vs_dense bytes_written"
+med() { grep "^$1 " "$LOG" | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+d=$(med dense)
+for v in $VARIANTS; do
+    m=$(med $v)
+    b=$(du -cb "$DIR/out-$v"/*.safetensors | tail -1 | cut -f1)
+    awk "BEGIN { printf \"%s %.2f %.3f %d\\n\", \"$v\", $m, $m / $d, $b }"
+done
