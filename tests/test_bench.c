@@ -189,6 +189,58 @@ Test(bench, dtype_rows)
     free(err);
 }
 
+/* --dtype with sparse formats: bitmask, nm (with --pattern) and auto
+ * rows of the same values, each against the dense kernel of its type timed
+ * in the same rounds (one dense_ms per batch), with the bytes each streams. */
+Test(bench, dtype_sparse_rows)
+{
+    char *out, *err;
+    json_error_t je;
+    json_t *list;
+    size_t i;
+    int n24 = 0, nunstr = 0, nm_unstr = 0;
+    double dense1 = -1;
+    if (!have_bin())
+        return;
+    cr_assert_eq(run_spruce("", "bench --shape 40x128 --dtype int8 --pattern 2:4 --format "
+                            "dense,bitmask,nm,auto --batch 1 --reps 1 --rotate-mb 0.05 "
+                            "--threads 2 --json", &out, &err), 0, "stderr: %s", err);
+    list = json_loads(out, 0, &je);
+    cr_assert(json_is_array(list), "not a JSON list: %s", out);
+    cr_assert_eq(json_array_size(list), 4, "%s", out);
+    for (i = 0; i < json_array_size(list); i++) {
+        json_t *o = json_array_get(list, i);
+        const char *f = json_string_value(json_object_get(o, "format"));
+        double d = json_real_value(json_object_get(o, "dense_ms"));
+        double c = json_real_value(json_object_get(o, "byte_ceiling"));
+        cr_assert_str_eq(json_string_value(json_object_get(o, "dtype")), "int8");
+        if (dense1 < 0)
+            dense1 = d;
+        cr_assert_eq(d, dense1, "one dense int8 time for every row");
+        if (!strcmp(f, "bitmask") || !strcmp(f, "nm")) /* half the values and bits: < dense */
+            cr_assert(c > 16000.0 / (5120 + 40 * 4) * 1.3, "%s: ceiling %g", f, c);
+        n24++;
+    }
+    json_decref(list);
+    free(out);
+    free(err);
+    cr_assert_eq(run_spruce("", "bench --shape 40x128 --dtype bf16 --sparsity 0.5 --format "
+                            "dense,bitmask --batch 1 --reps 1 --rotate-mb 0.05 --threads 2 "
+                            "--json", &out, &err), 0, "stderr: %s", err);
+    list = json_loads(out, 0, &je);
+    cr_assert(json_is_array(list), "not a JSON list: %s", out);
+    for (i = 0; i < json_array_size(list); i++) {
+        const char *f = json_string_value(json_object_get(json_array_get(list, i), "format"));
+        nunstr++;
+        nm_unstr += !strcmp(f, "nm");
+    }
+    cr_assert(n24 == 4 && nunstr == 2 && nm_unstr == 0, "unstructured: %d rows, %d nm", nunstr,
+              nm_unstr); /* dense and bitmask */
+    json_decref(list);
+    free(out);
+    free(err);
+}
+
 Test(bench, usage_errors_exit_2_and_help_exits_0)
 {
     static const char *bad[] = {"bench --shape 12", "bench --sparsity 1.5", "bench --batch 0",

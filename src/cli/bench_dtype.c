@@ -2,8 +2,9 @@
  * of one shape and sparsity against dense OpenBLAS float32.
  *
  * The case's random float32 matrices are quantized to the type; each
- * representation of the type in bench_qreps[] (today the dense kernels; a
- * sparse format with values of the type adds an entry) is rotated past the
+ * representation of the type in bench_qreps[] (the dense kernels, bitmask,
+ * N:M when the case is N:M, and the linear layer's choice among them) holds
+ * the same values and is rotated past the
  * cache as bench_kernels.c rotates the float32 ones, and timed in the same
  * rounds as dense float32 OpenBLAS (sgemv / sgemm), interleaved; the median
  * is reported.  Every row carries dense_ms, the dense kernel of the same value
@@ -17,6 +18,7 @@
 #include "cli.h"
 #include "cmd_bench.h"
 #include "spruce_qmatrix.h"
+#include "spruce_qsparse.h"
 #include "spruce_sparse.h"
 
 /* ---- the representations of a value type ------------------------------------ */
@@ -37,12 +39,79 @@ static const char *dense_kernel(const void *M, int batch)
 }
 static void dense_free(void *M) { spruce_qmatrix_free(M); }
 
-/* A sparse format with values of a type goes here, with its make (from the
- * float32 matrix of the case: it keeps the case's zeros), mul, bytes, kernel
- * name and free.
- * The first entry must be "dense": every row's dense_ms is its time. */
+/* The case being measured (its N:M pattern) and the threads: for the makes. */
+static const bench_case *cur_case;
+static int cur_threads;
+static int cur_want[4]; /* the representations --format asked for */
+
+/* Bitmask and N:M of the values dense_make gives (the weights whose level
+ * dequantizes to non-zero): SPRUCE_EPATTERN when the case is not N:M. */
+static int qsparse_make(const float *W, int rows, int cols, int dtype, int groupsize, int format,
+                        void **out)
+{
+    spruce_qmatrix *Q = NULL;
+    spruce_pack_opts po = {format, cur_case->n, cur_case->m, cur_threads};
+    int rc;
+    if (format == SPRUCE_FMT_NM && cur_case->n <= 0)
+        return SPRUCE_EPATTERN;
+    if ((rc = spruce_qmatrix_quantize(W, rows, cols, dtype, groupsize, 0, &Q)) < 0)
+        return rc;
+    rc = spruce_qsparse_pack(Q, NULL, &po, (spruce_qsparse **)out);
+    spruce_qmatrix_free(Q);
+    return rc;
+}
+static int bitmask_make(const float *W, int rows, int cols, int dtype, int groupsize, void **out)
+{
+    return qsparse_make(W, rows, cols, dtype, groupsize, SPRUCE_FMT_BITMASK, out);
+}
+static int nm_make(const float *W, int rows, int cols, int dtype, int groupsize, void **out)
+{
+    return qsparse_make(W, rows, cols, dtype, groupsize, SPRUCE_FMT_NM, out);
+}
+static int qsparse_mul(const void *M, const float *X, int batch, float *Y, int threads)
+{
+    (void)threads; /* the threads it was packed for */
+    return spruce_qsparse_mul(M, X, batch, Y);
+}
+static size_t qsparse_bytes(const void *M) { return spruce_qsparse_bytes(M); }
+static const char *qsparse_kernel(const void *M, int batch)
+{
+    (void)M, (void)batch;
+    return spruce_sparse_isa_name(spruce_sparse_isa());
+}
+static void qsparse_free(void *M) { spruce_qsparse_free(M); }
+
+/* The linear layer of the type: its choice among the three, timed at pack
+ * time for batches 1 and 16. */
+static int auto_make(const float *W, int rows, int cols, int dtype, int groupsize, void **out)
+{
+    spruce_linear_opts o;
+    spruce_linear_opts_init(&o);
+    o.dtype = dtype;
+    o.groupsize = groupsize;
+    o.nthreads = cur_threads;
+    if (cur_case->n > 0)
+        o.n = cur_case->n, o.m = cur_case->m;
+    return spruce_linear_create(W, rows, cols, &o, (spruce_linear **)out);
+}
+static int auto_mul(const void *M, const float *X, int batch, float *Y, int threads)
+{
+    (void)threads;
+    return spruce_linear_forward(M, X, batch, Y);
+}
+static size_t auto_bytes(const void *M) { return spruce_linear_bytes(M); }
+static const char *auto_kernel(const void *M, int batch)
+{
+    return spruce_format_name(spruce_linear_format(M, batch));
+}
+static void auto_free(void *M) { spruce_linear_free(M); }
+
+/* The first entry must be "dense": every row's dense_ms is its time. */
 static const bench_qrep bench_qreps[] = {
     {"dense", dense_make, dense_mul, dense_bytes, dense_kernel, dense_free},
+    {"bitmask", bitmask_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
+    {"nm", nm_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
+    {"auto", auto_make, auto_mul, auto_bytes, auto_kernel, auto_free},
 };
 #define NREPS ((int)(sizeof bench_qreps / sizeof *bench_qreps))
 
@@ -57,7 +126,7 @@ static void qrotation_free(qrotation *rs)
 {
     int k, i;
     for (k = 0; k < NREPS; k++) {
-        for (i = 0; rs->M[k] && i < rs->nrot[k]; i++)
+        for (i = 0; rs->M[k] && i < rs->nrot[k] && rs->M[k][i]; i++)
             bench_qreps[k].free(rs->M[k][i]);
         free(rs->M[k]);
     }
@@ -78,7 +147,14 @@ static int qrotation_build(const bench_ctx *cx, int rows, int cols, const bench_
     bench_gen_matrix(W, rows, cols, c, 0);
     for (k = 0; k < NREPS; k++) {
         void *M;
-        if ((rc = bench_qreps[k].make(W, rows, cols, dtype, groupsize, &M)) < 0)
+        if (!cur_want[k])
+            continue;
+        rc = bench_qreps[k].make(W, rows, cols, dtype, groupsize, &M);
+        if (rc == SPRUCE_EPATTERN && k > 0) { /* nm of a case that is not N:M */
+            spruce_errclear();
+            continue;
+        }
+        if (rc < 0)
             goto make_failed;
         rs->nrot[k] = bench_rotation_count((double)bench_qreps[k].bytes(M), cx);
         bench_qreps[k].free(M);
@@ -129,8 +205,20 @@ static double qpass(const bench_ctx *cx, const qrotation *rs, int k, const float
     return (spruce_clock_now() - t0) / n;
 }
 
+/* Representation k is among the --format list (dense, the baseline, always). */
+static int wanted(int k, const int *formats, int nf)
+{
+    static const int fmt[NREPS] = {SPRUCE_FMT_DENSE, SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM,
+                                   BENCH_AUTO};
+    int f;
+    for (f = 0; f < nf; f++)
+        if (formats[f] == fmt[k])
+            return 1;
+    return k == 0;
+}
+
 int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int dtype,
-                    int groupsize, const int *batches, int nb)
+                    int groupsize, const int *formats, int nf, const int *batches, int nb)
 {
     const int reps = cx->reps > 64 ? 64 : cx->reps;
     int rc = 0, b, k, r, maxb = 1;
@@ -147,6 +235,10 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
         goto done;
     }
     bench_gen_input(X, (size_t)cols * maxb);
+    cur_case = c;
+    cur_threads = cx->threads;
+    for (k = 0; k < NREPS; k++)
+        cur_want[k] = wanted(k, formats, nf);
     if ((rc = qrotation_build(cx, rows, cols, c, dtype, groupsize, W, &rs)))
         goto done;
     for (b = 0; b < nb; b++) {
@@ -158,6 +250,8 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
             if (r >= 0)
                 t[0][r] = s;
             for (k = 0; k < NREPS; k++) {
+                if (!rs.nrot[k])
+                    continue;
                 bench_settle();
                 if ((s = qpass(cx, &rs, k, X, bs, Y, &rc)) < 0) {
                     cli_error(rc, "bench: %dx%d %s: %s product", rows, cols,
@@ -170,9 +264,11 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
             }
         }
         for (k = 0; k <= NREPS; k++)
-            med[k] = spruce_clock_median(t[k], reps);
+            med[k] = k == 0 || rs.nrot[k - 1] ? spruce_clock_median(t[k], reps) : 0;
         for (k = 0; k < NREPS; k++) {
             bench_result res;
+            if (!rs.nrot[k])
+                continue;
             const double bytes = (double)bench_qreps[k].bytes(rs.M[k][0]);
             bench_row_init(&res, rows, cols, c, bs);
             snprintf(res.format, sizeof res.format, "%s", bench_qreps[k].format);

@@ -56,8 +56,10 @@ static void usage(FILE *f)
         "                     bitmask, nm (needs --pattern), dense (default auto)\n"
         "  --dtype D,...      value types: f32 (the formats above), bf16, int8 (per-row\n"
         "                     scale), int4 (per-group scales): random weights quantized\n"
-        "                     to the type, its dense kernel (format \"dense\") against\n"
-        "                     dense OpenBLAS float32 in the same run (default f32)\n"
+        "                     to the type; its dense kernel (format \"dense\", always)\n"
+        "                     and the --format entries bitmask, nm and auto holding the\n"
+        "                     same values (csr holds float32 only), against dense\n"
+        "                     OpenBLAS float32 in the same run (default f32)\n"
         "  --groupsize G      int4 group size, a multiple of 32 from 32 to 256 (default 128)\n"
         "  --threads T        threads for OpenBLAS and the sparse kernels (default: all)\n"
         "  --reps R           timed passes over the rotation (default 7)\n"
@@ -430,7 +432,8 @@ static int run_cases(bench_ctx *cx, const bench_opts *o)
                                         o->formats, o->nf, o->batches, o->nb);
                 else
                     rc = bench_dtype_run(cx, o->shapes[i][0], o->shapes[i][1], &o->cases[k],
-                                         dts[d], o->groupsize, o->batches, o->nb);
+                                         dts[d], o->groupsize, o->formats, o->nf, o->batches,
+                                         o->nb);
             }
     return rc;
 }

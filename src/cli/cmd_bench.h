@@ -121,10 +121,12 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
                        const int *batches, int nb);
 
 /* --dtype: one shape and sparsity in value type dtype (bf16, int8, int4;
- * groupsize for int4), every representation of bench_dtype.c against dense
- * OpenBLAS float32, every batch: 0, or 1 after a message. */
+ * groupsize for int4): the dense kernel of the type and the representations
+ * of bench_dtype.c that formats[0..nf) name (bitmask, nm, auto; csr holds
+ * float32 only) against dense OpenBLAS float32, every batch: 0, or 1 after a
+ * message. */
 int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int dtype,
-                    int groupsize, const int *batches, int nb);
+                    int groupsize, const int *formats, int nf, const int *batches, int nb);
 
 /* The --sweep chart's file: created as path.tmp-<pid> before the sweep (so
  * that a path that cannot be written is found first), renamed to path when
