@@ -33,6 +33,12 @@ struct spruce_linear {
     spruce_sparse *sp[4];                   /* by format, when chosen */
     spruce_qmatrix *qd;                     /* typed values: dense, when chosen */
     spruce_qsparse *qs[4];                  /* typed values: bitmask, N:M, when chosen */
+    /* The planner's choice for each typed sparse format: the kernel variant
+     * (instruction set) it runs, how it was chosen, and each variant's time
+     * (seconds, batch lin->batches[0]; 0: not timed). */
+    int qisa[4];
+    const char *qwhy[4];
+    double qtime[4][SPRUCE_ISA_COUNT];
 };
 
 void spruce_linear_opts_init(spruce_linear_opts *o)
@@ -93,7 +99,7 @@ static int run(const spruce_linear *lin, int format, const float *X, int batch, 
     if (lin->dtype != SPRUCE_DT_F32) {
         if (format == SPRUCE_FMT_DENSE)
             return spruce_qmatrix_product(lin->qd, X, batch, Y, lin->nthreads);
-        return spruce_qsparse_mul(lin->qs[format], X, batch, Y);
+        return spruce_qsparse_mul_isa(lin->qs[format], lin->qisa[format], X, batch, Y);
     }
     if (format == SPRUCE_FMT_DENSE) {
         dense_mul(lin->rows, lin->cols, lin->dense, X, batch, Y);
@@ -227,6 +233,107 @@ static int sort_batches(spruce_linear *lin, const spruce_linear_opts *o)
     return 0;
 }
 
+/* ---- the planner: kernel variants of the typed sparse formats ------------
+ * Which kernel of a typed sparse format is fastest differs between
+ * processors (on Zen 4 the AVX-512 expand instructions lose to AVX2's table
+ * permutes for int8 2:4, and win for bf16: BENCHMARKS.md), so each variant
+ * the machine can run (every SIMD instruction set up to the one chosen,
+ * SPRUCE_ISA) is timed on the matrix itself when it is packed, and the
+ * fastest kept.  Two within 3% are timed again with more runs; still within
+ * 3%, the higher instruction set (the default) is kept: the variants hold the
+ * same bytes.  SPRUCE_VARIANT=scalar|avx2|avx512 forces one. */
+static int forced_variant(void)
+{
+    const char *e = getenv("SPRUCE_VARIANT");
+    int i;
+    if (!e || !*e)
+        return -1;
+    for (i = 0; i < SPRUCE_ISA_COUNT; i++)
+        if (!strcmp(e, spruce_sparse_isa_name(i)))
+            return spruce_sparse_isa_supported(i) ? i : -2;
+    return -3;
+}
+
+/* The fastest of reps cold runs of variant isa of typed format f at batch bs. */
+static double time_variant(const spruce_linear *lin, int f, int isa, const float *X, int bs,
+                           float *Y, int reps, int *rc)
+{
+    double best = 1e300, t0;
+    int r;
+    for (r = -1; r < reps; r++) {
+        if ((*rc = spruce_qsparse_mul_isa(lin->qs[f], isa, X, bs, Y)) < 0)
+            return best;
+        flush_candidate(lin, f);
+        t0 = spruce_clock_now();
+        if ((*rc = spruce_qsparse_mul_isa(lin->qs[f], isa, X, bs, Y)) < 0)
+            return best;
+        t0 = spruce_clock_now() - t0;
+        if (r >= 0 && t0 < best)
+            best = t0;
+    }
+    return best;
+}
+
+static int plan_variant(spruce_linear *lin, int f, const spruce_linear_opts *o)
+{
+    const int forced = forced_variant(), top = spruce_sparse_isa(), bs = lin->batches[0];
+    float *X = NULL, *Y = NULL;
+    int rc = 0, isa, best = -1, second = -1, i;
+    if (forced <= -2)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "SPRUCE_VARIANT=%s: %s (expected scalar, "
+                              "avx2 or avx512, one this build, CPU and OS support)",
+                              getenv("SPRUCE_VARIANT"), forced == -2 ? "not supported here"
+                              : "unknown variant");
+    if (top < 0)
+        return top;
+    lin->qisa[f] = forced >= 0 ? forced : top;
+    lin->qwhy[f] = forced >= 0 ? "forced by SPRUCE_VARIANT" : "the only variant";
+    if (forced >= 0 || top <= SPRUCE_ISA_AVX2 || getenv("SPRUCE_ISA"))
+        return 0; /* one variant (SPRUCE_ISA forces the instruction set: that one) */
+    X = malloc(sizeof *X * (size_t)lin->cols * bs);
+    Y = malloc(sizeof *Y * (size_t)lin->rows * bs);
+    if (!X || !Y) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", lin->rows, lin->cols);
+        goto done;
+    }
+    for (i = 0; i < lin->cols * bs; i++)
+        X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    for (isa = SPRUCE_ISA_AVX2; isa <= top; isa++) {
+        if (!spruce_sparse_isa_supported(isa))
+            continue;
+        lin->qtime[f][isa] = time_variant(lin, f, isa, X, bs, Y, o->reps, &rc);
+        if (rc < 0)
+            goto done;
+        if (best < 0 || lin->qtime[f][isa] < lin->qtime[f][best])
+            second = best, best = isa;
+        else if (second < 0 || lin->qtime[f][isa] < lin->qtime[f][second])
+            second = isa;
+    }
+    lin->qwhy[f] = "fastest when timed";
+    if (second >= 0 && lin->qtime[f][second] < 1.03 * lin->qtime[f][best]) {
+        /* within noise: again, with three times the runs */
+        lin->qtime[f][best] = time_variant(lin, f, best, X, bs, Y, 3 * o->reps, &rc);
+        if (rc >= 0)
+            lin->qtime[f][second] = time_variant(lin, f, second, X, bs, Y, 3 * o->reps, &rc);
+        if (rc < 0)
+            goto done;
+        if (lin->qtime[f][second] < lin->qtime[f][best]) {
+            int t = best;
+            best = second, second = t;
+        }
+        lin->qwhy[f] = "fastest when timed twice";
+        if (lin->qtime[f][second] < 1.03 * lin->qtime[f][best]) {
+            best = best > second ? best : second; /* the same bytes: the default */
+            lin->qwhy[f] = "within 3% twice: the default";
+        }
+    }
+    lin->qisa[f] = best;
+done:
+    free(X);
+    free(Y);
+    return rc;
+}
+
 /* Typed candidates from Q (taken: freed here when dense is no candidate):
  * the dense kernel of its type, and bitmask and N:M of the same values (the
  * weights that dequantize to non-zero). */
@@ -241,6 +348,8 @@ static int make_typed(spruce_linear *lin, spruce_qmatrix *Q, const spruce_linear
         if (rc == SPRUCE_EPATTERN && o->format < 0) { /* not N:M: not a candidate */
             spruce_errclear();
             rc = 0;
+        } else if (rc >= 0) {
+            rc = plan_variant(lin, f, o);
         }
     }
     if (o->format < 0 || o->format == SPRUCE_FMT_DENSE)
@@ -568,6 +677,34 @@ int spruce_linear_format(const spruce_linear *lin, int batch)
 }
 
 int spruce_linear_rows(const spruce_linear *lin) { return lin ? lin->rows : 0; }
+
+int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_t n)
+{
+    int f, k, isa;
+    size_t len;
+    if (!lin || !buf || !n)
+        return -1;
+    f = pick(lin, batch < 1 ? 1 : batch);
+    k = snprintf(buf, n, "%dx%d %s %s", lin->rows, lin->cols, spruce_format_name(f),
+                 spruce_dtype_name(lin->dtype));
+    len = k < 0 ? 0 : (size_t)k < n ? (size_t)k : n - 1;
+    if (lin->dtype != SPRUCE_DT_F32 && f != SPRUCE_FMT_DENSE) {
+        k = snprintf(buf + len, n - len, ", kernel %s (%s", spruce_sparse_isa_name(lin->qisa[f]),
+                     lin->qwhy[f]);
+        len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+        for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++)
+            if (lin->qtime[f][isa] > 0 && len + 1 < n) {
+                k = snprintf(buf + len, n - len, "; %s %.3f ms", spruce_sparse_isa_name(isa),
+                             1e3 * lin->qtime[f][isa]);
+                len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+            }
+        if (len + 1 < n)
+            snprintf(buf + len, n - len, ")");
+    } else if (lin->dtype != SPRUCE_DT_F32 && f == SPRUCE_FMT_DENSE) {
+        snprintf(buf + len, n - len, ", kernel %s", spruce_qmatrix_kernel_name(lin->qd, batch));
+    }
+    return f;
+}
 int spruce_linear_dtype(const spruce_linear *lin) { return lin ? lin->dtype : -1; }
 int spruce_linear_cols(const spruce_linear *lin) { return lin ? lin->cols : 0; }
 

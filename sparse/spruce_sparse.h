@@ -174,6 +174,19 @@ int spruce_linear_forward(const spruce_linear *lin, const float *X, int batch, f
 
 /* The format used for this batch size (SPRUCE_FMT_*). */
 int spruce_linear_format(const spruce_linear *lin, int batch);
+/* What runs at this batch size, for --verbose: shape, format, value type
+ * and, for a typed sparse format, the kernel variant the planner chose, why,
+ * and each variant's time, into buf (n bytes, always terminated).  The
+ * format, or -1 for a bad argument.
+ *
+ * The planner: a typed sparse format's kernel variants (every SIMD
+ * instruction set the machine has, up to SPRUCE_ISA's) are timed on the
+ * matrix when it is packed, at the smallest tuned batch, and the fastest
+ * kept; two within 3% are timed again with three times the runs, and still
+ * within 3% the default (the highest) is kept.  SPRUCE_VARIANT=scalar|avx2|
+ * avx512 forces one (creating fails with SPRUCE_EUNSUPPORTED naming an
+ * unknown or unsupported one). */
+int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_t n);
 int spruce_linear_rows(const spruce_linear *lin);
 /* The values' type (SPRUCE_DT_*). */
 int spruce_linear_dtype(const spruce_linear *lin);

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -198,4 +199,57 @@ Test(linear_dtype, refusals)
     cr_assert_null(lin);
     memset(&bad, 0, sizeof bad); /* no values */
     cr_assert_eq(spruce_linear_create_quantized(&bad, NULL, &lin), SPRUCE_EINVAL);
+}
+
+/* The planner's variants forced one by one (SPRUCE_VARIANT) give the same
+ * products, and the layer names the kernel it runs; an unknown or
+ * unsupported variant is refused by name. */
+Test(linear_dtype, every_forced_variant_gives_the_same_products)
+{
+    static const int types[3] = {SPRUCE_DT_BF16, SPRUCE_DT_INT8, SPRUCE_DT_INT4};
+    static const int fmts[2] = {SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM};
+    const int rows = 20, cols = 256;
+    float *W = weights_24(rows, cols, 21), *Wq = malloc(sizeof *Wq * (size_t)rows * cols);
+    int isa, t, f;
+    for (t = 0; t < 3; t++) {
+        spruce_qmatrix *Q;
+        cr_assert_eq(spruce_qmatrix_quantize(W, rows, cols, types[t], 128, 0, &Q), 0);
+        cr_assert_eq(spruce_qmatrix_dequantize(Q, Wq), 0);
+        for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++)
+            for (f = 0; f < 2; f++) {
+                spruce_linear_opts o;
+                spruce_linear *lin = NULL;
+                char what[640], desc[512];
+                if (!spruce_sparse_isa_supported(isa))
+                    continue;
+                setenv("SPRUCE_VARIANT", spruce_sparse_isa_name(isa), 1);
+                spruce_linear_opts_init(&o);
+                o.format = fmts[f];
+                cr_assert_eq(spruce_linear_create_quantized(Q, &o, &lin), 0, "%s",
+                             spruce_errdetail());
+                cr_assert_eq(spruce_linear_describe(lin, 1, desc, sizeof desc), fmts[f]);
+                snprintf(what, sizeof what, "variant %s: %s", spruce_sparse_isa_name(isa), desc);
+                cr_assert(strstr(desc, spruce_sparse_isa_name(isa)) &&
+                          strstr(desc, "SPRUCE_VARIANT"), "%s", what);
+                check_against_dequantized(lin, Wq, rows, cols, 1, what);
+                check_against_dequantized(lin, Wq, rows, cols, 16, what);
+                spruce_linear_free(lin);
+            }
+        spruce_qmatrix_free(Q);
+    }
+    setenv("SPRUCE_VARIANT", "avx1024", 1);
+    {
+        spruce_linear *lin = NULL;
+        cr_assert_eq(spruce_linear_create(W, rows, cols, NULL, &lin), 0, "float32: no variants");
+        spruce_linear_free(lin);
+        spruce_linear_opts o;
+        spruce_linear_opts_init(&o);
+        o.dtype = SPRUCE_DT_INT8;
+        o.format = SPRUCE_FMT_BITMASK;
+        cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), SPRUCE_EUNSUPPORTED);
+        cr_assert(strstr(spruce_errdetail(), "SPRUCE_VARIANT=avx1024"), "%s", spruce_errdetail());
+    }
+    unsetenv("SPRUCE_VARIANT");
+    free(W);
+    free(Wq);
 }

@@ -21,6 +21,7 @@
 #include "spruce_tokens.h"
 #include "spruce_memstat.h"
 #include "spruce_qmatrix.h"
+#include "spruce_sparse.h"
 
 #define MAX_EOS 8
 
@@ -55,8 +56,9 @@ static void usage(FILE *f)
             "                     the head follows (int4: int8).  Never converted unless\n"
             "                     asked; csr holds float32 only\n"
             "  --groupsize G      int4's columns per scale, 32 to 256 (default 128)\n"
-            "  --verbose          also print the value type, the weights' bytes as held and\n"
-            "                     the resident memory\n"
+            "  --verbose          also print what each linear layer runs (format, value\n"
+            "                     type, the kernel variant the planner chose and why), the\n"
+            "                     weights' bytes as held and the resident memory\n"
             "  --json             one JSON object: prompt, ids, text (with a tokenizer),\n"
             "                     tokens_per_s, dtype, weight_bytes, resident_bytes, ...\n"
             "  --threads N        threads (default: all cores)\n"
@@ -432,6 +434,17 @@ int spruce_cmd_run(int argc, char **argv)
     if ((rc = spruce_decoder_create_opts(m, nprompt + (int)steps, &dopts, &d))) {
         cli_error(rc, "run: %s", dir);
         goto done;
+    }
+    if (verbose) { /* what each linear layer runs, and the planner's choices */
+        int l, p;
+        for (l = 0; l < cfg->num_hidden_layers; l++)
+            for (p = 0; p < SPRUCE_NPROJ; p++) {
+                const spruce_linear *lin = spruce_decoder_linear(d, l, p);
+                char desc[512];
+                if (lin && spruce_linear_describe(lin, 1, desc, sizeof desc) >= 0)
+                    fprintf(stderr, "run: layer %d %s: %s\n", l, spruce_proj_path((spruce_proj)p),
+                            desc);
+            }
     }
     t0 = spruce_clock_now();
     if ((rc = spruce_decoder_prefill(d, prompt, nprompt, logits))) {

@@ -450,6 +450,13 @@ int spruce_decoder_linear_layers(const spruce_decoder *d)
     return d ? d->nlinear : 0;
 }
 
+const spruce_linear *spruce_decoder_linear(const spruce_decoder *d, int layer, int proj)
+{
+    if (!d || layer < 0 || layer >= d->c->num_hidden_layers || proj < 0 || proj >= SPRUCE_NPROJ)
+        return NULL;
+    return d->layers[layer].lin[proj];
+}
+
 int spruce_decoder_dtype(const spruce_decoder *d)
 {
     return d ? d->dtype : -1;

@@ -61,6 +61,10 @@ int spruce_decoder_create_opts(spruce_model *m, int max_T, const spruce_decode_o
 /* The same with the defaults and mode. */
 int spruce_decoder_create(spruce_model *m, int max_T, spruce_decode_mode mode,
                           spruce_decoder **out);
+/* Block layer's linear layer proj (spruce_proj: q, k, v, o, gate, up, down),
+ * NULL when it has none (fused tensors, a mixture of experts' MLP). */
+struct spruce_linear;
+const struct spruce_linear *spruce_decoder_linear(const spruce_decoder *d, int layer, int proj);
 /* The linear layers' value type (SPRUCE_DT_*). */
 int spruce_decoder_dtype(const spruce_decoder *d);
 /* Bytes the decoder's weights take as held: every linear layer (all of its
