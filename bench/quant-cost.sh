@@ -11,6 +11,7 @@
 # Usage: bench/quant-cost.sh [SPRUCE] (default ./spruce); the environment sets
 # ROUNDS (5), NSAMPLES (32), THREADS (2), DIR (default a new temporary directory).
 set -eu
+. "$(dirname "$0")/rounds.sh"
 SPRUCE=${1:-./spruce}
 ROUNDS=${ROUNDS:-5}
 NSAMPLES=${NSAMPLES:-32}
@@ -33,12 +34,7 @@ LOG=$DIR/rounds.txt
 echo "variant round wall_s pruner_s"
 r=1
 while [ $r -le "$ROUNDS" ]; do
-    skip=$(( (r - 1) % 3 )) order= rest= k=0
-    for v in $VARIANTS; do
-        if [ $k -lt $skip ]; then rest="$rest $v"; else order="$order $v"; fi
-        k=$((k + 1))
-    done
-    for v in $order $rest; do
+    for v in $(round_order $r $VARIANTS); do
         /usr/bin/time -o "$DIR/time" -f "%e" "$SPRUCE" prune "$DIR/m" -o "$DIR/out" --force \
             --calib "$DIR/calib.u16" --seqlen 512 --nsamples "$NSAMPLES" --pattern 2:4 \
             --threads "$THREADS" --json $(args $v) > "$DIR/summary.json" 2>/dev/null
@@ -48,7 +44,7 @@ while [ $r -le "$ROUNDS" ]; do
     r=$((r + 1))
 done
 echo "variant median_wall_s vs_none median_pruner_s vs_none"
-med() { grep "^$1 " "$LOG" | awk -v c=$2 '{print $c}' | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+med() { median_of "$LOG" "$1" "$2"; }
 w0=$(med none 3) p0=$(med none 4)
 for v in $VARIANTS; do
     w=$(med $v 3) p=$(med $v 4)

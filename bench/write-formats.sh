@@ -11,6 +11,7 @@
 # Usage: bench/write-formats.sh [SPRUCE] (default ./spruce); the environment
 # sets ROUNDS (5), THREADS (2), DIR (default a new temporary directory).
 set -eu
+. "$(dirname "$0")/rounds.sh"
 SPRUCE=${1:-./spruce}
 ROUNDS=${ROUNDS:-5}
 THREADS=${THREADS:-2}
@@ -31,12 +32,7 @@ LOG=$DIR/rounds.txt
 echo "variant round wall_s"
 r=1
 while [ $r -le "$ROUNDS" ]; do
-    skip=$(( (r - 1) % 3 )) order= rest= k=0
-    for v in $VARIANTS; do
-        if [ $k -lt $skip ]; then rest="$rest $v"; else order="$order $v"; fi
-        k=$((k + 1))
-    done
-    for v in $order $rest; do
+    for v in $(round_order $r $VARIANTS); do
         rm -rf "$DIR/out-$v"
         /usr/bin/time -o "$DIR/time" -f "%e" "$SPRUCE" prune "$DIR/m" -o "$DIR/out-$v" \
             --method magnitude --pattern 2:4 --threads "$THREADS" $(args $v) >/dev/null 2>&1
@@ -45,7 +41,7 @@ while [ $r -le "$ROUNDS" ]; do
     r=$((r + 1))
 done
 echo "variant median_wall_s vs_dense bytes_written"
-med() { grep "^$1 " "$LOG" | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+med() { median_of "$LOG" "$1" 3; }
 d=$(med dense)
 for v in $VARIANTS; do
     m=$(med $v)

@@ -757,22 +757,6 @@ Test(compressed_cli, numpy_reader_decodes_every_layout, .timeout = 900)
 
 /* ---- the header room ------------------------------------------------------- */
 
-static uint8_t *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *b;
-    long len;
-    cr_assert_not_null(f, "%s", path);
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    rewind(f);
-    b = malloc((size_t)len + 1);
-    cr_assert_eq(fread(b, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return b;
-}
-
 /* Each shard's header is written last, into room reserved at begin: the room
  * must hold it whatever the names (here ones JSON must escape: a quote, a
  * backslash, a control character) and the layout, and the file must stay
@@ -825,7 +809,7 @@ static void escaped_names_roundtrip(int sparse, int bits, int sym, int64_t gs)
     cr_assert(spruce_ckpt_find(cc, "x\\y"));
     cr_assert(!memcmp(spruce_ckpt_find(cc, "x\\y")->data, n4, sizeof n4));
     st = path2(out, "model.safetensors");
-    file = read_all(st, &fsz);
+    file = read_bytes(st, &fsz);
     for (hl = 0, k = 0; k < 8; k++)
         hl |= (uint64_t)file[k] << (8 * k);
     cr_assert(hl % 8 == 0 && 8 + hl <= fsz, "header length %llu", (unsigned long long)hl);
