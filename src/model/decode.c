@@ -478,7 +478,7 @@ size_t spruce_decoder_weight_bytes(const spruce_decoder *d)
     }
     if (d->head)
         s += spruce_linear_bytes(d->head);
-    else if (d->m->head_t)
+    else /* OpenBLAS on the model's float32 head (OPT's made at open) */
         s += (size_t)d->c->vocab_size * d->c->hidden_size * sizeof(float);
     return s;
 }
