@@ -29,7 +29,9 @@
  * receives each pruned layer (weights, mask, result, grid) from the rank that
  * pruned it; rank 0 alone writes and reports.  A failure on any rank is
  * agreed on at the end of each step, so every rank stops with the failing
- * rank's message.  A mixture of experts is refused under more than one rank. */
+ * rank's message.  A mixture of experts: the experts' Hessians are summed
+ * the same way and every rank prunes every expert (the forward, which the
+ * ranks share, is what costs). */
 #include <math.h>
 #include <regex.h>
 #include <stdio.h>
@@ -583,25 +585,36 @@ static void linear_matrix(run *r, spruce_block *b, spruce_proj l, int shared, ch
     x->hi = shared || r->hi[site] ? &r->hi[site] : NULL;
 }
 
-/* The Hessians of the group summed over the ranks: each rank's share is
- * weighted by its tokens (spruce_hessian_set_share), then added in rank
- * order. */
+/* One Hessian summed over the ranks: each rank's share weighted by its
+ * tokens (spruce_hessian_set_share), then added in rank order.  An expert
+ * no rank routed a token to stays empty. */
+static int reduce_one(spruce_hessian *h)
+{
+    int64_t total = spruce_hessian_tokens(h);
+    size_t cols = (size_t)spruce_hessian_cols(h);
+    int rc;
+    if ((rc = spruce_dist_allreduce_sum_i64(&total, 1)))
+        return rc;
+    if (total == 0)
+        return 0;
+    if ((rc = spruce_hessian_set_share(h, total)) ||
+        (rc = spruce_dist_allreduce_sum(spruce_hessian_data(h), cols * cols)))
+        return rc;
+    return 0;
+}
+
+/* The Hessians of the group, and of the experts, summed over the ranks. */
 static int reduce_hessians(run *r)
 {
-    int site, rc;
-    for (site = 0; site < SPRUCE_NSITES; site++) {
-        spruce_hessian *h = r->tp.h[site];
-        int64_t total;
-        size_t cols;
-        if (!h || r->nranks == 1)
-            continue;
-        total = spruce_hessian_tokens(h);
-        cols = (size_t)spruce_hessian_cols(h);
-        if ((rc = spruce_dist_allreduce_sum_i64(&total, 1)) ||
-            (rc = spruce_hessian_set_share(h, total)) ||
-            (rc = spruce_dist_allreduce_sum(spruce_hessian_data(h), cols * cols)))
+    int site, k, rc;
+    if (r->nranks == 1)
+        return 0;
+    for (site = 0; site < SPRUCE_NSITES; site++)
+        if (r->tp.h[site] && (rc = reduce_one(r->tp.h[site])))
             return rc;
-    }
+    for (k = 0; r->tp.eh && k < 2 * r->E; k++) /* the same experts on every rank */
+        if (r->tp.eh[k] && (rc = reduce_one(r->tp.eh[k])))
+            return rc;
     return 0;
 }
 
@@ -776,7 +789,10 @@ static int prune_block(run *r, int layer)
             goto done;
         if ((rc = prune_group(r, b, in_group, per_site)))
             goto done;
-        if (ephase >= 0 && (rc = prune_experts(r, b, ephase)))
+        /* R ranks: every rank prunes every expert from the same summed
+         * Hessians (the same bits everywhere: nothing to send); rank 0
+         * writes and reports them */
+        if (ephase >= 0 && (rc = spruce_dist_agree(prune_experts(r, b, ephase))))
             goto done;
         free_hessians(r);
     }
@@ -1047,10 +1063,6 @@ int spruce_pipeline_run(spruce_model *m, const uint32_t *calib, int nsamples, in
     if (r.need_data && nsamples < r.nranks)
         return spruce__seterr(SPRUCE_EINVAL, "pipeline: %d calibration samples for %d ranks "
                               "(each rank needs at least one)", nsamples, r.nranks);
-    if (r.E && r.nranks > 1)
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "pipeline: a mixture of experts (%s) is not "
-                              "pruned across %d ranks (not implemented): run it in one process",
-                              r.c->model_type, r.nranks);
     if (r.need_data) { /* this rank's contiguous share */
         int64_t first, count;
         spruce_dist_share(nsamples, &first, &count);
