@@ -58,7 +58,8 @@ int64_t spruce_ct_bitmask_count(const void *dense, int es, int is_float, int64_t
     return count_es(dense, es, is_float, rows * cols);
 }
 
-/* values <- the non-zeros in row-major order; bit c%8 of byte c/8 per row. */
+/* values <- the non-zeros in row-major order; bit c%8 of byte c/8 per row.
+ * Eight columns at a time: their mask first, then a copy per set bit. */
 static inline __attribute__((always_inline)) void
 bitmask_encode_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
                   void *values, uint8_t *bitmask, int64_t *row_offsets)
@@ -67,16 +68,22 @@ bitmask_encode_es(const void *dense, int es, int is_float, int64_t rows, int64_t
     uint8_t *v = values;
     size_t bpr = (size_t)((cols + 7) / 8);
     int64_t r, c, n = 0;
-    memset(bitmask, 0, spruce_ct_bitmask_bytes(rows, cols));
     for (r = 0; r < rows; r++) {
         row_offsets[r] = n;
-        for (c = 0; c < cols; c++) {
-            const uint8_t *e = p + (size_t)(r * cols + c) * es;
-            if (!nonzero(e, es, is_float))
-                continue;
-            bitmask[r * bpr + (size_t)c / 8] |= (uint8_t)(1u << (c % 8));
-            memcpy(v + (size_t)n * es, e, (size_t)es);
-            n++;
+        for (c = 0; c < cols; c += 8) {
+            const uint8_t *g = p + (size_t)(r * cols + c) * es;
+            const int w = cols - c < 8 ? (int)(cols - c) : 8;
+            unsigned m = 0;
+            int k;
+            for (k = 0; k < w; k++)
+                m |= (unsigned)nonzero(g + (size_t)k * es, es, is_float) << k;
+            bitmask[r * bpr + (size_t)c / 8] = (uint8_t)m;
+            while (m) {
+                k = __builtin_ctz(m);
+                memcpy(v + (size_t)n * es, g + (size_t)k * es, (size_t)es);
+                n++;
+                m &= m - 1;
+            }
         }
     }
 }
@@ -93,7 +100,26 @@ void spruce_ct_bitmask_encode(const void *dense, int es, int is_float, int64_t r
         bitmask_encode_es(dense, es, is_float, rows, cols, values, bitmask, row_offsets);
 }
 
-/* Each group of four keeps its non-zeros, then its first zeros, two in all. */
+/* Each group of four keeps its non-zeros, then its first zeros, two in all:
+ * for each 4-bit mask of non-zeros (at most two set), the kept positions. */
+static const struct {
+    uint8_t bits, a, b; /* the kept 4-bit mask and its two positions, ascending */
+} keep24[16] = {
+    {0x3, 0, 1}, {0x3, 0, 1}, {0x3, 0, 1}, {0x3, 0, 1}, /* 0000 0001 0010 0011 */
+    {0x5, 0, 2}, {0x5, 0, 2}, {0x6, 1, 2}, {0, 0, 0},   /* 0100 0101 0110 0111 */
+    {0x9, 0, 3}, {0x9, 0, 3}, {0xa, 1, 3}, {0, 0, 0},   /* 1000 1001 1010 1011 */
+    {0xc, 2, 3}, {0, 0, 0},   {0, 0, 0},   {0, 0, 0},   /* 1100 1101 1110 1111 */
+};
+
+static inline __attribute__((always_inline)) void
+copy_or_zero(uint8_t *dst, const uint8_t *src, int es, int nz)
+{
+    if (nz)
+        memcpy(dst, src, (size_t)es);
+    else
+        memset(dst, 0, (size_t)es); /* +0.0 */
+}
+
 static inline __attribute__((always_inline)) int
 encode24_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols, void *values,
             uint8_t *bitmask, const char *what)
@@ -101,37 +127,30 @@ encode24_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
     const uint8_t *p = dense;
     uint8_t *v = values;
     size_t bpr = (size_t)((cols + 7) / 8);
-    int64_t r, c, n = 0;
+    int64_t r, c;
     if (cols % 4)
         return spruce__seterr(SPRUCE_ESHAPE, "%s: sparse-24-bitmask needs columns divisible by 4, "
                               "found %lld", what, (long long)cols);
     memset(bitmask, 0, spruce_ct_bitmask_bytes(rows, cols));
-    for (r = 0; r < rows; r++)
+    for (r = 0; r < rows; r++) {
+        uint8_t *bm = bitmask + r * bpr;
         for (c = 0; c < cols; c += 4) {
             const uint8_t *g = p + (size_t)(r * cols + c) * es;
-            int keep[4], k, nz = 0, need;
-            for (k = 0; k < 4; k++)
-                nz += keep[k] = nonzero(g + (size_t)k * es, es, is_float);
-            if (nz > 2)
+            const unsigned m = (unsigned)nonzero(g, es, is_float) |
+                               (unsigned)nonzero(g + es, es, is_float) << 1 |
+                               (unsigned)nonzero(g + 2 * es, es, is_float) << 2 |
+                               (unsigned)nonzero(g + 3 * es, es, is_float) << 3;
+            if (!keep24[m].bits)
                 return spruce__seterr(SPRUCE_EPATTERN, "%s: row %lld, columns %lld..%lld: %d "
                                       "non-zeros in a group of 4, expected at most 2 (2:4)", what,
-                                      (long long)r, (long long)c, (long long)c + 3, nz);
-            for (k = 0, need = 2 - nz; k < 4 && need; k++)
-                if (!keep[k]) {
-                    keep[k] = 1;
-                    need--;
-                }
-            for (k = 0; k < 4; k++) {
-                if (!keep[k])
-                    continue;
-                bitmask[r * bpr + (size_t)(c + k) / 8] |= (uint8_t)(1u << ((c + k) % 8));
-                if (nonzero(g + (size_t)k * es, es, is_float))
-                    memcpy(v + (size_t)n * es, g + (size_t)k * es, (size_t)es);
-                else
-                    memset(v + (size_t)n * es, 0, (size_t)es); /* +0.0 */
-                n++;
-            }
+                                      (long long)r, (long long)c, (long long)c + 3,
+                                      __builtin_popcount(m));
+            bm[c / 8] |= (uint8_t)(keep24[m].bits << (c % 8));
+            copy_or_zero(v, g + (size_t)keep24[m].a * es, es, m >> keep24[m].a & 1);
+            copy_or_zero(v + es, g + (size_t)keep24[m].b * es, es, m >> keep24[m].b & 1);
+            v += 2 * (size_t)es;
         }
+    }
     return 0;
 }
 

@@ -404,12 +404,19 @@ int spruce__ctw_set(spruce__ctw *c, const spruce_tensor *t, int index, const flo
                               what);
     if (c->set[index])
         return spruce__seterr(SPRUCE_EINVAL, "%s: set twice", what);
-    for (i = 0; i < n; i++)
-        if (!isfinite(data[i]))
-            return spruce__seterr(SPRUCE_ENAN, "%s: element %lld of the replacement is %g", what,
-                                  (long long)i, (double)data[i]);
-    for (i = 0; i < n; i++)
-        c->zeros += data[i] == 0.0f;
+    {   /* one pass, without a branch: the finite check and the zeros */
+        int finite = 1;
+        int64_t zeros = 0;
+        for (i = 0; i < n; i++) {
+            finite &= isfinite(data[i]) != 0;
+            zeros += data[i] == 0.0f;
+        }
+        for (i = 0; !finite && i < n; i++) /* only to name the first */
+            if (!isfinite(data[i]))
+                return spruce__seterr(SPRUCE_ENAN, "%s: element %lld of the replacement is %g",
+                                      what, (long long)i, (double)data[i]);
+        c->zeros += zeros;
+    }
     c->params += n;
     snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 7), t->name);
     c->set[index] = 1;
