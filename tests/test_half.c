@@ -114,3 +114,36 @@ Test(half, array_versions_agree_with_scalars)
     }
 }
 
+/* The array conversions vectorize: every bit pattern class (NaN payloads,
+ * -0, ties, infinities, subnormals, random bits), at every length remainder,
+ * against the scalar reference of the definition. */
+Test(half, bf16_array_matches_the_reference_on_every_pattern)
+{
+    enum { N = 1031 };
+    static const uint32_t special[] = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u,
+                                       0x7f800001u, 0xffc00000u, 0x7fc00001u, 0x00000001u,
+                                       0x80000001u, 0x3f808000u, 0x3f818000u, 0x7f7fffffu,
+                                       0x007fffffu, 0x80008000u};
+    float in[N], back[N];
+    uint16_t h[N];
+    uint64_t s = 11;
+    int i, len;
+    for (i = 0; i < N; i++)
+        in[i] = bitsf(i < (int)(sizeof special / sizeof *special) ? special[i]
+                                                                   : (uint32_t)lcg(&s));
+    for (len = N - 9; len <= N; len++) {
+        spruce_f32_to_bf16_n(in, h, (size_t)len);
+        for (i = 0; i < len; i++) {
+            if (isnan(in[i]))
+                cr_assert((h[i] & 0x7fff) > 0x7f80 && (h[i] & 0x8000) == (fbits(in[i]) >> 16 & 0x8000),
+                          "NaN %08x became %04x", fbits(in[i]), h[i]);
+            else
+                cr_assert_eq(h[i], bf16_ref(in[i]), "%08x: %04x, expected %04x", fbits(in[i]),
+                             h[i], bf16_ref(in[i]));
+        }
+        spruce_bf16_to_f32_n(h, back, (size_t)len);
+        for (i = 0; i < len; i++)
+            cr_assert_eq(fbits(back[i]), (uint32_t)h[i] << 16);
+    }
+}
+

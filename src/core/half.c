@@ -67,14 +67,19 @@ float spruce_bf16_to_f32(uint16_t h)
     return u2f((uint32_t)h << 16);
 }
 
+/* Branch-free, so that the array loops below vectorize: round to nearest
+ * even; a NaN stays a (quiet) NaN whatever its payload; a zero result is +0. */
+static inline uint16_t bf16_of(uint32_t x)
+{
+    const uint32_t r = (x + 0x7fffu + ((x >> 16) & 1)) >> 16;
+    const uint32_t nan = (uint32_t)((x & 0x7fffffffu) > 0x7f800000u);
+    const uint32_t v = nan ? ((x >> 16) | 0x0040u) : ((r & 0x7fffu) ? r : 0u);
+    return (uint16_t)v;
+}
+
 uint16_t spruce_f32_to_bf16(float f)
 {
-    uint32_t x = f2u(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it a NaN whatever the payload */
-        return (uint16_t)((x >> 16) | 0x0040);
-    x += 0x7fffu + ((x >> 16) & 1);
-    x >>= 16;
-    return (x & 0x7fff) ? (uint16_t)x : 0;
+    return bf16_of(f2u(f));
 }
 
 void spruce_f16_to_f32_n(const uint16_t *in, float *out, size_t n)
@@ -87,8 +92,9 @@ void spruce_f16_to_f32_n(const uint16_t *in, float *out, size_t n)
 void spruce_bf16_to_f32_n(const uint16_t *in, float *out, size_t n)
 {
     size_t i;
+#pragma omp simd
     for (i = 0; i < n; i++)
-        out[i] = spruce_bf16_to_f32(in[i]);
+        out[i] = u2f((uint32_t)in[i] << 16);
 }
 
 void spruce_f32_to_f16_n(const float *in, uint16_t *out, size_t n)
@@ -101,6 +107,7 @@ void spruce_f32_to_f16_n(const float *in, uint16_t *out, size_t n)
 void spruce_f32_to_bf16_n(const float *in, uint16_t *out, size_t n)
 {
     size_t i;
+#pragma omp simd
     for (i = 0; i < n; i++)
-        out[i] = spruce_f32_to_bf16(in[i]);
+        out[i] = bf16_of(f2u(in[i]));
 }
