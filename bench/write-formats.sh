@@ -19,11 +19,12 @@ DIR=${DIR:-$(mktemp -d)}
 mkdir -p "$DIR"
 [ -f "$DIR/m/config.json" ] || "$SPRUCE" synth "$DIR/m" --hidden 2048 --intermediate 5632 \
     --layers 4 --heads 16 --kv-heads 16 --vocab 4096 --dtype bf16 >/dev/null 2>"$DIR/synth.log"
-VARIANTS="dense compressed compressed-int8"
+VARIANTS="dense compressed dense-int8 compressed-int8"
 args() {
     case $1 in
     dense) echo "--save-format dense" ;;
     compressed) echo "--save-format compressed" ;;
+    dense-int8) echo "--save-format dense --wbits 8 --sym" ;;
     compressed-int8) echo "--save-format compressed --wbits 8 --sym" ;;
     esac
 }
@@ -40,10 +41,10 @@ while [ $r -le "$ROUNDS" ]; do
     done
     r=$((r + 1))
 done
-echo "variant median_wall_s vs_dense bytes_written"
+echo "variant median_wall_s vs_dense bytes_written   (the -int8 variants: vs dense-int8)"
 med() { median_of "$LOG" "$1" 3; }
-d=$(med dense)
 for v in $VARIANTS; do
+    case $v in *-int8) d=$(med dense-int8) ;; *) d=$(med dense) ;; esac
     m=$(med $v)
     b=$(du -cb "$DIR/out-$v"/*.safetensors | tail -1 | cut -f1)
     awk "BEGIN { printf \"%s %.2f %.3f %d\\n\", \"$v\", $m, $m / $d, $b }"

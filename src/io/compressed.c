@@ -120,36 +120,62 @@ copy_or_zero(uint8_t *dst, const uint8_t *src, int es, int nz)
         memset(dst, 0, (size_t)es); /* +0.0 */
 }
 
+/* Row r of the 2:4 encoding: 0, or 1 at a group of more than two
+ * non-zeros (*bad_c its first column). */
+static inline __attribute__((always_inline)) int
+encode24_row(const uint8_t *p, int es, int is_float, int64_t r, int64_t cols, uint8_t *v,
+             uint8_t *bm, int64_t *bad_c)
+{
+    int64_t c;
+    const uint8_t *row = p + (size_t)(r * cols) * es;
+    memset(bm, 0, (size_t)((cols + 7) / 8));
+    for (c = 0; c < cols; c += 4) {
+        const uint8_t *g = row + (size_t)c * es;
+        const unsigned m = (unsigned)nonzero(g, es, is_float) |
+                           (unsigned)nonzero(g + es, es, is_float) << 1 |
+                           (unsigned)nonzero(g + 2 * es, es, is_float) << 2 |
+                           (unsigned)nonzero(g + 3 * es, es, is_float) << 3;
+        if (!keep24[m].bits) {
+            *bad_c = c;
+            return 1;
+        }
+        bm[c / 8] |= (uint8_t)(keep24[m].bits << (c % 8));
+        copy_or_zero(v, g + (size_t)keep24[m].a * es, es, m >> keep24[m].a & 1);
+        copy_or_zero(v + es, g + (size_t)keep24[m].b * es, es, m >> keep24[m].b & 1);
+        v += 2 * (size_t)es;
+    }
+    return 0;
+}
+
+/* Rows in parallel: row r's values start at r cols / 2, its bits at r bpr. */
 static inline __attribute__((always_inline)) int
 encode24_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols, void *values,
             uint8_t *bitmask, const char *what)
 {
     const uint8_t *p = dense;
     uint8_t *v = values;
-    size_t bpr = (size_t)((cols + 7) / 8);
-    int64_t r, c;
+    const size_t bpr = (size_t)((cols + 7) / 8);
+    int64_t r, first_bad = rows;
     if (cols % 4)
         return spruce__seterr(SPRUCE_ESHAPE, "%s: sparse-24-bitmask needs columns divisible by 4, "
                               "found %lld", what, (long long)cols);
-    memset(bitmask, 0, spruce_ct_bitmask_bytes(rows, cols));
+#pragma omp parallel for schedule(static) reduction(min:first_bad)
     for (r = 0; r < rows; r++) {
-        uint8_t *bm = bitmask + r * bpr;
-        for (c = 0; c < cols; c += 4) {
-            const uint8_t *g = p + (size_t)(r * cols + c) * es;
-            const unsigned m = (unsigned)nonzero(g, es, is_float) |
-                               (unsigned)nonzero(g + es, es, is_float) << 1 |
-                               (unsigned)nonzero(g + 2 * es, es, is_float) << 2 |
-                               (unsigned)nonzero(g + 3 * es, es, is_float) << 3;
-            if (!keep24[m].bits)
-                return spruce__seterr(SPRUCE_EPATTERN, "%s: row %lld, columns %lld..%lld: %d "
-                                      "non-zeros in a group of 4, expected at most 2 (2:4)", what,
-                                      (long long)r, (long long)c, (long long)c + 3,
-                                      __builtin_popcount(m));
-            bm[c / 8] |= (uint8_t)(keep24[m].bits << (c % 8));
-            copy_or_zero(v, g + (size_t)keep24[m].a * es, es, m >> keep24[m].a & 1);
-            copy_or_zero(v + es, g + (size_t)keep24[m].b * es, es, m >> keep24[m].b & 1);
-            v += 2 * (size_t)es;
-        }
+        int64_t bc;
+        if (encode24_row(p, es, is_float, r, cols, v + (size_t)(r * (cols / 2)) * es,
+                         bitmask + (size_t)r * bpr, &bc) && r < first_bad)
+            first_bad = r;
+    }
+    if (first_bad < rows) {
+        int64_t c = 0, k;
+        int nz = 0;
+        encode24_row(p, es, is_float, first_bad, cols, v + (size_t)(first_bad * (cols / 2)) * es,
+                     bitmask + (size_t)first_bad * bpr, &c);
+        for (k = 0; k < 4; k++)
+            nz += nonzero(p + (size_t)(first_bad * cols + c + k) * es, es, is_float);
+        return spruce__seterr(SPRUCE_EPATTERN, "%s: row %lld, columns %lld..%lld: %d non-zeros "
+                              "in a group of 4, expected at most 2 (2:4)", what,
+                              (long long)first_bad, (long long)c, (long long)c + 3, nz);
     }
     return 0;
 }
@@ -200,41 +226,69 @@ int spruce_ct_bitmask_decode(const void *values, int64_t nvalues, const uint8_t 
 /* ---- quantization --------------------------------------------------------- */
 
 /* q_u = clamp(round(w / scale) + zero, 0, 2^b - 1); q = q_u - 2^(b-1). */
+/* The level of x on the grid (inverse scale inv, zero z, levels 0..maxq); a
+ * zero weight is the zero point.  For a weight on the grid x * inv is an
+ * integer to within a few ulps, so the product rounds to the level the
+ * division would; a weight off the grid fails the check wherever it
+ * rounds. */
+static inline float level_of(float x, float inv, float z, float maxq)
+{
+    float l = x == 0.0f ? z : rintf(x * inv) + z;
+    l = l < 0.0f ? 0.0f : l;
+    return l > maxq ? maxq : l;
+}
+
+/* Row r of spruce_ct_quantize: 0, or (with what) the error of its first bad
+ * group or column; without what, 1 at the first. */
+static int quantize_row(const float *w, const spruce_qgrid *g, int64_t r, int8_t *q, int8_t *zp,
+                        const char *what)
+{
+    const int off = 1 << (g->bits - 1), maxq = (1 << g->bits) - 1;
+    const int64_t ng = g->cols / g->groupsize;
+    int64_t j, c;
+    for (j = 0; j < ng; j++) { /* a group: its grid checked once, its columns in one pass */
+        const int64_t k = r * ng + j, c0 = j * g->groupsize, c1 = c0 + g->groupsize;
+        const float s = g->scale[k], z = g->zero[k], *x = w + r * g->cols, inv = 1.0f / s;
+        const float fmaxq = (float)maxq;
+        int8_t *qr = q + r * g->cols;
+        int off_grid = 0;
+        if (!(s > 0.0f) || !isfinite(s) || z != rintf(z) || z < 0 || z > maxq)
+            return !what ? 1 : spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, group %lld: expected "
+                                              "a finite positive scale and an integer zero in "
+                                              "[0, %d], found %g and %g", what, (long long)r,
+                                              (long long)j, maxq, (double)s, (double)z);
+#pragma omp simd reduction(|:off_grid)
+        for (c = c0; c < c1; c++) {
+            const float l = level_of(x[c], inv, z, fmaxq);
+            off_grid |= fabsf(s * (l - z) - x[c]) > 0.01f * s;
+            qr[c] = (int8_t)((int)l - off);
+        }
+        if (off_grid && !what)
+            return 1;
+        for (c = c0; off_grid && c < c1; c++) /* only to name the first */
+            if (fabsf(s * (level_of(x[c], inv, z, fmaxq) - z) - x[c]) > 0.01f * s)
+                return spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, column %lld: %g is not on "
+                                      "the grid (scale %g, zero %g)", what, (long long)r,
+                                      (long long)c, (double)x[c], (double)s, (double)z);
+        if (zp)
+            zp[k] = (int8_t)((int)z - off);
+    }
+    return 0;
+}
+
 int spruce_ct_quantize(const float *w, const spruce_qgrid *g, int8_t *q, int8_t *zp,
                        const char *what)
 {
-    int64_t ng, r, c;
-    int off, maxq;
+    int64_t r, first_bad;
     if (!g || g->bits < 2 || g->bits > 8 || g->groupsize <= 0 || g->cols % g->groupsize)
         return spruce__seterr(SPRUCE_EINVAL, "%s: expected a grid of 2 to 8 bits whose group "
                               "divides the columns", what);
-    off = 1 << (g->bits - 1);
-    maxq = (1 << g->bits) - 1;
-    ng = g->cols / g->groupsize;
-    for (r = 0; r < g->rows; r++)
-        for (c = 0; c < g->cols; c++) {
-            int64_t k = r * ng + c / g->groupsize;
-            float s = g->scale[k], z = g->zero[k], x = w[r * g->cols + c];
-            double l;
-            if (!(s > 0.0f) || !isfinite(s) || z != rintf(z) || z < 0 || z > maxq)
-                return spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, group %lld: expected a finite "
-                                      "positive scale and an integer zero in [0, %d], found %g "
-                                      "and %g", what, (long long)r, (long long)(c / g->groupsize),
-                                      maxq, (double)s, (double)z);
-            l = x == 0.0f ? z : rint((double)x / s) + z;
-            if (l < 0)
-                l = 0;
-            if (l > maxq)
-                l = maxq;
-            if (fabs((double)s * (l - z) - x) > 0.01 * s)
-                return spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, column %lld: %g is not on the "
-                                      "grid (scale %g, zero %g)", what, (long long)r,
-                                      (long long)c, (double)x, (double)s, (double)z);
-            q[r * g->cols + c] = (int8_t)((int)l - off);
-            if (zp && c % g->groupsize == 0)
-                zp[k] = (int8_t)((int)z - off);
-        }
-    return 0;
+    first_bad = g->rows;
+#pragma omp parallel for schedule(static) reduction(min:first_bad)
+    for (r = 0; r < g->rows; r++) /* rows in parallel; the first bad one named after */
+        if (quantize_row(w, g, r, q, zp, NULL) && r < first_bad)
+            first_bad = r;
+    return first_bad < g->rows ? quantize_row(w, g, first_bad, q, zp, what ? what : "") : 0;
 }
 
 /* w = (q - zp) * scale. */

@@ -55,7 +55,26 @@ struct spruce__ctw {
     int plain;               /* a dense checkpoint (from a compressed one) */
     int bits, sym, groupsize, quantized, grouped;
     int64_t params, zeros;
+    /* scratch buffers, reused from tensor to tensor (fresh pages for every
+     * tensor would cost a fault each): see scratch() */
+    void *scr[8];
+    size_t scrn[8];
 };
+
+enum { S_BITMASK, S_VALUES, S_ROWOFF, S_LEVELS, S_ZP, S_SCALE, S_PACKED, S_DENSE };
+
+/* Scratch buffer k of at least n bytes (its contents not kept), or NULL. */
+static void *scratch(spruce__ctw *c, int k, size_t n)
+{
+    if (n > c->scrn[k]) {
+        free(c->scr[k]);
+        c->scrn[k] = 0;
+        if (!(c->scr[k] = malloc(n + 64)))
+            return NULL;
+        c->scrn[k] = n;
+    }
+    return c->scr[k];
+}
 
 void spruce__ctw_free(spruce__ctw *c)
 {
@@ -70,6 +89,8 @@ void spruce__ctw_free(spruce__ctw *c)
             free(c->sp[i].e[j].name);
         free(c->sp[i].e);
     }
+    for (i = 0; i < 8; i++)
+        free(c->scr[i]);
     free(c->sp);
     free(c->set);
     free(c->tmp);
@@ -262,14 +283,14 @@ static int emit_sparse(spruce__ctw *c, int s, const char *prefix, const void *de
 {
     int64_t shape[2] = {rows, cols}, nnz;
     size_t bmn = spruce_ct_bitmask_bytes(rows, cols);
-    uint8_t *bm = malloc(bmn ? bmn : 1), *vals = NULL;
+    uint8_t *bm = scratch(c, S_BITMASK, bmn ? bmn : 1), *vals = NULL;
     int64_t *ro = NULL;
     int rc;
     if (!bm)
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
     if (c->o.sparse == 2) {
         nnz = rows * cols / 2;
-        if (!(vals = malloc((size_t)nnz * (size_t)es + 1))) {
+        if (!(vals = scratch(c, S_VALUES, (size_t)nnz * (size_t)es + 1))) {
             rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
             goto done;
         }
@@ -281,8 +302,8 @@ static int emit_sparse(spruce__ctw *c, int s, const char *prefix, const void *de
             goto done;
     } else {
         nnz = spruce_ct_bitmask_count(dense, es, is_float, rows, cols);
-        vals = malloc((size_t)nnz * (size_t)es + 1);
-        ro = malloc((size_t)rows * sizeof *ro);
+        vals = scratch(c, S_VALUES, (size_t)nnz * (size_t)es + 1);
+        ro = scratch(c, S_ROWOFF, (size_t)rows * sizeof *ro);
         if (!vals || !ro) {
             rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
             goto done;
@@ -295,9 +316,6 @@ static int emit_sparse(spruce__ctw *c, int s, const char *prefix, const void *de
             goto done;
     }
 done:
-    free(bm);
-    free(vals);
-    free(ro);
     return rc;
 }
 
@@ -335,8 +353,8 @@ static int emit_quantized(spruce__ctw *c, const spruce_tensor *t, const char *pr
 {
     int64_t rows = t->shape[0], cols = t->shape[1], ng = cols / g->groupsize, n = rows * cols;
     int es = t->dtype == SPRUCE_DTYPE_F32 ? 4 : 2, rc;
-    int8_t *q = malloc((size_t)n + 1), *zp = malloc((size_t)(rows * ng) + 1);
-    void *sc = malloc((size_t)(rows * ng) * (size_t)es + 1);
+    int8_t *q = scratch(c, S_LEVELS, (size_t)n + 1), *zp = scratch(c, S_ZP, (size_t)(rows * ng) + 1);
+    void *sc = scratch(c, S_SCALE, (size_t)(rows * ng) * (size_t)es + 1);
     int32_t *pk = NULL;
     if (!q || !zp || !sc) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
@@ -351,7 +369,7 @@ static int emit_quantized(spruce__ctw *c, const spruce_tensor *t, const char *pr
             goto done;
     } else if (packed_format(c)) {
         int64_t shape[2] = {rows, cols}, pc = spruce_ct_packed_cols(cols, c->bits);
-        if (!(pk = malloc((size_t)(rows * pc) * 4 + 4))) {
+        if (!(pk = scratch(c, S_PACKED, (size_t)(rows * pc) * 4 + 4))) {
             rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
             goto done;
         }
@@ -369,8 +387,7 @@ static int emit_quantized(spruce__ctw *c, const spruce_tensor *t, const char *pr
     if (!g->sym) {
         if (packed_format(c)) {
             int64_t pr = spruce_ct_packed_cols(rows, c->bits);
-            free(pk);
-            if (!(pk = malloc((size_t)(pr * ng) * 4 + 4))) {
+            if (!(pk = scratch(c, S_PACKED, (size_t)(pr * ng) * 4 + 4))) {
                 rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
                 goto done;
             }
@@ -383,10 +400,6 @@ static int emit_quantized(spruce__ctw *c, const spruce_tensor *t, const char *pr
         }
     }
 done:
-    free(q);
-    free(zp);
-    free(sc);
-    free(pk);
     return rc;
 }
 
@@ -422,7 +435,7 @@ int spruce__ctw_set(spruce__ctw *c, const spruce_tensor *t, int index, const flo
     c->set[index] = 1;
     if (g && !c->plain)
         return emit_quantized(c, t, prefix, data, g, what);
-    if (!(dense = malloc((size_t)n * (size_t)es + 1)))
+    if (!(dense = scratch(c, S_DENSE, (size_t)n * (size_t)es + 1)))
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
     to_dtype(data, (size_t)n, t->dtype, dense);
     if (c->o.sparse)
@@ -430,7 +443,6 @@ int spruce__ctw_set(spruce__ctw *c, const spruce_tensor *t, int index, const flo
                          t->shape[1], what);
     else
         rc = emit(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, dense, (uint64_t)n * es);
-    free(dense);
     return rc;
 }
 
