@@ -640,16 +640,30 @@ static char *run_out(const char *cmd)
     return strdup(buf);
 }
 
-Test(compressed_cli, prune_compressed_then_eval_matches_dense, .timeout = 600)
+/* The spruce program, with $SPRUCE_FIXTURES/stories260k in fx (n bytes); NULL
+ * after skipping the test when either is missing. */
+static const char *need_stories(char *fx, size_t n)
 {
     const char *bin = getenv("SPRUCE_BIN"), *root = getenv("SPRUCE_FIXTURES");
-    char fx[1024], cmd[8192], *base, *pd, *pc;
-    const char *p1, *p2;
-    if (!bin || access(bin, X_OK) || !root)
+    if (!bin || access(bin, X_OK) || !root) {
         cr_skip_test("SPRUCE_BIN or SPRUCE_FIXTURES not set (run through 'make check')");
-    snprintf(fx, sizeof fx, "%s/stories260k", root);
-    if (access(fx, R_OK))
+        return NULL;
+    }
+    snprintf(fx, n, "%s/stories260k", root);
+    if (access(fx, R_OK)) {
         cr_skip_test("stories260k fixture not found under SPRUCE_FIXTURES");
+        return NULL;
+    }
+    return bin;
+}
+
+Test(compressed_cli, prune_compressed_then_eval_matches_dense, .timeout = 600)
+{
+    char fx[1024], cmd[8192], *base, *pd, *pc;
+    const char *bin = need_stories(fx, sizeof fx);
+    const char *p1, *p2;
+    if (!bin)
+        return;
     base = mktmp();
     snprintf(cmd, sizeof cmd, "cd %s && %s prune %s -o d --calib %s/calib.u16 --pattern 2:4 "
              "--seqlen 128 --nsamples 8 --threads 2 2>/dev/null && %s prune %s -o c --calib "
@@ -842,13 +856,10 @@ Test(compressed_ckpt, header_room_holds_escaped_names_in_every_layout)
  * dequantized values in float32). */
 Test(compressed_cli, run_greedy_ids_match_the_dense_save, .timeout = 600)
 {
-    const char *bin = getenv("SPRUCE_BIN"), *root = getenv("SPRUCE_FIXTURES");
     char fx[1024], cmd[8192], *base, *pd, *pc;
-    if (!bin || access(bin, X_OK) || !root)
-        cr_skip_test("SPRUCE_BIN or SPRUCE_FIXTURES not set (run through 'make check')");
-    snprintf(fx, sizeof fx, "%s/stories260k", root);
-    if (access(fx, R_OK))
-        cr_skip_test("stories260k fixture not found under SPRUCE_FIXTURES");
+    const char *bin = need_stories(fx, sizeof fx);
+    if (!bin)
+        return;
     base = mktmp();
     snprintf(cmd, sizeof cmd, "cd %s && %s prune %s -o d --calib %s/calib.u16 --pattern 2:4 "
              "--wbits 8 --sym --seqlen 128 --nsamples 8 --threads 2 >/dev/null 2>&1 && %s prune "

@@ -176,6 +176,7 @@ static int head_qmatrix(const spruce_model *m, int dtype, int asym, spruce_qmatr
     const int rows = m->cfg.vocab_size, cols = m->cfg.hidden_size, chunk = 1024;
     spruce_qmatrix *Q = NULL;
     float *buf = NULL;
+    size_t esz;
     int rc = 0, r0;
     *out = NULL;
     if (!t) { /* OPT */
@@ -200,6 +201,7 @@ static int head_qmatrix(const spruce_model *m, int dtype, int asym, spruce_qmatr
         spruce_ckpt_release(m->ck, t);
         goto done;
     }
+    esz = t->nbytes / ((size_t)rows * cols);
     if (!(buf = malloc(sizeof *buf * (size_t)chunk * cols))) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "decoder head");
         goto done;
@@ -216,8 +218,7 @@ static int head_qmatrix(const spruce_model *m, int dtype, int asym, spruce_qmatr
         if (Q->zero)
             memcpy(Q->zero + r0, P->zero, (size_t)n);
         spruce_qmatrix_free(P);
-        spruce_ckpt_release_range(m->ck, t, (size_t)r0 * cols * (t->nbytes / ((size_t)rows * cols)),
-                                  (size_t)n * cols * (t->nbytes / ((size_t)rows * cols)));
+        spruce_ckpt_release_range(m->ck, t, (size_t)r0 * cols * esz, (size_t)n * cols * esz);
     }
 done:
     free(buf);
