@@ -878,3 +878,158 @@ Test(compressed_cli, run_greedy_ids_match_the_dense_save, .timeout = 600)
     rmrf(base);
     free(base), free(pd), free(pc);
 }
+
+/* ---- opened lazily ---------------------------------------------------------- */
+
+/* A checkpoint written in a layout, opened lazily: the same table as the
+ * eager open (names, dtypes, shapes, sizes), the modules with no bytes until
+ * read, then the same floats whole and by ranges; a quantized module's
+ * levels, scales and zero points give back exactly the decoded floats. */
+static void lazy_matches_eager(int sparse, int bits, int sym, int64_t gs)
+{
+    enum { R = 8, C = 64 };
+    const char *wname = "model.layers.0.mlp.up_proj.weight";
+    float w[R * C], e[R * C], v[R * C];
+    part_t p[2];
+    spruce_ckpt *ck, *ce, *cl;
+    spruce_ckpt_writer *wc;
+    spruce_compress_opts co = {sparse, sparse == 2 ? "2:4" : "unstructured"};
+    spruce_ckpt_qscheme qs;
+    spruce_qgrid g;
+    char *dir, *out;
+    int i, j, nq = 0;
+    for (j = 0; j < R * C; j++)
+        w[j] = j % 4 == 1 || j % 4 == 2 ? 0.0f : uniform();
+    if (bits)
+        rtn_grid(w, &g, bits, sym, R, C, gs), onto_grid(w, &g);
+    p[0] = (part_t){wname, "F32", "[8,64]", w, sizeof w};
+    p[1] = (part_t){"n.weight", "F32", "[4]", norm_w, 16};
+    dir = write_ckpt(NULL, p, 2);
+    out = mktmp();
+    cr_assert_eq(spruce_ckpt_open(dir, &ck), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin_compressed(ck, out, 0, &co, &wc), 0, "%s",
+                 spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_set_quantized(wc, wname, w, bits ? &g : NULL), 0, "%s",
+                 spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_commit(wc), 0, "%s", spruce_errdetail());
+    spruce_ckpt_close(ck);
+    cr_assert_eq(spruce_ckpt_open(out, &ce), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open_lazy(out, &cl), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_count(cl), spruce_ckpt_count(ce));
+    for (i = 0; i < spruce_ckpt_count(ce); i++) {
+        const spruce_tensor *te = spruce_ckpt_tensor_at(ce, i), *tl = spruce_ckpt_tensor_at(cl, i);
+        int module = !strcmp(te->name, wname);
+        cr_assert_str_eq(tl->name, te->name);
+        cr_assert(tl->dtype == te->dtype && tl->ndim == te->ndim && tl->nbytes == te->nbytes &&
+                      !memcmp(tl->shape, te->shape, sizeof te->shape),
+                  "sparse %d bits %d: %s: dtype, shape or size differ", sparse, bits, te->name);
+        cr_assert_eq(!tl->data, module, "%s: bytes %s", te->name, module ? "held" : "missing");
+        cr_assert_eq(spruce_ckpt_quantized(te, NULL), 0, "the eager open keeps no levels");
+        if (!module)
+            continue;
+        cr_assert_eq(spruce_tensor_read_f32(te, e), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_tensor_read_f32(tl, v), 0, "%s", spruce_errdetail());
+        cr_assert(!memcmp(e, v, sizeof e), "sparse %d bits %d: lazily read values differ", sparse,
+                  bits);
+        for (j = 0; j < R * C; j++)
+            cr_assert(e[j] == w[j], "sparse %d bits %d: element %d: %g, wrote %g", sparse, bits, j,
+                      (double)e[j], (double)w[j]);
+        /* rows 3..5, then the tail: decoded once, kept until its end is released */
+        memset(v, 0xff, sizeof v);
+        cr_assert_eq(spruce_tensor_read_f32_range(tl, 3 * C, 3 * C, v), 0, "%s", spruce_errdetail());
+        cr_assert(!memcmp(v, e + 3 * C, 3 * C * sizeof *v), "a range read differs");
+        spruce_ckpt_release_range(cl, tl, 0, 4 * C * 4);
+        cr_assert_eq(spruce_tensor_read_f32_range(tl, R * C - 5, 5, v), 0, "%s", spruce_errdetail());
+        cr_assert(!memcmp(v, e + R * C - 5, 5 * sizeof *v), "the tail read differs");
+        spruce_ckpt_release(cl, tl);
+        cr_assert_eq(spruce_ckpt_quantized(tl, &qs), bits > 0);
+        if (bits) {
+            int8_t *q, *zp;
+            float *sc;
+            int64_t ng = C / gs;
+            cr_assert(qs.bits == bits && qs.sym == sym && qs.sparse == sparse &&
+                          qs.groupsize == (gs == C ? 0 : gs),
+                      "scheme %d bits sym %d sparse %d group %d", qs.bits, qs.sym, qs.sparse,
+                      qs.groupsize);
+            cr_assert_eq(spruce_ckpt_read_levels(tl, &q, &sc, &zp), 0, "%s", spruce_errdetail());
+            cr_assert_eq(!zp, sym);
+            for (j = 0; j < R * C; j++) {
+                int64_t k = (j / C) * ng + (j % C) / gs;
+                float x = (float)(q[j] - (zp ? zp[k] : 0)) * sc[k];
+                cr_assert(x == e[j], "bits %d element %d: level %d gives %g, decoded %g", bits, j,
+                          q[j], (double)x, (double)e[j]);
+                cr_assert(q[j] >= -(1 << (bits - 1)) && q[j] < (1 << (bits - 1)));
+            }
+            free(q), free(sc), free(zp);
+            nq++;
+        } else {
+            int8_t *q = NULL, *zp = NULL;
+            float *sc = NULL;
+            cr_assert_eq(spruce_ckpt_read_levels(tl, &q, &sc, &zp), SPRUCE_EINVAL);
+            cr_assert(!q && !sc && !zp);
+        }
+    }
+    cr_assert_eq(nq, bits > 0);
+    /* the parts are not in the table, as with the eager open */
+    cr_assert_null(spruce_ckpt_find(cl, "model.layers.0.mlp.up_proj.weight_scale"));
+    cr_assert_null(spruce_ckpt_find(cl, "model.layers.0.mlp.up_proj.bitmask"));
+    spruce_ckpt_close(cl);
+    spruce_ckpt_close(ce);
+    if (bits)
+        free(g.scale), free(g.zero);
+    rmrf(dir);
+    rmrf(out);
+    free(dir), free(out);
+}
+
+Test(compressed_ckpt, lazy_open_reads_what_the_eager_open_decodes)
+{
+    lazy_matches_eager(1, 0, 0, 0);   /* sparse-bitmask */
+    lazy_matches_eager(2, 0, 0, 0);   /* sparse-24-bitmask */
+    lazy_matches_eager(0, 8, 1, 64);  /* int-quantized, per row */
+    lazy_matches_eager(0, 8, 0, 16);  /* int-quantized in groups, zero points */
+    lazy_matches_eager(0, 4, 1, 32);  /* pack-quantized */
+    lazy_matches_eager(0, 4, 0, 16);  /* pack-quantized, packed zero points */
+    lazy_matches_eager(2, 8, 1, 64);  /* sparse-24-bitmask of int8 */
+    lazy_matches_eager(1, 8, 0, 32);  /* sparse-bitmask of int8 with zero points */
+}
+
+/* What the lazy open checks at once (headers, the grid) and what it finds
+ * only when the values are read (a bitmask marking more values than stored),
+ * each naming the file and the tensor. */
+Test(compressed_ckpt, lazy_open_reports_bad_values_when_read)
+{
+    float vals[3] = {1, 2, 3}, out[8];
+    uint8_t bm[1] = {0x0f}; /* four bits, three values */
+    int64_t shape[2] = {1, 8}, ro[1] = {0};
+    int8_t q[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float s0[2] = {0.5f, 0.0f};
+    spruce_ckpt *c = NULL;
+    {
+        part_t p[] = {{"m.shape", "I64", "[2]", shape, 16}, {"m.compressed", "F32", "[3]", vals, 12},
+                      {"m.bitmask", "U8", "[1,1]", bm, 1}, {"m.row_offsets", "I64", "[1]", ro, 8}};
+        char *dir = write_ckpt(QC_SPARSE("sparse-bitmask"), p, 4);
+        const spruce_tensor *t;
+        cr_assert_eq(spruce_ckpt_open_lazy(dir, &c), 0, "%s", spruce_errdetail());
+        t = spruce_ckpt_find(c, "m.weight");
+        cr_assert(t && !t->data && t->shape[0] == 1 && t->shape[1] == 8);
+        cr_assert_eq(spruce_tensor_read_f32(t, out), SPRUCE_EFORMAT);
+        cr_assert(strstr(spruce_errdetail(), "model.safetensors") &&
+                      strstr(spruce_errdetail(), "m.bitmask") && strstr(spruce_errdetail(), "4 values"),
+                  "%s", spruce_errdetail());
+        spruce_ckpt_close(c);
+        rmrf(dir);
+        free(dir);
+    }
+    {
+        part_t p[] = {{"m.weight", "I8", "[2,4]", q, 8}, {"m.weight_scale", "F32", "[2,1]", s0, 8}};
+        char *dir = write_ckpt(QC_INT("int-quantized", 8, "channel", null, "true"), p, 2);
+        c = NULL;
+        cr_assert_eq(spruce_ckpt_open_lazy(dir, &c), SPRUCE_EFORMAT);
+        cr_assert_null(c);
+        cr_assert(strstr(spruce_errdetail(), "model.safetensors: m: weight_scale") && strstr(spruce_errdetail(), "row 1"),
+                  "%s", spruce_errdetail());
+        rmrf(dir);
+        free(dir);
+    }
+}

@@ -17,6 +17,7 @@
 #include "spruce_decode.h"
 #include "spruce_model.h"
 #include "spruce_qmatrix.h"
+#include "spruce_sparse.h"
 
 /* Feed ids[0..n) to decoders a and b; the largest |difference| of their
  * logits and the largest |logit| of a. */
@@ -217,6 +218,150 @@ Test(decode_dtype, every_type_computes_with_its_grid_values)
     against_dequantized_checkpoint(base, SPRUCE_DT_BF16, 0);
     against_dequantized_checkpoint(base, SPRUCE_DT_INT8, 0);
     against_dequantized_checkpoint(base, SPRUCE_DT_INT4, 32);  /* 160 = 5 groups */
+    rm_tree(base);
+    free(base);
+}
+
+/* ---- a compressed-tensors checkpoint, on its own levels --------------------- */
+
+/* Each linear layer of base/in pruned 2:4 (sparse) by magnitude, quantized
+ * by spruce_qmatrix_quantize (int8 per row, int4 in groups of gs) and written
+ * compressed (its grid as the levels' own) to base/c-<tag>, and the same
+ * values dequantized written dense to base/d-<tag>.  The head is not
+ * touched. */
+static void write_pair(const char *base, const char *tag, int dtype, int gs, int asym, int sparse)
+{
+    char in[1200], cdir[1200], ddir[1200];
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *wc, *wd;
+    spruce_compress_opts co = {sparse ? 2 : 0, sparse ? "2:4" : NULL};
+    int i;
+    snprintf(in, sizeof in, "%s/in", base);
+    snprintf(cdir, sizeof cdir, "%s/c-%s", base, tag);
+    snprintf(ddir, sizeof ddir, "%s/d-%s", base, tag);
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin_compressed(ck, cdir, 0, &co, &wc), 0, "%s",
+                 spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin(ck, ddir, 0, &wd), 0, "%s", spruce_errdetail());
+    for (i = 0; i < spruce_ckpt_count(ck); i++) {
+        const spruce_tensor *t = spruce_ckpt_tensor_at(ck, i);
+        spruce_qmatrix *Q;
+        spruce_qgrid g;
+        int rows, cols, r, j, k, ng, bits = dtype == SPRUCE_DT_INT8 ? 8 : 4;
+        float *v;
+        if (!strstr(t->name, "_proj.weight"))
+            continue;
+        rows = (int)t->shape[0], cols = (int)t->shape[1];
+        v = malloc(sizeof *v * (size_t)rows * cols);
+        cr_assert_eq(spruce_tensor_read_f32(t, v), 0);
+        for (j = 0; sparse && j < rows * cols; j += 4) { /* the two smallest of four to 0 */
+            int a = 0, b = 1, x;
+            if (fabsf(v[j + b]) < fabsf(v[j + a]))
+                a = 1, b = 0;
+            for (x = 2; x < 4; x++)
+                if (fabsf(v[j + x]) < fabsf(v[j + a]))
+                    b = a, a = x;
+                else if (fabsf(v[j + x]) < fabsf(v[j + b]))
+                    b = x;
+            v[j + a] = 0.0f, v[j + b] = 0.0f;
+        }
+        cr_assert_eq(spruce_qmatrix_quantize(v, rows, cols, dtype, gs, asym, &Q), 0, "%s",
+                     spruce_errdetail());
+        cr_assert_eq(spruce_qmatrix_dequantize(Q, v), 0);
+        ng = dtype == SPRUCE_DT_INT8 ? 1 : Q->ngroups;
+        g.bits = bits, g.sym = !asym, g.rows = rows, g.cols = cols;
+        g.groupsize = dtype == SPRUCE_DT_INT8 ? cols : gs;
+        g.scale = malloc(sizeof *g.scale * (size_t)rows * ng);
+        g.zero = malloc(sizeof *g.zero * (size_t)rows * ng);
+        g.scale_dtype = SPRUCE_QSCALE_F32;
+        for (r = 0; r < rows; r++)
+            for (k = 0; k < ng; k++) {
+                /* the grid's level u = q + 2^(b-1) (int8) or the nibble (int4) */
+                int z = !Q->zero ? (dtype == SPRUCE_DT_INT8 ? 0 : 8)
+                                 : dtype == SPRUCE_DT_INT8 ? (int8_t)Q->zero[r] : Q->zero[r * ng + k];
+                g.scale[r * ng + k] = Q->scale[r * ng + k];
+                g.zero[r * ng + k] = (float)(dtype == SPRUCE_DT_INT8 ? z + 128 : z);
+            }
+        cr_assert_eq(spruce_ckpt_writer_set_quantized(wc, t->name, v, &g), 0, "%s: %s", t->name,
+                     spruce_errdetail());
+        cr_assert_eq(spruce_ckpt_writer_set_f32(wd, t->name, v), 0, "%s", spruce_errdetail());
+        spruce_qmatrix_free(Q);
+        free(g.scale), free(g.zero), free(v);
+    }
+    cr_assert_eq(spruce_ckpt_writer_commit(wc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_commit(wd), 0, "%s", spruce_errdetail());
+    spruce_ckpt_close(ck);
+}
+
+/* Opened lazily, a compressed checkpoint runs in the type of its levels
+ * (never quantized again: the head, not quantized, stays float32), each
+ * linear layer in it, and its logits are the float32 decoder's of the same
+ * values saved dense, to float32 rounding; forced to N:M, the 2:4 ones run
+ * there.  Opened eagerly it is decoded to floats (its scales' float32). */
+static void compressed_on_levels(const char *base, const char *tag, int dtype, int gs, int asym,
+                                 int sparse)
+{
+    char cdir[1200], ddir[1200];
+    spruce_model *mc = NULL, *md = NULL, *me = NULL;
+    spruce_decoder *dc, *dd, *de;
+    uint32_t ids[24];
+    double diff, scale;
+    size_t bytes = 0;
+    int i, l, vocab, hid;
+    write_pair(base, tag, dtype, gs, asym, sparse);
+    snprintf(cdir, sizeof cdir, "%s/c-%s", base, tag);
+    snprintf(ddir, sizeof ddir, "%s/d-%s", base, tag);
+    cr_assert_eq(spruce_model_open_lazy(cdir, &mc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(ddir, &md), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(cdir, &me), 0, "%s", spruce_errdetail());
+    vocab = spruce_model_config(mc)->vocab_size;
+    hid = spruce_model_config(mc)->hidden_size;
+    for (i = 0; i < 24; i++)
+        ids[i] = (uint32_t)((i * 37 + 5) % vocab);
+    dc = decoder(mc, 24, sparse ? SPRUCE_DECODE_NM : SPRUCE_DECODE_DENSE, SPRUCE_DECODE_OWN_DTYPE, 0);
+    dd = decoder(md, 24, SPRUCE_DECODE_DENSE, SPRUCE_DECODE_OWN_DTYPE, 0);
+    de = decoder(me, 24, SPRUCE_DECODE_DENSE, SPRUCE_DECODE_OWN_DTYPE, 0);
+    cr_assert_eq(spruce_decoder_dtype(dc), dtype, "%s: runs in %s", tag,
+                 spruce_dtype_name(spruce_decoder_dtype(dc)));
+    cr_assert_eq(spruce_decoder_dtype(de), SPRUCE_DT_F32, "%s: eagerly decoded to float32", tag);
+    for (i = 0; i < spruce_model_config(mc)->num_hidden_layers; i++)
+        for (l = 0; l < SPRUCE_NPROJ; l++) {
+            const spruce_linear *lin = spruce_decoder_linear(dc, i, l);
+            cr_assert(lin, "layer %d linear %d", i, l);
+            cr_assert_eq(spruce_linear_dtype(lin), dtype, "%s: layer %d linear %d in %s", tag, i, l,
+                         spruce_dtype_name(spruce_linear_dtype(lin)));
+            if (sparse)
+                cr_assert_eq(spruce_linear_format(lin, 1), SPRUCE_FMT_NM);
+            bytes += spruce_linear_bytes(lin);
+        }
+    /* the head float32, as the checkpoint holds it */
+    cr_assert_eq(spruce_decoder_weight_bytes(dc), bytes + (size_t)vocab * hid * sizeof(float),
+                 "%s: %zu bytes, the linear layers %zu", tag, spruce_decoder_weight_bytes(dc), bytes);
+    cr_assert_lt(spruce_decoder_weight_bytes(dc), spruce_decoder_weight_bytes(de));
+    compare(dd, dc, ids, 24, vocab, &diff, &scale);
+    cr_assert(diff <= 1e-4 * fmax(1.0, scale), "%s: logits up to %g from the float32 decoder of "
+              "the same values (largest %g)", tag, diff, scale);
+    spruce_decoder_free(dc);
+    spruce_decoder_free(dd);
+    spruce_decoder_free(de);
+    spruce_model_free(mc);
+    spruce_model_free(md);
+    spruce_model_free(me);
+}
+
+Test(decode_dtype, compressed_checkpoint_runs_on_its_own_levels)
+{
+    spruce_synth_config c;
+    char *base = tmp_dir(), in[1200];
+    spruce_synth_defaults(&c);
+    c.hidden = 64, c.intermediate = 160, c.layers = 2, c.heads = 4, c.kv_heads = 2;
+    c.vocab = 96, c.max_position = 64, c.dtype = SPRUCE_DTYPE_F32, c.seed = 5;
+    snprintf(in, sizeof in, "%s/in", base);
+    cr_assert_eq(spruce_synth_write(in, &c, 0), 0, "%s", spruce_errdetail());
+    compressed_on_levels(base, "int8-24", SPRUCE_DT_INT8, 0, 0, 1);
+    compressed_on_levels(base, "int8-asym", SPRUCE_DT_INT8, 0, 1, 0);
+    compressed_on_levels(base, "int4-g32", SPRUCE_DT_INT4, 32, 0, 0);
+    compressed_on_levels(base, "int4-g32-asym", SPRUCE_DT_INT4, 32, 1, 0);
     rm_tree(base);
     free(base);
 }

@@ -47,7 +47,7 @@ static int bench_decode(const char *dir, int steps, int rounds, const int *dtype
         rounds = 16;
     if (!ndt)
         dtypes = f32only, ndt = 1;
-    if ((rc = spruce_model_open(dir, &m)) < 0) {
+    if ((rc = spruce_model_open_lazy(dir, &m)) < 0) {
         cli_error(rc, "bench --model %s: decode (the model forward cannot run it)", dir);
         return 1;
     }
@@ -140,7 +140,7 @@ int bench_model(bench_ctx *cx, const char *dir, const int *batches, int nb, cons
     double *t = malloc(sizeof *t * cx->reps);
     spruce_config cfg;
     int have_cfg = spruce_config_load(dir, &cfg) == 0;
-    if ((rc = spruce_ckpt_open(dir, &ck)) < 0) {
+    if ((rc = spruce_ckpt_open_lazy(dir, &ck)) < 0) {
         cli_error(rc, "bench --model %s", dir);
         free(t);
         return 1;
@@ -177,6 +177,7 @@ int bench_model(bench_ctx *cx, const char *dir, const int *batches, int nb, cons
             rc = 1;
             goto done;
         }
+        spruce_ckpt_release(ck, tt);
         for (k = 0; k < (int64_t)rows * cols; k++)
             zeros += W[k] == 0.0f;
         for (k = 0; k < (int64_t)cols * maxb; k++)

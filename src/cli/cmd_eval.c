@@ -123,7 +123,7 @@ int spruce_cmd_eval(int argc, char **argv)
     cli_set_threads(threads);
 
     /* every rank reads the model and the data; a failure on any stops all */
-    if ((rc = spruce_model_open(dir, &m))) {
+    if ((rc = spruce_model_open_lazy(dir, &m))) {
         cli_error(rc, "eval: %s", dir);
         failed = 1;
     } else if (cfg = spruce_model_config(m), cli_model_seqlen("eval", cfg, dir, &seqlen)) {

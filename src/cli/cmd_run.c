@@ -409,7 +409,7 @@ int spruce_cmd_run(int argc, char **argv)
     }
     dir = argv[optind];
     cli_set_threads(threads);
-    if ((rc = spruce_model_open(dir, &m))) {
+    if ((rc = spruce_model_open_lazy(dir, &m))) {
         cli_error(rc, "run: %s", dir);
         goto done;
     }

@@ -7,6 +7,7 @@
  * map names, no tensor in two files, no tensor missing from the map. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -41,6 +42,25 @@ struct spruce_ckpt {
     void **dec;    /* compressed-tensors: decoded weights and their names */
     char **dec_name;
     int ndec;
+    /* Opened lazily (spruce_ckpt_open_lazy): the compressed modules, whose
+     * parts are in pt (indexed by pslot) and out of t; the module decoded last
+     * (cache_t, its bytes cache_buf) for the table's tensor cached. */
+    spruce__ct_scheme scheme;
+    struct spruce__ct_lazy *mods;
+    int nmods;
+    spruce_tensor *pt;
+    int npt;
+    int *pslot;
+    size_t npslot;
+    pthread_mutex_t lock;
+    const spruce_tensor *cached;
+    spruce_tensor cache_t;
+    void *cache_buf;
+};
+
+struct spruce__ct_lazy {
+    spruce_ckpt *c;
+    char *prefix;
 };
 
 char *spruce__path_join(const char *dir, const char *name)
@@ -82,6 +102,14 @@ void spruce_ckpt_close(spruce_ckpt *c)
     }
     free(c->dec);
     free(c->dec_name);
+    for (i = 0; i < c->nmods; i++)
+        free(c->mods[i].prefix);
+    if (c->mods)
+        pthread_mutex_destroy(&c->lock);
+    free(c->mods);
+    free(c->cache_buf);
+    free(c->pt);
+    free(c->pslot);
     free(c->t);
     free(c->slot);
     free(c->dir);
@@ -261,19 +289,42 @@ static void rehash(spruce_ckpt *c)
     }
 }
 
+static const spruce_tensor *find_in(const spruce_tensor *t, const int *slot, size_t nslot,
+                                    const char *name)
+{
+    size_t h;
+    if (!slot || !name)
+        return NULL;
+    for (h = hash_str(name) & (nslot - 1); slot[h] >= 0; h = (h + 1) & (nslot - 1))
+        if (!strcmp(t[slot[h]].name, name))
+            return &t[slot[h]];
+    return NULL;
+}
+
+const spruce_tensor *spruce__ckpt_find_part(const spruce_ckpt *c, const char *name)
+{
+    if (c && c->pt)
+        return find_in(c->pt, c->pslot, c->npslot, name);
+    return spruce_ckpt_find(c, name);
+}
+
 /* A compressed-tensors checkpoint: each compressed module becomes one dense
- * M.weight (compressed_read.c); its parts leave the table. */
-static int decode_compressed(spruce_ckpt *c)
+ * M.weight (compressed_read.c); its parts leave the table.  Decoded now, or
+ * (lazy) described now and decoded when read, the parts kept aside in pt. */
+static int decode_compressed(spruce_ckpt *c, int lazy)
 {
     spruce__ct_scheme s;
     spruce_tensor *nt;
     int rc, i, n = 0;
     if ((rc = spruce__ct_scheme_read(c->dir, &s)) || !s.present || (!s.sparse && !s.bits))
         return rc;
+    c->scheme = s;
     nt = calloc((size_t)c->n + 1, sizeof *nt);
     c->dec = calloc((size_t)c->n + 1, sizeof *c->dec);
     c->dec_name = calloc((size_t)c->n + 1, sizeof *c->dec_name);
-    if (!nt || !c->dec || !c->dec_name) {
+    if (lazy && (c->mods = calloc((size_t)c->n + 1, sizeof *c->mods)))
+        pthread_mutex_init(&c->lock, NULL);
+    if (!nt || !c->dec || !c->dec_name || (lazy && !c->mods)) {
         free(nt);
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", c->dir);
     }
@@ -294,7 +345,16 @@ static int decode_compressed(spruce_ckpt *c)
             break;
         }
         sprintf(c->dec_name[c->ndec], "%s.weight", prefix);
-        rc = spruce__ct_decode(c, prefix, &s, &nt[n], &c->dec[c->ndec]);
+        if (lazy) {
+            struct spruce__ct_lazy *mod = &c->mods[c->nmods++];
+            mod->c = c;
+            mod->prefix = prefix;
+            rc = spruce__ct_describe(c, prefix, &s, &nt[n]);
+            nt[n].lazy = mod;
+            prefix = NULL;
+        } else {
+            rc = spruce__ct_decode(c, prefix, &s, &nt[n], &c->dec[c->ndec]);
+        }
         nt[n].name = c->dec_name[c->ndec++];
         n++;
         free(prefix);
@@ -303,7 +363,15 @@ static int decode_compressed(spruce_ckpt *c)
         free(nt);
         return rc;
     }
-    free(c->t);
+    if (lazy) { /* the parts stay findable for decoding, out of the table */
+        c->pt = c->t, c->npt = c->n, c->pslot = c->slot, c->npslot = c->nslot;
+        if (!(c->slot = malloc(c->nslot * sizeof *c->slot))) {
+            c->t = nt; /* freed with the checkpoint */
+            return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", c->dir);
+        }
+    } else {
+        free(c->t);
+    }
     c->t = nt;
     c->n = n;
     rehash(c);
@@ -325,7 +393,7 @@ static int finish_open(spruce_ckpt *c, int rc, spruce_ckpt **out)
     return 0;
 }
 
-int spruce_ckpt_open(const char *dir, spruce_ckpt **out)
+static int open_dir(const char *dir, int lazy, spruce_ckpt **out)
 {
     spruce_ckpt *c;
     char *ipath = NULL;
@@ -362,10 +430,20 @@ int spruce_ckpt_open(const char *dir, spruce_ckpt **out)
             goto done;
     }
     if (!rc)
-        rc = decode_compressed(c);
+        rc = decode_compressed(c, lazy);
 done:
     free(ipath);
     return finish_open(c, rc, out);
+}
+
+int spruce_ckpt_open(const char *dir, spruce_ckpt **out)
+{
+    return open_dir(dir, 0, out);
+}
+
+int spruce_ckpt_open_lazy(const char *dir, spruce_ckpt **out)
+{
+    return open_dir(dir, 1, out);
 }
 
 int spruce_ckpt_open_file(const char *path, spruce_ckpt **out)
@@ -410,18 +488,88 @@ const spruce_tensor *spruce_ckpt_tensor_at(const spruce_ckpt *c, int i)
 
 const spruce_tensor *spruce_ckpt_find(const spruce_ckpt *c, const char *name)
 {
-    size_t h;
-    if (!c || !name || !c->slot)
-        return NULL;
-    for (h = hash_str(name) & (c->nslot - 1); c->slot[h] >= 0; h = (h + 1) & (c->nslot - 1))
-        if (!strcmp(c->t[c->slot[h]].name, name))
-            return &c->t[c->slot[h]];
-    return NULL;
+    return c ? find_in(c->t, c->slot, c->nslot, name) : NULL;
 }
 
 const char *spruce_ckpt_file_of(const spruce_ckpt *c, const spruce_tensor *t)
 {
     return t && t->shard >= 0 && t->shard < c->nsh ? c->sh[t->shard].path : "?";
+}
+
+/* Forget the decoded bytes of t (any when t is NULL). */
+static void drop_cached(spruce_ckpt *c, const spruce_tensor *t)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!t || c->cached == t) {
+        free(c->cache_buf);
+        c->cache_buf = NULL;
+        c->cached = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Elements [first, first + count) of a lazily decoded module. */
+static int lazy_read(const spruce_tensor *t, size_t first, size_t count, float *out)
+{
+    spruce_ckpt *c = t->lazy->c;
+    int rc = 0;
+    pthread_mutex_lock(&c->lock);
+    if (c->cached != t) {
+        void *buf = NULL;
+        spruce_tensor d;
+        free(c->cache_buf);
+        c->cache_buf = NULL;
+        c->cached = NULL;
+        memset(&d, 0, sizeof d);
+        if (!(rc = spruce__ct_decode(c, t->lazy->prefix, &c->scheme, &d, &buf))) {
+            d.name = t->name;
+            d.lazy = NULL;
+            c->cache_t = d;
+            c->cache_buf = buf;
+            c->cached = t;
+        }
+    }
+    if (!rc)
+        rc = spruce_tensor_read_f32_range(&c->cache_t, first, count, out);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int spruce_ckpt_quantized(const spruce_tensor *t, spruce_ckpt_qscheme *s)
+{
+    const spruce__ct_scheme *k;
+    if (!t || !t->lazy || !t->lazy->c->scheme.bits)
+        return 0;
+    k = &t->lazy->c->scheme;
+    if (s) {
+        s->bits = k->bits;
+        s->groupsize = k->groupsize;
+        s->sym = k->sym;
+        s->sparse = k->sparse;
+    }
+    return 1;
+}
+
+int spruce_ckpt_read_levels(const spruce_tensor *t, int8_t **q, float **scale, int8_t **zero)
+{
+    int64_t rows, cols;
+    int rc;
+    if (!t || !q || !scale || !zero)
+        return spruce__seterr(SPRUCE_EINVAL, "spruce_ckpt_read_levels: NULL argument");
+    *q = NULL, *scale = NULL, *zero = NULL;
+    if (!spruce_ckpt_quantized(t, NULL))
+        return spruce__seterr(SPRUCE_EINVAL, "tensor '%s': not a quantized module of a lazily "
+                              "opened checkpoint", t->name);
+    rc = spruce__ct_levels(t->lazy->c, t->lazy->prefix, &t->lazy->c->scheme, &rows, &cols, q,
+                           scale, zero);
+    if (!rc && (rows != t->shape[0] || cols != t->shape[1])) { /* described at open */
+        free(*q), free(*scale), free(*zero);
+        *q = NULL, *scale = NULL, *zero = NULL;
+        rc = spruce__seterr(SPRUCE_ESHAPE, "tensor '%s': levels (%lld, %lld), expected (%lld, "
+                            "%lld)", t->name, (long long)rows, (long long)cols,
+                            (long long)t->shape[0], (long long)t->shape[1]);
+    }
+    return rc;
 }
 
 /* The window the kernel maps around a faulting page (fault-around: 64 KiB by
@@ -435,6 +583,11 @@ void spruce_ckpt_release_range(const spruce_ckpt *c, const spruce_tensor *t, siz
     const shard *s;
     const uint8_t *p;
     size_t page = (size_t)sysconf(_SC_PAGESIZE), nbytes, tlo, thi, lo, hi;
+    if (c && t && t->lazy) {
+        if (len && off < t->nbytes && len >= t->nbytes - off) /* its end: drop the decoded bytes */
+            drop_cached(t->lazy->c, t);
+        return;
+    }
     if (!c || !t || t->shard < 0 || t->shard >= c->nsh || !c->sh[t->shard].map)
         return;
     s = &c->sh[t->shard];
@@ -498,6 +651,8 @@ int spruce_tensor_read_f32_range(const spruce_tensor *t, size_t first, size_t co
         return spruce__seterr(SPRUCE_EINVAL,
                               "tensor '%s': expected elements within [0, %zu), found [%zu, %zu)", t->name,
                               numel, first, first + count);
+    if (t->lazy)
+        return lazy_read(t, first, count, out);
     p = t->data;
     switch (t->dtype) {
     case SPRUCE_DTYPE_F32:

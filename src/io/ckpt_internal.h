@@ -93,6 +93,19 @@ int spruce__ct_component(const char *name, const char *dtype, const spruce__ct_s
  * out->data points into it). */
 int spruce__ct_decode(const spruce_ckpt *c, const char *prefix, const spruce__ct_scheme *s,
                       spruce_tensor *out, void **buf);
+/* Shape and dtype of module prefix's M.weight as spruce__ct_decode would
+ * make it (out->data NULL), from its parts' headers and its grid; the values
+ * are checked when decoded. */
+int spruce__ct_describe(const spruce_ckpt *c, const char *prefix, const spruce__ct_scheme *s,
+                        spruce_tensor *out);
+/* A quantized module's integer levels q (rows, cols), zeros where pruned,
+ * scales (rows, ngroups) in float32 and zero points (NULL when symmetric),
+ * malloc'ed and checked: w = (q - zp) scale. */
+int spruce__ct_levels(const spruce_ckpt *c, const char *prefix, const spruce__ct_scheme *s,
+                      int64_t *rows, int64_t *cols, int8_t **q, float **scale, int8_t **zp);
+/* A tensor by name, the parts of compressed modules included (a lazily
+ * opened checkpoint keeps them out of its table). */
+const spruce_tensor *spruce__ckpt_find_part(const spruce_ckpt *c, const char *name);
 /* The writer's compressed mode (compressed_write.c). */
 typedef struct spruce__ctw spruce__ctw;
 int spruce__ctw_new(const spruce_ckpt *in, const char *tmp, const spruce_compress_opts *o,

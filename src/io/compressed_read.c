@@ -167,7 +167,7 @@ typedef struct {
 static const spruce_tensor *part(mod *m, const char *suffix, char *name, size_t cap)
 {
     snprintf(name, cap, "%s.%s", m->prefix, suffix);
-    return spruce_ckpt_find(m->c, name);
+    return spruce__ckpt_find_part(m->c, name);
 }
 
 static int want(mod *m, const spruce_tensor *t, const char *name, const char *dtype, int ndim,
@@ -398,6 +398,132 @@ done:
     free(scale);
     free(w);
     return rc;
+}
+
+/* The checks of spruce_ct_dequantize without making floats: every scale
+ * finite and positive, every zero point (and level, when q is not NULL)
+ * within the bits. */
+static int check_levels(const int8_t *q, const float *scale, const int8_t *zp, int bits,
+                        int64_t rows, int64_t cols, int64_t gs, const char *what)
+{
+    int64_t ng = cols / gs, r, k;
+    int lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1;
+    for (k = 0; k < rows * ng; k++) {
+        if (!(scale[k] > 0.0f) || !isfinite(scale[k]))
+            return spruce__seterr(SPRUCE_EFORMAT, "%s: weight_scale at row %lld, group %lld "
+                                  "is %g, expected finite and positive", what,
+                                  (long long)(k / ng), (long long)(k % ng), (double)scale[k]);
+        if (zp && (zp[k] < lo || zp[k] > hi))
+            return spruce__seterr(SPRUCE_EFORMAT, "%s: weight_zero_point at row %lld, group "
+                                  "%lld is %d, outside [%d, %d] of %d bits", what,
+                                  (long long)(k / ng), (long long)(k % ng), zp[k], lo, hi, bits);
+    }
+    if (!q || bits == 8)
+        return 0; /* every int8 is a level */
+    for (r = 0; r < rows * cols; r++)
+        if (q[r] < lo || q[r] > hi)
+            return spruce__seterr(SPRUCE_EFORMAT, "%s: weight at row %lld, column %lld is %d, "
+                                  "outside [%d, %d] of %d bits", what, (long long)(r / cols),
+                                  (long long)(r % cols), q[r], lo, hi, bits);
+    return 0;
+}
+
+int spruce__ct_levels(const spruce_ckpt *c, const char *prefix, const spruce__ct_scheme *s,
+                      int64_t *rows, int64_t *cols, int8_t **q, float **scale, int8_t **zp)
+{
+    mod m = {c, prefix, ""};
+    const spruce_tensor *src = NULL, *st = NULL;
+    void *dense = NULL;
+    int rc;
+    *q = NULL, *scale = NULL, *zp = NULL;
+    if (!s->bits)
+        return spruce__seterr(SPRUCE_EINVAL, "%s: %s.weight: not quantized", spruce_ckpt_dir(c),
+                              prefix);
+    if (s->sparse) {
+        if ((rc = decode_sparse(&m, s, rows, cols, &dense, &src)))
+            goto done;
+        *q = dense;
+        dense = NULL;
+    } else if ((rc = read_levels(&m, s, rows, cols, q))) {
+        goto done;
+    }
+    if ((rc = read_scale_zp(&m, s, *rows, *cols, scale, zp, &st)))
+        goto done;
+    snprintf(m.what, sizeof m.what, "%s: %s", spruce_ckpt_file_of(c, st), prefix);
+    rc = check_levels(*q, *scale, *zp, s->bits, *rows, *cols, s->groupsize ? s->groupsize : *cols,
+                      m.what);
+done:
+    free(dense);
+    if (rc) {
+        free(*q);
+        free(*scale);
+        free(*zp);
+        *q = NULL, *scale = NULL, *zp = NULL;
+    }
+    return rc;
+}
+
+int spruce__ct_describe(const spruce_ckpt *c, const char *prefix, const spruce__ct_scheme *s,
+                        spruce_tensor *out)
+{
+    mod m = {c, prefix, ""};
+    char name[512], bname[512];
+    const spruce_tensor *v = NULL, *st = NULL, *src;
+    int64_t rows = 0, cols = 0;
+    int rc, es;
+    if (s->sparse) {
+        const spruce_tensor *b;
+        if ((rc = read_shape(&m, "shape", &rows, &cols)))
+            return rc;
+        v = part(&m, "compressed", name, sizeof name);
+        b = part(&m, "bitmask", bname, sizeof bname);
+        if ((rc = want(&m, b, bname, "U8", 2, rows, (cols + 7) / 8)) ||
+            (rc = want(&m, v, name, NULL, 0, 0, 0)))
+            return rc;
+        es = s->bits ? (strcmp(v->dtype_name, "I8") ? 0 : 1) : float_es(v);
+        if (!es)
+            return spruce__seterr(SPRUCE_EDTYPE, "%s: tensor %s: expected dtype %s, found %s",
+                                  spruce_ckpt_file_of(c, v), name,
+                                  s->bits ? "I8" : "F32, F16 or BF16", v->dtype_name);
+    } else if (s->packed) {
+        const spruce_tensor *t;
+        if ((rc = read_shape(&m, "weight_shape", &rows, &cols)))
+            return rc;
+        t = part(&m, "weight_packed", name, sizeof name);
+        if ((rc = want(&m, t, name, "I32", 2, rows, spruce_ct_packed_cols(cols, s->bits))))
+            return rc;
+    } else {
+        const spruce_tensor *t = part(&m, "weight", name, sizeof name);
+        if ((rc = want(&m, t, name, "I8", 2, t ? t->shape[0] : 0, -1)))
+            return rc;
+        rows = t->shape[0], cols = t->shape[1];
+    }
+    if (s->bits) {
+        float *scale = NULL;
+        int8_t *zp = NULL;
+        /* the grid's tensors are small: read and checked now */
+        rc = read_scale_zp(&m, s, rows, cols, &scale, &zp, &st);
+        if (!rc) {
+            snprintf(m.what, sizeof m.what, "%s: %s", spruce_ckpt_file_of(c, st), prefix);
+            rc = check_levels(NULL, scale, zp, s->bits, rows, cols,
+                              s->groupsize ? s->groupsize : cols, m.what);
+        }
+        free(scale);
+        free(zp);
+        if (rc)
+            return rc;
+    }
+    src = s->bits ? st : v;
+    out->dtype = src->dtype;
+    out->dtype_name = src->dtype_name;
+    out->ndim = 2;
+    memset(out->shape, 0, sizeof out->shape);
+    out->shape[0] = rows;
+    out->shape[1] = cols;
+    out->data = NULL;
+    out->nbytes = (size_t)(rows * cols) * (size_t)float_es(src);
+    out->shard = src->shard;
+    return 0;
 }
 
 /* Is name a component of a compressed module (prefix length in *plen)? */

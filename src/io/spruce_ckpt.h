@@ -44,6 +44,10 @@ typedef struct {
     const void *data;                 /* inside the mapped file; may be unaligned */
     size_t nbytes;
     int shard;                        /* index of the file that holds it */
+    /* A compressed-tensors module of a lazily opened checkpoint
+     * (spruce_ckpt_open_lazy): data is NULL, the values are decoded when read;
+     * NULL for every other tensor. */
+    const struct spruce__ct_lazy *lazy;
 } spruce_tensor;
 
 /* An open checkpoint is read-only: tensors (valid until close) and every read
@@ -53,6 +57,37 @@ typedef struct spruce_ckpt spruce_ckpt;
 /* dir: a checkpoint directory (or a single .safetensors file: see _open_file). */
 int spruce_ckpt_open(const char *dir, spruce_ckpt **out);
 void spruce_ckpt_close(spruce_ckpt *c); /* NULL is a no-op */
+/* The same, except that the modules of a compressed-tensors checkpoint are
+ * not decoded when it opens: each M.weight (its shape and the dtype it
+ * decodes to, its parts' headers and grid checked) has data NULL and nbytes
+ * its decoded size; spruce_tensor_read_f32 and _range decode it when called,
+ * and a quantized one gives its integer levels (spruce_ckpt_read_levels).
+ * So nothing dense of the whole model is ever held: for the runtime, which
+ * reads a module at a time.  (Whatever needs the bytes, as the writer does,
+ * opens with spruce_ckpt_open.)  The decoded module last read is kept until
+ * another is read or it is released (spruce_ckpt_release, or a release range
+ * reaching its end), so that reading it a range at a time decodes it once. */
+int spruce_ckpt_open_lazy(const char *dir, spruce_ckpt **out);
+
+/* A quantized module of a lazily opened checkpoint. */
+typedef struct {
+    int bits;        /* 2 to 8 */
+    int groupsize;   /* columns per scale; 0: one scale per row */
+    int sym;         /* 1: no zero points */
+    int sparse;      /* 0 dense, 1 sparse-bitmask, 2 sparse-24-bitmask */
+} spruce_ckpt_qscheme;
+
+/* 1 (and *s filled when s is not NULL) when t is a quantized module of a
+ * lazily opened checkpoint, else 0. */
+int spruce_ckpt_quantized(const spruce_tensor *t, spruce_ckpt_qscheme *s);
+/* Its levels: q (rows, cols) signed integers of the bits (0 where the
+ * sparsity layout pruned), scale (rows, ngroups) float32 and zero (rows,
+ * ngroups) signed, or NULL when symmetric; w = (q - zero) scale, groups of
+ * groupsize columns (ngroups = cols / groupsize, 1 when per row).  All
+ * malloc'ed; the caller frees them.  Errors name the file and tensor (a
+ * scale 0 or NaN, a level outside the bits, a bitmask and values that
+ * disagree). */
+int spruce_ckpt_read_levels(const spruce_tensor *t, int8_t **q, float **scale, int8_t **zero);
 
 const char *spruce_ckpt_dir(const spruce_ckpt *c);
 int spruce_ckpt_count(const spruce_ckpt *c);

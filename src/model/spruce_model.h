@@ -313,6 +313,11 @@ typedef struct spruce_model spruce_model;
  * implies (SPRUCE_ESHAPE / SPRUCE_ENOTFOUND naming file and tensor), read the
  * embedding, final norm and head to float32 (SPRUCE_ENAN on non-finite). */
 int spruce_model_open(const char *dir, spruce_model **out);
+/* The same on a checkpoint opened with spruce_ckpt_open_lazy: the modules of
+ * a compressed-tensors checkpoint are decoded a block at a time when read,
+ * never all at once (for run, eval and bench, which do not write the
+ * checkpoint again); the decoder takes quantized ones' levels as they are. */
+int spruce_model_open_lazy(const char *dir, spruce_model **out);
 void spruce_model_free(spruce_model *m); /* NULL is a no-op */
 
 const spruce_config *spruce_model_config(const spruce_model *m);

@@ -397,7 +397,7 @@ done:
     return rc;
 }
 
-int spruce_model_open(const char *dir, spruce_model **out)
+static int model_open(const char *dir, int lazy, spruce_model **out)
 {
     spruce_model *m = NULL;
     const spruce_config *c;
@@ -415,7 +415,7 @@ int spruce_model_open(const char *dir, spruce_model **out)
     c = &m->cfg;
     f = m->fam = c->family;
     m->attention = SPRUCE_ATTENTION_AUTO;
-    if ((rc = spruce_ckpt_open(dir, &m->ck)))
+    if ((rc = (lazy ? spruce_ckpt_open_lazy : spruce_ckpt_open)(dir, &m->ck)))
         goto done;
     /* another layout of the family when the checkpoint has its names (OPT's
      * decoder.* of facebook/opt-*) */
@@ -464,6 +464,16 @@ int spruce_model_open(const char *dir, spruce_model **out)
 done:
     spruce_model_free(m);
     return rc;
+}
+
+int spruce_model_open(const char *dir, spruce_model **out)
+{
+    return model_open(dir, 0, out);
+}
+
+int spruce_model_open_lazy(const char *dir, spruce_model **out)
+{
+    return model_open(dir, 1, out);
 }
 
 void spruce_model_free(spruce_model *m)
