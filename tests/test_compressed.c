@@ -875,6 +875,38 @@ Test(compressed_cli, run_greedy_ids_match_the_dense_save, .timeout = 600)
     pc = run_out(cmd);
     cr_assert(strlen(pd) > 40, "%s", pd);
     cr_assert_str_eq(pd, pc, "dense save: %s; compressed: %s", pd, pc);
+    free(pd), free(pc);
+    /* the compressed one runs on its int8 levels, in fewer bytes */
+    snprintf(cmd, sizeof cmd, "cd %s && %s run d --prompt-ids '1 400' --steps 4 --threads 2 "
+             "--json 2>/dev/null", base, bin);
+    pd = run_out(cmd);
+    snprintf(cmd, sizeof cmd, "cd %s && %s run c --prompt-ids '1 400' --steps 4 --threads 2 "
+             "--json 2>/dev/null", base, bin);
+    pc = run_out(cmd);
+    cr_assert(strstr(pd, "\"dtype\": \"f32\"") && strstr(pc, "\"dtype\": \"int8\""), "%s / %s",
+              pd, pc);
+    cr_assert(strstr(pd, "\"weight_bytes\": ") && strstr(pc, "\"weight_bytes\": "));
+    {
+        double bd = strtod(strstr(pd, "\"weight_bytes\": ") + 16, NULL);
+        double bc = strtod(strstr(pc, "\"weight_bytes\": ") + 16, NULL);
+        cr_assert(bc > 0 && bc < 0.8 * bd, "weights: compressed %g bytes, dense %g", bc, bd);
+    }
+    free(pd), free(pc);
+    /* eval on the levels: the dense save's perplexity */
+    snprintf(cmd, sizeof cmd, "cd %s && %s eval d --data %s/eval.u16 --seqlen 128 --threads 2 "
+             "--json 2>/dev/null", base, bin, fx);
+    pd = run_out(cmd);
+    snprintf(cmd, sizeof cmd, "cd %s && %s eval c --data %s/eval.u16 --seqlen 128 --threads 2 "
+             "--dtype own --json 2>/dev/null", base, bin, fx);
+    pc = run_out(cmd);
+    cr_assert(strstr(pd, "\"perplexity\": ") && strstr(pc, "\"perplexity\": ") &&
+                  strstr(pc, "\"dtype\": \"own\""), "%s / %s", pd, pc);
+    {
+        double a = strtod(strstr(pd, "\"perplexity\": ") + 14, NULL);
+        double b = strtod(strstr(pc, "\"perplexity\": ") + 14, NULL);
+        cr_assert(a > 1 && fabs(a - b) <= 1e-4 * a, "perplexity: dense save %.6f, on the levels "
+                  "%.6f", a, b);
+    }
     rmrf(base);
     free(base), free(pd), free(pc);
 }

@@ -341,6 +341,26 @@ static void compressed_on_levels(const char *base, const char *tag, int dtype, i
     compare(dd, dc, ids, 24, vocab, &diff, &scale);
     cr_assert(diff <= 1e-4 * fmax(1.0, scale), "%s: logits up to %g from the float32 decoder of "
               "the same values (largest %g)", tag, diff, scale);
+    {
+        /* the perplexity on the levels (the runtime's layers, batched) is
+         * OpenBLAS's on the same values saved dense */
+        uint32_t text[4 * 16];
+        spruce_eval_opts eo;
+        double pl, pd, pe;
+        for (i = 0; i < 64; i++)
+            text[i] = (uint32_t)((i * 53 + 11) % vocab);
+        spruce_eval_opts_init(&eo);
+        cr_assert_eq(spruce_model_perplexity_opts(md, text, 64, 16, &eo, &pd, NULL), 0, "%s",
+                     spruce_errdetail());
+        cr_assert_eq(spruce_model_perplexity_opts(mc, text, 64, 16, &eo, &pe, NULL), 0, "%s",
+                     spruce_errdetail());
+        eo.dtype = SPRUCE_DECODE_OWN_DTYPE;
+        cr_assert_eq(spruce_model_perplexity_opts(mc, text, 64, 16, &eo, &pl, NULL), 0, "%s",
+                     spruce_errdetail());
+        cr_assert(fabs(pl - pd) <= 1e-5 * pd && fabs(pe - pd) <= 1e-5 * pd,
+                  "%s: perplexity on the levels %.9g, decoded %.9g, dense save %.9g", tag, pl, pe,
+                  pd);
+    }
     spruce_decoder_free(dc);
     spruce_decoder_free(dd);
     spruce_decoder_free(de);

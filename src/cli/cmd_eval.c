@@ -14,15 +14,18 @@
 
 #include "cli.h"
 #include "eval_logits.h"
+#include "spruce_decode.h"
 #include "spruce_dist.h"
 #include "spruce_model.h"
+#include "spruce_qmatrix.h"
 #include "spruce_tokens.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: spruce eval MODEL_DIR --data FILE [--data-format F] [--seqlen T]\n"
-            "                   [--act-mib N] [--threads N] [--logits OUT]\n\n"
+            "                   [--act-mib N] [--threads N] [--logits OUT]\n"
+            "                   [--dtype f32|own|bf16|int8|int4] [--groupsize G] [--json]\n\n"
             "Perplexity of a Hugging Face checkpoint (llama, mistral, qwen2, qwen3, gemma2,\n"
             "gemma3_text, phi3, opt) on a token file: exp(mean next-token negative\n"
             "log-likelihood) over the non-overlapping windows of T tokens of FILE, each\n"
@@ -43,6 +46,16 @@ static void usage(FILE *f)
             "  --act-mib N     MiB of activations kept at once (default 2048); more windows\n"
             "                  than fit take further passes over the blocks (1..1048576)\n"
             "  --threads N     threads for the forward (default: all cores)\n"
+            "  --dtype T       the linear layers' value type: f32 (default: float32 on\n"
+            "                  OpenBLAS, the checkpoint's values decoded), or the runtime's\n"
+            "                  layers a block at a time (the dense kernel of the type): own\n"
+            "                  (the checkpoint's: a compressed checkpoint's quantized layers\n"
+            "                  on their own levels, bf16 for BF16 weights), or converted to\n"
+            "                  bf16, int8 (a symmetric grid per row) or int4 (per group of G\n"
+            "                  columns) to measure what 'spruce run --dtype T' computes\n"
+            "  --groupsize G   int4's columns per scale, 32 to 256 (default 128)\n"
+            "  --json          print one JSON object: perplexity, windows, seqlen, seconds,\n"
+            "                  dtype\n"
             "  --logits OUT    also write the logits of every position of every window to OUT:\n"
             "                  float32 little-endian, [window][position][vocab], no header\n"
             "                  (windows x T x vocab_size x 4 bytes); OUT appears when complete\n"
@@ -68,6 +81,9 @@ int spruce_cmd_eval(int argc, char **argv)
         {"act-mib", required_argument, NULL, 'a'},
         {"threads", required_argument, NULL, 't'},
         {"logits", required_argument, NULL, 'l'},
+        {"dtype", required_argument, NULL, 'D'},
+        {"groupsize", required_argument, NULL, 'g'},
+        {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -75,7 +91,8 @@ int spruce_cmd_eval(int argc, char **argv)
     spruce_data_format fmt;
     spruce_tokenizer *tok = NULL;
     eval_logits lo = {NULL, NULL, NULL};
-    long seqlen = 0, threads = 0, act_mib = 0;
+    long seqlen = 0, threads = 0, act_mib = 0, groupsize = 0;
+    int dtype = SPRUCE_EVAL_BLAS, json = 0;
     spruce_eval_opts eo;
     spruce_model *m = NULL;
     uint32_t *ids = NULL;
@@ -92,6 +109,26 @@ int spruce_cmd_eval(int argc, char **argv)
         case 'd': data = optarg; break;
         case 'f': fmt_name = optarg; break;
         case 'l': logits_path = optarg; break;
+        case 'j': json = 1; break;
+        case 'D':
+            if (!strcmp(optarg, "own"))
+                dtype = SPRUCE_DECODE_OWN_DTYPE;
+            else if (!strcmp(optarg, "f32"))
+                dtype = SPRUCE_EVAL_BLAS;
+            else if ((dtype = spruce_dtype_parse(optarg)) < 0) {
+                cli_fail("eval: --dtype: expected f32, own, bf16, int8 or int4, got '%s'", optarg);
+                return 2;
+            }
+            break;
+        case 'g':
+            if (cli_parse_int("--groupsize", optarg, 32, 256, &groupsize))
+                return 2;
+            if (groupsize % 32) {
+                cli_fail("eval: --groupsize: expected a multiple of 32 from 32 to 256, got %ld",
+                         groupsize);
+                return 2;
+            }
+            break;
         case 's':
             if (cli_parse_int("--seqlen", optarg, 2, 1 << 20, &seqlen))
                 return 2;
@@ -155,6 +192,8 @@ int spruce_cmd_eval(int argc, char **argv)
         eo.act_bytes = (size_t)act_mib << 20;
     eo.progress = eval_progress;
     eo.ctx = &t0;
+    eo.dtype = dtype;
+    eo.groupsize = (int)groupsize;
     if (logits_path) {
         if ((rc = eval_logits_open(&lo, logits_path))) {
             cli_error(rc, "eval: --logits");
@@ -191,8 +230,18 @@ int spruce_cmd_eval(int argc, char **argv)
         fprintf(stderr, "eval: wrote the logits of %d windows x %ld positions x %d to %s\n",
                 nwin, seqlen, cfg->vocab_size, logits_path);
     }
-    printf("windows %d x %ld tokens, %.2f s\n", nwin, seqlen, spruce_clock_now() - t0);
-    printf("perplexity %.4f\n", ppl);
+    if (json) {
+        printf("{\"perplexity\": %.6f, \"windows\": %d, \"seqlen\": %ld, \"seconds\": %.3f, "
+               "\"dtype\": \"%s\"}\n", ppl, nwin, seqlen, spruce_clock_now() - t0,
+               dtype == SPRUCE_EVAL_BLAS ? "f32" : dtype == SPRUCE_DECODE_OWN_DTYPE
+                                                       ? "own" : spruce_dtype_name(dtype));
+    } else {
+        printf("windows %d x %ld tokens, %.2f s%s%s\n", nwin, seqlen, spruce_clock_now() - t0,
+               dtype == SPRUCE_EVAL_BLAS ? "" : ", linear layers in ",
+               dtype == SPRUCE_EVAL_BLAS ? "" : dtype == SPRUCE_DECODE_OWN_DTYPE
+                                                    ? "their own type" : spruce_dtype_name(dtype));
+        printf("perplexity %.4f\n", ppl);
+    }
     status = 0;
 done:
     eval_logits_close(&lo, 0);

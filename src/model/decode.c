@@ -112,9 +112,6 @@ static float *copy_vec(const float *src, size_t n)
     return p;
 }
 
-static int linear_make(int dtype, int dflt, const spruce_linear_opts *lo, const float *W,
-                       int rows, int cols, const spruce_tensor *t, int r0, spruce_linear **out);
-
 /* The router (dense: it is never pruned) and every expert's linear layers. */
 static int experts_create(dec_layer *L, const spruce_model *m, const spruce_block *b,
                           int dtype, int dflt, const spruce_linear_opts *lo, int *nsparse,
@@ -131,7 +128,7 @@ static int experts_create(dec_layer *L, const spruce_model *m, const spruce_bloc
     L->expert_s = expert_s;
     dense.format = SPRUCE_FMT_DENSE;
     spruce_family_expert_name(m->fam, b->layer, -1, SPRUCE_NPROJ, name, sizeof name);
-    if ((rc = linear_make(dtype, dflt, &dense, b->router, b->nexperts, hid,
+    if ((rc = spruce__linear_make(dtype, dflt, &dense, b->router, b->nexperts, hid,
                           spruce_ckpt_find(m->ck, name), 0, &L->router)))
         return rc;
     for (e = 0; e < b->nexperts; e++)
@@ -144,7 +141,7 @@ static int experts_create(dec_layer *L, const spruce_model *m, const spruce_bloc
             if (t && (t->ndim != 2 || t->shape[0] != (k == 2 ? hid : w) ||
                       t->shape[1] != (k == 2 ? w : hid)))
                 t = NULL;
-            if ((rc = linear_make(dtype, dflt, lo, b->expert[3 * e + k], k == 2 ? hid : w,
+            if ((rc = spruce__linear_make(dtype, dflt, lo, b->expert[3 * e + k], k == 2 ? hid : w,
                                   k == 2 ? w : hid, t, 0, lin)))
                 return rc;
             if (spruce_linear_format(*lin, 1) != SPRUCE_FMT_DENSE)
@@ -159,134 +156,6 @@ void spruce_decode_opts_init(spruce_decode_opts *o)
     o->mode = SPRUCE_DECODE_AUTO;
     o->dtype = SPRUCE_DECODE_OWN_DTYPE;
     o->groupsize = 128;
-}
-
-/* The value type that holds a quantized module's levels as they are: int4
- * for at most 4 bits (per group of 32..256 columns, a multiple of 32, or per
- * row: one scale repeated over groups of 128), int8 for a grid per row of
- * more bits; -1 for neither (more than 4 bits in groups: such a module is
- * decoded to floats and runs in its scale's type). */
-static int levels_dtype(const spruce_ckpt_qscheme *s, int64_t cols)
-{
-    if (s->bits <= 4 && (s->groupsize == 0 || s->groupsize == cols ||
-                         (s->groupsize >= 32 && s->groupsize <= 256 && s->groupsize % 32 == 0)))
-        return SPRUCE_DT_INT4;
-    if (s->groupsize == 0 || s->groupsize == cols)
-        return SPRUCE_DT_INT8;
-    return -1;
-}
-
-/* Rows [r0, r0 + rows) of quantized module t as a matrix of levels_dtype:
- * the checkpoint's levels, scales and zero points, not quantized again. */
-static int levels_qmatrix(const spruce_tensor *t, const spruce_ckpt_qscheme *s, int dtype,
-                          int r0, int rows, spruce_qmatrix **out)
-{
-    const int cols = (int)t->shape[1];
-    const int ng = s->groupsize && s->groupsize != cols ? cols / s->groupsize : 1;
-    spruce_qmatrix *Q = NULL;
-    int8_t *q = NULL, *zp = NULL;
-    float *sc = NULL;
-    int rc, r, j, g;
-    *out = NULL;
-    if ((rc = spruce_ckpt_read_levels(t, &q, &sc, &zp)))
-        return rc;
-    if (!(Q = calloc(1, sizeof *Q))) {
-        rc = spruce__seterr(SPRUCE_ENOMEM, "tensor %s", t->name);
-        goto done;
-    }
-    Q->dtype = dtype, Q->rows = rows, Q->cols = cols;
-    if (dtype == SPRUCE_DT_INT8) {
-        Q->ngroups = 1;
-        Q->ld = (size_t)cols;
-    } else {
-        Q->groupsize = ng > 1 ? s->groupsize : 128;
-        Q->ngroups = (cols + Q->groupsize - 1) / Q->groupsize;
-        Q->ld = ((size_t)cols + 1) / 2;
-    }
-    Q->q = calloc((size_t)rows, Q->ld);
-    Q->scale = malloc(sizeof *Q->scale * (size_t)rows * Q->ngroups);
-    Q->zero = zp ? malloc((size_t)rows * Q->ngroups) : NULL;
-    if (!Q->q || !Q->scale || (zp && !Q->zero)) {
-        rc = spruce__seterr(SPRUCE_ENOMEM, "tensor %s: (%d, %d) in %s", t->name, rows, cols,
-                            spruce_dtype_name(dtype));
-        goto done;
-    }
-    for (r = 0; r < rows; r++) {
-        const int8_t *qr = q + (size_t)(r0 + r) * cols;
-        uint8_t *dst = Q->q + Q->ld * (size_t)r;
-        if (dtype == SPRUCE_DT_INT8)
-            memcpy(dst, qr, (size_t)cols);
-        else /* u = q + 8, two to a byte, column j in bits 4 (j % 2) of byte j / 2 */
-            for (j = 0; j < cols; j++)
-                dst[j / 2] |= (uint8_t)((qr[j] + 8) << 4 * (j % 2));
-        for (g = 0; g < Q->ngroups; g++) {
-            size_t k = (size_t)(r0 + r) * ng + (ng > 1 ? g : 0);
-            Q->scale[(size_t)r * Q->ngroups + g] = sc[k];
-            if (Q->zero)
-                Q->zero[(size_t)r * Q->ngroups + g] =
-                    (uint8_t)(dtype == SPRUCE_DT_INT8 ? zp[k] : zp[k] + 8);
-        }
-    }
-done:
-    free(q);
-    free(sc);
-    free(zp);
-    if (rc)
-        spruce_qmatrix_free(Q);
-    else
-        *out = Q;
-    return rc;
-}
-
-/* The checkpoint's tensor behind linear l of block b (the fused tensor of
- * q/k/v, *r0 the row where l's part starts), or NULL. */
-static const spruce_tensor *linear_tensor(const spruce_model *m, const spruce_block *b, int l,
-                                          int *r0)
-{
-    const spruce_family *f = m->fam;
-    const spruce_tensor *t;
-    char name[512];
-    int k = l - (f->linear[l].part > 0 ? f->linear[l].part : 0), j;
-    *r0 = 0;
-    if (k < 0 || spruce_family_linear_name(f, b->layer, (spruce_proj)k, 0, name, sizeof name) >=
-                     (int)sizeof name ||
-        !(t = spruce_ckpt_find(m->ck, name)))
-        return NULL;
-    for (j = k; j < l; j++)
-        *r0 += b->rows[j];
-    if (t->ndim != 2 || t->shape[1] != b->cols[l] || t->shape[0] < *r0 + b->rows[l])
-        return NULL;
-    return t;
-}
-
-/* Linear layer W (rows, cols) of the decoder in the type asked (dtype, or
- * SPRUCE_DECODE_OWN_DTYPE), from t (rows r0.. of it) in the checkpoint:
- * - a quantized module whose levels a value type holds (levels_dtype), when
- *   that type is the one asked or the checkpoint's own is: its levels, scales
- *   and zero points as they are;
- * - else W converted to the type asked; the checkpoint's own is t's (bf16
- *   for BF16, float32 otherwise; dflt when there is no t). */
-static int linear_make(int dtype, int dflt, const spruce_linear_opts *lo, const float *W,
-                       int rows, int cols, const spruce_tensor *t, int r0, spruce_linear **out)
-{
-    spruce_linear_opts o = *lo;
-    spruce_ckpt_qscheme qs;
-    int ldt = t && spruce_ckpt_quantized(t, &qs) ? levels_dtype(&qs, t->shape[1]) : -1, rc;
-    if (ldt >= 0 && (dtype == SPRUCE_DECODE_OWN_DTYPE || dtype == ldt)) {
-        spruce_qmatrix *Q = NULL;
-        if ((rc = levels_qmatrix(t, &qs, ldt, r0, rows, &Q)))
-            return rc;
-        rc = spruce_linear_create_quantized(Q, &o, out);
-        spruce_qmatrix_free(Q);
-        return rc;
-    }
-    if (dtype != SPRUCE_DECODE_OWN_DTYPE)
-        o.dtype = dtype;
-    else if (t)
-        o.dtype = t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_DT_BF16 : SPRUCE_DT_F32;
-    else
-        o.dtype = dflt;
-    return spruce_linear_create(W, rows, cols, &o, out);
 }
 
 /* The checkpoint's own value type: that of the first of layer 0's linear
@@ -306,8 +175,8 @@ static int own_dtype(const spruce_model *m)
             continue;
         if (!(t = spruce_ckpt_find(m->ck, name)))
             continue;
-        if (spruce_ckpt_quantized(t, &qs) && levels_dtype(&qs, t->shape[1]) >= 0)
-            return levels_dtype(&qs, t->shape[1]);
+        if (spruce_ckpt_quantized(t, &qs) && spruce__levels_dtype(&qs, t->shape[1]) >= 0)
+            return spruce__levels_dtype(&qs, t->shape[1]);
         return t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_DT_BF16 : SPRUCE_DT_F32;
     }
     return SPRUCE_DT_F32;
@@ -387,12 +256,12 @@ static int head_create(spruce_decoder *d, const spruce_decode_opts *o)
     spruce_ckpt_qscheme qs;
     int rc, dt = d->dtype == SPRUCE_DT_INT4 ? SPRUCE_DT_INT8 : d->dtype, ldt = -1;
     if (t && spruce_ckpt_quantized(t, &qs))
-        ldt = levels_dtype(&qs, t->shape[1]);
+        ldt = spruce__levels_dtype(&qs, t->shape[1]);
     if (o->dtype == SPRUCE_DECODE_OWN_DTYPE && dt > SPRUCE_DT_BF16 && ldt < 0)
         /* the type of quantized layers: the head's own is not quantized again */
         dt = t && t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_DT_BF16 : SPRUCE_DT_F32;
     if (ldt >= 0 && (o->dtype == SPRUCE_DECODE_OWN_DTYPE || o->dtype == ldt)) {
-        if ((rc = levels_qmatrix(t, &qs, ldt, 0, (int)t->shape[0], &Q)))
+        if ((rc = spruce__levels_qmatrix(t, &qs, ldt, 0, (int)t->shape[0], &Q)))
             return rc;
     } else if (dt == SPRUCE_DT_F32) {
         return 0;
@@ -537,8 +406,8 @@ int spruce_decoder_create_opts(spruce_model *m, int max_T, const spruce_decode_o
                 rc = spruce__seterr(SPRUCE_ENOMEM, "decoder block %d", i);
             } else {
                 int r0;
-                const spruce_tensor *t = linear_tensor(m, b, l, &r0);
-                rc = linear_make(opts->dtype, d->dtype, &lo, b->w[l], b->rows[l], b->cols[l], t,
+                const spruce_tensor *t = spruce__linear_tensor(m, b, l, &r0);
+                rc = spruce__linear_make(opts->dtype, d->dtype, &lo, b->w[l], b->rows[l], b->cols[l], t,
                                  r0, &L->lin[l]);
             }
             if (!rc && spruce_linear_format(L->lin[l], 1) != SPRUCE_FMT_DENSE)

@@ -37,7 +37,13 @@ struct spruce_fwd_ws {
     float *moe_x, *moe_y, *moe_p, *moe_w;   /* mixtures of experts (block.h), or NULL */
     int *moe_sel, *moe_tok;
     long rope_len;   /* the sequence length the tables were made for (rope.h) */
+    spruce__typed_block *typed;   /* the runtime's linear layers, or NULL: OpenBLAS */
 };
+
+void spruce__fwd_ws_set_typed(spruce_fwd_ws *ws, spruce__typed_block *tb)
+{
+    ws->typed = tb;
+}
 
 /* ---- workspace ------------------------------------------------------------ */
 
@@ -271,8 +277,8 @@ int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b,
     r.mlp_norm_b = b->mlp_norm_b;
     r.q_norm = b->q_norm;
     r.k_norm = b->k_norm;
-    r.linear = blas_linear;
-    r.linear_ctx = (void *)b;
+    r.linear = ws->typed ? spruce__typed_linear : blas_linear;
+    r.linear_ctx = ws->typed ? (void *)ws->typed : (void *)b;
     r.post_attn_norm = b->post_attn_norm;
     r.post_mlp_norm = b->post_mlp_norm;
     r.window = spruce_config_layer_window(c, b->layer);
@@ -289,7 +295,7 @@ int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b,
     r.a = ws->a; r.q = ws->q; r.k = ws->k; r.v = ws->v; r.att = ws->att;
     r.h = ws->h; r.t = ws->t; r.g = ws->g; r.u = ws->u;
     r.moe = b->nexperts > 0;
-    r.expert = blas_expert;
+    r.expert = ws->typed ? spruce__typed_expert : blas_expert;
     r.expert_tap = expert_tap;
     r.expert_tap_ctx = expert_ctx;
     r.moe_x = ws->moe_x; r.moe_y = ws->moe_y; r.moe_p = ws->moe_p; r.moe_w = ws->moe_w;
@@ -321,6 +327,14 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
 int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
                        spruce_block_progress_fn progress, void *ctx)
 {
+    return spruce__run_blocks_typed(m, x, nseq, T, seq0, NULL, progress, ctx);
+}
+
+int spruce__run_blocks_typed(spruce_model *m, float *x, int nseq, int T, int seq0,
+                             const spruce_decode_opts *o, spruce_block_progress_fn progress,
+                             void *ctx)
+{
+    spruce__typed_block *tb = NULL;
     const spruce_config *c = &m->cfg;
     int chunk = spruce_fwd_chunk(T) < nseq ? spruce_fwd_chunk(T) : nseq;
     spruce_fwd_ws *ws = spruce_fwd_ws_alloc(c, T, chunk);
@@ -332,18 +346,27 @@ int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
     for (layer = 0; layer < c->num_hidden_layers; layer++) {
         if ((rc = spruce_model_get_block(m, layer, &b)))
             goto done;
+        if (o) {
+            if ((rc = spruce__typed_block_create(m, b, o, &tb)))
+                goto done;
+            spruce__fwd_ws_set_typed(ws, tb);
+        }
         for (s = 0; s < nseq; s += chunk) {
             int ns = nseq - s < chunk ? nseq - s : chunk;
             if ((rc = spruce__block_forward_at(c, b, x + (size_t)s * T * c->hidden_size, ns, T,
                                                ws, NULL, NULL, -1, seq0 + s)))
                 goto done;
         }
+        spruce__fwd_ws_set_typed(ws, NULL);
+        spruce__typed_block_free(tb);
+        tb = NULL;
         spruce_model_put_block(m, b);
         b = NULL;
         if (progress)
             progress(ctx, layer, c->num_hidden_layers);
     }
 done:
+    spruce__typed_block_free(tb);
     spruce_model_put_block(m, b);
     spruce_fwd_ws_free(ws);
     return rc;

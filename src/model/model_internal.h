@@ -5,8 +5,12 @@
 
 #include <pthread.h>
 
+#include "spruce_ckpt.h"
+#include "spruce_decode.h"
 #include "spruce_family.h"
 #include "spruce_model.h"
+#include "spruce_qmatrix.h"
+#include "spruce_sparse.h"
 
 struct spruce_model {
     spruce_config cfg;
@@ -47,6 +51,47 @@ int spruce__config_parse_buffer(const char *buf, size_t len, const char *origin,
  * sequence and the position of a non-finite activation). */
 int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
                        spruce_block_progress_fn progress, void *ctx);
+/* The same with the linear layers of each block made by the runtime in
+ * o->dtype (o->mode a format: SPRUCE_DECODE_DENSE, the type's dense kernel),
+ * a block at a time (linears.c), instead of float32 on OpenBLAS. */
+int spruce__run_blocks_typed(spruce_model *m, float *x, int nseq, int T, int seq0,
+                             const spruce_decode_opts *o, spruce_block_progress_fn progress,
+                             void *ctx);
+
+/* ---- the runtime's linear layers from a checkpoint (linears.c) ---- */
+
+/* The value type that holds a quantized module's levels as they are (int4
+ * for at most 4 bits in groups of 32..256, a multiple of 32, or per row;
+ * int8 for more bits per row), -1 for none. */
+int spruce__levels_dtype(const spruce_ckpt_qscheme *s, int64_t cols);
+/* Rows [r0, r0 + rows) of quantized module t in that type: its levels,
+ * scales and zero points as the checkpoint holds them. */
+int spruce__levels_qmatrix(const spruce_tensor *t, const spruce_ckpt_qscheme *s, int dtype,
+                           int r0, int rows, spruce_qmatrix **out);
+/* The checkpoint's tensor behind linear l of block b (the fused one of q, k,
+ * v: *r0 the row where l's part starts), or NULL. */
+const spruce_tensor *spruce__linear_tensor(const spruce_model *m, const spruce_block *b, int l,
+                                           int *r0);
+/* Linear layer W (rows, cols) in the type asked (dtype: SPRUCE_DT_* or
+ * SPRUCE_DECODE_OWN_DTYPE), from t's levels where t is a quantized module
+ * whose levels a type holds and that type is asked or the checkpoint's own;
+ * else W in the type asked (own: bf16 for a BF16 t, float32 for another,
+ * dflt without t). */
+int spruce__linear_make(int dtype, int dflt, const spruce_linear_opts *lo, const float *W,
+                        int rows, int cols, const spruce_tensor *t, int r0, spruce_linear **out);
+
+/* A block's linear layers in the runtime, for the batched forward: X and Y
+ * are (ntok, width) there, the runtime's (width, batch), so each product
+ * goes through a transpose, a bounded number of tokens at a time. */
+typedef struct spruce__typed_block spruce__typed_block;
+int spruce__typed_block_create(const spruce_model *m, const spruce_block *b,
+                               const spruce_decode_opts *o, spruce__typed_block **out);
+void spruce__typed_block_free(spruce__typed_block *tb);
+/* The forward's callbacks (block.h: spruce__linear_fn, spruce__expert_fn) on tb. */
+int spruce__typed_linear(void *tb, spruce_proj l, const float *X, int ntok, float *Y);
+int spruce__typed_expert(void *tb, int e, int k, const float *X, int ntok, float *Y);
+/* The workspace's forwards use tb's layers (NULL: OpenBLAS on the block's). */
+void spruce__fwd_ws_set_typed(spruce_fwd_ws *ws, spruce__typed_block *tb);
 
 /* spruce_block_forward with seq0 the index of x's first sequence in
  * messages.  The block output (and what tap sees) is checked for NaN and

@@ -40,6 +40,7 @@ void spruce_eval_opts_init(spruce_eval_opts *o)
         return;
     memset(o, 0, sizeof *o);
     o->act_bytes = SPRUCE_EVAL_ACT_BYTES;
+    o->dtype = SPRUCE_EVAL_BLAS;
 }
 
 int spruce_model_perplexity(spruce_model *m, const uint32_t *ids, size_t n, int seqlen,
@@ -61,6 +62,7 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
     float *x = NULL, *xn = NULL, *logits = NULL;
     size_t nwin, w, w0, batch, per;
     double nll = 0;
+    spruce_decode_opts dopts;
     int rc = 0;
     if (!m || !ids || !ppl)
         return spruce__seterr(SPRUCE_EINVAL, "spruce_model_perplexity: NULL argument");
@@ -69,6 +71,13 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
         o = *opts;
     else
         spruce_eval_opts_init(&o);
+    spruce_decode_opts_init(&dopts);
+    dopts.mode = SPRUCE_DECODE_DENSE;
+    dopts.dtype = o.dtype;
+    dopts.groupsize = o.groupsize;
+    if (o.dtype != SPRUCE_EVAL_BLAS && o.dtype != SPRUCE_DECODE_OWN_DTYPE &&
+        (o.dtype < SPRUCE_DT_F32 || o.dtype > SPRUCE_DT_INT4))
+        return spruce__seterr(SPRUCE_EINVAL, "perplexity: unknown value type %d", o.dtype);
     if (o.act_bytes == 0)
         return spruce__seterr(SPRUCE_EINVAL, "perplexity: an activation budget of 0 bytes "
                               "(expected at least one byte; one window is always kept)");
@@ -100,8 +109,9 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
             if ((rc = spruce_model_embed(m, ids + (w0 + w) * seqlen, seqlen,
                                          x + w * seqlen * c->hidden_size)))
                 goto done;
-        if ((rc = spruce__run_blocks(m, x, (int)nb, seqlen, (int)(o.first_window + w0),
-                                     o.progress, o.ctx)))
+        if ((rc = spruce__run_blocks_typed(m, x, (int)nb, seqlen, (int)(o.first_window + w0),
+                                           o.dtype == SPRUCE_EVAL_BLAS ? NULL : &dopts,
+                                           o.progress, o.ctx)))
             goto done;
         /* Window w predicts ids[w*T + t + 1] from position t, t < T - 1; the
          * last position's logits are computed only for o.logits. */
