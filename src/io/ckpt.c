@@ -61,6 +61,8 @@ struct spruce_ckpt {
 struct spruce__ct_lazy {
     spruce_ckpt *c;
     char *prefix;
+    int part[8];   /* its parts in c->pt */
+    int nparts;
 };
 
 char *spruce__path_join(const char *dir, const char *name)
@@ -375,7 +377,30 @@ static int decode_compressed(spruce_ckpt *c, int lazy)
     c->t = nt;
     c->n = n;
     rehash(c);
+    for (i = 0; lazy && i < c->npt; i++) { /* each module's parts, to give their pages back */
+        size_t plen;
+        int primary;
+        char name[1024];
+        const spruce_tensor *t;
+        if (!spruce__ct_component(c->pt[i].name, c->pt[i].dtype_name, &s, &plen, &primary) ||
+            plen + 8 > sizeof name)
+            continue;
+        memcpy(name, c->pt[i].name, plen);
+        memcpy(name + plen, ".weight", 8);
+        if ((t = spruce_ckpt_find(c, name)) && t->lazy && t->lazy->nparts < 8) {
+            struct spruce__ct_lazy *mod = &c->mods[t->lazy - c->mods];
+            mod->part[mod->nparts++] = i;
+        }
+    }
     return 0;
+}
+
+/* Give back the file pages of a lazy module's parts once it is decoded. */
+static void release_parts(const struct spruce__ct_lazy *mod)
+{
+    int i;
+    for (i = 0; i < mod->nparts; i++)
+        spruce_ckpt_release(mod->c, &mod->c->pt[mod->part[i]]);
 }
 
 int spruce__ckpt_decoded(const spruce_ckpt *c)
@@ -521,7 +546,9 @@ static int lazy_read(const spruce_tensor *t, size_t first, size_t count, float *
         c->cache_buf = NULL;
         c->cached = NULL;
         memset(&d, 0, sizeof d);
-        if (!(rc = spruce__ct_decode(c, t->lazy->prefix, &c->scheme, &d, &buf))) {
+        rc = spruce__ct_decode(c, t->lazy->prefix, &c->scheme, &d, &buf);
+        release_parts(t->lazy);
+        if (!rc) {
             d.name = t->name;
             d.lazy = NULL;
             c->cache_t = d;
@@ -562,6 +589,7 @@ int spruce_ckpt_read_levels(const spruce_tensor *t, int8_t **q, float **scale, i
                               "opened checkpoint", t->name);
     rc = spruce__ct_levels(t->lazy->c, t->lazy->prefix, &t->lazy->c->scheme, &rows, &cols, q,
                            scale, zero);
+    release_parts(t->lazy);
     if (!rc && (rows != t->shape[0] || cols != t->shape[1])) { /* described at open */
         free(*q), free(*scale), free(*zero);
         *q = NULL, *scale = NULL, *zero = NULL;

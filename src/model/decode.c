@@ -3,6 +3,9 @@
  * maths is the forward's (block.c) at T = 1 and a position offset. */
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "spruce_ckpt.h"
 #include "spruce_qmatrix.h"
@@ -424,6 +427,12 @@ int spruce_decoder_create_opts(spruce_model *m, int max_T, const spruce_decode_o
     }
     if ((rc = head_create(d, opts)))
         goto done;
+#ifdef __GLIBC__
+    /* the blocks' float32 copies and the levels, freed, stay in the heap
+     * otherwise: the resident set would keep a block's worth beyond the
+     * weights held */
+    malloc_trim(0);
+#endif
     *out = d;
     return 0;
 done:
