@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "model_testutil.h"
 #include "families_testutil.h"
@@ -338,6 +339,17 @@ static void compressed_on_levels(const char *base, const char *tag, int dtype, i
     cr_assert_eq(spruce_decoder_weight_bytes(dc), bytes + (size_t)vocab * hid * sizeof(float),
                  "%s: %zu bytes, the linear layers %zu", tag, spruce_decoder_weight_bytes(dc), bytes);
     cr_assert_lt(spruce_decoder_weight_bytes(dc), spruce_decoder_weight_bytes(de));
+    {
+        /* about the size on disk (which holds the embedding too) */
+        char st[1300];
+        struct stat sb;
+        snprintf(st, sizeof st, "%s/model.safetensors", cdir);
+        cr_assert_eq(stat(st, &sb), 0);
+        cr_assert((double)spruce_decoder_weight_bytes(dc) <= 1.1 * (double)sb.st_size &&
+                      (double)spruce_decoder_weight_bytes(dc) >= 0.5 * (double)sb.st_size,
+                  "%s: %zu bytes held, %lld on disk", tag, spruce_decoder_weight_bytes(dc),
+                  (long long)sb.st_size);
+    }
     compare(dd, dc, ids, 24, vocab, &diff, &scale);
     cr_assert(diff <= 1e-4 * fmax(1.0, scale), "%s: logits up to %g from the float32 decoder of "
               "the same values (largest %g)", tag, diff, scale);
