@@ -39,6 +39,9 @@ struct spruce_linear {
     int qisa[4];
     const char *qwhy[4];
     double qtime[4][SPRUCE_ISA_COUNT];
+    /* Per tuned batch: the sparse format that timed within 3% of the choice
+     * in both timings and lost to its fewer bytes, or -1. */
+    int ftie[SPRUCE_LINEAR_MAX_BATCHES];
 };
 
 void spruce_linear_opts_init(spruce_linear_opts *o)
@@ -527,20 +530,73 @@ static void keep_chosen(spruce_linear *lin)
         }
 }
 
+int spruce__linear_settle(const double t[4], const size_t bytes[4], const int cand[4], int choice,
+                          double allowed, int *tie)
+{
+    int f, best = choice;
+    *tie = -1;
+    if (choice == SPRUCE_FMT_DENSE)
+        return choice; /* a sparse format took dense's place by its own rules */
+    for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
+        if (f != choice && cand[f] && t[f] <= 1.03 * t[choice] && t[f] < allowed &&
+            bytes[f] < bytes[best])
+            best = f;
+    if (best != choice)
+        *tie = choice;
+    return best;
+}
+
+/* A sparse format within 3% of the one chosen at some batch size. */
+static int near_tie(const spruce_linear *lin, double times[SPRUCE_LINEAR_MAX_BATCHES][4])
+{
+    int b, f;
+    for (b = 0; b < lin->nbatches; b++) {
+        const int c = lin->choice[b];
+        for (f = SPRUCE_FMT_CSR; c != SPRUCE_FMT_DENSE && f <= SPRUCE_FMT_NM; f++)
+            if (f != c && has(lin, f) && times[b][f] <= 1.03 * times[b][c])
+                return 1;
+    }
+    return 0;
+}
+
 /* Time the candidates made, choose, keep only what was chosen; lin is
- * freed on failure. */
+ * freed on failure.  When two sparse formats time within 3% (noise on a
+ * shared machine), they are all timed again with three times the runs, each
+ * keeping its fastest; still within 3%, the one with fewer bytes is taken, so
+ * that the choice does not flip from run to run. */
 static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear **out)
 {
     double times[SPRUCE_LINEAR_MAX_BATCHES][4], allowed[SPRUCE_LINEAR_MAX_BATCHES];
-    int rc = 0, b;
+    int rc = 0, b, f;
+    for (b = 0; b < SPRUCE_LINEAR_MAX_BATCHES; b++)
+        lin->ftie[b] = -1;
     if (o->format >= 0) {
         for (b = 0; b < lin->nbatches; b++)
             lin->choice[b] = o->format;
     } else {
+        size_t bytes[4];
+        int cand[4];
         if ((rc = time_candidates(lin, o->reps, times)) < 0)
             goto done;
         for (b = 0; b < lin->nbatches; b++)
             lin->choice[b] = choose(lin, lin->batches[b], times[b], &allowed[b]);
+        if (near_tie(lin, times)) {
+            double again[SPRUCE_LINEAR_MAX_BATCHES][4];
+            if ((rc = time_candidates(lin, 3 * (o->reps > 0 ? o->reps : 7), again)) < 0)
+                goto done;
+            for (b = 0; b < lin->nbatches; b++) {
+                for (f = 0; f < 4; f++)
+                    times[b][f] = again[b][f] < times[b][f] ? again[b][f] : times[b][f];
+                lin->choice[b] = choose(lin, lin->batches[b], times[b], &allowed[b]);
+            }
+        }
+        for (f = 0; f < 4; f++) {
+            cand[f] = has(lin, f);
+            bytes[f] = cand[f] ? cand_bytes(lin, f) : 0;
+        }
+        for (b = 0; b < lin->nbatches; b++)
+            lin->choice[b] = spruce__linear_settle(times[b], bytes, cand, lin->choice[b],
+                                                   allowed[b], &lin->ftie[b]);
         share_formats(lin, times, allowed);
     }
     keep_chosen(lin);
@@ -680,7 +736,7 @@ int spruce_linear_rows(const spruce_linear *lin) { return lin ? lin->rows : 0; }
 
 int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_t n)
 {
-    int f, k, isa;
+    int f, k, isa, bi;
     size_t len;
     if (!lin || !buf || !n)
         return -1;
@@ -701,8 +757,15 @@ int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_
         if (len + 1 < n)
             snprintf(buf + len, n - len, ")");
     } else if (lin->dtype != SPRUCE_DT_F32 && f == SPRUCE_FMT_DENSE) {
-        snprintf(buf + len, n - len, ", kernel %s", spruce_qmatrix_kernel_name(lin->qd, batch));
+        k = snprintf(buf + len, n - len, ", kernel %s", spruce_qmatrix_kernel_name(lin->qd, batch));
+        len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
     }
+    for (k = 0, bi = 0; k < lin->nbatches; k++) /* the batch size pick() used */
+        if (lin->batches[k] <= (batch < 1 ? 1 : batch))
+            bi = k;
+    if (lin->ftie[bi] >= 0 && len + 1 < n)
+        snprintf(buf + len, n - len, "; %s timed within 3%% twice: fewer bytes",
+                 spruce_format_name(lin->ftie[bi]));
     return f;
 }
 int spruce_linear_dtype(const spruce_linear *lin) { return lin ? lin->dtype : -1; }

@@ -130,4 +130,11 @@ void bitmask_spmv_avx512(const struct spruce_sparse *A, const float *X, int batc
 void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
 void nm_spmv_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
 
+/* linear.c's rule for near ties: the format among the candidates (cand[f]
+ * non-zero) that timed within 3% of choice (t: times by format) and below
+ * allowed (what beat dense) with the fewest bytes; choice when none has
+ * fewer, or when choice is dense.  *tie: the format it replaced, or -1. */
+int spruce__linear_settle(const double t[4], const size_t bytes[4], const int cand[4], int choice,
+                          double allowed, int *tie);
+
 #endif

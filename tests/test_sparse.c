@@ -529,3 +529,50 @@ Test(linear, forced_nm_on_a_matrix_that_is_not_nm_fails)
     cr_assert_eq(spruce_linear_create(NULL, 8, 32, &o, &lin), SPRUCE_EINVAL);
     free(W);
 }
+
+/* The rule for near ties (linear.c): among sparse formats within 3% of the
+ * chosen one that also beat dense, the fewest bytes; never from dense, never
+ * a format more than 3% slower or one that did not beat dense. */
+Test(linear, near_ties_settle_on_fewer_bytes)
+{
+    const int all[4] = {1, 1, 1, 1};
+    const size_t bytes[4] = {4000, 600, 525, 530}; /* dense, csr, bitmask, nm */
+    int tie;
+    /* csr chosen at 1.00, bitmask at 1.02: bitmask, fewer bytes */
+    const double t1[4] = {2.0, 1.00, 1.02, 1.50};
+    cr_assert_eq(spruce__linear_settle(t1, bytes, all, SPRUCE_FMT_CSR, 1.94, &tie),
+                 SPRUCE_FMT_BITMASK);
+    cr_assert_eq(tie, SPRUCE_FMT_CSR);
+    /* 4% apart: no tie, the faster stays */
+    {
+        const double t[4] = {2.0, 1.00, 1.04, 1.50};
+        cr_assert_eq(spruce__linear_settle(t, bytes, all, SPRUCE_FMT_CSR, 1.94, &tie),
+                     SPRUCE_FMT_CSR);
+        cr_assert_eq(tie, -1);
+    }
+    /* the chosen one has the fewest bytes already */
+    cr_assert_eq(spruce__linear_settle(t1, bytes, all, SPRUCE_FMT_BITMASK, 1.94, &tie),
+                 SPRUCE_FMT_BITMASK);
+    cr_assert_eq(tie, -1);
+    /* a tied format that is not a candidate, or did not beat dense, is not taken */
+    {
+        const int no_bitmask[4] = {1, 1, 0, 1};
+        cr_assert_eq(spruce__linear_settle(t1, bytes, no_bitmask, SPRUCE_FMT_CSR, 1.94, &tie),
+                     SPRUCE_FMT_CSR);
+        cr_assert_eq(spruce__linear_settle(t1, bytes, all, SPRUCE_FMT_CSR, 1.01, &tie),
+                     SPRUCE_FMT_CSR);
+    }
+    /* three within 3%: the fewest bytes of them */
+    {
+        const double t[4] = {2.0, 1.00, 1.02, 1.01};
+        cr_assert_eq(spruce__linear_settle(t, bytes, all, SPRUCE_FMT_CSR, 1.94, &tie),
+                     SPRUCE_FMT_BITMASK);
+    }
+    /* dense stays dense */
+    {
+        const double t[4] = {1.0, 1.01, 1.01, 1.01};
+        cr_assert_eq(spruce__linear_settle(t, bytes, all, SPRUCE_FMT_DENSE, 0.97, &tie),
+                     SPRUCE_FMT_DENSE);
+        cr_assert_eq(tie, -1);
+    }
+}

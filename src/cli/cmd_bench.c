@@ -67,7 +67,8 @@ static void usage(FILE *f)
         "  --json             a JSON list of results on stdout instead of the table\n"
         "  --sweep            speedup against sparsity 30%%..95%% and 2:4, batch 1 and the\n"
         "                     largest --batch (default 16), format auto, one shape\n"
-        "                     (default 11008x4096)\n"
+        "                     (default 11008x4096); with one --dtype, in that value\n"
+        "                     type against its dense kernel\n"
         "  --svg FILE         with --sweep: draw the chart as SVG (FILE is created, as\n"
         "                     FILE.tmp-PID, before the sweep and renamed when complete)\n"
         "  --model DIR        every linear layer of a (pruned) checkpoint, dense OpenBLAS\n"
@@ -292,8 +293,8 @@ static int parse_options(int argc, char **argv, bench_opts *o)
                  "(no --sparsity, --pattern or --model)");
         return -1;
     }
-    if (o->ndt && o->sweep) {
-        cli_fail("bench: --dtype is not for --sweep");
+    if (o->ndt > 1 && o->sweep) {
+        cli_fail("bench: --sweep takes one --dtype (one chart per value type)");
         return -1;
     }
     if (o->pn && o->have_sparsity) {
@@ -504,7 +505,8 @@ int spruce_cmd_bench(int argc, char **argv)
         default_cases(&o);
         rc = run_cases(&cx, &o);
         if (!rc && o.sweep && o.svg) {
-            rc = bench_write_svg(&svg, &cx, o.shapes[0][0], o.shapes[0][1], o.batches[1]);
+            rc = bench_write_svg(&svg, &cx, o.shapes[0][0], o.shapes[0][1], o.batches[1],
+                                 o.ndt ? o.dtypes[0] : SPRUCE_DT_F32, o.groupsize);
             if (!rc && !cx.json)
                 printf("chart written to %s\n", o.svg);
         }

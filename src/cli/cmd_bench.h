@@ -146,7 +146,8 @@ void bench_svg_discard(bench_svg *svg);
 
 /* The --sweep chart of cx's rows as SVG into svg, then renamed into place:
  * 0, or 1 after a message. */
-int bench_write_svg(bench_svg *svg, const bench_ctx *cx, int rows, int cols, int big);
+int bench_write_svg(bench_svg *svg, const bench_ctx *cx, int rows, int cols, int big, int dtype,
+                    int groupsize);
 
 /* --model DIR: every linear layer, dense against the linear layer's choice,
  * then end-to-end decoding (not with --json): 0, or 1 after a message. */
