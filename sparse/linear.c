@@ -205,10 +205,6 @@ static int resolve_opts(const spruce_linear_opts *opts, spruce_linear_opts *o)
         return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown format %d", o->format);
     if (o->dtype < SPRUCE_DT_F32 || o->dtype > SPRUCE_DT_INT4)
         return spruce__seterr(SPRUCE_EINVAL, "linear layer: unknown value type %d", o->dtype);
-    if (o->dtype != SPRUCE_DT_F32 && o->format == SPRUCE_FMT_CSR)
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "linear layer: compressed rows hold float32 "
-                              "values only, not %s: use bitmask, nm or dense",
-                              spruce_dtype_name(o->dtype));
     if (o->groupsize <= 0)
         o->groupsize = 128;
     if (o->n == 0 && o->m == 0) {
@@ -338,12 +334,12 @@ done:
 }
 
 /* Typed candidates from Q (taken: freed here when dense is no candidate):
- * the dense kernel of its type, and bitmask and N:M of the same values (the
- * weights that dequantize to non-zero). */
+ * the dense kernel of its type, and compressed rows, bitmask and N:M of the
+ * same values (the weights that dequantize to non-zero). */
 static int make_typed(spruce_linear *lin, spruce_qmatrix *Q, const spruce_linear_opts *o)
 {
     int f, rc = 0;
-    for (f = SPRUCE_FMT_BITMASK; f <= SPRUCE_FMT_NM && !rc; f++) {
+    for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM && !rc; f++) {
         spruce_pack_opts po = {f, o->n, o->m, o->nthreads};
         if (o->format >= 0 && o->format != f)
             continue;

@@ -24,6 +24,9 @@ void spruce_qsparse_free(spruce_qsparse *A)
     free(A->rowptr);
     free(A->val);
     free(A->bits);
+    free(A->col16);
+    free(A->col32);
+    free(A->rowcnt);
     free(A->scale);
     free(A->zero);
     free(A);
@@ -137,8 +140,20 @@ static int pack_one(const spruce_qmatrix *Q, const uint8_t *mask, int c0, int co
     A->nsplit = spruce__nsplit(A->nthreads, A->nnz, rows);
     A->split = malloc(sizeof *A->split * (A->nsplit + 1));
     A->val = calloc(value_bytes(A->dtype, A->rowptr[rows]) + SPRUCE__QPAD, 1);
-    A->bits = calloc((size_t)rows * A->wpr, sizeof *A->bits);
-    if (!A->split || !A->val || !A->bits || copy_scales(A, Q, c0) < 0)
+    if (A->format == SPRUCE_FMT_CSR) { /* columns instead of bits, padded for 8-lane loads */
+        A->rowcnt = malloc(sizeof *A->rowcnt * rows);
+        if (cols <= 65536)
+            A->col16 = calloc((size_t)A->rowptr[rows] + 16, sizeof *A->col16);
+        else
+            A->col32 = calloc((size_t)A->rowptr[rows] + 16, sizeof *A->col32);
+        if (A->rowcnt)
+            memcpy(A->rowcnt, cnt, sizeof *cnt * rows);
+    } else {
+        A->bits = calloc((size_t)rows * A->wpr, sizeof *A->bits);
+    }
+    if (!A->split || !A->val || (A->format == SPRUCE_FMT_CSR ? !A->rowcnt || (!A->col16 && !A->col32)
+                                                             : !A->bits) ||
+        copy_scales(A, Q, c0) < 0)
         goto nomem;
 #pragma omp parallel for schedule(static)
     for (i = 0; i < rows; i++) {
@@ -146,6 +161,17 @@ static int pack_one(const spruce_qmatrix *Q, const uint8_t *mask, int c0, int co
         const uint8_t *mrow = mask + i * ld + c0;
         int64_t p = A->rowptr[i];
         int j, g;
+        if (A->format == SPRUCE_FMT_CSR) {
+            for (j = 0; j < cols; j++)
+                if (mrow[j]) {
+                    if (A->col16)
+                        A->col16[p] = (uint16_t)(c0 + j);
+                    else
+                        A->col32[p] = (uint32_t)(c0 + j);
+                    put_code(A, p++, code_at(Q, i, c0 + j));
+                }
+            continue;
+        }
         if (A->format == SPRUCE_FMT_BITMASK) {
             for (j = 0; j < cols; j++)
                 if (mrow[j]) {
@@ -225,9 +251,10 @@ done:
 
 static int check_opts(const spruce_pack_opts *opts)
 {
-    if (opts->format != SPRUCE_FMT_BITMASK && opts->format != SPRUCE_FMT_NM)
-        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: format %s for %s, expected bitmask "
-                              "or nm", spruce_format_name(opts->format), "quantized values");
+    if (opts->format != SPRUCE_FMT_BITMASK && opts->format != SPRUCE_FMT_NM &&
+        opts->format != SPRUCE_FMT_CSR)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: format %s for %s, expected csr, "
+                              "bitmask or nm", spruce_format_name(opts->format), "quantized values");
     if (opts->format == SPRUCE_FMT_NM && !(opts->n > 0 && opts->n < opts->m && opts->m <= 64))
         return spruce__seterr(SPRUCE_EINVAL,
                               "sparse pack: N:M pattern %d:%d, expected 0 < N < M <= 64", opts->n,
@@ -260,7 +287,8 @@ int spruce_qsparse_pack(const spruce_qmatrix *Q, const uint8_t *mask, const spru
                                                : code_at(Q, i, j) != zero_code(Q, i, j);
         mask = own;
     }
-    if (Q->cols > SPRUCE__BLOCK_COLS && Q->cols <= SPRUCE__BLOCK_COLS * SPRUCE__MAX_BLOCKS / 2)
+    if (opts->format != SPRUCE_FMT_CSR && Q->cols > SPRUCE__BLOCK_COLS &&
+        Q->cols <= SPRUCE__BLOCK_COLS * SPRUCE__MAX_BLOCKS / 2)
         rc = pack_blocks(Q, mask, opts, out);
     else
         rc = pack_one(Q, mask, 0, Q->cols, opts, out);
@@ -310,7 +338,12 @@ done:
 static void dequantize_one(const spruce_qsparse *A, float *W, int64_t ld)
 {
     int i, w;
-    for (i = 0; i < A->rows; i++) {
+    for (i = 0; A->format == SPRUCE_FMT_CSR && i < A->rows; i++) {
+        int64_t p;
+        for (p = A->rowptr[i]; p < A->rowptr[i] + A->rowcnt[i]; p++)
+            W[i * ld + spruce__qcol(A, p)] = spruce__qvalue(A, p, i, spruce__qcol(A, p));
+    }
+    for (i = 0; A->format != SPRUCE_FMT_CSR && i < A->rows; i++) {
         int64_t p = A->rowptr[i];
         for (w = 0; w < A->wpr; w++) {
             uint64_t b = A->bits[(int64_t)i * A->wpr + w];
@@ -354,6 +387,11 @@ size_t spruce_qsparse_bytes(const spruce_qsparse *A)
     if (A->nblk)
         return b;
     n = (size_t)A->rows * A->ngroups;
+    if (A->format == SPRUCE_FMT_CSR) /* the row starts and counts, a column per value */
+        return value_bytes(A->dtype, A->rowptr[A->rows]) +
+               (size_t)(2 * A->rows + 1) * sizeof(int64_t) +
+               (size_t)A->nnz * (A->col16 ? sizeof(uint16_t) : sizeof(uint32_t)) +
+               (A->scale ? n * sizeof(float) : 0) + (A->zero ? n : 0);
     return value_bytes(A->dtype, A->rowptr[A->rows]) + (size_t)(A->rows + 1) * sizeof(int64_t) +
            (size_t)A->rows * A->wpr * sizeof(uint64_t) + (A->scale ? n * sizeof(float) : 0) +
            (A->zero ? n : 0);
@@ -362,6 +400,10 @@ size_t spruce_qsparse_bytes(const spruce_qsparse *A)
 /* ---- kernels and the product ------------------------------------------ */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static spruce__qskernel_table tables[SPRUCE_ISA_COUNT];
+/* CSR: [isa][0: batch 1, 1: batch > 1], every value type in one kernel.  An
+ * AVX-512 host runs the AVX2 kernels: CSR lives on gathers, and 16-lane
+ * gathers are slower than two of 8 on some of those CPUs (AMD Zen 4). */
+static spruce__qskernel csr_tables[SPRUCE_ISA_COUNT][2];
 
 static void init_tables(void)
 {
@@ -371,6 +413,16 @@ static void init_tables(void)
             tables[SPRUCE_ISA_SCALAR].k[d][b] = qsparse_spmm_scalar;
     for (isa = 1; isa < SPRUCE_ISA_COUNT; isa++)
         tables[isa] = tables[SPRUCE_ISA_SCALAR];
+    for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++)
+        for (b = 0; b < 2; b++)
+            csr_tables[isa][b] = qcsr_spmm_scalar;
+#ifdef SPRUCE_HAVE_AVX2
+    if (spruce_sparse_isa_supported(SPRUCE_ISA_AVX2))
+        for (isa = SPRUCE_ISA_AVX2; isa < SPRUCE_ISA_COUNT; isa++) {
+            csr_tables[isa][0] = qcsr_spmv_avx2;
+            csr_tables[isa][1] = qcsr_spmm_avx2;
+        }
+#endif
     /* spruce_sparse_isa_supported initialises the float32 kernels first (the
      * AVX2 kernels share their permutation tables) */
 #ifdef SPRUCE_HAVE_AVX2
@@ -388,6 +440,10 @@ static void mul_rows(const spruce_qsparse *A, int isa, const float *X, int batch
                      int r1)
 {
     int b;
+    if (A->format == SPRUCE_FMT_CSR) {
+        csr_tables[isa][batch > 1](A, X, batch, Y, r0, r1);
+        return;
+    }
     if (!A->nblk) {
         tables[isa].k[A->dtype][batch > 1](A, X, batch, Y, r0, r1);
         return;

@@ -16,7 +16,7 @@
 #define SPRUCE__QPAD 64
 
 struct spruce_qsparse {
-    int format;      /* SPRUCE_FMT_BITMASK or _NM */
+    int format;      /* SPRUCE_FMT_BITMASK, _NM or _CSR */
     int dtype;       /* SPRUCE_DT_BF16, _INT8 or _INT4 */
     int rows, cols;
     int n, m;        /* NM only */
@@ -32,7 +32,13 @@ struct spruce_qsparse {
     int64_t *rowptr; /* (rows + 1) */
     uint8_t *val;
     int wpr;         /* words per row = ceil(cols / 64) */
-    uint64_t *bits;  /* (rows, wpr): bit j of word w of row i is column 64 w + j */
+    uint64_t *bits;  /* (rows, wpr): bit j of word w of row i is column 64 w + j (not CSR) */
+    /* CSR: the column of stored value p, 16 bits when cols <= 65536 (col16)
+     * else 32 (col32); rowcnt[i] the values of row i (rowptr[i + 1] -
+     * rowptr[i] but for int4's byte padding).  Never in column blocks. */
+    uint16_t *col16;
+    uint32_t *col32;
+    int64_t *rowcnt;
     float *scale;    /* int8 (rows), int4 (rows, ngroups) */
     uint8_t *zero;   /* NULL or like scale (int8 as int8_t, int4 0..15) */
     /* Column blocks, as in struct spruce_sparse: block b holds columns
@@ -80,6 +86,21 @@ static inline float spruce__qvalue(const struct spruce_qsparse *A, int64_t p, in
         return ((float)u - (float)spruce__qzero(A, i, g)) * A->scale[(size_t)i * A->ngroups + g];
     }
 }
+
+/* The column of stored value p of a CSR matrix. */
+static inline int spruce__qcol(const struct spruce_qsparse *A, int64_t p)
+{
+    return A->col16 ? (int)A->col16[p] : (int)A->col32[p];
+}
+
+/* CSR: the oracle (every value type, any batch), and the AVX2 kernels: batch
+ * 1 (gathers of x, the scales of int4 per group of columns) and batch > 1. */
+void qcsr_spmm_scalar(const struct spruce_qsparse *A, const float *X, int batch, float *Y, int r0,
+                      int r1);
+void qcsr_spmv_avx2(const struct spruce_qsparse *A, const float *X, int batch, float *Y, int r0,
+                    int r1);
+void qcsr_spmm_avx2(const struct spruce_qsparse *A, const float *X, int batch, float *Y, int r0,
+                    int r1);
 
 /* The scalar kernel (the oracle): every value type, both formats, any batch. */
 void qsparse_spmm_scalar(const struct spruce_qsparse *A, const float *X, int batch, float *Y,

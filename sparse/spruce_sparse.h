@@ -125,7 +125,7 @@ int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *
  * Values in bf16, int8 or int4 (opts->dtype; spruce_qmatrix.h): the layer
  * holds them in that type only and chooses, the same way, among the dense
  * kernel of that type (the baseline a sparse format must beat), bitmask and
- * N:M of the same values (compressed rows hold float32 only).  A layer is in
+ * N:M of the same values, and compressed rows.  A layer is in
  * another type only when asked: spruce_linear_create converts W to
  * opts->dtype (bf16 exactly for weights that came from bf16; int8 and int4
  * by the min-max grids of spruce_qmatrix_quantize), and

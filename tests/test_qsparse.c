@@ -1,4 +1,5 @@
-/* test_qsparse.c: bitmask and N:M matrices with bf16, int8 and int4 values.
+/* test_qsparse.c: compressed rows, bitmask and N:M matrices with bf16, int8
+ * and int4 values.
  * Every value type x format x instruction set against the scalar oracle and
  * against OpenBLAS on the dequantized float32 weights (pruned ones zero), with
  * a bound scaled to the row length; odd shapes (columns not a multiple of 16,
@@ -132,10 +133,12 @@ static const shape shapes[] = {
     {20, 9001, SPRUCE_DT_INT4, 96, 1, 2, 4, 2},  /* column blocks */
     {20, 8961, SPRUCE_DT_BF16, 0, 0, 2, 4, 2},
     {12, 8500, SPRUCE_DT_INT8, 0, 0, 2, 4, 2},
+    {3, 70001, SPRUCE_DT_INT4, 160, 1, 2, 4, 2}, /* CSR's 32-bit columns */
 };
 
-/* Pack every shape in both formats and check every product with isa; the
- * dequantized weights are those spruce_qmatrix_quantize gives the masked W. */
+/* Pack every shape in the three formats and check every product with isa;
+ * the dequantized weights are those spruce_qmatrix_quantize gives the masked
+ * W. */
 static void check_isa(int isa)
 {
     size_t s;
@@ -144,18 +147,19 @@ static void check_isa(int isa)
         cr_skip_test("%s: not supported by this build, CPU or OS", spruce_sparse_isa_name(isa));
     for (s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const shape *h = &shapes[s];
-        for (f = 0; f < 2; f++) {
-            const spruce_pack_opts po = {f ? SPRUCE_FMT_NM : SPRUCE_FMT_BITMASK, h->n, h->m,
-                                         h->nthreads};
+        for (f = 0; f < 3; f++) {
+            static const int fmts[3] = {SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM, SPRUCE_FMT_CSR};
+            const spruce_pack_opts po = {fmts[f], h->n, h->m, h->nthreads};
             float *W = random_floats((size_t)h->rows * h->cols, 7 + s);
-            uint8_t *mk = make_mask(h->rows, h->cols, h->n, f ? h->m : 0, 11 + s);
+            uint8_t *mk = make_mask(h->rows, h->cols, h->n, f == 1 ? h->m : 0, 11 + s);
             float *D = malloc(sizeof *D * (size_t)h->rows * h->cols), *Wk;
             spruce_qsparse *A = NULL;
             spruce_qmatrix *Q = NULL;
             char what[120];
             size_t k;
             snprintf(what, sizeof what, "%s %s (%d, %d) g%d%s", spruce_dtype_name(h->dtype),
-                     f ? "nm" : "bitmask", h->rows, h->cols, h->groupsize, h->asym ? " asym" : "");
+                     spruce_format_name(fmts[f]), h->rows, h->cols, h->groupsize,
+                     h->asym ? " asym" : "");
             cr_assert_eq(spruce_qsparse_quantize(W, mk, h->rows, h->cols, h->dtype, h->groupsize,
                                                  h->asym, &po, &A),
                          0, "%s: %s", what, spruce_errdetail());
@@ -215,7 +219,7 @@ Test(qsparse, pack_given_values_keeps_nonzero_codes)
 }
 
 /* An N:M group keeping too many is refused, naming the row and group; so are
- * CSR, a bad pattern and a bad group size. */
+ * the dense format, a bad pattern and a bad group size. */
 Test(qsparse, refusals)
 {
     float W[2 * 16];
@@ -229,7 +233,7 @@ Test(qsparse, refusals)
                  SPRUCE_EPATTERN);
     cr_assert_null(A);
     cr_assert(strstr(spruce_errdetail(), "row 1, group 1"), "%s", spruce_errdetail());
-    po.format = SPRUCE_FMT_CSR;
+    po.format = SPRUCE_FMT_DENSE;
     cr_assert_eq(spruce_qsparse_quantize(W, NULL, 2, 16, SPRUCE_DT_INT8, 0, 0, &po, &A),
                  SPRUCE_EINVAL);
     po.format = SPRUCE_FMT_NM;
@@ -262,6 +266,17 @@ Test(qsparse, bytes)
     cr_assert_eq(spruce_qsparse_nnz(A), 64 * 512);
     cr_assert_eq(spruce_qsparse_bytes(A), 64 * 512 + 64 * 1024 / 8 + 64 * 4 + 65 * 8);
     spruce_qsparse_free(A);
+    {
+        /* compressed rows: a 16-bit column per value, the row starts and counts */
+        const spruce_pack_opts pc = {SPRUCE_FMT_CSR, 0, 0, 1};
+        size_t kept = 0, k;
+        for (k = 0; k < 64 * 1024; k++)
+            kept += mk[k] != 0; /* the mask keeps fewer than 2 in some groups */
+        cr_assert_eq(spruce_qsparse_quantize(W, mk, 64, 1024, SPRUCE_DT_INT8, 0, 0, &pc, &A), 0);
+        cr_assert_eq(spruce_qsparse_nnz(A), (int64_t)kept);
+        cr_assert_eq(spruce_qsparse_bytes(A), kept * (1 + 2) + 64 * 4 + (2 * 64 + 1) * 8);
+        spruce_qsparse_free(A);
+    }
     free(W);
     free(mk);
 }

@@ -42,7 +42,7 @@ static void dense_free(void *M) { spruce_qmatrix_free(M); }
 /* The case being measured (its N:M pattern) and the threads: for the makes. */
 static const bench_case *cur_case;
 static int cur_threads;
-static int cur_want[4]; /* the representations --format asked for */
+static int cur_want[8]; /* the representations --format asked for */
 
 /* Bitmask and N:M of the values dense_make gives (the weights whose level
  * dequantizes to non-zero): SPRUCE_EPATTERN when the case is not N:M. */
@@ -67,6 +67,10 @@ static int bitmask_make(const float *W, int rows, int cols, int dtype, int group
 static int nm_make(const float *W, int rows, int cols, int dtype, int groupsize, void **out)
 {
     return qsparse_make(W, rows, cols, dtype, groupsize, SPRUCE_FMT_NM, out);
+}
+static int csr_make(const float *W, int rows, int cols, int dtype, int groupsize, void **out)
+{
+    return qsparse_make(W, rows, cols, dtype, groupsize, SPRUCE_FMT_CSR, out);
 }
 static int qsparse_mul(const void *M, const float *X, int batch, float *Y, int threads)
 {
@@ -109,6 +113,7 @@ static void auto_free(void *M) { spruce_linear_free(M); }
 /* The first entry must be "dense": every row's dense_ms is its time. */
 static const bench_qrep bench_qreps[] = {
     {"dense", dense_make, dense_mul, dense_bytes, dense_kernel, dense_free},
+    {"csr", csr_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
     {"bitmask", bitmask_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
     {"nm", nm_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
     {"auto", auto_make, auto_mul, auto_bytes, auto_kernel, auto_free},
@@ -208,8 +213,8 @@ static double qpass(const bench_ctx *cx, const qrotation *rs, int k, const float
 /* Representation k is among the --format list (dense, the baseline, always). */
 static int wanted(int k, const int *formats, int nf)
 {
-    static const int fmt[NREPS] = {SPRUCE_FMT_DENSE, SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM,
-                                   BENCH_AUTO};
+    static const int fmt[NREPS] = {SPRUCE_FMT_DENSE, SPRUCE_FMT_CSR, SPRUCE_FMT_BITMASK,
+                                   SPRUCE_FMT_NM, BENCH_AUTO};
     int f;
     for (f = 0; f < nf; f++)
         if (formats[f] == fmt[k])

@@ -122,8 +122,8 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
 
 /* --dtype: one shape and sparsity in value type dtype (bf16, int8, int4;
  * groupsize for int4): the dense kernel of the type and the representations
- * of bench_dtype.c that formats[0..nf) name (bitmask, nm, auto; csr holds
- * float32 only) against dense OpenBLAS float32, every batch: 0, or 1 after a
+ * of bench_dtype.c that formats[0..nf) name (csr, bitmask, nm, auto)
+ * against dense OpenBLAS float32, every batch: 0, or 1 after a
  * message. */
 int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int dtype,
                     int groupsize, const int *formats, int nf, const int *batches, int nb);

@@ -56,7 +56,7 @@ static void usage(FILE *f)
             "                     float32 otherwise), or convert to f32, bf16, int8 (a\n"
             "                     symmetric grid per row) or int4 (per group of G columns);\n"
             "                     the head follows (int4: int8).  Never converted unless\n"
-            "                     asked; csr holds float32 only\n"
+            "                     asked\n"
             "  --groupsize G      int4's columns per scale, 32 to 256 (default 128)\n"
             "  --verbose          also print what each linear layer runs (format, value\n"
             "                     type, the kernel variant the planner chose and why), the\n"

@@ -303,9 +303,6 @@ int spruce_decoder_create_opts(spruce_model *m, int max_T, const spruce_decode_o
     if (opts->dtype != SPRUCE_DECODE_OWN_DTYPE &&
         (opts->dtype < SPRUCE_DT_F32 || opts->dtype > SPRUCE_DT_INT4))
         return spruce__seterr(SPRUCE_EINVAL, "decoder: unknown value type %d", opts->dtype);
-    if (opts->dtype > SPRUCE_DT_F32 && opts->mode == SPRUCE_DECODE_CSR)
-        return spruce__seterr(SPRUCE_EUNSUPPORTED, "decoder: compressed rows hold float32 values "
-                              "only, not %s", spruce_dtype_name(opts->dtype));
     mode = opts->mode;
     *out = NULL;
     c = spruce_model_config(m);
