@@ -399,7 +399,8 @@ static int make_candidates(spruce_linear *lin, const float *W, const spruce_line
  * them see the same machine when others use it too; each keeps its fastest
  * run: other programs only ever add time. */
 static int time_candidates(const spruce_linear *lin, int reps,
-                           double times[SPRUCE_LINEAR_MAX_BATCHES][4])
+                           double times[SPRUCE_LINEAR_MAX_BATCHES][4],
+                           const int only[SPRUCE_LINEAR_MAX_BATCHES][4])
 {
     const int maxb = lin->batches[lin->nbatches - 1];
     float *X = malloc(sizeof *X * (size_t)lin->cols * maxb);
@@ -419,7 +420,7 @@ static int time_candidates(const spruce_linear *lin, int reps,
         for (r = -1; r < reps; r++)
             for (f = SPRUCE_FMT_DENSE; f <= SPRUCE_FMT_NM; f++) {
                 double t0;
-                if (!has(lin, f))
+                if (!has(lin, f) || (only && !only[b][f]))
                     continue;
                 /* One untimed run first: switching between OpenBLAS's threads
                  * and OpenMP's wakes the other pool, a cost the first product
@@ -542,22 +543,25 @@ int spruce__linear_settle(const double t[4], const size_t bytes[4], const int ca
     return best;
 }
 
-/* A sparse format within 3% of the one chosen at some batch size. */
-static int near_tie(const spruce_linear *lin, double times[SPRUCE_LINEAR_MAX_BATCHES][4])
+/* The sparse formats within 3% of the one chosen at each batch size, and
+ * that one (tied[b][f]); 1 when there is such a tie. */
+static int near_tie(const spruce_linear *lin, double times[SPRUCE_LINEAR_MAX_BATCHES][4],
+                    int tied[SPRUCE_LINEAR_MAX_BATCHES][4])
 {
-    int b, f;
+    int b, f, any = 0;
+    memset(tied, 0, sizeof(int) * SPRUCE_LINEAR_MAX_BATCHES * 4);
     for (b = 0; b < lin->nbatches; b++) {
         const int c = lin->choice[b];
         for (f = SPRUCE_FMT_CSR; c != SPRUCE_FMT_DENSE && f <= SPRUCE_FMT_NM; f++)
             if (f != c && has(lin, f) && times[b][f] <= 1.03 * times[b][c])
-                return 1;
+                tied[b][f] = tied[b][c] = any = 1;
     }
-    return 0;
+    return any;
 }
 
 /* Time the candidates made, choose, keep only what was chosen; lin is
  * freed on failure.  When two sparse formats time within 3% (noise on a
- * shared machine), they are all timed again with three times the runs, each
+ * shared machine), the tied ones are timed again with three times the runs, each
  * keeping its fastest; still within 3%, the one with fewer bytes is taken, so
  * that the choice does not flip from run to run. */
 static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear **out)
@@ -572,13 +576,14 @@ static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear
     } else {
         size_t bytes[4];
         int cand[4];
-        if ((rc = time_candidates(lin, o->reps, times)) < 0)
+        int tied[SPRUCE_LINEAR_MAX_BATCHES][4];
+        if ((rc = time_candidates(lin, o->reps, times, NULL)) < 0)
             goto done;
         for (b = 0; b < lin->nbatches; b++)
             lin->choice[b] = choose(lin, lin->batches[b], times[b], &allowed[b]);
-        if (near_tie(lin, times)) {
+        if (near_tie(lin, times, tied)) { /* the tied ones only */
             double again[SPRUCE_LINEAR_MAX_BATCHES][4];
-            if ((rc = time_candidates(lin, 3 * (o->reps > 0 ? o->reps : 7), again)) < 0)
+            if ((rc = time_candidates(lin, 3 * (o->reps > 0 ? o->reps : 7), again, tied)) < 0)
                 goto done;
             for (b = 0; b < lin->nbatches; b++) {
                 for (f = 0; f < 4; f++)
