@@ -170,6 +170,11 @@ const spruce__kernel_table *spruce__kernels(void)
     return isa < 0 ? NULL : &tables[isa];
 }
 
+const spruce__kernel_table *spruce__kernels_isa(int isa)
+{
+    return spruce_sparse_isa_supported(isa) ? &tables[isa] : NULL;
+}
+
 void spruce__kernels_scalar(spruce__kernel_table *t)
 {
     t->k[SPRUCE_FMT_DENSE][0] = NULL;

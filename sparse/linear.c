@@ -33,9 +33,9 @@ struct spruce_linear {
     spruce_sparse *sp[4];                   /* by format, when chosen */
     spruce_qmatrix *qd;                     /* typed values: dense, when chosen */
     spruce_qsparse *qs[4];                  /* typed values: bitmask, N:M, when chosen */
-    /* The planner's choice for each typed sparse format: the kernel variant
-     * (instruction set) it runs, how it was chosen, and each variant's time
-     * (seconds, batch lin->batches[0]; 0: not timed). */
+    /* The planner's choice for each sparse format (float32 or typed): the
+     * kernel variant (instruction set) it runs, how it was chosen, and each
+     * variant's time (seconds, batch lin->batches[0]; 0: not timed). */
     int qisa[4];
     const char *qwhy[4];
     double qtime[4][SPRUCE_ISA_COUNT];
@@ -108,7 +108,7 @@ static int run(const spruce_linear *lin, int format, const float *X, int batch, 
         dense_mul(lin->rows, lin->cols, lin->dense, X, batch, Y);
         return 0;
     }
-    return spruce_sparse_mul(lin->sp[format], X, batch, Y);
+    return spruce_sparse_mul_isa(lin->sp[format], lin->qisa[format], X, batch, Y);
 }
 
 /* Evict a candidate's data from every cache level, so that its timed run
@@ -233,9 +233,10 @@ static int sort_batches(spruce_linear *lin, const spruce_linear_opts *o)
 }
 
 /* ---- the planner: kernel variants of the typed sparse formats ------------
- * Which kernel of a typed sparse format is fastest differs between
- * processors (on Zen 4 the AVX-512 expand instructions lose to AVX2's table
- * permutes for int8 2:4, and win for bf16: BENCHMARKS.md), so each variant
+ * Which kernel of a sparse format is fastest differs between processors (on
+ * Zen 4 the AVX-512 expand instructions lose to AVX2's table permutes for
+ * int8 2:4 and win for bf16, and its 16-lane gathers make float32 compressed
+ * rows slower than AVX2's: BENCHMARKS.md), so each variant
  * the machine can run (every SIMD instruction set up to the one chosen,
  * SPRUCE_ISA) is timed on the matrix itself when it is packed, and the
  * fastest kept.  Two within 3% are timed again with more runs; still within
@@ -253,18 +254,26 @@ static int forced_variant(void)
     return -3;
 }
 
-/* The fastest of reps cold runs of variant isa of typed format f at batch bs. */
+/* Variant isa of sparse format f. */
+static int mul_variant(const spruce_linear *lin, int f, int isa, const float *X, int bs, float *Y)
+{
+    if (lin->dtype == SPRUCE_DT_F32)
+        return spruce_sparse_mul_isa(lin->sp[f], isa, X, bs, Y);
+    return spruce_qsparse_mul_isa(lin->qs[f], isa, X, bs, Y);
+}
+
+/* The fastest of reps cold runs of variant isa of sparse format f at batch bs. */
 static double time_variant(const spruce_linear *lin, int f, int isa, const float *X, int bs,
                            float *Y, int reps, int *rc)
 {
     double best = 1e300, t0;
     int r;
     for (r = -1; r < reps; r++) {
-        if ((*rc = spruce_qsparse_mul_isa(lin->qs[f], isa, X, bs, Y)) < 0)
+        if ((*rc = mul_variant(lin, f, isa, X, bs, Y)) < 0)
             return best;
         flush_candidate(lin, f);
         t0 = spruce_clock_now();
-        if ((*rc = spruce_qsparse_mul_isa(lin->qs[f], isa, X, bs, Y)) < 0)
+        if ((*rc = mul_variant(lin, f, isa, X, bs, Y)) < 0)
             return best;
         t0 = spruce_clock_now() - t0;
         if (r >= 0 && t0 < best)
@@ -387,7 +396,7 @@ static int make_candidates(spruce_linear *lin, const float *W, const spruce_line
             spruce_errclear();
             continue;
         }
-        if (rc < 0)
+        if (rc < 0 || (rc = plan_variant(lin, f, o)) < 0)
             return rc;
     }
     return 0;
@@ -745,7 +754,7 @@ int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_
     k = snprintf(buf, n, "%dx%d %s %s", lin->rows, lin->cols, spruce_format_name(f),
                  spruce_dtype_name(lin->dtype));
     len = k < 0 ? 0 : (size_t)k < n ? (size_t)k : n - 1;
-    if (lin->dtype != SPRUCE_DT_F32 && f != SPRUCE_FMT_DENSE) {
+    if (f != SPRUCE_FMT_DENSE) {
         k = snprintf(buf + len, n - len, ", kernel %s (%s", spruce_sparse_isa_name(lin->qisa[f]),
                      lin->qwhy[f]);
         len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
@@ -755,10 +764,14 @@ int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_
                              1e3 * lin->qtime[f][isa]);
                 len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
             }
-        if (len + 1 < n)
+        if (len + 1 < n) {
             snprintf(buf + len, n - len, ")");
-    } else if (lin->dtype != SPRUCE_DT_F32 && f == SPRUCE_FMT_DENSE) {
-        k = snprintf(buf + len, n - len, ", kernel %s", spruce_qmatrix_kernel_name(lin->qd, batch));
+            len++;
+        }
+    } else {
+        k = snprintf(buf + len, n - len, ", kernel %s",
+                     lin->dtype == SPRUCE_DT_F32 ? "OpenBLAS"
+                                                 : spruce_qmatrix_kernel_name(lin->qd, batch));
         len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
     }
     for (k = 0, bi = 0; k < lin->nbatches; k++) /* the batch size pick() used */

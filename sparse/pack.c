@@ -460,6 +460,12 @@ static void mul_rows(const spruce_sparse *A, spruce__kernel k, const float *X, i
  * X and Y), whatever omp_get_max_threads() says at the time. */
 int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *Y)
 {
+    const int isa = spruce_sparse_isa();
+    return isa < 0 ? isa : spruce_sparse_mul_isa(A, isa, X, batch, Y);
+}
+
+int spruce_sparse_mul_isa(const spruce_sparse *A, int isa, const float *X, int batch, float *Y)
+{
     const spruce__kernel_table *tab;
     spruce__kernel k;
     if (!A || !X || !Y)
@@ -467,8 +473,9 @@ int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *
                               !A ? "matrix" : !X ? "input" : "output");
     if (batch < 1)
         return spruce__seterr(SPRUCE_ESHAPE, "sparse product: batch %d, expected >= 1", batch);
-    if (!(tab = spruce__kernels()))
-        return spruce_sparse_isa();
+    if (!(tab = spruce__kernels_isa(isa)))
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "sparse product: instruction set %s is not "
+                              "supported by this build, CPU or OS", spruce_sparse_isa_name(isa));
     k = tab->k[A->format][batch > 1];
     if (A->nthreads == 1) {
         mul_rows(A, k, X, batch, Y, 0, A->rows);

@@ -111,6 +111,8 @@ int spruce__cpu_has_bf16dp(void);
 
 /* The table of the chosen instruction set (NULL with the error recorded). */
 const spruce__kernel_table *spruce__kernels(void);
+/* The kernels of instruction set isa, NULL when this build, CPU or OS lacks it. */
+const spruce__kernel_table *spruce__kernels_isa(int isa);
 
 /* Kernels, one per (operation, instruction set). */
 void csr_spmv_scalar(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);

@@ -113,6 +113,10 @@ int spruce_sparse_index_bits(const spruce_sparse *A); /* CSR: 16 or 32, else 0 *
  * products of the same matrix may run at once from several threads, each
  * with its own Y. */
 int spruce_sparse_mul(const spruce_sparse *A, const float *X, int batch, float *Y);
+/* The same with the kernels of instruction set isa, whatever
+ * spruce_sparse_isa() says (SPRUCE_EUNSUPPORTED if this build, CPU or OS
+ * lacks it): the linear layer's planner times each on the matrix. */
+int spruce_sparse_mul_isa(const spruce_sparse *A, int isa, const float *X, int batch, float *Y);
 
 /* ---- the linear layer ------------------------------------------------- */
 /* A linear layer y = W x that picks, per batch size, the fastest of dense

@@ -204,15 +204,19 @@ Test(linear_dtype, refusals)
  * unsupported variant is refused by name. */
 Test(linear_dtype, every_forced_variant_gives_the_same_products)
 {
-    static const int types[3] = {SPRUCE_DT_BF16, SPRUCE_DT_INT8, SPRUCE_DT_INT4};
+    static const int types[4] = {SPRUCE_DT_F32, SPRUCE_DT_BF16, SPRUCE_DT_INT8, SPRUCE_DT_INT4};
     static const int fmts[3] = {SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM, SPRUCE_FMT_CSR};
     const int rows = 20, cols = 256;
     float *W = weights_24(rows, cols, 21), *Wq = malloc(sizeof *Wq * (size_t)rows * cols);
     int isa, t, f;
-    for (t = 0; t < 3; t++) {
-        spruce_qmatrix *Q;
-        cr_assert_eq(spruce_qmatrix_quantize(W, rows, cols, types[t], 128, 0, &Q), 0);
-        cr_assert_eq(spruce_qmatrix_dequantize(Q, Wq), 0);
+    for (t = 0; t < 4; t++) {
+        spruce_qmatrix *Q = NULL;
+        if (types[t] == SPRUCE_DT_F32) {
+            memcpy(Wq, W, sizeof *Wq * (size_t)rows * cols);
+        } else {
+            cr_assert_eq(spruce_qmatrix_quantize(W, rows, cols, types[t], 128, 0, &Q), 0);
+            cr_assert_eq(spruce_qmatrix_dequantize(Q, Wq), 0);
+        }
         for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++)
             for (f = 0; f < 3; f++) {
                 spruce_linear_opts o;
@@ -223,8 +227,12 @@ Test(linear_dtype, every_forced_variant_gives_the_same_products)
                 setenv("SPRUCE_VARIANT", spruce_sparse_isa_name(isa), 1);
                 spruce_linear_opts_init(&o);
                 o.format = fmts[f];
-                cr_assert_eq(spruce_linear_create_quantized(Q, &o, &lin), 0, "%s",
-                             spruce_errdetail());
+                if (Q)
+                    cr_assert_eq(spruce_linear_create_quantized(Q, &o, &lin), 0, "%s",
+                                 spruce_errdetail());
+                else
+                    cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0, "%s",
+                                 spruce_errdetail());
                 cr_assert_eq(spruce_linear_describe(lin, 1, desc, sizeof desc), fmts[f]);
                 snprintf(what, sizeof what, "variant %s: %s", spruce_sparse_isa_name(isa), desc);
                 cr_assert(strstr(desc, spruce_sparse_isa_name(isa)) &&
@@ -238,9 +246,13 @@ Test(linear_dtype, every_forced_variant_gives_the_same_products)
     setenv("SPRUCE_VARIANT", "avx1024", 1);
     {
         spruce_linear *lin = NULL;
-        cr_assert_eq(spruce_linear_create(W, rows, cols, NULL, &lin), 0, "float32: no variants");
-        spruce_linear_free(lin);
         spruce_linear_opts o;
+        /* float32's sparse formats have variants too; dense has none */
+        cr_assert_eq(spruce_linear_create(W, rows, cols, NULL, &lin), SPRUCE_EUNSUPPORTED);
+        spruce_linear_opts_init(&o);
+        o.format = SPRUCE_FMT_DENSE;
+        cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0, "%s", spruce_errdetail());
+        spruce_linear_free(lin);
         spruce_linear_opts_init(&o);
         o.dtype = SPRUCE_DT_INT8;
         o.format = SPRUCE_FMT_BITMASK;
