@@ -265,69 +265,59 @@ Test(bench, usage_errors_exit_2_and_help_exits_0)
     free(err);
 }
 
-Test(bench, sweep_writes_an_svg_chart)
+/* `bench --sweep OPTS --svg FILE --shape 48x80 ...` run quickly: its table in
+ * *out, the chart in buf (cap bytes). */
+static void sweep(const char *opts, char **out, char *buf, size_t cap)
 {
-    char *out, *err, path[] = "/tmp/spruce-sweepXXXXXX", args[256];
+    char *err, path[] = "/tmp/spruce-sweepXXXXXX", args[256];
     FILE *f;
-    char buf[65536];
     size_t n;
-    int fd;
-    if (!have_bin())
-        return;
-    fd = mkstemp(path);
+    int fd = mkstemp(path);
     close(fd);
-    snprintf(args, sizeof args, "bench --sweep --svg %s --shape 48x80 --batch 4 --reps 1 "
-             "--rotate-mb 0.05 --threads 1", path);
-    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
+    snprintf(args, sizeof args, "bench --sweep %s --svg %s --shape 48x80 --batch 4 --reps 1 "
+             "--rotate-mb 0.05 --threads 1", opts, path);
+    cr_assert_eq(run_spruce("", args, out, &err), 0, "stderr: %s", err);
     f = fopen(path, "r");
-    n = fread(buf, 1, sizeof buf - 1, f);
+    cr_assert(f, "no chart at %s", path);
+    n = fread(buf, 1, cap - 1, f);
     buf[n] = 0;
     fclose(f);
     unlink(path);
+    free(err);
     cr_assert(strstr(buf, "<svg") && strstr(buf, "</svg>"));
+}
+
+Test(bench, sweep_writes_an_svg_chart)
+{
+    char *out, buf[65536];
+    if (!have_bin())
+        return;
+    sweep("", &out, buf, sizeof buf);
     cr_assert(strstr(buf, "sparsity") && strstr(buf, "speedup over dense"));
     cr_assert(strstr(buf, "2:4"));
     cr_assert(strstr(out, "95%") && strstr(out, "2:4"), "%s", out);
     free(out);
-    free(err);
 }
 
 /* With one --dtype the sweep measures that value type against its dense
  * kernel, and the chart says so. */
 Test(bench, sweep_in_a_value_type)
 {
-    char *out, *err, path[] = "/tmp/spruce-sweepXXXXXX", args[256];
-    FILE *f;
-    char buf[65536];
-    size_t n;
-    int fd;
+    char *out, buf[65536];
+    const char *p;
+    int points = 0;
     if (!have_bin())
         return;
-    fd = mkstemp(path);
-    close(fd);
-    snprintf(args, sizeof args, "bench --sweep --dtype int8 --svg %s --shape 48x80 --batch 4 "
-             "--reps 1 --rotate-mb 0.05 --threads 1", path);
-    cr_assert_eq(run_spruce("", args, &out, &err), 0, "stderr: %s", err);
-    f = fopen(path, "r");
-    n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    unlink(path);
-    cr_assert(strstr(buf, "<svg") && strstr(buf, "</svg>"));
+    sweep("--dtype int8", &out, buf, sizeof buf);
     cr_assert(strstr(buf, "against dense int8") && strstr(buf, "int8 values"), "%s", buf);
     cr_assert_null(strstr(buf, "OpenBLAS"), "the baseline is int8's dense kernel");
-    {
-        /* one point per sparsity (8) and batch (2): the dense rows, the
-         * baseline, are not drawn */
-        int points = 0;
-        const char *p;
-        for (p = buf; (p = strstr(p, "<circle")); p++)
-            points++;
-        cr_assert_eq(points, 16, "%d points", points);
-    }
+    /* one point per sparsity (8) and batch (2): the dense rows, the baseline,
+     * are not drawn */
+    for (p = buf; (p = strstr(p, "<circle")); p++)
+        points++;
+    cr_assert_eq(points, 16, "%d points", points);
     cr_assert(strstr(out, "int8") && strstr(out, "95%") && strstr(out, "2:4"), "%s", out);
     free(out);
-    free(err);
 }
 
 /* The decode row named name ("dense f32", "auto int8", ...) after line: its

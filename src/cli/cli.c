@@ -78,6 +78,19 @@ int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+int cli_parse_groupsize(const char *cmd, const char *s, long *out)
+{
+    long v;
+    if (cli_parse_int("--groupsize", s, 32, 256, &v) < 0)
+        return -1;
+    if (v % 32) {
+        cli_fail("%s: --groupsize: expected a multiple of 32 from 32 to 256, got %ld", cmd, v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int cli_parse_float(const char *opt, const char *s, double lo, double hi, double *out)
 {
     char *end;

@@ -38,6 +38,9 @@ void cli_fail(const char *fmt, ...)
 /* Strict number parsing: 0 on success, -1 (after printing which option was
  * wrong) if s is not a whole number / finite float in [lo, hi]. */
 int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
+/* cmd's --groupsize G: a multiple of 32 from 32 to 256 (int4's groups); 0, or
+ * -1 after a message. */
+int cli_parse_groupsize(const char *cmd, const char *s, long *out);
 int cli_parse_float(const char *opt, const char *s, double lo, double hi, double *out);
 /* "N:M" with 0 < N < M. */
 int cli_parse_pattern(const char *opt, const char *s, int *n, int *m);

@@ -260,13 +260,8 @@ static int parse_options(int argc, char **argv, bench_opts *o)
                 return -1;
             break;
         case 'G':
-            if (cli_parse_int("--groupsize", optarg, 32, 256, &v) < 0)
+            if (cli_parse_groupsize("bench", optarg, &v) < 0)
                 return -1;
-            if (v % 32) {
-                cli_fail("bench: --groupsize: expected a multiple of 32 from 32 to 256, got %ld",
-                         v);
-                return -1;
-            }
             o->groupsize = (int)v;
             break;
         case 'j': o->json = 1; break;

@@ -121,13 +121,8 @@ int spruce_cmd_eval(int argc, char **argv)
             }
             break;
         case 'g':
-            if (cli_parse_int("--groupsize", optarg, 32, 256, &groupsize))
+            if (cli_parse_groupsize("eval", optarg, &groupsize))
                 return 2;
-            if (groupsize % 32) {
-                cli_fail("eval: --groupsize: expected a multiple of 32 from 32 to 256, got %ld",
-                         groupsize);
-                return 2;
-            }
             break;
         case 's':
             if (cli_parse_int("--seqlen", optarg, 2, 1 << 20, &seqlen))

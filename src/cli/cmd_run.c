@@ -353,13 +353,8 @@ int spruce_cmd_run(int argc, char **argv)
             }
             break;
         case O_GROUPSIZE:
-            if (cli_parse_int("--groupsize", optarg, 32, 256, &groupsize))
+            if (cli_parse_groupsize("run", optarg, &groupsize))
                 return 2;
-            if (groupsize % 32) {
-                cli_fail("--groupsize: expected a multiple of 32 from 32 to 256, got %ld",
-                         groupsize);
-                return 2;
-            }
             break;
         case O_VERBOSE: verbose = 1; break;
         case O_PROMPT: prompt_s = optarg; break;
