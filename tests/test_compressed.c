@@ -892,6 +892,12 @@ Test(compressed_cli, run_greedy_ids_match_the_dense_save, .timeout = 600)
         cr_assert(bc > 0 && bc < 0.8 * bd, "weights: compressed %g bytes, dense %g", bc, bd);
     }
     free(pd), free(pc);
+    /* bench --model decodes in the checkpoint's own type too */
+    snprintf(cmd, sizeof cmd, "cd %s && %s bench --model c --batch 1 --threads 2 2>/dev/null",
+             base, bin);
+    pc = run_out(cmd);
+    cr_assert(strstr(pc, "auto int8") && strstr(pc, "dense f32"), "%s", pc);
+    free(pc);
     /* eval on the levels: the dense save's perplexity */
     snprintf(cmd, sizeof cmd, "cd %s && %s eval d --data %s/eval.u16 --seqlen 128 --threads 2 "
              "--json 2>/dev/null", base, bin, fx);

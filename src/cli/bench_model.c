@@ -29,7 +29,8 @@ static int is_linear(const char *model_type, const spruce_tensor *t)
 
 /* End-to-end decoding on the same weights: dense float32 (OpenBLAS) first,
  * then for each value type its dense kernels and auto (float32: auto
- * alone); `steps` tokens at batch 1 after BOS, in alternating runs (every
+ * alone; without value types, auto in the checkpoint's own type too when that
+ * is not float32); `steps` tokens at batch 1 after BOS, in alternating runs (every
  * decoder once, `rounds` times); the median tokens/s of each, against dense
  * float32's. */
 #define MAX_DEC 9
@@ -41,7 +42,7 @@ static int bench_decode(const char *dir, int steps, int rounds, const int *dtype
     const char *label[MAX_DEC];
     float *logits = NULL;
     double tps[MAX_DEC][16], med[MAX_DEC], exs[MAX_DEC][16], exmed[MAX_DEC];
-    int rc, r, k, i, vocab, nd = 0, t;
+    int rc, r, k, i, vocab, nd = 0, t, asked = ndt > 0;
     static const int f32only[1] = {SPRUCE_DT_F32};
     if (rounds > 16)
         rounds = 16;
@@ -76,6 +77,25 @@ static int bench_decode(const char *dir, int steps, int rounds, const int *dtype
             label[nd] = names[nd];
             nd++;
         }
+    if (!asked && nd < MAX_DEC) {
+        /* no --dtype: also the checkpoint's own type when it is not float32
+         * (bf16 weights; a compressed checkpoint's quantized levels) */
+        spruce_decode_opts o;
+        spruce_decode_opts_init(&o);
+        if ((rc = spruce_decoder_create_opts(m, steps + 1, &o, &d[nd])) < 0) {
+            cli_error(rc, "bench --model %s: decoder", dir);
+            rc = 1;
+            goto done;
+        }
+        if (spruce_decoder_dtype(d[nd]) == SPRUCE_DT_F32) {
+            spruce_decoder_free(d[nd]);
+            d[nd] = NULL;
+        } else {
+            static char own[32];
+            snprintf(own, sizeof own, "auto %s", spruce_dtype_name(spruce_decoder_dtype(d[nd])));
+            label[nd++] = own;
+        }
+    }
     if (!(logits = malloc(sizeof *logits * (size_t)vocab))) {
         cli_fail("bench --model %s: out of memory", dir);
         rc = 1;

@@ -74,8 +74,10 @@ static void usage(FILE *f)
         "  --model DIR        every linear layer of a (pruned) checkpoint, dense OpenBLAS\n"
         "                     float32 against the linear layer's choice (with --dtype: in\n"
         "                     each value type); then end-to-end decoding tokens/s, dense\n"
-        "                     float32 against dense and auto of each value type, on the\n"
-        "                     same weights (not with --json)\n"
+        "                     float32 against dense and auto of each value type (without\n"
+        "                     --dtype: auto in the checkpoint's own type too, bf16 or a\n"
+        "                     compressed checkpoint's levels), on the same weights (not\n"
+        "                     with --json)\n"
         "Set SPRUCE_ISA=scalar|avx2|avx512 to force the kernels' instruction set\n"
         "(SPRUCE_BF16DP=0: AVX-512 bf16 without the AVX512-BF16 dot products);\n"
         "'spruce --verbose bench' names it and shows progress.\n");
