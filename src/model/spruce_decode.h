@@ -41,9 +41,13 @@ typedef struct {
     spruce_decode_mode mode;
     /* SPRUCE_DECODE_OWN_DTYPE (the default): the checkpoint's own type, bf16
      * for BF16 linear weights (held as bf16, never as a float32 copy), float32
-     * for F32 and F16; or a type of spruce_qmatrix.h (SPRUCE_DT_F32, _BF16,
-     * _INT8, _INT4) to convert to, when the user asks.  The head follows
-     * (int4: int8 per row); the embedding is read from the file as before. */
+     * for F32 and F16, and for a compressed-tensors checkpoint opened lazily
+     * (spruce_model_open_lazy) each quantized layer's own levels: int8 per
+     * row, int4 in groups (the head and the layers left dense in their own
+     * type); or a type of spruce_qmatrix.h (SPRUCE_DT_F32, _BF16, _INT8,
+     * _INT4) to convert to, when the user asks (levels of that type are taken
+     * as they are).  The head follows (int4: int8 per row); the embedding is
+     * read from the file as before. */
     int dtype;
     int groupsize;   /* int4 (0: 128) */
     int asym;        /* int8/int4 grids with zero points (default symmetric) */
