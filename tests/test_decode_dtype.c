@@ -401,3 +401,69 @@ Test(decode_dtype, compressed_checkpoint_runs_on_its_own_levels)
     rm_tree(base);
     free(base);
 }
+
+/* eval --dtype on a float32 model: the perplexity equals OpenBLAS's on a
+ * checkpoint whose linear layers hold the values spruce_qmatrix_quantize
+ * gives (symmetric grids; the head is not converted in eval). */
+Test(decode_dtype, perplexity_in_a_type_is_that_of_its_values)
+{
+    static const struct {
+        int dtype, gs;
+    } k[] = {{SPRUCE_DT_BF16, 0}, {SPRUCE_DT_INT8, 0}, {SPRUCE_DT_INT4, 32}};
+    spruce_synth_config c;
+    char *base = tmp_dir(), in[1200], ref[1200];
+    uint32_t text[4 * 16];
+    size_t i;
+    int j;
+    spruce_synth_defaults(&c);
+    c.hidden = 64, c.intermediate = 160, c.layers = 2, c.heads = 4, c.kv_heads = 2;
+    c.vocab = 96, c.max_position = 64, c.dtype = SPRUCE_DTYPE_F32, c.seed = 9;
+    snprintf(in, sizeof in, "%s/in", base);
+    cr_assert_eq(spruce_synth_write(in, &c, 0), 0, "%s", spruce_errdetail());
+    for (j = 0; j < 64; j++)
+        text[j] = (uint32_t)((j * 29 + 3) % c.vocab);
+    for (i = 0; i < sizeof k / sizeof *k; i++) {
+        spruce_ckpt *ck;
+        spruce_ckpt_writer *w;
+        spruce_model *mi = NULL, *mr = NULL;
+        spruce_eval_opts eo;
+        double pt, pr, p32;
+        snprintf(ref, sizeof ref, "%s/ref-%zu", base, i);
+        cr_assert_eq(spruce_ckpt_open(in, &ck), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_ckpt_writer_begin(ck, ref, 0, &w), 0, "%s", spruce_errdetail());
+        for (j = 0; j < spruce_ckpt_count(ck); j++) {
+            const spruce_tensor *t = spruce_ckpt_tensor_at(ck, j);
+            spruce_qmatrix *Q;
+            float *v;
+            if (!strstr(t->name, "_proj.weight"))
+                continue;
+            v = malloc(sizeof *v * (size_t)spruce_tensor_numel(t));
+            cr_assert_eq(spruce_tensor_read_f32(t, v), 0);
+            cr_assert_eq(spruce_qmatrix_quantize(v, (int)t->shape[0], (int)t->shape[1], k[i].dtype,
+                                                 k[i].gs, 0, &Q), 0, "%s", spruce_errdetail());
+            cr_assert_eq(spruce_qmatrix_dequantize(Q, v), 0);
+            cr_assert_eq(spruce_ckpt_writer_set_f32(w, t->name, v), 0, "%s", spruce_errdetail());
+            spruce_qmatrix_free(Q);
+            free(v);
+        }
+        cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
+        spruce_ckpt_close(ck);
+        cr_assert_eq(spruce_model_open_lazy(in, &mi), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_open(ref, &mr), 0, "%s", spruce_errdetail());
+        spruce_eval_opts_init(&eo);
+        cr_assert_eq(spruce_model_perplexity_opts(mr, text, 64, 16, &eo, &pr, NULL), 0);
+        cr_assert_eq(spruce_model_perplexity_opts(mi, text, 64, 16, &eo, &p32, NULL), 0);
+        eo.dtype = k[i].dtype;
+        eo.groupsize = k[i].gs;
+        cr_assert_eq(spruce_model_perplexity_opts(mi, text, 64, 16, &eo, &pt, NULL), 0, "%s",
+                     spruce_errdetail());
+        cr_assert(fabs(pt - pr) <= 1e-5 * pr, "%s: perplexity %.9g, of its values saved %.9g",
+                  spruce_dtype_name(k[i].dtype), pt, pr);
+        cr_assert(k[i].dtype == SPRUCE_DT_BF16 || pt != p32, "%s: the type changed nothing (%.9g)",
+                  spruce_dtype_name(k[i].dtype), pt);
+        spruce_model_free(mi);
+        spruce_model_free(mr);
+    }
+    rm_tree(base);
+    free(base);
+}

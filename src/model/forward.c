@@ -37,13 +37,7 @@ struct spruce_fwd_ws {
     float *moe_x, *moe_y, *moe_p, *moe_w;   /* mixtures of experts (block.h), or NULL */
     int *moe_sel, *moe_tok;
     long rope_len;   /* the sequence length the tables were made for (rope.h) */
-    spruce__typed_block *typed;   /* the runtime's linear layers, or NULL: OpenBLAS */
 };
-
-void spruce__fwd_ws_set_typed(spruce_fwd_ws *ws, spruce__typed_block *tb)
-{
-    ws->typed = tb;
-}
 
 /* ---- workspace ------------------------------------------------------------ */
 
@@ -277,8 +271,8 @@ int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b,
     r.mlp_norm_b = b->mlp_norm_b;
     r.q_norm = b->q_norm;
     r.k_norm = b->k_norm;
-    r.linear = ws->typed ? spruce__typed_linear : blas_linear;
-    r.linear_ctx = ws->typed ? (void *)ws->typed : (void *)b;
+    r.linear = blas_linear;
+    r.linear_ctx = (void *)b;
     r.post_attn_norm = b->post_attn_norm;
     r.post_mlp_norm = b->post_mlp_norm;
     r.window = spruce_config_layer_window(c, b->layer);
@@ -295,7 +289,7 @@ int spruce__block_forward_experts(const spruce_config *c, const spruce_block *b,
     r.a = ws->a; r.q = ws->q; r.k = ws->k; r.v = ws->v; r.att = ws->att;
     r.h = ws->h; r.t = ws->t; r.g = ws->g; r.u = ws->u;
     r.moe = b->nexperts > 0;
-    r.expert = ws->typed ? spruce__typed_expert : blas_expert;
+    r.expert = blas_expert;
     r.expert_tap = expert_tap;
     r.expert_tap_ctx = expert_ctx;
     r.moe_x = ws->moe_x; r.moe_y = ws->moe_y; r.moe_p = ws->moe_p; r.moe_w = ws->moe_w;
@@ -334,7 +328,8 @@ int spruce__run_blocks_typed(spruce_model *m, float *x, int nseq, int T, int seq
                              const spruce_decode_opts *o, spruce_block_progress_fn progress,
                              void *ctx)
 {
-    spruce__typed_block *tb = NULL;
+    spruce_block vb, *run;
+    int have_vb = 0;
     const spruce_config *c = &m->cfg;
     int chunk = spruce_fwd_chunk(T) < nseq ? spruce_fwd_chunk(T) : nseq;
     spruce_fwd_ws *ws = spruce_fwd_ws_alloc(c, T, chunk);
@@ -346,27 +341,30 @@ int spruce__run_blocks_typed(spruce_model *m, float *x, int nseq, int T, int seq
     for (layer = 0; layer < c->num_hidden_layers; layer++) {
         if ((rc = spruce_model_get_block(m, layer, &b)))
             goto done;
+        run = b;
         if (o) {
-            if ((rc = spruce__typed_block_create(m, b, o, &tb)))
+            if ((rc = spruce__block_values(m, b, o, &vb)))
                 goto done;
-            spruce__fwd_ws_set_typed(ws, tb);
+            have_vb = 1;
+            run = &vb;
         }
         for (s = 0; s < nseq; s += chunk) {
             int ns = nseq - s < chunk ? nseq - s : chunk;
-            if ((rc = spruce__block_forward_at(c, b, x + (size_t)s * T * c->hidden_size, ns, T,
-                                               ws, NULL, NULL, -1, seq0 + s)))
+            if ((rc = spruce__block_forward_at(c, run, x + (size_t)s * T * c->hidden_size, ns,
+                                               T, ws, NULL, NULL, -1, seq0 + s)))
                 goto done;
         }
-        spruce__fwd_ws_set_typed(ws, NULL);
-        spruce__typed_block_free(tb);
-        tb = NULL;
+        if (have_vb)
+            spruce__block_values_free(&vb);
+        have_vb = 0;
         spruce_model_put_block(m, b);
         b = NULL;
         if (progress)
             progress(ctx, layer, c->num_hidden_layers);
     }
 done:
-    spruce__typed_block_free(tb);
+    if (have_vb)
+        spruce__block_values_free(&vb);
     spruce_model_put_block(m, b);
     spruce_fwd_ws_free(ws);
     return rc;

@@ -1,7 +1,8 @@
 /* linears.c: the runtime's linear layers of a model's blocks, from a
  * checkpoint's values: a quantized module's own levels where a value type
  * holds them (never quantized again), else its floats in the type asked; and
- * the batched forward on them (the perplexity in a value type). */
+ * those values in float32 for the batched forward (the perplexity in a value
+ * type). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,142 +142,108 @@ int spruce__linear_make(int dtype, int dflt, const spruce_linear_opts *lo, const
     return spruce_linear_create(W, rows, cols, &o, out);
 }
 
-/* ---- the batched forward on them ------------------------------------------ */
+/* ---- the batched forward on their values ------------------------------------ */
 
-/* Tokens per product: the transposed input and output of one product are
- * (width, TB) floats. */
-#define TB 256
-
-struct spruce__typed_block {
-    const spruce_block *b;
-    spruce_linear *lin[SPRUCE_NPROJ];
-    spruce_linear *router, **expert;
-    int nexperts;
-    float *xt, *yt;   /* (width, TB) */
-};
-
-void spruce__typed_block_free(spruce__typed_block *tb)
+int spruce__linear_values(int dtype, int groupsize, const float *W, int rows, int cols,
+                          const spruce_tensor *t, int r0, float *V)
 {
-    int l;
-    if (!tb)
-        return;
-    for (l = 0; l < SPRUCE_NPROJ; l++)
-        spruce_linear_free(tb->lin[l]);
-    spruce_linear_free(tb->router);
-    for (l = 0; tb->expert && l < 3 * tb->nexperts; l++)
-        spruce_linear_free(tb->expert[l]);
-    free(tb->expert);
-    free(tb->xt);
-    free(tb->yt);
-    free(tb);
+    spruce_ckpt_qscheme qs;
+    spruce_qmatrix *Q = NULL;
+    int ldt = t && spruce_ckpt_quantized(t, &qs) ? spruce__levels_dtype(&qs, t->shape[1]) : -1, rc;
+    if (ldt >= 0 && (dtype == SPRUCE_DECODE_OWN_DTYPE || dtype == ldt)) {
+        rc = spruce__levels_qmatrix(t, &qs, ldt, r0, rows, &Q);
+    } else {
+        const int dt = dtype != SPRUCE_DECODE_OWN_DTYPE ? dtype
+                       : t && t->dtype == SPRUCE_DTYPE_BF16 ? SPRUCE_DT_BF16
+                                                            : SPRUCE_DT_F32;
+        if (dt == SPRUCE_DT_F32 || dt == SPRUCE_DT_BF16) {
+            /* float32 as it is; bf16 rounded to nearest even, as the runtime holds it
+             * (exact for weights read from bf16) */
+            size_t k, n = (size_t)rows * cols;
+            for (k = 0; k < n; k++)
+                V[k] = dt == SPRUCE_DT_F32 ? W[k] : spruce_bf16_to_f32(spruce_f32_to_bf16(W[k]));
+            return 0;
+        }
+        rc = spruce_qmatrix_quantize(W, rows, cols, dt, groupsize > 0 ? groupsize : 128, 0, &Q);
+    }
+    if (!rc)
+        rc = spruce_qmatrix_dequantize(Q, V);
+    spruce_qmatrix_free(Q);
+    return rc;
 }
 
-int spruce__typed_block_create(const spruce_model *m, const spruce_block *b,
-                               const spruce_decode_opts *o, spruce__typed_block **out)
+/* A copy of W's values in o's type, or NULL after setting the error. */
+static float *values(const spruce_decode_opts *o, const float *W, int rows, int cols,
+                     const spruce_tensor *t, int r0, int layer, int *rc)
 {
-    const spruce_config *c = &m->cfg;
-    spruce__typed_block *tb;
-    spruce_linear_opts lo;
-    char name[512];
-    int l, e, k, rc = 0, width = c->hidden_size, hid = c->hidden_size, w = b->expert_width;
-    *out = NULL;
-    if (!(tb = calloc(1, sizeof *tb)))
-        return spruce__seterr(SPRUCE_ENOMEM, "block %d: linear layers", b->layer);
-    tb->b = b;
-    spruce_linear_opts_init(&lo);
-    lo.nbatches = 1;
-    lo.batches[0] = TB;
-    lo.groupsize = o->groupsize > 0 ? o->groupsize : 128;
-    lo.asym = o->asym;
-    switch (o->mode) {
-    case SPRUCE_DECODE_BITMASK: lo.format = SPRUCE_FMT_BITMASK; break;
-    case SPRUCE_DECODE_NM: lo.format = SPRUCE_FMT_NM; break;
-    case SPRUCE_DECODE_CSR: lo.format = SPRUCE_FMT_CSR; break;
-    case SPRUCE_DECODE_AUTO: lo.format = -1; break;
-    default: lo.format = SPRUCE_FMT_DENSE; break;
+    float *V = malloc(sizeof *V * (size_t)rows * cols);
+    if (!V) {
+        *rc = spruce__seterr(SPRUCE_ENOMEM, "block %d: (%d, %d) weights in %s", layer, rows, cols,
+                             spruce_dtype_name(o->dtype));
+        return NULL;
     }
+    if ((*rc = spruce__linear_values(o->dtype, o->groupsize, W, rows, cols, t, r0, V))) {
+        free(V);
+        return NULL;
+    }
+    return V;
+}
+
+void spruce__block_values_free(spruce_block *v)
+{
+    int l;
+    if (!v)
+        return;
+    for (l = 0; l < SPRUCE_NPROJ; l++)
+        free(v->w[l]);
+    free(v->router);
+    for (l = 0; v->expert && l < 3 * v->nexperts; l++)
+        free(v->expert[l]);
+    free(v->expert);
+    memset(v, 0, sizeof *v);
+}
+
+int spruce__block_values(const spruce_model *m, const spruce_block *b, const spruce_decode_opts *o,
+                         spruce_block *v)
+{
+    const int hid = m->cfg.hidden_size, w = b->expert_width;
+    char name[512];
+    int l, e, k, rc = 0;
+    *v = *b; /* the norms and biases shared, the linear weights replaced */
+    memset(v->w, 0, sizeof v->w);
+    memset(v->fused, 0, sizeof v->fused);
+    v->router = NULL;
+    v->expert = NULL;
     for (l = 0; l < SPRUCE_NPROJ && !rc; l++) {
         const spruce_tensor *t;
         int r0;
-        if ((b->nexperts && l >= SPRUCE_PROJ_GATE) || !b->w[l])
+        if (!b->w[l])
             continue;
-        width = b->rows[l] > width ? b->rows[l] : width;
-        width = b->cols[l] > width ? b->cols[l] : width;
         t = spruce__linear_tensor(m, b, l, &r0);
-        rc = spruce__linear_make(o->dtype, SPRUCE_DT_F32, &lo, b->w[l], b->rows[l], b->cols[l],
-                                 t, r0, &tb->lin[l]);
+        v->w[l] = values(o, b->w[l], b->rows[l], b->cols[l], t, r0, b->layer, &rc);
     }
     if (!rc && b->nexperts) {
-        spruce_linear_opts dense = lo;
-        dense.format = SPRUCE_FMT_DENSE;
-        width = w > width ? w : width;
-        width = b->nexperts > width ? b->nexperts : width;
-        tb->nexperts = b->nexperts;
-        if (!(tb->expert = calloc((size_t)3 * b->nexperts, sizeof *tb->expert)))
+        if (!(v->expert = calloc((size_t)3 * b->nexperts, sizeof *v->expert))) {
             rc = spruce__seterr(SPRUCE_ENOMEM, "block %d: %d experts", b->layer, b->nexperts);
-        spruce_family_expert_name(m->fam, b->layer, -1, SPRUCE_NPROJ, name, sizeof name);
-        if (!rc)
-            rc = spruce__linear_make(o->dtype, SPRUCE_DT_F32, &dense, b->router, b->nexperts, hid,
-                                     spruce_ckpt_find(m->ck, name), 0, &tb->router);
+        } else {
+            spruce_family_expert_name(m->fam, b->layer, -1, SPRUCE_NPROJ, name, sizeof name);
+            v->router = values(o, b->router, b->nexperts, hid, spruce_ckpt_find(m->ck, name), 0,
+                               b->layer, &rc);
+        }
         for (e = 0; e < b->nexperts && !rc; e++)
             for (k = 0; k < 3 && !rc; k++) {
                 const spruce_tensor *t;
-                int rows = k == 2 ? hid : w, cols = k == 2 ? w : hid;
+                const int rows = k == 2 ? hid : w, cols = k == 2 ? w : hid;
                 spruce_family_expert_name(m->fam, b->layer, e, (spruce_proj)(SPRUCE_PROJ_GATE + k),
                                           name, sizeof name);
                 t = spruce_ckpt_find(m->ck, name);
                 if (t && (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols))
                     t = NULL;
-                rc = spruce__linear_make(o->dtype, SPRUCE_DT_F32, &lo, b->expert[3 * e + k], rows,
-                                         cols, t, 0, &tb->expert[3 * e + k]);
+                v->expert[3 * e + k] = values(o, b->expert[3 * e + k], rows, cols, t, 0, b->layer,
+                                              &rc);
             }
     }
-    if (!rc && (!(tb->xt = malloc(sizeof *tb->xt * (size_t)width * TB)) ||
-                !(tb->yt = malloc(sizeof *tb->yt * (size_t)width * TB))))
-        rc = spruce__seterr(SPRUCE_ENOMEM, "block %d: linear layers' buffers", b->layer);
-    if (rc) {
-        spruce__typed_block_free(tb);
-        return rc;
-    }
-    *out = tb;
-    return 0;
-}
-
-/* Y (ntok, rows) = X (ntok, cols) W^T through lin, TB tokens at a time. */
-static int product(spruce__typed_block *tb, const spruce_linear *lin, const float *X, int ntok,
-                   int cols, float *Y)
-{
-    const int rows = spruce_linear_rows(lin);
-    int t0, rc = 0;
-    for (t0 = 0; t0 < ntok && !rc; t0 += TB) {
-        const int n = ntok - t0 < TB ? ntok - t0 : TB;
-        int i, j;
-        for (i = 0; i < n; i++)
-            for (j = 0; j < cols; j++)
-                tb->xt[(size_t)j * n + i] = X[(size_t)(t0 + i) * cols + j];
-        if ((rc = spruce_linear_forward(lin, tb->xt, n, tb->yt)))
-            break;
-        for (j = 0; j < rows; j++)
-            for (i = 0; i < n; i++)
-                Y[(size_t)(t0 + i) * rows + j] = tb->yt[(size_t)j * n + i];
-    }
+    if (rc)
+        spruce__block_values_free(v);
     return rc;
-}
-
-int spruce__typed_linear(void *ctx, spruce_proj l, const float *X, int ntok, float *Y)
-{
-    spruce__typed_block *tb = ctx;
-    int rc = product(tb, tb->lin[l], X, ntok, tb->b->cols[l], Y);
-    if (!rc && tb->b->b[l])
-        spruce__add_bias(Y, tb->b->b[l], ntok, tb->b->rows[l]);
-    return rc;
-}
-
-int spruce__typed_expert(void *ctx, int e, int k, const float *X, int ntok, float *Y)
-{
-    spruce__typed_block *tb = ctx;
-    int hid = tb->b->cols[SPRUCE_PROJ_Q], w = tb->b->expert_width;
-    if (e < 0)
-        return product(tb, tb->router, X, ntok, hid, Y);
-    return product(tb, tb->expert[3 * e + k], X, ntok, k == 2 ? w : hid, Y);
 }

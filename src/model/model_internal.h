@@ -51,9 +51,8 @@ int spruce__config_parse_buffer(const char *buf, size_t len, const char *origin,
  * sequence and the position of a non-finite activation). */
 int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
                        spruce_block_progress_fn progress, void *ctx);
-/* The same with the linear layers of each block made by the runtime in
- * o->dtype (o->mode a format: SPRUCE_DECODE_DENSE, the type's dense kernel),
- * a block at a time (linears.c), instead of float32 on OpenBLAS. */
+/* The same with the linear weights of each block in o->dtype, as the
+ * runtime holds them (spruce__block_values), a block at a time. */
 int spruce__run_blocks_typed(spruce_model *m, float *x, int nseq, int T, int seq0,
                              const spruce_decode_opts *o, spruce_block_progress_fn progress,
                              void *ctx);
@@ -80,18 +79,19 @@ const spruce_tensor *spruce__linear_tensor(const spruce_model *m, const spruce_b
 int spruce__linear_make(int dtype, int dflt, const spruce_linear_opts *lo, const float *W,
                         int rows, int cols, const spruce_tensor *t, int r0, spruce_linear **out);
 
-/* A block's linear layers in the runtime, for the batched forward: X and Y
- * are (ntok, width) there, the runtime's (width, batch), so each product
- * goes through a transpose, a bounded number of tokens at a time. */
-typedef struct spruce__typed_block spruce__typed_block;
-int spruce__typed_block_create(const spruce_model *m, const spruce_block *b,
-                               const spruce_decode_opts *o, spruce__typed_block **out);
-void spruce__typed_block_free(spruce__typed_block *tb);
-/* The forward's callbacks (block.h: spruce__linear_fn, spruce__expert_fn) on tb. */
-int spruce__typed_linear(void *tb, spruce_proj l, const float *X, int ntok, float *Y);
-int spruce__typed_expert(void *tb, int e, int k, const float *X, int ntok, float *Y);
-/* The workspace's forwards use tb's layers (NULL: OpenBLAS on the block's). */
-void spruce__fwd_ws_set_typed(spruce_fwd_ws *ws, spruce__typed_block *tb);
+/* W (rows, cols) as the runtime would hold it in dtype (as
+ * spruce__linear_make chooses: t's levels, or W converted; int8/int4 grids
+ * symmetric, int4 in groups of groupsize), dequantized into V (rows, cols)
+ * float32: the values the runtime's kernels multiply by. */
+int spruce__linear_values(int dtype, int groupsize, const float *W, int rows, int cols,
+                          const spruce_tensor *t, int r0, float *V);
+/* v = block b with every linear weight (and the router and experts) replaced
+ * by its values in o->dtype (its norms and biases shared with b): the
+ * forward of v on OpenBLAS computes what the runtime's layers of that type
+ * do, to float32 rounding.  _free frees what _values made. */
+int spruce__block_values(const spruce_model *m, const spruce_block *b, const spruce_decode_opts *o,
+                         spruce_block *v);
+void spruce__block_values_free(spruce_block *v);
 
 /* spruce_block_forward with seq0 the index of x's first sequence in
  * messages.  The block output (and what tap sees) is checked for NaN and

@@ -378,12 +378,12 @@ typedef struct {
     /* When not NULL, receives the sum over windows and positions of the
      * negative log-likelihood (nats), the numerator of the mean. */
     double *nll_sum;
-    /* SPRUCE_EVAL_BLAS (the default): the linear layers in float32 on
-     * OpenBLAS.  Else the runtime's linear layers (spruce_sparse.h, the dense
-     * kernel of the type), a block at a time, in this value type: -1 the
-     * checkpoint's own (spruce_decode.h: SPRUCE_DECODE_OWN_DTYPE: a
-     * compressed checkpoint's levels where they are quantized, bf16 for BF16
-     * weights) or SPRUCE_DT_F32, _BF16, _INT8, _INT4 (spruce_qmatrix.h). */
+    /* SPRUCE_EVAL_BLAS (the default): the linear layers' float32 values.
+     * Else their values as the runtime holds them in this type, a block at a
+     * time: -1 the checkpoint's own (spruce_decode.h: SPRUCE_DECODE_OWN_DTYPE:
+     * a compressed checkpoint's levels where they are quantized, bf16 for
+     * BF16 weights) or SPRUCE_DT_F32, _BF16, _INT8, _INT4 (spruce_qmatrix.h;
+     * symmetric grids).  The products run on OpenBLAS either way. */
     int dtype;
     int groupsize;   /* int4's columns per scale (0: 128) */
 } spruce_eval_opts;
