@@ -1071,3 +1071,22 @@ Test(compressed_ckpt, lazy_open_reports_bad_values_when_read)
         free(dir);
     }
 }
+
+/* 2:4 with an asymmetric grid cannot be stored compressed: refused before any
+ * block is pruned (exit 2, nothing written). */
+Test(compressed_cli, asymmetric_2_4_is_refused_before_pruning)
+{
+    char fx[1024], cmd[8192], *base, *out;
+    const char *bin = need_stories(fx, sizeof fx);
+    if (!bin)
+        return;
+    base = mktmp();
+    snprintf(cmd, sizeof cmd, "cd %s && %s prune %s -o c --method magnitude --pattern 2:4 "
+             "--wbits 4 --save-format compressed 2>&1; echo \"exit $?\"; ls", base, bin, fx);
+    out = run_out(cmd);
+    cr_assert(strstr(out, "use --sym") && strstr(out, "exit 2"), "%s", out);
+    cr_assert_null(strstr(out, "block 1/"), "pruning started: %s", out);
+    cr_assert_null(strstr(out, "\nc\n"), "an output was left: %s", out);
+    rmrf(base);
+    free(base), free(out);
+}

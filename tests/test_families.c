@@ -31,6 +31,7 @@
 #include "spruce_masks.h"
 #include "spruce_model.h"
 #include "spruce_pipeline.h"
+#include "spruce_qmatrix.h"
 #include "spruce_tokens.h"
 
 
@@ -2007,3 +2008,102 @@ Test(families, tanh_rational)
     cr_assert_eq(spruce__tanhf(1e30f), 1.0f);
     cr_assert_eq(spruce__tanhf(0.0f), 0.0f);
 }
+
+/* ---- pruned and quantized, saved compressed ------------------------------- */
+
+/* SparseGPT 2:4 with 8-bit values saved dense and compressed: the compressed
+ * checkpoint decodes to exactly the dense save's weights (every linear layer,
+ * fused ones included), and opened lazily it runs on its int8 levels with
+ * the logits of the dense save's float32 decoder, to float32 rounding. */
+static void check_quantized(const char *name)
+{
+    NEED_FAMILY(dir, name);
+    NEED_SPRUCE_BIN(bin);
+    char *d = tmp_dir(), da[1200], dc[1200], out_d[1200], out_c[1200], cmd[4096];
+    spruce_model *md = NULL, *mc = NULL, *ml = NULL;
+    spruce_decoder *dd = NULL, *dl = NULL;
+    spruce_decode_opts o;
+    const spruce_config *c;
+    float *la, *lb;
+    double diff = 0, scale = 0, tol;
+    int layer, l, t, j, vocab;
+    snprintf(da, sizeof da, "%s/d", d);
+    snprintf(dc, sizeof dc, "%s/c", d);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' '%s'", da, dc);
+    cr_assert_eq(sh(cmd), 0);
+    cr_assert_eq(spruce_model_open(dir, &md), 0, "%s", spruce_errdetail());
+    vocab = spruce_model_config(md)->vocab_size;
+    spruce_model_free(md);
+    md = NULL;
+    prune_fixture(bin, dir, da, vocab, "--pattern 2:4 --wbits 8 --sym", out_d, sizeof out_d);
+    prune_fixture(bin, dir, dc, vocab, "--pattern 2:4 --wbits 8 --sym --save-format compressed",
+                  out_c, sizeof out_c);
+    cr_assert_eq(spruce_model_open(out_d, &md), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open(out_c, &mc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_model_open_lazy(out_c, &ml), 0, "%s", spruce_errdetail());
+    c = spruce_model_config(md);
+    for (layer = 0; layer < c->num_hidden_layers; layer++) {
+        spruce_block *a = NULL, *b = NULL;
+        cr_assert_eq(spruce_model_get_block(md, layer, &a), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_model_get_block(mc, layer, &b), 0, "%s", spruce_errdetail());
+        for (l = 0; l < SPRUCE_NPROJ; l++)
+            if (a->w[l] && !c->family->linear[l].part)
+                cr_assert_arr_eq(a->w[l], b->w[l],
+                                 sizeof(float) * spruce_family_tensor_rows(c->family, c,
+                                                                           (spruce_proj)l) *
+                                     a->cols[l],
+                                 "%s layer %d %s: decoded weights differ", name, layer,
+                                 spruce_proj_path((spruce_proj)l));
+        for (l = 0; l < 3 * a->nexperts; l++)
+            cr_assert_arr_eq(a->expert[l], b->expert[l],
+                             sizeof(float) * a->expert_width * c->hidden_size,
+                             "%s layer %d expert matrix %d differs", name, layer, l);
+        spruce_model_put_block(md, a);
+        spruce_model_put_block(mc, b);
+    }
+    spruce_decode_opts_init(&o);
+    o.mode = SPRUCE_DECODE_DENSE;
+    o.dtype = SPRUCE_DT_F32;
+    cr_assert_eq(spruce_decoder_create_opts(md, 16, &o, &dd), 0, "%s", spruce_errdetail());
+    spruce_decode_opts_init(&o);
+    cr_assert_eq(spruce_decoder_create_opts(ml, 16, &o, &dl), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_decoder_dtype(dl), SPRUCE_DT_INT8, "%s: runs in %s", name,
+                 spruce_dtype_name(spruce_decoder_dtype(dl)));
+    la = malloc(sizeof *la * (size_t)vocab);
+    lb = malloc(sizeof *lb * (size_t)vocab);
+    for (t = 0; t < 16; t++) {
+        const uint32_t id = (uint32_t)((t * 31 + 1) % vocab);
+        cr_assert_eq(spruce_decoder_step(dd, id, la), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_decoder_step(dl, id, lb), 0, "%s", spruce_errdetail());
+        for (j = 0; j < vocab; j++) {
+            diff = fmax(diff, fabs((double)la[j] - lb[j]));
+            scale = fmax(scale, fabs((double)la[j]));
+        }
+    }
+    /* a BF16 checkpoint's dense save holds each (q - z) s rounded to bf16, as
+     * compressed-tensors dequantizes in the scale's dtype; the int8 kernels
+     * multiply by the unrounded product: weights 2^-9 apart, relatively */
+    tol = spruce_ckpt_tensor_at(spruce_model_ckpt(md), 0)->dtype == SPRUCE_DTYPE_BF16 ? 2e-2
+                                                                                     : 1e-4;
+    cr_assert(diff <= tol * fmax(1.0, scale), "%s: int8 levels' logits up to %g from the dense "
+              "save's (largest %g)", name, diff, scale);
+    free(la);
+    free(lb);
+    spruce_decoder_free(dd);
+    spruce_decoder_free(dl);
+    spruce_model_free(md);
+    spruce_model_free(mc);
+    spruce_model_free(ml);
+    rm_tree(d);
+    free(d);
+}
+
+Test(quantized, llama3_rope) { check_quantized("llama3-rope"); }
+Test(quantized, qwen3) { check_quantized("qwen3"); }
+Test(quantized, qwen3_bf16) { check_quantized("qwen3-bf16"); }
+Test(quantized, gemma2) { check_quantized("gemma2"); }
+Test(quantized, gemma3) { check_quantized("gemma3"); }
+Test(quantized, phi3_fused) { check_quantized("phi3"); }
+Test(quantized, opt) { check_quantized("opt"); }
+Test(quantized, mixtral) { check_quantized("mixtral"); }
+Test(quantized, qwen3_moe) { check_quantized("qwen3-moe"); }

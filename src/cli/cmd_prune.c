@@ -526,6 +526,13 @@ int spruce_cmd_prune(int argc, char **argv)
         cli_fail("prune: give --layer-sparsity FILE or --sparsity-profile owl, not both");
         return 2;
     }
+    if (compressed && pa.wbits && !pa.sym && pa.n == 2 && pa.m == 4 && !layer_file) {
+        /* known before any block is pruned: the writer would refuse it at the end */
+        cli_fail("prune: --save-format compressed with --pattern 2:4 and an asymmetric grid: "
+                 "sparse-24-bitmask cannot store pruned weights as zeros (compressed-tensors "
+                 "decodes them as level 0): use --sym");
+        return 2;
+    }
     if (have_owl_arg && !owl) {
         cli_fail("prune: --owl-m and --owl-lambda need --sparsity-profile owl");
         return 2;

@@ -177,6 +177,7 @@ static int prepare_grid(run *r)
         return 0;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_family_linear_shape(r->f, r->c, (spruce_proj)l, &rows, &cols);
+        rows = spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l);   /* fused: every part */
         n = rows * (po->groupsize > 0 ? cols / (size_t)po->groupsize : 1);
         maxg = n > maxg ? n : maxg;
     }
@@ -205,9 +206,9 @@ static int prepare_group(run *r)
         return 0;
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_family_linear_shape(r->f, r->c, (spruce_proj)l, &rows, &cols);
+        rows = spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l);   /* fused: every part */
         offg[l] = sumg;
         sumg += rows * (po->groupsize > 0 ? cols / (size_t)po->groupsize : 1);
-        rows = spruce_family_tensor_rows(r->f, r->c, (spruce_proj)l);   /* fused: every part */
         offw[l] = sumw;
         sumw += rows * cols;
     }
