@@ -172,6 +172,87 @@ Test(compressed, sparse24_refuses_three_nonzeros_and_bad_width)
     cr_assert_eq(spruce_ct_24_encode(w, 4, 1, 1, 6, v, bm, "t"), SPRUCE_ESHAPE);
 }
 
+/* The 2:4 encoding from its definition, element by element: each group of
+ * four keeps its non-zeros, then its first zeros, two in all; a kept zero is
+ * stored as all-zero bytes (+0.0). */
+static void ref24(const uint8_t *d, int es, int fl, int64_t rows, int64_t cols, uint8_t *v,
+                  uint8_t *bm)
+{
+    int64_t r, c, k, n = 0, bpr = (cols + 7) / 8;
+    memset(bm, 0, (size_t)(rows * bpr));
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c += 4) {
+            int nz[4], kept = 0, pass;
+            for (k = 0; k < 4; k++) {
+                const uint8_t *e = d + (size_t)((r * cols + c + k) * es);
+                int b;
+                nz[k] = 0;
+                for (b = 0; b < es; b++) /* a float's sign bit alone is a zero */
+                    nz[k] |= (e[b] & (fl && b == es - 1 ? 0x7f : 0xff)) != 0;
+            }
+            for (pass = 1; pass >= 0; pass--) /* the non-zeros, then zeros */
+                for (k = 0; k < 4 && kept < 2; k++)
+                    if (nz[k] == pass && !(bm[r * bpr + (c + k) / 8] >> ((c + k) % 8) & 1)) {
+                        bm[r * bpr + (c + k) / 8] |= (uint8_t)(1u << ((c + k) % 8));
+                        kept++;
+                    }
+            for (k = 0; k < 4; k++) /* the kept, in column order */
+                if (bm[r * bpr + (c + k) / 8] >> ((c + k) % 8) & 1) {
+                    if (nz[k])
+                        memcpy(v + n * es, d + (size_t)((r * cols + c + k) * es), (size_t)es);
+                    else
+                        memset(v + n * es, 0, (size_t)es);
+                    n++;
+                }
+        }
+}
+
+/* Every element size the encoder has a path for (1, 2, 4 bytes; floats and
+ * integers), every group of at most two non-zeros at both halves of a
+ * bitmask byte and at a row's last half byte (cols % 8 == 4), the zeros
+ * including the sign-only patterns (-0.0 of a float; -128 of int8 is not
+ * zero), against the definition; then a group of three in a later row. */
+Test(compressed, sparse24_every_group_and_element_size_against_the_definition)
+{
+    enum { ROWS = 5, COLS = 44 };
+    static const int sizes[][2] = {{1, 0}, {2, 1}, {2, 0}, {4, 1}, {4, 0}};
+    uint8_t d[ROWS * COLS * 4], v[ROWS * COLS * 2], bm[ROWS * 6], rv[ROWS * COLS * 2], rbm[ROWS * 6];
+    unsigned i;
+    for (i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        const int es = sizes[i][0], fl = sizes[i][1];
+        int64_t g, k, b;
+        for (g = 0; g < ROWS * COLS / 4; g++) {
+            /* the 11 masks of at most two non-zeros in turn, then at random */
+            static const unsigned valid[11] = {0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12};
+            const unsigned m = valid[g < 11 ? g : (int64_t)(next() % 11)];
+            for (k = 0; k < 4; k++) {
+                uint8_t *e = d + (size_t)((g * 4 + k) * es);
+                for (b = 0; b < es; b++)
+                    e[b] = m >> k & 1 ? (uint8_t)(next() | 1) : 0; /* never all-zero */
+                if (!(m >> k & 1) && fl && next() % 3 == 0) /* -0.0 */
+                    e[es - 1] = 0x80;
+            }
+        }
+        if (!fl) { /* -128 (int8) / 0x8000.. among the non-zeros */
+            memset(d, 0, (size_t)es * 4);
+            d[es - 1] = 0x80;
+        }
+        ref24(d, es, fl, ROWS, COLS, rv, rbm);
+        cr_assert_eq(spruce_ct_24_encode(d, es, fl, ROWS, COLS, v, bm, "t"), 0, "es %d float %d: %s",
+                     es, fl, spruce_errdetail());
+        cr_assert(!memcmp(bm, rbm, sizeof bm), "es %d float %d: the bitmask differs", es, fl);
+        cr_assert(!memcmp(v, rv, (size_t)(ROWS * COLS / 2 * es)), "es %d float %d: the values differ",
+                  es, fl);
+        /* three non-zeros in row 3, columns 8..11 */
+        for (k = 0; k < 4; k++)
+            for (b = 0; b < es; b++)
+                d[(3 * COLS + 8 + k) * es + b] = (uint8_t)(k < 3 ? 0x11 : 0);
+        cr_assert_eq(spruce_ct_24_encode(d, es, fl, ROWS, COLS, v, bm, "f: tensor t"), SPRUCE_EPATTERN);
+        cr_assert(strstr(spruce_errdetail(), "row 3, columns 8..11: 3 non-zeros"), "%s",
+                  spruce_errdetail());
+    }
+}
+
 Test(compressed, bitmask_count_disagreeing_with_values_is_an_error)
 {
     float v[4] = {1, 2, 3, 4}, back[8];
@@ -314,6 +395,38 @@ Test(compressed, weights_off_the_grid_are_refused)
     w[2] = 0.75f;
     cr_assert_eq(spruce_ct_quantize(w, &g, q, NULL, "t"), 0);
     cr_assert(q[0] == 2 && q[1] == 1 && q[2] == 3 && q[3] == 0);
+}
+
+/* The level of every weight, from the nearest integer of w / scale (ties to
+ * even) plus the zero, clamped: the grid's ends and beyond them (far beyond:
+ * 2^22 steps and more, where float32 holds only integers), and the halves
+ * between levels, which are off the grid. */
+Test(compressed, levels_at_and_beyond_the_ends_of_the_grid)
+{
+    static const struct {
+        float w;
+        int q; /* the level, or 1000: off the grid */
+    } cases[] = {
+        {127.0f, 127},       {-128.0f, -128},      {-127.0f, -127},    {126.0f, 126},
+        {0.5f, 1000},        {1.5f, 1000},         {-2.5f, 1000},      {128.0f, 1000},
+        {-129.0f, 1000},     {4194304.0f, 1000},   {-4194304.0f, 1000}, {8388609.0f, 1000},
+        {-1.0e30f, 1000},    {3.0e38f, 1000},      {1.0f, 1},          {-1.0f, -1},
+    };
+    float s[1] = {1.0f}, z[1] = {128.0f};
+    spruce_qgrid g = {8, 1, 1, 1, 1, s, z, SPRUCE_QSCALE_F32};
+    unsigned i;
+    for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int8_t q[1];
+        float w[1] = {cases[i].w};
+        int rc = spruce_ct_quantize(w, &g, q, NULL, "t");
+        if (cases[i].q == 1000) {
+            cr_assert_eq(rc, SPRUCE_EINVAL, "%g: on the grid as %d", (double)w[0], q[0]);
+        } else {
+            cr_assert_eq(rc, 0, "%g: %s", (double)w[0], spruce_errdetail());
+            cr_assert_eq(q[0], cases[i].q, "%g: level %d, expected %d", (double)w[0], q[0],
+                         cases[i].q);
+        }
+    }
 }
 
 /* ---- checkpoints on disk: decoded on open ---------------------------------- */

@@ -72,6 +72,19 @@ int spruce__copy_file(const char *src, const char *dst);
 /* Join dir and name into a malloc'ed path (NULL when out of memory). */
 char *spruce__path_join(const char *dir, const char *name);
 
+/* The codecs one row at a time (compressed.c), for the writer's pieces.
+ * spruce__ct_24_row: the 2:4 encoding of one row (cols % 4 == 0) into its
+ * cols / 2 values and ceil(cols / 8) bitmask bytes: 0, or 1 + the first
+ * column of a group of more than two non-zeros; spruce__ct_24_error: that
+ * row's SPRUCE_EPATTERN, naming it as row r.  spruce__ct_quantize_row: row r
+ * of spruce_ct_quantize, its levels into qr; without what, 1 at an error. */
+int64_t spruce__ct_24_row(const void *row, int es, int is_float, int64_t cols, void *values,
+                          uint8_t *bitmask);
+int spruce__ct_24_error(const void *row, int es, int is_float, int64_t r, int64_t cols,
+                        const char *what);
+int spruce__ct_quantize_row(const float *w, const spruce_qgrid *g, int64_t r, int8_t *qr,
+                            int8_t *zp, const char *what);
+
 /* compressed-tensors (compressed_read.c): the scheme config.json declares. */
 typedef struct {
     int present;     /* quantization_config with quant_method compressed-tensors */
