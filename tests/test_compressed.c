@@ -739,6 +739,140 @@ Test(compressed_ckpt, writer_sparse_quantized_exact_to_the_grid)
     writer_roundtrip(SPRUCE_DTYPE_F32, 1, 1);
 }
 
+/* ---- the writer in pieces ---------------------------------------------------- */
+
+/* A weight of more than one piece of the compressed writer (1 MiB of stored
+ * elements), its rows not a whole number of pieces, in every stored size. */
+enum { PR = 600, PC = 2048 };
+#define UP "model.layers.0.mlp.up_proj.weight"
+
+/* A checkpoint of an embedding and a norm (left as they are) and UP, in dt. */
+static char *pieces_ckpt(const char *dt)
+{
+    const int es = strcmp(dt, "F32") ? 2 : 4;
+    const size_t ne = 16 * PC, nu = (size_t)PR * PC, nn = PC, n = (ne + nu + nn) * (size_t)es;
+    char *dir = mktmp(), *st = path2(dir, "model.safetensors"), *cfg = path2(dir, "config.json");
+    char hdr[1024];
+    uint8_t *data = malloc(n);
+    size_t i;
+    for (i = 0; i < n / (size_t)es; i++) {
+        float f = uniform();
+        uint16_t h = spruce_f32_to_bf16(f);
+        memcpy(data + i * (size_t)es, es == 4 ? (void *)&f : (void *)&h, (size_t)es);
+    }
+    snprintf(hdr, sizeof hdr, "{\"model.embed_tokens.weight\":{\"dtype\":\"%s\",\"shape\":[16,%d],"
+             "\"data_offsets\":[0,%zu]},\"" UP "\":{\"dtype\":\"%s\",\"shape\":[%d,%d],"
+             "\"data_offsets\":[%zu,%zu]},\"model.norm.weight\":{\"dtype\":\"%s\",\"shape\":[%d],"
+             "\"data_offsets\":[%zu,%zu]}}", dt, PC, ne * es, dt, PR, PC, ne * es, (ne + nu) * es,
+             dt, PC, (ne + nu) * es, n);
+    write_st(st, hdr, data, n);
+    write_bytes(cfg, "{\"model_type\": \"llama\"}", 23);
+    free(data), free(st), free(cfg);
+    return dir;
+}
+
+/* UP's new values: 2:4 (0, 1 or 2 of every four kept, some zeros -0.0),
+ * exact in dt, on an 8-bit symmetric grid when g is not NULL. */
+static float *pieces_weight(int es, spruce_qgrid *g)
+{
+    float *w = malloc((size_t)PR * PC * 4);
+    int64_t i;
+    nm24_f32(w, PR, PC);
+    for (i = 0; i < (int64_t)PR * PC; i++) {
+        if (w[i] == 0.0f && next() % 2)
+            w[i] = -0.0f;
+        if (es == 2)
+            w[i] = spruce_bf16_to_f32(spruce_f32_to_bf16(w[i]));
+    }
+    if (g)
+        rtn_grid(w, g, 8, 1, PR, PC, PC), onto_grid(w, g);
+    return w;
+}
+
+/* Write in's UP as w (on g) compressed into out: the return code. */
+static int pieces_write(const char *in, const char *out, int sparse, const float *w,
+                        const spruce_qgrid *g)
+{
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *wc;
+    spruce_compress_opts co = {sparse, sparse == 2 ? "2:4" : "unstructured"};
+    int rc;
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin_compressed(ck, out, 0, &co, &wc), 0, "%s",
+                 spruce_errdetail());
+    if ((rc = spruce_ckpt_writer_set_quantized(wc, UP, w, g)))
+        spruce_ckpt_writer_abort(wc);
+    else
+        rc = spruce_ckpt_writer_commit(wc);
+    spruce_ckpt_close(ck);
+    return rc;
+}
+
+/* Every layout the writer streams reads back as the values set (zeros +0.0),
+ * and the tensors left alone as their bytes. */
+static void pieces_roundtrip(const char *dt, int sparse, int quant)
+{
+    const int es = strcmp(dt, "F32") ? 2 : 4;
+    char *in = pieces_ckpt(dt), *base = mktmp(), *out = path2(base, "ct");
+    spruce_qgrid g;
+    float *w = pieces_weight(es, quant ? &g : NULL), *back = malloc((size_t)PR * PC * 4);
+    spruce_ckpt *ci, *cc;
+    const char *keep[] = {"model.embed_tokens.weight", "model.norm.weight"};
+    int64_t i;
+    cr_assert_eq(pieces_write(in, out, sparse, w, quant ? &g : NULL), 0, "%s %d %d: %s", dt, sparse,
+                 quant, spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(out, &cc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(in, &ci), 0);
+    cr_assert_eq(spruce_tensor_read_f32(spruce_ckpt_find(cc, UP), back), 0, "%s", spruce_errdetail());
+    for (i = 0; i < (int64_t)PR * PC; i++)
+        cr_assert_eq(fbits(back[i]), fbits(w[i] == 0.0f ? 0.0f : w[i]),
+                     "%s sparse %d quant %d: element %lld: %a, set %a", dt, sparse, quant,
+                     (long long)i, (double)back[i], (double)w[i]);
+    for (i = 0; i < 2; i++) {
+        const spruce_tensor *a = spruce_ckpt_find(ci, keep[i]), *b = spruce_ckpt_find(cc, keep[i]);
+        cr_assert(b && a->nbytes == b->nbytes && !memcmp(a->data, b->data, a->nbytes), "%s", keep[i]);
+    }
+    spruce_ckpt_close(ci), spruce_ckpt_close(cc);
+    if (quant)
+        free(g.scale), free(g.zero);
+    rmrf(in), rmrf(base);
+    free(in), free(base), free(out), free(w), free(back);
+}
+
+Test(compressed_ckpt, writer_pieces_roundtrip_in_every_layout)
+{
+    pieces_roundtrip("BF16", 2, 0); /* sparse-24-bitmask */
+    pieces_roundtrip("F32", 2, 0);
+    pieces_roundtrip("BF16", 1, 0); /* sparse-bitmask */
+    pieces_roundtrip("BF16", 0, 0); /* dense values */
+    pieces_roundtrip("F32", 2, 1);  /* sparse-24-bitmask of int8 */
+    pieces_roundtrip("F32", 1, 1);  /* sparse-bitmask of int8 */
+    pieces_roundtrip("F32", 0, 1);  /* int-quantized */
+}
+
+/* A bad value in the last piece: the error names the file, the tensor and
+ * the element (or row) in the whole tensor, and nothing is published. */
+Test(compressed_ckpt, writer_pieces_name_a_bad_value_in_a_later_piece)
+{
+    char *in = pieces_ckpt("BF16"), *base = mktmp(), *out = path2(base, "ct");
+    float *w = pieces_weight(2, NULL);
+    int64_t k;
+    w[(int64_t)(PR - 1) * PC + 5] = NAN;
+    cr_assert_eq(pieces_write(in, out, 2, w, NULL), SPRUCE_ENAN);
+    cr_assert(strstr(spruce_errdetail(), "model.safetensors") && strstr(spruce_errdetail(), UP) &&
+              strstr(spruce_errdetail(), "element 1226757 "), "%s", spruce_errdetail());
+    cr_assert(!exists(out));
+    w[(int64_t)(PR - 1) * PC + 5] = 0.0f;
+    for (k = 0; k < 4; k++) /* three non-zeros in row 590, columns 8..11 */
+        w[590 * PC + 8 + k] = k < 3 ? 1.0f : 0.0f;
+    cr_assert_eq(pieces_write(in, out, 2, w, NULL), SPRUCE_EPATTERN);
+    cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "row 590, columns 8..11"),
+              "%s", spruce_errdetail());
+    cr_assert(!exists(out));
+    rmrf(in), rmrf(base);
+    free(in), free(base), free(out), free(w);
+}
+
 /* ---- spruce prune --save-format compressed, then eval ---------------------- */
 
 static char *run_out(const char *cmd)
