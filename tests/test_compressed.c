@@ -739,7 +739,32 @@ Test(compressed_ckpt, writer_sparse_quantized_exact_to_the_grid)
     writer_roundtrip(SPRUCE_DTYPE_F32, 1, 1);
 }
 
-/* ---- the writer in pieces ---------------------------------------------------- */
+/* ---- the writer in pieces, and the tensors it copies ------------------------ */
+
+#include <sys/syscall.h>
+
+/* copy_file_range as the file system gives it; with cfr_errno set, failing
+ * as file systems without it do once cfr_budget bytes have been copied. */
+static int cfr_errno;
+static uint64_t cfr_budget;
+static long cfr_calls;
+
+ssize_t copy_file_range(int in, loff_t *in_off, int out, loff_t *out_off, size_t n,
+                        unsigned int flags)
+{
+    ssize_t k;
+    cfr_calls++;
+    if (cfr_errno && !cfr_budget) {
+        errno = cfr_errno;
+        return -1;
+    }
+    if (cfr_errno && n > cfr_budget)
+        n = (size_t)cfr_budget;
+    k = syscall(SYS_copy_file_range, in, in_off, out, out_off, n, flags);
+    if (cfr_errno && k > 0)
+        cfr_budget -= (uint64_t)k;
+    return k;
+}
 
 /* A weight of more than one piece of the compressed writer (1 MiB of stored
  * elements), its rows not a whole number of pieces, in every stored size. */
@@ -871,6 +896,49 @@ Test(compressed_ckpt, writer_pieces_name_a_bad_value_in_a_later_piece)
     cr_assert(!exists(out));
     rmrf(in), rmrf(base);
     free(in), free(base), free(out), free(w);
+}
+
+/* Where copy_file_range fails (EXDEV across file systems, ENOSYS, EINVAL,
+ * EOPNOTSUPP), at once or after a first part, the writers copy through a
+ * buffer instead: the same bytes, dense and compressed. */
+Test(compressed_ckpt, copies_fall_back_when_copy_file_range_fails)
+{
+    static const int errs[] = {EXDEV, ENOSYS, EINVAL, EOPNOTSUPP};
+    static const uint64_t budgets[] = {0, 4099};
+    char *in = pieces_ckpt("BF16"), *base = mktmp(), *rc_ = path2(base, "ref-ct"),
+         *rd = path2(base, "ref-dense"), *st = path2(in, "model.safetensors");
+    float *w = pieces_weight(2, NULL);
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *wd;
+    unsigned i, j;
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0);
+    for (i = 0; i <= 4; i++) /* 0: the references, copied by the kernel */
+        for (j = 0; j < (i ? 2u : 1u); j++) {
+            char name[64], *oc, *od, *a, *b;
+            long before = cfr_calls;
+            cfr_errno = i ? errs[i - 1] : 0, cfr_budget = budgets[j];
+            snprintf(name, sizeof name, "ct-%u-%u", i, j);
+            oc = i ? path2(base, name) : strdup(rc_);
+            snprintf(name, sizeof name, "dense-%u-%u", i, j);
+            od = i ? path2(base, name) : strdup(rd);
+            cr_assert_eq(pieces_write(in, oc, 2, w, NULL), 0, "%s", spruce_errdetail());
+            cr_assert_gt(cfr_calls, before, "compressed: copy_file_range was not called");
+            before = cfr_calls;
+            cr_assert_eq(spruce_ckpt_writer_begin(ck, od, 0, &wd), 0, "%s", spruce_errdetail());
+            cr_assert_eq(spruce_ckpt_writer_commit(wd), 0, "%s", spruce_errdetail());
+            cr_assert_gt(cfr_calls, before, "dense: copy_file_range was not called");
+            a = path2(rc_, "model.safetensors"), b = path2(oc, "model.safetensors");
+            cr_assert(files_equal(a, b), "compressed, errno %d after %llu bytes", cfr_errno,
+                      (unsigned long long)budgets[j]);
+            free(a), free(b);
+            a = path2(od, "model.safetensors");
+            cr_assert(files_equal(st, a), "dense, errno %d after %llu bytes", cfr_errno,
+                      (unsigned long long)budgets[j]);
+            free(a), free(oc), free(od);
+        }
+    spruce_ckpt_close(ck);
+    rmrf(in), rmrf(base);
+    free(in), free(base), free(rc_), free(rd), free(st), free(w);
 }
 
 /* ---- spruce prune --save-format compressed, then eval ---------------------- */

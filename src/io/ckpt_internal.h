@@ -67,6 +67,11 @@ void spruce__outdir_finish(const char *outdir, const char *old);
 void spruce__outdir_abort(const char *tmp);
 /* Write all of buf at offset (pwrite loop); SPRUCE_EIO naming path. */
 int spruce__pwrite_all(int fd, const void *buf, size_t n, uint64_t off, const char *path);
+/* Copy n bytes of in from in_off to out at out_off: by copy_file_range where
+ * the file system can, else (or for what it left) through a buffer; errors
+ * name src or dst. */
+int spruce__copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t n,
+                       const char *src, const char *dst);
 /* Copy the file src to dst (created, must not exist). */
 int spruce__copy_file(const char *src, const char *dst);
 /* Join dir and name into a malloc'ed path (NULL when out of memory). */

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -41,6 +42,7 @@ typedef struct {
 
 typedef struct {
     int fd;
+    int in_fd;    /* the input shard, opened to copy the tensors left as they were */
     char *path;   /* the shard file, inside the temporary directory */
     uint64_t room; /* bytes reserved for the header (a multiple of 8) */
     uint64_t size; /* data bytes written after 8 + room */
@@ -87,6 +89,8 @@ void spruce__ctw_free(spruce__ctw *c)
     for (i = 0; i < c->nsh; i++) {
         if (c->sp[i].fd >= 0)
             close(c->sp[i].fd);
+        if (c->sp[i].in_fd >= 0)
+            close(c->sp[i].in_fd);
         free(c->sp[i].path); /* the temporary directory is removed on abort */
         for (j = 0; j < c->sp[i].ne; j++)
             free(c->sp[i].e[j].name);
@@ -205,7 +209,7 @@ int spruce__ctw_new(const spruce_ckpt *in, const char *tmp, const spruce_compres
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", tmp);
     }
     for (i = 0; i < c->nsh; i++)
-        c->sp[i].fd = -1;
+        c->sp[i].fd = c->sp[i].in_fd = -1;
     header_rooms(c);
     for (i = 0; i < c->nsh; i++) {
         const char *sn, *sp;
@@ -681,6 +685,43 @@ static json_t *quant_config(const spruce__ctw *c, json_t *ignore)
     return qc;
 }
 
+/* Tensor t as it was.  Bytes that lie in the input shard are copied from
+ * it by the kernel (copy_file_range, without passing through this process);
+ * decoded ones, or any when the shard cannot be opened again as the file
+ * that was mapped, are written from memory. */
+static int emit_unset(spruce__ctw *c, const spruce_tensor *t)
+{
+    shard_out *p = &c->sp[t->shard];
+    const char *sn, *sp;
+    const uint8_t *m;
+    size_t sz;
+    uintptr_t a = (uintptr_t)t->data;
+    struct stat st;
+    int rc;
+    spruce__ckpt_shard(c->in, t->shard, &sn, &sp, &m, &sz);
+    if (!m || a < (uintptr_t)m || a - (uintptr_t)m > sz || t->nbytes > sz - (a - (uintptr_t)m))
+        return emit(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, t->data, t->nbytes);
+    if (p->in_fd == -1) {
+        p->in_fd = open(sp, O_RDONLY | O_CLOEXEC);
+        if (p->in_fd >= 0 && (fstat(p->in_fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+                              (uint64_t)st.st_size != (uint64_t)sz)) {
+            close(p->in_fd);
+            p->in_fd = -1;
+        }
+        if (p->in_fd < 0)
+            p->in_fd = -2; /* not tried again */
+    }
+    if (p->in_fd < 0)
+        return emit(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, t->data, t->nbytes);
+    if ((rc = add_entry(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, p->size,
+                        t->nbytes)) ||
+        (rc = spruce__copy_range(p->in_fd, a - (uintptr_t)m, p->fd, 8 + p->room + p->size,
+                                 t->nbytes, sp, p->path)))
+        return rc;
+    p->size += t->nbytes;
+    return 0;
+}
+
 int spruce__ctw_finish(spruce__ctw *c)
 {
     int i, rc = 0, n = spruce_ckpt_count(c->in);
@@ -695,7 +736,7 @@ int spruce__ctw_finish(spruce__ctw *c)
         if (t->ndim == 2 && len > 7 && !strcmp(t->name + len - 7, ".weight") &&
             strstr(t->name, "layers.")) /* a linear layer left dense */
             json_array_append_new(ignore, json_stringn(t->name, len - 7));
-        rc = emit(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, t->data, t->nbytes);
+        rc = emit_unset(c, t);
     }
     json_array_append_new(ignore, json_string("lm_head"));
     for (i = 0; i < c->nsh && !rc; i++) {
