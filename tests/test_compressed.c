@@ -766,9 +766,9 @@ ssize_t copy_file_range(int in, loff_t *in_off, int out, loff_t *out_off, size_t
     return k;
 }
 
-/* A weight of more than one piece of the compressed writer (1 MiB of stored
+/* A weight of more than one piece of the compressed writer (4 MiB of stored
  * elements), its rows not a whole number of pieces, in every stored size. */
-enum { PR = 600, PC = 2048 };
+enum { PR = 2600, PC = 2048 };
 #define UP "model.layers.0.mlp.up_proj.weight"
 
 /* A checkpoint of an embedding and a norm (left as they are) and UP, in dt. */
@@ -885,13 +885,13 @@ Test(compressed_ckpt, writer_pieces_name_a_bad_value_in_a_later_piece)
     w[(int64_t)(PR - 1) * PC + 5] = NAN;
     cr_assert_eq(pieces_write(in, out, 2, w, NULL), SPRUCE_ENAN);
     cr_assert(strstr(spruce_errdetail(), "model.safetensors") && strstr(spruce_errdetail(), UP) &&
-              strstr(spruce_errdetail(), "element 1226757 "), "%s", spruce_errdetail());
+              strstr(spruce_errdetail(), "element 5322757 "), "%s", spruce_errdetail());
     cr_assert(!exists(out));
     w[(int64_t)(PR - 1) * PC + 5] = 0.0f;
-    for (k = 0; k < 4; k++) /* three non-zeros in row 590, columns 8..11 */
-        w[590 * PC + 8 + k] = k < 3 ? 1.0f : 0.0f;
+    for (k = 0; k < 4; k++) /* three non-zeros in row 2590, columns 8..11 */
+        w[2590 * PC + 8 + k] = k < 3 ? 1.0f : 0.0f;
     cr_assert_eq(pieces_write(in, out, 2, w, NULL), SPRUCE_EPATTERN);
-    cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "row 590, columns 8..11"),
+    cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "row 2590, columns 8..11"),
               "%s", spruce_errdetail());
     cr_assert(!exists(out));
     rmrf(in), rmrf(base);

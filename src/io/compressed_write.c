@@ -279,7 +279,7 @@ static int emit(spruce__ctw *c, int s, const char *name, const char *dtype, int 
 static int emit2(spruce__ctw *c, int s, const char *prefix, const char *part, const char *dtype,
                  int64_t d0, int64_t d1, const void *bytes, uint64_t n)
 {
-    char name[1024];
+    char name[1024 + sizeof ".weight_zero_point"]; /* the prefix is at most 1023 */
     int64_t sh[2] = {d0, d1};
     snprintf(name, sizeof name, "%s.%s", prefix, part);
     return emit(c, s, name, dtype, d1 < 0 ? 1 : 2, sh, bytes, n);
@@ -361,14 +361,14 @@ static int emit_packed(spruce__ctw *c, const spruce_tensor *t, const char *prefi
 }
 
 /* Every other layout is written a piece of rows at a time, each piece about
- * this many bytes of stored elements: checked, converted, encoded and
- * appended while it is in the cache, rows in parallel. */
-#define PIECE_BYTES ((size_t)1 << 20)
+ * this many bytes of stored elements, its buffers reused from piece to
+ * piece: rows in parallel, each row checked, converted and encoded by one
+ * thread while it is in that thread's cache, then the piece appended. */
+#define PIECE_BYTES ((size_t)4 << 20)
 
 /* What one piece found: its first bad row (nr when none) for each check. */
 typedef struct {
-    int finite;
-    int64_t zeros, bad_grid, bad_pattern;
+    int64_t nonfinite, bad_grid, bad_pattern, zeros;
 } piece_status;
 
 /* Rows [r0, r0 + nr) of data (rows of cols floats): checked finite, zeros
@@ -380,42 +380,40 @@ static void piece(const float *data, int64_t r0, int64_t nr, int64_t cols, spruc
                   uint8_t *vals, uint8_t *bm, piece_status *st)
 {
     const size_t bpr = (size_t)((cols + 7) / 8);
-    int finite = 1;
-    int64_t zeros = 0, bad_grid = nr, bad_pattern = nr, i;
-#pragma omp parallel
-    {
-        /* the same static split in both loops: a thread encodes the rows it converted */
-#pragma omp for schedule(static) reduction(&:finite) reduction(+:zeros) reduction(min:bad_grid)
-        for (i = 0; i < nr; i++) {
-            const float *x = data + (r0 + i) * cols;
-            int64_t j, z = 0;
-            int f = 1;
+    int64_t nonfinite = nr, bad_grid = nr, bad_pattern = nr, zeros = 0, i;
+#pragma omp parallel for schedule(static) reduction(min:nonfinite, bad_grid, bad_pattern) \
+    reduction(+:zeros)
+    for (i = 0; i < nr; i++) {
+        const float *x = data + (r0 + i) * cols;
+        uint8_t *d = dense + (size_t)(i * cols) * es;
+        int64_t j, z = 0;
+        int f = 1;
 #pragma omp simd reduction(&:f) reduction(+:z)
-            for (j = 0; j < cols; j++) { /* without a branch: the finite check and the zeros */
-                f &= isfinite(x[j]) != 0;
-                z += x[j] == 0.0f;
-            }
-            finite &= f;
-            zeros += z;
-            if (!g)
-                to_dtype(x, (size_t)cols, dt, dense + (size_t)(i * cols) * es);
-            else if (spruce__ct_quantize_row(data, g, r0 + i, (int8_t *)dense + i * cols, zp, NULL) &&
-                     i < bad_grid)
+        for (j = 0; j < cols; j++) { /* without a branch: the finite check and the zeros */
+            f &= isfinite(x[j]) != 0;
+            z += x[j] == 0.0f;
+        }
+        zeros += z;
+        if (!f) {
+            if (i < nonfinite)
+                nonfinite = i;
+            continue;
+        }
+        if (!g) {
+            to_dtype(x, (size_t)cols, dt, d);
+        } else if (spruce__ct_quantize_row(data, g, r0 + i, (int8_t *)d, zp, NULL)) {
+            if (i < bad_grid)
                 bad_grid = i;
+            continue;
         }
-        if (sparse24) {
-#pragma omp for schedule(static) reduction(min:bad_pattern)
-            for (i = 0; i < nr; i++)
-                if (spruce__ct_24_row(dense + (size_t)(i * cols) * es, es, !g, cols,
-                                      vals + (size_t)(i * (cols / 2)) * es, bm + (size_t)i * bpr) &&
-                    i < bad_pattern)
-                    bad_pattern = i;
-        }
+        if (sparse24 && spruce__ct_24_row(d, es, !g, cols, vals + (size_t)(i * (cols / 2)) * es,
+                                          bm + (size_t)i * bpr) && i < bad_pattern)
+            bad_pattern = i;
     }
-    st->finite = finite;
-    st->zeros = zeros;
+    st->nonfinite = nonfinite;
     st->bad_grid = bad_grid;
     st->bad_pattern = bad_pattern;
+    st->zeros = zeros;
 }
 
 /* Tensor t (rows, cols) from data, in pieces (see PIECE_BYTES): its values in
@@ -463,8 +461,8 @@ static int emit_pieces(spruce__ctw *c, const spruce_tensor *t, const char *prefi
         piece_status st;
         piece(data, r0, nr, cols, t->dtype, g, zp, es, dense, sparse == 2, vals,
               sparse ? bm + (size_t)r0 * bpr : NULL, &st);
-        if (!st.finite) /* only to name the first */
-            for (i = r0 * cols; i < (r0 + nr) * cols; i++)
+        if (st.nonfinite < nr) /* only to name the first */
+            for (i = (r0 + st.nonfinite) * cols; i < (r0 + nr) * cols; i++)
                 if (!isfinite(data[i]))
                     return spruce__seterr(SPRUCE_ENAN, "%s: element %lld of the replacement is %g",
                                           what, (long long)i, (double)data[i]);
