@@ -400,7 +400,7 @@ Test(compressed, weights_off_the_grid_are_refused)
 /* The level of every weight, from the nearest integer of w / scale (ties to
  * even) plus the zero, clamped: the grid's ends and beyond them (far beyond:
  * 2^22 steps and more, where float32 holds only integers), and the halves
- * between levels, which are off the grid. */
+ * between levels, which are off the grid, as is what is not finite. */
 Test(compressed, levels_at_and_beyond_the_ends_of_the_grid)
 {
     static const struct {
@@ -411,6 +411,7 @@ Test(compressed, levels_at_and_beyond_the_ends_of_the_grid)
         {0.5f, 1000},        {1.5f, 1000},         {-2.5f, 1000},      {128.0f, 1000},
         {-129.0f, 1000},     {4194304.0f, 1000},   {-4194304.0f, 1000}, {8388609.0f, 1000},
         {-1.0e30f, 1000},    {3.0e38f, 1000},      {1.0f, 1},          {-1.0f, -1},
+        {NAN, 1000},         {INFINITY, 1000},     {-INFINITY, 1000},  {0.0f, 0},
     };
     float s[1] = {1.0f}, z[1] = {128.0f};
     spruce_qgrid g = {8, 1, 1, 1, 1, s, z, SPRUCE_QSCALE_F32};
@@ -894,6 +895,30 @@ Test(compressed_ckpt, writer_pieces_name_a_bad_value_in_a_later_piece)
     cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "row 2590, columns 8..11"),
               "%s", spruce_errdetail());
     cr_assert(!exists(out));
+    rmrf(in), rmrf(base);
+    free(in), free(base), free(out), free(w);
+}
+
+/* The same for levels: a NaN in the last piece is named as such (not as a
+ * weight off the grid), a weight off the grid by its row and column. */
+Test(compressed_ckpt, writer_pieces_name_a_bad_level_in_a_later_piece)
+{
+    char *in = pieces_ckpt("F32"), *base = mktmp(), *out = path2(base, "ct");
+    spruce_qgrid g;
+    float *w = pieces_weight(4, &g);
+    const int64_t at = (int64_t)(PR - 1) * PC + 5;
+    const float keep = w[at];
+    w[at] = NAN;
+    cr_assert_eq(pieces_write(in, out, 2, w, &g), SPRUCE_ENAN);
+    cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "element 5322757 "),
+              "%s", spruce_errdetail());
+    cr_assert(!exists(out));
+    w[at] = keep + 0.3f * g.scale[PR - 1];
+    cr_assert_eq(pieces_write(in, out, 2, w, &g), SPRUCE_EINVAL);
+    cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "row 2599, column 5:"),
+              "%s", spruce_errdetail());
+    cr_assert(!exists(out));
+    free(g.scale), free(g.zero);
     rmrf(in), rmrf(base);
     free(in), free(base), free(out), free(w);
 }

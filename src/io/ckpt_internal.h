@@ -82,13 +82,14 @@ char *spruce__path_join(const char *dir, const char *name);
  * cols / 2 values and ceil(cols / 8) bitmask bytes: 0, or 1 + the first
  * column of a group of more than two non-zeros; spruce__ct_24_error: that
  * row's SPRUCE_EPATTERN, naming it as row r.  spruce__ct_quantize_row: row r
- * of spruce_ct_quantize, its levels into qr; without what, 1 at an error. */
+ * of spruce_ct_quantize, its levels into qr and (zeros not NULL) the count of
+ * its zero weights into *zeros; without what, 1 at an error. */
 int64_t spruce__ct_24_row(const void *row, int es, int is_float, int64_t cols, void *values,
                           uint8_t *bitmask);
 int spruce__ct_24_error(const void *row, int es, int is_float, int64_t r, int64_t cols,
                         const char *what);
 int spruce__ct_quantize_row(const float *w, const spruce_qgrid *g, int64_t r, int8_t *qr,
-                            int8_t *zp, const char *what);
+                            int8_t *zp, int64_t *zeros, const char *what);
 
 /* compressed-tensors (compressed_read.c): the scheme config.json declares. */
 typedef struct {

@@ -334,8 +334,9 @@ static inline float level_of(float x, float inv, float z, float maxq)
  * what) the error of its first bad group or column; without what, 1 at the
  * first. */
 int spruce__ct_quantize_row(const float *w, const spruce_qgrid *g, int64_t r, int8_t *qr,
-                            int8_t *zp, const char *what)
+                            int8_t *zp, int64_t *zeros, const char *what)
 {
+    int64_t nz = 0;
     const int off = 1 << (g->bits - 1), maxq = (1 << g->bits) - 1;
     const int64_t ng = g->cols / g->groupsize;
     int64_t j, c;
@@ -349,22 +350,25 @@ int spruce__ct_quantize_row(const float *w, const spruce_qgrid *g, int64_t r, in
                                               "a finite positive scale and an integer zero in "
                                               "[0, %d], found %g and %g", what, (long long)r,
                                               (long long)j, maxq, (double)s, (double)z);
-#pragma omp simd reduction(|:off_grid)
-        for (c = c0; c < c1; c++) {
+#pragma omp simd reduction(|:off_grid) reduction(+:nz)
+        for (c = c0; c < c1; c++) { /* a weight that is not finite is off every grid */
             const float l = level_of(x[c], inv, z, fmaxq);
-            off_grid |= fabsf(s * (l - z) - x[c]) > 0.01f * s;
+            off_grid |= !(fabsf(s * (l - z) - x[c]) <= 0.01f * s);
+            nz += x[c] == 0.0f;
             qr[c] = (int8_t)((int)l - off);
         }
         if (off_grid && !what)
             return 1;
         for (c = c0; off_grid && c < c1; c++) /* only to name the first */
-            if (fabsf(s * (level_of(x[c], inv, z, fmaxq) - z) - x[c]) > 0.01f * s)
+            if (!(fabsf(s * (level_of(x[c], inv, z, fmaxq) - z) - x[c]) <= 0.01f * s))
                 return spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, column %lld: %g is not on "
                                       "the grid (scale %g, zero %g)", what, (long long)r,
                                       (long long)c, (double)x[c], (double)s, (double)z);
         if (zp)
             zp[k] = (int8_t)((int)z - off);
     }
+    if (zeros)
+        *zeros = nz;
     return 0;
 }
 
@@ -378,10 +382,10 @@ int spruce_ct_quantize(const float *w, const spruce_qgrid *g, int8_t *q, int8_t 
     first_bad = g->rows;
 #pragma omp parallel for schedule(static) reduction(min:first_bad)
     for (r = 0; r < g->rows; r++) /* rows in parallel; the first bad one named after */
-        if (spruce__ct_quantize_row(w, g, r, q + r * g->cols, zp, NULL) && r < first_bad)
+        if (spruce__ct_quantize_row(w, g, r, q + r * g->cols, zp, NULL, NULL) && r < first_bad)
             first_bad = r;
     return first_bad < g->rows ? spruce__ct_quantize_row(w, g, first_bad, q + first_bad * g->cols,
-                                                         zp, what ? what : "")
+                                                         zp, NULL, what ? what : "")
                                : 0;
 }
 

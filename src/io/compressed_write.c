@@ -388,23 +388,26 @@ static void piece(const float *data, int64_t r0, int64_t nr, int64_t cols, spruc
         uint8_t *d = dense + (size_t)(i * cols) * es;
         int64_t j, z = 0;
         int f = 1;
+        if (g) { /* the grid check refuses what is not finite, and counts the zeros */
+            if (spruce__ct_quantize_row(data, g, r0 + i, (int8_t *)d, zp, &z, NULL)) {
+                if (i < bad_grid)
+                    bad_grid = i;
+                continue;
+            }
+            zeros += z;
+        } else {
 #pragma omp simd reduction(&:f) reduction(+:z)
-        for (j = 0; j < cols; j++) { /* without a branch: the finite check and the zeros */
-            f &= isfinite(x[j]) != 0;
-            z += x[j] == 0.0f;
-        }
-        zeros += z;
-        if (!f) {
-            if (i < nonfinite)
-                nonfinite = i;
-            continue;
-        }
-        if (!g) {
+            for (j = 0; j < cols; j++) { /* without a branch: the finite check and the zeros */
+                f &= isfinite(x[j]) != 0;
+                z += x[j] == 0.0f;
+            }
+            zeros += z;
+            if (!f) {
+                if (i < nonfinite)
+                    nonfinite = i;
+                continue;
+            }
             to_dtype(x, (size_t)cols, dt, d);
-        } else if (spruce__ct_quantize_row(data, g, r0 + i, (int8_t *)d, zp, NULL)) {
-            if (i < bad_grid)
-                bad_grid = i;
-            continue;
         }
         if (sparse24 && spruce__ct_24_row(d, es, !g, cols, vals + (size_t)(i * (cols / 2)) * es,
                                           bm + (size_t)i * bpr) && i < bad_pattern)
@@ -461,14 +464,16 @@ static int emit_pieces(spruce__ctw *c, const spruce_tensor *t, const char *prefi
         piece_status st;
         piece(data, r0, nr, cols, t->dtype, g, zp, es, dense, sparse == 2, vals,
               sparse ? bm + (size_t)r0 * bpr : NULL, &st);
+        if (st.bad_grid < nr) /* off the grid, or not finite: said as such */
+            st.nonfinite = st.bad_grid;
         if (st.nonfinite < nr) /* only to name the first */
-            for (i = (r0 + st.nonfinite) * cols; i < (r0 + nr) * cols; i++)
+            for (i = (r0 + st.nonfinite) * cols; i < (r0 + st.nonfinite + 1) * cols; i++)
                 if (!isfinite(data[i]))
                     return spruce__seterr(SPRUCE_ENAN, "%s: element %lld of the replacement is %g",
                                           what, (long long)i, (double)data[i]);
         if (st.bad_grid < nr)
             return spruce__ct_quantize_row(data, g, r0 + st.bad_grid,
-                                           (int8_t *)dense + st.bad_grid * cols, zp, what);
+                                           (int8_t *)dense + st.bad_grid * cols, zp, NULL, what);
         if (st.bad_pattern < nr)
             return spruce__ct_24_error(dense + (size_t)(st.bad_pattern * cols) * es, es, !g,
                                        r0 + st.bad_pattern, cols, what);
