@@ -172,6 +172,87 @@ Test(compressed, sparse24_refuses_three_nonzeros_and_bad_width)
     cr_assert_eq(spruce_ct_24_encode(w, 4, 1, 1, 6, v, bm, "t"), SPRUCE_ESHAPE);
 }
 
+/* The 2:4 encoding from its definition, element by element: each group of
+ * four keeps its non-zeros, then its first zeros, two in all; a kept zero is
+ * stored as all-zero bytes (+0.0). */
+static void ref24(const uint8_t *d, int es, int fl, int64_t rows, int64_t cols, uint8_t *v,
+                  uint8_t *bm)
+{
+    int64_t r, c, k, n = 0, bpr = (cols + 7) / 8;
+    memset(bm, 0, (size_t)(rows * bpr));
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c += 4) {
+            int nz[4], kept = 0, pass;
+            for (k = 0; k < 4; k++) {
+                const uint8_t *e = d + (size_t)((r * cols + c + k) * es);
+                int b;
+                nz[k] = 0;
+                for (b = 0; b < es; b++) /* a float's sign bit alone is a zero */
+                    nz[k] |= (e[b] & (fl && b == es - 1 ? 0x7f : 0xff)) != 0;
+            }
+            for (pass = 1; pass >= 0; pass--) /* the non-zeros, then zeros */
+                for (k = 0; k < 4 && kept < 2; k++)
+                    if (nz[k] == pass && !(bm[r * bpr + (c + k) / 8] >> ((c + k) % 8) & 1)) {
+                        bm[r * bpr + (c + k) / 8] |= (uint8_t)(1u << ((c + k) % 8));
+                        kept++;
+                    }
+            for (k = 0; k < 4; k++) /* the kept, in column order */
+                if (bm[r * bpr + (c + k) / 8] >> ((c + k) % 8) & 1) {
+                    if (nz[k])
+                        memcpy(v + n * es, d + (size_t)((r * cols + c + k) * es), (size_t)es);
+                    else
+                        memset(v + n * es, 0, (size_t)es);
+                    n++;
+                }
+        }
+}
+
+/* Every element size the encoder has a path for (1, 2, 4 bytes; floats and
+ * integers), every group of at most two non-zeros at both halves of a
+ * bitmask byte and at a row's last half byte (cols % 8 == 4), the zeros
+ * including the sign-only patterns (-0.0 of a float; -128 of int8 is not
+ * zero), against the definition; then a group of three in a later row. */
+Test(compressed, sparse24_every_group_and_element_size_against_the_definition)
+{
+    enum { ROWS = 5, COLS = 44 };
+    static const int sizes[][2] = {{1, 0}, {2, 1}, {2, 0}, {4, 1}, {4, 0}};
+    uint8_t d[ROWS * COLS * 4], v[ROWS * COLS * 2], bm[ROWS * 6], rv[ROWS * COLS * 2], rbm[ROWS * 6];
+    unsigned i;
+    for (i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        const int es = sizes[i][0], fl = sizes[i][1];
+        int64_t g, k, b;
+        for (g = 0; g < ROWS * COLS / 4; g++) {
+            /* the 11 masks of at most two non-zeros in turn, then at random */
+            static const unsigned valid[11] = {0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12};
+            const unsigned m = valid[g < 11 ? g : (int64_t)(next() % 11)];
+            for (k = 0; k < 4; k++) {
+                uint8_t *e = d + (size_t)((g * 4 + k) * es);
+                for (b = 0; b < es; b++)
+                    e[b] = m >> k & 1 ? (uint8_t)(next() | 1) : 0; /* never all-zero */
+                if (!(m >> k & 1) && fl && next() % 3 == 0) /* -0.0 */
+                    e[es - 1] = 0x80;
+            }
+        }
+        if (!fl) { /* -128 (int8) / 0x8000.. among the non-zeros */
+            memset(d, 0, (size_t)es * 4);
+            d[es - 1] = 0x80;
+        }
+        ref24(d, es, fl, ROWS, COLS, rv, rbm);
+        cr_assert_eq(spruce_ct_24_encode(d, es, fl, ROWS, COLS, v, bm, "t"), 0, "es %d float %d: %s",
+                     es, fl, spruce_errdetail());
+        cr_assert(!memcmp(bm, rbm, sizeof bm), "es %d float %d: the bitmask differs", es, fl);
+        cr_assert(!memcmp(v, rv, (size_t)(ROWS * COLS / 2 * es)), "es %d float %d: the values differ",
+                  es, fl);
+        /* three non-zeros in row 3, columns 8..11 */
+        for (k = 0; k < 4; k++)
+            for (b = 0; b < es; b++)
+                d[(3 * COLS + 8 + k) * es + b] = (uint8_t)(k < 3 ? 0x11 : 0);
+        cr_assert_eq(spruce_ct_24_encode(d, es, fl, ROWS, COLS, v, bm, "f: tensor t"), SPRUCE_EPATTERN);
+        cr_assert(strstr(spruce_errdetail(), "row 3, columns 8..11: 3 non-zeros"), "%s",
+                  spruce_errdetail());
+    }
+}
+
 Test(compressed, bitmask_count_disagreeing_with_values_is_an_error)
 {
     float v[4] = {1, 2, 3, 4}, back[8];
@@ -314,6 +395,39 @@ Test(compressed, weights_off_the_grid_are_refused)
     w[2] = 0.75f;
     cr_assert_eq(spruce_ct_quantize(w, &g, q, NULL, "t"), 0);
     cr_assert(q[0] == 2 && q[1] == 1 && q[2] == 3 && q[3] == 0);
+}
+
+/* The level of every weight, from the nearest integer of w / scale (ties to
+ * even) plus the zero, clamped: the grid's ends and beyond them (far beyond:
+ * 2^22 steps and more, where float32 holds only integers), and the halves
+ * between levels, which are off the grid, as is what is not finite. */
+Test(compressed, levels_at_and_beyond_the_ends_of_the_grid)
+{
+    static const struct {
+        float w;
+        int q; /* the level, or 1000: off the grid */
+    } cases[] = {
+        {127.0f, 127},       {-128.0f, -128},      {-127.0f, -127},    {126.0f, 126},
+        {0.5f, 1000},        {1.5f, 1000},         {-2.5f, 1000},      {128.0f, 1000},
+        {-129.0f, 1000},     {4194304.0f, 1000},   {-4194304.0f, 1000}, {8388609.0f, 1000},
+        {-1.0e30f, 1000},    {3.0e38f, 1000},      {1.0f, 1},          {-1.0f, -1},
+        {NAN, 1000},         {INFINITY, 1000},     {-INFINITY, 1000},  {0.0f, 0},
+    };
+    float s[1] = {1.0f}, z[1] = {128.0f};
+    spruce_qgrid g = {8, 1, 1, 1, 1, s, z, SPRUCE_QSCALE_F32};
+    unsigned i;
+    for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int8_t q[1];
+        float w[1] = {cases[i].w};
+        int rc = spruce_ct_quantize(w, &g, q, NULL, "t");
+        if (cases[i].q == 1000) {
+            cr_assert_eq(rc, SPRUCE_EINVAL, "%g: on the grid as %d", (double)w[0], q[0]);
+        } else {
+            cr_assert_eq(rc, 0, "%g: %s", (double)w[0], spruce_errdetail());
+            cr_assert_eq(q[0], cases[i].q, "%g: level %d, expected %d", (double)w[0], q[0],
+                         cases[i].q);
+        }
+    }
 }
 
 /* ---- checkpoints on disk: decoded on open ---------------------------------- */
@@ -624,6 +738,232 @@ Test(compressed_ckpt, writer_sparse_quantized_exact_to_the_grid)
 {
     writer_roundtrip(SPRUCE_DTYPE_F32, 2, 1);
     writer_roundtrip(SPRUCE_DTYPE_F32, 1, 1);
+}
+
+/* ---- the writer in pieces, and the tensors it copies ------------------------ */
+
+#include <sys/syscall.h>
+
+/* copy_file_range as the file system gives it; with cfr_errno set, failing
+ * as file systems without it do once cfr_budget bytes have been copied. */
+static int cfr_errno;
+static uint64_t cfr_budget;
+static long cfr_calls;
+
+ssize_t copy_file_range(int in, loff_t *in_off, int out, loff_t *out_off, size_t n,
+                        unsigned int flags)
+{
+    ssize_t k;
+    cfr_calls++;
+    if (cfr_errno && !cfr_budget) {
+        errno = cfr_errno;
+        return -1;
+    }
+    if (cfr_errno && n > cfr_budget)
+        n = (size_t)cfr_budget;
+    k = syscall(SYS_copy_file_range, in, in_off, out, out_off, n, flags);
+    if (cfr_errno && k > 0)
+        cfr_budget -= (uint64_t)k;
+    return k;
+}
+
+/* A weight of more than one piece of the compressed writer (4 MiB of stored
+ * elements), its rows not a whole number of pieces, in every stored size. */
+enum { PR = 2600, PC = 2048 };
+#define UP "model.layers.0.mlp.up_proj.weight"
+
+/* A checkpoint of an embedding and a norm (left as they are) and UP, in dt. */
+static char *pieces_ckpt(const char *dt)
+{
+    const int es = strcmp(dt, "F32") ? 2 : 4;
+    const size_t ne = 16 * PC, nu = (size_t)PR * PC, nn = PC, n = (ne + nu + nn) * (size_t)es;
+    char *dir = mktmp(), *st = path2(dir, "model.safetensors"), *cfg = path2(dir, "config.json");
+    char hdr[1024];
+    uint8_t *data = malloc(n);
+    size_t i;
+    for (i = 0; i < n / (size_t)es; i++) {
+        float f = uniform();
+        uint16_t h = spruce_f32_to_bf16(f);
+        memcpy(data + i * (size_t)es, es == 4 ? (void *)&f : (void *)&h, (size_t)es);
+    }
+    snprintf(hdr, sizeof hdr, "{\"model.embed_tokens.weight\":{\"dtype\":\"%s\",\"shape\":[16,%d],"
+             "\"data_offsets\":[0,%zu]},\"" UP "\":{\"dtype\":\"%s\",\"shape\":[%d,%d],"
+             "\"data_offsets\":[%zu,%zu]},\"model.norm.weight\":{\"dtype\":\"%s\",\"shape\":[%d],"
+             "\"data_offsets\":[%zu,%zu]}}", dt, PC, ne * es, dt, PR, PC, ne * es, (ne + nu) * es,
+             dt, PC, (ne + nu) * es, n);
+    write_st(st, hdr, data, n);
+    write_bytes(cfg, "{\"model_type\": \"llama\"}", 23);
+    free(data), free(st), free(cfg);
+    return dir;
+}
+
+/* UP's new values: 2:4 (0, 1 or 2 of every four kept, some zeros -0.0),
+ * exact in dt, on an 8-bit symmetric grid when g is not NULL. */
+static float *pieces_weight(int es, spruce_qgrid *g)
+{
+    float *w = malloc((size_t)PR * PC * 4);
+    int64_t i;
+    nm24_f32(w, PR, PC);
+    for (i = 0; i < (int64_t)PR * PC; i++) {
+        if (w[i] == 0.0f && next() % 2)
+            w[i] = -0.0f;
+        if (es == 2)
+            w[i] = spruce_bf16_to_f32(spruce_f32_to_bf16(w[i]));
+    }
+    if (g)
+        rtn_grid(w, g, 8, 1, PR, PC, PC), onto_grid(w, g);
+    return w;
+}
+
+/* Write in's UP as w (on g) compressed into out: the return code. */
+static int pieces_write(const char *in, const char *out, int sparse, const float *w,
+                        const spruce_qgrid *g)
+{
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *wc;
+    spruce_compress_opts co = {sparse, sparse == 2 ? "2:4" : "unstructured"};
+    int rc;
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_writer_begin_compressed(ck, out, 0, &co, &wc), 0, "%s",
+                 spruce_errdetail());
+    if ((rc = spruce_ckpt_writer_set_quantized(wc, UP, w, g)))
+        spruce_ckpt_writer_abort(wc);
+    else
+        rc = spruce_ckpt_writer_commit(wc);
+    spruce_ckpt_close(ck);
+    return rc;
+}
+
+/* Every layout the writer streams reads back as the values set (zeros +0.0),
+ * and the tensors left alone as their bytes. */
+static void pieces_roundtrip(const char *dt, int sparse, int quant)
+{
+    const int es = strcmp(dt, "F32") ? 2 : 4;
+    char *in = pieces_ckpt(dt), *base = mktmp(), *out = path2(base, "ct");
+    spruce_qgrid g;
+    float *w = pieces_weight(es, quant ? &g : NULL), *back = malloc((size_t)PR * PC * 4);
+    spruce_ckpt *ci, *cc;
+    const char *keep[] = {"model.embed_tokens.weight", "model.norm.weight"};
+    int64_t i;
+    cr_assert_eq(pieces_write(in, out, sparse, w, quant ? &g : NULL), 0, "%s %d %d: %s", dt, sparse,
+                 quant, spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(out, &cc), 0, "%s", spruce_errdetail());
+    cr_assert_eq(spruce_ckpt_open(in, &ci), 0);
+    cr_assert_eq(spruce_tensor_read_f32(spruce_ckpt_find(cc, UP), back), 0, "%s", spruce_errdetail());
+    for (i = 0; i < (int64_t)PR * PC; i++)
+        cr_assert_eq(fbits(back[i]), fbits(w[i] == 0.0f ? 0.0f : w[i]),
+                     "%s sparse %d quant %d: element %lld: %a, set %a", dt, sparse, quant,
+                     (long long)i, (double)back[i], (double)w[i]);
+    for (i = 0; i < 2; i++) {
+        const spruce_tensor *a = spruce_ckpt_find(ci, keep[i]), *b = spruce_ckpt_find(cc, keep[i]);
+        cr_assert(b && a->nbytes == b->nbytes && !memcmp(a->data, b->data, a->nbytes), "%s", keep[i]);
+    }
+    spruce_ckpt_close(ci), spruce_ckpt_close(cc);
+    if (quant)
+        free(g.scale), free(g.zero);
+    rmrf(in), rmrf(base);
+    free(in), free(base), free(out), free(w), free(back);
+}
+
+Test(compressed_ckpt, writer_pieces_roundtrip_in_every_layout)
+{
+    pieces_roundtrip("BF16", 2, 0); /* sparse-24-bitmask */
+    pieces_roundtrip("F32", 2, 0);
+    pieces_roundtrip("BF16", 1, 0); /* sparse-bitmask */
+    pieces_roundtrip("BF16", 0, 0); /* dense values */
+    pieces_roundtrip("F32", 2, 1);  /* sparse-24-bitmask of int8 */
+    pieces_roundtrip("F32", 1, 1);  /* sparse-bitmask of int8 */
+    pieces_roundtrip("F32", 0, 1);  /* int-quantized */
+}
+
+/* A bad value in the last piece: the error names the file, the tensor and
+ * the element (or row) in the whole tensor, and nothing is published. */
+Test(compressed_ckpt, writer_pieces_name_a_bad_value_in_a_later_piece)
+{
+    char *in = pieces_ckpt("BF16"), *base = mktmp(), *out = path2(base, "ct");
+    float *w = pieces_weight(2, NULL);
+    int64_t k;
+    w[(int64_t)(PR - 1) * PC + 5] = NAN;
+    cr_assert_eq(pieces_write(in, out, 2, w, NULL), SPRUCE_ENAN);
+    cr_assert(strstr(spruce_errdetail(), "model.safetensors") && strstr(spruce_errdetail(), UP) &&
+              strstr(spruce_errdetail(), "element 5322757 "), "%s", spruce_errdetail());
+    cr_assert(!exists(out));
+    w[(int64_t)(PR - 1) * PC + 5] = 0.0f;
+    for (k = 0; k < 4; k++) /* three non-zeros in row 2590, columns 8..11 */
+        w[2590 * PC + 8 + k] = k < 3 ? 1.0f : 0.0f;
+    cr_assert_eq(pieces_write(in, out, 2, w, NULL), SPRUCE_EPATTERN);
+    cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "row 2590, columns 8..11"),
+              "%s", spruce_errdetail());
+    cr_assert(!exists(out));
+    rmrf(in), rmrf(base);
+    free(in), free(base), free(out), free(w);
+}
+
+/* The same for levels: a NaN in the last piece is named as such (not as a
+ * weight off the grid), a weight off the grid by its row and column. */
+Test(compressed_ckpt, writer_pieces_name_a_bad_level_in_a_later_piece)
+{
+    char *in = pieces_ckpt("F32"), *base = mktmp(), *out = path2(base, "ct");
+    spruce_qgrid g;
+    float *w = pieces_weight(4, &g);
+    const int64_t at = (int64_t)(PR - 1) * PC + 5;
+    const float keep = w[at];
+    w[at] = NAN;
+    cr_assert_eq(pieces_write(in, out, 2, w, &g), SPRUCE_ENAN);
+    cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "element 5322757 "),
+              "%s", spruce_errdetail());
+    cr_assert(!exists(out));
+    w[at] = keep + 0.3f * g.scale[PR - 1];
+    cr_assert_eq(pieces_write(in, out, 2, w, &g), SPRUCE_EINVAL);
+    cr_assert(strstr(spruce_errdetail(), UP) && strstr(spruce_errdetail(), "row 2599, column 5:"),
+              "%s", spruce_errdetail());
+    cr_assert(!exists(out));
+    free(g.scale), free(g.zero);
+    rmrf(in), rmrf(base);
+    free(in), free(base), free(out), free(w);
+}
+
+/* Where copy_file_range fails (EXDEV across file systems, ENOSYS, EINVAL,
+ * EOPNOTSUPP), at once or after a first part, the writers copy through a
+ * buffer instead: the same bytes, dense and compressed. */
+Test(compressed_ckpt, copies_fall_back_when_copy_file_range_fails)
+{
+    static const int errs[] = {EXDEV, ENOSYS, EINVAL, EOPNOTSUPP};
+    static const uint64_t budgets[] = {0, 4099};
+    char *in = pieces_ckpt("BF16"), *base = mktmp(), *rc_ = path2(base, "ref-ct"),
+         *rd = path2(base, "ref-dense"), *st = path2(in, "model.safetensors");
+    float *w = pieces_weight(2, NULL);
+    spruce_ckpt *ck;
+    spruce_ckpt_writer *wd;
+    unsigned i, j;
+    cr_assert_eq(spruce_ckpt_open(in, &ck), 0);
+    for (i = 0; i <= 4; i++) /* 0: the references, copied by the kernel */
+        for (j = 0; j < (i ? 2u : 1u); j++) {
+            char name[64], *oc, *od, *a, *b;
+            long before = cfr_calls;
+            cfr_errno = i ? errs[i - 1] : 0, cfr_budget = budgets[j];
+            snprintf(name, sizeof name, "ct-%u-%u", i, j);
+            oc = i ? path2(base, name) : strdup(rc_);
+            snprintf(name, sizeof name, "dense-%u-%u", i, j);
+            od = i ? path2(base, name) : strdup(rd);
+            cr_assert_eq(pieces_write(in, oc, 2, w, NULL), 0, "%s", spruce_errdetail());
+            cr_assert_gt(cfr_calls, before, "compressed: copy_file_range was not called");
+            before = cfr_calls;
+            cr_assert_eq(spruce_ckpt_writer_begin(ck, od, 0, &wd), 0, "%s", spruce_errdetail());
+            cr_assert_eq(spruce_ckpt_writer_commit(wd), 0, "%s", spruce_errdetail());
+            cr_assert_gt(cfr_calls, before, "dense: copy_file_range was not called");
+            a = path2(rc_, "model.safetensors"), b = path2(oc, "model.safetensors");
+            cr_assert(files_equal(a, b), "compressed, errno %d after %llu bytes", cfr_errno,
+                      (unsigned long long)budgets[j]);
+            free(a), free(b);
+            a = path2(od, "model.safetensors");
+            cr_assert(files_equal(st, a), "dense, errno %d after %llu bytes", cfr_errno,
+                      (unsigned long long)budgets[j]);
+            free(a), free(oc), free(od);
+        }
+    spruce_ckpt_close(ck);
+    rmrf(in), rmrf(base);
+    free(in), free(base), free(rc_), free(rd), free(st), free(w);
 }
 
 /* ---- spruce prune --save-format compressed, then eval ---------------------- */

@@ -67,10 +67,29 @@ void spruce__outdir_finish(const char *outdir, const char *old);
 void spruce__outdir_abort(const char *tmp);
 /* Write all of buf at offset (pwrite loop); SPRUCE_EIO naming path. */
 int spruce__pwrite_all(int fd, const void *buf, size_t n, uint64_t off, const char *path);
+/* Copy n bytes of in from in_off to out at out_off: by copy_file_range where
+ * the file system can, else (or for what it left) through a buffer; errors
+ * name src or dst. */
+int spruce__copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t n,
+                       const char *src, const char *dst);
 /* Copy the file src to dst (created, must not exist). */
 int spruce__copy_file(const char *src, const char *dst);
 /* Join dir and name into a malloc'ed path (NULL when out of memory). */
 char *spruce__path_join(const char *dir, const char *name);
+
+/* The codecs one row at a time (compressed.c), for the writer's pieces.
+ * spruce__ct_24_row: the 2:4 encoding of one row (cols % 4 == 0) into its
+ * cols / 2 values and ceil(cols / 8) bitmask bytes: 0, or 1 + the first
+ * column of a group of more than two non-zeros; spruce__ct_24_error: that
+ * row's SPRUCE_EPATTERN, naming it as row r.  spruce__ct_quantize_row: row r
+ * of spruce_ct_quantize, its levels into qr and (zeros not NULL) the count of
+ * its zero weights into *zeros; without what, 1 at an error. */
+int64_t spruce__ct_24_row(const void *row, int es, int is_float, int64_t cols, void *values,
+                          uint8_t *bitmask);
+int spruce__ct_24_error(const void *row, int es, int is_float, int64_t r, int64_t cols,
+                        const char *what);
+int spruce__ct_quantize_row(const float *w, const spruce_qgrid *g, int64_t r, int8_t *qr,
+                            int8_t *zp, int64_t *zeros, const char *what);
 
 /* compressed-tensors (compressed_read.c): the scheme config.json declares. */
 typedef struct {

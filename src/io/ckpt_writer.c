@@ -65,6 +65,45 @@ int spruce__pwrite_all(int fd, const void *buf, size_t n, uint64_t off, const ch
     return 0;
 }
 
+int spruce__copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t n,
+                       const char *src, const char *dst)
+{
+    uint64_t done = 0;
+    char *b = NULL;
+    int rc = 0;
+    /* the kernel copies (and may share extents); whatever it refuses (EXDEV,
+     * ENOSYS, EINVAL, EOPNOTSUPP ...) is copied through a buffer instead */
+    while (done < n) {
+        loff_t i = (loff_t)(in_off + done), o = (loff_t)(out_off + done);
+        ssize_t k = copy_file_range(in, &i, out, &o, n - done, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        done += (uint64_t)k;
+    }
+    if (done < n && !(b = malloc(1 << 20)))
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory copying", src);
+    while (done < n) {
+        size_t want = n - done < (1u << 20) ? (size_t)(n - done) : (1u << 20);
+        ssize_t k = pread(in, b, want, (off_t)(in_off + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            rc = spruce__seterr(SPRUCE_EIO, "%s: read failed at byte %llu of %llu: %s", src,
+                                (unsigned long long)(in_off + done),
+                                (unsigned long long)(in_off + n),
+                                k < 0 ? strerror(errno) : "the file ended");
+            break;
+        }
+        if ((rc = spruce__pwrite_all(out, b, (size_t)k, out_off + done, dst)))
+            break;
+        done += (uint64_t)k;
+    }
+    free(b);
+    return rc;
+}
+
 /* A shard is copied in pieces of at most this many bytes, the cancel flag
  * checked between them. */
 #define COPY_PIECE ((size_t)64 << 20)
@@ -73,8 +112,7 @@ int spruce__copy_file(const char *src, const char *dst)
 {
     int in = -1, out = -1, rc = 0;
     struct stat st;
-    off_t done = 0;
-    char *b = NULL;
+    uint64_t done = 0;
 
     if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(in, &st) < 0) {
         rc = spruce__seterr(SPRUCE_EIO, "%s: cannot read: %s", src, strerror(errno));
@@ -84,51 +122,20 @@ int spruce__copy_file(const char *src, const char *dst)
         rc = spruce__seterr(spruce__errno_code(errno), "%s: cannot create: %s", dst, strerror(errno));
         goto done;
     }
-    /* the kernel copies (and may share extents); fall back to read/write */
-    while (done < st.st_size) {
-        size_t piece = (uint64_t)(st.st_size - done) < COPY_PIECE ? (size_t)(st.st_size - done) : COPY_PIECE;
-        ssize_t n;
-        if (spruce__cancelled())
-            goto cancelled;
-        n = copy_file_range(in, NULL, out, NULL, piece, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        done += n;
-    }
-    if (done < st.st_size) {
-        if (!(b = malloc(1 << 20))) {
-            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory copying", src);
+    while (done < (uint64_t)st.st_size) {
+        uint64_t piece = (uint64_t)st.st_size - done < COPY_PIECE ? (uint64_t)st.st_size - done
+                                                                  : COPY_PIECE;
+        if (spruce__cancelled()) {
+            rc = spruce__seterr(SPRUCE_ECANCELED, "%s: stopped while copying it", src);
             goto done;
         }
-        for (;;) {
-            ssize_t n;
-            if (spruce__cancelled())
-                goto cancelled;
-            n = pread(in, b, 1 << 20, done);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                rc = spruce__seterr(SPRUCE_EIO, "%s: read failed: %s", src, strerror(errno));
-                goto done;
-            }
-            if (n == 0)
-                break;
-            if ((rc = spruce__pwrite_all(out, b, (size_t)n, (uint64_t)done, dst)))
-                goto done;
-            done += n;
-        }
+        if ((rc = spruce__copy_range(in, done, out, done, piece, src, dst)))
+            goto done;
+        done += piece;
     }
-    if (fsync(out) < 0) {
+    if (fsync(out) < 0)
         rc = spruce__seterr(SPRUCE_EIO, "%s: fsync failed: %s", dst, strerror(errno));
-        goto done;
-    }
-    goto done;
-cancelled:
-    rc = spruce__seterr(SPRUCE_ECANCELED, "%s: stopped while copying it", src);
 done:
-    free(b);
     if (in >= 0)
         close(in);
     if (out >= 0 && close(out) < 0 && !rc)

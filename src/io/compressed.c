@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ckpt_internal.h"
 #include "spruce_compressed.h"
 
 size_t spruce_ct_bitmask_bytes(int64_t rows, int64_t cols)
@@ -120,14 +121,12 @@ copy_or_zero(uint8_t *dst, const uint8_t *src, int es, int nz)
         memset(dst, 0, (size_t)es); /* +0.0 */
 }
 
-/* Row r of the 2:4 encoding: 0, or 1 at a group of more than two
- * non-zeros (*bad_c its first column). */
-static inline __attribute__((always_inline)) int
-encode24_row(const uint8_t *p, int es, int is_float, int64_t r, int64_t cols, uint8_t *v,
-             uint8_t *bm, int64_t *bad_c)
+/* One row of the 2:4 encoding: 0, or 1 + the first column of a group of
+ * more than two non-zeros. */
+static inline __attribute__((always_inline)) int64_t
+encode24_row(const uint8_t *row, int es, int is_float, int64_t cols, uint8_t *v, uint8_t *bm)
 {
     int64_t c;
-    const uint8_t *row = p + (size_t)(r * cols) * es;
     memset(bm, 0, (size_t)((cols + 7) / 8));
     for (c = 0; c < cols; c += 4) {
         const uint8_t *g = row + (size_t)c * es;
@@ -135,10 +134,8 @@ encode24_row(const uint8_t *p, int es, int is_float, int64_t r, int64_t cols, ui
                            (unsigned)nonzero(g + es, es, is_float) << 1 |
                            (unsigned)nonzero(g + 2 * es, es, is_float) << 2 |
                            (unsigned)nonzero(g + 3 * es, es, is_float) << 3;
-        if (!keep24[m].bits) {
-            *bad_c = c;
-            return 1;
-        }
+        if (!keep24[m].bits)
+            return 1 + c;
         bm[c / 8] |= (uint8_t)(keep24[m].bits << (c % 8));
         copy_or_zero(v, g + (size_t)keep24[m].a * es, es, m >> keep24[m].a & 1);
         copy_or_zero(v + es, g + (size_t)keep24[m].b * es, es, m >> keep24[m].b & 1);
@@ -147,10 +144,112 @@ encode24_row(const uint8_t *p, int es, int is_float, int64_t r, int64_t cols, ui
     return 0;
 }
 
+/* The same for elements of 16 or 8 bits, a group of four as one word: the
+ * lanes' non-zero bits found together (SWAR), the two kept lanes shifted
+ * out and masked to +0 where they are zeros.  Little-endian lanes: lane k is
+ * element k. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SPRUCE_SWAR24 1
+/* Bit k: lane k of x (lanes of w bits, top bit h) is not zero; floats
+ * ignore the sign bit. */
+static inline uint64_t lanes_nonzero(uint64_t x, uint64_t low, uint64_t top, int is_float)
+{
+    const uint64_t t = is_float ? x & low : x;
+    return (((t & low) + low) | t) & top; /* a lane's top bit: any of its bits */
+}
+
+static inline __attribute__((always_inline)) int64_t
+encode24_row_16(const uint8_t *row, int is_float, int64_t cols, uint8_t *v, uint8_t *bm)
+{
+    int64_t c;
+    for (c = 0; c < cols; c += 4) {
+        uint64_t g, nz, x;
+        uint32_t out;
+        unsigned m;
+        memcpy(&g, row + 2 * c, 8);
+        nz = lanes_nonzero(g, 0x7fff7fff7fff7fffull, 0x8000800080008000ull, is_float) >> 15;
+        m = (unsigned)((nz * 0x0000200040008001ull) >> 45 & 0xf); /* bits 0, 16, 32, 48 */
+        if (!keep24[m].bits)
+            return 1 + c;
+        x = g & nz * 0xffff; /* the zeros' lanes cleared: +0 */
+        out = (uint32_t)(x >> (16 * keep24[m].a) & 0xffff) |
+              (uint32_t)(x >> (16 * keep24[m].b) & 0xffff) << 16;
+        memcpy(v + c, &out, 4); /* two values of 2 bytes a group */
+        if (c % 8)
+            bm[c / 8] |= (uint8_t)(keep24[m].bits << 4);
+        else
+            bm[c / 8] = keep24[m].bits;
+    }
+    return 0;
+}
+
+static inline __attribute__((always_inline)) int64_t
+encode24_row_8(const uint8_t *row, int is_float, int64_t cols, uint8_t *v, uint8_t *bm)
+{
+    int64_t c;
+    for (c = 0; c < cols; c += 4) {
+        uint32_t g, x;
+        uint16_t out;
+        uint64_t nz;
+        unsigned m;
+        memcpy(&g, row + c, 4);
+        nz = lanes_nonzero(g, 0x7f7f7f7full, 0x80808080ull, is_float) >> 7;
+        m = (unsigned)((nz * 0x00204081ull) >> 21 & 0xf); /* bits 0, 8, 16, 24 */
+        if (!keep24[m].bits)
+            return 1 + c;
+        x = g & (uint32_t)(nz * 0xff);
+        out = (uint16_t)((x >> (8 * keep24[m].a) & 0xff) | (x >> (8 * keep24[m].b) & 0xff) << 8);
+        memcpy(v + c / 2, &out, 2); /* two values of 1 byte a group */
+        if (c % 8)
+            bm[c / 8] |= (uint8_t)(keep24[m].bits << 4);
+        else
+            bm[c / 8] = keep24[m].bits;
+    }
+    return 0;
+}
+#endif
+
+int64_t spruce__ct_24_row(const void *row, int es, int is_float, int64_t cols, void *values,
+                          uint8_t *bitmask)
+{
+#ifdef SPRUCE_SWAR24
+    if (es == 2)
+        return is_float ? encode24_row_16(row, 1, cols, values, bitmask)
+                        : encode24_row_16(row, 0, cols, values, bitmask);
+    if (es == 1)
+        return is_float ? encode24_row_8(row, 1, cols, values, bitmask)
+                        : encode24_row_8(row, 0, cols, values, bitmask);
+#endif
+    /* the element size as a constant: the copies compile to moves, not calls */
+    if (es == 4)
+        return encode24_row(row, 4, is_float, cols, values, bitmask);
+    if (es == 2)
+        return encode24_row(row, 2, is_float, cols, values, bitmask);
+    if (es == 1)
+        return encode24_row(row, 1, is_float, cols, values, bitmask);
+    return encode24_row(row, es, is_float, cols, values, bitmask);
+}
+
+int spruce__ct_24_error(const void *row, int es, int is_float, int64_t r, int64_t cols,
+                        const char *what)
+{
+    const uint8_t *p = row;
+    int64_t c, k;
+    for (c = 0; c + 3 < cols; c += 4) {
+        int nz = 0;
+        for (k = 0; k < 4; k++)
+            nz += nonzero(p + (size_t)(c + k) * es, es, is_float);
+        if (nz > 2)
+            return spruce__seterr(SPRUCE_EPATTERN, "%s: row %lld, columns %lld..%lld: %d "
+                                  "non-zeros in a group of 4, expected at most 2 (2:4)", what,
+                                  (long long)r, (long long)c, (long long)c + 3, nz);
+    }
+    return 0;
+}
+
 /* Rows in parallel: row r's values start at r cols / 2, its bits at r bpr. */
-static inline __attribute__((always_inline)) int
-encode24_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols, void *values,
-            uint8_t *bitmask, const char *what)
+int spruce_ct_24_encode(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
+                        void *values, uint8_t *bitmask, const char *what)
 {
     const uint8_t *p = dense;
     uint8_t *v = values;
@@ -160,34 +259,15 @@ encode24_es(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
         return spruce__seterr(SPRUCE_ESHAPE, "%s: sparse-24-bitmask needs columns divisible by 4, "
                               "found %lld", what, (long long)cols);
 #pragma omp parallel for schedule(static) reduction(min:first_bad)
-    for (r = 0; r < rows; r++) {
-        int64_t bc;
-        if (encode24_row(p, es, is_float, r, cols, v + (size_t)(r * (cols / 2)) * es,
-                         bitmask + (size_t)r * bpr, &bc) && r < first_bad)
+    for (r = 0; r < rows; r++)
+        if (spruce__ct_24_row(p + (size_t)(r * cols) * es, es, is_float, cols,
+                              v + (size_t)(r * (cols / 2)) * es, bitmask + (size_t)r * bpr) &&
+            r < first_bad)
             first_bad = r;
-    }
-    if (first_bad < rows) {
-        int64_t c = 0, k;
-        int nz = 0;
-        encode24_row(p, es, is_float, first_bad, cols, v + (size_t)(first_bad * (cols / 2)) * es,
-                     bitmask + (size_t)first_bad * bpr, &c);
-        for (k = 0; k < 4; k++)
-            nz += nonzero(p + (size_t)(first_bad * cols + c + k) * es, es, is_float);
-        return spruce__seterr(SPRUCE_EPATTERN, "%s: row %lld, columns %lld..%lld: %d non-zeros "
-                              "in a group of 4, expected at most 2 (2:4)", what,
-                              (long long)first_bad, (long long)c, (long long)c + 3, nz);
-    }
+    if (first_bad < rows)
+        return spruce__ct_24_error(p + (size_t)(first_bad * cols) * es, es, is_float, first_bad,
+                                   cols, what);
     return 0;
-}
-
-int spruce_ct_24_encode(const void *dense, int es, int is_float, int64_t rows, int64_t cols,
-                        void *values, uint8_t *bitmask, const char *what)
-{
-    if (es == 4)
-        return encode24_es(dense, 4, is_float, rows, cols, values, bitmask, what);
-    if (es == 2)
-        return encode24_es(dense, 2, is_float, rows, cols, values, bitmask, what);
-    return encode24_es(dense, es, is_float, rows, cols, values, bitmask, what);
 }
 
 static int popcount8(uint8_t b)
@@ -231,18 +311,32 @@ int spruce_ct_bitmask_decode(const void *values, int64_t nvalues, const uint8_t 
  * integer to within a few ulps, so the product rounds to the level the
  * division would; a weight off the grid fails the check wherever it
  * rounds. */
+/* rintf(v) wherever the result is clamped the same: |v| < 2^22 puts v + C
+ * in [2^23, 2^24), whose spacing is 1, so the sum rounds v to the nearest
+ * integer, ties to even (C is even), and the difference is exact; larger |v|
+ * land beyond every level either way.  (-0.0 comes back +0.0; plus z it is
+ * the same.)  Unlike rintf it vectorizes without SSE4.1, and gives the same
+ * level for every float v (checked exhaustively). */
+static inline float rint_level(float v)
+{
+    const float C = 12582912.0f; /* 1.5 * 2^23 */
+    return (v + C) - C;
+}
+
 static inline float level_of(float x, float inv, float z, float maxq)
 {
-    float l = x == 0.0f ? z : rintf(x * inv) + z;
+    float l = x == 0.0f ? z : rint_level(x * inv) + z;
     l = l < 0.0f ? 0.0f : l;
     return l > maxq ? maxq : l;
 }
 
-/* Row r of spruce_ct_quantize: 0, or (with what) the error of its first bad
- * group or column; without what, 1 at the first. */
-static int quantize_row(const float *w, const spruce_qgrid *g, int64_t r, int8_t *q, int8_t *zp,
-                        const char *what)
+/* Row r of spruce_ct_quantize into qr (the row's cols levels): 0, or (with
+ * what) the error of its first bad group or column; without what, 1 at the
+ * first. */
+int spruce__ct_quantize_row(const float *w, const spruce_qgrid *g, int64_t r, int8_t *qr,
+                            int8_t *zp, int64_t *zeros, const char *what)
 {
+    int64_t nz = 0;
     const int off = 1 << (g->bits - 1), maxq = (1 << g->bits) - 1;
     const int64_t ng = g->cols / g->groupsize;
     int64_t j, c;
@@ -250,29 +344,31 @@ static int quantize_row(const float *w, const spruce_qgrid *g, int64_t r, int8_t
         const int64_t k = r * ng + j, c0 = j * g->groupsize, c1 = c0 + g->groupsize;
         const float s = g->scale[k], z = g->zero[k], *x = w + r * g->cols, inv = 1.0f / s;
         const float fmaxq = (float)maxq;
-        int8_t *qr = q + r * g->cols;
         int off_grid = 0;
         if (!(s > 0.0f) || !isfinite(s) || z != rintf(z) || z < 0 || z > maxq)
             return !what ? 1 : spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, group %lld: expected "
                                               "a finite positive scale and an integer zero in "
                                               "[0, %d], found %g and %g", what, (long long)r,
                                               (long long)j, maxq, (double)s, (double)z);
-#pragma omp simd reduction(|:off_grid)
-        for (c = c0; c < c1; c++) {
+#pragma omp simd reduction(|:off_grid) reduction(+:nz)
+        for (c = c0; c < c1; c++) { /* a weight that is not finite is off every grid */
             const float l = level_of(x[c], inv, z, fmaxq);
-            off_grid |= fabsf(s * (l - z) - x[c]) > 0.01f * s;
+            off_grid |= !(fabsf(s * (l - z) - x[c]) <= 0.01f * s);
+            nz += x[c] == 0.0f;
             qr[c] = (int8_t)((int)l - off);
         }
         if (off_grid && !what)
             return 1;
         for (c = c0; off_grid && c < c1; c++) /* only to name the first */
-            if (fabsf(s * (level_of(x[c], inv, z, fmaxq) - z) - x[c]) > 0.01f * s)
+            if (!(fabsf(s * (level_of(x[c], inv, z, fmaxq) - z) - x[c]) <= 0.01f * s))
                 return spruce__seterr(SPRUCE_EINVAL, "%s: row %lld, column %lld: %g is not on "
                                       "the grid (scale %g, zero %g)", what, (long long)r,
                                       (long long)c, (double)x[c], (double)s, (double)z);
         if (zp)
             zp[k] = (int8_t)((int)z - off);
     }
+    if (zeros)
+        *zeros = nz;
     return 0;
 }
 
@@ -286,9 +382,11 @@ int spruce_ct_quantize(const float *w, const spruce_qgrid *g, int8_t *q, int8_t 
     first_bad = g->rows;
 #pragma omp parallel for schedule(static) reduction(min:first_bad)
     for (r = 0; r < g->rows; r++) /* rows in parallel; the first bad one named after */
-        if (quantize_row(w, g, r, q, zp, NULL) && r < first_bad)
+        if (spruce__ct_quantize_row(w, g, r, q + r * g->cols, zp, NULL, NULL) && r < first_bad)
             first_bad = r;
-    return first_bad < g->rows ? quantize_row(w, g, first_bad, q, zp, what ? what : "") : 0;
+    return first_bad < g->rows ? spruce__ct_quantize_row(w, g, first_bad, q + first_bad * g->cols,
+                                                         zp, NULL, what ? what : "")
+                               : 0;
 }
 
 /* w = (q - zp) * scale. */

@@ -7,9 +7,12 @@
  *
  * Each shard is written once, in place.  At begin, room is reserved for its
  * header: an upper bound of the header's length, from the names, dtypes and
- * ranks of the tensors it will hold (see header_bound).  Each replaced tensor
- * is encoded when it is set and its parts appended after that room (one
- * tensor's parts in memory at a time); at prepare the tensors never set are
+ * ranks of the tensors it will hold (see header_rooms).  Each replaced tensor
+ * is written when it is set, after that room: a piece of rows at a time
+ * checked, converted (or quantized), encoded and appended, rows in parallel,
+ * so that only a piece and the tensor's bitmask are in memory (emit_pieces);
+ * its writeback to the disk is started then, so that the sync at prepare
+ * waits for less.  At prepare the tensors never set are
  * appended as they were, and the header is written into the room, padded with
  * spaces to its end, as the safetensors format allows ("MAY be trailing padded
  * with whitespace").  The rest (temporary name, rename, sync, --force) is
@@ -21,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -38,6 +42,7 @@ typedef struct {
 
 typedef struct {
     int fd;
+    int in_fd;    /* the input shard, opened to copy the tensors left as they were */
     char *path;   /* the shard file, inside the temporary directory */
     uint64_t room; /* bytes reserved for the header (a multiple of 8) */
     uint64_t size; /* data bytes written after 8 + room */
@@ -84,6 +89,8 @@ void spruce__ctw_free(spruce__ctw *c)
     for (i = 0; i < c->nsh; i++) {
         if (c->sp[i].fd >= 0)
             close(c->sp[i].fd);
+        if (c->sp[i].in_fd >= 0)
+            close(c->sp[i].in_fd);
         free(c->sp[i].path); /* the temporary directory is removed on abort */
         for (j = 0; j < c->sp[i].ne; j++)
             free(c->sp[i].e[j].name);
@@ -202,7 +209,7 @@ int spruce__ctw_new(const spruce_ckpt *in, const char *tmp, const spruce_compres
         return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", tmp);
     }
     for (i = 0; i < c->nsh; i++)
-        c->sp[i].fd = -1;
+        c->sp[i].fd = c->sp[i].in_fd = -1;
     header_rooms(c);
     for (i = 0; i < c->nsh; i++) {
         const char *sn, *sp;
@@ -225,13 +232,12 @@ nomem:
     return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", tmp);
 }
 
-/* Append one part (name, dtype, shape) to shard s, after its header room. */
-static int emit(spruce__ctw *c, int s, const char *name, const char *dtype, int ndim,
-                const int64_t *shape, const void *bytes, uint64_t n)
+/* Shard s's entry for a part of n bytes at data offset off. */
+static int add_entry(spruce__ctw *c, int s, const char *name, const char *dtype, int ndim,
+                     const int64_t *shape, uint64_t off, uint64_t n)
 {
     shard_out *p = &c->sp[s];
     entry *e;
-    int rc;
     if (p->ne == p->cap) {
         int cap = p->cap ? 2 * p->cap : 64;
         entry *ne = realloc(p->e, (size_t)cap * sizeof *ne);
@@ -246,19 +252,34 @@ static int emit(spruce__ctw *c, int s, const char *name, const char *dtype, int 
     e->dtype = dtype;
     e->ndim = ndim;
     memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
-    e->off = p->size;
+    e->off = off;
     e->n = n;
     p->ne++;
-    if ((rc = spruce__pwrite_all(p->fd, bytes, (size_t)n, 8 + p->room + p->size, p->path)))
-        return rc;
-    p->size += n;
     return 0;
+}
+
+/* n bytes appended to shard s's data, after its header room. */
+static int append(spruce__ctw *c, int s, const void *bytes, uint64_t n)
+{
+    shard_out *p = &c->sp[s];
+    int rc = spruce__pwrite_all(p->fd, bytes, (size_t)n, 8 + p->room + p->size, p->path);
+    if (!rc)
+        p->size += n;
+    return rc;
+}
+
+/* Append one part (name, dtype, shape) to shard s. */
+static int emit(spruce__ctw *c, int s, const char *name, const char *dtype, int ndim,
+                const int64_t *shape, const void *bytes, uint64_t n)
+{
+    int rc = add_entry(c, s, name, dtype, ndim, shape, c->sp[s].size, n);
+    return rc ? rc : append(c, s, bytes, n);
 }
 
 static int emit2(spruce__ctw *c, int s, const char *prefix, const char *part, const char *dtype,
                  int64_t d0, int64_t d1, const void *bytes, uint64_t n)
 {
-    char name[1024];
+    char name[1024 + sizeof ".weight_zero_point"]; /* the prefix is at most 1023 */
     int64_t sh[2] = {d0, d1};
     snprintf(name, sizeof name, "%s.%s", prefix, part);
     return emit(c, s, name, dtype, d1 < 0 ? 1 : 2, sh, bytes, n);
@@ -275,48 +296,6 @@ static void to_dtype(const float *w, size_t n, spruce_dtype dt, void *out)
         spruce_f32_to_f16_n(w, out, n);
     else
         spruce_f32_to_bf16_n(w, out, n);
-}
-
-/* The sparse parts of dense (rows, cols) elements of es bytes. */
-static int emit_sparse(spruce__ctw *c, int s, const char *prefix, const void *dense, int es,
-                       int is_float, const char *dtype, int64_t rows, int64_t cols, const char *what)
-{
-    int64_t shape[2] = {rows, cols}, nnz;
-    size_t bmn = spruce_ct_bitmask_bytes(rows, cols);
-    uint8_t *bm = scratch(c, S_BITMASK, bmn ? bmn : 1), *vals = NULL;
-    int64_t *ro = NULL;
-    int rc;
-    if (!bm)
-        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
-    if (c->o.sparse == 2) {
-        nnz = rows * cols / 2;
-        if (!(vals = scratch(c, S_VALUES, (size_t)nnz * (size_t)es + 1))) {
-            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
-            goto done;
-        }
-        if ((rc = spruce_ct_24_encode(dense, es, is_float, rows, cols, vals, bm, what)))
-            goto done;
-        if ((rc = emit2(c, s, prefix, "shape", "I64", 2, 1, shape, 16)) ||
-            (rc = emit2(c, s, prefix, "compressed", dtype, rows, cols / 2, vals, (uint64_t)nnz * es)) ||
-            (rc = emit2(c, s, prefix, "bitmask", "U8", rows, (cols + 7) / 8, bm, bmn)))
-            goto done;
-    } else {
-        nnz = spruce_ct_bitmask_count(dense, es, is_float, rows, cols);
-        vals = scratch(c, S_VALUES, (size_t)nnz * (size_t)es + 1);
-        ro = scratch(c, S_ROWOFF, (size_t)rows * sizeof *ro);
-        if (!vals || !ro) {
-            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
-            goto done;
-        }
-        spruce_ct_bitmask_encode(dense, es, is_float, rows, cols, vals, bm, ro);
-        if ((rc = emit2(c, s, prefix, "shape", "I64", 2, 1, shape, 16)) ||
-            (rc = emit2(c, s, prefix, "compressed", dtype, nnz, -1, vals, (uint64_t)nnz * es)) ||
-            (rc = emit2(c, s, prefix, "bitmask", "U8", rows, (cols + 7) / 8, bm, bmn)) ||
-            (rc = emit2(c, s, prefix, "row_offsets", "I64", rows, -1, ro, (uint64_t)rows * 8)))
-            goto done;
-    }
-done:
-    return rc;
 }
 
 /* The grid must be the same for every layer: one config group. */
@@ -348,59 +327,202 @@ static int packed_format(const spruce__ctw *c)
     return c->bits < 8 && 32 % c->bits == 0 && !c->o.sparse;
 }
 
-static int emit_quantized(spruce__ctw *c, const spruce_tensor *t, const char *prefix,
-                          const float *data, const spruce_qgrid *g, const char *what)
+/* Packed levels (pack-quantized): the whole tensor quantized, then packed. */
+static int emit_packed(spruce__ctw *c, const spruce_tensor *t, const char *prefix,
+                       const float *data, const spruce_qgrid *g, const char *what)
 {
     int64_t rows = t->shape[0], cols = t->shape[1], ng = cols / g->groupsize, n = rows * cols;
+    int64_t shape[2] = {rows, cols}, pc = spruce_ct_packed_cols(cols, c->bits);
     int es = t->dtype == SPRUCE_DTYPE_F32 ? 4 : 2, rc;
     int8_t *q = scratch(c, S_LEVELS, (size_t)n + 1), *zp = scratch(c, S_ZP, (size_t)(rows * ng) + 1);
     void *sc = scratch(c, S_SCALE, (size_t)(rows * ng) * (size_t)es + 1);
-    int32_t *pk = NULL;
-    if (!q || !zp || !sc) {
-        rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
-        goto done;
-    }
-    if ((rc = check_grid(c, g, rows, cols, what)) ||
-        (rc = spruce_ct_quantize(data, g, q, zp, what)))
-        goto done;
+    int32_t *pk = scratch(c, S_PACKED, (size_t)(rows * pc) * 4 + 4);
+    if (!q || !zp || !sc || !pk)
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
+    if ((rc = spruce_ct_quantize(data, g, q, zp, what)))
+        return rc;
     to_dtype(g->scale, (size_t)(rows * ng), t->dtype, sc); /* the scale in the weight's dtype */
-    if (c->o.sparse) {
-        if ((rc = emit_sparse(c, t->shard, prefix, q, 1, 0, "I8", rows, cols, what)))
-            goto done;
-    } else if (packed_format(c)) {
-        int64_t shape[2] = {rows, cols}, pc = spruce_ct_packed_cols(cols, c->bits);
-        if (!(pk = scratch(c, S_PACKED, (size_t)(rows * pc) * 4 + 4))) {
-            rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
-            goto done;
-        }
-        spruce_ct_pack(q, rows, cols, c->bits, pk);
-        if ((rc = emit2(c, t->shard, prefix, "weight_packed", "I32", rows, pc, pk,
-                        (uint64_t)(rows * pc) * 4)) ||
-            (rc = emit2(c, t->shard, prefix, "weight_shape", "I64", 2, -1, shape, 16)))
-            goto done;
-    } else if ((rc = emit2(c, t->shard, prefix, "weight", "I8", rows, cols, q, (uint64_t)n))) {
-        goto done;
-    }
-    if ((rc = emit2(c, t->shard, prefix, "weight_scale", t->dtype_name, rows, ng, sc,
+    spruce_ct_pack(q, rows, cols, c->bits, pk);
+    if ((rc = emit2(c, t->shard, prefix, "weight_packed", "I32", rows, pc, pk,
+                    (uint64_t)(rows * pc) * 4)) ||
+        (rc = emit2(c, t->shard, prefix, "weight_shape", "I64", 2, -1, shape, 16)) ||
+        (rc = emit2(c, t->shard, prefix, "weight_scale", t->dtype_name, rows, ng, sc,
                     (uint64_t)(rows * ng) * es)))
-        goto done;
+        return rc;
     if (!g->sym) {
-        if (packed_format(c)) {
-            int64_t pr = spruce_ct_packed_cols(rows, c->bits);
-            if (!(pk = scratch(c, S_PACKED, (size_t)(pr * ng) * 4 + 4))) {
-                rc = spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
-                goto done;
-            }
-            spruce_ct_pack_dim0(zp, rows, ng, c->bits, pk);
-            rc = emit2(c, t->shard, prefix, "weight_zero_point", "I32", pr, ng, pk,
-                       (uint64_t)(pr * ng) * 4);
-        } else {
-            rc = emit2(c, t->shard, prefix, "weight_zero_point", "I8", rows, ng, zp,
-                       (uint64_t)(rows * ng));
-        }
+        int64_t pr = spruce_ct_packed_cols(rows, c->bits);
+        if (!(pk = scratch(c, S_PACKED, (size_t)(pr * ng) * 4 + 4)))
+            return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
+        spruce_ct_pack_dim0(zp, rows, ng, c->bits, pk);
+        rc = emit2(c, t->shard, prefix, "weight_zero_point", "I32", pr, ng, pk,
+                   (uint64_t)(pr * ng) * 4);
     }
-done:
     return rc;
+}
+
+/* Every other layout is written a piece of rows at a time, each piece about
+ * this many bytes of stored elements, its buffers reused from piece to
+ * piece: rows in parallel, each row checked, converted and encoded by one
+ * thread while it is in that thread's cache, then the piece appended. */
+#define PIECE_BYTES ((size_t)4 << 20)
+
+/* What one piece found: its first bad row (nr when none) for each check. */
+typedef struct {
+    int64_t nonfinite, bad_grid, bad_pattern, zeros;
+} piece_status;
+
+/* Rows [r0, r0 + nr) of data (rows of cols floats): checked finite, zeros
+ * counted, stored as elements of es bytes in dense (the tensor's dtype dt,
+ * or g's levels), and 2:4-encoded into vals and bm (row r0 + i of the
+ * bitmask at bm + i bpr) when sparse24. */
+static void piece(const float *data, int64_t r0, int64_t nr, int64_t cols, spruce_dtype dt,
+                  const spruce_qgrid *g, int8_t *zp, int es, uint8_t *dense, int sparse24,
+                  uint8_t *vals, uint8_t *bm, piece_status *st)
+{
+    const size_t bpr = (size_t)((cols + 7) / 8);
+    int64_t nonfinite = nr, bad_grid = nr, bad_pattern = nr, zeros = 0, i;
+#pragma omp parallel for schedule(static) reduction(min:nonfinite, bad_grid, bad_pattern) \
+    reduction(+:zeros)
+    for (i = 0; i < nr; i++) {
+        const float *x = data + (r0 + i) * cols;
+        uint8_t *d = dense + (size_t)(i * cols) * es;
+        int64_t j, z = 0;
+        int f = 1;
+        if (g) { /* the grid check refuses what is not finite, and counts the zeros */
+            if (spruce__ct_quantize_row(data, g, r0 + i, (int8_t *)d, zp, &z, NULL)) {
+                if (i < bad_grid)
+                    bad_grid = i;
+                continue;
+            }
+            zeros += z;
+        } else {
+#pragma omp simd reduction(&:f) reduction(+:z)
+            for (j = 0; j < cols; j++) { /* without a branch: the finite check and the zeros */
+                f &= isfinite(x[j]) != 0;
+                z += x[j] == 0.0f;
+            }
+            zeros += z;
+            if (!f) {
+                if (i < nonfinite)
+                    nonfinite = i;
+                continue;
+            }
+            to_dtype(x, (size_t)cols, dt, d);
+        }
+        if (sparse24 && spruce__ct_24_row(d, es, !g, cols, vals + (size_t)(i * (cols / 2)) * es,
+                                          bm + (size_t)i * bpr) && i < bad_pattern)
+            bad_pattern = i;
+    }
+    st->nonfinite = nonfinite;
+    st->bad_grid = bad_grid;
+    st->bad_pattern = bad_pattern;
+    st->zeros = zeros;
+}
+
+/* Tensor t (rows, cols) from data, in pieces (see PIECE_BYTES): its values in
+ * t's dtype, or on grid g as I8 levels; sparse, the values as the bitmask
+ * layout stores them, the whole bitmask (and row offsets) after them. */
+static int emit_pieces(spruce__ctw *c, const spruce_tensor *t, const char *prefix,
+                       const float *data, const spruce_qgrid *g, const char *what)
+{
+    const int64_t rows = t->shape[0], cols = t->shape[1];
+    const int sparse = c->o.sparse, es = g ? 1 : t->dtype == SPRUCE_DTYPE_F32 ? 4 : 2, s = t->shard;
+    const char *dtype = g ? "I8" : t->dtype_name;
+    const size_t bpr = (size_t)((cols + 7) / 8), row_bytes = (size_t)cols * (size_t)es;
+    const int64_t pr = row_bytes >= PIECE_BYTES ? 1 : (int64_t)(PIECE_BYTES / (row_bytes + !row_bytes));
+    const int64_t ng = g ? cols / g->groupsize : 0;
+    int64_t shape[2] = {rows, cols}, r0, nnz = 0, i;
+    uint64_t off;
+    uint8_t *dense, *vals = NULL, *bm = NULL;
+    int64_t *ro = NULL;
+    int8_t *zp = NULL;
+    void *sc = NULL;
+    int rc;
+    if (sparse == 2 && cols % 4)
+        return spruce__seterr(SPRUCE_ESHAPE, "%s: sparse-24-bitmask needs columns divisible by 4, "
+                              "found %lld", what, (long long)cols);
+    dense = scratch(c, S_DENSE, (size_t)(pr < rows ? pr : rows) * row_bytes + 1);
+    if (sparse) {
+        vals = scratch(c, S_VALUES, (size_t)(pr < rows ? pr : rows) * row_bytes + 1);
+        bm = scratch(c, S_BITMASK, (size_t)rows * bpr + 1);
+    }
+    if (sparse == 1)
+        ro = scratch(c, S_ROWOFF, (size_t)rows * sizeof *ro + 1);
+    if (g) {
+        zp = scratch(c, S_ZP, (size_t)(rows * ng) + 1);
+        sc = scratch(c, S_SCALE, (size_t)(rows * ng) * (t->dtype == SPRUCE_DTYPE_F32 ? 4 : 2) + 1);
+    }
+    if (!dense || (sparse && (!vals || !bm)) || (sparse == 1 && !ro) || (g && (!zp || !sc)))
+        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
+    if (sparse && (rc = emit2(c, s, prefix, "shape", "I64", 2, 1, shape, 16)))
+        return rc;
+    off = c->sp[s].size;
+    for (r0 = 0; r0 < rows; r0 += pr) {
+        const int64_t nr = rows - r0 < pr ? rows - r0 : pr;
+        uint8_t *out = sparse ? vals : dense;
+        uint64_t nb = (uint64_t)nr * row_bytes;
+        piece_status st;
+        piece(data, r0, nr, cols, t->dtype, g, zp, es, dense, sparse == 2, vals,
+              sparse ? bm + (size_t)r0 * bpr : NULL, &st);
+        if (st.bad_grid < nr) /* off the grid, or not finite: said as such */
+            st.nonfinite = st.bad_grid;
+        if (st.nonfinite < nr) /* only to name the first */
+            for (i = (r0 + st.nonfinite) * cols; i < (r0 + st.nonfinite + 1) * cols; i++)
+                if (!isfinite(data[i]))
+                    return spruce__seterr(SPRUCE_ENAN, "%s: element %lld of the replacement is %g",
+                                          what, (long long)i, (double)data[i]);
+        if (st.bad_grid < nr)
+            return spruce__ct_quantize_row(data, g, r0 + st.bad_grid,
+                                           (int8_t *)dense + st.bad_grid * cols, zp, NULL, what);
+        if (st.bad_pattern < nr)
+            return spruce__ct_24_error(dense + (size_t)(st.bad_pattern * cols) * es, es, !g,
+                                       r0 + st.bad_pattern, cols, what);
+        c->zeros += st.zeros;
+        if (sparse == 1) {
+            int64_t base = nnz;
+            spruce_ct_bitmask_encode(dense, es, !g, nr, cols, vals, bm + (size_t)r0 * bpr, ro + r0);
+            for (i = 0; i < nr; i++)
+                ro[r0 + i] += base;
+            for (i = 0; i < (int64_t)(nr * bpr); i++)
+                nnz += __builtin_popcount(bm[(size_t)r0 * bpr + (size_t)i]);
+            nb = (uint64_t)(nnz - base) * (uint64_t)es;
+        } else if (sparse == 2) {
+            nb /= 2;
+        }
+        if ((rc = append(c, s, out, nb)))
+            return rc;
+    }
+    if (sparse) {
+        char name[1024 + sizeof ".compressed"];
+        int64_t vshape[2] = {sparse == 2 ? rows : nnz, cols / 2};
+        snprintf(name, sizeof name, "%s.compressed", prefix);
+        if ((rc = add_entry(c, s, name, dtype, sparse == 2 ? 2 : 1, vshape, off,
+                            c->sp[s].size - off)) ||
+            (rc = emit2(c, s, prefix, "bitmask", "U8", rows, (cols + 7) / 8, bm,
+                        (uint64_t)rows * bpr)) ||
+            (sparse == 1 && (rc = emit2(c, s, prefix, "row_offsets", "I64", rows, -1, ro,
+                                        (uint64_t)rows * 8))))
+            return rc;
+    } else if ((rc = add_entry(c, s, t->name, dtype, 2, shape, off, c->sp[s].size - off))) {
+        return rc;
+    }
+    if (!g)
+        return 0;
+    to_dtype(g->scale, (size_t)(rows * ng), t->dtype, sc); /* the scale in the weight's dtype */
+    if ((rc = emit2(c, s, prefix, "weight_scale", t->dtype_name, rows, ng, sc,
+                    (uint64_t)(rows * ng) * (t->dtype == SPRUCE_DTYPE_F32 ? 4 : 2))))
+        return rc;
+    return g->sym ? 0 : emit2(c, s, prefix, "weight_zero_point", "I8", rows, ng, zp,
+                              (uint64_t)(rows * ng));
+}
+
+/* Start writing shard p's data from start on to the disk, without waiting:
+ * the sync at prepare then waits for less.  Only a hint: its errors are the
+ * sync's to report. */
+static void start_writeback(const shard_out *p, uint64_t start)
+{
+    (void)sync_file_range(p->fd, (off_t)(8 + p->room + start), (off_t)(p->size - start),
+                          SYNC_FILE_RANGE_WRITE);
 }
 
 int spruce__ctw_set(spruce__ctw *c, const spruce_tensor *t, int index, const float *data,
@@ -409,41 +531,36 @@ int spruce__ctw_set(spruce__ctw *c, const spruce_tensor *t, int index, const flo
     char what[1024], prefix[1024];
     size_t len = strlen(t->name);
     int64_t i, n = spruce_tensor_numel(t);
-    int es = t->dtype == SPRUCE_DTYPE_F32 ? 4 : 2, rc;
-    void *dense;
+    int rc;
     snprintf(what, sizeof what, "%s: tensor '%s'", spruce_ckpt_file_of(c->in, t), t->name);
     if (t->ndim != 2 || len < 8 || strcmp(t->name + len - 7, ".weight"))
         return spruce__seterr(SPRUCE_EINVAL, "%s: only 2-D X.weight tensors are stored compressed",
                               what);
     if (c->set[index])
         return spruce__seterr(SPRUCE_EINVAL, "%s: set twice", what);
-    {   /* one pass, without a branch: the finite check and the zeros */
-        int finite = 1;
-        int64_t zeros = 0;
-        for (i = 0; i < n; i++) {
-            finite &= isfinite(data[i]) != 0;
-            zeros += data[i] == 0.0f;
-        }
-        for (i = 0; !finite && i < n; i++) /* only to name the first */
-            if (!isfinite(data[i]))
-                return spruce__seterr(SPRUCE_ENAN, "%s: element %lld of the replacement is %g",
-                                      what, (long long)i, (double)data[i]);
-        c->zeros += zeros;
-    }
+    if (c->plain)
+        g = NULL; /* a dense checkpoint: the values, not their levels */
+    if (g && (rc = check_grid(c, g, t->shape[0], t->shape[1], what)))
+        return rc;
     c->params += n;
     snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 7), t->name);
     c->set[index] = 1;
-    if (g && !c->plain)
-        return emit_quantized(c, t, prefix, data, g, what);
-    if (!(dense = scratch(c, S_DENSE, (size_t)n * (size_t)es + 1)))
-        return spruce__seterr(SPRUCE_ENOMEM, "%s: out of memory", what);
-    to_dtype(data, (size_t)n, t->dtype, dense);
-    if (c->o.sparse)
-        rc = emit_sparse(c, t->shard, prefix, dense, es, 1, t->dtype_name, t->shape[0],
-                         t->shape[1], what);
-    else
-        rc = emit(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, dense, (uint64_t)n * es);
-    return rc;
+    if (g && packed_format(c)) {
+        for (i = 0; i < n; i++) /* the other layouts check each piece as they write it */
+            if (!isfinite(data[i]))
+                return spruce__seterr(SPRUCE_ENAN, "%s: element %lld of the replacement is %g",
+                                      what, (long long)i, (double)data[i]);
+        for (i = 0; i < n; i++)
+            c->zeros += data[i] == 0.0f;
+        return emit_packed(c, t, prefix, data, g, what);
+    }
+    {
+        const uint64_t start = c->sp[t->shard].size;
+        if ((rc = emit_pieces(c, t, prefix, data, g, what)))
+            return rc;
+        start_writeback(&c->sp[t->shard], start);
+    }
+    return 0;
 }
 
 /* ---- prepare: shards, index, config.json ---------------------------------- */
@@ -571,6 +688,43 @@ static json_t *quant_config(const spruce__ctw *c, json_t *ignore)
     return qc;
 }
 
+/* Tensor t as it was.  Bytes that lie in the input shard are copied from
+ * it by the kernel (copy_file_range, without passing through this process);
+ * decoded ones, or any when the shard cannot be opened again as the file
+ * that was mapped, are written from memory. */
+static int emit_unset(spruce__ctw *c, const spruce_tensor *t)
+{
+    shard_out *p = &c->sp[t->shard];
+    const char *sn, *sp;
+    const uint8_t *m;
+    size_t sz;
+    uintptr_t a = (uintptr_t)t->data;
+    struct stat st;
+    int rc;
+    spruce__ckpt_shard(c->in, t->shard, &sn, &sp, &m, &sz);
+    if (!m || a < (uintptr_t)m || a - (uintptr_t)m > sz || t->nbytes > sz - (a - (uintptr_t)m))
+        return emit(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, t->data, t->nbytes);
+    if (p->in_fd == -1) {
+        p->in_fd = open(sp, O_RDONLY | O_CLOEXEC);
+        if (p->in_fd >= 0 && (fstat(p->in_fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+                              (uint64_t)st.st_size != (uint64_t)sz)) {
+            close(p->in_fd);
+            p->in_fd = -1;
+        }
+        if (p->in_fd < 0)
+            p->in_fd = -2; /* not tried again */
+    }
+    if (p->in_fd < 0)
+        return emit(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, t->data, t->nbytes);
+    if ((rc = add_entry(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, p->size,
+                        t->nbytes)) ||
+        (rc = spruce__copy_range(p->in_fd, a - (uintptr_t)m, p->fd, 8 + p->room + p->size,
+                                 t->nbytes, sp, p->path)))
+        return rc;
+    p->size += t->nbytes;
+    return 0;
+}
+
 int spruce__ctw_finish(spruce__ctw *c)
 {
     int i, rc = 0, n = spruce_ckpt_count(c->in);
@@ -585,7 +739,7 @@ int spruce__ctw_finish(spruce__ctw *c)
         if (t->ndim == 2 && len > 7 && !strcmp(t->name + len - 7, ".weight") &&
             strstr(t->name, "layers.")) /* a linear layer left dense */
             json_array_append_new(ignore, json_stringn(t->name, len - 7));
-        rc = emit(c, t->shard, t->name, t->dtype_name, t->ndim, t->shape, t->data, t->nbytes);
+        rc = emit_unset(c, t);
     }
     json_array_append_new(ignore, json_string("lm_head"));
     for (i = 0; i < c->nsh && !rc; i++) {
