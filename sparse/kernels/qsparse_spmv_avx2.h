@@ -1,12 +1,20 @@
 /* qsparse_spmv_avx2.h: the row loops of y = A x with AVX2+FMA for bitmask and
  * N:M matrices of bf16, int8 and int4 values (qsparse_internal.h), shared by
  * one file per value type.  A is (rows, cols), x (cols), y (rows).
- * AVX2 has no expand, so each 8-column slice with bits m takes the next 8
- * stored values widened to 32-bit lanes (bf16 as float bits; int8 and int4
- * minus their zero point) and permutes them with the float32 kernels' table
- * (bitmask_spmv_avx2.c: lane j takes the value of rank "bits of m below j",
- * lanes whose bit is clear are zeroed):
+ * AVX2 has no expand.  bf16 and int8 without zero points expand and widen an
+ * 8-column slice with bits m in one byte shuffle of the next stored values
+ * (in both halves of a vector), by a table indexed by m: lane j takes the
+ * value of rank r = "bits of m below j" into its top bytes, lanes whose bit
+ * is clear become 0:
+ *   bf16  lane j = bits of v[p + r] << 16       (its float32, exactly)
+ *   int8  lane j = q[p + r] 2^24, as int32      (converted exactly; the 2^24
+ *         comes off with the row's scale: y_i = s_i 2^-24 sum acc, the same
+ *         roundings as without it, as long as no |x_j| exceeds 2^96)
+ * int8 with zero points and int4 take the next 8 stored values widened to
+ * 32-bit lanes minus their zero point and permute them with the float32
+ * kernels' table (bitmask_spmv_avx2.c, the same lane rule):
  *   acc += float(permute(widen(v + p), perm[m]) & keep[m]) * x[k .. k+8),
+ * and in both
  *   p += popcount(m)   (N:M with M dividing 8: p += 8 N / M)
  * then bf16 y_i = sum acc; int8 y_i = s_i sum acc; int4 y_i = sum_g s_ig
  * (sum acc over the slices of group g).  Internal. */
@@ -52,6 +60,27 @@ SPRUCE__INLINE __m256 qslice8(unsigned m, const uint8_t *val, int64_t p, const i
     return dtype == SPRUCE_DT_BF16 ? _mm256_castsi256_ps(e) : _mm256_cvtepi32_ps(e);
 }
 
+/* The shuffles of bf16 (t = 0) and int8 (t = 1) slices, by the bits m. */
+extern uint8_t spruce__lut_qshuf[2][256][32];
+
+/* The 8 columns with bits m from value p on, bf16 or int8 without zero
+ * points, in one shuffle (int8 scaled by 2^24). */
+SPRUCE__INLINE __m256 qshuf8(unsigned m, const uint8_t *val, int64_t p, const int dtype)
+{
+    const __m256i v = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128((const __m128i *)(val + (dtype == SPRUCE_DT_BF16 ? 2 * p : p))));
+    const __m256i e = _mm256_shuffle_epi8(
+        v, _mm256_load_si256((const __m256i *)spruce__lut_qshuf[dtype == SPRUCE_DT_INT8][m]));
+    return dtype == SPRUCE_DT_BF16 ? _mm256_castsi256_ps(e) : _mm256_cvtepi32_ps(e);
+}
+
+/* A slice by shuffle (shuf, a constant) or by widening and permuting. */
+SPRUCE__INLINE __m256 slice8(unsigned m, const uint8_t *val, int64_t p, const int dtype,
+                             const int shuf, __m256i z)
+{
+    return shuf ? qshuf8(m, val, p, dtype) : qslice8(m, val, p, dtype, z);
+}
+
 SPRUCE__INLINE float hsum8(__m256 s)
 {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
@@ -64,7 +93,8 @@ SPRUCE__INLINE float hsum8(__m256 s)
  * row's end or a multiple of 32), its values from *pp on, which moves past
  * them.  counted (a constant): p moves by the bits; else by c8 per slice. */
 SPRUCE__INLINE __m256 qspan8(const uint8_t *m8, const float *x, const uint8_t *val, int64_t *pp,
-                             int k, int c1, const int dtype, const int counted, int c8, __m256i z)
+                             int k, int c1, const int dtype, const int shuf, const int counted,
+                             int c8, __m256i z)
 {
     __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                    _mm256_setzero_ps()};
@@ -77,7 +107,7 @@ SPRUCE__INLINE __m256 qspan8(const uint8_t *m8, const float *x, const uint8_t *v
 #pragma GCC unroll 4
         for (c = 0; c < 4; c++) {
             const unsigned m = m8[k / 8 + c];
-            a[c] = _mm256_fmadd_ps(qslice8(m, val, p, dtype, z), _mm256_loadu_ps(x + k + 8 * c),
+            a[c] = _mm256_fmadd_ps(slice8(m, val, p, dtype, shuf, z), _mm256_loadu_ps(x + k + 8 * c),
                                    a[c]);
             p += counted ? __builtin_popcount(m) : c8;
         }
@@ -87,16 +117,19 @@ SPRUCE__INLINE __m256 qspan8(const uint8_t *m8, const float *x, const uint8_t *v
         const unsigned m = m8[k / 8] & (left >= 8 ? 255u : (1u << left) - 1);
         const __m256i xm = _mm256_cmpgt_epi32(_mm256_set1_epi32(left),
                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        a[0] = _mm256_fmadd_ps(qslice8(m, val, p, dtype, z), _mm256_maskload_ps(x + k, xm), a[0]);
+        a[0] = _mm256_fmadd_ps(slice8(m, val, p, dtype, shuf, z), _mm256_maskload_ps(x + k, xm),
+                               a[0]);
         p += __builtin_popcount(m);
     }
     *pp = p;
     return _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
 }
 
-/* Rows [r0, r1) of y = A x (y += A x for a column block with A->add set). */
+/* Rows [r0, r1) of y = A x (y += A x for a column block with A->add set);
+ * shuf (a constant): slices by qshuf8. */
 SPRUCE__INLINE void qspmv_rows_avx2(const struct spruce_qsparse *A, const float *x, float *y,
-                                    int r0, int r1, const int dtype, const int counted, int c8)
+                                    int r0, int r1, const int dtype, const int shuf,
+                                    const int counted, int c8)
 {
     int i, g;
     for (i = r0; i < r1; i++) {
@@ -110,27 +143,36 @@ SPRUCE__INLINE void qspmv_rows_avx2(const struct spruce_qsparse *A, const float 
                 const int k = g * A->groupsize;
                 const int c1 = k + A->groupsize < A->cols ? k + A->groupsize : A->cols;
                 const __m256i z = _mm256_set1_epi32(spruce__qzero(A, i, g));
-                acc = _mm256_fmadd_ps(qspan8(m8, x, A->val, &p, k, c1, dtype, counted, c8, z),
+                acc = _mm256_fmadd_ps(qspan8(m8, x, A->val, &p, k, c1, dtype, 0, counted, c8, z),
                                       _mm256_set1_ps(sc[g]), acc);
             }
             s = hsum8(acc);
         } else {
             const __m256i z = _mm256_set1_epi32(dtype == SPRUCE_DT_INT8 ? spruce__qzero(A, i, 0) : 0);
-            s = hsum8(qspan8(m8, x, A->val, &p, 0, A->cols, dtype, counted, c8, z));
+            s = hsum8(qspan8(m8, x, A->val, &p, 0, A->cols, dtype, shuf, counted, c8, z));
             if (dtype == SPRUCE_DT_INT8)
-                s *= A->scale[i];
+                s = (shuf ? s * 0x1p-24f : s) * A->scale[i];
         }
         spruce__put(y, i, s, A->add);
     }
 }
 
+SPRUCE__INLINE void qspmv_fmt_avx2(const struct spruce_qsparse *A, const float *x, float *y,
+                                   int r0, int r1, const int dtype, const int shuf)
+{
+    if (A->format == SPRUCE_FMT_NM && 8 % A->m == 0)
+        qspmv_rows_avx2(A, x, y, r0, r1, dtype, shuf, 0, 8 / A->m * A->n);
+    else
+        qspmv_rows_avx2(A, x, y, r0, r1, dtype, shuf, 1, 0);
+}
+
 SPRUCE__INLINE void qspmv_avx2(const struct spruce_qsparse *A, const float *x, float *y, int r0,
                                int r1, const int dtype)
 {
-    if (A->format == SPRUCE_FMT_NM && 8 % A->m == 0)
-        qspmv_rows_avx2(A, x, y, r0, r1, dtype, 0, 8 / A->m * A->n);
+    if (dtype == SPRUCE_DT_BF16 || (dtype == SPRUCE_DT_INT8 && !A->zero))
+        qspmv_fmt_avx2(A, x, y, r0, r1, dtype, 1);
     else
-        qspmv_rows_avx2(A, x, y, r0, r1, dtype, 1, 0);
+        qspmv_fmt_avx2(A, x, y, r0, r1, dtype, 0);
 }
 
 #endif
