@@ -67,8 +67,14 @@ extern uint8_t spruce__lut_qshuf[2][256][32];
  * points, in one shuffle (int8 scaled by 2^24). */
 SPRUCE__INLINE __m256 qshuf8(unsigned m, const uint8_t *val, int64_t p, const int dtype)
 {
-    const __m256i v = _mm256_broadcastsi128_si256(
-        _mm_loadu_si128((const __m128i *)(val + (dtype == SPRUCE_DT_BF16 ? 2 * p : p))));
+    __m256i v;
+    if (dtype == SPRUCE_DT_BF16) {
+        v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(val + 2 * p)));
+    } else { /* 8 bytes are enough */
+        int64_t b;
+        memcpy(&b, val + p, sizeof b);
+        v = _mm256_set1_epi64x(b);
+    }
     const __m256i e = _mm256_shuffle_epi8(
         v, _mm256_load_si256((const __m256i *)spruce__lut_qshuf[dtype == SPRUCE_DT_INT8][m]));
     return dtype == SPRUCE_DT_BF16 ? _mm256_castsi256_ps(e) : _mm256_cvtepi32_ps(e);
@@ -125,13 +131,76 @@ SPRUCE__INLINE __m256 qspan8(const uint8_t *m8, const float *x, const uint8_t *v
     return _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
 }
 
+/* Rows i .. i + R (R = 1 or 2, a constant) of y = A x (y += A x with A->add)
+ * by shuffles, bf16 or int8 without zero points: the rows of a pair share
+ * every load of x, and each row's bits are read 32 columns at a time. */
+SPRUCE__INLINE void qshuf_rows(const struct spruce_qsparse *A, const float *x, float *y, int i,
+                               const int R, const int dtype, const int counted, int c8)
+{
+    const int n = A->cols, vb = dtype == SPRUCE_DT_BF16 ? 2 : 1;
+    const uint8_t *m8[2];
+    int64_t p[2];
+    __m256 a[2][4];
+    int r, c, k;
+#pragma GCC unroll 2
+    for (r = 0; r < R; r++) {
+        m8[r] = (const uint8_t *)(A->bits + (int64_t)(i + r) * A->wpr);
+        p[r] = A->rowptr[i + r];
+        for (c = 0; c < 4; c++)
+            a[r][c] = _mm256_setzero_ps();
+    }
+    for (k = 0; k + 32 <= n; k += 32) {
+        uint32_t mw[2];
+#pragma GCC unroll 2
+        for (r = 0; r < R; r++) {
+            memcpy(&mw[r], m8[r] + k / 8, sizeof mw[r]);
+            _mm_prefetch((const char *)(A->val + vb * p[r] + QSPMV_PF), _MM_HINT_T0);
+        }
+#pragma GCC unroll 4
+        for (c = 0; c < 4; c++) {
+            const __m256 xv = _mm256_loadu_ps(x + k + 8 * c);
+#pragma GCC unroll 2
+            for (r = 0; r < R; r++) {
+                const unsigned m = (mw[r] >> (8 * c)) & 255u;
+                a[r][c] = _mm256_fmadd_ps(qshuf8(m, A->val, p[r], dtype), xv, a[r][c]);
+                p[r] += counted ? __builtin_popcount(m) : c8;
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (r = 0; r < R; r++) {
+        int j;
+        float s;
+        for (j = k; j < n; j += 8) { /* the row's last columns: bits counted */
+            const int left = n - j;
+            const unsigned m = m8[r][j / 8] & (left >= 8 ? 255u : (1u << left) - 1);
+            const __m256i xm = _mm256_cmpgt_epi32(_mm256_set1_epi32(left),
+                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            a[r][0] = _mm256_fmadd_ps(qshuf8(m, A->val, p[r], dtype),
+                                      _mm256_maskload_ps(x + j, xm), a[r][0]);
+            p[r] += __builtin_popcount(m);
+        }
+        s = hsum8(_mm256_add_ps(_mm256_add_ps(a[r][0], a[r][1]), _mm256_add_ps(a[r][2], a[r][3])));
+        if (dtype == SPRUCE_DT_INT8)
+            s = s * 0x1p-24f * A->scale[i + r];
+        spruce__put(y, i + r, s, A->add);
+    }
+}
+
 /* Rows [r0, r1) of y = A x (y += A x for a column block with A->add set);
- * shuf (a constant): slices by qshuf8. */
+ * shuf (a constant): slices by qshuf8, rows in pairs. */
 SPRUCE__INLINE void qspmv_rows_avx2(const struct spruce_qsparse *A, const float *x, float *y,
                                     int r0, int r1, const int dtype, const int shuf,
                                     const int counted, int c8)
 {
     int i, g;
+    if (shuf) {
+        for (i = r0; i + 2 <= r1; i += 2)
+            qshuf_rows(A, x, y, i, 2, dtype, counted, c8);
+        if (i < r1)
+            qshuf_rows(A, x, y, i, 1, dtype, counted, c8);
+        return;
+    }
     for (i = r0; i < r1; i++) {
         const uint8_t *m8 = (const uint8_t *)(A->bits + (int64_t)i * A->wpr);
         int64_t p = A->rowptr[i];
