@@ -18,7 +18,8 @@
  *   p += popcount(m)   (N:M with M dividing 8: p += 8 N / M)
  * then bf16 y_i = sum acc; int8 y_i = s_i sum acc; int4 y_i = sum_g s_ig
  * (sum acc over the slices of group g).  The shuffle kernels take four rows
- * at a time, sharing each load of x.  Internal. */
+ * at a time, sharing each load of x, and with N:M one load of values serves
+ * two slices.  Internal. */
 #ifndef SPRUCE_QSPARSE_SPMV_AVX2_H
 #define SPRUCE_QSPARSE_SPMV_AVX2_H
 
@@ -82,6 +83,16 @@ SPRUCE__INLINE __m256 qshuf8(unsigned m, const uint8_t *val, int64_t p, const in
     return dtype == SPRUCE_DT_BF16 ? _mm256_castsi256_ps(e) : _mm256_cvtepi32_ps(e);
 }
 
+/* The slice with bits m whose values start `off` bytes into v (16 bytes in
+ * both halves): the table's indices moved by off (0x80 + off still zeroes). */
+SPRUCE__INLINE __m256 qshuf8_at(unsigned m, __m256i v, __m256i off, const int dtype,
+                                const uint8_t (*lut)[32])
+{
+    const __m256i e = _mm256_shuffle_epi8(
+        v, _mm256_add_epi8(_mm256_load_si256((const __m256i *)lut[m]), off));
+    return dtype == SPRUCE_DT_BF16 ? _mm256_castsi256_ps(e) : _mm256_cvtepi32_ps(e);
+}
+
 SPRUCE__INLINE float hsum8(__m256 s)
 {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
@@ -127,12 +138,18 @@ SPRUCE__INLINE __m256 qspan8(const uint8_t *m8, const float *x, const uint8_t *v
 /* Rows i .. i + R (R = 1 .. 4, a constant) of y = A x (y += A x with A->add)
  * by shuffles, bf16 or int8 without zero points: the rows of a block share
  * every load of x, each row keeps two sums and reads its bits 32 columns at a
- * time.  No software prefetch: the four rows' streams are sequential, and
- * measured on 2:4 the hardware alone is faster. */
+ * time.  paired (a constant; N:M whose two slices' values fit in 16 bytes,
+ * vb c8 <= 8): one load of values serves two slices, the second shuffled with
+ * its indices moved by vb c8.  No software prefetch: the four rows' streams
+ * are sequential, and measured on 2:4 the hardware alone is faster. */
 SPRUCE__INLINE void qshuf_rows(const struct spruce_qsparse *A, const float *x, float *y, int i,
-                               const int R, const int dtype, const int counted, int c8)
+                               const int R, const int dtype, const int counted, int c8,
+                               const int paired)
 {
-    const int n = A->cols;
+    const int n = A->cols, vb = dtype == SPRUCE_DT_BF16 ? 2 : 1;
+    const __m256i off = _mm256_set1_epi8((char)(vb * c8));
+    __m256i v[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                    _mm256_setzero_si256()};
     const uint8_t (*lut)[32] = spruce__lut_qshuf[dtype == SPRUCE_DT_INT8];
     const uint8_t *m8[4];
     int64_t p[4];
@@ -155,8 +172,17 @@ SPRUCE__INLINE void qshuf_rows(const struct spruce_qsparse *A, const float *x, f
 #pragma GCC unroll 4
             for (r = 0; r < R; r++) {
                 const unsigned m = (mw[r] >> (8 * c)) & 255u;
-                a[r][c & 1] =
-                    _mm256_fmadd_ps(qshuf8(m, A->val, p[r], dtype, lut), xv, a[r][c & 1]);
+                __m256 w;
+                if (paired && !(c & 1)) {
+                    v[r] = _mm256_broadcastsi128_si256(
+                        _mm_loadu_si128((const __m128i *)(A->val + vb * p[r])));
+                    w = qshuf8_at(m, v[r], _mm256_setzero_si256(), dtype, lut);
+                } else if (paired) {
+                    w = qshuf8_at(m, v[r], off, dtype, lut);
+                } else {
+                    w = qshuf8(m, A->val, p[r], dtype, lut);
+                }
+                a[r][c & 1] = _mm256_fmadd_ps(w, xv, a[r][c & 1]);
                 p[r] += counted ? __builtin_popcount(m) : c8;
             }
         }
@@ -189,10 +215,17 @@ SPRUCE__INLINE void qspmv_rows_avx2(const struct spruce_qsparse *A, const float 
 {
     int i, g;
     if (shuf) {
+        if (!counted && (dtype == SPRUCE_DT_BF16 ? 2 : 1) * c8 <= 8) {
+            for (i = r0; i + 4 <= r1; i += 4)
+                qshuf_rows(A, x, y, i, 4, dtype, 0, c8, 1);
+            for (; i < r1; i++)
+                qshuf_rows(A, x, y, i, 1, dtype, 0, c8, 1);
+            return;
+        }
         for (i = r0; i + 4 <= r1; i += 4)
-            qshuf_rows(A, x, y, i, 4, dtype, counted, c8);
+            qshuf_rows(A, x, y, i, 4, dtype, counted, c8, 0);
         for (; i < r1; i++)
-            qshuf_rows(A, x, y, i, 1, dtype, counted, c8);
+            qshuf_rows(A, x, y, i, 1, dtype, counted, c8, 0);
         return;
     }
     for (i = r0; i < r1; i++) {
