@@ -53,6 +53,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *X, int batch, flo
     int r, j0, p, j;
     for (j0 = 0; j0 < A->cols; j0 += P) {
         const int n = A->cols - j0 < P ? A->cols - j0 : P;
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++)
             dequant(A, i + r, j0, n, buf[r]);
         for (p = 0; p < batch; p += 8) {
@@ -61,6 +62,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *X, int batch, flo
                                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             const float *x = X + (size_t)j0 * batch + p;
             __m256 a[SPRUCE__QROWS], b[SPRUCE__QROWS];
+            SPRUCE__EACH_ROW
             for (r = 0; r < R; r++) {
                 a[r] = j0 ? load8(Y + (size_t)(i + r) * batch + p, full, m) : _mm256_setzero_ps();
                 b[r] = _mm256_setzero_ps();
@@ -68,6 +70,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *X, int batch, flo
             for (j = 0; j + 2 <= n; j += 2) {
                 const __m256 x0 = load8(x + (size_t)j * batch, full, m);
                 const __m256 x1 = load8(x + (size_t)(j + 1) * batch, full, m);
+                SPRUCE__EACH_ROW
                 for (r = 0; r < R; r++) {
                     a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&buf[r][j]), x0, a[r]);
                     b[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&buf[r][j + 1]), x1, b[r]);
@@ -75,9 +78,11 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *X, int batch, flo
             }
             if (j < n) {
                 const __m256 x0 = load8(x + (size_t)j * batch, full, m);
+                SPRUCE__EACH_ROW
                 for (r = 0; r < R; r++)
                     a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&buf[r][j]), x0, a[r]);
             }
+            SPRUCE__EACH_ROW
             for (r = 0; r < R; r++) {
                 float *y = Y + (size_t)(i + r) * batch + p;
                 if (full)

@@ -63,12 +63,14 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *X, int batch, flo
     int r, j0, p, j;
     for (j0 = 0; j0 < A->cols; j0 += P) {
         const int n = A->cols - j0 < P ? A->cols - j0 : P;
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++)
             dequant(A, i + r, j0, n, buf[r]);
         for (p = 0; p < batch; p += 16) {
             const __mmask16 m = batch - p >= 16 ? 0xffff : (__mmask16)((1u << (batch - p)) - 1);
             const float *x = X + (size_t)j0 * batch + p;
             __m512 a[SPRUCE__QROWS], b[SPRUCE__QROWS];
+            SPRUCE__EACH_ROW
             for (r = 0; r < R; r++) {
                 a[r] = j0 ? _mm512_maskz_loadu_ps(m, Y + (size_t)(i + r) * batch + p)
                           : _mm512_setzero_ps();
@@ -77,6 +79,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *X, int batch, flo
             for (j = 0; j + 2 <= n; j += 2) {
                 const __m512 x0 = _mm512_maskz_loadu_ps(m, x + (size_t)j * batch);
                 const __m512 x1 = _mm512_maskz_loadu_ps(m, x + (size_t)(j + 1) * batch);
+                SPRUCE__EACH_ROW
                 for (r = 0; r < R; r++) {
                     a[r] = _mm512_fmadd_ps(_mm512_set1_ps(buf[r][j]), x0, a[r]);
                     b[r] = _mm512_fmadd_ps(_mm512_set1_ps(buf[r][j + 1]), x1, b[r]);
@@ -84,9 +87,11 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *X, int batch, flo
             }
             if (j < n) {
                 const __m512 x0 = _mm512_maskz_loadu_ps(m, x + (size_t)j * batch);
+                SPRUCE__EACH_ROW
                 for (r = 0; r < R; r++)
                     a[r] = _mm512_fmadd_ps(_mm512_set1_ps(buf[r][j]), x0, a[r]);
             }
+            SPRUCE__EACH_ROW
             for (r = 0; r < R; r++)
                 _mm512_mask_storeu_ps(Y + (size_t)(i + r) * batch + p, m,
                                       _mm512_add_ps(a[r], b[r]));

@@ -22,6 +22,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
     const uint16_t *w[SPRUCE__QROWS];
     __m512 acc[SPRUCE__QROWS];
     int r, j;
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++) {
         w[r] = (const uint16_t *)(A->q + (size_t)(i + r) * A->ld);
         acc[r] = _mm512_setzero_ps();
@@ -29,9 +30,11 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
     for (j = 0; j < n; j += 16) {
         const __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
         const __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++)
             acc[r] = _mm512_fmadd_ps(bf16x16(w[r] + j, m), xv, acc[r]);
     }
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++)
         y[i + r] = _mm512_reduce_add_ps(acc[r]);
 }

@@ -22,6 +22,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
     const uint16_t *w[SPRUCE__QROWS];
     __m512 ah[SPRUCE__QROWS], al[SPRUCE__QROWS];
     int r, j;
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++) {
         w[r] = (const uint16_t *)(A->q + (size_t)(i + r) * A->ld);
         ah[r] = al[r] = _mm512_setzero_ps();
@@ -38,12 +39,14 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
         const __m512 h1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x1), top));
         const __m512bh xh = _mm512_cvtne2ps_pbh(h1, h0); /* exact: already bf16 */
         const __m512bh xl = _mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0));
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++) {
             const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(mw, w[r] + j);
             ah[r] = _mm512_dpbf16_ps(ah[r], wv, xh);
             al[r] = _mm512_dpbf16_ps(al[r], wv, xl);
         }
     }
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++)
         y[i + r] = _mm512_reduce_add_ps(_mm512_add_ps(ah[r], al[r]));
 }

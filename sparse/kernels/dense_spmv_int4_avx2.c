@@ -16,6 +16,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
     const uint8_t *q[SPRUCE__QROWS];
     __m256 acc[SPRUCE__QROWS];
     int r, g, j;
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++) {
         q[r] = A->q + (size_t)(i + r) * A->ld;
         acc[r] = _mm256_setzero_ps();
@@ -24,6 +25,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
         const int j1 = (g + 1) * G < n16 ? (g + 1) * G : n16;
         __m256 te[SPRUCE__QROWS], to[SPRUCE__QROWS];
         __m256i z[SPRUCE__QROWS];
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++) {
             te[r] = to[r] = _mm256_setzero_ps();
             z[r] = _mm256_set1_epi32(spruce__zero(A, i + r, g));
@@ -35,6 +37,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
                 _mm256_castps_pd(_mm256_shuffle_ps(x0, x1, 0x88)), 0xd8));
             const __m256 xo = _mm256_castpd_ps(_mm256_permute4x64_pd(
                 _mm256_castps_pd(_mm256_shuffle_ps(x0, x1, 0xdd)), 0xd8));
+            SPRUCE__EACH_ROW
             for (r = 0; r < R; r++) {
                 __m256 we, wo;
                 int4x16(q[r] + j / 2, z[r], &we, &wo);
@@ -42,11 +45,13 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
                 to[r] = _mm256_fmadd_ps(wo, xo, to[r]);
             }
         }
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++)
             acc[r] = _mm256_fmadd_ps(_mm256_add_ps(te[r], to[r]),
                                      _mm256_set1_ps(A->scale[(size_t)(i + r) * A->ngroups + g]),
                                      acc[r]);
     }
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++) {
         float s = hsum8(acc[r]), t = 0.0f;
         const int gl = n16 / G; /* the group of the last columns */

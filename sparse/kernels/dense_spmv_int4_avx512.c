@@ -24,6 +24,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
     const uint8_t *q[SPRUCE__QROWS];
     __m512 acc[SPRUCE__QROWS];
     int r, g, j;
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++) {
         q[r] = A->q + (size_t)(i + r) * A->ld;
         acc[r] = _mm512_setzero_ps();
@@ -32,6 +33,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
         const int j1 = (g + 1) * G < n ? (g + 1) * G : n;
         __m512 te[SPRUCE__QROWS], to[SPRUCE__QROWS];
         __m512i z[SPRUCE__QROWS];
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++) {
             te[r] = to[r] = _mm512_setzero_ps();
             z[r] = _mm512_set1_epi32(spruce__zero(A, i + r, g));
@@ -46,6 +48,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
             const __m512 x1 = _mm512_maskz_loadu_ps(m1, x + j + 16);
             const __m512 xe = _mm512_permutex2var_ps(x0, even, x1);
             const __m512 xo = _mm512_permutex2var_ps(x0, odd, x1);
+            SPRUCE__EACH_ROW
             for (r = 0; r < R; r++) {
                 const __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mb, q[r] + j / 2));
                 const __m512i ue = _mm512_sub_epi32(_mm512_and_si512(v, lo4), z[r]);
@@ -54,11 +57,13 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
                 to[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(uo), xo, to[r]);
             }
         }
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++)
             acc[r] = _mm512_fmadd_ps(_mm512_add_ps(te[r], to[r]),
                                      _mm512_set1_ps(A->scale[(size_t)(i + r) * A->ngroups + g]),
                                      acc[r]);
     }
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++)
         y[i + r] = _mm512_reduce_add_ps(acc[r]);
 }

@@ -24,6 +24,7 @@ SPRUCE__INLINE void rows_zp(const spruce_qmatrix *A, const float *x, float *y, i
     __m256i z[SPRUCE__QROWS];
     __m256 acc[SPRUCE__QROWS], acc2[SPRUCE__QROWS];
     int r, j;
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++) {
         q[r] = (const int8_t *)(A->q + (size_t)(i + r) * A->ld);
         z[r] = _mm256_set1_epi32(zp ? spruce__zero(A, i + r, 0) : 0);
@@ -32,6 +33,7 @@ SPRUCE__INLINE void rows_zp(const spruce_qmatrix *A, const float *x, float *y, i
     }
     for (j = 0; j < n16; j += 16) {
         const __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++) {
             acc[r] = _mm256_fmadd_ps(zp ? int8x8(q[r] + j, z[r]) : int8x8_sym(q[r] + j), x0,
                                      acc[r]);
@@ -41,10 +43,12 @@ SPRUCE__INLINE void rows_zp(const spruce_qmatrix *A, const float *x, float *y, i
     }
     for (; j < n8; j += 8) {
         const __m256 xv = _mm256_loadu_ps(x + j);
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++)
             acc[r] = _mm256_fmadd_ps(zp ? int8x8(q[r] + j, z[r]) : int8x8_sym(q[r] + j), xv,
                                      acc[r]);
     }
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++) {
         const float zr = zp ? (float)spruce__zero(A, i + r, 0) : 0.0f;
         float s = hsum8(_mm256_add_ps(acc[r], acc2[r]));

@@ -20,6 +20,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, cons
     __m512i z[SPRUCE__QROWS];
     __m512 acc[SPRUCE__QROWS];
     int r, j;
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++) {
         q[r] = (const int8_t *)(A->q + (size_t)(i + r) * A->ld);
         z[r] = _mm512_set1_epi32(zp ? spruce__zero(A, i + r, 0) : 0);
@@ -28,6 +29,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, cons
     for (j = 0; j < n; j += 16) {
         const __mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
         const __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++) {
             __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, q[r] + j));
             if (zp)
@@ -35,6 +37,7 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, cons
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), xv, acc[r]);
         }
     }
+    SPRUCE__EACH_ROW
     for (r = 0; r < R; r++)
         y[i + r] = A->scale[i + r] * _mm512_reduce_add_ps(acc[r]);
 }

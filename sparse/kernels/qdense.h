@@ -47,6 +47,11 @@ void dense_spmv_bf16_avx512bf16(const spruce_qmatrix *A, const float *X, int bat
 
 /* Rows per block of the vector kernels: 4 rows share every load of x. */
 #define SPRUCE__QROWS 4
+/* Put before each loop over the rows of a block: unrolled, the rows' sums
+ * stay in registers (GCC at -O2 keeps a small array indexed by the loop
+ * counter in memory, a store and a reload around every multiply-add).  The
+ * count is SPRUCE__QROWS, written out because a pragma takes no macro. */
+#define SPRUCE__EACH_ROW _Pragma("GCC unroll 4")
 /* The row loop of every vector kernel: blocks of SPRUCE__QROWS rows of
  * [r0, r1), then the rows left one by one; fn(..., i, R) computes rows
  * i .. i + R (R a constant at each call, so fn's loops over R unroll). */
