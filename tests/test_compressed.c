@@ -1430,3 +1430,24 @@ Test(compressed_cli, asymmetric_2_4_is_refused_before_pruning)
     rmrf(base);
     free(base), free(out);
 }
+
+/* A --groupsize that does not divide a layer's columns (stories260k's MLP is
+ * 172 wide) is refused before any block is pruned, naming the layer. */
+Test(compressed_cli, groupsize_not_dividing_is_refused_before_pruning)
+{
+    char fx[1024], cmd[8192], *base, *out;
+    const char *bin = need_stories(fx, sizeof fx);
+    if (!bin)
+        return;
+    base = mktmp();
+    snprintf(cmd, sizeof cmd, "cd %s && %s prune %s -o q --calib %s/calib.u16 --pattern 2:4 "
+             "--wbits 4 --groupsize 32 --sym --seqlen 128 --nsamples 8 2>&1; echo \"exit $?\"; ls",
+             base, bin, fx, fx);
+    out = run_out(cmd);
+    cr_assert(strstr(out, "mlp.down_proj (172 columns)") && strstr(out, "divisor"), "%s", out);
+    cr_assert_null(strstr(out, "exit 0"), "%s", out);
+    cr_assert_null(strstr(out, "block 1/"), "pruning started: %s", out);
+    cr_assert_null(strstr(out, "\nq\n"), "an output was left: %s", out);
+    rmrf(base);
+    free(base), free(out);
+}

@@ -42,6 +42,7 @@
 #include "spruce_family.h"
 #include "model_internal.h"
 #include "pipeline_internal.h"
+#include "prune_internal.h"
 #include "spruce_dist.h"
 #include "spruce_pipeline.h"
 
@@ -238,6 +239,31 @@ static int prepare(run *r)
     const spruce_config *c = r->c;
     size_t maxw = 0, rows, cols, n;
     int l, rc;
+    /* the grid's options against the width of every layer to prune, before
+     * anything is pruned */
+    for (l = 0; r->o->prune.wbits > 0 && l < SPRUCE_NPROJ + 3; l++) {
+        const int expert = l >= SPRUCE_NPROJ, k = l - SPRUCE_NPROJ;
+        size_t i, any = 0;
+        if (!expert)
+            for (i = 0; i < (size_t)r->L; i++)
+                any |= r->selected[i * SPRUCE_NPROJ + (size_t)l];
+        else
+            for (i = 0; r->eselected && i < (size_t)r->L * r->E; i++)
+                any |= r->eselected[i * 3 + (size_t)k];
+        if (!any)
+            continue;
+        if (!expert)
+            spruce_family_linear_shape(r->f, c, (spruce_proj)l, &rows, &cols);
+        else
+            cols = k == 2 ? (size_t)c->moe_intermediate_size : (size_t)c->hidden_size;
+        if ((rc = spruce__check_quant(&r->o->prune, (int)cols))) {
+            char detail[512];
+            snprintf(detail, sizeof detail, "%s", spruce_errdetail());
+            return spruce__seterr(rc, "%s%s (%zu columns): %s", expert ? "the experts' " : "",
+                                  expert ? spruce_proj_path((spruce_proj)(SPRUCE_PROJ_GATE + k))
+                                         : r->f->linear[l].path, cols, detail);
+        }
+    }
     for (l = 0; l < SPRUCE_NPROJ; l++) {
         spruce_family_linear_shape(r->f, c, (spruce_proj)l, &rows, &cols);
         rows = spruce_family_tensor_rows(r->f, c, (spruce_proj)l);   /* fused: every part */

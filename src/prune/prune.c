@@ -78,6 +78,11 @@ static int check_quant(const spruce_prune_opts *o, int cols)
     return 0;
 }
 
+int spruce__check_quant(const spruce_prune_opts *o, int cols)
+{
+    return check_quant(o, cols);
+}
+
 int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols)
 {
     int rc;

@@ -103,6 +103,9 @@ static inline int64_t spruce__count_share(int64_t k, int64_t a, int64_t b, int64
 
 /* Option and shape checks shared by every method. */
 int spruce__check_opts(const spruce_prune_opts *o, int rows, int cols);
+/* The quantization options alone (wbits, groupsize against cols, the N:M
+ * group and the block): for a whole model before any layer is pruned. */
+int spruce__check_quant(const spruce_prune_opts *o, int cols);
 /* 0, or SPRUCE_ENAN naming the first non-finite element of the (rows, cols) matrix. */
 int spruce__check_finite(const float *A, int64_t rows, int64_t cols, const char *what);
 
