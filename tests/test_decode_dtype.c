@@ -156,37 +156,29 @@ Test(decode_dtype, refusals)
     spruce_model_free(m);
 }
 
-/* The exact check: a decoder in int8, int4 or bf16 computes with exactly the
- * values spruce_qmatrix_quantize gives (the head, untied here, per row in
- * int8 for int4), so its logits are the float32 decoder's on a checkpoint
- * whose linear layers and head hold those values dequantized, to float32
- * rounding. */
-static void against_dequantized_checkpoint(const char *base, int dtype, int gs)
+/* A copy of checkpoint in at ref with every linear layer (and, with head,
+ * the head: int8 per row for int4) replaced by the values
+ * spruce_qmatrix_quantize gives it in dtype (groups of gs), dequantized. */
+static void write_values(const char *in, const char *ref, int dtype, int gs, int head)
 {
-    char in[1200], ref[1200];
     spruce_ckpt *ck;
     spruce_ckpt_writer *w;
-    spruce_model *mq = NULL, *mr = NULL;
-    spruce_decoder *dq, *dr;
-    uint32_t ids[24];
-    double diff, scale;
-    int i, vocab;
-    snprintf(in, sizeof in, "%s/in", base);
-    snprintf(ref, sizeof ref, "%s/ref-%s", base, spruce_dtype_name(dtype));
+    int i;
     cr_assert_eq(spruce_ckpt_open(in, &ck), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_ckpt_writer_begin(ck, ref, 0, &w), 0, "%s", spruce_errdetail());
     for (i = 0; i < spruce_ckpt_count(ck); i++) {
         const spruce_tensor *t = spruce_ckpt_tensor_at(ck, i);
-        int head = !strcmp(t->name, "lm_head.weight"), rows, cols;
+        int is_head = !strcmp(t->name, "lm_head.weight"), rows, cols;
         float *v;
         spruce_qmatrix *Q;
-        if (!head && !strstr(t->name, "_proj.weight"))
+        if (!(is_head && head) && !strstr(t->name, "_proj.weight"))
             continue;
         rows = (int)t->shape[0], cols = (int)t->shape[1];
         v = malloc(sizeof *v * (size_t)rows * cols);
         cr_assert_eq(spruce_tensor_read_f32(t, v), 0);
         cr_assert_eq(spruce_qmatrix_quantize(v, rows, cols,
-                                             head && dtype == SPRUCE_DT_INT4 ? SPRUCE_DT_INT8 : dtype,
+                                             is_head && dtype == SPRUCE_DT_INT4 ? SPRUCE_DT_INT8
+                                                                                : dtype,
                                              gs, 0, &Q), 0, "%s", spruce_errdetail());
         cr_assert_eq(spruce_qmatrix_dequantize(Q, v), 0);
         cr_assert_eq(spruce_ckpt_writer_set_f32(w, t->name, v), 0, "%s", spruce_errdetail());
@@ -195,6 +187,24 @@ static void against_dequantized_checkpoint(const char *base, int dtype, int gs)
     }
     cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
     spruce_ckpt_close(ck);
+}
+
+/* The exact check: a decoder in int8, int4 or bf16 computes with exactly the
+ * values spruce_qmatrix_quantize gives (the head, untied here, per row in
+ * int8 for int4), so its logits are the float32 decoder's on a checkpoint
+ * whose linear layers and head hold those values dequantized, to float32
+ * rounding. */
+static void against_dequantized_checkpoint(const char *base, int dtype, int gs)
+{
+    char in[1200], ref[1200];
+    spruce_model *mq = NULL, *mr = NULL;
+    spruce_decoder *dq, *dr;
+    uint32_t ids[24];
+    double diff, scale;
+    int i, vocab;
+    snprintf(in, sizeof in, "%s/in", base);
+    snprintf(ref, sizeof ref, "%s/ref-%s", base, spruce_dtype_name(dtype));
+    write_values(in, ref, dtype, gs, 1);
     cr_assert_eq(spruce_model_open(in, &mq), 0, "%s", spruce_errdetail());
     cr_assert_eq(spruce_model_open(ref, &mr), 0, "%s", spruce_errdetail());
     vocab = spruce_model_config(mq)->vocab_size;
@@ -423,31 +433,11 @@ Test(decode_dtype, perplexity_in_a_type_is_that_of_its_values)
     for (j = 0; j < 64; j++)
         text[j] = (uint32_t)((j * 29 + 3) % c.vocab);
     for (i = 0; i < sizeof k / sizeof *k; i++) {
-        spruce_ckpt *ck;
-        spruce_ckpt_writer *w;
         spruce_model *mi = NULL, *mr = NULL;
         spruce_eval_opts eo;
         double pt, pr, p32;
         snprintf(ref, sizeof ref, "%s/ref-%zu", base, i);
-        cr_assert_eq(spruce_ckpt_open(in, &ck), 0, "%s", spruce_errdetail());
-        cr_assert_eq(spruce_ckpt_writer_begin(ck, ref, 0, &w), 0, "%s", spruce_errdetail());
-        for (j = 0; j < spruce_ckpt_count(ck); j++) {
-            const spruce_tensor *t = spruce_ckpt_tensor_at(ck, j);
-            spruce_qmatrix *Q;
-            float *v;
-            if (!strstr(t->name, "_proj.weight"))
-                continue;
-            v = malloc(sizeof *v * (size_t)spruce_tensor_numel(t));
-            cr_assert_eq(spruce_tensor_read_f32(t, v), 0);
-            cr_assert_eq(spruce_qmatrix_quantize(v, (int)t->shape[0], (int)t->shape[1], k[i].dtype,
-                                                 k[i].gs, 0, &Q), 0, "%s", spruce_errdetail());
-            cr_assert_eq(spruce_qmatrix_dequantize(Q, v), 0);
-            cr_assert_eq(spruce_ckpt_writer_set_f32(w, t->name, v), 0, "%s", spruce_errdetail());
-            spruce_qmatrix_free(Q);
-            free(v);
-        }
-        cr_assert_eq(spruce_ckpt_writer_commit(w), 0, "%s", spruce_errdetail());
-        spruce_ckpt_close(ck);
+        write_values(in, ref, k[i].dtype, k[i].gs, 0);
         cr_assert_eq(spruce_model_open_lazy(in, &mi), 0, "%s", spruce_errdetail());
         cr_assert_eq(spruce_model_open(ref, &mr), 0, "%s", spruce_errdetail());
         spruce_eval_opts_init(&eo);
