@@ -326,8 +326,8 @@ static inline float rint_level(float v)
 static inline float level_of(float x, float inv, float z, float maxq)
 {
     float l = x == 0.0f ? z : rint_level(x * inv) + z;
-    l = l < 0.0f ? 0.0f : l;
-    return l > maxq ? maxq : l;
+    l = l >= 0.0f ? l : 0.0f; /* a NaN too: every level converts to an int (NaN is off the grid) */
+    return l <= maxq ? l : maxq;
 }
 
 /* Row r of spruce_ct_quantize into qr (the row's cols levels): 0, or (with
