@@ -321,12 +321,12 @@ int spruce_block_forward(const spruce_config *c, const spruce_block *b, float *x
 int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
                        spruce_block_progress_fn progress, void *ctx)
 {
-    return spruce__run_blocks_typed(m, x, nseq, T, seq0, NULL, progress, ctx);
+    return spruce__run_blocks_values(m, x, nseq, T, seq0, NULL, progress, ctx);
 }
 
-int spruce__run_blocks_typed(spruce_model *m, float *x, int nseq, int T, int seq0,
-                             const spruce_decode_opts *o, spruce_block_progress_fn progress,
-                             void *ctx)
+int spruce__run_blocks_values(spruce_model *m, float *x, int nseq, int T, int seq0,
+                              const spruce_decode_opts *o, spruce_block_progress_fn progress,
+                              void *ctx)
 {
     spruce_block vb, *run;
     int have_vb = 0;

@@ -53,9 +53,9 @@ int spruce__run_blocks(spruce_model *m, float *x, int nseq, int T, int seq0,
                        spruce_block_progress_fn progress, void *ctx);
 /* The same with the linear weights of each block in o->dtype, as the
  * runtime holds them (spruce__block_values), a block at a time. */
-int spruce__run_blocks_typed(spruce_model *m, float *x, int nseq, int T, int seq0,
-                             const spruce_decode_opts *o, spruce_block_progress_fn progress,
-                             void *ctx);
+int spruce__run_blocks_values(spruce_model *m, float *x, int nseq, int T, int seq0,
+                              const spruce_decode_opts *o, spruce_block_progress_fn progress,
+                              void *ctx);
 
 /* ---- the runtime's linear layers from a checkpoint (linears.c) ---- */
 

@@ -72,7 +72,6 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
     else
         spruce_eval_opts_init(&o);
     spruce_decode_opts_init(&dopts);
-    dopts.mode = SPRUCE_DECODE_DENSE;
     dopts.dtype = o.dtype;
     dopts.groupsize = o.groupsize;
     if (o.dtype != SPRUCE_EVAL_BLAS && o.dtype != SPRUCE_DECODE_OWN_DTYPE &&
@@ -109,9 +108,9 @@ int spruce_model_perplexity_opts(spruce_model *m, const uint32_t *ids, size_t n,
             if ((rc = spruce_model_embed(m, ids + (w0 + w) * seqlen, seqlen,
                                          x + w * seqlen * c->hidden_size)))
                 goto done;
-        if ((rc = spruce__run_blocks_typed(m, x, (int)nb, seqlen, (int)(o.first_window + w0),
-                                           o.dtype == SPRUCE_EVAL_BLAS ? NULL : &dopts,
-                                           o.progress, o.ctx)))
+        if ((rc = spruce__run_blocks_values(m, x, (int)nb, seqlen, (int)(o.first_window + w0),
+                                            o.dtype == SPRUCE_EVAL_BLAS ? NULL : &dopts,
+                                            o.progress, o.ctx)))
             goto done;
         /* Window w predicts ids[w*T + t + 1] from position t, t < T - 1; the
          * last position's logits are computed only for o.logits. */
