@@ -145,7 +145,7 @@ static int bench_shape(int rows, int cols, int reps, int gs, int json)
     for (i = 0; i < nc; i++) {
         cand *c = &cs[i];
         const int f = c->format == SPRUCE_FMT_NM;
-        const spruce_pack_opts po = {c->format, 2, 4, nthreads};
+        const spruce_pack_opts po = {c->format, 2, 4, nthreads, SPRUCE_LAYOUT_BITS};
         int k;
         for (k = 0; k < maxcopy; k++) {
             /* each copy from its own weights, so no two share cache lines */

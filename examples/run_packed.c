@@ -18,7 +18,7 @@ int main(int argc, char **argv)
     const int batch = 8;
     float *W = malloc(sizeof *W * (size_t)rows * cols), *X = malloc(sizeof *X * (size_t)cols * batch);
     float *Y = malloc(sizeof *Y * (size_t)rows * batch);
-    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 0}; /* 2:4, all threads */
+    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 0, SPRUCE_LAYOUT_BITS}; /* 2:4, all threads */
     spruce_sparse *A = NULL;
     spruce_linear *lin = NULL;
     double maxerr = 0;

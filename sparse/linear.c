@@ -349,7 +349,7 @@ static int make_typed(spruce_linear *lin, spruce_qmatrix *Q, const spruce_linear
 {
     int f, rc = 0;
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM && !rc; f++) {
-        spruce_pack_opts po = {f, o->n, o->m, o->nthreads};
+        spruce_pack_opts po = {f, o->n, o->m, o->nthreads, SPRUCE_LAYOUT_BITS};
         if (o->format >= 0 && o->format != f)
             continue;
         rc = spruce_qsparse_pack(Q, NULL, &po, &lin->qs[f]);
@@ -388,7 +388,7 @@ static int make_candidates(spruce_linear *lin, const float *W, const spruce_line
         memcpy(lin->dense, W, sizeof *lin->dense * count);
     }
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++) {
-        spruce_pack_opts po = {f, o->n, o->m, o->nthreads};
+        spruce_pack_opts po = {f, o->n, o->m, o->nthreads, SPRUCE_LAYOUT_BITS};
         if (o->format >= 0 && o->format != f)
             continue;
         rc = spruce_sparse_pack(W, NULL, lin->rows, lin->cols, &po, &lin->sp[f]);

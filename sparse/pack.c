@@ -7,9 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pairs_internal.h"
 #include "sparse_internal.h"
 
 static const char *const format_names[4] = {"dense", "csr", "bitmask", "nm"};
+
+const char *spruce_layout_name(int layout)
+{
+    return layout == SPRUCE_LAYOUT_BITS ? "bits" : layout == SPRUCE_LAYOUT_PAIRS ? "pairs" : "?";
+}
 
 const char *spruce_format_name(int format)
 {
@@ -39,6 +45,7 @@ void spruce_sparse_free(spruce_sparse *A)
     free(A->idx32);
     free(A->woff);
     free(A->bits);
+    spruce__pairs_free(A->pairs);
     free(A);
 }
 
@@ -346,9 +353,72 @@ done:
     return rc;
 }
 
+int spruce__check_layout(const spruce_pack_opts *opts)
+{
+    if (opts->layout == SPRUCE_LAYOUT_BITS)
+        return 0;
+    if (opts->layout != SPRUCE_LAYOUT_PAIRS)
+        return spruce__seterr(SPRUCE_EINVAL, "sparse pack: layout %d, expected %d (bits) or "
+                              "%d (pairs)", opts->layout, SPRUCE_LAYOUT_BITS, SPRUCE_LAYOUT_PAIRS);
+    if (opts->format != SPRUCE_FMT_NM || opts->m != 4 || opts->n > 2)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "sparse pack: the pair layout holds 2:4 and "
+                              "1:4 matrices, not %s%s%d:%d", spruce_format_name(opts->format),
+                              opts->format == SPRUCE_FMT_NM ? " " : "", opts->n, opts->m);
+    return 0;
+}
+
+/* NM (2:4, 1:4) in the pair layout: each pair of rows by one thread (the two
+ * rows share the words of positions). */
+static int pack_pairs(const float *W, const uint8_t *mask, int rows, int cols,
+                      const spruce_pack_opts *opts, spruce_sparse **out)
+{
+    spruce_sparse *A = calloc(1, sizeof *A);
+    int64_t *cnt = malloc(sizeof *cnt * rows);
+    int rc = 0, p;
+    if (!A || !cnt) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) matrix", rows, cols);
+        goto done;
+    }
+    init_header(A, rows, cols, opts);
+    if ((rc = spruce__nm_count(W, mask, rows, cols, cols, 0, A->n, A->m, cnt)) < 0 ||
+        (rc = spruce__pairs_new(SPRUCE_DT_F32, rows, cols, A->n, NULL, A->nthreads, &A->pairs)) < 0)
+        goto done;
+#pragma omp parallel for schedule(static)
+    for (p = 0; p < (rows + 1) / 2; p++) {
+        int i, at;
+        for (i = 2 * p; i < 2 * p + 2 && i < rows; i++)
+            for (at = 0; at < cols; at += 4) {
+                const int64_t o = (int64_t)i * cols + at;
+                const int width = cols - at < 4 ? cols - at : 4;
+                const uint64_t sel = spruce__nm_slots(W, mask, o, width, A->n);
+                int s = 0, j;
+                for (j = 0; j < width; j++)
+                    if (sel >> j & 1) {
+                        const float v = kept(W, mask, o + j) ? W[o + j] : 0.0f;
+                        uint32_t c;
+                        memcpy(&c, &v, 4);
+                        spruce__pairs_put(A->pairs, i, at + j, s++, c);
+                    }
+                for (; s < 2; s++) /* 1:4, or a group narrower than 2 */
+                    spruce__pairs_put(A->pairs, i, at, s, 0);
+            }
+    }
+    if ((rc = spruce__pairs_finish(A->pairs)) < 0)
+        goto done;
+    A->nnz = spruce__pairs_slots(A->pairs);
+    A->nthreads = A->pairs->nthreads;
+    *out = A;
+    A = NULL;
+done:
+    free(cnt);
+    spruce_sparse_free(A);
+    return rc;
+}
+
 int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
                        const spruce_pack_opts *opts, spruce_sparse **out)
 {
+    int rc;
     if (out)
         *out = NULL;
     if (!W || !opts || !out)
@@ -370,6 +440,10 @@ int spruce_sparse_pack(const float *W, const uint8_t *mask, int rows, int cols,
     if (opts->nthreads < 0)
         return spruce__seterr(SPRUCE_EINVAL, "sparse pack: %d threads", opts->nthreads);
 
+    if ((rc = spruce__check_layout(opts)) < 0)
+        return rc;
+    if (opts->layout == SPRUCE_LAYOUT_PAIRS)
+        return pack_pairs(W, mask, rows, cols, opts, out);
     if (opts->format != SPRUCE_FMT_CSR && cols > SPRUCE__BLOCK_COLS &&
         cols <= SPRUCE__BLOCK_COLS * SPRUCE__MAX_BLOCKS / 2)
         return pack_blocks(W, mask, rows, cols, opts, out);
@@ -405,7 +479,9 @@ int spruce_sparse_unpack(const spruce_sparse *A, float *W)
     if (!A || !W)
         return spruce__seterr(SPRUCE_EINVAL, "sparse unpack: NULL %s", !A ? "matrix" : "output");
     memset(W, 0, sizeof *W * (size_t)A->rows * A->cols);
-    if (!A->nblk)
+    if (A->pairs)
+        spruce__pairs_unpack(A->pairs, W);
+    else if (!A->nblk)
         unpack_one(A, W, A->cols);
     for (b = 0; b < A->nblk; b++)
         unpack_one(A->blk[b], W + A->col0[b], A->cols);
@@ -416,6 +492,10 @@ int spruce_sparse_format(const spruce_sparse *A) { return A ? A->format : -1; }
 int spruce_sparse_rows(const spruce_sparse *A) { return A ? A->rows : 0; }
 int spruce_sparse_cols(const spruce_sparse *A) { return A ? A->cols : 0; }
 int64_t spruce_sparse_nnz(const spruce_sparse *A) { return A ? A->nnz : 0; }
+int spruce_sparse_layout(const spruce_sparse *A)
+{
+    return A && A->pairs ? SPRUCE_LAYOUT_PAIRS : SPRUCE_LAYOUT_BITS;
+}
 int spruce_sparse_index_bits(const spruce_sparse *A)
 {
     return A && A->format == SPRUCE_FMT_CSR ? A->idx_bits : 0;
@@ -427,6 +507,8 @@ size_t spruce_sparse_bytes(const spruce_sparse *A)
     int k;
     if (!A)
         return 0;
+    if (A->pairs)
+        return spruce__pairs_bytes(A->pairs);
     if (A->nblk) {
         for (b = 0, k = 0; k < A->nblk; k++)
             b += spruce_sparse_bytes(A->blk[k]);
@@ -476,6 +558,8 @@ int spruce_sparse_mul_isa(const spruce_sparse *A, int isa, const float *X, int b
     if (!(tab = spruce__kernels_isa(isa)))
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "sparse product: instruction set %s is not "
                               "supported by this build, CPU or OS", spruce_sparse_isa_name(isa));
+    if (A->pairs)
+        return spruce__pairs_mul(A->pairs, isa, X, batch, Y);
     k = tab->k[A->format][batch > 1];
     if (A->nthreads == 1) {
         mul_rows(A, k, X, batch, Y, 0, A->rows);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/qdense.h"
+#include "pairs_internal.h"
 #include "qsparse_internal.h"
 
 void spruce_qsparse_free(spruce_qsparse *A)
@@ -29,6 +30,7 @@ void spruce_qsparse_free(spruce_qsparse *A)
     free(A->rowcnt);
     free(A->scale);
     free(A->zero);
+    spruce__pairs_free(A->pairs);
     free(A);
 }
 
@@ -203,6 +205,53 @@ done:
     return rc;
 }
 
+/* NM (2:4, 1:4) in the pair layout, each pair of rows by one thread. */
+static int pack_pairs(const spruce_qmatrix *Q, const uint8_t *mask, const spruce_pack_opts *opts,
+                      spruce_qsparse **out)
+{
+    const int rows = Q->rows, cols = Q->cols;
+    spruce_qsparse *A = calloc(1, sizeof *A);
+    int64_t *cnt = malloc(sizeof *cnt * rows);
+    int rc = 0, p;
+    if (!A || !cnt) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) %s matrix", rows, cols,
+                            spruce_dtype_name(Q->dtype));
+        goto done;
+    }
+    init_header(A, Q, cols, opts);
+    if ((rc = spruce__nm_count(NULL, mask, rows, cols, cols, 0, A->n, A->m, cnt)) < 0 ||
+        (rc = spruce__pairs_new(Q->dtype, rows, cols, A->n, Q, A->nthreads, &A->pairs)) < 0)
+        goto done;
+#pragma omp parallel for schedule(static)
+    for (p = 0; p < (rows + 1) / 2; p++) {
+        int i, at;
+        for (i = 2 * p; i < 2 * p + 2 && i < rows; i++)
+            for (at = 0; at < cols; at += 4) {
+                const int64_t o = (int64_t)i * cols + at;
+                const int width = cols - at < 4 ? cols - at : 4;
+                const uint64_t sel = spruce__nm_slots(NULL, mask, o, width, A->n);
+                int s = 0, j;
+                for (j = 0; j < width; j++)
+                    if (sel >> j & 1)
+                        spruce__pairs_put(A->pairs, i, at + j, s++,
+                                          mask[o + j] ? code_at(Q, i, at + j)
+                                                      : zero_code(Q, i, at + j));
+                for (; s < 2; s++) /* 1:4, or a group narrower than 2 */
+                    spruce__pairs_put(A->pairs, i, at, s, zero_code(Q, i, at));
+            }
+    }
+    if ((rc = spruce__pairs_finish(A->pairs)) < 0)
+        goto done;
+    A->nnz = spruce__pairs_slots(A->pairs);
+    A->nthreads = A->pairs->nthreads;
+    *out = A;
+    A = NULL;
+done:
+    free(cnt);
+    spruce_qsparse_free(A);
+    return rc;
+}
+
 /* Wide matrices as column blocks (see pack.c's pack_blocks for why), of
  * widths that are multiples of 64, of M and of the int4 group size. */
 static int pack_blocks(const spruce_qmatrix *Q, const uint8_t *mask, const spruce_pack_opts *opts,
@@ -261,7 +310,7 @@ static int check_opts(const spruce_pack_opts *opts)
                               opts->m);
     if (opts->nthreads < 0)
         return spruce__seterr(SPRUCE_EINVAL, "sparse pack: %d threads", opts->nthreads);
-    return 0;
+    return spruce__check_layout(opts);
 }
 
 int spruce_qsparse_pack(const spruce_qmatrix *Q, const uint8_t *mask, const spruce_pack_opts *opts,
@@ -287,7 +336,9 @@ int spruce_qsparse_pack(const spruce_qmatrix *Q, const uint8_t *mask, const spru
                                                : code_at(Q, i, j) != zero_code(Q, i, j);
         mask = own;
     }
-    if (opts->format != SPRUCE_FMT_CSR && Q->cols > SPRUCE__BLOCK_COLS &&
+    if (opts->layout == SPRUCE_LAYOUT_PAIRS)
+        rc = pack_pairs(Q, mask, opts, out);
+    else if (opts->format != SPRUCE_FMT_CSR && Q->cols > SPRUCE__BLOCK_COLS &&
         Q->cols <= SPRUCE__BLOCK_COLS * SPRUCE__MAX_BLOCKS / 2)
         rc = pack_blocks(Q, mask, opts, out);
     else
@@ -363,7 +414,9 @@ int spruce_qsparse_dequantize(const spruce_qsparse *A, float *W)
         return spruce__seterr(SPRUCE_EINVAL, "sparse dequantize: NULL %s",
                               !A ? "matrix" : "output");
     memset(W, 0, sizeof *W * (size_t)A->rows * A->cols);
-    if (!A->nblk)
+    if (A->pairs)
+        spruce__pairs_unpack(A->pairs, W);
+    else if (!A->nblk)
         dequantize_one(A, W, A->cols);
     for (b = 0; b < A->nblk; b++)
         dequantize_one(A->blk[b], W + A->col0[b], A->cols);
@@ -375,6 +428,10 @@ int spruce_qsparse_dtype(const spruce_qsparse *A) { return A ? A->dtype : -1; }
 int spruce_qsparse_rows(const spruce_qsparse *A) { return A ? A->rows : 0; }
 int spruce_qsparse_cols(const spruce_qsparse *A) { return A ? A->cols : 0; }
 int64_t spruce_qsparse_nnz(const spruce_qsparse *A) { return A ? A->nnz : 0; }
+int spruce_qsparse_layout(const spruce_qsparse *A)
+{
+    return A && A->pairs ? SPRUCE_LAYOUT_PAIRS : SPRUCE_LAYOUT_BITS;
+}
 
 size_t spruce_qsparse_bytes(const spruce_qsparse *A)
 {
@@ -382,6 +439,8 @@ size_t spruce_qsparse_bytes(const spruce_qsparse *A)
     int k;
     if (!A)
         return 0;
+    if (A->pairs)
+        return spruce__pairs_bytes(A->pairs);
     for (k = 0; k < A->nblk; k++)
         b += spruce_qsparse_bytes(A->blk[k]);
     if (A->nblk)
@@ -462,6 +521,8 @@ int spruce_qsparse_mul_isa(const spruce_qsparse *A, int isa, const float *X, int
     if (!spruce_sparse_isa_supported(isa))
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "sparse product: instruction set %s is not "
                               "supported by this build, CPU or OS", spruce_sparse_isa_name(isa));
+    if (A->pairs)
+        return spruce__pairs_mul(A->pairs, isa, X, batch, Y);
     pthread_once(&once, init_tables);
     if (A->nthreads == 1) {
         mul_rows(A, isa, X, batch, Y, 0, A->rows);

@@ -50,6 +50,9 @@ struct spruce_qsparse {
     int col0[SPRUCE__MAX_BLOCKS];
     struct spruce_qsparse *blk[SPRUCE__MAX_BLOCKS];
     int add;
+    /* NM in SPRUCE_LAYOUT_PAIRS: the whole matrix is here (the arrays above
+     * are NULL, there are no column blocks). */
+    struct spruce__pairs *pairs;
 };
 
 /* Rows [r0, r1) of Y = A X (Y += A X with A->add), X (cols, batch), Y (rows, batch). */

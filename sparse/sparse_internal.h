@@ -62,6 +62,9 @@ struct spruce_sparse {
      * to Y instead of writing it, so the blocks of a row sum into Y itself and
      * a product needs no scratch (bitmask and N:M kernels only). */
     int add;
+    /* NM in SPRUCE_LAYOUT_PAIRS: the whole matrix is here (the arrays above
+     * are NULL, there are no column blocks). */
+    struct spruce__pairs *pairs;
 };
 
 /* Row i of a product leaves a kernel: y[i] = s, or y[i] += s for a block with
@@ -95,6 +98,8 @@ uint64_t spruce__nm_slots(const float *W, const uint8_t *mask, int64_t at, int w
  * group straddles two blocks; 0: none) and of groupsize (no int4 scale group
  * does; 0: none). */
 int spruce__block_width(int cols, int m, int groupsize);
+/* opts->layout: BITS, or PAIRS with format NM, m == 4, n <= 2 (else the error). */
+int spruce__check_layout(const spruce_pack_opts *opts);
 
 /* Kernel tables of each instruction set: [format][0: batch 1, 1: batch > 1].
  * A NULL entry falls back to the scalar kernel. */

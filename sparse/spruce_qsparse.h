@@ -48,7 +48,7 @@ typedef struct spruce_qsparse spruce_qsparse;
  * dequantizes to a non-zero (bf16: not +-0; int8 and int4: q != z).
  * opts->format is SPRUCE_FMT_BITMASK or SPRUCE_FMT_NM (opts->n, opts->m as for
  * spruce_sparse_pack; SPRUCE_EPATTERN names the first row and group that keeps
- * more than n).  Q is copied and not needed afterwards. */
+ * more than n; opts->layout SPRUCE_LAYOUT_PAIRS for 2:4 and 1:4).  Q is copied and not needed afterwards. */
 int spruce_qsparse_pack(const spruce_qmatrix *Q, const uint8_t *mask, const spruce_pack_opts *opts,
                         spruce_qsparse **out);
 
@@ -69,6 +69,7 @@ int spruce_qsparse_rows(const spruce_qsparse *A);
 int spruce_qsparse_cols(const spruce_qsparse *A);
 int64_t spruce_qsparse_nnz(const spruce_qsparse *A);  /* stored values (N:M: slots) */
 size_t spruce_qsparse_bytes(const spruce_qsparse *A); /* bytes a product streams */
+int spruce_qsparse_layout(const spruce_qsparse *A);   /* SPRUCE_LAYOUT_* */
 
 /* Y = A X, X (cols, batch), Y (rows, batch) row-major, batch >= 1.  Runs on the
  * threads A was packed for; allocates nothing and only reads A. */

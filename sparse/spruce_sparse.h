@@ -81,11 +81,26 @@ int spruce_format_parse(const char *s);
 
 typedef struct spruce_sparse spruce_sparse;
 
+/* How an N:M matrix is laid out (spruce_pack_opts.layout):
+ *   SPRUCE_LAYOUT_BITS   (0, the default) a bit per weight and each row's
+ *                        stored values in column order, as for bitmask;
+ *   SPRUCE_LAYOUT_PAIRS  2:4 and 1:4 only: rows in pairs, each 8 columns of
+ *                        a pair 8 slot values and 16 bits of positions
+ *                        (2 per slot), so the kernels gather x with one
+ *                        in-lane permute per 8 values (doc/runtime.md).
+ * The same products; which is faster depends on the CPU, so the linear
+ * layer times both (its planner). */
+enum { SPRUCE_LAYOUT_BITS = 0, SPRUCE_LAYOUT_PAIRS = 1 };
+
 typedef struct {
     int format;   /* SPRUCE_FMT_CSR, _BITMASK or _NM */
     int n, m;     /* the N:M pattern (format NM only), 0 < n < m <= 64 */
     int nthreads; /* threads the work is split for; 0: omp_get_max_threads() */
+    int layout;   /* SPRUCE_LAYOUT_*: NM only (PAIRS: m == 4, n <= 2) */
 } spruce_pack_opts;
+
+/* "bits" or "pairs" ("?" otherwise). */
+const char *spruce_layout_name(int layout);
 
 /* Pack W (rows, cols), row-major.  Without mask a weight is kept when it is
  * non-zero (-0.0 counts as zero); with mask (rows, cols) bytes, where
@@ -106,6 +121,7 @@ int spruce_sparse_cols(const spruce_sparse *A);
 int64_t spruce_sparse_nnz(const spruce_sparse *A);    /* stored values */
 size_t spruce_sparse_bytes(const spruce_sparse *A);   /* bytes a product streams */
 int spruce_sparse_index_bits(const spruce_sparse *A); /* CSR: 16 or 32, else 0 */
+int spruce_sparse_layout(const spruce_sparse *A);     /* SPRUCE_LAYOUT_* */
 
 /* Y = A X.  X is (cols, batch) row-major, Y is (rows, batch) row-major;
  * batch >= 1.  Runs on the threads A was packed for, whatever

@@ -50,7 +50,7 @@ static int qsparse_make(const float *W, int rows, int cols, int dtype, int group
                         void **out)
 {
     spruce_qmatrix *Q = NULL;
-    spruce_pack_opts po = {format, cur_case->n, cur_case->m, cur_threads};
+    spruce_pack_opts po = {format, cur_case->n, cur_case->m, cur_threads, SPRUCE_LAYOUT_BITS};
     int rc;
     if (format == SPRUCE_FMT_NM && cur_case->n <= 0)
         return SPRUCE_EPATTERN;

@@ -274,7 +274,7 @@ static void rotation_free(rotation_set *rs)
 static spruce_pack_opts pack_opts(const bench_ctx *cx, const bench_case *c, int f)
 {
     spruce_pack_opts po = {f, c->n ? c->n : SPRUCE_LINEAR_DEFAULT_N,
-                           c->n ? c->m : SPRUCE_LINEAR_DEFAULT_M, cx->threads};
+                           c->n ? c->m : SPRUCE_LINEAR_DEFAULT_M, cx->threads, SPRUCE_LAYOUT_BITS};
     return po;
 }
 

@@ -1,0 +1,298 @@
+/* pairs_avx2.c: Y = A X for the pair layout (pairs_internal.h) with AVX2+FMA.
+ *
+ * Batch 1: two pairs (four rows) share every load of x.  Per block of 8
+ * columns and pair:
+ *   idx = broadcast(meta of two blocks) >> (0, 2, .., 14) (or 16 .. 30)
+ *   acc += widen(8 values) * vpermilps(x[8b .. 8b + 8), idx)
+ * with widen: float32 as is; bf16 bits << 16; int8 q - z as float; int4
+ * nibble 4k of a 32-bit word minus z as float.  Row 2p is the sum of lanes
+ * 0, 1, 4, 5 of acc, row 2p + 1 of lanes 2, 3, 6, 7; int8 times the row's
+ * scale; int4 sums a group of columns at a time, times each row's scale of
+ * that group.  The last block of a row narrower than 8 columns reads x with
+ * a masked load, so nothing past cols is read.
+ * Batch > 1: each slot's value times row j of X (a column of the batch per
+ * lane), eight columns of the batch at a time. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernel_common.h"
+#include "pairs_internal.h"
+#include "spruce_half.h"
+
+/* The 8 values of block b of pair p as float32, before any scale; z: the
+ * lanes' zero points (int8, int4). */
+SPRUCE__INLINE __m256 widen(const struct spruce__pairs *P, size_t blk, const int dtype, __m256i z)
+{
+    const uint8_t *v = P->val;
+    if (dtype == SPRUCE_DT_F32)
+        return _mm256_loadu_ps((const float *)v + 8 * blk);
+    if (dtype == SPRUCE_DT_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(v + 16 * blk))), 16));
+    if (dtype == SPRUCE_DT_INT8)
+        return _mm256_cvtepi32_ps(_mm256_sub_epi32(
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(v + 8 * blk))), z));
+    {
+        int32_t w;
+        memcpy(&w, v + 4 * blk, 4);
+        return _mm256_cvtepi32_ps(_mm256_sub_epi32(
+            _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w),
+                                               _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                             _mm256_set1_epi32(15)),
+            z));
+    }
+}
+
+/* Lanes of row 2p (a) and 2p + 1 (b) as (a, a, b, b, a, a, b, b). */
+SPRUCE__INLINE __m256i lanes_i(int a, int b)
+{
+    return _mm256_setr_epi32(a, a, b, b, a, a, b, b);
+}
+
+SPRUCE__INLINE __m256 lanes_f(float a, float b)
+{
+    return _mm256_setr_ps(a, a, b, b, a, a, b, b);
+}
+
+static int zero_of(const struct spruce__pairs *P, int i, int g)
+{
+    if (i >= P->rows)
+        return 0;
+    if (P->dtype == SPRUCE_DT_INT8)
+        return P->zero ? (int)(int8_t)P->zero[i] : 0;
+    return P->zero ? P->zero[(size_t)i * P->ngroups + g] : 8;
+}
+
+static float scale_of(const struct spruce__pairs *P, int i, int g)
+{
+    return i < P->rows ? P->scale[(size_t)i * P->ngroups + g] : 0.0f;
+}
+
+/* Blocks [b0, b1) of pairs p .. p + R (R = 1, 2), added into acc[r]; part:
+ * block b1 - 1 is the row's last one and narrower than 8 columns. */
+SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, const int R,
+                         int b0, int b1, int part, const int dtype, const __m256i *z, __m256 *acc)
+{
+    const __m256i sh0 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i sh1 = _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30);
+    const int nb = P->nb;
+    const uint16_t *meta = P->meta + (size_t)p * nb;
+    const size_t blk = (size_t)p * nb;
+    __m256 a[2][2];
+    int r, b = b0;
+    const int full = part ? b1 - 1 : b1;
+#pragma GCC unroll 2
+    for (r = 0; r < R; r++)
+        a[r][0] = a[r][1] = _mm256_setzero_ps();
+    for (; b + 2 <= full; b += 2) {
+        const __m256 x0 = _mm256_loadu_ps(x + 8 * b), x1 = _mm256_loadu_ps(x + 8 * b + 8);
+#pragma GCC unroll 2
+        for (r = 0; r < R; r++) {
+            int32_t mw;
+            memcpy(&mw, meta + (size_t)r * nb + b, 4);
+            const __m256i m = _mm256_set1_epi32(mw);
+            const size_t at = blk + (size_t)r * nb + b;
+            a[r][0] = _mm256_fmadd_ps(widen(P, at, dtype, z[r]),
+                                      _mm256_permutevar_ps(x0, _mm256_srlv_epi32(m, sh0)), a[r][0]);
+            a[r][1] = _mm256_fmadd_ps(widen(P, at + 1, dtype, z[r]),
+                                      _mm256_permutevar_ps(x1, _mm256_srlv_epi32(m, sh1)), a[r][1]);
+        }
+    }
+    for (; b < b1; b++) {
+        __m256 xv;
+        if (b == full) { /* the last, narrower block */
+            const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(P->cols - 8 * b),
+                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            xv = _mm256_maskload_ps(x + 8 * b, keep);
+        } else {
+            xv = _mm256_loadu_ps(x + 8 * b);
+        }
+#pragma GCC unroll 2
+        for (r = 0; r < R; r++) {
+            const __m256i m = _mm256_set1_epi32(meta[(size_t)r * nb + b]);
+            a[r][0] = _mm256_fmadd_ps(widen(P, blk + (size_t)r * nb + b, dtype, z[r]),
+                                      _mm256_permutevar_ps(xv, _mm256_srlv_epi32(m, sh0)), a[r][0]);
+        }
+    }
+#pragma GCC unroll 2
+    for (r = 0; r < R; r++)
+        acc[r] = _mm256_add_ps(a[r][0], a[r][1]);
+}
+
+/* The two rows' sums of acc: row 2p in lane 0, row 2p + 1 in lane 1. */
+SPRUCE__INLINE void put2(const struct spruce__pairs *P, float *y, int p, __m256 acc)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_hadd_ps(h, h); /* (a0 + a1, b0 + b1, ..) */
+    y[2 * p] = _mm_cvtss_f32(h);
+    if (2 * p + 1 < P->rows)
+        y[2 * p + 1] = _mm_cvtss_f32(_mm_shuffle_ps(h, h, 1));
+}
+
+SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, float *y, int p,
+                               const int R, const int dtype)
+{
+    const int part = P->cols % 8 != 0;
+    __m256i z[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    __m256 acc[2], sum[2];
+    int r, g;
+    if (dtype != SPRUCE_DT_INT4) {
+#pragma GCC unroll 2
+        for (r = 0; r < R; r++)
+            if (dtype == SPRUCE_DT_INT8)
+                z[r] = lanes_i(zero_of(P, 2 * (p + r), 0), zero_of(P, 2 * (p + r) + 1, 0));
+        span(P, x, p, R, 0, P->nb, part, dtype, z, acc);
+#pragma GCC unroll 2
+        for (r = 0; r < R; r++) {
+            if (dtype == SPRUCE_DT_INT8)
+                acc[r] = _mm256_mul_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), 0),
+                                                       scale_of(P, 2 * (p + r) + 1, 0)));
+            put2(P, y, p + r, acc[r]);
+        }
+        return;
+    }
+    {
+        const int gb = P->groupsize / 8; /* blocks per group */
+#pragma GCC unroll 2
+        for (r = 0; r < R; r++)
+            sum[r] = _mm256_setzero_ps();
+        for (g = 0; g < P->ngroups; g++) {
+            const int b0 = g * gb, b1 = b0 + gb < P->nb ? b0 + gb : P->nb;
+#pragma GCC unroll 2
+            for (r = 0; r < R; r++)
+                z[r] = lanes_i(zero_of(P, 2 * (p + r), g), zero_of(P, 2 * (p + r) + 1, g));
+            span(P, x, p, R, b0, b1, part && b1 == P->nb, dtype, z, acc);
+#pragma GCC unroll 2
+            for (r = 0; r < R; r++)
+                sum[r] = _mm256_fmadd_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), g),
+                                                         scale_of(P, 2 * (p + r) + 1, g)),
+                                         sum[r]);
+        }
+#pragma GCC unroll 2
+        for (r = 0; r < R; r++)
+            put2(P, y, p + r, sum[r]);
+    }
+}
+
+SPRUCE__INLINE void spmv(const struct spruce__pairs *P, const float *x, float *y, int p0, int p1,
+                         const int dtype)
+{
+    int p = p0;
+    for (; p + 2 <= p1; p += 2)
+        pairs_rows(P, x, y, p, 2, dtype);
+    if (p < p1)
+        pairs_rows(P, x, y, p, 1, dtype);
+}
+
+void pairs_spmv_f32_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0,
+                         int p1)
+{
+    (void)batch;
+    spmv(P, X, Y, p0, p1, SPRUCE_DT_F32);
+}
+
+void pairs_spmv_bf16_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y,
+                          int p0, int p1)
+{
+    (void)batch;
+    spmv(P, X, Y, p0, p1, SPRUCE_DT_BF16);
+}
+
+void pairs_spmv_int8_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y,
+                          int p0, int p1)
+{
+    (void)batch;
+    spmv(P, X, Y, p0, p1, SPRUCE_DT_INT8);
+}
+
+void pairs_spmv_int4_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y,
+                          int p0, int p1)
+{
+    (void)batch;
+    spmv(P, X, Y, p0, p1, SPRUCE_DT_INT4);
+}
+
+/* Batch > 1: per pair and block, the 8 slots dequantized (widen, times
+ * the scales) and their columns, then each row's sum += value * row j of X,
+ * 8 columns of the batch a vector, up to 32 at a time in registers (a
+ * masked load and store for the last batch % 8). */
+SPRUCE__INLINE void spmm_pair(const struct spruce__pairs *P, const float *X, int batch, float *Y,
+                              int p, const int dtype)
+{
+    const int nb = P->nb, i0 = 2 * p, two = i0 + 1 < P->rows;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int c0, b, l, k;
+    for (c0 = 0; c0 < batch; c0 += 32) {
+        const int left = batch - c0, nk = left >= 32 ? 4 : (left + 7) / 8;
+        const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 8 * (nk - 1)), lane);
+        __m256 a0[4], a1[4];
+        __m256i z = _mm256_setzero_si256();
+        __m256 s = _mm256_set1_ps(1.0f);
+        for (k = 0; k < 4; k++)
+            a0[k] = a1[k] = _mm256_setzero_ps();
+        if (dtype == SPRUCE_DT_INT8) {
+            z = lanes_i(zero_of(P, i0, 0), zero_of(P, i0 + 1, 0));
+            s = lanes_f(scale_of(P, i0, 0), scale_of(P, i0 + 1, 0));
+        }
+        for (b = 0; b < nb; b++) {
+            const unsigned m = P->meta[(size_t)p * nb + b];
+            float v[8];
+            if (dtype == SPRUCE_DT_INT4 && 8 * b % P->groupsize == 0) {
+                const int g = 8 * b / P->groupsize;
+                z = lanes_i(zero_of(P, i0, g), zero_of(P, i0 + 1, g));
+                s = lanes_f(scale_of(P, i0, g), scale_of(P, i0 + 1, g));
+            }
+            _mm256_storeu_ps(v, dtype == SPRUCE_DT_F32 || dtype == SPRUCE_DT_BF16
+                                    ? widen(P, (size_t)p * nb + b, dtype, z)
+                                    : _mm256_mul_ps(widen(P, (size_t)p * nb + b, dtype, z), s));
+            for (l = 0; l < 8; l++) {
+                const int j = 8 * b + 4 * (l >> 2) + (m >> (2 * l) & 3);
+                const float *xr = X + (size_t)j * batch + c0;
+                __m256 vb;
+                if (j >= P->cols || (!two && (l >> 1 & 1)))
+                    continue;
+                vb = _mm256_set1_ps(v[l]);
+                for (k = 0; k < nk; k++) {
+                    const __m256 xv = k == nk - 1 ? _mm256_maskload_ps(xr + 8 * k, keep)
+                                                  : _mm256_loadu_ps(xr + 8 * k);
+                    if (l >> 1 & 1)
+                        a1[k] = _mm256_fmadd_ps(vb, xv, a1[k]);
+                    else
+                        a0[k] = _mm256_fmadd_ps(vb, xv, a0[k]);
+                }
+            }
+        }
+        for (k = 0; k < nk; k++) {
+            float *y0 = Y + (size_t)i0 * batch + c0 + 8 * k;
+            if (k == nk - 1) {
+                _mm256_maskstore_ps(y0, keep, a0[k]);
+                if (two)
+                    _mm256_maskstore_ps(y0 + batch, keep, a1[k]);
+            } else {
+                _mm256_storeu_ps(y0, a0[k]);
+                if (two)
+                    _mm256_storeu_ps(y0 + batch, a1[k]);
+            }
+        }
+    }
+}
+
+void pairs_spmm_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0,
+                     int p1)
+{
+    int p;
+    for (p = p0; p < p1; p++)
+        switch (P->dtype) {
+        case SPRUCE_DT_F32:
+            spmm_pair(P, X, batch, Y, p, SPRUCE_DT_F32);
+            break;
+        case SPRUCE_DT_BF16:
+            spmm_pair(P, X, batch, Y, p, SPRUCE_DT_BF16);
+            break;
+        case SPRUCE_DT_INT8:
+            spmm_pair(P, X, batch, Y, p, SPRUCE_DT_INT8);
+            break;
+        default:
+            spmm_pair(P, X, batch, Y, p, SPRUCE_DT_INT4);
+        }
+}
