@@ -17,6 +17,7 @@
 #endif
 
 #include "qsparse_internal.h"
+#include "pairs_internal.h"
 #include "sparse_internal.h"
 #include "spruce_clock.h"
 #include "spruce_qmatrix.h"
@@ -39,6 +40,11 @@ struct spruce_linear {
     int qisa[4];
     const char *qwhy[4];
     double qtime[4][SPRUCE_ISA_COUNT];
+    /* N:M's layout (SPRUCE_LAYOUT_*), why, and each layout's time (seconds,
+     * batch lin->batches[0], its fastest variant; 0: not timed). */
+    int layout;
+    const char *lwhy;
+    double ltime[2];
     /* Per tuned batch: the sparse format that timed within 3% of the choice
      * in both timings and lost to its fewer bytes, or -1. */
     int ftie[SPRUCE_LINEAR_MAX_BATCHES];
@@ -132,9 +138,22 @@ static void flush_range(const void *p, size_t bytes)
 #endif
 }
 
+static void flush_pairs(const struct spruce__pairs *P)
+{
+    if (!P)
+        return;
+    flush_range(P->val, spruce__pairs_bytes(P) - (size_t)P->npairs * P->nb * sizeof *P->meta -
+                            (P->scale ? sizeof(float) * (size_t)P->rows * P->ngroups : 0) -
+                            (P->zero ? (size_t)P->rows * P->ngroups : 0));
+    flush_range(P->meta, sizeof *P->meta * (size_t)P->npairs * P->nb);
+    flush_range(P->scale, P->scale ? sizeof(float) * (size_t)P->rows * P->ngroups : 0);
+    flush_range(P->zero, P->zero ? (size_t)P->rows * P->ngroups : 0);
+}
+
 static void flush_sparse(const struct spruce_sparse *A)
 {
     int b;
+    flush_pairs(A->pairs);
     for (b = 0; b < A->nblk; b++) /* column blocks hold the data */
         flush_sparse(A->blk[b]);
     flush_range(A->val, A->val ? sizeof(float) * (size_t)A->nnz : 0);
@@ -155,6 +174,7 @@ static void flush_qsparse(const struct spruce_qsparse *A)
 {
     const size_t ns = (size_t)A->rows * A->ngroups;
     int b;
+    flush_pairs(A->pairs);
     for (b = 0; b < A->nblk; b++)
         flush_qsparse(A->blk[b]);
     flush_range(A->rowptr, A->rowptr ? sizeof(int64_t) * ((size_t)A->rows + 1) : 0);
@@ -342,6 +362,117 @@ done:
     return rc;
 }
 
+/* ---- the planner: N:M's layout ---------------------------------------------
+ * 2:4 and 1:4 fit the pair layout too (spruce_sparse.h): its kernels gather x
+ * with one in-lane permute per 8 values, where the bit layout's expand a
+ * slice of 8 columns by a table (AVX2) or an expand instruction (AVX-512).
+ * Which is faster depends on the CPU and the value type, so the pair layout
+ * is packed from the same weights and timed against the bit layout's fastest
+ * variant; the faster is kept and the other freed (one matrix's worth more
+ * memory while the two are timed).  Within 3%, timed again with three times
+ * the runs; still within 3%, the one with fewer bytes (the pairs on a tie of
+ * bytes: their kernels need no tables).  SPRUCE_LAYOUT=bits|pairs forces one. */
+static int forced_layout(void)
+{
+    const char *e = getenv("SPRUCE_LAYOUT");
+    if (!e || !*e)
+        return -1;
+    if (!strcmp(e, "bits"))
+        return SPRUCE_LAYOUT_BITS;
+    if (!strcmp(e, "pairs"))
+        return SPRUCE_LAYOUT_PAIRS;
+    return -2;
+}
+
+/* Time the bit layout already in lin (format NM, its variant chosen) against
+ * the pair layout packed from W (float32) or Q (typed) with the same mask
+ * rule; keep the faster in lin. */
+static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix *Q,
+                       const spruce_linear_opts *o)
+{
+    const int f = SPRUCE_FMT_NM, forced = forced_layout(), bs = lin->batches[0];
+    const int n = o->n, m = o->m;
+    const spruce_pack_opts po = {f, n, m, o->nthreads, SPRUCE_LAYOUT_PAIRS};
+    spruce_sparse *sp = NULL;
+    spruce_qsparse *qs = NULL;
+    float *X = NULL, *Y = NULL;
+    int rc = 0, isa, i, keep_pairs;
+    size_t bytes_bits, bytes_pairs;
+    if (forced == -2)
+        return spruce__seterr(SPRUCE_EUNSUPPORTED, "SPRUCE_LAYOUT=%s: expected bits or pairs",
+                              getenv("SPRUCE_LAYOUT"));
+    lin->layout = SPRUCE_LAYOUT_BITS;
+    lin->lwhy = m == 4 && n <= 2 ? "the only layout" : "the only layout for this N:M";
+    if (m != 4 || n > 2 || forced == SPRUCE_LAYOUT_BITS) {
+        if (forced == SPRUCE_LAYOUT_BITS)
+            lin->lwhy = "forced by SPRUCE_LAYOUT";
+        return 0;
+    }
+    if ((isa = spruce_sparse_isa()) < 0)
+        return isa;
+    if (forced_variant() >= 0) /* SPRUCE_VARIANT: that instruction set for both */
+        isa = lin->qisa[f];
+    rc = lin->dtype == SPRUCE_DT_F32 ? spruce_sparse_pack(W, NULL, lin->rows, lin->cols, &po, &sp)
+                                     : spruce_qsparse_pack(Q, NULL, &po, &qs);
+    if (rc < 0)
+        return rc;
+    if (forced == SPRUCE_LAYOUT_PAIRS) {
+        lin->lwhy = "forced by SPRUCE_LAYOUT";
+        keep_pairs = 1;
+        goto swap;
+    }
+    X = malloc(sizeof *X * (size_t)lin->cols * bs);
+    Y = malloc(sizeof *Y * (size_t)lin->rows * bs);
+    if (!X || !Y) {
+        rc = spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", lin->rows, lin->cols);
+        goto done;
+    }
+    for (i = 0; i < lin->cols * bs; i++)
+        X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    {
+        spruce_sparse *sp0 = lin->sp[f];
+        spruce_qsparse *qs0 = lin->qs[f];
+        const int isa0 = lin->qisa[f];
+        int r;
+        bytes_bits = cand_bytes(lin, f);
+        for (r = 0; r < 2; r++) { /* a second round when within 3% */
+            const int reps = r ? 3 * o->reps : o->reps;
+            lin->ltime[0] = time_variant(lin, f, isa0, X, bs, Y, reps, &rc);
+            if (rc < 0)
+                goto done;
+            lin->sp[f] = sp, lin->qs[f] = qs;
+            lin->ltime[1] = time_variant(lin, f, isa, X, bs, Y, reps, &rc);
+            bytes_pairs = cand_bytes(lin, f);
+            lin->sp[f] = sp0, lin->qs[f] = qs0;
+            if (rc < 0)
+                goto done;
+            if (lin->ltime[1] > 1.03 * lin->ltime[0] || lin->ltime[0] > 1.03 * lin->ltime[1])
+                break;
+        }
+        keep_pairs = lin->ltime[1] < lin->ltime[0];
+        lin->lwhy = r ? "faster when timed twice" : "faster when timed";
+        if (r == 2) {
+            keep_pairs = bytes_pairs <= bytes_bits;
+            lin->lwhy = "within 3% twice: fewer bytes";
+        }
+    }
+swap:
+    if (keep_pairs) {
+        spruce_sparse_free(lin->sp[f]);
+        spruce_qsparse_free(lin->qs[f]);
+        lin->sp[f] = sp, lin->qs[f] = qs;
+        sp = NULL, qs = NULL;
+        lin->layout = SPRUCE_LAYOUT_PAIRS;
+        lin->qisa[f] = isa;
+    }
+done:
+    spruce_sparse_free(sp);
+    spruce_qsparse_free(qs);
+    free(X);
+    free(Y);
+    return rc;
+}
+
 /* Typed candidates from Q (taken: freed here when dense is no candidate):
  * the dense kernel of its type, and compressed rows, bitmask and N:M of the
  * same values (the weights that dequantize to non-zero). */
@@ -356,8 +487,8 @@ static int make_typed(spruce_linear *lin, spruce_qmatrix *Q, const spruce_linear
         if (rc == SPRUCE_EPATTERN && o->format < 0) { /* not N:M: not a candidate */
             spruce_errclear();
             rc = 0;
-        } else if (rc >= 0) {
-            rc = plan_variant(lin, f, o);
+        } else if (rc >= 0 && (rc = plan_variant(lin, f, o)) >= 0 && f == SPRUCE_FMT_NM) {
+            rc = plan_layout(lin, NULL, Q, o);
         }
     }
     if (o->format < 0 || o->format == SPRUCE_FMT_DENSE)
@@ -396,7 +527,8 @@ static int make_candidates(spruce_linear *lin, const float *W, const spruce_line
             spruce_errclear();
             continue;
         }
-        if (rc < 0 || (rc = plan_variant(lin, f, o)) < 0)
+        if (rc < 0 || (rc = plan_variant(lin, f, o)) < 0 ||
+            (f == SPRUCE_FMT_NM && (rc = plan_layout(lin, W, NULL, o)) < 0))
             return rc;
     }
     return 0;
@@ -742,6 +874,13 @@ int spruce_linear_format(const spruce_linear *lin, int batch)
     return lin ? pick(lin, batch < 1 ? 1 : batch) : -1;
 }
 
+int spruce_linear_layout(const spruce_linear *lin, int batch)
+{
+    if (!lin)
+        return -1;
+    return pick(lin, batch < 1 ? 1 : batch) == SPRUCE_FMT_NM ? lin->layout : SPRUCE_LAYOUT_BITS;
+}
+
 int spruce_linear_rows(const spruce_linear *lin) { return lin ? lin->rows : 0; }
 
 int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_t n)
@@ -767,6 +906,21 @@ int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_
         if (len + 1 < n) {
             snprintf(buf + len, n - len, ")");
             len++;
+        }
+        if (f == SPRUCE_FMT_NM && lin->lwhy && len + 1 < n) {
+            k = snprintf(buf + len, n - len, ", layout %s (%s", spruce_layout_name(lin->layout),
+                         lin->lwhy);
+            len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+            for (isa = 0; isa < 2; isa++)
+                if (lin->ltime[isa] > 0 && len + 1 < n) {
+                    k = snprintf(buf + len, n - len, "; %s %.3f ms", spruce_layout_name(isa),
+                                 1e3 * lin->ltime[isa]);
+                    len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+                }
+            if (len + 1 < n) {
+                snprintf(buf + len, n - len, ")");
+                len++;
+            }
         }
     } else {
         k = snprintf(buf + len, n - len, ", kernel %s",

@@ -194,6 +194,8 @@ int spruce_linear_forward(const spruce_linear *lin, const float *X, int batch, f
 
 /* The format used for this batch size (SPRUCE_FMT_*). */
 int spruce_linear_format(const spruce_linear *lin, int batch);
+/* The layout of that format (SPRUCE_LAYOUT_*; BITS but for N:M in pairs). */
+int spruce_linear_layout(const spruce_linear *lin, int batch);
 /* What runs at this batch size, for --verbose: shape, format, value type
  * and, for a typed sparse format, the kernel variant the planner chose, why,
  * and each variant's time, into buf (n bytes, always terminated).  The
@@ -205,7 +207,11 @@ int spruce_linear_format(const spruce_linear *lin, int batch);
  * kept; two within 3% are timed again with three times the runs, and still
  * within 3% the default (the highest) is kept.  SPRUCE_VARIANT=scalar|avx2|
  * avx512 forces one (creating fails with SPRUCE_EUNSUPPORTED naming an
- * unknown or unsupported one). */
+ * unknown or unsupported one).  For 2:4 and 1:4 the N:M candidate is also
+ * packed in the pair layout and timed against the bit layout's chosen
+ * variant; the faster is kept (the other freed), with the same rule for
+ * near ties but fewer bytes deciding; SPRUCE_LAYOUT=bits|pairs forces one.
+ * The text then names the layout, why, and each layout's time. */
 int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_t n);
 int spruce_linear_rows(const spruce_linear *lin);
 /* The values' type (SPRUCE_DT_*). */

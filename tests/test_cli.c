@@ -63,7 +63,7 @@ static void measure_auto_nm(int rows, int cols, double sparsity)
 Test(bench_chosen, nm_on_an_unstructured_matrix_that_fits_2_4)
 {
     const bench_case c = {0.95, 0, 0};
-    const spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1};
+    const spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1, SPRUCE_LAYOUT_BITS};
     float *W = malloc(sizeof *W * 48 * 80);
     spruce_sparse *S = NULL;
     int seed, misfits = 0;

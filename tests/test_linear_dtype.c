@@ -263,3 +263,75 @@ Test(linear_dtype, every_forced_variant_gives_the_same_products)
     free(W);
     free(Wq);
 }
+
+/* N:M's layouts forced one by one (SPRUCE_LAYOUT) give the same products in
+ * every value type, the layer says which it holds; without the variable the
+ * planner keeps one of the two and names both times; an unknown layout is
+ * refused by name, and a pattern the pair layout cannot hold (3:4) stays in bits. */
+Test(linear_dtype, every_forced_layout_gives_the_same_products)
+{
+    static const int types[4] = {SPRUCE_DT_F32, SPRUCE_DT_BF16, SPRUCE_DT_INT8, SPRUCE_DT_INT4};
+    static const char *const names[2] = {"bits", "pairs"};
+    const int rows = 21, cols = 260;
+    float *W = weights_24(rows, cols, 23), *Wq = malloc(sizeof *Wq * (size_t)rows * cols);
+    int t, l;
+    for (t = 0; t < 4; t++) {
+        spruce_qmatrix *Q = NULL;
+        if (types[t] == SPRUCE_DT_F32) {
+            memcpy(Wq, W, sizeof *Wq * (size_t)rows * cols);
+        } else {
+            cr_assert_eq(spruce_qmatrix_quantize(W, rows, cols, types[t], 128, 1, &Q), 0);
+            cr_assert_eq(spruce_qmatrix_dequantize(Q, Wq), 0);
+        }
+        for (l = -1; l < 2; l++) {
+            spruce_linear_opts o;
+            spruce_linear *lin = NULL;
+            char what[640], desc[512];
+            if (l >= 0)
+                setenv("SPRUCE_LAYOUT", names[l], 1);
+            else
+                unsetenv("SPRUCE_LAYOUT");
+            spruce_linear_opts_init(&o);
+            o.format = SPRUCE_FMT_NM;
+            if (Q)
+                cr_assert_eq(spruce_linear_create_quantized(Q, &o, &lin), 0, "%s",
+                             spruce_errdetail());
+            else
+                cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0, "%s",
+                             spruce_errdetail());
+            cr_assert_eq(spruce_linear_describe(lin, 1, desc, sizeof desc), SPRUCE_FMT_NM);
+            snprintf(what, sizeof what, "%s, layout %s: %s", spruce_dtype_name(types[t]),
+                     l < 0 ? "planned" : names[l], desc);
+            if (l >= 0) {
+                cr_assert_eq(spruce_linear_layout(lin, 1), l, "%s", what);
+                cr_assert(strstr(desc, names[l]) && strstr(desc, "SPRUCE_LAYOUT"), "%s", what);
+            } else {
+                cr_assert(strstr(desc, "bits ") && strstr(desc, "pairs "), "%s", what);
+                cr_assert(strstr(desc, names[spruce_linear_layout(lin, 1)]), "%s", what);
+            }
+            check_against_dequantized(lin, Wq, rows, cols, 1, what);
+            check_against_dequantized(lin, Wq, rows, cols, 16, what);
+            spruce_linear_free(lin);
+        }
+        spruce_qmatrix_free(Q);
+    }
+    {
+        spruce_linear *lin = NULL;
+        spruce_linear_opts o;
+        setenv("SPRUCE_LAYOUT", "pairs", 1);
+        spruce_linear_opts_init(&o);
+        o.format = SPRUCE_FMT_NM;
+        o.n = 3;
+        o.m = 4;
+        cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0, "%s", spruce_errdetail());
+        cr_assert_eq(spruce_linear_layout(lin, 1), SPRUCE_LAYOUT_BITS);
+        check_against_dequantized(lin, W, rows, cols, 1, "3:4 with SPRUCE_LAYOUT=pairs");
+        spruce_linear_free(lin);
+        setenv("SPRUCE_LAYOUT", "diagonal", 1);
+        cr_assert_eq(spruce_linear_create(W, rows, cols, NULL, &lin), SPRUCE_EUNSUPPORTED);
+        cr_assert(strstr(spruce_errdetail(), "SPRUCE_LAYOUT=diagonal"), "%s", spruce_errdetail());
+    }
+    unsetenv("SPRUCE_LAYOUT");
+    free(W);
+    free(Wq);
+}

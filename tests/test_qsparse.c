@@ -149,7 +149,7 @@ static void check_isa(int isa)
         const shape *h = &shapes[s];
         for (f = 0; f < 3; f++) {
             static const int fmts[3] = {SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM, SPRUCE_FMT_CSR};
-            const spruce_pack_opts po = {fmts[f], h->n, h->m, h->nthreads};
+            const spruce_pack_opts po = {fmts[f], h->n, h->m, h->nthreads, SPRUCE_LAYOUT_BITS};
             float *W = random_floats((size_t)h->rows * h->cols, 7 + s);
             uint8_t *mk = make_mask(h->rows, h->cols, h->n, f == 1 ? h->m : 0, 11 + s);
             float *D = malloc(sizeof *D * (size_t)h->rows * h->cols), *Wk;
@@ -197,7 +197,7 @@ Test(qsparse, pack_given_values_keeps_nonzero_codes)
 {
     spruce_qmatrix *Q = NULL;
     spruce_qsparse *A = NULL;
-    const spruce_pack_opts po = {SPRUCE_FMT_BITMASK, 0, 0, 1};
+    const spruce_pack_opts po = {SPRUCE_FMT_BITMASK, 0, 0, 1, SPRUCE_LAYOUT_BITS};
     float W[2 * 64], D[2 * 64];
     int j;
     for (j = 0; j < 128; j++)
@@ -224,7 +224,7 @@ Test(qsparse, refusals)
 {
     float W[2 * 16];
     spruce_qsparse *A = NULL;
-    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1};
+    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1, SPRUCE_LAYOUT_BITS};
     memset(W, 0, sizeof W);
     W[0] = W[1] = 1.0f;                 /* row 0: 2:4 */
     W[16] = W[18] = 1.0f;               /* row 1, group 0: 2 */
@@ -261,14 +261,14 @@ Test(qsparse, bytes)
     float *W = random_floats(64 * 1024, 3);
     uint8_t *mk = make_mask(64, 1024, 2, 4, 5);
     spruce_qsparse *A = NULL;
-    const spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1};
+    const spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1, SPRUCE_LAYOUT_BITS};
     cr_assert_eq(spruce_qsparse_quantize(W, mk, 64, 1024, SPRUCE_DT_INT8, 0, 0, &po, &A), 0);
     cr_assert_eq(spruce_qsparse_nnz(A), 64 * 512);
     cr_assert_eq(spruce_qsparse_bytes(A), 64 * 512 + 64 * 1024 / 8 + 64 * 4 + 65 * 8);
     spruce_qsparse_free(A);
     {
         /* compressed rows: a 16-bit column per value, the row starts and counts */
-        const spruce_pack_opts pc = {SPRUCE_FMT_CSR, 0, 0, 1};
+        const spruce_pack_opts pc = {SPRUCE_FMT_CSR, 0, 0, 1, SPRUCE_LAYOUT_BITS};
         size_t kept = 0, k;
         for (k = 0; k < 64 * 1024; k++)
             kept += mk[k] != 0; /* the mask keeps fewer than 2 in some groups */
@@ -289,7 +289,7 @@ Test(qsparse, int4_packed_nibble_order)
     float W[2 * 64];
     uint8_t mk[2 * 64];
     spruce_qsparse *A = NULL;
-    const spruce_pack_opts po = {SPRUCE_FMT_BITMASK, 0, 0, 1};
+    const spruce_pack_opts po = {SPRUCE_FMT_BITMASK, 0, 0, 1, SPRUCE_LAYOUT_BITS};
     int j;
     memset(mk, 0, sizeof mk);
     for (j = 0; j < 64; j++)

@@ -135,7 +135,7 @@ static void run_format(int format, int isa, int n, int m)
         for (threads = 1; threads <= 4; threads += 3) {
             const shape sh = shapes[s];
             float *W = make_matrix(sh.rows, sh.cols, sh.sparsity, 11 + s);
-            spruce_pack_opts po = {format, n, m, threads};
+            spruce_pack_opts po = {format, n, m, threads, SPRUCE_LAYOUT_BITS};
             spruce_sparse *A = NULL;
             if (sh.rows > 1)
                 memset(W + (int64_t)(sh.rows / 2) * sh.cols, 0, sizeof *W * sh.cols); /* empty row */
@@ -213,7 +213,7 @@ Test(kernels, every_format_matches_openblas)
             continue;
         cr_assert_eq(spruce_sparse_isa_set(isa), 0);
         for (f = 0; f < 3; f++) {
-            spruce_pack_opts po = {fmts[f], 2, 4, 2};
+            spruce_pack_opts po = {fmts[f], 2, 4, 2, SPRUCE_LAYOUT_BITS};
             spruce_sparse *A;
             cr_assert_eq(spruce_sparse_pack(W, NULL, rows, cols, &po, &A), 0);
             for (b = 1; b <= 16; b += 15) {
@@ -256,7 +256,7 @@ Test(pack, round_trips_and_counts)
     W[5] = -0.0f; /* negative zero is a zero */
     nnz -= 0;
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_BITMASK; f++) {
-        spruce_pack_opts po = {f, 0, 0, 3};
+        spruce_pack_opts po = {f, 0, 0, 3, SPRUCE_LAYOUT_BITS};
         spruce_sparse *A;
         cr_assert_eq(spruce_sparse_pack(W, NULL, rows, cols, &po, &A), 0);
         cr_assert_eq(spruce_sparse_format(A), f);
@@ -277,8 +277,8 @@ Test(pack, nnz_and_bytes_follow_the_format)
 {
     const int rows = 8, cols = 128;
     float *W = make_matrix(rows, cols, 0.0, 1);
-    spruce_pack_opts csr = {SPRUCE_FMT_CSR, 0, 0, 1}, bm = {SPRUCE_FMT_BITMASK, 0, 0, 1};
-    spruce_pack_opts nm = {SPRUCE_FMT_NM, 2, 4, 1};
+    spruce_pack_opts csr = {SPRUCE_FMT_CSR, 0, 0, 1, SPRUCE_LAYOUT_BITS}, bm = {SPRUCE_FMT_BITMASK, 0, 0, 1, SPRUCE_LAYOUT_BITS};
+    spruce_pack_opts nm = {SPRUCE_FMT_NM, 2, 4, 1, SPRUCE_LAYOUT_BITS};
     spruce_sparse *A, *B, *C;
     make_nm(W, rows, cols, 2, 4);
     cr_assert_eq(spruce_sparse_pack(W, NULL, rows, cols, &csr, &A), 0);
@@ -303,7 +303,7 @@ Test(pack, wide_bitmask_and_nm_are_column_blocks)
 {
     const int rows = 3, cols = 2 * SPRUCE__BLOCK_COLS + 100; /* not a multiple of 64 or 6 */
     float *W = make_matrix(rows, cols, 0.0, 21), *U = malloc(sizeof *U * rows * cols);
-    spruce_pack_opts bm = {SPRUCE_FMT_BITMASK, 0, 0, 2}, nm = {SPRUCE_FMT_NM, 2, 6, 2};
+    spruce_pack_opts bm = {SPRUCE_FMT_BITMASK, 0, 0, 2, SPRUCE_LAYOUT_BITS}, nm = {SPRUCE_FMT_NM, 2, 6, 2, SPRUCE_LAYOUT_BITS};
     spruce_sparse *A;
     int64_t i, nz = 0;
     int b;
@@ -341,7 +341,7 @@ Test(pack, wide_rows_use_32_bit_indices)
 {
     const int rows = 2, cols = 65537;
     float *W = make_matrix(rows, cols, 0.9, 4), *U = malloc(sizeof *U * rows * cols);
-    spruce_pack_opts po = {SPRUCE_FMT_CSR, 0, 0, 1};
+    spruce_pack_opts po = {SPRUCE_FMT_CSR, 0, 0, 1, SPRUCE_LAYOUT_BITS};
     spruce_sparse *A;
     int i;
     W[cols - 1] = 3.0f;
@@ -365,7 +365,7 @@ Test(pack, mask_keeps_exactly_the_marked_weights)
         mask[i] = (i % 4) < 2; /* 2:4 */
     W[0] = 0.0f;               /* kept, but zero */
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++) {
-        spruce_pack_opts po = {f, 2, 4, 2};
+        spruce_pack_opts po = {f, 2, 4, 2, SPRUCE_LAYOUT_BITS};
         spruce_sparse *A;
         cr_assert_eq(spruce_sparse_pack(W, mask, rows, cols, &po, &A), 0, "%s", spruce_errdetail());
         cr_assert_eq(spruce_sparse_nnz(A), rows * cols / 2);
@@ -383,7 +383,7 @@ Test(pack, nm_pads_short_groups_and_round_trips)
 {
     const int rows = 5, cols = 23; /* 23 = 5 groups of 4 + 3 */
     float *W = make_matrix(rows, cols, 0.8, 3), *U = malloc(sizeof *U * rows * cols);
-    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 2};
+    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 2, SPRUCE_LAYOUT_BITS};
     spruce_sparse *A;
     int i;
     make_nm(W, rows, cols, 2, 4);
@@ -401,7 +401,7 @@ Test(pack, not_nm_is_refused_with_row_and_group)
 {
     const int rows = 6, cols = 16;
     float *W = calloc(rows * cols, sizeof *W);
-    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1};
+    spruce_pack_opts po = {SPRUCE_FMT_NM, 2, 4, 1, SPRUCE_LAYOUT_BITS};
     spruce_sparse *A = (spruce_sparse *)1;
     W[3 * cols + 8] = W[3 * cols + 9] = W[3 * cols + 11] = 1.0f; /* row 3, group 2: 3 of 4 */
     cr_assert_eq(spruce_sparse_pack(W, NULL, rows, cols, &po, &A), SPRUCE_EPATTERN);
@@ -413,8 +413,8 @@ Test(pack, not_nm_is_refused_with_row_and_group)
 Test(pack, invalid_arguments)
 {
     float W[4] = {1, 0, 0, 1}, x[2] = {1, 1}, y[2];
-    spruce_pack_opts po = {SPRUCE_FMT_CSR, 0, 0, 1}, bad = {7, 0, 0, 1};
-    spruce_pack_opts badnm = {SPRUCE_FMT_NM, 4, 4, 1}, badt = {SPRUCE_FMT_CSR, 0, 0, -1};
+    spruce_pack_opts po = {SPRUCE_FMT_CSR, 0, 0, 1, SPRUCE_LAYOUT_BITS}, bad = {7, 0, 0, 1, SPRUCE_LAYOUT_BITS};
+    spruce_pack_opts badnm = {SPRUCE_FMT_NM, 4, 4, 1, SPRUCE_LAYOUT_BITS}, badt = {SPRUCE_FMT_CSR, 0, 0, -1, SPRUCE_LAYOUT_BITS};
     spruce_sparse *A = NULL;
     cr_assert_eq(spruce_sparse_pack(NULL, NULL, 2, 2, &po, &A), SPRUCE_EINVAL);
     cr_assert_eq(spruce_sparse_pack(W, NULL, 2, 2, NULL, &A), SPRUCE_EINVAL);
@@ -443,7 +443,7 @@ Test(pack, thread_splits_cover_rows_and_balance_nonzeros)
 {
     const int rows = 200, cols = 256, T = 4;
     float *W = make_matrix(rows, cols, 0.5, 8);
-    spruce_pack_opts po = {SPRUCE_FMT_CSR, 0, 0, T};
+    spruce_pack_opts po = {SPRUCE_FMT_CSR, 0, 0, T, SPRUCE_LAYOUT_BITS};
     spruce_sparse *A;
     int i, t;
     for (i = 0; i < 50; i++) /* the first quarter of the rows is dense, the rest nearly empty */

@@ -226,7 +226,7 @@ static long allocations_of(product_fn mul, const void *A, int isa, const float *
 /* The counter sees what the libraries allocate: packing a matrix does. */
 Test(noalloc, the_counter_sees_library_allocations)
 {
-    const spruce_pack_opts po = {SPRUCE_FMT_CSR, 0, 0, 2};
+    const spruce_pack_opts po = {SPRUCE_FMT_CSR, 0, 0, 2, SPRUCE_LAYOUT_BITS};
     float *W;
     spruce_sparse *A = NULL;
     long n;
@@ -254,7 +254,7 @@ Test(noalloc, sparse_products_of_every_format_isa_and_shape)
         float *Y = malloc(sizeof *Y * (size_t)rows * 16);
         for (f = 0; f < 3; f++)
             for (threads = 1; threads <= 2; threads++) {
-                const spruce_pack_opts po = {fmts[f], 2, 4, threads};
+                const spruce_pack_opts po = {fmts[f], 2, 4, threads, SPRUCE_LAYOUT_BITS};
                 spruce_sparse *A = NULL;
                 cr_assert_eq(spruce_sparse_pack(W, NULL, rows, cols, &po, &A), 0, "%s",
                              spruce_errdetail());
@@ -340,7 +340,7 @@ Test(noalloc, quantized_sparse_products)
             for (f = 0; f < 2; f++)
                 for (threads = 1; threads <= 2; threads++) {
                     const spruce_pack_opts po = {f ? SPRUCE_FMT_NM : SPRUCE_FMT_BITMASK, 2, 4,
-                                                 threads};
+                                                 threads, SPRUCE_LAYOUT_BITS};
                     spruce_qsparse *A = NULL;
                     cr_assert_eq(spruce_qsparse_quantize(W, NULL, rows, cols, dts[d], 64, 1, &po,
                                                          &A),
