@@ -1,6 +1,6 @@
 /* pairs_avx2.c: Y = A X for the pair layout (pairs_internal.h) with AVX2+FMA.
  *
- * Batch 1: two pairs (four rows) share every load of x.  Per block of 8
+ * Batch 1: four pairs (eight rows) share every load of x.  Per block of 8
  * columns and pair:
  *   idx = broadcast(meta of two blocks) >> (0, 2, .., 14) (or 16 .. 30)
  *   acc += widen(8 values) * vpermilps(x[8b .. 8b + 8), idx)
@@ -68,8 +68,20 @@ static float scale_of(const struct spruce__pairs *P, int i, int g)
     return i < P->rows ? P->scale[(size_t)i * P->ngroups + g] : 0.0f;
 }
 
-/* Blocks [b0, b1) of pairs p .. p + R (R = 1, 2), added into acc[r]; part:
- * block b1 - 1 is the row's last one and narrower than 8 columns. */
+/* Pairs a kernel takes at once (sharing each load of x), and how many
+ * blocks of 8 columns hold a line of 64 bytes of values of each type. */
+#define PAIRS_R 4
+SPRUCE__INLINE int line_blocks(const int dtype)
+{
+    return dtype == SPRUCE_DT_F32 ? 2 : dtype == SPRUCE_DT_BF16 ? 4 : dtype == SPRUCE_DT_INT8 ? 8 : 16;
+}
+
+/* Blocks [b0, b1) of pairs p .. p + R (R = 1 .. PAIRS_R), added into acc[r];
+ * part: block b1 - 1 is the row's last one and narrower than 8 columns.
+ * The hardware prefetchers follow a stream within a 4 KB page only, and a
+ * pair's values may be no longer than that (int8, 4096 columns): each pair
+ * also asks for the line at the same block of the pair PAIRS_R below (the
+ * next call's), into L2, a line of values (and of positions) at a time. */
 SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, const int R,
                          int b0, int b1, int part, const int dtype, const __m256i *z, __m256 *acc)
 {
@@ -77,16 +89,29 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
     const __m256i sh1 = _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30);
     const int nb = P->nb;
     const uint16_t *meta = P->meta + (size_t)p * nb;
-    const size_t blk = (size_t)p * nb;
-    __m256 a[2][2];
+    const size_t blk = (size_t)p * nb, ahead = (size_t)PAIRS_R * nb;
+    const int vb = dtype == SPRUCE_DT_F32 ? 32 : dtype == SPRUCE_DT_BF16 ? 16
+                 : dtype == SPRUCE_DT_INT8 ? 8 : 4; /* bytes of a block's values */
+    __m256 a[PAIRS_R][2];
     int r, b = b0;
     const int full = part ? b1 - 1 : b1;
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (r = 0; r < R; r++)
         a[r][0] = a[r][1] = _mm256_setzero_ps();
     for (; b + 2 <= full; b += 2) {
         const __m256 x0 = _mm256_loadu_ps(x + 8 * b), x1 = _mm256_loadu_ps(x + 8 * b + 8);
-#pragma GCC unroll 2
+        if (!(b & (line_blocks(dtype) - 1))) {
+#pragma GCC unroll 4
+            for (r = 0; r < R; r++)
+                _mm_prefetch((const char *)(P->val + vb * (blk + ahead + (size_t)r * nb + b)),
+                             _MM_HINT_T1);
+        }
+        if (!(b & 31)) {
+#pragma GCC unroll 4
+            for (r = 0; r < R; r++)
+                _mm_prefetch((const char *)(meta + ahead + (size_t)r * nb + b), _MM_HINT_T1);
+        }
+#pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             int32_t mw;
             memcpy(&mw, meta + (size_t)r * nb + b, 4);
@@ -107,14 +132,14 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
         } else {
             xv = _mm256_loadu_ps(x + 8 * b);
         }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             const __m256i m = _mm256_set1_epi32(meta[(size_t)r * nb + b]);
             a[r][0] = _mm256_fmadd_ps(widen(P, blk + (size_t)r * nb + b, dtype, z[r]),
                                       _mm256_permutevar_ps(xv, _mm256_srlv_epi32(m, sh0)), a[r][0]);
         }
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (r = 0; r < R; r++)
         acc[r] = _mm256_add_ps(a[r][0], a[r][1]);
 }
@@ -133,16 +158,17 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
                                const int R, const int dtype)
 {
     const int part = P->cols % 8 != 0;
-    __m256i z[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-    __m256 acc[2], sum[2];
+    __m256i z[PAIRS_R];
+    __m256 acc[PAIRS_R], sum[PAIRS_R];
     int r, g;
     if (dtype != SPRUCE_DT_INT4) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (r = 0; r < R; r++)
-            if (dtype == SPRUCE_DT_INT8)
-                z[r] = lanes_i(zero_of(P, 2 * (p + r), 0), zero_of(P, 2 * (p + r) + 1, 0));
+            z[r] = dtype == SPRUCE_DT_INT8 ? lanes_i(zero_of(P, 2 * (p + r), 0),
+                                                     zero_of(P, 2 * (p + r) + 1, 0))
+                                           : _mm256_setzero_si256();
         span(P, x, p, R, 0, P->nb, part, dtype, z, acc);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             if (dtype == SPRUCE_DT_INT8)
                 acc[r] = _mm256_mul_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), 0),
@@ -153,22 +179,22 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
     }
     {
         const int gb = P->groupsize / 8; /* blocks per group */
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (r = 0; r < R; r++)
             sum[r] = _mm256_setzero_ps();
         for (g = 0; g < P->ngroups; g++) {
             const int b0 = g * gb, b1 = b0 + gb < P->nb ? b0 + gb : P->nb;
-#pragma GCC unroll 2
+#pragma GCC unroll 4
             for (r = 0; r < R; r++)
                 z[r] = lanes_i(zero_of(P, 2 * (p + r), g), zero_of(P, 2 * (p + r) + 1, g));
             span(P, x, p, R, b0, b1, part && b1 == P->nb, dtype, z, acc);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
             for (r = 0; r < R; r++)
                 sum[r] = _mm256_fmadd_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), g),
                                                          scale_of(P, 2 * (p + r) + 1, g)),
                                          sum[r]);
         }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (r = 0; r < R; r++)
             put2(P, y, p + r, sum[r]);
     }
@@ -178,9 +204,9 @@ SPRUCE__INLINE void spmv(const struct spruce__pairs *P, const float *x, float *y
                          const int dtype)
 {
     int p = p0;
-    for (; p + 2 <= p1; p += 2)
-        pairs_rows(P, x, y, p, 2, dtype);
-    if (p < p1)
+    for (; p + PAIRS_R <= p1; p += PAIRS_R)
+        pairs_rows(P, x, y, p, PAIRS_R, dtype);
+    for (; p < p1; p++)
         pairs_rows(P, x, y, p, 1, dtype);
 }
 

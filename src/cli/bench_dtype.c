@@ -50,10 +50,14 @@ static int qsparse_make(const float *W, int rows, int cols, int dtype, int group
                         void **out)
 {
     spruce_qmatrix *Q = NULL;
-    spruce_pack_opts po = {format, cur_case->n, cur_case->m, cur_threads, SPRUCE_LAYOUT_BITS};
+    spruce_pack_opts po = {format == BENCH_NM_PAIRS ? SPRUCE_FMT_NM : format, cur_case->n,
+                           cur_case->m, cur_threads,
+                           format == BENCH_NM_PAIRS ? SPRUCE_LAYOUT_PAIRS : SPRUCE_LAYOUT_BITS};
     int rc;
-    if (format == SPRUCE_FMT_NM && cur_case->n <= 0)
+    if ((format == SPRUCE_FMT_NM || format == BENCH_NM_PAIRS) && cur_case->n <= 0)
         return SPRUCE_EPATTERN;
+    if (format == BENCH_NM_PAIRS && !bench_pairs_fit(cur_case))
+        return SPRUCE_EPATTERN; /* not a layout of this pattern: nothing to time */
     if ((rc = spruce_qmatrix_quantize(W, rows, cols, dtype, groupsize, 0, &Q)) < 0)
         return rc;
     rc = spruce_qsparse_pack(Q, NULL, &po, (spruce_qsparse **)out);
@@ -67,6 +71,10 @@ static int bitmask_make(const float *W, int rows, int cols, int dtype, int group
 static int nm_make(const float *W, int rows, int cols, int dtype, int groupsize, void **out)
 {
     return qsparse_make(W, rows, cols, dtype, groupsize, SPRUCE_FMT_NM, out);
+}
+static int nm_pairs_make(const float *W, int rows, int cols, int dtype, int groupsize, void **out)
+{
+    return qsparse_make(W, rows, cols, dtype, groupsize, BENCH_NM_PAIRS, out);
 }
 static int csr_make(const float *W, int rows, int cols, int dtype, int groupsize, void **out)
 {
@@ -116,6 +124,7 @@ static const bench_qrep bench_qreps[] = {
     {"csr", csr_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
     {"bitmask", bitmask_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
     {"nm", nm_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
+    {"nm", nm_pairs_make, qsparse_mul, qsparse_bytes, qsparse_kernel, qsparse_free},
     {"auto", auto_make, auto_mul, auto_bytes, auto_kernel, auto_free},
 };
 #define NREPS ((int)(sizeof bench_qreps / sizeof *bench_qreps))
@@ -210,11 +219,23 @@ static double qpass(const bench_ctx *cx, const qrotation *rs, int k, const float
     return (spruce_clock_now() - t0) / n;
 }
 
+/* The layout of representation k's matrix M at batch bs, for N:M rows:
+ * "bits" or "pairs" ("" for the others). */
+static void layout_of(int k, const void *M, int bs, char *buf, size_t n)
+{
+    int l = -1;
+    if (bench_qreps[k].make == nm_make || bench_qreps[k].make == nm_pairs_make)
+        l = spruce_qsparse_layout(M);
+    else if (bench_qreps[k].make == auto_make && spruce_linear_format(M, bs) == SPRUCE_FMT_NM)
+        l = spruce_linear_layout(M, bs);
+    snprintf(buf, n, "%s", l < 0 ? "" : spruce_layout_name(l));
+}
+
 /* Representation k is among the --format list (dense, the baseline, always). */
 static int wanted(int k, const int *formats, int nf)
 {
     static const int fmt[NREPS] = {SPRUCE_FMT_DENSE, SPRUCE_FMT_CSR, SPRUCE_FMT_BITMASK,
-                                   SPRUCE_FMT_NM, BENCH_AUTO};
+                                   SPRUCE_FMT_NM, BENCH_NM_PAIRS, BENCH_AUTO};
     int f;
     for (f = 0; f < nf; f++)
         if (formats[f] == fmt[k])
@@ -290,6 +311,7 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
             res.rot_sparse = rs.nrot[k];
             snprintf(res.kernel, sizeof res.kernel, "%s",
                      bench_qreps[k].kernel(rs.M[k][0], bs));
+            layout_of(k, rs.M[k][0], bs, res.layout, sizeof res.layout);
             if ((rc = bench_emit_row(cx, &res)))
                 goto done;
         }

@@ -142,9 +142,22 @@ void bench_print_header(const bench_ctx *cx)
                "dense ms", "sparse ms", "speedup", "GB/s");
 }
 
+/* The row's format with its layout: "nm/pairs", "auto(nm/bits)". */
+static void format_label(const bench_result *r, char *buf, size_t n)
+{
+    const size_t len = strlen(r->format);
+    if (!r->layout[0])
+        snprintf(buf, n, "%s", r->format);
+    else if (len && r->format[len - 1] == ')')
+        snprintf(buf, n, "%.*s/%s)", (int)(len - 1), r->format, r->layout);
+    else
+        snprintf(buf, n, "%s/%s", r->format, r->layout);
+}
+
 void bench_print_row(const bench_ctx *cx, const bench_result *r)
 {
-    char shape[32], sp[16], dt[24];
+    char shape[32], sp[16], dt[24], label[40];
+    format_label(r, label, sizeof label);
     snprintf(shape, sizeof shape, "%dx%d", r->rows, r->cols);
     if (r->n)
         snprintf(sp, sizeof sp, "%d:%d", r->n, r->m);
@@ -156,10 +169,10 @@ void bench_print_row(const bench_ctx *cx, const bench_result *r)
         snprintf(dt, sizeof dt, "%s", spruce_dtype_name(r->dtype));
     if (cx->dtypes)
         printf("%-15s %-9s %-11s %5d %8s %10.3f %10.3f %7.2fx %7.1f %10.3f %7.2fx %7.1f\n",
-               r->format, dt, shape, r->batch, sp, r->dense_ms, r->sparse_ms, r->speedup, r->gbps,
+               label, dt, shape, r->batch, sp, r->dense_ms, r->sparse_ms, r->speedup, r->gbps,
                r->dense_f32_ms, r->dense_f32_ms / r->sparse_ms, r->dense_gbps);
     else
-        printf("%-15s %-11s %5d %8s %10.3f %10.3f %7.2fx %7.1f\n", r->format, shape, r->batch,
+        printf("%-15s %-11s %5d %8s %10.3f %10.3f %7.2fx %7.1f\n", label, shape, r->batch,
                sp, r->dense_ms, r->sparse_ms, r->speedup, r->gbps);
     fflush(stdout);
 }
@@ -208,10 +221,17 @@ static int choose_formats(const bench_ctx *cx, const float *W, int rows, int col
         double t0 = spruce_clock_now();
         for (b = 0; b < nb; b++)
             chosen[f][b] = formats[f];
-        if (formats[f] == SPRUCE_FMT_NM && !c->n) {
+        if ((formats[f] == SPRUCE_FMT_NM || formats[f] == BENCH_NM_PAIRS) && !c->n) {
             if (cx->verbose)
                 fprintf(stderr, "bench: %dx%d %s: nm needs --pattern, skipped\n", rows, cols,
                         label);
+            for (b = 0; b < nb; b++)
+                chosen[f][b] = BENCH_SKIPPED;
+        }
+        if (formats[f] == BENCH_NM_PAIRS && c->n && !bench_pairs_fit(c)) {
+            if (cx->verbose)
+                fprintf(stderr, "bench: %dx%d %s: the pair layout holds 2:4 and 1:4 only, "
+                        "skipped\n", rows, cols, label);
             for (b = 0; b < nb; b++)
                 chosen[f][b] = BENCH_SKIPPED;
         }
@@ -228,13 +248,17 @@ static int choose_formats(const bench_ctx *cx, const float *W, int rows, int col
             cli_error(rc, "bench: %dx%d %s: linear layer", rows, cols, label);
             return 1;
         }
-        for (b = 0; b < nb; b++)
+        for (b = 0; b < nb; b++) {
             chosen[f][b] = spruce_linear_format(lin, batches[b]);
+            if (spruce_linear_layout(lin, batches[b]) == SPRUCE_LAYOUT_PAIRS)
+                chosen[f][b] = BENCH_NM_PAIRS;
+        }
         spruce_linear_free(lin);
         if (cx->verbose) {
             fprintf(stderr, "bench: %dx%d %s: auto chose", rows, cols, label);
             for (b = 0; b < nb; b++)
-                fprintf(stderr, " %s (batch %d)", spruce_format_name(chosen[f][b]), batches[b]);
+                fprintf(stderr, " %s (batch %d)", chosen[f][b] == BENCH_NM_PAIRS ? "nm/pairs"
+                        : spruce_format_name(chosen[f][b]), batches[b]);
             fprintf(stderr, " in %.1f s\n", spruce_clock_now() - t0);
         }
     }
@@ -243,9 +267,9 @@ static int choose_formats(const bench_ctx *cx, const float *W, int rows, int col
 
 /* ---- the rotation: distinct matrices, more bytes than the cache ----------- */
 typedef struct {
-    int nd, nrot[4];       /* how many dense matrices, and packed ones by format */
-    float **Wd;            /* (nd) dense copies */
-    spruce_sparse **A[4];  /* (nrot[f]) packed copies, by format */
+    int nd, nrot[BENCH_NREP];      /* how many dense matrices, and packed ones by format */
+    float **Wd;                    /* (nd) dense copies */
+    spruce_sparse **A[BENCH_NREP]; /* (nrot[f]) packed copies, by format (and nm pairs) */
 } rotation_set;
 
 int bench_rotation_count(double bytes, const bench_ctx *cx)
@@ -257,7 +281,7 @@ int bench_rotation_count(double bytes, const bench_ctx *cx)
 static void rotation_free(rotation_set *rs)
 {
     int f, i;
-    for (f = 1; f < 4; f++) {
+    for (f = 1; f < BENCH_NREP; f++) {
         for (i = 0; rs->A[f] && i < rs->nrot[f]; i++)
             spruce_sparse_free(rs->A[f][i]);
         free(rs->A[f]);
@@ -273,9 +297,16 @@ static void rotation_free(rotation_set *rs)
  * happened to fit it. */
 static spruce_pack_opts pack_opts(const bench_ctx *cx, const bench_case *c, int f)
 {
-    spruce_pack_opts po = {f, c->n ? c->n : SPRUCE_LINEAR_DEFAULT_N,
-                           c->n ? c->m : SPRUCE_LINEAR_DEFAULT_M, cx->threads, SPRUCE_LAYOUT_BITS};
+    spruce_pack_opts po = {f == BENCH_NM_PAIRS ? SPRUCE_FMT_NM : f,
+                           c->n ? c->n : SPRUCE_LINEAR_DEFAULT_N,
+                           c->n ? c->m : SPRUCE_LINEAR_DEFAULT_M, cx->threads,
+                           f == BENCH_NM_PAIRS ? SPRUCE_LAYOUT_PAIRS : SPRUCE_LAYOUT_BITS};
     return po;
+}
+
+int bench_pairs_fit(const bench_case *c)
+{
+    return c->n > 0 && c->n <= 2 && c->m == 4;
 }
 
 /* What matrix i of the rotation packs from in format f: the matrix of seed i
@@ -285,7 +316,7 @@ static spruce_pack_opts pack_opts(const bench_ctx *cx, const bench_case *c, int 
  * copies are as many and as large, so the cache sees the same working set. */
 static const float *pack_source(const bench_case *c, int f, const float *W0, const float *Wi)
 {
-    return f == SPRUCE_FMT_NM && !c->n ? W0 : Wi;
+    return (f == SPRUCE_FMT_NM || f == BENCH_NM_PAIRS) && !c->n ? W0 : Wi;
 }
 
 /* Pack the rotation of every format with want[f] and copy the dense one:
@@ -299,7 +330,7 @@ static int rotation_build(const bench_ctx *cx, int rows, int cols, const bench_c
     bench_case_label(c, label, sizeof label);
     memset(rs, 0, sizeof *rs);
     rs->nd = nmax = bench_rotation_count((double)bytes, cx);
-    for (f = 1; f < 4; f++) {
+    for (f = 1; f < BENCH_NREP; f++) {
         spruce_pack_opts po = pack_opts(cx, c, f);
         spruce_sparse *S;
         if (!want[f])
@@ -316,12 +347,13 @@ static int rotation_build(const bench_ctx *cx, int rows, int cols, const bench_c
     if (!(rs->Wd = calloc(rs->nd, sizeof *rs->Wd)))
         goto nomem;
     if (cx->verbose)
-        fprintf(stderr, "bench: %dx%d %s: rotating %d dense (%.0f MB)%s%s%s, LLC %.0f MB\n",
+        fprintf(stderr, "bench: %dx%d %s: rotating %d dense (%.0f MB)%s%s%s%s, LLC %.0f MB\n",
                 rows, cols, label, rs->nd, rs->nd * (double)bytes / 1e6, want[1] ? ", csr" : "",
-                want[2] ? ", bitmask" : "", want[3] ? ", nm" : "", cx->llc / 1048576.0);
+                want[2] ? ", bitmask" : "", want[3] ? ", nm" : "",
+                want[BENCH_NM_PAIRS] ? ", nm/pairs" : "", cx->llc / 1048576.0);
     for (i = 0; i < nmax; i++) {
         bench_gen_matrix(W, rows, cols, c, (uint64_t)i);
-        for (f = 1; f < 4; f++) {
+        for (f = 1; f < BENCH_NREP; f++) {
             spruce_pack_opts po = pack_opts(cx, c, f);
             if (i < rs->nrot[f] &&
                 (rc = spruce_sparse_pack(pack_source(c, f, W0, W), NULL, rows, cols, &po,
@@ -336,7 +368,8 @@ static int rotation_build(const bench_ctx *cx, int rows, int cols, const bench_c
     }
     return 0;
 pack_failed:
-    cli_error(rc, "bench: %dx%d %s: packing as %s", rows, cols, label, spruce_format_name(f));
+    cli_error(rc, "bench: %dx%d %s: packing as %s", rows, cols, label,
+              f == BENCH_NM_PAIRS ? "nm/pairs" : spruce_format_name(f));
     return 1;
 nomem:
     cli_fail("bench: out of memory for the rotation of %dx%d matrices", rows, cols);
@@ -353,7 +386,7 @@ static int time_batch(const bench_ctx *cx, const rotation_set *rs, int rows, int
                       const float *X, int bs, float *Y, const int *use, double *dense_s,
                       double *fmt_s)
 {
-    double t[4][64], s;
+    double t[BENCH_NREP][64], s;
     const int reps = cx->reps > 64 ? 64 : cx->reps;
     int r, f, rc = 0;
     for (r = -1; r < reps; r++) {
@@ -361,7 +394,7 @@ static int time_batch(const bench_ctx *cx, const rotation_set *rs, int rows, int
         s = bench_pass_dense(rs->Wd, rs->nd, rows, cols, X, bs, Y);
         if (r >= 0)
             t[0][r] = s;
-        for (f = 1; f < 4; f++) {
+        for (f = 1; f < BENCH_NREP; f++) {
             if (!use[f])
                 continue;
             bench_settle();
@@ -372,7 +405,7 @@ static int time_batch(const bench_ctx *cx, const rotation_set *rs, int rows, int
         }
     }
     *dense_s = spruce_clock_median(t[0], reps);
-    for (f = 1; f < 4; f++)
+    for (f = 1; f < BENCH_NREP; f++)
         fmt_s[f] = use[f] ? spruce_clock_median(t[f], reps) : 0.0;
     return 0;
 }
@@ -384,7 +417,11 @@ static bench_result make_row(const rotation_set *rs, int rows, int cols, const b
     const double dense_bytes = 4.0 * rows * cols;
     bench_result res;
     bench_row_init(&res, rows, cols, c, bs);
-    snprintf(res.format, sizeof res.format, is_auto ? "auto(%s)" : "%s", spruce_format_name(fmt));
+    snprintf(res.format, sizeof res.format, is_auto ? "auto(%s)" : "%s",
+             spruce_format_name(fmt == BENCH_NM_PAIRS ? SPRUCE_FMT_NM : fmt));
+    if (fmt == SPRUCE_FMT_NM || fmt == BENCH_NM_PAIRS)
+        snprintf(res.layout, sizeof res.layout, "%s",
+                 spruce_layout_name(fmt == BENCH_NM_PAIRS ? SPRUCE_LAYOUT_PAIRS : SPRUCE_LAYOUT_BITS));
     res.dense_ms = 1e3 * dense_s;
     res.dense_f32_ms = res.dense_ms;
     res.sparse_ms = 1e3 * (fmt == SPRUCE_FMT_DENSE ? dense_s : fmt_s[fmt]);
@@ -410,7 +447,7 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
                        const int *batches, int nb)
 {
     int rc = 0, f, b, maxb = 1;
-    int want[4] = {0, 0, 0, 0}; /* sparse formats to pack */
+    int want[BENCH_NREP] = {0}; /* sparse formats to pack */
     rotation_set rs;
     float *W0 = NULL, *W = NULL, *X = NULL, *Y = NULL;
     char label[16];
@@ -437,9 +474,9 @@ int bench_case_measure(bench_ctx *cx, int rows, int cols, const bench_case *c,
         goto done;
 
     for (b = 0; b < nb; b++) {
-        double dense_s = 0, fmt_s[4] = {0, 0, 0, 0};
-        int use[4] = {1, 0, 0, 0}, g;
-        for (f = 1; f < 4; f++)
+        double dense_s = 0, fmt_s[BENCH_NREP] = {0};
+        int use[BENCH_NREP] = {1}, g;
+        for (f = 1; f < BENCH_NREP; f++)
             for (g = 0; g < nf; g++)
                 use[f] |= want[f] && chosen[g][b] == f;
         if ((rc = time_batch(cx, &rs, rows, cols, X, batches[b], Y, use, &dense_s, fmt_s)) < 0) {

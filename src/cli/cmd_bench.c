@@ -25,6 +25,7 @@ typedef struct {
     int ncases, have_sparsity, pn, pm, sweep;
     int threads, reps, json;
     int dtypes[4], ndt, groupsize; /* --dtype (none: f32 alone, as before) */
+    int layout;                    /* --layout: 0 bits, 1 pairs, 2 both (the default) */
     double rotate_mb;
     const char *svg, *model;
 } bench_opts;
@@ -36,7 +37,8 @@ static void usage(FILE *f)
         "usage: spruce bench [--shape RxC ...] [--sparsity S[,S...] | --pattern N:M]\n"
         "                    [--batch B[,B...]] [--format auto|csr|bitmask|nm|dense[,...]]\n"
         "                    [--dtype f32|bf16|int8|int4[,...]] [--groupsize G]\n"
-        "                    [--threads T] [--reps R] [--rotate-mb MB] [--json]\n"
+        "                    [--layout bits|pairs|both] [--threads T] [--reps R]\n"
+        "                    [--rotate-mb MB] [--json]\n"
         "       spruce bench --sweep [--svg FILE] [--shape RxC] [--batch B] [--threads T]\n"
         "                    [--reps R] [--rotate-mb MB] [--json]\n"
         "       spruce bench --model DIR [--batch B[,B...]] [--dtype D[,...]] [--groupsize G]\n"
@@ -61,6 +63,10 @@ static void usage(FILE *f)
         "                     the same values, against dense\n"
         "                     OpenBLAS float32 in the same run (default f32)\n"
         "  --groupsize G      int4 group size, a multiple of 32 from 32 to 256 (default 128)\n"
+        "  --layout L         the layouts an nm entry of --format is timed in: bits (a bit\n"
+        "                     per weight), pairs (2:4 and 1:4: rows in pairs, 2 bits of\n"
+        "                     position per value) or both (default); auto holds the one\n"
+        "                     the linear layer's planner timed faster\n"
         "  --threads T        threads for OpenBLAS and the sparse kernels (default: all)\n"
         "  --reps R           timed passes over the rotation (default 7)\n"
         "  --rotate-mb MB     bytes each working set must exceed (default 2 x LLC)\n"
@@ -192,6 +198,32 @@ static int parse_formats(const char *s, bench_opts *o)
     return 0;
 }
 
+/* Each nm entry of --format as the layouts --layout names: the bit layout
+ * (SPRUCE_FMT_NM), the pair layout (BENCH_NM_PAIRS, where the pattern fits
+ * it) or both, in that order. */
+static int expand_layouts(bench_opts *o)
+{
+    int out[2 * BENCH_MAX_FORMATS], n = 0, i;
+    const int pairs = o->pn > 0 && o->pn <= 2 && o->pm == 4;
+    for (i = 0; i < o->nf; i++) {
+        if (o->formats[i] != SPRUCE_FMT_NM) {
+            out[n++] = o->formats[i];
+            continue;
+        }
+        if (o->layout != 1 || !pairs)
+            out[n++] = SPRUCE_FMT_NM;
+        if (o->layout != 0 && pairs)
+            out[n++] = BENCH_NM_PAIRS;
+    }
+    if (n > BENCH_MAX_FORMATS) {
+        cli_fail("bench: --format: at most %d formats, with nm counted once per --layout", BENCH_MAX_FORMATS);
+        return -1;
+    }
+    memcpy(o->formats, out, sizeof *out * n);
+    o->nf = n;
+    return 0;
+}
+
 /* The options into o: 0, 1 when --help was printed, -1 after a usage error. */
 static int parse_options(int argc, char **argv, bench_opts *o)
 {
@@ -203,6 +235,7 @@ static int parse_options(int argc, char **argv, bench_opts *o)
         {"sweep", no_argument, NULL, 'w'},         {"svg", required_argument, NULL, 'g'},
         {"model", required_argument, NULL, 'M'},   {"rotate-mb", required_argument, NULL, 'R'},
         {"dtype", required_argument, NULL, 'd'},   {"groupsize", required_argument, NULL, 'G'},
+        {"layout", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int opt;
     long v;
@@ -214,6 +247,7 @@ static int parse_options(int argc, char **argv, bench_opts *o)
     o->nf = 1;
     o->reps = 7;
     o->groupsize = 128;
+    o->layout = 2;
     optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -266,6 +300,13 @@ static int parse_options(int argc, char **argv, bench_opts *o)
                 return -1;
             o->groupsize = (int)v;
             break;
+        case 'L':
+            if (!strcmp(optarg, "bits") || !strcmp(optarg, "pairs") || !strcmp(optarg, "both")) {
+                o->layout = optarg[0] == 'b' && optarg[1] == 'i' ? 0 : optarg[0] == 'p' ? 1 : 2;
+                break;
+            }
+            cli_fail("bench: --layout: expected bits, pairs or both, got '%s'", optarg);
+            return -1;
         case 'j': o->json = 1; break;
         case 'w': o->sweep = 1; break;
         case 'g': o->svg = optarg; break;
@@ -307,7 +348,7 @@ static int parse_options(int argc, char **argv, bench_opts *o)
                 return -1;
             }
     }
-    return 0;
+    return expand_layouts(o);
 }
 
 /* What --sweep measures: 30%..95% and 2:4, batch 1 and the largest --batch
@@ -461,6 +502,8 @@ static void print_json(const bench_ctx *cx, int model)
         json_object_set_new(o, "dense_f32_ms", cli_json_real(r->dense_f32_ms));
         if (r->kernel[0])
             json_object_set_new(o, "kernel", json_string(r->kernel));
+        if (r->layout[0])
+            json_object_set_new(o, "layout", json_string(r->layout));
         if (!model) {
             json_object_set_new(o, "sparse_gbps", cli_json_real(r->gbps));
             json_object_set_new(o, "dense_gbps", cli_json_real(r->dense_gbps));

@@ -18,10 +18,15 @@
 #define BENCH_MAX_SHAPES 16
 #define BENCH_MAX_CASES 32
 #define BENCH_MAX_BATCHES 8
-#define BENCH_MAX_FORMATS 5
+#define BENCH_MAX_FORMATS 6
 #define BENCH_MAX_ROT 512
 #define BENCH_AUTO (-1)    /* a --format entry: the linear layer's choice */
 #define BENCH_SKIPPED (-2) /* a chosen format: nothing to time (nm without a pattern) */
+/* A --format entry and a chosen format: N:M in the pair layout (2:4, 1:4).
+ * `nm` in --format stands for SPRUCE_FMT_NM (the bit layout), this or both,
+ * as --layout says. */
+#define BENCH_NM_PAIRS 4
+#define BENCH_NREP 5 /* the representations a float32 case packs: dense .. nm, pairs */
 
 /* One sparsity to time: unstructured, or N:M when n > 0. */
 typedef struct {
@@ -32,6 +37,7 @@ typedef struct {
 /* One row of the table (one JSON object). */
 typedef struct {
     char format[24]; /* "bitmask", "auto(bitmask)" ... */
+    char layout[8];  /* N:M rows: "bits" or "pairs" (the table shows "nm/pairs") */
     int rows, cols, batch, n, m;
     double sparsity, dense_ms, sparse_ms, speedup, gbps, dense_gbps, ceiling;
     int rot_dense, rot_sparse;
@@ -66,6 +72,9 @@ typedef struct {
     const char *isa;
     int dtypes;    /* --dtype given: the table has its value-type columns */
 } bench_ctx;
+
+/* 1 when case c's pattern fits the pair layout (2:4, 1:4). */
+int bench_pairs_fit(const bench_case *c);
 
 /* A 64-bit hash (splitmix64's finaliser): the benchmark's random numbers. */
 uint64_t bench_mix(uint64_t z);
