@@ -92,9 +92,9 @@ void spruce__pairs_put(struct spruce__pairs *P, int i, int j, int s, uint32_t c)
     case SPRUCE_DT_INT8:
         P->val[at] = (uint8_t)c;
         break;
-    default:
+    default: /* u ^ 8: its sign extension is u - 8 */
         P->val[at / 2] = (uint8_t)((P->val[at / 2] & ~(15u << (4 * (at % 2)))) |
-                                   (c & 15u) << (4 * (at % 2)));
+                                   ((c ^ 8u) & 15u) << (4 * (at % 2)));
     }
 }
 
@@ -140,7 +140,7 @@ float spruce__pairs_value(const struct spruce__pairs *P, int p, int b, int l)
         return ((float)(int8_t)P->val[at] - (float)zero_of(P, i, 0)) * P->scale[i];
     default: {
         const int j = 8 * b + 4 * (l >> 2), g = j / P->groupsize;
-        const int u = P->val[at / 2] >> (4 * (at % 2)) & 15;
+        const int u = (P->val[at / 2] >> (4 * (at % 2)) & 15) ^ 8;
         if (i >= P->rows || j >= P->cols)
             return 0.0f;
         return ((float)u - (float)zero_of(P, i, g)) * P->scale[(size_t)i * P->ngroups + g];

@@ -19,7 +19,9 @@
  * of rows has a second row of zeros, never stored; columns past cols in the
  * last block are zeros too, and the kernels read x only up to cols.
  * Values: float32, bf16 (2 bytes), int8 (1 byte) in lane order; int4 the 8
- * nibbles of a 32-bit little-endian word, lane k in bits 4k .. 4k + 3.  The
+ * nibbles of a 32-bit little-endian word, lane k in bits 4k .. 4k + 3, each
+ * the code u XOR 8 (whose sign extension is u - 8: the symmetric grid's
+ * value with no subtraction).  The
  * scales and zero points are spruce_qmatrix.h's (int8 per row, int4 per row
  * and group of groupsize dense columns, a multiple of 8). */
 #ifndef SPRUCE_PAIRS_INTERNAL_H

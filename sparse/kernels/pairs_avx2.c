@@ -5,7 +5,8 @@
  *   idx = broadcast(meta of two blocks) >> (0, 2, .., 14) (or 16 .. 30)
  *   acc += widen(8 values) * vpermilps(x[8b .. 8b + 8), idx)
  * with widen: float32 as is; bf16 bits << 16; int8 q - z as float; int4
- * nibble 4k of a 32-bit word minus z as float.  Row 2p is the sum of lanes
+ * nibble 4k of a 32-bit word, stored as u ^ 8 and sign-extended (u - 8),
+ * minus z - 8 as float (nothing is subtracted without zero points).  Row 2p is the sum of lanes
  * 0, 1, 4, 5 of acc, row 2p + 1 of lanes 2, 3, 6, 7; int8 times the row's
  * scale; int4 sums a group of columns at a time, times each row's scale of
  * that group.  The last block of a row narrower than 8 columns reads x with
@@ -19,9 +20,11 @@
 #include "pairs_internal.h"
 #include "spruce_half.h"
 
-/* The 8 values of block b of pair p as float32, before any scale; z: the
- * lanes' zero points (int8, int4). */
-SPRUCE__INLINE __m256 widen(const struct spruce__pairs *P, size_t blk, const int dtype, __m256i z)
+/* The 8 values of block b of pair p as float32, before any scale; zp: the
+ * matrix has zero points, z the lanes' (int8: z; int4: z - 8, since a nibble
+ * is stored as u ^ 8, whose sign extension is u - 8). */
+SPRUCE__INLINE __m256 widen(const struct spruce__pairs *P, size_t blk, const int dtype,
+                            const int zp, __m256i z)
 {
     const uint8_t *v = P->val;
     if (dtype == SPRUCE_DT_F32)
@@ -29,17 +32,17 @@ SPRUCE__INLINE __m256 widen(const struct spruce__pairs *P, size_t blk, const int
     if (dtype == SPRUCE_DT_BF16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(v + 16 * blk))), 16));
-    if (dtype == SPRUCE_DT_INT8)
-        return _mm256_cvtepi32_ps(_mm256_sub_epi32(
-            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(v + 8 * blk))), z));
+    if (dtype == SPRUCE_DT_INT8) {
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(v + 8 * blk)));
+        return _mm256_cvtepi32_ps(zp ? _mm256_sub_epi32(q, z) : q);
+    }
     {
         int32_t w;
         memcpy(&w, v + 4 * blk, 4);
-        return _mm256_cvtepi32_ps(_mm256_sub_epi32(
-            _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w),
-                                               _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
-                             _mm256_set1_epi32(15)),
-            z));
+        const __m256i q = _mm256_srai_epi32(
+            _mm256_sllv_epi32(_mm256_set1_epi32(w), _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0)),
+            28);
+        return _mm256_cvtepi32_ps(zp ? _mm256_sub_epi32(q, z) : q);
     }
 }
 
@@ -54,13 +57,15 @@ SPRUCE__INLINE __m256 lanes_f(float a, float b)
     return _mm256_setr_ps(a, a, b, b, a, a, b, b);
 }
 
+/* What widen subtracts in row i, group g: int8 z, int4 z - 8 (0 without
+ * zero points, and in the second row of a last odd pair). */
 static int zero_of(const struct spruce__pairs *P, int i, int g)
 {
-    if (i >= P->rows)
+    if (i >= P->rows || !P->zero)
         return 0;
     if (P->dtype == SPRUCE_DT_INT8)
-        return P->zero ? (int)(int8_t)P->zero[i] : 0;
-    return P->zero ? P->zero[(size_t)i * P->ngroups + g] : 8;
+        return (int)(int8_t)P->zero[i];
+    return (int)P->zero[(size_t)i * P->ngroups + g] - 8;
 }
 
 static float scale_of(const struct spruce__pairs *P, int i, int g)
@@ -83,7 +88,8 @@ SPRUCE__INLINE int line_blocks(const int dtype)
  * also asks for the line at the same block of the pair PAIRS_R below (the
  * next call's), into L2, a line of values (and of positions) at a time. */
 SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, const int R,
-                         int b0, int b1, int part, const int dtype, const __m256i *z, __m256 *acc)
+                         int b0, int b1, int part, const int dtype, const int zp,
+                         const __m256i *z, __m256 *acc)
 {
     const __m256i sh0 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
     const __m256i sh1 = _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30);
@@ -117,10 +123,10 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
             memcpy(&mw, meta + (size_t)r * nb + b, 4);
             const __m256i m = _mm256_set1_epi32(mw);
             const size_t at = blk + (size_t)r * nb + b;
-            a[r][0] = _mm256_fmadd_ps(widen(P, at, dtype, z[r]),
+            a[r][0] = _mm256_fmadd_ps(widen(P, at, dtype, zp, z[r]),
                                       _mm256_permutevar_ps(x0, _mm256_srlv_epi32(m, sh0)), a[r][0]);
-            a[r][1] = _mm256_fmadd_ps(widen(P, at + 1, dtype, z[r]),
-                                      _mm256_permutevar_ps(x1, _mm256_srlv_epi32(m, sh1)), a[r][1]);
+            a[r][0] = _mm256_fmadd_ps(widen(P, at + 1, dtype, zp, z[r]),
+                                      _mm256_permutevar_ps(x1, _mm256_srlv_epi32(m, sh1)), a[r][0]);
         }
     }
     for (; b < b1; b++) {
@@ -135,7 +141,7 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
 #pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             const __m256i m = _mm256_set1_epi32(meta[(size_t)r * nb + b]);
-            a[r][0] = _mm256_fmadd_ps(widen(P, blk + (size_t)r * nb + b, dtype, z[r]),
+            a[r][0] = _mm256_fmadd_ps(widen(P, blk + (size_t)r * nb + b, dtype, zp, z[r]),
                                       _mm256_permutevar_ps(xv, _mm256_srlv_epi32(m, sh0)), a[r][0]);
         }
     }
@@ -155,7 +161,7 @@ SPRUCE__INLINE void put2(const struct spruce__pairs *P, float *y, int p, __m256 
 }
 
 SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, float *y, int p,
-                               const int R, const int dtype)
+                               const int R, const int dtype, const int zp)
 {
     const int part = P->cols % 8 != 0;
     __m256i z[PAIRS_R];
@@ -164,10 +170,9 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
     if (dtype != SPRUCE_DT_INT4) {
 #pragma GCC unroll 4
         for (r = 0; r < R; r++)
-            z[r] = dtype == SPRUCE_DT_INT8 ? lanes_i(zero_of(P, 2 * (p + r), 0),
-                                                     zero_of(P, 2 * (p + r) + 1, 0))
-                                           : _mm256_setzero_si256();
-        span(P, x, p, R, 0, P->nb, part, dtype, z, acc);
+            z[r] = zp ? lanes_i(zero_of(P, 2 * (p + r), 0), zero_of(P, 2 * (p + r) + 1, 0))
+                      : _mm256_setzero_si256();
+        span(P, x, p, R, 0, P->nb, part, dtype, zp, z, acc);
 #pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             if (dtype == SPRUCE_DT_INT8)
@@ -186,8 +191,9 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
             const int b0 = g * gb, b1 = b0 + gb < P->nb ? b0 + gb : P->nb;
 #pragma GCC unroll 4
             for (r = 0; r < R; r++)
-                z[r] = lanes_i(zero_of(P, 2 * (p + r), g), zero_of(P, 2 * (p + r) + 1, g));
-            span(P, x, p, R, b0, b1, part && b1 == P->nb, dtype, z, acc);
+                z[r] = zp ? lanes_i(zero_of(P, 2 * (p + r), g), zero_of(P, 2 * (p + r) + 1, g))
+                          : _mm256_setzero_si256();
+            span(P, x, p, R, b0, b1, part && b1 == P->nb, dtype, zp, z, acc);
 #pragma GCC unroll 4
             for (r = 0; r < R; r++)
                 sum[r] = _mm256_fmadd_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), g),
@@ -200,14 +206,24 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
     }
 }
 
-SPRUCE__INLINE void spmv(const struct spruce__pairs *P, const float *x, float *y, int p0, int p1,
-                         const int dtype)
+SPRUCE__INLINE void spmv_zp(const struct spruce__pairs *P, const float *x, float *y, int p0,
+                            int p1, const int dtype, const int zp)
 {
     int p = p0;
     for (; p + PAIRS_R <= p1; p += PAIRS_R)
-        pairs_rows(P, x, y, p, PAIRS_R, dtype);
+        pairs_rows(P, x, y, p, PAIRS_R, dtype, zp);
     for (; p < p1; p++)
-        pairs_rows(P, x, y, p, 1, dtype);
+        pairs_rows(P, x, y, p, 1, dtype, zp);
+}
+
+/* Without zero points nothing is subtracted (a constant, so no instruction). */
+SPRUCE__INLINE void spmv(const struct spruce__pairs *P, const float *x, float *y, int p0, int p1,
+                         const int dtype)
+{
+    if (P->zero)
+        spmv_zp(P, x, y, p0, p1, dtype, 1);
+    else
+        spmv_zp(P, x, y, p0, p1, dtype, 0);
 }
 
 void pairs_spmv_f32_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0,
@@ -269,8 +285,8 @@ SPRUCE__INLINE void spmm_pair(const struct spruce__pairs *P, const float *X, int
                 s = lanes_f(scale_of(P, i0, g), scale_of(P, i0 + 1, g));
             }
             _mm256_storeu_ps(v, dtype == SPRUCE_DT_F32 || dtype == SPRUCE_DT_BF16
-                                    ? widen(P, (size_t)p * nb + b, dtype, z)
-                                    : _mm256_mul_ps(widen(P, (size_t)p * nb + b, dtype, z), s));
+                                    ? widen(P, (size_t)p * nb + b, dtype, 0, z)
+                                    : _mm256_mul_ps(widen(P, (size_t)p * nb + b, dtype, 1, z), s));
             for (l = 0; l < 8; l++) {
                 const int j = 8 * b + 4 * (l >> 2) + (m >> (2 * l) & 3);
                 const float *xr = X + (size_t)j * batch + c0;
