@@ -32,6 +32,12 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
         }
         for (j = g * G; j < j1; j += 16) {
             const __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+            if (!(j & 127)) { /* the next block's line, as dense_spmv_int8_avx2.c */
+                SPRUCE__EACH_ROW
+                for (r = 0; r < R; r++)
+                    _mm_prefetch((const char *)(q[r] + j / 2) + (size_t)SPRUCE__QROWS * A->ld,
+                                 _MM_HINT_T1);
+            }
             /* shuffle: columns 0 2 8 10 4 6 12 14 (odd: + 1); the permute orders them */
             const __m256 xe = _mm256_castpd_ps(_mm256_permute4x64_pd(
                 _mm256_castps_pd(_mm256_shuffle_ps(x0, x1, 0x88)), 0xd8));
