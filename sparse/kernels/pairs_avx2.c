@@ -11,14 +11,14 @@
  * scale; int4 sums a group of columns at a time, times each row's scale of
  * that group.  The last block of a row narrower than 8 columns reads x with
  * a masked load, so nothing past cols is read.
- * Batch > 1: each slot's value times row j of X (a column of the batch per
- * lane), eight columns of the batch at a time. */
+ * Batch > 1: each slot's value times row j of X, the batch's columns in
+ * vectors (spmm_avx2.h). */
 #include <immintrin.h>
 #include <string.h>
 
 #include "kernel_common.h"
 #include "pairs_internal.h"
-#include "spruce_half.h"
+#include "spmm_avx2.h"
 
 /* The 8 values of block b of pair p as float32, before any scale; zp: the
  * matrix has zero points, z the lanes' (int8: z; int4: z - 8, since a nibble
@@ -254,67 +254,66 @@ void pairs_spmv_int4_avx2(const struct spruce__pairs *P, const float *X, int bat
     spmv(P, X, Y, p0, p1, SPRUCE_DT_INT4);
 }
 
-/* Batch > 1: per pair and block, the 8 slots dequantized (widen, times
- * the scales) and their columns, then each row's sum += value * row j of X,
- * 8 columns of the batch a vector, up to 32 at a time in registers (a
- * masked load and store for the last batch % 8). */
-SPRUCE__INLINE void spmm_pair(const struct spruce__pairs *P, const float *X, int batch, float *Y,
-                              int p, const int dtype)
+/* Batch > 1: a window of a pair's blocks at a time is decoded into each
+ * row's list of values (dequantized, scales included) and columns, then each
+ * value is broadcast against the contiguous row of X it selects, 32 columns
+ * of the batch at a time (spmm_avx2.h, as for compressed rows and bitmask). */
+#define PAIRS_WIN 128 /* blocks: 1024 columns */
+
+SPRUCE__INLINE void spmm_pairs(const struct spruce__pairs *P, const float *X, int batch, float *Y,
+                               int p0, int p1, const int dtype)
 {
-    const int nb = P->nb, i0 = 2 * p, two = i0 + 1 < P->rows;
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    int c0, b, l, k;
-    for (c0 = 0; c0 < batch; c0 += 32) {
-        const int left = batch - c0, nk = left >= 32 ? 4 : (left + 7) / 8;
-        const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 8 * (nk - 1)), lane);
-        __m256 a0[4], a1[4];
-        __m256i z = _mm256_setzero_si256();
-        __m256 s = _mm256_set1_ps(1.0f);
-        for (k = 0; k < 4; k++)
-            a0[k] = a1[k] = _mm256_setzero_ps();
-        if (dtype == SPRUCE_DT_INT8) {
-            z = lanes_i(zero_of(P, i0, 0), zero_of(P, i0 + 1, 0));
-            s = lanes_f(scale_of(P, i0, 0), scale_of(P, i0 + 1, 0));
-        }
-        for (b = 0; b < nb; b++) {
-            const unsigned m = P->meta[(size_t)p * nb + b];
-            float v[8];
-            if (dtype == SPRUCE_DT_INT4 && 8 * b % P->groupsize == 0) {
-                const int g = 8 * b / P->groupsize;
-                z = lanes_i(zero_of(P, i0, g), zero_of(P, i0 + 1, g));
-                s = lanes_f(scale_of(P, i0, g), scale_of(P, i0 + 1, g));
+    const int nb = P->nb;
+    float v[2][4 * PAIRS_WIN];
+    int32_t col[2][4 * PAIRS_WIN];
+    int j0, p, w0, b, l;
+    for (j0 = 0; j0 < batch; j0 += 32) {
+        const int n = batch - j0 < 32 ? batch - j0 : 32, nv = (n + 7) / 8, full = n % 8 == 0;
+        const __m256i tail = lanes8(full ? 8 : n % 8);
+        for (p = p0; p < p1; p++) {
+            const int i0 = 2 * p, two = i0 + 1 < P->rows;
+            __m256 acc[2][4];
+            __m256i z = _mm256_setzero_si256();
+            __m256 s = _mm256_set1_ps(1.0f);
+            int r, q;
+            for (r = 0; r < 2; r++)
+                for (q = 0; q < 4; q++)
+                    acc[r][q] = _mm256_setzero_ps();
+            if (dtype == SPRUCE_DT_INT8) {
+                z = lanes_i(zero_of(P, i0, 0), zero_of(P, i0 + 1, 0));
+                s = lanes_f(scale_of(P, i0, 0), scale_of(P, i0 + 1, 0));
             }
-            _mm256_storeu_ps(v, dtype == SPRUCE_DT_F32 || dtype == SPRUCE_DT_BF16
-                                    ? widen(P, (size_t)p * nb + b, dtype, 0, z)
-                                    : _mm256_mul_ps(widen(P, (size_t)p * nb + b, dtype, 1, z), s));
-            for (l = 0; l < 8; l++) {
-                const int j = 8 * b + 4 * (l >> 2) + (m >> (2 * l) & 3);
-                const float *xr = X + (size_t)j * batch + c0;
-                __m256 vb;
-                if (j >= P->cols || (!two && (l >> 1 & 1)))
-                    continue;
-                vb = _mm256_set1_ps(v[l]);
-                for (k = 0; k < nk; k++) {
-                    const __m256 xv = k == nk - 1 ? _mm256_maskload_ps(xr + 8 * k, keep)
-                                                  : _mm256_loadu_ps(xr + 8 * k);
-                    if (l >> 1 & 1)
-                        a1[k] = _mm256_fmadd_ps(vb, xv, a1[k]);
-                    else
-                        a0[k] = _mm256_fmadd_ps(vb, xv, a0[k]);
+            for (w0 = 0; w0 < nb; w0 += PAIRS_WIN) {
+                const int w1 = w0 + PAIRS_WIN < nb ? w0 + PAIRS_WIN : nb;
+                int cnt[2] = {0, 0};
+                for (b = w0; b < w1; b++) {
+                    const unsigned m = P->meta[(size_t)p * nb + b];
+                    float t[8];
+                    if (dtype == SPRUCE_DT_INT4 && 8 * b % P->groupsize == 0) {
+                        const int g = 8 * b / P->groupsize;
+                        z = lanes_i(zero_of(P, i0, g), zero_of(P, i0 + 1, g));
+                        s = lanes_f(scale_of(P, i0, g), scale_of(P, i0 + 1, g));
+                    }
+                    _mm256_storeu_ps(t, dtype == SPRUCE_DT_F32 || dtype == SPRUCE_DT_BF16
+                                            ? widen(P, (size_t)p * nb + b, dtype, 0, z)
+                                            : _mm256_mul_ps(widen(P, (size_t)p * nb + b, dtype,
+                                                                  1, z), s));
+#pragma GCC unroll 8
+                    for (l = 0; l < 8; l++) {
+                        const int j = 8 * b + 4 * (l >> 2) + (int)(m >> (2 * l) & 3), rr = l >> 1 & 1;
+                        if (j < P->cols) { /* (the last block may be narrower) */
+                            v[rr][cnt[rr]] = t[l];
+                            col[rr][cnt[rr]++] = j;
+                        }
+                    }
                 }
-            }
-        }
-        for (k = 0; k < nk; k++) {
-            float *y0 = Y + (size_t)i0 * batch + c0 + 8 * k;
-            if (k == nk - 1) {
-                _mm256_maskstore_ps(y0, keep, a0[k]);
+                spmm_acc256_nv(v[0], col[0], cnt[0], X + j0, batch, tail, full, acc[0], nv, 0);
                 if (two)
-                    _mm256_maskstore_ps(y0 + batch, keep, a1[k]);
-            } else {
-                _mm256_storeu_ps(y0, a0[k]);
-                if (two)
-                    _mm256_storeu_ps(y0 + batch, a1[k]);
+                    spmm_acc256_nv(v[1], col[1], cnt[1], X + j0, batch, tail, full, acc[1], nv, 0);
             }
+            store8(Y + (size_t)i0 * batch + j0, acc[0], nv, tail, full);
+            if (two)
+                store8(Y + (size_t)(i0 + 1) * batch + j0, acc[1], nv, tail, full);
         }
     }
 }
@@ -322,19 +321,17 @@ SPRUCE__INLINE void spmm_pair(const struct spruce__pairs *P, const float *X, int
 void pairs_spmm_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0,
                      int p1)
 {
-    int p;
-    for (p = p0; p < p1; p++)
-        switch (P->dtype) {
-        case SPRUCE_DT_F32:
-            spmm_pair(P, X, batch, Y, p, SPRUCE_DT_F32);
-            break;
-        case SPRUCE_DT_BF16:
-            spmm_pair(P, X, batch, Y, p, SPRUCE_DT_BF16);
-            break;
-        case SPRUCE_DT_INT8:
-            spmm_pair(P, X, batch, Y, p, SPRUCE_DT_INT8);
-            break;
-        default:
-            spmm_pair(P, X, batch, Y, p, SPRUCE_DT_INT4);
-        }
+    switch (P->dtype) {
+    case SPRUCE_DT_F32:
+        spmm_pairs(P, X, batch, Y, p0, p1, SPRUCE_DT_F32);
+        break;
+    case SPRUCE_DT_BF16:
+        spmm_pairs(P, X, batch, Y, p0, p1, SPRUCE_DT_BF16);
+        break;
+    case SPRUCE_DT_INT8:
+        spmm_pairs(P, X, batch, Y, p0, p1, SPRUCE_DT_INT8);
+        break;
+    default:
+        spmm_pairs(P, X, batch, Y, p0, p1, SPRUCE_DT_INT4);
+    }
 }
