@@ -129,7 +129,8 @@ Test(bench, nm_table_and_unknown_isa)
         return;
     cr_assert_eq(run_spruce("", "bench --shape 32x40 --pattern 2:4 --batch 1 --format nm,auto "
                             "--reps 1 --rotate-mb 0.05 --threads 1", &out, &err), 0, "stderr: %s", err);
-    cr_assert(strstr(out, "speedup") && strstr(out, "\nnm ") && strstr(out, "2:4"), "%s", out);
+    cr_assert(strstr(out, "speedup") && strstr(out, "\nnm/bits ") && strstr(out, "\nnm/pairs ") &&
+              strstr(out, "2:4"), "%s", out);
     free(out);
     free(err);
     cr_assert_eq(run_spruce("SPRUCE_ISA=sse9", "bench --shape 8x8 --reps 1", &out, &err), 1);
@@ -198,7 +199,7 @@ Test(bench, dtype_sparse_rows)
     json_error_t je;
     json_t *list;
     size_t i;
-    int n24 = 0, nunstr = 0, nm_unstr = 0;
+    int n24 = 0, nunstr = 0, nm_unstr = 0, nbits = 0, npairs = 0;
     double dense1 = -1;
     if (!have_bin())
         return;
@@ -207,7 +208,7 @@ Test(bench, dtype_sparse_rows)
                             "--threads 2 --json", &out, &err), 0, "stderr: %s", err);
     list = json_loads(out, 0, &je);
     cr_assert(json_is_array(list), "not a JSON list: %s", out);
-    cr_assert_eq(json_array_size(list), 4, "%s", out);
+    cr_assert_eq(json_array_size(list), 5, "%s", out); /* nm in both layouts */
     for (i = 0; i < json_array_size(list); i++) {
         json_t *o = json_array_get(list, i);
         const char *f = json_string_value(json_object_get(o, "format"));
@@ -219,6 +220,14 @@ Test(bench, dtype_sparse_rows)
         cr_assert_eq(d, dense1, "one dense int8 time for every row");
         if (!strcmp(f, "bitmask") || !strcmp(f, "nm")) /* half the values and bits: < dense */
             cr_assert(c > 16000.0 / (5120 + 40 * 4) * 1.3, "%s: ceiling %g", f, c);
+        if (!strcmp(f, "nm")) {
+            const char *l = json_string_value(json_object_get(o, "layout"));
+            cr_assert(l, "an nm row without its layout");
+            nbits += !strcmp(l, "bits");
+            npairs += !strcmp(l, "pairs");
+            if (!strcmp(l, "pairs")) /* 20 pairs x 16 blocks x (8 values + 2 bytes), scales */
+                cr_assert_float_eq(c, 20480.0 / (20 * 16 * 10 + 40 * 4), 1e-9);
+        }
         n24++;
     }
     json_decref(list);
@@ -234,9 +243,57 @@ Test(bench, dtype_sparse_rows)
         nunstr++;
         nm_unstr += !strcmp(f, "nm");
     }
-    cr_assert(n24 == 4 && nunstr == 2 && nm_unstr == 0, "unstructured: %d rows, %d nm", nunstr,
+    cr_assert(n24 == 5 && nunstr == 2 && nm_unstr == 0, "unstructured: %d rows, %d nm", nunstr,
               nm_unstr); /* dense and bitmask */
+    cr_assert(nbits == 1 && npairs == 1, "nm rows: %d in bits, %d in pairs", nbits, npairs);
     json_decref(list);
+    free(out);
+    free(err);
+}
+
+/* --layout: which layouts the nm rows are timed in; a pattern the pair
+ * layout cannot hold stays in bits; an unknown layout is a usage error. */
+Test(bench, nm_layouts)
+{
+    static const struct {
+        const char *args;
+        int bits, pairs;
+    } cases[] = {
+        {"--pattern 2:4 --layout bits", 1, 0},
+        {"--pattern 2:4 --layout pairs", 0, 1},
+        {"--pattern 1:4", 1, 1},
+        {"--pattern 2:8 --layout pairs", 1, 0},
+    };
+    char *out, *err, args[300];
+    size_t c, i;
+    if (!have_bin())
+        return;
+    for (c = 0; c < sizeof cases / sizeof *cases; c++) {
+        json_error_t je;
+        json_t *list;
+        int bits = 0, pairs = 0;
+        snprintf(args, sizeof args, "bench --shape 24x64 --format nm %s --batch 1,3 --reps 1 "
+                 "--rotate-mb 0.05 --threads 2 --json", cases[c].args);
+        cr_assert_eq(run_spruce("", args, &out, &err), 0, "%s: %s", args, err);
+        list = json_loads(out, 0, &je);
+        cr_assert(json_is_array(list), "%s: not a JSON list: %s", args, out);
+        for (i = 0; i < json_array_size(list); i++) {
+            json_t *o = json_array_get(list, i);
+            const char *l = json_string_value(json_object_get(o, "layout"));
+            cr_assert_str_eq(json_string_value(json_object_get(o, "format")), "nm");
+            cr_assert(l, "%s: no layout", args);
+            bits += !strcmp(l, "bits");
+            pairs += !strcmp(l, "pairs");
+            cr_assert_gt(json_real_value(json_object_get(o, "sparse_ms")), 0.0);
+        }
+        cr_assert(bits == 2 * cases[c].bits && pairs == 2 * cases[c].pairs,
+                  "%s: %d rows in bits, %d in pairs", args, bits, pairs);
+        json_decref(list);
+        free(out);
+        free(err);
+    }
+    cr_assert_eq(run_spruce("", "bench --pattern 2:4 --format nm --layout diagonal", &out, &err), 2);
+    cr_assert(strstr(err, "--layout") && strstr(err, "diagonal"), "%s", err);
     free(out);
     free(err);
 }

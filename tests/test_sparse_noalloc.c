@@ -243,7 +243,8 @@ Test(noalloc, the_counter_sees_library_allocations)
 
 Test(noalloc, sparse_products_of_every_format_isa_and_shape)
 {
-    const int fmts[3] = {SPRUCE_FMT_CSR, SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM};
+    /* the last: N:M in the pair layout */
+    const int fmts[4] = {SPRUCE_FMT_CSR, SPRUCE_FMT_BITMASK, SPRUCE_FMT_NM, SPRUCE_FMT_NM};
     size_t s, b;
     int f, isa, threads;
     if (skip_under_asan())
@@ -252,13 +253,14 @@ Test(noalloc, sparse_products_of_every_format_isa_and_shape)
         const int rows = shapes[s][0], cols = shapes[s][1];
         float *W = make_matrix(rows, cols, 0.5, 2, 4), *X = make_input(cols, 16);
         float *Y = malloc(sizeof *Y * (size_t)rows * 16);
-        for (f = 0; f < 3; f++)
+        for (f = 0; f < 4; f++)
             for (threads = 1; threads <= 2; threads++) {
-                const spruce_pack_opts po = {fmts[f], 2, 4, threads, SPRUCE_LAYOUT_BITS};
+                const spruce_pack_opts po = {fmts[f], 2, 4, threads,
+                                             f == 3 ? SPRUCE_LAYOUT_PAIRS : SPRUCE_LAYOUT_BITS};
                 spruce_sparse *A = NULL;
                 cr_assert_eq(spruce_sparse_pack(W, NULL, rows, cols, &po, &A), 0, "%s",
                              spruce_errdetail());
-                if (fmts[f] != SPRUCE_FMT_CSR && cols > SPRUCE__BLOCK_COLS)
+                if (fmts[f] != SPRUCE_FMT_CSR && f != 3 && cols > SPRUCE__BLOCK_COLS)
                     cr_assert_gt(A->nblk, 1, "a wide %s matrix is column blocks",
                                  spruce_format_name(fmts[f]));
                 for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++) {
@@ -337,15 +339,16 @@ Test(noalloc, quantized_sparse_products)
         float *W = make_matrix(rows, cols, 0.5, 2, 4), *X = make_input(cols, 16);
         float *Y = malloc(sizeof *Y * (size_t)rows * 16);
         for (d = 0; d < 3; d++)
-            for (f = 0; f < 2; f++)
+            for (f = 0; f < 3; f++) /* bitmask, N:M, N:M in the pair layout */
                 for (threads = 1; threads <= 2; threads++) {
                     const spruce_pack_opts po = {f ? SPRUCE_FMT_NM : SPRUCE_FMT_BITMASK, 2, 4,
-                                                 threads, SPRUCE_LAYOUT_BITS};
+                                                 threads,
+                                                 f == 2 ? SPRUCE_LAYOUT_PAIRS : SPRUCE_LAYOUT_BITS};
                     spruce_qsparse *A = NULL;
                     cr_assert_eq(spruce_qsparse_quantize(W, NULL, rows, cols, dts[d], 64, 1, &po,
                                                          &A),
                                  0, "%s", spruce_errdetail());
-                    if (cols > SPRUCE__BLOCK_COLS)
+                    if (cols > SPRUCE__BLOCK_COLS && f < 2)
                         cr_assert_gt(A->nblk, 1, "a wide matrix is column blocks");
                     for (isa = 0; isa < SPRUCE_ISA_COUNT; isa++) {
                         if (!spruce_sparse_isa_supported(isa))
