@@ -367,14 +367,29 @@ int spruce__check_layout(const spruce_pack_opts *opts)
     return 0;
 }
 
-/* NM (2:4, 1:4) in the pair layout: each pair of rows by one thread (the two
- * rows share the words of positions). */
+/* A float32 weight's code in the pair layout: its bits (0 where not kept). */
+struct f32_src {
+    const float *W;
+    int cols;
+};
+
+static uint32_t f32_code(const void *ctx, int i, int j, int kept)
+{
+    const struct f32_src *s = ctx;
+    uint32_t c = 0;
+    if (kept)
+        memcpy(&c, s->W + (int64_t)i * s->cols + j, sizeof c);
+    return c;
+}
+
+/* NM (2:4, 1:4) in the pair layout. */
 static int pack_pairs(const float *W, const uint8_t *mask, int rows, int cols,
                       const spruce_pack_opts *opts, spruce_sparse **out)
 {
     spruce_sparse *A = calloc(1, sizeof *A);
     int64_t *cnt = malloc(sizeof *cnt * rows);
-    int rc = 0, p;
+    const struct f32_src src = {W, cols};
+    int rc = 0;
     if (!A || !cnt) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) matrix", rows, cols);
         goto done;
@@ -383,26 +398,7 @@ static int pack_pairs(const float *W, const uint8_t *mask, int rows, int cols,
     if ((rc = spruce__nm_count(W, mask, rows, cols, cols, 0, A->n, A->m, cnt)) < 0 ||
         (rc = spruce__pairs_new(SPRUCE_DT_F32, rows, cols, A->n, NULL, A->nthreads, &A->pairs)) < 0)
         goto done;
-#pragma omp parallel for schedule(static)
-    for (p = 0; p < (rows + 1) / 2; p++) {
-        int i, at;
-        for (i = 2 * p; i < 2 * p + 2 && i < rows; i++)
-            for (at = 0; at < cols; at += 4) {
-                const int64_t o = (int64_t)i * cols + at;
-                const int width = cols - at < 4 ? cols - at : 4;
-                const uint64_t sel = spruce__nm_slots(W, mask, o, width, A->n);
-                int s = 0, j;
-                for (j = 0; j < width; j++)
-                    if (sel >> j & 1) {
-                        const float v = kept(W, mask, o + j) ? W[o + j] : 0.0f;
-                        uint32_t c;
-                        memcpy(&c, &v, 4);
-                        spruce__pairs_put(A->pairs, i, at + j, s++, c);
-                    }
-                for (; s < 2; s++) /* 1:4, or a group narrower than 2 */
-                    spruce__pairs_put(A->pairs, i, at, s, 0);
-            }
-    }
+    spruce__pairs_fill(A->pairs, W, mask, f32_code, &src);
     if ((rc = spruce__pairs_finish(A->pairs)) < 0)
         goto done;
     A->nnz = spruce__pairs_slots(A->pairs);

@@ -98,6 +98,31 @@ void spruce__pairs_put(struct spruce__pairs *P, int i, int j, int s, uint32_t c)
     }
 }
 
+void spruce__pairs_fill(struct spruce__pairs *P, const float *W, const uint8_t *mask,
+                        spruce__pairs_code code, const void *ctx)
+{
+    const int rows = P->rows, cols = P->cols;
+    int p;
+#pragma omp parallel for schedule(static)
+    for (p = 0; p < P->npairs; p++) {
+        int i, at;
+        for (i = 2 * p; i < 2 * p + 2 && i < rows; i++)
+            for (at = 0; at < cols; at += 4) {
+                const int64_t o = (int64_t)i * cols + at;
+                const int width = cols - at < 4 ? cols - at : 4;
+                const uint64_t sel = spruce__nm_slots(W, mask, o, width, P->n);
+                int s = 0, j;
+                for (j = 0; j < width; j++)
+                    if (sel >> j & 1)
+                        spruce__pairs_put(P, i, at + j, s++,
+                                          code(ctx, i, at + j, mask ? mask[o + j] != 0
+                                                                    : W[o + j] != 0.0f));
+                for (; s < 2; s++) /* 1:4, or a group narrower than 2 */
+                    spruce__pairs_put(P, i, at, s, code(ctx, i, at, 0));
+            }
+    }
+}
+
 int spruce__pairs_finish(struct spruce__pairs *P)
 {
     int t;

@@ -59,6 +59,15 @@ void spruce__pairs_free(struct spruce__pairs *P);
 /* Store code c (float32: its bits; bf16: its bits; int8: the byte; int4: the
  * nibble) in slot s of the group of row i holding column j, at position j % 4. */
 void spruce__pairs_put(struct spruce__pairs *P, int i, int j, int s, uint32_t c);
+/* Store every row of a matrix of P's shape, rows in parallel (each pair by
+ * one thread: its rows share the words of positions): the slots of each group
+ * of 4 are those spruce__nm_slots keeps (weights where mask != 0, or W != 0
+ * without a mask, topped up with the lowest pruned positions), the codes
+ * code(ctx, i, j, kept) gives (kept 0: the code that dequantizes to 0 at
+ * (i, j)); a slot no position fills holds code(ctx, i, group start, 0). */
+typedef uint32_t (*spruce__pairs_code)(const void *ctx, int i, int j, int kept);
+void spruce__pairs_fill(struct spruce__pairs *P, const float *W, const uint8_t *mask,
+                        spruce__pairs_code code, const void *ctx);
 /* After every row is stored: the pair ranges of the threads. */
 int spruce__pairs_finish(struct spruce__pairs *P);
 

@@ -205,14 +205,20 @@ done:
     return rc;
 }
 
-/* NM (2:4, 1:4) in the pair layout, each pair of rows by one thread. */
+/* A weight's code in the pair layout: Q's (the zero code where not kept). */
+static uint32_t q_code(const void *ctx, int i, int j, int kept)
+{
+    return kept ? code_at(ctx, i, j) : zero_code(ctx, i, j);
+}
+
+/* NM (2:4, 1:4) in the pair layout. */
 static int pack_pairs(const spruce_qmatrix *Q, const uint8_t *mask, const spruce_pack_opts *opts,
                       spruce_qsparse **out)
 {
     const int rows = Q->rows, cols = Q->cols;
     spruce_qsparse *A = calloc(1, sizeof *A);
     int64_t *cnt = malloc(sizeof *cnt * rows);
-    int rc = 0, p;
+    int rc = 0;
     if (!A || !cnt) {
         rc = spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) %s matrix", rows, cols,
                             spruce_dtype_name(Q->dtype));
@@ -222,24 +228,7 @@ static int pack_pairs(const spruce_qmatrix *Q, const uint8_t *mask, const spruce
     if ((rc = spruce__nm_count(NULL, mask, rows, cols, cols, 0, A->n, A->m, cnt)) < 0 ||
         (rc = spruce__pairs_new(Q->dtype, rows, cols, A->n, Q, A->nthreads, &A->pairs)) < 0)
         goto done;
-#pragma omp parallel for schedule(static)
-    for (p = 0; p < (rows + 1) / 2; p++) {
-        int i, at;
-        for (i = 2 * p; i < 2 * p + 2 && i < rows; i++)
-            for (at = 0; at < cols; at += 4) {
-                const int64_t o = (int64_t)i * cols + at;
-                const int width = cols - at < 4 ? cols - at : 4;
-                const uint64_t sel = spruce__nm_slots(NULL, mask, o, width, A->n);
-                int s = 0, j;
-                for (j = 0; j < width; j++)
-                    if (sel >> j & 1)
-                        spruce__pairs_put(A->pairs, i, at + j, s++,
-                                          mask[o + j] ? code_at(Q, i, at + j)
-                                                      : zero_code(Q, i, at + j));
-                for (; s < 2; s++) /* 1:4, or a group narrower than 2 */
-                    spruce__pairs_put(A->pairs, i, at, s, zero_code(Q, i, at));
-            }
-    }
+    spruce__pairs_fill(A->pairs, NULL, mask, q_code, Q);
     if ((rc = spruce__pairs_finish(A->pairs)) < 0)
         goto done;
     A->nnz = spruce__pairs_slots(A->pairs);
