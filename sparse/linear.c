@@ -414,6 +414,10 @@ static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix 
         isa = lin->qisa[f];
     rc = lin->dtype == SPRUCE_DT_F32 ? spruce_sparse_pack(W, NULL, lin->rows, lin->cols, &po, &sp)
                                      : spruce_qsparse_pack(Q, NULL, &po, &qs);
+    if (rc == SPRUCE_EUNSUPPORTED) { /* values the pair layout cannot hold: bits, as before */
+        spruce_errclear();
+        return 0;
+    }
     if (rc < 0)
         return rc;
     if (forced == SPRUCE_LAYOUT_PAIRS) {
