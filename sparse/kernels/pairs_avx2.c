@@ -294,10 +294,31 @@ SPRUCE__INLINE void spmm_pairs(const struct spruce__pairs *P, const float *X, in
                         z = lanes_i(zero_of(P, i0, g), zero_of(P, i0 + 1, g));
                         s = lanes_f(scale_of(P, i0, g), scale_of(P, i0 + 1, g));
                     }
-                    _mm256_storeu_ps(t, dtype == SPRUCE_DT_F32 || dtype == SPRUCE_DT_BF16
-                                            ? widen(P, (size_t)p * nb + b, dtype, 0, z)
-                                            : _mm256_mul_ps(widen(P, (size_t)p * nb + b, dtype,
-                                                                  1, z), s));
+                    const __m256 wv = dtype == SPRUCE_DT_F32 || dtype == SPRUCE_DT_BF16
+                                          ? widen(P, (size_t)p * nb + b, dtype, 0, z)
+                                          : _mm256_mul_ps(widen(P, (size_t)p * nb + b, dtype, 1,
+                                                                z), s);
+                    if (8 * b + 8 <= P->cols) { /* every column real: rows' lanes in order */
+                        const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+                        const __m256i jv = _mm256_add_epi32(
+                            _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4),
+                            _mm256_add_epi32(_mm256_set1_epi32(8 * b),
+                                             _mm256_and_si256(_mm256_srlv_epi32(
+                                                 _mm256_set1_epi32((int)m),
+                                                 _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                                 _mm256_set1_epi32(3))));
+                        const __m256 wo = _mm256_permutevar8x32_ps(wv, order);
+                        const __m256i jo = _mm256_permutevar8x32_epi32(jv, order);
+                        _mm_storeu_ps(v[0] + cnt[0], _mm256_castps256_ps128(wo));
+                        _mm_storeu_ps(v[1] + cnt[1], _mm256_extractf128_ps(wo, 1));
+                        _mm_storeu_si128((__m128i *)(col[0] + cnt[0]), _mm256_castsi256_si128(jo));
+                        _mm_storeu_si128((__m128i *)(col[1] + cnt[1]),
+                                         _mm256_extracti128_si256(jo, 1));
+                        cnt[0] += 4;
+                        cnt[1] += 4;
+                        continue;
+                    }
+                    _mm256_storeu_ps(t, wv);
 #pragma GCC unroll 8
                     for (l = 0; l < 8; l++) {
                         const int j = 8 * b + 4 * (l >> 2) + (int)(m >> (2 * l) & 3), rr = l >> 1 & 1;
