@@ -6,10 +6,10 @@
  *   acc += widen(8 values) * vpermilps(x[8b .. 8b + 8), idx)
  * with widen: float32 as is; bf16 bits << 16; int8 q - z as float; int4
  * nibble 4k of a 32-bit word, stored as u ^ 8 and sign-extended (u - 8),
- * minus z - 8 as float (nothing is subtracted without zero points).  Row 2p is the sum of lanes
- * 0, 1, 4, 5 of acc, row 2p + 1 of lanes 2, 3, 6, 7; int8 times the row's
- * scale; int4 sums a group of columns at a time, times each row's scale of
- * that group.  The last block of a row narrower than 8 columns reads x with
+ * minus z - 8 as float (nothing is subtracted without zero points).  Row 2p
+ * is the sum of lanes 0, 1, 4, 5 of acc, row 2p + 1 of lanes 2, 3, 6, 7;
+ * int8 times the row's scale; int4 sums a group of columns at a time, times
+ * each row's scale of that group.  The last block of a row narrower than 8 columns reads x with
  * a masked load, so nothing past cols is read.
  * Batch > 1: each slot's value times row j of X, the batch's columns in
  * vectors (spmm_avx2.h). */
@@ -78,7 +78,10 @@ static float scale_of(const struct spruce__pairs *P, int i, int g)
 #define PAIRS_R 4
 SPRUCE__INLINE int line_blocks(const int dtype)
 {
-    return dtype == SPRUCE_DT_F32 ? 2 : dtype == SPRUCE_DT_BF16 ? 4 : dtype == SPRUCE_DT_INT8 ? 8 : 16;
+    return dtype == SPRUCE_DT_F32    ? 2
+           : dtype == SPRUCE_DT_BF16 ? 4
+           : dtype == SPRUCE_DT_INT8 ? 8
+                                     : 16;
 }
 
 /* Blocks [b0, b1) of pairs p .. p + R (R = 1 .. PAIRS_R), added into acc[r];
@@ -321,7 +324,8 @@ SPRUCE__INLINE void spmm_pairs(const struct spruce__pairs *P, const float *X, in
                     _mm256_storeu_ps(t, wv);
 #pragma GCC unroll 8
                     for (l = 0; l < 8; l++) {
-                        const int j = 8 * b + 4 * (l >> 2) + (int)(m >> (2 * l) & 3), rr = l >> 1 & 1;
+                        const int j = 8 * b + 4 * (l >> 2) + (int)(m >> (2 * l) & 3);
+                        const int rr = l >> 1 & 1;
                         if (j < P->cols) { /* (the last block may be narrower) */
                             v[rr][cnt[rr]] = t[l];
                             col[rr][cnt[rr]++] = j;

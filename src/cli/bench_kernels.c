@@ -421,7 +421,8 @@ static bench_result make_row(const rotation_set *rs, int rows, int cols, const b
              spruce_format_name(fmt == BENCH_NM_PAIRS ? SPRUCE_FMT_NM : fmt));
     if (fmt == SPRUCE_FMT_NM || fmt == BENCH_NM_PAIRS)
         snprintf(res.layout, sizeof res.layout, "%s",
-                 spruce_layout_name(fmt == BENCH_NM_PAIRS ? SPRUCE_LAYOUT_PAIRS : SPRUCE_LAYOUT_BITS));
+                 spruce_layout_name(fmt == BENCH_NM_PAIRS ? SPRUCE_LAYOUT_PAIRS
+                                                          : SPRUCE_LAYOUT_BITS));
     res.dense_ms = 1e3 * dense_s;
     res.dense_f32_ms = res.dense_ms;
     res.sparse_ms = 1e3 * (fmt == SPRUCE_FMT_DENSE ? dense_s : fmt_s[fmt]);

@@ -216,7 +216,8 @@ static int expand_layouts(bench_opts *o)
             out[n++] = BENCH_NM_PAIRS;
     }
     if (n > BENCH_MAX_FORMATS) {
-        cli_fail("bench: --format: at most %d formats, with nm counted once per --layout", BENCH_MAX_FORMATS);
+        cli_fail("bench: --format: at most %d formats, with nm counted once per --layout",
+                 BENCH_MAX_FORMATS);
         return -1;
     }
     memcpy(o->formats, out, sizeof *out * n);
