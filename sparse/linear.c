@@ -182,6 +182,10 @@ static void flush_qsparse(const struct spruce_qsparse *A)
     flush_range(A->bits, A->bits ? sizeof(uint64_t) * (size_t)A->rows * A->wpr : 0);
     flush_range(A->scale, A->scale ? sizeof(float) * ns : 0);
     flush_range(A->zero, A->zero ? ns : 0);
+    /* compressed rows: the columns and the rows' counts too, or they time warm */
+    flush_range(A->col16, A->col16 ? sizeof(uint16_t) * (size_t)A->nnz : 0);
+    flush_range(A->col32, A->col32 ? sizeof(uint32_t) * (size_t)A->nnz : 0);
+    flush_range(A->rowcnt, A->rowcnt ? sizeof(int64_t) * (size_t)A->rows : 0);
 }
 
 static void flush_candidate(const spruce_linear *lin, int format)
