@@ -101,12 +101,12 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
     const size_t blk = (size_t)p * nb, ahead = (size_t)PAIRS_R * nb;
     const int vb = dtype == SPRUCE_DT_F32 ? 32 : dtype == SPRUCE_DT_BF16 ? 16
                  : dtype == SPRUCE_DT_INT8 ? 8 : 4; /* bytes of a block's values */
-    __m256 a[PAIRS_R][2];
+    __m256 a[PAIRS_R]; /* one sum a pair: a second spilled registers at four pairs */
     int r, b = b0;
     const int full = part ? b1 - 1 : b1;
 #pragma GCC unroll 4
     for (r = 0; r < R; r++)
-        a[r][0] = a[r][1] = _mm256_setzero_ps();
+        a[r] = _mm256_setzero_ps();
     for (; b + 2 <= full; b += 2) {
         const __m256 x0 = _mm256_loadu_ps(x + 8 * b), x1 = _mm256_loadu_ps(x + 8 * b + 8);
         if (!(b & (line_blocks(dtype) - 1))) {
@@ -126,10 +126,10 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
             memcpy(&mw, meta + (size_t)r * nb + b, 4);
             const __m256i m = _mm256_set1_epi32(mw);
             const size_t at = blk + (size_t)r * nb + b;
-            a[r][0] = _mm256_fmadd_ps(widen(P, at, dtype, zp, z[r]),
-                                      _mm256_permutevar_ps(x0, _mm256_srlv_epi32(m, sh0)), a[r][0]);
-            a[r][0] = _mm256_fmadd_ps(widen(P, at + 1, dtype, zp, z[r]),
-                                      _mm256_permutevar_ps(x1, _mm256_srlv_epi32(m, sh1)), a[r][0]);
+            a[r] = _mm256_fmadd_ps(widen(P, at, dtype, zp, z[r]),
+                                   _mm256_permutevar_ps(x0, _mm256_srlv_epi32(m, sh0)), a[r]);
+            a[r] = _mm256_fmadd_ps(widen(P, at + 1, dtype, zp, z[r]),
+                                   _mm256_permutevar_ps(x1, _mm256_srlv_epi32(m, sh1)), a[r]);
         }
     }
     for (; b < b1; b++) {
@@ -144,13 +144,13 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
 #pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             const __m256i m = _mm256_set1_epi32(meta[(size_t)r * nb + b]);
-            a[r][0] = _mm256_fmadd_ps(widen(P, blk + (size_t)r * nb + b, dtype, zp, z[r]),
-                                      _mm256_permutevar_ps(xv, _mm256_srlv_epi32(m, sh0)), a[r][0]);
+            a[r] = _mm256_fmadd_ps(widen(P, blk + (size_t)r * nb + b, dtype, zp, z[r]),
+                                   _mm256_permutevar_ps(xv, _mm256_srlv_epi32(m, sh0)), a[r]);
         }
     }
 #pragma GCC unroll 4
     for (r = 0; r < R; r++)
-        acc[r] = _mm256_add_ps(a[r][0], a[r][1]);
+        acc[r] = a[r];
 }
 
 /* The two rows' sums of acc: row 2p in lane 0, row 2p + 1 in lane 1. */
