@@ -142,9 +142,7 @@ static void flush_pairs(const struct spruce__pairs *P)
 {
     if (!P)
         return;
-    flush_range(P->val, spruce__pairs_bytes(P) - (size_t)P->npairs * P->nb * sizeof *P->meta -
-                            (P->scale ? sizeof(float) * (size_t)P->rows * P->ngroups : 0) -
-                            (P->zero ? (size_t)P->rows * P->ngroups : 0));
+    flush_range(P->val, spruce__pairs_value_bytes(P));
     flush_range(P->meta, sizeof *P->meta * (size_t)P->npairs * P->nb);
     flush_range(P->scale, P->scale ? sizeof(float) * (size_t)P->rows * P->ngroups : 0);
     flush_range(P->zero, P->zero ? (size_t)P->rows * P->ngroups : 0);
@@ -306,11 +304,25 @@ static double time_variant(const spruce_linear *lin, int f, int isa, const float
     return best;
 }
 
+/* The planners' input X (cols, bs), fixed values, and output Y (rows, bs). */
+static int timing_buffers(const spruce_linear *lin, int bs, float **X, float **Y)
+{
+    int i;
+    *X = malloc(sizeof **X * (size_t)lin->cols * bs);
+    *Y = malloc(sizeof **Y * (size_t)lin->rows * bs);
+    if (!*X || !*Y)
+        return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", lin->rows,
+                              lin->cols);
+    for (i = 0; i < lin->cols * bs; i++)
+        (*X)[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    return 0;
+}
+
 static int plan_variant(spruce_linear *lin, int f, const spruce_linear_opts *o)
 {
     const int forced = forced_variant(), top = spruce_sparse_isa(), bs = lin->batches[0];
     float *X = NULL, *Y = NULL;
-    int rc = 0, isa, best = -1, second = -1, i;
+    int rc = 0, isa, best = -1, second = -1;
     if (forced <= -2)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "SPRUCE_VARIANT=%s: %s (expected scalar, "
                               "avx2 or avx512, one this build, CPU and OS support)",
@@ -322,14 +334,8 @@ static int plan_variant(spruce_linear *lin, int f, const spruce_linear_opts *o)
     lin->qwhy[f] = forced >= 0 ? "forced by SPRUCE_VARIANT" : "the only variant";
     if (forced >= 0 || top <= SPRUCE_ISA_AVX2 || getenv("SPRUCE_ISA"))
         return 0; /* one variant (SPRUCE_ISA forces the instruction set: that one) */
-    X = malloc(sizeof *X * (size_t)lin->cols * bs);
-    Y = malloc(sizeof *Y * (size_t)lin->rows * bs);
-    if (!X || !Y) {
-        rc = spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", lin->rows, lin->cols);
+    if ((rc = timing_buffers(lin, bs, &X, &Y)) < 0)
         goto done;
-    }
-    for (i = 0; i < lin->cols * bs; i++)
-        X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
     for (isa = SPRUCE_ISA_AVX2; isa <= top; isa++) {
         if (!spruce_sparse_isa_supported(isa))
             continue;
@@ -400,7 +406,7 @@ static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix 
     spruce_sparse *sp = NULL;
     spruce_qsparse *qs = NULL;
     float *X = NULL, *Y = NULL;
-    int rc = 0, isa, i, keep_pairs;
+    int rc = 0, isa, keep_pairs;
     size_t bytes_bits, bytes_pairs;
     if (forced == -2)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "SPRUCE_LAYOUT=%s: expected bits or pairs",
@@ -429,14 +435,8 @@ static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix 
         keep_pairs = 1;
         goto swap;
     }
-    X = malloc(sizeof *X * (size_t)lin->cols * bs);
-    Y = malloc(sizeof *Y * (size_t)lin->rows * bs);
-    if (!X || !Y) {
-        rc = spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", lin->rows, lin->cols);
+    if ((rc = timing_buffers(lin, bs, &X, &Y)) < 0)
         goto done;
-    }
-    for (i = 0; i < lin->cols * bs; i++)
-        X[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
     {
         spruce_sparse *sp0 = lin->sp[f];
         spruce_qsparse *qs0 = lin->qs[f];

@@ -191,10 +191,15 @@ void spruce__pairs_unpack(const struct spruce__pairs *P, float *W)
             }
 }
 
+size_t spruce__pairs_value_bytes(const struct spruce__pairs *P)
+{
+    return value_bytes(P->dtype, (int64_t)P->npairs * P->nb * 8);
+}
+
 size_t spruce__pairs_bytes(const struct spruce__pairs *P)
 {
     const size_t ns = (size_t)P->rows * P->ngroups;
-    return value_bytes(P->dtype, (int64_t)P->npairs * P->nb * 8) +
+    return spruce__pairs_value_bytes(P) +
            (size_t)P->npairs * P->nb * sizeof *P->meta + (P->scale ? ns * sizeof(float) : 0) +
            (P->zero ? ns : 0);
 }

@@ -77,6 +77,7 @@ float spruce__pairs_value(const struct spruce__pairs *P, int p, int b, int l);
 /* W (rows, cols) += the dequantized weights. */
 void spruce__pairs_unpack(const struct spruce__pairs *P, float *W);
 size_t spruce__pairs_bytes(const struct spruce__pairs *P); /* what a product streams */
+size_t spruce__pairs_value_bytes(const struct spruce__pairs *P); /* of those, the values */
 int64_t spruce__pairs_slots(const struct spruce__pairs *P); /* slots of the real rows */
 
 /* Y = A X (X (cols, batch), Y (rows, batch) row-major) with the kernels of isa. */
