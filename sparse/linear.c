@@ -593,9 +593,8 @@ done:
     return rc;
 }
 
-/* The format for batch size bs from its times: sparse only where clearly
- * faster than dense; *allowed receives what a sparse format had to beat. */
-static int choose(const spruce_linear *lin, int bs, const double *best, double *allowed)
+int spruce__linear_choose(const double best[4], const size_t bytes[4], const int cand[4], int bs,
+                          int dtype, double *allowed)
 {
     int f, choice = SPRUCE_FMT_DENSE;
     /* With batch > 1 the margin is much wider: there the products are close
@@ -605,7 +604,7 @@ static int choose(const spruce_linear *lin, int bs, const double *best, double *
     double win = best[SPRUCE_FMT_DENSE] * (bs == 1 ? 0.97 : 0.7);
     *allowed = win;
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
-        if (has(lin, f) && best[f] < win) {
+        if (cand[f] && best[f] < win) {
             win = best[f];
             choice = f;
         }
@@ -617,13 +616,17 @@ static int choose(const spruce_linear *lin, int bs, const double *best, double *
      * sparse ones also pays for waking OpenBLAS's threads, which this timing
      * (an untimed run of the same candidate first) does not see.  Measured on
      * a 2:4 model: 1.49x dense decoding with 5%, 1.6x and more with 30%
-     * (BENCHMARKS.md, "Decoding"). */
-    if (bs == 1 && choice == SPRUCE_FMT_DENSE) {
-        const double dense_bytes = (double)cand_bytes(lin, SPRUCE_FMT_DENSE);
+     * (BENCHMARKS.md, "Decoding").  Only for float32: the dense kernels of
+     * the other value types run on the same threads as the sparse ones, and
+     * their sparse kernels are bound by instructions, not bytes (taken by
+     * this rule, 50% bf16 bitmask ran at 0.73x and 90% int8 compressed rows
+     * at 0.75x dense in a rotation of layers). */
+    if (bs == 1 && choice == SPRUCE_FMT_DENSE && dtype == SPRUCE_DT_F32) {
+        const double dense_bytes = (double)bytes[SPRUCE_FMT_DENSE];
         win = best[SPRUCE_FMT_DENSE] * 1.3;
         for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
-            if (has(lin, f) && best[f] < win &&
-                (double)cand_bytes(lin, f) <= 0.6 * dense_bytes) {
+            if (cand[f] && best[f] < win &&
+                (double)bytes[f] <= 0.6 * dense_bytes) {
                 win = best[f];
                 choice = f;
             }
@@ -726,10 +729,15 @@ static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear
         size_t bytes[4];
         int cand[4];
         int tied[SPRUCE_LINEAR_MAX_BATCHES][4];
+        for (f = 0; f < 4; f++) {
+            cand[f] = has(lin, f);
+            bytes[f] = cand[f] ? cand_bytes(lin, f) : 0;
+        }
         if ((rc = time_candidates(lin, o->reps, times, NULL)) < 0)
             goto done;
         for (b = 0; b < lin->nbatches; b++)
-            lin->choice[b] = choose(lin, lin->batches[b], times[b], &allowed[b]);
+            lin->choice[b] = spruce__linear_choose(times[b], bytes, cand, lin->batches[b],
+                                                   lin->dtype, &allowed[b]);
         if (near_tie(lin, times, tied)) { /* the tied ones only */
             double again[SPRUCE_LINEAR_MAX_BATCHES][4];
             if ((rc = time_candidates(lin, 3 * (o->reps > 0 ? o->reps : 7), again, tied)) < 0)
@@ -737,12 +745,9 @@ static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear
             for (b = 0; b < lin->nbatches; b++) {
                 for (f = 0; f < 4; f++)
                     times[b][f] = again[b][f] < times[b][f] ? again[b][f] : times[b][f];
-                lin->choice[b] = choose(lin, lin->batches[b], times[b], &allowed[b]);
+                lin->choice[b] = spruce__linear_choose(times[b], bytes, cand, lin->batches[b],
+                                                       lin->dtype, &allowed[b]);
             }
-        }
-        for (f = 0; f < 4; f++) {
-            cand[f] = has(lin, f);
-            bytes[f] = cand[f] ? cand_bytes(lin, f) : 0;
         }
         for (b = 0; b < lin->nbatches; b++)
             lin->choice[b] = spruce__linear_settle(times[b], bytes, cand, lin->choice[b],

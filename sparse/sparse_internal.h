@@ -137,6 +137,14 @@ void bitmask_spmv_avx512(const struct spruce_sparse *A, const float *X, int batc
 void bitmask_spmm_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
 void nm_spmv_avx512(const struct spruce_sparse *A, const float *X, int batch, float *Y, int r0, int r1);
 
+/* linear.c's choice for batch size bs from the candidates' times (best, by
+ * format; cand[f] non-zero for candidates; bytes by format): a sparse format
+ * only where faster than dense by 3% (batch 1) or 30% (larger batches); at
+ * batch 1 in float32 (dtype), also one with at most 60% of dense's bytes that
+ * timed within 30% of dense.  *allowed: what a sparse format had to beat. */
+int spruce__linear_choose(const double best[4], const size_t bytes[4], const int cand[4], int bs,
+                          int dtype, double *allowed);
+
 /* linear.c's rule for near ties: the format among the candidates (cand[f]
  * non-zero) that timed within 3% of choice (t: times by format) and below
  * allowed (what beat dense) with the fewest bytes; choice when none has

@@ -530,6 +530,66 @@ Test(linear, forced_nm_on_a_matrix_that_is_not_nm_fails)
     free(W);
 }
 
+/* linear.c's choice from the candidates' times: sparse where 3% faster than
+ * dense at batch 1 (30% at larger batches); at batch 1 in float32 only, a
+ * format of at most 60% of dense's bytes that timed within 30% of dense. */
+Test(linear, choice_from_times_and_bytes)
+{
+    const int all[4] = {1, 1, 1, 1}, no_csr[4] = {1, 0, 1, 1};
+    const size_t bytes[4] = {4000, 1200, 2125, 2250}; /* dense, csr, bitmask, nm */
+    double allowed;
+    /* the fastest sparse format that beat dense by 3% */
+    {
+        const double t[4] = {2.0, 1.9, 1.5, 1.6};
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 1, SPRUCE_DT_F32, &allowed),
+                     SPRUCE_FMT_BITMASK);
+        cr_assert_float_eq(allowed, 1.94, 1e-12);
+    }
+    /* 2% faster than dense is not enough, for any value type, unless bytes decide */
+    {
+        const double t[4] = {2.0, 1e300, 1.96, 1e300};
+        const size_t big[4] = {4000, 0, 2600, 0}; /* 65% of dense's bytes */
+        const int bm[4] = {1, 0, 1, 0};
+        cr_assert_eq(spruce__linear_choose(t, big, bm, 1, SPRUCE_DT_F32, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert_eq(spruce__linear_choose(t, big, bm, 1, SPRUCE_DT_INT8, &allowed),
+                     SPRUCE_FMT_DENSE);
+    }
+    /* 20% slower with 30% of dense's bytes: float32 takes it, the other types keep dense */
+    {
+        const double t[4] = {1.0, 1.2, 1.5, 1e300};
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 1, SPRUCE_DT_F32, &allowed),
+                     SPRUCE_FMT_CSR);
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 1, SPRUCE_DT_BF16, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 1, SPRUCE_DT_INT8, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 1, SPRUCE_DT_INT4, &allowed),
+                     SPRUCE_FMT_DENSE);
+        /* not a candidate: bitmask has 53% of the bytes and timed 50% slower */
+        cr_assert_eq(spruce__linear_choose(t, bytes, no_csr, 1, SPRUCE_DT_F32, &allowed),
+                     SPRUCE_FMT_DENSE);
+        /* 31% slower is too slow even for float32 */
+        {
+            const double t2[4] = {1.0, 1.31, 1.5, 1e300};
+            cr_assert_eq(spruce__linear_choose(t2, bytes, all, 1, SPRUCE_DT_F32, &allowed),
+                         SPRUCE_FMT_DENSE);
+        }
+    }
+    /* batch 16: only 30% faster than dense wins, and bytes never decide */
+    {
+        const double t[4] = {1.0, 0.75, 0.72, 1.2};
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 16, SPRUCE_DT_F32, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert_float_eq(allowed, 0.7, 1e-12);
+    }
+    {
+        const double t[4] = {1.0, 0.65, 0.6, 1.2};
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 16, SPRUCE_DT_INT8, &allowed),
+                     SPRUCE_FMT_BITMASK);
+    }
+}
+
 /* The rule for near ties (linear.c): among sparse formats within 3% of the
  * chosen one that also beat dense, the fewest bytes; never from dense, never
  * a format more than 3% slower or one that did not beat dense. */
