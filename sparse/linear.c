@@ -398,7 +398,7 @@ static int forced_layout(void)
  * the pair layout packed from W (float32) or Q (typed) with the same mask
  * rule; keep the faster in lin. */
 static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix *Q,
-                       const spruce_linear_opts *o)
+                       const uint8_t *qmask, const spruce_linear_opts *o)
 {
     const int f = SPRUCE_FMT_NM, forced = forced_layout(), bs = lin->batches[0];
     const int n = o->n, m = o->m;
@@ -423,7 +423,7 @@ static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix 
     if (forced_variant() >= 0) /* SPRUCE_VARIANT: that instruction set for both */
         isa = lin->qisa[f];
     rc = lin->dtype == SPRUCE_DT_F32 ? spruce_sparse_pack(W, NULL, lin->rows, lin->cols, &po, &sp)
-                                     : spruce_qsparse_pack(Q, NULL, &po, &qs);
+                                     : spruce_qsparse_pack(Q, qmask, &po, &qs);
     if (rc == SPRUCE_EUNSUPPORTED) { /* values the pair layout cannot hold: bits, as before */
         spruce_errclear();
         return 0;
@@ -483,22 +483,32 @@ done:
 
 /* Typed candidates from Q (taken: freed here when dense is no candidate):
  * the dense kernel of its type, and compressed rows, bitmask and N:M of the
- * same values (the weights that dequantize to non-zero). */
+ * same values (the weights that dequantize to non-zero, found once). */
 static int make_typed(spruce_linear *lin, spruce_qmatrix *Q, const spruce_linear_opts *o)
 {
+    uint8_t *mask = NULL;
     int f, rc = 0;
+    if (o->format != SPRUCE_FMT_DENSE) {
+        if (!(mask = malloc((size_t)Q->rows * Q->cols))) {
+            spruce_qmatrix_free(Q);
+            return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) mask", Q->rows,
+                                  Q->cols);
+        }
+        spruce__qmatrix_kept(Q, mask);
+    }
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM && !rc; f++) {
         spruce_pack_opts po = {f, o->n, o->m, o->nthreads, SPRUCE_LAYOUT_BITS};
         if (o->format >= 0 && o->format != f)
             continue;
-        rc = spruce_qsparse_pack(Q, NULL, &po, &lin->qs[f]);
+        rc = spruce_qsparse_pack(Q, mask, &po, &lin->qs[f]);
         if (rc == SPRUCE_EPATTERN && o->format < 0) { /* not N:M: not a candidate */
             spruce_errclear();
             rc = 0;
         } else if (rc >= 0 && (rc = plan_variant(lin, f, o)) >= 0 && f == SPRUCE_FMT_NM) {
-            rc = plan_layout(lin, NULL, Q, o);
+            rc = plan_layout(lin, NULL, Q, mask, o);
         }
     }
+    free(mask);
     if (o->format < 0 || o->format == SPRUCE_FMT_DENSE)
         lin->qd = Q;
     else
@@ -536,7 +546,7 @@ static int make_candidates(spruce_linear *lin, const float *W, const spruce_line
             continue;
         }
         if (rc < 0 || (rc = plan_variant(lin, f, o)) < 0 ||
-            (f == SPRUCE_FMT_NM && (rc = plan_layout(lin, W, NULL, o)) < 0))
+            (f == SPRUCE_FMT_NM && (rc = plan_layout(lin, W, NULL, NULL, o)) < 0))
             return rc;
     }
     return 0;

@@ -93,19 +93,12 @@ int spruce__nsplit(int nthreads, int64_t total, int rows)
  * weights, topped up with the lowest pruned positions to min(n, width). */
 uint64_t spruce__nm_slots(const float *W, const uint8_t *mask, int64_t at, int width, int n)
 {
-    const int want = width < n ? width : n;
-    uint64_t sel = 0;
-    int have = 0, j;
+    int have = width < n ? width : n, j;
+    uint64_t sel = spruce__kept_bits(W, mask, at, width);
     for (j = 0; j < width; j++)
-        if (kept(W, mask, at + j)) {
-            sel |= 1ull << j;
-            have++;
-        }
-    for (j = 0; j < width && have < want; j++)
-        if (!(sel >> j & 1)) {
-            sel |= 1ull << j;
-            have++;
-        }
+        have -= (int)(sel >> j & 1);
+    for (; have > 0; have--)
+        sel |= ~sel & (sel + 1); /* the lowest position not stored yet */
     return sel;
 }
 
@@ -207,17 +200,18 @@ static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int
 #pragma omp parallel for schedule(static)
         for (i = 0; i < rows; i++) {
             int64_t p = A->rowptr[i];
-            int j;
-            for (j = 0; j < cols; j++) {
-                int64_t at = (int64_t)i * ld + j;
-                if (!kept(W, mask, at))
-                    continue;
-                A->val[p] = W[at];
-                if (A->idx16)
-                    A->idx16[p] = (uint16_t)j;
-                else
-                    A->idx32[p] = (uint32_t)j;
-                p++;
+            int j0;
+            for (j0 = 0; j0 < cols; j0 += 64) {
+                const int64_t at = (int64_t)i * ld + j0;
+                uint64_t b = spruce__kept_bits(W, mask, at, cols - j0 < 64 ? cols - j0 : 64);
+                for (; b; b &= b - 1, p++) {
+                    const int k = __builtin_ctzll(b);
+                    A->val[p] = W[at + k];
+                    if (A->idx16)
+                        A->idx16[p] = (uint16_t)(j0 + k);
+                    else
+                        A->idx32[p] = (uint32_t)(j0 + k);
+                }
             }
         }
         A->nwin = (cols + SPRUCE__WIN - 1) / SPRUCE__WIN;
@@ -246,12 +240,12 @@ static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int
             float *v = A->val + A->rowptr[i];
             int j, g;
             if (A->format == SPRUCE_FMT_BITMASK) {
-                for (j = 0; j < cols; j++) {
-                    int64_t at = (int64_t)i * ld + j;
-                    if (kept(W, mask, at)) {
-                        bits[j / 64] |= 1ull << (j % 64);
-                        *v++ = W[at];
-                    }
+                for (j = 0; j < A->wpr; j++) {
+                    const int64_t at = (int64_t)i * ld + 64 * j;
+                    uint64_t b = spruce__kept_bits(W, mask, at,
+                                                   cols - 64 * j < 64 ? cols - 64 * j : 64);
+                    for (bits[j] = b; b; b &= b - 1)
+                        *v++ = W[at + __builtin_ctzll(b)];
                 }
                 continue;
             }
@@ -259,13 +253,14 @@ static int pack_one(const float *W, const uint8_t *mask, int rows, int cols, int
              * first, topped up with the lowest pruned positions (value 0). */
             for (g = 0; g * A->m < cols; g++) {
                 const int c0 = g * A->m, c1 = c0 + A->m < cols ? c0 + A->m : cols;
-                const uint64_t sel = spruce__nm_slots(W, mask, (int64_t)i * ld + c0, c1 - c0, A->n);
-                for (j = c0; j < c1; j++)
-                    if (sel >> (j - c0) & 1) {
-                        int64_t at = (int64_t)i * ld + j;
-                        bits[j / 64] |= 1ull << (j % 64);
-                        *v++ = kept(W, mask, at) ? W[at] : 0.0f;
-                    }
+                uint64_t sel = spruce__nm_slots(W, mask, (int64_t)i * ld + c0, c1 - c0, A->n);
+                for (; sel; sel &= sel - 1) {
+                    int64_t at;
+                    j = c0 + __builtin_ctzll(sel);
+                    at = (int64_t)i * ld + j;
+                    bits[j / 64] |= 1ull << (j % 64);
+                    *v++ = kept(W, mask, at) ? W[at] : 0.0f;
+                }
             }
         }
         balance(A, A->wpr * 4);

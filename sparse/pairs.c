@@ -110,13 +110,14 @@ void spruce__pairs_fill(struct spruce__pairs *P, const float *W, const uint8_t *
             for (at = 0; at < cols; at += 4) {
                 const int64_t o = (int64_t)i * cols + at;
                 const int width = cols - at < 4 ? cols - at : 4;
-                const uint64_t sel = spruce__nm_slots(W, mask, o, width, P->n);
+                uint64_t sel = spruce__nm_slots(W, mask, o, width, P->n);
                 int s = 0, j;
-                for (j = 0; j < width; j++)
-                    if (sel >> j & 1)
-                        spruce__pairs_put(P, i, at + j, s++,
-                                          code(ctx, i, at + j, mask ? mask[o + j] != 0
-                                                                    : W[o + j] != 0.0f));
+                for (; sel; sel &= sel - 1) { /* one branch a slot, not a column */
+                    j = __builtin_ctzll(sel);
+                    spruce__pairs_put(P, i, at + j, s++,
+                                      code(ctx, i, at + j, mask ? mask[o + j] != 0
+                                                                : W[o + j] != 0.0f));
+                }
                 for (; s < 2; s++) /* 1:4, or a group narrower than 2 */
                     spruce__pairs_put(P, i, at, s, code(ctx, i, at, 0));
             }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernel_common.h"
 #include "kernels/qdense.h"
 #include "pairs_internal.h"
 #include "qsparse_internal.h"
@@ -34,34 +35,105 @@ void spruce_qsparse_free(spruce_qsparse *A)
     free(A);
 }
 
-/* The stored code of weight (i, j) of Q: bf16 bits, int8 q (as a byte), int4 u. */
-static unsigned code_at(const spruce_qmatrix *Q, int i, int j)
+/* The stored code of weight (i, j) of Q: bf16 bits, int8 q (as a byte), int4
+ * u.  The _of forms take Q->dtype as a constant, so the packers' loops are
+ * made once per value type. */
+SPRUCE__INLINE unsigned code_of(const spruce_qmatrix *Q, int i, int j, const int dtype)
 {
     const uint8_t *row = Q->q + (size_t)i * Q->ld;
-    if (Q->dtype == SPRUCE_DT_BF16)
+    if (dtype == SPRUCE_DT_BF16)
         return ((const uint16_t *)row)[j];
-    if (Q->dtype == SPRUCE_DT_INT8)
+    if (dtype == SPRUCE_DT_INT8)
         return row[j];
     return (unsigned)spruce__nibble(row, j);
 }
 
-/* The code that dequantizes to 0 at (i, j): what a top-up N:M slot holds. */
-static unsigned zero_code(const spruce_qmatrix *Q, int i, int j)
+static unsigned code_at(const spruce_qmatrix *Q, int i, int j)
 {
-    if (Q->dtype == SPRUCE_DT_BF16)
-        return 0;
-    return (unsigned)spruce__zero(Q, i, Q->dtype == SPRUCE_DT_INT4 ? j / Q->groupsize : 0) &
-           (Q->dtype == SPRUCE_DT_INT8 ? 0xffu : 15u);
+    return code_of(Q, i, j, Q->dtype);
 }
 
-static void put_code(spruce_qsparse *A, int64_t p, unsigned c)
+/* The code that dequantizes to 0 at (i, j): what a top-up N:M slot holds. */
+SPRUCE__INLINE unsigned zero_of(const spruce_qmatrix *Q, int i, int j, const int dtype)
 {
-    if (A->dtype == SPRUCE_DT_BF16)
+    if (dtype == SPRUCE_DT_BF16)
+        return 0;
+    if (dtype == SPRUCE_DT_INT8)
+        return Q->zero ? Q->zero[i] : 0;
+    return Q->zero ? Q->zero[(size_t)i * Q->ngroups + j / Q->groupsize] & 15u : 8;
+}
+
+static unsigned zero_code(const spruce_qmatrix *Q, int i, int j)
+{
+    return zero_of(Q, i, j, Q->dtype);
+}
+
+SPRUCE__INLINE void put_code(spruce_qsparse *A, int64_t p, unsigned c, const int dtype)
+{
+    if (dtype == SPRUCE_DT_BF16)
         ((uint16_t *)A->val)[p] = (uint16_t)c;
-    else if (A->dtype == SPRUCE_DT_INT8)
+    else if (dtype == SPRUCE_DT_INT8)
         A->val[p] = (uint8_t)c;
     else
         A->val[p >> 1] |= (uint8_t)(c << (4 * (p & 1)));
+}
+
+/* Row i of A (columns [c0, c0 + A->cols) of Q, mask row mrow), in its format. */
+SPRUCE__INLINE void pack_row(spruce_qsparse *A, const spruce_qmatrix *Q, const uint8_t *mrow,
+                             int i, int c0, const int dtype)
+{
+    const int cols = A->cols;
+    uint64_t *bits = A->bits + (int64_t)i * A->wpr;
+    int64_t p = A->rowptr[i];
+    int j, g;
+    if (A->format != SPRUCE_FMT_NM) { /* compressed rows, bitmask: the kept weights */
+        for (j = 0; j < cols; j += 64) {
+            uint64_t b = spruce__kept_bits(NULL, mrow, j, cols - j < 64 ? cols - j : 64);
+            if (A->format == SPRUCE_FMT_BITMASK)
+                bits[j / 64] = b;
+            for (; b; b &= b - 1, p++) {
+                const int k = j + __builtin_ctzll(b);
+                if (A->format == SPRUCE_FMT_CSR) {
+                    if (A->col16)
+                        A->col16[p] = (uint16_t)(c0 + k);
+                    else
+                        A->col32[p] = (uint32_t)(c0 + k);
+                }
+                put_code(A, p, code_of(Q, i, c0 + k, dtype), dtype);
+            }
+        }
+        return;
+    }
+    for (g = 0; g * A->m < cols; g++) { /* N:M: the slots, topped up with zero codes */
+        const int g0 = g * A->m, g1 = g0 + A->m < cols ? g0 + A->m : cols;
+        uint64_t sel = spruce__nm_slots(NULL, mrow, g0, g1 - g0, A->n);
+        for (; sel; sel &= sel - 1) {
+            j = g0 + __builtin_ctzll(sel);
+            bits[j / 64] |= 1ull << (j % 64);
+            put_code(A, p++,
+                     mrow[j] ? code_of(Q, i, c0 + j, dtype) : zero_of(Q, i, c0 + j, dtype),
+                     dtype);
+        }
+    }
+}
+
+void spruce__qmatrix_kept(const spruce_qmatrix *Q, uint8_t *mask)
+{
+    int i;
+#pragma omp parallel for schedule(static)
+    for (i = 0; i < Q->rows; i++) {
+        uint8_t *m = mask + (size_t)i * Q->cols;
+        int j;
+        if (Q->dtype == SPRUCE_DT_BF16)
+            for (j = 0; j < Q->cols; j++)
+                m[j] = (code_of(Q, i, j, SPRUCE_DT_BF16) & 0x7fffu) != 0;
+        else if (Q->dtype == SPRUCE_DT_INT8)
+            for (j = 0; j < Q->cols; j++)
+                m[j] = code_of(Q, i, j, SPRUCE_DT_INT8) != zero_of(Q, i, j, SPRUCE_DT_INT8);
+        else
+            for (j = 0; j < Q->cols; j++)
+                m[j] = code_of(Q, i, j, SPRUCE_DT_INT4) != zero_of(Q, i, j, SPRUCE_DT_INT4);
+    }
 }
 
 static size_t value_bytes(int dtype, int64_t count)
@@ -159,38 +231,13 @@ static int pack_one(const spruce_qmatrix *Q, const uint8_t *mask, int c0, int co
         goto nomem;
 #pragma omp parallel for schedule(static)
     for (i = 0; i < rows; i++) {
-        uint64_t *bits = A->bits + (int64_t)i * A->wpr;
         const uint8_t *mrow = mask + i * ld + c0;
-        int64_t p = A->rowptr[i];
-        int j, g;
-        if (A->format == SPRUCE_FMT_CSR) {
-            for (j = 0; j < cols; j++)
-                if (mrow[j]) {
-                    if (A->col16)
-                        A->col16[p] = (uint16_t)(c0 + j);
-                    else
-                        A->col32[p] = (uint32_t)(c0 + j);
-                    put_code(A, p++, code_at(Q, i, c0 + j));
-                }
-            continue;
-        }
-        if (A->format == SPRUCE_FMT_BITMASK) {
-            for (j = 0; j < cols; j++)
-                if (mrow[j]) {
-                    bits[j / 64] |= 1ull << (j % 64);
-                    put_code(A, p++, code_at(Q, i, c0 + j));
-                }
-            continue;
-        }
-        for (g = 0; g * A->m < cols; g++) {
-            const int g0 = g * A->m, g1 = g0 + A->m < cols ? g0 + A->m : cols;
-            const uint64_t sel = spruce__nm_slots(NULL, mrow, g0, g1 - g0, A->n);
-            for (j = g0; j < g1; j++)
-                if (sel >> (j - g0) & 1) {
-                    bits[j / 64] |= 1ull << (j % 64);
-                    put_code(A, p++, mrow[j] ? code_at(Q, i, c0 + j) : zero_code(Q, i, c0 + j));
-                }
-        }
+        if (A->dtype == SPRUCE_DT_BF16)
+            pack_row(A, Q, mrow, i, c0, SPRUCE_DT_BF16);
+        else if (A->dtype == SPRUCE_DT_INT8)
+            pack_row(A, Q, mrow, i, c0, SPRUCE_DT_INT8);
+        else
+            pack_row(A, Q, mrow, i, c0, SPRUCE_DT_INT4);
     }
     spruce__balance(A->rowptr, rows, A->wpr * 4, A->nsplit, A->split);
     *out = A;
@@ -315,14 +362,9 @@ int spruce_qsparse_pack(const spruce_qmatrix *Q, const uint8_t *mask, const spru
     if ((rc = spruce_qmatrix_check(Q)) < 0 || (rc = check_opts(opts)) < 0)
         return rc;
     if (!mask) { /* keep what dequantizes to a non-zero */
-        int i, j;
         if (!(own = malloc((size_t)Q->rows * Q->cols)))
             return spruce__seterr(SPRUCE_ENOMEM, "sparse pack: (%d, %d) mask", Q->rows, Q->cols);
-        for (i = 0; i < Q->rows; i++)
-            for (j = 0; j < Q->cols; j++)
-                own[(size_t)i * Q->cols + j] =
-                    Q->dtype == SPRUCE_DT_BF16 ? (code_at(Q, i, j) & 0x7fffu) != 0
-                                               : code_at(Q, i, j) != zero_code(Q, i, j);
+        spruce__qmatrix_kept(Q, own);
         mask = own;
     }
     if (opts->layout == SPRUCE_LAYOUT_PAIRS)

@@ -105,6 +105,11 @@ void qcsr_spmv_avx2(const struct spruce_qsparse *A, const float *X, int batch, f
 void qcsr_spmm_avx2(const struct spruce_qsparse *A, const float *X, int batch, float *Y, int r0,
                     int r1);
 
+/* mask (Q->rows, Q->cols) bytes: 1 where a weight of Q dequantizes to a
+ * non-zero (bf16: not +-0; int8 and int4: the code is not the zero point),
+ * the mask spruce_qsparse_pack uses when given none. */
+void spruce__qmatrix_kept(const spruce_qmatrix *Q, uint8_t *mask);
+
 /* The scalar kernel (the oracle): every value type, both formats, any batch. */
 void qsparse_spmm_scalar(const struct spruce_qsparse *A, const float *X, int batch, float *Y,
                          int r0, int r1);

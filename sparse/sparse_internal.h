@@ -89,6 +89,23 @@ typedef void (*spruce__kernel)(const struct spruce_sparse *A, const float *X, in
  * spruce__nm_slots: the positions an N:M group [at, at + width) stores, as bits:
  * the kept weights, topped up with the lowest pruned positions to min(n, width). */
 int spruce__nsplit(int nthreads, int64_t total, int rows);
+/* The kept weights among [at, at + width) (width <= 64) of mask (mask != 0)
+ * or else of W (W != 0, -0.0 counting as zero), as bits: built without a
+ * branch per weight, so that the packers branch once per kept weight (a
+ * random mask mispredicts half the branches of a test per weight). */
+static inline uint64_t spruce__kept_bits(const float *W, const uint8_t *mask, int64_t at,
+                                         int width)
+{
+    uint64_t b = 0;
+    int k;
+    if (mask)
+        for (k = 0; k < width; k++)
+            b |= (uint64_t)(mask[at + k] != 0) << k;
+    else
+        for (k = 0; k < width; k++)
+            b |= (uint64_t)(W[at + k] != 0.0f) << k;
+    return b;
+}
 void spruce__balance(const int64_t *rowptr, int rows, int64_t row_overhead, int nsplit, int *split);
 int spruce__nm_count(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
                      int n, int m, int64_t *per_row);
