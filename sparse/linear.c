@@ -162,12 +162,6 @@ static void flush_sparse(const struct spruce_sparse *A)
     flush_range(A->bits, A->bits ? sizeof(uint64_t) * (size_t)A->rows * A->wpr : 0);
 }
 
-static size_t value_bytes(int dtype, int64_t n)
-{
-    return dtype == SPRUCE_DT_BF16 ? 2 * (size_t)n : dtype == SPRUCE_DT_INT8 ? (size_t)n
-                                                                            : ((size_t)n + 1) / 2;
-}
-
 static void flush_qsparse(const struct spruce_qsparse *A)
 {
     const size_t ns = (size_t)A->rows * A->ngroups;
@@ -176,7 +170,7 @@ static void flush_qsparse(const struct spruce_qsparse *A)
     for (b = 0; b < A->nblk; b++)
         flush_qsparse(A->blk[b]);
     flush_range(A->rowptr, A->rowptr ? sizeof(int64_t) * ((size_t)A->rows + 1) : 0);
-    flush_range(A->val, A->val ? value_bytes(A->dtype, A->nnz) : 0);
+    flush_range(A->val, A->val ? spruce__value_bytes(A->dtype, A->rowptr[A->rows]) : 0);
     flush_range(A->bits, A->bits ? sizeof(uint64_t) * (size_t)A->rows * A->wpr : 0);
     flush_range(A->scale, A->scale ? sizeof(float) * ns : 0);
     flush_range(A->zero, A->zero ? ns : 0);

@@ -102,14 +102,36 @@ uint64_t spruce__nm_slots(const float *W, const uint8_t *mask, int64_t at, int w
     return sel;
 }
 
-/* Check the N:M pattern and count the values each row stores. */
+/* Check the N:M pattern and count the values each row stores: the rows in
+ * parallel (a row breaking the pattern counts -1), then the first such row's
+ * first such group named. */
 int spruce__nm_count(const float *W, const uint8_t *mask, int rows, int cols, int64_t ld, int col0,
-                    int n, int m, int64_t *per_row)
+                     int n, int m, int64_t *per_row)
 {
     const int groups = (cols + m - 1) / m;
-    int i, g, j;
+    int i, bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad)
     for (i = 0; i < rows; i++) {
         int64_t stored = 0;
+        int g, j;
+        for (g = 0; g < groups; g++) {
+            const int c0 = g * m, c1 = c0 + m < cols ? c0 + m : cols;
+            int cnt = 0;
+            for (j = c0; j < c1; j++)
+                cnt += kept(W, mask, (int64_t)i * ld + j);
+            if (cnt > n) {
+                stored = -1;
+                break;
+            }
+            stored += c1 - c0 < n ? c1 - c0 : n;
+        }
+        per_row[i] = stored;
+        bad |= stored < 0;
+    }
+    for (i = 0; bad && i < rows; i++) {
+        int g, j;
+        if (per_row[i] >= 0)
+            continue;
         for (g = 0; g < groups; g++) {
             const int c0 = g * m, c1 = c0 + m < cols ? c0 + m : cols;
             int cnt = 0;
@@ -120,9 +142,7 @@ int spruce__nm_count(const float *W, const uint8_t *mask, int rows, int cols, in
                                       "row %d, group %d (columns %d..%d): %d weights kept, the "
                                       "%d:%d pattern allows at most %d",
                                       i, (col0 + c0) / m, col0 + c0, col0 + c1 - 1, cnt, n, m, n);
-            stored += c1 - c0 < n ? c1 - c0 : n;
         }
-        per_row[i] = stored;
     }
     return 0;
 }

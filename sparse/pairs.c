@@ -13,14 +13,6 @@
 #include "sparse_internal.h"
 #include "spruce_half.h"
 
-static size_t value_bytes(int dtype, int64_t count)
-{
-    return dtype == SPRUCE_DT_F32    ? 4 * (size_t)count
-           : dtype == SPRUCE_DT_BF16 ? 2 * (size_t)count
-           : dtype == SPRUCE_DT_INT8 ? (size_t)count
-                                     : (size_t)count / 2;
-}
-
 void spruce__pairs_free(struct spruce__pairs *P)
 {
     if (!P)
@@ -54,7 +46,7 @@ int spruce__pairs_new(int dtype, int rows, int cols, int n, const spruce_qmatrix
     P->ngroups = dtype == SPRUCE_DT_INT4 ? Q->ngroups : 1;
     P->nthreads = nthreads ? nthreads : omp_get_max_threads();
     slots = (size_t)P->npairs * P->nb * 8;
-    P->val = calloc(value_bytes(dtype, (int64_t)slots) + SPRUCE__PAIRS_PAD, 1);
+    P->val = calloc(spruce__value_bytes(dtype, (int64_t)slots) + SPRUCE__PAIRS_PAD, 1);
     P->meta = calloc((size_t)P->npairs * P->nb + SPRUCE__PAIRS_PAD, sizeof *P->meta);
     if (!P->val || !P->meta)
         goto nomem;
@@ -194,7 +186,7 @@ void spruce__pairs_unpack(const struct spruce__pairs *P, float *W)
 
 size_t spruce__pairs_value_bytes(const struct spruce__pairs *P)
 {
-    return value_bytes(P->dtype, (int64_t)P->npairs * P->nb * 8);
+    return spruce__value_bytes(P->dtype, (int64_t)P->npairs * P->nb * 8);
 }
 
 size_t spruce__pairs_bytes(const struct spruce__pairs *P)

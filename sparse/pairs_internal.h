@@ -32,6 +32,16 @@
 
 #include "spruce_qmatrix.h"
 
+/* Bytes of count values of a value type (SPRUCE_DT_*): int4 two to a byte,
+ * an odd count rounded up.  Shared by the packers and the planner. */
+static inline size_t spruce__value_bytes(int dtype, int64_t count)
+{
+    return dtype == SPRUCE_DT_F32    ? 4 * (size_t)count
+           : dtype == SPRUCE_DT_BF16 ? 2 * (size_t)count
+           : dtype == SPRUCE_DT_INT8 ? (size_t)count
+                                     : ((size_t)count + 1) / 2;
+}
+
 /* Bytes past the end of the values and words past the end of meta, so that
  * a kernel may load two blocks' worth at the last block. */
 #define SPRUCE__PAIRS_PAD 64

@@ -136,13 +136,6 @@ void spruce__qmatrix_kept(const spruce_qmatrix *Q, uint8_t *mask)
     }
 }
 
-static size_t value_bytes(int dtype, int64_t count)
-{
-    return dtype == SPRUCE_DT_BF16 ? 2 * (size_t)count
-           : dtype == SPRUCE_DT_INT8 ? (size_t)count
-                                     : ((size_t)count + 1) / 2;
-}
-
 /* The scales and zero points of columns [c0, c0 + A->cols) of Q. */
 static int copy_scales(spruce_qsparse *A, const spruce_qmatrix *Q, int c0)
 {
@@ -213,7 +206,7 @@ static int pack_one(const spruce_qmatrix *Q, const uint8_t *mask, int c0, int co
     }
     A->nsplit = spruce__nsplit(A->nthreads, A->nnz, rows);
     A->split = malloc(sizeof *A->split * (A->nsplit + 1));
-    A->val = calloc(value_bytes(A->dtype, A->rowptr[rows]) + SPRUCE__QPAD, 1);
+    A->val = calloc(spruce__value_bytes(A->dtype, A->rowptr[rows]) + SPRUCE__QPAD, 1);
     if (A->format == SPRUCE_FMT_CSR) { /* columns instead of bits, padded for 8-lane loads */
         A->rowcnt = malloc(sizeof *A->rowcnt * rows);
         if (cols <= 65536)
@@ -478,11 +471,11 @@ size_t spruce_qsparse_bytes(const spruce_qsparse *A)
         return b;
     n = (size_t)A->rows * A->ngroups;
     if (A->format == SPRUCE_FMT_CSR) /* the row starts and counts, a column per value */
-        return value_bytes(A->dtype, A->rowptr[A->rows]) +
+        return spruce__value_bytes(A->dtype, A->rowptr[A->rows]) +
                (size_t)(2 * A->rows + 1) * sizeof(int64_t) +
                (size_t)A->nnz * (A->col16 ? sizeof(uint16_t) : sizeof(uint32_t)) +
                (A->scale ? n * sizeof(float) : 0) + (A->zero ? n : 0);
-    return value_bytes(A->dtype, A->rowptr[A->rows]) + (size_t)(A->rows + 1) * sizeof(int64_t) +
+    return spruce__value_bytes(A->dtype, A->rowptr[A->rows]) + (size_t)(A->rows + 1) * sizeof(int64_t) +
            (size_t)A->rows * A->wpr * sizeof(uint64_t) + (A->scale ? n * sizeof(float) : 0) +
            (A->zero ? n : 0);
 }
