@@ -148,3 +148,48 @@ Test(kill, synth_interrupted_inside_its_write_leaves_no_temporary)
      * the write itself stops is test_cancel's deterministic test */
     fprintf(stderr, "test_kill: %d of 6 SIGINTs stopped synth before it published\n", stopped);
 }
+
+/* `spruce bench --sweep --svg` stopped by SIGTERM at six moments spread over
+ * one whole run: it stops at its next case (or inside the layer it is
+ * timing), ends by SIGTERM (or had finished), leaves no FILE.tmp-PID, and the
+ * chart is absent or complete. */
+Test(kill, bench_sweep_stopped_leaves_no_temporary_chart)
+{
+    static char svg[512];
+    const char *args[] = {"bench", "--sweep", "--svg", svg, "--shape", "256x512",
+                          "--reps", "1", "--rotate-mb", "1", "--threads", "1", NULL};
+    uint64_t s = 20261204u;
+    double t0, span;
+    char when[256], name[256];
+    int i, st;
+    ot_bin();
+    ot_fmt(svg, sizeof svg, "%s/sweep.svg", ot_dir);
+    t0 = now();
+    cr_assert_eq(ot_run(args), 0, "%s", ot_log());
+    span = now() - t0;
+    cr_assert_eq(unlink(svg), 0);
+    for (i = 0; i < 6; i++) {
+        long us;
+        pid_t pid;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        us = (long)((double)(s >> 11) / 9007199254740992.0 * span * 1e6);
+        ot_fmt(when, sizeof when, "bench run %d (SIGTERM after %ld us)", i, us);
+        pid = ot_start(args);
+        usleep((useconds_t)us); /* where the signal lands; nothing waits on it */
+        kill(pid, SIGTERM);
+        st = ot_wait(pid);
+        cr_assert((WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM) ||
+                      (WIFEXITED(st) && WEXITSTATUS(st) == 0),
+                  "%s: status %#x: %s", when, st, ot_log());
+        cr_assert_eq(ot_count_temps_of((long)pid, name, sizeof name), 0, "%s: left %s (%s)",
+                     when, name, ot_log());
+        if (ot_exists(svg)) {
+            size_t n;
+            unsigned char *b = ot_read(svg, &n);
+            b[n] = '\0'; /* ot_read leaves room for it */
+            cr_assert(strstr((const char *)b, "</svg>"), "%s: a partial chart", when);
+            free(b);
+            cr_assert_eq(unlink(svg), 0);
+        }
+    }
+}

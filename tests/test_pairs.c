@@ -106,6 +106,11 @@ static const shape shapes[] = {
     {3, 95, SPRUCE_DT_INT4, 128, 0, 2, 2},    /* narrower than one group */
     {11, 9001, SPRUCE_DT_INT4, 96, 1, 2, 2},  /* an odd number of blocks per group */
     {4, 72, SPRUCE_DT_INT4, 32, 1, 2, 2},     /* a group and a block past it */
+    /* rows wider than 4096 columns */
+    {10, 8197, SPRUCE_DT_INT8, 0, 1, 2, 2},   /* the last block narrower, zero points */
+    {9, 4100, SPRUCE_DT_BF16, 0, 0, 1, 2},    /* a chunk of one block past the first */
+    {5, 12292, SPRUCE_DT_INT4, 32, 0, 2, 3},
+    {3, 4104, SPRUCE_DT_F32, 0, 0, 2, 1},
 };
 
 static void check_isa(int isa)

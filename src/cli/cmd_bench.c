@@ -461,6 +461,8 @@ static int run_cases(bench_ctx *cx, const bench_opts *o)
     for (i = 0; i < o->nshapes && !rc; i++)
         for (k = 0; k < o->ncases && !rc; k++)
             for (d = 0; d < ndt && !rc; d++) {
+                if (cli_interrupted()) /* --svg: a signal stops between cases */
+                    return 1;
                 if (cx->verbose) {
                     char label[16];
                     bench_case_label(&o->cases[k], label, sizeof label);
@@ -532,8 +534,13 @@ int spruce_cmd_bench(int argc, char **argv)
         return spruce_cmd_bench_prune(argc - 1, argv + 1);
     if ((rc = parse_options(argc, argv, &o)))
         return rc > 0 ? 0 : 2;
-    if (o.svg && bench_svg_open(o.svg, &svg)) /* before the sweep, not after it */
-        return 1;
+    if (o.svg) {
+        /* SIGINT, SIGTERM, SIGHUP stop the sweep at the next case and remove
+         * FILE.tmp-PID (cli_signal.c) */
+        cli_signals_install();
+        if (bench_svg_open(o.svg, &svg)) /* before the sweep, not after it */
+            return 1;
+    }
     if (setup_context(&o, &cx)) {
         bench_svg_discard(&svg);
         return 1;
@@ -556,5 +563,7 @@ int spruce_cmd_bench(int argc, char **argv)
         print_json(&cx, o.model != NULL);
     bench_svg_discard(&svg); /* a failed sweep leaves no chart and no temporary */
     free(cx.res);
+    if (o.svg && cli_interrupted())
+        cli_signals_reraise("bench");
     return rc;
 }
