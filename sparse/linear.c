@@ -48,7 +48,39 @@ struct spruce_linear {
     /* Per tuned batch: the sparse format that timed within 3% of the choice
      * in both timings and lost to its fewer bytes, or -1. */
     int ftie[SPRUCE_LINEAR_MAX_BATCHES];
+    /* The fraction of weights kept when it left no sparse candidate (auto
+     * with more than dense_keep_limit() kept), else 0. */
+    double dense_keep;
 };
+
+/* Sparse formats are not packed (nor timed) for a matrix that keeps more than
+ * this fraction of its weights, by value type: at batch 1 the fewest bytes a
+ * sparse format streams are the bitmask's, kept values plus a bit a weight,
+ * and past this fraction they are more than 97% of dense's, so no format can
+ * be the 3% faster the choice asks; and past 70% a sparse product does at
+ * least 70% of dense's multiply-adds, never the 30% faster asked at larger
+ * batches.  A dense checkpoint then loads without packing and timing sparse
+ * copies of every layer (int4: without the tenth or so of levels that are 0). */
+static double dense_keep_limit(int dtype)
+{
+    const double vb = dtype == SPRUCE_DT_F32    ? 4.0
+                      : dtype == SPRUCE_DT_BF16 ? 2.0
+                      : dtype == SPRUCE_DT_INT8 ? 1.0
+                                                : 0.5; /* bytes a value */
+    const double bytes = 0.97 - 1.0 / (8.0 * vb);
+    return bytes > 0.7 ? bytes : 0.7;
+}
+
+/* The fraction of non-zero weights of W (-0.0 counts as zero), or of mask. */
+static double kept_fraction(const float *W, const uint8_t *mask, int rows, int cols)
+{
+    const int64_t n = (int64_t)rows * cols;
+    int64_t k, c = 0;
+#pragma omp parallel for schedule(static) reduction(+ : c)
+    for (k = 0; k < n; k++)
+        c += mask ? mask[k] != 0 : W[k] != 0.0f;
+    return (double)c / (double)n;
+}
 
 void spruce_linear_opts_init(spruce_linear_opts *o)
 {
@@ -481,16 +513,22 @@ done:
 static int make_typed(spruce_linear *lin, spruce_qmatrix *Q, const spruce_linear_opts *o)
 {
     uint8_t *mask = NULL;
-    int f, rc = 0;
-    if (o->format != SPRUCE_FMT_DENSE) {
+    int f, rc = 0, sparse = o->format != SPRUCE_FMT_DENSE;
+    if (sparse) {
+        double keep;
         if (!(mask = malloc((size_t)Q->rows * Q->cols))) {
             spruce_qmatrix_free(Q);
             return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) mask", Q->rows,
                                   Q->cols);
         }
         spruce__qmatrix_kept(Q, mask);
+        if (o->format < 0 && (keep = kept_fraction(NULL, mask, Q->rows, Q->cols)) >
+                                 dense_keep_limit(Q->dtype)) {
+            lin->dense_keep = keep;
+            sparse = 0;
+        }
     }
-    for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM && !rc; f++) {
+    for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM && !rc && sparse; f++) {
         spruce_pack_opts po = {f, o->n, o->m, o->nthreads, SPRUCE_LAYOUT_BITS};
         if (o->format >= 0 && o->format != f)
             continue;
@@ -529,6 +567,13 @@ static int make_candidates(spruce_linear *lin, const float *W, const spruce_line
             return spruce__seterr(SPRUCE_ENOMEM, "linear layer: (%d, %d) matrix", lin->rows,
                                   lin->cols);
         memcpy(lin->dense, W, sizeof *lin->dense * count);
+    }
+    if (o->format < 0) {
+        const double keep = kept_fraction(W, NULL, lin->rows, lin->cols);
+        if (keep > dense_keep_limit(SPRUCE_DT_F32)) {
+            lin->dense_keep = keep;
+            return 0;
+        }
     }
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++) {
         spruce_pack_opts po = {f, o->n, o->m, o->nthreads, SPRUCE_LAYOUT_BITS};
@@ -731,11 +776,17 @@ static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear
             lin->choice[b] = o->format;
     } else {
         size_t bytes[4];
-        int cand[4];
+        int cand[4], ncand = 0;
         int tied[SPRUCE_LINEAR_MAX_BATCHES][4];
         for (f = 0; f < 4; f++) {
             cand[f] = has(lin, f);
             bytes[f] = cand[f] ? cand_bytes(lin, f) : 0;
+            ncand += cand[f];
+        }
+        if (ncand == 1) { /* dense alone (no format fits): nothing to time */
+            for (b = 0; b < lin->nbatches; b++)
+                lin->choice[b] = SPRUCE_FMT_DENSE;
+            goto keep;
         }
         if ((rc = time_candidates(lin, o->reps, times, NULL)) < 0)
             goto done;
@@ -758,6 +809,7 @@ static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear
                                                    allowed[b], &lin->ftie[b]);
         share_formats(lin, times, allowed);
     }
+keep:
     keep_chosen(lin);
     *out = lin;
     lin = NULL;
@@ -944,6 +996,11 @@ int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_
                      lin->dtype == SPRUCE_DT_F32 ? "OpenBLAS"
                                                  : spruce_qmatrix_kernel_name(lin->qd, batch));
         len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+        if (lin->dense_keep > 0 && len + 1 < n) {
+            k = snprintf(buf + len, n - len, " (%.1f%% of the weights kept: no sparse candidate)",
+                         100.0 * lin->dense_keep);
+            len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+        }
     }
     for (k = 0, bi = 0; k < lin->nbatches; k++) /* the batch size pick() used */
         if (lin->batches[k] <= (batch < 1 ? 1 : batch))

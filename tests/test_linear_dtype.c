@@ -335,3 +335,67 @@ Test(linear_dtype, every_forced_layout_gives_the_same_products)
     free(W);
     free(Wq);
 }
+
+/* W (rows, cols) of random non-zero values with every k-th set to 0. */
+static float *weights_zero_every(int rows, int cols, int k, uint64_t seed)
+{
+    float *W = malloc(sizeof *W * (size_t)rows * cols);
+    int i;
+    rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (i = 0; i < rows * cols; i++) {
+        const float v = rng_float();
+        W[i] = k > 0 && i % k == 0 ? 0.0f : v != 0.0f ? v : 0.5f;
+    }
+    return W;
+}
+
+/* Whether auto made sparse candidates of W in dtype, from what the layer
+ * says; and that it computes the product either way. */
+static int has_sparse_candidates(const float *W, int rows, int cols, int dtype)
+{
+    spruce_linear_opts o;
+    spruce_linear *lin = NULL;
+    char what[512];
+    spruce_linear_opts_init(&o);
+    o.dtype = dtype;
+    o.reps = 1;
+    cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0, "%s", spruce_errdetail());
+    spruce_linear_describe(lin, 1, what, sizeof what);
+    {
+        const int none = strstr(what, "no sparse candidate") != NULL;
+        if (none) {
+            cr_assert_eq(spruce_linear_format(lin, 1), SPRUCE_FMT_DENSE, "%s", what);
+            cr_assert_eq(spruce_linear_format(lin, 16), SPRUCE_FMT_DENSE, "%s", what);
+        }
+        spruce_linear_free(lin);
+        return !none;
+    }
+}
+
+/* A matrix that keeps nearly all its weights gets no sparse candidates (none
+ * could be 3% faster at batch 1 or 30% at batch 16): more than about 94% kept
+ * in float32, 91% in bf16, 72% in int4 (its zero levels count as pruned);
+ * below, the candidates are made and timed.  A forced format still packs. */
+Test(linear_dtype, nearly_dense_matrices_have_no_sparse_candidates)
+{
+    const int rows = 64, cols = 256;
+    float *dense = weights_zero_every(rows, cols, 0, 1), *w95 = weights_zero_every(rows, cols, 20, 2);
+    float *w90 = weights_zero_every(rows, cols, 10, 3), *w85 = weights_zero_every(rows, cols, 7, 4);
+    float *w50 = weights_zero_every(rows, cols, 2, 5);
+    spruce_linear_opts o;
+    spruce_linear *lin = NULL;
+    cr_assert(!has_sparse_candidates(dense, rows, cols, SPRUCE_DT_F32));
+    cr_assert(!has_sparse_candidates(w95, rows, cols, SPRUCE_DT_F32));
+    cr_assert(has_sparse_candidates(w90, rows, cols, SPRUCE_DT_F32));
+    cr_assert(!has_sparse_candidates(w95, rows, cols, SPRUCE_DT_BF16));
+    cr_assert(has_sparse_candidates(w85, rows, cols, SPRUCE_DT_BF16));
+    /* int4 of uniform values: about 7% more round to level 0 */
+    cr_assert(!has_sparse_candidates(w90, rows, cols, SPRUCE_DT_INT4));
+    cr_assert(has_sparse_candidates(w50, rows, cols, SPRUCE_DT_INT4));
+    spruce_linear_opts_init(&o);
+    o.format = SPRUCE_FMT_BITMASK;
+    cr_assert_eq(spruce_linear_create(dense, rows, cols, &o, &lin), 0);
+    cr_assert_eq(spruce_linear_format(lin, 1), SPRUCE_FMT_BITMASK);
+    spruce_linear_free(lin);
+    free(dense), free(w95), free(w90), free(w85), free(w50);
+}
