@@ -26,6 +26,14 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The next moment from the sequence s (a fixed linear congruential one), in
+ * microseconds within [0, span seconds). */
+static long next_moment(uint64_t *s, double span)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (long)((double)(*s >> 11) / 9007199254740992.0 * span * 1e6);
+}
+
 /* Each final path is absent or complete. */
 static void assert_finals(const char *when)
 {
@@ -62,8 +70,7 @@ Test(kill, prune_killed_at_random_moments_never_leaves_a_partial_output)
         int sig = i % 2 ? SIGINT : SIGKILL;
         long us;
         pid_t pid;
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        us = (long)((double)(s >> 11) / 9007199254740992.0 * span * 1e6);
+        us = next_moment(&s, span);
         ot_fmt(when, sizeof when, "run %d (%s after %ld us, seed %llu)", i,
                  sig == SIGINT ? "SIGINT" : "SIGKILL", us, (unsigned long long)seed);
         pid = ot_start(prune_args);
@@ -120,8 +127,7 @@ Test(kill, synth_interrupted_inside_its_write_leaves_no_temporary)
     for (i = 0; i < 6; i++) {
         long us;
         pid_t pid;
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        us = (long)((double)(s >> 11) / 9007199254740992.0 * span * 1e6);
+        us = next_moment(&s, span);
         ot_fmt(when, sizeof when, "synth run %d (SIGINT after %ld us)", i, us);
         pid = ot_start(args);
         usleep((useconds_t)us); /* where the signal lands; nothing waits on it */
@@ -171,8 +177,7 @@ Test(kill, bench_sweep_stopped_leaves_no_temporary_chart)
     for (i = 0; i < 6; i++) {
         long us;
         pid_t pid;
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        us = (long)((double)(s >> 11) / 9007199254740992.0 * span * 1e6);
+        us = next_moment(&s, span);
         ot_fmt(when, sizeof when, "bench run %d (SIGTERM after %ld us)", i, us);
         pid = ot_start(args);
         usleep((useconds_t)us); /* where the signal lands; nothing waits on it */
