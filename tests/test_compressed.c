@@ -383,6 +383,13 @@ Test(compressed, zero_or_nan_scale_is_an_error)
         float s[1] = {1.0f};
         cr_assert_eq(spruce_ct_dequantize(big, s, NULL, 4, 1, 4, 4, w, "t"), SPRUCE_EFORMAT);
     }
+    /* the message names the first such weight, past a good row */
+    {
+        int8_t big[8] = {7, -8, 0, 1, 0, 3, -9, 9};
+        float s[2] = {1.0f, 2.0f}, w2[8];
+        cr_assert_eq(spruce_ct_dequantize(big, s, NULL, 4, 2, 4, 4, w2, "t"), SPRUCE_EFORMAT);
+        cr_assert(strstr(spruce_errdetail(), "row 1, column 2 is -9"), "%s", spruce_errdetail());
+    }
 }
 
 Test(compressed, weights_off_the_grid_are_refused)

@@ -435,16 +435,27 @@ int spruce_ct_dequantize(const int8_t *q, const float *scale, const int8_t *zp, 
                                       "%lld is %d, outside [%d, %d] of %d bits", what,
                                       (long long)r, (long long)c, zp[r * ng + c], lo, hi, bits);
         }
-    for (r = 0; r < rows; r++)
-        for (c = 0; c < cols; c++) {
-            int64_t k = r * ng + c / groupsize;
-            int v = q[r * cols + c];
-            if (v < lo || v > hi)
-                return spruce__seterr(SPRUCE_EFORMAT, "%s: weight at row %lld, column %lld is %d, "
-                                      "outside [%d, %d] of %d bits", what, (long long)r,
-                                      (long long)c, v, lo, hi, bits);
-            w[r * cols + c] = (float)(v - (zp ? zp[k] : 0)) * scale[k];
+    for (r = 0; r < rows; r++) {
+        const int8_t *qr = q + r * cols;
+        int bad = 0;
+        for (c = 0; c < cols; c++) /* no branch a weight: the row checked as a whole */
+            bad |= qr[c] < lo || qr[c] > hi;
+        if (bad)
+            for (c = 0; c < cols; c++)
+                if (qr[c] < lo || qr[c] > hi)
+                    return spruce__seterr(SPRUCE_EFORMAT, "%s: weight at row %lld, column %lld "
+                                          "is %d, outside [%d, %d] of %d bits", what,
+                                          (long long)r, (long long)c, qr[c], lo, hi, bits);
+        for (c = 0; c < cols; c += groupsize) { /* a group's scale and zero point at a time */
+            const int64_t k = r * ng + c / groupsize;
+            const int64_t e = c + groupsize < cols ? c + groupsize : cols;
+            const float sc = scale[k];
+            const int z = zp ? zp[k] : 0;
+            int64_t j;
+            for (j = c; j < e; j++)
+                w[r * cols + j] = (float)(qr[j] - z) * sc;
         }
+    }
     return 0;
 }
 
