@@ -48,6 +48,12 @@ struct spruce_linear {
     /* Per tuned batch: the sparse format that timed within 3% of the choice
      * in both timings and lost to its fewer bytes, or -1. */
     int ftie[SPRUCE_LINEAR_MAX_BATCHES];
+    /* Per tuned batch: the format that dense's time moved by 3% either way
+     * would have chosen instead, when it lost to fewer bytes, or -1. */
+    int dtie[SPRUCE_LINEAR_MAX_BATCHES];
+    /* Per tuned batch: each candidate's time as the choice saw it (seconds;
+     * 0: not timed). */
+    double ctime[SPRUCE_LINEAR_MAX_BATCHES][4];
     /* The fraction of weights kept when it left no sparse candidate (auto
      * with more than dense_keep_limit() kept), else 0. */
     double dense_keep;
@@ -744,8 +750,38 @@ int spruce__linear_settle(const double t[4], const size_t bytes[4], const int ca
     return best;
 }
 
-/* The sparse formats within 3% of the one chosen at each batch size, and
- * that one (tied[b][f]); 1 when there is such a tie. */
+int spruce__linear_edge(const double t[4], const size_t bytes[4], const int cand[4], int bs,
+                        int dtype, int seen[4], double *allowed)
+{
+    const int best = spruce__linear_choose(t, bytes, cand, bs, dtype, allowed);
+    /* what dense's time is compared with (without the margin at batch 1),
+     * and how far from it is noise */
+    const double edge = bs == 1 ? t[SPRUCE_FMT_DENSE] : *allowed;
+    const double band = edge * 0.03 > SPRUCE__TIE_SECONDS ? edge * 0.03 : SPRUCE__TIE_SECONDS;
+    int f, pick = best;
+    for (f = 0; f < 4; f++)
+        seen[f] = f == best;
+    if (best == SPRUCE_FMT_DENSE) {
+        for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++)
+            if (cand[f] && t[f] <= edge + band && bytes[f] < bytes[SPRUCE_FMT_DENSE]) {
+                seen[f] = 1;
+                if (bytes[f] < bytes[pick])
+                    pick = f;
+            }
+        if (pick != best)
+            *allowed = edge + band;
+    } else if (cand[SPRUCE_FMT_DENSE] && t[best] + band >= *allowed &&
+               bytes[SPRUCE_FMT_DENSE] < bytes[best]) {
+        seen[SPRUCE_FMT_DENSE] = 1;
+        pick = SPRUCE_FMT_DENSE;
+    }
+    return pick;
+}
+
+/* The candidates a second, longer timing settles at each batch size
+ * (tied[b][f]): the sparse formats within 3% of the one chosen, and that
+ * one; and the formats dense's time moved by 3% either way would choose
+ * (dense among them).  1 when there is such a tie. */
 static int near_tie(const spruce_linear *lin, double times[SPRUCE_LINEAR_MAX_BATCHES][4],
                     int tied[SPRUCE_LINEAR_MAX_BATCHES][4])
 {
@@ -753,24 +789,38 @@ static int near_tie(const spruce_linear *lin, double times[SPRUCE_LINEAR_MAX_BAT
     memset(tied, 0, sizeof(int) * SPRUCE_LINEAR_MAX_BATCHES * 4);
     for (b = 0; b < lin->nbatches; b++) {
         const int c = lin->choice[b];
+        int cand[4], seen[4], n = 0;
+        size_t bytes[4];
+        double allowed;
         for (f = SPRUCE_FMT_CSR; c != SPRUCE_FMT_DENSE && f <= SPRUCE_FMT_NM; f++)
             if (f != c && has(lin, f) && times[b][f] <= 1.03 * times[b][c])
                 tied[b][f] = tied[b][c] = any = 1;
+        for (f = 0; f < 4; f++) {
+            cand[f] = has(lin, f);
+            bytes[f] = cand[f] ? cand_bytes(lin, f) : 0;
+        }
+        spruce__linear_edge(times[b], bytes, cand, lin->batches[b], lin->dtype, seen, &allowed);
+        for (f = 0; f < 4; f++)
+            n += seen[f];
+        for (f = 0; n > 1 && f < 4; f++)
+            if (seen[f])
+                tied[b][f] = any = 1;
     }
     return any;
 }
 
 /* Time the candidates made, choose, keep only what was chosen; lin is
  * freed on failure.  When two sparse formats time within 3% (noise on a
- * shared machine), the tied ones are timed again with three times the runs, each
- * keeping its fastest; still within 3%, the one with fewer bytes is taken, so
- * that the choice does not flip from run to run. */
+ * shared machine), or dense and a sparse format sit at the edge of dense's
+ * margin (spruce__linear_edge), the tied ones are timed again with three
+ * times the runs, each keeping its fastest; still tied, the one with fewer
+ * bytes is taken, so that the choice does not flip from run to run. */
 static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear **out)
 {
     double times[SPRUCE_LINEAR_MAX_BATCHES][4], allowed[SPRUCE_LINEAR_MAX_BATCHES];
     int rc = 0, b, f;
     for (b = 0; b < SPRUCE_LINEAR_MAX_BATCHES; b++)
-        lin->ftie[b] = -1;
+        lin->ftie[b] = lin->dtie[b] = -1;
     if (o->format >= 0) {
         for (b = 0; b < lin->nbatches; b++)
             lin->choice[b] = o->format;
@@ -797,16 +847,23 @@ static int finish(spruce_linear *lin, const spruce_linear_opts *o, spruce_linear
             double again[SPRUCE_LINEAR_MAX_BATCHES][4];
             if ((rc = time_candidates(lin, 3 * (o->reps > 0 ? o->reps : 7), again, tied)) < 0)
                 goto done;
-            for (b = 0; b < lin->nbatches; b++) {
+            for (b = 0; b < lin->nbatches; b++)
                 for (f = 0; f < 4; f++)
                     times[b][f] = again[b][f] < times[b][f] ? again[b][f] : times[b][f];
-                lin->choice[b] = spruce__linear_choose(times[b], bytes, cand, lin->batches[b],
-                                                       lin->dtype, &allowed[b]);
-            }
         }
-        for (b = 0; b < lin->nbatches; b++)
+        for (b = 0; b < lin->nbatches; b++) {
+            int seen[4];
+            const int plain = spruce__linear_choose(times[b], bytes, cand, lin->batches[b],
+                                                    lin->dtype, &allowed[b]);
+            /* still at dense's edge after the longer timing: fewer bytes */
+            lin->choice[b] = spruce__linear_edge(times[b], bytes, cand, lin->batches[b],
+                                                 lin->dtype, seen, &allowed[b]);
+            lin->dtie[b] = lin->choice[b] != plain ? plain : -1;
             lin->choice[b] = spruce__linear_settle(times[b], bytes, cand, lin->choice[b],
                                                    allowed[b], &lin->ftie[b]);
+            for (f = 0; f < 4; f++)
+                lin->ctime[b][f] = cand[f] ? times[b][f] : 0;
+        }
         share_formats(lin, times, allowed);
     }
 keep:
@@ -1005,9 +1062,31 @@ int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_
     for (k = 0, bi = 0; k < lin->nbatches; k++) /* the batch size pick() used */
         if (lin->batches[k] <= (batch < 1 ? 1 : batch))
             bi = k;
-    if (lin->ftie[bi] >= 0 && len + 1 < n)
-        snprintf(buf + len, n - len, "; %s timed within 3%% twice: fewer bytes",
-                 spruce_format_name(lin->ftie[bi]));
+    if (lin->dtie[bi] >= 0 && len + 1 < n) {
+        k = snprintf(buf + len, n - len, "; %s by the times alone, within 3%% of dense's "
+                     "margin twice: fewer bytes", spruce_format_name(lin->dtie[bi]));
+        len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+    }
+    if (lin->ftie[bi] >= 0 && len + 1 < n) {
+        k = snprintf(buf + len, n - len, "; %s timed within 3%% twice: fewer bytes",
+                     spruce_format_name(lin->ftie[bi]));
+        len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+    }
+    { /* the times the choice saw */
+        int g, first = 1;
+        for (g = 0; g < 4; g++)
+            if (lin->ctime[bi][g] > 0 && lin->ctime[bi][g] < 1e300 && len + 1 < n) {
+                if (first)
+                    k = snprintf(buf + len, n - len, "; timed at batch %d: %s %.3f ms",
+                                 lin->batches[bi], spruce_format_name(g),
+                                 1e3 * lin->ctime[bi][g]);
+                else
+                    k = snprintf(buf + len, n - len, ", %s %.3f ms", spruce_format_name(g),
+                                 1e3 * lin->ctime[bi][g]);
+                len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+                first = 0;
+            }
+    }
     return f;
 }
 int spruce_linear_dtype(const spruce_linear *lin) { return lin ? lin->dtype : -1; }

@@ -162,6 +162,20 @@ void nm_spmv_avx512(const struct spruce_sparse *A, const float *X, int batch, fl
 int spruce__linear_choose(const double best[4], const size_t bytes[4], const int cand[4], int bs,
                           int dtype, double *allowed);
 
+/* linear.c's rule at dense's edge, where the issue is noise: dense and a
+ * sparse format whose times are within 3% or SPRUCE__TIE_SECONDS of each
+ * other at batch 1 (of the 30% margin at larger batches) are a tie, settled
+ * by the fewest bytes; so is a sparse format chosen within that much of the
+ * time it had to beat, when dense has the fewer bytes.  The floor: one product of a small layer (256x2048
+ * int4, 30 us) was seen to vary by 5-10 us between runs on the 2-core AMD
+ * EPYC host, the time of waking the threads, more than 3% of it.
+ * Returns the choice at times t so settled; seen[f] is 1 for the formats of
+ * the tie (or the choice alone).  *allowed: what a sparse format had to beat
+ * (raised to the tie's bound when a sparse format takes dense's place). */
+#define SPRUCE__TIE_SECONDS 8e-6
+int spruce__linear_edge(const double t[4], const size_t bytes[4], const int cand[4], int bs,
+                        int dtype, int seen[4], double *allowed);
+
 /* linear.c's rule for near ties: the format among the candidates (cand[f]
  * non-zero) that timed within 3% of choice (t: times by format) and below
  * allowed (what beat dense) with the fewest bytes; choice when none has

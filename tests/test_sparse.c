@@ -590,6 +590,84 @@ Test(linear, choice_from_times_and_bytes)
     }
 }
 
+/* The rule at dense's edge (linear.c): dense and a sparse format within 3%
+ * (or SPRUCE__TIE_SECONDS) of each other at batch 1, of the 30% margin at
+ * larger batches, are a tie that the fewer bytes settle. */
+Test(linear, ties_with_dense_settle_on_fewer_bytes)
+{
+    const int all[4] = {1, 1, 1, 1}, bm_nm[4] = {1, 0, 1, 1};
+    const size_t bytes[4] = {4000, 1200, 2125, 2250}; /* dense, csr, bitmask, nm */
+    double allowed;
+    int seen[4];
+    /* 2% slower than dense: a tie, nm has fewer bytes */
+    {
+        const double t[4] = {1e-3, 1e300, 1e300, 1.02e-3};
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 1, SPRUCE_DT_INT8, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert_eq(spruce__linear_edge(t, bytes, all, 1, SPRUCE_DT_INT8, seen, &allowed),
+                     SPRUCE_FMT_NM);
+        cr_assert(seen[SPRUCE_FMT_DENSE] && seen[SPRUCE_FMT_NM]);
+        cr_assert(!seen[SPRUCE_FMT_CSR] && !seen[SPRUCE_FMT_BITMASK]);
+        cr_assert_float_eq(allowed, 1.03e-3, 1e-15);
+    }
+    /* 5% slower: no tie */
+    {
+        const double t[4] = {1e-3, 1e300, 1e300, 1.05e-3};
+        cr_assert_eq(spruce__linear_edge(t, bytes, all, 1, SPRUCE_DT_INT8, seen, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert(seen[SPRUCE_FMT_DENSE] && !seen[SPRUCE_FMT_NM]);
+    }
+    /* a small layer: 6 us apart is within the floor, 10 us is not */
+    {
+        const double t[4] = {30e-6, 1e300, 80e-6, 36e-6};
+        const double t2[4] = {30e-6, 1e300, 80e-6, 40e-6};
+        cr_assert_eq(spruce__linear_edge(t, bytes, all, 1, SPRUCE_DT_INT4, seen, &allowed),
+                     SPRUCE_FMT_NM);
+        cr_assert_eq(spruce__linear_edge(t2, bytes, all, 1, SPRUCE_DT_INT4, seen, &allowed),
+                     SPRUCE_FMT_DENSE);
+    }
+    /* two sparse formats in the tie: the fewest bytes of them */
+    {
+        const double t[4] = {1e-3, 1e300, 1.01e-3, 1.02e-3};
+        cr_assert_eq(spruce__linear_edge(t, bytes, bm_nm, 1, SPRUCE_DT_BF16, seen, &allowed),
+                     SPRUCE_FMT_BITMASK);
+        cr_assert(seen[SPRUCE_FMT_BITMASK] && seen[SPRUCE_FMT_NM] && seen[SPRUCE_FMT_DENSE]);
+    }
+    /* a format with more bytes than dense is never taken for its bytes, and
+     * dense takes back a tie it has fewer bytes in */
+    {
+        const size_t fat[4] = {4000, 4100, 4200, 4300};
+        const double t[4] = {1e-3, 1.02e-3, 1e300, 1e300};
+        const double t2[4] = {1e-3, 0.96e-3, 1e300, 1e300};
+        cr_assert_eq(spruce__linear_edge(t, fat, all, 1, SPRUCE_DT_F32, seen, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert(!seen[SPRUCE_FMT_CSR]);
+        cr_assert_eq(spruce__linear_choose(t2, fat, all, 1, SPRUCE_DT_F32, &allowed),
+                     SPRUCE_FMT_CSR);
+        cr_assert_eq(spruce__linear_edge(t2, fat, all, 1, SPRUCE_DT_F32, seen, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert(seen[SPRUCE_FMT_CSR] && seen[SPRUCE_FMT_DENSE]);
+    }
+    /* a clear win is no tie */
+    {
+        const double t[4] = {1e-3, 1e300, 1e300, 0.8e-3};
+        cr_assert_eq(spruce__linear_edge(t, bytes, all, 1, SPRUCE_DT_INT8, seen, &allowed),
+                     SPRUCE_FMT_NM);
+        cr_assert(!seen[SPRUCE_FMT_DENSE]);
+    }
+    /* batch 16: within 3% of the 30% margin is a tie; 4% past it is not */
+    {
+        const double t[4] = {1e-3, 1e300, 1e300, 0.72e-3};
+        const double t2[4] = {1e-3, 1e300, 1e300, 0.73e-3};
+        cr_assert_eq(spruce__linear_choose(t, bytes, all, 16, SPRUCE_DT_F32, &allowed),
+                     SPRUCE_FMT_DENSE);
+        cr_assert_eq(spruce__linear_edge(t, bytes, all, 16, SPRUCE_DT_F32, seen, &allowed),
+                     SPRUCE_FMT_NM);
+        cr_assert_eq(spruce__linear_edge(t2, bytes, all, 16, SPRUCE_DT_F32, seen, &allowed),
+                     SPRUCE_FMT_DENSE);
+    }
+}
+
 /* The rule for near ties (linear.c): among sparse formats within 3% of the
  * chosen one that also beat dense, the fewest bytes; never from dense, never
  * a format more than 3% slower or one that did not beat dense. */
