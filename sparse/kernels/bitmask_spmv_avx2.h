@@ -3,7 +3,7 @@
  * differ only in how far each 8-column slice of a row moves the values.
  * A is (rows, cols): bits (rows, wpr) words, kept values packed per row; x is
  * (cols), y is (rows).  For each 8-column slice m of a row's bitmask:
- *   acc += (permute(load(v), perm[m]) & keep[m]) * x[k .. k+8)
+ *   acc += blend(permute(load(v), perm[m]), 0, perm[m] < 0) * x[k .. k+8)
  * where v moves on by popcount(m) (bitmask), or by a constant c8 (N:M, every
  * 8 columns holding exactly c8 values: no bit is counted).  The last, partial
  * word of a row is counted in both.  Internal to the kernels. */
@@ -19,16 +19,18 @@
  * its bitmask and a count, so the hardware cannot run far ahead by itself. */
 #define SPMV_PF 1024
 
-/* Lane j of permute(v, perm[m]) is the value of rank (bits of m below j);
- * keep[m] zeroes the lanes whose bit is clear (bitmask_spmv_avx2.c). */
+/* Lane j of permute(v, perm[m]) is the value of rank (bits of m below j)
+ * (the permute reads the low 3 bits); the sign bit of perm[m][j] is set
+ * where bit j of m is clear, and the blend zeroes those lanes
+ * (bitmask_spmv_avx2.c).  One table of 8 KB, not two: x, the tables and the
+ * stream of values share L1. */
 extern int32_t spruce__lut_perm[256][8];
-extern int32_t spruce__lut_keep[256][8];
 
 SPRUCE__INLINE __m256 expand8(unsigned m, const float *v)
 {
-    const __m256 p = _mm256_permutevar8x32_ps(
-        _mm256_loadu_ps(v), _mm256_load_si256((const __m256i *)spruce__lut_perm[m]));
-    return _mm256_and_ps(p, _mm256_load_ps((const float *)spruce__lut_keep[m]));
+    const __m256i t = _mm256_load_si256((const __m256i *)spruce__lut_perm[m]);
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(v), t),
+                            _mm256_setzero_ps(), _mm256_castsi256_ps(t));
 }
 
 /* Rows [r0, r1) of y = A x (y += A x for a column block with A->add set).

@@ -13,7 +13,7 @@
  * int8 with zero points and int4 take the next 8 stored values widened to
  * 32-bit lanes minus their zero point and permute them with the float32
  * kernels' table (bitmask_spmv_avx2.c, the same lane rule):
- *   acc += float(permute(widen(v + p), perm[m]) & keep[m]) * x[k .. k+8),
+ *   acc += float(blend(permute(widen(v + p), perm[m]), 0, perm[m] < 0)) * x[k .. k+8),
  * and in both
  *   p += popcount(m)   (N:M with M dividing 8: p += 8 N / M)
  * then bf16 y_i = sum acc; int8 y_i = s_i sum acc; int4 y_i = sum_g s_ig
@@ -55,10 +55,10 @@ SPRUCE__INLINE __m256i widen8(const uint8_t *val, int64_t p, const int dtype, __
 SPRUCE__INLINE __m256 qslice8(unsigned m, const uint8_t *val, int64_t p, const int dtype,
                               __m256i z)
 {
-    const __m256i e = _mm256_and_si256(
-        _mm256_permutevar8x32_epi32(widen8(val, p, dtype, z),
-                                    _mm256_load_si256((const __m256i *)spruce__lut_perm[m])),
-        _mm256_load_si256((const __m256i *)spruce__lut_keep[m]));
+    const __m256i t = _mm256_load_si256((const __m256i *)spruce__lut_perm[m]);
+    const __m256i e = _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(widen8(val, p, dtype, z), t)),
+        _mm256_setzero_ps(), _mm256_castsi256_ps(t)));
     return dtype == SPRUCE_DT_BF16 ? _mm256_castsi256_ps(e) : _mm256_cvtepi32_ps(e);
 }
 
