@@ -57,6 +57,8 @@ struct spruce_linear {
     /* The fraction of weights kept when it left no sparse candidate (auto
      * with more than dense_keep_limit() kept), else 0. */
     double dense_keep;
+    /* The fraction kept when compressed rows were left out (csr_loses()), else 0. */
+    double csr_keep;
 };
 
 /* Sparse formats are not packed (nor timed) for a matrix that keeps more than
@@ -75,6 +77,23 @@ static double dense_keep_limit(int dtype)
                                                 : 0.5; /* bytes a value */
     const double bytes = 0.97 - 1.0 / (8.0 * vb);
     return bytes > 0.7 ? bytes : 0.7;
+}
+
+/* Whether compressed rows are left out of auto's candidates: when every
+ * tuned batch size is 1 and they would stream at least dense's bytes (a
+ * value and a 16- or 32-bit column a kept weight against a value a weight:
+ * kept at least float32 2/3, bf16 1/2, int8 1/3, int4 1/5 with 16-bit
+ * columns).  At batch 1 a product streams its bytes, and a compressed row
+ * also costs more instructions a value than dense a weight, so it cannot
+ * win; packing and timing it took a tenth of a 2:4 model's load. */
+static int csr_loses(const spruce_linear *lin, int dtype, double keep)
+{
+    const double vb = dtype == SPRUCE_DT_F32    ? 4.0
+                      : dtype == SPRUCE_DT_BF16 ? 2.0
+                      : dtype == SPRUCE_DT_INT8 ? 1.0
+                                                : 0.5;
+    const double ib = lin->cols <= 65536 ? 2.0 : 4.0;
+    return lin->batches[lin->nbatches - 1] == 1 && keep * (vb + ib) >= vb;
 }
 
 /* The fraction of non-zero weights of W (-0.0 counts as zero), or of mask. */
@@ -528,15 +547,19 @@ static int make_typed(spruce_linear *lin, spruce_qmatrix *Q, const spruce_linear
                                   Q->cols);
         }
         spruce__qmatrix_kept(Q, mask);
-        if (o->format < 0 && (keep = kept_fraction(NULL, mask, Q->rows, Q->cols)) >
-                                 dense_keep_limit(Q->dtype)) {
-            lin->dense_keep = keep;
-            sparse = 0;
+        if (o->format < 0) {
+            keep = kept_fraction(NULL, mask, Q->rows, Q->cols);
+            if (keep > dense_keep_limit(Q->dtype)) {
+                lin->dense_keep = keep;
+                sparse = 0;
+            } else if (csr_loses(lin, Q->dtype, keep)) {
+                lin->csr_keep = keep;
+            }
         }
     }
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM && !rc && sparse; f++) {
         spruce_pack_opts po = {f, o->n, o->m, o->nthreads, SPRUCE_LAYOUT_BITS};
-        if (o->format >= 0 && o->format != f)
+        if ((o->format >= 0 && o->format != f) || (f == SPRUCE_FMT_CSR && lin->csr_keep > 0))
             continue;
         rc = spruce_qsparse_pack(Q, mask, &po, &lin->qs[f]);
         if (rc == SPRUCE_EPATTERN && o->format < 0) { /* not N:M: not a candidate */
@@ -580,10 +603,12 @@ static int make_candidates(spruce_linear *lin, const float *W, const spruce_line
             lin->dense_keep = keep;
             return 0;
         }
+        if (csr_loses(lin, SPRUCE_DT_F32, keep))
+            lin->csr_keep = keep;
     }
     for (f = SPRUCE_FMT_CSR; f <= SPRUCE_FMT_NM; f++) {
         spruce_pack_opts po = {f, o->n, o->m, o->nthreads, SPRUCE_LAYOUT_BITS};
-        if (o->format >= 0 && o->format != f)
+        if ((o->format >= 0 && o->format != f) || (f == SPRUCE_FMT_CSR && lin->csr_keep > 0))
             continue;
         rc = spruce_sparse_pack(W, NULL, lin->rows, lin->cols, &po, &lin->sp[f]);
         if (rc == SPRUCE_EPATTERN && o->format < 0) { /* not N:M: not a candidate */
@@ -1070,6 +1095,11 @@ int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_
     if (lin->ftie[bi] >= 0 && len + 1 < n) {
         k = snprintf(buf + len, n - len, "; %s timed within 3%% twice: fewer bytes",
                      spruce_format_name(lin->ftie[bi]));
+        len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
+    }
+    if (lin->csr_keep > 0 && len + 1 < n) {
+        k = snprintf(buf + len, n - len, "; csr not a candidate (%.1f%% kept: at least dense's "
+                     "bytes at batch 1)", 100.0 * lin->csr_keep);
         len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
     }
     { /* the times the choice saw */

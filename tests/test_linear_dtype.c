@@ -399,3 +399,49 @@ Test(linear_dtype, nearly_dense_matrices_have_no_sparse_candidates)
     spruce_linear_free(lin);
     free(dense), free(w95), free(w90), free(w85), free(w50);
 }
+
+/* What auto times of W in dtype tuned for batch 1 alone (batch16 0) or for
+ * batches 1 and 16: whether compressed rows were among the candidates (the
+ * layer's description lists every candidate's time), and that the product
+ * matches dense OpenBLAS on the layer's own weights either way. */
+static int csr_timed(const float *W, int rows, int cols, int dtype, int batch16)
+{
+    spruce_linear_opts o;
+    spruce_linear *lin = NULL;
+    char what[768];
+    int left_out, timed;
+    spruce_linear_opts_init(&o);
+    o.dtype = dtype;
+    o.reps = 1;
+    o.nbatches = batch16 ? 2 : 1;
+    cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0, "%s", spruce_errdetail());
+    spruce_linear_describe(lin, 1, what, sizeof what);
+    left_out = strstr(what, "csr not a candidate") != NULL;
+    timed = strstr(what, ", csr ") != NULL;
+    cr_assert(left_out != timed || spruce_linear_format(lin, 1) == SPRUCE_FMT_CSR, "%s", what);
+    cr_assert(!left_out || spruce_linear_format(lin, 1) != SPRUCE_FMT_CSR, "%s", what);
+    spruce_linear_free(lin);
+    return !left_out;
+}
+
+/* Tuned for batch 1 alone, compressed rows are not packed when they would
+ * stream at least dense's bytes (kept: float32 2/3, bf16 1/2, int8 1/3 with
+ * 16-bit columns); tuned for batch 16 too, they stay a candidate. */
+Test(linear_dtype, batch_one_layers_leave_out_compressed_rows_past_dense_bytes)
+{
+    const int rows = 64, cols = 256;
+    float *w50 = weights_zero_every(rows, cols, 2, 6);       /* 50% kept */
+    float *w75 = weights_zero_every(rows, cols, 4, 7);       /* 75% kept */
+    float *w10 = malloc(sizeof *w10 * rows * cols);          /* 10% kept */
+    int i;
+    for (i = 0; i < rows * cols; i++)
+        w10[i] = i % 10 == 3 ? 0.25f + (float)(i % 7) : 0.0f;
+    cr_assert(!csr_timed(w75, rows, cols, SPRUCE_DT_F32, 0));
+    cr_assert(csr_timed(w50, rows, cols, SPRUCE_DT_F32, 0));
+    cr_assert(csr_timed(w75, rows, cols, SPRUCE_DT_F32, 1));
+    cr_assert(!csr_timed(w50, rows, cols, SPRUCE_DT_BF16, 0));
+    cr_assert(!csr_timed(w50, rows, cols, SPRUCE_DT_INT8, 0));
+    cr_assert(csr_timed(w50, rows, cols, SPRUCE_DT_INT8, 1));
+    cr_assert(csr_timed(w10, rows, cols, SPRUCE_DT_INT8, 0));
+    free(w50), free(w75), free(w10);
+}
