@@ -48,8 +48,8 @@ struct spruce_linear {
     /* Per tuned batch: the sparse format that timed within 3% of the choice
      * in both timings and lost to its fewer bytes, or -1. */
     int ftie[SPRUCE_LINEAR_MAX_BATCHES];
-    /* Per tuned batch: the format that dense's time moved by 3% either way
-     * would have chosen instead, when it lost to fewer bytes, or -1. */
+    /* Per tuned batch: the format the times alone chose when a tie with dense
+     * (spruce__linear_edge) went to the fewer bytes instead, or -1. */
     int dtie[SPRUCE_LINEAR_MAX_BATCHES];
     /* Per tuned batch: each candidate's time as the choice saw it (seconds;
      * 0: not timed). */
@@ -85,7 +85,7 @@ static double dense_keep_limit(int dtype)
  * kept at least float32 2/3, bf16 1/2, int8 1/3, int4 1/5 with 16-bit
  * columns).  At batch 1 a product streams its bytes, and a compressed row
  * also costs more instructions a value than dense a weight, so it cannot
- * win; packing and timing it took a tenth of a 2:4 model's load. */
+ * win; timing it was 7% of the samples of a 2:4 + int8 model's load. */
 static int csr_loses(const spruce_linear *lin, int dtype, double keep)
 {
     const double vb = dtype == SPRUCE_DT_F32    ? 4.0
@@ -805,8 +805,8 @@ int spruce__linear_edge(const double t[4], const size_t bytes[4], const int cand
 
 /* The candidates a second, longer timing settles at each batch size
  * (tied[b][f]): the sparse formats within 3% of the one chosen, and that
- * one; and the formats dense's time moved by 3% either way would choose
- * (dense among them).  1 when there is such a tie. */
+ * one; and the formats of a tie with dense (spruce__linear_edge), dense
+ * among them.  1 when there is such a tie. */
 static int near_tie(const spruce_linear *lin, double times[SPRUCE_LINEAR_MAX_BATCHES][4],
                     int tied[SPRUCE_LINEAR_MAX_BATCHES][4])
 {
@@ -1088,8 +1088,8 @@ int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_
         if (lin->batches[k] <= (batch < 1 ? 1 : batch))
             bi = k;
     if (lin->dtie[bi] >= 0 && len + 1 < n) {
-        k = snprintf(buf + len, n - len, "; %s by the times alone, within 3%% of dense's "
-                     "margin twice: fewer bytes", spruce_format_name(lin->dtie[bi]));
+        k = snprintf(buf + len, n - len, "; %s by the times alone, tied with dense twice "
+                     "(within 3%% or 8 us): fewer bytes", spruce_format_name(lin->dtie[bi]));
         len += k < 0 ? 0 : (size_t)k < n - len ? (size_t)k : n - len - 1;
     }
     if (lin->ftie[bi] >= 0 && len + 1 < n) {
