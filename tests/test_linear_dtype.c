@@ -59,10 +59,10 @@ static void check_against_dequantized(const spruce_linear *lin, const float *Wq,
                                       int cols, int batch, const char *what)
 {
     /* two float32 sums in any order: 2 cols eps sum |w x|; the bf16
-     * dot-product variant (AVX512-BF16, batch 1) adds 2^-15 sum |w x|
+     * dot-product variant (AVX512-BF16, batch 1) adds 2^-23 sum |w x|
      * (doc/runtime.md) */
     const double extra = spruce_linear_dtype(lin) == SPRUCE_DT_BF16 && batch == 1 &&
-                                 spruce_qmatrix_bf16dp() ? ldexp(1.0, -15) : 0.0;
+                                 spruce_qmatrix_bf16dp() ? ldexp(1.0, -23) : 0.0;
     float *X = malloc(sizeof *X * (size_t)cols * batch), *Y = malloc(sizeof *Y * (size_t)rows * batch);
     int i, j, b;
     for (i = 0; i < cols * batch; i++)

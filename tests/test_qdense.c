@@ -92,7 +92,7 @@ static void check_one(const spruce_qmatrix *A, int batch, int nthreads, uint64_t
     const double extra =
         A->dtype == SPRUCE_DT_BF16 && batch == 1 && spruce_qmatrix_bf16dp() &&
                 spruce_sparse_isa() == SPRUCE_ISA_AVX512
-            ? ldexp(1.0, -15)
+            ? ldexp(1.0, -23)
             : 0.0;
     int i, b, j;
     cr_assert_eq(spruce_qmatrix_dequantize(A, Wd), 0);
@@ -209,7 +209,7 @@ Test(qdense, instruction_sets_agree)
                 cr_assert_eq(spruce_sparse_isa_set(isa), 0);
                 cr_assert_eq(spruce_qmatrix_product(A, X, batch, Y, 2), 0);
                 check_close(spruce_sparse_isa_name(isa), A, Wd, X, batch, Y, Y0, 4.0,
-                            ldexp(1.0, -15) / 11008);
+                            ldexp(1.0, -23) / 11008);
             }
             free(X);
             free(Y0);
