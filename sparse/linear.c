@@ -447,7 +447,8 @@ static int forced_layout(void)
 
 /* Time the bit layout already in lin (format NM, its variant chosen) against
  * the pair layout packed from W (float32) or Q (typed) with the same mask
- * rule; keep the faster in lin. */
+ * rule, at the pair layout's own fastest variant (plan_variant on it); keep
+ * the faster in lin, with its variant and that variant's timings. */
 static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix *Q,
                        const uint8_t *qmask, const spruce_linear_opts *o)
 {
@@ -459,6 +460,8 @@ static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix 
     float *X = NULL, *Y = NULL;
     int rc = 0, isa, keep_pairs;
     size_t bytes_bits, bytes_pairs;
+    double t0[SPRUCE_ISA_COUNT], pt[SPRUCE_ISA_COUNT];
+    const char *pwhy;
     if (forced == -2)
         return spruce__seterr(SPRUCE_EUNSUPPORTED, "SPRUCE_LAYOUT=%s: expected bits or pairs",
                               getenv("SPRUCE_LAYOUT"));
@@ -469,10 +472,6 @@ static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix 
             lin->lwhy = "forced by SPRUCE_LAYOUT";
         return 0;
     }
-    if ((isa = spruce_sparse_isa()) < 0)
-        return isa;
-    if (forced_variant() >= 0) /* SPRUCE_VARIANT: that instruction set for both */
-        isa = lin->qisa[f];
     rc = lin->dtype == SPRUCE_DT_F32 ? spruce_sparse_pack(W, NULL, lin->rows, lin->cols, &po, &sp)
                                      : spruce_qsparse_pack(Q, qmask, &po, &qs);
     if (rc == SPRUCE_EUNSUPPORTED) { /* values the pair layout cannot hold: bits, as before */
@@ -481,6 +480,25 @@ static int plan_layout(spruce_linear *lin, const float *W, const spruce_qmatrix 
     }
     if (rc < 0)
         return rc;
+    {
+        /* the pair layout's own variant (its kernels differ from the bit
+         * layout's: which instruction set is faster is timed for each) */
+        spruce_sparse *sp0 = lin->sp[f];
+        spruce_qsparse *qs0 = lin->qs[f];
+        const int isa0 = lin->qisa[f];
+        const char *why0 = lin->qwhy[f];
+        memcpy(t0, lin->qtime[f], sizeof t0);
+        memset(lin->qtime[f], 0, sizeof lin->qtime[f]);
+        lin->sp[f] = sp, lin->qs[f] = qs;
+        rc = plan_variant(lin, f, o);
+        lin->sp[f] = sp0, lin->qs[f] = qs0;
+        isa = lin->qisa[f], pwhy = lin->qwhy[f];
+        memcpy(pt, lin->qtime[f], sizeof pt);
+        lin->qisa[f] = isa0, lin->qwhy[f] = why0;
+        memcpy(lin->qtime[f], t0, sizeof t0);
+        if (rc < 0)
+            goto done;
+    }
     if (forced == SPRUCE_LAYOUT_PAIRS) {
         lin->lwhy = "forced by SPRUCE_LAYOUT";
         keep_pairs = 1;
@@ -522,7 +540,9 @@ swap:
         lin->sp[f] = sp, lin->qs[f] = qs;
         sp = NULL, qs = NULL;
         lin->layout = SPRUCE_LAYOUT_PAIRS;
-        lin->qisa[f] = isa;
+        lin->qisa[f] = isa; /* and the variant timings of the layout kept */
+        lin->qwhy[f] = pwhy;
+        memcpy(lin->qtime[f], pt, sizeof pt);
     }
 done:
     spruce_sparse_free(sp);
@@ -1023,6 +1043,11 @@ int spruce_linear_forward(const spruce_linear *lin, const float *X, int batch, f
 int spruce_linear_format(const spruce_linear *lin, int batch)
 {
     return lin ? pick(lin, batch < 1 ? 1 : batch) : -1;
+}
+
+size_t spruce_linear_batch_bytes(const spruce_linear *lin, int batch)
+{
+    return lin ? cand_bytes(lin, pick(lin, batch < 1 ? 1 : batch)) : 0;
 }
 
 int spruce_linear_layout(const spruce_linear *lin, int batch)

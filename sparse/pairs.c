@@ -222,9 +222,10 @@ void pairs_spmm_scalar(const struct spruce__pairs *P, const float *X, int batch,
             }
 }
 
-/* [isa][dtype][0: batch 1, 1: batch > 1].  AVX-512 hosts run the AVX2
- * kernels: the in-lane permute is what the layout is for, and 8 lanes of
- * it already keep up with the bytes. */
+/* [isa][dtype][0: batch 1, 1: batch > 1].  AVX-512 has its own batch-1
+ * kernels (16 lanes: two blocks a step, half the instructions a value) and
+ * runs the AVX2 kernel at batch > 1; which of the two batch-1 kernels a
+ * matrix runs is the linear layer's planner's choice (it times both). */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static spruce__pkernel tables[SPRUCE_ISA_COUNT][4][2];
 
@@ -245,6 +246,14 @@ static void init_tables(void)
             for (d = 0; d < 4; d++)
                 tables[isa][d][1] = pairs_spmm_avx2;
         }
+#endif
+#ifdef SPRUCE_HAVE_AVX512
+    if (spruce_sparse_isa_supported(SPRUCE_ISA_AVX512)) {
+        tables[SPRUCE_ISA_AVX512][SPRUCE_DT_F32][0] = pairs_spmv_f32_avx512;
+        tables[SPRUCE_ISA_AVX512][SPRUCE_DT_BF16][0] = pairs_spmv_bf16_avx512;
+        tables[SPRUCE_ISA_AVX512][SPRUCE_DT_INT8][0] = pairs_spmv_int8_avx512;
+        tables[SPRUCE_ISA_AVX512][SPRUCE_DT_INT4][0] = pairs_spmv_int4_avx512;
+    }
 #endif
 }
 

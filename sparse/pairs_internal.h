@@ -104,5 +104,10 @@ void pairs_spmv_bf16_avx2(const struct spruce__pairs *P, const float *X, int bat
 void pairs_spmv_int8_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0, int p1);
 void pairs_spmv_int4_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0, int p1);
 void pairs_spmm_avx2(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0, int p1);
+/* AVX-512: batch 1 per value type (batch > 1 runs the AVX2 kernel). */
+void pairs_spmv_f32_avx512(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0, int p1);
+void pairs_spmv_bf16_avx512(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0, int p1);
+void pairs_spmv_int8_avx512(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0, int p1);
+void pairs_spmv_int4_avx512(const struct spruce__pairs *P, const float *X, int batch, float *Y, int p0, int p1);
 
 #endif

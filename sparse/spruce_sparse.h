@@ -208,9 +208,10 @@ int spruce_linear_layout(const spruce_linear *lin, int batch);
  * within 3% the default (the highest) is kept.  SPRUCE_VARIANT=scalar|avx2|
  * avx512 forces one (creating fails with SPRUCE_EUNSUPPORTED naming an
  * unknown or unsupported one).  For 2:4 and 1:4 the N:M candidate is also
- * packed in the pair layout and timed against the bit layout's chosen
- * variant; the faster is kept (the other freed), with the same rule for
- * near ties but fewer bytes deciding; SPRUCE_LAYOUT=bits|pairs forces one.
+ * packed in the pair layout, its own variants timed the same way, and the
+ * two layouts timed against each other, each at its fastest variant; the
+ * faster is kept (the other freed), with the same rule for near ties but
+ * fewer bytes deciding; SPRUCE_LAYOUT=bits|pairs forces one.
  * The text then names the layout, why, and each layout's time. */
 int spruce_linear_describe(const spruce_linear *lin, int batch, char *buf, size_t n);
 int spruce_linear_rows(const spruce_linear *lin);
@@ -220,6 +221,9 @@ int spruce_linear_cols(const spruce_linear *lin);
 /* Bytes held by the layer (all kept representations: values, indices or
  * bits, scales and zero points). */
 size_t spruce_linear_bytes(const spruce_linear *lin);
+/* Bytes a product at this batch size streams: those of the representation
+ * used at that size (0 for NULL). */
+size_t spruce_linear_batch_bytes(const spruce_linear *lin, int batch);
 
 #ifdef __cplusplus
 }

@@ -264,6 +264,64 @@ Test(linear_dtype, every_forced_variant_gives_the_same_products)
     free(Wq);
 }
 
+/* The pair layout's kernels in every variant (SPRUCE_VARIANT with
+ * SPRUCE_LAYOUT=pairs) give the same products, every value type, with
+ * zero points, at a shape with an odd number of 8-column blocks and a last
+ * narrower one; unforced, the pair layout's variants are timed on it (the
+ * layer names each variant's time). */
+Test(linear_dtype, pair_layout_in_every_variant)
+{
+    static const int types[4] = {SPRUCE_DT_F32, SPRUCE_DT_BF16, SPRUCE_DT_INT8, SPRUCE_DT_INT4};
+    const int rows = 19, cols = 300; /* 37.5 blocks */
+    float *W = weights_24(rows, cols, 29), *Wq = malloc(sizeof *Wq * (size_t)rows * cols);
+    int t, isa;
+    setenv("SPRUCE_LAYOUT", "pairs", 1);
+    for (t = 0; t < 4; t++) {
+        spruce_qmatrix *Q = NULL;
+        if (types[t] == SPRUCE_DT_F32) {
+            memcpy(Wq, W, sizeof *Wq * (size_t)rows * cols);
+        } else {
+            cr_assert_eq(spruce_qmatrix_quantize(W, rows, cols, types[t], 32, 1, &Q), 0);
+            cr_assert_eq(spruce_qmatrix_dequantize(Q, Wq), 0);
+        }
+        for (isa = -1; isa < SPRUCE_ISA_COUNT; isa++) {
+            spruce_linear_opts o;
+            spruce_linear *lin = NULL;
+            char what[640], desc[512];
+            if (isa >= 0 && !spruce_sparse_isa_supported(isa))
+                continue;
+            if (isa >= 0)
+                setenv("SPRUCE_VARIANT", spruce_sparse_isa_name(isa), 1);
+            else
+                unsetenv("SPRUCE_VARIANT");
+            spruce_linear_opts_init(&o);
+            o.format = SPRUCE_FMT_NM;
+            if (Q)
+                cr_assert_eq(spruce_linear_create_quantized(Q, &o, &lin), 0, "%s",
+                             spruce_errdetail());
+            else
+                cr_assert_eq(spruce_linear_create(W, rows, cols, &o, &lin), 0, "%s",
+                             spruce_errdetail());
+            cr_assert_eq(spruce_linear_describe(lin, 1, desc, sizeof desc), SPRUCE_FMT_NM);
+            snprintf(what, sizeof what, "%s, variant %s: %s", spruce_dtype_name(types[t]),
+                     isa < 0 ? "planned" : spruce_sparse_isa_name(isa), desc);
+            cr_assert_eq(spruce_linear_layout(lin, 1), SPRUCE_LAYOUT_PAIRS, "%s", what);
+            if (isa >= 0)
+                cr_assert(strstr(desc, "SPRUCE_VARIANT"), "%s", what);
+            else if (spruce_sparse_isa_supported(SPRUCE_ISA_AVX512) && !getenv("SPRUCE_ISA"))
+                cr_assert(strstr(desc, "; avx2 ") && strstr(desc, "; avx512 "), "%s", what);
+            check_against_dequantized(lin, Wq, rows, cols, 1, what);
+            check_against_dequantized(lin, Wq, rows, cols, 5, what);
+            spruce_linear_free(lin);
+        }
+        spruce_qmatrix_free(Q);
+    }
+    unsetenv("SPRUCE_VARIANT");
+    unsetenv("SPRUCE_LAYOUT");
+    free(W);
+    free(Wq);
+}
+
 /* N:M's layouts forced one by one (SPRUCE_LAYOUT) give the same products in
  * every value type, the layer says which it holds; without the variable the
  * planner keeps one of the two and names both times; an unknown layout is

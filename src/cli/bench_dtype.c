@@ -295,7 +295,11 @@ int bench_dtype_run(bench_ctx *cx, int rows, int cols, const bench_case *c, int 
             bench_result res;
             if (!rs.nrot[k])
                 continue;
-            const double bytes = (double)bench_qreps[k].bytes(rs.M[k][0]);
+            /* what a product at this batch streams (auto holds one
+             * representation per batch size it was tuned for) */
+            const double bytes = !strcmp(bench_qreps[k].format, "auto")
+                                     ? (double)spruce_linear_batch_bytes(rs.M[k][0], bs)
+                                     : (double)bench_qreps[k].bytes(rs.M[k][0]);
             bench_row_init(&res, rows, cols, c, bs);
             snprintf(res.format, sizeof res.format, "%s", bench_qreps[k].format);
             res.dtype = dtype;

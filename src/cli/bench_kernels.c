@@ -249,9 +249,13 @@ static int choose_formats(const bench_ctx *cx, const float *W, int rows, int col
             return 1;
         }
         for (b = 0; b < nb; b++) {
+            char desc[1024];
             chosen[f][b] = spruce_linear_format(lin, batches[b]);
             if (spruce_linear_layout(lin, batches[b]) == SPRUCE_LAYOUT_PAIRS)
                 chosen[f][b] = BENCH_NM_PAIRS;
+            if (cx->verbose && spruce_linear_describe(lin, batches[b], desc, sizeof desc) >= 0)
+                fprintf(stderr, "bench: %dx%d %s batch %d: %s\n", rows, cols, label, batches[b],
+                        desc);
         }
         spruce_linear_free(lin);
         if (cx->verbose) {
