@@ -45,6 +45,9 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
         const __m512bh xm = _mm512_cvtne2ps_pbh(t1, t0); /* exact too */
         const __m512bh xl = _mm512_cvtne2ps_pbh(_mm512_sub_ps(r1, t1), _mm512_sub_ps(r0, t0));
         SPRUCE__EACH_ROW
+        for (r = 0; r < R; r++) /* the next block's line, into L2 (4 KB pages) */
+            _mm_prefetch((const char *)(w[r] + j) + (size_t)SPRUCE__QROWS * A->ld, _MM_HINT_T1);
+        SPRUCE__EACH_ROW
         for (r = 0; r < R; r++) {
             const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(mw, w[r] + j);
             ah[r] = _mm512_dpbf16_ps(ah[r], wv, xh);

@@ -7,7 +7,10 @@
  * same way by two permutes, shared by the four rows of a block.  A group is a
  * multiple of 32 columns, so each 32 lie in one group; the last columns of a
  * row are masked loads (x beyond the row is zero, so the spare nibble of an
- * odd-length row counts nothing). */
+ * odd-length row counts nothing).  Each row asks for the line at the same
+ * column of the row 4 below, into L2, a line at a time (the hardware
+ * prefetchers stay within a 4 KB page, and a row of 4096 columns is half
+ * of one). */
 #include <immintrin.h>
 
 #include "kernel_common.h"
@@ -48,6 +51,12 @@ SPRUCE__INLINE void rows(const spruce_qmatrix *A, const float *x, float *y, int 
             const __m512 x1 = _mm512_maskz_loadu_ps(m1, x + j + 16);
             const __m512 xe = _mm512_permutex2var_ps(x0, even, x1);
             const __m512 xo = _mm512_permutex2var_ps(x0, odd, x1);
+            if (!(j & 127)) { /* a line of the next block's rows, into L2 */
+                SPRUCE__EACH_ROW
+                for (r = 0; r < R; r++)
+                    _mm_prefetch((const char *)(q[r] + (size_t)SPRUCE__QROWS * A->ld + j / 2),
+                                 _MM_HINT_T1);
+            }
             SPRUCE__EACH_ROW
             for (r = 0; r < R; r++) {
                 const __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mb, q[r] + j / 2));
