@@ -93,6 +93,33 @@ int64_t spruce__pairs_slots(const struct spruce__pairs *P); /* slots of the real
 /* Y = A X (X (cols, batch), Y (rows, batch) row-major) with the kernels of isa. */
 int spruce__pairs_mul(const struct spruce__pairs *P, int isa, const float *X, int batch, float *Y);
 
+/* For the kernels: what a kernel's widening subtracts in row i, group g
+ * (int8 z, int4 z - 8, since a nibble is stored as u ^ 8; 0 without zero
+ * points, and in the second row of a last odd pair); the scale of row i,
+ * group g (0 in that second row); how many blocks of 8 columns hold a line
+ * of 64 bytes of values of a type. */
+static inline int spruce__pairs_kzero(const struct spruce__pairs *P, int i, int g)
+{
+    if (i >= P->rows || !P->zero)
+        return 0;
+    if (P->dtype == SPRUCE_DT_INT8)
+        return (int)(int8_t)P->zero[i];
+    return (int)P->zero[(size_t)i * P->ngroups + g] - 8;
+}
+
+static inline float spruce__pairs_kscale(const struct spruce__pairs *P, int i, int g)
+{
+    return i < P->rows ? P->scale[(size_t)i * P->ngroups + g] : 0.0f;
+}
+
+static inline int spruce__pairs_line_blocks(int dtype)
+{
+    return dtype == SPRUCE_DT_F32    ? 2
+           : dtype == SPRUCE_DT_BF16 ? 4
+           : dtype == SPRUCE_DT_INT8 ? 8
+                                     : 16;
+}
+
 /* Pairs [p0, p1) of Y = A X. */
 typedef void (*spruce__pkernel)(const struct spruce__pairs *P, const float *X, int batch, float *Y,
                                 int p0, int p1);

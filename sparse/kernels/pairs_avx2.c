@@ -57,32 +57,9 @@ SPRUCE__INLINE __m256 lanes_f(float a, float b)
     return _mm256_setr_ps(a, a, b, b, a, a, b, b);
 }
 
-/* What widen subtracts in row i, group g: int8 z, int4 z - 8 (0 without
- * zero points, and in the second row of a last odd pair). */
-static int zero_of(const struct spruce__pairs *P, int i, int g)
-{
-    if (i >= P->rows || !P->zero)
-        return 0;
-    if (P->dtype == SPRUCE_DT_INT8)
-        return (int)(int8_t)P->zero[i];
-    return (int)P->zero[(size_t)i * P->ngroups + g] - 8;
-}
 
-static float scale_of(const struct spruce__pairs *P, int i, int g)
-{
-    return i < P->rows ? P->scale[(size_t)i * P->ngroups + g] : 0.0f;
-}
-
-/* Pairs a kernel takes at once (sharing each load of x), and how many
- * blocks of 8 columns hold a line of 64 bytes of values of each type. */
+/* Pairs a kernel takes at once (sharing each load of x). */
 #define PAIRS_R 4
-SPRUCE__INLINE int line_blocks(const int dtype)
-{
-    return dtype == SPRUCE_DT_F32    ? 2
-           : dtype == SPRUCE_DT_BF16 ? 4
-           : dtype == SPRUCE_DT_INT8 ? 8
-                                     : 16;
-}
 
 /* Blocks [b0, b1) of pairs p .. p + R (R = 1 .. PAIRS_R), added into acc[r];
  * part: block b1 - 1 is the row's last one and narrower than 8 columns.
@@ -109,7 +86,7 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
         a[r] = _mm256_setzero_ps();
     for (; b + 2 <= full; b += 2) {
         const __m256 x0 = _mm256_loadu_ps(x + 8 * b), x1 = _mm256_loadu_ps(x + 8 * b + 8);
-        if (!(b & (line_blocks(dtype) - 1))) {
+        if (!(b & (spruce__pairs_line_blocks(dtype) - 1))) {
 #pragma GCC unroll 4
             for (r = 0; r < R; r++)
                 _mm_prefetch((const char *)(P->val + vb * (blk + ahead + (size_t)r * nb + b)),
@@ -173,14 +150,14 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
     if (dtype != SPRUCE_DT_INT4) {
 #pragma GCC unroll 4
         for (r = 0; r < R; r++)
-            z[r] = zp ? lanes_i(zero_of(P, 2 * (p + r), 0), zero_of(P, 2 * (p + r) + 1, 0))
+            z[r] = zp ? lanes_i(spruce__pairs_kzero(P, 2 * (p + r), 0), spruce__pairs_kzero(P, 2 * (p + r) + 1, 0))
                       : _mm256_setzero_si256();
         span(P, x, p, R, 0, P->nb, part, dtype, zp, z, acc);
 #pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             if (dtype == SPRUCE_DT_INT8)
-                acc[r] = _mm256_mul_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), 0),
-                                                       scale_of(P, 2 * (p + r) + 1, 0)));
+                acc[r] = _mm256_mul_ps(acc[r], lanes_f(spruce__pairs_kscale(P, 2 * (p + r), 0),
+                                                       spruce__pairs_kscale(P, 2 * (p + r) + 1, 0)));
             put2(P, y, p + r, acc[r]);
         }
         return;
@@ -194,13 +171,13 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
             const int b0 = g * gb, b1 = b0 + gb < P->nb ? b0 + gb : P->nb;
 #pragma GCC unroll 4
             for (r = 0; r < R; r++)
-                z[r] = zp ? lanes_i(zero_of(P, 2 * (p + r), g), zero_of(P, 2 * (p + r) + 1, g))
+                z[r] = zp ? lanes_i(spruce__pairs_kzero(P, 2 * (p + r), g), spruce__pairs_kzero(P, 2 * (p + r) + 1, g))
                           : _mm256_setzero_si256();
             span(P, x, p, R, b0, b1, part && b1 == P->nb, dtype, zp, z, acc);
 #pragma GCC unroll 4
             for (r = 0; r < R; r++)
-                sum[r] = _mm256_fmadd_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), g),
-                                                         scale_of(P, 2 * (p + r) + 1, g)),
+                sum[r] = _mm256_fmadd_ps(acc[r], lanes_f(spruce__pairs_kscale(P, 2 * (p + r), g),
+                                                         spruce__pairs_kscale(P, 2 * (p + r) + 1, g)),
                                          sum[r]);
         }
 #pragma GCC unroll 4
@@ -283,8 +260,8 @@ SPRUCE__INLINE void spmm_pairs(const struct spruce__pairs *P, const float *X, in
                 for (q = 0; q < 4; q++)
                     acc[r][q] = _mm256_setzero_ps();
             if (dtype == SPRUCE_DT_INT8) {
-                z = lanes_i(zero_of(P, i0, 0), zero_of(P, i0 + 1, 0));
-                s = lanes_f(scale_of(P, i0, 0), scale_of(P, i0 + 1, 0));
+                z = lanes_i(spruce__pairs_kzero(P, i0, 0), spruce__pairs_kzero(P, i0 + 1, 0));
+                s = lanes_f(spruce__pairs_kscale(P, i0, 0), spruce__pairs_kscale(P, i0 + 1, 0));
             }
             for (w0 = 0; w0 < nb; w0 += PAIRS_WIN) {
                 const int w1 = w0 + PAIRS_WIN < nb ? w0 + PAIRS_WIN : nb;
@@ -294,8 +271,8 @@ SPRUCE__INLINE void spmm_pairs(const struct spruce__pairs *P, const float *X, in
                     float t[8];
                     if (dtype == SPRUCE_DT_INT4 && 8 * b % P->groupsize == 0) {
                         const int g = 8 * b / P->groupsize;
-                        z = lanes_i(zero_of(P, i0, g), zero_of(P, i0 + 1, g));
-                        s = lanes_f(scale_of(P, i0, g), scale_of(P, i0 + 1, g));
+                        z = lanes_i(spruce__pairs_kzero(P, i0, g), spruce__pairs_kzero(P, i0 + 1, g));
+                        s = lanes_f(spruce__pairs_kscale(P, i0, g), spruce__pairs_kscale(P, i0 + 1, g));
                     }
                     const __m256 wv = dtype == SPRUCE_DT_F32 || dtype == SPRUCE_DT_BF16
                                           ? widen(P, (size_t)p * nb + b, dtype, 0, z)

@@ -68,30 +68,7 @@ SPRUCE__INLINE __m512 widen(const struct spruce__pairs *P, size_t blk, const int
     }
 }
 
-/* What widen subtracts in row i, group g: int8 z, int4 z - 8 (0 without
- * zero points, and in the second row of a last odd pair). */
-static int zero_of(const struct spruce__pairs *P, int i, int g)
-{
-    if (i >= P->rows || !P->zero)
-        return 0;
-    if (P->dtype == SPRUCE_DT_INT8)
-        return (int)(int8_t)P->zero[i];
-    return (int)P->zero[(size_t)i * P->ngroups + g] - 8;
-}
 
-static float scale_of(const struct spruce__pairs *P, int i, int g)
-{
-    return i < P->rows ? P->scale[(size_t)i * P->ngroups + g] : 0.0f;
-}
-
-/* How many blocks of 8 columns hold a line of 64 bytes of values of each type. */
-SPRUCE__INLINE int line_blocks(const int dtype)
-{
-    return dtype == SPRUCE_DT_F32    ? 2
-           : dtype == SPRUCE_DT_BF16 ? 4
-           : dtype == SPRUCE_DT_INT8 ? 8
-                                     : 16;
-}
 
 /* Blocks [b0, b1) of pairs p .. p + R (R = 1 .. PAIRS_R) into acc[r]; part:
  * block b1 - 1 is the row's last one and narrower than 8 columns.  Each pair
@@ -117,7 +94,7 @@ SPRUCE__INLINE void span(const struct spruce__pairs *P, const float *x, int p, c
         a[r] = _mm512_setzero_ps();
     for (; b + 2 <= full; b += 2) {
         const __m512 xv = _mm512_loadu_ps(x + 8 * b);
-        if (!(b & (line_blocks(dtype) - 1))) {
+        if (!(b & (spruce__pairs_line_blocks(dtype) - 1))) {
 #pragma GCC unroll 4
             for (r = 0; r < R; r++)
                 _mm_prefetch((const char *)(P->val + vb * (blk + ahead + (size_t)r * nb + b)),
@@ -176,14 +153,14 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
     if (dtype != SPRUCE_DT_INT4) {
 #pragma GCC unroll 4
         for (r = 0; r < R; r++)
-            z[r] = zp ? lanes_i(zero_of(P, 2 * (p + r), 0), zero_of(P, 2 * (p + r) + 1, 0))
+            z[r] = zp ? lanes_i(spruce__pairs_kzero(P, 2 * (p + r), 0), spruce__pairs_kzero(P, 2 * (p + r) + 1, 0))
                       : _mm512_setzero_si512();
         span(P, x, p, R, 0, P->nb, part, dtype, zp, z, acc);
 #pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             if (dtype == SPRUCE_DT_INT8)
-                acc[r] = _mm512_mul_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), 0),
-                                                       scale_of(P, 2 * (p + r) + 1, 0)));
+                acc[r] = _mm512_mul_ps(acc[r], lanes_f(spruce__pairs_kscale(P, 2 * (p + r), 0),
+                                                       spruce__pairs_kscale(P, 2 * (p + r) + 1, 0)));
             put2(P, y, p + r, acc[r]);
         }
         return;
@@ -197,13 +174,13 @@ SPRUCE__INLINE void pairs_rows(const struct spruce__pairs *P, const float *x, fl
             const int b0 = g * gb, b1 = b0 + gb < P->nb ? b0 + gb : P->nb;
 #pragma GCC unroll 4
             for (r = 0; r < R; r++)
-                z[r] = zp ? lanes_i(zero_of(P, 2 * (p + r), g), zero_of(P, 2 * (p + r) + 1, g))
+                z[r] = zp ? lanes_i(spruce__pairs_kzero(P, 2 * (p + r), g), spruce__pairs_kzero(P, 2 * (p + r) + 1, g))
                           : _mm512_setzero_si512();
             span(P, x, p, R, b0, b1, part && b1 == P->nb, dtype, zp, z, acc);
 #pragma GCC unroll 4
             for (r = 0; r < R; r++)
-                sum[r] = _mm512_fmadd_ps(acc[r], lanes_f(scale_of(P, 2 * (p + r), g),
-                                                         scale_of(P, 2 * (p + r) + 1, g)),
+                sum[r] = _mm512_fmadd_ps(acc[r], lanes_f(spruce__pairs_kscale(P, 2 * (p + r), g),
+                                                         spruce__pairs_kscale(P, 2 * (p + r) + 1, g)),
                                          sum[r]);
         }
 #pragma GCC unroll 4
